@@ -1,0 +1,3 @@
+from fnacli.cli.app import main
+
+main()

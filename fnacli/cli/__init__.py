@@ -1,0 +1,1 @@
+"""The command-line layer: one thin module per command over the library."""

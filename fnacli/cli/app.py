@@ -1,0 +1,88 @@
+"""The ``fnacli`` Typer app. Command modules register themselves on import; none of them
+imports torch at module level, so ``fnacli --help`` stays fast."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import typer
+
+from fnacli import __version__
+
+app = typer.Typer(
+    name="fnacli",
+    help="Adapt ImageNet MobileNetV2 checkpoints into detection backbones "
+         "(FNA/FNA++, channel search, DetNAS): expand, search, derive, remap, finetune, eval.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        print(f"fnacli {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    debug: bool = typer.Option(False, "--debug", help="Show tracebacks (also FNACLI_DEBUG=1)."),
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                 help="Print the version and exit."),
+) -> None:
+    if debug:
+        os.environ["FNACLI_DEBUG"] = "1"
+
+
+# Registration order is the order `fnacli --help` lists them: the pipeline's order.
+from fnacli.cli import (  # noqa: E402,F401
+    data,
+    derive,
+    eval,
+    expand,
+    finetune,
+    madds,
+    remap,
+    search,
+)
+
+
+def main() -> None:
+    """Entry point: exit 2 with one line for bad input, 1 for internal errors."""
+    from fnacli.cli.common import debug_enabled
+    from fnacli.errors import UserError
+
+    if "--debug" in sys.argv[1:]:
+        os.environ["FNACLI_DEBUG"] = "1"
+    try:
+        app(standalone_mode=False)
+    except UserError as e:
+        if debug_enabled():
+            raise
+        print(f"fnacli: error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("fnacli: interrupted (outputs are written atomically; rerun with --resume "
+              "where the command has it)", file=sys.stderr)
+        sys.exit(130)
+    except SystemExit:
+        raise
+    except BaseException as e:  # noqa: BLE001
+        import click
+
+        if isinstance(e, click.exceptions.Exit):
+            sys.exit(e.exit_code)
+        if isinstance(e, click.exceptions.Abort):
+            print("fnacli: aborted", file=sys.stderr)
+            sys.exit(130)
+        if isinstance(e, click.ClickException):
+            e.show()
+            sys.exit(e.exit_code)
+        if debug_enabled():
+            raise
+        print(f"fnacli: internal error: {type(e).__name__}: {e} (rerun with --debug for the "
+              "traceback)", file=sys.stderr)
+        sys.exit(1)

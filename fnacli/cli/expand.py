@@ -1,0 +1,14 @@
+"""`fnacli expand` (not built yet)."""
+
+from __future__ import annotations
+
+import typer
+
+from fnacli.cli.app import app
+from fnacli.cli.common import not_implemented
+
+
+@app.command("expand", context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+             help="(not implemented yet)")
+def expand(ctx: typer.Context) -> None:
+    not_implemented("expand")

@@ -1,0 +1,14 @@
+"""`fnacli remap` (not built yet)."""
+
+from __future__ import annotations
+
+import typer
+
+from fnacli.cli.app import app
+from fnacli.cli.common import not_implemented
+
+
+@app.command("remap", context_settings={"ignore_unknown_options": True, "allow_extra_args": True},
+             help="(not implemented yet)")
+def remap(ctx: typer.Context) -> None:
+    not_implemented("remap")

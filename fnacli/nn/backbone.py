@@ -1,0 +1,103 @@
+"""A MobileNetV2-family backbone built from an ``ArchSpec``.
+
+State-dict keys are ``stem.*``, ``stages.S.L.{expand,dw,project}.*``, ``head.*``; the remapper
+and the checkpoint readers rely on them.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import torch
+from torch import nn
+
+from fnacli.nn.blocks import ConvBN, MBConv
+from fnacli.spec import ArchSpec
+
+SSD_TAP = "ssd_tap"  # expansion output of the first stride-32 layer (MobileNetV2 SSDLite)
+
+
+def ssd_tap_layer(spec: ArchSpec) -> tuple[int, int] | None:
+    """(stage, layer) whose expansion output SSDLite taps: the first layer reaching stride 32."""
+    stride = spec.stem_stride
+    for s, st in enumerate(spec.stages):
+        if stride < 32 <= stride * st.stride:
+            return s, 0
+        stride *= st.stride
+    return None
+
+
+def feature_channels(spec: ArchSpec, with_head: bool = True) -> dict[str, int]:
+    """Channels of every feature map a backbone of ``spec`` returns, in forward order."""
+    out: dict[str, int] = {}
+    tap = ssd_tap_layer(spec)
+    for s, st in enumerate(spec.stages):
+        if tap and tap[0] == s:
+            cin = spec.stages[s - 1].out if s else spec.stem_out
+            out[SSD_TAP] = cin * st.ops[0].expand
+        out[f"stage{s}"] = st.out
+    if spec.head_out and with_head:
+        out["head"] = spec.head_out
+    return out
+
+
+def feature_strides(spec: ArchSpec, with_head: bool = True) -> dict[str, int]:
+    """Output stride of every feature map (the SSD tap sits before the stride-32 conv)."""
+    strides = spec.stage_strides()
+    out: dict[str, int] = {}
+    for s in range(len(spec.stages)):
+        if ssd_tap_layer(spec) == (s, 0):
+            out[SSD_TAP] = strides[s] // spec.stages[s].stride
+        out[f"stage{s}"] = strides[s]
+    if spec.head_out and with_head:
+        out["head"] = strides[-1]
+    return out
+
+
+class Backbone(nn.Module):
+    """Returns an ordered dict of feature maps: ``stage{i}`` for every stage, ``ssd_tap`` when
+    the network reaches stride 32, and ``head`` when the spec has a head conv.
+
+    ``with_head=False`` drops the 1x1 head conv (RetinaNet does not use it).
+    """
+
+    def __init__(self, spec: ArchSpec, with_head: bool = True) -> None:
+        super().__init__()
+        self.spec = spec
+        self.stem = ConvBN(3, spec.stem_out, 3, spec.stem_stride)
+        self.stages = nn.ModuleList(
+            nn.Sequential(*[MBConv(cin, cout, op.kernel, op.expand, stride)
+                            for (s2, _, cin, cout, op, stride) in spec.layers() if s2 == s])
+            for s in range(len(spec.stages)))
+        self.head = (ConvBN(spec.stages[-1].out, spec.head_out)
+                     if spec.head_out and with_head else None)
+        self.tap = ssd_tap_layer(spec)
+        self.feature_channels = feature_channels(spec, with_head)
+        self.feature_strides = feature_strides(spec, with_head)
+
+    def forward(self, x: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
+        feats: OrderedDict[str, torch.Tensor] = OrderedDict()
+        x = self.stem(x)
+        for s, stage in enumerate(self.stages):
+            for i, block in enumerate(stage):
+                if (s, i) == self.tap:
+                    feats[SSD_TAP] = block.expand(x) if block.expand is not None else x
+                x = block(x)
+            feats[f"stage{s}"] = x
+        if self.head is not None:
+            feats["head"] = self.head(x)
+        return feats
+
+
+class Classifier(nn.Module):
+    """Backbone + global pooling + dropout + linear: MobileNetV2's ImageNet classifier."""
+
+    def __init__(self, spec: ArchSpec, num_classes: int = 1000, dropout: float = 0.2) -> None:
+        super().__init__()
+        self.backbone = Backbone(spec)
+        self.dropout = nn.Dropout(dropout)
+        self.fc = nn.Linear(spec.out_channels, num_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = next(reversed(self.backbone(x).values()))  # the head output, else the last stage
+        return self.fc(self.dropout(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1)))
