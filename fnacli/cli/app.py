@@ -45,6 +45,7 @@ from fnacli.cli import (  # noqa: E402,F401
     expand,
     finetune,
     madds,
+    pretrain,
     remap,
     search,
 )
