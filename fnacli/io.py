@@ -66,7 +66,8 @@ def load_json_text(text: str, name: str) -> object:
     try:
         return json.loads(text)
     except json.JSONDecodeError as e:
-        raise UserError(f"{name}: not valid JSON ({e.msg} at line {e.lineno} column {e.colno})") from None
+        where = f"line {e.lineno} column {e.colno}"
+        raise UserError(f"{name}: not valid JSON ({e.msg} at {where})") from None
 
 
 def write_output(dest: str, text: str, force: bool) -> None:

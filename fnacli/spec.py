@@ -95,7 +95,8 @@ class ArchSpec:
         return self.head_out if self.head_out else self.stages[-1].out
 
     def to_dict(self) -> dict:
-        d: dict = {"schema": ARCH_SCHEMA, "stem": {"out": self.stem_out, "stride": self.stem_stride},
+        d: dict = {"schema": ARCH_SCHEMA,
+                   "stem": {"out": self.stem_out, "stride": self.stem_stride},
                    "stages": [{"out": s.out, "stride": s.stride, "ops": [str(o) for o in s.ops]}
                               for s in self.stages]}
         if self.head_out:
@@ -186,7 +187,8 @@ class SpaceSpec:
             else:
                 stages.append({"out": s.outs[0], "stride": s.stride,
                                "ops": [str(o) for o in s.fixed_ops]})
-        d: dict = {"schema": SPACE_SCHEMA, "stem": {"out": self.stem_out, "stride": self.stem_stride},
+        d: dict = {"schema": SPACE_SCHEMA,
+                   "stem": {"out": self.stem_out, "stride": self.stem_stride},
                    "stages": stages}
         if self.head_out:
             d["head"] = {"out": self.head_out}
@@ -259,7 +261,8 @@ class SpaceSpec:
 def _no_extra(d: dict, allowed: set[str], where: str) -> None:
     extra = sorted(set(d) - allowed)
     if extra:
-        raise UserError(f"{where}: unknown field {extra[0]!r} (allowed: {', '.join(sorted(allowed))})")
+        raise UserError(f"{where}: unknown field {extra[0]!r} "
+                        f"(allowed: {', '.join(sorted(allowed))})")
 
 
 def _get_int(d: dict, key: str, where: str, minimum: int = 1) -> int:
@@ -290,7 +293,8 @@ def _get_list(d: dict, key: str, where: str) -> list:
 def _parse_stem(d: dict, source: str) -> tuple[int, int]:
     stem = d.get("stem")
     if not isinstance(stem, dict):
-        raise UserError(f"{source}: missing or invalid 'stem' (expected {{\"out\": N, \"stride\": 2}})")
+        raise UserError(f"{source}: missing or invalid 'stem' "
+                        "(expected {\"out\": N, \"stride\": 2})")
     _no_extra(stem, {"out", "stride"}, f"{source}: stem")
     return _get_int(stem, "out", f"{source}: stem"), _get_stride(stem, f"{source}: stem")
 
@@ -385,7 +389,10 @@ def builtin_space(name: str) -> SpaceSpec | None:
 
 
 def _looks_like_name(arg: str) -> bool:
-    return arg != "-" and not Path(arg).suffix and not Path(arg).exists()
+    # 'mobilenetv2-0.75' has a suffix ('.75') yet is a name: only a path separator or a
+    # .json suffix marks something that can only be a file.
+    p = Path(arg)
+    return (arg != "-" and "/" not in arg and p.suffix.lower() != ".json" and not p.exists())
 
 
 def load_arch(arg: str) -> ArchSpec:
