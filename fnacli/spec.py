@@ -258,6 +258,11 @@ class SpaceSpec:
 
 
 # -- field helpers -------------------------------------------------------------------------
+def _field(where: str, key: str) -> str:
+    """'src: stages[1]' + 'ops' -> 'src: stages[1].ops'; a bare source 'src' -> 'src: ops'."""
+    return f"{where}.{key}" if ": " in where else f"{where}: {key}"
+
+
 def _no_extra(d: dict, allowed: set[str], where: str) -> None:
     extra = sorted(set(d) - allowed)
     if extra:
@@ -270,7 +275,7 @@ def _get_int(d: dict, key: str, where: str, minimum: int = 1) -> int:
         raise UserError(f"{where}: missing field {key!r}")
     v = d[key]
     if not isinstance(v, int) or isinstance(v, bool) or v < minimum:
-        raise UserError(f"{where}.{key}: expected an integer ≥ {minimum}, got {v!r}")
+        raise UserError(f"{_field(where, key)}: expected an integer ≥ {minimum}, got {v!r}")
     return v
 
 
@@ -286,7 +291,7 @@ def _get_list(d: dict, key: str, where: str) -> list:
         raise UserError(f"{where}: missing field {key!r}")
     v = d[key]
     if not isinstance(v, list) or not v:
-        raise UserError(f"{where}.{key}: expected a non-empty list, got {v!r}")
+        raise UserError(f"{_field(where, key)}: expected a non-empty list, got {v!r}")
     return v
 
 

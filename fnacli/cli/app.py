@@ -51,6 +51,23 @@ from fnacli.cli import (  # noqa: E402,F401
 )
 
 
+def _click_exception_types() -> tuple[tuple[type, ...], tuple[type, ...], tuple[type, ...]]:
+    """Exit / Abort / usage-error classes of click *and* of the click copy that newer typer
+    versions vendor (``typer._click``): usage errors raised by typer are not click's."""
+    import click
+
+    exits: list[type] = [click.exceptions.Exit, typer.Exit]
+    aborts: list[type] = [click.exceptions.Abort, typer.Abort]
+    errors: list[type] = [click.ClickException]
+    try:
+        from typer._click.exceptions import ClickException as VendoredClickException
+    except ImportError:
+        pass
+    else:
+        errors.append(VendoredClickException)
+    return tuple(exits), tuple(aborts), tuple(errors)
+
+
 def main() -> None:
     """Entry point: exit 2 with one line for bad input, 1 for internal errors."""
     from fnacli.cli.common import debug_enabled
@@ -72,14 +89,13 @@ def main() -> None:
     except SystemExit:
         raise
     except BaseException as e:  # noqa: BLE001
-        import click
-
-        if isinstance(e, click.exceptions.Exit):
+        exit_types, abort_types, click_errors = _click_exception_types()
+        if isinstance(e, exit_types):
             sys.exit(e.exit_code)
-        if isinstance(e, click.exceptions.Abort):
+        if isinstance(e, abort_types):
             print("fnacli: aborted", file=sys.stderr)
             sys.exit(130)
-        if isinstance(e, click.ClickException):
+        if isinstance(e, click_errors):  # usage errors: click's message, exit 2
             e.show()
             sys.exit(e.exit_code)
         if debug_enabled():

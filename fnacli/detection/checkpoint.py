@@ -1,0 +1,100 @@
+"""Detector checkpoints: kind ``detector`` safetensors on top of ``fnacli.checkpoint``.
+
+Tensors are the detector's state dict; metadata carries what rebuilds it exactly:
+``spec``, ``task``, ``num_classes``, ``size`` ([width, height]) and ``categories`` (the
+training data's [{id, name}] in label order, so evaluation maps labels back to the same
+COCO category ids). Loading rebuilds with ``build_detector`` and loads strictly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from torch import nn
+
+from fnacli.checkpoint import Checkpoint, read_checkpoint, save_checkpoint
+from fnacli.errors import UserError
+from fnacli.spec import ArchSpec
+
+BODY_PREFIX = "backbone.body."
+
+
+@dataclass
+class DetectorInfo:
+    spec: ArchSpec
+    task: str
+    num_classes: int
+    size: tuple[int, int]  # (width, height)
+    categories: list[dict]  # [{id, name}] in label order
+    extra: dict = field(default_factory=dict)  # e.g. how it was trained
+
+    def meta(self) -> dict:
+        return {"spec": self.spec.to_dict(), "task": self.task, "num_classes": self.num_classes,
+                "size": list(self.size), "categories": self.categories, **self.extra}
+
+
+def build(info: DetectorInfo) -> nn.Module:
+    from fnacli.detection.models import build_detector
+
+    return build_detector(info.spec, info.task, info.num_classes, info.size)
+
+
+def save_detector(path: str | Path, model: nn.Module, info: DetectorInfo,
+                  force: bool = False) -> None:
+    state = {k: v for k, v in model.state_dict().items()}
+    save_checkpoint(path, state, "detector", info.meta(), force=force)
+
+
+def detector_info(ckpt: Checkpoint, path: str | Path) -> DetectorInfo:
+    meta = ckpt.meta
+    missing = [k for k in ("task", "num_classes", "size", "categories") if k not in meta]
+    if ckpt.spec is None or missing:
+        raise UserError(f"{path}: detector checkpoint without {missing[0] if missing else 'spec'}"
+                        " in its metadata")
+    size = meta["size"]
+    cats = meta["categories"]
+    if (not isinstance(size, list) or len(size) != 2
+            or not all(isinstance(v, int) and v > 0 for v in size)):
+        raise UserError(f"{path}: metadata size must be [width, height], got {size!r}")
+    if not isinstance(cats, list) or len(cats) != meta["num_classes"]:
+        raise UserError(f"{path}: metadata categories do not match num_classes "
+                        f"{meta['num_classes']}")
+    extra = {k: v for k, v in meta.items()
+             if k not in ("spec", "task", "num_classes", "size", "categories")}
+    return DetectorInfo(ckpt.spec, meta["task"], int(meta["num_classes"]), (size[0], size[1]),
+                        cats, extra)
+
+
+def load_detector(path: str | Path) -> tuple[nn.Module, DetectorInfo]:
+    """Rebuild and load a detector checkpoint (strictly); UserError for anything else."""
+    ckpt = read_checkpoint(path)
+    if ckpt.kind != "detector":
+        raise UserError(f"{path}: a {ckpt.kind} checkpoint; expected a detector (from "
+                        "'fnacli finetune')")
+    info = detector_info(ckpt, path)
+    model = build(info)
+    load_state_strict(model, ckpt.tensors, path)
+    return model, info
+
+
+def load_backbone_into(model: nn.Module, tensors: dict, path: str | Path) -> int:
+    """Load a backbone checkpoint's tensors into ``model.backbone.body`` strictly.
+
+    RetinaNet's body has no 1x1 head conv; the backbone's ``head.*`` tensors are left out
+    there. Returns how many tensors were dropped that way.
+    """
+    body = model.backbone.body
+    has_head = getattr(body, "head", None) is not None
+    state = {k: v for k, v in tensors.items() if has_head or not k.startswith("head.")}
+    load_state_strict(body, state, path)
+    return len(tensors) - len(state)
+
+
+def load_state_strict(module: nn.Module, state: dict, path: str | Path) -> None:
+    try:
+        module.load_state_dict(state, strict=True)
+    except RuntimeError as e:
+        first = str(e).splitlines()[1].strip() if "\n" in str(e) else str(e)
+        raise UserError(f"{path}: tensors do not fit the network its metadata describes "
+                        f"({first[:200]})") from None

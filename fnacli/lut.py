@@ -1,0 +1,695 @@
+"""The cost lookup table (LUT): MAdds of every candidate layer of a space, and the fast path.
+
+A network's MAdds are a sum over its layers, and a layer's MAdds depend only on
+(op, in channels, out channels, stride, input resolution); the detector's neck and head
+depend only on the channels of the maps they receive. ``CostTable`` caches exactly those
+entries (computed with fvcore on tiny modules, see ``fnacli.cost.per_position_madds``) and
+adds them up, so profiling an architecture needs no trace of the whole network.
+
+``Lut`` is a ``CostTable`` filled for every entry a search space can produce, plus the
+differentiable expected cost C(α, β) of Jung et al. (eqs. 5-8), extended so a layer's cost
+uses the distribution of its input width (the previous stage's β), not just its maximum.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections import OrderedDict
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from fnacli import __version__
+from fnacli.cost import PARTS, Profile, build_model, default_classes, per_position_madds
+from fnacli.errors import UserError
+from fnacli.nn.backbone import ssd_tap_layer
+from fnacli.spec import SKIP, ArchSpec, Op, SpaceSpec
+
+LUT_SCHEMA = "fnacli/lut@1"
+LUT_TASKS = ("none", "classifier", "ssdlite", "retinanet")
+_CHUNK = 400  # layers per fvcore trace: big enough to amortise the trace, small for progress
+
+Res = tuple[int, int]  # (height, width)
+LayerKey = tuple[str, int, int, int, int, int]  # op, cin, cout, stride, input h, input w
+FixedKey = tuple[str, int, tuple[int, ...]]  # group, channels it varies with (0: none), sig
+
+
+def out_res(res: Res, stride: int) -> Res:
+    """Output size of an odd-kernel conv padded by k//2 (every conv in these networks)."""
+    return ((res[0] - 1) // stride + 1, (res[1] - 1) // stride + 1)
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Resolutions through a backbone of a given stride pattern at an input size."""
+
+    stem: Res
+    stage_in: tuple[Res, ...]
+    stage_out: tuple[Res, ...]
+
+    @classmethod
+    def of(cls, stem_stride: int, strides: Iterable[int], size: tuple[int, int]) -> Geometry:
+        res = out_res((size[1], size[0]), stem_stride)
+        stem, ins, outs = res, [], []
+        for s in strides:
+            ins.append(res)
+            res = out_res(res, s)
+            outs.append(res)
+        return cls(stem, tuple(ins), tuple(outs))
+
+
+def _positions(res: Res) -> int:
+    return res[0] * res[1]
+
+
+def mbconv_units(op: Op, cin: int, cout: int) -> list[tuple[int, int, int, int]]:
+    """The convs of an MBConv as (cin, cout, kernel, groups): expand (if any), dw, project."""
+    hidden = cin * op.expand
+    units = [(cin, hidden, 1, 1)] if op.expand != 1 else []
+    return units + [(hidden, hidden, op.kernel, hidden), (hidden, cout, 1, 1)]
+
+
+def mbconv_params(op: Op, cin: int, cout: int) -> int:
+    """Exact parameter count of ``MBConv(cin, cout, k, e)``: conv weights (no bias) + BN γ/β."""
+    return sum(a // g * b * k * k + 2 * b for a, b, k, g in mbconv_units(op, cin, cout))
+
+
+# -- per-position costs of single convs / linears, shared by every table in the process ----
+_PP: dict[tuple[int, int, int, int], int] = {}  # (cin, cout, kernel, groups); kernel 0 = linear
+
+
+def _unit_module(key: tuple[int, int, int, int]) -> nn.Module:
+    cin, cout, k, g = key
+    if k == 0:
+        return nn.Linear(cin, cout)
+    return nn.Conv2d(cin, cout, k, padding=k // 2, groups=g, bias=False)
+
+
+def _fill_units(keys: Iterable[tuple[int, int, int, int]], progress: _Progress | None) -> None:
+    missing = sorted({k for k in keys if k not in _PP})
+    if progress:
+        progress.add(len(missing))
+    for i in range(0, len(missing), _CHUNK):
+        chunk = missing[i:i + _CHUNK]
+        for key, madds in zip(chunk, per_position_madds([_unit_module(k) for k in chunk]),
+                              strict=True):
+            _PP[key] = madds
+        if progress:
+            progress.advance(len(chunk))
+
+
+class _Progress:
+    """A rich progress bar on stderr (transient), or nothing."""
+
+    def __init__(self, bar: object, task: object) -> None:
+        self.bar, self.task = bar, task
+
+    def add(self, n: int) -> None:
+        self.bar.update(self.task, total=(self.bar.tasks[0].total or 0) + n)
+
+    def advance(self, n: int) -> None:
+        self.bar.advance(self.task, n)
+
+
+@contextmanager
+def _progress(enabled: bool, what: str) -> Iterator[_Progress | None]:
+    if not enabled:
+        yield None
+        return
+    from rich.console import Console
+    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with Progress(TextColumn("{task.description}"), BarColumn(),
+                  TextColumn("{task.completed}/{task.total}"), TimeRemainingColumn(),
+                  console=Console(stderr=True), transient=True) as bar:
+        yield _Progress(bar, bar.add_task(what, total=0))
+
+
+# -- detector necks and heads as functions of the channels they receive --------------------
+class _StubBody(nn.Module):
+    """Stands in for a backbone: zero maps with the given channels and sizes."""
+
+    def __init__(self, channels: dict[str, int], sizes: dict[str, Res]) -> None:
+        super().__init__()
+        self.feature_channels = OrderedDict(channels)
+        self.sizes = sizes
+
+    def forward(self, x: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
+        return OrderedDict((n, x.new_zeros(1, c, *self.sizes[n]))
+                           for n, c in self.feature_channels.items())
+
+
+def _group(task: str, name: str) -> tuple[str, str, int] | None:
+    """Which fixed-part entry a detector module/parameter belongs to:
+    (group, part, index of the channel value it varies with, -1 for none)."""
+    if task == "ssdlite":
+        if name.startswith("head."):
+            return ("ssd_tap_pred", "head", 0) if ".module_list.0." in name + "." else \
+                ("ssd_pred", "head", 1)
+        if name.startswith("backbone.extra"):
+            return "ssd_extra", "neck", 1
+        return None
+    if name.startswith("backbone.fpn.inner_blocks."):
+        i = int(name.split(".")[3])
+        return f"fpn_lateral{i}", "neck", i
+    if name.startswith("backbone.fpn.extra_blocks.p6"):
+        return "fpn_p6", "neck", 2  # P6 is a conv on C5
+    if name.startswith("backbone.fpn"):
+        return "fpn", "neck", -1
+    if name.startswith("head."):
+        return "retina_head", "head", -1
+    return None
+
+
+def _detector_fixed(task: str, spec: ArchSpec, num_classes: int, names: list[str],
+                    combos: list[tuple[int, ...]], sizes: dict[str, Res],
+                    sig: tuple[int, ...]) -> dict[FixedKey, tuple[str, int, int]]:
+    """Neck/head entries for each channel combination (one value per name in ``names``)."""
+    from fnacli.cost import DetectorCore, by_module
+    from fnacli.detection.models import build_detector
+
+    def build(chans: tuple[int, ...], device: str) -> DetectorCore:
+        with torch.device(device):
+            stub = _StubBody(dict(zip(names, chans, strict=True)), sizes)
+            det = build_detector(spec, task, num_classes, backbone=stub)
+        return DetectorCore(det)
+
+    # Output positions of every conv at the real sizes, from a forward pass on the meta
+    # device (no compute); they do not depend on the channel numbers. RetinaNet's head runs
+    # the same convs on every level, so positions add up over calls.
+    meta = build(combos[0], "meta").eval()
+    positions: dict[str, list[int]] = {}
+
+    def record(name: str, out: torch.Tensor) -> None:
+        acc = positions.setdefault(name, [0, 0])
+        acc[0] += out.shape[0] * out[0, 0].numel()
+        acc[1] += 1
+
+    hooks = [m.register_forward_hook(lambda mod, inp, out, n=n: record(n, out))
+             for n, m in meta.named_modules() if isinstance(m, nn.Conv2d)]
+    with torch.no_grad():
+        meta(torch.zeros(1, 3, 1, 1, device="meta"))
+    for h in hooks:
+        h.remove()
+
+    out: dict[FixedKey, tuple[str, int, int]] = {}
+    for chans in combos:
+        core = build(chans, "cpu")
+        one = {n: (1, 1) for n in names}
+        core.backbone.body.sizes = one  # every map 1x1: fvcore gives per-position costs
+        pp = by_module(core, (torch.zeros(1, 3, 1, 1),))
+        acc: dict[tuple[str, str, int], list[int]] = {}
+        for n, m in core.named_modules():
+            g = _group(task, n + ".") if isinstance(m, nn.Conv2d) else None
+            if g is None:
+                continue
+            total_pos, calls = positions[n]
+            # the 1x1 trace counted one position per call
+            acc.setdefault(g, [0, 0])[0] += pp.get(n, 0) // calls * total_pos
+        for n, p in core.named_parameters():
+            g = _group(task, n)
+            if g is not None:
+                acc.setdefault(g, [0, 0])[1] += p.numel()
+        for (group, part, idx), (madds, params) in acc.items():
+            out[(group, chans[idx] if idx >= 0 else 0, sig)] = (part, madds, params)
+    return out
+
+
+# -- the table -----------------------------------------------------------------------------
+class CostTable:
+    """MAdds/params entries for one (task, input size, num_classes), filled on demand."""
+
+    def __init__(self, task: str, size: tuple[int, int], num_classes: int | None = None) -> None:
+        if task not in LUT_TASKS:
+            raise UserError(f"unknown task {task!r} (expected one of {', '.join(LUT_TASKS)})")
+        self.task = task
+        self.size = (int(size[0]), int(size[1]))
+        self.num_classes = default_classes(task) if num_classes is None else num_classes
+        self.layers: dict[LayerKey, tuple[int, int]] = {}
+        self.fixed: dict[FixedKey, tuple[str, int, int]] = {}
+
+    # entries one architecture needs ------------------------------------------------------
+    def geometry(self, spec: ArchSpec) -> Geometry:
+        return Geometry.of(spec.stem_stride, (s.stride for s in spec.stages), self.size)
+
+    def layer_keys(self, spec: ArchSpec) -> list[LayerKey]:
+        geo = self.geometry(spec)
+        keys = []
+        for s, layer, cin, cout, op, stride in spec.layers():
+            res = geo.stage_in[s] if layer == 0 else geo.stage_out[s]
+            keys.append((str(op), cin, cout, stride, *res))
+        return keys
+
+    def _fixed_needs(self, spec: ArchSpec) -> list[tuple[str, int, tuple[int, ...]]]:
+        """(group, channels, sig) of every non-layer piece of ``spec`` under this task."""
+        geo = self.geometry(spec)
+        last = spec.stages[-1].out
+        needs = [("stem", spec.stem_out, (spec.stem_stride, *geo.stem))]
+        has_head = bool(spec.head_out) and self.task != "retinanet"
+        if has_head:
+            needs.append(("head_conv", last, (spec.head_out, *geo.stage_out[-1])))
+        map_c = spec.head_out if has_head else last
+        if self.task == "classifier":
+            needs.append(("fc", map_c, (self.num_classes,)))
+        elif self.task == "ssdlite":
+            s, sig = self._ssd_layout(spec)
+            cin = spec.stages[s - 1].out if s else spec.stem_out
+            tap = cin * spec.stages[s].ops[0].expand
+            needs += [("ssd_tap_pred", tap, sig), ("ssd_extra", map_c, sig),
+                      ("ssd_pred", map_c, sig)]
+        elif self.task == "retinanet":
+            idx, sig = self._fpn_layout(spec)
+            c = [spec.stages[i].out for i in idx]
+            needs += [("fpn_lateral0", c[0], sig), ("fpn_lateral1", c[1], sig),
+                      ("fpn_lateral2", c[2], sig), ("fpn_p6", c[2], sig), ("fpn", 0, sig),
+                      ("retina_head", 0, sig)]
+        return needs
+
+    def _ssd_layout(self, spec: ArchSpec) -> tuple[int, tuple[int, ...]]:
+        from fnacli.detection.models import ssdlite_tap_names
+
+        tap = ssd_tap_layer(spec)
+        if tap is None:
+            ssdlite_tap_names({})  # raises the detector's own message
+        geo = self.geometry(spec)
+        return tap[0], (*geo.stage_in[tap[0]], *geo.stage_out[-1])
+
+    def _fpn_layout(self, spec: ArchSpec) -> tuple[list[int], tuple[int, ...]]:
+        from fnacli.detection.models import fpn_input_names
+
+        idx = [int(n.removeprefix("stage")) for n in fpn_input_names(spec)]
+        geo = self.geometry(spec)
+        return idx, tuple(v for i in idx for v in geo.stage_out[i])
+
+    # filling -----------------------------------------------------------------------------
+    def fill(self, layer_keys: Iterable[LayerKey], fixed: Iterable[tuple[str, int, tuple]],
+             spec: ArchSpec, progress: bool = False) -> None:
+        """Compute every missing entry. ``spec`` gives the stride pattern of the fixed parts
+        (any member of the family: only its strides matter)."""
+        layer_keys = [k for k in dict.fromkeys(layer_keys) if k not in self.layers]
+        fixed = [f for f in dict.fromkeys(fixed) if f not in self.fixed]
+        with _progress(progress and bool(layer_keys or fixed), "cost table") as bar:
+            units = []
+            for op, cin, cout, *_ in layer_keys:
+                units += mbconv_units(Op.parse(op), cin, cout)
+            units += [u for f in fixed for u in self._simple_units(f)]
+            _fill_units(units, bar)
+            for key in layer_keys:
+                self.layers[key] = self._layer_entry(key)
+            simple = [f for f in fixed if f[0] in ("stem", "head_conv", "fc")]
+            for f in simple:
+                self.fixed[f] = self._simple_entry(f)
+            self._fill_detector([f for f in fixed if f not in self.fixed], spec, bar)
+
+    @staticmethod
+    def _layer_entry(key: LayerKey) -> tuple[int, int]:
+        op_s, cin, cout, stride, h, w = key
+        op = Op.parse(op_s)
+        units = mbconv_units(op, cin, cout)
+        pos_in, pos_out = h * w, _positions(out_res((h, w), stride))
+        madds = sum(_PP[u] * pos_out for u in units)
+        if op.expand != 1:  # the 1x1 expansion runs at the input resolution
+            madds += _PP[units[0]] * (pos_in - pos_out)
+        return madds, mbconv_params(op, cin, cout)
+
+    @staticmethod
+    def _simple_units(f: tuple[str, int, tuple]) -> list[tuple[int, int, int, int]]:
+        group, c, sig = f
+        if group == "stem":
+            return [(3, c, 3, 1)]
+        if group == "head_conv":
+            return [(c, sig[0], 1, 1)]
+        if group == "fc":
+            return [(c, sig[0], 0, 1)]
+        return []
+
+    def _simple_entry(self, f: tuple[str, int, tuple]) -> tuple[str, int, int]:
+        group, c, sig = f
+        (unit,) = self._simple_units(f)
+        if group == "fc":
+            return "head", _PP[unit], c * sig[0] + sig[0]
+        pos = sig[-2] * sig[-1]
+        return "backbone", _PP[unit] * pos, unit[0] * unit[1] * unit[2] ** 2 + 2 * unit[1]
+
+    def _fill_detector(self, needs: list[tuple[str, int, tuple]], spec: ArchSpec,
+                       bar: _Progress | None) -> None:
+        if not needs:
+            return
+        if self.task == "ssdlite":
+            from fnacli.nn.backbone import SSD_TAP
+
+            names = [SSD_TAP, "head"]
+            per_var = {0: {c for g, c, _ in needs if g == "ssd_tap_pred"},
+                       1: {c for g, c, _ in needs if g in ("ssd_extra", "ssd_pred")}}
+        else:
+            idx, _ = self._fpn_layout(spec)
+            names = [f"stage{i}" for i in idx]
+            per_var = {0: {c for g, c, _ in needs if g == "fpn_lateral0"},
+                       1: {c for g, c, _ in needs if g == "fpn_lateral1"},
+                       2: {c for g, c, _ in needs if g in ("fpn_lateral2", "fpn_p6")}}
+        for sig in sorted({s for *_, s in needs}):
+            values = [sorted(per_var[i]) or [1] for i in range(len(names))]
+            n = max(len(v) for v in values)
+            # zip the channel values of the maps: one stub detector per row, padded
+            combos = [tuple(v[min(j, len(v) - 1)] for v in values) for j in range(n)]
+            if self.task == "ssdlite":
+                sizes = {names[0]: sig[0:2], names[1]: sig[2:4]}
+            else:
+                sizes = {nm: sig[2 * i:2 * i + 2] for i, nm in enumerate(names)}
+            if bar:
+                bar.add(n)
+            self.fixed.update(_detector_fixed(self.task, spec, self.num_classes, names, combos,
+                                              sizes, sig))
+            if bar:
+                bar.advance(n)
+
+    # profiles ----------------------------------------------------------------------------
+    def profile_many(self, specs: list[ArchSpec], names: list[str] | None = None,
+                     progress: bool = False) -> list[Profile]:
+        """Profiles of many specs from the table (missing entries computed in one batch)."""
+        keys = [self.layer_keys(s) for s in specs]
+        needs = [self._fixed_needs(s) for s in specs]
+        by_pattern: dict[tuple, tuple[ArchSpec, list, list]] = {}
+        for spec, k, f in zip(specs, keys, needs, strict=True):
+            pattern = (spec.stem_stride, tuple(st.stride for st in spec.stages))
+            _, ks, fs = by_pattern.setdefault(pattern, (spec, [], []))
+            ks += k
+            fs += f
+        for spec, ks, fs in by_pattern.values():
+            self.fill(ks, fs, spec, progress)
+        names = names or [f"spec{i}" for i in range(len(specs))]
+        return [self._sum(n, k, f) for n, k, f in zip(names, keys, needs, strict=True)]
+
+    def profile(self, spec: ArchSpec, name: str = "spec") -> Profile:
+        return self.profile_many([spec], [name])[0]
+
+    def _sum(self, name: str, keys: list[LayerKey], needs: list) -> Profile:
+        madds = dict.fromkeys(PARTS, 0)
+        params = dict.fromkeys(PARTS, 0)
+        for k in keys:
+            m, p = self.layers[k]
+            madds["backbone"] += m
+            params["backbone"] += p
+        for f in needs:
+            part, m, p = self.fixed[f]
+            madds[part] += m
+            params[part] += p
+        return Profile(name, self.task, self.size, self.num_classes, params, madds, "lut")
+
+    def arch_madds(self, spec: ArchSpec) -> float:
+        """Total MAdds of an architecture, summed from the table."""
+        return float(self.profile(spec).madds)
+
+    # persistence -------------------------------------------------------------------------
+    def entries_json(self) -> dict:
+        return {"layers": [[*k, m, p] for k, (m, p) in sorted(self.layers.items())],
+                "fixed": [[g, c, list(sig), part, m, p]
+                          for (g, c, sig), (part, m, p) in sorted(self.fixed.items())]}
+
+    def load_entries(self, d: Mapping, source: str) -> None:
+        try:
+            for op, cin, cout, stride, h, w, m, p in d["layers"]:
+                self.layers[(str(op), int(cin), int(cout), int(stride), int(h), int(w))] = \
+                    (int(m), int(p))
+            for g, c, sig, part, m, p in d["fixed"]:
+                self.fixed[(str(g), int(c), tuple(int(v) for v in sig))] = (str(part), int(m),
+                                                                            int(p))
+        except (KeyError, TypeError, ValueError):
+            raise UserError(f"{source}: malformed lookup table entries") from None
+
+
+def profile_specs(specs: list[ArchSpec], task: str, size: tuple[int, int],
+                  num_classes: int | None = None, names: list[str] | None = None,
+                  progress: bool = False) -> list[Profile]:
+    """The fast path: params and MAdds of many specs from one cost table."""
+    return CostTable(task, size, num_classes).profile_many(specs, names, progress)
+
+
+# -- the lookup table of a search space ------------------------------------------------------
+def space_hash(space: SpaceSpec) -> str:
+    text = json.dumps(space.to_dict(), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _stage_in_outs(space: SpaceSpec, s: int) -> tuple[int, ...]:
+    return space.stages[s - 1].outs if s else (space.stem_out,)
+
+
+def _layer_ops(space: SpaceSpec, s: int, layer: int) -> tuple[str, ...]:
+    return space.stages[s].layer_candidates(layer)
+
+
+class Lut(CostTable):
+    """Every entry a space can produce, and its differentiable expected cost.
+
+    Architecture parameters (as the search holds them): α probabilities per searchable
+    (stage, layer), over ``space.stages[s].layer_candidates(layer)`` in order, and β
+    probabilities per stage with more than one channel candidate, over ``outs`` (ascending).
+    """
+
+    def __init__(self, space: SpaceSpec, task: str, size: tuple[int, int],
+                 num_classes: int | None = None) -> None:
+        super().__init__(task, size, num_classes)
+        self.space = space
+        self._tensors: dict[torch.device, dict] = {}
+
+    def build(self, progress: bool = False) -> Lut:
+        ref = self.space.max_arch()  # any member: only its stride pattern is used
+        geo = self.geometry(ref)
+        keys: list[LayerKey] = []
+        for s, st in enumerate(self.space.stages):
+            for layer in range(st.layers):
+                stride = st.stride if layer == 0 else 1
+                res = geo.stage_in[s] if layer == 0 else geo.stage_out[s]
+                for op in _layer_ops(self.space, s, layer):
+                    if op == SKIP:
+                        continue
+                    pairs = ([(a, b) for a in _stage_in_outs(self.space, s) for b in st.outs]
+                             if layer == 0 else [(c, c) for c in st.outs])
+                    keys += [(op, a, b, stride, *res) for a, b in pairs]
+        self.fill(keys, self._space_fixed(ref), ref, progress)
+        return self
+
+    def _space_fixed(self, ref: ArchSpec) -> list[tuple[str, int, tuple]]:
+        """Fixed-part entries for every channel count the space can feed them."""
+        needs = []
+        space, last = self.space, self.space.stages[-1].outs
+        for c in last:
+            needs += self._fixed_needs(_with_out(ref, len(space.stages) - 1, c))
+        if self.task == "ssdlite":
+            s, _ = self._ssd_layout(ref)
+            for cin in _stage_in_outs(space, s):
+                for op in _layer_ops(space, s, 0):
+                    arch = _with_op0(_with_out(ref, s - 1, cin) if s else ref, s, op)
+                    needs += self._fixed_needs(arch)
+        if self.task == "retinanet":
+            idx, _ = self._fpn_layout(ref)
+            for i in idx:
+                for c in space.stages[i].outs:
+                    needs += self._fixed_needs(_with_out(ref, i, c))
+        return needs
+
+    # expected cost -----------------------------------------------------------------------
+    def _prepared(self, device: torch.device) -> dict:
+        if device not in self._tensors:
+            self._tensors[device] = {k: (torch.tensor(v, dtype=torch.float64, device=device)
+                                         if isinstance(v, list) else v)
+                                     for k, v in self._tables().items()}
+        return self._tensors[device]
+
+    def _tables(self) -> dict:
+        """Plain nested lists of costs, indexed by candidate positions (see expected_madds)."""
+        space, ref = self.space, self.space.max_arch()
+        geo = self.geometry(ref)
+        t: dict = {}
+        for s, st in enumerate(space.stages):
+            ins = _stage_in_outs(space, s)
+            for layer in range(st.layers):
+                stride = st.stride if layer == 0 else 1
+                res = geo.stage_in[s] if layer == 0 else geo.stage_out[s]
+
+                def cost(op: str, a: int, b: int, stride: int = stride, res: Res = res) -> int:
+                    return 0 if op == SKIP else self.layers[(op, a, b, stride, *res)][0]
+
+                ops = _layer_ops(space, s, layer)
+                if layer == 0:
+                    t[("layer", s, layer)] = [[[cost(o, a, b) for b in st.outs] for a in ins]
+                                              for o in ops]
+                else:
+                    t[("layer", s, layer)] = [[cost(o, c, c) for c in st.outs] for o in ops]
+        n = len(space.stages) - 1
+        variants = [_with_out(ref, n, c) for c in space.stages[-1].outs]
+        t["stem"] = self.fixed[self._fixed_needs(ref)[0]][1]
+        # everything that varies with the last stage's width: head conv, fc, SSD extras...
+        per_last = [sum(self.fixed[f][1] for f in self._fixed_needs(v)
+                        if f[0] in ("head_conv", "fc", "ssd_extra", "ssd_pred")) for v in variants]
+        t["last"] = per_last
+        if self.task == "ssdlite":
+            s, _ = self._ssd_layout(ref)
+            ops = _layer_ops(space, s, 0)
+            t["tap_stage"] = s
+            t["tap"] = [[self.fixed[self._tap_need(ref, s, a, o)][1]
+                         for a in _stage_in_outs(space, s)] for o in ops]
+        if self.task == "retinanet":
+            idx, _ = self._fpn_layout(ref)
+            t["fpn_stages"] = tuple(idx)  # a tuple: _prepared turns lists into tensors
+            for j, i in enumerate(idx):
+                groups = (f"fpn_lateral{j}", "fpn_p6") if j == 2 else (f"fpn_lateral{j}",)
+                t[("fpn", j)] = [sum(self.fixed[f][1] for f in
+                                     self._fixed_needs(_with_out(ref, i, c)) if f[0] in groups)
+                                 for c in space.stages[i].outs]
+            t["fpn_const"] = sum(self.fixed[f][1] for f in self._fixed_needs(ref)
+                                 if f[0] in ("fpn", "retina_head"))
+        return t
+
+    def _tap_need(self, ref: ArchSpec, s: int, cin: int, op: str) -> FixedKey:
+        arch = _with_op0(_with_out(ref, s - 1, cin) if s else ref, s, op)
+        return next(f for f in self._fixed_needs(arch) if f[0] == "ssd_tap_pred")
+
+    def expected_madds(self, alpha_probs: Mapping[tuple[int, int], torch.Tensor],
+                       beta_probs: Mapping[int, torch.Tensor]) -> torch.Tensor:
+        """E[MAdds] under independent α (per layer) and β (per stage) distributions.
+
+        A layer's cost is Σ_in Σ_out p(in) p(out) Σ_op α_op cost(op, in, out): its input width
+        follows the previous stage's β, its output width its own stage's β (the layers after
+        a stage's first keep the width, so in = out there); ``skip`` costs 0. Fixed parts that
+        depend on a width (head conv, FPN laterals, SSDLite heads) are weighted the same way.
+        One-hot α/β give the exact MAdds of the selected architecture. Differentiable; float64
+        internally, returned in the probabilities' dtype.
+        """
+        ref = next(iter(alpha_probs.values()), next(iter(beta_probs.values()), None))
+        device = ref.device if ref is not None else torch.device("cpu")
+        dtype = ref.dtype if ref is not None else torch.float64
+        t = self._prepared(device)
+        space = self.space
+
+        def width(s: int) -> torch.Tensor:
+            n = len(space.stages[s].outs) if s >= 0 else 1
+            if n == 1:
+                return torch.ones(1, dtype=torch.float64, device=device)
+            return _probs(beta_probs, s, n, "beta", device)
+
+        def alpha(s: int, layer: int) -> torch.Tensor:
+            n = len(_layer_ops(space, s, layer))
+            if not space.stages[s].searchable:
+                return torch.ones(1, dtype=torch.float64, device=device)
+            return _probs(alpha_probs, (s, layer), n, "alpha", device)
+
+        total = torch.zeros((), dtype=torch.float64, device=device) + t["stem"]
+        for s, st in enumerate(space.stages):
+            p_in, p_out = width(s - 1), width(s)
+            for layer in range(st.layers):
+                a, cost = alpha(s, layer), t[("layer", s, layer)]
+                if layer == 0:
+                    total = total + torch.einsum("o,i,j,oij->", a, p_in, p_out, cost)
+                else:
+                    total = total + torch.einsum("o,j,oj->", a, p_out, cost)
+        last = width(len(space.stages) - 1)
+        total = total + last @ t["last"]
+        if self.task == "ssdlite":
+            s = t["tap_stage"]
+            total = total + torch.einsum("o,i,oi->", alpha(s, 0), width(s - 1), t["tap"])
+        if self.task == "retinanet":
+            for j, i in enumerate(t["fpn_stages"]):
+                total = total + width(i) @ t[("fpn", j)]
+            total = total + t["fpn_const"]
+        return total.to(dtype)
+
+    # persistence -------------------------------------------------------------------------
+    def to_json(self) -> str:
+        d = {"schema": LUT_SCHEMA, "fnacli_version": __version__, "task": self.task,
+             "input": list(self.size), "num_classes": self.num_classes,
+             "space_hash": space_hash(self.space), "space": self.space.to_dict(),
+             **self.entries_json()}
+        return json.dumps(d, separators=(",", ":")) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str, source: str = "lookup table") -> Lut:
+        from fnacli.io import load_json_text
+
+        d = load_json_text(text, source)
+        if not isinstance(d, dict) or d.get("schema") != LUT_SCHEMA:
+            raise UserError(f"{source}: not an fnacli lookup table (schema {LUT_SCHEMA!r})")
+        try:
+            space = SpaceSpec.from_dict(d["space"], f"{source}: space")
+            lut = cls(space, str(d["task"]), tuple(d["input"]), int(d["num_classes"]))
+        except (KeyError, TypeError, ValueError):
+            raise UserError(f"{source}: missing or malformed task/input/num_classes/space") \
+                from None
+        lut.load_entries(d, source)
+        return lut
+
+
+def _probs(d: Mapping, key: object, n: int, what: str, device: torch.device) -> torch.Tensor:
+    if key not in d:
+        raise KeyError(f"{what} probabilities for {key} are missing")
+    p = d[key]
+    if p.shape != (n,):
+        raise ValueError(f"{what} probabilities for {key}: expected shape ({n},), got "
+                         f"{tuple(p.shape)}")
+    return p.to(device=device, dtype=torch.float64)
+
+
+def _with_out(arch: ArchSpec, s: int, c: int) -> ArchSpec:
+    from dataclasses import replace
+
+    stages = list(arch.stages)
+    stages[s] = replace(stages[s], out=c)
+    return replace(arch, stages=tuple(stages))
+
+
+def _with_op0(arch: ArchSpec, s: int, op: str) -> ArchSpec:
+    from dataclasses import replace
+
+    stages = list(arch.stages)
+    stages[s] = replace(stages[s], ops=(Op.parse(op), *stages[s].ops[1:]))
+    return replace(arch, stages=tuple(stages))
+
+
+# -- on-disk cache ---------------------------------------------------------------------------
+def cache_dir() -> Path:
+    return Path(os.environ.get("FNACLI_CACHE_DIR") or Path.home() / ".cache" / "fnacli")
+
+
+def cache_path(space: SpaceSpec, task: str, size: tuple[int, int], num_classes: int) -> Path:
+    name = f"lut-{task}-{size[0]}x{size[1]}-c{num_classes}-{space_hash(space)[:16]}.json"
+    return cache_dir() / "lut" / name
+
+
+def build_lut(space: SpaceSpec, task: str, size: tuple[int, int], num_classes: int | None = None,
+              progress: bool = False) -> Lut:
+    """A freshly built table (no cache)."""
+    return Lut(space, task, size, num_classes).build(progress)
+
+
+def load_or_build_lut(space: SpaceSpec, task: str, size: tuple[int, int],
+                      num_classes: int | None = None, progress: bool = False) -> Lut:
+    """The cached table for (space, task, size, num_classes), built and cached on first use."""
+    num_classes = default_classes(task) if num_classes is None else num_classes
+    path = cache_path(space, task, tuple(size), num_classes)
+    if path.is_file():
+        try:
+            lut = Lut.from_json(path.read_text(), str(path))
+            if space_hash(lut.space) == space_hash(space):
+                lut.space = space
+                return lut
+        except (UserError, OSError):
+            pass  # a stale or damaged cache file is rebuilt below
+    lut = build_lut(space, task, size, num_classes, progress)
+    try:
+        from fnacli.io import write_text_atomic
+
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(path, lut.to_json())
+    except OSError:
+        pass  # an unwritable cache only costs a rebuild next time
+    return lut
+
+
+__all__ = ["CostTable", "Lut", "build_lut", "build_model", "load_or_build_lut", "profile_specs"]

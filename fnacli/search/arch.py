@@ -1,0 +1,268 @@
+"""Architecture parameters of a space and what is derived from them.
+
+α: for every layer ``l`` of every searchable stage ``s``, logits over
+``space.stages[s].layer_candidates(l)`` (tensor ``arch.alpha.{s}.{l}``). β: for every stage with
+more than one channel candidate, logits over its ascending ``outs`` (tensor ``arch.beta.{s}``).
+These names and orders are shared with the cost lookup table (``fnacli.lut``).
+
+The minimum-depth rule (``min_depth``, against collapse to all-``skip``): layers ``l < min_depth``
+of a stage cannot be skipped: their ``skip`` probability is zero for sampling, for the relaxed
+forward, for the cost and for deriving.
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import re
+from collections.abc import Mapping
+
+import torch
+
+from fnacli.errors import UserError
+from fnacli.nn.supernet import Path, op_choices, path_to_arch, width_choices
+from fnacli.spec import SKIP, ArchSpec, SpaceSpec
+
+ALPHA = "arch.alpha"
+BETA = "arch.beta"
+_NAME_RE = re.compile(r"^arch\.(alpha|beta)\.(\d+)(?:\.(\d+))?$")
+INIT_STD = 1e-3  # FNA initialises α with 1e-3 · N(0, 1)
+
+AlphaDict = dict[tuple[int, int], torch.Tensor]
+BetaDict = dict[int, torch.Tensor]
+
+
+def alpha_name(s: int, i: int) -> str:
+    return f"{ALPHA}.{s}.{i}"
+
+
+def beta_name(s: int) -> str:
+    return f"{BETA}.{s}"
+
+
+def is_arch_name(name: str) -> bool:
+    return name.startswith("arch.")
+
+
+def init_logits(space: SpaceSpec, seed: int = 0, std: float = INIT_STD) -> tuple[AlphaDict, BetaDict]:
+    """Near-zero logits: ``std · N(0, 1)`` from a generator seeded with ``seed`` (std 0: zeros)."""
+    g = torch.Generator().manual_seed(seed)
+    alpha = {(s, i): std * torch.randn(len(c), generator=g) for s, i, c in op_choices(space)}
+    beta = {s: std * torch.randn(len(o), generator=g) for s, o in width_choices(space)}
+    return alpha, beta
+
+
+def to_tensors(alpha: Mapping[tuple[int, int], torch.Tensor], beta: Mapping[int, torch.Tensor]
+               ) -> dict[str, torch.Tensor]:
+    out = {alpha_name(s, i): t.detach().float().cpu().clone() for (s, i), t in alpha.items()}
+    out.update({beta_name(s): t.detach().float().cpu().clone() for s, t in beta.items()})
+    return out
+
+
+def from_tensors(space: SpaceSpec, tensors: Mapping[str, torch.Tensor], source: str
+                 ) -> tuple[AlphaDict, BetaDict]:
+    """α/β logits from checkpoint tensors, checked against the space (one-line errors)."""
+    alpha: AlphaDict = {}
+    beta: BetaDict = {}
+    for s, i, cands in op_choices(space):
+        t = tensors.get(alpha_name(s, i))
+        if t is None:
+            raise UserError(f"{source}: missing tensor {alpha_name(s, i)!r} (α of stage {s} layer "
+                            f"{i}); is this a supernet of this space?")
+        if tuple(t.shape) != (len(cands),):
+            raise UserError(f"{source}: {alpha_name(s, i)} has shape {tuple(t.shape)}, expected "
+                            f"({len(cands)},) for candidates {', '.join(cands)}")
+        alpha[(s, i)] = t.detach().float().clone()
+    for s, outs in width_choices(space):
+        t = tensors.get(beta_name(s))
+        if t is None:
+            raise UserError(f"{source}: missing tensor {beta_name(s)!r} (β of stage {s})")
+        if tuple(t.shape) != (len(outs),):
+            raise UserError(f"{source}: {beta_name(s)} has shape {tuple(t.shape)}, expected "
+                            f"({len(outs)},) for widths {list(outs)}")
+        beta[s] = t.detach().float().clone()
+    for name in tensors:
+        if is_arch_name(name) and not _NAME_RE.match(name):
+            raise UserError(f"{source}: unexpected architecture tensor {name!r}")
+    return alpha, beta
+
+
+def _skip_banned(space: SpaceSpec, s: int, i: int, min_depth: int) -> bool:
+    return i < min_depth and SKIP in space.stages[s].layer_candidates(i)
+
+
+def probs(space: SpaceSpec, alpha: Mapping[tuple[int, int], torch.Tensor],
+          beta: Mapping[int, torch.Tensor], min_depth: int = 0) -> tuple[AlphaDict, BetaDict]:
+    """softmax(α), softmax(β) (differentiable), with skip removed where ``min_depth`` bans it."""
+    a: AlphaDict = {}
+    for (s, i), logits in alpha.items():
+        if _skip_banned(space, s, i, min_depth):
+            j = space.stages[s].layer_candidates(i).index(SKIP)
+            logits = logits.masked_fill(torch.arange(len(logits), device=logits.device) == j,
+                                        float("-inf"))
+        a[(s, i)] = torch.softmax(logits, -1)
+    return a, {s: torch.softmax(t, -1) for s, t in beta.items()}
+
+
+def argmax_path(alpha_probs: Mapping[tuple[int, int], torch.Tensor],
+                beta_probs: Mapping[int, torch.Tensor]) -> Path:
+    """The most likely choice everywhere (ties go to the first candidate)."""
+    return Path({k: int(torch.argmax(p)) for k, p in alpha_probs.items()},
+                {s: int(torch.argmax(p)) for s, p in beta_probs.items()})
+
+
+def sample_path(space: SpaceSpec, alpha_probs: Mapping[tuple[int, int], torch.Tensor] | None,
+                beta_probs: Mapping[int, torch.Tensor] | None, generator: torch.Generator,
+                min_depth: int = 0) -> Path:
+    """One path: from the probabilities, or uniformly when they are None (FNA's warm-up)."""
+    ops, widths = {}, {}
+    for s, i, cands in op_choices(space):
+        if alpha_probs is None:
+            w = torch.ones(len(cands))
+            if _skip_banned(space, s, i, min_depth):
+                w[cands.index(SKIP)] = 0.0
+        else:
+            w = alpha_probs[(s, i)].detach().float().cpu()
+        ops[(s, i)] = int(torch.multinomial(w, 1, generator=generator))
+    for s, outs in width_choices(space):
+        w = torch.ones(len(outs)) if beta_probs is None else beta_probs[s].detach().float().cpu()
+        widths[s] = int(torch.multinomial(w, 1, generator=generator))
+    return Path(ops, widths)
+
+
+def one_hot(space: SpaceSpec, path: Path) -> tuple[AlphaDict, BetaDict]:
+    """Probabilities selecting exactly ``path`` (for the relaxed forward)."""
+    a = {(s, i): torch.nn.functional.one_hot(torch.tensor(path.ops.get((s, i), 0)), len(c)).float()
+         for s, i, c in op_choices(space)}
+    b = {s: torch.nn.functional.one_hot(torch.tensor(path.widths.get(s, len(o) - 1)), len(o)).float()
+         for s, o in width_choices(space)}
+    return a, b
+
+
+def path_of_arch(space: SpaceSpec, arch: ArchSpec) -> Path:
+    """The path that selects ``arch`` (its layers first, then skips); UserError if not in space."""
+    if len(arch.stages) != len(space.stages):
+        raise UserError(f"architecture has {len(arch.stages)} stages, the space has "
+                        f"{len(space.stages)}")
+    ops, widths = {}, {}
+    for s, (st, sp) in enumerate(zip(arch.stages, space.stages, strict=True)):
+        if st.out not in sp.outs:
+            raise UserError(f"stage {s}: width {st.out} is not a candidate ({list(sp.outs)})")
+        if len(sp.outs) > 1:
+            widths[s] = sp.outs.index(st.out)
+        if not sp.searchable:
+            if st.ops != sp.fixed_ops:
+                raise UserError(f"stage {s}: ops differ from the space's fixed ops")
+            continue
+        if st.depth > sp.layers:
+            raise UserError(f"stage {s}: depth {st.depth} exceeds the space's {sp.layers}")
+        for i in range(sp.layers):
+            cands = sp.layer_candidates(i)
+            want = str(st.ops[i]) if i < st.depth else SKIP
+            if want not in cands:
+                raise UserError(f"stage {s} layer {i}: {want} is not a candidate ({', '.join(cands)})")
+            ops[(s, i)] = cands.index(want)
+    return Path(ops, widths)
+
+
+def skip_report(space: SpaceSpec, path: Path) -> tuple[int, int]:
+    """(skipped layers, layers that could be skipped) in a path."""
+    skipped = possible = 0
+    for s, i, cands in op_choices(space):
+        if SKIP in cands:
+            possible += 1
+            skipped += cands[path.ops.get((s, i), 0)] == SKIP
+    return skipped, possible
+
+
+def collapse_warning(space: SpaceSpec, path: Path, threshold: float = 0.75) -> str | None:
+    """A warning when the derived network has (nearly) collapsed to skips, else None."""
+    skipped, possible = skip_report(space, path)
+    if possible and skipped / possible >= threshold:
+        return (f"the derived architecture skips {skipped} of {possible} skippable layers (collapse "
+                "to 'skip', a known failure of differentiable search); consider --min-depth N, a "
+                "larger --warmup-epochs or a smaller --lambda")
+    return None
+
+
+# -- the K most likely architectures ---------------------------------------------------------
+_ENUM_LIMIT = 200_000
+
+
+def _top_pairs(a: list[tuple[float, object]], b: list[tuple[float, object]], k: int
+               ) -> list[tuple[float, tuple]]:
+    """Top-k products of two independent lists (each sorted by probability, descending)."""
+    a, b = a[:k], b[:k]
+    pairs = [(pa * pb, (xa, xb)) for pa, xa in a for pb, xb in b]
+    return heapq.nlargest(k, pairs, key=lambda t: t[0])
+
+
+def _stage_sequences(space: SpaceSpec, s: int, alpha_probs: Mapping[tuple[int, int], torch.Tensor]
+                     ) -> tuple[list[tuple[float, tuple[str, ...]]], bool]:
+    """Distribution over a stage's op sequences (skips dropped, so different skip positions
+    that give the same network add up). Returns (sorted list, exact?)."""
+    st = space.stages[s]
+    dist: dict[tuple[str, ...], float] = {(): 1.0}
+    exact = True
+    for i in range(st.layers):
+        cands = st.layer_candidates(i)
+        p = alpha_probs[(s, i)].detach().double().cpu().tolist()
+        new: dict[tuple[str, ...], float] = {}
+        for seq, q in dist.items():
+            for c, pc in zip(cands, p, strict=True):
+                if pc <= 0.0:
+                    continue
+                key = seq if c == SKIP else (*seq, c)
+                new[key] = new.get(key, 0.0) + q * pc
+        if len(new) > _ENUM_LIMIT:  # keep the search bounded on huge custom spaces
+            new = dict(heapq.nlargest(_ENUM_LIMIT, new.items(), key=lambda t: t[1]))
+            exact = False
+        dist = new
+    return sorted(((q, seq) for seq, q in dist.items()), key=lambda t: -t[0]), exact
+
+
+def top_k(space: SpaceSpec, alpha_probs: Mapping[tuple[int, int], torch.Tensor],
+          beta_probs: Mapping[int, torch.Tensor], k: int) -> tuple[list[tuple[float, ArchSpec]], bool]:
+    """The ``k`` most likely distinct architectures and their probabilities.
+
+    An architecture's probability is the sum, over the choice sequences that produce it, of the
+    product of its per-choice probabilities. Stages are independent, so a beam of width ``k``
+    over stages (each stage's own top-k list) is exact. Returns (list, exact?).
+    """
+    from fnacli.spec import Op, Stage
+
+    if k < 1:
+        raise UserError(f"--top: expected K ≥ 1, got {k}")
+    beam: list[tuple[float, tuple]] = [(1.0, ())]
+    exact = True
+    for s, st in enumerate(space.stages):
+        if st.searchable:
+            seqs, ok = _stage_sequences(space, s, alpha_probs)
+            exact &= ok
+        else:
+            seqs = [(1.0, tuple(str(o) for o in st.fixed_ops))]
+        if s in beta_probs:
+            w = beta_probs[s].detach().double().cpu().tolist()
+            widths = sorted(((p, c) for c, p in zip(st.outs, w, strict=True) if p > 0.0),
+                            key=lambda t: -t[0])
+        else:
+            widths = [(1.0, st.outs[0])]
+        options = _top_pairs(seqs, widths, k)
+        beam = [(pb * po, (*xb, xo)) for pb, xb in beam for po, xo in options]
+        beam = heapq.nlargest(k, beam, key=lambda t: t[0])
+    out = []
+    for p, stages in beam:
+        specs = tuple(Stage(width, st.stride, tuple(Op.parse(o) for o in seq))
+                      for (seq, width), st in zip(stages, space.stages, strict=True))
+        out.append((p, ArchSpec(space.stem_out, space.stem_stride, specs, space.head_out)))
+    return out, exact
+
+
+def derive(space: SpaceSpec, alpha: Mapping[tuple[int, int], torch.Tensor],
+           beta: Mapping[int, torch.Tensor], min_depth: int = 0) -> tuple[ArchSpec, Path, float]:
+    """argmax α per layer (skips dropped), argmax β per stage: (arch, path, its path probability)."""
+    a, b = probs(space, alpha, beta, min_depth)
+    path = argmax_path(a, b)
+    logp = sum(math.log(float(p[path.ops[k]])) for k, p in a.items())
+    logp += sum(math.log(float(p[path.widths[s]])) for s, p in b.items())
+    return path_to_arch(space, path), path, math.exp(logp)

@@ -1,0 +1,500 @@
+"""One-shot architecture search on a trained supernet: evolution (DetNAS) and random search.
+
+Encoding: an architecture of a space is a genome, a tuple of ints: for every layer of every
+searchable stage an index into ``layer_candidates(l)`` (the α order of ``fnacli.search.arch``),
+then for every stage with several channel candidates an index into its ascending ``outs``
+(the β order). Decoding drops skips, so several genomes can be the same network; candidates
+are therefore identified (and cached) by the canonical compact JSON of their ``ArchSpec``.
+
+Evolution (DetNAS, after SPOS): generation 0 is ``population`` random genomes; every later
+generation is ``population // 2`` mutants (each gene resampled with ``mutation_prob``) and
+the rest crossovers (each gene from either parent), parents drawn from the ``parents`` best
+candidates seen so far, topped up with random genomes when the operators run dry. Every
+drawn genome must be within ``max_madds`` (rejection sampling) and new: an architecture is
+never evaluated twice. ``random`` draws the same number of candidates uniformly under the
+same limit, in batches of ``population`` (one batch = one "generation" for progress and
+resume).
+
+The search is a pure function of (space, cost, fitness, config, seed): all randomness comes
+from one ``random.Random`` whose state is saved with the population and the cache after each
+generation, so ``resume`` continues exactly where an uninterrupted run would be.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from fnacli.errors import UserError
+from fnacli.io import write_text_atomic
+from fnacli.nn.supernet import Path as SupernetPath
+from fnacli.nn.supernet import op_choices, path_to_arch, width_choices
+from fnacli.spec import SKIP, ArchSpec, SpaceSpec
+
+Genome = tuple[int, ...]
+STRATEGIES = ("evolution", "random")
+STATE_FORMAT = "fnacli/oneshot-search@1"
+_MADDS_UNITS = {"": 1.0, "K": 1e3, "M": 1e6, "G": 1e9, "B": 1e9}
+
+
+def parse_madds(text: str | float | int) -> float:
+    """'800M', '1.2G' / '1.2B', '3e8' or a number -> MAdds."""
+    if isinstance(text, int | float):
+        value = float(text)
+    else:
+        t = text.strip().upper()
+        unit = t[-1] if t and t[-1] in "KMGB" else ""
+        try:
+            value = float(t[:-1] if unit else t) * _MADDS_UNITS[unit]
+        except ValueError:
+            raise UserError(f"--max-madds: expected a number like 800M, 1.2G or 3e8, got "
+                            f"{text!r}") from None
+    if not value > 0 or not math.isfinite(value):
+        raise UserError(f"--max-madds: expected a positive number, got {text!r}")
+    return value
+
+
+def format_madds(v: float) -> str:
+    return f"{v / 1e9:.3g}G" if v >= 1e9 else f"{v / 1e6:.4g}M"
+
+
+# -- encoding ------------------------------------------------------------------------------
+class Encoding:
+    """Genomes of a space (see the module docstring)."""
+
+    def __init__(self, space: SpaceSpec) -> None:
+        self.space = space
+        self.ops = op_choices(space)
+        self.widths = width_choices(space)
+        self.sizes: Genome = (tuple(len(c) for *_, c in self.ops)
+                              + tuple(len(o) for _, o in self.widths))
+
+    def __len__(self) -> int:
+        return len(self.sizes)
+
+    def path(self, g: Sequence[int]) -> SupernetPath:
+        self.check(g)
+        n = len(self.ops)
+        return SupernetPath({(s, i): g[k] for k, (s, i, _) in enumerate(self.ops)},
+                            {s: g[n + k] for k, (s, _) in enumerate(self.widths)})
+
+    def encode(self, path: SupernetPath) -> Genome:
+        return (tuple(path.ops.get((s, i), 0) for s, i, _ in self.ops)
+                + tuple(path.widths.get(s, len(o) - 1) for s, o in self.widths))
+
+    def arch(self, g: Sequence[int]) -> ArchSpec:
+        return path_to_arch(self.space, self.path(g))
+
+    def key(self, g: Sequence[int]) -> str:
+        return arch_key(self.arch(g))
+
+    def check(self, g: Sequence[int]) -> None:
+        if len(g) != len(self.sizes) or any(not 0 <= x < n for x, n in zip(g, self.sizes,
+                                                                                strict=False)):
+            raise UserError(f"genome {list(g)} does not fit the space (gene counts "
+                            f"{list(self.sizes)})")
+
+    # -- operators (all randomness from ``rng``) -------------------------------------------
+    def random(self, rng: random.Random) -> Genome:
+        return tuple(rng.randrange(n) for n in self.sizes)
+
+    def mutate(self, g: Genome, rng: random.Random, prob: float) -> Genome:
+        return tuple(rng.randrange(n) if rng.random() < prob else x
+                     for x, n in zip(g, self.sizes, strict=True))
+
+    def crossover(self, a: Genome, b: Genome, rng: random.Random) -> Genome:
+        return tuple(x if rng.random() < 0.5 else y for x, y in zip(a, b, strict=True))
+
+    def cheapest(self, cost: Callable[[ArchSpec], float]) -> Genome:
+        """The genome of least cost: narrowest widths, every skippable layer skipped, and per
+        stage the cheapest op (layer costs add up, so one op per stage is optimal)."""
+        g = [0] * len(self.sizes)  # width genes 0: outs ascend
+        for k, (_, _, cands) in enumerate(self.ops):
+            if SKIP in cands:
+                g[k] = cands.index(SKIP)
+        for s in sorted({s for s, _, _ in self.ops}):
+            best: tuple[float, list[int]] | None = None
+            ops = [c for c in self.space.stages[s].candidates if c != SKIP]
+            for op in ops:
+                trial = list(g)
+                for k, (s2, _, cands) in enumerate(self.ops):
+                    if s2 == s and cands[trial[k]] != SKIP:
+                        trial[k] = cands.index(op)
+                c = cost(self.arch(trial))
+                if best is None or c < best[0]:
+                    best = (c, trial)
+            assert best is not None
+            g = best[1]
+        return tuple(g)
+
+
+def arch_key(arch: ArchSpec) -> str:
+    """Canonical identity of a candidate: its compact spec JSON."""
+    return arch.to_json(compact=True)
+
+
+# -- the search ----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SearchConfig:
+    strategy: str = "evolution"
+    population: int = 50
+    parents: int = 10
+    mutation_prob: float = 0.1
+    generations: int = 20
+    candidates: int | None = None  # random: how many (default population x generations)
+    max_madds: float | None = None
+    metric: str = "AP"
+    seed: int = 0
+    max_tries: int = 200  # draws per wanted candidate before giving up (rejection sampling)
+
+    def __post_init__(self) -> None:
+        if self.strategy not in STRATEGIES:
+            raise UserError(f"--strategy: expected one of {', '.join(STRATEGIES)}, got "
+                            f"{self.strategy!r}")
+        if self.population < 1 or self.generations < 1:
+            raise UserError("--population and --generations must be at least 1")
+        if not 1 <= self.parents:
+            raise UserError(f"--parents: expected at least 1, got {self.parents}")
+        if not 0.0 <= self.mutation_prob <= 1.0:
+            raise UserError(f"--mutation-prob: expected a probability in [0, 1], got "
+                            f"{self.mutation_prob}")
+        if self.candidates is not None and self.candidates < 1:
+            raise UserError(f"--candidates: expected at least 1, got {self.candidates}")
+
+    @property
+    def total_candidates(self) -> int:
+        if self.strategy == "random":
+            return self.candidates or self.population * self.generations
+        return self.population * self.generations
+
+    @property
+    def rounds(self) -> int:
+        """Generations (evolution) or batches of ``population`` (random)."""
+        if self.strategy == "random":
+            return math.ceil(self.total_candidates / self.population)
+        return self.generations
+
+    def identity(self) -> dict:
+        """What a resumed search must share (the number of generations may grow)."""
+        d = asdict(self)
+        for k in ("generations", "candidates", "max_tries"):
+            d.pop(k)
+        return d
+
+
+@dataclass
+class Candidate:
+    key: str
+    genome: Genome
+    madds: float
+    fitness: float
+    stats: dict[str, float]
+    generation: int
+
+    def to_dict(self) -> dict:
+        return {"key": self.key, "genome": list(self.genome), "madds": self.madds,
+                "fitness": self.fitness, "stats": self.stats, "generation": self.generation}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> Candidate:
+        return cls(d["key"], tuple(d["genome"]), float(d["madds"]), float(d["fitness"]),
+                   dict(d["stats"]), int(d["generation"]))
+
+    def rank_key(self) -> tuple:
+        # best first: fitness down, then cheaper, then the key (total order -> determinism)
+        f = self.fitness if math.isfinite(self.fitness) else -math.inf
+        return (-f, self.madds, self.key)
+
+
+@dataclass
+class SearchResult:
+    top: list[Candidate]  # best first (the ``parents`` best, or more: see ``ranked``)
+    population: list[Candidate]  # the last generation, as drawn
+    rounds: int  # finished generations / batches
+    evaluated: int
+    finished: bool
+
+    @property
+    def best(self) -> Candidate:
+        return self.top[0]
+
+
+Evaluate = Callable[[Sequence[Genome]], list[dict[str, float]]]
+
+
+@dataclass
+class OneShotSearch:
+    """Evolution or random search; ``evaluate`` maps genomes to COCO-style stats dicts
+    (fitness = ``stats[config.metric]``), ``cost`` an architecture to MAdds."""
+
+    encoding: Encoding
+    cost: Callable[[ArchSpec], float]
+    evaluate: Evaluate
+    config: SearchConfig
+    state_path: Path | None = None
+    history_path: Path | None = None
+    chunk: int = 1  # genomes per ``evaluate`` call (the number of processes evaluating)
+    write: bool = True  # only one process writes files
+    on_candidate: Callable[[Candidate, bool], None] | None = None  # (candidate, reused)
+    on_round: Callable[[dict], None] | None = None
+    identity: dict = field(default_factory=dict)  # extra settings a resume must share
+    cache: dict[str, Candidate] = field(default_factory=dict)
+    _madds: dict[str, float] = field(default_factory=dict)
+    _memo: dict[str, dict[str, float]] = field(default_factory=dict)
+
+    # -- public ----------------------------------------------------------------------------
+    def run(self, resume: bool = False, stop_after: int | None = None) -> SearchResult:
+        """Search; with ``resume`` continue from the state file. ``stop_after`` stops after
+        that many evaluations of this run (tests and time-boxed jobs; resume continues)."""
+        cfg = self.config
+        self._check_feasible()
+        rng = random.Random(cfg.seed)
+        done, population, topk = 0, [], []
+        if resume:
+            done, population, topk, rng = self._load_state()
+            if self.on_round:
+                self.on_round({"event": "resume", "generation": done,
+                               "evaluated": len(self.cache)})
+        elif self.write:  # start over: no stale state may be resumed later
+            if self.history_path is not None:
+                write_text_atomic(self.history_path, "")
+            if self.state_path is not None:
+                self.state_path.unlink(missing_ok=True)
+        self._budget = stop_after
+        while done < cfg.rounds:
+            genomes = self._draw(done, topk, rng)
+            if not genomes:
+                self._log_round({"event": "stop", "generation": done,
+                                 "reason": "no new architecture within the limit is left"})
+                break
+            t0 = time.perf_counter()
+            try:
+                evaluated = self._evaluate(genomes, done)
+            except _Stop:
+                return self._result(population, topk, done, finished=False)
+            population = evaluated
+            topk = sorted({c.key: c for c in [*topk, *population]}.values(),
+                          key=Candidate.rank_key)[:cfg.parents]
+            done += 1
+            self._log_round(self._round_record(done - 1, population, topk,
+                                               time.perf_counter() - t0))
+            self._save_state(done, population, topk, rng)
+        return self._result(population, topk, done, finished=True)
+
+    def ranked(self, k: int | None = None) -> list[Candidate]:
+        """Every evaluated candidate, best first."""
+        out = sorted(self.cache.values(), key=Candidate.rank_key)
+        return out if k is None else out[:k]
+
+    # -- drawing ---------------------------------------------------------------------------
+    def madds(self, g: Genome, key: str | None = None) -> float:
+        key = key or self.encoding.key(g)
+        if key not in self._madds:
+            self._madds[key] = float(self.cost(self.encoding.arch(g)))
+        return self._madds[key]
+
+    def _ok(self, g: Genome, taken: set[str]) -> bool:
+        key = self.encoding.key(g)
+        if key in self.cache or key in taken:
+            return False
+        if self.config.max_madds is not None and self.madds(g, key) > self.config.max_madds:
+            return False
+        taken.add(key)
+        return True
+
+    def _fill(self, out: list[Genome], want: int, make: Callable[[], Genome | None],
+              taken: set[str]) -> None:
+        tries = 0
+        while len(out) < want and tries < self.config.max_tries * max(want, 1):
+            tries += 1
+            g = make()
+            if g is not None and self._ok(g, taken):
+                out.append(g)
+
+    def _draw(self, done: int, topk: list[Candidate], rng: random.Random) -> list[Genome]:
+        cfg, enc = self.config, self.encoding
+        want = cfg.population
+        if cfg.strategy == "random":
+            want = min(want, cfg.total_candidates - done * cfg.population)
+        out: list[Genome] = []
+        taken: set[str] = set()
+        if cfg.strategy == "evolution" and done > 0 and topk:
+            parents = [c.genome for c in topk]
+            self._fill(out, want // 2,
+                       lambda: enc.mutate(rng.choice(parents), rng, cfg.mutation_prob), taken)
+            self._fill(out, want,
+                       lambda: enc.crossover(rng.choice(parents), rng.choice(parents), rng),
+                       taken)
+        self._fill(out, want, lambda: enc.random(rng), taken)
+        if done == 0 and not out:
+            raise UserError("no architecture within --max-madds was drawn in "
+                            f"{cfg.max_tries * want} tries; raise --max-madds")
+        return out
+
+    def _check_feasible(self) -> None:
+        limit = self.config.max_madds
+        if limit is None:
+            return
+        cheapest = self.madds(self.encoding.cheapest(self.cost))
+        if cheapest > limit:
+            raise UserError(f"--max-madds {format_madds(limit)} is below the cheapest "
+                            f"architecture of the space ({format_madds(cheapest)} MAdds)")
+
+    # -- evaluating ------------------------------------------------------------------------
+    def _evaluate(self, genomes: list[Genome], generation: int) -> list[Candidate]:
+        out: list[Candidate] = []
+        todo: list[tuple[Genome, str]] = []
+        for g in genomes:
+            key = self.encoding.key(g)
+            if key in self._memo:  # evaluated before an interruption: same settings, same result
+                out.append(self._add(g, key, self._memo.pop(key), generation, reused=True))
+            else:
+                todo.append((g, key))
+        for lo in range(0, len(todo), self.chunk):
+            part = todo[lo:lo + self.chunk]
+            if self._budget is not None:
+                if self._budget <= 0:
+                    raise _Stop
+                self._budget -= len(part)
+            stats = self.evaluate([g for g, _ in part])
+            for (g, key), st in zip(part, stats, strict=True):
+                out.append(self._add(g, key, st, generation, reused=False))
+        order = {self.encoding.key(g): i for i, g in enumerate(genomes)}
+        return sorted(out, key=lambda c: order[c.key])
+
+    def _add(self, g: Genome, key: str, stats: dict[str, float], generation: int,
+             reused: bool) -> Candidate:
+        metric = self.config.metric
+        if metric not in stats:
+            raise UserError(f"--metric {metric!r}: not among the evaluation's numbers "
+                            f"({', '.join(stats)})")
+        c = Candidate(key, tuple(g), self.madds(g, key), float(stats[metric]),
+                      {k: float(v) for k, v in stats.items()}, generation)
+        self.cache[key] = c
+        self._append({"event": "candidate", **c.to_dict(), "reused": reused})
+        if self.on_candidate:
+            self.on_candidate(c, reused)
+        return c
+
+    # -- records, state --------------------------------------------------------------------
+    def _round_record(self, generation: int, population: list[Candidate],
+                      topk: list[Candidate], seconds: float) -> dict:
+        fit = [c.fitness for c in population]
+        best = min(population, key=Candidate.rank_key)
+        return {"event": "generation", "generation": generation, "strategy": self.config.strategy,
+                "population": len(population), "best": best.fitness,
+                "median": statistics.median(fit), "best_madds": best.madds,
+                "median_madds": statistics.median(c.madds for c in population),
+                "top_fitness": topk[0].fitness, "top_madds": topk[0].madds,
+                "top_key": topk[0].key, "evaluated": len(self.cache),
+                "seconds": round(seconds, 3)}
+
+    def _log_round(self, record: dict) -> None:
+        self._append(record)
+        if self.on_round:
+            self.on_round(record)
+
+    def _append(self, record: dict) -> None:
+        if self.write and self.history_path is not None:
+            with self.history_path.open("a") as f:
+                f.write(json.dumps(record) + "\n")
+
+    def _identity(self) -> dict:
+        return json.loads(json.dumps({**self.config.identity(), **self.identity,
+                                      "space": self.encoding.space.to_dict()}, sort_keys=True))
+
+    def _save_state(self, done: int, population: list[Candidate], topk: list[Candidate],
+                    rng: random.Random) -> None:
+        if not self.write or self.state_path is None:
+            return
+        version, internal, gauss = rng.getstate()
+        state = {"format": STATE_FORMAT, "identity": self._identity(), "rounds": done,
+                 "population": [c.key for c in population], "topk": [c.key for c in topk],
+                 "cache": [c.to_dict() for c in self.cache.values()],
+                 "rng": [version, list(internal), gauss]}
+        write_text_atomic(self.state_path, json.dumps(state))
+
+    def _load_state(self) -> tuple[int, list[Candidate], list[Candidate], random.Random]:
+        path = self.state_path
+        if path is None or not path.is_file():
+            raise UserError(f"{path}: no search state to resume from (run without --resume)")
+        try:
+            state = json.loads(path.read_text())
+            if state.get("format") != STATE_FORMAT:
+                raise ValueError(state.get("format"))
+            saved = state["identity"]
+            self.cache = {d["key"]: Candidate.from_dict(d) for d in state["cache"]}
+            population = [self.cache[k] for k in state["population"]]
+            topk = [self.cache[k] for k in state["topk"]]
+            version, internal, gauss = state["rng"]
+            rng = random.Random()
+            rng.setstate((version, tuple(internal), gauss))
+            done = int(state["rounds"])
+        except (ValueError, KeyError, TypeError) as e:
+            raise UserError(f"{path}: not a readable fnacli search state ({type(e).__name__}: "
+                            f"{e})") from None
+        current = self._identity()
+        for k in sorted(set(saved) | set(current)):
+            if saved.get(k) != current.get(k):
+                raise UserError(f"{path}: was written by a search with {k}={saved.get(k)!r}, "
+                                f"this one has {k}={current.get(k)!r} (resume with the same "
+                                "options, or start over with --force)")
+        self._truncate_history(done)
+        return done, population, topk, rng
+
+    def _truncate_history(self, done: int) -> None:
+        """Keep the history of the finished rounds; evaluations of the unfinished one are
+        remembered (``_memo``) so the resumed run does not pay for them again."""
+        if self.history_path is None or not self.history_path.is_file():
+            return
+        keep = []
+        for line in self.history_path.read_text().splitlines():
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut by the interruption
+            if rec.get("generation", 0) < done:
+                keep.append(line)
+            elif rec.get("event") == "candidate" and rec["key"] not in self.cache:
+                self._memo[rec["key"]] = rec["stats"]
+        if self.write:
+            write_text_atomic(self.history_path, "".join(x + "\n" for x in keep))
+
+    def _result(self, population: list[Candidate], topk: list[Candidate], done: int,
+                finished: bool) -> SearchResult:
+        return SearchResult(topk, population, done, len(self.cache), finished)
+
+
+class _Stop(Exception):
+    """``stop_after`` evaluations were done."""
+
+
+# -- the searched checkpoint -------------------------------------------------------------
+def arch_logits(encoding: Encoding, genome: Genome, margin: float = 1.0) -> dict:
+    """α/β logit tensors (names of ``fnacli.search.arch``) whose argmax is ``genome``:
+    ``margin`` on the chosen candidate, 0 elsewhere."""
+    import torch
+
+    from fnacli.search import arch as A
+
+    path = encoding.path(genome)
+    alpha = {(s, i): torch.zeros(len(c)) for s, i, c in encoding.ops}
+    beta = {s: torch.zeros(len(o)) for s, o in encoding.widths}
+    for k, t in alpha.items():
+        t[path.ops[k]] = margin
+    for s, t in beta.items():
+        t[path.widths[s]] = margin
+    return A.to_tensors(alpha, beta)
+
+
+def candidates_meta(cands: Sequence[Candidate], encoding: Encoding) -> list[dict]:
+    """The top candidates as checkpoint metadata (``derive --top K`` lists these)."""
+    return [{"rank": r + 1, "fitness": c.fitness, "madds": c.madds, "stats": c.stats,
+             "generation": c.generation, "genome": list(c.genome),
+             "arch": encoding.arch(c.genome).to_dict()} for r, c in enumerate(cands)]

@@ -1,0 +1,199 @@
+"""The one-shot supernet of DetNAS: trained with uniform single-path sampling, then used to
+score candidate paths (BN recalibration + COCO mAP) for evolutionary or random search.
+
+Training: every step draws one path, every op candidate of every searchable layer and every
+channel candidate equally likely (no α/β), and trains the detector built around the
+supernet on it with ``fnacli.train.fit`` (optimiser, schedule, torchrun/DDP, checkpoints and
+exact ``--resume``). The path of step ``k`` is a function of (seed, k) alone, so a resumed
+run draws the same paths as an uninterrupted one.
+
+The trained supernet is a ``supernet`` checkpoint like the one ``fnacli expand`` writes (same
+tensors, α/β untouched, so any search can read it) plus the detector's neck and head under
+``detector.`` and, in metadata, ``oneshot``: task, size, classes and how it was trained.
+Several searches reuse it (``--skip-training``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from fnacli.checkpoint import save_checkpoint
+from fnacli.detection.checkpoint import BODY_PREFIX
+from fnacli.detection.data import CocoDetection, check_same_categories, collate
+from fnacli.detection.evaluate import evaluate
+from fnacli.detection.models import build_detector
+from fnacli.errors import UserError
+from fnacli.nn.supernet import Supernet
+from fnacli.search import arch as A
+from fnacli.search.bn_recal import calibration_batches, recalibrate_path
+from fnacli.search.evolution import Encoding, Genome
+from fnacli.search.supernet_io import SupernetCheckpoint, load_weights, read_supernet
+from fnacli.train import DistEnv, FitResult, TrainConfig, fit, load_train_state
+
+META_KEY = "oneshot"
+DETECTOR_PREFIX = "detector."
+
+
+@dataclass(frozen=True)
+class OneshotInfo:
+    """What a trained one-shot supernet was trained for (metadata ``oneshot``)."""
+
+    task: str
+    num_classes: int
+    size: tuple[int, int]  # (width, height)
+    categories: list[dict]
+    trained: dict  # recipe, steps, source
+
+    def to_dict(self) -> dict:
+        return {"task": self.task, "num_classes": self.num_classes, "size": list(self.size),
+                "categories": self.categories, "trained": self.trained}
+
+    @classmethod
+    def from_meta(cls, meta: dict, source: str) -> OneshotInfo | None:
+        d = meta.get(META_KEY)
+        if d is None:
+            return None
+        try:
+            return cls(str(d["task"]), int(d["num_classes"]), (int(d["size"][0]),
+                                                               int(d["size"][1])),
+                       list(d["categories"]), dict(d.get("trained", {})))
+        except (KeyError, TypeError, ValueError, IndexError):
+            raise UserError(f"{source}: metadata '{META_KEY}' is damaged (expected task, "
+                            "num_classes, size, categories)") from None
+
+
+def build_oneshot_detector(ckpt: SupernetCheckpoint, task: str, num_classes: int,
+                           size: tuple[int, int], source: str, seed: int = 0
+                           ) -> tuple[nn.Module, Supernet]:
+    """The detector around the checkpoint's supernet, its weights loaded. The detector's own
+    layers come from the checkpoint when it was trained one-shot for the same task and
+    classes, else they start fresh (seeded)."""
+    torch.manual_seed(seed)  # fresh neck/head layers are a function of the seed
+    supernet = Supernet(ckpt.space, ckpt.masks, with_head=task == "ssdlite")
+    load_weights(supernet, ckpt.weights, source)
+    detector = build_detector(ckpt.space.max_arch(), task, num_classes, size, backbone=supernet)
+    info = OneshotInfo.from_meta(ckpt.meta, source)
+    if info is not None and info.task == task and info.num_classes == num_classes:
+        own = {k: v for k, v in detector.state_dict().items() if not k.startswith(BODY_PREFIX)}
+        saved = {k[len(DETECTOR_PREFIX):]: v for k, v in ckpt.weights.items()
+                 if k.startswith(DETECTOR_PREFIX)}
+        if set(saved) != set(own):
+            raise UserError(f"{source}: its detector tensors do not match a {task} detector "
+                            f"of its space")
+        detector.load_state_dict({**saved, **{BODY_PREFIX + k: v for k, v in
+                                              supernet.state_dict().items()}})
+    return detector, supernet
+
+
+def uniform_path(space_encoding: Encoding, seed: int, step: int) -> Genome:
+    """The path of training step ``step``: every candidate equally likely, seeded by
+    (seed, step) only."""
+    g = torch.Generator().manual_seed(seed * 1_000_003 + step)
+    path = A.sample_path(space_encoding.space, None, None, g)
+    return space_encoding.encode(path)
+
+
+def train_oneshot(ckpt: SupernetCheckpoint, source: str, dataset: CocoDetection, task: str,
+                  size: tuple[int, int], cfg: TrainConfig, env: DistEnv, output: str | Path,
+                  *, state_path: str | Path, metrics_path: str | Path | None,
+                  resume: bool = False, stop_after: int | None = None, force: bool = False,
+                  log: Callable[[str], None] | None = None) -> FitResult:
+    """Train the supernet of ``ckpt`` one path at a time and write the trained supernet to
+    ``output`` (when training finished; rank 0)."""
+    num_classes = dataset.num_classes
+    detector, supernet = build_oneshot_detector(ckpt, task, num_classes, size, source, cfg.seed)
+    info = OneshotInfo.from_meta(ckpt.meta, source)
+    if info is not None:
+        check_same_categories(info.categories, dataset.categories(), source,
+                              str(dataset.files.ann))
+    enc = Encoding(ckpt.space)
+    step = [load_train_state(state_path)["step"] if resume else 0]
+
+    def loss_fn(model: nn.Module, batch: tuple, device: torch.device) -> dict:
+        supernet.set_path(enc.path(uniform_path(enc, cfg.seed, step[0])))
+        step[0] += 1
+        images = [im.to(device, non_blocking=True) for im in batch[0]]
+        targets = [{"boxes": t["boxes"].to(device), "labels": t["labels"].to(device)}
+                   for t in batch[1]]
+        return model(images, targets)
+
+    identity = {"strategy": "oneshot", "task": task, "size": list(size),
+                "num_classes": num_classes, "supernet": str(source)}
+    result = fit(detector, dataset, loss_fn, cfg, env, state_path=state_path,
+                 metrics_path=metrics_path, resume=resume, collate_fn=collate,
+                 identity=identity, stop_after=stop_after, desc="one-shot supernet", log=log)
+    if result.finished and env.is_main:
+        trained = {"epochs": cfg.epochs, "steps": result.steps, "batch_size": cfg.batch_size,
+                   "lr": cfg.lr, "optimizer": cfg.optimizer, "seed": cfg.seed,
+                   "sampling": "uniform single path", "source": str(source)}
+        info = OneshotInfo(task, num_classes, size, dataset.categories(), trained)
+        save_trained(output, ckpt, detector, supernet, info, force=force)
+    return result
+
+
+def save_trained(path: str | Path, ckpt: SupernetCheckpoint, detector: nn.Module,
+                 supernet: Supernet, info: OneshotInfo, force: bool = False) -> None:
+    """The trained supernet: the input's tensors with the supernet's trained weights, the
+    detector's own layers under ``detector.``, and ``oneshot`` in metadata."""
+    tensors = {k: v for k, v in ckpt.weights.items() if not k.startswith(DETECTOR_PREFIX)}
+    tensors.update({k: v.detach().cpu() for k, v in supernet.state_dict().items()})
+    tensors.update({DETECTOR_PREFIX + k: v.detach().cpu()
+                    for k, v in detector.state_dict().items() if not k.startswith(BODY_PREFIX)})
+    tensors.update(A.to_tensors(ckpt.alpha, ckpt.beta))
+    meta = {k: v for k, v in ckpt.meta.items() if k not in ("search", META_KEY)}
+    meta[META_KEY] = info.to_dict()
+    save_checkpoint(path, tensors, "supernet", meta, force=force)
+
+
+def load_trained(path: str | Path) -> tuple[SupernetCheckpoint, OneshotInfo]:
+    """A supernet trained one-shot (``--skip-training`` input); UserError otherwise."""
+    ckpt = read_supernet(path)
+    info = OneshotInfo.from_meta(ckpt.meta, str(path))
+    if info is None:
+        raise UserError(f"{path}: this supernet was not trained with one-shot sampling (no "
+                        f"'{META_KEY}' metadata); drop --skip-training to train it first")
+    return ckpt, info
+
+
+class PathEvaluator:
+    """Scores a genome: select its path, recalibrate BN on the fixed calibration subset,
+    then COCO bbox evaluation on the held-out split. Returns COCOeval's 12 numbers."""
+
+    def __init__(self, detector: nn.Module, supernet: Supernet, encoding: Encoding,
+                 calib: CocoDetection, val: CocoDetection, batch_size: int, workers: int = 0,
+                 device: torch.device | str = "cpu") -> None:
+        self.detector = detector.to(device).eval()
+        self.supernet = supernet
+        self.encoding = encoding
+        self.batches = calibration_batches(calib, batch_size, workers)
+        self.val = val
+        self.batch_size, self.workers, self.device = batch_size, workers, device
+
+    def __call__(self, genome: Genome) -> dict[str, float]:
+        recalibrate_path(self.detector, self.supernet, self.encoding.path(genome),
+                         self.batches, self.device)
+        return evaluate(self.detector, self.val, self.batch_size, self.workers,
+                        self.device).stats
+
+
+def distributed_evaluate(score: Callable[[Genome], dict[str, float]], env: DistEnv
+                         ) -> Callable[[Sequence[Genome]], list[dict[str, float]]]:
+    """``evaluate`` for ``OneShotSearch`` with ``chunk = env.world``: process r scores the
+    r-th genome of each chunk and every process receives every result."""
+
+    def run(genomes: Sequence[Genome]) -> list[dict[str, float]]:
+        mine = score(genomes[env.rank]) if env.rank < len(genomes) else None
+        if not env.distributed:
+            return [mine] if mine is not None else []
+        import torch.distributed as dist
+
+        gathered: list = [None] * env.world
+        dist.all_gather_object(gathered, mine)
+        return gathered[:len(genomes)]
+
+    return run

@@ -1,0 +1,548 @@
+"""The training loop shared by ``finetune`` and ``search``, plus the parts it is made of.
+
+Small pieces a caller can use alone (optimiser with no decay on BN/bias, warm-up + cosine or
+step schedule, distributed setup, the epoch batch sampler, JSON-lines metrics, train-state
+checkpoints, BN recalibration) and ``fit``, which strings them together.
+
+Exactness of ``--resume``: a sample's augmentation depends only on (seed, epoch, image)
+(see ``CocoDetection.__getitem__``), the data order only on (seed, epoch), and a checkpoint
+holds model, optimiser, scheduler, scaler, RNG states and the position (epoch, batch), so a
+run interrupted at a checkpoint and resumed matches an uninterrupted one bit for bit on CPU.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from fnacli.errors import UserError
+from fnacli.io import atomic_path
+
+STATE_FORMAT = "fnacli/train-state@1"
+OPTIMIZERS = ("sgd", "rmsprop")
+SCHEDULES = ("cosine", "step")
+
+
+class DivergedError(UserError):
+    """The loss (or gradient) became NaN/inf; the CLI exits 2 with this message."""
+
+
+# -- distributed ---------------------------------------------------------------------------
+@dataclass
+class DistEnv:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    @property
+    def distributed(self) -> bool:
+        return self.world > 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device: str | None = None) -> DistEnv:
+    """Join the process group torchrun describes (WORLD_SIZE/RANK/LOCAL_RANK), if any.
+
+    NCCL on GPUs (one process per GPU, cuda:LOCAL_RANK), gloo on CPU. ``device`` forces
+    "cpu" or "cuda"; by default CUDA is used when available.
+    """
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    use_cuda = torch.cuda.is_available() if device is None else device == "cuda"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda: no CUDA device is available")
+    dev = torch.device("cpu")
+    if use_cuda:
+        dev = torch.device(f"cuda:{local}" if world > 1 else "cuda")
+        torch.cuda.set_device(dev)
+    if world > 1 and not dist.is_initialized():
+        dist.init_process_group("nccl" if use_cuda else "gloo")
+    return DistEnv(rank, world, local, dev)
+
+
+def shutdown_distributed(env: DistEnv) -> None:
+    if env.distributed and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def barrier(env: DistEnv) -> None:
+    if env.distributed:
+        dist.barrier()
+
+
+def all_ok(flag: bool, env: DistEnv) -> bool:
+    """True only if ``flag`` holds on every process (so all of them stop together)."""
+    if not env.distributed:
+        return flag
+    t = torch.tensor([0.0 if flag else 1.0], device=env.device)
+    dist.all_reduce(t)
+    return t.item() == 0.0
+
+
+# -- reproducibility -----------------------------------------------------------------------
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2 ** 32)
+    torch.manual_seed(seed)
+
+
+def rng_state() -> dict:
+    np_state = np.random.get_state()
+    state = {"python": random.getstate(), "torch": torch.get_rng_state(),
+             "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)),
+                       *np_state[2:]]}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict) -> None:
+    random.setstate(state["python"])
+    torch.set_rng_state(state["torch"])
+    name, keys, *rest = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), *rest))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# -- optimiser and schedule ----------------------------------------------------------------
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """Weight decay on conv/linear weights only; none on BN parameters and biases (1-D)."""
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim <= 1 else decay).append(p)
+    return [{"params": decay, "weight_decay": weight_decay},
+            {"params": no_decay, "weight_decay": 0.0}]
+
+
+def build_optimizer(model: nn.Module, name: str, lr: float, weight_decay: float = 0.0,
+                    momentum: float = 0.9, rmsprop_eps: float = 1.0) -> torch.optim.Optimizer:
+    """SGD (momentum) or RMSProp; RMSProp's eps=1.0 is FNA's SSDLite setting."""
+    groups = param_groups(model, weight_decay)
+    if name == "sgd":
+        return torch.optim.SGD(groups, lr=lr, momentum=momentum)
+    if name == "rmsprop":
+        return torch.optim.RMSprop(groups, lr=lr, momentum=momentum, eps=rmsprop_eps)
+    raise UserError(f"--optimizer: expected one of {', '.join(OPTIMIZERS)}, got {name!r}")
+
+
+def lr_factor(step: int, total: int, schedule: str, warmup_iters: int = 0,
+              warmup_ratio: float = 1 / 3, milestones: tuple[float, ...] = (),
+              gamma: float = 0.1) -> float:
+    """Multiplier of the base lr at iteration ``step`` (0-based) of ``total``.
+
+    Linear warm-up from ``warmup_ratio`` over ``warmup_iters``, multiplied by the decay:
+    cosine to 0 over all iterations, or ×gamma at each milestone (fractions of training).
+    """
+    if schedule == "cosine":
+        decay = 0.5 * (1 + math.cos(math.pi * min(step, total) / max(total, 1)))
+    elif schedule == "step":
+        decay = gamma ** sum(step >= round(m * total) for m in milestones)
+    else:
+        raise UserError(f"--schedule: expected one of {', '.join(SCHEDULES)}, got {schedule!r}")
+    if step < warmup_iters:
+        decay *= warmup_ratio + (1 - warmup_ratio) * step / warmup_iters
+    return decay
+
+
+def build_scheduler(optimizer: torch.optim.Optimizer, total: int, schedule: str,
+                    warmup_iters: int = 0, warmup_ratio: float = 1 / 3,
+                    milestones: tuple[float, ...] = (),
+                    gamma: float = 0.1) -> torch.optim.lr_scheduler.LambdaLR:
+    """Per-iteration schedule (call ``step()`` after every optimiser step)."""
+    lr_factor(0, total, schedule, warmup_iters, warmup_ratio, milestones, gamma)  # validate
+    return torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_factor(s, total, schedule, warmup_iters, warmup_ratio,
+                                       milestones, gamma))
+
+
+# -- data order ----------------------------------------------------------------------------
+class EpochBatches(Sampler[list[tuple[int, int]]]):
+    """Batches of (epoch, index) keys: a seeded permutation per epoch, cut into global
+    batches of ``global_batch``; each process takes its contiguous share of every batch.
+
+    With one process and batch B, or P processes with B/P each, the same B samples make up
+    step k. The incomplete last batch is dropped (every process runs the same steps).
+    ``set_epoch(e, start)`` skips the first ``start`` batches (resuming mid-epoch).
+    """
+
+    def __init__(self, n: int, global_batch: int, rank: int = 0, world: int = 1,
+                 seed: int = 0, shuffle: bool = True) -> None:
+        if global_batch % world:
+            raise UserError(f"--batch-size {global_batch} is not divisible by the "
+                            f"{world} processes")
+        self.n, self.batch, self.rank, self.world = n, global_batch, rank, world
+        self.local = global_batch // world
+        self.seed, self.shuffle = seed, shuffle
+        self.epoch, self.start = 0, 0
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        self.epoch, self.start = epoch, start
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return self.n // self.batch
+
+    def __len__(self) -> int:
+        return max(self.steps_per_epoch - self.start, 0)
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        if self.shuffle:
+            g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+            order = torch.randperm(self.n, generator=g).tolist()
+        else:
+            order = list(range(self.n))
+        for b in range(self.start, self.steps_per_epoch):
+            lo = b * self.batch + self.rank * self.local
+            yield [(self.epoch, i) for i in order[lo:lo + self.local]]
+
+
+# -- metrics and state files ---------------------------------------------------------------
+class MetricsLog:
+    """JSON lines beside the output; rank 0 only. A resumed run first drops the lines past the
+    checkpoint it resumes from, so the file reads like one uninterrupted run."""
+
+    def __init__(self, path: str | Path | None, enabled: bool = True,
+                 resume_step: int | None = None) -> None:
+        self.path = Path(path) if path is not None and enabled else None
+        if self.path is None:
+            return
+        keep = []
+        if resume_step is not None and self.path.exists():
+            for line in self.path.read_text().splitlines():
+                try:
+                    rec = json.loads(line)
+                except json.JSONDecodeError:
+                    continue  # a line cut by a crash
+                if rec.get("step", 0) <= resume_step:
+                    keep.append(line)
+        self.path.write_text("".join(x + "\n" for x in keep))
+
+    def write(self, **record: Any) -> None:
+        if self.path is None:
+            return
+        with self.path.open("a") as f:
+            f.write(json.dumps(record) + "\n")
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+
+
+def save_train_state(path: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer,
+                     scheduler: Any, scaler: torch.amp.GradScaler | None, *, epoch: int,
+                     batch: int, step: int, identity: dict, extra: dict | None = None) -> None:
+    """Everything needed to continue exactly, written atomically (torch.save; read back
+    with ``weights_only=True``). ``epoch``/``batch``: where the next step starts."""
+    state = {"format": STATE_FORMAT, "model": unwrap(model).state_dict(),
+             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+             "scaler": scaler.state_dict() if scaler is not None else {},
+             "epoch": epoch, "batch": batch, "step": step, "rng": rng_state(),
+             "identity": json.dumps(identity, sort_keys=True), "extra": json.dumps(extra or {})}
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def load_train_state(path: str | Path) -> dict:
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{path}: no training state to resume from (run without --resume "
+                        "first)")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # damaged zip, refused pickle, ...
+        raise UserError(f"{path}: not a readable fnacli training state ({type(e).__name__})"
+                        ) from None
+    if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
+        raise UserError(f"{path}: not an fnacli training state (expected {STATE_FORMAT})")
+    state["identity"] = json.loads(state["identity"])
+    state["extra"] = json.loads(state["extra"])
+    return state
+
+
+def check_identity(saved: dict, current: dict, path: str | Path) -> None:
+    """A resumed run must be the same run: same recipe, data and model settings."""
+    for key in sorted(set(saved) | set(current)):
+        if saved.get(key) != current.get(key):
+            raise UserError(f"{path}: was written by a run with {key}={saved.get(key)!r}, this "
+                            f"run has {key}={current.get(key)!r} (resume with the same options, "
+                            "or start over with --force)")
+
+
+# -- BatchNorm -----------------------------------------------------------------------------
+def set_train_mode(model: nn.Module, freeze_bn: bool = False) -> None:
+    """Train mode; with ``freeze_bn`` BN layers use and keep their running statistics."""
+    model.train()
+    if freeze_bn:
+        for m in model.modules():
+            if isinstance(m, _BatchNorm):
+                m.eval()
+
+
+@torch.no_grad()
+def recalibrate_bn(model: nn.Module, batches: Any, forward: Callable[[nn.Module, Any], Any],
+                   ) -> int:
+    """Recompute every BN layer's running statistics as the plain average over ``batches``
+    (DetNAS-style recalibration); returns the number of batches used."""
+    bns = [m for m in model.modules() if isinstance(m, _BatchNorm)]
+    momenta = [m.momentum for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative moving average
+    model.train()
+    n = 0
+    try:
+        for batch in batches:
+            forward(model, batch)
+            n += 1
+    finally:
+        for m, mom in zip(bns, momenta, strict=True):
+            m.momentum = mom
+        model.eval()
+    return n
+
+
+# -- the loop ------------------------------------------------------------------------------
+@dataclass
+class TrainConfig:
+    epochs: int
+    batch_size: int  # global: split over the processes
+    lr: float
+    optimizer: str = "sgd"
+    momentum: float = 0.9
+    weight_decay: float = 0.0
+    rmsprop_eps: float = 1.0
+    schedule: str = "cosine"
+    milestones: tuple[float, ...] = ()  # fractions of training, for "step"
+    gamma: float = 0.1
+    warmup_iters: int = 0
+    warmup_ratio: float = 1 / 3
+    clip_grad: float | None = None
+    seed: int = 0
+    workers: int = 0
+    amp: bool = True  # CUDA only
+    channels_last: bool = True  # CUDA only
+    freeze_bn: bool = False
+    checkpoint_every: int = 0  # steps; 0 = at the end of every epoch only
+    log_every: int = 10
+
+    def identity(self) -> dict:
+        """The settings a resumed run must share (the rest may change between runs)."""
+        d = asdict(self)
+        for k in ("workers", "checkpoint_every", "log_every"):
+            d.pop(k)
+        d["milestones"] = list(d["milestones"])
+        return d
+
+
+@dataclass
+class FitResult:
+    steps: int  # optimiser steps done in total (all runs)
+    epochs: int  # completed epochs
+    last_loss: float | None
+    finished: bool  # False when stopped early by ``stop_after``
+
+
+class _Progress:
+    """A rich progress bar on stderr with loss, lr and ETA (rank 0 only)."""
+
+    def __init__(self, total: int, done: int, desc: str, enabled: bool) -> None:
+        self.bar = None
+        if not enabled:
+            return
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+
+        self.bar = Progress(TextColumn(desc), BarColumn(), MofNCompleteColumn(),
+                            TextColumn("{task.description}"), TimeElapsedColumn(),
+                            TextColumn("eta"), TimeRemainingColumn(),
+                            console=Console(stderr=True), transient=False)
+        self.task = self.bar.add_task("", total=total, completed=done)
+
+    def __enter__(self) -> _Progress:
+        if self.bar is not None:
+            self.bar.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+
+    def update(self, text: str, advance: int = 1) -> None:
+        if self.bar is not None:
+            self.bar.update(self.task, advance=advance, description=text)
+
+    def log(self, text: str) -> None:
+        if self.bar is not None:
+            self.bar.console.print(text)
+
+
+def _prepare(model: nn.Module, cfg: TrainConfig, env: DistEnv) -> nn.Module:
+    model.to(env.device)
+    if env.device.type == "cuda" and cfg.channels_last:
+        model.to(memory_format=torch.channels_last)
+    if env.distributed:
+        if env.device.type == "cuda" and not cfg.freeze_bn:
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        model = nn.parallel.DistributedDataParallel(
+            model, device_ids=[env.device.index] if env.device.type == "cuda" else None)
+    return model
+
+
+def fit(model: nn.Module, dataset: Dataset, loss_fn: Callable[[nn.Module, Any, torch.device],
+                                                              dict[str, torch.Tensor]],
+        cfg: TrainConfig, env: DistEnv | None = None, *, state_path: str | Path | None = None,
+        metrics_path: str | Path | None = None, resume: bool = False,
+        collate_fn: Callable | None = None, identity: dict | None = None,
+        on_epoch_end: Callable[[int, nn.Module], dict | None] | None = None,
+        stop_after: int | None = None, desc: str = "train",
+        log: Callable[[str], None] | None = None) -> FitResult:
+    """Train ``model`` on ``dataset`` with ``loss_fn(model, batch, device) -> losses``.
+
+    The dataset is indexed with (epoch, index) keys from ``EpochBatches``. ``state_path``
+    gets a checkpoint every ``cfg.checkpoint_every`` steps and after every epoch;
+    ``resume`` continues from it (``identity`` plus the recipe must match). A non-finite
+    loss or gradient raises ``DivergedError`` before the weights are touched, leaving the
+    last good checkpoint in place. ``on_epoch_end(epoch, model)`` may return metrics to log.
+    ``stop_after`` stops (checkpointed) after that many steps of this run.
+    """
+    env = env or DistEnv()
+    n = len(dataset)  # type: ignore[arg-type]
+    sampler = EpochBatches(n, cfg.batch_size, env.rank, env.world, cfg.seed)
+    per_epoch = sampler.steps_per_epoch
+    if per_epoch == 0:
+        raise UserError(f"the training set has {n} usable images, fewer than --batch-size "
+                        f"{cfg.batch_size}")
+    total = cfg.epochs * per_epoch
+    run_id = {**cfg.identity(), **(identity or {})}
+    seed_everything(cfg.seed)
+    net = _prepare(model, cfg, env)
+    raw = unwrap(net)
+    optimizer = build_optimizer(raw, cfg.optimizer, cfg.lr, cfg.weight_decay, cfg.momentum,
+                                cfg.rmsprop_eps)
+    scheduler = build_scheduler(optimizer, total, cfg.schedule, cfg.warmup_iters,
+                                cfg.warmup_ratio, cfg.milestones, cfg.gamma)
+    use_amp = cfg.amp and env.device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    epoch, batch0, step = 0, 0, 0
+    if resume:
+        if state_path is None:
+            raise ValueError("resume needs state_path")
+        state = load_train_state(state_path)
+        check_identity(state["identity"], json.loads(json.dumps(run_id, sort_keys=True)),
+                       state_path)
+        raw.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        if use_amp and state["scaler"]:
+            scaler.load_state_dict(state["scaler"])
+        set_rng_state(state["rng"])
+        epoch, batch0, step = state["epoch"], state["batch"], state["step"]
+    metrics = MetricsLog(metrics_path, env.is_main, step if resume else None)
+    loader = DataLoader(dataset, batch_sampler=sampler, num_workers=cfg.workers,
+                        collate_fn=collate_fn, pin_memory=env.device.type == "cuda")
+    say = log or (lambda _msg: None)
+    last_loss: float | None = None
+    run_steps = 0
+    window: dict[str, float] = {}
+    window_n = 0
+    t0 = time.perf_counter()
+
+    def save(at_epoch: int, at_batch: int) -> None:
+        if state_path is not None and env.is_main:
+            save_train_state(state_path, net, optimizer, scheduler, scaler if use_amp else None,
+                             epoch=at_epoch, batch=at_batch, step=step, identity=run_id)
+
+    with _Progress(total, step, desc, env.is_main) as bar:
+        while epoch < cfg.epochs:
+            sampler.set_epoch(epoch, batch0)
+            for b, batch in enumerate(loader, start=batch0):
+                set_train_mode(net, cfg.freeze_bn)
+                with torch.autocast(env.device.type, enabled=use_amp):
+                    losses = loss_fn(net, batch, env.device)
+                loss = sum(losses.values())
+                if not all_ok(bool(torch.isfinite(loss).item()), env):
+                    raise _diverged("loss", loss, epoch, step, scheduler, state_path)
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                if cfg.clip_grad or not use_amp:
+                    scaler.unscale_(optimizer)
+                    norm = nn.utils.clip_grad_norm_(raw.parameters(),
+                                                    cfg.clip_grad or float("inf"))
+                    # with AMP, inf gradients are the scaler's business (it skips the step)
+                    if not use_amp and not all_ok(bool(torch.isfinite(norm).item()), env):
+                        raise _diverged("gradient norm", norm, epoch, step, scheduler,
+                                        state_path)
+                scaler.step(optimizer)
+                scaler.update()
+                lr = optimizer.param_groups[0]["lr"]
+                scheduler.step()
+                step += 1
+                run_steps += 1
+                last_loss = float(loss.item())
+                for k, v in losses.items():
+                    window[k] = window.get(k, 0.0) + float(v.item())
+                window["loss"] = window.get("loss", 0.0) + last_loss
+                window_n += 1
+                bar.update(f"epoch {epoch + 1}/{cfg.epochs} loss {last_loss:.4f} lr {lr:.3g}")
+                if step % cfg.log_every == 0 or b + 1 == per_epoch:
+                    metrics.write(event="train", epoch=epoch, step=step, lr=lr,
+                                  **{k: v / window_n for k, v in window.items()},
+                                  seconds=round(time.perf_counter() - t0, 3))
+                    window, window_n = {}, 0
+                at_end = b + 1 == per_epoch
+                if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and not at_end:
+                    save(epoch, b + 1)
+                if stop_after is not None and run_steps >= stop_after and not at_end:
+                    save(epoch, b + 1)
+                    return FitResult(step, epoch, last_loss, finished=False)
+            epoch, batch0 = epoch + 1, 0
+            save(epoch, 0)
+            extra = on_epoch_end(epoch - 1, raw) if on_epoch_end else None
+            if extra:
+                metrics.write(event="epoch", epoch=epoch - 1, step=step, **extra)
+                bar.log(f"epoch {epoch}: " + ", ".join(f"{k} {v:.4f}" for k, v in extra.items()
+                                                      if isinstance(v, float)))
+            if stop_after is not None and run_steps >= stop_after and epoch < cfg.epochs:
+                return FitResult(step, epoch, last_loss, finished=False)
+    set_train_mode(raw)
+    say(f"{desc}: {step} steps, {cfg.epochs} epochs, last loss {last_loss}")
+    return FitResult(step, epoch, last_loss, finished=True)
+
+
+def _diverged(what: str, value: torch.Tensor, epoch: int, step: int, scheduler: Any,
+              state_path: str | Path | None) -> DivergedError:
+    lr = scheduler.get_last_lr()[0]
+    kept = (f"the last good training state {state_path} is kept"
+            if state_path is not None and Path(state_path).exists()
+            else "no training state had been saved yet")
+    return DivergedError(f"training diverged: the {what} is {float(value)} at epoch "
+                         f"{epoch + 1}, step {step + 1} (lr {lr:.3g}); stopped before updating "
+                         f"the weights, {kept}. Lower --lr, add warm-up or set --clip-grad")

@@ -1,0 +1,414 @@
+"""One-shot search (DetNAS): genome encoding, evolution and random search under a MAdds limit,
+exact resume, and the whole `search --strategy evolution|random` on synthetic data."""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from fnacli.errors import UserError
+from fnacli.search import arch as A
+from fnacli.search import evolution as E
+from fnacli.spec import ArchSpec, SpaceSpec
+
+# seven stages like MobileNetV2 (a width-0.35 seed remaps onto it); two searchable stages
+SPACE = {"schema": "fnacli/space@1", "stem": {"out": 16, "stride": 2},
+         "stages": [{"out": 8, "stride": 1, "ops": ["k3_e1"]},
+                    {"out": 8, "stride": 2, "ops": ["k3_e6"]},
+                    {"out": [8, 16], "stride": 2, "layers": 3, "ops": ["k3_e3", "k5_e3", "skip"]},
+                    {"out": 24, "stride": 2, "ops": ["k3_e6"]},
+                    {"out": [24, 32], "stride": 1, "layers": 2, "ops": ["k3_e3", "k5_e6", "skip"]},
+                    {"out": 56, "stride": 2, "ops": ["k3_e6"]},
+                    {"out": 112, "stride": 1, "ops": ["k3_e6"]}],
+         "head": {"out": 128}}
+SIZE = 64
+
+
+@pytest.fixture(autouse=True)
+def one_thread():
+    # tiny convolutions: on a busy 2-core machine one thread is many times faster
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def space() -> SpaceSpec:
+    return SpaceSpec.from_dict(SPACE)
+
+
+def backbone_madds(arch: ArchSpec, size: int = SIZE) -> float:
+    """Conv multiply-accumulates of the backbone, by hand (an independent cost function)."""
+    def conv(res: int, cin: int, cout: int, k: int, stride: int, groups: int = 1) -> tuple:
+        out = math.ceil(res / stride)
+        return out, out * out * cout * (cin // groups) * k * k
+
+    res, total = conv(size, 3, arch.stem_out, 3, arch.stem_stride)
+    for _, _, cin, cout, op, stride in arch.layers():
+        hid = cin * op.expand
+        m = 0
+        if op.expand != 1:
+            m += conv(res, cin, hid, 1, 1)[1]
+        res, dw = conv(res, hid, hid, op.kernel, stride, hid)
+        m += dw + conv(res, hid, cout, 1, 1)[1]
+        total += m
+    total += conv(res, arch.stages[-1].out, arch.head_out, 1, 1)[1]
+    return float(total)
+
+
+def fake_fitness(enc: E.Encoding, calls: list[str]):
+    """A deterministic fitness with structure (prefers k5 ops and wide stages) plus a hash
+    term so ties are rare; records every evaluated key."""
+    def evaluate(genomes):
+        out = []
+        for g in genomes:
+            key = enc.key(g)
+            calls.append(key)
+            noise = int(hashlib.sha256(key.encode()).hexdigest()[:6], 16) / 16 ** 6
+            ops = [str(o) for st in enc.arch(g).stages for o in st.ops]
+            out.append({"AP": ops.count("k5_e3") + ops.count("k5_e6") + 0.1 * noise,
+                        "AP50": noise})
+        return out
+    return evaluate
+
+
+def all_genomes(enc: E.Encoding) -> list[tuple[int, ...]]:
+    return list(itertools.product(*[range(n) for n in enc.sizes]))
+
+
+# -- encoding ----------------------------------------------------------------------------------
+def test_genome_order_is_the_alpha_beta_order_and_logits_derive_to_it() -> None:
+    sp = space()
+    enc = E.Encoding(sp)
+    alpha, beta = A.init_logits(sp)
+    assert enc.sizes == tuple(len(t) for t in alpha.values()) + tuple(len(t) for t in beta.values())
+    archs = set()
+    for g in all_genomes(enc):
+        arch = enc.arch(g)
+        archs.add(E.arch_key(arch))
+        assert enc.encode(enc.path(g)) == g
+        # the searched checkpoint's logits: derive's argmax gives back this architecture
+        tensors = E.arch_logits(enc, g)
+        a, b = A.from_tensors(sp, tensors, "test")
+        assert A.derive(sp, a, b)[0] == arch
+        assert all("skip" not in str(o) for st in arch.stages for o in st.ops)
+    # genomes with a skip in different places collapse: keys are per architecture
+    assert len(archs) == sp.num_architectures() < len(all_genomes(enc))
+    with pytest.raises(UserError):
+        enc.path((0,) * (len(enc) - 1))
+
+
+def test_cheapest_is_the_minimum_over_the_space() -> None:
+    enc = E.Encoding(space())
+    costs = [backbone_madds(enc.arch(g)) for g in all_genomes(enc)]
+    assert backbone_madds(enc.arch(enc.cheapest(backbone_madds))) == min(costs)
+
+
+def test_parse_madds() -> None:
+    assert E.parse_madds("800M") == 8e8
+    assert E.parse_madds("1.2g") == 1.2e9 and E.parse_madds("1.2B") == 1.2e9
+    assert E.parse_madds("3e8") == 3e8
+    for bad in ("abc", "-5M", "0", "nan"):
+        with pytest.raises(UserError):
+            E.parse_madds(bad)
+
+
+# -- the search ----------------------------------------------------------------------------------
+def median_limit(enc: E.Encoding) -> float:
+    costs = sorted(backbone_madds(enc.arch(g)) for g in all_genomes(enc))
+    return costs[len(costs) // 2]
+
+
+def make_search(tmp: Path | None, calls: list[str], **cfg) -> E.OneShotSearch:
+    enc = E.Encoding(space())
+    config = E.SearchConfig(**{"population": 6, "parents": 3, "generations": 4, "seed": 1,
+                               "max_madds": median_limit(enc), **cfg})
+    return E.OneShotSearch(enc, backbone_madds, fake_fitness(enc, calls), config,
+                           tmp / "state.json" if tmp else None,
+                           tmp / "history.jsonl" if tmp else None)
+
+
+@pytest.mark.parametrize("strategy", ["evolution", "random"])
+def test_every_candidate_is_new_and_within_the_limit(tmp_path: Path, strategy: str) -> None:
+    calls: list[str] = []
+    search = make_search(tmp_path, calls, strategy=strategy, candidates=16)
+    result = search.run()
+    limit = search.config.max_madds
+    assert result.finished and len(calls) == len(set(calls)) == len(search.cache)
+    assert len(calls) == (16 if strategy == "random" else 6 * 4)
+    for c in search.cache.values():
+        assert c.madds == backbone_madds(search.encoding.arch(c.genome)) <= limit
+    # the limit really rejected draws (the median cost lets about half of the space in)
+    assert any(m > limit for m in search._madds.values())
+    ranked = search.ranked()
+    assert result.best == ranked[0]
+    assert [c.fitness for c in ranked] == sorted((c.fitness for c in ranked), reverse=True)
+    lines = [json.loads(x) for x in (tmp_path / "history.jsonl").read_text().splitlines()]
+    gens = [x for x in lines if x["event"] == "generation"]
+    assert len(gens) == (4 if strategy == "evolution" else 3)  # random: 6 + 6 + 4
+    assert [x["population"] for x in gens][-1] == (6 if strategy == "evolution" else 4)
+    assert sum(x["event"] == "candidate" for x in lines) == len(calls)
+
+
+def test_evolution_finds_better_than_its_first_generation() -> None:
+    calls: list[str] = []
+    search = make_search(None, calls, generations=5)
+    search.run()
+    first = max(c.fitness for c in search.cache.values() if c.generation == 0)
+    assert search.ranked()[0].fitness > first
+
+
+def test_resume_mid_generation_gives_the_uninterrupted_result(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    calls_a: list[str] = []
+    whole = make_search(tmp_path / "a", calls_a)
+    ref = whole.run()
+
+    calls_b: list[str] = []
+    first = make_search(tmp_path / "b", calls_b).run(stop_after=15)  # stops inside generation 2
+    assert not first.finished and first.rounds == 2
+    resumed = make_search(tmp_path / "b", calls_b)
+    got = resumed.run(resume=True)
+
+    assert got.finished and got.rounds == ref.rounds
+    assert [c.key for c in got.population] == [c.key for c in ref.population]
+    assert [c.key for c in got.top] == [c.key for c in ref.top]
+    assert {k: c.fitness for k, c in resumed.cache.items()} == \
+        {k: c.fitness for k, c in whole.cache.items()}
+    # the evaluations of the unfinished generation were not paid for twice
+    assert sorted(calls_b) == sorted(calls_a)
+
+    def gens(p: Path) -> list[dict]:
+        recs = [json.loads(x) for x in (p / "history.jsonl").read_text().splitlines()]
+        return [{k: v for k, v in r.items() if k != "seconds"} for r in recs
+                if r["event"] == "generation"]
+
+    assert gens(tmp_path / "b") == gens(tmp_path / "a")
+
+    # a resume with other settings is refused
+    with pytest.raises(UserError, match="population"):
+        make_search(tmp_path / "b", [], population=5).run(resume=True)
+
+
+def test_a_limit_below_the_cheapest_architecture_is_refused() -> None:
+    enc = E.Encoding(space())
+    cheapest = backbone_madds(enc.arch(enc.cheapest(backbone_madds)))
+    with pytest.raises(UserError, match="cheapest"):
+        make_search(None, [], max_madds=cheapest * 0.99).run()
+
+
+# -- end to end on synthetic data ------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def work(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """Seed (torchvision width 0.35), supernet, synthetic data, a one-shot-trained supernet."""
+    from torchvision.models import mobilenet_v2
+
+    from fnacli.checkpoint import save_checkpoint
+    from fnacli.detection.synthetic import SynthConfig, generate
+    from fnacli.search import supernet_io
+
+    tmp = tmp_path_factory.mktemp("oneshot")
+    torch.manual_seed(0)
+    torch.save(mobilenet_v2(width_mult=0.35).state_dict(), tmp / "seed.pth")
+    tensors, meta = supernet_io.expand(str(tmp / "seed.pth"), space())
+    save_checkpoint(tmp / "super.safetensors", tensors, "supernet", meta)
+    generate(tmp / "data", SynthConfig(train=16, val=8, size=SIZE, classes=2))
+    return {"tmp": tmp, "super": tmp / "super.safetensors", "data": tmp / "data"}
+
+
+def cli(args: list[str], tmp: Path) -> tuple[int, str, str]:
+    """`fnacli search --strategy evolution ARGS` (a later --strategy wins)."""
+    from fnacli.cli.app import app
+
+    r = CliRunner().invoke(app, ["search", "--strategy", "evolution", *map(str, args)],
+                           env={"FNACLI_CACHE_DIR": str(tmp / "cache")})
+    if r.exception and not isinstance(r.exception, SystemExit):
+        raise r.exception
+    return r.exit_code, r.stdout, r.stderr
+
+
+COMMON = ["--size", SIZE, "--workers", 0, "--device", "cpu", "--calib-images", 8,
+          "--calib-batch", 4, "--seed", 3]
+
+
+@pytest.fixture(scope="module")
+def trained(work: dict) -> dict:
+    tmp = work["tmp"]
+    code, out, err = cli([work["super"], "--train-only", "--task", "ssdlite", "--data",
+                          work["data"], "-o", tmp / "evo.safetensors", "--epochs", 1,
+                          "--batch-size", 4, *COMMON], tmp)
+    assert code == 0, err
+    assert "trained" in out
+    return {**work, "trained": tmp / "evo.oneshot.safetensors"}
+
+
+@pytest.fixture(scope="module")
+def limits(trained: dict) -> tuple[float, float]:
+    """(cheapest, dearest) MAdds of the space's SSDLite detectors, by the LUT."""
+    import os
+
+    from fnacli.lut import load_or_build_lut
+
+    os.environ["FNACLI_CACHE_DIR"] = str(trained["tmp"] / "cache")
+    lut = load_or_build_lut(space(), "ssdlite", (SIZE, SIZE), 2)
+    enc = E.Encoding(space())
+    costs = [lut.arch_madds(enc.arch(g)) for g in all_genomes(enc)]
+    return min(costs), max(costs)
+
+
+EVO = ["--population", 4, "--parents", 2, "--generations", 2]
+
+
+@pytest.fixture(scope="module")
+def evolution_run(trained: dict, limits: tuple[float, float]) -> dict:
+    tmp = trained["tmp"]
+    limit = (limits[0] + limits[1]) / 2
+    out = tmp / "evo.safetensors"
+    code, stdout, stderr = cli([trained["trained"], "--skip-training", "--data", trained["data"],
+                                "-o", out, *EVO, "--max-madds", f"{limit:.0f}", *COMMON,
+                                "--json"], tmp)
+    assert code == 0, stderr
+    return {**trained, "out": out, "limit": limit, "summary": json.loads(stdout),
+            "stderr": stderr}
+
+
+def test_evolution_end_to_end(evolution_run: dict) -> None:
+    from fnacli.cost import profile_exact
+    from fnacli.search.supernet_io import read_supernet
+
+    run, out = evolution_run, evolution_run["out"]
+    assert "generation 1/2" in run["stderr"] and "generation 2/2" in run["stderr"]
+    assert "median" in run["stderr"]
+    hist = [json.loads(x) for x in Path(f"{out}.history.jsonl").read_text().splitlines()]
+    cands = [h for h in hist if h["event"] == "candidate"]
+    assert len(cands) == 8 == run["summary"]["evaluated"]
+    assert all(c["madds"] <= run["limit"] for c in cands)
+
+    ckpt = read_supernet(out)
+    assert ckpt.kind == "searched"
+    top = ckpt.meta["search"]["top"]
+    assert [t["rank"] for t in top] == list(range(1, 9))
+    assert [t["fitness"] for t in top] == sorted((t["fitness"] for t in top), reverse=True)
+    best = ArchSpec.from_dict(top[0]["arch"])
+    assert A.derive(ckpt.space, ckpt.alpha, ckpt.beta)[0] == best
+    assert run["summary"]["best_arch"] == best.to_dict()
+    # the limit holds for an independent full fvcore count, not only for the table
+    exact = profile_exact(best, "ssdlite", (SIZE, SIZE), 2).madds
+    assert exact == pytest.approx(top[0]["madds"], rel=5e-3)
+    assert exact <= run["limit"] * 1.005
+
+
+def test_random_search_on_the_same_trained_supernet(evolution_run: dict) -> None:
+    tmp = evolution_run["tmp"]
+    out = tmp / "random.safetensors"
+    code, stdout, stderr = cli([evolution_run["trained"], "--skip-training", "--strategy",
+                                "random", "--data", evolution_run["data"], "-o", out,
+                                "--candidates", 5, "--population", 3, "--max-madds",
+                                f"{evolution_run['limit']:.0f}", *COMMON], tmp)
+    assert code == 0, stderr
+    assert "random" in stdout and str(out) in stdout
+    hist = [json.loads(x) for x in Path(f"{out}.history.jsonl").read_text().splitlines()]
+    cands = [h for h in hist if h["event"] == "candidate"]
+    assert len(cands) == len({c["key"] for c in cands}) == 5
+    assert all(c["madds"] <= evolution_run["limit"] for c in cands)
+    # same settings, same seed: the BN recalibration + evaluation is deterministic, so a
+    # candidate both searches scored has one fitness
+    evo = {c["key"]: c["fitness"] for c in map(json.loads, Path(
+        f"{evolution_run['out']}.history.jsonl").read_text().splitlines())
+        if c["event"] == "candidate"}
+    for c in cands:
+        if c["key"] in evo:
+            assert c["fitness"] == evo[c["key"]]
+
+
+def test_resumed_search_matches_the_uninterrupted_one(evolution_run: dict) -> None:
+    tmp = evolution_run["tmp"]
+    out = tmp / "resumed.safetensors"
+    args = [evolution_run["trained"], "--skip-training", "--data", evolution_run["data"], "-o",
+            out, *EVO, "--max-madds", f"{evolution_run['limit']:.0f}", *COMMON]
+    code, stdout, _ = cli([*args, "--stop-after-candidates", 5], tmp)
+    assert code == 0 and "--resume" in stdout and not out.exists()
+    code, _, stderr = cli([*args, "--resume"], tmp)
+    assert code == 0, stderr
+
+    def final(p: Path) -> tuple:
+        state = json.loads(Path(f"{p}.search.json").read_text())
+        return state["population"], state["topk"], state["rounds"]
+
+    assert final(out) == final(evolution_run["out"])
+    from fnacli.checkpoint import read_checkpoint
+
+    assert (read_checkpoint(out).meta["search"]["top"]
+            == read_checkpoint(evolution_run["out"]).meta["search"]["top"])
+
+
+def test_bn_recalibration_changes_a_paths_detections(trained: dict) -> None:
+    from fnacli.detection.data import find_split, load_split
+    from fnacli.detection.evaluate import evaluate
+    from fnacli.search.bn_recal import calibration_subset
+    from fnacli.search.oneshot import PathEvaluator, build_oneshot_detector, load_trained
+
+    ckpt, info = load_trained(trained["trained"])
+    det, sup = build_oneshot_detector(ckpt, "ssdlite", info.num_classes, (SIZE, SIZE), "t")
+    val = load_split(find_split(trained["data"], "val"), train=False, label_offset=1)
+    train = load_split(find_split(trained["data"], "train"), train=True, label_offset=1)
+    enc = E.Encoding(ckpt.space)
+    genome = enc.random(__import__("random").Random(0))
+    sup.set_path(enc.path(genome))
+    det.eval()
+    stale = evaluate(det, val).stats  # statistics averaged over all paths during training
+    fresh = PathEvaluator(det, sup, enc, calibration_subset(train, 8), val, 4)(genome)
+    assert fresh != stale
+
+
+def test_skip_training_needs_a_trained_supernet(work: dict) -> None:
+    from fnacli.cli._search_oneshot import run_oneshot_search
+
+    with pytest.raises(UserError, match="not trained with one-shot"):
+        run_oneshot_search(supernet=str(work["super"]), skip_training=True,
+                           data=str(work["data"]), output=str(work["tmp"] / "x.safetensors"),
+                           device="cpu")
+
+
+def test_training_paths_are_uniform_and_a_function_of_the_step() -> None:
+    from collections import Counter
+
+    from fnacli.search.oneshot import uniform_path
+
+    enc = E.Encoding(space())
+    assert uniform_path(enc, 3, 17) == uniform_path(enc, 3, 17)
+    draws = [uniform_path(enc, 0, k) for k in range(3000)]
+    for j, n in enumerate(enc.sizes):  # every op and width candidate equally likely
+        counts = Counter(g[j] for g in draws)
+        assert sorted(counts) == list(range(n))
+        assert all(abs(c / len(draws) - 1 / n) < 0.04 for c in counts.values()), counts
+
+
+def test_supernet_training_resumes_exactly(trained: dict) -> None:
+    from fnacli.checkpoint import read_checkpoint
+
+    tmp = trained["tmp"]
+    args = [trained["super"], "--train-only", "--task", "ssdlite", "--data", trained["data"],
+            "-o", tmp / "again.safetensors", "--epochs", 1, "--batch-size", 4, *COMMON]
+    code, out, err = cli([*args, "--stop-after", 2], tmp)
+    assert code == 0, err
+    assert "--resume" in out and not (tmp / "again.oneshot.safetensors").exists()
+    code, out, err = cli([*args, "--resume"], tmp)
+    assert code == 0, err
+    got = read_checkpoint(tmp / "again.oneshot.safetensors")
+    ref = read_checkpoint(trained["trained"])
+    assert got.meta["oneshot"]["trained"]["steps"] == 4
+    assert got.tensors.keys() == ref.tensors.keys()
+    assert any(k.startswith("detector.head.") for k in got.tensors)
+    for k, v in ref.tensors.items():
+        assert torch.equal(got.tensors[k], v), k
+    start = read_checkpoint(trained["super"]).tensors  # and training did change the weights
+    assert any(not torch.equal(start[k], v) for k, v in ref.tensors.items() if k in start)

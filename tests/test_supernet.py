@@ -1,0 +1,186 @@
+"""The supernet: one-hot α/β reproduce the seed and every selected architecture exactly; one
+shared block per stage whatever the number of channel candidates; it plugs into detectors."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+from conftest import randomize_bn_
+
+from fnacli.nn.backbone import SSD_TAP, Backbone
+from fnacli.nn.supernet import (
+    Path,
+    Supernet,
+    op_choices,
+    path_to_arch,
+    subnet_state,
+    supernet_state_from_seed,
+    width_choices,
+)
+from fnacli.search import arch as A
+from fnacli.spec import ArchSpec, SpaceSpec
+
+CANDS = ["k3_e3", "k3_e6", "k5_e6", "skip"]
+
+
+def tiny_space(cands: list[str] = CANDS) -> SpaceSpec:
+    """Seven stages like MobileNetV2 (so MobileNetV2-layout seeds remap onto it), tiny widths,
+    channel candidates everywhere, and stage 3 -> 4 (stride 1) able to pick equal widths."""
+    st = [{"out": 8, "stride": 1, "ops": ["k3_e1"]},
+          {"out": [8, 12, 16], "stride": 2, "layers": 3, "ops": cands},
+          {"out": [16, 20], "stride": 2, "layers": 2, "ops": cands},
+          {"out": [12, 16], "stride": 2, "layers": 3, "ops": cands},
+          {"out": [16, 24], "stride": 1, "layers": 2, "ops": cands},
+          {"out": [32, 40], "stride": 2, "layers": 2, "ops": cands},
+          {"out": [40, 48], "stride": 1, "layers": 1, "ops": ["k3_e6", "k5_e3"]}]
+    return SpaceSpec.from_dict({"schema": "fnacli/space@1", "stem": {"out": 8, "stride": 2},
+                                "stages": st, "head": {"out": 64}})
+
+
+def tiny_seed() -> ArchSpec:
+    e6 = ["k3_e6"]
+    st = [{"out": 8, "stride": 1, "ops": ["k3_e1"]}, {"out": 12, "stride": 2, "ops": e6 * 2},
+          {"out": 16, "stride": 2, "ops": e6 * 2}, {"out": 16, "stride": 2, "ops": e6 * 3},
+          {"out": 24, "stride": 1, "ops": e6 * 2}, {"out": 40, "stride": 2, "ops": e6 * 2},
+          {"out": 48, "stride": 1, "ops": e6}]
+    return ArchSpec.from_dict({"schema": "fnacli/arch@1", "stem": {"out": 8, "stride": 2},
+                               "stages": st, "head": {"out": 64}})
+
+
+def random_supernet(space: SpaceSpec, masks: str = "non-overlapping", seed: int = 0) -> Supernet:
+    torch.manual_seed(seed)
+    return randomize_bn_(Supernet(space, masks), seed).eval()
+
+
+def compare(ref: dict, got: dict, tol: float = 1e-5) -> None:
+    """Same maps, same order; the supernet's extra (padded) channels are exactly zero."""
+    assert list(got) == list(ref)
+    for k, r in ref.items():
+        c = r.shape[1]
+        assert torch.allclose(got[k][:, :c], r, atol=tol, rtol=0), k
+        assert got[k][:, c:].abs().max().item() == 0.0 if got[k].shape[1] > c else True, k
+
+
+@pytest.mark.parametrize("masks", ["non-overlapping", "overlapping"])
+def test_one_hot_on_the_seeds_own_choices_is_the_seed(masks: str) -> None:
+    space, seed_spec = tiny_space(), tiny_seed()
+    torch.manual_seed(1)
+    seed = randomize_bn_(Backbone(seed_spec), 1).eval()
+    net = Supernet(space, masks)
+    net.load_state_dict(supernet_state_from_seed(space, seed.state_dict(), seed_spec))
+    net.eval()
+    path = A.path_of_arch(space, seed_spec)
+    assert path_to_arch(space, path) == seed_spec
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        ref = seed(x)
+        assert ref["stage6"].abs().max() > 1e-2  # the comparison is not between zeros
+        net.set_weighted(*A.one_hot(space, path))
+        compare(ref, net(x))
+        net.set_path(path)
+        compare(ref, net(x))
+
+
+def test_candidates_are_remapped_from_the_seed() -> None:
+    space, seed_spec = tiny_space(), tiny_seed()
+    torch.manual_seed(2)
+    seed = Backbone(seed_spec).state_dict()
+    state = supernet_state_from_seed(space, seed, seed_spec)
+    # e3 takes the seed e6 layer's first hidden channels (the width rule)
+    e3 = state["stages.2.0.ops.k3_e3.expand.conv.weight"]
+    assert e3.shape == (16 * 3, 16, 1, 1)  # stage 2's input is up to 16 wide
+    assert torch.equal(e3[:, :12], seed["stages.2.0.expand.conv.weight"][:48])
+    assert e3[:, 12:].abs().sum() == 0  # inputs the seed does not have contribute nothing
+    # k5 puts the seed's 3x3 kernel in the centre, zeros around
+    k5 = state["stages.2.1.ops.k5_e6.dw.conv.weight"]
+    assert torch.equal(k5[:96, :, 1:4, 1:4], seed["stages.2.1.dw.conv.weight"])
+    assert k5[:, :, 0].abs().sum() == 0
+    # extra depth copies the stage's last seed layer
+    assert torch.equal(state["stages.1.2.ops.k3_e6.dw.conv.weight"][:72],
+                       seed["stages.1.1.dw.conv.weight"])
+
+
+@pytest.mark.parametrize("masks", ["non-overlapping", "overlapping"])
+def test_every_path_equals_its_own_backbone(masks: str) -> None:
+    """Sliced paths, masked one-hot paths and the stand-alone network agree, in eval and in
+    train mode (batch statistics, running-statistic updates)."""
+    space = tiny_space()
+    net = random_supernet(space, masks)
+    rng = random.Random(0)
+    x = torch.randn(2, 3, 64, 64)
+    seen_equal_residual = False
+    for trial in range(8):
+        path = Path({(s, i): rng.randrange(len(c)) for s, i, c in op_choices(space)},
+                    {s: rng.randrange(len(o)) for s, o in width_choices(space)})
+        arch = path_to_arch(space, path)
+        seen_equal_residual |= arch.stages[3].out == arch.stages[4].out
+        ref_net = Backbone(arch)
+        ref_net.load_state_dict(subnet_state(net, path))
+        train = trial % 3 == 2
+        ref_net.train(train)
+        net.train(train)
+        with torch.no_grad():
+            ref = ref_net(x)
+            net.set_path(path)
+            compare(ref, net(x))
+            if train:  # the running statistics of the used channels moved the same way
+                sub, want = subnet_state(net, path), ref_net.state_dict()
+                assert all(torch.allclose(sub[k].float(), want[k].float(), atol=1e-6)
+                           for k in want)
+                continue
+            net.set_weighted(*A.one_hot(space, path))
+            compare(ref, net(x))
+    assert seen_equal_residual  # the first-layer shortcut at equal widths was exercised
+
+
+def test_shared_block_runs_once_whatever_the_number_of_widths() -> None:
+    """Weighted mode: each candidate's project conv runs exactly once per forward, for 1 or 9
+    channel candidates (one shared max-width block times the mask mix)."""
+    def calls(outs: list[int]) -> dict[str, int]:
+        space = SpaceSpec.from_dict({"schema": "fnacli/space@1", "stem": {"out": 8, "stride": 2},
+                                     "stages": [{"out": outs, "stride": 2, "layers": 2,
+                                                 "ops": ["k3_e3", "k5_e6", "skip"]}]})
+        net = Supernet(space)
+        counts: dict[str, int] = {}
+        for name, m in net.named_modules():
+            if name.endswith("project.conv"):
+                counts[name] = 0
+                m.register_forward_hook(lambda mod, i, o, n=name: counts.__setitem__(n, counts[n] + 1))
+        a, b = A.probs(space, *A.init_logits(space, 0))
+        net.set_weighted(a, b)
+        net(torch.randn(1, 3, 32, 32))
+        return counts
+
+    one, many = calls([16]), calls(list(range(8, 25, 2)))
+    assert list(one) == list(many) and len(one) == 4  # 2 layers x 2 non-skip candidates
+    assert set(one.values()) == {1} and set(many.values()) == {1}
+
+
+def test_weighted_mode_gives_gradients_to_every_alpha_and_beta() -> None:
+    space = tiny_space()
+    net = random_supernet(space).train()
+    logits_a, logits_b = A.init_logits(space, 0)
+    for t in [*logits_a.values(), *logits_b.values()]:
+        t.requires_grad_(True)
+    net.set_weighted(*A.probs(space, logits_a, logits_b))
+    feats = net(torch.randn(2, 3, 64, 64))
+    sum(f.square().mean() for f in feats.values()).backward()
+    for t in [*logits_a.values(), *logits_b.values()]:
+        assert t.grad is not None and t.grad.abs().sum() > 0
+
+
+def test_ssd_tap_is_zero_padded_to_the_widest_expansion() -> None:
+    space = tiny_space()
+    net = random_supernet(space)
+    # the first stride-32 layer is stage 5's first: input up to 24 channels, expansion up to 6
+    assert net.tap == (5, 0) and net.feature_channels[SSD_TAP] == 24 * 6
+    path = A.path_of_arch(space, tiny_seed())
+    path.ops[(5, 0)] = space.stages[5].layer_candidates(0).index("k3_e3")
+    path.widths[4] = 0  # 16 channels into the tap layer
+    net.set_path(path)
+    with torch.no_grad():
+        tap = net(torch.randn(1, 3, 64, 64))[SSD_TAP]
+    assert tap.shape[1] == 144
+    assert tap[:, 48:].abs().max() == 0 and tap[:, :48].abs().max() > 0

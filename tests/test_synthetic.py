@@ -1,0 +1,91 @@
+"""The synthetic COCO-format dataset: layout, validity, determinism, CLI behaviour."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from fnacli.detection.synthetic import SHAPES, SynthConfig, generate
+
+
+def _digest(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_layout_and_annotations_are_valid_coco(tmp_path: Path) -> None:
+    cfg = SynthConfig(train=6, val=3, size=96, classes=4, seed=3)
+    counts = generate(tmp_path / "d", cfg)
+    root = tmp_path / "d"
+    for split, n in (("train", 6), ("val", 3)):
+        doc = json.loads((root / "annotations" / f"instances_{split}.json").read_text())
+        assert [c["name"] for c in doc["categories"]] == [s[0] for s in SHAPES[:4]]
+        assert len(doc["images"]) == n
+        assert len(doc["annotations"]) == counts[split] >= n  # at least one object per image
+        ids = {im["id"] for im in doc["images"]}
+        for im in doc["images"]:
+            with Image.open(root / split / im["file_name"]) as pic:
+                assert pic.size == (im["width"], im["height"]) == (96, 96)
+        for a in doc["annotations"]:
+            x, y, w, h = a["bbox"]
+            assert a["image_id"] in ids and 1 <= a["category_id"] <= 4
+            assert x >= 0 and y >= 0 and x + w <= 96 and y + h <= 96
+            # 15-45% of the side; the drawn area fits inside the box
+            assert w >= 0.1 * 96 and h >= 0.1 * 96 and 0 < a["area"] <= w * h
+        # objects never overlap
+        by_image: dict[int, list] = {}
+        for a in doc["annotations"]:
+            by_image.setdefault(a["image_id"], []).append(a["bbox"])
+        for boxes in by_image.values():
+            for i, (x0, y0, w0, h0) in enumerate(boxes):
+                for x1, y1, w1, h1 in boxes[i + 1:]:
+                    assert x0 + w0 <= x1 or x1 + w1 <= x0 or y0 + h0 <= y1 or y1 + h1 <= y0
+
+
+def test_same_seed_same_bytes_other_seed_differs(tmp_path: Path) -> None:
+    cfg = SynthConfig(train=4, val=2, size=64, seed=7)
+    generate(tmp_path / "a", cfg)
+    generate(tmp_path / "b", cfg)
+    generate(tmp_path / "c", SynthConfig(train=4, val=2, size=64, seed=8))
+    a, b, c = (_digest(tmp_path / x) for x in "abc")
+    assert a == b  # annotations byte-identical, and the images too
+    assert a["annotations/instances_train.json"] != c["annotations/instances_train.json"]
+
+
+def test_an_image_does_not_depend_on_how_many_are_written(tmp_path: Path) -> None:
+    generate(tmp_path / "few", SynthConfig(train=2, val=1, size=64, seed=1, fmt="png"))
+    generate(tmp_path / "many", SynthConfig(train=5, val=1, size=64, seed=1, fmt="png"))
+    for name in ("train/000000.png", "train/000001.png", "val/000000.png"):
+        assert (tmp_path / "few" / name).read_bytes() == (tmp_path / "many" / name).read_bytes()
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "fnacli", *args], capture_output=True,
+                          text=True, timeout=120)
+
+
+def test_cli_refuses_to_overwrite_and_rejects_bad_options(tmp_path: Path) -> None:
+    out = tmp_path / "d"
+    r = _cli("data", "synth", str(out), "--train", "2", "--val", "1", "--size", "64", "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["train_images"] == 2
+    r = _cli("data", "synth", str(out), "--train", "2", "--val", "1", "--size", "64")
+    assert r.returncode == 2
+    assert r.stderr.strip().splitlines() == [
+        f"fnacli: error: {out}: folder exists and is not empty (use --force to overwrite)"]
+    r = _cli("data", "synth", str(tmp_path / "e"), "--classes", "9")
+    assert r.returncode == 2 and "--classes: expected 1..8" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("classes", [1, 8])
+def test_every_class_count_generates(tmp_path: Path, classes: int) -> None:
+    generate(tmp_path / "d", SynthConfig(train=3, val=1, size=64, classes=classes))
+    doc = json.loads((tmp_path / "d/annotations/instances_train.json").read_text())
+    assert len(doc["categories"]) == classes
