@@ -68,10 +68,12 @@ def save_checkpoint(path: str | Path, tensors: dict[str, torch.Tensor], kind: st
     seen: set[int] = set()
     for k, v in tensors.items():
         v = v.detach().to("cpu").contiguous()
-        # safetensors refuses tensors sharing storage (tied weights): give each its own
-        if v.numel() and v.data_ptr() in seen:
+        # safetensors refuses tensors sharing storage (tied weights, views of one buffer):
+        # give each its own
+        ptr = v.untyped_storage().data_ptr()
+        if v.numel() and ptr in seen:
             v = v.clone()
-        seen.add(v.data_ptr())
+        seen.add(v.untyped_storage().data_ptr())
         out[k] = v
     path = check_writable(path, force)
     with atomic_path(path) as tmp:

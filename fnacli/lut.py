@@ -88,7 +88,7 @@ def _unit_module(key: tuple[int, int, int, int]) -> nn.Module:
     cin, cout, k, g = key
     if k == 0:
         return nn.Linear(cin, cout)
-    return nn.Conv2d(cin, cout, k, padding=k // 2, groups=g, bias=False)
+    return nn.Conv2d(cin, cout, k, groups=g, bias=False)  # unpadded: traced on a kxk input
 
 
 def _fill_units(keys: Iterable[tuple[int, int, int, int]], progress: _Progress | None) -> None:
@@ -145,6 +145,17 @@ class _StubBody(nn.Module):
                            for n, c in self.feature_channels.items())
 
 
+class _Many(nn.Module):
+    """Several detector cores traced together (one fvcore trace instead of one each)."""
+
+    def __init__(self, cores: list[nn.Module]) -> None:
+        super().__init__()
+        self.cores = nn.ModuleList(cores)
+
+    def forward(self, x: torch.Tensor) -> list:
+        return [c(x) for c in self.cores]
+
+
 def _group(task: str, name: str) -> tuple[str, str, int] | None:
     """Which fixed-part entry a detector module/parameter belongs to:
     (group, part, index of the channel value it varies with, -1 for none)."""
@@ -171,7 +182,7 @@ def _detector_fixed(task: str, spec: ArchSpec, num_classes: int, names: list[str
                     combos: list[tuple[int, ...]], sizes: dict[str, Res],
                     sig: tuple[int, ...]) -> dict[FixedKey, tuple[str, int, int]]:
     """Neck/head entries for each channel combination (one value per name in ``names``)."""
-    from fnacli.cost import DetectorCore, by_module
+    from fnacli.cost import DetectorCore, by_module, single_thread
     from fnacli.detection.models import build_detector
 
     def build(chans: tuple[int, ...], device: str) -> DetectorCore:
@@ -198,12 +209,14 @@ def _detector_fixed(task: str, spec: ArchSpec, num_classes: int, names: list[str
     for h in hooks:
         h.remove()
 
+    # One trace for all combinations, every map 1x1: fvcore gives per-position costs.
+    cores = [build(chans, "cpu") for chans in combos]
+    for core in cores:
+        core.backbone.body.sizes = {n: (1, 1) for n in names}
+    with single_thread():
+        pp = by_module(_Many(cores), (torch.zeros(1, 3, 1, 1),))
     out: dict[FixedKey, tuple[str, int, int]] = {}
-    for chans in combos:
-        core = build(chans, "cpu")
-        one = {n: (1, 1) for n in names}
-        core.backbone.body.sizes = one  # every map 1x1: fvcore gives per-position costs
-        pp = by_module(core, (torch.zeros(1, 3, 1, 1),))
+    for j, (chans, core) in enumerate(zip(combos, cores, strict=True)):
         acc: dict[tuple[str, str, int], list[int]] = {}
         for n, m in core.named_modules():
             g = _group(task, n + ".") if isinstance(m, nn.Conv2d) else None
@@ -211,7 +224,7 @@ def _detector_fixed(task: str, spec: ArchSpec, num_classes: int, names: list[str
                 continue
             total_pos, calls = positions[n]
             # the 1x1 trace counted one position per call
-            acc.setdefault(g, [0, 0])[0] += pp.get(n, 0) // calls * total_pos
+            acc.setdefault(g, [0, 0])[0] += pp.get(f"cores.{j}.{n}", 0) // calls * total_pos
         for n, p in core.named_parameters():
             g = _group(task, n)
             if g is not None:

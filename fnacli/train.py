@@ -543,6 +543,6 @@ def _diverged(what: str, value: torch.Tensor, epoch: int, step: int, scheduler: 
     kept = (f"the last good training state {state_path} is kept"
             if state_path is not None and Path(state_path).exists()
             else "no training state had been saved yet")
-    return DivergedError(f"training diverged: the {what} is {float(value)} at epoch "
+    return DivergedError(f"training diverged: the {what} is {float(value.detach())} at epoch "
                          f"{epoch + 1}, step {step + 1} (lr {lr:.3g}); stopped before updating "
                          f"the weights, {kept}. Lower --lr, add warm-up or set --clip-grad")

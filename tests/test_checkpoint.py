@@ -74,10 +74,11 @@ def test_failed_write_leaves_nothing_behind(tmp_path: Path,
 
 def test_shared_storage_and_views_are_saved(tmp_path: Path) -> None:
     base = torch.arange(6.0)
-    save_checkpoint(tmp_path / "s.safetensors", {"a": base, "b": base, "c": base.view(2, 3).t()},
-                    "supernet", {})
+    save_checkpoint(tmp_path / "s.safetensors", {"a": base, "b": base, "c": base.view(2, 3).t(),
+                                                 "d": base[2:], "e": base[:3]}, "supernet", {})
     t = read_checkpoint(tmp_path / "s.safetensors").tensors
     assert torch.equal(t["a"], t["b"]) and torch.equal(t["c"], base.view(2, 3).t())
+    assert torch.equal(t["d"], base[2:]) and torch.equal(t["e"], base[:3])
 
 
 def test_save_rejects_unknown_kind_and_reserved_keys(tmp_path: Path) -> None:

@@ -171,7 +171,8 @@ def test_bad_dataset_raises_one_line_naming_file_and_entry(tmp_path: Path, how: 
     assert expected in str(e.value) and "\n" not in str(e.value)
 
 
-def test_bad_dataset_via_cli_exits_2_before_training(tmp_path: Path) -> None:
+def test_bad_dataset_via_cli_exits_2_before_training(tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture) -> None:
     expected = _bad(tmp_path, "outside")
     # TARGET is read before the data: give a real (tiny) backbone checkpoint
     from fnacli.checkpoint import save_checkpoint
@@ -191,10 +192,26 @@ def test_bad_dataset_via_cli_exits_2_before_training(tmp_path: Path) -> None:
     assert len(lines) == 1 and expected in lines[0]
     assert "Traceback" not in r.stderr and not out.exists()
     assert not Path(f"{out}.ckpt").exists()
-    # eval validates the same way
-    r = subprocess.run([sys.executable, "-m", "fnacli", "eval", str(target), "--data",
-                        str(tmp_path / "bad")], capture_output=True, text=True, timeout=180)
-    assert r.returncode == 2 and "a backbone checkpoint; expected a detector" in r.stderr
+    # eval refuses a backbone (in-process main(): same exit path, no interpreter start-up)
+    code, _, err = _main(["eval", str(target), "--data", str(tmp_path / "bad")], capsys)
+    assert code == 2 and "a backbone checkpoint; expected a detector" in err
+
+
+def _main(args: list[str], capsys: pytest.CaptureFixture) -> tuple[int, str, str]:
+    from fnacli.cli.app import main
+
+    capsys.readouterr()
+    old = sys.argv
+    sys.argv = ["fnacli", *args]
+    try:
+        main()
+        code = 0
+    except SystemExit as e:
+        code = int(e.code or 0)
+    finally:
+        sys.argv = old
+    out, err = capsys.readouterr()
+    return code, out, err
 
 
 def test_dataset_class_is_a_torch_dataset(tmp_path: Path) -> None:

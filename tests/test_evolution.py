@@ -186,12 +186,12 @@ def test_resume_mid_generation_gives_the_uninterrupted_result(tmp_path: Path) ->
     # the evaluations of the unfinished generation were not paid for twice
     assert sorted(calls_b) == sorted(calls_a)
 
-    def gens(p: Path) -> list[dict]:
+    def history(p: Path) -> list[dict]:
         recs = [json.loads(x) for x in (p / "history.jsonl").read_text().splitlines()]
-        return [{k: v for k, v in r.items() if k != "seconds"} for r in recs
-                if r["event"] == "generation"]
+        return [{k: v for k, v in r.items() if k not in ("seconds", "reused")} for r in recs]
 
-    assert gens(tmp_path / "b") == gens(tmp_path / "a")
+    # the history reads like the uninterrupted run's (the unfinished generation once)
+    assert history(tmp_path / "b") == history(tmp_path / "a")
 
     # a resume with other settings is refused
     with pytest.raises(UserError, match="population"):
@@ -253,12 +253,11 @@ def trained(work: dict) -> dict:
 @pytest.fixture(scope="module")
 def limits(trained: dict) -> tuple[float, float]:
     """(cheapest, dearest) MAdds of the space's SSDLite detectors, by the LUT."""
-    import os
-
     from fnacli.lut import load_or_build_lut
 
-    os.environ["FNACLI_CACHE_DIR"] = str(trained["tmp"] / "cache")
-    lut = load_or_build_lut(space(), "ssdlite", (SIZE, SIZE), 2)
+    with pytest.MonkeyPatch.context() as mp:  # the same table the searches use
+        mp.setenv("FNACLI_CACHE_DIR", str(trained["tmp"] / "cache"))
+        lut = load_or_build_lut(space(), "ssdlite", (SIZE, SIZE), 2)
     enc = E.Encoding(space())
     costs = [lut.arch_madds(enc.arch(g)) for g in all_genomes(enc)]
     return min(costs), max(costs)
@@ -369,13 +368,22 @@ def test_bn_recalibration_changes_a_paths_detections(trained: dict) -> None:
     assert fresh != stale
 
 
-def test_skip_training_needs_a_trained_supernet(work: dict) -> None:
-    from fnacli.cli._search_oneshot import run_oneshot_search
-
-    with pytest.raises(UserError, match="not trained with one-shot"):
-        run_oneshot_search(supernet=str(work["super"]), skip_training=True,
-                           data=str(work["data"]), output=str(work["tmp"] / "x.safetensors"),
-                           device="cpu")
+def test_bad_input_exits_2_with_one_line(trained: dict, run_cli, monkeypatch) -> None:
+    monkeypatch.setenv("FNACLI_CACHE_DIR", str(trained["tmp"] / "cache"))
+    base = ["search", "--strategy", "evolution", "--skip-training", "--data", trained["data"],
+            *COMMON]
+    code, _, err = run_cli([*base, trained["super"], "-o", trained["tmp"] / "x.safetensors"])
+    assert code == 2 and "not trained with one-shot sampling" in err
+    assert err.startswith("fnacli: error: ") and err.count("\n") == 1
+    code, _, err = run_cli([*base, trained["trained"], "-o", trained["tmp"] / "y.safetensors",
+                            "--max-madds", "1M"])
+    assert code == 2 and "below the cheapest architecture" in err
+    code, _, err = run_cli([*base, trained["trained"], "-o", trained["tmp"] / "z.safetensors",
+                            "--max-madds", "lots"])
+    assert code == 2 and "--max-madds" in err
+    code, _, err = run_cli(["search", "--strategy", "random", "--warmup-epochs", 3,
+                            trained["trained"], "-o", trained["tmp"] / "w.safetensors"])
+    assert code == 2 and "--warmup-epochs does not apply" in err
 
 
 def test_training_paths_are_uniform_and_a_function_of_the_step() -> None:

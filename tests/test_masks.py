@@ -57,7 +57,8 @@ def test_one_hot_selects_exactly_the_first_channels(kind: str) -> None:
 def test_gradients_reach_the_right_beta() -> None:
     beta = torch.tensor([0.2, 0.5, 0.3], requires_grad=True)
     w = M.combine(beta, M.channel_masks(OUTS, "non-overlapping"), "non-overlapping")
-    (g_last,) = torch.autograd.grad(w[4], beta, retain_graph=True)  # last segment: only the widest choice has it
+    # last segment: only the widest choice has it
+    (g_last,) = torch.autograd.grad(w[4], beta, retain_graph=True)
     assert g_last.tolist() == [0.0, 0.0, 1.0]
     (g_first,) = torch.autograd.grad(w[0], beta)  # first segment: every width has it
     assert g_first.tolist() == [1.0, 1.0, 1.0]

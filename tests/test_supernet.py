@@ -147,7 +147,8 @@ def test_shared_block_runs_once_whatever_the_number_of_widths() -> None:
         for name, m in net.named_modules():
             if name.endswith("project.conv"):
                 counts[name] = 0
-                m.register_forward_hook(lambda mod, i, o, n=name: counts.__setitem__(n, counts[n] + 1))
+                m.register_forward_hook(
+                    lambda mod, i, o, n=name: counts.__setitem__(n, counts[n] + 1))
         a, b = A.probs(space, *A.init_logits(space, 0))
         net.set_weighted(a, b)
         net(torch.randn(1, 3, 32, 32))

@@ -43,12 +43,14 @@ OPTIONS: dict[str, tuple[Any, Any]] = {
                                            "with --skip-training].")),
     "data": (str | None, typer.Option(None, "--data", metavar="DIR",
                                       help="COCO-layout dataset folder.")),
-    "train_ann": (str | None, typer.Option(None, "--train-ann", help="Training annotations.")),
-    "train_images": (str | None, typer.Option(None, "--train-images",
+    "train_ann": (str | None, typer.Option(None, "--train-ann", metavar="JSON",
+                                           help="Training annotations.")),
+    "train_images": (str | None, typer.Option(None, "--train-images", metavar="DIR",
                                               help="Training images.")),
-    "val_ann": (str | None, typer.Option(None, "--val-ann",
+    "val_ann": (str | None, typer.Option(None, "--val-ann", metavar="JSON",
                                          help="Held-out annotations (fitness).")),
-    "val_images": (str | None, typer.Option(None, "--val-images", help="Held-out images.")),
+    "val_images": (str | None, typer.Option(None, "--val-images", metavar="DIR",
+                                            help="Held-out images.")),
     "size": (str | None, typer.Option(None, "--size", metavar="N|WxH",
                                       help="Input size [ssdlite 320, retinanet 1333x800; with "
                                            "--skip-training the size trained at].")),
@@ -171,7 +173,11 @@ def run_oneshot_search(**options: Any) -> dict:
         fail(f"--device: expected auto, cpu or cuda, got {o['device']!r}")
 
     from fnacli.cli.finetune import setup_logging
+    from fnacli.detection.evaluate import STAT_NAMES
     from fnacli.train import init_distributed, shutdown_distributed
+
+    if o["metric"] not in STAT_NAMES:
+        fail(f"--metric: expected one of {', '.join(STAT_NAMES)}, got {o['metric']!r}")
 
     env = init_distributed(None if o["device"] == "auto" else o["device"])
     setup_logging(env.is_main)

@@ -103,7 +103,8 @@ Selection = int | torch.Tensor | None  # index, probabilities, or None (nothing 
 class Supernet(nn.Module):
     """The supernet of ``space`` (see the module docstring)."""
 
-    def __init__(self, space: SpaceSpec, masks: str = M.DEFAULT_KIND, with_head: bool = True) -> None:
+    def __init__(self, space: SpaceSpec, masks: str = M.DEFAULT_KIND,
+                 with_head: bool = True) -> None:
         super().__init__()
         self.space = space
         self.masks = M.check_kind(masks)
@@ -215,7 +216,8 @@ class Supernet(nn.Module):
             return self._mask_cache[key]
         key = (self.masks, outs, scale, ref.device, ref.dtype)
         if key not in self._mask_cache:
-            self._mask_cache[key] = M.channel_masks(outs, self.masks, scale, ref.device).to(ref.dtype)
+            masks = M.channel_masks(outs, self.masks, scale, ref.device)
+            self._mask_cache[key] = masks.to(ref.dtype)
         return M.combine(sel.to(ref.dtype), self._mask_cache[key], self.masks).view(1, -1, 1, 1)
 
     def _mixed(self, layer: MixedLayer, x: torch.Tensor,
@@ -355,7 +357,8 @@ def candidate_ops(space: SpaceSpec) -> list[str]:
 
 
 def supernet_state_from_seed(space: SpaceSpec, seed_state: Mapping[str, torch.Tensor],
-                             seed_spec: ArchSpec, **remap_kwargs: object) -> dict[str, torch.Tensor]:
+                             seed_spec: ArchSpec, **remap_kwargs: object
+                             ) -> dict[str, torch.Tensor]:
     """Supernet tensors remapped from a seed.
 
     For each candidate op ``c`` the seed is remapped onto ``space.max_arch()`` with every

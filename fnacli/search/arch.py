@@ -44,7 +44,8 @@ def is_arch_name(name: str) -> bool:
     return name.startswith("arch.")
 
 
-def init_logits(space: SpaceSpec, seed: int = 0, std: float = INIT_STD) -> tuple[AlphaDict, BetaDict]:
+def init_logits(space: SpaceSpec, seed: int = 0, std: float = INIT_STD
+                ) -> tuple[AlphaDict, BetaDict]:
     """Near-zero logits: ``std · N(0, 1)`` from a generator seeded with ``seed`` (std 0: zeros)."""
     g = torch.Generator().manual_seed(seed)
     alpha = {(s, i): std * torch.randn(len(c), generator=g) for s, i, c in op_choices(space)}
@@ -132,10 +133,11 @@ def sample_path(space: SpaceSpec, alpha_probs: Mapping[tuple[int, int], torch.Te
 
 def one_hot(space: SpaceSpec, path: Path) -> tuple[AlphaDict, BetaDict]:
     """Probabilities selecting exactly ``path`` (for the relaxed forward)."""
-    a = {(s, i): torch.nn.functional.one_hot(torch.tensor(path.ops.get((s, i), 0)), len(c)).float()
-         for s, i, c in op_choices(space)}
-    b = {s: torch.nn.functional.one_hot(torch.tensor(path.widths.get(s, len(o) - 1)), len(o)).float()
-         for s, o in width_choices(space)}
+    def hot(i: int, n: int) -> torch.Tensor:
+        return torch.nn.functional.one_hot(torch.tensor(i), n).float()
+
+    a = {(s, i): hot(path.ops.get((s, i), 0), len(c)) for s, i, c in op_choices(space)}
+    b = {s: hot(path.widths.get(s, len(o) - 1), len(o)) for s, o in width_choices(space)}
     return a, b
 
 
@@ -160,7 +162,8 @@ def path_of_arch(space: SpaceSpec, arch: ArchSpec) -> Path:
             cands = sp.layer_candidates(i)
             want = str(st.ops[i]) if i < st.depth else SKIP
             if want not in cands:
-                raise UserError(f"stage {s} layer {i}: {want} is not a candidate ({', '.join(cands)})")
+                raise UserError(f"stage {s} layer {i}: {want} is not a candidate "
+                                f"({', '.join(cands)})")
             ops[(s, i)] = cands.index(want)
     return Path(ops, widths)
 
@@ -179,9 +182,9 @@ def collapse_warning(space: SpaceSpec, path: Path, threshold: float = 0.75) -> s
     """A warning when the derived network has (nearly) collapsed to skips, else None."""
     skipped, possible = skip_report(space, path)
     if possible and skipped / possible >= threshold:
-        return (f"the derived architecture skips {skipped} of {possible} skippable layers (collapse "
-                "to 'skip', a known failure of differentiable search); consider --min-depth N, a "
-                "larger --warmup-epochs or a smaller --lambda")
+        return (f"the derived architecture skips {skipped} of {possible} skippable layers "
+                "(collapse to 'skip', a known failure of differentiable search); consider "
+                "--min-depth N, a larger --warmup-epochs or a smaller --lambda")
     return None
 
 
@@ -222,7 +225,8 @@ def _stage_sequences(space: SpaceSpec, s: int, alpha_probs: Mapping[tuple[int, i
 
 
 def top_k(space: SpaceSpec, alpha_probs: Mapping[tuple[int, int], torch.Tensor],
-          beta_probs: Mapping[int, torch.Tensor], k: int) -> tuple[list[tuple[float, ArchSpec]], bool]:
+          beta_probs: Mapping[int, torch.Tensor], k: int
+          ) -> tuple[list[tuple[float, ArchSpec]], bool]:
     """The ``k`` most likely distinct architectures and their probabilities.
 
     An architecture's probability is the sum, over the choice sequences that produce it, of the
@@ -260,8 +264,10 @@ def top_k(space: SpaceSpec, alpha_probs: Mapping[tuple[int, int], torch.Tensor],
 
 def derive(space: SpaceSpec, alpha: Mapping[tuple[int, int], torch.Tensor],
            beta: Mapping[int, torch.Tensor], min_depth: int = 0) -> tuple[ArchSpec, Path, float]:
-    """argmax α per layer (skips dropped), argmax β per stage: (arch, path, its path probability)."""
-    a, b = probs(space, alpha, beta, min_depth)
+    """argmax α per layer (skips dropped), argmax β per stage: (arch, path, the path's
+    probability)."""
+    with torch.no_grad():
+        a, b = probs(space, alpha, beta, min_depth)
     path = argmax_path(a, b)
     logp = sum(math.log(float(p[path.ops[k]])) for k, p in a.items())
     logp += sum(math.log(float(p[path.widths[s]])) for s, p in b.items())

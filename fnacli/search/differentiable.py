@@ -21,6 +21,7 @@ training-state files, the progress bar) comes from ``fnacli.train``.
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from collections.abc import Callable
@@ -35,11 +36,10 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils.data import DataLoader
 
 from fnacli.errors import UserError
-from fnacli.nn.supernet import Path as SupernetPath
 from fnacli.nn.supernet import Supernet, op_choices, path_to_arch, width_choices
 from fnacli.search import arch as A
 from fnacli.search.supernet_io import SupernetCheckpoint, load_weights
-from fnacli.spec import SKIP, ArchSpec, SpaceSpec
+from fnacli.spec import ArchSpec, SpaceSpec
 from fnacli.train import (
     DistEnv,
     DivergedError,
@@ -324,8 +324,6 @@ def run_search(ckpt: SupernetCheckpoint, source: str, train_set: Any, cfg: Searc
         if state_path is None:
             raise ValueError("resume needs state_path")
         state = load_train_state(state_path)
-        import json
-
         check_identity(state["identity"], json.loads(json.dumps(identity, sort_keys=True)),
                        state_path)
         holder.load_state_dict(state["model"])
@@ -418,8 +416,8 @@ def run_search(ckpt: SupernetCheckpoint, source: str, train_set: Any, cfg: Searc
         nn.utils.clip_grad_norm_(arch.parameters(), ARCH_CLIP)
         a_scaler.step(a_opt)
         a_scaler.update()
-        return {"arch_loss": float(loss), "task_loss_b": float(task_loss),
-                "cost_term": float(cost)}
+        return {"arch_loss": float(loss.detach()), "task_loss_b": float(task_loss.detach()),
+                "cost_term": float(cost.detach())}
 
     def madds_now() -> tuple[float, float, ArchSpec]:
         with torch.no_grad():
@@ -470,8 +468,8 @@ def run_search(ckpt: SupernetCheckpoint, source: str, train_set: Any, cfg: Searc
                 step += 1
                 run_steps += 1
                 for k, v in losses.items():
-                    window[k] = window.get(k, 0.0) + float(v)
-                window["loss"] = window.get("loss", 0.0) + float(loss)
+                    window[k] = window.get(k, 0.0) + float(v.detach())
+                window["loss"] = window.get("loss", 0.0) + float(loss.detach())
                 window_n += 1
                 arch_info: dict[str, float] = {}
                 if searching and (step - cfg.warmup_epochs * per_epoch) % cfg.arch_every == 0:
@@ -491,11 +489,11 @@ def run_search(ckpt: SupernetCheckpoint, source: str, train_set: Any, cfg: Searc
                         metrics.write(event="arch_step", epoch=epoch, step=step,
                                       arch_step=arch_steps, **arch_info, expected_madds=exp,
                                       argmax_madds=am)
-                    bar_text = (f"epoch {epoch + 1}/{tc.epochs} loss {float(loss):.3f} "
+                    bar_text = (f"epoch {epoch + 1}/{tc.epochs} loss {float(loss.detach()):.3f} "
                                 f"E[MAdds] {exp / 1e6:.1f}M argmax {am / 1e6:.1f}M "
                                 f"{arch_code(derived)}")
                 else:
-                    bar_text = f"epoch {epoch + 1}/{tc.epochs} loss {float(loss):.3f}"
+                    bar_text = f"epoch {epoch + 1}/{tc.epochs} loss {float(loss.detach()):.3f}"
                 bar.update(bar_text)
                 if tc.checkpoint_every and step % tc.checkpoint_every == 0 and not at_end:
                     save_state(epoch, b + 1)
@@ -534,6 +532,3 @@ def _result(space: SpaceSpec, arch: ArchParams, cfg: SearchConfig, step: int, ar
                         float(lut.arch_madds(derived)), exp, history,
                         A.collapse_warning(space, path))
 
-
-__all__ = ["COST_FORMS", "SEARCH_DEFAULTS", "SearchConfig", "SearchResult", "cost_term",
-           "run_search", "SKIP", "SupernetPath"]

@@ -36,6 +36,7 @@ from fnacli.io import write_text_atomic
 from fnacli.nn.supernet import Path as SupernetPath
 from fnacli.nn.supernet import op_choices, path_to_arch, width_choices
 from fnacli.spec import SKIP, ArchSpec, SpaceSpec
+from fnacli.train import check_identity
 
 Genome = tuple[int, ...]
 STRATEGIES = ("evolution", "random")
@@ -214,7 +215,7 @@ class Candidate:
 
 @dataclass
 class SearchResult:
-    top: list[Candidate]  # best first (the ``parents`` best, or more: see ``ranked``)
+    top: list[Candidate]  # the ``parents`` best so far, best first
     population: list[Candidate]  # the last generation, as drawn
     rounds: int  # finished generations / batches
     evaluated: int
@@ -247,6 +248,8 @@ class OneShotSearch:
     cache: dict[str, Candidate] = field(default_factory=dict)
     _madds: dict[str, float] = field(default_factory=dict)
     _memo: dict[str, dict[str, float]] = field(default_factory=dict)
+    _budget: int | None = None  # evaluations left before ``run`` stops (``stop_after``)
+    _rewrite: tuple[list[str], int] | None = None  # see ``_compact_history``
 
     # -- public ----------------------------------------------------------------------------
     def run(self, resume: bool = False, stop_after: int | None = None) -> SearchResult:
@@ -272,6 +275,7 @@ class OneShotSearch:
             if not genomes:
                 self._log_round({"event": "stop", "generation": done,
                                  "reason": "no new architecture within the limit is left"})
+                self._compact_history()
                 break
             t0 = time.perf_counter()
             try:
@@ -284,6 +288,7 @@ class OneShotSearch:
             done += 1
             self._log_round(self._round_record(done - 1, population, topk,
                                                time.perf_counter() - t0))
+            self._compact_history()
             self._save_state(done, population, topk, rng)
         return self._result(population, topk, done, finished=True)
 
@@ -308,13 +313,13 @@ class OneShotSearch:
         taken.add(key)
         return True
 
-    def _fill(self, out: list[Genome], want: int, make: Callable[[], Genome | None],
+    def _fill(self, out: list[Genome], want: int, make: Callable[[], Genome],
               taken: set[str]) -> None:
         tries = 0
-        while len(out) < want and tries < self.config.max_tries * max(want, 1):
+        while len(out) < want and tries < self.config.max_tries * want:
             tries += 1
             g = make()
-            if g is not None and self._ok(g, taken):
+            if self._ok(g, taken):
                 out.append(g)
 
     def _draw(self, done: int, topk: list[Candidate], rng: random.Random) -> list[Genome]:
@@ -439,22 +444,19 @@ class OneShotSearch:
         except (ValueError, KeyError, TypeError) as e:
             raise UserError(f"{path}: not a readable fnacli search state ({type(e).__name__}: "
                             f"{e})") from None
-        current = self._identity()
-        for k in sorted(set(saved) | set(current)):
-            if saved.get(k) != current.get(k):
-                raise UserError(f"{path}: was written by a search with {k}={saved.get(k)!r}, "
-                                f"this one has {k}={current.get(k)!r} (resume with the same "
-                                "options, or start over with --force)")
-        self._truncate_history(done)
+        check_identity(saved, self._identity(), path)
+        self._read_history(done)
         return done, population, topk, rng
 
-    def _truncate_history(self, done: int) -> None:
-        """Keep the history of the finished rounds; evaluations of the unfinished one are
-        remembered (``_memo``) so the resumed run does not pay for them again."""
+    def _read_history(self, done: int) -> None:
+        """Evaluations of the unfinished round are remembered (``_memo``) so the resumed run
+        does not pay for them again; the history is cut back to the finished rounds later
+        (``_compact_history``), once every process has read it."""
         if self.history_path is None or not self.history_path.is_file():
             return
+        text = self.history_path.read_text()
         keep = []
-        for line in self.history_path.read_text().splitlines():
+        for line in text.splitlines():
             try:
                 rec = json.loads(line)
             except json.JSONDecodeError:
@@ -463,8 +465,19 @@ class OneShotSearch:
                 keep.append(line)
             elif rec.get("event") == "candidate" and rec["key"] not in self.cache:
                 self._memo[rec["key"]] = rec["stats"]
-        if self.write:
-            write_text_atomic(self.history_path, "".join(x + "\n" for x in keep))
+        self._rewrite = (keep, len(text.encode()))
+
+    def _compact_history(self) -> None:
+        """After the first round of a resumed run: the history reads like one uninterrupted
+        run (the finished rounds, then what this run appended)."""
+        if self._rewrite is None or not self.write or self.history_path is None:
+            return
+        keep, offset = self._rewrite
+        with self.history_path.open("rb") as f:
+            f.seek(offset)
+            new = f.read().decode()
+        write_text_atomic(self.history_path, "".join(x + "\n" for x in keep) + new)
+        self._rewrite = None
 
     def _result(self, population: list[Candidate], topk: list[Candidate], done: int,
                 finished: bool) -> SearchResult:

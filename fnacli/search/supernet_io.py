@@ -48,8 +48,8 @@ def expand(seed_arg: str, space: SpaceSpec, masks: str = "non-overlapping", seed
     check_kind(masks)
     seed_state, seed_spec = load_seed(seed_arg)
     if len(seed_spec.stages) != len(space.stages):
-        raise UserError(f"{seed_arg}: the seed has {len(seed_spec.stages)} stages but the space has "
-                        f"{len(space.stages)}; remapping is per stage, so they must match")
+        raise UserError(f"{seed_arg}: the seed has {len(seed_spec.stages)} stages but the space "
+                        f"has {len(space.stages)}; remapping is per stage, so they must match")
     state = supernet_state_from_seed(space, seed_state, seed_spec)
     with torch.device("meta"):
         ref = Supernet(space, masks).state_dict()

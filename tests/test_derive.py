@@ -1,0 +1,172 @@
+"""`fnacli derive`: argmax of hand-set α/β, the minimum-depth rule, the exact top-K list, and
+its errors."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+from fnacli.checkpoint import save_checkpoint
+from fnacli.nn.supernet import Path as SPath
+from fnacli.nn.supernet import Supernet, op_choices, path_to_arch, width_choices
+from fnacli.search import arch as A
+from fnacli.spec import ArchSpec, SpaceSpec
+
+
+def small_space() -> SpaceSpec:
+    cands = ["k3_e3", "k5_e6", "skip"]
+    return SpaceSpec.from_dict({
+        "schema": "fnacli/space@1", "stem": {"out": 8, "stride": 2},
+        "stages": [{"out": 8, "stride": 1, "ops": ["k3_e1"]},
+                   {"out": [8, 12, 16], "stride": 2, "layers": 3, "ops": cands},
+                   {"out": 24, "stride": 2, "layers": 2, "ops": cands},
+                   {"out": [24, 32], "stride": 2, "layers": 1, "ops": ["k3_e6", "k5_e3"]}],
+        "head": {"out": 48}})
+
+
+def write_supernet(path: Path, space: SpaceSpec, alpha: dict, beta: dict,
+                   search: dict | None = None) -> Path:
+    with torch.device("meta"):
+        shapes = Supernet(space).state_dict()
+    tensors = {k: torch.zeros(v.shape, dtype=v.dtype) for k, v in shapes.items()}
+    tensors.update(A.to_tensors(alpha, beta))
+    meta = {"space": space.to_dict(), "masks": "non-overlapping"}
+    if search is not None:
+        meta["search"] = search
+    save_checkpoint(path, tensors, "searched" if search else "supernet", meta)
+    return path
+
+
+def hand_logits(space: SpaceSpec, choice: dict, widths: dict) -> tuple[dict, dict]:
+    """Logits whose argmax is the given candidate per layer / width per stage."""
+    alpha = {}
+    for s, i, cands in op_choices(space):
+        t = torch.zeros(len(cands))
+        t[cands.index(choice[(s, i)])] = 2.0
+        alpha[(s, i)] = t
+    beta = {}
+    for s, outs in width_choices(space):
+        t = torch.zeros(len(outs))
+        t[outs.index(widths[s])] = 2.0
+        beta[s] = t
+    return alpha, beta
+
+
+CHOICE = {(1, 0): "k5_e6", (1, 1): "skip", (1, 2): "k3_e3", (2, 0): "k3_e3", (2, 1): "skip",
+          (3, 0): "k5_e3"}
+WIDTHS = {1: 12, 3: 24}
+EXPECTED = {"schema": "fnacli/arch@1", "stem": {"out": 8, "stride": 2},
+            "stages": [{"out": 8, "stride": 1, "ops": ["k3_e1"]},
+                       {"out": 12, "stride": 2, "ops": ["k5_e6", "k3_e3"]},
+                       {"out": 24, "stride": 2, "ops": ["k3_e3"]},
+                       {"out": 24, "stride": 2, "ops": ["k5_e3"]}],
+            "head": {"out": 48}}
+
+
+def test_derive_of_hand_set_logits(tmp_path: Path, run_cli) -> None:
+    space = small_space()
+    ck = write_supernet(tmp_path / "s.safetensors", space, *hand_logits(space, CHOICE, WIDTHS))
+    code, out, err = run_cli(["derive", ck])
+    assert code == 0, err
+    assert json.loads(out) == EXPECTED
+    assert out == ArchSpec.from_dict(EXPECTED).to_json()  # canonical text
+    # -o writes the same text; a second time needs --force
+    code, _, _ = run_cli(["derive", ck, "-o", tmp_path / "a.json"])
+    assert code == 0 and (tmp_path / "a.json").read_text() == out
+    code, _, err = run_cli(["derive", ck, "-o", tmp_path / "a.json"])
+    assert code == 2 and "--force" in err
+
+
+def test_min_depth_keeps_layers_that_argmax_would_skip(tmp_path: Path, run_cli) -> None:
+    space = small_space()
+    alpha, beta = hand_logits(space, CHOICE, WIDTHS)
+    ck = write_supernet(tmp_path / "s.safetensors", space, alpha, beta)
+    code, out, _ = run_cli(["derive", ck, "--min-depth", "2"])
+    assert code == 0
+    spec = json.loads(out)
+    # the skipped layer 1 of stage 1 becomes its best non-skip candidate (ties: the first)
+    assert spec["stages"][1]["ops"] == ["k5_e6", "k3_e3", "k3_e3"]
+    assert spec["stages"][2]["ops"] == ["k3_e3", "k3_e3"]
+    # a searched checkpoint carries its own --min-depth
+    ck2 = write_supernet(tmp_path / "t.safetensors", space, alpha, beta,
+                         {"strategy": "differentiable", "min_depth": 2})
+    assert json.loads(run_cli(["derive", ck2])[1]) == spec
+
+
+def test_collapse_to_skip_is_warned(tmp_path: Path, run_cli) -> None:
+    space = small_space()
+    choice = {(s, i): ("skip" if "skip" in c else c[0]) for s, i, c in op_choices(space)}
+    ck = write_supernet(tmp_path / "s.safetensors", space, *hand_logits(space, choice, WIDTHS))
+    code, out, err = run_cli(["derive", ck])
+    assert code == 0 and "collapse" in err and "--min-depth" in err
+    assert [len(s["ops"]) for s in json.loads(out)["stages"]] == [1, 1, 1, 1]
+
+
+def brute_force(space: SpaceSpec, a: dict, b: dict) -> dict[str, float]:
+    """Probability of every distinct architecture by enumerating every choice."""
+    ops, widths = op_choices(space), width_choices(space)
+    out: dict[str, float] = {}
+    for oc in itertools.product(*[range(len(c)) for *_, c in ops]):
+        p_ops = math.prod(float(a[(s, i)][j]) for (s, i, _), j in zip(ops, oc, strict=True))
+        for wc in itertools.product(*[range(len(o)) for _, o in widths]):
+            p = p_ops * math.prod(float(b[s][j]) for (s, _), j in zip(widths, wc, strict=True))
+            path = SPath({(s, i): j for (s, i, _), j in zip(ops, oc, strict=True)},
+                         {s: j for (s, _), j in zip(widths, wc, strict=True)})
+            key = path_to_arch(space, path).to_json(compact=True)
+            out[key] = out.get(key, 0.0) + p
+    return out
+
+
+def test_top_k_is_exact_and_sums_to_one() -> None:
+    space = small_space()
+    torch.manual_seed(3)
+    f64 = torch.float64  # so that the sums are exact to 1e-9
+    logits_a = {(s, i): torch.randn(len(c), dtype=f64) for s, i, c in op_choices(space)}
+    logits_b = {s: torch.randn(len(o), dtype=f64) for s, o in width_choices(space)}
+    a, b = A.probs(space, logits_a, logits_b)
+    want = brute_force(space, a, b)
+    assert math.isclose(sum(want.values()), 1.0, rel_tol=1e-9)
+    got, exact = A.top_k(space, a, b, len(want) + 5)
+    assert exact and len(got) == len(want)  # duplicates from skip positions merged
+    assert math.isclose(sum(p for p, _ in got), 1.0, rel_tol=1e-9)
+    for p, spec in got:
+        assert math.isclose(p, want[spec.to_json(compact=True)], rel_tol=1e-9)
+    top5, _ = A.top_k(space, a, b, 5)
+    assert [round(p, 12) for p, _ in top5] == sorted(
+        (round(v, 12) for v in want.values()), reverse=True)[:5]
+    # the argmax path's architecture is not necessarily the most likely architecture, but
+    # the most likely one is at least as likely as the argmax path
+    _, _, p_path = A.derive(space, logits_a, logits_b)
+    assert top5[0][0] >= p_path - 1e-12
+
+
+def test_top_and_show_in_the_cli(tmp_path: Path, run_cli) -> None:
+    space = small_space()
+    torch.manual_seed(4)
+    alpha = {(s, i): torch.randn(len(c)) for s, i, c in op_choices(space)}
+    beta = {s: torch.randn(len(o)) for s, o in width_choices(space)}
+    ck = write_supernet(tmp_path / "s.safetensors", space, alpha, beta)
+    code, out, err = run_cli(["derive", ck, "--top", "4", "--json", "--show", "--task", "none",
+                              "--size", "64"])
+    assert code == 0, err
+    report = json.loads(out)
+    want, _ = A.top_k(space, *A.probs(space, alpha, beta), 4)
+    assert [t["probability"] for t in report["top"]] == pytest.approx([p for p, _ in want])
+    assert [t["spec"] for t in report["top"]] == [s.to_dict() for _, s in want]
+    assert all(t["madds"] > 0 for t in report["top"])
+    assert "top 4" in err and "derived architecture" in err  # the tables went to stderr
+
+
+def test_derive_refuses_other_files(tmp_path: Path, run_cli) -> None:
+    (tmp_path / "x.json").write_text("{}")
+    code, out, err = run_cli(["derive", tmp_path / "x.json"])
+    assert code == 2 and out == "" and "x.json" in err and "Traceback" not in err
+    backbone = tmp_path / "b.safetensors"
+    save_checkpoint(backbone, {"w": torch.zeros(1)}, "backbone", {})
+    code, _, err = run_cli(["derive", backbone])
+    assert code == 2 and "backbone checkpoint" in err and "supernet" in err
