@@ -17,7 +17,7 @@ import hashlib
 import json
 import os
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +33,8 @@ from fnacli.spec import SKIP, ArchSpec, Op, SpaceSpec
 
 LUT_SCHEMA = "fnacli/lut@1"
 LUT_TASKS = ("none", "classifier", "ssdlite", "retinanet")
-_CHUNK = 400  # layers per fvcore trace: big enough to amortise the trace, small for progress
+_COMBOS = 8  # stub detectors per fvcore trace (bounds memory: a RetinaNet head is ~8M params)
+_CHUNK = 200  # layers per fvcore trace: amortises the trace, bounds memory, paces progress
 
 Res = tuple[int, int]  # (height, width)
 LayerKey = tuple[str, int, int, int, int, int]  # op, cin, cout, stride, input h, input w
@@ -84,11 +85,23 @@ def mbconv_params(op: Op, cin: int, cout: int) -> int:
 _PP: dict[tuple[int, int, int, int], int] = {}  # (cin, cout, kernel, groups); kernel 0 = linear
 
 
+class _EmptyConv(nn.Conv2d):
+    # Counting needs shapes, not values: skipping the random init (and even zero-filling)
+    # halves the build time of a large table.
+    def reset_parameters(self) -> None:
+        pass
+
+
+class _EmptyLinear(nn.Linear):
+    def reset_parameters(self) -> None:
+        pass
+
+
 def _unit_module(key: tuple[int, int, int, int]) -> nn.Module:
     cin, cout, k, g = key
     if k == 0:
-        return nn.Linear(cin, cout)
-    return nn.Conv2d(cin, cout, k, groups=g, bias=False)  # unpadded: traced on a kxk input
+        return _EmptyLinear(cin, cout)
+    return _EmptyConv(cin, cout, k, groups=g, bias=False)  # unpadded: traced on a kxk input
 
 
 def _fill_units(keys: Iterable[tuple[int, int, int, int]], progress: _Progress | None) -> None:
@@ -182,14 +195,16 @@ def _detector_fixed(task: str, spec: ArchSpec, num_classes: int, names: list[str
                     combos: list[tuple[int, ...]], sizes: dict[str, Res],
                     sig: tuple[int, ...]) -> dict[FixedKey, tuple[str, int, int]]:
     """Neck/head entries for each channel combination (one value per name in ``names``)."""
-    from fnacli.cost import DetectorCore, by_module, single_thread
+    from fnacli.cost import DetectorCore
     from fnacli.detection.models import build_detector
 
     def build(chans: tuple[int, ...], device: str) -> DetectorCore:
-        with torch.device(device):
+        # built on the meta device, then given uninitialised memory: counting needs shapes,
+        # and random init of a RetinaNet head per channel combination would dominate
+        with torch.device("meta"):
             stub = _StubBody(dict(zip(names, chans, strict=True)), sizes)
-            det = build_detector(spec, task, num_classes, backbone=stub)
-        return DetectorCore(det)
+            core = DetectorCore(build_detector(spec, task, num_classes, backbone=stub))
+        return core if device == "meta" else core.to_empty(device=device)
 
     # Output positions of every conv at the real sizes, from a forward pass on the meta
     # device (no compute); they do not depend on the channel numbers. RetinaNet's head runs
@@ -209,7 +224,19 @@ def _detector_fixed(task: str, spec: ArchSpec, num_classes: int, names: list[str
     for h in hooks:
         h.remove()
 
-    # One trace for all combinations, every map 1x1: fvcore gives per-position costs.
+    out: dict[FixedKey, tuple[str, int, int]] = {}
+    for first in range(0, len(combos), _COMBOS):
+        out.update(_combos_fixed(task, names, combos[first:first + _COMBOS], build, positions,
+                                 sig))
+    return out
+
+
+def _combos_fixed(task: str, names: list[str], combos: list[tuple[int, ...]], build: Callable,
+                  positions: dict[str, list[int]], sig: tuple[int, ...]
+                  ) -> dict[FixedKey, tuple[str, int, int]]:
+    from fnacli.cost import by_module, single_thread
+
+    # One trace for several combinations, every map 1x1: fvcore gives per-position costs.
     cores = [build(chans, "cpu") for chans in combos]
     for core in cores:
         core.backbone.body.sizes = {n: (1, 1) for n in names}

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from test_bn_recal import one_thread  # noqa: F401  (autouse: one torch thread)
 from typer.testing import CliRunner
 
 from fnacli.errors import UserError
@@ -29,15 +30,6 @@ SPACE = {"schema": "fnacli/space@1", "stem": {"out": 16, "stride": 2},
                     {"out": 112, "stride": 1, "ops": ["k3_e6"]}],
          "head": {"out": 128}}
 SIZE = 64
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    # tiny convolutions: on a busy 2-core machine one thread is many times faster
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def space() -> SpaceSpec:

@@ -5,6 +5,7 @@ guard, and `expand | search | derive | remap` end to end."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -35,7 +36,7 @@ LAMBDA = "3000"
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory: pytest.TempPathFactory) -> dict:
+def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
     import os
 
     from fnacli.detection.synthetic import SynthConfig, generate
@@ -149,8 +150,6 @@ def test_larger_lambda_derives_a_cheaper_network(runs: dict) -> None:
     flat, costly = runs["flat"]["summary"], runs["costly"]["summary"]
     assert costly["madds"] < flat["madds"]
     assert costly["expected_madds"] < flat["expected_madds"]
-    # pushed that hard, the search collapses to skips, and says so
-    assert "collapse" in runs["costly"]["err"]
 
 
 def test_resume_continues_exactly(env: dict, supernet: Path, runs: dict, run_cli) -> None:

@@ -210,11 +210,13 @@ def _run(o: dict, strategy: str, env: Any) -> dict:
             result = _train(o, files, env)
             if not result.finished:
                 return {"message": f"training stopped after {result.steps} steps; continue with "
-                                   "--resume", "trained": None, "steps": result.steps}
+                                   "--resume", "trained": None, "steps": result.steps,
+                        "finished": False}
             if env.is_main:
                 files["train_state"].unlink(missing_ok=True)  # done: resume goes to the search
         if o["train_only"]:
-            return {"message": f"{trained}: one-shot supernet trained", "trained": str(trained)}
+            return {"message": f"{trained}: one-shot supernet trained", "trained": str(trained),
+                    "finished": True}
     from fnacli.train import barrier
 
     barrier(env)
@@ -309,7 +311,7 @@ def _search(o: dict, strategy: str, trained: Path, files: dict[str, Path], env: 
                        train=True, label_offset=offset)
     calib = calibration_subset(train, o["calib_images"], o["seed"])
     detector, supernet = build_oneshot_detector(ckpt, task, info.num_classes, size, str(trained))
-    lut = load_or_build_lut(ckpt.space, task, size, info.num_classes)
+    lut = load_or_build_lut(ckpt.space, task, size, info.num_classes, progress=env.is_main)
     enc = E.Encoding(ckpt.space)
     score = PathEvaluator(detector, supernet, enc, calib, val, o["calib_batch"], o["workers"],
                           env.device)

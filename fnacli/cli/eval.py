@@ -28,6 +28,8 @@ def eval_(
                                                 "'-' for stdout."),
     batch_size: int = typer.Option(8, "--batch-size", min=1),
     workers: int = typer.Option(2, "--workers", min=0, help="Data-loading processes."),
+    threads: int = typer.Option(0, "--threads", min=0,
+                                help="CPU threads for torch ops (0: torch's default)."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     force: bool = typer.Option(False, "--force", help="Overwrite --detections."),
 ) -> None:
@@ -58,6 +60,8 @@ def eval_(
     from fnacli.io import write_output
 
     setup_logging()
+    if threads:
+        torch.set_num_threads(threads)
     model, info = load_detector(final)
     files = find_split(data, split, ann, images)
     dataset = load_split(files, train=False, label_offset=label_offset(info.task),

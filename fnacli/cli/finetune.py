@@ -11,11 +11,15 @@ import json
 import logging
 from enum import StrEnum
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from fnacli.cli.app import app
 from fnacli.cli.common import err_console, fail, print_result
+
+if TYPE_CHECKING:
+    from fnacli.train import DistEnv
 
 # The papers' recipes (FNA's released configs), lr given for ``base_batch`` images per step
 # and scaled linearly with --batch-size. See docs/training.md.
@@ -131,6 +135,9 @@ def finetune(
                                                 "crop+flip; flip; none [ssdlite ssd, "
                                                 "retinanet flip]."),
     workers: int = typer.Option(2, "--workers", min=0, help="Data-loading processes."),
+    threads: int = typer.Option(0, "--threads", min=0,
+                                help="CPU threads per process for torch ops (0: torch's "
+                                     "default). Fewer than cores avoids oversubscription."),
     seed: int = typer.Option(0, "--seed", help="Seed for new layers, data order, "
                                                "augmentation."),
     resume: bool = typer.Option(False, "--resume", help="Continue from FINAL.ckpt."),
@@ -160,6 +167,7 @@ def finetune(
 
     if str(output) == "-":
         fail("-o: a checkpoint is binary and cannot go to stdout; give a .safetensors path")
+    size_wh = parse_size(size) if size else None  # bad options fail before anything else
     env = init_distributed(None if device is Device.auto else device.value)
     setup_logging(env.is_main)
     try:
@@ -183,15 +191,18 @@ def _recipe(o: dict, task: str, info_size: tuple[int, int] | None) -> dict:
         "weight_decay": o["weight_decay"] if o["weight_decay"] is not None
         else r["weight_decay"],
         "clip_grad": (o["clip_grad"] or None) if o["clip_grad"] is not None else r["clip_grad"],
-        "size": parse_size(o["size"]) if o["size"] else (info_size or r["size"]),
+        "size": o["size_wh"] or info_size or r["size"],
         "augment": o["augment"].value if o["augment"] else
         {"ssdlite": "ssd", "retinanet": "flip"}[task],
         "warmup": o["warmup_iters"],
     }
 
 
-def _run(o: dict, env) -> dict:  # noqa: ANN001  (DistEnv; torch-free module level)
+def _run(o: dict, env: DistEnv) -> dict:
     import torch
+
+    if o["threads"]:
+        torch.set_num_threads(o["threads"])
 
     from fnacli.checkpoint import read_checkpoint
     from fnacli.detection.checkpoint import (
@@ -297,11 +308,11 @@ def _run(o: dict, env) -> dict:  # noqa: ANN001  (DistEnv; torch-free module lev
             err_console.print("note: SyncBatchNorm needs GPUs; on CPU each process keeps its "
                               "own BN batch statistics (--freeze-bn avoids the difference)")
 
-    def loss_fn(net, batch, device):  # noqa: ANN001,ANN202
+    def loss_fn(net: torch.nn.Module, batch: Any, device: torch.device) -> dict:
         images, targets = batch_to(batch, device)
         return net(images, targets)
 
-    def on_epoch_end(epoch: int, net) -> dict | None:  # noqa: ANN001
+    def on_epoch_end(epoch: int, net: torch.nn.Module) -> dict | None:
         last = epoch + 1 == cfg.epochs
         if not (val_set and env.is_main and ((epoch + 1) % o["eval_every"] == 0 or last)):
             return None
@@ -324,15 +335,17 @@ def _run(o: dict, env) -> dict:  # noqa: ANN001  (DistEnv; torch-free module lev
     if o["bn_recalibrate"]:
         # Every process runs the same batches: with SyncBatchNorm all of them must take
         # part, and the statistics come out identical everywhere.
+        import itertools
+
         from torch.utils.data import DataLoader
 
-        plain = load_split(train_files, train=True, label_offset=offset,
-                           transform=eval_transform())
+        plain = train_set.subset(range(len(train_set)))  # a view: no second validation
+        plain.transform = eval_transform()
         g = torch.Generator().manual_seed(o["seed"])
         loader = DataLoader(plain, batch_size=max(1, cfg.batch_size // env.world),
                             shuffle=True, generator=g, collate_fn=collate,
                             num_workers=o["workers"])
-        batches = (b for i, b in zip(range(o["bn_recalibrate"]), loader, strict=False))
+        batches = itertools.islice(loader, o["bn_recalibrate"])
         used = recalibrate_bn(model, batches, lambda m, b: m(*batch_to(b, env.device)))
         if env.is_main:
             err_console.print(f"BN statistics recalibrated on {used} training batches")
@@ -346,7 +359,7 @@ def _run(o: dict, env) -> dict:  # noqa: ANN001  (DistEnv; torch-free module lev
                                    "augment": r["augment"], "seed": cfg.seed,
                                    "bn_recalibrate": o["bn_recalibrate"]}}
         save_detector(output, model.cpu(), info, force=True)
-        err_console.print(f"detector: {result.steps} steps, last loss "
-                          f"{result.last_loss:.4f} -> {output}")
+        loss = f"{result.last_loss:.4f}" if result.last_loss is not None else "-"
+        err_console.print(f"detector: {result.steps} steps, last loss {loss} -> {output}")
     barrier(env)
     return summary

@@ -145,12 +145,12 @@ def _run(o: dict, env: Any) -> dict:
         if not state_path.exists():
             fail(f"{state_path}: no search state to resume from (run without --resume)")
     else:
-        check_writable(output, o["force"])
         if not o["force"]:
             for p in (state_path, metrics_path):
                 if p.exists():
                     fail(f"{p}: exists from an earlier run (continue it with --resume, or "
                          "start over with --force)")
+        check_writable(output, o["force"])
     ckpt = read_supernet(o["supernet"])
     task = o["task"]
     if task is None:

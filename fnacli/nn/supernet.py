@@ -242,6 +242,8 @@ class Supernet(nn.Module):
                 e = Op.parse(cand).expand
                 hid_w = self._channel_weights(cin[0], cin[1], e, x)
                 out, h = _run_masked(block, x, hid_w, out_w, res)
+            if p is not None:
+                p = p.to(out.dtype)  # under autocast: keep half-precision maps half
             if want_tap and h is not None:
                 h = _fit(h, self.feature_channels[SSD_TAP])
                 tap = h if p is None else (p * h if tap is None else tap + p * h)
@@ -340,7 +342,9 @@ def _run_masked(block: MBConv, x: torch.Tensor, hid_w: torch.Tensor | None,
     y = block.project(h)
     if out_w is not None:
         y = y * out_w
-    if not (isinstance(res, float) and res == 0.0):
+    if isinstance(res, torch.Tensor):
+        y = y + res.to(y.dtype) * _fit(x, y.shape[1])
+    elif res != 0.0:
         y = y + res * _fit(x, y.shape[1])
     return y, tap
 

@@ -369,7 +369,6 @@ def run_search(ckpt: SupernetCheckpoint, source: str, train_set: Any, cfg: Searc
         if not env.is_main:
             return
         meta = {k: v for k, v in ckpt.meta.items() if k != "search"}
-        a_p, b_p = arch.probs(cfg.min_depth)
         derived, _, p = A.derive(space, *arch.logits(), cfg.min_depth)
         meta["search"] = {"strategy": "differentiable", **cfg.identity(), "lambda": lam,
                           "num_classes": train_set.num_classes,
@@ -503,7 +502,8 @@ def run_search(ckpt: SupernetCheckpoint, source: str, train_set: Any, cfg: Searc
                                    history)
             epoch, batch0 = epoch + 1, 0
             exp, am, derived = madds_now()
-            a_p, b_p = arch.probs(cfg.min_depth)
+            with torch.no_grad():
+                a_p, b_p = arch.probs(cfg.min_depth)
             _, dpath, prob = A.derive(space, *arch.logits(), cfg.min_depth)
             skipped, skippable = A.skip_report(space, dpath)
             record = {"epoch": epoch - 1, "step": step, "expected_madds": exp,
