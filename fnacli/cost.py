@@ -89,16 +89,14 @@ def is_detector(model: nn.Module) -> bool:
 
 def _part_prefixes(model: nn.Module) -> tuple[nn.Module, dict[str, tuple[str, ...]]]:
     """The module to trace and, per part, the module names that belong to it."""
-    from fnacli.nn.backbone import Backbone, Classifier
+    from fnacli.nn.backbone import Classifier
 
     if is_detector(model):
         return DetectorCore(model), {"backbone": ("backbone.body",), "neck": ("backbone",),
                                      "head": ("head",)}
     if isinstance(model, Classifier):
         return model, {"backbone": ("backbone",), "head": ("fc",)}
-    if isinstance(model, Backbone):
-        return model, {"backbone": ("",)}
-    return model, {"backbone": ("",)}
+    return model, {"backbone": ("",)}  # a Backbone, or any other module: all of it
 
 
 def _split(values: dict[str, int], parts: dict[str, tuple[str, ...]]) -> dict[str, int]:

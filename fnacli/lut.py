@@ -33,7 +33,7 @@ from fnacli.spec import SKIP, ArchSpec, Op, SpaceSpec
 
 LUT_SCHEMA = "fnacli/lut@1"
 LUT_TASKS = ("none", "classifier", "ssdlite", "retinanet")
-_COMBOS = 8  # stub detectors per fvcore trace (bounds memory: a RetinaNet head is ~8M params)
+_COMBOS = 4  # stub detectors per fvcore trace (bounds memory: a RetinaNet head is ~8M params)
 _CHUNK = 200  # layers per fvcore trace: amortises the trace, bounds memory, paces progress
 
 Res = tuple[int, int]  # (height, width)
@@ -617,7 +617,7 @@ class Lut(CostTable):
 
         def alpha(s: int, layer: int) -> torch.Tensor:
             n = len(_layer_ops(space, s, layer))
-            if not space.stages[s].searchable:
+            if not space.stages[s].searchable or (n == 1 and (s, layer) not in alpha_probs):
                 return torch.ones(1, dtype=torch.float64, device=device)
             return _probs(alpha_probs, (s, layer), n, "alpha", device)
 

@@ -343,6 +343,8 @@ class TrainConfig:
     amp: bool = True  # CUDA only
     channels_last: bool = True  # CUDA only
     freeze_bn: bool = False
+    # a supernet trained one path per step leaves the other candidates without gradients
+    find_unused_parameters: bool = False
     checkpoint_every: int = 0  # steps; 0 = at the end of every epoch only
     log_every: int = 10
 
@@ -363,8 +365,9 @@ class FitResult:
     finished: bool  # False when stopped early by ``stop_after``
 
 
-class _Progress:
-    """A rich progress bar on stderr with loss, lr and ETA (rank 0 only)."""
+class TrainProgress:
+    """A rich progress bar on stderr: steps, a status text (loss, lr), elapsed time and ETA;
+    a no-op unless ``enabled`` (rank 0)."""
 
     def __init__(self, total: int, done: int, desc: str, enabled: bool) -> None:
         self.bar = None
@@ -386,7 +389,7 @@ class _Progress:
                             console=Console(stderr=True), transient=False)
         self.task = self.bar.add_task("", total=total, completed=done)
 
-    def __enter__(self) -> _Progress:
+    def __enter__(self) -> TrainProgress:
         if self.bar is not None:
             self.bar.start()
         return self
@@ -404,6 +407,7 @@ class _Progress:
             self.bar.console.print(text)
 
 
+
 def _prepare(model: nn.Module, cfg: TrainConfig, env: DistEnv) -> nn.Module:
     model.to(env.device)
     if env.device.type == "cuda" and cfg.channels_last:
@@ -412,7 +416,8 @@ def _prepare(model: nn.Module, cfg: TrainConfig, env: DistEnv) -> nn.Module:
         if env.device.type == "cuda" and not cfg.freeze_bn:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         model = nn.parallel.DistributedDataParallel(
-            model, device_ids=[env.device.index] if env.device.type == "cuda" else None)
+            model, device_ids=[env.device.index] if env.device.type == "cuda" else None,
+            find_unused_parameters=cfg.find_unused_parameters)
     return model
 
 
@@ -480,7 +485,7 @@ def fit(model: nn.Module, dataset: Dataset, loss_fn: Callable[[nn.Module, Any, t
             save_train_state(state_path, net, optimizer, scheduler, scaler if use_amp else None,
                              epoch=at_epoch, batch=at_batch, step=step, identity=run_id)
 
-    with _Progress(total, step, desc, env.is_main) as bar:
+    with TrainProgress(total, step, desc, env.is_main) as bar:
         while epoch < cfg.epochs:
             sampler.set_epoch(epoch, batch0)
             for b, batch in enumerate(loader, start=batch0):

@@ -163,25 +163,40 @@ BAD = ["missing-ann", "malformed", "image-missing", "outside", "unknown-category
        "size-mismatch", "not-an-image", "no-images-key"]
 
 
-@pytest.mark.parametrize("how", BAD)
-def test_bad_dataset_raises_one_line_naming_file_and_entry(tmp_path: Path, how: str) -> None:
-    expected = _bad(tmp_path, how)
-    with pytest.raises(UserError) as e:
-        load_split(find_split(tmp_path / "bad", "train"), train=True, label_offset=1)
-    assert expected in str(e.value) and "\n" not in str(e.value)
-
-
-def test_bad_dataset_via_cli_exits_2_before_training(tmp_path: Path,
-                                                    capsys: pytest.CaptureFixture) -> None:
-    expected = _bad(tmp_path, "outside")
-    # TARGET is read before the data: give a real (tiny) backbone checkpoint
+@pytest.fixture(scope="module")
+def backbone_target(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from fnacli.checkpoint import save_checkpoint
     from fnacli.nn.backbone import Backbone
     from fnacli.spec import mobilenetv2
 
     spec = mobilenetv2(0.35)
-    target = tmp_path / "t.safetensors"
+    target = tmp_path_factory.mktemp("target") / "t.safetensors"
     save_checkpoint(target, Backbone(spec).state_dict(), "backbone", {"spec": spec.to_dict()})
+    return target
+
+
+@pytest.mark.parametrize("how", BAD)
+def test_bad_dataset_raises_one_line_naming_file_and_entry(
+        tmp_path: Path, how: str, backbone_target: Path, capsys: pytest.CaptureFixture) -> None:
+    expected = _bad(tmp_path, how)
+    with pytest.raises(UserError) as e:
+        load_split(find_split(tmp_path / "bad", "train"), train=True, label_offset=1)
+    assert expected in str(e.value) and "\n" not in str(e.value)
+    # the same through the command line: exit 2, that one line, no traceback, no outputs
+    out = tmp_path / "final.safetensors"
+    code, stdout, err = _main(["finetune", str(backbone_target), "--task", "ssdlite", "--data",
+                               str(tmp_path / "bad"), "-o", str(out), "--epochs", "1",
+                               "--workers", "0"], capsys)
+    assert code == 2 and stdout == ""
+    assert err.strip().splitlines() == [f"fnacli: error: {e.value}"]
+    assert not out.exists() and not Path(f"{out}.ckpt").exists()
+
+
+def test_bad_dataset_via_cli_exits_2_before_training(tmp_path: Path, backbone_target: Path,
+                                                    capsys: pytest.CaptureFixture) -> None:
+    """A real process: exit status 2 and a single error line."""
+    expected = _bad(tmp_path, "outside")
+    target = backbone_target
     out = tmp_path / "final.safetensors"
     r = subprocess.run([sys.executable, "-m", "fnacli", "finetune", str(target), "--task",
                         "ssdlite", "--data", str(tmp_path / "bad"), "-o", str(out),

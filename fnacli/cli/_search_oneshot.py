@@ -368,10 +368,10 @@ class _SearchProgress:
     """Candidates on the training loop's progress bar, one line per generation (rank 0)."""
 
     def __init__(self, cfg: Any, enabled: bool) -> None:
-        from fnacli.train import _Progress
+        from fnacli.train import TrainProgress
 
         self.cfg = cfg
-        self.bar = _Progress(cfg.total_candidates, 0, cfg.strategy, enabled)
+        self.bar = TrainProgress(cfg.total_candidates, 0, cfg.strategy, enabled)
 
     def __enter__(self) -> _SearchProgress:
         self.bar.__enter__()

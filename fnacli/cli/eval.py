@@ -40,6 +40,8 @@ def eval_(
     """
     if device not in ("auto", "cpu", "cuda"):
         fail(f"--device: expected auto, cpu or cuda, got {device!r}")
+    if data is None and ann is None:
+        fail("no data to evaluate on: give --data DIR (COCO layout) or --ann FILE [--images DIR]")
     if detections is not None and str(detections) == "-" and as_json:
         fail("--detections - and --json both want stdout; write the detections to a file")
     from fnacli.io import check_writable

@@ -46,7 +46,7 @@ from fnacli.train import (
     EpochBatches,
     MetricsLog,
     TrainConfig,
-    _Progress,
+    TrainProgress,
     all_ok,
     build_optimizer,
     build_scheduler,
@@ -436,7 +436,7 @@ def run_search(ckpt: SupernetCheckpoint, source: str, train_set: Any, cfg: Searc
             + (f" τ {cfg.tau:g}" if cfg.cost_form == "log" else "")
             + (f", target {cfg.target_madds / 1e6:.1f}M" if cfg.target_madds else "")
             + f", start {c0 * 1e3:.1f}M expected MAdds")
-    with _Progress(total, step, f"search {cfg.task}", env.is_main) as bar:
+    with TrainProgress(total, step, f"search {cfg.task}", env.is_main) as bar:
         while epoch < tc.epochs:
             sampler_a.set_epoch(epoch, batch0)
             searching = epoch >= cfg.warmup_epochs

@@ -16,7 +16,7 @@ Several searches reuse it (``--skip-training``).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -106,6 +106,7 @@ def train_oneshot(ckpt: SupernetCheckpoint, source: str, dataset: CocoDetection,
     """Train the supernet of ``ckpt`` one path at a time and write the trained supernet to
     ``output`` (when training finished; rank 0)."""
     num_classes = dataset.num_classes
+    cfg = replace(cfg, find_unused_parameters=True)
     detector, supernet = build_oneshot_detector(ckpt, task, num_classes, size, source, cfg.seed)
     info = OneshotInfo.from_meta(ckpt.meta, source)
     if info is not None:
