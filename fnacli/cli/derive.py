@@ -2,12 +2,14 @@
 
 argmax α per layer (skips dropped), argmax β per stage, as a canonical ``fnacli/arch@1`` spec
 on stdout (or -o). ``--show`` draws it on stderr with MAdds/params against the seed;
-``--top K`` lists the K most likely architectures (one-shot searches: the K best evaluated).
+``--top K`` lists the K most likely architectures (one-shot searches: the K best evaluated);
+``--plot`` / ``--diagram`` write SVG pictures (``fnacli.plots``).
 """
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import typer
@@ -44,16 +46,39 @@ def derive(
     min_depth: int | None = typer.Option(None, "--min-depth", min=0, metavar="N",
                                          help="Never drop layers 0..N-1 of a stage [the "
                                               "search's]."),
-    force: bool = typer.Option(False, "--force", help="Overwrite -o ARCH.json."),
+    plot: str | None = typer.Option(None, "--plot", metavar="OUT.svg",
+                                    help="Draw α/β probabilities per epoch (from "
+                                         "SEARCHED.metrics.jsonl, else the checkpoint's "
+                                         "current α/β) as SVG."),
+    diagram: str | None = typer.Option(None, "--diagram", metavar="OUT.svg",
+                                       help="Draw the derived architecture as SVG, beside the "
+                                            "seed's when the checkpoint records it."),
+    metrics: str | None = typer.Option(None, "--metrics", metavar="FILE.jsonl",
+                                       help="The search's metrics for --plot [SEARCHED"
+                                            ".metrics.jsonl when it exists]."),
+    force: bool = typer.Option(False, "--force",
+                               help="Overwrite -o ARCH.json, --plot and --diagram files."),
 ) -> None:
-    from fnacli.io import write_output
+    from fnacli.io import check_writable, write_output
     from fnacli.search import arch as A
     from fnacli.search.supernet_io import read_supernet
 
+    for opt, dest in (("--plot", plot), ("--diagram", diagram)):
+        if dest == "-":
+            fail(f"{opt}: give a file name (stdout carries the spec)")
+        if dest is not None:
+            check_writable(dest, force)  # refuse before any work, and before the spec goes out
     ck = read_supernet(checkpoint)
     searched = ck.meta.get("search", {})
     depth = ck.min_depth if min_depth is None else min_depth
     arch, path, prob = A.derive(ck.space, ck.alpha, ck.beta, depth)
+    if plot is not None:
+        _plot(ck, checkpoint, metrics, depth, plot)
+    if diagram is not None:
+        from fnacli.plots import render_arch_diagram, write_svg
+
+        write_svg(diagram, render_arch_diagram(
+            arch, ck.seed_spec, title=f"derived from {Path(checkpoint).name}"))
     if output != "-" or not as_json:
         write_output(output, arch.to_json(), force)
     warning = A.collapse_warning(ck.space, path)
@@ -133,6 +158,35 @@ def _top(ck: Any, searched: dict, k: int, depth: int) -> list[dict]:
         err_console.print("note: the space is too large to enumerate a stage exactly; the "
                           "top list is a beam-search approximation")
     return [{"rank": r + 1, "probability": p, "spec": s} for r, (p, s) in enumerate(ranked)]
+
+
+def _plot(ck: Any, checkpoint: str, metrics: str | None, depth: int, dest: str) -> None:
+    """SEARCHED.arch.svg again: every epoch of the metrics file, or the checkpoint's α/β."""
+    from fnacli.plots import read_epoch_records, render_search_plot, write_svg
+    from fnacli.search import arch as A
+    from fnacli.search.differentiable import prob_report
+
+    searched = ck.meta.get("search", {})
+    source = Path(metrics) if metrics else Path(f"{checkpoint}.metrics.jsonl")
+    if metrics and not source.is_file():
+        fail(f"--metrics {metrics}: no such file")
+    records = read_epoch_records(source, ck.space) if source.is_file() else []
+    if records:
+        note = f"{len(records)} epoch{'s' if len(records) != 1 else ''} from {source.name}"
+    else:  # no history: one column of what the checkpoint holds now
+        done = searched.get("epochs_done")
+        probs = A.probs(ck.space, ck.alpha, ck.beta, depth)
+        records = [{"epoch": done - 1 if done else None, **prob_report(ck.space, *probs)}]
+        note = f"no metrics file ({source.name}): the checkpoint's current α/β"
+        err_console.print(f"note: {note}")
+    if searched.get("strategy") in ("evolution", "random"):
+        note += "; a one-shot search does not train α/β"
+    what = f"{searched['task']} {searched['size'][0]}x{searched['size'][1]}, " if (
+        searched.get("task") and searched.get("size")) else ""
+    write_svg(dest, render_search_plot(
+        ck.space, records, title=f"α/β over the search: {Path(checkpoint).name}",
+        subtitle=f"{ck.space.name} space, {what}{note}",
+        warmup_epochs=searched.get("warmup_epochs")))
 
 
 def _ops_text(st: Any) -> str:

@@ -511,16 +511,39 @@ def run_search(ckpt: SupernetCheckpoint, source: str, train_set: Any, cfg: Searc
                       "derived_probability": prob, "skipped_layers": skipped,
                       "skippable_layers": skippable}
             history.append(record)
-            metrics.write(event="epoch", **record, **prob_report(space, a_p, b_p))
+            probs_now = prob_report(space, a_p, b_p)
+            metrics.write(event="epoch", **record, **probs_now)
             warning = A.collapse_warning(space, dpath) if epoch > cfg.warmup_epochs else None
             if warning and env.is_main:
                 bar.log(f"warning: epoch {epoch}: {warning}")
             save_state(epoch, 0)
             snapshot(finished=epoch == tc.epochs)
+            if env.is_main:
+                _plot(output, space, metrics_path, {**record, **probs_now}, cfg, bar.log)
             if stop_after is not None and run_steps >= stop_after and epoch < tc.epochs:
                 return _result(space, arch, cfg, step, arch_steps, epoch, False, lut, history)
     set_train_mode(raw)
     return _result(space, arch, cfg, step, arch_steps, epoch, True, lut, history)
+
+
+def _plot(output: str | Path, space: SpaceSpec, metrics_path: str | Path | None,
+          current: dict, cfg: SearchConfig, log: Callable[[str], None]) -> None:
+    """Redraw SEARCHED.arch.svg from every epoch in the metrics file (``current`` alone without
+    one). A picture is not worth a search: a failure to draw is a warning."""
+    from fnacli.plots import read_epoch_records, render_search_plot, search_plot_path, write_svg
+
+    try:
+        records = []
+        if metrics_path is not None and Path(metrics_path).exists():
+            records = read_epoch_records(metrics_path, space)
+        text = render_search_plot(
+            space, records or [current], title=f"α/β over the search: {Path(output).name}",
+            subtitle=f"{space.name} space, {cfg.task} {cfg.size[0]}x{cfg.size[1]}, epoch "
+                     f"{current['epoch'] + 1} of {cfg.train.epochs}",
+            warmup_epochs=cfg.warmup_epochs)
+        write_svg(search_plot_path(output), text)
+    except Exception as e:  # noqa: BLE001 - see the docstring
+        log(f"warning: could not draw {search_plot_path(output)}: {e}")
 
 
 def _result(space: SpaceSpec, arch: ArchParams, cfg: SearchConfig, step: int, arch_steps: int,

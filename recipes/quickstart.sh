@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# The quickstart: FNA's whole pipeline on the built-in synthetic data, on a CPU, in minutes.
+#
+#   synthetic data -> seed MobileNetV2 (pre-trained briefly on synthetic shapes, standing in
+#   for ImageNet) -> expand -> search -> derive | remap -> finetune -> eval, plus the seed's
+#   own architecture finetuned the same way, and a summary table of both.
+#
+# Re-runnable: finished steps are skipped, interrupted search/finetune runs resume.
+# Expected cost: ~6-8 minutes on a 2-core CPU (the paper settings are in the other recipes).
+#
+# Environment: FNACLI_DEMO_DIR (default ./demo), SEED_SECONDS (seed pre-training budget, 90),
+# FNACLI (the fnacli command, default `fnacli`).
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+dir=${FNACLI_DEMO_DIR:-demo}
+seed_seconds=${SEED_SECONDS:-90}
+fnacli=${FNACLI:-fnacli}
+space="$here/spaces/fna-mbv2-0.5-demo.json"  # FNA's op space on a width-0.5 MobileNetV2
+size=160
+mkdir -p "$dir"
+cd "$dir"
+
+say() { printf '\n\033[1m== %s\033[0m\n' "$*" >&2; }
+
+# A long step resumes from its training state if one is there, else starts afresh.
+resume_flag() { if [ -f "$1.ckpt" ]; then echo --resume; else echo --force; fi; }
+
+say "1/8 synthetic COCO-format data (data/)"
+[ -f data/annotations/instances_val.json ] ||
+  $fnacli data synth data --train 256 --val 64 --size $size --seed 0
+
+say "2/8 seed: torchvision MobileNetV2-0.5 pre-trained ${seed_seconds}s on synthetic shapes (seed.pth)"
+[ -f seed.pth ] || $fnacli pretrain-seed seed.pth --width 0.5 --seconds "$seed_seconds"
+
+say "3/8 expand the seed into FNA's super network (super.safetensors)"
+[ -f super.safetensors ] || $fnacli expand seed.pth --space "$space" -o super.safetensors
+
+say "4/8 differentiable search on SSDLite under a MAdds-regularised loss (searched.safetensors)"
+[ -f searched.safetensors ] && [ ! -f searched.safetensors.ckpt ] ||
+  $fnacli search super.safetensors --task ssdlite --data data -o searched.safetensors \
+    --size $size --epochs 4 --warmup-epochs 2 --batch-size 16 --workers 1 --seed 0 \
+    $(resume_flag searched.safetensors)
+
+say "5/8 derive the architecture and remap the seed onto it (target.safetensors)"
+if [ ! -f target.safetensors ]; then
+  $fnacli derive searched.safetensors --show --force -o arch.json
+  $fnacli derive searched.safetensors | $fnacli remap seed.pth --spec - -o target.safetensors
+fi
+# the seed's own architecture, remapped the same way, is the baseline
+[ -f seed-arch.safetensors ] || $fnacli remap seed.pth --spec mobilenetv2-0.5 -o seed-arch.safetensors
+
+finetune() {  # finetune IN OUT
+  [ -f "$2" ] && [ ! -f "$2.ckpt" ] && return 0
+  $fnacli finetune "$1" --task ssdlite --data data -o "$2" --size $size --epochs 5 \
+    --batch-size 16 --optimizer sgd --lr 0.03 --schedule cosine --warmup-iters 20 \
+    --augment ssdlite --workers 1 --seed 0 $(resume_flag "$2")
+}
+say "6/8 finetune SSDLite on the searched architecture (final.safetensors)"
+finetune target.safetensors final.safetensors
+say "7/8 finetune SSDLite on the seed's architecture (final-seed-arch.safetensors)"
+finetune seed-arch.safetensors final-seed-arch.safetensors
+
+evaluate() {  # evaluate CKPT OUT.json
+  [ -f "$2" ] && return 0
+  $fnacli eval "$1" --data data --json > "$2.tmp"
+  mv "$2.tmp" "$2"
+}
+say "8/8 evaluate both with COCOeval, and compare"
+evaluate final-seed-arch.safetensors metrics-seed-arch.json
+evaluate final.safetensors metrics.json
+$fnacli madds final-seed-arch.safetensors final.safetensors --task ssdlite --input $size \
+  --num-classes 3 --json > madds.jsonl
+python3 "$here/summary.py" madds.jsonl metrics-seed-arch.json metrics.json
