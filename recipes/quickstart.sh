@@ -50,8 +50,8 @@ fi
 # the seed's own architecture, remapped the same way, is the baseline
 [ -f seed-arch.safetensors ] || $fnacli remap seed.pth --spec mobilenetv2-0.5 -o seed-arch.safetensors
 
-finetune() {  # finetune IN OUT
-  [ -f "$2" ] && [ ! -f "$2.ckpt" ] && return 0
+finetune() {  # finetune IN OUT (OUT is written once, when training has finished)
+  [ -f "$2" ] && return 0
   $fnacli finetune "$1" --task ssdlite --data data -o "$2" --size $size --epochs 5 \
     --batch-size 16 --optimizer sgd --lr 0.03 --schedule cosine --warmup-iters 20 \
     --augment ssdlite --workers 1 --seed 0 $(resume_flag "$2")

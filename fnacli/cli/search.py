@@ -6,7 +6,8 @@ search (``fnacli.cli._search_oneshot``). Both share the data, recipe and run opt
 strategy-specific ones are refused with the other strategy.
 
 Files beside SEARCHED: SEARCHED.ckpt (training state, --resume) and SEARCHED.metrics.jsonl
-(JSON lines: training steps, α/β steps, and α/β probabilities per epoch). SEARCHED itself is
+(JSON lines: training steps, α/β steps, and α/β probabilities per epoch), SEARCHED.arch.svg
+(those probabilities and the MAdds over the epochs, as a picture). SEARCHED itself is
 rewritten after every epoch, so 'fnacli derive' works on a search in progress.
 """
 
