@@ -29,5 +29,9 @@ demo: install
 bench: install
 	$(BIN)/python benchmarks/bench_madds.py
 
+docs: install
+	$(BIN)/python -m fnacli.cli.docgen -o docs/cli-reference.md
+	$(BIN)/python docs/img/make_figures.py
+
 clean:
 	rm -rf $(VENV) demo .pytest_cache

@@ -263,6 +263,25 @@ def save_train_state(path: str | Path, model: nn.Module, optimizer: torch.optim.
         torch.save(state, tmp)
 
 
+def restore_train_state(state_path: str | Path | None, identity: dict, model: nn.Module,
+                        optimizer: torch.optim.Optimizer, scheduler: Any,
+                        scaler: torch.amp.GradScaler | None) -> dict:
+    """Load a training state for ``--resume``: check it is the same run (``identity``), put
+    model/optimizer/scheduler/scaler/RNG back, and return it (epoch, batch, step, extra)."""
+    if state_path is None:
+        raise ValueError("resume needs state_path")
+    state = load_train_state(state_path)
+    check_identity(state["identity"], json.loads(json.dumps(identity, sort_keys=True)),
+                   state_path)
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    scheduler.load_state_dict(state["scheduler"])
+    if scaler is not None and state["scaler"]:
+        scaler.load_state_dict(state["scaler"])
+    set_rng_state(state["rng"])
+    return state
+
+
 def load_train_state(path: str | Path) -> dict:
     path = Path(path)
     if not path.is_file():
@@ -458,17 +477,8 @@ def fit(model: nn.Module, dataset: Dataset, loss_fn: Callable[[nn.Module, Any, t
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     epoch, batch0, step = 0, 0, 0
     if resume:
-        if state_path is None:
-            raise ValueError("resume needs state_path")
-        state = load_train_state(state_path)
-        check_identity(state["identity"], json.loads(json.dumps(run_id, sort_keys=True)),
-                       state_path)
-        raw.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        if use_amp and state["scaler"]:
-            scaler.load_state_dict(state["scaler"])
-        set_rng_state(state["rng"])
+        state = restore_train_state(state_path, run_id, raw, optimizer, scheduler,
+                                    scaler if use_amp else None)
         epoch, batch0, step = state["epoch"], state["batch"], state["step"]
     metrics = MetricsLog(metrics_path, env.is_main, step if resume else None)
     loader = DataLoader(dataset, batch_sampler=sampler, num_workers=cfg.workers,

@@ -8,7 +8,7 @@
 #   STEPS    run only the first STEPS steps of the recipe (default: all)
 #   TINY=1   smoke-test mode: synthetic data, a briefly pre-trained width-0.35 seed (both
 #            made under OUT unless DATA/SEED are set), one CPU process, tiny images and
-#            two training steps (what the test suite runs)
+#            one epoch on 8 images (what the test suite runs)
 set -euo pipefail
 
 recipe=$(basename "$0" .sh)
@@ -43,8 +43,10 @@ launch() {
 # A long step resumes from its training state when one is there.
 resume_flag() { if [ -f "$1.ckpt" ]; then echo --resume; else echo --force; fi; }
 
-# TINY_ARGS shrink a training command to a smoke test; empty for the real recipe.
-TINY_ARGS=()
+# In TINY mode these shrink the commands to a smoke test; they are empty for the real recipe.
+TINY_ARGS=()         # any training run (finetune, search)
+TINY_DIFF_ARGS=()    # the differentiable search
+TINY_EVO_ARGS=()     # the one-shot evolutionary/random search
 if [ "$TINY" = 1 ]; then
   NPROC=1
   DATA=${DATA:-$OUT/data}
@@ -52,7 +54,21 @@ if [ "$TINY" = 1 ]; then
   [ -f "$DATA/annotations/instances_val.json" ] ||
     $fnacli data synth "$DATA" --train 8 --val 4 --size 96 --seed 0 --force
   [ -f "$SEED" ] || $fnacli pretrain-seed "$SEED" --width 0.35 --size 32 --max-steps 2
-  TINY_ARGS=(--size 96 --batch-size 4 --workers 0 --stop-after 2 --device cpu)
+  TINY_ARGS=(--size 96 --batch-size 4 --workers 0 --epochs 1 --device cpu)
+  TINY_DIFF_ARGS=(--warmup-epochs 0)
+  TINY_EVO_ARGS=(--population 2 --parents 1 --generations 1 --calib-images 4 --calib-batch 4)
 fi
 : "${DATA:?set DATA to the COCO folder}"
 : "${SEED:=torchvision:IMAGENET1K_V1}"
+
+# The tail every recipe shares once "$OUT/arch.json" is derived: remap the seed onto it,
+# finetune, evaluate.   finish TASK MADDS_INPUT
+finish() {
+  $fnacli remap "$SEED" --spec "$OUT/arch.json" --force -o "$OUT/target.safetensors"
+  step "finetune $1"
+  launch finetune "$OUT/target.safetensors" --task "$1" --data "$DATA" \
+    -o "$OUT/final.safetensors" "${TINY_ARGS[@]}" $(resume_flag "$OUT/final.safetensors")
+  step "evaluate with COCOeval"
+  $fnacli eval "$OUT/final.safetensors" --data "$DATA" --json > "$OUT/metrics.json"
+  $fnacli madds "$OUT/arch.json" --task "$1" --input "$2"
+}

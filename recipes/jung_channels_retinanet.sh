@@ -25,16 +25,9 @@ step "expand the seed into the channel-search supernet"
 
 step "differentiable op + channel search on RetinaNet (linear expected-MAdds cost)"
 launch search "$OUT/super.safetensors" --task retinanet --data "$DATA" --cost-form linear \
-  -o "$OUT/searched.safetensors" "${TINY_ARGS[@]}" $(resume_flag "$OUT/searched.safetensors")
+  -o "$OUT/searched.safetensors" "${TINY_ARGS[@]}" "${TINY_DIFF_ARGS[@]}" \
+  $(resume_flag "$OUT/searched.safetensors")
 
 step "derive the architecture and remap the seed onto it"
 $fnacli derive "$OUT/searched.safetensors" --show --force -o "$OUT/arch.json"
-$fnacli remap "$SEED" --spec "$OUT/arch.json" --force -o "$OUT/target.safetensors"
-
-step "finetune RetinaNet"
-launch finetune "$OUT/target.safetensors" --task retinanet --data "$DATA" \
-  -o "$OUT/final.safetensors" "${TINY_ARGS[@]}" $(resume_flag "$OUT/final.safetensors")
-
-step "evaluate with COCOeval"
-$fnacli eval "$OUT/final.safetensors" --data "$DATA" --json > "$OUT/metrics.json"
-$fnacli madds "$OUT/arch.json" --task retinanet --input 1088x800
+finish retinanet 1088x800

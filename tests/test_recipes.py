@@ -1,6 +1,7 @@
 """The recipes are shell scripts users run as is: check their syntax, and run their first
 steps at a tiny size on synthetic data (TINY=1)."""
 
+import json
 import os
 import subprocess
 import sys
@@ -46,7 +47,11 @@ def test_recipe_first_step_runs_tiny(recipe, tiny_inputs, tmp_path):
     assert "stopping after 1 step(s)" in r.stderr
 
 
-def test_fna_ssdlite_recipe_starts_the_search(tiny_inputs, tmp_path):
-    r = _run("fna_ssdlite", tmp_path / "run", tiny_inputs, steps=2)
+def test_fna_ssdlite_recipe_runs_end_to_end_tiny(tiny_inputs, tmp_path):
+    r = _run("fna_ssdlite", tmp_path / "run", tiny_inputs, steps=99)
     assert r.returncode == 0, r.stderr[-2000:]
-    assert (tmp_path / "run" / "searched.safetensors.ckpt").is_file()  # stopped, resumable
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert {"AP", "AP50", "AP75", "ARl"} <= set(metrics)
+    arch = json.loads((tmp_path / "run" / "arch.json").read_text())
+    assert arch["schema"] == "fnacli/arch@1"
+    assert not (tmp_path / "run" / "searched.safetensors.ckpt").exists()  # search finished

@@ -21,7 +21,6 @@ training-state files, the progress bar) comes from ``fnacli.train``.
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Callable
@@ -50,11 +49,9 @@ from fnacli.train import (
     all_ok,
     build_optimizer,
     build_scheduler,
-    check_identity,
-    load_train_state,
+    restore_train_state,
     save_train_state,
     seed_everything,
-    set_rng_state,
     set_train_mode,
     unwrap,
 )
@@ -321,19 +318,10 @@ def run_search(ckpt: SupernetCheckpoint, source: str, train_set: Any, cfg: Searc
     epoch, batch0, step, arch_steps = 0, 0, 0, 0
     history: list[dict] = []
     if resume:
-        if state_path is None:
-            raise ValueError("resume needs state_path")
-        state = load_train_state(state_path)
-        check_identity(state["identity"], json.loads(json.dumps(identity, sort_keys=True)),
-                       state_path)
-        holder.load_state_dict(state["model"])
-        optimizers.load_state_dict(state["optimizer"])
-        scheduler.load_state_dict(state["scheduler"])
-        if use_amp and state["scaler"]:
-            w_scaler.load_state_dict(state["scaler"])
+        state = restore_train_state(state_path, identity, holder, optimizers, scheduler,
+                                    w_scaler if use_amp else None)
         if use_amp and state["extra"].get("arch_scaler"):
             a_scaler.load_state_dict(state["extra"]["arch_scaler"])
-        set_rng_state(state["rng"])
         epoch, batch0, step = state["epoch"], state["batch"], state["step"]
         arch_steps = state["extra"]["arch_steps"]
         history = state["extra"]["history"]
