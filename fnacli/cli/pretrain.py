@@ -16,7 +16,8 @@ def pretrain_seed(
     width: float = typer.Option(0.5, help="Width multiplier (torchvision's width_mult)."),
     size: int = typer.Option(64, help="Image side of the synthetic classification task."),
     seconds: float = typer.Option(120.0, help="Training budget in wall-clock seconds."),
-    max_steps: int = typer.Option(10_000, help="Stop after this many steps at the latest."),
+    max_steps: int = typer.Option(10_000, min=1,
+                                   help="Stop after this many steps at the latest."),
     batch_size: int = typer.Option(32),
     seed: int = typer.Option(0),
     json_out: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
@@ -57,5 +58,6 @@ def pretrain_seed(
                       f"{res.val_accuracy:.1%} (12 classes, chance 8.3%) -> {dest}")
     if json_out:
         print_result(json.dumps({"output": str(dest), "width": width, "steps": res.steps,
-                                 "seconds": round(res.seconds, 1), "train_loss": res.train_loss,
+                                 "seconds": round(res.seconds, 1),
+                                 "train_loss": res.train_loss if res.steps else None,
                                  "val_accuracy": res.val_accuracy}))
