@@ -177,23 +177,23 @@ def backbone_target(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.mark.parametrize("how", BAD)
 def test_bad_dataset_raises_one_line_naming_file_and_entry(
-        tmp_path: Path, how: str, backbone_target: Path, capsys: pytest.CaptureFixture) -> None:
+        tmp_path: Path, how: str, backbone_target: Path, run_cli) -> None:
     expected = _bad(tmp_path, how)
     with pytest.raises(UserError) as e:
         load_split(find_split(tmp_path / "bad", "train"), train=True, label_offset=1)
     assert expected in str(e.value) and "\n" not in str(e.value)
     # the same through the command line: exit 2, that one line, no traceback, no outputs
     out = tmp_path / "final.safetensors"
-    code, stdout, err = _main(["finetune", str(backbone_target), "--task", "ssdlite", "--data",
+    code, stdout, err = run_cli(["finetune", str(backbone_target), "--task", "ssdlite", "--data",
                                str(tmp_path / "bad"), "-o", str(out), "--epochs", "1",
-                               "--workers", "0"], capsys)
+                               "--workers", "0"])
     assert code == 2 and stdout == ""
     assert err.strip().splitlines() == [f"fnacli: error: {e.value}"]
     assert not out.exists() and not Path(f"{out}.ckpt").exists()
 
 
 def test_bad_dataset_via_cli_exits_2_before_training(tmp_path: Path, backbone_target: Path,
-                                                    capsys: pytest.CaptureFixture) -> None:
+                                                    run_cli) -> None:
     """A real process: exit status 2 and a single error line."""
     expected = _bad(tmp_path, "outside")
     target = backbone_target
@@ -208,25 +208,10 @@ def test_bad_dataset_via_cli_exits_2_before_training(tmp_path: Path, backbone_ta
     assert "Traceback" not in r.stderr and not out.exists()
     assert not Path(f"{out}.ckpt").exists()
     # eval refuses a backbone (in-process main(): same exit path, no interpreter start-up)
-    code, _, err = _main(["eval", str(target), "--data", str(tmp_path / "bad")], capsys)
+    code, _, err = run_cli(["eval", str(target), "--data", str(tmp_path / "bad")])
     assert code == 2 and "a backbone checkpoint; expected a detector" in err
 
 
-def _main(args: list[str], capsys: pytest.CaptureFixture) -> tuple[int, str, str]:
-    from fnacli.cli.app import main
-
-    capsys.readouterr()
-    old = sys.argv
-    sys.argv = ["fnacli", *args]
-    try:
-        main()
-        code = 0
-    except SystemExit as e:
-        code = int(e.code or 0)
-    finally:
-        sys.argv = old
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_dataset_class_is_a_torch_dataset(tmp_path: Path) -> None:

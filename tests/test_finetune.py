@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 from pathlib import Path
 
 import pytest
@@ -14,25 +13,6 @@ import torchvision
 
 from fnacli.checkpoint import read_checkpoint
 from fnacli.detection.evaluate import STAT_NAMES
-
-
-def _main(args: list[str], capsys: pytest.CaptureFixture) -> tuple[int, str, str]:
-    """Run the CLI's real entry point in-process (exit codes and streams as a user sees
-    them, without paying for a new interpreter and torch import per call)."""
-    from fnacli.cli.app import main
-
-    capsys.readouterr()
-    old = sys.argv
-    sys.argv = ["fnacli", *args]
-    try:
-        main()
-        code = 0
-    except SystemExit as e:
-        code = int(e.code or 0)
-    finally:
-        sys.argv = old
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 @pytest.fixture(scope="module")
@@ -64,17 +44,17 @@ def _tensors(path: Path) -> dict[str, torch.Tensor]:
 
 
 def test_remap_finetune_eval_and_exact_resume(world: dict[str, Path],
-                                              capsys: pytest.CaptureFixture) -> None:
+                                              run_cli) -> None:
     root, data = world["root"], world["data"]
     # the remap step through the CLI too (torchvision .pth seed)
-    code, _, err = _main(["remap", str(world["seed"]), "--spec", "mobilenetv2-0.35", "-o",
-                          str(root / "cli_target.safetensors")], capsys)
+    code, _, err = run_cli(["remap", str(world["seed"]), "--spec", "mobilenetv2-0.35", "-o",
+                          str(root / "cli_target.safetensors")])
     assert code == 0, err
     assert read_checkpoint(root / "cli_target.safetensors").kind == "backbone"
 
     full = root / "full.safetensors"
-    code, out, err = _main(["finetune", str(root / "cli_target.safetensors"), "--data",
-                            str(data), "-o", str(full), *TRAIN, "--json"], capsys)
+    code, out, err = run_cli(["finetune", str(root / "cli_target.safetensors"), "--data",
+                            str(data), "-o", str(full), *TRAIN, "--json"])
     assert code == 0, err
     summary = json.loads(out)
     assert summary["steps"] == 4 and summary["finished"]  # 8 images / batch 2
@@ -88,19 +68,19 @@ def test_remap_finetune_eval_and_exact_resume(world: dict[str, Path],
 
     # interrupted after 3 steps (mid-epoch), then resumed: bit-identical weights
     part = root / "part.safetensors"
-    code, out, err = _main(["finetune", str(world["target"]), "--data", str(data), "-o",
-                            str(part), *TRAIN, "--stop-after", "3", "--json"], capsys)
+    code, out, err = run_cli(["finetune", str(world["target"]), "--data", str(data), "-o",
+                            str(part), *TRAIN, "--stop-after", "3", "--json"])
     assert code == 0 and json.loads(out)["finished"] is False and not part.exists()
-    code, _, err = _main(["finetune", str(world["target"]), "--data", str(data), "-o",
-                          str(part), *TRAIN, "--resume"], capsys)
+    code, _, err = run_cli(["finetune", str(world["target"]), "--data", str(data), "-o",
+                          str(part), *TRAIN, "--resume"])
     assert code == 0, err
     a, b = _tensors(full), _tensors(part)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
     # eval: 12 named finite numbers on stdout, table on stderr, detections file
     dets = root / "dets.json"
-    code, out, err = _main(["eval", str(full), "--data", str(data), "--json", "--per-class",
-                            "--detections", str(dets), "--workers", "0"], capsys)
+    code, out, err = run_cli(["eval", str(full), "--data", str(data), "--json", "--per-class",
+                            "--detections", str(dets), "--workers", "0"])
     assert code == 0, err
     stats = json.loads(out)
     assert list(stats)[:12] == list(STAT_NAMES)
@@ -113,16 +93,16 @@ def test_remap_finetune_eval_and_exact_resume(world: dict[str, Path],
 
 
 def test_continue_a_detector_with_bn_recalibration(world: dict[str, Path],
-                                                   capsys: pytest.CaptureFixture) -> None:
+                                                   run_cli) -> None:
     root, data = world["root"], world["data"]
     first = root / "first.safetensors"
-    code, _, err = _main(["finetune", str(world["target"]), "--data", str(data), "-o",
-                          str(first), *TRAIN, "--batch-size", "4", "--augment", "none"], capsys)
+    code, _, err = run_cli(["finetune", str(world["target"]), "--data", str(data), "-o",
+                          str(first), *TRAIN, "--batch-size", "4", "--augment", "none"])
     assert code == 0, err
     second = root / "second.safetensors"
-    code, out, err = _main(["finetune", str(first), "--data", str(data), "-o", str(second),
+    code, out, err = run_cli(["finetune", str(first), "--data", str(data), "-o", str(second),
                             "--epochs", "1", "--batch-size", "4", "--workers", "0",
-                            "--bn-recalibrate", "2", "--json"], capsys)
+                            "--bn-recalibrate", "2", "--json"])
     assert code == 0, err
     assert json.loads(out)["bn_recalibrated_batches"] == 2
     meta = read_checkpoint(second).meta
@@ -131,36 +111,36 @@ def test_continue_a_detector_with_bn_recalibration(world: dict[str, Path],
     assert not torch.equal(a["head.classification_head.module_list.0.1.weight"],
                            b["head.classification_head.module_list.0.1.weight"])
     # a detector of another task cannot be continued as this one
-    code, _, err = _main(["finetune", str(first), "--data", str(data), "-o",
-                          str(root / "x.safetensors"), "--task", "retinanet"], capsys)
+    code, _, err = run_cli(["finetune", str(first), "--data", str(data), "-o",
+                          str(root / "x.safetensors"), "--task", "retinanet"])
     assert code == 2 and "a ssdlite detector, but --task is retinanet" in err
 
 
 def test_retinanet_trains_and_evaluates(world: dict[str, Path],
-                                        capsys: pytest.CaptureFixture) -> None:
+                                        run_cli) -> None:
     root, data = world["root"], world["data"]
     out_path = root / "retina.safetensors"
-    code, _, err = _main(["finetune", str(world["target"]), "--task", "retinanet", "--data",
+    code, _, err = run_cli(["finetune", str(world["target"]), "--task", "retinanet", "--data",
                           str(data), "-o", str(out_path), "--epochs", "1", "--batch-size", "8",
-                          "--size", "96", "--workers", "0", "--eval-every", "1"], capsys)
+                          "--size", "96", "--workers", "0", "--eval-every", "1"])
     assert code == 0, err
     assert "head-conv tensors not used by retinanet" in " ".join(err.split())
     epoch = [json.loads(x) for x in Path(f"{out_path}.metrics.jsonl").read_text().splitlines()
              if '"epoch"' in x and '"AP"' in x]
     assert len(epoch) == 1 and math.isfinite(epoch[0]["AP"])
-    code, out, err = _main(["eval", str(out_path), "--data", str(data), "--json",
-                            "--workers", "0"], capsys)
+    code, out, err = run_cli(["eval", str(out_path), "--data", str(data), "--json",
+                            "--workers", "0"])
     assert code == 0, err
     assert list(json.loads(out)) == list(STAT_NAMES)
 
 
 def test_command_line_errors_exit_2_with_one_line(world: dict[str, Path],
-                                                  capsys: pytest.CaptureFixture) -> None:
+                                                  run_cli) -> None:
     root, data = world["root"], world["data"]
     out_path = root / "e.safetensors"
 
     def error(args: list[str]) -> str:
-        code, _, err = _main(args, capsys)
+        code, _, err = run_cli(args)
         assert code == 2, err
         lines = err.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("fnacli: error: "), err
