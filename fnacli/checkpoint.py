@@ -11,6 +11,8 @@ inferred from their shapes. Pickles (``.pth``/``.pt``) are only ever opened with
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import re
 import struct
@@ -224,7 +226,9 @@ def _torchvision_weights(arg: str) -> dict[str, torch.Tensor]:
                         f"(known: {', '.join(known)})")
     weights = MobileNet_V2_Weights[name]
     try:
-        return weights.get_state_dict(progress=False)
+        # torch.hub announces downloads on stdout, which carries our results: keep it clean
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            return weights.get_state_dict(progress=False)
     except Exception as e:  # no network, proxy, bad hash, …
         raise UserError(f"{arg}: could not fetch torchvision's weights ({_short(e)}); download "
                         f"{weights.url} elsewhere and pass the file instead") from None

@@ -295,3 +295,23 @@ def test_torchvision_weight_names(monkeypatch: pytest.MonkeyPatch) -> None:
     tensors, spec = load_seed("torchvision:IMAGENET1K_V2")
     assert spec == mobilenetv2() and torch.equal(tensors["stem.conv.weight"],
                                                  sd["features.0.0.weight"])
+
+
+def test_torchvision_weights_offline_keep_stdout_clean(monkeypatch, run_cli, tmp_path):
+    """torch.hub announces downloads on stdout; a failed fetch must leave stdout (the
+    results channel) empty and say one line on stderr."""
+    import sys
+    import urllib.error
+
+    import torchvision.models._api as tv_api
+
+    def chatty_offline(*a: object, **k: object) -> None:
+        sys.stdout.write('Downloading: "https://download.pytorch.org/x.pth" to /tmp/x.pth\n')
+        raise urllib.error.URLError("Name or service not known")
+
+    monkeypatch.setattr(tv_api, "load_state_dict_from_url", chatty_offline)
+    out = tmp_path / "o.safetensors"
+    code, stdout, err = run_cli(["remap", "torchvision:IMAGENET1K_V1", "--spec", "mobilenetv2",
+                                 "-o", str(out)])
+    assert code == 2 and stdout == "" and not out.exists()
+    assert len(err.strip().splitlines()) == 1 and "could not fetch" in err
