@@ -31,6 +31,10 @@ def main(madds_path: str, *metrics_paths: str) -> None:
                         for j, (c, w) in enumerate(zip(row, widths, strict=True))))
         if i == 0:
             print("  ".join("-" * w for w in widths))
+    print("\nA 3-epoch search on 96 images shows the pipeline's mechanics; it is far too short to\n"
+          "rank architectures, so the searched network is not expected to win here. FNA's\n"
+          "claim (remapped seed vs random init) is measured in docs/fna-claim.md; the paper\n"
+          "settings are in recipes/.")
 
 
 if __name__ == "__main__":
