@@ -57,7 +57,7 @@ def save_checkpoint(path: str | Path, tensors: dict[str, torch.Tensor], kind: st
     Every ``meta`` value is stored JSON-encoded under its own metadata key, so tools that
     only list safetensors metadata still show the spec.
     """
-    from safetensors.torch import save_file
+    from safetensors.torch import save
 
     if kind not in KINDS:
         raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
@@ -78,8 +78,25 @@ def save_checkpoint(path: str | Path, tensors: dict[str, torch.Tensor], kind: st
         seen.add(v.untyped_storage().data_ptr())
         out[k] = v
     path = check_writable(path, force)
+    data = _canonical_header(save(out, metadata=metadata))
     with atomic_path(path) as tmp:
-        save_file(out, str(tmp), metadata=metadata)
+        tmp.write_bytes(data)
+
+
+def _canonical_header(data: bytes) -> bytes:
+    """Rewrite a safetensors header in a fixed key order (metadata keys sorted, tensors by
+    offset), so the same tensors and metadata always give the same bytes: safetensors'
+    writer orders them through a randomly seeded hash map. Only the order of the JSON
+    members changes, never its length, so the data offsets stay valid."""
+    n = int.from_bytes(data[:8], "little")
+    header = json.loads(data[8:8 + n])
+    meta = header.pop("__metadata__", None)
+    ordered: dict = {"__metadata__": dict(sorted(meta.items()))} if meta is not None else {}
+    ordered.update(sorted(header.items(), key=lambda kv: (kv[1]["data_offsets"], kv[0])))
+    text = json.dumps(ordered, separators=(",", ":"), ensure_ascii=False).encode()
+    if len(text) > n:  # the writer used another JSON style: keep its bytes as they are
+        return data
+    return data[:8] + text.ljust(n, b" ") + data[8 + n:]
 
 
 def _sniff(path: Path) -> str:

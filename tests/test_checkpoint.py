@@ -60,13 +60,13 @@ def test_save_refuses_to_overwrite_and_leaves_no_temp_files(tmp_path: Path) -> N
 
 def test_failed_write_leaves_nothing_behind(tmp_path: Path,
                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    import safetensors.torch
+    real_write = Path.write_bytes
 
-    def boom(*a: object, **k: object) -> None:
-        Path(a[1]).write_bytes(b"half")  # a partly written file, then a crash
+    def boom(self: Path, data: bytes) -> int:
+        real_write(self, data[: len(data) // 2])  # a partly written file, then a crash
         raise OSError("disk full")
 
-    monkeypatch.setattr(safetensors.torch, "save_file", boom)
+    monkeypatch.setattr(Path, "write_bytes", boom)
     with pytest.raises(OSError):
         save_checkpoint(tmp_path / "b.safetensors", {"x": torch.ones(1)}, "backbone", {})
     assert list(tmp_path.iterdir()) == []
@@ -315,3 +315,25 @@ def test_torchvision_weights_offline_keep_stdout_clean(monkeypatch, run_cli, tmp
                                  "-o", str(out)])
     assert code == 2 and stdout == "" and not out.exists()
     assert len(err.strip().splitlines()) == 1 and "could not fetch" in err
+
+
+def test_same_checkpoint_same_bytes_across_processes(tmp_path):
+    """safetensors orders its header through a per-process random hash map; fnacli rewrites
+    it canonically so the same tensors and metadata always give the same file."""
+    import hashlib
+    import subprocess
+    import sys
+
+    code = ("import sys, torch\n"
+            "from fnacli.checkpoint import save_checkpoint\n"
+            "t = {f'w{i}': torch.arange(i + 1.0) for i in range(12)}\n"
+            "meta = {k: {'v': k} for k in 'qwertyuiopasdfgh'}\n"
+            "save_checkpoint(sys.argv[1], t, 'backbone', meta)\n")
+    digests = set()
+    for i in range(3):
+        out = tmp_path / f"c{i}.safetensors"
+        subprocess.run([sys.executable, "-c", code, str(out)], check=True)
+        digests.add(hashlib.sha256(out.read_bytes()).hexdigest())
+        ck = read_checkpoint(out)
+        assert ck.meta["q"] == {"v": "q"} and torch.equal(ck.tensors["w3"], torch.arange(4.0))
+    assert len(digests) == 1
