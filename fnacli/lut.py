@@ -497,6 +497,7 @@ class Lut(CostTable):
                  num_classes: int | None = None) -> None:
         super().__init__(task, size, num_classes)
         self.space = space
+        self.built_by = __version__  # the fnacli version that counted the entries
         self._tensors: dict[torch.device, dict] = {}
 
     def build(self, progress: bool = False) -> Lut:
@@ -663,6 +664,7 @@ class Lut(CostTable):
             raise UserError(f"{source}: missing or malformed task/input/num_classes/space") \
                 from None
         lut.load_entries(d, source)
+        lut.built_by = str(d.get("fnacli_version", ""))
         return lut
 
 
@@ -716,7 +718,8 @@ def load_or_build_lut(space: SpaceSpec, task: str, size: tuple[int, int],
     if path.is_file():
         try:
             lut = Lut.from_json(path.read_text(), str(path))
-            if space_hash(lut.space) == space_hash(space):
+            # another version may count differently: its cached numbers are not reused
+            if space_hash(lut.space) == space_hash(space) and lut.built_by == __version__:
                 lut.space = space
                 return lut
         except (UserError, OSError):

@@ -30,7 +30,7 @@ from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from fnacli.errors import UserError
-from fnacli.io import atomic_path
+from fnacli.io import atomic_path, write_text_atomic
 
 STATE_FORMAT = "fnacli/train-state@1"
 OPTIMIZERS = ("sgd", "rmsprop")
@@ -236,7 +236,7 @@ class MetricsLog:
                     continue  # a line cut by a crash
                 if rec.get("step", 0) <= resume_step:
                     keep.append(line)
-        self.path.write_text("".join(x + "\n" for x in keep))
+        write_text_atomic(self.path, "".join(x + "\n" for x in keep))
 
     def write(self, **record: Any) -> None:
         if self.path is None:
@@ -476,24 +476,29 @@ def fit(model: nn.Module, dataset: Dataset, loss_fn: Callable[[nn.Module, Any, t
     use_amp = cfg.amp and env.device.type == "cuda"
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     epoch, batch0, step = 0, 0, 0
+    # the running average of the losses not yet logged (log_every > 1): saved with the state
+    # so that a resumed run logs the same averages as an uninterrupted one
+    window: dict[str, float] = {}
+    window_n = 0
     if resume:
         state = restore_train_state(state_path, run_id, raw, optimizer, scheduler,
                                     scaler if use_amp else None)
         epoch, batch0, step = state["epoch"], state["batch"], state["step"]
+        window = dict(state["extra"].get("window", {}))
+        window_n = int(state["extra"].get("window_n", 0))
     metrics = MetricsLog(metrics_path, env.is_main, step if resume else None)
     loader = DataLoader(dataset, batch_sampler=sampler, num_workers=cfg.workers,
                         collate_fn=collate_fn, pin_memory=env.device.type == "cuda")
     say = log or (lambda _msg: None)
     last_loss: float | None = None
     run_steps = 0
-    window: dict[str, float] = {}
-    window_n = 0
     t0 = time.perf_counter()
 
     def save(at_epoch: int, at_batch: int) -> None:
         if state_path is not None and env.is_main:
             save_train_state(state_path, net, optimizer, scheduler, scaler if use_amp else None,
-                             epoch=at_epoch, batch=at_batch, step=step, identity=run_id)
+                             epoch=at_epoch, batch=at_batch, step=step, identity=run_id,
+                             extra={"window": window, "window_n": window_n})
 
     with TrainProgress(total, step, desc, env.is_main) as bar:
         while epoch < cfg.epochs:

@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import os
-import re
 import subprocess
 import sys
 from pathlib import Path
-
-import pytest
 
 import fnacli
 from fnacli.cli.app import app
@@ -55,25 +52,6 @@ def test_version() -> None:
     r = subprocess.run([sys.executable, "-m", "fnacli", "--version"], capture_output=True,
                        text=True, timeout=120)
     assert r.returncode == 0 and r.stdout.strip() == f"fnacli {fnacli.__version__}"
-
-
-def _unbuilt() -> list[list[str]]:
-    """Commands whose module still only calls not_implemented("...")."""
-    found = []
-    for path in sorted(CLI_DIR.glob("*.py")):
-        found += [m.split() for m in re.findall(r'not_implemented\("([^"]+)"\)', path.read_text())]
-    return found
-
-
-def test_unbuilt_commands_exit_2_without_output(run_cli: object) -> None:
-    unbuilt = _unbuilt()
-    if not unbuilt:
-        pytest.skip("every command is built")
-    for cmd in unbuilt:
-        code, out, err = run_cli([*cmd, "--whatever", "x"])
-        assert code == 2, cmd
-        assert out == "" and err.strip() == (f"fnacli: error: '{' '.join(cmd)}' is not "
-                                             "implemented yet in this version of fnacli")
 
 
 def test_usage_errors_exit_2(run_cli: object) -> None:

@@ -103,6 +103,22 @@ def test_cheapest_is_the_minimum_over_the_space() -> None:
     assert backbone_madds(enc.arch(enc.cheapest(backbone_madds))) == min(costs)
 
 
+def test_cheapest_chooses_each_layer_on_its_own() -> None:
+    # no skip: every layer runs, and a stage's first layer may prefer another op than the rest
+    sp = SpaceSpec.from_dict({**SPACE, "stages": [
+        *SPACE["stages"][:2],
+        {"out": 16, "stride": 2, "layers": 3, "ops": ["k3_e3", "k5_e3"]},
+        *SPACE["stages"][3:]]})
+    enc = E.Encoding(sp)
+
+    def cost(arch: ArchSpec) -> float:  # k3 is cheap first in a stage, k5 later
+        return float(sum((1 if o.kernel == 3 else 2) if i == 0 else (2 if o.kernel == 3 else 1)
+                         for st in arch.stages for i, o in enumerate(st.ops)))
+
+    costs = [cost(enc.arch(g)) for g in all_genomes(enc)]
+    assert cost(enc.arch(enc.cheapest(cost))) == min(costs)
+
+
 def test_parse_madds() -> None:
     assert E.parse_madds("800M") == 8e8
     assert E.parse_madds("1.2g") == 1.2e9 and E.parse_madds("1.2B") == 1.2e9
@@ -188,6 +204,20 @@ def test_resume_mid_generation_gives_the_uninterrupted_result(tmp_path: Path) ->
     # a resume with other settings is refused
     with pytest.raises(UserError, match="population"):
         make_search(tmp_path / "b", [], population=5).run(resume=True)
+
+
+def test_resume_inside_the_first_generation(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    calls_a: list[str] = []
+    ref = make_search(tmp_path / "a", calls_a).run()
+    calls_b: list[str] = []
+    first = make_search(tmp_path / "b", calls_b).run(stop_after=3)  # inside generation 0
+    assert not first.finished and first.rounds == 0
+    assert (tmp_path / "b" / "state.json").is_file()  # something to resume from
+    got = make_search(tmp_path / "b", calls_b).run(resume=True)
+    assert got.finished and [c.key for c in got.top] == [c.key for c in ref.top]
+    assert sorted(calls_b) == sorted(calls_a)  # generation 0's evaluations reused
 
 
 def test_a_limit_below_the_cheapest_architecture_is_refused() -> None:

@@ -157,6 +157,11 @@ def test_json_round_trip_and_cache(tiny, tmp_path, monkeypatch) -> None:
     assert cache_path(tiny, "retinanet", (97, 65), 4) != path
     with pytest.raises(AssertionError, match="rebuilt"):
         load_or_build_lut(tiny, "retinanet", (97, 65), num_classes=4)
+    # a table another fnacli version counted is not reused
+    d = json.loads(path.read_text())
+    path.write_text(json.dumps({**d, "fnacli_version": "0.0.0-other"}))
+    with pytest.raises(AssertionError, match="rebuilt"):
+        load_or_build_lut(tiny, "retinanet", (97, 65), num_classes=3)
 
 
 def test_malformed_table_is_a_user_error() -> None:

@@ -45,3 +45,9 @@ def test_cli_writes_a_torchvision_state_dict(tmp_path):
     again = subprocess.run(cmd, capture_output=True, text=True)
     assert again.returncode == 2 and "already exists" in again.stderr
     assert len(again.stderr.strip().splitlines()) == 1
+
+
+def test_cli_rejects_an_empty_batch(tmp_path, run_cli):
+    code, out, err = run_cli(["pretrain-seed", str(tmp_path / "s.pth"), "--batch-size", "0"])
+    assert code == 2 and out == "" and "--batch-size" in err and "Traceback" not in err
+    assert not (tmp_path / "s.pth").exists()

@@ -89,3 +89,22 @@ def test_every_class_count_generates(tmp_path: Path, classes: int) -> None:
     generate(tmp_path / "d", SynthConfig(train=3, val=1, size=64, classes=classes))
     doc = json.loads((tmp_path / "d/annotations/instances_train.json").read_text())
     assert len(doc["categories"]) == classes
+
+
+def test_interrupted_force_rewrite_leaves_no_stale_annotations(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch
+                                                                ) -> None:
+    import fnacli.detection.synthetic as synthetic
+
+    out = tmp_path / "d"
+    generate(out, SynthConfig(train=3, val=2, size=64))
+
+    def interrupted(path: Path, text: str) -> None:
+        raise KeyboardInterrupt  # after the new train/ folder replaced the old one
+
+    monkeypatch.setattr(synthetic, "write_text_atomic", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        generate(out, SynthConfig(train=3, val=2, size=96), force=True)
+    assert Image.open(out / "train" / "000000.jpg").size == (96, 96)
+    # the old train annotations (64 px images) would now describe the wrong files
+    assert not (out / "annotations" / "instances_train.json").exists()

@@ -217,3 +217,19 @@ def test_recalibrate_bn_averages_the_batches() -> None:
     assert torch.allclose(bn.running_mean, torch.cat(batches).mean(0), atol=1e-6)
     var = torch.stack([b.var(0, unbiased=True) for b in batches]).mean(0)
     assert torch.allclose(bn.running_var, var, atol=1e-5)
+
+
+def test_resume_logs_the_same_averages_when_log_every_spans_the_checkpoint(
+        tmp_path: Path) -> None:
+    # log_every=2 with a checkpoint after step 5: the step-6 line averages steps 5 and 6 in
+    # both runs only if the unlogged window travels with the training state
+    cfg = TrainConfig(**{**CFG.__dict__, "log_every": 2})
+    fit(_model(), Noisy(), _loss, cfg, state_path=tmp_path / "a.ckpt",
+        metrics_path=tmp_path / "a.jsonl")
+    fit(_model(), Noisy(), _loss, cfg, state_path=tmp_path / "b.ckpt",
+        metrics_path=tmp_path / "b.jsonl", stop_after=5)
+    fit(_model(), Noisy(), _loss, cfg, state_path=tmp_path / "b.ckpt",
+        metrics_path=tmp_path / "b.jsonl", resume=True)
+    a, b = _records(tmp_path / "a.jsonl"), _records(tmp_path / "b.jsonl")
+    assert [r["step"] for r in a] == [2, 3, 4, 6, 8, 9]
+    assert a == b

@@ -5,6 +5,7 @@ Kept free of torch so that ``fnacli --help`` starts fast.
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from typing import NoReturn
@@ -24,8 +25,16 @@ def fail(message: str) -> NoReturn:
     raise UserError(message)
 
 
-def not_implemented(command: str) -> NoReturn:
-    raise UserError(f"'{command}' is not implemented yet in this version of fnacli")
+def setup_logging(enabled: bool = True) -> None:
+    """Library log lines (skipped boxes, …) go to stderr through rich, rank 0 only."""
+    from rich.logging import RichHandler
+
+    logger = logging.getLogger("fnacli")
+    if not logger.handlers:
+        logger.addHandler(RichHandler(console=err_console, show_time=False, show_path=False,
+                                      show_level=False))
+        logger.propagate = False
+    logger.setLevel(logging.INFO if enabled else logging.WARNING)
 
 
 def print_result(text: str) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import typer
 
 from fnacli.cli.app import app
-from fnacli.cli.common import err_console, fail, print_result
+from fnacli.cli.common import err_console, fail, print_result, setup_logging
 
 
 @app.command("eval")
@@ -53,7 +53,6 @@ def eval_(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
     from rich.table import Table
 
-    from fnacli.cli.finetune import setup_logging
     from fnacli.detection.checkpoint import load_detector
     from fnacli.detection.data import check_same_categories, find_split, load_split
     from fnacli.detection.evaluate import STAT_LABELS, STAT_NAMES, evaluate

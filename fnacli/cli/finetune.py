@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from fnacli.cli.app import app
-from fnacli.cli.common import err_console, fail, print_result
+from fnacli.cli.common import err_console, fail, print_result, setup_logging
 
 if TYPE_CHECKING:
     from fnacli.train import DistEnv
@@ -73,18 +73,6 @@ def parse_size(text: str) -> tuple[int, int]:
     if len(vals) not in (1, 2) or min(vals, default=0) < 32:
         fail(f"--size: expected N or WxH with sides of at least 32 pixels, got {text!r}")
     return (vals[0], vals[-1])
-
-
-def setup_logging(enabled: bool = True) -> None:
-    """Library log lines (skipped boxes, …) go to stderr through rich, rank 0 only."""
-    from rich.logging import RichHandler
-
-    logger = logging.getLogger("fnacli")
-    if not logger.handlers:
-        logger.addHandler(RichHandler(console=err_console, show_time=False, show_path=False,
-                                      show_level=False))
-        logger.propagate = False
-    logger.setLevel(logging.INFO if enabled else logging.WARNING)
 
 
 @app.command("finetune")

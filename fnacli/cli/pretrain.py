@@ -18,7 +18,7 @@ def pretrain_seed(
     seconds: float = typer.Option(120.0, help="Training budget in wall-clock seconds."),
     max_steps: int = typer.Option(10_000, min=1,
                                    help="Stop after this many steps at the latest."),
-    batch_size: int = typer.Option(32),
+    batch_size: int = typer.Option(32, min=1),
     seed: int = typer.Option(0),
     json_out: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
     force: bool = typer.Option(False, "--force", help="Overwrite OUT."),

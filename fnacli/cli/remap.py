@@ -65,14 +65,12 @@ def remap(
     target = load_arch(spec)
 
     from fnacli.checkpoint import load_seed, save_checkpoint
-    from fnacli.nn.backbone import Backbone
     from fnacli.remap import remap_state
 
     seed_state, seed_spec = load_seed(seed)
     state, report = remap_state(seed_state, seed_spec, target, width=width.value,
                                 kernel=kernel.value, noise=noise, seed=rng_seed)
-    # the contract: the output loads strictly into the spec's backbone
-    Backbone(target).load_state_dict(state, strict=True)
+    # remap_state has checked that the output loads strictly into Backbone(target)
     params = sum(v.numel() for k, v in state.items()
                  if not k.endswith(("running_mean", "running_var", "num_batches_tracked")))
     strategies = {"width": width.value, "kernel": kernel.value, "noise": noise, "seed": rng_seed}

@@ -42,8 +42,7 @@ def build(info: DetectorInfo) -> nn.Module:
 
 def save_detector(path: str | Path, model: nn.Module, info: DetectorInfo,
                   force: bool = False) -> None:
-    state = {k: v for k, v in model.state_dict().items()}
-    save_checkpoint(path, state, "detector", info.meta(), force=force)
+    save_checkpoint(path, dict(model.state_dict()), "detector", info.meta(), force=force)
 
 
 def detector_info(ckpt: Checkpoint, path: str | Path) -> DetectorInfo:

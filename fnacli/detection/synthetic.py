@@ -158,7 +158,7 @@ def categories(n: int) -> list[dict]:
 
 
 def _write_split(cfg: SynthConfig, out: Path, split: str, count: int,
-                 progress: Callable[[int], None] | None) -> str:
+                 progress: Callable[[int], None] | None, ann: Path) -> str:
     """Write the images of one split into a fresh folder; return the annotation JSON text."""
     tmp = out / f".{split}.tmp"
     if tmp.exists():
@@ -179,6 +179,8 @@ def _write_split(cfg: SynthConfig, out: Path, split: str, count: int,
         if progress:
             progress(1)
     final = out / split
+    # --force: an earlier run's annotations must not outlive the images they describe
+    ann.unlink(missing_ok=True)
     if final.exists():
         shutil.rmtree(final)
     tmp.rename(final)
@@ -208,7 +210,8 @@ def generate(out_dir: str | Path, cfg: SynthConfig, force: bool = False,
     (out / "annotations").mkdir(parents=True, exist_ok=True)
     counts = {}
     for split, count in (("train", cfg.train), ("val", cfg.val)):
-        text = _write_split(cfg, out, split, count, progress)
-        write_text_atomic(out / "annotations" / f"instances_{split}.json", text)
+        ann = out / "annotations" / f"instances_{split}.json"
+        text = _write_split(cfg, out, split, count, progress, ann)
+        write_text_atomic(ann, text)
         counts[split] = len(json.loads(text)["annotations"])
     return counts

@@ -114,24 +114,25 @@ class Encoding:
 
     def cheapest(self, cost: Callable[[ArchSpec], float]) -> Genome:
         """The genome of least cost: narrowest widths, every skippable layer skipped, and per
-        stage the cheapest op (layer costs add up, so one op per stage is optimal)."""
+        remaining layer its cheapest op (at fixed widths layer costs add up, so choosing each
+        layer on its own is optimal; a stage's first layer and its later ones, which differ in
+        stride and input width, may prefer different ops)."""
         g = [0] * len(self.sizes)  # width genes 0: outs ascend
         for k, (_, _, cands) in enumerate(self.ops):
             if SKIP in cands:
                 g[k] = cands.index(SKIP)
-        for s in sorted({s for s, _, _ in self.ops}):
-            best: tuple[float, list[int]] | None = None
-            ops = [c for c in self.space.stages[s].candidates if c != SKIP]
-            for op in ops:
-                trial = list(g)
-                for k, (s2, _, cands) in enumerate(self.ops):
-                    if s2 == s and cands[trial[k]] != SKIP:
-                        trial[k] = cands.index(op)
-                c = cost(self.arch(trial))
+        for k, (_, _, cands) in enumerate(self.ops):
+            if cands[g[k]] == SKIP:
+                continue
+            best: tuple[float, int] | None = None
+            for j, op in enumerate(cands):
+                if op == SKIP:
+                    continue
+                c = cost(self.arch([*g[:k], j, *g[k + 1:]]))
                 if best is None or c < best[0]:
-                    best = (c, trial)
+                    best = (c, j)
             assert best is not None
-            g = best[1]
+            g[k] = best[1]
         return tuple(g)
 
 
@@ -267,8 +268,9 @@ class OneShotSearch:
         elif self.write:  # start over: no stale state may be resumed later
             if self.history_path is not None:
                 write_text_atomic(self.history_path, "")
-            if self.state_path is not None:
-                self.state_path.unlink(missing_ok=True)
+            # the state before generation 0, so an interruption inside it resumes too (and
+            # reuses the evaluations the history recorded)
+            self._save_state(0, [], [], rng)
         self._budget = stop_after
         while done < cfg.rounds:
             genomes = self._draw(done, topk, rng)
