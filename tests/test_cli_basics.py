@@ -10,8 +10,6 @@ from pathlib import Path
 import fnacli
 from fnacli.cli.app import app
 
-CLI_DIR = Path(fnacli.__file__).parent / "cli"
-
 
 def _python(code: str, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True,

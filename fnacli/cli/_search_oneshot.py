@@ -219,8 +219,10 @@ def _run(o: dict, strategy: str, env: Any) -> dict:
                     "finished": True}
     from fnacli.train import barrier
 
+    # decided by every process before rank 0 may write a fresh search state (after the barrier)
+    resume = o["resume"] and files["state"].is_file()
     barrier(env)
-    return _search(o, strategy, trained, files, env)
+    return _search(o, strategy, trained, files, env, resume)
 
 
 def _train(o: dict, files: dict[str, Path], env: Any) -> Any:
@@ -276,7 +278,8 @@ def _train(o: dict, files: dict[str, Path], env: Any) -> Any:
                          log=err_console.print if env.is_main else None)
 
 
-def _search(o: dict, strategy: str, trained: Path, files: dict[str, Path], env: Any) -> dict:
+def _search(o: dict, strategy: str, trained: Path, files: dict[str, Path], env: Any,
+            resume: bool) -> dict:
     from fnacli.checkpoint import save_checkpoint
     from fnacli.cli.finetune import parse_size
     from fnacli.detection.data import check_same_categories, find_split, load_split
@@ -320,7 +323,6 @@ def _search(o: dict, strategy: str, trained: Path, files: dict[str, Path], env: 
     search = E.OneShotSearch(enc, lut.arch_madds, distributed_evaluate(score, env), cfg,
                              files["state"], files["history"], chunk=env.world,
                              write=env.is_main, identity=identity)
-    resume = o["resume"] and files["state"].is_file()
     if env.is_main:
         limit = f" within {E.format_madds(cfg.max_madds)} MAdds" if cfg.max_madds else ""
         err_console.print(f"{strategy} search on {trained}: {cfg.total_candidates} candidates"

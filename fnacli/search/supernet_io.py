@@ -15,7 +15,7 @@ import torch
 
 from fnacli.errors import UserError
 from fnacli.search import arch as A
-from fnacli.search.masks import check_kind
+from fnacli.search.masks import DEFAULT_KIND, check_kind
 from fnacli.spec import ArchSpec, SpaceSpec
 
 SUPERNET_KINDS = ("supernet", "searched")
@@ -39,7 +39,7 @@ class SupernetCheckpoint:
         return int(self.meta.get("search", {}).get("min_depth", 0))
 
 
-def expand(seed_arg: str, space: SpaceSpec, masks: str = "non-overlapping", seed: int = 0,
+def expand(seed_arg: str, space: SpaceSpec, masks: str = DEFAULT_KIND, seed: int = 0,
            init_std: float = A.INIT_STD) -> tuple[dict[str, torch.Tensor], dict]:
     """Supernet tensors (weights remapped from the seed + α/β) and metadata for ``space``."""
     from fnacli.checkpoint import load_seed
@@ -75,7 +75,7 @@ def read_supernet(path: str | Path) -> SupernetCheckpoint:
                         "expand') or a searched checkpoint (from 'fnacli search')")
     if ckpt.space is None:
         raise UserError(f"{path}: {ckpt.kind} checkpoint without a 'space' in its metadata")
-    masks = ckpt.meta.get("masks", "non-overlapping")
+    masks = ckpt.meta.get("masks", DEFAULT_KIND)
     try:
         check_kind(masks)
     except UserError:
