@@ -421,3 +421,15 @@ def test_relative_links_in_the_docs_resolve() -> None:
             elif anchor and dest.suffix == ".md" and anchor not in _anchors(dest):
                 broken.append(f"{md.name}: {target} (no such heading)")
     assert not broken, broken
+
+
+def test_reference_does_not_depend_on_import_order() -> None:
+    """A command module imported before the app registers itself last; the listing order
+    must not change (it did, and the generated reference went stale in some test orders)."""
+    code = ("import runpy, sys\n"
+            "import fnacli.cli.madds  # first, on purpose\n"
+            "sys.argv = ['docgen', '--check', sys.argv[1]]\n"
+            "runpy.run_module('fnacli.cli.docgen', run_name='__main__')\n")
+    ref = Path(__file__).resolve().parents[1] / "docs" / "cli-reference.md"
+    r = subprocess.run([sys.executable, "-c", code, str(ref)], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr

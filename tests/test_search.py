@@ -69,7 +69,7 @@ def supernet(env: dict) -> Path:
     return out
 
 
-def test_expand_cli(env: dict, run_cli, tmp_path: Path) -> None:
+def test_expand_cli(env: dict, run_cli, tmp_path: Path, monkeypatch) -> None:
     out = tmp_path / "s.safetensors"
     code, stdout, err = run_cli(["expand", env["seed"], "--space", env["space"], "-o", out,
                                  "--json"])
@@ -90,6 +90,10 @@ def test_expand_cli(env: dict, run_cli, tmp_path: Path) -> None:
     assert ck.masks == "overlapping" and all(t.abs().sum() == 0 for t in ck.alpha.values())
     code, _, err = run_cli(["expand", env["seed"], "--masks", "partial", "-o", tmp_path / "x"])
     assert code == 2 and "--masks" in err
+    # a binary checkpoint cannot go to stdout: refused, and no file named '-' appears
+    monkeypatch.chdir(tmp_path)
+    code, stdout, err = run_cli(["expand", env["seed"], "--space", env["space"], "-o", "-"])
+    assert code == 2 and "stdout" in err and stdout == "" and not Path("-").exists()
 
 
 def search(run_cli, env: dict, supernet: Path, out: Path, *extra: str) -> tuple[int, str, str]:
@@ -215,3 +219,14 @@ def test_search_refuses_options_of_the_other_strategy(env: dict, supernet: Path,
     code, _, err = search(run_cli, env, supernet, tmp_path / "z.safetensors", "--cost-form",
                           "quadratic")
     assert code == 2 and "--cost-form" in err
+
+
+def test_default_warm_up_is_fnas_share_of_the_epochs() -> None:
+    from fnacli.search.differentiable import default_warmup_epochs
+
+    assert default_warmup_epochs("ssdlite", 30) == 15
+    assert default_warmup_epochs("retinanet", 14) == 8
+    # a shorter search keeps α/β epochs (it used to warm up for all of them: nothing searched)
+    assert default_warmup_epochs("ssdlite", 10) == 5 and default_warmup_epochs("retinanet", 7) == 4
+    for task in ("ssdlite", "retinanet"):
+        assert all(default_warmup_epochs(task, n) < n for n in range(1, 60))

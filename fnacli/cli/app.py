@@ -7,10 +7,26 @@ import os
 import sys
 
 import typer
+from typer.core import TyperGroup
 
 from fnacli import __version__
 
+# The order `fnacli --help` (and the generated reference) lists commands in: the pipeline's.
+COMMAND_ORDER = ("expand", "search", "derive", "remap", "finetune", "eval", "madds", "data",
+                 "pretrain-seed")
+
+
+class _PipelineOrder(TyperGroup):
+    """Lists commands in COMMAND_ORDER, not in registration order, which depends on which
+    command module happened to be imported first."""
+
+    def list_commands(self, ctx: object) -> list[str]:
+        rank = {name: i for i, name in enumerate(COMMAND_ORDER)}
+        return sorted(super().list_commands(ctx), key=lambda n: (rank.get(n, len(rank)), n))
+
+
 app = typer.Typer(
+    cls=_PipelineOrder,
     name="fnacli",
     help="Adapt ImageNet MobileNetV2 checkpoints into detection backbones "
          "(FNA/FNA++, channel search, DetNAS): expand, search, derive, remap, finetune, eval.",

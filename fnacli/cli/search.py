@@ -30,8 +30,9 @@ STRATEGIES = ("differentiable", *oneshot.STRATEGIES)
 DIFF_OPTIONS: dict[str, tuple[Any, Any]] = {
     "warmup_epochs": (int | None, typer.Option(None, "--warmup-epochs", min=0,
                                                help="Epochs of weight steps on uniform paths "
-                                                    "before α/β move [ssdlite 15, retinanet "
-                                                    "8]; differentiable only.")),
+                                                    "before α/β move [ssdlite 15 of 30, "
+                                                    "retinanet 8 of 14: that share of "
+                                                    "--epochs]; differentiable only.")),
     "arch_every": (int | None, typer.Option(None, "--arch-every", min=1, metavar="K",
                                             help="Weight steps per α/β step [ssdlite 5, "
                                                  "retinanet 1].")),
@@ -135,7 +136,12 @@ def _run(o: dict, env: Any) -> dict:
     from fnacli.detection.models import TASKS, label_offset
     from fnacli.detection.transforms import DEFAULT_AUGMENT, train_transform
     from fnacli.io import check_writable
-    from fnacli.search.differentiable import SEARCH_DEFAULTS, SearchConfig, run_search
+    from fnacli.search.differentiable import (
+        SEARCH_DEFAULTS,
+        SearchConfig,
+        default_warmup_epochs,
+        run_search,
+    )
     from fnacli.search.evolution import format_madds, parse_madds
     from fnacli.search.supernet_io import read_supernet
     from fnacli.train import TrainConfig
@@ -168,8 +174,8 @@ def _run(o: dict, env: Any) -> dict:
     size = parse_size(o["size"]) if o["size"] else recipe["size"]
     batch = o["batch_size"] or recipe["batch_size"]
     epochs = o["epochs"] or d["epochs"]
-    warmup_epochs = o["warmup_epochs"] if o["warmup_epochs"] is not None else min(
-        d["warmup_epochs"], epochs)
+    warmup_epochs = (o["warmup_epochs"] if o["warmup_epochs"] is not None
+                     else default_warmup_epochs(task, epochs))
     augment = o["augment"] or DEFAULT_AUGMENT[task]
     train_files = find_split(o["data"], "train", o["train_ann"], o["train_images"])
     dataset = load_split(train_files, train=True, label_offset=label_offset(task),

@@ -112,6 +112,12 @@ def argmax_path(alpha_probs: Mapping[tuple[int, int], torch.Tensor],
                 {s: int(torch.argmax(p)) for s, p in beta_probs.items()})
 
 
+def step_generator(seed: int, step: int) -> torch.Generator:
+    """The generator of training step ``step``'s path: every process draws the same path, and
+    a resumed run the same as an uninterrupted one."""
+    return torch.Generator().manual_seed(seed * 1_000_003 + step)
+
+
 def sample_path(space: SpaceSpec, alpha_probs: Mapping[tuple[int, int], torch.Tensor] | None,
                 beta_probs: Mapping[int, torch.Tensor] | None, generator: torch.Generator,
                 min_depth: int = 0) -> Path:

@@ -69,6 +69,13 @@ SEARCH_DEFAULTS: dict[str, dict[str, Any]] = {
 ARCH_LR, ARCH_BETAS, ARCH_WD, ARCH_CLIP = 3e-4, (0.5, 0.999), 1e-3, 35.0
 
 
+def default_warmup_epochs(task: str, epochs: int) -> int:
+    """FNA's share of weight-only epochs (ssdlite 15 of 30, retinanet 8 of 14) of ``epochs``,
+    rounded down: a shorter search still gets α/β epochs."""
+    d = SEARCH_DEFAULTS[task]
+    return d["warmup_epochs"] * epochs // d["epochs"]
+
+
 @dataclass
 class SearchConfig:
     """A differentiable search run. ``train`` holds the weight-side recipe (its ``epochs`` and
@@ -215,11 +222,6 @@ def _wrap(detector: nn.Module, env: DistEnv, channels_last: bool) -> nn.Module:
     return nn.parallel.DistributedDataParallel(
         detector, device_ids=[env.device.index] if env.device.type == "cuda" else None,
         find_unused_parameters=True)
-
-
-def _path_generator(seed: int, step: int) -> torch.Generator:
-    # one generator per step: every process draws the same path, a resumed run too
-    return torch.Generator().manual_seed(seed * 1_000_003 + step)
 
 
 class _Frozen:
@@ -433,7 +435,7 @@ def run_search(ckpt: SupernetCheckpoint, source: str, train_set: Any, cfg: Searc
                     a_p, b_p = arch.probs(cfg.min_depth)
                 path = A.sample_path(space, a_p if searching else None,
                                      b_p if searching else None,
-                                     _path_generator(tc.seed, step), cfg.min_depth)
+                                     A.step_generator(tc.seed, step), cfg.min_depth)
                 supernet.set_path(path)
                 set_train_mode(net)
                 images, targets = batch_to(batch, env.device)

@@ -93,8 +93,7 @@ def build_oneshot_detector(ckpt: SupernetCheckpoint, task: str, num_classes: int
 def uniform_path(space_encoding: Encoding, seed: int, step: int) -> Genome:
     """The path of training step ``step``: every candidate equally likely, seeded by
     (seed, step) only."""
-    g = torch.Generator().manual_seed(seed * 1_000_003 + step)
-    path = A.sample_path(space_encoding.space, None, None, g)
+    path = A.sample_path(space_encoding.space, None, None, A.step_generator(seed, step))
     return space_encoding.encode(path)
 
 
