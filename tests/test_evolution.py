@@ -357,6 +357,8 @@ def test_resumed_search_matches_the_uninterrupted_one(evolution_run: dict) -> No
             out, *EVO, "--max-madds", f"{evolution_run['limit']:.0f}", *COMMON]
     code, stdout, _ = cli([*args, "--stop-after-candidates", 5], tmp)
     assert code == 0 and "--resume" in stdout and not out.exists()
+    with pytest.raises(UserError, match="exists from an earlier search"):
+        cli(args, tmp)  # neither --resume nor --force: the stopped search's state is kept
     code, _, stderr = cli([*args, "--resume"], tmp)
     assert code == 0, stderr
 

@@ -200,6 +200,10 @@ def _run(o: dict, strategy: str, env: Any) -> dict:
     again = o["force"] or o["resume"]
     if not o["train_only"]:
         check_writable(files["output"], again)  # fail before the slow part
+        for p in (files["state"], files["history"]):
+            if p.exists() and not again:
+                fail(f"{p}: exists from an earlier search (continue it with --resume, or "
+                     "start over with --force)")
     if o["skip_training"]:
         trained = Path(o["supernet"])
     else:
