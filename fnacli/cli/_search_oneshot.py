@@ -24,7 +24,7 @@ from typing import Any
 
 import typer
 
-from fnacli.cli.common import err_console, fail, print_result
+from fnacli.cli.common import checkpoint_output, err_console, fail, print_result
 
 STRATEGIES = ("evolution", "random")
 # Supernet training epochs: DetNAS trains its supernet with the detector's usual 1x COCO
@@ -165,8 +165,7 @@ def run_oneshot_search(**options: Any) -> dict:
     strategy = o.get("strategy") or "evolution"
     if strategy not in STRATEGIES:
         fail(f"--strategy: expected one of {', '.join(STRATEGIES)} here, got {strategy!r}")
-    if o["output"] == "-":
-        fail("-o: a checkpoint is binary and cannot go to stdout; give a .safetensors path")
+    checkpoint_output(o["output"])
     if o["skip_training"] and o["train_only"]:
         fail("--skip-training and --train-only exclude each other")
     if o["device"] not in ("auto", "cpu", "cuda"):

@@ -37,6 +37,12 @@ def setup_logging(enabled: bool = True) -> None:
     logger.setLevel(logging.INFO if enabled else logging.WARNING)
 
 
+def checkpoint_output(output: object) -> None:
+    """Refuse `-o -` for a checkpoint: it is binary, and stdout carries text results."""
+    if str(output) == "-":
+        fail("-o: a checkpoint is binary and cannot go to stdout; give a .safetensors path")
+
+
 def print_result(text: str) -> None:
     """Results go to stdout (one write, newline-terminated)."""
     sys.stdout.write(text if text.endswith("\n") else text + "\n")

@@ -7,7 +7,7 @@ import json
 import typer
 
 from fnacli.cli.app import app
-from fnacli.cli.common import err_console, fail, print_result
+from fnacli.cli.common import checkpoint_output, err_console, print_result
 
 
 @app.command("expand", help="Build the supernet of a search space with parameters remapped from "
@@ -31,8 +31,7 @@ def expand(
     force: bool = typer.Option(False, "--force", help="Overwrite the output."),
     as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
 ) -> None:
-    if output == "-":
-        fail("-o: a checkpoint is binary and cannot go to stdout; give a .safetensors path")
+    checkpoint_output(output)
     from fnacli.checkpoint import save_checkpoint
     from fnacli.io import check_writable
     from fnacli.search import supernet_io

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from fnacli.cli.app import app
-from fnacli.cli.common import err_console, fail, print_result, setup_logging
+from fnacli.cli.common import checkpoint_output, err_console, fail, print_result, setup_logging
 
 if TYPE_CHECKING:
     from fnacli.train import DistEnv
@@ -153,8 +153,7 @@ def finetune(
     """
     from fnacli.train import init_distributed, shutdown_distributed
 
-    if str(output) == "-":
-        fail("-o: a checkpoint is binary and cannot go to stdout; give a .safetensors path")
+    checkpoint_output(output)
     size_wh = parse_size(size) if size else None  # bad options fail before anything else
     env = init_distributed(None if device is Device.auto else device.value)
     setup_logging(env.is_main)

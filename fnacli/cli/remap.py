@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import typer
 
 from fnacli.cli.app import app
-from fnacli.cli.common import err_console, fail, print_result
+from fnacli.cli.common import checkpoint_output, err_console, fail, print_result
 
 if TYPE_CHECKING:
     from fnacli.spec import ArchSpec
@@ -55,8 +55,7 @@ def remap(
     from fnacli.io import check_writable
     from fnacli.spec import load_arch
 
-    if output == "-":
-        fail("-o: a checkpoint is binary and cannot go to stdout; give a .safetensors path")
+    checkpoint_output(output)
     if seed == "-":
         fail("SEED: '-' is not supported for checkpoints (stdin is for specs); give a file")
     if not seed.startswith("torchvision:") and not Path(seed).is_file():

@@ -22,7 +22,7 @@ import typer
 
 from fnacli.cli import _search_oneshot as oneshot
 from fnacli.cli.app import app
-from fnacli.cli.common import err_console, fail, print_result
+from fnacli.cli.common import checkpoint_output, err_console, fail, print_result
 
 STRATEGIES = ("differentiable", *oneshot.STRATEGIES)
 
@@ -115,8 +115,7 @@ def run_differentiable(o: dict) -> dict:
     from fnacli.cli.finetune import setup_logging
     from fnacli.train import init_distributed, shutdown_distributed
 
-    if o["output"] == "-":
-        fail("-o: a checkpoint is binary and cannot go to stdout; give a .safetensors path")
+    checkpoint_output(o["output"])
     if o["device"] not in ("auto", "cpu", "cuda"):
         fail(f"--device: expected auto, cpu or cuda, got {o['device']!r}")
     env = init_distributed(None if o["device"] == "auto" else o["device"])
