@@ -50,6 +50,12 @@ class Checkpoint:
 
 
 # -- fnacli safetensors ---------------------------------------------------------------------
+def count_parameters(tensors: dict[str, torch.Tensor]) -> int:
+    """Learnable parameters in a state dict (BN running statistics are buffers, not params)."""
+    return sum(t.numel() for k, t in tensors.items()
+               if not k.endswith(("running_mean", "running_var", "num_batches_tracked")))
+
+
 def save_checkpoint(path: str | Path, tensors: dict[str, torch.Tensor], kind: str, meta: dict,
                     force: bool = False) -> None:
     """Write ``tensors`` as safetensors with fnacli metadata, atomically.

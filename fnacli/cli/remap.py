@@ -63,15 +63,14 @@ def remap(
     check_writable(output, force)  # fail before the slow part (importing torch)
     target = load_arch(spec)
 
-    from fnacli.checkpoint import load_seed, save_checkpoint
+    from fnacli.checkpoint import count_parameters, load_seed, save_checkpoint
     from fnacli.remap import remap_state
 
     seed_state, seed_spec = load_seed(seed)
     state, report = remap_state(seed_state, seed_spec, target, width=width.value,
                                 kernel=kernel.value, noise=noise, seed=rng_seed)
     # remap_state has checked that the output loads strictly into Backbone(target)
-    params = sum(v.numel() for k, v in state.items()
-                 if not k.endswith(("running_mean", "running_var", "num_batches_tracked")))
+    params = count_parameters(state)
     strategies = {"width": width.value, "kernel": kernel.value, "noise": noise, "seed": rng_seed}
     meta = {"spec": target.to_dict(),
             "remap": {"seed": seed, "seed_spec": seed_spec.to_dict(), **strategies}}

@@ -80,16 +80,10 @@ class Backbone(nn.Module):
         x = self.stem(x)
         for s, stage in enumerate(self.stages):
             for i, block in enumerate(stage):
-                if (s, i) == self.tap and block.expand is not None:
-                    # run the tapped block from its expansion output, so the 1x1 expand
-                    # is computed (and counted by fvcore) once, not twice
-                    h = feats[SSD_TAP] = block.expand(x)
-                    y = block.project(block.dw(h))
-                    x = x + y if block.residual else y
-                    continue
                 if (s, i) == self.tap:
-                    feats[SSD_TAP] = x
-                x = block(x)
+                    x, feats[SSD_TAP] = block.forward_with_hidden(x)
+                else:
+                    x = block(x)
             feats[f"stage{s}"] = x
         if self.head is not None:
             feats["head"] = self.head(x)

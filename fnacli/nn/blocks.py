@@ -32,7 +32,11 @@ class MBConv(nn.Module):
         self.project = ConvBN(hidden, cout, act=False)
         self.residual = stride == 1 and cin == cout
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward_with_hidden(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(output, expansion output): SSDLite taps the latter without computing it twice."""
         h = self.expand(x) if self.expand is not None else x
         y = self.project(self.dw(h))
-        return x + y if self.residual else y
+        return (x + y if self.residual else y), h
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.forward_with_hidden(x)[0]

@@ -106,9 +106,10 @@ def load_weights(supernet: torch.nn.Module, weights: dict[str, torch.Tensor], so
 
 def summary(space: SpaceSpec, tensors: dict[str, torch.Tensor]) -> dict:
     """What ``fnacli expand`` reports: candidate architectures and the supernet's size."""
+    from fnacli.checkpoint import count_parameters
+
     weights = {k: t for k, t in tensors.items() if not A.is_arch_name(k)}
-    params = sum(t.numel() for k, t in weights.items()
-                 if not k.endswith(("running_mean", "running_var", "num_batches_tracked")))
+    params = count_parameters(weights)
     arch = sum(t.numel() for k, t in tensors.items() if A.is_arch_name(k))
     return {"space": space.name, "architectures": space.num_architectures(),
             "params": params, "arch_params": arch,
