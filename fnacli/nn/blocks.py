@@ -7,12 +7,14 @@ from torch import nn
 
 
 class ConvBN(nn.Module):
-    """Conv (no bias) + BatchNorm + optional ReLU6; padding keeps 'same' size at stride 1."""
+    """Conv (no bias) + BatchNorm + optional ReLU6; padding keeps 'same' size at stride 1
+    (for any dilation)."""
 
     def __init__(self, cin: int, cout: int, kernel: int = 1, stride: int = 1, groups: int = 1,
-                 act: bool = True) -> None:
+                 act: bool = True, dilation: int = 1) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(cin, cout, kernel, stride, kernel // 2, groups=groups, bias=False)
+        self.conv = nn.Conv2d(cin, cout, kernel, stride, dilation * (kernel // 2),
+                              dilation=dilation, groups=groups, bias=False)
         self.bn = nn.BatchNorm2d(cout)
         self.act = nn.ReLU6(inplace=True) if act else nn.Identity()
 
@@ -22,13 +24,15 @@ class ConvBN(nn.Module):
 
 class MBConv(nn.Module):
     """1x1 expand (absent when e=1) -> kxk depthwise -> 1x1 linear projection, residual when
-    stride 1 and in == out (Sandler et al. 2018)."""
+    stride 1 and in == out (Sandler et al. 2018). ``dilation`` dilates the depthwise conv
+    (DeepLab's atrous backbone); it changes no tensor shape."""
 
-    def __init__(self, cin: int, cout: int, kernel: int, expand: int, stride: int) -> None:
+    def __init__(self, cin: int, cout: int, kernel: int, expand: int, stride: int,
+                 dilation: int = 1) -> None:
         super().__init__()
         hidden = cin * expand
         self.expand = ConvBN(cin, hidden) if expand != 1 else None
-        self.dw = ConvBN(hidden, hidden, kernel, stride, groups=hidden)
+        self.dw = ConvBN(hidden, hidden, kernel, stride, groups=hidden, dilation=dilation)
         self.project = ConvBN(hidden, cout, act=False)
         self.residual = stride == 1 and cin == cout
 
