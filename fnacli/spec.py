@@ -354,18 +354,26 @@ def _published() -> dict:
     return {k: v for k, v in json.loads(text).items() if not k.startswith("_")}
 
 
-def _fna_space(channels: bool) -> SpaceSpec:
-    # FNA: every e6 stage searchable, {3,5,7}x{3,6} + skip, max depths 4,4,4,4,4,1.
-    # Jung et al. Table I adds per-block output-channel ranges (max inclusive).
+# Max depths of the searchable (e6) stages: FNA's detection space, and its segmentation space.
+FNA_DEPTHS = (4, 4, 4, 4, 4, 1)
+FNA_SEG_DEPTHS = (4, 4, 6, 6, 4, 1)
+
+
+def _fna_space(channels: bool, depths: tuple[int, ...] = FNA_DEPTHS,
+               name: str | None = None) -> SpaceSpec:
+    # FNA: every e6 stage searchable, {3,5,7}x{3,6} + skip, max depths 4,4,4,4,4,1
+    # (4,4,6,6,4,1 for segmentation). Jung et al. Table I adds per-block output-channel
+    # ranges (max inclusive).
     cands = ("k3_e3", "k3_e6", "k5_e3", "k5_e6", "k7_e3", "k7_e6", SKIP)
     ranges = [(16, 28, 2), (28, 48, 2), (48, 72, 2), (72, 128, 4), (128, 256, 4), (256, 400, 4)]
     base = mobilenetv2()
     stages = [SpaceStage((base.stages[0].out,), 1, 1, fixed_ops=base.stages[0].ops)]
-    for (_, c, _, s), depth, r in zip(MBV2_SETTING[1:], (4, 4, 4, 4, 4, 1), ranges, strict=True):
+    for (_, c, _, s), depth, r in zip(MBV2_SETTING[1:], depths, ranges, strict=True):
         outs = tuple(range(r[0], r[1] + 1, r[2])) if channels else (c,)
         # a depth-1 stage has no layer that may be skipped
         stages.append(SpaceStage(outs, s, depth, cands if depth > 1 else cands[:-1]))
-    return SpaceSpec(32, 2, tuple(stages), 1280, "fna-channels" if channels else "fna")
+    return SpaceSpec(32, 2, tuple(stages), 1280,
+                     name or ("fna-channels" if channels else "fna"))
 
 
 def builtin_arch_names() -> list[str]:
@@ -373,7 +381,7 @@ def builtin_arch_names() -> list[str]:
     return ["mobilenetv2", *names, *[k for k in _published() if k != "mobilenetv2"]]
 
 
-BUILTIN_SPACES = ("fna", "fna-channels")
+BUILTIN_SPACES = ("fna", "fna-channels", "fna-seg")
 
 
 def builtin_arch(name: str) -> ArchSpec | None:
@@ -388,6 +396,8 @@ def builtin_arch(name: str) -> ArchSpec | None:
 
 
 def builtin_space(name: str) -> SpaceSpec | None:
+    if name == "fna-seg":
+        return _fna_space(channels=False, depths=FNA_SEG_DEPTHS, name=name)
     if name in BUILTIN_SPACES:
         return _fna_space(channels=name == "fna-channels")
     return None

@@ -32,7 +32,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fnacli.nn.backbone import SSD_TAP, feature_channels, feature_strides, ssd_tap_layer
+from fnacli.nn.backbone import (
+    SSD_TAP,
+    atrous_stages,
+    feature_channels,
+    feature_strides,
+    ssd_tap_layer,
+)
 from fnacli.nn.blocks import ConvBN, MBConv
 from fnacli.search import masks as M
 from fnacli.spec import SKIP, ArchSpec, Op, SpaceSpec, Stage
@@ -86,7 +92,8 @@ def max_path(space: SpaceSpec) -> Path:
 class MixedLayer(nn.Module):
     """One layer position: an MBConv per candidate op at the largest in/out widths."""
 
-    def __init__(self, cin: int, cout: int, stride: int, candidates: tuple[str, ...]) -> None:
+    def __init__(self, cin: int, cout: int, stride: int, candidates: tuple[str, ...],
+                 dilation: int = 1) -> None:
         super().__init__()
         self.candidates = candidates
         self.stride = stride
@@ -94,7 +101,7 @@ class MixedLayer(nn.Module):
         for c in candidates:
             if c != SKIP:
                 op = Op.parse(c)
-                self.ops[c] = MBConv(cin, cout, op.kernel, op.expand, stride)
+                self.ops[c] = MBConv(cin, cout, op.kernel, op.expand, stride, dilation)
 
 
 Selection = int | torch.Tensor | None  # index, probabilities, or None (nothing to choose)
@@ -104,30 +111,33 @@ class Supernet(nn.Module):
     """The supernet of ``space`` (see the module docstring)."""
 
     def __init__(self, space: SpaceSpec, masks: str = M.DEFAULT_KIND,
-                 with_head: bool = True) -> None:
+                 with_head: bool = True, output_stride: int | None = None) -> None:
         super().__init__()
         self.space = space
         self.masks = M.check_kind(masks)
+        self.output_stride = output_stride
         self.stem = ConvBN(3, space.stem_out, 3, space.stem_stride)
         stages, cin = [], space.stem_out
-        for st in space.stages:
+        rows = atrous_stages(space.stem_stride, [st.stride for st in space.stages], output_stride)
+        for st, (stride, first_dil, dil) in zip(space.stages, rows, strict=True):
             cout = max(st.outs)
-            layers = [MixedLayer(cin if i == 0 else cout, cout, st.stride if i == 0 else 1,
-                                 st.layer_candidates(i)) for i in range(st.layers)]
+            layers = [MixedLayer(cin if i == 0 else cout, cout, stride if i == 0 else 1,
+                                 st.layer_candidates(i), first_dil if i == 0 else dil)
+                      for i in range(st.layers)]
             stages.append(nn.ModuleList(layers))
             cin = cout
         self.stages = nn.ModuleList(stages)
         self.head = ConvBN(cin, space.head_out) if space.head_out and with_head else None
         ref = space.max_arch()
-        self.tap = ssd_tap_layer(ref)
-        self.feature_channels = feature_channels(ref, with_head)
+        self.tap = ssd_tap_layer(ref, output_stride)
+        self.feature_channels = feature_channels(ref, with_head, output_stride)
         if self.tap is not None:
             # candidates expand differently: the tap is zero-padded to the widest expansion
             s, _ = self.tap
             self.feature_channels[SSD_TAP] = max(
                 (op.expand.conv.out_channels if op.expand is not None else op.dw.conv.in_channels)
                 for op in self.stages[s][0].ops.values())
-        self.feature_strides = feature_strides(ref, with_head)
+        self.feature_strides = feature_strides(ref, with_head, output_stride)
         self._path: Path = max_path(space)
         self._alpha: Mapping[tuple[int, int], torch.Tensor] | None = None
         self._beta: Mapping[int, torch.Tensor] = {}
