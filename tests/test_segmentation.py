@@ -283,3 +283,17 @@ def test_evaluate_runs_deeplabv3_on_eval_transform(synth: Path) -> None:
     torch.manual_seed(0)
     res = evaluate(build_deeplabv3(mobilenetv2(0.35), 19), ds)
     assert 0.0 <= res.stats["mIoU"] <= 1.0 and int(res.confusion.sum()) > 0
+
+
+def test_data_synth_cli_segmentation(run_cli, tmp_path: Path) -> None:
+    code, out, _ = run_cli(["data", "synth", tmp_path / "d", "--task", "segmentation",
+                            "--train", "2", "--val", "1", "--size", "64", "--json"])
+    assert code == 0
+    summary = json.loads(out)
+    assert (summary["width"], summary["height"], summary["task"]) == (64, 32, "segmentation")
+    assert len(load_split(find_split(tmp_path / "d", "val"))) == 1
+    code, out, err = run_cli(["data", "synth", tmp_path / "e", "--task", "segmentation",
+                              "--size", "63"])
+    assert code == 2 and out == "" and "--size" in err and len(err.strip().splitlines()) == 1
+    code, _, err = run_cli(["data", "synth", tmp_path / "d", "--task", "segmentation"])
+    assert code == 2 and "not empty" in err
