@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+from collections.abc import Callable
 from typing import TypeVar
 
 from fnacli.errors import UserError
@@ -68,16 +69,24 @@ def metavar(extra: tuple[str, ...] = ()) -> str:
     return "|".join((*task_names(), *extra))
 
 
-def per_task(attr: str) -> str:
-    """``ssdlite X, retinanet Y`` for an attribute path like ``recipe.epochs`` (help texts)."""
+def per_task(what: str | Callable[[Task], object]) -> str:
+    """``ssdlite X, retinanet Y`` for an attribute path like ``recipe.epochs`` or a function
+    of the task (help texts)."""
     def get(t: Task) -> object:
+        if callable(what):
+            return what(t)
         v: object = t
-        for part in attr.split("."):
+        for part in what.split("."):
             v = getattr(v, part)
         return v
 
     return ", ".join(f"{t.name} {get(t)}" for t in tasks())
 
 
+def size_text(size: tuple[int, int]) -> str:
+    """(320, 320) -> '320'; (1333, 800) -> '1333x800'."""
+    return str(size[0]) if size[0] == size[1] else f"{size[0]}x{size[1]}"
+
+
 __all__ = ["Recipe", "SearchDefaults", "Task", "get_task", "is_task", "metavar", "per_task",
-           "register", "task_names", "tasks"]
+           "register", "size_text", "task_names", "tasks"]

@@ -11,7 +11,8 @@ What a task declares (class attributes):
 - ``name``, ``kind`` ("detection" or "segmentation"), ``help`` (one line), ``order`` (its
   place in listings and ``--task`` metavars).
 - ``metric`` (the primary number, e.g. "AP" or "mIoU") and ``metric_names`` (every number
-  :meth:`evaluate` returns; the one-shot search's ``--metric`` must be one of them).
+  :meth:`evaluate` returns; the one-shot search's ``--metric`` must be one of them),
+  ``epoch_metrics`` (those fine-tuning logs per evaluation).
 - ``uses_head_conv``: whether the model reads the backbone's 1x1 head conv (1280 channels in
   MobileNetV2). SSDLite does, RetinaNet and DeepLabv3 do not; supernets and backbones are
   built with or without it accordingly, and the cost table counts it only then.
@@ -109,6 +110,7 @@ class Task:
     order: ClassVar[int] = 100
     metric: ClassVar[str]
     metric_names: ClassVar[tuple[str, ...]]
+    epoch_metrics: ClassVar[tuple[str, ...]]  # what fine-tuning logs after an evaluation
     uses_head_conv: ClassVar[bool]
     default_size: ClassVar[tuple[int, int]]
     profile_size: ClassVar[tuple[int, int]]

@@ -22,6 +22,7 @@ class DetectionTask(Task):
     kind = "detection"
     metric = "AP"
     metric_names = COCO_STATS
+    epoch_metrics = ("AP", "AP50", "AP75")
     # What to add to a 0-based category index to get the model's label (SSD reserves 0 for
     # background; a sigmoid classifier has no background column).
     label_offset: ClassVar[int] = 0
