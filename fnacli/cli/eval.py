@@ -12,7 +12,7 @@ from fnacli.cli import common as c
 from fnacli.cli.app import app
 
 
-@app.command("eval")
+@app.command("eval", cls=c.PanelCommand)
 def eval_(
     final: Path = typer.Argument(..., metavar="FINAL",
                                  help="Detector checkpoint (from 'fnacli finetune')."),
