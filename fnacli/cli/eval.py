@@ -48,8 +48,8 @@ def eval_(
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
     from rich.table import Table
 
-    from fnacli.detection.evaluate import STAT_LABELS, STAT_NAMES
     from fnacli.pipeline.evaluate import EvaluateConfig, evaluate
+    from fnacli.tasks import get_task
 
     c.setup_logging()
     with Progress(TextColumn(f"eval {split}"), BarColumn(), MofNCompleteColumn(),
@@ -64,8 +64,9 @@ def eval_(
                         f"{len(r.detections)} detections)")
     for col, just in (("metric", "left"), ("name", "left"), ("value", "right")):
         table.add_column(col, justify=just)
-    for name, label in zip(STAT_NAMES, STAT_LABELS, strict=True):
-        table.add_row(label, name, f"{r.stats[name]:.4f}")
+    labels = get_task(r.task).metric_labels
+    for name, v in r.stats.items():
+        table.add_row(labels.get(name, name), name, f"{v:.4f}")
     c.err_console.print(table)
     if r.per_class is not None:
         pc = Table(title="AP per category")

@@ -111,6 +111,7 @@ class Task:
     metric: ClassVar[str]
     metric_names: ClassVar[tuple[str, ...]]
     epoch_metrics: ClassVar[tuple[str, ...]]  # what fine-tuning logs after an evaluation
+    metric_labels: ClassVar[dict[str, str]] = {}  # long names for tables (eval)
     uses_head_conv: ClassVar[bool]
     default_size: ClassVar[tuple[int, int]]
     profile_size: ClassVar[tuple[int, int]]
