@@ -1,11 +1,62 @@
 """fnacli: adapt MobileNetV2 checkpoints into detection backbones (FNA/FNA++, DetNAS).
 
-The library is importable without the CLI; heavy modules (torch) are imported lazily by
-the submodules that need them, so ``import fnacli`` stays cheap.
+The library is importable without the CLI. The pipeline's steps and main types are
+attributes of this package, imported on first use (module ``__getattr__``), so
+``import fnacli`` stays cheap (no torch):
+
+    import fnacli
+    fnacli.expand(seed, "super.safetensors", space="fna")
+    fnacli.search(supernet, "searched.safetensors", task="ssdlite", data="data/")
+    arch = fnacli.derive("searched.safetensors").arch
+    fnacli.remap(seed, arch, output="target.safetensors")
+    fnacli.finetune("target.safetensors", "final.safetensors", task="ssdlite", data="data/")
+    fnacli.evaluate("final.safetensors", data="data/").stats["AP"]
+
+Every step takes its config dataclass (``fnacli.RemapConfig(...)``) or the config's fields;
+see docs/api.md.
 """
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
 
 from fnacli.errors import UserError  # noqa: E402
 
-__all__ = ["UserError", "__version__"]
+# public name -> module that defines it
+_LAZY = {
+    **dict.fromkeys(("expand", "ExpandConfig", "ExpandResult"), "fnacli.pipeline.expand"),
+    **dict.fromkeys(("search", "search_differentiable", "search_oneshot", "SearchOptions",
+                     "DifferentiableSearchConfig", "OneShotSearchConfig", "SearchResult"),
+                    "fnacli.pipeline.search"),
+    **dict.fromkeys(("derive", "DeriveConfig", "DeriveResult"), "fnacli.pipeline.derive"),
+    **dict.fromkeys(("remap", "RemapConfig", "RemapResult"), "fnacli.pipeline.remap"),
+    **dict.fromkeys(("finetune", "FinetuneConfig", "FinetuneResult"),
+                    "fnacli.pipeline.finetune"),
+    **dict.fromkeys(("evaluate", "EvaluateConfig", "EvaluateResult"),
+                    "fnacli.pipeline.evaluate"),
+    **dict.fromkeys(("profile", "ProfileConfig", "ProfileResult", "build_table", "TableConfig",
+                     "TableResult", "load_specs"), "fnacli.pipeline.profile"),
+    **dict.fromkeys(("ArchSpec", "SpaceSpec", "load_arch", "load_space"), "fnacli.spec"),
+    **dict.fromkeys(("Task", "get_task", "task_names"), "fnacli.tasks"),
+    "load_detector": "fnacli.detection.checkpoint",
+    "read_checkpoint": "fnacli.checkpoint",
+    "Backbone": "fnacli.nn.backbone",
+    "build_detector": "fnacli.detection.models",
+}
+
+__all__ = ["UserError", "__version__", *sorted(_LAZY)]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value  # once: later lookups do not come back here
+        return value
+    raise AttributeError(f"module 'fnacli' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return __all__

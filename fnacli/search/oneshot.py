@@ -33,6 +33,7 @@ from fnacli.search import arch as A
 from fnacli.search.bn_recal import calibration_batches, recalibrate_path
 from fnacli.search.evolution import Encoding, Genome
 from fnacli.search.supernet_io import SupernetCheckpoint, load_weights, read_supernet
+from fnacli.tasks import get_task
 from fnacli.train import DistEnv, FitResult, TrainConfig, fit, load_train_state
 
 META_KEY = "oneshot"
@@ -74,7 +75,7 @@ def build_oneshot_detector(ckpt: SupernetCheckpoint, task: str, num_classes: int
     layers come from the checkpoint when it was trained one-shot for the same task and
     classes, else they start fresh (seeded)."""
     torch.manual_seed(seed)  # fresh neck/head layers are a function of the seed
-    supernet = Supernet(ckpt.space, ckpt.masks, with_head=task == "ssdlite")
+    supernet = Supernet(ckpt.space, ckpt.masks, with_head=get_task(task).uses_head_conv)
     load_weights(supernet, ckpt.weights, source)
     detector = build_detector(ckpt.space.max_arch(), task, num_classes, size, backbone=supernet)
     info = OneshotInfo.from_meta(ckpt.meta, source)
