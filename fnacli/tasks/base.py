@@ -112,6 +112,9 @@ class Task:
     metric_names: ClassVar[tuple[str, ...]]
     epoch_metrics: ClassVar[tuple[str, ...]]  # what fine-tuning logs after an evaluation
     uses_head_conv: ClassVar[bool]
+    # DeepLab-style atrous backbones: strides past this are traded for dilation
+    # (``fnacli.nn.backbone.atrous_stages``); None keeps every stride.
+    output_stride: ClassVar[int | None] = None
     default_size: ClassVar[tuple[int, int]]
     profile_size: ClassVar[tuple[int, int]]
     augments: ClassVar[tuple[str, ...]]
