@@ -19,6 +19,8 @@ see docs/api.md.
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 from typing import Any
 
 __version__ = "0.1.0"
@@ -60,3 +62,18 @@ def __getattr__(name: str) -> Any:
 
 def __dir__() -> list[str]:
     return __all__
+
+
+class _Package(types.ModuleType):
+    """Two steps share their name with a subpackage (``fnacli.search``, the search engines;
+    ``fnacli.remap``, the remapping rules). Importing such a submodule would set the package
+    attribute to the module; the step keeps the name instead (``from fnacli.search import
+    arch`` still works: it reads ``sys.modules``)."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name in _LAZY and isinstance(value, types.ModuleType):
+            return
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package

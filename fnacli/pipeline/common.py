@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -16,8 +17,48 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("fnacli")
 C = TypeVar("C")
+R = TypeVar("R")
 Size = int | tuple[int, int] | str
 Message = Callable[[str], None]
+
+
+@dataclass(kw_only=True)
+class TrainOptions:
+    """What every training step takes (fine-tuning, both searches): the task, the data, the
+    weight-side recipe (None: the task's ``recipe``) and how to run."""
+
+    task: str | None = None
+    data: str | Path | None = None  # COCO-layout folder
+    train_ann: str | Path | None = None
+    train_images: str | Path | None = None
+    val_ann: str | Path | None = None
+    val_images: str | Path | None = None
+    size: Size | None = None
+    epochs: int | None = None
+    batch_size: int | None = None  # global: split over the processes
+    lr: float | None = None  # scaled linearly to the batch size when left to the recipe
+    optimizer: str | None = None
+    momentum: float = 0.9
+    weight_decay: float | None = None
+    warmup_iters: int | None = None
+    clip_grad: float | None = None  # 0: off
+    augment: str | None = None
+    workers: int = 2
+    seed: int = 0
+    device: str = "auto"
+    checkpoint_every: int = 0
+    stop_after: int | None = None  # steps of this run, then stop (checkpointed)
+    resume: bool = False
+    force: bool = False
+    on_message: Message | None = None
+
+
+def in_processes(step: Callable[[Any, DistEnv], R], cfg: Any, threads: int = 0) -> R:
+    """``step(cfg, env)`` in the process group; the result knows whether it is rank 0's."""
+    with distributed(cfg.device, threads) as env:
+        result = step(cfg, env)
+        result.is_main = env.is_main
+        return result
 
 
 def make_config(cls: type[C], args: tuple, kwargs: dict) -> C:

@@ -13,12 +13,11 @@ from typing import Any
 
 from fnacli.errors import UserError
 from fnacli.pipeline.common import (
-    Message,
     Reporter,
-    Size,
+    TrainOptions,
     as_size,
     check_fresh_run,
-    distributed,
+    in_processes,
     make_config,
     refuse_stdout,
     run_files,
@@ -26,38 +25,16 @@ from fnacli.pipeline.common import (
 
 
 @dataclass
-class FinetuneConfig:
+class FinetuneConfig(TrainOptions):
+    """What to fine-tune (and :class:`TrainOptions`)."""
+
     target: str | Path  # remapped backbone, or a model checkpoint to continue
     output: str | Path
-    task: str | None = None  # required for a backbone target
-    data: str | Path | None = None
-    train_ann: str | Path | None = None
-    train_images: str | Path | None = None
-    val_ann: str | Path | None = None
-    val_images: str | Path | None = None
-    epochs: int | None = None
-    batch_size: int | None = None
-    lr: float | None = None
-    optimizer: str | None = None
-    momentum: float = 0.9
     schedule: str | None = None
-    warmup_iters: int | None = None
-    weight_decay: float | None = None
-    clip_grad: float | None = None  # 0: off
-    size: Size | None = None
-    augment: str | None = None
-    workers: int = 2
     threads: int = 0
-    seed: int = 0
-    resume: bool = False
-    force: bool = False
-    bn_recalibrate: int = 0
-    eval_every: int = 0
-    checkpoint_every: int = 0
+    bn_recalibrate: int = 0  # after training: BN statistics on N training batches
+    eval_every: int = 0  # epochs
     freeze_bn: bool = False
-    stop_after: int | None = None
-    device: str = "auto"
-    on_message: Message | None = None
 
 
 @dataclass
@@ -84,9 +61,8 @@ def finetune(*args: Any, **kwargs: Any) -> FinetuneResult:
     config's fields. Runs under torchrun for several processes (DDP)."""
     cfg = make_config(FinetuneConfig, args, kwargs)
     refuse_stdout(cfg.output)
-    size = as_size(cfg.size)  # bad options fail before anything else
-    with distributed(cfg.device, cfg.threads) as env:
-        return _run(cfg, size, env)
+    as_size(cfg.size)  # bad options fail before anything else
+    return in_processes(_run, cfg, cfg.threads)
 
 
 def _settings(cfg: FinetuneConfig, task: Any, size: tuple[int, int] | None) -> dict:
@@ -129,7 +105,7 @@ def _start(cfg: FinetuneConfig) -> tuple[Any, Any, Any]:
                     "(derive + remap a searched network first) or a detector")
 
 
-def _run(cfg: FinetuneConfig, size: tuple[int, int] | None, env: Any) -> FinetuneResult:
+def _run(cfg: FinetuneConfig, env: Any) -> FinetuneResult:
     import torch
 
     from fnacli.detection.checkpoint import (
@@ -151,7 +127,7 @@ def _run(cfg: FinetuneConfig, size: tuple[int, int] | None, env: Any) -> Finetun
     # the starting point: a backbone (fresh model around it) or a saved model (continue)
     ckpt, task, prior = _start(cfg)
     spec = prior.spec if prior else ckpt.spec
-    r = _settings(cfg, task, size or (prior.size if prior else None))
+    r = _settings(cfg, task, as_size(cfg.size) or (prior.size if prior else None))
 
     # data: validated completely before any training
     train_files = task.find_split(cfg.data, "train", cfg.train_ann, cfg.train_images)
@@ -212,7 +188,7 @@ def _run(cfg: FinetuneConfig, size: tuple[int, int] | None, env: Any) -> Finetun
                  identity=identity, on_epoch_end=on_epoch_end, stop_after=cfg.stop_after,
                  desc=f"finetune {task.name}")
     out = FinetuneResult(str(output), task.name, result.steps, result.epochs, result.finished,
-                         result.last_loss, is_main=env.is_main)
+                         result.last_loss)
     if not result.finished:
         say(f"stopped after {result.steps} steps; training state in {state_path} (continue "
             "with --resume)")

@@ -21,12 +21,11 @@ from typing import Any
 
 from fnacli.errors import UserError
 from fnacli.pipeline.common import (
-    Message,
     Reporter,
-    Size,
+    TrainOptions,
     as_size,
     check_fresh_run,
-    distributed,
+    in_processes,
     make_config,
     refuse_stdout,
     run_files,
@@ -38,35 +37,11 @@ ONESHOT_STRATEGIES = ("evolution", "random")
 
 
 @dataclass
-class SearchOptions:
-    """What both strategies share."""
+class SearchOptions(TrainOptions):
+    """What both strategies share (and :class:`TrainOptions`)."""
 
     supernet: str | Path
     output: str | Path
-    task: str | None = None
-    data: str | Path | None = None
-    train_ann: str | Path | None = None
-    train_images: str | Path | None = None
-    val_ann: str | Path | None = None
-    val_images: str | Path | None = None
-    size: Size | None = None
-    epochs: int | None = None
-    batch_size: int | None = None
-    lr: float | None = None
-    optimizer: str | None = None
-    momentum: float = 0.9
-    weight_decay: float | None = None
-    warmup_iters: int | None = None
-    clip_grad: float | None = None  # 0: off
-    augment: str | None = None
-    workers: int = 2
-    seed: int = 0
-    device: str = "auto"
-    checkpoint_every: int = 0
-    stop_after: int | None = None
-    resume: bool = False
-    force: bool = False
-    on_message: Message | None = None
 
 
 @dataclass
@@ -165,10 +140,7 @@ def search_differentiable(*args: Any, **kwargs: Any) -> SearchResult:
     """FNA's differentiable search (see the module docstring)."""
     cfg = make_config(DifferentiableSearchConfig, args, kwargs)
     refuse_stdout(cfg.output)
-    with distributed(cfg.device) as env:
-        result = _differentiable(cfg, env)
-        result.is_main = env.is_main
-        return result
+    return in_processes(_differentiable, cfg)
 
 
 def _differentiable(o: DifferentiableSearchConfig, env: Any) -> SearchResult:
@@ -254,10 +226,7 @@ def search_oneshot(*args: Any, **kwargs: Any) -> SearchResult:
         names = dict.fromkeys(n for t in tasks() for n in t.metric_names)
         if o.metric not in names:
             raise UserError(f"--metric: expected one of {', '.join(names)}, got {o.metric!r}")
-    with distributed(o.device) as env:
-        result = _oneshot(o, env)
-        result.is_main = env.is_main
-        return result
+    return in_processes(_oneshot, o)
 
 
 def _oneshot(o: OneShotSearchConfig, env: Any) -> SearchResult:
