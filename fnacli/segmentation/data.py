@@ -40,21 +40,15 @@ LABEL_SUFFIX = "_gtFine_labelIds.png"
 
 @dataclass(frozen=True)
 class SegSplitFiles:
-    """Where one split lives: a Cityscapes root (``layout='cityscapes'``) or a COCO
-    annotation file and its image folders (``layout='coco'``)."""
+    """Where one split lives: a Cityscapes root (``layout='cityscapes'``; ``ann`` is then the
+    split's label folder ``gtFine/SPLIT``) or a COCO annotation file and its image folders
+    (``layout='coco'``). ``ann`` is what messages name for the split as a whole."""
 
     layout: str
     split: str
+    ann: Path
     root: Path | None = None
-    ann: Path | None = None
     image_dirs: tuple[Path, ...] = ()
-
-    @property
-    def where(self) -> Path:
-        """The file or folder messages name for the split as a whole."""
-        path = self.ann if self.layout == "coco" else self.root
-        assert path is not None
-        return path
 
 
 def find_split(data: str | Path | None, split: str, ann: str | Path | None = None,
@@ -72,14 +66,14 @@ def find_split(data: str | Path | None, split: str, ann: str | Path | None = Non
                     raise UserError(f"{root}: no {sub.relative_to(root)}/ folder (Cityscapes "
                                     f"layout: leftImg8bit/{split}/CITY/*{IMAGE_SUFFIX} and "
                                     f"gtFine/{split}/CITY/*{LABEL_SUFFIX})")
-            return SegSplitFiles("cityscapes", split, root=root)
+            return SegSplitFiles("cityscapes", split, root / "gtFine" / split, root=root)
         if not (root / "annotations").is_dir():
             raise UserError(f"{root}: neither leftImg8bit/ (Cityscapes layout) nor "
                             "annotations/ (COCO layout)")
     from fnacli.detection.data import find_split as find_coco
 
     coco = find_coco(data, split, ann, images)
-    return SegSplitFiles("coco", split, ann=coco.ann, image_dirs=coco.image_dirs)
+    return SegSplitFiles("coco", split, coco.ann, image_dirs=coco.image_dirs)
 
 
 # -- Cityscapes ------------------------------------------------------------------------------
@@ -174,7 +168,6 @@ def _coco_index(files: SegSplitFiles) -> tuple[object, dict[int, Path]]:
         _quiet_coco,
     )
 
-    assert files.ann is not None
     doc = _load_annotation_doc(files.ann)
     for i, a in enumerate(doc["annotations"]):
         if isinstance(a, dict) and "bbox" not in a and "segmentation" in a:
@@ -259,7 +252,7 @@ class SegmentationData(Dataset):
                 for iid in self.ids:
                     coco_mask(self.coco, iid, self.index_of, str(files.ann))
         if not self.ids:
-            raise UserError(f"{files.where}: the {files.split} split has no images")
+            raise UserError(f"{files.ann}: the {files.split} split has no images")
 
     @property
     def num_classes(self) -> int:
