@@ -18,15 +18,13 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
 from fnacli.checkpoint import save_checkpoint
 from fnacli.detection.checkpoint import BODY_PREFIX
-from fnacli.detection.data import CocoDetection, check_same_categories, collate
-from fnacli.detection.evaluate import evaluate
-from fnacli.detection.models import build_detector
 from fnacli.errors import UserError
 from fnacli.nn.supernet import Supernet
 from fnacli.search import arch as A
@@ -75,9 +73,11 @@ def build_oneshot_detector(ckpt: SupernetCheckpoint, task: str, num_classes: int
     layers come from the checkpoint when it was trained one-shot for the same task and
     classes, else they start fresh (seeded)."""
     torch.manual_seed(seed)  # fresh neck/head layers are a function of the seed
-    supernet = Supernet(ckpt.space, ckpt.masks, with_head=get_task(task).uses_head_conv)
+    supernet = Supernet(ckpt.space, ckpt.masks, with_head=get_task(task).uses_head_conv,
+                        output_stride=get_task(task).output_stride)
     load_weights(supernet, ckpt.weights, source)
-    detector = build_detector(ckpt.space.max_arch(), task, num_classes, size, backbone=supernet)
+    detector = get_task(task).build_model(ckpt.space.max_arch(), num_classes, size,
+                                          backbone=supernet)
     info = OneshotInfo.from_meta(ckpt.meta, source)
     if info is not None and info.task == task and info.num_classes == num_classes:
         own = {k: v for k, v in detector.state_dict().items() if not k.startswith(BODY_PREFIX)}
@@ -98,7 +98,7 @@ def uniform_path(space_encoding: Encoding, seed: int, step: int) -> Genome:
     return space_encoding.encode(path)
 
 
-def train_oneshot(ckpt: SupernetCheckpoint, source: str, dataset: CocoDetection, task: str,
+def train_oneshot(ckpt: SupernetCheckpoint, source: str, dataset: Any, task: str,
                   size: tuple[int, int], cfg: TrainConfig, env: DistEnv, output: str | Path,
                   *, state_path: str | Path, metrics_path: str | Path | None,
                   resume: bool = False, stop_after: int | None = None, force: bool = False,
@@ -109,24 +109,22 @@ def train_oneshot(ckpt: SupernetCheckpoint, source: str, dataset: CocoDetection,
     cfg = replace(cfg, find_unused_parameters=True)
     detector, supernet = build_oneshot_detector(ckpt, task, num_classes, size, source, cfg.seed)
     info = OneshotInfo.from_meta(ckpt.meta, source)
+    task_obj = get_task(task)
     if info is not None:
-        check_same_categories(info.categories, dataset.categories(), source,
-                              str(dataset.files.ann))
+        task_obj.check_categories(info.categories, dataset.categories(), source,
+                                  str(dataset.files.ann))
     enc = Encoding(ckpt.space)
     step = [load_train_state(state_path)["step"] if resume else 0]
 
     def loss_fn(model: nn.Module, batch: tuple, device: torch.device) -> dict:
         supernet.set_path(enc.path(uniform_path(enc, cfg.seed, step[0])))
         step[0] += 1
-        images = [im.to(device, non_blocking=True) for im in batch[0]]
-        targets = [{"boxes": t["boxes"].to(device), "labels": t["labels"].to(device)}
-                   for t in batch[1]]
-        return model(images, targets)
+        return task_obj.loss(model, batch, device)
 
     identity = {"strategy": "oneshot", "task": task, "size": list(size),
                 "num_classes": num_classes, "supernet": str(source)}
     result = fit(detector, dataset, loss_fn, cfg, env, state_path=state_path,
-                 metrics_path=metrics_path, resume=resume, collate_fn=collate,
+                 metrics_path=metrics_path, resume=resume, collate_fn=task_obj.collate,
                  identity=identity, stop_after=stop_after, desc="one-shot supernet", log=log)
     if result.finished and env.is_main:
         trained = {"epochs": cfg.epochs, "steps": result.steps, "batch_size": cfg.batch_size,
@@ -166,20 +164,21 @@ class PathEvaluator:
     then COCO bbox evaluation on the held-out split. Returns COCOeval's 12 numbers."""
 
     def __init__(self, detector: nn.Module, supernet: Supernet, encoding: Encoding,
-                 calib: CocoDetection, val: CocoDetection, batch_size: int, workers: int = 0,
-                 device: torch.device | str = "cpu") -> None:
+                 calib: Any, val: Any, batch_size: int, workers: int = 0,
+                 device: torch.device | str = "cpu", task: str = "ssdlite") -> None:
         self.detector = detector.to(device).eval()
         self.supernet = supernet
         self.encoding = encoding
-        self.batches = calibration_batches(calib, batch_size, workers)
+        self.task = get_task(task)
+        self.batches = calibration_batches(calib, batch_size, workers, self.task.collate)
         self.val = val
         self.batch_size, self.workers, self.device = batch_size, workers, device
 
     def __call__(self, genome: Genome) -> dict[str, float]:
         recalibrate_path(self.detector, self.supernet, self.encoding.path(genome),
                          self.batches, self.device)
-        return evaluate(self.detector, self.val, self.batch_size, self.workers,
-                        self.device).stats
+        return self.task.evaluate(self.detector, self.val, batch_size=self.batch_size,
+                                  workers=self.workers, device=self.device).stats
 
 
 def distributed_evaluate(score: Callable[[Genome], dict[str, float]], env: DistEnv

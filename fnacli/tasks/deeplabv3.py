@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-    from fnacli.lut import CostTable, Lut
+    from fnacli.lut import CostTable
     from fnacli.spec import ArchSpec
 
 ASPP_GROUP = "aspp"  # ASPP: varies with the last stage's width
@@ -33,13 +33,15 @@ class DeepLabV3Task(Task):
     metric = "mIoU"
     metric_names = ("mIoU", "aAcc", "mAcc")
     epoch_metrics = ("mIoU", "aAcc")
+    metric_labels = {"mIoU": "mean IoU over classes", "aAcc": "pixel accuracy",
+                     "mAcc": "mean class accuracy"}
     uses_head_conv = False
     output_stride: ClassVar[int | None] = 16
     default_classes = 19  # Cityscapes' train ids
+    per_class_metric = "IoU"
     default_size = (321, 321)  # the search's crops (FNA §4.1)
     profile_size = (2048, 1024)  # FNA Table 1 counts Cityscapes' full 1024x2048
     default_augment = "finetune"
-    search_augment = "search"
     augments = ("search", "finetune", "none")
     # Fine-tuning (FNA §4.1): 769x769 crops of images rescaled by 0.75-2.0, flips. FNA's text
     # gives no optimiser for it; this is the search's weight recipe (SGD 0.9, wd 5e-4, lr
@@ -49,13 +51,16 @@ class DeepLabV3Task(Task):
                     epochs=240, clip_grad=None, size=(769, 769))
     # FNA §4.1: 80 epochs, α/β (Adam 1e-3, wd 4e-5) from epoch 30, λ 9e-3, τ 45, weights SGD
     # with 5 warm-up epochs from 1e-4 to 0.02 then cosine to 1e-3; 20% of train for α/β.
+    # The cosine here ends at 0, not FNA's 1e-3; γ shifts log_τ(γ·cost) by a constant, which
+    # changes no gradient, so it is not a setting.
     search_defaults = SearchDefaults(epochs=80, warmup_epochs=30, arch_every=1, lam=9e-3,
-                                     tau=45.0, milestones=())
-    search_schedule = "cosine"
-    search_arch_lr = 1e-3
-    search_arch_wd = 4e-5
-    search_arch_fraction = 0.2
+                                     tau=45.0, milestones=(), schedule="cosine", size=(321, 321),
+                                     augment="search", arch_lr=1e-3, arch_weight_decay=4e-5,
+                                     arch_fraction=0.2, warmup_ratio=1e-4 / 0.02)
+    # One-shot (DetNAS-style) on segmentation: the search recipe's length, and fitness on the
+    # 20% of training images held out of supernet training (the val split is never used).
     oneshot_epochs = 80
+    oneshot_holdout = 0.2
 
     # -- model ---------------------------------------------------------------------------
     def build_model(self, spec: ArchSpec, num_classes: int, size: tuple[int, int],
@@ -83,9 +88,14 @@ class DeepLabV3Task(Task):
 
     def train_transform(self, augment: str | None = None,
                         size: tuple[int, int] | None = None) -> Callable:
+        from fnacli.errors import UserError
         from fnacli.segmentation.transforms import train_transform
 
-        return train_transform(augment or self.default_augment, size or self.recipe.size)
+        augment = augment or self.default_augment
+        if augment not in self.augments:
+            raise UserError(f"--augment: {self.name} takes {', '.join(self.augments)}, got "
+                            f"{augment!r}")
+        return train_transform(augment, size or self.recipe.size)
 
     def eval_transform(self) -> Callable:
         from fnacli.segmentation.transforms import eval_transform
@@ -126,6 +136,24 @@ class DeepLabV3Task(Task):
         # whole images differ in size: one at a time (batch_size only sets the loader's chunk)
         return evaluate(model, dataset, batch_size=batch_size, workers=workers, device=device,
                         per_class=per_class, progress=progress, mode=mode, window=window)
+
+    def inference_meta(self, size: tuple[int, int]) -> dict:
+        # whole images by default (a sliding window of the crop size with mode "slide")
+        return {"mode": "whole", "window": list(size)}
+
+    def inference_options(self, extra: dict) -> dict:
+        from fnacli.errors import UserError
+        from fnacli.segmentation.evaluate import MODES
+
+        inf = extra.get("inference") or {}
+        mode = inf.get("mode", "whole")
+        window = inf.get("window")
+        if mode not in MODES or (mode == "slide" and not (
+                isinstance(window, list) and len(window) == 2
+                and all(isinstance(v, int) and v > 0 for v in window))):
+            raise UserError(f"checkpoint metadata 'inference' {inf!r}: expected mode whole or "
+                            "slide with window [width, height]")
+        return {"mode": mode, "window": tuple(window) if window else None}
 
     # -- cost table: ASPP reads the last stage (its cost varies with that width), the
     # classifier is constant -------------------------------------------------------------------

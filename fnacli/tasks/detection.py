@@ -28,6 +28,12 @@ class DetectionTask(Task):
     label_offset: ClassVar[int] = 0
 
     @property
+    def metric_labels(self) -> dict[str, str]:  # type: ignore[override]
+        from fnacli.detection.evaluate import STAT_LABELS
+
+        return dict(zip(COCO_STATS, STAT_LABELS, strict=True))
+
+    @property
     def augments(self) -> tuple[str, ...]:  # type: ignore[override]
         from fnacli.detection.transforms import AUGMENTS
 
@@ -49,7 +55,8 @@ class DetectionTask(Task):
         return load_split(files, train=train, label_offset=self.label_offset,
                           transform=transform, seed=seed)
 
-    def train_transform(self, augment: str | None = None) -> Callable:
+    def train_transform(self, augment: str | None = None,
+                        size: tuple[int, int] | None = None) -> Callable:
         from fnacli.detection.transforms import train_transform
 
         return train_transform(augment or self.default_augment)
