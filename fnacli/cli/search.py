@@ -131,9 +131,10 @@ def search(
     max_madds: str | None = _opt(None, "--max-madds", metavar="MADDS", panel=ONESHOT,
                                  help="MAdds limit of every candidate, detector included (e.g. "
                                       "800M, 1.2G)."),
-    metric: str = _opt("AP", "--metric", panel=ONESHOT,
-                       help="Fitness: one of COCOeval's numbers (AP, AP50, AP75, APs, APm, "
-                            "APl, AR1, …)."),
+    metric: str | None = _opt(None, "--metric", panel=ONESHOT,
+                              help="Fitness: one of the task's numbers (detection: COCOeval's "
+                                   "AP, AP50, AP75, APs, APm, APl, AR1, …; deeplabv3: mIoU, "
+                                   f"aAcc, mAcc) [{per_task('metric')}]."),
     calib_images: int = _opt(256, "--calib-images", min=1, panel=ONESHOT,
                              help="Training images for each candidate's BN recalibration."),
     calib_batch: int = _opt(16, "--calib-batch", min=1, panel=ONESHOT,

@@ -236,4 +236,4 @@ def _recalibrate(model: Any, train_set: Any, task: Any, tc: Any, cfg: FinetuneCo
     loader = DataLoader(plain, batch_size=max(1, tc.batch_size // env.world), shuffle=True,
                         generator=g, collate_fn=task.collate, num_workers=cfg.workers)
     batches = itertools.islice(loader, cfg.bn_recalibrate)
-    return recalibrate_bn(model, batches, lambda m, b: m(*task.batch_to(b, env.device)))
+    return recalibrate_bn(model, batches, lambda m, b: task.stats_forward(m, b, env.device))

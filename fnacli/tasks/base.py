@@ -195,6 +195,10 @@ class Task:
         :meth:`inference_meta` recorded)."""
         return {}
 
+    def stats_forward(self, model: nn.Module, batch: Any, device: torch.device | str) -> None:
+        """One forward pass for BN-statistics recalibration (train mode, no backward)."""
+        model(*self.batch_to(batch, device))
+
     def evaluate(self, model: nn.Module, dataset: Any, *, batch_size: int = 8, workers: int = 0,
                  device: torch.device | str = "cpu", per_class: bool = False,
                  progress: Callable[[int], None] | None = None) -> Any:

@@ -127,6 +127,9 @@ class DeepLabV3Task(Task):
         logits = model(images)["out"]
         return {"loss_ce": F.cross_entropy(logits.float(), masks, ignore_index=IGNORE)}
 
+    def stats_forward(self, model: nn.Module, batch: Any, device: torch.device | str) -> None:
+        model(self.batch_to(batch, device)[0])
+
     def evaluate(self, model: nn.Module, dataset: Any, *, batch_size: int = 8, workers: int = 0,
                  device: torch.device | str = "cpu", per_class: bool = False,
                  progress: Callable[[int], None] | None = None, mode: str = "whole",
