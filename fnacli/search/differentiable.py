@@ -274,8 +274,9 @@ def run_search(ckpt: SupernetCheckpoint, source: str, train_set: Any, cfg: Searc
     sampler_b = EpochBatches(len(train_b), tc.batch_size, env.rank, env.world, tc.seed + 1)
     per_epoch, per_b = sampler_a.steps_per_epoch, sampler_b.steps_per_epoch
     if per_epoch == 0 or per_b == 0:
-        raise UserError(f"each half of the training set ({len(train_a)} and {len(train_b)} "
-                        f"usable images) needs at least --batch-size {tc.batch_size} images")
+        raise UserError(f"each part of the training set ({len(train_a)} usable images for "
+                        f"weights, {len(train_b)} for α/β) needs at least --batch-size "
+                        f"{tc.batch_size} images")
     total = tc.epochs * per_epoch
 
     seed_everything(tc.seed)
