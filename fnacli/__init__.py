@@ -1,19 +1,11 @@
 """fnacli: adapt MobileNetV2 checkpoints into detection backbones (FNA/FNA++, DetNAS).
 
-The library is importable without the CLI. The pipeline's steps and main types are
-attributes of this package, imported on first use (module ``__getattr__``), so
-``import fnacli`` stays cheap (no torch):
-
-    import fnacli
-    fnacli.expand(seed, "super.safetensors", space="fna")
-    fnacli.search(supernet, "searched.safetensors", task="ssdlite", data="data/")
-    arch = fnacli.derive("searched.safetensors").arch
-    fnacli.remap(seed, arch, output="target.safetensors")
-    fnacli.finetune("target.safetensors", "final.safetensors", task="ssdlite", data="data/")
-    fnacli.evaluate("final.safetensors", data="data/").stats["AP"]
-
+The library is importable without the CLI. The pipeline's steps (``fnacli.expand``,
+``fnacli.search``, ``fnacli.derive``, ``fnacli.remap``, ``fnacli.finetune``,
+``fnacli.evaluate``, ``fnacli.profile``) and main types are attributes of this package,
+imported on first use (module ``__getattr__``), so ``import fnacli`` stays cheap (no torch).
 Every step takes its config dataclass (``fnacli.RemapConfig(...)``) or the config's fields;
-see docs/api.md.
+docs/api.md runs the whole pipeline this way.
 """
 
 from __future__ import annotations

@@ -166,9 +166,10 @@ def test_cli_json_table_and_exact(run_cli) -> None:
     assert rows[0]["madds"] == 300_774_272 and rows[0]["params"] == 3_504_872
     assert rows[0]["input"] == [224, 224] and rows[0]["num_classes"] == 1000
     assert "MAdds" in err and "300.77M" in err
+    # --input: the old spelling of --size (hidden, for one release) means the same
     code, out2, _ = run_cli(["madds", "mobilenetv2-0.5", "--task", "ssdlite", "--input", "161x97",
                              "--exact", "--json"])
-    code3, out3, _ = run_cli(["madds", "mobilenetv2-0.5", "--task", "ssdlite", "--input",
+    code3, out3, _ = run_cli(["madds", "mobilenetv2-0.5", "--task", "ssdlite", "--size",
                               "161x97", "--json"])
     assert code == code3 == 0
     exact, fast = json.loads(out2), json.loads(out3)

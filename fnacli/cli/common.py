@@ -14,6 +14,7 @@ from typing import Any, NoReturn
 
 import typer
 from rich.console import Console
+from typer.core import TyperCommand
 
 from fnacli.errors import UserError
 from fnacli.tasks import metavar, per_task, task_names, tasks
@@ -29,6 +30,22 @@ Device = StrEnum("Device", {n: n for n in ("auto", "cpu", "cuda")})
 
 DATA, SCHEDULE, RUN = "Data", "Schedule", "Run"
 WD = per_task(lambda t: f"{t.recipe.weight_decay:g}".replace("e-0", "e-"))  # 4e-5, not 4e-05
+
+
+class PanelCommand(TyperCommand):
+    """Plain help with the options grouped under their ``rich_help_panel`` headings."""
+
+    def format_options(self, ctx: Any, formatter: Any) -> None:
+        sections: dict[str, list] = {}
+        for p in self.get_params(ctx):
+            record = p.get_help_record(ctx)
+            if record is not None:
+                title = "Arguments" if p.param_type_name == "argument" else (
+                    getattr(p, "rich_help_panel", None) or "Options")
+                sections.setdefault(title, []).append(record)
+        for title, records in sections.items():
+            with formatter.section(title):
+                formatter.write_dl(records)
 
 
 def debug_enabled() -> bool:

@@ -12,7 +12,7 @@ from fnacli.cli import common as c
 from fnacli.cli.app import app
 
 
-@app.command("eval")
+@app.command("eval", cls=c.PanelCommand)
 def eval_(
     final: Path = typer.Argument(..., metavar="FINAL",
                                  help="Detector checkpoint (from 'fnacli finetune')."),
@@ -52,6 +52,7 @@ def eval_(
     from rich.table import Table
 
     from fnacli.pipeline.evaluate import EvaluateConfig, evaluate
+    from fnacli.tasks import get_task
 
     c.setup_logging()
     with Progress(TextColumn(f"eval {split}"), BarColumn(), MofNCompleteColumn(),
@@ -62,15 +63,13 @@ def eval_(
             workers, threads, device.value, on_progress=lambda n: bar.update(job, advance=n),
             on_start=lambda total: bar.update(job, total=total)))
 
-    from fnacli.tasks import get_task
-
-    labels = get_task(r.task).metric_labels
     extra = f", {len(r.detections)} detections" if r.detections else ""
     table = Table(title=f"{final.name} on {Path(r.ann).name} ({r.images} images{extra})")
     for col, just in (("metric", "left"), ("name", "left"), ("value", "right")):
         table.add_column(col, justify=just)
-    for name, value in r.stats.items():
-        table.add_row(labels.get(name, name), name, f"{value:.4f}")
+    labels = get_task(r.task).metric_labels
+    for name, v in r.stats.items():
+        table.add_row(labels.get(name, name), name, f"{v:.4f}")
     c.err_console.print(table)
     if r.per_class is not None:
         what = r.per_class_metric

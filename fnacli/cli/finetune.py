@@ -21,7 +21,7 @@ CLIP = per_task(lambda t: f"{t.recipe.clip_grad:g}" if t.recipe.clip_grad else "
 SIZE = per_task(lambda t: size_text(t.recipe.size))
 
 
-@app.command("finetune")
+@app.command("finetune", cls=c.PanelCommand)
 def finetune(
     target: Path = typer.Argument(..., metavar="TARGET",
                                   help="Remapped backbone (.safetensors from 'fnacli remap') or "

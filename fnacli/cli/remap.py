@@ -16,16 +16,8 @@ if TYPE_CHECKING:
     from fnacli.spec import ArchSpec
 
 
-class Width(StrEnum):
-    first = "first"
-    bn = "bn"
-    std = "std"
-    l1 = "l1"
-
-
-class Kernel(StrEnum):
-    center = "center"
-    dilate = "dilate"
+Width = StrEnum("Width", {n: n for n in ("first", "bn", "std", "l1")})
+Kernel = StrEnum("Kernel", {n: n for n in ("center", "dilate")})
 
 
 @app.command("remap")

@@ -35,8 +35,9 @@ def _opt(default: object, *decls: str, panel: str = ARCH, **kw: object) -> objec
     return typer.Option(default, *decls, rich_help_panel=panel, **kw)
 
 
-@app.command("search", help="Search an architecture on a detection task: FNA's differentiable "
-                            "search (default) or DetNAS's one-shot evolution/random search.")
+@app.command("search", cls=c.PanelCommand,
+             help="Search an architecture on a detection task: FNA's differentiable search "
+                  "(default) or DetNAS's one-shot evolution/random search.")
 def search(
     ctx: typer.Context,
     supernet: str = typer.Argument(..., metavar="SUPERNET",

@@ -154,7 +154,7 @@ def _run(cfg: FinetuneConfig, env: Any) -> FinetuneResult:
     if prior:
         load_state_strict(model, ckpt.tensors, cfg.target)
     else:
-        dropped = load_backbone_into(model, ckpt.tensors, cfg.target)
+        dropped = load_backbone_into(model, ckpt.tensors, cfg.target, task.backbone_of(model))
         if dropped:
             say(f"{cfg.target}: {dropped} head-conv tensors not used by {task.name}")
 

@@ -367,7 +367,7 @@ def _evolve(o: OneShotSearchConfig, trained: Path, files: dict[str, Path], env: 
     lut = load_or_build_lut(ckpt.space, task.name, size, info.num_classes, progress=env.is_main)
     enc = E.Encoding(ckpt.space)
     score = PathEvaluator(detector, supernet, enc, calib, val, o.calib_batch, o.workers,
-                          env.device, task.name)
+                          env.device, task=task.name)
     identity = {"supernet": str(trained), "task": task.name, "size": list(size),
                 "calib_images": len(calib), "eval_images": len(val)}
     search = E.OneShotSearch(enc, lut.arch_madds, distributed_evaluate(score, env), cfg,

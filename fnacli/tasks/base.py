@@ -119,6 +119,7 @@ class Task:
     metric: ClassVar[str]
     metric_names: ClassVar[tuple[str, ...]]
     epoch_metrics: ClassVar[tuple[str, ...]]  # what fine-tuning logs after an evaluation
+    metric_labels: ClassVar[dict[str, str]] = {}  # long names for tables (eval)
     uses_head_conv: ClassVar[bool]
     # DeepLab-style atrous backbones: strides past this are traded for dilation
     # (``fnacli.nn.backbone.atrous_stages``); None keeps every stride.
@@ -135,7 +136,6 @@ class Task:
     oneshot_holdout: ClassVar[float] = 0.0
     default_classes: ClassVar[int] = 80
     per_class_metric: ClassVar[str] = "AP"  # what ``evaluate(per_class=True)`` reports
-    metric_labels: ClassVar[dict[str, str]] = {}  # long names of metric_names for tables
 
     def __repr__(self) -> str:
         return f"<task {self.name}>"

@@ -16,6 +16,9 @@ if TYPE_CHECKING:
 
 COCO_STATS = ("AP", "AP50", "AP75", "APs", "APm", "APl",
               "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
+COCO_LABELS = ("AP @[IoU=0.50:0.95]", "AP @[IoU=0.50]", "AP @[IoU=0.75]", "AP small",
+               "AP medium", "AP large", "AR maxDets=1", "AR maxDets=10", "AR maxDets=100",
+               "AR small", "AR medium", "AR large")
 
 
 class DetectionTask(Task):
@@ -23,15 +26,10 @@ class DetectionTask(Task):
     metric = "AP"
     metric_names = COCO_STATS
     epoch_metrics = ("AP", "AP50", "AP75")
+    metric_labels = dict(zip(COCO_STATS, COCO_LABELS, strict=True))
     # What to add to a 0-based category index to get the model's label (SSD reserves 0 for
     # background; a sigmoid classifier has no background column).
     label_offset: ClassVar[int] = 0
-
-    @property
-    def metric_labels(self) -> dict[str, str]:  # type: ignore[override]
-        from fnacli.detection.evaluate import STAT_LABELS
-
-        return dict(zip(COCO_STATS, STAT_LABELS, strict=True))
 
     @property
     def augments(self) -> tuple[str, ...]:  # type: ignore[override]
