@@ -91,7 +91,8 @@ def finetune(
     device: c.Device = c.device_opt(),
     as_json: bool = c.json_opt(),
 ) -> None:
-    """Fine-tune a detector (SSDLite or RetinaNet) around TARGET on COCO-format data.
+    """Fine-tune a task's model around TARGET: a detector (SSDLite, RetinaNet) on COCO-format
+    data, or a segmenter (DeepLabv3) on Cityscapes-layout or COCO-mask data.
 
     Runs under torchrun for several processes/GPUs/nodes (DDP; SyncBatchNorm on GPU).
     """
