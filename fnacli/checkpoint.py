@@ -28,7 +28,7 @@ from fnacli.io import atomic_path, check_writable
 from fnacli.spec import MBV2_SETTING, ArchSpec, Op, SpaceSpec, Stage
 
 FORMAT = "fnacli/checkpoint@1"
-KINDS = ("backbone", "supernet", "detector", "searched")
+KINDS = ("backbone", "supernet", "detector", "segmenter", "searched")
 _RESERVED = ("format", "kind", "fnacli_version")
 
 # Strides are not in any tensor's shape; these are MobileNetV2's (stem 2, then per stage).
@@ -218,9 +218,9 @@ def load_seed(arg: str) -> tuple[dict[str, torch.Tensor], ArchSpec]:
     if metadata.get("format") != FORMAT:
         return from_state_dict(tensors, arg)  # a plain safetensors state dict (e.g. timm's)
     ckpt = _parse_checkpoint(path, tensors, metadata)
-    if ckpt.kind not in ("backbone", "detector"):
+    if ckpt.kind not in ("backbone", "detector", "segmenter"):
         raise UserError(f"{arg}: a {ckpt.kind} checkpoint; a seed must be a backbone "
-                        "(a MobileNetV2 state dict or an fnacli backbone/detector)")
+                        "(a MobileNetV2 state dict or an fnacli backbone/detector/segmenter)")
     return from_state_dict(ckpt.tensors, arg, ckpt.spec)
 
 

@@ -110,8 +110,11 @@ def _split(values: dict[str, int], parts: dict[str, tuple[str, ...]]) -> dict[st
     out: dict[str, int] = {}
     for name, prefixes in parts.items():
         total = sum(values.get(p, 0) for p in prefixes)
-        if name == "neck":
-            total -= out.get("backbone", 0)
+        for earlier, inner in parts.items():
+            if earlier == name:
+                break
+            if any(e.startswith(p + ".") for e in inner for p in prefixes):
+                total -= out[earlier]
         out[name] = total
     return {p: out.get(p, 0) for p in PARTS}
 

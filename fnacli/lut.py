@@ -256,15 +256,25 @@ class CostTable:
         self.fixed: dict[FixedKey, tuple[str, int, int]] = {}
 
     # entries one architecture needs ------------------------------------------------------
+    def stage_strides(self, spec: ArchSpec | SpaceSpec) -> list[int]:
+        """The stride each stage really has under the task (an atrous backbone runs its last
+        stages at stride 1; dilation changes no cost)."""
+        from fnacli.nn.backbone import atrous_stages
+
+        out_stride = self.task_obj.output_stride if self.task_obj is not None else None
+        return [row[0] for row in atrous_stages(spec.stem_stride,
+                                                [s.stride for s in spec.stages], out_stride)]
+
     def geometry(self, spec: ArchSpec) -> Geometry:
-        return Geometry.of(spec.stem_stride, (s.stride for s in spec.stages), self.size)
+        return Geometry.of(spec.stem_stride, self.stage_strides(spec), self.size)
 
     def layer_keys(self, spec: ArchSpec) -> list[LayerKey]:
         geo = self.geometry(spec)
+        strides = self.stage_strides(spec)
         keys = []
-        for s, layer, cin, cout, op, stride in spec.layers():
+        for s, layer, cin, cout, op, _ in spec.layers():
             res = geo.stage_in[s] if layer == 0 else geo.stage_out[s]
-            keys.append((str(op), cin, cout, stride, *res))
+            keys.append((str(op), cin, cout, strides[s] if layer == 0 else 1, *res))
         return keys
 
     def fixed_needs(self, spec: ArchSpec) -> list[tuple[str, int, tuple[int, ...]]]:
@@ -445,10 +455,11 @@ class Lut(CostTable):
     def build(self, progress: bool = False) -> Lut:
         ref = self.space.max_arch()  # any member: only its stride pattern is used
         geo = self.geometry(ref)
+        strides = self.stage_strides(ref)
         keys: list[LayerKey] = []
         for s, st in enumerate(self.space.stages):
             for layer in range(st.layers):
-                stride = st.stride if layer == 0 else 1
+                stride = strides[s] if layer == 0 else 1
                 res = geo.stage_in[s] if layer == 0 else geo.stage_out[s]
                 for op in layer_ops(self.space, s, layer):
                     if op == SKIP:
@@ -481,11 +492,12 @@ class Lut(CostTable):
         """Plain nested lists of costs, indexed by candidate positions (see expected_madds)."""
         space, ref = self.space, self.space.max_arch()
         geo = self.geometry(ref)
+        strides = self.stage_strides(ref)
         t: dict = {}
         for s, st in enumerate(space.stages):
             ins = stage_in_outs(space, s)
             for layer in range(st.layers):
-                stride = st.stride if layer == 0 else 1
+                stride = strides[s] if layer == 0 else 1
                 res = geo.stage_in[s] if layer == 0 else geo.stage_out[s]
 
                 def cost(op: str, a: int, b: int, stride: int = stride, res: Res = res) -> int:

@@ -9,6 +9,8 @@
 #   TINY=1   smoke-test mode: synthetic data, a briefly pre-trained width-0.35 seed (both
 #            made under OUT unless DATA/SEED are set), one CPU process, tiny images and
 #            one epoch on 8 images (what the test suite runs)
+# A recipe sets SYNTH=segmentation before sourcing this for Cityscapes-layout synthetic data,
+# and FINETUNE_ARGS for options only its fine-tuning takes.
 set -euo pipefail
 
 recipe=$(basename "$0" .sh)
@@ -17,6 +19,8 @@ NPROC=${NPROC:-8}
 TORCHRUN_ARGS=${TORCHRUN_ARGS:-}
 STEPS=${STEPS:-99}
 TINY=${TINY:-0}
+SYNTH=${SYNTH:-detection}
+FINETUNE_ARGS=("${FINETUNE_ARGS[@]+"${FINETUNE_ARGS[@]}"}")
 fnacli=${FNACLI:-fnacli}
 mkdir -p "$OUT"
 
@@ -51,14 +55,20 @@ if [ "$TINY" = 1 ]; then
   NPROC=1
   DATA=${DATA:-$OUT/data}
   SEED=${SEED:-$OUT/seed.pth}
-  [ -f "$DATA/annotations/instances_val.json" ] ||
-    $fnacli data synth "$DATA" --train 8 --val 4 --size 96 --seed 0 --force
+  if [ "$SYNTH" = segmentation ]; then
+    [ -d "$DATA/gtFine/val" ] ||
+      $fnacli data synth "$DATA" --task segmentation --train 8 --val 4 --size 96 --seed 0 \
+        --force
+  else
+    [ -f "$DATA/annotations/instances_val.json" ] ||
+      $fnacli data synth "$DATA" --train 8 --val 4 --size 96 --seed 0 --force
+  fi
   [ -f "$SEED" ] || $fnacli pretrain-seed "$SEED" --width 0.35 --size 32 --max-steps 2
   TINY_ARGS=(--size 96 --batch-size 4 --workers 0 --epochs 1 --device cpu)
   TINY_DIFF_ARGS=(--warmup-epochs 0)
   TINY_EVO_ARGS=(--population 2 --parents 1 --generations 1 --calib-images 4 --calib-batch 4)
 fi
-: "${DATA:?set DATA to the COCO folder}"
+: "${DATA:?set DATA to the dataset folder}"
 : "${SEED:=torchvision:IMAGENET1K_V1}"
 
 # The tail every recipe shares once "$OUT/arch.json" is derived: remap the seed onto it,
@@ -67,8 +77,9 @@ finish() {
   $fnacli remap "$SEED" --spec "$OUT/arch.json" --force -o "$OUT/target.safetensors"
   step "finetune $1"
   launch finetune "$OUT/target.safetensors" --task "$1" --data "$DATA" \
-    -o "$OUT/final.safetensors" "${TINY_ARGS[@]}" $(resume_flag "$OUT/final.safetensors")
-  step "evaluate with COCOeval"
+    -o "$OUT/final.safetensors" "${TINY_ARGS[@]}" "${FINETUNE_ARGS[@]+"${FINETUNE_ARGS[@]}"}" \
+    $(resume_flag "$OUT/final.safetensors")
+  step "evaluate with the task's metric"
   $fnacli eval "$OUT/final.safetensors" --data "$DATA" --json > "$OUT/metrics.json"
   $fnacli madds "$OUT/arch.json" --task "$1" --size "$2"
 }

@@ -55,3 +55,21 @@ def test_fna_ssdlite_recipe_runs_end_to_end_tiny(tiny_inputs, tmp_path):
     arch = json.loads((tmp_path / "run" / "arch.json").read_text())
     assert arch["schema"] == "fnacli/arch@1"
     assert not (tmp_path / "run" / "searched.safetensors.ckpt").exists()  # search finished
+
+
+def test_fna_deeplabv3_recipe_runs_end_to_end_tiny(tiny_inputs, tmp_path):
+    seg = tmp_path / "segdata"
+    subprocess.run([sys.executable, "-m", "fnacli", "data", "synth", str(seg), "--task",
+                    "segmentation", "--train", "20", "--val", "2", "--size", "96"], check=True,
+                   capture_output=True)
+    bindir = str(Path(sys.executable).parent)
+    env = {**os.environ, "PATH": bindir + os.pathsep + os.environ["PATH"], "TINY": "1",
+           "OUT": str(tmp_path / "run"), "DATA": str(seg),
+           "SEED": str(tiny_inputs / "seed.pth"), "FNACLI": f"{sys.executable} -m fnacli"}
+    r = subprocess.run(["bash", str(RECIPES / "fna_deeplabv3.sh")], env=env,
+                       capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert set(metrics) == {"mIoU", "aAcc", "mAcc"}
+    assert "BN statistics recalibrated on 1 training batches" in r.stderr
+    assert not (seg / "annotations").exists()  # no detection data written into it

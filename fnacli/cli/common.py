@@ -17,12 +17,14 @@ from rich.console import Console
 from typer.core import TyperCommand
 
 from fnacli.errors import UserError
-from fnacli.tasks import metavar, per_task, task_names
+from fnacli.tasks import metavar, per_task, task_names, tasks
 
 err_console = Console(stderr=True)
 
 # Choices as enums (typer lists them in --help), from the task registry and the policies.
 TaskName = StrEnum("TaskName", {n: n for n in task_names()})
+# every task's augmentation policy names (a task refuses the others)
+AUGMENTS = tuple(dict.fromkeys(a for t in tasks() for a in t.augments))
 Optim = StrEnum("Optim", {n: n for n in ("sgd", "rmsprop")})
 Device = StrEnum("Device", {n: n for n in ("auto", "cpu", "cuda")})
 

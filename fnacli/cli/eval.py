@@ -34,10 +34,13 @@ def eval_(
     device: c.Device = c.device_opt(),
     force: bool = c.force_opt("Overwrite --detections."),
 ) -> None:
-    """Evaluate a detector with COCOeval (bbox): AP, AP50, AP75, APs/m/l, AR1/10/100, ARs/m/l.
+    """Evaluate a model with its task's metric: detectors with COCOeval (bbox): AP, AP50,
+    AP75, APs/m/l, AR1/10/100, ARs/m/l; segmenters with mIoU, pixel accuracy (aAcc) and mean
+    class accuracy (mAcc) from a confusion matrix over the split.
 
     The table goes to stderr; --json puts the numbers on stdout. -1 means the split has no
-    ground truth in that size range (COCOeval's convention).
+    ground truth in that size range (COCOeval's convention); a class absent from a
+    segmentation split has no IoU (null).
     """
     if detections is not None and str(detections) == "-" and as_json:
         c.fail("--detections - and --json both want stdout; write the detections to a file")
@@ -60,8 +63,8 @@ def eval_(
             workers, threads, device.value, on_progress=lambda n: bar.update(job, advance=n),
             on_start=lambda total: bar.update(job, total=total)))
 
-    table = Table(title=f"{final.name} on {Path(r.ann).name} ({r.images} images, "
-                        f"{len(r.detections)} detections)")
+    extra = f", {len(r.detections)} detections" if r.detections else ""
+    table = Table(title=f"{final.name} on {Path(r.ann).name} ({r.images} images{extra})")
     for col, just in (("metric", "left"), ("name", "left"), ("value", "right")):
         table.add_column(col, justify=just)
     labels = get_task(r.task).metric_labels
@@ -69,11 +72,12 @@ def eval_(
         table.add_row(labels.get(name, name), name, f"{v:.4f}")
     c.err_console.print(table)
     if r.per_class is not None:
-        pc = Table(title="AP per category")
+        what = r.per_class_metric
+        pc = Table(title=f"{what} per category")
         pc.add_column("category")
-        pc.add_column("AP", justify="right")
-        for cname, ap in r.per_class.items():
-            pc.add_row(cname, f"{ap:.4f}")
+        pc.add_column(what, justify="right")
+        for cname, v in r.per_class.items():
+            pc.add_row(cname, "–" if v != v else f"{v:.4f}")  # NaN: absent from the split
         c.err_console.print(pc)
     if detections is not None:
         write_output(str(detections), json.dumps(r.detections), force)

@@ -11,11 +11,11 @@ import typer
 
 from fnacli.cli import common as c
 from fnacli.cli.app import app
-from fnacli.detection.transforms import AUGMENTS
 from fnacli.tasks import per_task, size_text
 
 Schedule = StrEnum("Schedule", {n: n for n in ("cosine", "step")})
-Augment = StrEnum("Augment", {n: n for n in AUGMENTS})
+Augment = StrEnum("Augment", {n: n for n in c.AUGMENTS})
+Inference = StrEnum("Inference", {n: n for n in ("whole", "slide")})
 LR = per_task(lambda t: f"{t.recipe.lr:g} per {t.recipe.base_batch}")
 CLIP = per_task(lambda t: f"{t.recipe.clip_grad:g}" if t.recipe.clip_grad else "none")
 SIZE = per_task(lambda t: size_text(t.recipe.size))
@@ -64,7 +64,9 @@ def finetune(
     size: str | None = c.size_opt(f"Input size [{SIZE}; WxH: longer x shorter side]."),
     augment: Augment | None = typer.Option(None, "--augment",
                                            help="ssd: photometric+expand+crop+flip; ssdlite: "
-                                                "crop+flip; flip; none "
+                                                "crop+flip; flip; none; segmentation: "
+                                                "finetune (rescale 0.75-2 + crop + flip), "
+                                                "search (rescale 0.5 + crop) "
                                                 f"[{per_task('default_augment')}]."),
     workers: int = c.workers_opt(),
     threads: int = c.threads_opt("CPU threads per process for torch ops (0: torch's default). "
@@ -72,6 +74,9 @@ def finetune(
     seed: int = c.seed_opt("Seed for new layers, data order, augmentation."),
     resume: bool = typer.Option(False, "--resume", help="Continue from FINAL.ckpt."),
     force: bool = c.force_opt("Overwrite FINAL and start over."),
+    inference: Inference | None = typer.Option(
+        None, "--inference", help="Segmentation: how eval predicts, on whole images or by a "
+                                  "sliding window of --size (recorded in FINAL) [whole]."),
     bn_recalibrate: int = typer.Option(0, "--bn-recalibrate", min=0, metavar="N",
                                        help="After training, recompute BN statistics on N "
                                             "training batches."),
@@ -86,7 +91,8 @@ def finetune(
     device: c.Device = c.device_opt(),
     as_json: bool = c.json_opt(),
 ) -> None:
-    """Fine-tune a detector (SSDLite or RetinaNet) around TARGET on COCO-format data.
+    """Fine-tune a task's model around TARGET: a detector (SSDLite, RetinaNet) on COCO-format
+    data, or a segmenter (DeepLabv3) on Cityscapes-layout or COCO-mask data.
 
     Runs under torchrun for several processes/GPUs/nodes (DDP; SyncBatchNorm on GPU).
     """

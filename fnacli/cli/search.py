@@ -17,7 +17,6 @@ import typer
 
 from fnacli.cli import common as c
 from fnacli.cli.app import app
-from fnacli.detection.transforms import AUGMENTS
 from fnacli.tasks import per_task, size_text
 
 Strategy = StrEnum("Strategy", {n: n for n in ("differentiable", "evolution", "random")})
@@ -73,7 +72,7 @@ def search(
                                     help="Linear warm-up [min(500, 10% of the steps)]."),
     clip_grad: float | None = _opt(None, "--clip-grad", min=0.0, panel=c.SCHEDULE,
                                    help="Max gradient norm [retinanet 35]; 0 = off."),
-    augment: str | None = _opt(None, "--augment", metavar="|".join(AUGMENTS), panel=c.DATA,
+    augment: str | None = _opt(None, "--augment", metavar="|".join(c.AUGMENTS), panel=c.DATA,
                                help=f"Training augmentation [{per_task('default_augment')}]."),
     workers: int = c.workers_opt(),
     seed: int = c.seed_opt("Seed of paths, data order, populations."),
@@ -99,15 +98,17 @@ def search(
     lam: float | None = _opt(None, "--lambda", min=0.0,
                              help=f"Cost weight λ [log: {per_task('search_defaults.lam')}; "
                                   "linear: matched to the log form at the start]."),
-    tau: float = _opt(10.0, "--tau", help="Log base τ of the log cost."),
+    tau: float | None = _opt(None, "--tau", help="Log base τ of the log cost "
+                                                 f"[{per_task('search_defaults.tau')}]."),
     target_madds: str | None = _opt(None, "--target-madds", metavar="MADDS",
                                     help="Budget (e.g. 800M, 1.2G): the cost term penalises "
                                          "only the excess over it."),
     min_depth: int = _opt(0, "--min-depth", min=0, metavar="N",
                           help="Layers 0..N-1 of every stage may not be skipped (against "
                                "collapse to all-skip)."),
-    arch_lr: float = _opt(3e-4, "--arch-lr", min=0.0,
-                          help="Adam lr of α/β (betas 0.5/0.999, wd 1e-3)."),
+    arch_lr: float | None = _opt(None, "--arch-lr", min=0.0,
+                                 help="Adam lr of α/β (betas 0.5/0.999; wd 1e-3, deeplabv3 "
+                                      "4e-5) [3e-4, deeplabv3 1e-3]."),
     # -- one-shot only
     skip_training: bool = _opt(False, "--skip-training", panel=ONESHOT,
                                help="SUPERNET is already trained one-shot (a --trained file): "
@@ -131,9 +132,10 @@ def search(
     max_madds: str | None = _opt(None, "--max-madds", metavar="MADDS", panel=ONESHOT,
                                  help="MAdds limit of every candidate, detector included (e.g. "
                                       "800M, 1.2G)."),
-    metric: str = _opt("AP", "--metric", panel=ONESHOT,
-                       help="Fitness: one of COCOeval's numbers (AP, AP50, AP75, APs, APm, "
-                            "APl, AR1, …)."),
+    metric: str | None = _opt(None, "--metric", panel=ONESHOT,
+                              help="Fitness: one of the task's numbers (detection: COCOeval's "
+                                   "AP, AP50, AP75, APs, APm, APl, AR1, …; deeplabv3: mIoU, "
+                                   f"aAcc, mAcc) [{per_task('metric')}]."),
     calib_images: int = _opt(256, "--calib-images", min=1, panel=ONESHOT,
                              help="Training images for each candidate's BN recalibration."),
     calib_batch: int = _opt(16, "--calib-batch", min=1, panel=ONESHOT,

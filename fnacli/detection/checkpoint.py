@@ -1,9 +1,10 @@
-"""Detector checkpoints: kind ``detector`` safetensors on top of ``fnacli.checkpoint``.
+"""Task model checkpoints: kind ``detector`` (detection tasks) or ``segmenter``
+(segmentation tasks) safetensors on top of ``fnacli.checkpoint``.
 
 Tensors are the detector's state dict; metadata carries what rebuilds it exactly:
 ``spec``, ``task``, ``num_classes``, ``size`` ([width, height]) and ``categories`` (the
 training data's [{id, name}] in label order, so evaluation maps labels back to the same
-COCO category ids). Loading rebuilds with ``build_detector`` and loads strictly.
+COCO category ids). Loading rebuilds with the task's ``build_model`` and loads strictly.
 """
 
 from __future__ import annotations
@@ -18,6 +19,14 @@ from fnacli.errors import UserError
 from fnacli.spec import ArchSpec
 
 BODY_PREFIX = "backbone.body."
+MODEL_KINDS = ("detector", "segmenter")
+
+
+def model_kind(task: str) -> str:
+    """The checkpoint kind of a task's fine-tuned model."""
+    from fnacli.tasks import get_task
+
+    return "segmenter" if get_task(task, "task").kind == "segmentation" else "detector"
 
 
 @dataclass
@@ -45,7 +54,8 @@ def build(info: DetectorInfo) -> nn.Module:
 
 def save_detector(path: str | Path, model: nn.Module, info: DetectorInfo,
                   force: bool = False) -> None:
-    save_checkpoint(path, dict(model.state_dict()), "detector", info.meta(), force=force)
+    save_checkpoint(path, dict(model.state_dict()), model_kind(info.task), info.meta(),
+                    force=force)
 
 
 def detector_info(ckpt: Checkpoint, path: str | Path) -> DetectorInfo:
@@ -71,9 +81,9 @@ def detector_info(ckpt: Checkpoint, path: str | Path) -> DetectorInfo:
 def load_detector(path: str | Path) -> tuple[nn.Module, DetectorInfo]:
     """Rebuild and load a detector checkpoint (strictly); UserError for anything else."""
     ckpt = read_checkpoint(path)
-    if ckpt.kind != "detector":
-        raise UserError(f"{path}: a {ckpt.kind} checkpoint; expected a detector (from "
-                        "'fnacli finetune')")
+    if ckpt.kind not in MODEL_KINDS:
+        raise UserError(f"{path}: a {ckpt.kind} checkpoint; expected a detector or segmenter "
+                        "(from 'fnacli finetune')")
     info = detector_info(ckpt, path)
     model = build(info)
     load_state_strict(model, ckpt.tensors, path)

@@ -1,5 +1,7 @@
 """Evaluate a fine-tuned model on a split with its task's metric (detection: COCOeval bbox,
-12 numbers; -1 means the split has no ground truth in that size range)."""
+12 numbers, -1 meaning the split has no ground truth in that size range; segmentation: mIoU,
+aAcc, mAcc from a confusion matrix over the split, whole images or a sliding window as the
+checkpoint records)."""
 
 from __future__ import annotations
 
@@ -38,11 +40,13 @@ class EvaluateResult:
     stats: dict[str, float]  # the task's metric_names
     per_class: dict[str, float] | None = None
     detections: list[dict] = field(default_factory=list, repr=False)
+    per_class_metric: str = "AP"  # what per_class holds (segmentation: IoU, None = absent)
 
     def to_dict(self) -> dict:
         d: dict = dict(self.stats)
         if self.per_class is not None:
-            d["per_class_AP"] = dict(self.per_class)
+            d[f"per_class_{self.per_class_metric}"] = {
+                k: (None if v != v else v) for k, v in self.per_class.items()}  # NaN -> null
         return d
 
 
@@ -73,6 +77,8 @@ def evaluate(*args: Any, **kwargs: Any) -> EvaluateResult:
     if cfg.on_start:
         cfg.on_start(len(dataset))
     res = task.evaluate(model, dataset, batch_size=cfg.batch_size, workers=cfg.workers,
-                        device=dev, per_class=cfg.per_class, progress=cfg.on_progress)
+                        device=dev, per_class=cfg.per_class, progress=cfg.on_progress,
+                        **task.inference_options(info.extra))
     return EvaluateResult(str(cfg.model), task.name, str(files.ann), len(dataset), res.stats,
-                          res.per_class, res.detections)
+                          res.per_class, getattr(res, "detections", []),
+                          task.per_class_metric)

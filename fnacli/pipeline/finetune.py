@@ -33,6 +33,7 @@ class FinetuneConfig(TrainOptions):
     schedule: str | None = None
     threads: int = 0
     bn_recalibrate: int = 0  # after training: BN statistics on N training batches
+    inference: str | None = None  # segmentation: whole | slide (recorded for eval)
     eval_every: int = 0  # epochs
     freeze_bn: bool = False
 
@@ -85,14 +86,15 @@ def _settings(cfg: FinetuneConfig, task: Any, size: tuple[int, int] | None) -> d
 def _start(cfg: FinetuneConfig) -> tuple[Any, Any, Any]:
     """(checkpoint, task, prior model info or None) of the target."""
     from fnacli.checkpoint import read_checkpoint
-    from fnacli.detection.checkpoint import detector_info
+    from fnacli.detection.checkpoint import MODEL_KINDS, detector_info
     from fnacli.tasks import get_task, task_names
 
     ckpt = read_checkpoint(cfg.target)
-    if ckpt.kind == "detector":
+    if ckpt.kind in MODEL_KINDS:
         prior = detector_info(ckpt, cfg.target)
         if cfg.task and cfg.task != prior.task:
-            raise UserError(f"{cfg.target}: a {prior.task} detector, but --task is {cfg.task}")
+            raise UserError(f"{cfg.target}: a {prior.task} {ckpt.kind}, but --task is "
+                            f"{cfg.task}")
         return ckpt, get_task(prior.task), prior
     if ckpt.kind == "backbone":
         if ckpt.spec is None:
@@ -113,6 +115,7 @@ def _run(cfg: FinetuneConfig, env: Any) -> FinetuneResult:
         build,
         load_backbone_into,
         load_state_strict,
+        model_kind,
         save_detector,
     )
     from fnacli.io import check_writable
@@ -132,7 +135,8 @@ def _run(cfg: FinetuneConfig, env: Any) -> FinetuneResult:
     # data: validated completely before any training
     train_files = task.find_split(cfg.data, "train", cfg.train_ann, cfg.train_images)
     train_set = task.load_split(train_files, train=True,
-                                transform=task.train_transform(r["augment"]), seed=cfg.seed)
+                                transform=task.train_transform(r["augment"], r["size"]),
+                                seed=cfg.seed)
     val_set = None
     if cfg.eval_every:
         val_files = task.find_split(cfg.data, "val", cfg.val_ann, cfg.val_images)
@@ -202,9 +206,14 @@ def _run(cfg: FinetuneConfig, env: Any) -> FinetuneResult:
                                    "optimizer": tc.optimizer, "schedule": tc.schedule,
                                    "augment": r["augment"], "seed": tc.seed,
                                    "bn_recalibrate": cfg.bn_recalibrate}}
+        inference = task.inference_meta(r["size"])
+        if cfg.inference is not None:
+            inference = {**inference, "mode": cfg.inference}
+        if inference:
+            info.extra["inference"] = inference
         save_detector(output, model.cpu(), info, force=True)
     loss = f"{result.last_loss:.4f}" if result.last_loss is not None else "-"
-    say(f"detector: {result.steps} steps, last loss {loss} -> {output}")
+    say(f"{model_kind(task.name)}: {result.steps} steps, last loss {loss} -> {output}")
     barrier(env)
     return out
 
@@ -227,4 +236,4 @@ def _recalibrate(model: Any, train_set: Any, task: Any, tc: Any, cfg: FinetuneCo
     loader = DataLoader(plain, batch_size=max(1, tc.batch_size // env.world), shuffle=True,
                         generator=g, collate_fn=task.collate, num_workers=cfg.workers)
     batches = itertools.islice(loader, cfg.bn_recalibrate)
-    return recalibrate_bn(model, batches, lambda m, b: m(*task.batch_to(b, env.device)))
+    return recalibrate_bn(model, batches, lambda m, b: task.stats_forward(m, b, env.device))

@@ -50,10 +50,10 @@ class DifferentiableSearchConfig(SearchOptions):
     arch_every: int | None = None
     cost_form: str = "log"
     lam: float | None = None
-    tau: float = 10.0
+    tau: float | None = None  # None: the task's (10 for detection, 45 for deeplabv3)
     target_madds: str | float | None = None
     min_depth: int = 0
-    arch_lr: float = 3e-4
+    arch_lr: float | None = None  # None: the task's (3e-4 for detection, 1e-3 for deeplabv3)
 
 
 @dataclass
@@ -129,10 +129,27 @@ def _train_config(o: SearchOptions, task: Any, epochs: int, steps: int, schedule
         checkpoint_every=o.checkpoint_every)
 
 
-def _train_set(o: SearchOptions, task: Any, augment: str) -> Any:
+def _train_set(o: SearchOptions, task: Any, augment: str, size: tuple[int, int]) -> Any:
     files = task.find_split(o.data, "train", o.train_ann, o.train_images)
-    return task.load_split(files, train=True, transform=task.train_transform(augment),
+    return task.load_split(files, train=True, transform=task.train_transform(augment, size),
                            seed=o.seed)
+
+
+def _search_input(o: SearchOptions, task: Any) -> tuple[tuple[int, int], str]:
+    """(input size, augmentation) of a search: given, else the task's search recipe, else its
+    fine-tuning recipe."""
+    d = task.search_defaults
+    return (as_size(o.size) or d.size or task.recipe.size,
+            o.augment or d.augment or task.default_augment)
+
+
+def _oneshot_holdout(dataset: Any, task: Any, seed: int) -> tuple[Any, Any | None]:
+    """(images to train the supernet on, held-out training images for fitness or None)."""
+    if not task.oneshot_holdout:
+        return dataset, None
+    from fnacli.detection.data import split_half
+
+    return split_half(dataset, seed, 1 - task.oneshot_holdout)
 
 
 # -- differentiable ---------------------------------------------------------------------------
@@ -163,19 +180,28 @@ def _differentiable(o: DifferentiableSearchConfig, env: Any) -> SearchResult:
             target = parse_madds(o.target_madds)
         except Exception as e:  # noqa: BLE001 - its message names --max-madds
             raise UserError(str(e).replace("--max-madds", "--target-madds")) from None
+    from dataclasses import replace
+
+    from fnacli.search.differentiable import ARCH_LR, ARCH_WD
+
     d = task.search_defaults
-    size = as_size(o.size) or task.recipe.size
+    size, augment = _search_input(o, task)
     batch = o.batch_size or task.recipe.batch_size
     epochs = o.epochs or d.epochs
     warmup_epochs = o.warmup_epochs if o.warmup_epochs is not None else d.warmup_for(epochs)
-    augment = o.augment or task.default_augment
-    dataset = _train_set(o, task, augment)
-    steps = epochs * (len(dataset) // 2 // batch)
-    tc = _train_config(o, task, epochs, steps, "step", d.milestones, 500)
+    dataset = _train_set(o, task, augment, size)
+    steps = epochs * (round(len(dataset) * (1 - d.arch_fraction)) // batch)
+    tc = _train_config(o, task, epochs, steps, d.schedule, d.milestones, 500)
+    if d.warmup_ratio is not None:
+        tc = replace(tc, warmup_ratio=d.warmup_ratio)
     cfg = SearchConfig(task=task.name, size=size, train=tc, warmup_epochs=warmup_epochs,
                        arch_every=o.arch_every or d.arch_every, cost_form=o.cost_form,
-                       lam=o.lam, tau=o.tau, target_madds=target, min_depth=o.min_depth,
-                       arch_lr=o.arch_lr, augment=augment)
+                       lam=o.lam, tau=o.tau if o.tau is not None else d.tau,
+                       target_madds=target, min_depth=o.min_depth,
+                       arch_lr=o.arch_lr if o.arch_lr is not None else d.arch_lr or ARCH_LR,
+                       arch_weight_decay=(d.arch_weight_decay if d.arch_weight_decay is not None
+                                          else ARCH_WD),
+                       arch_fraction=d.arch_fraction, augment=augment)
     result = run_search(ckpt, str(o.supernet), dataset, cfg, env, output,
                         state_path=state_path, metrics_path=metrics_path, resume=o.resume,
                         stop_after=o.stop_after, log=say if env.is_main else None)
@@ -284,9 +310,9 @@ def _train(o: OneShotSearchConfig, files: dict[str, Path], env: Any, say: Report
                         "with --skip-training, or train again with --force")
     check_writable(files["trained"], True)  # its folder must exist
     r = task.recipe
-    size = as_size(o.size) or r.size
+    size, augment = _search_input(o, task)
     epochs = o.epochs or task.oneshot_epochs
-    dataset = _train_set(o, task, o.augment or task.default_augment)
+    dataset, _ = _oneshot_holdout(_train_set(o, task, augment, size), task, o.seed)
     batch = o.batch_size or r.batch_size
     tc = _train_config(o, task, epochs, epochs * (len(dataset) // batch), r.schedule,
                        r.milestones, r.warmup_iters)
@@ -324,12 +350,17 @@ def _evolve(o: OneShotSearchConfig, trained: Path, files: dict[str, Path], env: 
                          candidates=o.candidates,
                          max_madds=E.parse_madds(o.max_madds) if o.max_madds else None,
                          metric=o.metric or task.metric, seed=o.seed)
-    val = task.load_split(task.find_split(o.data, "val", o.val_ann, o.val_images), train=False)
+    train = task.load_split(task.find_split(o.data, "train", o.train_ann, o.train_images),
+                            train=True, transform=task.eval_transform())
+    train, held_out = _oneshot_holdout(train, task, o.seed)
+    if held_out is not None:  # the task scores on training images the supernet never saw
+        val = held_out
+    else:
+        val = task.load_split(task.find_split(o.data, "val", o.val_ann, o.val_images),
+                              train=False, transform=task.eval_transform())
     task.check_categories(info.categories, val.categories(), str(trained), str(val.files.ann))
     if o.eval_images:
         val = calibration_subset(val, o.eval_images, o.seed)
-    train = task.load_split(task.find_split(o.data, "train", o.train_ann, o.train_images),
-                            train=True)
     calib = calibration_subset(train, o.calib_images, o.seed)
     detector, supernet = build_oneshot_detector(ckpt, task.name, info.num_classes, size,
                                                 str(trained))

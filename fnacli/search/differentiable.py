@@ -84,6 +84,8 @@ class SearchConfig:
     target_madds: float | None = None  # MAdds, absolute
     min_depth: int = 0
     arch_lr: float = ARCH_LR
+    arch_weight_decay: float = ARCH_WD
+    arch_fraction: float = 0.5  # share of the training images for α/β steps
     augment: str = "ssd"
 
     def check(self) -> None:
@@ -110,7 +112,11 @@ class SearchConfig:
                 "warmup_epochs": self.warmup_epochs, "arch_every": self.arch_every,
                 "cost_form": self.cost_form, "lambda": self.lam, "tau": self.tau,
                 "target_madds": self.target_madds, "min_depth": self.min_depth,
-                "arch_lr": self.arch_lr, "augment": self.augment}
+                "arch_lr": self.arch_lr, "augment": self.augment,
+                # only where a task's recipe sets them (detection runs keep their identity)
+                **({"arch_weight_decay": self.arch_weight_decay,
+                    "arch_fraction": self.arch_fraction}
+                   if (self.arch_weight_decay, self.arch_fraction) != (ARCH_WD, 0.5) else {})}
 
 
 class ArchParams(nn.Module):
@@ -263,19 +269,21 @@ def run_search(ckpt: SupernetCheckpoint, source: str, train_set: Any, cfg: Searc
     cfg.check()
     say = log or (lambda _m: None)
     tc, space = cfg.train, ckpt.space
-    train_a, train_b = split_half(train_set, tc.seed)
+    train_a, train_b = split_half(train_set, tc.seed, 1 - cfg.arch_fraction)
     sampler_a = EpochBatches(len(train_a), tc.batch_size, env.rank, env.world, tc.seed)
     sampler_b = EpochBatches(len(train_b), tc.batch_size, env.rank, env.world, tc.seed + 1)
     per_epoch, per_b = sampler_a.steps_per_epoch, sampler_b.steps_per_epoch
     if per_epoch == 0 or per_b == 0:
-        raise UserError(f"each half of the training set ({len(train_a)} and {len(train_b)} "
-                        f"usable images) needs at least --batch-size {tc.batch_size} images")
+        raise UserError(f"each part of the training set ({len(train_a)} usable images for "
+                        f"weights, {len(train_b)} for α/β) needs at least --batch-size "
+                        f"{tc.batch_size} images")
     total = tc.epochs * per_epoch
 
     seed_everything(tc.seed)
     task = get_task(cfg.task)
-    collate, batch_to = task.collate, task.batch_to
-    supernet = Supernet(space, ckpt.masks, with_head=task.uses_head_conv)
+    collate = task.collate
+    supernet = Supernet(space, ckpt.masks, with_head=task.uses_head_conv,
+                        output_stride=task.output_stride)
     load_weights(supernet, ckpt.weights, source)
     detector = task.build_model(space.max_arch(), train_set.num_classes, cfg.size,
                                 backbone=supernet)
@@ -301,7 +309,7 @@ def run_search(ckpt: SupernetCheckpoint, source: str, train_set: Any, cfg: Searc
     w_opt = build_optimizer(raw, tc.optimizer, tc.lr, tc.weight_decay, tc.momentum,
                             tc.rmsprop_eps)
     a_opt = torch.optim.Adam(arch.parameters(), lr=cfg.arch_lr, betas=ARCH_BETAS,
-                             weight_decay=ARCH_WD)
+                             weight_decay=cfg.arch_weight_decay)
     optimizers = _Optimizers(w_opt, a_opt)
     scheduler = build_scheduler(w_opt, total, tc.schedule, tc.warmup_iters, tc.warmup_ratio,
                                 tc.milestones, tc.gamma)
@@ -371,14 +379,14 @@ def run_search(ckpt: SupernetCheckpoint, source: str, train_set: Any, cfg: Searc
                                     "arch_scaler": a_scaler.state_dict() if use_amp else {}})
 
     def arch_step() -> dict[str, float]:
-        images, targets = batch_to(next_b(), env.device)
+        batch_b = next_b()
         raw.train()
         with _Frozen(raw):
             a_p, b_p = arch.probs(cfg.min_depth)
             supernet.set_weighted(a_p, b_p)
             try:
                 with torch.autocast(env.device.type, enabled=use_amp):
-                    losses = raw(images, targets)
+                    losses = task.loss(raw, batch_b, env.device)
             finally:
                 supernet.set_path(A.argmax_path(a_p, b_p))
             task_loss = sum(losses.values())
@@ -431,9 +439,8 @@ def run_search(ckpt: SupernetCheckpoint, source: str, train_set: Any, cfg: Searc
                                      A.step_generator(tc.seed, step), cfg.min_depth)
                 supernet.set_path(path)
                 set_train_mode(net)
-                images, targets = batch_to(batch, env.device)
                 with torch.autocast(env.device.type, enabled=use_amp):
-                    losses = net(images, targets)
+                    losses = task.loss(net, batch, env.device)
                 loss = sum(losses.values())
                 if not all_ok(bool(torch.isfinite(loss).item()), env):
                     raise diverged("loss", loss)

@@ -74,7 +74,8 @@ def build_oneshot_detector(ckpt: SupernetCheckpoint, task: str, num_classes: int
     classes, else they start fresh (seeded)."""
     torch.manual_seed(seed)  # fresh neck/head layers are a function of the seed
     t = get_task(task, "task")
-    supernet = Supernet(ckpt.space, ckpt.masks, with_head=t.uses_head_conv)
+    supernet = Supernet(ckpt.space, ckpt.masks, with_head=t.uses_head_conv,
+                        output_stride=t.output_stride)
     load_weights(supernet, ckpt.weights, source)
     if num_classes < 1:
         raise UserError(f"num_classes must be at least 1, got {num_classes}")
@@ -127,7 +128,7 @@ def train_oneshot(ckpt: SupernetCheckpoint, source: str, dataset: CocoDetection,
     def loss_fn(model: nn.Module, batch: tuple, device: torch.device) -> dict:
         supernet.set_path(enc.path(uniform_path(enc, cfg.seed, step[0])))
         step[0] += 1
-        return model(*t.batch_to(batch, device))
+        return t.loss(model, batch, device)
 
     identity = {"strategy": "oneshot", "task": task, "size": list(size),
                 "num_classes": num_classes, "supernet": str(source)}

@@ -94,6 +94,14 @@ class SearchDefaults:
     lam: float
     tau: float
     milestones: tuple[float, ...]
+    # Optional parts of a task's search recipe (None / the defaults: what detection uses).
+    schedule: str = "step"  # the weights' lr schedule
+    size: tuple[int, int] | None = None  # the search's input (None: the fine-tuning size)
+    augment: str | None = None  # None: the task's default_augment
+    arch_lr: float | None = None  # α/β Adam lr (None: the search's 3e-4)
+    arch_weight_decay: float | None = None  # α/β Adam weight decay (None: the search's 1e-3)
+    arch_fraction: float = 0.5  # share of the training images kept for α/β steps
+    warmup_ratio: float | None = None  # lr warm-up start as a fraction of the lr (None: 1/3)
 
     def warmup_for(self, epochs: int) -> int:
         """The recipe's share of weight-only epochs of ``epochs``, rounded down (a shorter
@@ -113,6 +121,9 @@ class Task:
     epoch_metrics: ClassVar[tuple[str, ...]]  # what fine-tuning logs after an evaluation
     metric_labels: ClassVar[dict[str, str]] = {}  # long names for tables (eval)
     uses_head_conv: ClassVar[bool]
+    # DeepLab-style atrous backbones: strides past this are traded for dilation
+    # (``fnacli.nn.backbone.atrous_stages``); None keeps every stride.
+    output_stride: ClassVar[int | None] = None
     default_size: ClassVar[tuple[int, int]]
     profile_size: ClassVar[tuple[int, int]]
     augments: ClassVar[tuple[str, ...]]
@@ -120,7 +131,11 @@ class Task:
     recipe: ClassVar[Recipe]
     search_defaults: ClassVar[SearchDefaults]
     oneshot_epochs: ClassVar[int]
+    # One-shot fitness: 0 scores candidates on the val split; a fraction > 0 holds that share
+    # of the training images out of supernet training and scores on them instead.
+    oneshot_holdout: ClassVar[float] = 0.0
     default_classes: ClassVar[int] = 80
+    per_class_metric: ClassVar[str] = "AP"  # what ``evaluate(per_class=True)`` reports
 
     def __repr__(self) -> str:
         return f"<task {self.name}>"
@@ -145,7 +160,10 @@ class Task:
                    seed: int = 0) -> Any:
         raise NotImplementedError
 
-    def train_transform(self, augment: str | None = None) -> Callable:
+    def train_transform(self, augment: str | None = None,
+                        size: tuple[int, int] | None = None) -> Callable:
+        """The training augmentation ``augment``; ``size`` (width, height) is the training
+        input for tasks whose transform crops (detectors resize inside the model)."""
         raise NotImplementedError
 
     def eval_transform(self) -> Callable:
@@ -166,6 +184,20 @@ class Task:
     def loss(self, model: nn.Module, batch: Any, device: torch.device) -> dict:
         """The training losses of ``model`` (train mode) on one collated batch."""
         return model(*self.batch_to(batch, device))
+
+    def inference_meta(self, size: tuple[int, int]) -> dict:
+        """How evaluation runs the model, recorded in its checkpoint by fine-tuning (e.g.
+        whole images or a sliding window of ``size``); {} when there is no choice."""
+        return {}
+
+    def inference_options(self, extra: dict) -> dict:
+        """Keyword arguments of :meth:`evaluate` from a checkpoint's metadata (what
+        :meth:`inference_meta` recorded)."""
+        return {}
+
+    def stats_forward(self, model: nn.Module, batch: Any, device: torch.device | str) -> None:
+        """One forward pass for BN-statistics recalibration (train mode, no backward)."""
+        model(*self.batch_to(batch, device))
 
     def evaluate(self, model: nn.Module, dataset: Any, *, batch_size: int = 8, workers: int = 0,
                  device: torch.device | str = "cpu", per_class: bool = False,

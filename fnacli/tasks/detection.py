@@ -53,7 +53,8 @@ class DetectionTask(Task):
         return load_split(files, train=train, label_offset=self.label_offset,
                           transform=transform, seed=seed)
 
-    def train_transform(self, augment: str | None = None) -> Callable:
+    def train_transform(self, augment: str | None = None,
+                        size: tuple[int, int] | None = None) -> Callable:
         from fnacli.detection.transforms import train_transform
 
         return train_transform(augment or self.default_augment)
