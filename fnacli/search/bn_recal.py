@@ -60,12 +60,11 @@ def calibration_subset(dataset: CocoDetection, images: int, seed: int = 0) -> Co
     return dataset.subset(sorted(torch.randperm(n, generator=g)[:images].tolist()))
 
 
-def calibration_batches(subset: CocoDetection, batch_size: int, workers: int = 0,
-                        collate_fn: Callable | None = None) -> Iterable[Any]:
-    """The subset in a fixed order and fixed batches (the same for every candidate);
-    ``collate_fn``: the task's (detection's lists by default)."""
+def calibration_batches(subset: CocoDetection, batch_size: int, workers: int = 0
+                        ) -> Iterable[Any]:
+    """The subset in a fixed order and fixed batches (the same for every candidate)."""
     return DataLoader(subset, batch_size=batch_size, shuffle=False, num_workers=workers,
-                      collate_fn=collate_fn or collate)
+                      collate_fn=collate)
 
 
 def recalibrate_path(model: nn.Module, supernet: Supernet, path: Path, batches: Iterable[Any],
