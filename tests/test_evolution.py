@@ -335,7 +335,8 @@ def test_random_search_on_the_same_trained_supernet(evolution_run: dict) -> None
                                 "--candidates", 5, "--population", 3, "--max-madds",
                                 f"{evolution_run['limit']:.0f}", *COMMON], tmp)
     assert code == 0, stderr
-    assert "random" in stdout and str(out) in stdout
+    # the result is a file: stdout stays empty without --json, the summary is on stderr
+    assert stdout == "" and "random" in stderr and str(out) in stderr
     hist = [json.loads(x) for x in Path(f"{out}.history.jsonl").read_text().splitlines()]
     cands = [h for h in hist if h["event"] == "candidate"]
     assert len(cands) == len({c["key"] for c in cands}) == 5
@@ -355,8 +356,8 @@ def test_resumed_search_matches_the_uninterrupted_one(evolution_run: dict) -> No
     out = tmp / "resumed.safetensors"
     args = [evolution_run["trained"], "--skip-training", "--data", evolution_run["data"], "-o",
             out, *EVO, "--max-madds", f"{evolution_run['limit']:.0f}", *COMMON]
-    code, stdout, _ = cli([*args, "--stop-after-candidates", 5], tmp)
-    assert code == 0 and "--resume" in stdout and not out.exists()
+    code, stdout, stderr = cli([*args, "--stop-after-candidates", 5], tmp)
+    assert code == 0 and stdout == "" and "--resume" in stderr and not out.exists()
     with pytest.raises(UserError, match="exists from an earlier search"):
         cli(args, tmp)  # neither --resume nor --force: the stopped search's state is kept
     code, _, stderr = cli([*args, "--resume"], tmp)

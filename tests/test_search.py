@@ -84,8 +84,10 @@ def test_expand_cli(env: dict, run_cli, tmp_path: Path, monkeypatch) -> None:
     assert 0 < logits.abs().max() < 0.01  # near zero, seeded noise
     code, _, err = run_cli(["expand", env["seed"], "--space", env["space"], "-o", out])
     assert code == 2 and "--force" in err
-    code, _, _ = run_cli(["expand", env["seed"], "--space", env["space"], "-o", out, "--force",
-                          "--init-std", "0", "--masks", "overlapping"])
+    code, stdout, err = run_cli(["expand", env["seed"], "--space", env["space"], "-o", out,
+                                 "--force", "--init-std", "0", "--masks", "overlapping"])
+    # the result is a file: without --json stdout stays empty, the summary goes to stderr
+    assert code == 0 and stdout == "" and "candidate architectures" in err
     ck = read_supernet(out)
     assert ck.masks == "overlapping" and all(t.abs().sum() == 0 for t in ck.alpha.values())
     code, _, err = run_cli(["expand", env["seed"], "--masks", "partial", "-o", tmp_path / "x"])
@@ -160,7 +162,7 @@ def test_resume_continues_exactly(env: dict, supernet: Path, runs: dict, run_cli
     out = env["root"] / "resumed.safetensors"
     code, stdout, err = search(run_cli, env, supernet, out, "--lambda", LAMBDA, "--stop-after",
                                "4")
-    assert code == 0 and "--resume" in stdout, err
+    assert code == 0 and stdout == "" and "--resume" in err, err
     assert Path(f"{out}.ckpt").exists()
     code, _, err = search(run_cli, env, supernet, out, "--lambda", LAMBDA)
     assert code == 2 and "--resume" in err  # the state of the stopped run is not clobbered

@@ -187,8 +187,8 @@ def run_oneshot_search(**options: Any) -> dict:
     if env.is_main:
         if o["as_json"]:
             print_result(json.dumps(summary))
-        else:
-            print_result(summary["message"])
+        else:  # the result is a file: stdout stays empty without --json
+            err_console.print(summary["message"], soft_wrap=True)
     return summary
 
 

@@ -48,6 +48,7 @@ def expand(
     if as_json:
         print_result(json.dumps(info))
         return
-    print_result(f"{output}: supernet of space '{info['space']}' ({masks} masks): "
+    err_console.print(f"{output}: supernet of space '{info['space']}' ({masks} masks): "
                  f"{info['architectures']:.4g} candidate architectures, "
-                 f"{info['params'] / 1e6:.2f}M parameters, {info['bytes'] / 2**20:.1f} MiB")
+                 f"{info['params'] / 1e6:.2f}M parameters, {info['bytes'] / 2**20:.1f} MiB",
+                      soft_wrap=True)

@@ -125,7 +125,10 @@ def run_differentiable(o: dict) -> dict:
     finally:
         shutdown_distributed(env)
     if env.is_main:
-        print_result(json.dumps(summary) if o["as_json"] else summary["message"])
+        if o["as_json"]:
+            print_result(json.dumps(summary))
+        else:  # the result is a file: stdout stays empty without --json
+            err_console.print(summary["message"], soft_wrap=True)
     return summary
 
 
