@@ -146,7 +146,7 @@ def test_search_moves_alpha_beta_and_logs_them(runs: dict, supernet: Path) -> No
     steps = [r for r in lines if r["event"] in ("train", "arch_step")]
     assert steps and all(r["expected_madds"] > 0 and r["argmax_madds"] > 0 for r in steps)
     epochs = [r for r in lines if r["event"] == "epoch"]
-    assert [r["epoch"] for r in epochs] == [0, 1]
+    assert [r["epoch"] for r in epochs] == [1, 2]  # counted from 1, as on screen
     for probs in [*epochs[-1]["alpha"].values(), *epochs[-1]["beta"].values()]:
         assert sum(probs.values()) == pytest.approx(1.0, abs=1e-5)
     assert not Path(f"{runs['flat']['out']}.ckpt").exists()  # finished: no state left

@@ -86,6 +86,14 @@ OPTIONS: dict[str, tuple[Any, Any]] = {
     "stop_after": (int | None, typer.Option(None, "--stop-after", min=1, metavar="STEPS",
                                             help="Stop training (checkpointed) after STEPS "
                                                  "steps of this run; continue with --resume.")),
+    "log_every": (int, typer.Option(10, "--log-every", min=1, metavar="STEPS",
+                                    help="A metrics line every STEPS training steps (and, when "
+                                         "stderr is not a terminal, a plain log line).")),
+    "tensorboard": (str | None, typer.Option(None, "--tensorboard", metavar="DIR",
+                                             envvar="FNACLI_TENSORBOARD", show_envvar=True,
+                                             help="Also log losses, lr, the cost term, MAdds "
+                                                  "and α/β to TensorBoard event files in "
+                                                  "DIR.")),
     "resume": (bool, typer.Option(False, "--resume",
                                   help="Continue the training and the search where they "
                                        "stopped.")),
@@ -269,7 +277,8 @@ def _train(o: dict, files: dict[str, Path], env: Any) -> Any:
                                     else recipe["weight_decay"]),
                       schedule=recipe["schedule"], milestones=recipe["milestones"],
                       warmup_iters=warmup, clip_grad=clip or None, seed=o["seed"],
-                      workers=o["workers"], checkpoint_every=o["checkpoint_every"])
+                      workers=o["workers"], checkpoint_every=o["checkpoint_every"],
+                      log_every=o["log_every"], tensorboard=o["tensorboard"])
     if env.is_main:
         err_console.print(f"one-shot supernet training: {task} at {size[0]}x{size[1]}, "
                           f"{len(dataset)} images, {epochs} epochs of {len(dataset) // batch} "
@@ -373,10 +382,10 @@ class _SearchProgress:
     """Candidates on the training loop's progress bar, one line per generation (rank 0)."""
 
     def __init__(self, cfg: Any, enabled: bool) -> None:
-        from fnacli.train import TrainProgress
+        from fnacli.progress import TrainLogger
 
         self.cfg = cfg
-        self.bar = TrainProgress(cfg.total_candidates, 0, cfg.strategy, enabled)
+        self.bar = TrainLogger(cfg.total_candidates, 0, cfg.strategy, enabled, unit="candidate")
 
     def __enter__(self) -> _SearchProgress:
         self.bar.__enter__()
@@ -386,20 +395,23 @@ class _SearchProgress:
         self.bar.__exit__(*exc)
 
     def candidate(self, c: Any, reused: bool) -> None:
-        self.bar.update(f"last {self.cfg.metric} {c.fitness:.4f}")
+        self.bar.step(f"last {self.cfg.metric} {c.fitness:.4f}")
 
     def round(self, r: dict) -> None:
+        from fnacli.progress import fmt_duration
         from fnacli.search.evolution import format_madds
 
         if r["event"] == "stop":
             self.bar.log(f"stopped early: {r['reason']}")
             return
         if r["event"] == "resume":
-            self.bar.update(f"resumed after generation {r['generation']}", r["evaluated"])
+            self.bar.step(f"resumed after generation {r['generation']}", r["evaluated"])
+            self.bar.done0 = self.bar.done  # the ETA counts this run's pace only
             return
         m = self.cfg.metric
         self.bar.log(
             f"generation {r['generation'] + 1}/{self.cfg.rounds}: best {m} {r['best']:.4f} "
             f"({format_madds(r['best_madds'])} MAdds), median {r['median']:.4f} "
             f"({format_madds(r['median_madds'])}); overall best {r['top_fitness']:.4f} "
-            f"({format_madds(r['top_madds'])}); {r['evaluated']} evaluated")
+            f"({format_madds(r['top_madds'])}); {r['evaluated']} evaluated"
+            + (f", eta {fmt_duration(eta)}" if (eta := self.bar.eta()) is not None else ""))

@@ -14,7 +14,9 @@ from rich.console import Console
 
 from fnacli.errors import UserError
 
-err_console = Console(stderr=True)
+# soft_wrap: a summary is one line however wide, so `grep` finds it in a log file (rich would
+# otherwise cut it at 80 columns, mid-phrase, whenever stderr is not a terminal)
+err_console = Console(stderr=True, soft_wrap=True)
 
 
 def debug_enabled() -> bool:
@@ -25,14 +27,23 @@ def fail(message: str) -> NoReturn:
     raise UserError(message)
 
 
-def setup_logging(enabled: bool = True) -> None:
-    """Library log lines (skipped boxes, …) go to stderr through rich, rank 0 only."""
-    from rich.logging import RichHandler
+class _StderrHandler(logging.StreamHandler):
+    """Plain, unwrapped lines on whatever ``sys.stderr`` is when a record is logged."""
 
+    @property  # type: ignore[override]
+    def stream(self):  # noqa: ANN201
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: object) -> None:
+        pass
+
+
+def setup_logging(enabled: bool = True) -> None:
+    """Library log lines (skipped boxes, …) go to stderr as plain lines, rank 0 only."""
     logger = logging.getLogger("fnacli")
     if not logger.handlers:
-        logger.addHandler(RichHandler(console=err_console, show_time=False, show_path=False,
-                                      show_level=False))
+        logger.addHandler(_StderrHandler())
         logger.propagate = False
     logger.setLevel(logging.INFO if enabled else logging.WARNING)
 

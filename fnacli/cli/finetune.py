@@ -144,6 +144,13 @@ def finetune(
     stop_after: int | None = typer.Option(None, "--stop-after", min=1, metavar="STEPS",
                                           help="Stop (checkpointed) after STEPS steps of this "
                                                "run; continue with --resume."),
+    log_every: int = typer.Option(10, "--log-every", min=1, metavar="STEPS",
+                                  help="A metrics line every STEPS steps (and, when stderr is "
+                                       "not a terminal, a plain log line)."),
+    tensorboard: Path | None = typer.Option(None, "--tensorboard", metavar="DIR",
+                                            envvar="FNACLI_TENSORBOARD", show_envvar=True,
+                                            help="Also log losses, lr and AP to TensorBoard "
+                                                 "event files in DIR."),
     device: Device = typer.Option(Device.auto, "--device", help="auto: CUDA when available."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
 ) -> None:
@@ -280,7 +287,8 @@ def _run(o: dict, env: DistEnv) -> dict:
         momentum=o["momentum"], weight_decay=r["weight_decay"], schedule=r["schedule"],
         milestones=r["milestones"], warmup_iters=warmup, clip_grad=r["clip_grad"],
         seed=o["seed"], workers=o["workers"], freeze_bn=o["freeze_bn"],
-        checkpoint_every=o["checkpoint_every"])
+        checkpoint_every=o["checkpoint_every"], log_every=o["log_every"],
+        tensorboard=str(o["tensorboard"]) if o["tensorboard"] else None)
     identity = {"task": task, "size": list(r["size"]), "augment": r["augment"],
                 "categories": [c["id"] for c in info.categories],
                 "train_images": len(train_set)}

@@ -194,7 +194,8 @@ def _run(o: dict, env: Any) -> dict:
         warmup_iters=(o["warmup_iters"] if o["warmup_iters"] is not None
                       else min(500, steps // 10)),
         clip_grad=clip or None, seed=o["seed"], workers=o["workers"],
-        checkpoint_every=o["checkpoint_every"])
+        checkpoint_every=o["checkpoint_every"], log_every=o["log_every"],
+        tensorboard=o["tensorboard"])
     cfg = SearchConfig(task=task, size=size, train=tc, warmup_epochs=warmup_epochs,
                        arch_every=o["arch_every"] or d["arch_every"], cost_form=o["cost_form"],
                        lam=o["lam"], tau=o["tau"], target_madds=target,
