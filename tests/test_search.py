@@ -116,7 +116,8 @@ def runs(env: dict, supernet: Path) -> dict:
         out = env["root"] / f"{name}.safetensors"
         argv, stderr = sys.argv, sys.stderr
         sys.argv = ["fnacli", "search", str(supernet), "--data", str(env["data"]), "-o",
-                    str(out), *RUN, "--lambda", lam, "--json"]
+                    str(out), *RUN, "--lambda", lam, "--json",
+                    "--tensorboard", str(env["root"] / f"tb-{name}")]
         sys.stderr = io.StringIO()
         stdout = sys.stdout
         sys.stdout = io.StringIO()
@@ -130,6 +131,28 @@ def runs(env: dict, supernet: Path) -> dict:
         finally:
             sys.argv, sys.stderr, sys.stdout = argv, stderr, stdout
     return results
+
+
+def test_search_writes_tensorboard_scalars(runs: dict, env: dict) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(env["root"] / "tb-costly"))
+    acc.Reload()
+    tags = set(acc.Tags()["scalars"])
+    assert {"train/loss", "train/lr", "arch/cost_term", "arch/arch_loss",
+            "arch/expected_madds", "epoch/expected_madds", "epoch/argmax_madds"} <= tags, tags
+    space = SpaceSpec.from_dict(SPACE)
+    alpha = {t for t in tags if t.startswith("alpha/")}
+    beta = {t for t in tags if t.startswith("beta/")}
+    # one scalar per candidate of every searchable layer, per width of every searched stage
+    from fnacli.nn.supernet import op_choices, width_choices
+
+    assert len(alpha) == sum(len(c) for *_, c in op_choices(space))
+    assert len(beta) == sum(len(w) for _, w in width_choices(space))
+    assert "beta/stage 1/12" in beta and "alpha/layer 1.1/skip" in alpha
+    assert [e.step for e in acc.Scalars("epoch/expected_madds")] == [3, 6]
+    p = [e.value for e in acc.Scalars("alpha/layer 1.1/skip")]
+    assert len(p) == 2 and all(0 < v < 1 for v in p)
 
 
 def test_search_moves_alpha_beta_and_logs_them(runs: dict, supernet: Path) -> None:
