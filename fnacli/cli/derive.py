@@ -81,7 +81,9 @@ def derive(
             arch, ck.seed_spec, title=f"derived from {Path(checkpoint).name}"))
     if output != "-" or not as_json:
         write_output(output, arch.to_json(), force)
-    warning = A.collapse_warning(ck.space, path)
+    # a supernet without a search record holds α/β logits: the differentiable remedies apply
+    warning = A.collapse_warning(ck.space, path,
+                                 strategy=searched.get("strategy", "differentiable"))
     if warning:
         err_console.print(f"warning: {warning}")
     if not (show or top or as_json):
@@ -221,17 +223,32 @@ def _show(arch: Any, seed: Any, mine: Any, seed_p: Any, prob: float, cost: _Cost
 
 
 def _show_top(tops: list[dict], cost: _Costs) -> None:
+    """Rank, probability/fitness, MAdds, and the ops and width of every stage in which the K
+    architectures differ (the stages they share are named once in the caption)."""
     from rich.table import Table
 
+    from fnacli.search.arch import differing_stages, stage_text
+
     key = "probability" if tops and "probability" in tops[0] else "fitness"
+    specs = [t["spec"] for t in tops]
+    differ = differing_stages(specs)
     table = Table(title=f"top {len(tops)} ({cost.where})", title_justify="left")
-    for col in ("rank", key, "MAdds", "depths", "widths"):
-        table.add_column(col, justify="right" if col != "depths" else "left")
+    for col in ("rank", key, "MAdds"):
+        table.add_column(col, justify="right")
+    for s in differ:
+        table.add_column(f"stage {s} (width: ops)")
     for t in tops:
         spec = t["spec"]
         table.add_row(str(t["rank"]), f"{t[key]:.4g}", f"{t['madds'] / 1e6:,.1f}M",
-                      "-".join(str(st.depth) for st in spec.stages),
-                      "-".join(str(st.out) for st in spec.stages))
+                      *(stage_text(spec.stages[s]) if s < len(spec.stages) else "-"
+                        for s in differ))
+    same = [s for s in range(len(specs[0].stages)) if s not in differ] if specs else []
+    caption = []
+    if same:
+        caption.append(f"the same in all: stage{'s' if len(same) > 1 else ''} "
+                       + ", ".join(f"{s} ({stage_text(specs[0].stages[s])})" for s in same))
     if key == "probability":
-        table.caption = f"total probability of the listed: {sum(t[key] for t in tops):.4g}"
+        caption.append(f"total probability of the listed: {sum(t[key] for t in tops):.4g}")
+    table.caption = "; ".join(caption) or None
+    table.caption_justify = "left"
     err_console.print(table)
