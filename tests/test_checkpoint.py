@@ -41,7 +41,8 @@ def test_round_trip_keeps_tensors_kind_meta_and_spec(tmp_path: Path) -> None:
     # what a plain safetensors reader sees: fnacli's metadata, the spec as JSON
     with safe_open(str(path), framework="pt") as f:
         md = f.metadata()
-    assert md["format"] == FORMAT and md["kind"] == "backbone"
+    # Hugging Face tools expect format "pt"; fnacli's own tag has its own key
+    assert md["format"] == "pt" and md["fnacli_format"] == FORMAT and md["kind"] == "backbone"
     assert md["fnacli_version"] == __version__
     assert ArchSpec.from_dict(json.loads(md["spec"])) == spec
 
@@ -115,6 +116,24 @@ def test_read_checkpoint_refuses_pickles_plain_and_truncated_safetensors(tmp_pat
         read_checkpoint(tmp_path / "cut.safetensors")
     with pytest.raises(UserError, match="no such file"):
         read_checkpoint(tmp_path / "missing.safetensors")
+
+
+def test_files_with_the_tag_under_format_still_read(tmp_path: Path) -> None:
+    """fnacli 0.1's first files: the schema tag under 'format', no 'fnacli_format'."""
+    spec = _tiny_spec()
+    state = Backbone(spec).state_dict()
+    save_file(state, str(tmp_path / "old.safetensors"),
+              metadata={"format": FORMAT, "kind": "backbone", "fnacli_version": "0.1.0",
+                        "spec": json.dumps(spec.to_dict())})
+    ck = read_checkpoint(tmp_path / "old.safetensors")
+    assert ck.kind == "backbone" and ck.spec == spec
+    assert all(torch.equal(ck.tensors[k], v) for k, v in state.items())
+    tensors, seed_spec = load_seed(str(tmp_path / "old.safetensors"))
+    assert seed_spec == spec
+    # a plain "pt" safetensors without fnacli's tag is not an fnacli checkpoint
+    save_file(state, str(tmp_path / "plain.safetensors"), metadata={"format": "pt"})
+    with pytest.raises(UserError, match="without fnacli metadata"):
+        read_checkpoint(tmp_path / "plain.safetensors")
 
 
 def test_read_checkpoint_rejects_other_formats_and_kinds(tmp_path: Path) -> None:
