@@ -84,17 +84,22 @@ def _is_json_file(path: Path) -> bool:
     return head[:1] in (b"{", b"[")
 
 
-def load_specs(args: list[str]) -> list[tuple[str, ArchSpec]]:
-    """SPEC arguments: JSON files, '-', built-in names, or fnacli checkpoints."""
+# what a detector checkpoint records: (task, (width, height), classes)
+Recorded = tuple[str, tuple[int, int], int]
+
+
+def load_specs(args: list[str]) -> list[tuple[str, ArchSpec, Recorded | None]]:
+    """SPEC arguments: JSON files, '-', built-in names, or fnacli checkpoints; with each, the
+    task, input size and classes a detector checkpoint was trained with (else None)."""
     from fnacli.spec import load_arch
 
     if args.count("-") > 1:
         fail("SPEC: '-' (stdin) can be given only once")
-    out: list[tuple[str, ArchSpec]] = []
+    out: list[tuple[str, ArchSpec, Recorded | None]] = []
     for arg in args:
         path = Path(arg)
         if arg == "-":
-            out += _specs_from_stdin()
+            out += [(name, spec, None) for name, spec in _specs_from_stdin()]
         elif path.is_file() and not _is_json_file(path):
             from fnacli.checkpoint import read_checkpoint
 
@@ -102,10 +107,30 @@ def load_specs(args: list[str]) -> list[tuple[str, ArchSpec]]:
             if ck.spec is None:
                 hint = " (derive an architecture first: fnacli derive)" if ck.space else ""
                 fail(f"{arg}: this {ck.kind} checkpoint carries no architecture spec{hint}")
-            out.append((arg, ck.spec))
+            recorded = None
+            if ck.kind == "detector":
+                from fnacli.detection.checkpoint import detector_info
+
+                info = detector_info(ck, path)
+                recorded = (info.task, info.size, info.num_classes)
+            out.append((arg, ck.spec, recorded))
         else:
-            out.append((arg, load_arch(arg)))
+            out.append((arg, load_arch(arg), None))
     return out
+
+
+def settings_for(recorded: Recorded | None, task: str | None, input_size: str | None,
+                 num_classes: int | None) -> tuple[str, tuple[int, int], int]:
+    """(task, size, classes) of one profile: the options given, else what a detector
+    checkpoint records (when its task is the one counted), else the task's defaults."""
+    from fnacli.cost import default_classes
+
+    t = task or (recorded[0] if recorded else "none")
+    own = recorded is not None and recorded[0] == t
+    size = parse_input(input_size) if input_size else (
+        recorded[1] if own else parse_input(DEFAULT_INPUT[t]))
+    n = num_classes or (recorded[2] if own else default_classes(t))
+    return t, size, n
 
 
 def _fmt(n: float, unit: str = "") -> str:
@@ -133,16 +158,18 @@ def madds(
                                       help="Architectures: JSON files, '-' (stdin: one JSON "
                                            "document or JSON lines), built-in names, or fnacli "
                                            "checkpoints (their embedded spec)."),
-    task: Task = typer.Option(Task.none, "--task",
-                              help="What to count: the backbone (with its 1x1 head conv), the "
-                                   "ImageNet classifier, or a detector."),
+    task: Task | None = typer.Option(None, "--task",
+                                     help="What to count: the backbone (with its 1x1 head "
+                                          "conv), the ImageNet classifier, or a detector "
+                                          "[a detector checkpoint's own task, else none]."),
     input_size: str = typer.Option(None, "--input", metavar="SIZE",
                                    help="Input size: 320 (square) or WIDTHxHEIGHT, e.g. 1088x800. "
-                                        "Default: 224 (none, classifier), 320 (ssdlite), "
-                                        "1088x800 (retinanet)."),
+                                        "Default: a detector checkpoint's own, else 224 (none, "
+                                        "classifier), 320 (ssdlite), 1088x800 (retinanet)."),
     num_classes: int = typer.Option(None, "--num-classes", min=1, metavar="N",
-                                    help="Object classes without background (default 80); "
-                                         "ImageNet classes for --task classifier (default 1000)."),
+                                    help="Object classes without background (default: a "
+                                         "detector checkpoint's, else 80); ImageNet classes for "
+                                         "--task classifier (default 1000)."),
     as_json: bool = typer.Option(False, "--json",
                                  help="One JSON object per spec on stdout."),
     exact: bool = typer.Option(False, "--exact",
@@ -160,13 +187,17 @@ def madds(
 ) -> None:
     """Params and MAdds (conv + linear multiply-accumulates, counted with fvcore) of SPECs,
     split into backbone / neck / head; or the cost lookup table of a search space."""
-    size = parse_input(input_size or DEFAULT_INPUT[task.value])
+    task_name = task.value if task else None
+    if input_size:
+        parse_input(input_size)  # a bad size fails before any work
     if lut or space:
         if not (lut and space):
             fail("--lut and --space go together: fnacli madds --space SPACE --lut -o lut.json")
         if specs:
             fail("--lut builds the table of --space; drop the SPEC arguments")
-        _build_lut(space, task.value, size, num_classes, output, force)
+        t = task_name or "none"
+        _build_lut(space, t, parse_input(input_size or DEFAULT_INPUT[t]), num_classes, output,
+                   force)
         return
     if output:
         fail("-o/--output is only for --lut (profiles go to stdout with --json)")
@@ -174,22 +205,30 @@ def madds(
         fail("give at least one SPEC (a JSON file, '-', a built-in name or a checkpoint)")
     named = load_specs(specs)
 
-    from fnacli.cost import default_classes, profile_exact
+    from fnacli.cost import profile_exact
     from fnacli.lut import profile_specs
 
-    n_cls = num_classes or default_classes(task.value)
-    start = time.perf_counter()
-    if exact:
-        profiles = [profile_exact(s, task.value, size, n_cls, name) for name, s in named]
-    else:
-        profiles = profile_specs([s for _, s in named], task.value, size, n_cls,
-                                 [name for name, _ in named], progress=True)
-    took = time.perf_counter() - start
-    how = "fvcore trace" if exact else "lookup table"
-    extra = f", {n_cls} classes" if task.value != "none" else ""
-    _table(profiles, f"{task.value} @ {size[0]}x{size[1]}{extra} ({how}, {took:.1f}s)")
+    # one table per setting (task, size, classes): detector checkpoints bring their own
+    groups: dict[tuple[str, tuple[int, int], int], list[int]] = {}
+    for i, (_, _, recorded) in enumerate(named):
+        groups.setdefault(settings_for(recorded, task_name, input_size, num_classes),
+                          []).append(i)
+    profiles: list[Profile | None] = [None] * len(named)
+    for (t, size, n_cls), idx in groups.items():
+        start = time.perf_counter()
+        if exact:
+            done = [profile_exact(named[i][1], t, size, n_cls, named[i][0]) for i in idx]
+        else:
+            done = profile_specs([named[i][1] for i in idx], t, size, n_cls,
+                                 [named[i][0] for i in idx], progress=True)
+        for i, p in zip(idx, done, strict=True):
+            profiles[i] = p
+        took = time.perf_counter() - start
+        how = "fvcore trace" if exact else "lookup table"
+        extra = f", {n_cls} classes" if t != "none" else ""
+        _table(done, f"{t} @ {size[0]}x{size[1]}{extra} ({how}, {took:.1f}s)")
     if as_json:
-        print_result("\n".join(json.dumps(p.to_dict()) for p in profiles))
+        print_result("\n".join(json.dumps(p.to_dict()) for p in profiles if p is not None))
 
 
 def _build_lut(space_arg: str, task: str, size: tuple[int, int], num_classes: int | None,
