@@ -214,10 +214,13 @@ def load_seed(arg: str) -> tuple[dict[str, torch.Tensor], ArchSpec]:
     """Any MobileNetV2 checkpoint as Backbone-keyed tensors plus its (inferred) spec.
 
     ``arg`` is a file (torchvision / timm state dict, wrapped or prefixed, raw or fnacli
-    safetensors) or ``torchvision:WEIGHTS`` (e.g. ``torchvision:IMAGENET1K_V1``).
+    safetensors), ``torchvision:WEIGHTS`` (e.g. ``torchvision:IMAGENET1K_V1``) or
+    ``timm:NAME`` (e.g. ``timm:mobilenetv2_100``, ``timm:mobilenetv2_050.lamb_in1k``).
     """
     if arg.startswith("torchvision:"):
         return from_state_dict(_torchvision_weights(arg), arg)
+    if arg.startswith("timm:"):
+        return from_state_dict(_timm_weights(arg), arg)
     path = Path(arg)
     if not path.is_file():
         raise UserError(f"{arg}: no such file")
@@ -267,6 +270,43 @@ def _torchvision_weights(arg: str) -> dict[str, torch.Tensor]:
     except Exception as e:  # no network, proxy, bad hash, …
         raise UserError(f"{arg}: could not fetch torchvision's weights ({_short(e)}); download "
                         f"{weights.url} elsewhere and pass the file instead") from None
+
+
+def create_timm_model(name: str) -> torch.nn.Module:
+    """timm's own constructor with its pretrained loading (the Hugging Face hub, cached)."""
+    import timm
+
+    return timm.create_model(name, pretrained=True)
+
+
+def _timm_weights(arg: str) -> dict[str, torch.Tensor]:
+    name = arg.split(":", 1)[1]
+    try:
+        import timm
+    except ImportError:
+        raise UserError(f"{arg}: timm is not installed (pip install 'fnacli[timm]' or timm); "
+                        "or pass a saved state dict instead") from None
+    known = timm.list_models("mobilenetv2*")
+    if name.split(".", 1)[0] not in known:
+        raise UserError(f"{arg}: not a timm MobileNetV2 (known: {', '.join(known)})")
+    with_weights = timm.list_models(name.split(".", 1)[0], pretrained=True)
+    if not with_weights:
+        have = ", ".join(timm.list_models("mobilenetv2*", pretrained=True))
+        raise UserError(f"{arg}: timm has no pretrained weights for {name} (it has: {have})")
+    try:
+        cfg = timm.models.get_pretrained_cfg(name) or {}
+        cfg = cfg.to_dict() if hasattr(cfg, "to_dict") else dict(cfg)
+    except Exception:  # noqa: BLE001 - only used to say where the weights live
+        cfg = {}
+    hub = cfg.get("hf_hub_id")
+    where = f"https://huggingface.co/{hub}" if hub else (cfg.get("url") or "timm's weights")
+    try:
+        # the hub announces downloads on stdout, which carries our results: keep it clean
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            return create_timm_model(name).state_dict()
+    except Exception as e:  # no network, proxy, offline hub, bad file, …
+        raise UserError(f"{arg}: could not fetch timm's weights ({_short(e)}); download "
+                        f"{where} elsewhere and pass the file instead") from None
 
 
 _WRAPPERS = ("state_dict", "model", "model_state_dict", "module", "net", "network")

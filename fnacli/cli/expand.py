@@ -16,7 +16,8 @@ from fnacli.cli.common import checkpoint_output, err_console, print_result
 def expand(
     seed: str = typer.Argument(..., metavar="SEED",
                                help="Seed MobileNetV2 checkpoint (torchvision/timm .pth, fnacli "
-                                    ".safetensors, or torchvision:IMAGENET1K_V1)."),
+                                    ".safetensors, torchvision:IMAGENET1K_V1 or "
+                                    "timm:mobilenetv2_100)."),
     space: str = typer.Option("fna", "--space", metavar="fna|fna-channels|SPACE.json",
                               help="Search space: a built-in name, a JSON file or '-'."),
     output: str = typer.Option(..., "-o", "--output", metavar="SUPERNET",

@@ -33,7 +33,7 @@ def remap(
     seed: str = typer.Argument(..., metavar="SEED",
                                help="MobileNetV2 checkpoint: torchvision/timm .pth/.pt (plain, "
                                     "wrapped or prefixed), fnacli .safetensors, or "
-                                    "torchvision:IMAGENET1K_V1."),
+                                    "torchvision:IMAGENET1K_V1 or timm:mobilenetv2_100."),
     spec: str = typer.Option(..., "--spec", "-s", metavar="SPEC",
                              help="Target architecture: JSON file, '-' for stdin, or a built-in "
                                   "name (e.g. mobilenetv2-0.75, fna-ssdlite)."),
@@ -58,7 +58,7 @@ def remap(
     checkpoint_output(output)
     if seed == "-":
         fail("SEED: '-' is not supported for checkpoints (stdin is for specs); give a file")
-    if not seed.startswith("torchvision:") and not Path(seed).is_file():
+    if not seed.startswith(("torchvision:", "timm:")) and not Path(seed).is_file():
         fail(f"{seed}: no such file")
     check_writable(output, force)  # fail before the slow part (importing torch)
     target = load_arch(spec)
