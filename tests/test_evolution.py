@@ -268,7 +268,7 @@ def trained(work: dict) -> dict:
                           work["data"], "-o", tmp / "evo.safetensors", "--epochs", 1,
                           "--batch-size", 4, *COMMON], tmp)
     assert code == 0, err
-    assert "trained" in out
+    assert out == "" and "trained" in err  # the result is a file: nothing on stdout
     return {**work, "trained": tmp / "evo.oneshot.safetensors"}
 
 
@@ -321,6 +321,9 @@ def test_evolution_end_to_end(evolution_run: dict) -> None:
     best = ArchSpec.from_dict(top[0]["arch"])
     assert A.derive(ckpt.space, ckpt.alpha, ckpt.beta)[0] == best
     assert run["summary"]["best_arch"] == best.to_dict()
+    # --json names every file of the search
+    assert set(run["summary"]["files"]) == {"output", "trained", "train_metrics", "state",
+                                            "history"}
     # the limit holds for an independent full fvcore count, not only for the table
     exact = profile_exact(best, "ssdlite", (SIZE, SIZE), 2).madds
     assert exact == pytest.approx(top[0]["madds"], rel=5e-3)
@@ -337,6 +340,11 @@ def test_random_search_on_the_same_trained_supernet(evolution_run: dict) -> None
     assert code == 0, stderr
     # the result is a file: stdout stays empty without --json, the summary is on stderr
     assert stdout == "" and "random" in stderr and str(out) in stderr
+    # and every file of the search, named in one line
+    files = next(x for x in stderr.splitlines() if x.startswith("files: "))
+    for f in (out, Path(f"{out}.history.jsonl"), Path(f"{out}.search.json"),
+              evolution_run["trained"]):
+        assert str(f) in files
     hist = [json.loads(x) for x in Path(f"{out}.history.jsonl").read_text().splitlines()]
     cands = [h for h in hist if h["event"] == "candidate"]
     assert len(cands) == len({c["key"] for c in cands}) == 5
@@ -433,7 +441,7 @@ def test_supernet_training_resumes_exactly(trained: dict) -> None:
             "-o", tmp / "again.safetensors", "--epochs", 1, "--batch-size", 4, *COMMON]
     code, out, err = cli([*args, "--stop-after", 2], tmp)
     assert code == 0, err
-    assert "--resume" in out and not (tmp / "again.oneshot.safetensors").exists()
+    assert out == "" and "--resume" in err and not (tmp / "again.oneshot.safetensors").exists()
     code, out, err = cli([*args, "--resume"], tmp)
     assert code == 0, err
     got = read_checkpoint(tmp / "again.oneshot.safetensors")

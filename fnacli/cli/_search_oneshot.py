@@ -154,6 +154,11 @@ def defaults() -> dict[str, Any]:
     return {name: opt.default for name, (_, opt) in OPTIONS.items()}
 
 
+FILE_ROLES = {"output": "result", "trained": "trained supernet",
+              "train_state": "training state (--resume)", "train_metrics": "training metrics",
+              "state": "search state (--resume)", "history": "candidates and generations"}
+
+
 def _files(output: str, trained: str | None) -> dict[str, Path]:
     out = Path(output)
     stem = out.with_suffix("") if out.suffix == ".safetensors" else out
@@ -192,11 +197,18 @@ def run_oneshot_search(**options: Any) -> dict:
         summary = _run(o, strategy, env)
     finally:
         shutdown_distributed(env)
+    files = _files(o["output"], o["trained"])
+    if o["skip_training"]:
+        files["trained"] = Path(o["supernet"])
+    # every file of this search, in one place (they are described in docs/evolution.md)
+    summary["files"] = {k: str(p) for k, p in files.items() if p.exists()}
     if env.is_main:
         if o["as_json"]:
             print_result(json.dumps(summary))
         else:  # the result is a file: stdout stays empty without --json
             err_console.print(summary["message"], soft_wrap=True)
+            err_console.print("files: " + ", ".join(f"{FILE_ROLES[k]} {p}" for k, p in
+                                                    summary["files"].items()), soft_wrap=True)
     return summary
 
 
