@@ -46,13 +46,14 @@ def derive(
     min_depth: int | None = typer.Option(None, "--min-depth", min=0, metavar="N",
                                          help="Never drop layers 0..N-1 of a stage [the "
                                               "search's]."),
-    plot: str | None = typer.Option(None, "--plot", metavar="OUT.svg",
+    plot: str | None = typer.Option(None, "--plot", metavar="OUT.svg|OUT.png",
                                     help="Draw α/β probabilities per epoch (from "
                                          "SEARCHED.metrics.jsonl, else the checkpoint's "
-                                         "current α/β) as SVG."),
-    diagram: str | None = typer.Option(None, "--diagram", metavar="OUT.svg",
-                                       help="Draw the derived architecture as SVG, beside the "
-                                            "seed's when the checkpoint records it."),
+                                         "current α/β); the suffix picks SVG, PNG or PDF."),
+    diagram: str | None = typer.Option(None, "--diagram", metavar="OUT.svg|OUT.png",
+                                       help="Draw the derived architecture (SVG, PNG or PDF), "
+                                            "beside the seed's when the checkpoint records "
+                                            "it."),
     metrics: str | None = typer.Option(None, "--metrics", metavar="FILE.jsonl",
                                        help="The search's metrics for --plot [SEARCHED"
                                             ".metrics.jsonl when it exists]."),
@@ -60,6 +61,7 @@ def derive(
                                help="Overwrite -o ARCH.json, --plot and --diagram files."),
 ) -> None:
     from fnacli.io import check_writable, write_output
+    from fnacli.plots import PICTURE_FORMATS
     from fnacli.search import arch as A
     from fnacli.search.supernet_io import read_supernet
 
@@ -67,6 +69,8 @@ def derive(
         if dest == "-":
             fail(f"{opt}: give a file name (stdout carries the spec)")
         if dest is not None:
+            if Path(dest).suffix.lower() not in PICTURE_FORMATS:
+                fail(f"{opt} {dest}: give a .svg, .png or .pdf file name")
             check_writable(dest, force)  # refuse before any work, and before the spec goes out
     ck = read_supernet(checkpoint)
     searched = ck.meta.get("search", {})
@@ -75,10 +79,10 @@ def derive(
     if plot is not None:
         _plot(ck, checkpoint, metrics, depth, plot)
     if diagram is not None:
-        from fnacli.plots import render_arch_diagram, write_svg
+        from fnacli.plots import diagram_figure, save_figure
 
-        write_svg(diagram, render_arch_diagram(
-            arch, ck.seed_spec, title=f"derived from {Path(checkpoint).name}"))
+        save_figure(diagram_figure(arch, ck.seed_spec,
+                                   title=f"derived from {Path(checkpoint).name}"), diagram)
     if output != "-" or not as_json:
         write_output(output, arch.to_json(), force)
     # a supernet without a search record holds α/β logits: the differentiable remedies apply
@@ -164,7 +168,7 @@ def _top(ck: Any, searched: dict, k: int, depth: int) -> list[dict]:
 
 def _plot(ck: Any, checkpoint: str, metrics: str | None, depth: int, dest: str) -> None:
     """SEARCHED.arch.svg again: every epoch of the metrics file, or the checkpoint's α/β."""
-    from fnacli.plots import read_epoch_records, render_search_plot, write_svg
+    from fnacli.plots import read_epoch_records, save_figure, search_figure
     from fnacli.search import arch as A
     from fnacli.search.differentiable import prob_report
 
@@ -178,17 +182,17 @@ def _plot(ck: Any, checkpoint: str, metrics: str | None, depth: int, dest: str) 
     else:  # no history: one column of what the checkpoint holds now
         done = searched.get("epochs_done")
         probs = A.probs(ck.space, ck.alpha, ck.beta, depth)
-        records = [{"epoch": done - 1 if done else None, **prob_report(ck.space, *probs)}]
+        records = [{"epoch": done or None, **prob_report(ck.space, *probs)}]
         note = f"no metrics file ({source.name}): the checkpoint's current α/β"
         err_console.print(f"note: {note}")
     if searched.get("strategy") in ("evolution", "random"):
         note += "; a one-shot search does not train α/β"
     what = f"{searched['task']} {searched['size'][0]}x{searched['size'][1]}, " if (
         searched.get("task") and searched.get("size")) else ""
-    write_svg(dest, render_search_plot(
+    save_figure(search_figure(
         ck.space, records, title=f"α/β over the search: {Path(checkpoint).name}",
         subtitle=f"{ck.space.name} space, {what}{note}",
-        warmup_epochs=searched.get("warmup_epochs")))
+        warmup_epochs=searched.get("warmup_epochs")), dest)
 
 
 def _ops_text(st: Any) -> str:

@@ -539,20 +539,21 @@ def run_search(ckpt: SupernetCheckpoint, source: str, train_set: Any, cfg: Searc
 
 def _plot(output: str | Path, space: SpaceSpec, metrics_path: str | Path | None,
           current: dict, cfg: SearchConfig, log: Callable[[str], None]) -> None:
-    """Redraw SEARCHED.arch.svg from every epoch in the metrics file (``current`` alone without
-    one). A picture is not worth a search: a failure to draw is a warning."""
-    from fnacli.plots import read_epoch_records, render_search_plot, search_plot_path, write_svg
+    """Redraw SEARCHED.arch.svg and .png from every epoch in the metrics file (``current``
+    alone without one). A picture is not worth a search: a failure to draw is a warning."""
+    from fnacli.plots import read_epoch_records, save_figure, search_figure, search_plot_path
 
     try:
         records = []
         if metrics_path is not None and Path(metrics_path).exists():
             records = read_epoch_records(metrics_path, space)
-        text = render_search_plot(
+        fig = search_figure(
             space, records or [current], title=f"α/β over the search: {Path(output).name}",
             subtitle=f"{space.name} space, {cfg.task} {cfg.size[0]}x{cfg.size[1]}, epoch "
                      f"{current['epoch']} of {cfg.train.epochs}",
             warmup_epochs=cfg.warmup_epochs)
-        write_svg(search_plot_path(output), text)
+        for fmt in (".svg", ".png"):
+            save_figure(fig, search_plot_path(output, fmt))
     except Exception as e:  # noqa: BLE001 - see the docstring
         log(f"warning: could not draw {search_plot_path(output)}: {e}")
 
