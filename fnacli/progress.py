@@ -131,9 +131,10 @@ class TrainLogger:
         if self.bar is not None:
             self.bar.update(self.task, advance=advance, description=status)
 
-    def report(self, step: int, epoch: int | None, values: Mapping[str, float],
+    def report(self, step: int, epoch: int | None, values: Mapping[str, float | str],
                lr: float | None = None, tag: str = "train") -> None:
-        """The values of a logging step: a plain line (not a terminal) and TensorBoard."""
+        """The values of a logging step: a plain line (not a terminal) and TensorBoard (the
+        numbers among them; text values only go on the line)."""
         if not self.enabled:
             return
         self.scalars(step, values, tag)
@@ -165,7 +166,7 @@ class TrainLogger:
                                   *self._speed(with_eta=True)]) + ")"
         self.log(text)
 
-    def scalars(self, step: int, values: Mapping[str, float], tag: str = "train") -> None:
+    def scalars(self, step: int, values: Mapping[str, float | str], tag: str = "train") -> None:
         """TensorBoard scalars ``tag/name`` at ``step`` (nothing without --tensorboard)."""
         if self.writer is None:
             return
@@ -194,7 +195,7 @@ class TrainLogger:
         out = []
         ips = self.images_per_second()
         if ips is not None:
-            out.append(f"{ips:.3g} img/s")
+            out.append(f"{ips:.3g} img/s" if ips < 1000 else f"{ips:.0f} img/s")
         eta = self.eta()
         if with_eta and eta is not None:
             out.append(f"eta {fmt_duration(eta)}")

@@ -5,6 +5,7 @@ guard, and `expand | search | derive | remap` end to end."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -170,6 +171,13 @@ def test_search_moves_alpha_beta_and_logs_them(runs: dict, supernet: Path) -> No
     assert steps and all(r["expected_madds"] > 0 and r["argmax_madds"] > 0 for r in steps)
     epochs = [r for r in lines if r["event"] == "epoch"]
     assert [r["epoch"] for r in epochs] == [1, 2]  # counted from 1, as on screen
+    # stderr was not a terminal: plain log lines (every 10 steps and each epoch's last)
+    log = [x for x in runs["flat"]["err"].splitlines() if x.startswith("search ssdlite: epoch")]
+    assert [x.split(" step ")[1].split()[0] for x in log if " step " in x and "done" not in x] \
+        == ["3/6", "6/6"]
+    assert all(re.search(r" E\[MAdds\] [\d.]+M argmax [\d.]+M lr [\d.e+-]+ .* eta \d", x)
+               for x in log if "done" not in x)
+    assert sum(" done at step " in x for x in log) == 2
     for probs in [*epochs[-1]["alpha"].values(), *epochs[-1]["beta"].values()]:
         assert sum(probs.values()) == pytest.approx(1.0, abs=1e-5)
     assert not Path(f"{runs['flat']['out']}.ckpt").exists()  # finished: no state left

@@ -484,9 +484,9 @@ def run_search(ckpt: SupernetCheckpoint, source: str, train_set: Any, cfg: Searc
                                       phase="search" if searching else "warmup", **avg,
                                       expected_madds=exp, argmax_madds=am,
                                       seconds=round(time.perf_counter() - t0, 3))
-                        bar.report(step, epoch + 1,
-                                   {**avg, "expected_MAdds_M": exp / 1e6,
-                                    "argmax_MAdds_M": am / 1e6}, lr)
+                        # (the MAdds as text: on the log line, not TensorBoard's train/)
+                        bar.report(step, epoch + 1, {**avg, "E[MAdds]": f"{exp / 1e6:.1f}M",
+                                                     "argmax": f"{am / 1e6:.1f}M"}, lr)
                         window, window_n = {}, 0
                     if arch_info:
                         metrics.write(event="arch_step", epoch=epoch + 1, step=step,
