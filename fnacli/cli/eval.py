@@ -74,7 +74,8 @@ def eval_(
                                                      and torch.cuda.is_available()) else "cpu")
     model.to(dev)
     with Progress(TextColumn(f"eval {split}"), BarColumn(), MofNCompleteColumn(),
-                  console=err_console, transient=True) as bar:
+                  console=err_console, transient=True,
+                  disable=not err_console.is_terminal) as bar:  # no bar in a log file
         task = bar.add_task("", total=len(dataset))
         result = evaluate(model, dataset, batch_size=batch_size, workers=workers, device=dev,
                           per_class=per_class, progress=lambda n: bar.update(task, advance=n))
