@@ -369,7 +369,7 @@ class TrainConfig:
     # a metrics line (and, outside a terminal, a log line) every N steps: torchvision's
     # reference scripts print every 10 iterations by default too
     log_every: int = 10
-    tensorboard: str | None = None  # TensorBoard log folder (None: no TensorBoard)
+    tensorboard: str | Path | None = None  # TensorBoard log folder (None: no TensorBoard)
 
     def identity(self) -> dict:
         """The settings a resumed run must share (the rest may change between runs)."""
