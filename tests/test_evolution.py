@@ -295,7 +295,7 @@ def evolution_run(trained: dict, limits: tuple[float, float]) -> dict:
     out = tmp / "evo.safetensors"
     code, stdout, stderr = cli([trained["trained"], "--skip-training", "--data", trained["data"],
                                 "-o", out, *EVO, "--max-madds", f"{limit:.0f}", *COMMON,
-                                "--json"], tmp)
+                                "--json", "--tensorboard", tmp / "tb"], tmp)
     assert code == 0, stderr
     return {**trained, "out": out, "limit": limit, "summary": json.loads(stdout),
             "stderr": stderr}
@@ -321,6 +321,15 @@ def test_evolution_end_to_end(evolution_run: dict) -> None:
     best = ArchSpec.from_dict(top[0]["arch"])
     assert A.derive(ckpt.space, ckpt.alpha, ckpt.beta)[0] == best
     assert run["summary"]["best_arch"] == best.to_dict()
+    # TensorBoard: the generations' fitness, at the number of candidates evaluated
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run["tmp"] / "tb"))
+    acc.Reload()
+    gens = acc.Scalars("generation/best_AP")
+    assert len(gens) == 2 and gens[-1].step == len(cands)
+    assert acc.Scalars("generation/overall_best_AP")[-1].value == pytest.approx(
+        top[0]["fitness"], abs=1e-6)
     # --json names every file of the search
     assert set(run["summary"]["files"]) == {"output", "trained", "train_metrics", "state",
                                             "history"}

@@ -80,7 +80,8 @@ def search(
     device: c.Device = c.device_opt(),
     checkpoint_every: int = c.checkpoint_every_opt(),
     log_every: int = c.log_every_opt(),
-    tensorboard: str | None = c.tensorboard_opt("losses, lr, the cost term, MAdds and α/β"),
+    tensorboard: str | None = c.tensorboard_opt("losses, lr, the cost term, MAdds and α/β "
+                                                  "(one-shot: each generation's fitness)"),
     stop_after: int | None = c.stop_after_opt("Stop training (checkpointed) after STEPS steps "
                                               "of this run; continue with --resume."),
     resume: bool = typer.Option(False, "--resume", help="Continue the training and the search "

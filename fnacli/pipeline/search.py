@@ -320,6 +320,7 @@ def _evolve(o: OneShotSearchConfig, trained: Path, files: dict[str, Path], env: 
             resume: bool, say: Reporter) -> SearchResult:
     from fnacli.checkpoint import save_checkpoint
     from fnacli.lut import load_or_build_lut
+    from fnacli.progress import tensorboard_dir
     from fnacli.search import evolution as E
     from fnacli.search.bn_recal import calibration_subset
     from fnacli.search.oneshot import (
@@ -362,7 +363,7 @@ def _evolve(o: OneShotSearchConfig, trained: Path, files: dict[str, Path], env: 
     say(f"{o.strategy} search on {trained}: {cfg.total_candidates} candidates{limit}, fitness "
         f"{cfg.metric} on {len(val)} held-out images, BN recalibrated on {len(calib)} "
         "training images")
-    with _SearchProgress(cfg, env.is_main) as progress:
+    with _SearchProgress(cfg, env.is_main, tensorboard_dir(o.tensorboard)) as progress:
         search.on_candidate = progress.candidate
         search.on_round = progress.round
         result = search.run(resume=resume, stop_after=o.stop_after_candidates)
@@ -399,11 +400,12 @@ def _evolve(o: OneShotSearchConfig, trained: Path, files: dict[str, Path], env: 
 class _SearchProgress:
     """Candidates on the training loop's progress bar, one line per generation (rank 0)."""
 
-    def __init__(self, cfg: Any, enabled: bool) -> None:
+    def __init__(self, cfg: Any, enabled: bool, tensorboard: Path | None = None) -> None:
         from fnacli.progress import TrainLogger
 
         self.cfg = cfg
-        self.bar = TrainLogger(cfg.total_candidates, 0, cfg.strategy, enabled, unit="candidate")
+        self.bar = TrainLogger(cfg.total_candidates, 0, cfg.strategy, enabled, unit="candidate",
+                               tensorboard=tensorboard)
 
     def __enter__(self) -> _SearchProgress:
         self.bar.__enter__()
@@ -427,6 +429,10 @@ class _SearchProgress:
             self.bar.done0 = self.bar.done  # the ETA counts this run's pace only
             return
         m = self.cfg.metric
+        # TensorBoard: per generation, at the number of candidates evaluated so far
+        self.bar.scalars(r["evaluated"], {f"best_{m}": r["best"], f"median_{m}": r["median"],
+                                          f"overall_best_{m}": r["top_fitness"],
+                                          "best_madds": r["best_madds"]}, "generation")
         eta = self.bar.eta()
         self.bar.log(
             f"generation {r['generation'] + 1}/{self.cfg.rounds}: best {m} {r['best']:.4f} "
