@@ -22,6 +22,8 @@ from typing import IO, Any
 from fnacli.errors import UserError
 
 TENSORBOARD_ENV = "FNACLI_TENSORBOARD"
+_NO_TENSORBOARD = ("--tensorboard: the 'tensorboard' package is not installed (pip install "
+                   "'fnacli[tensorboard]')")
 
 
 def fmt(v: object) -> str:
@@ -42,9 +44,16 @@ def fmt_duration(seconds: float) -> str:
 
 
 def tensorboard_dir(option: str | Path | None) -> Path | None:
-    """``--tensorboard DIR`` if given, else ``$FNACLI_TENSORBOARD``, else None."""
+    """``--tensorboard DIR`` if given, else ``$FNACLI_TENSORBOARD``, else None; a UserError
+    when one is set but the ``tensorboard`` package is missing (call it before the work)."""
+    import importlib.util
+
     value = option if option is not None else os.environ.get(TENSORBOARD_ENV) or None
-    return Path(value) if value is not None else None
+    if value is None:
+        return None
+    if importlib.util.find_spec("tensorboard") is None:
+        raise UserError(_NO_TENSORBOARD)
+    return Path(value)
 
 
 def open_tensorboard(log_dir: str | Path, purge_step: int | None = None) -> Any:
@@ -53,8 +62,7 @@ def open_tensorboard(log_dir: str | Path, purge_step: int | None = None) -> Any:
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
-        raise UserError("--tensorboard: the 'tensorboard' package is not installed (pip "
-                        "install 'fnacli[tensorboard]')") from None
+        raise UserError(_NO_TENSORBOARD) from None
     return SummaryWriter(str(log_dir), purge_step=purge_step or None)
 
 

@@ -115,3 +115,21 @@ def test_finetune_with_stderr_to_a_file_writes_plain_lines_and_tensorboard(
             "val/AP", "val/AP50"} <= tags, tags
     assert [e.step for e in acc.Scalars("train/loss")] == [2, 4, 6, 8]
     assert [e.step for e in acc.Scalars("val/AP")] == [4, 8]
+
+
+def test_tensorboard_without_the_package_fails_before_any_work(monkeypatch, tmp_path) -> None:
+    import importlib.util
+
+    from fnacli.errors import UserError
+    from fnacli.progress import tensorboard_dir
+
+    monkeypatch.delenv("FNACLI_TENSORBOARD", raising=False)
+    assert tensorboard_dir(None) is None
+    monkeypatch.setenv("FNACLI_TENSORBOARD", str(tmp_path / "env"))
+    assert tensorboard_dir(None) == tmp_path / "env"
+    assert tensorboard_dir(tmp_path / "opt") == tmp_path / "opt"  # the option wins
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "tensorboard" else real(name, *a))
+    with pytest.raises(UserError, match=r"fnacli\[tensorboard\]"):
+        tensorboard_dir(tmp_path / "opt")

@@ -62,6 +62,9 @@ def finetune(*args: Any, **kwargs: Any) -> FinetuneResult:
     cfg = make_config(FinetuneConfig, args, kwargs)
     refuse_stdout(cfg.output)
     as_size(cfg.size)  # bad options fail before anything else
+    from fnacli.progress import tensorboard_dir
+
+    tensorboard_dir(cfg.tensorboard)
     return in_processes(_run, cfg, cfg.threads)
 
 

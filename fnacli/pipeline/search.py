@@ -145,6 +145,9 @@ def search_differentiable(*args: Any, **kwargs: Any) -> SearchResult:
     """FNA's differentiable search (see the module docstring)."""
     cfg = make_config(DifferentiableSearchConfig, args, kwargs)
     refuse_stdout(cfg.output)
+    from fnacli.progress import tensorboard_dir
+
+    tensorboard_dir(cfg.tensorboard)  # a missing package fails before the work
     return in_processes(_differentiable, cfg)
 
 
@@ -237,6 +240,9 @@ def search_oneshot(*args: Any, **kwargs: Any) -> SearchResult:
         names = dict.fromkeys(n for t in tasks() for n in t.metric_names)
         if o.metric not in names:
             raise UserError(f"--metric: expected one of {', '.join(names)}, got {o.metric!r}")
+    from fnacli.progress import tensorboard_dir
+
+    tensorboard_dir(o.tensorboard)  # a missing package fails before the work
     result = in_processes(_oneshot, o)
     files = _oneshot_files(o.output, o.trained)
     if o.skip_training:
