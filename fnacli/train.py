@@ -29,8 +29,9 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from fnacli import interrupt
 from fnacli.errors import UserError
-from fnacli.io import atomic_path, write_text_atomic
+from fnacli.io import load_json_text, write_bytes_atomic, write_text_atomic
 
 STATE_FORMAT = "fnacli/train-state@1"
 OPTIMIZERS = ("sgd", "rmsprop")
@@ -96,6 +97,16 @@ def all_ok(flag: bool, env: DistEnv) -> bool:
     t = torch.tensor([0.0 if flag else 1.0], device=env.device)
     dist.all_reduce(t)
     return t.item() == 0.0
+
+
+def signal_received(env: DistEnv) -> int | None:
+    """The signal any process received (``fnacli.interrupt``), so that all stop together."""
+    sig = interrupt.pending()
+    if not env.distributed:
+        return sig
+    t = torch.tensor([float(sig or 0)], device=env.device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return int(t.item()) or None
 
 
 # -- reproducibility -----------------------------------------------------------------------
@@ -259,8 +270,17 @@ def save_train_state(path: str | Path, model: nn.Module, optimizer: torch.optim.
              "scaler": scaler.state_dict() if scaler is not None else {},
              "epoch": epoch, "batch": batch, "step": step, "rng": rng_state(),
              "identity": json.dumps(identity, sort_keys=True), "extra": json.dumps(extra or {})}
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    write_torch_atomic(path, state)
+
+
+def write_torch_atomic(path: str | Path, obj: Any) -> None:
+    """``torch.save`` to memory, then an atomic write: a full disk is an OSError of ours (a
+    clear message, the earlier file intact), not an error deep in torch's zip writer."""
+    import io
+
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    write_bytes_atomic(path, buf.getbuffer())
 
 
 def restore_train_state(state_path: str | Path | None, identity: dict, model: nn.Module,
@@ -294,8 +314,11 @@ def load_train_state(path: str | Path) -> dict:
                         ) from None
     if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
         raise UserError(f"{path}: not an fnacli training state (expected {STATE_FORMAT})")
-    state["identity"] = json.loads(state["identity"])
-    state["extra"] = json.loads(state["extra"])
+    try:
+        state["identity"] = load_json_text(state["identity"], path)
+        state["extra"] = load_json_text(state["extra"], path)
+    except (KeyError, TypeError):
+        raise UserError(f"{path}: not an fnacli training state (fields missing)") from None
     return state
 
 
@@ -500,7 +523,12 @@ def fit(model: nn.Module, dataset: Dataset, loss_fn: Callable[[nn.Module, Any, t
                              epoch=at_epoch, batch=at_batch, step=step, identity=run_id,
                              extra={"window": window, "window_n": window_n})
 
-    with TrainProgress(total, step, desc, env.is_main) as bar:
+    def interrupted(sig: int) -> interrupt.Interrupted:
+        saved = (f"the training state {state_path} (step {step} of {total})"
+                 if state_path is not None else None)
+        return interrupt.stop(sig, saved)
+
+    with interrupt.deferred(), TrainProgress(total, step, desc, env.is_main) as bar:
         while epoch < cfg.epochs:
             sampler.set_epoch(epoch, batch0)
             for b, batch in enumerate(loader, start=batch0):
@@ -543,6 +571,9 @@ def fit(model: nn.Module, dataset: Dataset, loss_fn: Callable[[nn.Module, Any, t
                 if stop_after is not None and run_steps >= stop_after and not at_end:
                     save(epoch, b + 1)
                     return FitResult(step, epoch, last_loss, finished=False)
+                if not at_end and (sig := signal_received(env)):
+                    save(epoch, b + 1)
+                    raise interrupted(sig)
             epoch, batch0 = epoch + 1, 0
             save(epoch, 0)
             extra = on_epoch_end(epoch - 1, raw) if on_epoch_end else None
@@ -550,6 +581,8 @@ def fit(model: nn.Module, dataset: Dataset, loss_fn: Callable[[nn.Module, Any, t
                 metrics.write(event="epoch", epoch=epoch - 1, step=step, **extra)
                 bar.log(f"epoch {epoch}: " + ", ".join(f"{k} {v:.4f}" for k, v in extra.items()
                                                       if isinstance(v, float)))
+            if sig := signal_received(env):
+                raise interrupted(sig)  # the state of the epoch's end is saved
             if stop_after is not None and run_steps >= stop_after and epoch < cfg.epochs:
                 return FitResult(step, epoch, last_loss, finished=False)
     set_train_mode(raw)

@@ -177,6 +177,12 @@ def run_oneshot_search(**options: Any) -> dict:
 
     if o["metric"] not in STAT_NAMES:
         fail(f"--metric: expected one of {', '.join(STAT_NAMES)}, got {o['metric']!r}")
+    from fnacli.search.evolution import parse_madds
+    from fnacli.validation import check_lr
+
+    check_lr(o["lr"])
+    if o["max_madds"]:  # parsed now, not after the supernet has been trained
+        parse_madds(o["max_madds"])
 
     env = init_distributed(None if o["device"] == "auto" else o["device"])
     setup_logging(env.is_main)
@@ -198,7 +204,8 @@ def _run(o: dict, strategy: str, env: Any) -> dict:
     files = _files(o["output"], o["trained"])
     again = o["force"] or o["resume"]
     if not o["train_only"]:
-        check_writable(files["output"], again)  # fail before the slow part
+        # fail before the slow part
+        check_writable(files["output"], again, also=(".search.json", ".history.jsonl"))
         for p in (files["state"], files["history"]):
             if p.exists() and not again:
                 fail(f"{p}: exists from an earlier search (continue it with --resume, or "
@@ -233,10 +240,11 @@ def _train(o: dict, files: dict[str, Path], env: Any) -> Any:
     from fnacli.detection.data import find_split, load_split
     from fnacli.detection.models import TASKS, label_offset
     from fnacli.detection.transforms import DEFAULT_AUGMENT, train_transform
-    from fnacli.io import check_writable
+    from fnacli.io import check_earlier_run, check_writable
     from fnacli.search.oneshot import OneshotInfo, train_oneshot
     from fnacli.search.supernet_io import read_supernet
     from fnacli.train import TrainConfig
+    from fnacli.validation import check_bn_batch
 
     ckpt = read_supernet(o["supernet"])
     info = OneshotInfo.from_meta(ckpt.meta, o["supernet"])
@@ -245,11 +253,15 @@ def _train(o: dict, files: dict[str, Path], env: Any) -> Any:
         fail("--task: needed to train the one-shot supernet (ssdlite or retinanet)")
     if task not in TASKS:
         fail(f"--task: expected one of {', '.join(TASKS)}, got {task!r}")
+    check_bn_batch(task, o["batch_size"] or RECIPES[task]["batch_size"], env.world,
+                   freeze_flag=False)
+    if not o["resume"]:
+        check_earlier_run(files["train_state"], False, o["force"])
     resume = o["resume"] and files["train_state"].is_file()
     if not resume and files["trained"].exists() and not o["force"]:
         fail(f"{files['trained']}: a trained supernet is already there: search it with "
              "--skip-training, or train again with --force")
-    check_writable(files["trained"], True)  # its folder must exist
+    check_writable(files["trained"], True, also=(".ckpt", ".metrics.jsonl"))
     recipe = RECIPES[task]
     size = parse_size(o["size"]) if o["size"] else recipe["size"]
     batch = o["batch_size"] or recipe["batch_size"]
@@ -296,6 +308,7 @@ def _search(o: dict, strategy: str, trained: Path, files: dict[str, Path], env: 
         distributed_evaluate,
         load_trained,
     )
+    from fnacli.train import signal_received
 
     ckpt, info = load_trained(trained)
     if o["task"] and o["task"] != info.task:
@@ -321,11 +334,13 @@ def _search(o: dict, strategy: str, trained: Path, files: dict[str, Path], env: 
     enc = E.Encoding(ckpt.space)
     score = PathEvaluator(detector, supernet, enc, calib, val, o["calib_batch"], o["workers"],
                           env.device)
-    identity = {"supernet": str(trained), "task": task, "size": list(size),
+    # the file's name, not its path: the same run in another folder gives the same bytes
+    identity = {"supernet": trained.name, "task": task, "size": list(size),
                 "calib_images": len(calib), "eval_images": len(val)}
     search = E.OneShotSearch(enc, lut.arch_madds, distributed_evaluate(score, env), cfg,
                              files["state"], files["history"], chunk=env.world,
-                             write=env.is_main, identity=identity)
+                             write=env.is_main, identity=identity,
+                             signal=lambda: signal_received(env))
     if env.is_main:
         limit = f" within {E.format_madds(cfg.max_madds)} MAdds" if cfg.max_madds else ""
         err_console.print(f"{strategy} search on {trained}: {cfg.total_candidates} candidates"
@@ -357,7 +372,7 @@ def _search(o: dict, strategy: str, trained: Path, files: dict[str, Path], env: 
                           "generations": cfg.generations, "candidates": cfg.total_candidates,
                           "rounds": result.rounds, "evaluated": len(ranked),
                           "calib_images": len(calib), "eval_images": len(val),
-                          "supernet": str(trained), "finished": True,
+                          "supernet": trained.name, "finished": True,
                           "derived": summary["best_arch"],
                           "top": E.candidates_meta(ranked[:o["record_top"]], enc)}
         save_checkpoint(files["output"], tensors, "searched", meta,

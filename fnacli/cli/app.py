@@ -85,22 +85,30 @@ def _click_exception_types() -> tuple[tuple[type, ...], tuple[type, ...], tuple[
 
 
 def main() -> None:
-    """Entry point: exit 2 with one line for bad input, 1 for internal errors."""
+    """Entry point: exit 2 with one line for bad input (the environment's faults included: a
+    full disk, a read-only folder, a locked output), 130/143 for SIGINT/SIGTERM (after the
+    training loops saved their state), 1 for internal errors."""
+    from fnacli import interrupt, locks
     from fnacli.cli.common import debug_enabled
     from fnacli.errors import UserError
+    from fnacli.io import ENVIRONMENT_ERRNOS, describe_os_error
 
     if "--debug" in sys.argv[1:]:
         os.environ["FNACLI_DEBUG"] = "1"
+    interrupt.install()
     try:
-        app(standalone_mode=False)
+        with locks.output_session():
+            rv = app(standalone_mode=False)
     except UserError as e:
         if debug_enabled():
             raise
         print(f"fnacli: error: {e}", file=sys.stderr)
         sys.exit(2)
-    except KeyboardInterrupt:
-        print("fnacli: interrupted (outputs are written atomically; rerun with --resume "
-              "where the command has it)", file=sys.stderr)
+    except interrupt.Interrupted as e:
+        print(f"fnacli: {e.message()}", file=sys.stderr)
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:  # SIGINT where our handler was not installed
+        print(f"fnacli: {interrupt.Interrupted(2).message()}", file=sys.stderr)
         sys.exit(130)
     except SystemExit:
         raise
@@ -116,6 +124,14 @@ def main() -> None:
             sys.exit(e.exit_code)
         if debug_enabled():
             raise
+        if isinstance(e, OSError) and e.errno in ENVIRONMENT_ERRNOS and e.filename:
+            # the environment, not fnacli: a file that vanished, a disk that filled up
+            print(f"fnacli: error: {describe_os_error(e)}", file=sys.stderr)
+            sys.exit(2)
         print(f"fnacli: internal error: {type(e).__name__}: {e} (rerun with --debug for the "
               "traceback)", file=sys.stderr)
         sys.exit(1)
+    finally:
+        interrupt.uninstall()
+    # typer returns the exit code of `raise typer.Exit(n)` when not in standalone mode
+    sys.exit(rv if isinstance(rv, int) else 0)

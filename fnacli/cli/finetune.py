@@ -209,21 +209,16 @@ def _run(o: dict, env: DistEnv) -> dict:
     from fnacli.detection.evaluate import evaluate
     from fnacli.detection.models import label_offset
     from fnacli.detection.transforms import eval_transform, train_transform
-    from fnacli.io import check_writable
+    from fnacli.io import check_earlier_run, check_writable
     from fnacli.train import TrainConfig, barrier, fit, recalibrate_bn
+    from fnacli.validation import check_bn_batch, check_lr
 
+    check_lr(o["lr"])
     output: Path = o["output"]
     state_path = Path(f"{output}.ckpt")
     metrics_path = Path(f"{output}.metrics.jsonl")
-    check_writable(output, o["force"])
-    if o["resume"]:
-        if not state_path.exists():
-            fail(f"{state_path}: no training state to resume from (run without --resume)")
-    elif not o["force"]:
-        for p in (state_path, metrics_path):
-            if p.exists():
-                fail(f"{p}: exists from an earlier run (continue it with --resume, or start "
-                     "over with --force)")
+    check_writable(output, o["force"], also=(".ckpt", ".metrics.jsonl"))
+    check_earlier_run(state_path, o["resume"], o["force"])
 
     # the starting point: a backbone (fresh detector around it) or a detector (continue)
     ckpt = read_checkpoint(o["target"])
@@ -244,6 +239,7 @@ def _run(o: dict, env: DistEnv) -> dict:
              "remap a searched network first) or a detector")
     spec = prior.spec if prior else ckpt.spec
     r = _recipe(o, task, prior.size if prior else None)
+    check_bn_batch(task, r["batch_size"], env.world, o["freeze_bn"])
 
     # data: validated completely before any training
     offset = label_offset(task)

@@ -134,7 +134,7 @@ def _run(o: dict, env: Any) -> dict:
     from fnacli.detection.data import find_split, load_split
     from fnacli.detection.models import TASKS, label_offset
     from fnacli.detection.transforms import DEFAULT_AUGMENT, train_transform
-    from fnacli.io import check_writable
+    from fnacli.io import check_earlier_run, check_writable
     from fnacli.search.differentiable import (
         SEARCH_DEFAULTS,
         SearchConfig,
@@ -144,25 +144,23 @@ def _run(o: dict, env: Any) -> dict:
     from fnacli.search.evolution import format_madds, parse_madds
     from fnacli.search.supernet_io import read_supernet
     from fnacli.train import TrainConfig
+    from fnacli.validation import check_bn_batch, check_lr
 
     output = Path(o["output"])
     state_path, metrics_path = Path(f"{output}.ckpt"), Path(f"{output}.metrics.jsonl")
-    if o["resume"]:
-        if not state_path.exists():
-            fail(f"{state_path}: no search state to resume from (run without --resume)")
-    else:
-        if not o["force"]:
-            for p in (state_path, metrics_path):
-                if p.exists():
-                    fail(f"{p}: exists from an earlier run (continue it with --resume, or "
-                         "start over with --force)")
-        check_writable(output, o["force"])
-    ckpt = read_supernet(o["supernet"])
     task = o["task"]
     if task is None:
         fail("--task: required (ssdlite or retinanet)")
     if task not in TASKS:
         fail(f"--task: expected one of {', '.join(TASKS)}, got {task!r}")
+    check_lr(o["lr"])
+    check_lr(o["arch_lr"], "--arch-lr")
+    check_bn_batch(task, o["batch_size"] or RECIPES[task]["batch_size"], env.world,
+                   freeze_flag=False)
+    check_writable(output, o["force"] or o["resume"],
+                   also=(".ckpt", ".metrics.jsonl", ".arch.svg"))
+    check_earlier_run(state_path, o["resume"], o["force"], "search state")
+    ckpt = read_supernet(o["supernet"])
     target = None
     if o["target_madds"] is not None:
         try:

@@ -34,6 +34,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils.data import DataLoader
 
+from fnacli import interrupt
 from fnacli.errors import UserError
 from fnacli.nn.supernet import Supernet, op_choices, path_to_arch, width_choices
 from fnacli.search import arch as A
@@ -53,6 +54,7 @@ from fnacli.train import (
     save_train_state,
     seed_everything,
     set_train_mode,
+    signal_received,
     unwrap,
 )
 
@@ -319,6 +321,10 @@ def run_search(ckpt: SupernetCheckpoint, source: str, train_set: Any, cfg: Searc
                 "train_images": len(train_set)}
     epoch, batch0, step, arch_steps = 0, 0, 0, 0
     history: list[dict] = []
+    # the running average of the losses not yet logged: in the state, so that a resumed run
+    # logs the same numbers as an uninterrupted one
+    window: dict[str, float] = {}
+    window_n = 0
     if resume:
         state = restore_train_state(state_path, identity, holder, optimizers, scheduler,
                                     w_scaler if use_amp else None)
@@ -327,6 +333,8 @@ def run_search(ckpt: SupernetCheckpoint, source: str, train_set: Any, cfg: Searc
         epoch, batch0, step = state["epoch"], state["batch"], state["step"]
         arch_steps = state["extra"]["arch_steps"]
         history = state["extra"]["history"]
+        window = dict(state["extra"].get("window", {}))
+        window_n = int(state["extra"].get("window_n", 0))
     metrics = MetricsLog(metrics_path, env.is_main, step if resume else None)
     loader_a = DataLoader(train_a, batch_sampler=sampler_a, num_workers=tc.workers,
                           collate_fn=collate, pin_memory=env.device.type == "cuda")
@@ -375,6 +383,7 @@ def run_search(ckpt: SupernetCheckpoint, source: str, train_set: Any, cfg: Searc
                              w_scaler if use_amp else None, epoch=at_epoch, batch=at_batch,
                              step=step, identity=identity,
                              extra={"arch_steps": arch_steps, "history": history,
+                                    "window": window, "window_n": window_n,
                                     "arch_scaler": a_scaler.state_dict() if use_amp else {}})
 
     def arch_step() -> dict[str, float]:
@@ -417,8 +426,11 @@ def run_search(ckpt: SupernetCheckpoint, source: str, train_set: Any, cfg: Searc
 
     t0 = time.perf_counter()
     run_steps = 0
-    window: dict[str, float] = {}
-    window_n = 0
+
+    def interrupted(sig: int) -> interrupt.Interrupted:
+        saved = (f"the search state {state_path} (step {step} of {total})"
+                 if state_path is not None else None)
+        return interrupt.stop(sig, saved)
     if env.is_main:
         say(f"search {cfg.task} {cfg.size[0]}x{cfg.size[1]}: {len(train_a)}/{len(train_b)} "
             f"images (weights/α-β), {tc.epochs} epochs x {per_epoch} steps ({cfg.warmup_epochs} "
@@ -426,7 +438,8 @@ def run_search(ckpt: SupernetCheckpoint, source: str, train_set: Any, cfg: Searc
             + (f" τ {cfg.tau:g}" if cfg.cost_form == "log" else "")
             + (f", target {cfg.target_madds / 1e6:.1f}M" if cfg.target_madds else "")
             + f", start {c0 * 1e3:.1f}M expected MAdds")
-    with TrainProgress(total, step, f"search {cfg.task}", env.is_main) as bar:
+    with interrupt.deferred(), TrainProgress(total, step, f"search {cfg.task}",
+                                             env.is_main) as bar:
         while epoch < tc.epochs:
             sampler_a.set_epoch(epoch, batch0)
             searching = epoch >= cfg.warmup_epochs
@@ -490,6 +503,9 @@ def run_search(ckpt: SupernetCheckpoint, source: str, train_set: Any, cfg: Searc
                     save_state(epoch, b + 1)
                     return _result(space, arch, cfg, step, arch_steps, epoch, False, lut,
                                    history)
+                if not at_end and (sig := signal_received(env)):
+                    save_state(epoch, b + 1)
+                    raise interrupted(sig)
             epoch, batch0 = epoch + 1, 0
             exp, am, derived = madds_now()
             with torch.no_grad():
@@ -512,6 +528,8 @@ def run_search(ckpt: SupernetCheckpoint, source: str, train_set: Any, cfg: Searc
                 _plot(output, space, metrics_path, {**record, **probs_now}, cfg, bar.log)
             if stop_after is not None and run_steps >= stop_after and epoch < tc.epochs:
                 return _result(space, arch, cfg, step, arch_steps, epoch, False, lut, history)
+            if epoch < tc.epochs and (sig := signal_received(env)):
+                raise interrupted(sig)  # the state of the epoch's end is saved
     set_train_mode(raw)
     return _result(space, arch, cfg, step, arch_steps, epoch, True, lut, history)
 

@@ -123,14 +123,14 @@ def train_oneshot(ckpt: SupernetCheckpoint, source: str, dataset: CocoDetection,
         return model(images, targets)
 
     identity = {"strategy": "oneshot", "task": task, "size": list(size),
-                "num_classes": num_classes, "supernet": str(source)}
+                "num_classes": num_classes, "supernet": Path(source).name}
     result = fit(detector, dataset, loss_fn, cfg, env, state_path=state_path,
                  metrics_path=metrics_path, resume=resume, collate_fn=collate,
                  identity=identity, stop_after=stop_after, desc="one-shot supernet", log=log)
     if result.finished and env.is_main:
         trained = {"epochs": cfg.epochs, "steps": result.steps, "batch_size": cfg.batch_size,
                    "lr": cfg.lr, "optimizer": cfg.optimizer, "seed": cfg.seed,
-                   "sampling": "uniform single path", "source": str(source)}
+                   "sampling": "uniform single path", "source": Path(source).name}
         info = OneshotInfo(task, num_classes, size, dataset.categories(), trained)
         save_trained(output, ckpt, detector, supernet, info, force=force)
     return result
