@@ -68,14 +68,15 @@ def check_writable(path: str | Path, force: bool, also: tuple[str, ...] = ()) ->
         if len(name.encode()) > limit:
             raise UserError(f"{folder / name}: file name too long ({len(name.encode())} bytes, "
                             f"the file system allows {limit})")
-    _probe(folder)
+    check_folder_writable(folder)
     locks.claim(path)
     remove_stale_temps(path, also)
     return path
 
 
-def _probe(folder: Path) -> None:
+def check_folder_writable(folder: str | Path) -> None:
     """Create and remove a file in ``folder``: the only reliable test that it takes files."""
+    folder = Path(folder)
     probe = folder / f".fnacli-probe~{os.getpid()}.tmp"
     try:
         fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)

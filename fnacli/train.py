@@ -243,8 +243,10 @@ class MetricsLog:
             for line in self.path.read_text().splitlines():
                 try:
                     rec = json.loads(line)
-                except json.JSONDecodeError:
+                except (ValueError, RecursionError):
                     continue  # a line cut by a crash
+                if not isinstance(rec, dict):
+                    continue
                 if rec.get("step", 0) <= resume_step:
                     keep.append(line)
         write_text_atomic(self.path, "".join(x + "\n" for x in keep))

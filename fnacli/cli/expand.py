@@ -42,7 +42,8 @@ def expand(
     check_writable(output, force)  # fail before the work, not after
     space_spec = load_space(space)
     with err_console.status(f"remapping {seed} into the {space_spec.name} supernet"):
-        tensors, meta = supernet_io.expand(seed, space_spec, masks, arch_seed, init_std)
+        tensors, meta = supernet_io.expand(seed, space_spec, masks, arch_seed, init_std,
+                                           space_name=f"space {space}")
         save_checkpoint(output, tensors, "supernet", meta, force=force)
     info = supernet_io.summary(space_spec, tensors) | {"masks": masks, "output": output}
     if as_json:

@@ -55,7 +55,7 @@ def _specs_from_stdin() -> list[tuple[str, ArchSpec]]:
     text, _ = read_text_arg("-", "SPEC")
     try:
         doc = json.loads(text)
-    except json.JSONDecodeError:
+    except (ValueError, RecursionError):  # JSON lines, or not JSON: read line by line below
         doc = None
     if isinstance(doc, dict):
         return [("<stdin>", ArchSpec.from_dict(doc, "<stdin>"))]
@@ -72,6 +72,9 @@ def _specs_from_stdin() -> list[tuple[str, ArchSpec]]:
         except json.JSONDecodeError as e:
             fail(f"{name}: not valid JSON ({e.msg} at column {e.colno}); expected one spec "
                  "document or JSON lines with one spec per line")
+        except (ValueError, RecursionError):
+            fail(f"{name}: not valid JSON (nested too deeply or numbers too long); expected "
+                 "one spec document or JSON lines with one spec per line")
         out.append((name, ArchSpec.from_dict(d, name)))
     if not out:
         fail("<stdin>: no spec given (empty input)")

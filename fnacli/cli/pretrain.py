@@ -41,6 +41,8 @@ def pretrain_seed(
         raise UserError(f"--width: expected a multiplier between 0.1 and 2.0, got {width}")
     if size < 32:
         raise UserError(f"--size: expected at least 32 pixels, got {size}")
+    if not seconds > 0:
+        raise UserError(f"--seconds: expected a training budget > 0, got {seconds:g}")
     dest = check_writable(out, force)
     with Progress(TextColumn("pretrain-seed"), BarColumn(), TextColumn("{task.description}"),
                   TimeRemainingColumn(), console=err_console) as bar:

@@ -68,7 +68,8 @@ def remap(
 
     seed_state, seed_spec = load_seed(seed)
     state, report = remap_state(seed_state, seed_spec, target, width=width.value,
-                                kernel=kernel.value, noise=noise, seed=rng_seed)
+                                kernel=kernel.value, noise=noise, seed=rng_seed,
+                                seed_name=f"seed {seed}", target_name=f"spec {spec}")
     # remap_state has checked that the output loads strictly into Backbone(target)
     params = count_parameters(state)
     strategies = {"width": width.value, "kernel": kernel.value, "noise": noise, "seed": rng_seed}

@@ -241,6 +241,10 @@ class CocoDetection(Dataset):
         self.paths = self._resolve_images(check_images)
         self.ids: list[int] = sorted(self.coco.imgs)
         dropped_crowd = sum(1 for a in self.coco.anns.values() if a["iscrowd"])
+        if not train and not self.coco.anns:
+            # COCOeval would report -1 for every metric: meaningless numbers, not an answer
+            raise UserError(f"{files.ann}: no annotations: evaluation needs ground-truth boxes "
+                            "(COCO metrics of an unannotated split are all -1)")
         if checked.clipped:
             log.info("%s: %d boxes reached outside their image and were clipped",
                      files.ann, checked.clipped)

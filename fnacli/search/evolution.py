@@ -481,8 +481,10 @@ class OneShotSearch:
         for line in text.splitlines():
             try:
                 rec = json.loads(line)
-            except json.JSONDecodeError:
+            except (ValueError, RecursionError):
                 continue  # a line cut by the interruption
+            if not isinstance(rec, dict):
+                continue
             if rec.get("generation", 0) < done:
                 keep.append(line)
             elif rec.get("event") == "candidate" and rec["key"] not in self.cache:
