@@ -726,11 +726,12 @@ def load_or_build_lut(space: SpaceSpec, task: str, size: tuple[int, int],
             pass  # a stale or damaged cache file is rebuilt below
     lut = build_lut(space, task, size, num_classes, progress)
     try:
-        from fnacli.io import write_text_atomic
+        from fnacli.io import remove_stale_temps, write_text_atomic
 
         path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(path)  # what a build killed while writing left
         write_text_atomic(path, lut.to_json())
-    except OSError:
+    except (OSError, UserError):
         pass  # an unwritable cache only costs a rebuild next time
     return lut
 

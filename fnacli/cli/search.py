@@ -157,9 +157,10 @@ def _run(o: dict, env: Any) -> dict:
     check_lr(o["arch_lr"], "--arch-lr")
     check_bn_batch(task, o["batch_size"] or RECIPES[task]["batch_size"], env.world,
                    freeze_flag=False)
+    # the state first: a stopped search has written SEARCHED already (after every epoch)
+    check_earlier_run(state_path, o["resume"], o["force"], "search state")
     check_writable(output, o["force"] or o["resume"],
                    also=(".ckpt", ".metrics.jsonl", ".arch.svg"))
-    check_earlier_run(state_path, o["resume"], o["force"], "search state")
     ckpt = read_supernet(o["supernet"])
     target = None
     if o["target_madds"] is not None:
