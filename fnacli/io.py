@@ -52,22 +52,22 @@ def check_writable(path: str | Path, force: bool, also: tuple[str, ...] = ()) ->
     from fnacli import locks
 
     path = Path(path)
+    folder = path.parent
+    limit = _name_max(folder) if folder.is_dir() else 255
+    for name in (path.name, *(path.name + s for s in also)):
+        if len(name.encode()) > limit:
+            raise UserError(f"{folder / name}: file name too long ({len(name.encode())} bytes, "
+                            f"the file system allows {limit})")
     if path.is_dir():
         raise UserError(f"{path}: is a folder; expected a file name")
     if path.exists() and not force:
         raise UserError(f"{path}: already exists (use --force to overwrite)")
-    folder = path.parent
     if not folder.exists():
         if any(p.exists() and not p.is_dir() for p in folder.parents):
             raise UserError(f"{folder}: a path component is not a folder")
         raise UserError(f"{folder}: output folder does not exist")
     if not folder.is_dir():
         raise UserError(f"{folder}: not a folder")
-    limit = _name_max(folder)
-    for name in (path.name, *(path.name + s for s in also)):
-        if len(name.encode()) > limit:
-            raise UserError(f"{folder / name}: file name too long ({len(name.encode())} bytes, "
-                            f"the file system allows {limit})")
     check_folder_writable(folder)
     locks.claim(path)
     remove_stale_temps(path, also)
