@@ -367,3 +367,209 @@ def test_the_table_covers_every_command_and_class() -> None:
     assert commands >= {"expand", "search", "derive", "remap", "finetune", "eval", "madds",
                         "data synth", "pretrain-seed"}
     assert len(CASES) >= 60
+
+
+# -- 1. a long but valid output name; a full disk; a read-only folder ---------------------
+def test_an_output_name_of_245_characters_works(world: dict[str, Path], tmp_path: Path) -> None:
+    out = tmp_path / ("n" * 240 + ".safe")
+    code, _, err = fnacli([*_argv(REMAP, world, tmp_path), "-o", out])
+    assert code == 0, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == [out.name]  # no temp, no lock left
+
+
+def _argv(args: list[str], w: dict[str, Path], out: Path) -> list[str]:
+    return [_resolve(a, w, out) for a in args]
+
+
+@contextlib.contextmanager
+def tmpfs(folder: Path, size: int, read_only: bool = False) -> Iterator[Path]:
+    """A small tmpfs at ``folder`` (a real full disk / read-only file system); skips where
+    mounting is not allowed."""
+    folder.mkdir()
+    r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
+                       capture_output=True, text=True)
+    if r.returncode:
+        pytest.skip(f"cannot mount a tmpfs here ({r.stderr.strip() or r.returncode}); the "
+                    "simulated ENOSPC test covers the same path")
+    try:
+        yield folder
+        if read_only:
+            subprocess.run(["mount", "-o", "remount,ro", str(folder)], check=True)
+    finally:
+        subprocess.run(["umount", "-l", str(folder)], capture_output=True)
+
+
+def test_a_full_disk_is_exit_2_and_the_earlier_file_is_intact(world: dict[str, Path],
+                                                              tmp_path: Path) -> None:
+    size = world["target"].stat().st_size
+    with tmpfs(tmp_path / "disk", int(size * 1.5) // 4096 * 4096 + 8192) as disk:
+        out = disk / "r.safetensors"
+        code, _, err = fnacli([*_argv(REMAP, world, tmp_path), "-o", out])
+        assert code == 0, err
+        earlier = out.read_bytes()
+        code, _, err = fnacli([*_argv(REMAP, world, tmp_path), "-o", out, "--force",
+                               "--noise", "0.1"])
+        assert code == 2, err
+        lines = err.strip().splitlines()
+        assert len(lines) == 1 and "no space left on device" in lines[0], err
+        assert str(out) in lines[0] and "earlier file is unchanged" in lines[0]
+        assert out.read_bytes() == earlier
+        assert sorted(p.name for p in disk.iterdir()) == [out.name]
+
+
+def test_a_read_only_folder_is_refused_before_any_work(world: dict[str, Path],
+                                                       tmp_path: Path) -> None:
+    with contextlib.ExitStack() as stack:
+        ro = stack.enter_context(tmpfs(tmp_path / "ro", 1 << 20))
+        subprocess.run(["mount", "-o", "remount,ro", str(ro)], check=True)
+        for args in ([*REMAP, "-o", f"{ro}/r.safetensors"], [*FT, "-o", f"{ro}/f"],
+                     [*SYNTH[:2], f"{ro}/d", *SYNTH[2:]]):
+            code, _, err = fnacli(_argv(args, world, tmp_path))
+            assert code == 2 and err.count("\n") == 1, err
+            assert "read-only file system" in err and str(ro) in err
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes through permissions; the "
+                    "read-only tmpfs test covers the case")
+def test_a_folder_without_write_permission_is_refused(world: dict[str, Path],
+                                                      tmp_path: Path) -> None:
+    folder = tmp_path / "locked"
+    folder.mkdir(mode=0o500)
+    code, _, err = fnacli([*_argv(REMAP, world, tmp_path), "-o", folder / "r"])
+    assert code == 2 and "permission denied" in err
+
+
+def test_enospc_while_saving_training_state_keeps_the_earlier_state(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Simulated (any machine): the disk fills up in the middle of writing the state."""
+    from fnacli.errors import UserError
+    from fnacli.train import build_optimizer, build_scheduler, load_train_state, save_train_state
+
+    net = torch.nn.Linear(3, 2)
+    opt = build_optimizer(net, "sgd", 0.1)
+    sched = build_scheduler(opt, 10, "cosine")
+    path = tmp_path / "run.ckpt"
+    save_train_state(path, net, opt, sched, None, epoch=0, batch=1, step=1, identity={})
+    earlier = path.read_bytes()
+    real_write = Path.write_bytes
+
+    def full_disk(self: Path, data: bytes) -> int:
+        real_write(self, bytes(data)[:100])
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self))
+
+    monkeypatch.setattr(Path, "write_bytes", full_disk)
+    with pytest.raises(UserError, match="no space left on device.*earlier file is unchanged"):
+        save_train_state(path, net, opt, sched, None, epoch=0, batch=2, step=2, identity={})
+    monkeypatch.undo()
+    assert path.read_bytes() == earlier and load_train_state(path)["step"] == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["run.ckpt"]
+
+
+# -- 4. what a crash leaves must not block a rerun ----------------------------------------
+def test_a_metrics_file_without_state_does_not_block_a_rerun(world: dict[str, Path],
+                                                             tmp_path: Path) -> None:
+    out = tmp_path / "f.safetensors"
+    Path(f"{out}.metrics.jsonl").write_text("")  # a run that crashed before its first save
+    code, _, err = fnacli([*_argv(FT, world, tmp_path), "-o", out, "--epochs", "1"])
+    assert code == 0, err
+    lines = Path(f"{out}.metrics.jsonl").read_text().splitlines()
+    assert json.loads(lines[-1])["step"] == 4
+
+
+def test_stale_temporary_files_are_removed_by_the_next_run(world: dict[str, Path],
+                                                           tmp_path: Path) -> None:
+    from fnacli.io import atomic_path
+
+    out = tmp_path / "f.safetensors"
+    dead = 2 ** 22 + 17  # above pid_max on Linux: no such process
+    stale = [tmp_path / f".{out.name}.ckpt~{dead}-abc123.tmp",  # this version's naming
+             tmp_path / f".{out.name}.ckpt.x8_k2m9q.tmp",  # mkstemp's (earlier versions)
+             tmp_path / f".{out.name}~{dead}-zzzzzz.tmp"]
+    for p in stale:
+        p.write_bytes(b"")
+        os.utime(p, (time.time() - 3600, time.time() - 3600))
+    alive = tmp_path / f".{out.name}.ckpt~{os.getppid()}-abc123.tmp"  # a live writer's
+    alive.write_bytes(b"")
+    other = tmp_path / ".other.safetensors~123-abc123.tmp"  # not this output's
+    other.write_bytes(b"")
+    code, _, err = fnacli([*_argv(FT, world, tmp_path), "-o", out, "--epochs", "1"])
+    assert code == 0, err
+    assert not any(p.exists() for p in stale)
+    assert alive.exists() and other.exists()
+    # the temporary name stays short whatever the output's name
+    with atomic_path(tmp_path / ("x" * 250)) as tmp:
+        assert len(tmp.name) < 255
+        tmp.write_text("ok")
+
+
+# -- 5. one writer per output ---------------------------------------------------------------
+HOLD = ("import sys\nfrom fnacli import locks\nwith locks.output_session():\n"
+        "    locks.claim(sys.argv[1])\n    print('held', flush=True)\n    sys.stdin.read()\n")
+
+
+@contextlib.contextmanager
+def held(path: Path) -> Iterator[int]:
+    p = subprocess.Popen([sys.executable, "-c", HOLD, str(path)], stdin=subprocess.PIPE,
+                         stdout=subprocess.PIPE, text=True,
+                         env={**os.environ, "PYTHONPATH": str(REPO)})
+    try:
+        assert p.stdout is not None and p.stdout.readline().strip() == "held"
+        yield p.pid
+    finally:
+        p.communicate("")
+
+
+def test_a_second_writer_is_refused_naming_the_holder(world: dict[str, Path],
+                                                      tmp_path: Path) -> None:
+    outputs = {"remap": ([*REMAP, "-o", "OUT/r.safetensors"], "r.safetensors"),
+               "finetune": ([*FT, "-o", "OUT/f.safetensors"], "f.safetensors"),
+               "search": ([*SEARCH, "-o", "OUT/s.safetensors"], "s.safetensors"),
+               "evolution": ([*EVOL, "-o", "OUT/e.safetensors"], "e.safetensors"),
+               "synth": ([*SYNTH[:2], "OUT/d", *SYNTH[2:]], "d"),
+               "lut": ([*LUT, "-o", "OUT/l.json"], "l.json")}
+    for name, (args, target) in outputs.items():
+        with held(tmp_path / target) as pid:
+            code, _, err = fnacli(_argv(args, world, tmp_path))
+            assert code == 2, (name, err)
+            assert f"another fnacli run (pid {pid}) is writing it" in err, (name, err)
+            assert err.count("\n") == 1
+        assert not (tmp_path / target).exists()
+    # released: nothing left, and the same output can be written now
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+    code, _, err = fnacli([*_argv(REMAP, world, tmp_path), "-o", tmp_path / "r.safetensors"])
+    assert code == 0, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.safetensors"]
+
+
+@pytest.mark.slow
+def test_two_concurrent_remaps_one_wins_the_other_is_refused(world: dict[str, Path],
+                                                             tmp_path: Path) -> None:
+    out = tmp_path / "r.safetensors"
+    procs = [spawn([*_argv(REMAP, world, tmp_path), "-o", out], tmp_path) for _ in range(2)]
+    results = [(p.wait(timeout=300), p.stderr.read()) for p in procs]  # type: ignore[union-attr]
+    codes = sorted(c for c, _ in results)
+    assert codes == [0, 2], results
+    loser = next(e for c, e in results if c == 2)
+    assert "another fnacli run" in loser or "already exists" in loser
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.safetensors"]
+
+
+# -- 8. atomic writes are durable --------------------------------------------------------------
+def test_atomic_writes_fsync_the_file_and_its_folder(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from fnacli.io import write_text_atomic
+
+    synced: list[str] = []
+    real = os.fsync
+
+    def record(fd: int) -> None:
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", record)
+    out = tmp_path / "x.json"
+    write_text_atomic(out, "{}")
+    assert len(synced) == 2
+    assert Path(synced[0]).name.startswith(".x.json~")  # the data, before the rename
+    assert synced[1] == str(tmp_path)  # the folder, after it
+    assert out.read_text() == "{}"

@@ -208,17 +208,8 @@ def generate(out_dir: str | Path, cfg: SynthConfig, force: bool = False,
     annotations pointing at missing images.
     """
     check_config(cfg)
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"{out}: exists and is not a folder")
-    if not out.parent.is_dir():
-        raise UserError(f"{out.parent}: output folder does not exist")
-    check_folder_writable(out.parent)
-    locks.claim(out)  # one writer per folder
+    out = check_output_dir(out_dir, force)
     marker = out / PARTIAL
-    # a run that was killed left its marker: its files are ours to replace, no --force needed
-    if out.exists() and any(out.iterdir()) and not force and not marker.is_file():
-        raise UserError(f"{out}: folder exists and is not empty (use --force to overwrite)")
     (out / "annotations").mkdir(parents=True, exist_ok=True)
     marker.write_text("an interrupted 'fnacli data synth' run; rerun it to finish\n")
     counts = {}
@@ -230,3 +221,20 @@ def generate(out_dir: str | Path, cfg: SynthConfig, force: bool = False,
         counts[split] = len(json.loads(text)["annotations"])
     marker.unlink()
     return counts
+
+
+def check_output_dir(out_dir: str | Path, force: bool) -> Path:
+    """Before any work: the folder can be written and holds nothing we would clobber (or only
+    what a killed run of ours left, ``PARTIAL``); claims it against a second writer."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out}: exists and is not a folder")
+    if not out.parent.is_dir():
+        raise UserError(f"{out.parent}: output folder does not exist")
+    check_folder_writable(out if out.is_dir() else out.parent)
+    locks.claim(out)  # one writer per folder
+    marker = out / PARTIAL
+    # a run that was killed left its marker: its files are ours to replace, no --force needed
+    if out.exists() and any(out.iterdir()) and not force and not marker.is_file():
+        raise UserError(f"{out}: folder exists and is not empty (use --force to overwrite)")
+    return out
