@@ -228,6 +228,13 @@ class EpochBatches(Sampler[list[tuple[int, int]]]):
             yield [(self.epoch, i) for i in order[lo:lo + self.local]]
 
 
+def loader_generator(seed: int) -> torch.Generator:
+    """A DataLoader's own generator: every new iterator (each epoch, and the one a resumed
+    run starts with) draws its base seed from the global RNG otherwise, which would leave a
+    resumed run's global RNG one draw off the uninterrupted run's."""
+    return torch.Generator().manual_seed(seed)
+
+
 # -- metrics and state files ---------------------------------------------------------------
 class MetricsLog:
     """JSON lines beside the output; rank 0 only. A resumed run first drops the lines past the
@@ -513,7 +520,8 @@ def fit(model: nn.Module, dataset: Dataset, loss_fn: Callable[[nn.Module, Any, t
         window_n = int(state["extra"].get("window_n", 0))
     metrics = MetricsLog(metrics_path, env.is_main, step if resume else None)
     loader = DataLoader(dataset, batch_sampler=sampler, num_workers=cfg.workers,
-                        collate_fn=collate_fn, pin_memory=env.device.type == "cuda")
+                        collate_fn=collate_fn, pin_memory=env.device.type == "cuda",
+                        generator=loader_generator(cfg.seed))
     say = log or (lambda _msg: None)
     last_loss: float | None = None
     run_steps = 0

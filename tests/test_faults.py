@@ -104,7 +104,9 @@ def tree(folder: Path) -> dict[str, bytes]:
 
 
 def metrics_without_time(path: Path) -> list[dict]:
-    return [{k: v for k, v in json.loads(x).items() if k != "seconds"}
+    """Log lines without wall-clock times, and without the flag that says a resumed search
+    took an evaluation from the history instead of repeating it (same numbers)."""
+    return [{k: v for k, v in json.loads(x).items() if k not in ("seconds", "reused")}
             for x in path.read_text().splitlines()]
 
 
@@ -573,3 +575,147 @@ def test_atomic_writes_fsync_the_file_and_its_folder(tmp_path: Path,
     assert Path(synced[0]).name.startswith(".x.json~")  # the data, before the rename
     assert synced[1] == str(tmp_path)  # the folder, after it
     assert out.read_text() == "{}"
+
+
+# -- kill -9 at chosen points, then --resume (or a plain rerun): the uninterrupted bytes -----
+def _command(name: str, w: dict[str, Path], out: Path) -> list[object]:
+    return {"finetune": ["finetune", w["target"], "--data", w["data"], *FINETUNE, "-o",
+                         out / "f.safetensors"],
+            "search": ["search", w["super"], "--data", w["data"], *DIFF, "-o",
+                       out / "s.safetensors"],
+            "evolution": ["search", w["super"], "--data", w["data"], *EVO, "-o",
+                          out / "e.safetensors"],
+            "lut": [*_argv(LUT, w, out), "-o", out / "l.json"],
+            "synth": [*SYNTH[:2], out / "d", *SYNTH[2:]]}[name]
+
+
+def _outcome(name: str, out: Path) -> dict[str, object]:
+    """What must not depend on interruptions: the files (names and bytes), logs without
+    their wall-clock times."""
+    files = tree(out)
+    result: dict[str, object] = {"names": sorted(files)}
+    for rel, data in files.items():
+        if rel.endswith((".metrics.jsonl", ".history.jsonl")):
+            result[rel] = metrics_without_time(out / rel)
+        elif rel.endswith(".ckpt"):  # pickle bytes depend on object sharing: compare contents
+            result[rel] = _plain(torch.load(out / rel, weights_only=True))
+        elif not rel.endswith(".search.json"):  # the search state holds the cache's order
+            result[rel] = data
+    return result
+
+
+def _same(got: dict, want: dict) -> None:
+    """Equal outcomes; on a difference, say which file and where."""
+    assert got["names"] == want["names"]
+    for k in want:
+        if got[k] != want[k]:
+            if isinstance(want[k], list):
+                i = next((i for i, (a, b) in enumerate(zip(got[k], want[k], strict=False))
+                          if a != b), min(len(got[k]), len(want[k])))
+                pytest.fail(f"{k} differs at line {i}: {got[k][i:i + 1]} != {want[k][i:i + 1]}")
+            pytest.fail(f"{k} differs")
+
+
+def _plain(x: object) -> object:
+    if isinstance(x, dict):
+        return {k: _plain(v) for k, v in x.items()}
+    if isinstance(x, list | tuple):
+        return [_plain(v) for v in x]
+    if isinstance(x, torch.Tensor):
+        return (str(x.dtype), list(x.shape), x.numpy().tobytes())
+    return x
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(world: dict[str, Path], tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """Each command run once without interruption (in a folder of its own), lazily."""
+    done: dict[str, dict] = {}
+
+    def get(name: str) -> dict:
+        if name not in done:
+            out = tmp_path_factory.mktemp(f"ref-{name}")
+            code, _, err = fnacli(_command(name, world, out))
+            assert code == 0, err
+            done[name] = _outcome(name, out)
+        return done[name]
+
+    return get  # type: ignore[return-value]
+
+
+# (command, where it dies, how it goes on): a developer adds rows here
+KILLS = [
+    ("finetune", "fnacli.train:MetricsLog.__init__:1", "rerun"),  # before any state
+    ("finetune", "fnacli.train:save_train_state:1", "resume"),  # after the first state
+    ("finetune", "fnacli.io:atomic_path:2:inside:.ckpt", "resume"),  # inside a state write
+    ("finetune", "fnacli.io:atomic_path:1:inside:f.safetensors", "resume"),  # the final write
+    ("search", "fnacli.train:MetricsLog.__init__:1", "rerun"),
+    ("search", "fnacli.train:save_train_state:2", "resume"),  # mid-epoch (running averages)
+    ("search", "fnacli.io:atomic_path:3:inside:.ckpt", "resume"),
+    ("evolution", "fnacli.train:save_train_state:2", "resume"),  # supernet training
+    ("evolution", "fnacli.search.evolution:OneShotSearch._add:2", "resume"),  # mid-generation
+    ("evolution", "fnacli.io:atomic_path:2:inside:.search.json", "resume"),  # end of gen. 1
+    ("lut", "fnacli.lut:_fill_units:1", "rerun"),  # mid-build
+    ("lut", "fnacli.io:atomic_path:1:inside:l.json", "rerun"),
+    ("synth", "fnacli.detection.synthetic:make_image:3", "rerun"),  # mid-train images
+    ("synth", "fnacli.detection.synthetic:make_image:8", "rerun"),  # mid-val images
+    ("synth", "fnacli.io:atomic_path:1:inside:instances_train.json", "rerun"),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("name", "kill", "then"), KILLS,
+                         ids=[f"{n}-{k.split(':')[1]}-{k.split(':')[2]}" for n, k, _ in KILLS])
+def test_kill_9_then_resume_gives_the_uninterrupted_bytes(world: dict[str, Path],
+                                                          uninterrupted, tmp_path: Path,
+                                                          name: str, kill: str,
+                                                          then: str) -> None:
+    out = tmp_path / "run"  # another folder than the uninterrupted run's: same bytes too
+    out.mkdir()
+    args = _command(name, world, out)
+    p = spawn(args, tmp_path, kill=kill)
+    _, err = p.communicate(timeout=600)
+    assert p.returncode == -signal.SIGKILL, f"not killed at {kill}: {err[-2000:]}"
+    code, _, err = fnacli([*args, *(["--resume"] if then == "resume" else [])])
+    assert code == 0, err
+    _same(_outcome(name, out), uninterrupted(name))
+
+
+# -- SIGTERM / SIGINT: state saved at the step boundary, exit 143 / 130, --resume continues --
+SIGNALS = [
+    ("finetune", signal.SIGTERM, "fnacli.train:set_train_mode:0.4", "f.safetensors.ckpt"),
+    ("finetune", signal.SIGINT, "fnacli.train:set_train_mode:0.4", "f.safetensors.ckpt"),
+    ("search", signal.SIGTERM, "fnacli.search.differentiable:set_train_mode:0.4",
+     "s.safetensors.ckpt"),
+    ("search", signal.SIGINT, "fnacli.search.differentiable:set_train_mode:0.4",
+     "s.safetensors.ckpt"),
+    ("evolution", signal.SIGINT, "fnacli.search.evolution:OneShotSearch._add:0.5",
+     "e.safetensors.history.jsonl"),
+]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("name", "sig", "slow", "ready"), SIGNALS,
+                         ids=[f"{n}-{s.name}" for n, s, _, _ in SIGNALS])
+def test_a_signal_saves_state_and_resume_continues_exactly(world: dict[str, Path],
+                                                           uninterrupted, tmp_path: Path,
+                                                           name: str, sig: signal.Signals,
+                                                           slow: str, ready: str) -> None:
+    out = tmp_path / "run"
+    out.mkdir()
+    args = _command(name, world, out)
+    p = spawn(args, tmp_path, slow=slow)
+    deadline = time.monotonic() + 300
+    while not ((out / ready).is_file() and (name != "evolution"
+                                            or "candidate" in (out / ready).read_text())):
+        assert p.poll() is None, p.communicate()[1][-2000:]
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    p.send_signal(sig)
+    _, err = p.communicate(timeout=300)
+    assert p.returncode == 128 + sig, err[-2000:]
+    last = err.strip().splitlines()[-1]
+    assert last.startswith(f"fnacli: interrupted by {sig.name}: saved the "), last
+    assert "--resume" in last and "Traceback" not in err
+    code, _, err = fnacli([*args, "--resume"])
+    assert code == 0, err
+    _same(_outcome(name, out), uninterrupted(name))

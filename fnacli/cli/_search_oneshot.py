@@ -213,6 +213,8 @@ def _run(o: dict, strategy: str, env: Any) -> dict:
     if o["skip_training"]:
         trained = Path(o["supernet"])
     else:
+        # ours to write (or written by this run before it stopped): claimed either way
+        check_writable(files["trained"], True, also=(".ckpt", ".metrics.jsonl"))
         trained = files["trained"]
         if o["resume"] and trained.is_file() and not files["train_state"].is_file():
             err_console.print(f"{trained}: already trained, going on with the search")

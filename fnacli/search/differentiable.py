@@ -50,6 +50,7 @@ from fnacli.train import (
     all_ok,
     build_optimizer,
     build_scheduler,
+    loader_generator,
     restore_train_state,
     save_train_state,
     seed_everything,
@@ -337,9 +338,11 @@ def run_search(ckpt: SupernetCheckpoint, source: str, train_set: Any, cfg: Searc
         window_n = int(state["extra"].get("window_n", 0))
     metrics = MetricsLog(metrics_path, env.is_main, step if resume else None)
     loader_a = DataLoader(train_a, batch_sampler=sampler_a, num_workers=tc.workers,
-                          collate_fn=collate, pin_memory=env.device.type == "cuda")
+                          collate_fn=collate, pin_memory=env.device.type == "cuda",
+                          generator=loader_generator(tc.seed))
     loader_b = DataLoader(train_b, batch_sampler=sampler_b, num_workers=tc.workers,
-                          collate_fn=collate, pin_memory=env.device.type == "cuda")
+                          collate_fn=collate, pin_memory=env.device.type == "cuda",
+                          generator=loader_generator(tc.seed + 1))
     b_iter: Any = None
 
     def next_b() -> Any:
