@@ -25,16 +25,18 @@ def check_lr(value: float | None, flag: str = "--lr") -> None:
                         f"{MAX_LR:g}; the papers' recipes use 0.05-0.2)")
 
 
-def check_bn_batch(task: str, batch: int, world: int, freeze_bn: bool = False,
+def check_bn_batch(task: object, batch: int, world: int, freeze_bn: bool = False,
                    freeze_flag: bool = True) -> None:
-    """SSDLite's extra layers end on 1×1 maps, where training BatchNorm needs at least two
-    values per channel, i.e. two images per process. Frozen BN (running statistics) works
-    with one."""
+    """A training step of ``task`` (its ``min_train_batch``: SSDLite's extra layers end on
+    1×1 maps, where training BatchNorm needs two values per channel) needs that many images
+    per process. Frozen BN (running statistics) works with one."""
+    need = getattr(task, "min_train_batch", 1)
+    name = getattr(task, "name", str(task))
     per_process = batch // max(world, 1)
-    if task == "ssdlite" and per_process < 2 and not freeze_bn:
+    if per_process < need and not freeze_bn:
         how = " or --freeze-bn" if freeze_flag else ""
-        raise UserError(f"--batch-size {batch}: SSDLite's BatchNorm layers on its 1x1 maps "
-                        f"need at least 2 images per process ({world} process"
+        raise UserError(f"--batch-size {batch}: {name}'s BatchNorm layers on 1x1 maps need at "
+                        f"least {need} images per process ({world} process"
                         f"{'es' if world > 1 else ''}); use a larger --batch-size{how}")
 
 
