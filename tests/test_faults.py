@@ -58,7 +58,7 @@ DIFF = ["--task", "ssdlite", "--epochs", "2", "--warmup-epochs", "1", "--batch-s
 EVO = ["--strategy", "evolution", "--task", "ssdlite", "--epochs", "1", "--batch-size", "2",
        "--device", "cpu", "--calib-images", "4", "--calib-batch", "2", "--population", "3",
        "--parents", "2", "--generations", "2", *TINY, "--checkpoint-every", "1"]
-LUT = ["madds", "--space", "SPACE", "--lut", "--task", "ssdlite", "--input", "64",
+LUT = ["madds", "--space", "SPACE", "--lut", "--task", "ssdlite", "--size", "64",
        "--num-classes", "2"]
 SYNTH = ["data", "synth", "--train", "6", "--val", "3", "--size", "48", "--classes", "2"]
 
@@ -95,6 +95,18 @@ def spawn(args: list[object], cwd: Path, kill: str = "", slow: str = "",
     return subprocess.Popen([sys.executable, str(RUNNER), *map(str, args)], cwd=cwd, env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             preexec_fn=child_setup, **popen)
+
+
+def error_line(err: str) -> str:
+    """The one line that says what is wrong: fnacli's own, or the parser's "Error:" line of
+    a usage error (which comes with the usage and a hint, as click prints it)."""
+    lines = [x for x in err.strip().splitlines() if x.strip()]
+    if lines and lines[0].startswith("Usage: "):
+        errors = [x for x in lines if x.startswith("Error: ")]
+        assert len(errors) == 1 and len(lines) == 3, err
+        return errors[0]
+    assert len(lines) == 1 and lines[0].startswith("fnacli: error: "), err
+    return lines[0]
 
 
 def tree(folder: Path) -> dict[str, bytes]:
@@ -318,7 +330,7 @@ CASES: list[tuple[str, list[str], str]] = [
     ("synth-size", [*SYNTH[:2], "OUT/d", "--size", "100000"], "--size"),
     ("synth-train-0", [*SYNTH[:2], "OUT/d", "--train", "0"], "--train"),
     ("eval-device", ["eval", "DETECTOR", "--data", "DATA", "--device", "tpu"], "--device"),
-    ("madds-input", ["madds", "ARCH", "--input", "12x"], "--input"),
+    ("madds-size", ["madds", "ARCH", "--size", "12x"], "--size"),
     ("madds-lut-no-space", ["madds", "--lut", "-o", "OUT/l.json"], "--lut and --space"),
     # 6. judgement calls (see docs/troubleshooting.md)
     ("eval-no-annotations", ["eval", "DETECTOR", "--data", "BAD/unannotated", "--workers",
@@ -352,11 +364,10 @@ def test_bad_input_exits_2_with_one_line_and_leaves_nothing(world: dict[str, Pat
     t0 = time.perf_counter()
     code, stdout, err = fnacli(argv, stdin)
     took = time.perf_counter() - t0
-    lines = err.strip().splitlines()
     assert code == 2, err
     assert "Traceback" not in err and stdout == ""
-    assert len(lines) == 1 and lines[0].startswith("fnacli: error: "), err
-    assert _resolve(message, world, out) in lines[0], lines[0]
+    line = error_line(err)
+    assert _resolve(message, world, out) in line, line
     assert list(out.iterdir()) == [], "left behind"
     assert not (world["bad"] / "pwned").exists()  # the pickle was not run
     if before is not None:
