@@ -61,8 +61,10 @@ def _holder(path: Path) -> str:
 
 
 def claim(path: str | Path) -> None:
-    """Lock ``path`` for this process (no-op outside a session, or if already ours)."""
-    if _held is None:
+    """Lock ``path`` for this process (no-op outside a session, or if already ours). Under
+    torchrun only rank 0 writes outputs, so only rank 0 claims them: the processes of one
+    run must not refuse each other."""
+    if _held is None or os.environ.get("RANK", "0") not in ("", "0"):
         return
     lock = lock_path(path).absolute()
     if lock in _held:

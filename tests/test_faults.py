@@ -660,7 +660,7 @@ KILLS = [
     ("finetune", "fnacli.io:atomic_path:2:inside:.ckpt", "resume"),  # inside a state write
     ("finetune", "fnacli.io:atomic_path:1:inside:f.safetensors", "resume"),  # the final write
     ("search", "fnacli.train:MetricsLog.__init__:1", "rerun"),
-    ("search", "fnacli.train:save_train_state:2", "resume"),  # mid-epoch (running averages)
+    ("search", "fnacli.train:save_train_state:1", "resume"),  # mid-epoch (running averages)
     ("search", "fnacli.io:atomic_path:3:inside:.ckpt", "resume"),
     ("evolution", "fnacli.train:save_train_state:2", "resume"),  # supernet training
     ("evolution", "fnacli.search.evolution:OneShotSearch._add:2", "resume"),  # mid-generation
