@@ -730,3 +730,12 @@ def test_a_signal_saves_state_and_resume_continues_exactly(world: dict[str, Path
     code, _, err = fnacli([*args, "--resume"])
     assert code == 0, err
     _same(_outcome(name, out), uninterrupted(name))
+
+
+def test_a_fresh_one_shot_run_does_not_replace_a_stopped_training_state(
+        world: dict[str, Path], tmp_path: Path) -> None:
+    state = tmp_path / "e.oneshot.safetensors.ckpt"
+    state.write_bytes(b"state of a stopped run")
+    code, _, err = fnacli([*_argv(EVOL, world, tmp_path), "-o", tmp_path / "e.safetensors"])
+    assert code == 2 and "exists from an earlier run" in err and "--resume" in err, err
+    assert state.read_bytes() == b"state of a stopped run"

@@ -3,6 +3,7 @@ imports torch at module level, so ``fnacli --help`` stays fast."""
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 
@@ -158,7 +159,8 @@ def main() -> None:
             sys.exit(e.exit_code)
         if debug_enabled():
             raise
-        if isinstance(e, OSError) and e.errno in ENVIRONMENT_ERRNOS and e.filename:
+        if isinstance(e, OSError) and e.errno in ENVIRONMENT_ERRNOS and (
+                e.filename or e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS)):
             # the environment, not fnacli: a file that vanished, a disk that filled up
             print(f"fnacli: error: {describe_os_error(e)}", file=sys.stderr)
             sys.exit(2)
