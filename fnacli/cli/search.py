@@ -51,6 +51,15 @@ DIFF_OPTIONS: dict[str, tuple[Any, Any]] = {
                                          "(against collapse to all-skip).")),
     "arch_lr": (float, typer.Option(3e-4, "--arch-lr", min=0.0,
                                     help="Adam lr of α/β (betas 0.5/0.999, wd 1e-3).")),
+    "arch_step": (str, typer.Option("full", "--arch-step", metavar="full|sampled",
+                                    help="α/β step: FNA's weighted sum of every candidate "
+                                         "(full), or two sampled candidates per layer and "
+                                         "width with unbiased gates (sampled: cheaper in time "
+                                         "and memory, noisier).")),
+    "checkpoint_activations": (bool, typer.Option(
+        False, "--checkpoint-activations",
+        help="Recompute the mixed layers in the α/β step's backward pass instead of keeping "
+             "every candidate's activations (same gradients, less memory, more time).")),
 }
 
 # Shared options whose help must speak for both strategies.
@@ -145,6 +154,10 @@ def _run(o: dict, env: Any) -> dict:
     from fnacli.search.supernet_io import read_supernet
     from fnacli.train import TrainConfig
 
+    from fnacli.search.differentiable import ARCH_STEPS
+
+    if o["arch_step"] not in ARCH_STEPS:
+        fail(f"--arch-step: expected one of {', '.join(ARCH_STEPS)}, got {o['arch_step']!r}")
     output = Path(o["output"])
     state_path, metrics_path = Path(f"{output}.ckpt"), Path(f"{output}.metrics.jsonl")
     if o["resume"]:
@@ -195,7 +208,9 @@ def _run(o: dict, env: Any) -> dict:
     cfg = SearchConfig(task=task, size=size, train=tc, warmup_epochs=warmup_epochs,
                        arch_every=o["arch_every"] or d["arch_every"], cost_form=o["cost_form"],
                        lam=o["lam"], tau=o["tau"], target_madds=target,
-                       min_depth=o["min_depth"], arch_lr=o["arch_lr"], augment=augment)
+                       min_depth=o["min_depth"], arch_lr=o["arch_lr"], augment=augment,
+                       arch_step=o["arch_step"],
+                       checkpoint_activations=o["checkpoint_activations"])
     result = run_search(ckpt, o["supernet"], dataset, cfg, env, output, state_path=state_path,
                         metrics_path=metrics_path, resume=o["resume"],
                         stop_after=o["stop_after"],

@@ -12,6 +12,11 @@ and minimises ``task loss + cost``:
 - ``linear`` (Jung et al.): ``λ·C`` (GMAdds);
 - with ``target_madds`` only the excess counts: ``λ·max(0, log_τ(C/T))`` / ``λ·max(0, C−T)``.
 
+``arch_step``: ``full`` (FNA) runs every candidate; ``sampled`` runs two sampled candidates
+per layer and width with the unbiased two-sample gates of ``fnacli.search.gates`` (the cost
+term stays exact). ``checkpoint_activations`` recomputes the mixed layers in the backward
+pass instead of storing every candidate's activations (same gradients, less memory).
+
 C is ``Lut.expected_madds``: the whole detector (backbone, neck and head) under the current
 α/β. Weight optimiser: SGD or RMSProp from ``fnacli.train`` (warm-up + step/cosine schedule
 over the weight steps); architecture optimiser: Adam(3e-4, betas (0.5, 0.999), weight decay
@@ -37,6 +42,7 @@ from torch.utils.data import DataLoader
 from fnacli.errors import UserError
 from fnacli.nn.supernet import Supernet, op_choices, path_to_arch, width_choices
 from fnacli.search import arch as A
+from fnacli.search.gates import arch_step_generator, sampled_gates
 from fnacli.search.supernet_io import SupernetCheckpoint, load_weights
 from fnacli.spec import ArchSpec, SpaceSpec
 from fnacli.train import (
@@ -57,6 +63,7 @@ from fnacli.train import (
 )
 
 COST_FORMS = ("log", "linear")
+ARCH_STEPS = ("full", "sampled")
 GIGA = 1e9
 # FNA's search recipes (configs fna_{ssdlite,retinanet}_search): total and weight-only
 # epochs, weight steps per α/β step, λ and τ of the log cost, lr milestones (fractions).
@@ -93,8 +100,13 @@ class SearchConfig:
     min_depth: int = 0
     arch_lr: float = ARCH_LR
     augment: str = "ssd"
+    arch_step: str = "full"
+    checkpoint_activations: bool = False
 
     def check(self) -> None:
+        if self.arch_step not in ARCH_STEPS:
+            raise UserError(f"--arch-step: expected one of {', '.join(ARCH_STEPS)}, "
+                            f"got {self.arch_step!r}")
         if self.cost_form not in COST_FORMS:
             raise UserError(f"--cost-form: expected one of {', '.join(COST_FORMS)}, "
                             f"got {self.cost_form!r}")
@@ -118,7 +130,7 @@ class SearchConfig:
                 "warmup_epochs": self.warmup_epochs, "arch_every": self.arch_every,
                 "cost_form": self.cost_form, "lambda": self.lam, "tau": self.tau,
                 "target_madds": self.target_madds, "min_depth": self.min_depth,
-                "arch_lr": self.arch_lr, "augment": self.augment}
+                "arch_lr": self.arch_lr, "augment": self.augment, "arch_step": self.arch_step}
 
 
 class ArchParams(nn.Module):
@@ -283,6 +295,7 @@ def run_search(ckpt: SupernetCheckpoint, source: str, train_set: Any, cfg: Searc
 
     seed_everything(tc.seed)
     supernet = Supernet(space, ckpt.masks, with_head=cfg.task == "ssdlite")
+    supernet.checkpoint_activations = cfg.checkpoint_activations
     load_weights(supernet, ckpt.weights, source)
     detector = build_detector(space.max_arch(), cfg.task, train_set.num_classes, cfg.size,
                               backbone=supernet)
@@ -382,7 +395,11 @@ def run_search(ckpt: SupernetCheckpoint, source: str, train_set: Any, cfg: Searc
         raw.train()
         with _Frozen(raw):
             a_p, b_p = arch.probs(cfg.min_depth)
-            supernet.set_weighted(a_p, b_p)
+            if cfg.arch_step == "sampled":  # each process its own draws: they average
+                gen = arch_step_generator(tc.seed + 7919 * env.rank, arch_steps)
+                supernet.set_weighted(*sampled_gates(a_p, b_p, gen))
+            else:
+                supernet.set_weighted(a_p, b_p)
             try:
                 with torch.autocast(env.device.type, enabled=use_amp):
                     losses = raw(images, targets)
