@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import io
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -91,6 +91,21 @@ def to_coco_results(outputs: list[dict], image_ids: list[int],
 
 
 @torch.no_grad()
+def predict_batches(model: nn.Module, batches: Iterable[tuple[list, list]],
+                    category_of: Callable[[int], int], device: torch.device | str = "cpu",
+                    progress: Callable[[int], None] | None = None) -> list[dict]:
+    """COCO-format detections of ``model`` (already in eval mode) on (images, targets)
+    batches."""
+    results: list[dict] = []
+    for images, targets in batches:
+        images = [im.to(device, non_blocking=True) for im in images]
+        outputs = model(images)
+        results += to_coco_results(outputs, [t["image_id"] for t in targets], category_of)
+        if progress:
+            progress(len(images))
+    return results
+
+
 def predict(model: nn.Module, dataset: CocoDetection, batch_size: int = 8, workers: int = 0,
             device: torch.device | str = "cpu",
             progress: Callable[[int], None] | None = None) -> list[dict]:
@@ -99,18 +114,10 @@ def predict(model: nn.Module, dataset: CocoDetection, batch_size: int = 8, worke
     model.eval()
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
                         collate_fn=collate)
-    results: list[dict] = []
     try:
-        for images, targets in loader:
-            images = [im.to(device, non_blocking=True) for im in images]
-            outputs = model(images)
-            results += to_coco_results(outputs, [t["image_id"] for t in targets],
-                                       dataset.category_of)
-            if progress:
-                progress(len(images))
+        return predict_batches(model, loader, dataset.category_of, device, progress)
     finally:
         model.train(was_training)
-    return results
 
 
 def evaluate(model: nn.Module, dataset: CocoDetection, batch_size: int = 8, workers: int = 0,

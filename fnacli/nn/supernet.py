@@ -155,6 +155,19 @@ class Supernet(nn.Module):
     def weighted(self) -> bool:
         return self._alpha is not None
 
+    def path_modules(self, path: Path) -> list[nn.Module]:
+        """The modules a forward of ``path`` runs: the stem, the chosen candidate of every
+        layer (none for a skip) and the head."""
+        mods: list[nn.Module] = [self.stem]
+        for s, layers in enumerate(self.stages):
+            for i, layer in enumerate(layers):
+                cand = layer.candidates[path.ops.get((s, i), 0)]
+                if cand != SKIP:
+                    mods.append(layer.ops[cand])
+        if self.head is not None:
+            mods.append(self.head)
+        return mods
+
     # -- forward -------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
         if self._alpha is None and type(self.stem.bn) is nn.BatchNorm2d:

@@ -7,25 +7,33 @@ train mode without gradients, as the plain average over its batches (``momentum=
 PyTorch's cumulative moving average). The reset makes the result depend only on the weights,
 the path and the images, never on the candidate evaluated before.
 
-The recalibration itself is ``fnacli.train.recalibrate_bn``; this module supplies what is
-specific to a detector around a supernet: the forward that reaches every BN layer (backbone,
-neck and head, without losses, anchors or post-processing) and the fixed image subset.
+This module supplies what is specific to a detector around a supernet: the forward that
+reaches every BN layer (backbone, neck and head, without losses, anchors or post-processing),
+the fixed image subset, and a recalibration that touches only the BN layers the path runs
+(``fnacli.train.recalibrate_bn`` resets and re-modes every module of the model; a supernet has
+thousands, most of them candidates the path does not use, and walking them was a large part
+of a candidate's scoring time). The others keep whatever statistics they had: no forward of
+this path reads them, and the next path that uses one resets it first.
+
+``DecodedBatches`` holds a fixed subset decoded once (every candidate is scored on the same
+images, so decoding them per candidate is pure overhead).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import torch
+import torchvision.transforms.v2.functional as TF
 from torch import nn
+from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils.data import DataLoader
 
 from fnacli.cost import is_detector
 from fnacli.detection.data import CocoDetection, collate
 from fnacli.errors import UserError
 from fnacli.nn.supernet import Path, Supernet
-from fnacli.train import recalibrate_bn
 
 
 def stats_forward(device: torch.device | str) -> Callable[[nn.Module, Any], None]:
@@ -67,13 +75,76 @@ def calibration_batches(subset: CocoDetection, batch_size: int, workers: int = 0
                       collate_fn=collate)
 
 
+def outside_batchnorms(model: nn.Module, supernet: Supernet) -> list[_BatchNorm]:
+    """The BN layers of ``model`` outside ``supernet`` (a detector's neck and head)."""
+    inside = {id(m) for m in supernet.modules()}
+    return [m for m in model.modules() if isinstance(m, _BatchNorm) and id(m) not in inside]
+
+
+def path_batchnorms(model: nn.Module, supernet: Supernet, path: Path,
+                    outside: list[_BatchNorm] | None = None) -> list[_BatchNorm]:
+    """The BN layers a forward of ``path`` uses: every BN of ``model`` outside the supernet
+    (``outside``, when already known), and those of the supernet's stem, the path's
+    candidates and its head."""
+    if outside is None:
+        outside = [] if model is supernet else outside_batchnorms(model, supernet)
+    bns = list(outside)
+    for mod in supernet.path_modules(path):
+        bns += [m for m in mod.modules() if isinstance(m, _BatchNorm)]
+    return bns
+
+
 def recalibrate_path(model: nn.Module, supernet: Supernet, path: Path, batches: Iterable[Any],
-                     device: torch.device | str) -> int:
-    """Select ``path`` in ``supernet`` (the backbone of ``model``) and recompute every BN
-    layer's statistics of ``model`` on ``batches``. Leaves ``model`` in eval mode; returns the
-    number of batches used."""
+                     device: torch.device | str, outside: list[_BatchNorm] | None = None
+                     ) -> int:
+    """Select ``path`` in ``supernet`` (the backbone of ``model``) and recompute the
+    statistics of every BN layer the path uses (``path_batchnorms``) on ``batches``: reset,
+    then the plain average over the batches. Only those layers are put in train mode for it
+    (no other module of the detector's stats forward depends on the mode). Leaves ``model`` in
+    eval mode; returns the number of batches used. ``outside``: ``outside_batchnorms`` of
+    ``model``, when the caller keeps it."""
+    bns = path_batchnorms(model, supernet, path, outside)
     supernet.set_path(path)
-    n = recalibrate_bn(model, batches, stats_forward(device))
+    if model.training:
+        model.eval()
+    momenta = [m.momentum for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative moving average
+        m.training = True
+    forward, n = stats_forward(device), 0
+    try:
+        with torch.no_grad():
+            for batch in batches:
+                forward(model, batch)
+                n += 1
+    finally:
+        for m, mom in zip(bns, momenta, strict=True):
+            m.momentum = mom
+            m.training = False
     if n == 0:
         raise UserError("BN recalibration got no images (the calibration subset is empty)")
     return n
+
+
+class DecodedBatches:
+    """A dataset's fixed batches, decoded once and kept in memory (uint8 where the dataset
+    only converts to float, so the same float images come back at a quarter of the memory).
+    Iterating gives what ``DataLoader(dataset, batch_size, collate_fn=collate)`` gives."""
+
+    def __init__(self, dataset: Any, batch_size: int, workers: int = 0) -> None:
+        self.as_uint8 = getattr(dataset, "transform", "?") is None
+        self.batches: list[tuple[list[torch.Tensor], list[dict]]] = []
+        for images, targets in calibration_batches(dataset, batch_size, workers):
+            if self.as_uint8:  # exact: the dataset made them as uint8 / 255
+                images = [(im * 255).round_().to(torch.uint8) for im in images]
+            self.batches.append((images, targets))
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __iter__(self) -> Iterator[tuple[list[torch.Tensor], list[dict]]]:
+        for images, targets in self.batches:
+            if self.as_uint8:
+                images = [TF.to_dtype(im, torch.float32, scale=True) for im in images]
+            yield images, targets

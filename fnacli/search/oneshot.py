@@ -15,7 +15,7 @@ Several searches reuse it (``--skip-training``).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -25,17 +25,23 @@ from torch import nn
 from fnacli.checkpoint import save_checkpoint
 from fnacli.detection.checkpoint import BODY_PREFIX
 from fnacli.detection.data import CocoDetection, check_same_categories, collate
-from fnacli.detection.evaluate import evaluate
+from fnacli.detection.evaluate import coco_bbox_eval, predict_batches
 from fnacli.detection.models import build_detector
 from fnacli.errors import UserError
 from fnacli.nn.supernet import Supernet
 from fnacli.search import arch as A
-from fnacli.search.bn_recal import calibration_batches, recalibrate_path
+from fnacli.search.bn_recal import (
+    DecodedBatches,
+    calibration_batches,
+    outside_batchnorms,
+    recalibrate_path,
+)
 from fnacli.search.evolution import Encoding, Genome
 from fnacli.search.supernet_io import SupernetCheckpoint, load_weights, read_supernet
 from fnacli.train import DistEnv, FitResult, TrainConfig, fit, load_train_state
 
 META_KEY = "oneshot"
+CACHE_BYTES = 2 << 30  # decoded calibration + fitness images kept in memory, at most
 DETECTOR_PREFIX = "detector."
 
 
@@ -162,23 +168,42 @@ def load_trained(path: str | Path) -> tuple[SupernetCheckpoint, OneshotInfo]:
 
 class PathEvaluator:
     """Scores a genome: select its path, recalibrate BN on the fixed calibration subset,
-    then COCO bbox evaluation on the held-out split. Returns COCOeval's 12 numbers."""
+    then COCO bbox evaluation on the held-out split. Returns COCOeval's 12 numbers.
+
+    With ``cache_images`` (default) both subsets are decoded once, when they fit in
+    ``cache_bytes`` together (decoded uint8 size); otherwise they are read for every
+    candidate. The fitness is the same either way."""
 
     def __init__(self, detector: nn.Module, supernet: Supernet, encoding: Encoding,
                  calib: CocoDetection, val: CocoDetection, batch_size: int, workers: int = 0,
-                 device: torch.device | str = "cpu") -> None:
+                 device: torch.device | str = "cpu", cache_images: bool = True,
+                 cache_bytes: int = CACHE_BYTES) -> None:
         self.detector = detector.to(device).eval()
         self.supernet = supernet
         self.encoding = encoding
-        self.batches = calibration_batches(calib, batch_size, workers)
         self.val = val
         self.batch_size, self.workers, self.device = batch_size, workers, device
+        self.outside = outside_batchnorms(self.detector, supernet)
+        self.cached = cache_images and decoded_bytes(calib) + decoded_bytes(val) <= cache_bytes
+        if self.cached:
+            self.batches: Iterable = DecodedBatches(calib, batch_size, workers)
+            self.val_batches: Iterable = DecodedBatches(val, batch_size, workers)
+        else:
+            self.batches = calibration_batches(calib, batch_size, workers)
+            self.val_batches = calibration_batches(val, batch_size, workers)
 
     def __call__(self, genome: Genome) -> dict[str, float]:
         recalibrate_path(self.detector, self.supernet, self.encoding.path(genome),
-                         self.batches, self.device)
-        return evaluate(self.detector, self.val, self.batch_size, self.workers,
-                        self.device).stats
+                         self.batches, self.device, self.outside)
+        detections = predict_batches(self.detector, self.val_batches, self.val.category_of,
+                                     self.device)
+        return coco_bbox_eval(self.val.coco, detections, self.val.ids).stats
+
+
+def decoded_bytes(dataset: CocoDetection) -> int:
+    """Bytes of a dataset's images decoded to uint8 RGB (from the annotation's sizes)."""
+    imgs = dataset.coco.imgs
+    return sum(3 * imgs[i]["width"] * imgs[i]["height"] for i in dataset.ids)
 
 
 def distributed_evaluate(score: Callable[[Genome], dict[str, float]], env: DistEnv
