@@ -3,7 +3,7 @@
 A network's MAdds are a sum over its layers, and a layer's MAdds depend only on
 (op, in channels, out channels, stride, input resolution); the detector's neck and head
 depend only on the channels of the maps they receive. ``CostTable`` caches exactly those
-entries (computed with fvcore on tiny modules, see ``fnacli.cost.per_position_madds``) and
+entries (computed with fvcore's handles on tiny convs, see ``fnacli.cost.per_position_madds``) and
 adds them up, so profiling an architecture needs no trace of the whole network.
 
 ``Lut`` is a ``CostTable`` filled for every entry a search space can produce, plus the
@@ -158,17 +158,6 @@ class _StubBody(nn.Module):
                            for n, c in self.feature_channels.items())
 
 
-class _Many(nn.Module):
-    """Several detector cores traced together (one fvcore trace instead of one each)."""
-
-    def __init__(self, cores: list[nn.Module]) -> None:
-        super().__init__()
-        self.cores = nn.ModuleList(cores)
-
-    def forward(self, x: torch.Tensor) -> list:
-        return [c(x) for c in self.cores]
-
-
 def _group(task: str, name: str) -> tuple[str, str, int] | None:
     """Which fixed-part entry a detector module/parameter belongs to:
     (group, part, index of the channel value it varies with, -1 for none)."""
@@ -234,24 +223,20 @@ def _detector_fixed(task: str, spec: ArchSpec, num_classes: int, names: list[str
 def _combos_fixed(task: str, names: list[str], combos: list[tuple[int, ...]], build: Callable,
                   positions: dict[str, list[int]], sig: tuple[int, ...]
                   ) -> dict[FixedKey, tuple[str, int, int]]:
-    from fnacli.cost import by_module, single_thread
-
-    # One trace for several combinations, every map 1x1: fvcore gives per-position costs.
-    cores = [build(chans, "cpu") for chans in combos]
-    for core in cores:
-        core.backbone.body.sizes = {n: (1, 1) for n in names}
-    with single_thread():
-        pp = by_module(_Many(cores), (torch.zeros(1, 3, 1, 1),))
+    # Every conv of the stub detectors (built on the meta device: shapes only) is a unit of
+    # the shared per-position table, so a conv shape that recurs across combinations, heads
+    # and levels is traced once; its count at the real sizes is per position x positions.
+    cores = [build(chans, "meta") for chans in combos]
+    convs = [[(n, _conv_unit(m)) for n, m in core.named_modules() if isinstance(m, nn.Conv2d)]
+             for core in cores]
+    _fill_units([u for per_core in convs for _, u in per_core], None)
     out: dict[FixedKey, tuple[str, int, int]] = {}
-    for j, (chans, core) in enumerate(zip(combos, cores, strict=True)):
+    for chans, core, per_core in zip(combos, cores, convs, strict=True):
         acc: dict[tuple[str, str, int], list[int]] = {}
-        for n, m in core.named_modules():
-            g = _group(task, n + ".") if isinstance(m, nn.Conv2d) else None
-            if g is None:
-                continue
-            total_pos, calls = positions[n]
-            # the 1x1 trace counted one position per call
-            acc.setdefault(g, [0, 0])[0] += pp.get(f"cores.{j}.{n}", 0) // calls * total_pos
+        for n, unit in per_core:
+            g = _group(task, n + ".")
+            if g is not None:
+                acc.setdefault(g, [0, 0])[0] += _PP[unit] * positions[n][0]
         for n, p in core.named_parameters():
             g = _group(task, n)
             if g is not None:
@@ -259,6 +244,13 @@ def _combos_fixed(task: str, names: list[str], combos: list[tuple[int, ...]], bu
         for (group, part, idx), (madds, params) in acc.items():
             out[(group, chans[idx] if idx >= 0 else 0, sig)] = (part, madds, params)
     return out
+
+
+def _conv_unit(m: nn.Conv2d) -> tuple[int, int, int, int]:
+    kh, kw = m.kernel_size
+    if kh != kw:
+        raise AssertionError(f"non-square kernel {m.kernel_size} in a cost table")
+    return (m.in_channels, m.out_channels, kh, m.groups)
 
 
 # -- the table -----------------------------------------------------------------------------
