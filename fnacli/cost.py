@@ -205,46 +205,46 @@ def _madds_handles() -> dict[str, object]:
     return dict(zip(_MADDS_OPS, handles, strict=True))
 
 
-def per_position_madds(layers: list[nn.Module]) -> list[int]:
-    """fvcore's MAdds of each conv/linear layer for ONE output position.
+UnitKey = tuple[int, int, int, int]  # (cin, cout, kernel, groups); kernel 0: a linear layer
+
+
+def unit_madds(keys: list[UnitKey]) -> list[int]:
+    """fvcore's MAdds for ONE output position of each conv (cin, cout, kernel, groups) or
+    linear layer (kernel 0).
 
     fvcore counts a convolution as batch x output positions x weight elements, so the count
     at a 1x1 output times the number of output positions is exactly its count at any size;
     this keeps lookup tables independent of the input size and fast to build.
 
-    All layers run in ONE traced function (no module per layer: module scopes cost the
-    tracer more than the convs themselves), each on the smallest input with a 1x1 output,
-    and every traced conv/linear node is counted by fvcore's own handle for it.
+    All units run in ONE traced function (no module per unit: module scopes cost the tracer
+    more than the convs themselves), each on the smallest input with a 1x1 output and
+    uninitialised weights, and every traced conv/linear node is counted by fvcore's own
+    handle for it.
     """
-    if not layers:
+    if not keys:
         return []
     handles = _madds_handles()
-    inputs = []
-    for m in layers:
-        if isinstance(m, nn.Linear):
-            inputs.append(torch.zeros(1, m.in_features))
-        else:
-            inputs.append(torch.zeros(1, m.in_channels, *m.kernel_size))
+    args = [torch.zeros(1, cin) if k == 0 else torch.zeros(1, cin, k, k)
+            for cin, _, k, _ in keys]
+    args += [torch.empty(cout, cin) if k == 0 else torch.empty(cout, cin // g, k, k)
+             for cin, cout, k, g in keys]
+    n = len(keys)
 
-    n = len(layers)
+    def run(*a: torch.Tensor) -> tuple[torch.Tensor, ...]:  # inputs, then weights
+        return tuple(F.linear(x, w) if key[2] == 0 else F.conv2d(x, w, None, 1, 0, 1, key[3])
+                     for x, w, key in zip(a[:n], a[n:], keys, strict=True))
 
-    def run(*args: torch.Tensor) -> tuple[torch.Tensor, ...]:  # inputs, then weights
-        return tuple(F.linear(x, w) if isinstance(m, nn.Linear) else
-                     F.conv2d(x, w, None, 1, 0, m.dilation, m.groups)
-                     for x, w, m in zip(args[:n], args[n:], layers, strict=True))
-
-    weights = [m.weight.detach() for m in layers]
     with single_thread(), warnings.catch_warnings(), torch.no_grad():
         warnings.simplefilter("ignore")  # tracer warnings
-        graph, _ = torch.jit._get_trace_graph(run, (*inputs, *weights))
+        graph, _ = torch.jit._get_trace_graph(run, tuple(args))
     counts = []
     for node in graph.nodes():
         handle = handles.get(node.kind())
         if handle is not None:
             c = handle(list(node.inputs()), list(node.outputs()))
             counts.append(int(sum(c.values()) if hasattr(c, "values") else c))
-    if len(counts) != len(layers):  # one counted node per layer, or the trace changed
-        raise AssertionError(f"traced {len(counts)} counted ops for {len(layers)} layers")
+    if len(counts) != n:  # one counted node per unit, or the trace changed
+        raise AssertionError(f"traced {len(counts)} counted ops for {n} units")
     return counts
 
 
