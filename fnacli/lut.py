@@ -71,7 +71,7 @@ def _positions(res: Res) -> int:
     return res[0] * res[1]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _op(text: str) -> Op:
     """``Op.parse``, once per op text (tables parse the same few ops tens of thousands of
     times)."""

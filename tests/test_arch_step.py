@@ -157,7 +157,7 @@ def test_unknown_arch_step_is_refused(step: str) -> None:
     from fnacli.search.differentiable import SearchConfig
     from fnacli.train import TrainConfig
 
-    cfg = SearchConfig(task="ssdlite", size=(64, 64), train=TrainConfig(epochs=1, batch_size=1, lr=0.1),
-                       warmup_epochs=0, arch_step=step)
+    cfg = SearchConfig(task="ssdlite", size=(64, 64), warmup_epochs=0, arch_step=step,
+                       train=TrainConfig(epochs=1, batch_size=1, lr=0.1))
     with pytest.raises(UserError, match="--arch-step"):
         cfg.check()

@@ -145,6 +145,7 @@ def _run(o: dict, env: Any) -> dict:
     from fnacli.detection.transforms import DEFAULT_AUGMENT, train_transform
     from fnacli.io import check_writable
     from fnacli.search.differentiable import (
+        ARCH_STEPS,
         SEARCH_DEFAULTS,
         SearchConfig,
         default_warmup_epochs,
@@ -153,8 +154,6 @@ def _run(o: dict, env: Any) -> dict:
     from fnacli.search.evolution import format_madds, parse_madds
     from fnacli.search.supernet_io import read_supernet
     from fnacli.train import TrainConfig
-
-    from fnacli.search.differentiable import ARCH_STEPS
 
     if o["arch_step"] not in ARCH_STEPS:
         fail(f"--arch-step: expected one of {', '.join(ARCH_STEPS)}, got {o['arch_step']!r}")
