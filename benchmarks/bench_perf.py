@@ -12,8 +12,8 @@ downloads. Rows:
   network built on its own;
 - α/β step (``fna`` and ``fna-channels``): full (FNA's weighted sum), full with
   ``--checkpoint-activations``, and ``sampled`` vs a plain training step of the space's
-  largest network; memory is the bytes autograd saves for the backward pass (activations,
-  the bulk of a step's peak);
+  largest network; memory is how much the peak resident set grows during one step (each
+  side in a forked child, before any step ran);
 - one-shot scoring: one candidate (BN recalibration + COCO evaluation, as
   ``fnacli search --strategy evolution`` does it) vs just its forward passes, and the same
   with 1 vs 2 gloo processes under torchrun;
@@ -234,19 +234,27 @@ def bench_weight_step(args: argparse.Namespace) -> list[Row]:
                       "same net on its own", {"a": a, "b": b}, "a", "b", 1.10)]
 
 
-def saved_bytes(fn: Callable[[], object]) -> int:
-    """Bytes of the distinct tensors autograd saves for the backward pass during ``fn``."""
-    seen: dict[tuple, int] = {}
+def peak_growth(fn: Callable[[], object]) -> int:
+    """Bytes the peak resident set grows by while ``fn`` runs once, in a forked child (so
+    each side starts from the same heap: call it before any step ran in this process)."""
+    import resource
 
-    def pack(t: torch.Tensor) -> torch.Tensor:
-        if t.device.type != "meta":
-            key = (t.untyped_storage().data_ptr(), t.dtype)
-            seen[key] = max(seen.get(key, 0), t.untyped_storage().nbytes())
-        return t
-
-    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        fn()
-    return sum(seen.values())
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: measure, report, leave without cleanup
+        try:
+            with open("/proc/self/statm") as f:
+                start = int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+            fn()
+            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+            os.write(write, str(max(0, peak - start)).encode())
+        finally:
+            os._exit(0)
+    os.close(write)
+    with os.fdopen(read) as f:
+        text = f.read()
+    os.waitpid(pid, 0)
+    return int(text or 0)
 
 
 def bench_arch_steps(args: argparse.Namespace, space_name: str) -> list[Row]:
@@ -292,9 +300,9 @@ def bench_arch_steps(args: argparse.Namespace, space_name: str) -> list[Row]:
     sides = {"plain": lambda: train_step(plain_net, plain_opt, batch),
              "full": arch_step("full"), "checkpointed": arch_step("full", True),
              "sampled": arch_step("sampled")}
+    mem = {k: peak_growth(fn) for k, fn in sides.items()}  # before any step ran here
+    mem["sampled"] = statistics.median([peak_growth(sides["sampled"]) for _ in range(4)])
     t = interleaved(sides, args.reps)
-    mem = {k: saved_bytes(fn) for k, fn in sides.items()}
-    mem["sampled"] = statistics.median([saved_bytes(sides["sampled"]) for _ in range(5)])
     gib = {k: v / 2 ** 30 for k, v in mem.items()}
     rows = [
         ratio_row(f"α/β step full ({space_name})", "weighted sum", "plain step", t, "full",

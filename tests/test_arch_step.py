@@ -161,3 +161,26 @@ def test_unknown_arch_step_is_refused(step: str) -> None:
                        train=TrainConfig(epochs=1, batch_size=1, lr=0.1))
     with pytest.raises(UserError, match="--arch-step"):
         cfg.check()
+
+
+def test_graphless_second_candidates_give_the_full_graphs_gradients() -> None:
+    """With a support the second sampled candidate runs without a graph; α/β gradients are
+    those of running every candidate with the same gates through autograd."""
+    net = _supernet()
+    x = torch.randn(2, 3, 32, 32)
+    logits = A.init_logits(net.space, seed=6, std=1.0)
+    draws = []
+
+    def gates(a_p: dict, b_p: dict) -> tuple:
+        gen = torch.Generator().manual_seed(9)
+        a_g, b_g, support = sampled_gates(a_p, b_p, gen)
+        draws.append(support)
+        return a_g, b_g, support
+
+    loss, grads = _arch_grads(net, x, logits, gates)
+    loss_all, grads_all = _arch_grads(net, x, logits, lambda a, b: gates(a, b)[:2])
+    assert draws[0] == draws[1] and any(len(s) == 2 for s in draws[0].values())
+    assert torch.allclose(loss, loss_all, rtol=1e-6)
+    for g, ga in zip(grads, grads_all, strict=True):
+        assert torch.allclose(g, ga, rtol=1e-4, atol=1e-7)
+    assert any(float(g.abs().sum()) > 0 for g in grads)

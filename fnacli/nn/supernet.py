@@ -25,6 +25,7 @@ candidate's ``kK_eE``; fixed layers have their one op), ``head.*``.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -148,7 +149,9 @@ class Supernet(nn.Module):
                      beta_probs: Mapping[int, torch.Tensor],
                      support: Mapping[tuple[int, int], tuple[int, ...]] | None = None) -> None:
         """Run the relaxation: α-weighted candidates, β-weighted channel masks. ``support``:
-        per layer, the only candidates to run (the others' weights must be exactly zero)."""
+        per layer, the only candidates to run (the others' weights must be exactly zero);
+        every one but the first must weigh exactly zero too (gates of
+        ``fnacli.search.gates``): those run without an autograd graph."""
         self._alpha, self._beta, self._support = alpha_probs, beta_probs, support
 
     @property
@@ -268,14 +271,20 @@ class Supernet(nn.Module):
             items = [items[j] for j in support]
         y: torch.Tensor | None = None
         tap: torch.Tensor | None = None
-        for cand, p in items:
-            if cand == SKIP:
-                out, h = x, None
-            else:
-                block = layer.ops[cand]
-                e = Op.parse(cand).expand
-                hid_w = self._channel_weights(cin[0], cin[1], e, x)
-                out, h = _run_masked(block, x, hid_w, out_w, res)
+        for k, (cand, p) in enumerate(items):
+            # with a support, candidates after the first weigh 0 in value: their outputs feed
+            # only their weight's gradient, and any gradient through them is 0 · J = 0, so
+            # they run without a graph (no backward, no stored activations)
+            graphless = support is not None and k > 0
+            with torch.no_grad() if graphless else contextlib.nullcontext():
+                xin = x.detach() if graphless else x
+                if cand == SKIP:
+                    out, h = xin, None
+                else:
+                    block = layer.ops[cand]
+                    e = Op.parse(cand).expand
+                    hid_w = self._channel_weights(cin[0], cin[1], e, x)
+                    out, h = _run_masked(block, xin, hid_w, out_w, res)
             if p is not None:
                 p = p.to(out.dtype)  # under autocast: keep half-precision maps half
             if want_tap and h is not None:
