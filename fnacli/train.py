@@ -504,7 +504,11 @@ def fit(model: nn.Module, dataset: Dataset, loss_fn: Callable[[nn.Module, Any, t
         while epoch < cfg.epochs:
             sampler.set_epoch(epoch, batch0)
             for b, batch in enumerate(loader, start=batch0):
-                set_train_mode(net, cfg.freeze_bn)
+                # model.train() walks every module (thousands in a supernet, a visible share
+                # of a small step): only when something left train mode (evaluation does
+                # through model.eval()/train(), so the root's flag tells), or to re-freeze BN
+                if cfg.freeze_bn or not net.training:
+                    set_train_mode(net, cfg.freeze_bn)
                 with torch.autocast(env.device.type, enabled=use_amp):
                     losses = loss_fn(net, batch, env.device)
                 loss = sum(losses.values())

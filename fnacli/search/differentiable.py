@@ -454,7 +454,8 @@ def run_search(ckpt: SupernetCheckpoint, source: str, train_set: Any, cfg: Searc
                                      b_p if searching else None,
                                      A.step_generator(tc.seed, step), cfg.min_depth)
                 supernet.set_path(path)
-                set_train_mode(net)
+                if not net.training:  # a walk over every module otherwise: see train.fit
+                    set_train_mode(net)
                 images, targets = batch_to(batch, env.device)
                 with torch.autocast(env.device.type, enabled=use_amp):
                     losses = net(images, targets)
