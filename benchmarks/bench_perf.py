@@ -469,8 +469,9 @@ def bench_lut(args: argparse.Namespace, tmp: Path) -> list[Row]:
             os.environ.pop("FNACLI_CACHE_DIR", None)
         else:
             os.environ["FNACLI_CACHE_DIR"] = old
-    cores = L._usable_cores()
-    note = f"fna-channels SSDLite 320, {cores} core{'s' if cores > 1 else ''} usable"
+    cores, load = L._usable_cores(), os.getloadavg()[0]
+    note = (f"fna-channels SSDLite 320, {cores} core{'s' if cores > 1 else ''}, load "
+            f"{load:.1f} (a second process only below {cores - 1.5:g})")
     rows = [Row("cost table build, cold", "seconds", "", cold, [], "< 10 s",
                 statistics.median(cold) < 10, note),
             Row("cost table build, per-unit cache warm", "seconds", "", warm, [], "", None,

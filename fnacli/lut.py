@@ -128,8 +128,9 @@ def _write_unit_cache() -> None:
 
 
 def _count_chunks(chunks: list[list[UnitKey]]) -> Iterator[list[int]]:
-    """Per-position counts of each chunk, in order; on two cores when there is enough work."""
-    if sum(map(len, chunks)) >= _PARALLEL_MIN and len(chunks) > 1 and _usable_cores() > 1:
+    """Per-position counts of each chunk, in order; on two cores when there is enough work
+    and a second core is idle (on a busy machine a second process only adds contention)."""
+    if sum(map(len, chunks)) >= _PARALLEL_MIN and len(chunks) > 1 and _idle_cores() >= 1.5:
         import multiprocessing as mp
         from concurrent.futures import ProcessPoolExecutor
 
@@ -146,6 +147,15 @@ def _usable_cores() -> int:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         return os.cpu_count() or 1
+
+
+def _idle_cores() -> float:
+    """Usable cores minus the 1-minute load average (this process included)."""
+    try:
+        load = os.getloadavg()[0]
+    except OSError:
+        load = 0.0
+    return _usable_cores() - load
 
 
 def _fill_units(keys: Iterable[UnitKey], progress: _Progress | None) -> None:
