@@ -168,8 +168,7 @@ def bench_finetune(args: argparse.Namespace, tmp: Path) -> list[Row]:
     model = build_detector(load_arch("mobilenetv2-0.35"), "ssdlite", NUM_CLASSES,
                            (args.size, args.size))
     start = copy.deepcopy(model.state_dict())
-    cfg = TrainConfig(epochs=1, batch_size=args.batch, lr=0.01, schedule="cosine", seed=0,
-                      log_every=1)
+    cfg = TrainConfig(epochs=1, batch_size=args.batch, lr=0.01, schedule="cosine", seed=0)
     steps = len(ds) // args.batch
     runs = [0]
 
@@ -338,14 +337,15 @@ def oneshot_setup(data: Path, calib_images: int, eval_images: int, size: int):  
     return det, net, E.Encoding(net.space), calib, val
 
 
-def bench_oneshot(args: argparse.Namespace, tmp: Path) -> list[Row]:
+def bench_oneshot(args: argparse.Namespace, tmp: Path, size: int = 64,
+                  compare_before: bool = True) -> list[Row]:
     from fnacli.detection.evaluate import evaluate
-    from fnacli.search.bn_recal import calibration_batches, stats_forward
+    from fnacli.search.bn_recal import calibration_batches, path_batchnorms, stats_forward
     from fnacli.search.oneshot import PathEvaluator
     from fnacli.train import recalibrate_bn
 
-    data = synthetic_data(tmp, 16, 8, 64)
-    det, net, enc, calib, val = oneshot_setup(data, 4, 4, 64)
+    data = synthetic_data(tmp, 16, 8, size)
+    det, net, enc, calib, val = oneshot_setup(data, 4, 4, size)
     rng = random.Random(0)
     genomes = [enc.random(rng) for _ in range(args.reps + 1)]
     score = PathEvaluator(det, net, enc, calib, val, 4)
@@ -359,11 +359,17 @@ def bench_oneshot(args: argparse.Namespace, tmp: Path) -> list[Row]:
     def ours() -> None:
         score(genome())
 
-    def forwards() -> None:  # the passes scoring cannot avoid, on the same (cached) images
-        net.set_path(enc.path(genome()))
+    def forwards() -> None:  # the passes scoring cannot avoid, on the same (cached) images:
+        path = enc.path(genome())  # calibration with the path's BN in train mode, then eval
+        net.set_path(path)
+        bns = path_batchnorms(det, net, path, score.outside)
         with torch.no_grad():
+            for m in bns:
+                m.training = True
             for batch in score.batches:
                 forward(det, batch)
+            for m in bns:
+                m.training = False
             for images, _ in score.val_batches:
                 det(images)
 
@@ -375,12 +381,16 @@ def bench_oneshot(args: argparse.Namespace, tmp: Path) -> list[Row]:
     def next_genome(r: int) -> None:  # every side of a round scores the same candidate
         state["i"] = r + 1
 
-    sides = {"ours": ours, "forwards": forwards, "uncached": lambda: uncached(genome()),
-             "before": before}
+    sides = {"ours": ours, "forwards": forwards}
+    if compare_before:
+        sides |= {"uncached": lambda: uncached(genome()), "before": before}
     t = interleaved(sides, args.reps, each_round=next_genome)
-    note = "fna, 64 px, 4 calibration + 4 scoring images"
-    return [ratio_row("one-shot scoring / candidate", "recal + COCO eval", "its forwards", t,
-                      "ours", "forwards", 1.5, note=note),
+    note = f"fna, {size} px, 4 calibration + 4 scoring images"
+    first = ratio_row(f"one-shot scoring / candidate, {size} px", "recal + COCO eval",
+                      "its forwards", t, "ours", "forwards", 1.5, note=note)
+    if not compare_before:
+        return [first]
+    return [first,
             ratio_row("one-shot scoring, images not cached", "recal + COCO eval",
                       "its forwards", t, "uncached", "forwards", None, note=note),
             ratio_row("one-shot scoring before (all BN, no cache)", "recal + COCO eval",
@@ -562,7 +572,8 @@ def main() -> None:
                  "weight": lambda: bench_weight_step(args),
                  "arch": lambda: [*bench_arch_steps(args, "fna"),
                                   *bench_arch_steps(args, "fna-channels")],
-                 "oneshot": lambda: bench_oneshot(args, tmp),
+                 "oneshot": lambda: [*bench_oneshot(args, tmp),
+                                     *bench_oneshot(args, tmp, 320, compare_before=False)],
                  "dist": lambda: bench_dist(args, tmp),
                  "lut": lambda: bench_lut(args, tmp),
                  "imports": lambda: bench_imports(args, tmp)}
