@@ -349,6 +349,7 @@ def bench_oneshot(args: argparse.Namespace, tmp: Path, size: int = 64,
     rng = random.Random(0)
     genomes = [enc.random(rng) for _ in range(args.reps + 1)]
     score = PathEvaluator(det, net, enc, calib, val, 4)
+    val_batches = calibration_batches(score.val, 4)  # the decoded fitness images
     uncached = PathEvaluator(det, net, enc, calib, val, 4, cache_images=False)
     forward = stats_forward("cpu")
     state = {"i": 0}
@@ -370,7 +371,7 @@ def bench_oneshot(args: argparse.Namespace, tmp: Path, size: int = 64,
                 forward(det, batch)
             for m in bns:
                 m.training = False
-            for images, _ in score.val_batches:
+            for images, _ in val_batches:
                 det(images)
 
     def before() -> None:  # the recipe before issue 16: every BN, images read per candidate

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import io
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -20,12 +20,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from fnacli.detection.data import CocoDetection, collate
-
-STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl",
-              "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
-STAT_LABELS = ("AP @[IoU=0.50:0.95]", "AP @[IoU=0.50]", "AP @[IoU=0.75]", "AP small",
-               "AP medium", "AP large", "AR maxDets=1", "AR maxDets=10", "AR maxDets=100",
-               "AR small", "AR medium", "AR large")
+from fnacli.tasks.detection import COCO_STATS as STAT_NAMES
 
 
 @dataclass
@@ -91,33 +86,28 @@ def to_coco_results(outputs: list[dict], image_ids: list[int],
 
 
 @torch.no_grad()
-def predict_batches(model: nn.Module, batches: Iterable[tuple[list, list]],
-                    category_of: Callable[[int], int], device: torch.device | str = "cpu",
-                    progress: Callable[[int], None] | None = None) -> list[dict]:
-    """COCO-format detections of ``model`` (already in eval mode) on (images, targets)
-    batches."""
-    results: list[dict] = []
-    for images, targets in batches:
-        images = [im.to(device, non_blocking=True) for im in images]
-        outputs = model(images)
-        results += to_coco_results(outputs, [t["image_id"] for t in targets], category_of)
-        if progress:
-            progress(len(images))
-    return results
-
-
 def predict(model: nn.Module, dataset: CocoDetection, batch_size: int = 8, workers: int = 0,
             device: torch.device | str = "cpu",
             progress: Callable[[int], None] | None = None) -> list[dict]:
     """Run ``model`` (eval mode) over ``dataset`` and return COCO-format detections."""
     was_training = model.training
-    model.eval()
+    if was_training:  # a walk over every module (thousands in a supernet): only if needed
+        model.eval()
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
                         collate_fn=collate)
+    results: list[dict] = []
     try:
-        return predict_batches(model, loader, dataset.category_of, device, progress)
+        for images, targets in loader:
+            images = [im.to(device, non_blocking=True) for im in images]
+            outputs = model(images)
+            results += to_coco_results(outputs, [t["image_id"] for t in targets],
+                                       dataset.category_of)
+            if progress:
+                progress(len(images))
     finally:
-        model.train(was_training)
+        if was_training:
+            model.train()
+    return results
 
 
 def evaluate(model: nn.Module, dataset: CocoDetection, batch_size: int = 8, workers: int = 0,

@@ -15,20 +15,20 @@ thousands, most of them candidates the path does not use, and walking them was a
 of a candidate's scoring time). The others keep whatever statistics they had: no forward of
 this path reads them, and the next path that uses one resets it first.
 
-``DecodedBatches`` holds a fixed subset decoded once (every candidate is scored on the same
+``DecodedDataset`` holds a fixed subset decoded once (every candidate is scored on the same
 images, so decoding them per candidate is pure overhead).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
 import torchvision.transforms.v2.functional as TF
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
 from fnacli.cost import is_detector
 from fnacli.detection.data import CocoDetection, collate
@@ -127,24 +127,36 @@ def recalibrate_path(model: nn.Module, supernet: Supernet, path: Path, batches: 
     return n
 
 
-class DecodedBatches:
-    """A dataset's fixed batches, decoded once and kept in memory (uint8 where the dataset
-    only converts to float, so the same float images come back at a quarter of the memory).
-    Iterating gives what ``DataLoader(dataset, batch_size, collate_fn=collate)`` gives."""
+class DecodedDataset(Dataset):
+    """A dataset's items decoded once and kept in memory: the same items, in the same order,
+    without reading or decoding an image again (uint8 where the dataset only converts to
+    float, so the same float images come back at a quarter of the memory). Every other
+    attribute (``coco``, ``ids``, ``category_of``, …) is the dataset's."""
 
-    def __init__(self, dataset: Any, batch_size: int, workers: int = 0) -> None:
+    def __init__(self, dataset: Any, workers: int = 0) -> None:
+        self.dataset = dataset
         self.as_uint8 = getattr(dataset, "transform", "?") is None
-        self.batches: list[tuple[list[torch.Tensor], list[dict]]] = []
-        for images, targets in calibration_batches(dataset, batch_size, workers):
-            if self.as_uint8:  # exact: the dataset made them as uint8 / 255
-                images = [(im * 255).round_().to(torch.uint8) for im in images]
-            self.batches.append((images, targets))
+        loader = DataLoader(dataset, batch_size=None, num_workers=workers)
+        self.items = [((im * 255).round_().to(torch.uint8) if self.as_uint8 else im, target)
+                      for im, target in loader]  # exact: the dataset made them as uint8 / 255
 
     def __len__(self) -> int:
-        return len(self.batches)
+        return len(self.items)
 
-    def __iter__(self) -> Iterator[tuple[list[torch.Tensor], list[dict]]]:
-        for images, targets in self.batches:
-            if self.as_uint8:
-                images = [TF.to_dtype(im, torch.float32, scale=True) for im in images]
-            yield images, targets
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, Any]:
+        image, target = self.items[i]
+        if self.as_uint8:
+            image = TF.to_dtype(image, torch.float32, scale=True)
+        return image, target
+
+    def __getattr__(self, name: str) -> Any:
+        if name in ("dataset", "items", "as_uint8"):  # not set yet (unpickling)
+            raise AttributeError(name)
+        return getattr(self.dataset, name)
+
+
+def decoded_bytes(dataset: Any) -> int:
+    """Bytes of a COCO-layout dataset's images decoded to uint8 RGB (from the annotation's
+    sizes)."""
+    imgs = dataset.coco.imgs
+    return sum(3 * imgs[i]["width"] * imgs[i]["height"] for i in dataset.ids)
