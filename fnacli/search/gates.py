@@ -7,8 +7,9 @@ independently and replaces ``p`` in the relaxed forward by the gate vector
 
     g = e_a + ½ (ℓ_a − ℓ_b) (e_a − e_b),    ℓ_k = log p_k − stop_grad(log p_k).
 
-Its value is the one-hot ``e_a`` (the forward pass is the sampled architecture ``a``: the
-layer computes candidate ``a``, and ``b`` only for the backward), and the gradient it passes
+Its value is the one-hot ``e_a`` (the forward pass is the sampled architecture ``a``; the
+layer also computes candidate ``b``, without an autograd graph: its output only feeds the
+gradient of its own gate, see ``Supernet.set_weighted``), and the gradient it passes
 to α is ``½ (v_a − v_b) (∇ log p_a − ∇ log p_b)`` with ``v_k = ⟨∂L/∂y, o_k⟩`` the loss slope
 along candidate ``k``'s output. That is a two-sample score-function estimator of the slope
 ``Σ_k v_k ∇p_k`` of the weighted sum, with the second sample as a baseline: E over a, b gives
