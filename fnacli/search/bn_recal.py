@@ -21,6 +21,7 @@ images, so decoding them per candidate is pure overhead).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
 from typing import Any
 
@@ -155,8 +156,10 @@ class DecodedDataset(Dataset):
         return getattr(self.dataset, name)
 
 
-def decoded_bytes(dataset: Any) -> int:
+def decoded_bytes(dataset: Any) -> float:
     """Bytes of a COCO-layout dataset's images decoded to uint8 RGB (from the annotation's
-    sizes)."""
-    imgs = dataset.coco.imgs
-    return sum(3 * imgs[i]["width"] * imgs[i]["height"] for i in dataset.ids)
+    sizes); infinite for a dataset that does not say (it is then never held in memory)."""
+    coco = getattr(dataset, "coco", None)
+    if coco is None:
+        return math.inf
+    return float(sum(3 * coco.imgs[i]["width"] * coco.imgs[i]["height"] for i in dataset.ids))
