@@ -229,9 +229,12 @@ def check_output_dir(out_dir: str | Path, force: bool) -> Path:
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise UserError(f"{out}: exists and is not a folder")
-    if not out.parent.is_dir():
-        raise UserError(f"{out.parent}: output folder does not exist")
-    check_folder_writable(out if out.is_dir() else out.parent)
+    # missing parent folders are created, as `mkdir -p` would (a file in the way is not)
+    existing = next(p for p in out.parents if p.exists())
+    if not existing.is_dir():
+        raise UserError(f"{existing}: exists and is not a folder")
+    check_folder_writable(out if out.is_dir() else existing)
+    out.parent.mkdir(parents=True, exist_ok=True)
     locks.claim(out)  # one writer per folder
     marker = out / PARTIAL
     # a run that was killed left its marker: its files are ours to replace, no --force needed

@@ -54,6 +54,8 @@ class DifferentiableSearchConfig(SearchOptions):
     target_madds: str | float | None = None
     min_depth: int = 0
     arch_lr: float = 3e-4
+    arch_step: str = "full"
+    checkpoint_activations: bool = False
 
 
 @dataclass
@@ -86,11 +88,14 @@ class SearchResult:
     output: str | None = None
     details: dict = field(default_factory=dict)
     is_main: bool = True  # False in the other processes of a distributed run
+    files: dict[str, str] = field(default_factory=dict)  # role (FILE_ROLES) -> path
 
     def to_dict(self) -> dict:
         d = dict(self.details)
         d.update({"strategy": self.strategy, "finished": self.finished, "output": self.output})
         d.setdefault("message", self.message)
+        if self.files:
+            d["files"] = dict(self.files)
         return d
 
 
@@ -113,6 +118,7 @@ def search(*args: Any, strategy: str | None = None, **kwargs: Any) -> SearchResu
 def _train_config(o: SearchOptions, task: Any, epochs: int, steps: int, schedule: str,
                   milestones: tuple[float, ...], warmup_cap: int) -> Any:
     """The weight-side recipe: given options, else the task's fine-tuning recipe."""
+    from fnacli.progress import tensorboard_dir
     from fnacli.train import TrainConfig
 
     r = task.recipe
@@ -126,7 +132,8 @@ def _train_config(o: SearchOptions, task: Any, epochs: int, steps: int, schedule
         warmup_iters=(o.warmup_iters if o.warmup_iters is not None
                       else min(warmup_cap, steps // 10)),
         clip_grad=clip or None, seed=o.seed, workers=o.workers,
-        checkpoint_every=o.checkpoint_every)
+        checkpoint_every=o.checkpoint_every, log_every=o.log_every,
+        tensorboard=tensorboard_dir(o.tensorboard))
 
 
 def _train_set(o: SearchOptions, task: Any, augment: str) -> Any:
@@ -140,16 +147,22 @@ def search_differentiable(*args: Any, **kwargs: Any) -> SearchResult:
     """FNA's differentiable search (see the module docstring)."""
     cfg = make_config(DifferentiableSearchConfig, args, kwargs)
     refuse_stdout(cfg.output)
+    from fnacli.progress import tensorboard_dir
+
+    tensorboard_dir(cfg.tensorboard)  # a missing package fails before the work
     return in_processes(_differentiable, cfg)
 
 
 def _differentiable(o: DifferentiableSearchConfig, env: Any) -> SearchResult:
     from fnacli.io import check_writable
-    from fnacli.search.differentiable import SearchConfig, run_search
+    from fnacli.search.differentiable import ARCH_STEPS, SearchConfig, run_search
     from fnacli.search.evolution import format_madds, parse_madds
     from fnacli.search.supernet_io import read_supernet
     from fnacli.validation import check_bn_batch, check_lr
 
+    if o.arch_step not in ARCH_STEPS:
+        raise UserError(f"--arch-step: expected one of {', '.join(ARCH_STEPS)}, got "
+                        f"{o.arch_step!r}")
     say = Reporter(o.on_message, env.is_main)
     task = task_of(o.task)
     check_lr(o.lr)
@@ -179,7 +192,8 @@ def _differentiable(o: DifferentiableSearchConfig, env: Any) -> SearchResult:
     cfg = SearchConfig(task=task.name, size=size, train=tc, warmup_epochs=warmup_epochs,
                        arch_every=o.arch_every or d.arch_every, cost_form=o.cost_form,
                        lam=o.lam, tau=o.tau, target_madds=target, min_depth=o.min_depth,
-                       arch_lr=o.arch_lr, augment=augment)
+                       arch_lr=o.arch_lr, augment=augment, arch_step=o.arch_step,
+                       checkpoint_activations=o.checkpoint_activations)
     result = run_search(ckpt, str(o.supernet), dataset, cfg, env, output,
                         state_path=state_path, metrics_path=metrics_path, resume=o.resume,
                         stop_after=o.stop_after, log=say if env.is_main else None)
@@ -203,6 +217,12 @@ def _differentiable(o: DifferentiableSearchConfig, env: Any) -> SearchResult:
 
 
 # -- one-shot ---------------------------------------------------------------------------------
+# Every file of a one-shot search, in one place (docs/evolution.md describes them).
+FILE_ROLES = {"output": "result", "trained": "trained supernet",
+              "train_state": "training state (--resume)", "train_metrics": "training metrics",
+              "state": "search state (--resume)", "history": "candidates and generations"}
+
+
 def _oneshot_files(output: str | Path, trained: str | Path | None) -> dict[str, Path]:
     out = Path(output)
     stem = out.with_suffix("") if out.suffix == ".safetensors" else out
@@ -236,7 +256,15 @@ def search_oneshot(*args: Any, **kwargs: Any) -> SearchResult:
     check_lr(o.lr)
     if o.max_madds:  # parsed now, not after the supernet has been trained
         parse_madds(o.max_madds)
-    return in_processes(_oneshot, o)
+    from fnacli.progress import tensorboard_dir
+
+    tensorboard_dir(o.tensorboard)  # a missing package fails before the work
+    result = in_processes(_oneshot, o)
+    files = _oneshot_files(o.output, o.trained)
+    if o.skip_training:
+        files["trained"] = Path(o.supernet)
+    result.files = {k: str(p) for k, p in files.items() if p.exists()}
+    return result
 
 
 def _oneshot(o: OneShotSearchConfig, env: Any) -> SearchResult:
@@ -321,6 +349,7 @@ def _evolve(o: OneShotSearchConfig, trained: Path, files: dict[str, Path], env: 
             resume: bool, say: Reporter) -> SearchResult:
     from fnacli.checkpoint import save_checkpoint
     from fnacli.lut import load_or_build_lut
+    from fnacli.progress import tensorboard_dir
     from fnacli.search import evolution as E
     from fnacli.search.bn_recal import calibration_subset
     from fnacli.search.oneshot import (
@@ -366,7 +395,7 @@ def _evolve(o: OneShotSearchConfig, trained: Path, files: dict[str, Path], env: 
     say(f"{o.strategy} search on {trained}: {cfg.total_candidates} candidates{limit}, fitness "
         f"{cfg.metric} on {len(val)} held-out images, BN recalibrated on {len(calib)} "
         "training images")
-    with _SearchProgress(cfg, env.is_main) as progress:
+    with _SearchProgress(cfg, env.is_main, tensorboard_dir(o.tensorboard)) as progress:
         search.on_candidate = progress.candidate
         search.on_round = progress.round
         result = search.run(resume=resume, stop_after=o.stop_after_candidates)
@@ -403,11 +432,12 @@ def _evolve(o: OneShotSearchConfig, trained: Path, files: dict[str, Path], env: 
 class _SearchProgress:
     """Candidates on the training loop's progress bar, one line per generation (rank 0)."""
 
-    def __init__(self, cfg: Any, enabled: bool) -> None:
-        from fnacli.train import TrainProgress
+    def __init__(self, cfg: Any, enabled: bool, tensorboard: Path | None = None) -> None:
+        from fnacli.progress import TrainLogger
 
         self.cfg = cfg
-        self.bar = TrainProgress(cfg.total_candidates, 0, cfg.strategy, enabled)
+        self.bar = TrainLogger(cfg.total_candidates, 0, cfg.strategy, enabled, unit="candidate",
+                               tensorboard=tensorboard)
 
     def __enter__(self) -> _SearchProgress:
         self.bar.__enter__()
@@ -417,20 +447,28 @@ class _SearchProgress:
         self.bar.__exit__(*exc)
 
     def candidate(self, c: Any, reused: bool) -> None:
-        self.bar.update(f"last {self.cfg.metric} {c.fitness:.4f}")
+        self.bar.step(f"last {self.cfg.metric} {c.fitness:.4f}")
 
     def round(self, r: dict) -> None:
+        from fnacli.progress import fmt_duration
         from fnacli.search.evolution import format_madds
 
         if r["event"] == "stop":
             self.bar.log(f"stopped early: {r['reason']}")
             return
         if r["event"] == "resume":
-            self.bar.update(f"resumed after generation {r['generation']}", r["evaluated"])
+            self.bar.step(f"resumed after generation {r['generation']}", r["evaluated"])
+            self.bar.done0 = self.bar.done  # the ETA counts this run's pace only
             return
         m = self.cfg.metric
+        # TensorBoard: per generation, at the number of candidates evaluated so far
+        self.bar.scalars(r["evaluated"], {f"best_{m}": r["best"], f"median_{m}": r["median"],
+                                          f"overall_best_{m}": r["top_fitness"],
+                                          "best_madds": r["best_madds"]}, "generation")
+        eta = self.bar.eta()
         self.bar.log(
             f"generation {r['generation'] + 1}/{self.cfg.rounds}: best {m} {r['best']:.4f} "
             f"({format_madds(r['best_madds'])} MAdds), median {r['median']:.4f} "
             f"({format_madds(r['median_madds'])}); overall best {r['top_fitness']:.4f} "
-            f"({format_madds(r['top_madds'])}); {r['evaluated']} evaluated")
+            f"({format_madds(r['top_madds'])}); {r['evaluated']} evaluated"
+            + (f", eta {fmt_duration(eta)}" if eta is not None else ""))
