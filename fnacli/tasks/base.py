@@ -136,6 +136,9 @@ class Task:
     oneshot_holdout: ClassVar[float] = 0.0
     default_classes: ClassVar[int] = 80
     per_class_metric: ClassVar[str] = "AP"  # what ``evaluate(per_class=True)`` reports
+    # images per process a training step needs (BatchNorm on 1x1 maps needs 2), unless BN
+    # is frozen; refused up front (fnacli.validation.check_bn_batch)
+    min_train_batch: ClassVar[int] = 1
 
     def __repr__(self) -> str:
         return f"<task {self.name}>"
