@@ -36,6 +36,7 @@ class DeepLabV3Task(Task):
     metric_labels = {"mIoU": "mean IoU over classes", "aAcc": "pixel accuracy",
                      "mAcc": "mean class accuracy"}
     uses_head_conv = False
+    min_train_batch = 2  # ASPP's image-pooling branch applies BatchNorm to a 1x1 map
     output_stride: ClassVar[int | None] = 16
     default_classes = 19  # Cityscapes' train ids
     per_class_metric = "IoU"
