@@ -88,8 +88,15 @@ def test_expand_cli(env: dict, run_cli, tmp_path: Path, monkeypatch) -> None:
                           "--init-std", "0", "--masks", "overlapping"])
     ck = read_supernet(out)
     assert ck.masks == "overlapping" and all(t.abs().sum() == 0 for t in ck.alpha.values())
+    assert ck.meta["widen"] == {"rule": "noise", "noise": 0.01, "seed": 0}  # the default
     code, _, err = run_cli(["expand", env["seed"], "--masks", "partial", "-o", tmp_path / "x"])
     assert code == 2 and "--masks" in err
+    code, _, err = run_cli(["expand", env["seed"], "--widen", "copy", "-o", tmp_path / "x"])
+    assert code == 2 and "--widen" in err
+    code, _, err = run_cli(["expand", env["seed"], "--space", env["space"], "-o", out,
+                            "--force", "--widen", "split"])
+    assert code == 0, err
+    assert read_supernet(out).meta["widen"]["rule"] == "split"
     # a binary checkpoint cannot go to stdout: refused, and no file named '-' appears
     monkeypatch.chdir(tmp_path)
     code, stdout, err = run_cli(["expand", env["seed"], "--space", env["space"], "-o", "-"])

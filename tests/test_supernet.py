@@ -104,12 +104,17 @@ def test_candidates_are_remapped_from_the_seed() -> None:
     space, seed_spec = tiny_space(), tiny_seed()
     torch.manual_seed(2)
     seed = Backbone(seed_spec).state_dict()
-    state = supernet_state_from_seed(space, seed, seed_spec)
+    state = supernet_state_from_seed(space, seed, seed_spec, widen="zeros")
     # e3 takes the seed e6 layer's first hidden channels (the width rule)
     e3 = state["stages.2.0.ops.k3_e3.expand.conv.weight"]
     assert e3.shape == (16 * 3, 16, 1, 1)  # stage 2's input is up to 16 wide
     assert torch.equal(e3[:, :12], seed["stages.2.0.expand.conv.weight"][:48])
     assert e3[:, 12:].abs().sum() == 0  # inputs the seed does not have contribute nothing
+    # the default (Jung et al.): small noise there instead, the copied part unchanged
+    noisy = supernet_state_from_seed(space, seed, seed_spec)
+    noisy = noisy["stages.2.0.ops.k3_e3.expand.conv.weight"]
+    assert torch.equal(noisy[:, :12], e3[:, :12]) and noisy[:, 12:].abs().min() > 0
+    assert noisy[:, 12:].std() < 0.05 * e3[:, :12].std()
     # k5 puts the seed's 3x3 kernel in the centre, zeros around
     k5 = state["stages.2.1.ops.k5_e6.dw.conv.weight"]
     assert torch.equal(k5[:96, :, 1:4, 1:4], seed["stages.2.1.dw.conv.weight"])

@@ -25,7 +25,16 @@ def expand(
                               metavar="non-overlapping|overlapping",
                               help="Channel masks of the mixed blocks: Jung et al.'s "
                                    "non-overlapping segments or FBNetV2's overlapping masks."),
-    arch_seed: int = typer.Option(0, "--seed", help="Seed of the α/β initial noise (1e-3·N(0,1))."),
+    widen: str = typer.Option("noise", "--widen", metavar="noise|zeros|split",
+                              help="How channels wider than the seed's are filled (see 'fnacli "
+                                   "remap --widen'): zeros plus small noise (Jung et al.), "
+                                   "zeros, or Net2Net-style split copies."),
+    noise: float | None = typer.Option(None, "--noise", min=0.0, metavar="R",
+                                       help="Noise std of added channels' conv weights, "
+                                            "relative to the RMS of each seed tensor [0.01]; "
+                                            "--widen noise only."),
+    arch_seed: int = typer.Option(0, "--seed", help="Seed of the α/β initial noise (1e-3·N(0,1)) "
+                                                    "and of the --widen noise."),
     init_std: float = typer.Option(1e-3, "--init-std", min=0.0,
                                    help="Std of the α/β initial noise (0: exactly zero)."),
     force: bool = typer.Option(False, "--force", help="Overwrite the output."),
@@ -33,16 +42,23 @@ def expand(
 ) -> None:
     checkpoint_output(output)
     from fnacli.checkpoint import save_checkpoint
+    from fnacli.cli.common import fail
     from fnacli.io import check_writable
+    from fnacli.remap import WIDEN_RULES
     from fnacli.search import supernet_io
     from fnacli.search.masks import check_kind
     from fnacli.spec import load_space
 
     check_kind(masks)
+    if widen not in WIDEN_RULES:
+        fail(f"--widen: expected one of {', '.join(WIDEN_RULES)}, got {widen!r}")
+    if noise and widen != "noise":
+        fail(f"--noise applies to --widen noise, not --widen {widen}")
     check_writable(output, force)  # fail before the work, not after
     space_spec = load_space(space)
     with err_console.status(f"remapping {seed} into the {space_spec.name} supernet"):
-        tensors, meta = supernet_io.expand(seed, space_spec, masks, arch_seed, init_std)
+        tensors, meta = supernet_io.expand(seed, space_spec, masks, arch_seed, init_std,
+                                           widen=widen, noise=noise)
         save_checkpoint(output, tensors, "supernet", meta, force=force)
     info = supernet_io.summary(space_spec, tensors) | {"masks": masks, "output": output}
     if as_json:

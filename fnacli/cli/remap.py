@@ -28,6 +28,20 @@ class Kernel(StrEnum):
     dilate = "dilate"
 
 
+class Widen(StrEnum):
+    noise = "noise"
+    zeros = "zeros"
+    split = "split"
+
+
+WIDEN_HELP = ("How added channels are filled: zeros plus small noise (Jung et al.; trainable), "
+              "zeros (function preserving, but all-zero channels get no gradient), or split "
+              "(Net2Net-style copies with divided outgoing weights: function preserving and "
+              "trainable).")
+NOISE_HELP = ("Noise std of added channels' conv weights, relative to the RMS of each seed "
+              "tensor [0.01]; --widen noise only.")
+
+
 @app.command("remap")
 def remap(
     seed: str = typer.Argument(..., metavar="SEED",
@@ -45,17 +59,20 @@ def remap(
     kernel: Kernel = typer.Option(Kernel.center, "--kernel",
                                   help="Kernel rule: centre (pad/crop), or taps on a dilated "
                                        "grid."),
-    noise: float = typer.Option(0.0, "--noise", min=0.0, metavar="STD",
-                                help="Add N(0, STD²) to filled (new, zero) conv weights only."),
+    widen: Widen = typer.Option(Widen.noise, "--widen", help=WIDEN_HELP),
+    noise: float | None = typer.Option(None, "--noise", min=0.0, metavar="R", help=NOISE_HELP),
     rng_seed: int = typer.Option(0, "--seed", help="Random seed for --noise and new layers."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
     force: bool = typer.Option(False, "--force", help="Overwrite OUT if it exists."),
 ) -> None:
     """Remap SEED's parameters onto the architecture SPEC (depth, width, kernel; FNA)."""
     from fnacli.io import check_writable
+    from fnacli.remap import resolve_noise
     from fnacli.spec import load_arch
 
     checkpoint_output(output)
+    if noise and widen != Widen.noise:
+        fail(f"--noise applies to --widen noise, not --widen {widen.value}")
     if seed == "-":
         fail("SEED: '-' is not supported for checkpoints (stdin is for specs); give a file")
     if not seed.startswith("torchvision:") and not Path(seed).is_file():
@@ -67,11 +84,14 @@ def remap(
     from fnacli.remap import remap_state
 
     seed_state, seed_spec = load_seed(seed)
+    noise = resolve_noise(widen.value, noise)
     state, report = remap_state(seed_state, seed_spec, target, width=width.value,
-                                kernel=kernel.value, noise=noise, seed=rng_seed)
+                                kernel=kernel.value, widen=widen.value, noise=noise,
+                                seed=rng_seed)
     # remap_state has checked that the output loads strictly into Backbone(target)
     params = count_parameters(state)
-    strategies = {"width": width.value, "kernel": kernel.value, "noise": noise, "seed": rng_seed}
+    strategies = {"width": width.value, "kernel": kernel.value, "widen": widen.value,
+                  "noise": noise, "seed": rng_seed}
     meta = {"spec": target.to_dict(),
             "remap": {"seed": seed, "seed_spec": seed_spec.to_dict(), **strategies}}
     save_checkpoint(output, state, "backbone", meta, force=force)
