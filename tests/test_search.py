@@ -141,6 +141,9 @@ def test_search_moves_alpha_beta_and_logs_them(runs: dict, supernet: Path) -> No
     start = read_supernet(supernet)
     ck = read_supernet(runs["flat"]["out"])
     assert ck.kind == "searched" and ck.meta["search"]["finished"]
+    # the cost counted what is searched (the papers' scope), at the SSDLite input size
+    assert ck.meta["search"]["cost_scope"] == "blocks"
+    assert ck.meta["search"]["cost_size"] == [64, 64]
     moved = max((ck.alpha[k] - start.alpha[k]).abs().max().item() for k in start.alpha)
     moved_b = max((ck.beta[k] - start.beta[k]).abs().max().item() for k in start.beta)
     assert moved > 0.05 and moved_b > 0.05  # 3 Adam steps of lr 0.1 from ~1e-3 noise

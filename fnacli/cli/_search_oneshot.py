@@ -28,7 +28,7 @@ from fnacli.cli.common import checkpoint_output, err_console, fail, print_result
 
 STRATEGIES = ("evolution", "random")
 # Supernet training epochs: DetNAS trains its supernet with the detector's usual 1x COCO
-# schedule (12 epochs); for SSDLite a fifth of its 300-epoch recipe.
+# schedule (12 epochs); for SSDLite its 60-epoch fine-tuning recipe.
 ONESHOT_EPOCHS = {"ssdlite": 60, "retinanet": 12}
 
 OPTIONS: dict[str, tuple[Any, Any]] = {
@@ -76,6 +76,17 @@ OPTIONS: dict[str, tuple[Any, Any]] = {
     "augment": (str | None, typer.Option(None, "--augment", metavar="ssd|ssdlite|flip|none",
                                          help="Training augmentation [ssdlite ssd, retinanet "
                                               "flip].")),
+    "cost_scope": (str | None, typer.Option(None, "--cost-scope",
+                                            metavar="blocks|backbone|detector",
+                                            help="What the MAdds cost counts: the searched "
+                                                 "blocks, the whole backbone or the whole "
+                                                 "detector [differentiable: blocks (the cost "
+                                                 "term, as FNA/Jung et al.); evolution/random: "
+                                                 "backbone (--max-madds, as DetNAS)].")),
+    "cost_size": (str | None, typer.Option(None, "--cost-size", metavar="N|WxH",
+                                           help="Input size MAdds are counted at [retinanet "
+                                                "1088x800 as FNA/Jung et al. report it, "
+                                                "ssdlite --size].")),
     "workers": (int, typer.Option(2, "--workers", min=0, help="Data-loading processes.")),
     "seed": (int, typer.Option(0, "--seed", help="Seed of paths, data order, populations.")),
     "device": (str, typer.Option("auto", "--device", metavar="auto|cpu|cuda",

@@ -30,19 +30,22 @@ STRATEGIES = ("differentiable", *oneshot.STRATEGIES)
 DIFF_OPTIONS: dict[str, tuple[Any, Any]] = {
     "warmup_epochs": (int | None, typer.Option(None, "--warmup-epochs", min=0,
                                                help="Epochs of weight steps on uniform paths "
-                                                    "before α/β move [ssdlite 15 of 30, "
+                                                    "before α/β move [ssdlite 12 of 24, "
                                                     "retinanet 8 of 14: that share of "
                                                     "--epochs]; differentiable only.")),
     "arch_every": (int | None, typer.Option(None, "--arch-every", min=1, metavar="K",
-                                            help="Weight steps per α/β step [ssdlite 5, "
-                                                 "retinanet 1].")),
+                                            help="Weight steps per α/β step [1: the "
+                                                 "papers' alternation].")),
     "cost_form": (str, typer.Option("log", "--cost-form", metavar="log|linear",
-                                    help="Cost term: FNA's λ·log_τ(C) or Jung et al.'s λ·C "
-                                         "(C = expected GMAdds of the detector).")),
+                                    help="Cost term: FNA's λ·log_τ(γ·C) or Jung et al.'s λ·γ·C "
+                                         "(C = expected GMAdds within --cost-scope).")),
     "lam": (float | None, typer.Option(None, "--lambda", min=0.0,
-                                       help="Cost weight λ [log: ssdlite 0.15, retinanet 0.02; "
+                                       help="Cost weight λ [log: ssdlite 0.2, retinanet 0.02; "
                                             "linear: matched to the log form at the start].")),
     "tau": (float, typer.Option(10.0, "--tau", help="Log base τ of the log cost.")),
+    "gamma": (float | None, typer.Option(None, "--gamma", min=0.0,
+                                         help="Cost scale γ [ssdlite 10, retinanet 5]; in the "
+                                              "log form it shifts the loss only.")),
     "target_madds": (str | None, typer.Option(None, "--target-madds", metavar="MADDS",
                                               help="Budget (e.g. 800M, 1.2G): the cost term "
                                                    "penalises only the excess over it.")),
@@ -56,8 +59,23 @@ DIFF_OPTIONS: dict[str, tuple[Any, Any]] = {
 # Shared options whose help must speak for both strategies.
 _SHARED_HELP = {
     "epochs": typer.Option(None, "--epochs", min=1,
-                           help="Epochs [differentiable: ssdlite 30, retinanet 14; one-shot "
+                           help="Epochs [differentiable: ssdlite 24, retinanet 14; one-shot "
                                 "supernet training: ssdlite 60, retinanet 12]."),
+    "batch_size": typer.Option(None, "--batch-size", min=1,
+                               help="Global training batch [ssdlite 32, retinanet 8]."),
+    "lr": typer.Option(None, "--lr", min=0.0,
+                       help="Base lr of the weight steps [differentiable: ssdlite 0.03 per 32 "
+                            "images, retinanet 0.02 per 8; one-shot: the finetune recipe's], "
+                            "scaled to --batch-size."),
+    "optimizer": typer.Option(None, "--optimizer", metavar="sgd|rmsprop",
+                              help="[ssdlite rmsprop, retinanet sgd]"),
+    "weight_decay": typer.Option(None, "--weight-decay", min=0.0,
+                                 help="[differentiable: ssdlite 4e-5, retinanet 1e-4; one-shot: "
+                                      "ssdlite 4e-5, retinanet 5e-5]"),
+    "augment": typer.Option(None, "--augment", metavar="ssd|ssdlite|flip|none",
+                            help="Training augmentation [differentiable: ssdlite ssd, "
+                                 "retinanet none (no flip during search, as FNA); one-shot: "
+                                 "ssdlite ssd, retinanet flip]."),
     "output": typer.Option(..., "--output", "-o", metavar="SEARCHED",
                            help="Output searched checkpoint (.safetensors); SEARCHED.ckpt and "
                                 "SEARCHED.metrics.jsonl go beside it."),
@@ -130,20 +148,13 @@ def run_differentiable(o: dict) -> dict:
 
 
 def _run(o: dict, env: Any) -> dict:
-    from fnacli.cli.finetune import RECIPES, parse_size
     from fnacli.detection.data import find_split, load_split
     from fnacli.detection.models import TASKS, label_offset
-    from fnacli.detection.transforms import DEFAULT_AUGMENT, train_transform
+    from fnacli.detection.transforms import train_transform
     from fnacli.io import check_writable
-    from fnacli.search.differentiable import (
-        SEARCH_DEFAULTS,
-        SearchConfig,
-        default_warmup_epochs,
-        run_search,
-    )
+    from fnacli.search.differentiable import SEARCH_RECIPES, run_search
     from fnacli.search.evolution import format_madds, parse_madds
     from fnacli.search.supernet_io import read_supernet
-    from fnacli.train import TrainConfig
 
     output = Path(o["output"])
     state_path, metrics_path = Path(f"{output}.ckpt"), Path(f"{output}.metrics.jsonl")
@@ -169,33 +180,11 @@ def _run(o: dict, env: Any) -> dict:
             target = parse_madds(o["target_madds"])
         except Exception as e:  # noqa: BLE001 - its message names --max-madds
             fail(str(e).replace("--max-madds", "--target-madds"))
-    recipe, d = RECIPES[task], SEARCH_DEFAULTS[task]
-    size = parse_size(o["size"]) if o["size"] else recipe["size"]
-    batch = o["batch_size"] or recipe["batch_size"]
-    epochs = o["epochs"] or d["epochs"]
-    warmup_epochs = (o["warmup_epochs"] if o["warmup_epochs"] is not None
-                     else default_warmup_epochs(task, epochs))
-    augment = o["augment"] or DEFAULT_AUGMENT[task]
+    augment = o["augment"] or SEARCH_RECIPES[task]["augment"]
     train_files = find_split(o["data"], "train", o["train_ann"], o["train_images"])
     dataset = load_split(train_files, train=True, label_offset=label_offset(task),
                          transform=train_transform(augment), seed=o["seed"])
-    steps = epochs * (len(dataset) // 2 // batch)
-    clip = o["clip_grad"] if o["clip_grad"] is not None else recipe["clip_grad"]
-    tc = TrainConfig(
-        epochs=epochs, batch_size=batch,
-        lr=o["lr"] if o["lr"] is not None else recipe["lr"] * batch / recipe["base_batch"],
-        optimizer=o["optimizer"] or recipe["optimizer"], momentum=o["momentum"],
-        weight_decay=(o["weight_decay"] if o["weight_decay"] is not None
-                      else recipe["weight_decay"]),
-        schedule="step", milestones=d["milestones"],
-        warmup_iters=(o["warmup_iters"] if o["warmup_iters"] is not None
-                      else min(500, steps // 10)),
-        clip_grad=clip or None, seed=o["seed"], workers=o["workers"],
-        checkpoint_every=o["checkpoint_every"])
-    cfg = SearchConfig(task=task, size=size, train=tc, warmup_epochs=warmup_epochs,
-                       arch_every=o["arch_every"] or d["arch_every"], cost_form=o["cost_form"],
-                       lam=o["lam"], tau=o["tau"], target_madds=target,
-                       min_depth=o["min_depth"], arch_lr=o["arch_lr"], augment=augment)
+    cfg = search_config(o, task, len(dataset), target)
     result = run_search(ckpt, o["supernet"], dataset, cfg, env, output, state_path=state_path,
                         metrics_path=metrics_path, resume=o["resume"],
                         stop_after=o["stop_after"],
@@ -218,3 +207,50 @@ def _run(o: dict, env: Any) -> dict:
                           f"{format_madds(result.madds)} MAdds (expected "
                           f"{format_madds(result.expected_madds)})")
     return summary
+
+
+def search_config(o: dict, task: str, train_images: int,
+                  target_madds: float | None = None) -> Any:
+    """The differentiable search's settings from the CLI options ``o``: what is not given
+    comes from the papers' search recipe of ``task`` (``SEARCH_RECIPES``)."""
+    from fnacli.cli.finetune import RECIPES, parse_size
+    from fnacli.search.differentiable import (
+        SEARCH_RECIPES,
+        SearchConfig,
+        default_warmup_epochs,
+    )
+    from fnacli.train import TrainConfig
+
+    d = SEARCH_RECIPES[task]
+    size = parse_size(o["size"]) if o["size"] else RECIPES[task]["size"]
+    batch = o["batch_size"] or d["batch_size"]
+    epochs = o["epochs"] or d["epochs"]
+    warmup_epochs = (o["warmup_epochs"] if o["warmup_epochs"] is not None
+                     else default_warmup_epochs(task, epochs))
+    steps = epochs * (train_images // 2 // batch)
+    clip = o["clip_grad"] if o["clip_grad"] is not None else d["clip_grad"]
+    tc = TrainConfig(
+        epochs=epochs, batch_size=batch,
+        lr=o["lr"] if o["lr"] is not None else d["lr"] * batch / d["base_batch"],
+        optimizer=o["optimizer"] or d["optimizer"], momentum=o["momentum"],
+        weight_decay=(o["weight_decay"] if o["weight_decay"] is not None
+                      else d["weight_decay"]),
+        schedule="step", milestones=d["milestones"],
+        warmup_iters=(o["warmup_iters"] if o["warmup_iters"] is not None
+                      else min(d["warmup_iters"], steps // 10)),
+        clip_grad=clip or None, seed=o["seed"], workers=o["workers"],
+        checkpoint_every=o["checkpoint_every"])
+    return SearchConfig(task=task, size=size, train=tc, warmup_epochs=warmup_epochs,
+                        arch_every=o["arch_every"] or d["arch_every"],
+                        cost_form=o["cost_form"], lam=o["lam"], tau=o["tau"],
+                        gamma=o["gamma"], target_madds=target_madds,
+                        min_depth=o["min_depth"], arch_lr=o["arch_lr"],
+                        augment=o["augment"] or d["augment"],
+                        cost_scope=o["cost_scope"] or "blocks",
+                        cost_size=(parse_size(o["cost_size"], "--cost-size")
+                                   if o["cost_size"] else None))
+
+
+def option_defaults() -> dict[str, Any]:
+    """Every option of the differentiable search at its default."""
+    return oneshot.defaults() | {k: opt.default for k, (_, opt) in DIFF_OPTIONS.items()}
