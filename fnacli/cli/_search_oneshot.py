@@ -48,9 +48,10 @@ OPTIONS: dict[str, tuple[Any, Any]] = {
     "train_images": (str | None, typer.Option(None, "--train-images", metavar="DIR",
                                               help="Training images.")),
     "val_ann": (str | None, typer.Option(None, "--val-ann", metavar="JSON",
-                                         help="Held-out annotations (fitness).")),
+                                         help="Reporting split (what 'fnacli eval' reports "
+                                              "on): one-shot fitness images may not be in it.")),
     "val_images": (str | None, typer.Option(None, "--val-images", metavar="DIR",
-                                            help="Held-out images.")),
+                                            help="Reporting split's images.")),
     "size": (str | None, typer.Option(None, "--size", metavar="N|WxH",
                                       help="Input size [ssdlite 320, retinanet 1333x800; with "
                                            "--skip-training the size trained at].")),
@@ -124,8 +125,26 @@ OPTIONS: dict[str, tuple[Any, Any]] = {
                                             help="random: architectures to evaluate "
                                                  "[population x generations].")),
     "max_madds": (str | None, typer.Option(None, "--max-madds", metavar="MADDS",
-                                           help="MAdds limit of every candidate, detector "
-                                                "included (e.g. 800M, 1.2G).")),
+                                           help="MAdds limit of every candidate (e.g. 300M, "
+                                                "1.2G), on the backbone as DetNAS (or "
+                                                "what --cost-scope says).")),
+    "fitness_images": (str | None, typer.Option(None, "--fitness-images", metavar="N|FRACTION",
+                                                help="Fitness images held out of the training "
+                                                     "split (a count, or a fraction below 1); "
+                                                     "the supernet trains on the rest [min(5000, "
+                                                     "20%)].")),
+    "fitness_ann": (str | None, typer.Option(None, "--fitness-ann", metavar="JSON",
+                                             help="An explicit fitness annotation file instead "
+                                                  "(its images are left out of supernet "
+                                                  "training).")),
+    "fitness_img_dir": (str | None, typer.Option(None, "--fitness-img-dir", metavar="DIR",
+                                                 help="Images of --fitness-ann.")),
+    "retrain": (int | None, typer.Option(None, "--retrain", min=1, metavar="N",
+                                         help="random only: DetNAS's random baseline. Draw N "
+                                              "architectures uniformly under --max-madds and "
+                                              "write their specs into the folder -o, to be "
+                                              "fine-tuned with the searched one's settings "
+                                              "(no supernet training, no fitness).")),
     "metric": (str, typer.Option("AP", "--metric",
                                  help="Fitness: one of COCOeval's numbers (AP, AP50, AP75, "
                                       "APs, APm, APl, AR1, …).")),
@@ -149,7 +168,9 @@ OPTIONS: dict[str, tuple[Any, Any]] = {
 ONESHOT_ONLY = ("skip_training", "train_only", "trained", "population", "parents",
                 "mutation_prob", "generations", "candidates", "max_madds", "metric",
                 "calib_images", "calib_batch", "eval_images", "record_top",
-                "stop_after_candidates")
+                "stop_after_candidates", "fitness_images", "fitness_ann", "fitness_img_dir",
+                "retrain")
+ONESHOT_COST_SCOPE = "backbone"  # DetNAS constrains the backbone's FLOPs
 
 
 def defaults() -> dict[str, Any]:
@@ -179,6 +200,21 @@ def run_oneshot_search(**options: Any) -> dict:
     checkpoint_output(o["output"])
     if o["skip_training"] and o["train_only"]:
         fail("--skip-training and --train-only exclude each other")
+    if o["retrain"] is not None and strategy != "random":
+        fail("--retrain: DetNAS's random baseline needs --strategy random")
+    if o["fitness_img_dir"] and not o["fitness_ann"]:
+        fail("--fitness-img-dir needs --fitness-ann")
+    if o["fitness_ann"] and o["fitness_images"]:
+        fail("--fitness-images and --fitness-ann exclude each other")
+    from fnacli.lut import check_scope
+    from fnacli.search.fitness_data import parse_amount
+
+    check_scope(o["cost_scope"] or ONESHOT_COST_SCOPE)
+    parse_amount(o["fitness_images"])
+    if o["retrain"] is not None:
+        summary = random_baseline(o)
+        print_result(json.dumps(summary) if o["as_json"] else summary["message"])
+        return summary
     if o["device"] not in ("auto", "cpu", "cuda"):
         fail(f"--device: expected auto, cpu or cuda, got {o['device']!r}")
 
@@ -270,6 +306,7 @@ def _train(o: dict, files: dict[str, Path], env: Any) -> Any:
     files_train = find_split(o["data"], "train", o["train_ann"], o["train_images"])
     dataset = load_split(files_train, train=True, label_offset=label_offset(task),
                          transform=train_transform(augment), seed=o["seed"])
+    dataset, fitness = _hold_out_fitness(o, dataset, task)
     steps = epochs * (len(dataset) // batch)
     warmup = (o["warmup_iters"] if o["warmup_iters"] is not None
               else min(recipe["warmup_iters"], steps // 10))
@@ -283,10 +320,11 @@ def _train(o: dict, files: dict[str, Path], env: Any) -> Any:
                       workers=o["workers"], checkpoint_every=o["checkpoint_every"])
     if env.is_main:
         err_console.print(f"one-shot supernet training: {task} at {size[0]}x{size[1]}, "
-                          f"{len(dataset)} images, {epochs} epochs of {len(dataset) // batch} "
-                          f"steps, uniform single-path sampling")
+                          f"{len(dataset)} images ({fitness['images']} held out for fitness), "
+                          f"{epochs} epochs of {len(dataset) // batch} steps, uniform "
+                          f"single-path sampling")
     return train_oneshot(ckpt, o["supernet"], dataset, task, size, cfg, env, files["trained"],
-                         state_path=files["train_state"],
+                         fitness=fitness, state_path=files["train_state"],
                          metrics_path=files["train_metrics"], resume=resume,
                          stop_after=o["stop_after"], force=o["force"] or o["resume"],
                          log=err_console.print if env.is_main else None)
@@ -296,8 +334,7 @@ def _search(o: dict, strategy: str, trained: Path, files: dict[str, Path], env: 
             resume: bool) -> dict:
     from fnacli.checkpoint import save_checkpoint
     from fnacli.cli.finetune import parse_size
-    from fnacli.detection.data import check_same_categories, find_split, load_split
-    from fnacli.detection.models import label_offset
+    from fnacli.detection.data import check_same_categories
     from fnacli.lut import load_or_build_lut
     from fnacli.search import evolution as E
     from fnacli.search.bn_recal import calibration_subset
@@ -318,30 +355,37 @@ def _search(o: dict, strategy: str, trained: Path, files: dict[str, Path], env: 
                          candidates=o["candidates"],
                          max_madds=E.parse_madds(o["max_madds"]) if o["max_madds"] else None,
                          metric=o["metric"], seed=o["seed"])
-    offset = label_offset(task)
-    val = load_split(find_split(o["data"], "val", o["val_ann"], o["val_images"]), train=False,
-                     label_offset=offset)
-    check_same_categories(info.categories, val.categories(), str(trained), str(val.files.ann))
+    fit_set, calib_pool, fitness = _fitness_sets(o, info, task)
+    check_same_categories(info.categories, fit_set.categories(), str(trained),
+                          str(fit_set.files.ann))
     if o["eval_images"]:
-        val = calibration_subset(val, o["eval_images"], o["seed"])
-    train = load_split(find_split(o["data"], "train", o["train_ann"], o["train_images"]),
-                       train=True, label_offset=offset)
-    calib = calibration_subset(train, o["calib_images"], o["seed"])
+        fit_set = calibration_subset(fit_set, o["eval_images"], o["seed"])
+    calib = calibration_subset(calib_pool, o["calib_images"], o["seed"])
+    scope = o["cost_scope"] or ONESHOT_COST_SCOPE
+    cost_size = _cost_size(o, task, size)
     detector, supernet = build_oneshot_detector(ckpt, task, info.num_classes, size, str(trained))
-    lut = load_or_build_lut(ckpt.space, task, size, info.num_classes, progress=env.is_main)
+    lut = load_or_build_lut(ckpt.space, task, cost_size, info.num_classes,
+                            progress=env.is_main)
     enc = E.Encoding(ckpt.space)
-    score = PathEvaluator(detector, supernet, enc, calib, val, o["calib_batch"], o["workers"],
-                          env.device)
+    score = PathEvaluator(detector, supernet, enc, calib, fit_set, o["calib_batch"],
+                          o["workers"], env.device)
     identity = {"supernet": str(trained), "task": task, "size": list(size),
-                "calib_images": len(calib), "eval_images": len(val)}
-    search = E.OneShotSearch(enc, lut.arch_madds, distributed_evaluate(score, env), cfg,
+                "calib_images": len(calib), "eval_images": len(fit_set),
+                "cost_scope": scope, "cost_size": list(cost_size), "fitness": fitness}
+
+    def cost(arch: Any) -> float:
+        return lut.arch_cost(arch, scope)
+
+    search = E.OneShotSearch(enc, cost, distributed_evaluate(score, env), cfg,
                              files["state"], files["history"], chunk=env.world,
                              write=env.is_main, identity=identity)
     if env.is_main:
-        limit = f" within {E.format_madds(cfg.max_madds)} MAdds" if cfg.max_madds else ""
+        limit = (f" within {E.format_madds(cfg.max_madds)} MAdds ({scope} at "
+                 f"{cost_size[0]}x{cost_size[1]})" if cfg.max_madds else "")
         err_console.print(f"{strategy} search on {trained}: {cfg.total_candidates} candidates"
-                          f"{limit}, fitness {cfg.metric} on {len(val)} held-out images, BN "
-                          f"recalibrated on {len(calib)} training images")
+                          f"{limit}, fitness {cfg.metric} on {len(fit_set)} images "
+                          f"({fitness['source']}), BN recalibrated on {len(calib)} training "
+                          f"images")
     with _SearchProgress(cfg, env.is_main) as progress:
         search.on_candidate = progress.candidate
         search.on_round = progress.round
@@ -367,7 +411,9 @@ def _search(o: dict, strategy: str, trained: Path, files: dict[str, Path], env: 
                           "num_classes": info.num_classes, "categories": info.categories,
                           "generations": cfg.generations, "candidates": cfg.total_candidates,
                           "rounds": result.rounds, "evaluated": len(ranked),
-                          "calib_images": len(calib), "eval_images": len(val),
+                          "calib_images": len(calib), "eval_images": len(fit_set),
+                          "cost_scope": scope, "cost_size": list(cost_size),
+                          "fitness": {k: v for k, v in fitness.items() if k != "ids"},
                           "supernet": str(trained), "finished": True,
                           "derived": summary["best_arch"],
                           "top": E.candidates_meta(ranked[:o["record_top"]], enc)}
@@ -378,6 +424,135 @@ def _search(o: dict, strategy: str, trained: Path, files: dict[str, Path], env: 
                           f"{E.format_madds(best.madds)} MAdds ({strategy}, {len(ranked)} "
                           f"architectures evaluated)")
     return summary
+
+
+def _cost_size(o: dict, task: str, size: tuple[int, int]) -> tuple[int, int]:
+    from fnacli.cli.finetune import parse_size
+    from fnacli.search.differentiable import default_cost_size
+
+    if o["cost_size"]:
+        return parse_size(o["cost_size"], "--cost-size")
+    return default_cost_size(task, size)
+
+
+def _reporting_split(o: dict, offset: int) -> Any:
+    """The split 'fnacli eval' reports on (val), or None when the data has none."""
+    from fnacli.detection.data import find_split, load_split
+    from fnacli.errors import UserError
+
+    try:
+        files = find_split(o["data"], "val", o["val_ann"], o["val_images"])
+    except UserError:
+        if o["val_ann"] or o["val_images"]:
+            raise
+        return None
+    return load_split(files, train=False, label_offset=offset)
+
+
+def _hold_out_fitness(o: dict, train: Any, task: str) -> tuple[Any, dict]:
+    """DetNAS's split before supernet training: the training images minus the fitness ones,
+    and what to record about the fitness set (fnacli.search.fitness_data)."""
+    from fnacli.detection.data import load_split
+    from fnacli.detection.models import label_offset
+    from fnacli.search import fitness_data as FD
+
+    offset = label_offset(task)
+    report = _reporting_split(o, offset)
+    if o["fitness_ann"]:
+        fit = load_split(FD.fitness_files(o["fitness_ann"], o["fitness_img_dir"]),
+                         train=False, label_offset=offset)
+        FD.check_not_reporting(fit, report, o["force"])
+        rest = FD.without_files(train, fit)
+        if len(rest) == 0:
+            fail(f"{o['fitness_ann']}: every training image is a fitness image")
+        return rest, {"source": "file", "ann": str(fit.files.ann), "images": len(fit)}
+    ids = FD.holdout_ids(train, FD.parse_amount(o["fitness_images"]), o["seed"])
+    fit = FD.only_ids(load_split(train.files, train=False, label_offset=offset), ids)
+    FD.check_not_reporting(fit, report, o["force"])
+    return FD.without_ids(train, ids), {"source": "train", "ann": str(train.files.ann),
+                                        "images": len(ids), "seed": o["seed"], "ids": ids}
+
+
+def _fitness_sets(o: dict, info: Any, task: str) -> tuple[Any, Any, dict]:
+    """(fitness set, training images for BN calibration, fitness record) of a search: the
+    trained supernet's held-out images when it recorded them, else as the options say."""
+    from fnacli.detection.data import find_split, load_split
+    from fnacli.detection.models import label_offset
+    from fnacli.search import fitness_data as FD
+
+    offset = label_offset(task)
+    report = _reporting_split(o, offset)
+    train = load_split(find_split(o["data"], "train", o["train_ann"], o["train_images"]),
+                       train=True, label_offset=offset)
+    recorded = info.trained.get("fitness") or {}
+    if o["fitness_ann"]:
+        fit = load_split(FD.fitness_files(o["fitness_ann"], o["fitness_img_dir"]),
+                         train=False, label_offset=offset)
+        record = {"source": "file", "ann": str(fit.files.ann), "images": len(fit)}
+        calib = FD.without_files(train, fit)
+    else:
+        if recorded.get("source") == "train" and o["fitness_images"] is None:
+            ids = [int(i) for i in recorded["ids"]]
+        else:
+            if recorded and o["fitness_images"] is not None:
+                err_console.print("warning: --fitness-images differs from the supernet's "
+                                  "training, whose held-out images are not these")
+            ids = FD.holdout_ids(train, FD.parse_amount(o["fitness_images"]), o["seed"])
+        fit = FD.only_ids(load_split(train.files, train=False, label_offset=offset), ids)
+        record = {"source": "train", "ann": str(train.files.ann), "images": len(ids),
+                  "seed": int(recorded.get("seed", o["seed"])), "ids": ids}
+        calib = FD.without_ids(train, ids)
+    FD.check_not_reporting(fit, report, o["force"])
+    return fit, calib, record
+
+
+def random_baseline(o: dict) -> dict:
+    """DetNAS's random baseline: N architectures drawn uniformly from the space of SUPERNET
+    under --max-madds, written as specs into the folder -o (fine-tune each with the searched
+    architecture's settings; recipes/detnas_random_baseline.sh does)."""
+    from fnacli.detection.models import TASKS
+    from fnacli.io import write_text_atomic
+    from fnacli.lut import load_or_build_lut
+    from fnacli.search import evolution as E
+    from fnacli.search.supernet_io import read_supernet
+
+    task = o["task"]
+    if task not in TASKS:
+        fail(f"--task: expected one of {', '.join(TASKS)} (needed to count MAdds)")
+    out = Path(o["output"])
+    if out.exists() and not out.is_dir():
+        fail(f"{out}: --retrain writes a folder of specs; this is a file")
+    if (out / "baseline.json").exists() and not o["force"]:
+        fail(f"{out}/baseline.json: exists (use --force to draw again)")
+    ckpt = read_supernet(o["supernet"])
+    size = _cost_size(o, task, _task_size(o, task))
+    scope = o["cost_scope"] or ONESHOT_COST_SCOPE
+    lut = load_or_build_lut(ckpt.space, task, size, progress=True)
+    limit = E.parse_madds(o["max_madds"]) if o["max_madds"] else None
+    enc = E.Encoding(ckpt.space)
+    picks = E.random_baseline(enc, lambda a: lut.arch_cost(a, scope), o["retrain"], limit,
+                              o["seed"])
+    out.mkdir(parents=True, exist_ok=True)
+    entries = []
+    for k, (genome, madds) in enumerate(picks, start=1):
+        path = out / f"random-{k}.json"
+        write_text_atomic(path, enc.arch(genome).to_json())
+        entries.append({"spec": str(path), "madds": madds,
+                        "detector_madds": lut.arch_madds(enc.arch(genome))})
+    doc = {"strategy": "random-baseline", "task": task, "space": ckpt.space.name,
+           "max_madds": limit, "cost_scope": scope, "cost_size": list(size),
+           "seed": o["seed"], "architectures": entries}
+    write_text_atomic(out / "baseline.json", json.dumps(doc, indent=2) + "\n")
+    return {**doc, "output": str(out),
+            "message": f"{out}: {len(entries)} random architectures of the space"
+                       + (f" within {E.format_madds(limit)} MAdds ({scope})" if limit else "")
+                       + "; fine-tune each with the searched architecture's settings"}
+
+
+def _task_size(o: dict, task: str) -> tuple[int, int]:
+    from fnacli.cli.finetune import RECIPES, parse_size
+
+    return parse_size(o["size"]) if o["size"] else RECIPES[task]["size"]
 
 
 class _SearchProgress:
