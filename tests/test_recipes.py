@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
-PAPER_RECIPES = ["fna_ssdlite", "fna_retinanet", "jung_channels_retinanet", "detnas_evolution",
-                 "detnas_random_baseline"]
+PAPER_RECIPES = ["fna_ssdlite", "fna_retinanet", "jung_channels_retinanet", "detnas_evolution"]
 
 
 @pytest.mark.parametrize("script", sorted(p.name for p in RECIPES.glob("*.sh")))
@@ -58,10 +57,11 @@ def test_fna_ssdlite_recipe_runs_end_to_end_tiny(tiny_inputs, tmp_path):
     assert not (tmp_path / "run" / "searched.safetensors.ckpt").exists()  # search finished
 
 
-def test_detnas_random_baseline_draws_and_finetunes_tiny(tiny_inputs, tmp_path):
-    r = _run("detnas_random_baseline", tmp_path / "rb", tiny_inputs, steps=3)
+def test_detnas_random_baseline_draws_its_architectures_tiny(tiny_inputs, tmp_path):
+    # the expand and the draw (the fine-tuning steps are the ones every recipe runs)
+    r = _run("detnas_random_baseline", tmp_path / "rb", tiny_inputs, steps=2)
     assert r.returncode == 0, r.stderr[-2000:]
+    assert "stopping after 2 step(s)" in r.stderr
     doc = json.loads((tmp_path / "rb" / "baseline" / "baseline.json").read_text())
     assert len(doc["architectures"]) == 2 and doc["cost_scope"] == "backbone"
-    assert (tmp_path / "rb" / "baseline" / "metrics-1.json").is_file()
-    assert "random-1" in (tmp_path / "rb" / "baseline.tsv").read_text()
+    assert all(Path(a["spec"]).is_file() for a in doc["architectures"])
