@@ -258,6 +258,17 @@ def remap_kernel(w: torch.Tensor, k: int, rule: str = "center") -> tuple[torch.T
     return out, filled
 
 
+def check_widen(widen: str, noise: float | None) -> None:
+    """A widening rule and its noise as the command line gives them (UserError naming the
+    flags)."""
+    if widen not in WIDEN_RULES:
+        raise UserError(f"--widen: expected one of {', '.join(WIDEN_RULES)}, got {widen!r}")
+    if noise is not None and noise < 0:
+        raise UserError(f"--noise: expected ≥ 0, got {noise}")
+    if noise and widen != "noise":
+        raise UserError(f"--noise applies to --widen noise, not --widen {widen}")
+
+
 def resolve_noise(widen: str, noise: float | None) -> float:
     """The relative noise std a widening rule uses (0 for ``zeros``/``split``)."""
     if widen != "noise":

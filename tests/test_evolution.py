@@ -452,10 +452,11 @@ def test_supernet_training_resumes_exactly(trained: dict) -> None:
 
 
 # -- DetNAS's data protocol ----------------------------------------------------------------------
-def _options(work: dict, **given: object) -> dict:
-    from fnacli.cli import _search_oneshot as O
+def _options(work: dict, **given: object):  # noqa: ANN202 - a OneShotSearchConfig
+    from fnacli.pipeline.search import OneShotSearchConfig
 
-    return O.defaults() | {"data": str(work["data"]), "seed": 3} | given
+    return OneShotSearchConfig(supernet=work["super"], output="o.safetensors",
+                               data=str(work["data"]), seed=3, **given)
 
 
 def test_fitness_images_are_held_out_of_supernet_training_and_val(trained: dict) -> None:
@@ -463,14 +464,14 @@ def test_fitness_images_are_held_out_of_supernet_training_and_val(trained: dict)
     a fitness image and a reporting (val) image (by file); the trained supernet records the
     held-out ids and a later search scores exactly those."""
     from fnacli.checkpoint import read_checkpoint
-    from fnacli.cli import _search_oneshot as O
     from fnacli.detection.data import find_split, load_split
+    from fnacli.pipeline import search as O
     from fnacli.search import fitness_data as FD
     from fnacli.search.oneshot import OneshotInfo
 
     train = load_split(find_split(trained["data"], "train"), train=True, label_offset=1)
     val = load_split(find_split(trained["data"], "val"), train=False, label_offset=1)
-    rest, record = O._hold_out_fitness(_options(trained), train, "ssdlite")
+    rest, record = O.hold_out_fitness(_options(trained), train, "ssdlite")
     held = set(record["ids"])
     assert len(held) == 3 and not held & set(rest.ids)
     assert set(rest.ids) | held == set(train.ids)
@@ -478,7 +479,7 @@ def test_fitness_images_are_held_out_of_supernet_training_and_val(trained: dict)
     assert meta["trained"]["fitness"]["ids"] == record["ids"]
     assert meta["trained"]["train_images"] == len(rest) == 13
     info = OneshotInfo.from_meta(read_checkpoint(trained["trained"]).meta, "t")
-    fit, calib, rec = O._fitness_sets(_options(trained), info, "ssdlite")
+    fit, calib, rec = O.fitness_sets(_options(trained), info, "ssdlite")
     assert sorted(fit.ids) == record["ids"] and not set(fit.ids) & set(calib.ids)
     assert not FD.shared_images(fit, val)
     assert not set(FD.image_files(fit)) & set(FD.image_files(rest))
@@ -492,15 +493,15 @@ def test_fitness_images_are_held_out_of_supernet_training_and_val(trained: dict)
 
 def test_fitness_on_the_reporting_split_is_refused_unless_forced(trained: dict) -> None:
     from fnacli.checkpoint import read_checkpoint
-    from fnacli.cli import _search_oneshot as O
     from fnacli.detection.data import find_split, load_split
+    from fnacli.pipeline import search as O
     from fnacli.search.oneshot import OneshotInfo
 
     val_ann = find_split(trained["data"], "val").ann
     info = OneshotInfo.from_meta(read_checkpoint(trained["trained"]).meta, "t")
     with pytest.raises(UserError, match="reporting split"):
-        O._fitness_sets(_options(trained, fitness_ann=str(val_ann)), info, "ssdlite")
-    fit, _, rec = O._fitness_sets(_options(trained, fitness_ann=str(val_ann), force=True),
+        O.fitness_sets(_options(trained, fitness_ann=str(val_ann)), info, "ssdlite")
+    fit, _, rec = O.fitness_sets(_options(trained, fitness_ann=str(val_ann), force=True),
                                   info, "ssdlite")
     assert rec["source"] == "file" and len(fit) == 8
     # the command refuses it too, before any work

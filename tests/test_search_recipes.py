@@ -1,5 +1,5 @@
 """The papers' search and fine-tuning recipes are the defaults (FNA's appendix, Jung et al.
-for RetinaNet), resolved the way `fnacli search` / `fnacli finetune` resolve them."""
+for RetinaNet), resolved as `fnacli search` and `fnacli finetune` resolve them."""
 
 from __future__ import annotations
 
@@ -7,17 +7,19 @@ import pytest
 import torch
 from torchvision.transforms import v2
 
-from fnacli.cli.finetune import RECIPES
-from fnacli.cli.search import option_defaults, search_config
 from fnacli.detection.transforms import train_transform
+from fnacli.pipeline.search import DifferentiableSearchConfig, differentiable_config
 from fnacli.search.differentiable import ARCH_BETAS, ARCH_LR, ARCH_WD, resolve_lambda
+from fnacli.tasks import get_task
 from fnacli.train import build_optimizer, build_scheduler
 
 IMAGES = 16000  # 8000 per half: 1000 weight steps per epoch at batch 8, 250 at 32
 
 
 def _resolved(task: str, **given: object):  # noqa: ANN202 - a SearchConfig
-    return search_config(option_defaults() | {"task": task} | given, task, IMAGES)
+    o = DifferentiableSearchConfig(supernet="s.safetensors", output="o.safetensors", task=task,
+                                   **given)
+    return differentiable_config(o, task, IMAGES)
 
 
 def _drops(cfg, steps_per_epoch: int) -> list[int]:  # noqa: ANN001
@@ -72,6 +74,6 @@ def test_ssdlite_search_recipe_is_the_papers() -> None:
 
 
 def test_ssdlite_finetune_recipe_is_60_epochs_with_drops_at_36_50_56() -> None:
-    r = RECIPES["ssdlite"]
-    assert r["epochs"] == 60
-    assert [round(m * r["epochs"]) for m in r["milestones"]] == [36, 50, 56]
+    r = get_task("ssdlite").recipe
+    assert r.epochs == 60
+    assert [round(m * r.epochs) for m in r.milestones] == [36, 50, 56]

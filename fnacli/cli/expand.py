@@ -1,4 +1,5 @@
-"""`fnacli expand SEED --space … -o SUPERNET`: the supernet of a space, remapped from a seed."""
+"""`fnacli expand SEED --space … -o SUPERNET`: the supernet of a space, remapped from a seed
+(``fnacli.pipeline.expand``)."""
 
 from __future__ import annotations
 
@@ -6,8 +7,8 @@ import json
 
 import typer
 
+from fnacli.cli import common as c
 from fnacli.cli.app import app
-from fnacli.cli.common import checkpoint_output, err_console, print_result
 
 
 @app.command("expand", help="Build the supernet of a search space with parameters remapped from "
@@ -33,37 +34,23 @@ def expand(
                                        help="Noise std of added channels' conv weights, "
                                             "relative to the RMS of each seed tensor [0.01]; "
                                             "--widen noise only."),
-    arch_seed: int = typer.Option(0, "--seed", help="Seed of the α/β initial noise (1e-3·N(0,1)) "
-                                                    "and of the --widen noise."),
+    arch_seed: int = c.seed_opt("Seed of the α/β initial noise (1e-3·N(0,1)) and of the "
+                                "--widen noise."),
     init_std: float = typer.Option(1e-3, "--init-std", min=0.0,
                                    help="Std of the α/β initial noise (0: exactly zero)."),
-    force: bool = typer.Option(False, "--force", help="Overwrite the output."),
-    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+    force: bool = c.force_opt("Overwrite the output."),
+    as_json: bool = c.json_opt("Print the summary as JSON."),
 ) -> None:
-    checkpoint_output(output)
-    from fnacli.checkpoint import save_checkpoint
-    from fnacli.cli.common import fail
-    from fnacli.io import check_writable
-    from fnacli.remap import WIDEN_RULES
-    from fnacli.search import supernet_io
-    from fnacli.search.masks import check_kind
-    from fnacli.spec import load_space
+    from fnacli.pipeline.expand import ExpandConfig
+    from fnacli.pipeline.expand import expand as run
 
-    check_kind(masks)
-    if widen not in WIDEN_RULES:
-        fail(f"--widen: expected one of {', '.join(WIDEN_RULES)}, got {widen!r}")
-    if noise and widen != "noise":
-        fail(f"--noise applies to --widen noise, not --widen {widen}")
-    check_writable(output, force)  # fail before the work, not after
-    space_spec = load_space(space)
-    with err_console.status(f"remapping {seed} into the {space_spec.name} supernet"):
-        tensors, meta = supernet_io.expand(seed, space_spec, masks, arch_seed, init_std,
-                                           widen=widen, noise=noise)
-        save_checkpoint(output, tensors, "supernet", meta, force=force)
-    info = supernet_io.summary(space_spec, tensors) | {"masks": masks, "output": output}
+    with c.err_console.status(f"remapping {seed} into the {space} supernet"):
+        r = run(ExpandConfig(seed, output, space, masks, arch_seed, init_std, force, widen,
+                             noise))
+    info = r.to_dict()
     if as_json:
-        print_result(json.dumps(info))
+        c.print_result(json.dumps(info))
         return
-    print_result(f"{output}: supernet of space '{info['space']}' ({masks} masks): "
-                 f"{info['architectures']:.4g} candidate architectures, "
-                 f"{info['params'] / 1e6:.2f}M parameters, {info['bytes'] / 2**20:.1f} MiB")
+    c.print_result(f"{output}: supernet of space '{info['space']}' ({masks} masks): "
+                   f"{info['architectures']:.4g} candidate architectures, "
+                   f"{info['params'] / 1e6:.2f}M parameters, {info['bytes'] / 2**20:.1f} MiB")

@@ -20,7 +20,7 @@ cost inside the searched backbone (``detector`` adds stem, head conv, neck and h
 or nearly, which dilute the gradient of ``log C``). The table is built at ``cost_size``
 (RetinaNet: 1088×800 as FNA and Jung et al. count it, while training at 1333×800).
 
-The defaults are the papers' search recipes (``SEARCH_RECIPES``; docs/search.md lists where
+The defaults are the papers' search recipes (``Task.search_defaults``; docs/search.md lists where
 FNA's released configs differ): weight optimiser SGD or RMSProp from ``fnacli.train``
 (warm-up + step schedule over the weight steps), architecture optimiser Adam (lr 3e-4, betas
 (0.5, 0.999), weight decay 1e-3). Everything else (DDP setup, seeding, the epoch sampler,
@@ -47,6 +47,7 @@ from fnacli.nn.supernet import Supernet, op_choices, path_to_arch, width_choices
 from fnacli.search import arch as A
 from fnacli.search.supernet_io import SupernetCheckpoint, load_weights
 from fnacli.spec import ArchSpec, SpaceSpec
+from fnacli.tasks import get_task
 from fnacli.train import (
     DistEnv,
     DivergedError,
@@ -66,36 +67,13 @@ from fnacli.train import (
 
 COST_FORMS = ("log", "linear")
 GIGA = 1e9
-# The papers' search recipes (FNA appendix; Jung et al. the same for RetinaNet): total and
-# weight-only epochs (α/β steps from epoch ``warmup_epochs``, counted from 0), weight steps per
-# α/β step, λ, τ and γ of the cost, and the weight steps' optimiser: lr reached after
-# ``warmup_iters`` for ``base_batch`` images per step (scaled linearly to --batch-size),
-# ×0.1 at the ``milestones`` (fractions of the epochs). ``augment``: no random flip for
-# RetinaNet during search (FNA). SSDLite's batch for lr 0.03 is not given: we take the
-# search's default batch (32).
-SEARCH_RECIPES: dict[str, dict[str, Any]] = {
-    "ssdlite": {"epochs": 24, "warmup_epochs": 12, "arch_every": 1, "lam": 0.2, "tau": 10.0,
-                "gamma": 10.0, "milestones": (16 / 24, 22 / 24), "optimizer": "rmsprop",
-                "lr": 0.03, "base_batch": 32, "batch_size": 32, "momentum": 0.9,
-                "weight_decay": 4e-5, "warmup_iters": 500, "clip_grad": None,
-                "augment": "ssd"},
-    "retinanet": {"epochs": 14, "warmup_epochs": 8, "arch_every": 1, "lam": 0.02, "tau": 10.0,
-                  "gamma": 5.0, "milestones": (8 / 14, 11 / 14), "optimizer": "sgd",
-                  "lr": 0.02, "base_batch": 8, "batch_size": 8, "momentum": 0.9,
-                  "weight_decay": 1e-4, "warmup_iters": 500, "clip_grad": 35.0,
-                  "augment": "none"},
-}
-SEARCH_DEFAULTS = SEARCH_RECIPES  # the earlier name
 ARCH_LR, ARCH_BETAS, ARCH_WD, ARCH_CLIP = 3e-4, (0.5, 0.999), 1e-3, 35.0
 
 
-# FNA and Jung et al. report RetinaNet's MAdds at 1088x800 (while training at 1333x800).
-COST_SIZES: dict[str, tuple[int, int]] = {"retinanet": (1088, 800)}
-
-
 def default_cost_size(task: str, size: tuple[int, int]) -> tuple[int, int]:
-    """The input size the cost table counts at: the papers' for RetinaNet, else ``size``."""
-    return COST_SIZES.get(task, size)
+    """The input size the cost table counts at: the task's ``search_defaults.cost_size``
+    (RetinaNet: 1088x800, as FNA and Jung et al. count it), else ``size``."""
+    return get_task(task).search_defaults.cost_size or size
 
 
 def search_cost(lut: Any, alpha_probs: A.AlphaDict, beta_probs: A.BetaDict,
@@ -105,10 +83,10 @@ def search_cost(lut: Any, alpha_probs: A.AlphaDict, beta_probs: A.BetaDict,
 
 
 def default_warmup_epochs(task: str, epochs: int) -> int:
-    """The papers' share of weight-only epochs (ssdlite 12 of 24, retinanet 8 of 14) of
-    ``epochs``, rounded down: a shorter search still gets α/β epochs."""
-    d = SEARCH_RECIPES[task]
-    return d["warmup_epochs"] * epochs // d["epochs"]
+    """The task's share of weight-only epochs (its ``search_defaults``: the papers' recipes,
+    ssdlite 12 of 24, retinanet 8 of 14) of ``epochs``, rounded down: a shorter search still
+    gets α/β epochs."""
+    return get_task(task).search_defaults.warmup_for(epochs)
 
 
 @dataclass
@@ -134,7 +112,7 @@ class SearchConfig:
 
     @property
     def cost_gamma(self) -> float:
-        return SEARCH_RECIPES[self.task]["gamma"] if self.gamma is None else self.gamma
+        return get_task(self.task).search_defaults.gamma if self.gamma is None else self.gamma
 
     @property
     def lut_size(self) -> tuple[int, int]:
@@ -240,7 +218,7 @@ def resolve_lambda(cfg: SearchConfig, initial_gmadds: float) -> float:
     log form's pull at the start: d(λ_lin·γ·C) = d(λ·log_τ(γC)) at C = C₀."""
     if cfg.lam is not None:
         return cfg.lam
-    lam = SEARCH_RECIPES[cfg.task]["lam"]
+    lam = get_task(cfg.task).search_defaults.lam
     if cfg.cost_form == "linear":
         return lam / (cfg.cost_gamma * initial_gmadds * math.log(cfg.tau))
     return lam
@@ -318,8 +296,7 @@ def run_search(ckpt: SupernetCheckpoint, source: str, train_set: Any, cfg: Searc
     """Search ``ckpt``'s space on ``train_set`` (a ``CocoDetection`` with the training
     transform); writes the ``searched`` checkpoint ``output`` after every epoch (rank 0)."""
     from fnacli.checkpoint import save_checkpoint
-    from fnacli.detection.data import batch_to, collate, split_half
-    from fnacli.detection.models import build_detector
+    from fnacli.detection.data import split_half
     from fnacli.lut import load_or_build_lut
 
     cfg.check()
@@ -335,10 +312,12 @@ def run_search(ckpt: SupernetCheckpoint, source: str, train_set: Any, cfg: Searc
     total = tc.epochs * per_epoch
 
     seed_everything(tc.seed)
-    supernet = Supernet(space, ckpt.masks, with_head=cfg.task == "ssdlite")
+    task = get_task(cfg.task)
+    collate, batch_to = task.collate, task.batch_to
+    supernet = Supernet(space, ckpt.masks, with_head=task.uses_head_conv)
     load_weights(supernet, ckpt.weights, source)
-    detector = build_detector(space.max_arch(), cfg.task, train_set.num_classes, cfg.size,
-                              backbone=supernet)
+    detector = task.build_model(space.max_arch(), train_set.num_classes, cfg.size,
+                                backbone=supernet)
     arch = ArchParams(space, ckpt.alpha, ckpt.beta).to(env.device)
     if env.is_main:  # rank 0 builds (and caches) the table, the others then read it
         lut = load_or_build_lut(space, cfg.task, cfg.lut_size, train_set.num_classes,
