@@ -141,9 +141,11 @@ def _progress(enabled: bool, what: str) -> Iterator[_Progress | None]:
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
+    console = Console(stderr=True)
     with Progress(TextColumn("{task.description}"), BarColumn(),
                   TextColumn("{task.completed}/{task.total}"), TimeRemainingColumn(),
-                  console=Console(stderr=True), transient=True) as bar:
+                  console=console, transient=True,
+                  disable=not console.is_terminal) as bar:  # no bar in a log file
         yield _Progress(bar, bar.add_task(what, total=0))
 
 

@@ -8,6 +8,7 @@ cleanly. Channel numbers are absolute (width multipliers already applied).
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from functools import cache
@@ -26,6 +27,12 @@ _OP_RE = re.compile(r"^k(\d+)_e(\d+)$")
 MBV2_SETTING = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2),
                 (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1))
 MBV2_WIDTHS = (0.35, 0.5, 0.75, 1.0, 1.3, 1.4)
+# timm's MobileNetV2 names -> (width, depth multiplier, stem and head fixed at 32/1280). The
+# "d" variants scale the depth of every stage but the first and last (rounding up).
+TIMM_MBV2 = {"mobilenetv2_035": (0.35, 1.0, False), "mobilenetv2_050": (0.5, 1.0, False),
+             "mobilenetv2_075": (0.75, 1.0, False), "mobilenetv2_100": (1.0, 1.0, False),
+             "mobilenetv2_140": (1.4, 1.0, False), "mobilenetv2_110d": (1.1, 1.2, True),
+             "mobilenetv2_120d": (1.2, 1.4, True)}
 
 
 @dataclass(frozen=True, order=True)
@@ -341,10 +348,17 @@ def make_divisible(v: float, divisor: int = 8) -> int:
     return new_v
 
 
-def mobilenetv2(width: float = 1.0) -> ArchSpec:
-    """torchvision's ``mobilenet_v2(width_mult=width)`` as a spec."""
-    stages = tuple(Stage(make_divisible(c * width), s, (Op(3, t),) * n)
-                   for t, c, n, s in MBV2_SETTING)
+def mobilenetv2(width: float = 1.0, depth: float = 1.0, fix_stem_head: bool = False
+                ) -> ArchSpec:
+    """torchvision's ``mobilenet_v2(width_mult=width)`` as a spec; ``depth`` and
+    ``fix_stem_head`` give timm's ``mobilenetv2_110d``/``_120d`` (``TIMM_MBV2``)."""
+    last = len(MBV2_SETTING) - 1
+    stages = tuple(
+        Stage(make_divisible(c * width), s,
+              (Op(3, t),) * (n if i in (0, last) else math.ceil(n * depth)))
+        for i, (t, c, n, s) in enumerate(MBV2_SETTING))
+    if fix_stem_head:
+        return ArchSpec(32, 2, stages, 1280)
     return ArchSpec(make_divisible(32 * width), 2, stages, make_divisible(1280 * max(1.0, width)))
 
 
@@ -370,7 +384,7 @@ def _fna_space(channels: bool) -> SpaceSpec:
 
 def builtin_arch_names() -> list[str]:
     names = [f"mobilenetv2-{w}" for w in MBV2_WIDTHS]
-    return ["mobilenetv2", *names, *[k for k in _published() if k != "mobilenetv2"]]
+    return ["mobilenetv2", *names, *TIMM_MBV2, *[k for k in _published() if k != "mobilenetv2"]]
 
 
 BUILTIN_SPACES = ("fna", "fna-channels")
@@ -382,6 +396,8 @@ def builtin_arch(name: str) -> ArchSpec | None:
     m = re.fullmatch(r"mobilenetv2-(\d+(?:\.\d+)?)", name)
     if m and float(m.group(1)) in MBV2_WIDTHS:
         return mobilenetv2(float(m.group(1)))
+    if name in TIMM_MBV2:
+        return mobilenetv2(*TIMM_MBV2[name])
     if name in _published():
         return ArchSpec.from_dict(_published()[name], f"built-in {name}")
     return None

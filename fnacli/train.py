@@ -31,6 +31,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from fnacli.errors import UserError
 from fnacli.io import atomic_path, write_text_atomic
+from fnacli.progress import TrainLogger, fmt
 
 STATE_FORMAT = "fnacli/train-state@1"
 OPTIMIZERS = ("sgd", "rmsprop")
@@ -365,12 +366,15 @@ class TrainConfig:
     # a supernet trained one path per step leaves the other candidates without gradients
     find_unused_parameters: bool = False
     checkpoint_every: int = 0  # steps; 0 = at the end of every epoch only
+    # a metrics line (and, outside a terminal, a log line) every N steps: torchvision's
+    # reference scripts print every 10 iterations by default too
     log_every: int = 10
+    tensorboard: str | Path | None = None  # TensorBoard log folder (None: no TensorBoard)
 
     def identity(self) -> dict:
         """The settings a resumed run must share (the rest may change between runs)."""
         d = asdict(self)
-        for k in ("workers", "checkpoint_every", "log_every"):
+        for k in ("workers", "checkpoint_every", "log_every", "tensorboard"):
             d.pop(k)
         d["milestones"] = list(d["milestones"])
         return d
@@ -382,49 +386,6 @@ class FitResult:
     epochs: int  # completed epochs
     last_loss: float | None
     finished: bool  # False when stopped early by ``stop_after``
-
-
-class TrainProgress:
-    """A rich progress bar on stderr: steps, a status text (loss, lr), elapsed time and ETA;
-    a no-op unless ``enabled`` (rank 0)."""
-
-    def __init__(self, total: int, done: int, desc: str, enabled: bool) -> None:
-        self.bar = None
-        if not enabled:
-            return
-        from rich.console import Console
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
-
-        self.bar = Progress(TextColumn(desc), BarColumn(), MofNCompleteColumn(),
-                            TextColumn("{task.description}"), TimeElapsedColumn(),
-                            TextColumn("eta"), TimeRemainingColumn(),
-                            console=Console(stderr=True), transient=False)
-        self.task = self.bar.add_task("", total=total, completed=done)
-
-    def __enter__(self) -> TrainProgress:
-        if self.bar is not None:
-            self.bar.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.bar is not None:
-            self.bar.stop()
-
-    def update(self, text: str, advance: int = 1) -> None:
-        if self.bar is not None:
-            self.bar.update(self.task, advance=advance, description=text)
-
-    def log(self, text: str) -> None:
-        if self.bar is not None:
-            self.bar.console.print(text)
-
 
 
 def _prepare(model: nn.Module, cfg: TrainConfig, env: DistEnv) -> nn.Module:
@@ -500,7 +461,8 @@ def fit(model: nn.Module, dataset: Dataset, loss_fn: Callable[[nn.Module, Any, t
                              epoch=at_epoch, batch=at_batch, step=step, identity=run_id,
                              extra={"window": window, "window_n": window_n})
 
-    with TrainProgress(total, step, desc, env.is_main) as bar:
+    with TrainLogger(total, step, desc, env.is_main, epochs=cfg.epochs,
+                     images_per_step=cfg.batch_size, tensorboard=cfg.tensorboard) as bar:
         while epoch < cfg.epochs:
             sampler.set_epoch(epoch, batch0)
             for b, batch in enumerate(loader, start=batch0):
@@ -531,11 +493,14 @@ def fit(model: nn.Module, dataset: Dataset, loss_fn: Callable[[nn.Module, Any, t
                     window[k] = window.get(k, 0.0) + float(v.item())
                 window["loss"] = window.get("loss", 0.0) + last_loss
                 window_n += 1
-                bar.update(f"epoch {epoch + 1}/{cfg.epochs} loss {last_loss:.4f} lr {lr:.3g}")
+                bar.step(f"epoch {epoch + 1}/{cfg.epochs} loss {fmt(last_loss)} lr {fmt(lr)}")
                 if step % cfg.log_every == 0 or b + 1 == per_epoch:
-                    metrics.write(event="train", epoch=epoch, step=step, lr=lr,
-                                  **{k: v / window_n for k, v in window.items()},
+                    avg = {"loss": window["loss"] / window_n,
+                           **{k: v / window_n for k, v in window.items() if k != "loss"}}
+                    # epochs count from 1 here as on screen
+                    metrics.write(event="train", epoch=epoch + 1, step=step, lr=lr, **avg,
                                   seconds=round(time.perf_counter() - t0, 3))
+                    bar.report(step, epoch + 1, avg, lr)
                     window, window_n = {}, 0
                 at_end = b + 1 == per_epoch
                 if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and not at_end:
@@ -547,13 +512,12 @@ def fit(model: nn.Module, dataset: Dataset, loss_fn: Callable[[nn.Module, Any, t
             save(epoch, 0)
             extra = on_epoch_end(epoch - 1, raw) if on_epoch_end else None
             if extra:
-                metrics.write(event="epoch", epoch=epoch - 1, step=step, **extra)
-                bar.log(f"epoch {epoch}: " + ", ".join(f"{k} {v:.4f}" for k, v in extra.items()
-                                                      if isinstance(v, float)))
+                metrics.write(event="epoch", epoch=epoch, step=step, **extra)
+            bar.epoch_end(epoch, step, extra)
             if stop_after is not None and run_steps >= stop_after and epoch < cfg.epochs:
                 return FitResult(step, epoch, last_loss, finished=False)
     set_train_mode(raw)
-    say(f"{desc}: {step} steps, {cfg.epochs} epochs, last loss {last_loss}")
+    say(f"{desc}: {step} steps, {cfg.epochs} epochs, last loss {fmt(last_loss)}")
     return FitResult(step, epoch, last_loss, finished=True)
 
 

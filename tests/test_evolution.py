@@ -268,7 +268,7 @@ def trained(work: dict) -> dict:
                           work["data"], "-o", tmp / "evo.safetensors", "--epochs", 1,
                           "--batch-size", 4, *COMMON], tmp)
     assert code == 0, err
-    assert "trained" in out
+    assert out == "" and "trained" in err  # the result is a file: nothing on stdout
     return {**work, "trained": tmp / "evo.oneshot.safetensors"}
 
 
@@ -296,7 +296,7 @@ def evolution_run(trained: dict, limits: tuple[float, float]) -> dict:
     out = tmp / "evo.safetensors"
     code, stdout, stderr = cli([trained["trained"], "--skip-training", "--data", trained["data"],
                                 "-o", out, *EVO, "--max-madds", f"{limit:.0f}", *COMMON,
-                                "--json"], tmp)
+                                "--json", "--tensorboard", tmp / "tb"], tmp)
     assert code == 0, stderr
     return {**trained, "out": out, "limit": limit, "summary": json.loads(stdout),
             "stderr": stderr}
@@ -322,6 +322,18 @@ def test_evolution_end_to_end(evolution_run: dict) -> None:
     best = ArchSpec.from_dict(top[0]["arch"])
     assert A.derive(ckpt.space, ckpt.alpha, ckpt.beta)[0] == best
     assert run["summary"]["best_arch"] == best.to_dict()
+    # TensorBoard: the generations' fitness, at the number of candidates evaluated
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run["tmp"] / "tb"))
+    acc.Reload()
+    gens = acc.Scalars("generation/best_AP")
+    assert len(gens) == 2 and gens[-1].step == len(cands)
+    assert acc.Scalars("generation/overall_best_AP")[-1].value == pytest.approx(
+        top[0]["fitness"], abs=1e-6)
+    # --json names every file of the search
+    assert set(run["summary"]["files"]) == {"output", "trained", "train_metrics", "state",
+                                            "history"}
     # the limit holds for an independent full fvcore count, not only for the table
     exact = profile_exact(best, "ssdlite", (SIZE, SIZE), 2).madds_parts["backbone"]
     assert exact == pytest.approx(top[0]["madds"], rel=5e-3)
@@ -340,7 +352,13 @@ def test_random_search_on_the_same_trained_supernet(evolution_run: dict) -> None
                                 "--candidates", 5, "--population", 3, "--max-madds",
                                 f"{evolution_run['limit']:.0f}", *COMMON], tmp)
     assert code == 0, stderr
-    assert "random" in stdout and str(out) in stdout
+    # the result is a file: stdout stays empty without --json, the summary is on stderr
+    assert stdout == "" and "random" in stderr and str(out) in stderr
+    # and every file of the search, named in one line
+    files = next(x for x in stderr.splitlines() if x.startswith("files: "))
+    for f in (out, Path(f"{out}.history.jsonl"), Path(f"{out}.search.json"),
+              evolution_run["trained"]):
+        assert str(f) in files
     hist = [json.loads(x) for x in Path(f"{out}.history.jsonl").read_text().splitlines()]
     cands = [h for h in hist if h["event"] == "candidate"]
     assert len(cands) == len({c["key"] for c in cands}) == 5
@@ -360,8 +378,8 @@ def test_resumed_search_matches_the_uninterrupted_one(evolution_run: dict) -> No
     out = tmp / "resumed.safetensors"
     args = [evolution_run["trained"], "--skip-training", "--data", evolution_run["data"], "-o",
             out, *EVO, "--max-madds", f"{evolution_run['limit']:.0f}", *COMMON]
-    code, stdout, _ = cli([*args, "--stop-after-candidates", 5], tmp)
-    assert code == 0 and "--resume" in stdout and not out.exists()
+    code, stdout, stderr = cli([*args, "--stop-after-candidates", 5], tmp)
+    assert code == 0 and stdout == "" and "--resume" in stderr and not out.exists()
     with pytest.raises(UserError, match="exists from an earlier search"):
         cli(args, tmp)  # neither --resume nor --force: the stopped search's state is kept
     code, _, stderr = cli([*args, "--resume"], tmp)
@@ -437,7 +455,7 @@ def test_supernet_training_resumes_exactly(trained: dict) -> None:
             "-o", tmp / "again.safetensors", "--epochs", 1, "--batch-size", 4, *COMMON]
     code, out, err = cli([*args, "--stop-after", 2], tmp)
     assert code == 0, err
-    assert "--resume" in out and not (tmp / "again.oneshot.safetensors").exists()
+    assert out == "" and "--resume" in err and not (tmp / "again.oneshot.safetensors").exists()
     code, out, err = cli([*args, "--resume"], tmp)
     assert code == 0, err
     got = read_checkpoint(tmp / "again.oneshot.safetensors")

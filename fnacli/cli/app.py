@@ -31,7 +31,8 @@ app = typer.Typer(
     help="Adapt ImageNet MobileNetV2 checkpoints into detection backbones "
          "(FNA/FNA++, channel search, DetNAS): expand, search, derive, remap, finetune, eval.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion (bash, zsh, fish, pwsh)
+    context_settings={"help_option_names": ["-h", "--help"]},
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )

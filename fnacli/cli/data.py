@@ -52,7 +52,8 @@ def synth(
                       fmt=fmt.value)
     check_config(cfg)
     with Progress(TextColumn("data synth"), BarColumn(), MofNCompleteColumn(),
-                  console=err_console, transient=True) as bar:
+                  console=err_console, transient=True,
+                  disable=not err_console.is_terminal) as bar:  # no bar in a log file
         task = bar.add_task("", total=train + val)
         counts = generate(out_dir, cfg, force=force,
                           progress=lambda n: bar.update(task, advance=n))

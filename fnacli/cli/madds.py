@@ -42,16 +42,19 @@ def madds(
                                       help="Architectures: JSON files, '-' (stdin: one JSON "
                                            "document or JSON lines), built-in names, or fnacli "
                                            "checkpoints (their embedded spec)."),
-    task: CountTask = typer.Option(CountTask.none, "--task",
-                                   help="What to count: the backbone (with its 1x1 head conv), "
-                                        "the ImageNet classifier, or a detector."),
+    task: CountTask | None = typer.Option(None, "--task",
+                                          help="What to count: the backbone (with its 1x1 head "
+                                               "conv), the ImageNet classifier, or a detector "
+                                               "[a detector checkpoint's own task, else none]."),
     size: str | None = c.size_opt("Input size: 320 (square) or WIDTHxHEIGHT, e.g. 1088x800. "
-                                  "Default: 224 (none, classifier), "
+                                  "Default: a detector checkpoint's own, else 224 (none, "
+                                  "classifier), "
                                   f"{per_task(lambda t: size_text(t.profile_size))}."),
     input_alias: str | None = c.hidden_opt("--input"),
     num_classes: int = typer.Option(None, "--num-classes", min=1, metavar="N",
-                                    help="Object classes without background (default 80); "
-                                         "ImageNet classes for --task classifier (default 1000)."),
+                                    help="Object classes without background (default: a "
+                                         "detector checkpoint's, else 80); ImageNet classes "
+                                         "for --task classifier (default 1000)."),
     as_json: bool = c.json_opt("One JSON object per spec on stdout."),
     exact: bool = typer.Option(False, "--exact",
                                help="Trace every network with fvcore instead of summing the "
@@ -72,12 +75,14 @@ def madds(
     from fnacli.pipeline.common import as_size
 
     size_wh = as_size(size or input_alias, min_side=1)  # bad sizes fail before anything else
+    task_name = task.value if task else None
     if lut or space:
         if not (lut and space):
             c.fail("--lut and --space go together: fnacli madds --space SPACE --lut -o lut.json")
         if specs:
             c.fail("--lut builds the table of --space; drop the SPEC arguments")
-        r = P.build_table(space, task.value, size_wh, num_classes, output, force, progress=True)
+        r = P.build_table(space, task_name or "none", size_wh, num_classes, output, force,
+                          progress=True)
         if r.text is not None:
             from fnacli.io import write_output
 
@@ -85,7 +90,7 @@ def madds(
         elif not output:
             c.print_result(r.where)
         w, h = r.table.size
-        c.err_console.print(f"lookup table: {space} / {task.value} @ {w}x{h}: "
+        c.err_console.print(f"lookup table: {space} / {task_name or 'none'} @ {w}x{h}: "
                             f"{len(r.table.layers)} layer entries, {len(r.table.fixed)} "
                             f"fixed-part entries -> {r.where} ({r.seconds:.1f}s)")
         sys.stderr.flush()
@@ -94,9 +99,15 @@ def madds(
         c.fail("-o/--output is only for --lut (profiles go to stdout with --json)")
     if not specs:
         c.fail("give at least one SPEC (a JSON file, '-', a built-in name or a checkpoint)")
-    r = P.profile(P.load_specs(specs), task.value, size_wh, num_classes, exact, progress=True)
-    extra = f", {r.num_classes} classes" if task.value != "none" else ""
-    _table(r.profiles, f"{task.value} @ {r.size[0]}x{r.size[1]}{extra} ({r.method}, "
-                       f"{r.seconds:.1f}s)")
-    if as_json:
-        c.print_result("\n".join(json.dumps(d) for d in r.to_dicts()))
+    named = P.load_recorded_specs(specs)
+    # one table per setting: a detector checkpoint counts at its own task, size and classes
+    results = P.profile_recorded(named, task_name, size_wh, num_classes, exact, progress=True)
+    for r in results:
+        extra = f", {r.num_classes} classes" if r.task != "none" else ""
+        _table(r.profiles, f"{r.task} @ {r.size[0]}x{r.size[1]}{extra} ({r.method}, "
+                           f"{r.seconds:.1f}s)")
+    if as_json:  # in the order the SPECs were given (the sort is stable)
+        rank = {name: i for i, (name, _, _) in reversed(list(enumerate(named)))}
+        order = sorted((p for r in results for p in r.profiles),
+                       key=lambda p: rank.get(p.name, len(rank)))
+        c.print_result("\n".join(json.dumps(p.to_dict()) for p in order))

@@ -43,7 +43,8 @@ def pretrain_seed(
         raise UserError(f"--size: expected at least 32 pixels, got {size}")
     dest = check_writable(out, force)
     with Progress(TextColumn("pretrain-seed"), BarColumn(), TextColumn("{task.description}"),
-                  TimeRemainingColumn(), console=err_console) as bar:
+                  TimeRemainingColumn(), console=err_console,
+                  disable=not err_console.is_terminal) as bar:  # no bar in a log file
         task = bar.add_task("", total=seconds)
 
         def on_step(step: int, loss: float, elapsed: float) -> None:

@@ -25,8 +25,8 @@ Widen = StrEnum("Widen", {n: n for n in ("noise", "zeros", "split")})
 def remap(
     seed: str = typer.Argument(..., metavar="SEED",
                                help="MobileNetV2 checkpoint: torchvision/timm .pth/.pt (plain, "
-                                    "wrapped or prefixed), fnacli .safetensors, or "
-                                    "torchvision:IMAGENET1K_V1."),
+                                    "wrapped or prefixed), fnacli .safetensors, "
+                                    "torchvision:IMAGENET1K_V1 or timm:mobilenetv2_100."),
     spec: str = typer.Option(..., "--spec", "-s", metavar="SPEC",
                              help="Target architecture: JSON file, '-' for stdin, or a built-in "
                                   "name (e.g. mobilenetv2-0.75, fna-ssdlite)."),

@@ -4,7 +4,7 @@ evolution/random search. Options of the other strategy are refused.
 
 Files beside SEARCHED: SEARCHED.ckpt (training state, --resume) and SEARCHED.metrics.jsonl
 (JSON lines: training steps, α/β steps, and α/β probabilities per epoch), SEARCHED.arch.svg
-(those probabilities and the MAdds over the epochs, as a picture). SEARCHED itself is
+and .png (those probabilities and the MAdds over the epochs, as a picture). SEARCHED itself is
 rewritten after every epoch, so 'fnacli derive' works on a search in progress.
 """
 
@@ -104,6 +104,9 @@ def search(
     seed: int = c.seed_opt("Seed of paths, data order, populations."),
     device: c.Device = c.device_opt(),
     checkpoint_every: int = c.checkpoint_every_opt(),
+    log_every: int = c.log_every_opt(),
+    tensorboard: str | None = c.tensorboard_opt("losses, lr, the cost term, MAdds and α/β "
+                                                  "(one-shot: each generation's fitness)"),
     stop_after: int | None = c.stop_after_opt("Stop training (checkpointed) after STEPS steps "
                                               "of this run; continue with --resume."),
     resume: bool = typer.Option(False, "--resume", help="Continue the training and the search "
@@ -204,5 +207,14 @@ def search(
         result = S.search_differentiable(S.DifferentiableSearchConfig(**o))
     else:
         result = S.search_oneshot(S.OneShotSearchConfig(**o, strategy=strategy.value))
-    if result.is_main:
-        c.print_result(json.dumps(result.to_dict()) if as_json else result.message)
+    if not result.is_main:
+        return
+    if as_json:
+        c.print_result(json.dumps(result.to_dict()))
+        return
+    # the result is a file: stdout stays empty without --json, the summary goes to stderr
+    c.err_console.print(result.message)
+    files = getattr(result, "files", None)
+    if files:
+        c.err_console.print("files: " + ", ".join(f"{S.FILE_ROLES[k]} {p}"
+                                                  for k, p in files.items()))

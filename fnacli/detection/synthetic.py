@@ -205,8 +205,12 @@ def generate(out_dir: str | Path, cfg: SynthConfig, force: bool = False,
         raise UserError(f"{out}: exists and is not a folder")
     if out.exists() and any(out.iterdir()) and not force:
         raise UserError(f"{out}: folder exists and is not empty (use --force to overwrite)")
-    if not out.parent.exists():
-        raise UserError(f"{out.parent}: output folder does not exist")
+    # missing parent folders are created, as `mkdir -p` would (a file in the way is not)
+    for parent in out.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise UserError(f"{parent}: exists and is not a folder")
+            break
     (out / "annotations").mkdir(parents=True, exist_ok=True)
     counts = {}
     for split, count in (("train", cfg.train), ("val", cfg.val)):

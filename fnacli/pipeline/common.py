@@ -47,6 +47,8 @@ class TrainOptions:
     seed: int = 0
     device: str = "auto"
     checkpoint_every: int = 0
+    log_every: int = 10  # steps between metrics lines (and plain log lines off a terminal)
+    tensorboard: str | Path | None = None  # TensorBoard folder [$FNACLI_TENSORBOARD, else none]
     stop_after: int | None = None  # steps of this run, then stop (checkpointed)
     resume: bool = False
     force: bool = False

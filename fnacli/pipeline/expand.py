@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 
 @dataclass
 class ExpandConfig:
-    seed: str  # seed checkpoint (.pth, .safetensors, torchvision:IMAGENET1K_V1)
+    seed: str  # seed checkpoint (.pth, .safetensors, torchvision:IMAGENET1K_V1, timm:NAME)
     output: str | Path
     space: str | SpaceSpec = "fna"  # built-in name, JSON file, '-' or a SpaceSpec
     masks: str = "non-overlapping"

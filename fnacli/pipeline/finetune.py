@@ -62,6 +62,9 @@ def finetune(*args: Any, **kwargs: Any) -> FinetuneResult:
     cfg = make_config(FinetuneConfig, args, kwargs)
     refuse_stdout(cfg.output)
     as_size(cfg.size)  # bad options fail before anything else
+    from fnacli.progress import tensorboard_dir
+
+    tensorboard_dir(cfg.tensorboard)
     return in_processes(_run, cfg, cfg.threads)
 
 
@@ -116,6 +119,7 @@ def _run(cfg: FinetuneConfig, env: Any) -> FinetuneResult:
         save_detector,
     )
     from fnacli.io import check_writable
+    from fnacli.progress import tensorboard_dir
     from fnacli.train import TrainConfig, barrier, fit
 
     say = Reporter(cfg.on_message, env.is_main)
@@ -162,7 +166,8 @@ def _run(cfg: FinetuneConfig, env: Any) -> FinetuneResult:
         momentum=cfg.momentum, weight_decay=r["weight_decay"], schedule=r["schedule"],
         milestones=r["milestones"], warmup_iters=warmup, clip_grad=r["clip_grad"],
         seed=cfg.seed, workers=cfg.workers, freeze_bn=cfg.freeze_bn,
-        checkpoint_every=cfg.checkpoint_every)
+        checkpoint_every=cfg.checkpoint_every, log_every=cfg.log_every,
+        tensorboard=tensorboard_dir(cfg.tensorboard))
     identity = {"task": task.name, "size": list(r["size"]), "augment": r["augment"],
                 "categories": [c["id"] for c in info.categories],
                 "train_images": len(train_set)}

@@ -101,11 +101,14 @@ class SearchResult:
     output: str | None = None
     details: dict = field(default_factory=dict)
     is_main: bool = True  # False in the other processes of a distributed run
+    files: dict[str, str] = field(default_factory=dict)  # role (FILE_ROLES) -> path
 
     def to_dict(self) -> dict:
         d = dict(self.details)
         d.update({"strategy": self.strategy, "finished": self.finished, "output": self.output})
         d.setdefault("message", self.message)
+        if self.files:
+            d["files"] = dict(self.files)
         return d
 
 
@@ -129,6 +132,7 @@ def _train_config(o: SearchOptions, task: Any, epochs: int, steps: int, schedule
                   milestones: tuple[float, ...], warmup_cap: int, recipe: Any = None) -> Any:
     """The weight-side recipe: given options, else ``recipe`` (the task's fine-tuning recipe
     by default)."""
+    from fnacli.progress import tensorboard_dir
     from fnacli.train import TrainConfig
 
     r = recipe or task.recipe
@@ -142,7 +146,8 @@ def _train_config(o: SearchOptions, task: Any, epochs: int, steps: int, schedule
         warmup_iters=(o.warmup_iters if o.warmup_iters is not None
                       else min(warmup_cap, steps // 10)),
         clip_grad=clip or None, seed=o.seed, workers=o.workers,
-        checkpoint_every=o.checkpoint_every)
+        checkpoint_every=o.checkpoint_every, log_every=o.log_every,
+        tensorboard=tensorboard_dir(o.tensorboard))
 
 
 def _train_set(o: SearchOptions, task: Any, augment: str) -> Any:
@@ -156,6 +161,9 @@ def search_differentiable(*args: Any, **kwargs: Any) -> SearchResult:
     """FNA's differentiable search (see the module docstring)."""
     cfg = make_config(DifferentiableSearchConfig, args, kwargs)
     refuse_stdout(cfg.output)
+    from fnacli.progress import tensorboard_dir
+
+    tensorboard_dir(cfg.tensorboard)  # a missing package fails before the work
     return in_processes(_differentiable, cfg)
 
 
@@ -230,6 +238,12 @@ def differentiable_config(o: DifferentiableSearchConfig, task: Any, train_images
 
 
 # -- one-shot ---------------------------------------------------------------------------------
+# Every file of a one-shot search, in one place (docs/evolution.md describes them).
+FILE_ROLES = {"output": "result", "trained": "trained supernet",
+              "train_state": "training state (--resume)", "train_metrics": "training metrics",
+              "state": "search state (--resume)", "history": "candidates and generations"}
+
+
 def _oneshot_files(output: str | Path, trained: str | Path | None) -> dict[str, Path]:
     out = Path(output)
     stem = out.with_suffix("") if out.suffix == ".safetensors" else out
@@ -271,7 +285,15 @@ def search_oneshot(*args: Any, **kwargs: Any) -> SearchResult:
             raise UserError(f"--metric: expected one of {', '.join(names)}, got {o.metric!r}")
     if o.retrain is not None:
         return random_baseline(o)
-    return in_processes(_oneshot, o)
+    from fnacli.progress import tensorboard_dir
+
+    tensorboard_dir(o.tensorboard)  # a missing package fails before the work
+    result = in_processes(_oneshot, o)
+    files = _oneshot_files(o.output, o.trained)
+    if o.skip_training:
+        files["trained"] = Path(o.supernet)
+    result.files = {k: str(p) for k, p in files.items() if p.exists()}
+    return result
 
 
 def _oneshot(o: OneShotSearchConfig, env: Any) -> SearchResult:
@@ -350,6 +372,7 @@ def _evolve(o: OneShotSearchConfig, trained: Path, files: dict[str, Path], env: 
             resume: bool, say: Reporter) -> SearchResult:
     from fnacli.checkpoint import save_checkpoint
     from fnacli.lut import load_or_build_lut
+    from fnacli.progress import tensorboard_dir
     from fnacli.search import evolution as E
     from fnacli.search.bn_recal import calibration_subset
     from fnacli.search.oneshot import (
@@ -400,7 +423,7 @@ def _evolve(o: OneShotSearchConfig, trained: Path, files: dict[str, Path], env: 
     say(f"{o.strategy} search on {trained}: {cfg.total_candidates} candidates{limit}, fitness "
         f"{cfg.metric} on {len(fit_set)} images ({fitness['source']}), BN recalibrated on "
         f"{len(calib)} training images")
-    with _SearchProgress(cfg, env.is_main) as progress:
+    with _SearchProgress(cfg, env.is_main, tensorboard_dir(o.tensorboard)) as progress:
         search.on_candidate = progress.candidate
         search.on_round = progress.round
         result = search.run(resume=resume, stop_after=o.stop_after_candidates)
@@ -551,11 +574,12 @@ def random_baseline(o: OneShotSearchConfig) -> SearchResult:
 class _SearchProgress:
     """Candidates on the training loop's progress bar, one line per generation (rank 0)."""
 
-    def __init__(self, cfg: Any, enabled: bool) -> None:
-        from fnacli.train import TrainProgress
+    def __init__(self, cfg: Any, enabled: bool, tensorboard: Path | None = None) -> None:
+        from fnacli.progress import TrainLogger
 
         self.cfg = cfg
-        self.bar = TrainProgress(cfg.total_candidates, 0, cfg.strategy, enabled)
+        self.bar = TrainLogger(cfg.total_candidates, 0, cfg.strategy, enabled, unit="candidate",
+                               tensorboard=tensorboard)
 
     def __enter__(self) -> _SearchProgress:
         self.bar.__enter__()
@@ -565,20 +589,28 @@ class _SearchProgress:
         self.bar.__exit__(*exc)
 
     def candidate(self, c: Any, reused: bool) -> None:
-        self.bar.update(f"last {self.cfg.metric} {c.fitness:.4f}")
+        self.bar.step(f"last {self.cfg.metric} {c.fitness:.4f}")
 
     def round(self, r: dict) -> None:
+        from fnacli.progress import fmt_duration
         from fnacli.search.evolution import format_madds
 
         if r["event"] == "stop":
             self.bar.log(f"stopped early: {r['reason']}")
             return
         if r["event"] == "resume":
-            self.bar.update(f"resumed after generation {r['generation']}", r["evaluated"])
+            self.bar.step(f"resumed after generation {r['generation']}", r["evaluated"])
+            self.bar.done0 = self.bar.done  # the ETA counts this run's pace only
             return
         m = self.cfg.metric
+        # TensorBoard: per generation, at the number of candidates evaluated so far
+        self.bar.scalars(r["evaluated"], {f"best_{m}": r["best"], f"median_{m}": r["median"],
+                                          f"overall_best_{m}": r["top_fitness"],
+                                          "best_madds": r["best_madds"]}, "generation")
+        eta = self.bar.eta()
         self.bar.log(
             f"generation {r['generation'] + 1}/{self.cfg.rounds}: best {m} {r['best']:.4f} "
             f"({format_madds(r['best_madds'])} MAdds), median {r['median']:.4f} "
             f"({format_madds(r['median_madds'])}); overall best {r['top_fitness']:.4f} "
-            f"({format_madds(r['top_madds'])}); {r['evaluated']} evaluated")
+            f"({format_madds(r['top_madds'])}); {r['evaluated']} evaluated"
+            + (f", eta {fmt_duration(eta)}" if eta is not None else ""))

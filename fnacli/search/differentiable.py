@@ -44,6 +44,7 @@ from torch.utils.data import DataLoader
 
 from fnacli.errors import UserError
 from fnacli.nn.supernet import Supernet, op_choices, path_to_arch, width_choices
+from fnacli.progress import TrainLogger, fmt
 from fnacli.search import arch as A
 from fnacli.search.supernet_io import SupernetCheckpoint, load_weights
 from fnacli.spec import ArchSpec, SpaceSpec
@@ -54,7 +55,6 @@ from fnacli.train import (
     EpochBatches,
     MetricsLog,
     TrainConfig,
-    TrainProgress,
     all_ok,
     build_optimizer,
     build_scheduler,
@@ -238,6 +238,15 @@ def prob_report(space: SpaceSpec, alpha_probs: A.AlphaDict, beta_probs: A.BetaDi
     beta = {str(s): {str(c): round(float(p), 6) for c, p in zip(outs, beta_probs[s], strict=True)}
             for s, outs in width_choices(space)}
     return {"alpha": alpha, "beta": beta}
+
+
+def prob_scalars(report: dict) -> dict[str, float]:
+    """``prob_report`` flattened to TensorBoard tags: ``alpha/layer S.L/OP``, ``beta/stage S/W``."""
+    out = {f"alpha/layer {layer}/{op}": p for layer, ps in report["alpha"].items()
+           for op, p in ps.items()}
+    out.update({f"beta/stage {s}/{w}": p for s, ps in report["beta"].items()
+                for w, p in ps.items()})
+    return out
 
 
 def _wrap(detector: nn.Module, env: DistEnv, channels_last: bool) -> nn.Module:
@@ -461,7 +470,8 @@ def run_search(ckpt: SupernetCheckpoint, source: str, train_set: Any, cfg: Searc
             + (f", target {cfg.target_madds / 1e6:.1f}M" if cfg.target_madds else "")
             + f", start {c0 * 1e3:.1f}M expected MAdds ({cfg.cost_scope} at "
             f"{cfg.lut_size[0]}x{cfg.lut_size[1]})")
-    with TrainProgress(total, step, f"search {cfg.task}", env.is_main) as bar:
+    with TrainLogger(total, step, f"search {cfg.task}", env.is_main, epochs=tc.epochs,
+                     images_per_step=tc.batch_size, tensorboard=tc.tensorboard) as bar:
         while epoch < tc.epochs:
             sampler_a.set_epoch(epoch, batch0)
             searching = epoch >= cfg.warmup_epochs
@@ -503,22 +513,28 @@ def run_search(ckpt: SupernetCheckpoint, source: str, train_set: Any, cfg: Searc
                 if step % tc.log_every == 0 or at_end or arch_info:
                     exp, am, derived = madds_now()
                     if step % tc.log_every == 0 or at_end:
-                        metrics.write(event="train", epoch=epoch, step=step, lr=lr,
-                                      phase="search" if searching else "warmup",
-                                      **{k: v / window_n for k, v in window.items()},
+                        avg = {"loss": window["loss"] / window_n,
+                               **{k: v / window_n for k, v in window.items() if k != "loss"}}
+                        metrics.write(event="train", epoch=epoch + 1, step=step, lr=lr,
+                                      phase="search" if searching else "warmup", **avg,
                                       expected_madds=exp, argmax_madds=am,
                                       seconds=round(time.perf_counter() - t0, 3))
+                        # (the MAdds as text: on the log line, not TensorBoard's train/)
+                        bar.report(step, epoch + 1, {**avg, "E[MAdds]": f"{exp / 1e6:.1f}M",
+                                                     "argmax": f"{am / 1e6:.1f}M"}, lr)
                         window, window_n = {}, 0
                     if arch_info:
-                        metrics.write(event="arch_step", epoch=epoch, step=step,
+                        metrics.write(event="arch_step", epoch=epoch + 1, step=step,
                                       arch_step=arch_steps, **arch_info, expected_madds=exp,
                                       argmax_madds=am)
-                    bar_text = (f"epoch {epoch + 1}/{tc.epochs} loss {float(loss.detach()):.3f} "
+                        bar.scalars(step, {**arch_info, "expected_madds": exp,
+                                           "argmax_madds": am}, "arch")
+                    bar_text = (f"epoch {epoch + 1}/{tc.epochs} loss {fmt(float(loss.detach()))} "
                                 f"E[MAdds] {exp / 1e6:.1f}M argmax {am / 1e6:.1f}M "
                                 f"{arch_code(derived)}")
                 else:
-                    bar_text = f"epoch {epoch + 1}/{tc.epochs} loss {float(loss.detach()):.3f}"
-                bar.update(bar_text)
+                    bar_text = f"epoch {epoch + 1}/{tc.epochs} loss {fmt(float(loss.detach()))}"
+                bar.step(bar_text)
                 if tc.checkpoint_every and step % tc.checkpoint_every == 0 and not at_end:
                     save_state(epoch, b + 1)
                 if stop_after is not None and run_steps >= stop_after and not at_end:
@@ -531,13 +547,18 @@ def run_search(ckpt: SupernetCheckpoint, source: str, train_set: Any, cfg: Searc
                 a_p, b_p = arch.probs(cfg.min_depth)
             _, dpath, prob = A.derive(space, *arch.logits(), cfg.min_depth)
             skipped, skippable = A.skip_report(space, dpath)
-            record = {"epoch": epoch - 1, "step": step, "expected_madds": exp,
+            record = {"epoch": epoch, "step": step, "expected_madds": exp,
                       "argmax_madds": am, "derived": arch_code(derived),
                       "derived_probability": prob, "skipped_layers": skipped,
                       "skippable_layers": skippable}
             history.append(record)
             probs_now = prob_report(space, a_p, b_p)
             metrics.write(event="epoch", **record, **probs_now)
+            bar.epoch_end(epoch, step, {"expected MAdds": f"{exp / 1e6:.1f}M",
+                                        "argmax MAdds": f"{am / 1e6:.1f}M",
+                                        "derived": arch_code(derived)})
+            bar.scalars(step, {"expected_madds": exp, "argmax_madds": am}, "epoch")
+            bar.scalars(step, prob_scalars(probs_now), "")
             warning = A.collapse_warning(space, dpath) if epoch > cfg.warmup_epochs else None
             if warning and env.is_main:
                 bar.log(f"warning: epoch {epoch}: {warning}")
@@ -553,20 +574,21 @@ def run_search(ckpt: SupernetCheckpoint, source: str, train_set: Any, cfg: Searc
 
 def _plot(output: str | Path, space: SpaceSpec, metrics_path: str | Path | None,
           current: dict, cfg: SearchConfig, log: Callable[[str], None]) -> None:
-    """Redraw SEARCHED.arch.svg from every epoch in the metrics file (``current`` alone without
-    one). A picture is not worth a search: a failure to draw is a warning."""
-    from fnacli.plots import read_epoch_records, render_search_plot, search_plot_path, write_svg
+    """Redraw SEARCHED.arch.svg and .png from every epoch in the metrics file (``current``
+    alone without one). A picture is not worth a search: a failure to draw is a warning."""
+    from fnacli.plots import read_epoch_records, save_figure, search_figure, search_plot_path
 
     try:
         records = []
         if metrics_path is not None and Path(metrics_path).exists():
             records = read_epoch_records(metrics_path, space)
-        text = render_search_plot(
+        fig = search_figure(
             space, records or [current], title=f"α/β over the search: {Path(output).name}",
             subtitle=f"{space.name} space, {cfg.task} {cfg.size[0]}x{cfg.size[1]}, epoch "
-                     f"{current['epoch'] + 1} of {cfg.train.epochs}",
+                     f"{current['epoch']} of {cfg.train.epochs}",
             warmup_epochs=cfg.warmup_epochs)
-        write_svg(search_plot_path(output), text)
+        for fmt in (".svg", ".png"):
+            save_figure(fig, search_plot_path(output, fmt))
     except Exception as e:  # noqa: BLE001 - see the docstring
         log(f"warning: could not draw {search_plot_path(output)}: {e}")
 
