@@ -170,7 +170,7 @@ def _decode_meta(path: Path, metadata: dict[str, str]) -> dict:
             continue
         try:
             meta[k] = json.loads(v)
-        except json.JSONDecodeError:
+        except (ValueError, RecursionError):
             raise UserError(f"{path}: metadata entry {k!r} is not valid JSON") from None
     return meta
 

@@ -129,7 +129,7 @@ def read_epoch_records(path: str | Path, space: SpaceSpec) -> list[dict]:
     for n, line in enumerate(text.splitlines(), 1):
         try:
             rec = json.loads(line)
-        except json.JSONDecodeError:
+        except (ValueError, RecursionError):  # a line cut by a crash, or not ours
             continue
         if not isinstance(rec, dict) or rec.get("event") != "epoch":
             continue

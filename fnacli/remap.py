@@ -278,7 +278,8 @@ def resolve_noise(widen: str, noise: float | None) -> float:
 
 def remap_state(seed_state: dict[str, torch.Tensor], seed_spec: ArchSpec, target_spec: ArchSpec,
                 width: str = "first", kernel: str = "center", widen: str = DEFAULT_WIDEN,
-                noise: float | None = None, seed: int = 0
+                noise: float | None = None, seed: int = 0, seed_name: str = "the seed",
+                target_name: str = "the target spec"
                 ) -> tuple[dict[str, torch.Tensor], list[dict]]:
     """Parameters for ``Backbone(target_spec)`` from a seed ``Backbone(seed_spec)`` state.
 
@@ -287,7 +288,8 @@ def remap_state(seed_state: dict[str, torch.Tensor], seed_spec: ArchSpec, target
     copies (``sources``). ``widen`` is the rule for added channels (module docstring);
     under ``noise`` the entries of new channels get N(0, (noise·rms)²), rms that of the seed
     tensor, ``noise`` defaulting to ``DEFAULT_NOISE``, drawn from a generator seeded with
-    ``seed``. ``noise`` with another rule must be None or 0.
+    ``seed``. ``noise`` with another rule must be None or 0. ``seed_name``/``target_name``
+    (their files) go into error messages.
     """
     from fnacli.nn.backbone import Backbone
 
@@ -305,7 +307,7 @@ def remap_state(seed_state: dict[str, torch.Tensor], seed_spec: ArchSpec, target
         raise UserError(f"noise applies to the 'noise' widening rule, not {widen!r}")
     noise = resolve_noise(widen, noise)
     if len(seed_spec.stages) != len(target_spec.stages):
-        raise UserError(f"the seed has {len(seed_spec.stages)} stages but the target spec has "
+        raise UserError(f"{seed_name} has {len(seed_spec.stages)} stages but {target_name} has "
                         f"{len(target_spec.stages)}; remapping is per stage, so they must match")
     gen = torch.Generator().manual_seed(seed)
     r = _Remapper(seed_state, seed_spec, target_spec, width, kernel, widen, noise, gen)

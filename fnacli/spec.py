@@ -22,6 +22,13 @@ SPACE_SCHEMA = "fnacli/space@1"
 KERNELS = (3, 5, 7)
 SKIP = "skip"
 _OP_RE = re.compile(r"^k(\d+)_e(\d+)$")
+# What can be built: far beyond any MobileNetV2-family network (widest stage 320 x 1.4,
+# expansions 3-6, depths ≤ 4), small enough that a spec never reaches the allocator with
+# numbers it cannot serve.
+MAX_CHANNELS = 8192
+MAX_EXPAND = 16
+MAX_DEPTH = 64
+MAX_STAGES = 32
 
 # MobileNetV2 (Sandler et al., Table 2): (expansion, out, layers, stride) per stage.
 MBV2_SETTING = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2),
@@ -56,6 +63,9 @@ class Op:
             raise UserError(f"{where}: kernel must be one of 3, 5, 7, got {k} in {text!r}")
         if e < 1:
             raise UserError(f"{where}: expansion must be ≥ 1, got {e} in {text!r}")
+        if e > MAX_EXPAND:
+            raise UserError(f"{where}: expansion {e} is more than can be built (at most "
+                            f"{MAX_EXPAND}) in {text!r}")
         return cls(k, e)
 
 
@@ -135,6 +145,7 @@ class ArchSpec:
         _no_extra(d, {"schema", "stem", "stages", "head"}, source)
         stem_out, stem_stride = _parse_stem(d, source)
         stages_raw = _get_list(d, "stages", source)
+        _check_stages(len(stages_raw), source)
         stages = []
         for i, s in enumerate(stages_raw):
             where = f"{source}: stages[{i}]"
@@ -144,6 +155,7 @@ class ArchSpec:
             out = _get_int(s, "out", where)
             stride = _get_stride(s, where)
             ops_raw = _get_list(s, "ops", where)
+            _check_depth(len(ops_raw), where)
             ops = []
             for j, o in enumerate(ops_raw):
                 if o == SKIP:
@@ -236,15 +248,18 @@ class SpaceSpec:
         _no_extra(d, {"schema", "stem", "stages", "head", "name"}, source)
         stem_out, stem_stride = _parse_stem(d, source)
         stages = []
-        for i, s in enumerate(_get_list(d, "stages", source)):
+        stages_raw = _get_list(d, "stages", source)
+        _check_stages(len(stages_raw), source)
+        for i, s in enumerate(stages_raw):
             where = f"{source}: stages[{i}]"
             if not isinstance(s, dict):
                 raise UserError(f"{where}: expected an object")
             _no_extra(s, {"out", "stride", "ops", "layers"}, where)
             stride = _get_stride(s, where)
             ops_raw = _get_list(s, "ops", where)
+            _check_depth(len(ops_raw), where)
             if "layers" in s:
-                layers = _get_int(s, "layers", where)
+                layers = _get_int(s, "layers", where, maximum=MAX_DEPTH)
                 outs = _parse_outs(s.get("out"), where)
                 cands = []
                 for j, o in enumerate(ops_raw):
@@ -277,13 +292,33 @@ def _no_extra(d: dict, allowed: set[str], where: str) -> None:
                         f"(allowed: {', '.join(sorted(allowed))})")
 
 
-def _get_int(d: dict, key: str, where: str, minimum: int = 1) -> int:
+def _get_int(d: dict, key: str, where: str, minimum: int = 1,
+             maximum: int = MAX_CHANNELS) -> int:
     if key not in d:
         raise UserError(f"{where}: missing field {key!r}")
     v = d[key]
     if not isinstance(v, int) or isinstance(v, bool) or v < minimum:
-        raise UserError(f"{_field(where, key)}: expected an integer ≥ {minimum}, got {v!r}")
+        raise UserError(f"{_field(where, key)}: expected an integer ≥ {minimum}, got "
+                        f"{_short_repr(v)}")
+    if v > maximum:
+        raise UserError(f"{_field(where, key)}: {v} is more than can be built (at most "
+                        f"{maximum})")
     return v
+
+
+def _short_repr(v: object) -> str:
+    text = repr(v)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _check_depth(n: int, where: str) -> None:
+    if n > MAX_DEPTH:
+        raise UserError(f"{where}: {n} layers in one stage; at most {MAX_DEPTH} can be built")
+
+
+def _check_stages(n: int, source: str) -> None:
+    if n > MAX_STAGES:
+        raise UserError(f"{source}: {n} stages; at most {MAX_STAGES} can be built")
 
 
 def _get_stride(d: dict, where: str) -> int:
@@ -322,9 +357,16 @@ def _parse_head(d: dict, source: str) -> int | None:
 
 
 def _parse_outs(v: object, where: str) -> tuple[int, ...]:
-    if isinstance(v, int) and not isinstance(v, bool) and v >= 1:
-        return (v,)
-    if isinstance(v, list) and v and all(isinstance(x, int) and x >= 1 for x in v):
+    def ok(x: object) -> bool:
+        return isinstance(x, int) and not isinstance(x, bool) and 1 <= x <= MAX_CHANNELS
+
+    if ok(v):
+        return (v,)  # type: ignore[return-value]
+    if isinstance(v, int | list) and not isinstance(v, bool) and not (
+            isinstance(v, list) and all(ok(x) for x in v)):
+        raise UserError(f"{where}.out: channel numbers must be integers from 1 to "
+                        f"{MAX_CHANNELS}, got {_short_repr(v)}")
+    if isinstance(v, list) and v and all(ok(x) for x in v):
         if len(set(v)) != len(v):
             raise UserError(f"{where}.out: duplicate channel candidates in {v}")
         return tuple(sorted(v))

@@ -29,8 +29,9 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from fnacli import interrupt
 from fnacli.errors import UserError
-from fnacli.io import atomic_path, write_text_atomic
+from fnacli.io import load_json_text, write_bytes_atomic, write_text_atomic
 from fnacli.progress import TrainLogger, fmt
 
 STATE_FORMAT = "fnacli/train-state@1"
@@ -97,6 +98,16 @@ def all_ok(flag: bool, env: DistEnv) -> bool:
     t = torch.tensor([0.0 if flag else 1.0], device=env.device)
     dist.all_reduce(t)
     return t.item() == 0.0
+
+
+def signal_received(env: DistEnv) -> int | None:
+    """The signal any process received (``fnacli.interrupt``), so that all stop together."""
+    sig = interrupt.pending()
+    if not env.distributed:
+        return sig
+    t = torch.tensor([float(sig or 0)], device=env.device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return int(t.item()) or None
 
 
 # -- reproducibility -----------------------------------------------------------------------
@@ -218,6 +229,13 @@ class EpochBatches(Sampler[list[tuple[int, int]]]):
             yield [(self.epoch, i) for i in order[lo:lo + self.local]]
 
 
+def loader_generator(seed: int) -> torch.Generator:
+    """A DataLoader's own generator: every new iterator (each epoch, and the one a resumed
+    run starts with) draws its base seed from the global RNG otherwise, which would leave a
+    resumed run's global RNG one draw off the uninterrupted run's."""
+    return torch.Generator().manual_seed(seed)
+
+
 # -- metrics and state files ---------------------------------------------------------------
 class MetricsLog:
     """JSON lines beside the output; rank 0 only. A resumed run first drops the lines past the
@@ -233,8 +251,10 @@ class MetricsLog:
             for line in self.path.read_text().splitlines():
                 try:
                     rec = json.loads(line)
-                except json.JSONDecodeError:
+                except (ValueError, RecursionError):
                     continue  # a line cut by a crash
+                if not isinstance(rec, dict):
+                    continue
                 if rec.get("step", 0) <= resume_step:
                     keep.append(line)
         write_text_atomic(self.path, "".join(x + "\n" for x in keep))
@@ -260,8 +280,17 @@ def save_train_state(path: str | Path, model: nn.Module, optimizer: torch.optim.
              "scaler": scaler.state_dict() if scaler is not None else {},
              "epoch": epoch, "batch": batch, "step": step, "rng": rng_state(),
              "identity": json.dumps(identity, sort_keys=True), "extra": json.dumps(extra or {})}
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    write_torch_atomic(path, state)
+
+
+def write_torch_atomic(path: str | Path, obj: Any) -> None:
+    """``torch.save`` to memory, then an atomic write: a full disk is an OSError of ours (a
+    clear message, the earlier file intact), not an error deep in torch's zip writer."""
+    import io
+
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    write_bytes_atomic(path, buf.getbuffer())
 
 
 def restore_train_state(state_path: str | Path | None, identity: dict, model: nn.Module,
@@ -295,8 +324,11 @@ def load_train_state(path: str | Path) -> dict:
                         ) from None
     if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
         raise UserError(f"{path}: not an fnacli training state (expected {STATE_FORMAT})")
-    state["identity"] = json.loads(state["identity"])
-    state["extra"] = json.loads(state["extra"])
+    try:
+        state["identity"] = load_json_text(state["identity"], path)
+        state["extra"] = load_json_text(state["extra"], path)
+    except (KeyError, TypeError):
+        raise UserError(f"{path}: not an fnacli training state (fields missing)") from None
     return state
 
 
@@ -449,7 +481,8 @@ def fit(model: nn.Module, dataset: Dataset, loss_fn: Callable[[nn.Module, Any, t
         window_n = int(state["extra"].get("window_n", 0))
     metrics = MetricsLog(metrics_path, env.is_main, step if resume else None)
     loader = DataLoader(dataset, batch_sampler=sampler, num_workers=cfg.workers,
-                        collate_fn=collate_fn, pin_memory=env.device.type == "cuda")
+                        collate_fn=collate_fn, pin_memory=env.device.type == "cuda",
+                        generator=loader_generator(cfg.seed))
     say = log or (lambda _msg: None)
     last_loss: float | None = None
     run_steps = 0
@@ -461,12 +494,22 @@ def fit(model: nn.Module, dataset: Dataset, loss_fn: Callable[[nn.Module, Any, t
                              epoch=at_epoch, batch=at_batch, step=step, identity=run_id,
                              extra={"window": window, "window_n": window_n})
 
-    with TrainLogger(total, step, desc, env.is_main, epochs=cfg.epochs,
-                     images_per_step=cfg.batch_size, tensorboard=cfg.tensorboard) as bar:
+    def interrupted(sig: int) -> interrupt.Interrupted:
+        saved = (f"the training state {state_path} (step {step} of {total})"
+                 if state_path is not None else None)
+        return interrupt.stop(sig, saved)
+
+    with interrupt.deferred(), TrainLogger(total, step, desc, env.is_main, epochs=cfg.epochs,
+                                           images_per_step=cfg.batch_size,
+                                           tensorboard=cfg.tensorboard) as bar:
         while epoch < cfg.epochs:
             sampler.set_epoch(epoch, batch0)
             for b, batch in enumerate(loader, start=batch0):
-                set_train_mode(net, cfg.freeze_bn)
+                # model.train() walks every module (thousands in a supernet, a visible share
+                # of a small step): only when something left train mode (evaluation does
+                # through model.eval()/train(), so the root's flag tells), or to re-freeze BN
+                if cfg.freeze_bn or not net.training:
+                    set_train_mode(net, cfg.freeze_bn)
                 with torch.autocast(env.device.type, enabled=use_amp):
                     losses = loss_fn(net, batch, env.device)
                 loss = sum(losses.values())
@@ -508,12 +551,17 @@ def fit(model: nn.Module, dataset: Dataset, loss_fn: Callable[[nn.Module, Any, t
                 if stop_after is not None and run_steps >= stop_after and not at_end:
                     save(epoch, b + 1)
                     return FitResult(step, epoch, last_loss, finished=False)
+                if not at_end and (sig := signal_received(env)):
+                    save(epoch, b + 1)
+                    raise interrupted(sig)
             epoch, batch0 = epoch + 1, 0
             save(epoch, 0)
             extra = on_epoch_end(epoch - 1, raw) if on_epoch_end else None
             if extra:
                 metrics.write(event="epoch", epoch=epoch, step=step, **extra)
             bar.epoch_end(epoch, step, extra)
+            if sig := signal_received(env):
+                raise interrupted(sig)  # the state of the epoch's end is saved
             if stop_after is not None and run_steps >= stop_after and epoch < cfg.epochs:
                 return FitResult(step, epoch, last_loss, finished=False)
     set_train_mode(raw)

@@ -469,6 +469,44 @@ def test_supernet_training_resumes_exactly(trained: dict) -> None:
     assert any(not torch.equal(start[k], v) for k, v in ref.tensors.items() if k in start)
 
 
+def test_cached_scoring_gives_the_uncached_fitness(trained: dict) -> None:
+    """The fast scorer (images decoded once, only the path's BN layers recalibrated and
+    re-moded) scores exactly what the plain recipe scores: every BN of the detector reset
+    and recalibrated in train mode, then ``evaluate`` reading the split from disk."""
+    import random
+
+    from fnacli.detection.data import find_split, load_split
+    from fnacli.detection.evaluate import evaluate
+    from fnacli.search.bn_recal import calibration_batches, calibration_subset, stats_forward
+    from fnacli.search.oneshot import PathEvaluator, build_oneshot_detector, load_trained
+    from fnacli.train import recalibrate_bn
+
+    ckpt, info = load_trained(trained["trained"])
+    det, sup = build_oneshot_detector(ckpt, "ssdlite", info.num_classes, (SIZE, SIZE), "t")
+    val = load_split(find_split(trained["data"], "val"), train=False, label_offset=1)
+    calib = calibration_subset(load_split(find_split(trained["data"], "train"), train=True,
+                                          label_offset=1), 6)
+    enc = E.Encoding(ckpt.space)
+    rng = random.Random(1)
+    genomes = [enc.random(rng) for _ in range(3)]
+    fast = PathEvaluator(det, sup, enc, calib, val, 4)
+    slow = PathEvaluator(det, sup, enc, calib, val, 4, cache_images=False)
+    assert fast.cached and not slow.cached
+
+    def reference(g: tuple) -> dict:
+        sup.set_path(enc.path(g))
+        recalibrate_bn(det, calibration_batches(calib, 4), stats_forward("cpu"))
+        return evaluate(det, val, 4).stats
+
+    seen = []
+    for g in [*genomes, genomes[0]]:  # and again after other paths: nothing leaks
+        want = reference(g)
+        assert fast(g) == want == slow(g)
+        seen.append(want)
+    assert len({tuple(s.values()) for s in seen}) > 1  # the paths do score differently
+    assert PathEvaluator(det, sup, enc, calib, val, 4, cache_bytes=10).cached is False
+
+
 # -- DetNAS's data protocol ----------------------------------------------------------------------
 def _options(work: dict, **given: object):  # noqa: ANN202 - a OneShotSearchConfig
     from fnacli.pipeline.search import OneShotSearchConfig

@@ -273,3 +273,27 @@ def test_default_warm_up_is_fnas_share_of_the_epochs() -> None:
     assert default_warmup_epochs("ssdlite", 10) == 5 and default_warmup_epochs("retinanet", 7) == 4
     for task in ("ssdlite", "retinanet"):
         assert all(default_warmup_epochs(task, n) < n for n in range(1, 60))
+
+
+def test_cheap_arch_steps(env: dict, supernet: Path, runs: dict, run_cli) -> None:
+    """--checkpoint-activations reproduces the full search; --arch-step sampled searches too
+    (α/β move, recorded in the metadata); a bad --arch-step is refused before any work."""
+    out = env["root"] / "ckpt_acts.safetensors"
+    code, _, err = search(run_cli, env, supernet, out, "--lambda", LAMBDA,
+                          "--checkpoint-activations")
+    assert code == 0, err
+    a, b = read_supernet(out), read_supernet(runs["costly"]["out"])
+    for k in a.alpha:
+        assert torch.allclose(a.alpha[k], b.alpha[k], atol=1e-5), k
+    for k in a.beta:
+        assert torch.allclose(a.beta[k], b.beta[k], atol=1e-5), k
+    out = env["root"] / "sampled.safetensors"
+    code, _, err = search(run_cli, env, supernet, out, "--lambda", LAMBDA, "--arch-step",
+                          "sampled")
+    assert code == 0, err
+    ck, start = read_supernet(out), read_supernet(supernet)
+    assert ck.meta["search"]["arch_step"] == "sampled"
+    assert max((ck.alpha[k] - start.alpha[k]).abs().max().item() for k in start.alpha) > 0.05
+    code, _, err = search(run_cli, env, supernet, env["root"] / "bad.safetensors",
+                          "--arch-step", "all")
+    assert code == 2 and "--arch-step" in err

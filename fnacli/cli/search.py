@@ -23,7 +23,7 @@ from fnacli.tasks import per_task, size_text
 Strategy = StrEnum("Strategy", {n: n for n in ("differentiable", "evolution", "random")})
 ARCH, ONESHOT = "Architecture (differentiable)", "One-shot (evolution, random)"
 DIFF_ONLY = ("warmup_epochs", "arch_every", "cost_form", "lam", "tau", "gamma",
-             "target_madds", "min_depth", "arch_lr")
+             "target_madds", "min_depth", "arch_lr", "arch_step", "checkpoint_activations")
 ONESHOT_ONLY = ("skip_training", "train_only", "trained", "population", "parents",
                 "mutation_prob", "generations", "candidates", "max_madds", "metric",
                 "calib_images", "calib_batch", "eval_images", "record_top",
@@ -140,6 +140,15 @@ def search(
                                "collapse to all-skip)."),
     arch_lr: float = _opt(3e-4, "--arch-lr", min=0.0,
                           help="Adam lr of α/β (betas 0.5/0.999, wd 1e-3)."),
+    arch_step: str = _opt("full", "--arch-step", metavar="full|sampled",
+                          help="α/β step: FNA's weighted sum of every candidate (full), or two "
+                               "sampled candidates per layer and width with unbiased gates "
+                               "(sampled: cheaper in time and memory, noisier)."),
+    checkpoint_activations: bool = _opt(False, "--checkpoint-activations",
+                                        help="Recompute the mixed layers in the α/β step's "
+                                             "backward pass instead of keeping every "
+                                             "candidate's activations (same gradients, less "
+                                             "memory, more time)."),
     # -- one-shot only
     skip_training: bool = _opt(False, "--skip-training", panel=ONESHOT,
                                help="SUPERNET is already trained one-shot (a --trained file): "

@@ -51,6 +51,8 @@ def expand(*args: Any, **kwargs: Any) -> ExpandResult:
     check_writable(cfg.output, cfg.force)  # fail before the work, not after
     space = cfg.space if isinstance(cfg.space, SpaceSpec) else load_space(cfg.space)
     tensors, meta = supernet_io.expand(cfg.seed, space, cfg.masks, cfg.arch_seed, cfg.init_std,
-                                       widen=cfg.widen, noise=cfg.noise)
+                                       widen=cfg.widen, noise=cfg.noise,
+                                       space_name=f"space {cfg.space}"
+                                       if isinstance(cfg.space, str | Path) else "the space")
     save_checkpoint(cfg.output, tensors, "supernet", meta, force=cfg.force)
     return ExpandResult(str(cfg.output), cfg.masks, supernet_io.summary(space, tensors))

@@ -121,17 +121,20 @@ def _run(cfg: FinetuneConfig, env: Any) -> FinetuneResult:
     from fnacli.io import check_writable
     from fnacli.progress import tensorboard_dir
     from fnacli.train import TrainConfig, barrier, fit
+    from fnacli.validation import check_bn_batch, check_lr
 
     say = Reporter(cfg.on_message, env.is_main)
+    check_lr(cfg.lr)
     output = Path(cfg.output)
     state_path, metrics_path = run_files(output)
-    check_writable(output, cfg.force)
+    check_writable(output, cfg.force, also=(".ckpt", ".metrics.jsonl"))
     check_fresh_run(state_path, metrics_path, cfg.resume, cfg.force)
 
     # the starting point: a backbone (fresh model around it) or a saved model (continue)
     ckpt, task, prior = _start(cfg)
     spec = prior.spec if prior else ckpt.spec
     r = _settings(cfg, task, as_size(cfg.size) or (prior.size if prior else None))
+    check_bn_batch(task, r["batch_size"], env.world, cfg.freeze_bn)
 
     # data: validated completely before any training
     train_files = task.find_split(cfg.data, "train", cfg.train_ann, cfg.train_images)

@@ -150,7 +150,7 @@ def specs_from_text(text: str) -> list[tuple[str, ArchSpec]]:
 
     try:
         doc = json.loads(text)
-    except json.JSONDecodeError:
+    except (ValueError, RecursionError):  # JSON lines, or not JSON: read line by line below
         doc = None
     if isinstance(doc, dict):
         return [("<stdin>", ArchSpec.from_dict(doc, "<stdin>"))]
@@ -167,6 +167,10 @@ def specs_from_text(text: str) -> list[tuple[str, ArchSpec]]:
         except json.JSONDecodeError as e:
             raise UserError(f"{name}: not valid JSON ({e.msg} at column {e.colno}); expected one "
                             "spec document or JSON lines with one spec per line") from None
+        except (ValueError, RecursionError):
+            raise UserError(f"{name}: not valid JSON (nested too deeply or numbers too long); "
+                            "expected one spec document or JSON lines with one spec per line"
+                            ) from None
         out.append((name, ArchSpec.from_dict(d, name)))
     if not out:
         raise UserError("<stdin>: no spec given (empty input)")

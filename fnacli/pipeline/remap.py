@@ -72,7 +72,9 @@ def remap(*args: Any, **kwargs: Any) -> RemapResult:
     noise = resolve_noise(cfg.widen, cfg.noise)
     state, report = remap_state(seed_state, seed_spec, target, width=cfg.width,
                                 kernel=cfg.kernel, widen=cfg.widen, noise=noise,
-                                seed=cfg.rng_seed)
+                                seed=cfg.rng_seed, seed_name=f"seed {cfg.seed}",
+                                target_name=f"spec {cfg.spec}" if isinstance(cfg.spec, str | Path)
+                                else "the target spec")
     # remap_state has checked that the output loads strictly into Backbone(target)
     strategies = {"width": cfg.width, "kernel": cfg.kernel, "widen": cfg.widen,
                   "noise": noise, "seed": cfg.rng_seed}

@@ -65,6 +65,8 @@ class DifferentiableSearchConfig(SearchOptions):
     min_depth: int = 0
     arch_lr: float = 3e-4
     gamma: float | None = None  # cost scale γ [the task's]
+    arch_step: str = "full"
+    checkpoint_activations: bool = False
 
 
 @dataclass
@@ -169,18 +171,25 @@ def search_differentiable(*args: Any, **kwargs: Any) -> SearchResult:
 
 def _differentiable(o: DifferentiableSearchConfig, env: Any) -> SearchResult:
     from fnacli.io import check_writable
-    from fnacli.search.differentiable import run_search
+    from fnacli.search.differentiable import ARCH_STEPS, run_search
     from fnacli.search.evolution import format_madds, parse_madds
     from fnacli.search.supernet_io import read_supernet
+    from fnacli.validation import check_bn_batch, check_lr
 
+    if o.arch_step not in ARCH_STEPS:
+        raise UserError(f"--arch-step: expected one of {', '.join(ARCH_STEPS)}, got "
+                        f"{o.arch_step!r}")
     say = Reporter(o.on_message, env.is_main)
+    task = task_of(o.task)
+    check_lr(o.lr)
+    check_lr(o.arch_lr, "--arch-lr")
+    check_bn_batch(task, o.batch_size or task.recipe.batch_size, env.world, freeze_flag=False)
     output = Path(o.output)
     state_path, metrics_path = run_files(output)
+    # the state first: a stopped search has written OUTPUT already (after every epoch)
     check_fresh_run(state_path, metrics_path, o.resume, o.force, "search")
-    if not o.resume:
-        check_writable(output, o.force)
+    check_writable(output, o.force or o.resume, also=(".ckpt", ".metrics.jsonl", ".arch.svg"))
     ckpt = read_supernet(o.supernet)
-    task = task_of(o.task)
     target = None
     if o.target_madds is not None:
         try:
@@ -234,7 +243,9 @@ def differentiable_config(o: DifferentiableSearchConfig, task: Any, train_images
                         lam=o.lam, tau=o.tau, gamma=o.gamma, target_madds=target_madds,
                         min_depth=o.min_depth, arch_lr=o.arch_lr,
                         augment=o.augment or d.augment or task.default_augment,
-                        cost_scope=scope, cost_size=as_size(o.cost_size, "--cost-size"))
+                        cost_scope=scope, cost_size=as_size(o.cost_size, "--cost-size"),
+                        arch_step=o.arch_step,
+                        checkpoint_activations=o.checkpoint_activations)
 
 
 # -- one-shot ---------------------------------------------------------------------------------
@@ -283,6 +294,12 @@ def search_oneshot(*args: Any, **kwargs: Any) -> SearchResult:
         names = dict.fromkeys(n for t in tasks() for n in t.metric_names)
         if o.metric not in names:
             raise UserError(f"--metric: expected one of {', '.join(names)}, got {o.metric!r}")
+    from fnacli.search.evolution import parse_madds
+    from fnacli.validation import check_lr
+
+    check_lr(o.lr)
+    if o.max_madds:  # parsed now, not after the supernet has been trained
+        parse_madds(o.max_madds)
     if o.retrain is not None:
         return random_baseline(o)
     from fnacli.progress import tensorboard_dir
@@ -304,7 +321,8 @@ def _oneshot(o: OneShotSearchConfig, env: Any) -> SearchResult:
     files = _oneshot_files(o.output, o.trained)
     again = o.force or o.resume
     if not o.train_only:
-        check_writable(files["output"], again)  # fail before the slow part
+        # fail before the slow part
+        check_writable(files["output"], again, also=(".search.json", ".history.jsonl"))
         for p in (files["state"], files["history"]):
             if p.exists() and not again:
                 raise UserError(f"{p}: exists from an earlier search (continue it with "
@@ -312,6 +330,8 @@ def _oneshot(o: OneShotSearchConfig, env: Any) -> SearchResult:
     if o.skip_training:
         trained = Path(o.supernet)
     else:
+        # ours to write (or written by this run before it stopped): claimed either way
+        check_writable(files["trained"], True, also=(".ckpt", ".metrics.jsonl"))
         trained = files["trained"]
         if o.resume and trained.is_file() and not files["train_state"].is_file():
             say(f"{trained}: already trained, going on with the search")
@@ -333,10 +353,11 @@ def _oneshot(o: OneShotSearchConfig, env: Any) -> SearchResult:
 
 
 def _train(o: OneShotSearchConfig, files: dict[str, Path], env: Any, say: Reporter) -> Any:
-    from fnacli.io import check_writable
+    from fnacli.io import check_earlier_run, check_writable
     from fnacli.search.oneshot import OneshotInfo, train_oneshot
     from fnacli.search.supernet_io import read_supernet
     from fnacli.tasks import get_task, task_names
+    from fnacli.validation import check_bn_batch
 
     ckpt = read_supernet(o.supernet)
     info = OneshotInfo.from_meta(ckpt.meta, str(o.supernet))
@@ -345,11 +366,14 @@ def _train(o: OneShotSearchConfig, files: dict[str, Path], env: Any, say: Report
         raise UserError("--task: needed to train the one-shot supernet "
                         f"({' or '.join(task_names())})")
     task = get_task(name)
+    check_bn_batch(task, o.batch_size or task.recipe.batch_size, env.world, freeze_flag=False)
+    if not o.resume:
+        check_earlier_run(files["train_state"], False, o.force)
     resume = o.resume and files["train_state"].is_file()
     if not resume and files["trained"].exists() and not o.force:
         raise UserError(f"{files['trained']}: a trained supernet is already there: search it "
                         "with --skip-training, or train again with --force")
-    check_writable(files["trained"], True)  # its folder must exist
+    check_writable(files["trained"], True, also=(".ckpt", ".metrics.jsonl"))
     r = task.recipe
     size = as_size(o.size) or r.size
     epochs = o.epochs or task.oneshot_epochs
@@ -382,6 +406,7 @@ def _evolve(o: OneShotSearchConfig, trained: Path, files: dict[str, Path], env: 
         load_trained,
     )
     from fnacli.tasks import get_task
+    from fnacli.train import signal_received
 
     ckpt, info = load_trained(trained)
     if o.task and o.task != info.task:
@@ -408,7 +433,8 @@ def _evolve(o: OneShotSearchConfig, trained: Path, files: dict[str, Path], env: 
     enc = E.Encoding(ckpt.space)
     score = PathEvaluator(detector, supernet, enc, calib, fit_set, o.calib_batch, o.workers,
                           env.device, task=task.name)
-    identity = {"supernet": str(trained), "task": task.name, "size": list(size),
+    # the file's name, not its path: the same run in another folder gives the same bytes
+    identity = {"supernet": trained.name, "task": task.name, "size": list(size),
                 "calib_images": len(calib), "eval_images": len(fit_set),
                 "cost_scope": scope, "cost_size": list(cost_size), "fitness": fitness}
 
@@ -417,7 +443,8 @@ def _evolve(o: OneShotSearchConfig, trained: Path, files: dict[str, Path], env: 
 
     search = E.OneShotSearch(enc, cost, distributed_evaluate(score, env), cfg,
                              files["state"], files["history"], chunk=env.world,
-                             write=env.is_main, identity=identity)
+                             write=env.is_main, identity=identity,
+                             signal=lambda: signal_received(env))
     limit = (f" within {E.format_madds(cfg.max_madds)} MAdds ({scope} at "
              f"{cost_size[0]}x{cost_size[1]})" if cfg.max_madds else "")
     say(f"{o.strategy} search on {trained}: {cfg.total_candidates} candidates{limit}, fitness "
@@ -449,7 +476,7 @@ def _evolve(o: OneShotSearchConfig, trained: Path, files: dict[str, Path], env: 
                           "calib_images": len(calib), "eval_images": len(fit_set),
                           "cost_scope": scope, "cost_size": list(cost_size),
                           "fitness": {k: v for k, v in fitness.items() if k != "ids"},
-                          "supernet": str(trained), "finished": True,
+                          "supernet": trained.name, "finished": True,
                           "derived": details["best_arch"],
                           "top": E.candidates_meta(ranked[:o.record_top], enc)}
         save_checkpoint(files["output"], tensors, "searched", meta, force=o.force or o.resume)

@@ -14,14 +14,19 @@ and minimises ``task loss + cost``:
 - with ``target_madds`` only the excess counts: ``λ·max(0, log_τ(C/T))`` /
   ``λ·γ·max(0, C−T)``.
 
+``arch_step``: ``full`` (FNA) runs every candidate; ``sampled`` runs two sampled candidates
+per layer and width with the unbiased two-sample gates of ``fnacli.search.gates`` (the cost
+term stays exact). ``checkpoint_activations`` recomputes the mixed layers in the backward
+pass instead of storing every candidate's activations (same gradients, less memory).
+
 C is ``Lut.expected_madds`` under the current α/β over ``cost_scope``: by default the searched
 mixed blocks only, as Jung et al.'s eq. 5 sums the K searched blocks and FNA accumulates the
 cost inside the searched backbone (``detector`` adds stem, head conv, neck and head: constants
 or nearly, which dilute the gradient of ``log C``). The table is built at ``cost_size``
 (RetinaNet: 1088×800 as FNA and Jung et al. count it, while training at 1333×800).
 
-The defaults are the papers' search recipes (``Task.search_defaults``; docs/search.md lists where
-FNA's released configs differ): weight optimiser SGD or RMSProp from ``fnacli.train``
+The defaults are the papers' search recipes (``Task.search_defaults``; docs/search.md lists
+where FNA's released configs differ): weight optimiser SGD or RMSProp from ``fnacli.train``
 (warm-up + step schedule over the weight steps), architecture optimiser Adam (lr 3e-4, betas
 (0.5, 0.999), weight decay 1e-3). Everything else (DDP setup, seeding, the epoch sampler,
 JSON-lines metrics, training-state files, the progress bar) comes from ``fnacli.train``.
@@ -42,10 +47,12 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils.data import DataLoader
 
+from fnacli import interrupt
 from fnacli.errors import UserError
 from fnacli.nn.supernet import Supernet, op_choices, path_to_arch, width_choices
 from fnacli.progress import TrainLogger, fmt
 from fnacli.search import arch as A
+from fnacli.search.gates import arch_step_generator, sampled_gates
 from fnacli.search.supernet_io import SupernetCheckpoint, load_weights
 from fnacli.spec import ArchSpec, SpaceSpec
 from fnacli.tasks import get_task
@@ -58,14 +65,17 @@ from fnacli.train import (
     all_ok,
     build_optimizer,
     build_scheduler,
+    loader_generator,
     restore_train_state,
     save_train_state,
     seed_everything,
     set_train_mode,
+    signal_received,
     unwrap,
 )
 
 COST_FORMS = ("log", "linear")
+ARCH_STEPS = ("full", "sampled")
 GIGA = 1e9
 ARCH_LR, ARCH_BETAS, ARCH_WD, ARCH_CLIP = 3e-4, (0.5, 0.999), 1e-3, 35.0
 
@@ -109,6 +119,8 @@ class SearchConfig:
     augment: str = "ssd"
     cost_scope: str = "blocks"
     cost_size: tuple[int, int] | None = None  # None: the task's (default_cost_size)
+    arch_step: str = "full"
+    checkpoint_activations: bool = False
 
     @property
     def cost_gamma(self) -> float:
@@ -119,6 +131,9 @@ class SearchConfig:
         return self.cost_size or default_cost_size(self.task, self.size)
 
     def check(self) -> None:
+        if self.arch_step not in ARCH_STEPS:
+            raise UserError(f"--arch-step: expected one of {', '.join(ARCH_STEPS)}, "
+                            f"got {self.arch_step!r}")
         if self.cost_form not in COST_FORMS:
             raise UserError(f"--cost-form: expected one of {', '.join(COST_FORMS)}, "
                             f"got {self.cost_form!r}")
@@ -148,7 +163,7 @@ class SearchConfig:
                 "cost_form": self.cost_form, "lambda": self.lam, "tau": self.tau,
                 "gamma": self.cost_gamma,
                 "target_madds": self.target_madds, "min_depth": self.min_depth,
-                "arch_lr": self.arch_lr, "augment": self.augment,
+                "arch_lr": self.arch_lr, "augment": self.augment, "arch_step": self.arch_step,
                 "cost_scope": self.cost_scope, "cost_size": list(self.lut_size)}
 
 
@@ -324,6 +339,7 @@ def run_search(ckpt: SupernetCheckpoint, source: str, train_set: Any, cfg: Searc
     task = get_task(cfg.task)
     collate, batch_to = task.collate, task.batch_to
     supernet = Supernet(space, ckpt.masks, with_head=task.uses_head_conv)
+    supernet.checkpoint_activations = cfg.checkpoint_activations
     load_weights(supernet, ckpt.weights, source)
     detector = task.build_model(space.max_arch(), train_set.num_classes, cfg.size,
                                 backbone=supernet)
@@ -362,6 +378,10 @@ def run_search(ckpt: SupernetCheckpoint, source: str, train_set: Any, cfg: Searc
                 "train_images": len(train_set)}
     epoch, batch0, step, arch_steps = 0, 0, 0, 0
     history: list[dict] = []
+    # the running average of the losses not yet logged: in the state, so that a resumed run
+    # logs the same numbers as an uninterrupted one
+    window: dict[str, float] = {}
+    window_n = 0
     if resume:
         state = restore_train_state(state_path, identity, holder, optimizers, scheduler,
                                     w_scaler if use_amp else None)
@@ -370,11 +390,15 @@ def run_search(ckpt: SupernetCheckpoint, source: str, train_set: Any, cfg: Searc
         epoch, batch0, step = state["epoch"], state["batch"], state["step"]
         arch_steps = state["extra"]["arch_steps"]
         history = state["extra"]["history"]
+        window = dict(state["extra"].get("window", {}))
+        window_n = int(state["extra"].get("window_n", 0))
     metrics = MetricsLog(metrics_path, env.is_main, step if resume else None)
     loader_a = DataLoader(train_a, batch_sampler=sampler_a, num_workers=tc.workers,
-                          collate_fn=collate, pin_memory=env.device.type == "cuda")
+                          collate_fn=collate, pin_memory=env.device.type == "cuda",
+                          generator=loader_generator(tc.seed))
     loader_b = DataLoader(train_b, batch_sampler=sampler_b, num_workers=tc.workers,
-                          collate_fn=collate, pin_memory=env.device.type == "cuda")
+                          collate_fn=collate, pin_memory=env.device.type == "cuda",
+                          generator=loader_generator(tc.seed + 1))
     b_iter: Any = None
 
     def next_b() -> Any:
@@ -418,6 +442,7 @@ def run_search(ckpt: SupernetCheckpoint, source: str, train_set: Any, cfg: Searc
                              w_scaler if use_amp else None, epoch=at_epoch, batch=at_batch,
                              step=step, identity=identity,
                              extra={"arch_steps": arch_steps, "history": history,
+                                    "window": window, "window_n": window_n,
                                     "arch_scaler": a_scaler.state_dict() if use_amp else {}})
 
     def arch_step() -> dict[str, float]:
@@ -425,7 +450,11 @@ def run_search(ckpt: SupernetCheckpoint, source: str, train_set: Any, cfg: Searc
         raw.train()
         with _Frozen(raw):
             a_p, b_p = arch.probs(cfg.min_depth)
-            supernet.set_weighted(a_p, b_p)
+            if cfg.arch_step == "sampled":  # each process its own draws: they average
+                gen = arch_step_generator(tc.seed + 7919 * env.rank, arch_steps)
+                supernet.set_weighted(*sampled_gates(a_p, b_p, gen))
+            else:
+                supernet.set_weighted(a_p, b_p)
             try:
                 with torch.autocast(env.device.type, enabled=use_amp):
                     losses = raw(images, targets)
@@ -460,8 +489,11 @@ def run_search(ckpt: SupernetCheckpoint, source: str, train_set: Any, cfg: Searc
 
     t0 = time.perf_counter()
     run_steps = 0
-    window: dict[str, float] = {}
-    window_n = 0
+
+    def interrupted(sig: int) -> interrupt.Interrupted:
+        saved = (f"the search state {state_path} (step {step} of {total})"
+                 if state_path is not None else None)
+        return interrupt.stop(sig, saved)
     if env.is_main:
         say(f"search {cfg.task} {cfg.size[0]}x{cfg.size[1]}: {len(train_a)}/{len(train_b)} "
             f"images (weights/α-β), {tc.epochs} epochs x {per_epoch} steps ({cfg.warmup_epochs} "
@@ -470,8 +502,9 @@ def run_search(ckpt: SupernetCheckpoint, source: str, train_set: Any, cfg: Searc
             + (f", target {cfg.target_madds / 1e6:.1f}M" if cfg.target_madds else "")
             + f", start {c0 * 1e3:.1f}M expected MAdds ({cfg.cost_scope} at "
             f"{cfg.lut_size[0]}x{cfg.lut_size[1]})")
-    with TrainLogger(total, step, f"search {cfg.task}", env.is_main, epochs=tc.epochs,
-                     images_per_step=tc.batch_size, tensorboard=tc.tensorboard) as bar:
+    with interrupt.deferred(), TrainLogger(total, step, f"search {cfg.task}", env.is_main,
+                                           epochs=tc.epochs, images_per_step=tc.batch_size,
+                                           tensorboard=tc.tensorboard) as bar:
         while epoch < tc.epochs:
             sampler_a.set_epoch(epoch, batch0)
             searching = epoch >= cfg.warmup_epochs
@@ -482,7 +515,8 @@ def run_search(ckpt: SupernetCheckpoint, source: str, train_set: Any, cfg: Searc
                                      b_p if searching else None,
                                      A.step_generator(tc.seed, step), cfg.min_depth)
                 supernet.set_path(path)
-                set_train_mode(net)
+                if not net.training:  # a walk over every module otherwise: see train.fit
+                    set_train_mode(net)
                 images, targets = batch_to(batch, env.device)
                 with torch.autocast(env.device.type, enabled=use_amp):
                     losses = net(images, targets)
@@ -541,6 +575,9 @@ def run_search(ckpt: SupernetCheckpoint, source: str, train_set: Any, cfg: Searc
                     save_state(epoch, b + 1)
                     return _result(space, arch, cfg, step, arch_steps, epoch, False, lut,
                                    history)
+                if not at_end and (sig := signal_received(env)):
+                    save_state(epoch, b + 1)
+                    raise interrupted(sig)
             epoch, batch0 = epoch + 1, 0
             exp, am, derived = madds_now()
             with torch.no_grad():
@@ -568,6 +605,8 @@ def run_search(ckpt: SupernetCheckpoint, source: str, train_set: Any, cfg: Searc
                 _plot(output, space, metrics_path, {**record, **probs_now}, cfg, bar.log)
             if stop_after is not None and run_steps >= stop_after and epoch < tc.epochs:
                 return _result(space, arch, cfg, step, arch_steps, epoch, False, lut, history)
+            if epoch < tc.epochs and (sig := signal_received(env)):
+                raise interrupted(sig)  # the state of the epoch's end is saved
     set_train_mode(raw)
     return _result(space, arch, cfg, step, arch_steps, epoch, True, lut, history)
 

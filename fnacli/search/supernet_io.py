@@ -40,9 +40,10 @@ class SupernetCheckpoint:
 
 
 def expand(seed_arg: str, space: SpaceSpec, masks: str = DEFAULT_KIND, seed: int = 0,
-           init_std: float = A.INIT_STD, widen: str = "noise", noise: float | None = None
-           ) -> tuple[dict[str, torch.Tensor], dict]:
-    """Supernet tensors (weights remapped from the seed + α/β) and metadata for ``space``.
+           init_std: float = A.INIT_STD, widen: str = "noise", noise: float | None = None,
+           space_name: str = "the space") -> tuple[dict[str, torch.Tensor], dict]:
+    """Supernet tensors (weights remapped from the seed + α/β) and metadata for ``space``
+    (``space_name``: its file or built-in name, for error messages).
 
     ``widen``/``noise``: how channels wider than the seed's are filled (``fnacli.remap``);
     the default adds Jung et al.'s small noise so that wider candidates can learn."""
@@ -53,8 +54,9 @@ def expand(seed_arg: str, space: SpaceSpec, masks: str = DEFAULT_KIND, seed: int
     check_kind(masks)
     seed_state, seed_spec = load_seed(seed_arg)
     if len(seed_spec.stages) != len(space.stages):
-        raise UserError(f"{seed_arg}: the seed has {len(seed_spec.stages)} stages but the space "
-                        f"has {len(space.stages)}; remapping is per stage, so they must match")
+        raise UserError(f"{seed_arg}: the seed has {len(seed_spec.stages)} stages but "
+                        f"{space_name} has {len(space.stages)}; remapping is per stage, so they "
+                        "must match")
     noise = resolve_noise(widen, noise)
     state = supernet_state_from_seed(space, seed_state, seed_spec, widen=widen, noise=noise,
                                      seed=seed)

@@ -30,6 +30,7 @@ class SSDLite(DetectionTask):
     default_size = (320, 320)
     profile_size = (320, 320)
     default_augment = "ssd"
+    min_train_batch = 2  # its extra layers apply BatchNorm to 1x1 maps
     # FNA's text: RMSprop, lr 0.2 per 512 images, 60 epochs with drops at 36/50/56 (the
     # released config's 300 epochs are 60 over a 5x repeated dataset; docs/training.md).
     recipe = Recipe(optimizer="rmsprop", lr=0.2, base_batch=512, batch_size=32, momentum=0.9,
