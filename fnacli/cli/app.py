@@ -134,7 +134,7 @@ def main() -> None:
     interrupt.install()
     try:
         with locks.output_session():
-            rv = app(standalone_mode=False)
+            rv = app(standalone_mode=False, prog_name="fnacli")
     except UserError as e:
         if debug_enabled():
             raise
