@@ -69,7 +69,6 @@ def test_task_declares_fna_segmentation_recipes() -> None:
     assert (task.recipe.optimizer, task.recipe.momentum, task.recipe.weight_decay) == \
         ("sgd", 0.9, 5e-4)
     assert task.output_stride == 16 and not task.uses_head_conv
-    assert task.oneshot_holdout == 0.2
 
 
 @pytest.fixture(scope="module")
@@ -152,7 +151,7 @@ def test_oneshot_search_scores_on_held_out_training_images(run_cli, work: Path) 
     assert code == 0, err
     res = json.loads(out)
     assert res["metric"] == "mIoU" and res["evaluated"] == 2
-    assert "on 2 held-out images" in err  # 20% of the 8 training images, never val
+    assert "(2 held out for fitness)" in err  # 20% of the 8 training images, never val
 
 
 def _break(root: Path, how: str) -> Path:

@@ -238,6 +238,7 @@ class SegmentationData(Dataset):
                         if problem:
                             raise UserError(problem)
             self.ids = list(range(len(self.pairs)))
+            self.paths = {i: image for i, (image, _) in enumerate(self.pairs)}
         else:
             self.coco, self.paths = _coco_index(files)
             cat_ids = sorted(self.coco.cats)  # type: ignore[attr-defined]

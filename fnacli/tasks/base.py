@@ -85,8 +85,13 @@ class Recipe:
 
 @dataclass(frozen=True)
 class SearchDefaults:
-    """The differentiable search's recipe: total and weight-only epochs, weight steps per
-    α/β step, λ and τ of the log cost, lr milestones (fractions of the run)."""
+    """The differentiable search's recipe: total and weight-only epochs (α/β steps from epoch
+    ``warmup_epochs``, counted from 0), weight steps per α/β step, λ, τ and γ of the cost, lr
+    milestones (fractions of the run), and the weight steps' optimiser where it is not the
+    fine-tuning recipe's (``None``: the recipe's): lr reached after ``warmup_iters`` for
+    ``base_batch`` images per step, scaled linearly with the batch. ``augment``: the training
+    augmentation during search; ``cost_size``: the input the cost table counts at (None:
+    the search's input size)."""
 
     epochs: int
     warmup_epochs: int
@@ -94,14 +99,35 @@ class SearchDefaults:
     lam: float
     tau: float
     milestones: tuple[float, ...]
+    gamma: float = 1.0
+    optimizer: str | None = None
+    lr: float | None = None
+    base_batch: int | None = None
+    batch_size: int | None = None
+    momentum: float | None = None
+    weight_decay: float | None = None
+    warmup_iters: int | None = None
+    clip_grad: float | None = None
+    augment: str | None = None
+    cost_size: tuple[int, int] | None = None
+
     # Optional parts of a task's search recipe (None / the defaults: what detection uses).
     schedule: str = "step"  # the weights' lr schedule
     size: tuple[int, int] | None = None  # the search's input (None: the fine-tuning size)
-    augment: str | None = None  # None: the task's default_augment
     arch_lr: float | None = None  # α/β Adam lr (None: the search's 3e-4)
     arch_weight_decay: float | None = None  # α/β Adam weight decay (None: the search's 1e-3)
     arch_fraction: float = 0.5  # share of the training images kept for α/β steps
     warmup_ratio: float | None = None  # lr warm-up start as a fraction of the lr (None: 1/3)
+
+    def weight_recipe(self, recipe: Recipe) -> Recipe:
+        """The fine-tuning ``recipe`` with the search's own weight-step settings."""
+        from dataclasses import replace
+
+        given = {k: getattr(self, k) for k in ("optimizer", "lr", "base_batch", "batch_size",
+                                               "momentum", "weight_decay", "warmup_iters")
+                 if getattr(self, k) is not None}
+        return replace(recipe, **given, clip_grad=self.clip_grad, schedule=self.schedule,
+                       milestones=self.milestones, epochs=self.epochs)
 
     def warmup_for(self, epochs: int) -> int:
         """The recipe's share of weight-only epochs of ``epochs``, rounded down (a shorter
@@ -131,9 +157,6 @@ class Task:
     recipe: ClassVar[Recipe]
     search_defaults: ClassVar[SearchDefaults]
     oneshot_epochs: ClassVar[int]
-    # One-shot fitness: 0 scores candidates on the val split; a fraction > 0 holds that share
-    # of the training images out of supernet training and scores on them instead.
-    oneshot_holdout: ClassVar[float] = 0.0
     default_classes: ClassVar[int] = 80
     per_class_metric: ClassVar[str] = "AP"  # what ``evaluate(per_class=True)`` reports
     # images per process a training step needs (BatchNorm on 1x1 maps needs 2), unless BN

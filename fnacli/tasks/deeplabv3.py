@@ -58,10 +58,9 @@ class DeepLabV3Task(Task):
                                      tau=45.0, milestones=(), schedule="cosine", size=(321, 321),
                                      augment="search", arch_lr=1e-3, arch_weight_decay=4e-5,
                                      arch_fraction=0.2, warmup_ratio=1e-4 / 0.02)
-    # One-shot (DetNAS-style) on segmentation: the search recipe's length, and fitness on the
-    # 20% of training images held out of supernet training (the val split is never used).
+    # One-shot (DetNAS-style) on segmentation: the search recipe's length; fitness is on
+    # training images held out of supernet training (the search's --fitness-images).
     oneshot_epochs = 80
-    oneshot_holdout = 0.2
 
     # -- model ---------------------------------------------------------------------------
     def build_model(self, spec: ArchSpec, num_classes: int, size: tuple[int, int],
