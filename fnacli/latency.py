@@ -595,6 +595,14 @@ class LatencyTable(Lut):
         table.built_by = str(d.get("fnacli_version", ""))
         return table
 
+    def identity(self) -> dict:
+        """What a resumed search must share with the table it started with."""
+        import hashlib
+
+        entries = json.dumps(self.entries_json(), sort_keys=True).encode()
+        return {"entries": hashlib.sha256(entries).hexdigest()[:16],
+                "overhead_ns": self.overhead_ns, "device_name": self.env.get("device_name")}
+
     def describe(self) -> str:
         e = self.env
         return (f"{e['device_name']} ({e['device']}), torch {e['torch']}, {e['threads']} "
@@ -626,6 +634,16 @@ def check_table_for(table: LatencyTable, space: SpaceSpec, task: str, size: tupl
         raise UserError(f"{source}: measured for {table.task} at {table.size[0]}x"
                         f"{table.size[1]} with {table.num_classes} classes; this needs {task} "
                         f"at {size[0]}x{size[1]} with {num_classes}")
+
+
+def search_latency_table(path: str | Path, space: SpaceSpec, task: str, size: tuple[int, int],
+                         num_classes: int, force: bool = False) -> LatencyTable:
+    """The table a search uses: this machine's (or ``force``), of the search's space, task,
+    input size and class count."""
+    table = read_latency_table(path, force)
+    check_table_for(table, space, task, size, num_classes, str(path))
+    table.space = space
+    return table
 
 
 # -- building, resuming, caching ---------------------------------------------------------------

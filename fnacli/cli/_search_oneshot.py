@@ -91,6 +91,12 @@ OPTIONS: dict[str, tuple[Any, Any]] = {
                                        "stopped.")),
     "force": (bool, typer.Option(False, "--force", help="Overwrite outputs and start over.")),
     "as_json": (bool, typer.Option(False, "--json", help="Print a JSON summary on stdout.")),
+    "latency_table": (str | None, typer.Option(None, "--latency-table", metavar="TABLE",
+                                               help="Latency table from 'fnacli latency' (same "
+                                                    "space, task, size): for --cost latency / "
+                                                    "--max-latency, and reported beside MAdds; "
+                                                    "--force accepts one measured on another "
+                                                    "machine.")),
     # -- one-shot only ------------------------------------------------------------------------
     "skip_training": (bool, typer.Option(False, "--skip-training",
                                          help="SUPERNET is already trained one-shot (a "
@@ -115,6 +121,9 @@ OPTIONS: dict[str, tuple[Any, Any]] = {
     "max_madds": (str | None, typer.Option(None, "--max-madds", metavar="MADDS",
                                            help="MAdds limit of every candidate, detector "
                                                 "included (e.g. 800M, 1.2G).")),
+    "max_latency": (str | None, typer.Option(None, "--max-latency", metavar="TIME",
+                                             help="Latency limit of every candidate by "
+                                                  "--latency-table (e.g. 12ms, 800us).")),
     "metric": (str, typer.Option("AP", "--metric",
                                  help="Fitness: one of COCOeval's numbers (AP, AP50, AP75, "
                                       "APs, APm, APl, AR1, …).")),
@@ -136,7 +145,8 @@ OPTIONS: dict[str, tuple[Any, Any]] = {
                                                             "with --resume.")),
 }
 ONESHOT_ONLY = ("skip_training", "train_only", "trained", "population", "parents",
-                "mutation_prob", "generations", "candidates", "max_madds", "metric",
+                "mutation_prob", "generations", "candidates", "max_madds", "max_latency",
+                "metric",
                 "calib_images", "calib_batch", "eval_images", "record_top",
                 "stop_after_candidates")
 
@@ -177,6 +187,7 @@ def run_oneshot_search(**options: Any) -> dict:
 
     if o["metric"] not in STAT_NAMES:
         fail(f"--metric: expected one of {', '.join(STAT_NAMES)}, got {o['metric']!r}")
+    _check_latency_options(o)
 
     env = init_distributed(None if o["device"] == "auto" else o["device"])
     setup_logging(env.is_main)
@@ -190,6 +201,19 @@ def run_oneshot_search(**options: Any) -> dict:
         else:
             print_result(summary["message"])
     return summary
+
+
+def _check_latency_options(o: dict) -> None:
+    """--max-latency / --latency-table refused before any work."""
+    from fnacli.latency import parse_latency, read_latency_table
+
+    if o["max_latency"] is not None:
+        parse_latency(o["max_latency"], "--max-latency")
+        if not o["latency_table"]:
+            fail("--max-latency needs --latency-table TABLE (measure one with 'fnacli "
+                 "latency')")
+    if o["latency_table"]:
+        read_latency_table(o["latency_table"], o["force"])
 
 
 def _run(o: dict, strategy: str, env: Any) -> dict:
@@ -302,11 +326,16 @@ def _search(o: dict, strategy: str, trained: Path, files: dict[str, Path], env: 
         fail(f"--task {o['task']}: {trained} was trained one-shot for {info.task}")
     task = info.task
     size = parse_size(o["size"]) if o["size"] else info.size
+    from fnacli.latency import parse_latency, search_latency_table
+
+    max_latency = parse_latency(o["max_latency"], "--max-latency") if o["max_latency"] else None
     cfg = E.SearchConfig(strategy=strategy, population=o["population"], parents=o["parents"],
                          mutation_prob=o["mutation_prob"], generations=o["generations"],
                          candidates=o["candidates"],
                          max_madds=E.parse_madds(o["max_madds"]) if o["max_madds"] else None,
-                         metric=o["metric"], seed=o["seed"])
+                         max_latency=max_latency, metric=o["metric"], seed=o["seed"])
+    latency = (search_latency_table(o["latency_table"], ckpt.space, task, size, info.num_classes,
+                                    o["force"]) if o["latency_table"] else None)
     offset = label_offset(task)
     val = load_split(find_split(o["data"], "val", o["val_ann"], o["val_images"]), train=False,
                      label_offset=offset)
@@ -323,11 +352,15 @@ def _search(o: dict, strategy: str, trained: Path, files: dict[str, Path], env: 
                           env.device)
     identity = {"supernet": str(trained), "task": task, "size": list(size),
                 "calib_images": len(calib), "eval_images": len(val)}
+    if latency is not None:
+        identity["latency_table"] = latency.identity()
     search = E.OneShotSearch(enc, lut.arch_madds, distributed_evaluate(score, env), cfg,
                              files["state"], files["history"], chunk=env.world,
-                             write=env.is_main, identity=identity)
+                             write=env.is_main, identity=identity,
+                             latency=latency.latency_ms if latency is not None else None)
     if env.is_main:
         limit = f" within {E.format_madds(cfg.max_madds)} MAdds" if cfg.max_madds else ""
+        limit += f" within {cfg.max_latency:g} ms" if cfg.max_latency else ""
         err_console.print(f"{strategy} search on {trained}: {cfg.total_candidates} candidates"
                           f"{limit}, fitness {cfg.metric} on {len(val)} held-out images, BN "
                           f"recalibrated on {len(calib)} training images")
@@ -343,6 +376,8 @@ def _search(o: dict, strategy: str, trained: Path, files: dict[str, Path], env: 
                "best_madds": best.madds, "best_arch": enc.arch(best.genome).to_dict(),
                "evaluated": len(ranked), "rounds": result.rounds, "finished": result.finished,
                "output": None}
+    if latency is not None:
+        summary["best_latency_ms"] = latency.latency_ms(enc.arch(best.genome))
     if not result.finished:
         summary["message"] = (f"search stopped after {len(ranked)} evaluations; continue with "
                               "--resume")
@@ -363,8 +398,9 @@ def _search(o: dict, strategy: str, trained: Path, files: dict[str, Path], env: 
         save_checkpoint(files["output"], tensors, "searched", meta,
                         force=o["force"] or o["resume"])
     summary["output"] = str(files["output"])
+    lat = (f", {summary['best_latency_ms']:.2f} ms predicted" if latency is not None else "")
     summary["message"] = (f"{files['output']}: best {cfg.metric} {best.fitness:.4f} at "
-                          f"{E.format_madds(best.madds)} MAdds ({strategy}, {len(ranked)} "
+                          f"{E.format_madds(best.madds)} MAdds{lat} ({strategy}, {len(ranked)} "
                           f"architectures evaluated)")
     return summary
 

@@ -46,6 +46,12 @@ DIFF_OPTIONS: dict[str, tuple[Any, Any]] = {
     "target_madds": (str | None, typer.Option(None, "--target-madds", metavar="MADDS",
                                               help="Budget (e.g. 800M, 1.2G): the cost term "
                                                    "penalises only the excess over it.")),
+    "cost": (str, typer.Option("madds", "--cost", metavar="madds|latency",
+                               help="What the cost term counts: the detector's MAdds, or its "
+                                    "latency by --latency-table (ms).")),
+    "target_latency": (str | None, typer.Option(None, "--target-latency", metavar="TIME",
+                                                help="With --cost latency: a budget (e.g. "
+                                                     "12ms); only the excess is penalised.")),
     "min_depth": (int, typer.Option(0, "--min-depth", min=0, metavar="N",
                                     help="Layers 0..N-1 of every stage may not be skipped "
                                          "(against collapse to all-skip).")),
@@ -157,6 +163,20 @@ def _run(o: dict, env: Any) -> dict:
                     fail(f"{p}: exists from an earlier run (continue it with --resume, or "
                          "start over with --force)")
         check_writable(output, o["force"])
+    from fnacli.latency import parse_latency, read_latency_table, search_latency_table
+
+    target_latency = (parse_latency(o["target_latency"], "--target-latency")
+                      if o["target_latency"] is not None else None)
+    if o["cost"] not in ("madds", "latency"):
+        fail(f"--cost: expected madds or latency, got {o['cost']!r}")
+    if o["cost"] == "latency" and not o["latency_table"]:
+        fail("--cost latency needs --latency-table TABLE (measure one with 'fnacli latency')")
+    if target_latency is not None and o["cost"] != "latency":
+        fail("--target-latency goes with --cost latency")
+    if o["target_madds"] is not None and o["cost"] != "madds":
+        fail("--target-madds goes with --cost madds (use --target-latency)")
+    if o["latency_table"]:
+        read_latency_table(o["latency_table"], o["force"])  # refused before any work
     ckpt = read_supernet(o["supernet"])
     task = o["task"]
     if task is None:
@@ -192,10 +212,15 @@ def _run(o: dict, env: Any) -> dict:
                       else min(500, steps // 10)),
         clip_grad=clip or None, seed=o["seed"], workers=o["workers"],
         checkpoint_every=o["checkpoint_every"])
+    table = (search_latency_table(o["latency_table"], ckpt.space, task, size,
+                                  dataset.num_classes, o["force"])
+             if o["latency_table"] else None)
     cfg = SearchConfig(task=task, size=size, train=tc, warmup_epochs=warmup_epochs,
                        arch_every=o["arch_every"] or d["arch_every"], cost_form=o["cost_form"],
                        lam=o["lam"], tau=o["tau"], target_madds=target,
-                       min_depth=o["min_depth"], arch_lr=o["arch_lr"], augment=augment)
+                       min_depth=o["min_depth"], arch_lr=o["arch_lr"], augment=augment,
+                       cost=o["cost"], target_latency=target_latency, latency_table=table)
+    cfg.check()
     result = run_search(ckpt, o["supernet"], dataset, cfg, env, output, state_path=state_path,
                         metrics_path=metrics_path, resume=o["resume"],
                         stop_after=o["stop_after"],
@@ -205,6 +230,9 @@ def _run(o: dict, env: Any) -> dict:
                "epochs": result.epochs, "finished": result.finished,
                "derived": result.arch.to_dict(), "madds": result.madds,
                "expected_madds": result.expected_madds, "warning": result.warning}
+    if table is not None:
+        summary["latency_ms"] = result.latency_ms
+        summary["expected_latency_ms"] = result.expected_latency_ms
     if result.warning and env.is_main:
         err_console.print(f"warning: {result.warning}")
     if not result.finished:
@@ -216,5 +244,8 @@ def _run(o: dict, env: Any) -> dict:
     summary["message"] = (f"{output}: searched {task} ({result.steps} weight steps, "
                           f"{result.arch_steps} α/β steps); derived architecture "
                           f"{format_madds(result.madds)} MAdds (expected "
-                          f"{format_madds(result.expected_madds)})")
+                          f"{format_madds(result.expected_madds)})"
+                          + (f", {result.latency_ms:.2f} ms predicted (expected "
+                             f"{result.expected_latency_ms:.2f} ms)" if table is not None
+                             else ""))
     return summary

@@ -12,6 +12,10 @@ and minimises ``task loss + cost``:
 - ``linear`` (Jung et al.): ``λ·C`` (GMAdds);
 - with ``target_madds`` only the excess counts: ``λ·max(0, log_τ(C/T))`` / ``λ·max(0, C−T)``.
 
+With ``cost="latency"`` C is the expected latency in milliseconds by a measured latency
+table (``fnacli.latency``, the same nested expectation) and the target is ``target_latency``
+(ms).
+
 C is ``Lut.expected_madds``: the whole detector (backbone, neck and head) under the current
 α/β. Weight optimiser: SGD or RMSProp from ``fnacli.train`` (warm-up + step/cosine schedule
 over the weight steps); architecture optimiser: Adam(3e-4, betas (0.5, 0.999), weight decay
@@ -57,6 +61,7 @@ from fnacli.train import (
 )
 
 COST_FORMS = ("log", "linear")
+COSTS = ("madds", "latency")
 GIGA = 1e9
 # FNA's search recipes (configs fna_{ssdlite,retinanet}_search): total and weight-only
 # epochs, weight steps per α/β step, λ and τ of the log cost, lr milestones (fractions).
@@ -93,6 +98,9 @@ class SearchConfig:
     min_depth: int = 0
     arch_lr: float = ARCH_LR
     augment: str = "ssd"
+    cost: str = "madds"  # or "latency" (needs latency_table)
+    target_latency: float | None = None  # milliseconds
+    latency_table: Any = field(default=None, repr=False, compare=False)  # LatencyTable
 
     def check(self) -> None:
         if self.cost_form not in COST_FORMS:
@@ -112,13 +120,38 @@ class SearchConfig:
                             f"{self.target_madds}")
         if self.min_depth < 0:
             raise UserError(f"--min-depth: expected ≥ 0, got {self.min_depth}")
+        if self.cost not in COSTS:
+            raise UserError(f"--cost: expected one of {', '.join(COSTS)}, got {self.cost!r}")
+        if self.cost == "latency" and self.latency_table is None:
+            raise UserError("--cost latency needs --latency-table TABLE (measure one with "
+                            "'fnacli latency')")
+        if self.target_latency is not None and self.cost != "latency":
+            raise UserError("--target-latency goes with --cost latency")
+        if self.target_madds is not None and self.cost != "madds":
+            raise UserError("--target-madds goes with --cost madds (use --target-latency)")
 
     def identity(self) -> dict:
         return {**self.train.identity(), "task": self.task, "size": list(self.size),
                 "warmup_epochs": self.warmup_epochs, "arch_every": self.arch_every,
                 "cost_form": self.cost_form, "lambda": self.lam, "tau": self.tau,
                 "target_madds": self.target_madds, "min_depth": self.min_depth,
-                "arch_lr": self.arch_lr, "augment": self.augment}
+                "arch_lr": self.arch_lr, "augment": self.augment, **self._latency_identity()}
+
+    def _latency_identity(self) -> dict:
+        if self.cost == "madds":  # keeps the identity of MAdds searches as it was
+            return {}
+        return {"cost": self.cost, "target_latency": self.target_latency,
+                "latency_table": self.latency_table.identity()}
+
+    def cost_unit(self) -> float:
+        """The unit C is taken in: GMAdds, or milliseconds (table values are ns)."""
+        return GIGA if self.cost == "madds" else 1e6
+
+    def cost_target(self) -> float | None:
+        """The target in the table's own unit (MAdds or ns)."""
+        if self.cost == "madds":
+            return self.target_madds
+        return self.target_latency * 1e6 if self.target_latency is not None else None
 
 
 class ArchParams(nn.Module):
@@ -168,15 +201,18 @@ class SearchResult:
     expected_madds: float
     history: list[dict] = field(default_factory=list)
     warning: str | None = None
+    latency_ms: float | None = None  # by the latency table, when one was given
+    expected_latency_ms: float | None = None
 
 
 def cost_term(expected: torch.Tensor, form: str, lam: float, tau: float,
-              target: float | None) -> torch.Tensor:
-    """The regulariser on the expected MAdds (absolute count), see the module docstring."""
-    g = expected / GIGA
+              target: float | None, unit: float = GIGA) -> torch.Tensor:
+    """The regulariser on the expected cost (absolute MAdds, or ns with ``unit`` 1e6: C in
+    ms), see the module docstring."""
+    g = expected / unit
     if target is None:
         return lam * (torch.log(g) / math.log(tau) if form == "log" else g)
-    t = target / GIGA
+    t = target / unit
     if form == "log":
         return lam * torch.relu(torch.log(g / t)) / math.log(tau)
     return lam * torch.relu(g - t)
@@ -297,8 +333,14 @@ def run_search(ckpt: SupernetCheckpoint, source: str, train_set: Any, cfg: Searc
     def expected(a_p: A.AlphaDict, b_p: A.BetaDict) -> torch.Tensor:
         return lut.expected_madds(a_p, b_p)
 
+    def expected_cost(a_p: A.AlphaDict, b_p: A.BetaDict) -> torch.Tensor:
+        if cfg.cost == "latency":
+            return cfg.latency_table.expected_latency(a_p, b_p)
+        return expected(a_p, b_p)
+
+    unit, target = cfg.cost_unit(), cfg.cost_target()
     with torch.no_grad():
-        c0 = float(expected(*A.probs(space, ckpt.alpha, ckpt.beta, cfg.min_depth))) / GIGA
+        c0 = float(expected_cost(*A.probs(space, ckpt.alpha, ckpt.beta, cfg.min_depth))) / unit
     lam = resolve_lambda(cfg, c0)
 
     net = _wrap(detector, env, tc.channels_last)
@@ -389,8 +431,8 @@ def run_search(ckpt: SupernetCheckpoint, source: str, train_set: Any, cfg: Searc
             finally:
                 supernet.set_path(A.argmax_path(a_p, b_p))
             task_loss = sum(losses.values())
-            exp = expected(a_p, b_p)
-            cost = cost_term(exp, cfg.cost_form, lam, cfg.tau, cfg.target_madds)
+            exp = expected_cost(a_p, b_p)
+            cost = cost_term(exp, cfg.cost_form, lam, cfg.tau, target, unit)
             loss = task_loss + cost.to(task_loss.dtype)
             if not all_ok(bool(torch.isfinite(loss).item()), env):
                 raise diverged("α/β loss", loss)
@@ -405,8 +447,11 @@ def run_search(ckpt: SupernetCheckpoint, source: str, train_set: Any, cfg: Searc
         nn.utils.clip_grad_norm_(arch.parameters(), ARCH_CLIP)
         a_scaler.step(a_opt)
         a_scaler.update()
-        return {"arch_loss": float(loss.detach()), "task_loss_b": float(task_loss.detach()),
+        info = {"arch_loss": float(loss.detach()), "task_loss_b": float(task_loss.detach()),
                 "cost_term": float(cost.detach())}
+        if cfg.cost == "latency":
+            info["expected_latency_ms"] = float(exp.detach()) / 1e6
+        return info
 
     def madds_now() -> tuple[float, float, ArchSpec]:
         with torch.no_grad():
@@ -425,7 +470,9 @@ def run_search(ckpt: SupernetCheckpoint, source: str, train_set: Any, cfg: Searc
             f"warm-up), α/β step every {cfg.arch_every}, cost {cfg.cost_form} λ {lam:.4g}"
             + (f" τ {cfg.tau:g}" if cfg.cost_form == "log" else "")
             + (f", target {cfg.target_madds / 1e6:.1f}M" if cfg.target_madds else "")
-            + f", start {c0 * 1e3:.1f}M expected MAdds")
+            + (f", target {cfg.target_latency:g} ms" if cfg.target_latency else "")
+            + (f", start {c0:.3f} ms expected latency" if cfg.cost == "latency"
+               else f", start {c0 * 1e3:.1f}M expected MAdds"))
     with TrainProgress(total, step, f"search {cfg.task}", env.is_main) as bar:
         while epoch < tc.epochs:
             sampler_a.set_epoch(epoch, batch0)
@@ -541,7 +588,10 @@ def _result(space: SpaceSpec, arch: ArchParams, cfg: SearchConfig, step: int, ar
     with torch.no_grad():
         derived, path, _ = A.derive(space, *arch.logits(), cfg.min_depth)
         exp = float(lut.expected_madds(*arch.probs(cfg.min_depth)))
+        table = cfg.latency_table
+        lat = (table.latency_ms(derived), float(table.expected_latency(
+            *arch.probs(cfg.min_depth))) / 1e6) if table is not None else (None, None)
     return SearchResult(step, arch_steps, epoch, finished, derived,
                         float(lut.arch_madds(derived)), exp, history,
-                        A.collapse_warning(space, path))
+                        A.collapse_warning(space, path), *lat)
 
