@@ -207,6 +207,10 @@ class Bench:
             torch.cuda.synchronize()
 
     def _calibrate(self, job: Job) -> None:
+        import logging
+
+        # torch.utils.benchmark imports cpp_extension, which warns on machines without CUDA
+        logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
         from torch.utils.benchmark import Timer
 
         for _ in range(3):  # warm-up: allocator, oneDNN primitive caches, cuDNN autotune
@@ -625,15 +629,30 @@ def read_latency_table(path: str | Path, force: bool = False) -> LatencyTable:
     return table
 
 
+def predict_ms(table: LatencyTable, spec: ArchSpec) -> float | None:
+    """Predicted latency, or None when the table has no entry for some part of ``spec``."""
+    try:
+        return table.latency_ms(spec)
+    except UserError:
+        return None
+
+
+def check_usage(table: LatencyTable, task: str, size: tuple[int, int], num_classes: int,
+                source: str) -> None:
+    """Refuse a table of another task / input size / class count than what is reported."""
+    if (table.task, tuple(table.size), table.num_classes) != (task, tuple(size), num_classes):
+        raise UserError(f"{source}: measured for {table.task} at {table.size[0]}x"
+                        f"{table.size[1]} with {table.num_classes} classes, not {task} at "
+                        f"{size[0]}x{size[1]} with {num_classes} (give the table's task, input size "
+                        "and class count)")
+
+
 def check_table_for(table: LatencyTable, space: SpaceSpec, task: str, size: tuple[int, int],
                     num_classes: int, source: str) -> None:
     """Refuse a table of another space / task / size / class count for a search."""
     if space_hash(table.space) != space_hash(space):
         raise UserError(f"{source}: measured for another search space than the supernet's")
-    if (table.task, tuple(table.size), table.num_classes) != (task, tuple(size), num_classes):
-        raise UserError(f"{source}: measured for {table.task} at {table.size[0]}x"
-                        f"{table.size[1]} with {table.num_classes} classes; this needs {task} "
-                        f"at {size[0]}x{size[1]} with {num_classes}")
+    check_usage(table, task, size, num_classes, source)
 
 
 def search_latency_table(path: str | Path, space: SpaceSpec, task: str, size: tuple[int, int],

@@ -56,6 +56,10 @@ def derive(
     metrics: str | None = typer.Option(None, "--metrics", metavar="FILE.jsonl",
                                        help="The search's metrics for --plot [SEARCHED"
                                             ".metrics.jsonl when it exists]."),
+    latency_table: str | None = typer.Option(None, "--latency-table", metavar="TABLE",
+                                             help="Report predicted latency beside MAdds, by "
+                                                  "a table from 'fnacli latency' (--force: "
+                                                  "one measured on another machine)."),
     force: bool = typer.Option(False, "--force",
                                help="Overwrite -o ARCH.json, --plot and --diagram files."),
 ) -> None:
@@ -68,6 +72,11 @@ def derive(
             fail(f"{opt}: give a file name (stdout carries the spec)")
         if dest is not None:
             check_writable(dest, force)  # refuse before any work, and before the spec goes out
+    table = None
+    if latency_table:
+        from fnacli.latency import read_latency_table
+
+        table = read_latency_table(latency_table, force)
     ck = read_supernet(checkpoint)
     searched = ck.meta.get("search", {})
     depth = ck.min_depth if min_depth is None else min_depth
@@ -88,6 +97,11 @@ def derive(
         return
 
     cost = _Costs(searched, task, size, num_classes)
+    if table is not None:
+        from fnacli.latency import check_usage, predict_ms
+
+        check_usage(table, cost.task, cost.size, cost.num_classes, str(latency_table))
+        cost.latency = lambda spec: predict_ms(table, spec)
     seed = ck.seed_spec
     specs = [arch] + ([seed] if seed is not None else [])
     tops = _top(ck, searched, top, depth) if top else []
@@ -95,6 +109,8 @@ def derive(
     mine, seed_p = profiles[0], (profiles[1] if seed is not None else None)
     for t, p in zip(tops, profiles[len(specs):], strict=True):
         t["madds"] = p.madds
+        if cost.latency is not None:
+            t["latency_ms"] = cost.latency(t["spec"])
     if show:
         _show(arch, seed, mine, seed_p, prob, cost)
     if top:
@@ -105,9 +121,13 @@ def derive(
                                   "madds": mine.madds, "params": mine.params,
                                   "backbone_params": mine.params_parts["backbone"],
                                   "skipped_layers": A.skip_report(ck.space, path)[0]}
+        if cost.latency is not None:
+            report["latency_ms"] = cost.latency(arch)
         if seed_p is not None:
             report["seed"] = {"spec": seed.to_dict(), "madds": seed_p.madds,
                               "params": seed_p.params}
+            if cost.latency is not None:
+                report["seed"]["latency_ms"] = cost.latency(seed)
         if top:
             report["top"] = [{**{k: v for k, v in t.items() if k != "spec"},
                               "spec": t["spec"].to_dict()} for t in tops]
@@ -131,6 +151,7 @@ class _Costs:
         else:
             self.size = RECIPES[self.task]["size"] if self.task in RECIPES else (224, 224)
         self.num_classes = num_classes or searched.get("num_classes") or 80
+        self.latency: Any = None  # spec -> predicted ms (None: not in the table)
 
     def profiles(self, specs: list) -> list:
         from fnacli.lut import profile_specs
@@ -210,13 +231,17 @@ def _show(arch: Any, seed: Any, mine: Any, seed_p: Any, prob: float, cost: _Cost
         table.add_row(*row)
     err_console.print(table)
 
-    def line(name: str, p: Any) -> str:
-        return (f"{name}: {p.madds / 1e6:,.1f}M MAdds, {p.params / 1e6:.2f}M params "
+    def line(name: str, p: Any, spec: Any) -> str:
+        lat = ""
+        if cost.latency is not None:
+            ms = cost.latency(spec)
+            lat = f", {ms:.2f} ms predicted" if ms is not None else ", latency: not in the table"
+        return (f"{name}: {p.madds / 1e6:,.1f}M MAdds{lat}, {p.params / 1e6:.2f}M params "
                 f"(backbone {p.params_parts['backbone'] / 1e6:.2f}M)")
 
-    err_console.print(line(f"derived ({cost.where})", mine))
+    err_console.print(line(f"derived ({cost.where})", mine, arch))
     if seed_p is not None:
-        err_console.print(line("seed", seed_p)
+        err_console.print(line("seed", seed_p, seed)
                           + f"; derived/seed MAdds {mine.madds / max(seed_p.madds, 1):.3f}")
 
 
@@ -225,11 +250,14 @@ def _show_top(tops: list[dict], cost: _Costs) -> None:
 
     key = "probability" if tops and "probability" in tops[0] else "fitness"
     table = Table(title=f"top {len(tops)} ({cost.where})", title_justify="left")
-    for col in ("rank", key, "MAdds", "depths", "widths"):
+    lat = cost.latency is not None
+    for col in ("rank", key, "MAdds", *(["latency"] if lat else []), "depths", "widths"):
         table.add_column(col, justify="right" if col != "depths" else "left")
     for t in tops:
         spec = t["spec"]
+        ms = t.get("latency_ms")
         table.add_row(str(t["rank"]), f"{t[key]:.4g}", f"{t['madds'] / 1e6:,.1f}M",
+                      *([f"{ms:.2f} ms" if ms is not None else "-"] if lat else []),
                       "-".join(str(st.depth) for st in spec.stages),
                       "-".join(str(st.out) for st in spec.stages))
     if key == "probability":

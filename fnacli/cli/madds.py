@@ -119,11 +119,15 @@ def _table(profiles: list[Profile], title: str) -> None:
     from rich.table import Table
 
     t = Table(title=title, title_justify="left")
-    for col in ("name", "params", "MAdds", "backbone", "neck", "head"):
+    lat = any("latency_ms" in p.extra for p in profiles)
+    for col in ("name", "params", "MAdds", "backbone", "neck", "head",
+                *(["latency"] if lat else [])):
         t.add_column(col, justify="left" if col == "name" else "right")
     for p in profiles:
+        ms = p.extra.get("latency_ms")
         t.add_row(p.name, _fmt(p.params), _fmt(p.madds),
-                  *(_fmt(p.madds_parts.get(part, 0)) for part in ("backbone", "neck", "head")))
+                  *(_fmt(p.madds_parts.get(part, 0)) for part in ("backbone", "neck", "head")),
+                  *([f"{ms:.2f} ms" if ms is not None else "not in table"] if lat else []))
     err_console.print(t)
 
 
@@ -156,6 +160,10 @@ def madds(
                                   "specs (to -o, else into the cache; prints its path)."),
     output: str = typer.Option(None, "--output", "-o", metavar="OUT",
                                help="With --lut: where to write the table ('-' for stdout)."),
+    latency_table: str = typer.Option(None, "--latency-table", metavar="TABLE",
+                                      help="Also the predicted latency, by a table from "
+                                           "'fnacli latency' (same task and input; --force: "
+                                           "one measured on another machine)."),
     force: bool = typer.Option(False, "--force", help="Overwrite OUT if it exists."),
 ) -> None:
     """Params and MAdds (conv + linear multiply-accumulates, counted with fvcore) of SPECs,
@@ -178,6 +186,12 @@ def madds(
     from fnacli.lut import profile_specs
 
     n_cls = num_classes or default_classes(task.value)
+    table = None
+    if latency_table:
+        from fnacli.latency import check_usage, read_latency_table
+
+        table = read_latency_table(latency_table, force)
+        check_usage(table, task.value, size, n_cls, latency_table)
     start = time.perf_counter()
     if exact:
         profiles = [profile_exact(s, task.value, size, n_cls, name) for name, s in named]
@@ -187,7 +201,13 @@ def madds(
     took = time.perf_counter() - start
     how = "fvcore trace" if exact else "lookup table"
     extra = f", {n_cls} classes" if task.value != "none" else ""
-    _table(profiles, f"{task.value} @ {size[0]}x{size[1]}{extra} ({how}, {took:.1f}s)")
+    if table is not None:
+        from fnacli.latency import predict_ms
+
+        for p, (_, s) in zip(profiles, named, strict=True):
+            p.extra["latency_ms"] = predict_ms(table, s)
+    _table(profiles, f"{task.value} @ {size[0]}x{size[1]}{extra} ({how}, {took:.1f}s)"
+           + (f"; latency by {latency_table} ({table.describe()})" if table else ""))
     if as_json:
         print_result("\n".join(json.dumps(p.to_dict()) for p in profiles))
 
