@@ -643,8 +643,8 @@ def check_usage(table: LatencyTable, task: str, size: tuple[int, int], num_class
     if (table.task, tuple(table.size), table.num_classes) != (task, tuple(size), num_classes):
         raise UserError(f"{source}: measured for {table.task} at {table.size[0]}x"
                         f"{table.size[1]} with {table.num_classes} classes, not {task} at "
-                        f"{size[0]}x{size[1]} with {num_classes} (give the table's task, input size "
-                        "and class count)")
+                        f"{size[0]}x{size[1]} with {num_classes} (give the table's task, input "
+                        "size and class count)")
 
 
 def check_table_for(table: LatencyTable, space: SpaceSpec, task: str, size: tuple[int, int],

@@ -59,6 +59,7 @@ from fnacli.cli import (  # noqa: E402,F401
     derive,
     eval,
     expand,
+    export,
     finetune,
     latency,
     madds,
