@@ -59,7 +59,7 @@ LATENCY_SCHEMA = "fnacli/latency@1"
 DEVICES = ("cpu", "cuda")
 CONFIDENCE = 0.95
 NS = 1e9  # table values are integer nanoseconds
-_CHUNK = 64  # jobs measured (interleaved) between two saves of a partial table
+_CHUNK = 256  # jobs measured (interleaved) between two saves of a partial table
 
 
 # -- where a table was measured --------------------------------------------------------------
@@ -87,7 +87,8 @@ class MeasureConfig:
     min_rounds: int = 7
     max_rounds: int = 21
     rel_tol: float = 0.05  # wanted half-width of the 95% CI of each median, relative
-    sample_s: float = 0.002  # work per sample (calls are repeated to reach it)
+    sample_s: float = 0.02  # work per sample (calls are repeated to reach it): longer than
+    # a scheduler slice, so short and long jobs are slowed alike by other processes
     seed: int = 0
 
     def check(self) -> None:
@@ -347,22 +348,30 @@ class LatencyTable(Lut):
             torch.contiguous_format
 
     def build(self, progress: bool = False) -> LatencyTable:
-        """Measure every entry that is still missing (a resumed table keeps its entries), then
-        the constant overhead."""
+        """Measure every entry that is still missing (a resumed table keeps its entries) and,
+        in the same interleaved rounds, a few whole networks for the constant overhead."""
         t0 = time.perf_counter()
         self.cfg.check()
         if self.cfg.channels_last is None and not self.layers:
             self.memory_format = self._faster_format()
         self._measuring = True
+        self._net_times: list[Timing] = []
         try:
             super().build(progress)
         finally:
             self._measuring = False
-        self.overhead_ns = self._measure_overhead()
+        archs = self.calibration_archs()
+        if not self._net_times:  # nothing was missing (a finished resume): time them alone
+            self._net_times = self.measure_networks(archs)
+        gaps = sorted(t.median_s * NS - self.arch_madds(a)
+                      for a, t in zip(archs, self._net_times, strict=True))
+        self.stats["overhead_gaps_ns"] = [int(g) for g in gaps]
+        self.stats["calibration_ms"] = [round(t.median_s * 1e3, 4) for t in self._net_times]
+        self.overhead_ns = int(round(gaps[len(gaps) // 2]))
         took = time.perf_counter() - t0 + self.stats.get("build_s", 0.0)
         widths = sorted(t.rel_halfwidth for t in self._timings)
-        self.stats = {**{k: v for k, v in self.stats.items() if k in ("format_ms",
-                                                                    "overhead_gaps_ns")},
+        self.stats = {**{k: v for k, v in self.stats.items()
+                         if k in ("format_ms", "overhead_gaps_ns", "calibration_ms")},
                       "build_s": round(took, 1), "confidence": CONFIDENCE,
                       "entries_timed": len(self._timings) or self.stats.get("entries_timed", 0),
                       "median_ci_rel": round(widths[len(widths) // 2], 4) if widths
@@ -375,6 +384,9 @@ class LatencyTable(Lut):
 
     def fill(self, layer_keys: Iterable[LayerKey], fixed: Iterable[tuple[str, int, tuple]],
              spec: ArchSpec, progress: bool = False) -> None:
+        """Measure the missing entries: chunks of ``_CHUNK`` jobs, each chunk timed in
+        interleaved rounds (the neck/head measurements, which are differenced, share the first
+        chunk; the overhead's whole networks join the last), the table saved after each."""
         layer_keys = [k for k in dict.fromkeys(layer_keys) if k not in self.layers]
         fixed = [f for f in dict.fromkeys(fixed) if f not in self.fixed]
         if not layer_keys and not fixed:
@@ -389,37 +401,94 @@ class LatencyTable(Lut):
                             "architecture's space and size (fnacli latency)")
         bench = Bench(self.cfg, self._fmt)
         simple = [f for f in fixed if f[0] in ("stem", "head_conv", "fc")]
-        detector = [f for f in fixed if f not in simple]
+        plans = self._neck_head_plans([f for f in fixed if f not in simple], spec)
+        heads = [("nh", sig, v) for sig, plan in plans.items() for v in plan["variants"]]
+        rest = [("layer", k) for k in layer_keys] + [("fixed", f) for f in simple]
+        first = max(_CHUNK, len(heads))
+        chunks = [heads + rest[:first - len(heads)]]
+        chunks += [rest[i:i + _CHUNK] for i in range(first - len(heads), len(rest), _CHUNK)]
+        archs = self.calibration_archs()
+        chunks[-1] = chunks[-1] + [("net", i) for i in range(len(archs))]
         with _progress(progress, "latency table") as bar:
             if bar:
-                bar.add(len(layer_keys) + len(simple) + len(detector))
-            todo = [("layer", k) for k in layer_keys] + [("fixed", f) for f in simple]
-            for i in range(0, len(todo), _CHUNK):
-                chunk = todo[i:i + _CHUNK]
-                jobs = [bench.job(item, *self._module_of(item, spec)) for item in chunk]
+                bar.add(sum(map(len, chunks)))
+            for chunk in chunks:
+                jobs = [bench.job(item, *self._module_of(item, spec, plans, archs))
+                        for item in chunk]
                 timed = bench.run(jobs, (lambda n: bar.advance(n)) if bar else None)
-                for (kind, key), t in timed.items():
-                    ns = int(round(t.median_s * NS))
-                    if kind == "layer":
-                        op = Op.parse(key[0])
-                        self.layers[key] = (ns, mbconv_params(op, key[1], key[2]))
-                    else:
-                        part = "head" if key[0] == "fc" else "backbone"
-                        self.fixed[key] = (part, ns, self._simple_params(key))
-                    self._timings.append(t)
                 del jobs
-                if self.on_progress:
-                    self.on_progress(self)
-            if detector:
-                self._measure_neck_head(detector, spec, bench, bar)
+                self._record(timed, plans, archs)
                 if self.on_progress:
                     self.on_progress(self)
 
-    def _module_of(self, item: tuple[str, tuple], spec: ArchSpec) -> tuple[nn.Module, list]:
+    def _record(self, timed: Mapping[object, Timing], plans: dict, archs: list) -> None:
+        nets: dict[int, Timing] = {}
+        heads: dict[tuple, Timing] = {}
+        for item, t in timed.items():
+            kind, key = item[0], item[1:]
+            ns = int(round(t.median_s * NS))
+            if kind == "net":
+                nets[key[0]] = t
+                continue
+            self._timings.append(t)
+            if kind == "layer":
+                (k,) = key
+                op = Op.parse(k[0])
+                self.layers[k] = (ns, mbconv_params(op, k[1], k[2]))
+            elif kind == "fixed":
+                (k,) = key
+                self.fixed[k] = ("head" if k[0] == "fc" else "backbone", ns,
+                                 self._simple_params(k))
+            else:
+                heads[key] = t
+        if nets:
+            self._net_times = [nets[i] for i in range(len(archs))]
+        for sig, plan in plans.items():
+            if (sig, "ref") not in heads:
+                continue
+            base = int(round(heads[(sig, "ref")].median_s * NS))
+
+            def delta(n: str, c: int, sig: tuple = sig, ref: dict = plan["ref"],
+                      base: int = base) -> int:
+                if ref[n] == c:
+                    return 0
+                return int(round(heads[(sig, (n, c))].median_s * NS)) - base
+
+            for f in plan["needs"]:
+                self.fixed[f] = self._neck_head_entry(f, plan["names"], delta, base)
+
+    def _neck_head_plans(self, needs: list[FixedKey], spec: ArchSpec) -> dict[tuple, dict]:
+        """Per signature (map sizes): the reference widths of the maps the neck/head reads
+        and the single-map variants to time."""
+        from fnacli.nn.backbone import feature_channels
+
+        if not needs:
+            return {}
+        names = map_names(self.task, spec)
+        plans: dict[tuple, dict] = {}
+        for f in needs:
+            plans.setdefault(f[2], {"needs": []})["needs"].append(f)
+        for sig, plan in plans.items():
+            widths = dict(feature_channels(spec, with_head=self.task == "ssdlite"))
+            sizes = _map_sizes(self.task, spec, sig)
+            ref = {n: widths[n] for n in sizes}
+            variants = sorted({(names[g], c) for g, c, _ in plan["needs"]
+                               if g in names and ref[names[g]] != c})
+            plan.update(names=names, sizes=sizes, ref=ref, variants=["ref", *variants])
+        return plans
+
+    def _module_of(self, item: tuple, spec: ArchSpec, plans: dict, archs: list
+                   ) -> tuple[nn.Module, list]:
         from fnacli.nn.blocks import ConvBN, MBConv
 
-        kind, key = item
+        kind, key = item[0], item[-1]
         b = self.cfg.batch
+        if kind == "net":
+            return self.network(archs[key]), [self.image()]
+        if kind == "nh":
+            plan = plans[item[1]]
+            chans = plan["ref"] if key == "ref" else {**plan["ref"], key[0]: key[1]}
+            return self._neck_head(spec, chans, plan["sizes"])
         if kind == "layer":
             op_s, cin, cout, stride, h, w = key
             op = Op.parse(op_s)
@@ -441,8 +510,8 @@ class LatencyTable(Lut):
             return 3 * c * 9 + 2 * c
         return c * sig[0] + 2 * sig[0]
 
-    def _neck_head_job(self, bench: Bench, spec: ArchSpec, chans: Mapping[str, int],
-                       sizes: Mapping[str, tuple[int, int]], key: object) -> Job:
+    def _neck_head(self, spec: ArchSpec, chans: Mapping[str, int],
+                   sizes: Mapping[str, tuple[int, int]]) -> tuple[nn.Module, list]:
         from fnacli.cost import DetectorCore
         from fnacli.detection.models import build_detector
 
@@ -453,39 +522,7 @@ class LatencyTable(Lut):
         for n, c in chans.items():
             h, w = sizes.get(n, (1, 1))
             body.maps[n] = torch.randn(b, c, h, w)
-        return bench.job(key, _NeckHead(core, body), [torch.zeros(1)])
-
-    def _measure_neck_head(self, needs: list[FixedKey], spec: ArchSpec, bench: Bench,
-                           bar: object) -> None:
-        from fnacli.nn.backbone import feature_channels
-
-        names = map_names(self.task, spec)
-        by_sig: dict[tuple, list[FixedKey]] = {}
-        for f in needs:
-            by_sig.setdefault(f[2], []).append(f)
-        for sig, group_needs in by_sig.items():
-            ref = dict(feature_channels(spec, with_head=self.task == "ssdlite"))
-            sizes = _map_sizes(self.task, spec, sig)
-            ref = {n: ref[n] for n in sizes}  # the maps the neck/head reads, at the reference
-            variants = sorted({(names[g], c) for g, c, _ in group_needs
-                               if g in names and ref[names[g]] != c})
-            jobs = [self._neck_head_job(bench, spec, ref, sizes, "ref")]
-            jobs += [self._neck_head_job(bench, spec, {**ref, n: c}, sizes, (n, c))
-                     for n, c in variants]
-            timed = bench.run(jobs)
-            self._timings += timed.values()
-            base = int(round(timed["ref"].median_s * NS))
-
-            def delta(n: str, c: int, ref: dict = ref, timed: dict = timed,
-                      base: int = base) -> int:
-                if ref[n] == c:
-                    return 0
-                return int(round(timed[(n, c)].median_s * NS)) - base
-
-            for f in group_needs:
-                self.fixed[f] = self._neck_head_entry(f, names, delta, base)
-            if bar:
-                bar.advance(len(group_needs))
+        return _NeckHead(core, body), [torch.zeros(1)]
 
     def _neck_head_entry(self, f: FixedKey, names: Mapping[str, str],
                          delta: Callable[[str, int], int], base: int) -> tuple[str, int, int]:
@@ -543,14 +580,6 @@ class LatencyTable(Lut):
         enc = Encoding(self.space)
         rng = random.Random(10_000 + self.cfg.seed)
         return [self.space.max_arch(), *(enc.arch(enc.random(rng)) for _ in range(n - 1))]
-
-    def _measure_overhead(self) -> int:
-        archs = self.calibration_archs()
-        measured = self.measure_networks(archs)
-        gaps = sorted(t.median_s * NS - self.arch_madds(a) for a, t in zip(archs, measured,
-                                                                            strict=True))
-        self.stats["overhead_gaps_ns"] = [int(g) for g in gaps]
-        return int(round(gaps[len(gaps) // 2]))
 
     # predictions -----------------------------------------------------------------------------
     def latency_ns(self, spec: ArchSpec) -> float:
@@ -737,6 +766,7 @@ class CheckResult:
     measured_ms: list[float]
     table_ms: list[float]  # the table's sum, without the overhead
     overhead_ms: float
+    drift: float | None = None  # the build's calibration networks now / at build time
 
     @property
     def predicted_ms(self) -> list[float]:
@@ -749,7 +779,7 @@ class CheckResult:
     def summary(self) -> dict:
         best_offset = sorted(m - t for m, t in zip(self.measured_ms, self.table_ms,
                                                    strict=True))[len(self.archs) // 2]
-        return {"n": len(self.archs),
+        out = {"n": len(self.archs),
                 "mean_abs_error_pct": round(self._mape(self.predicted_ms, self.measured_ms), 2),
                 "mean_abs_error_pct_no_overhead": round(
                     self._mape(self.table_ms, self.measured_ms), 2),
@@ -759,6 +789,11 @@ class CheckResult:
                 "overhead_ms": round(self.overhead_ms, 4),
                 "measured_ms": [round(v, 4) for v in self.measured_ms],
                 "predicted_ms": [round(v, 4) for v in self.predicted_ms]}
+        if self.drift is not None:
+            out["load_drift"] = round(self.drift, 4)
+            out["mean_abs_error_pct_drift_corrected"] = round(self._mape(
+                [p * self.drift for p in self.predicted_ms], self.measured_ms), 2)
+        return out
 
 
 def check_table(table: LatencyTable, n: int, seed: int = 0) -> CheckResult:
@@ -770,9 +805,16 @@ def check_table(table: LatencyTable, n: int, seed: int = 0) -> CheckResult:
     rng = random.Random(seed)
     archs = [enc.arch(enc.random(rng)) for _ in range(n)]
     table_ms = [table.arch_madds(a) / 1e6 for a in archs]  # raises before measuring
-    measured = table.measure_networks(archs)
-    result = CheckResult(archs, [t.median_s * 1e3 for t in measured], table_ms,
-                         table.overhead_ns / 1e6)
+    then = table.stats.get("calibration_ms") or []
+    probes = table.calibration_archs(len(then)) if len(then) >= 1 else []
+    measured = table.measure_networks(archs + probes)  # interleaved: under the same load
+    drift = None
+    if probes:
+        ratios = sorted(t.median_s * 1e3 / m for t, m in zip(measured[len(archs):], then,
+                                                              strict=True))
+        drift = ratios[len(ratios) // 2]
+    result = CheckResult(archs, [t.median_s * 1e3 for t in measured[:len(archs)]], table_ms,
+                         table.overhead_ns / 1e6, drift)
     table.check_result = {k: v for k, v in result.summary().items()
                           if k not in ("measured_ms", "predicted_ms")}
     return result

@@ -185,4 +185,8 @@ def _run_check(table: Any, n: int, seed: int) -> dict:
                       f"{s['mean_abs_error_pct_no_overhead']:.2f}%, overhead "
                       f"{s['overhead_ms']:.3f} ms measured at build time); Spearman "
                       f"{s['spearman']:.3f}")
+    if "load_drift" in s:
+        err_console.print(f"the build's reference networks run {s['load_drift']:.3f}x as long "
+                          "as at build time (other load on this machine); scaled by that, "
+                          f"the error is {s['mean_abs_error_pct_drift_corrected']:.2f}%")
     return s
