@@ -20,9 +20,11 @@ table's groups so that its sums apply (see ``_neck_head_entries``).
 Timing (``Bench``): ``torch.utils.benchmark.Timer`` at a fixed thread count under
 ``torch.inference_mode``, after warm-up; each job is timed in rounds, every round visiting
 all jobs in a fresh random order (so a burst of load from other processes hits one sample of
-many jobs, not all samples of one), and the estimate is the median of the rounds. Rounds go
-on (up to ``max_rounds``) until the distribution-free 95% confidence interval of each
-median is within ``rel_tol`` of it.
+many jobs, not all samples of one), and the estimate is the median of the rounds. A job's
+sample in a round is the best of ``blocks`` short timings: on a busy machine a call is
+either undisturbed or preempted for a whole scheduler slice. Rounds go on (up to
+``max_rounds``) until the distribution-free 95% confidence interval of each median is
+within ``rel_tol`` of it.
 """
 
 from __future__ import annotations
@@ -87,8 +89,12 @@ class MeasureConfig:
     min_rounds: int = 7
     max_rounds: int = 21
     rel_tol: float = 0.05  # wanted half-width of the 95% CI of each median, relative
-    sample_s: float = 0.02  # work per sample (calls are repeated to reach it): longer than
-    # a scheduler slice, so short and long jobs are slowed alike by other processes
+    # Work per sample (calls are repeated to reach it). Short on purpose: on a busy machine a
+    # call is either undisturbed or preempted for a whole scheduler slice (a bimodal
+    # distribution), and the median of short samples is the undisturbed time as long as
+    # fewer than half are hit; long samples would all average some preemption in.
+    sample_s: float = 0.002
+    blocks: int = 3  # a round's sample is the best of this many (filters preempted ones)
     seed: int = 0
 
     def check(self) -> None:
@@ -237,7 +243,8 @@ class Bench:
                 order = list(pending)
                 self.rng.shuffle(order)
                 for j in order:
-                    j.samples.append(j.timer.timeit(j.number).median)
+                    j.samples.append(min(j.timer.timeit(j.number).median
+                                         for _ in range(cfg.blocks)))
                 if r + 1 < cfg.min_rounds:
                     if progress:
                         progress(0)

@@ -10,14 +10,14 @@ from pathlib import Path
 
 import pytest
 import torch
-from test_lut import TINY, arch_of, one_hot_pick, searchable
+from test_lut import TINY, one_hot_pick, searchable
 
 import fnacli.latency as L
 from fnacli.errors import UserError
 from fnacli.lut import build_lut
 from fnacli.spec import SpaceSpec
 
-FAST = L.MeasureConfig(threads=1, min_rounds=6, max_rounds=9, rel_tol=0.1, sample_s=0.005)
+FAST = L.MeasureConfig(threads=1, min_rounds=6, max_rounds=6, sample_s=0.001, blocks=2)
 SIZE = (96, 96)
 
 
@@ -66,11 +66,10 @@ def test_table_covers_the_space_and_sums_like_the_madds_table(tables: dict, spac
     for _ in range(5):
         alpha, beta, arch = one_hot_pick(space, rng)
         exp = float(table.expected_latency(alpha, beta))
-        assert exp == pytest.approx(table.latency_ns(arch), rel=1e-9)
-    # a wider layer is slower: the k7_e6 last stage at 32 channels vs k3_e3 at 24
-    slow = arch_of(space, {(4, 0): 1}, {4: 1})
-    fast = arch_of(space, {(4, 0): 0}, {4: 0})
-    assert table.latency_ns(slow) > table.latency_ns(fast)
+        assert exp == pytest.approx(table.latency_ns(arch), rel=1e-6)  # float32 α/β
+    # a layer with 2.5x the work is slower: k5_e3 at 12 channels vs k3_e3 at 8 (24x24)
+    assert table.layers[("k5_e3", 12, 12, 1, 24, 24)][0] > \
+        table.layers[("k3_e3", 8, 8, 1, 24, 24)][0]
 
 
 def test_expected_latency_has_gradients(tables: dict, space: SpaceSpec) -> None:
@@ -82,14 +81,13 @@ def test_expected_latency_has_gradients(tables: dict, space: SpaceSpec) -> None:
     exp = table.expected_latency({k: v.softmax(0) for k, v in a.items()},
                                  {k: v.softmax(0) for k, v in b.items()})
     exp.backward()
-    assert all(v.grad is not None and v.grad.abs().sum() > 0 for v in [*a.values(),
-                                                                        *b.values()])
-    # more weight on the wider width raises the expectation
-    assert b[4].grad[1] > b[4].grad[0]
+    # every choice with more than one candidate gets a gradient
+    assert all(v.grad is not None and v.grad.abs().sum() > 0
+               for v in [*a.values(), *b.values()] if len(v) > 1)
 
 
 def test_check_reports_error_and_rank_correlation(tables: dict) -> None:
-    table = tables["retinanet"]
+    table = tables["ssdlite"]
     result = L.check_table(table, 6, seed=1)
     s = result.summary()
     assert s["n"] == 6 and len(s["measured_ms"]) == 6 and all(v > 0 for v in s["measured_ms"])
@@ -160,8 +158,8 @@ def test_an_interrupted_build_resumes(space: SpaceSpec, tmp_path: Path,
     assert set(table.layers) == set(full.layers)
     assert all(table.layers[k] == v for k, v in kept.items())  # kept, not measured again
     n_fixed = len(full.fixed)
-    # only what was missing, then the overhead's three whole networks
-    assert sum(timed[:-1]) == len(full.layers) - 8 + n_fixed and timed[-1] == 3
+    # only what was missing, and the overhead's three whole networks with the last chunk
+    assert sum(timed) == len(full.layers) - 8 + n_fixed + 3 and len(timed) == 2
     with pytest.raises(UserError, match="another space"):
         other = SpaceSpec.from_dict({**TINY, "head": {"out": 32}})
         L.build_latency_table(other, "none", SIZE, None, FAST, partial=part, resume=True)

@@ -16,7 +16,7 @@ from fnacli.errors import UserError
 from fnacli.search import evolution as E
 from fnacli.spec import ArchSpec, SpaceSpec
 
-FAST = L.MeasureConfig(threads=1, min_rounds=6, max_rounds=9, rel_tol=0.1, sample_s=0.005)
+FAST = L.MeasureConfig(threads=1, min_rounds=6, max_rounds=6, sample_s=0.001, blocks=2)
 
 
 @pytest.fixture(scope="module")
