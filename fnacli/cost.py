@@ -23,9 +23,10 @@ from torch import nn
 
 from fnacli.errors import UserError
 from fnacli.spec import ArchSpec
+from fnacli.tasks import get_task, is_task, task_names
 
 PARTS = ("backbone", "neck", "head")
-COUNT_TASKS = ("none", "classifier", "ssdlite", "retinanet")
+COUNT_TASKS = ("none", "classifier", *task_names())
 CLASSIFIER_CLASSES = 1000
 
 # The traced ops that are conv / linear layers; every other op (BN, norms, upsampling,
@@ -87,10 +88,14 @@ def is_detector(model: nn.Module) -> bool:
     return hasattr(model, "backbone") and hasattr(model, "head") and hasattr(model, "transform")
 
 
-def _part_prefixes(model: nn.Module) -> tuple[nn.Module, dict[str, tuple[str, ...]]]:
-    """The module to trace and, per part, the module names that belong to it."""
+def _part_prefixes(model: nn.Module, task: str | None = None
+                   ) -> tuple[nn.Module, dict[str, tuple[str, ...]]]:
+    """The module to trace and, per part, the module names that belong to it (the task's
+    own split when ``task`` names one)."""
     from fnacli.nn.backbone import Classifier
 
+    if is_task(task):
+        return get_task(task).cost_core(model)
     if is_detector(model):
         return DetectorCore(model), {"backbone": ("backbone.body",), "neck": ("backbone",),
                                      "head": ("head",)}
@@ -111,9 +116,9 @@ def _split(values: dict[str, int], parts: dict[str, tuple[str, ...]]) -> dict[st
     return {p: out.get(p, 0) for p in PARTS}
 
 
-def params_by_part(model: nn.Module) -> dict[str, int]:
+def params_by_part(model: nn.Module, task: str | None = None) -> dict[str, int]:
     """Parameter count per part (same split as :func:`count`)."""
-    traced, parts = _part_prefixes(model)
+    traced, parts = _part_prefixes(model, task)
     per_module: dict[str, int] = {}
     for name, mod in traced.named_modules():
         per_module[name] = sum(p.numel() for p in mod.parameters())
@@ -128,13 +133,14 @@ def input_tensor(size: tuple[int, int] | torch.Tensor) -> torch.Tensor:
     return torch.zeros(1, 3, height, width)
 
 
-def count(model: nn.Module, input: tuple[int, int] | torch.Tensor) -> tuple[int, dict[str, int]]:
+def count(model: nn.Module, input: tuple[int, int] | torch.Tensor,
+          task: str | None = None) -> tuple[int, dict[str, int]]:
     """(params, MAdds by part) of ``model`` on ``input`` (a tensor or (width, height)).
 
-    Parts: detectors -> backbone / neck / head; ``Classifier`` -> backbone / head (the fc);
-    anything else -> backbone.
+    Parts: a task's model -> the task's split (detectors: backbone / neck / head);
+    ``Classifier`` -> backbone / head (the fc); anything else -> backbone.
     """
-    traced, parts = _part_prefixes(model)
+    traced, parts = _part_prefixes(model, task)
     madds = _split(by_module(traced, (input_tensor(input),)), parts)
     return sum(p.numel() for p in model.parameters()), madds
 
@@ -169,6 +175,8 @@ class Profile:
 
 
 def default_classes(task: str) -> int:
+    if is_task(task):
+        return get_task(task).default_classes
     return CLASSIFIER_CLASSES if task == "classifier" else 80
 
 
@@ -181,10 +189,8 @@ def build_model(spec: ArchSpec, task: str, size: tuple[int, int], num_classes: i
         return Backbone(spec)
     if task == "classifier":
         return Classifier(spec, num_classes)
-    if task in ("ssdlite", "retinanet"):
-        from fnacli.detection.models import build_detector
-
-        return build_detector(spec, task, num_classes, size)
+    if is_task(task):
+        return get_task(task).build_model(spec, num_classes, size)
     raise UserError(f"unknown task {task!r} (expected one of {', '.join(COUNT_TASKS)})")
 
 
@@ -192,8 +198,8 @@ def profile_exact(spec: ArchSpec, task: str, size: tuple[int, int], num_classes:
                   name: str = "spec") -> Profile:
     """Build the real module and trace it with fvcore (the reference the LUT is checked by)."""
     model = build_model(spec, task, size, num_classes)
-    _, madds = count(model, size)
-    return Profile(name, task, size, num_classes, params_by_part(model), madds, "exact")
+    _, madds = count(model, size, task)
+    return Profile(name, task, size, num_classes, params_by_part(model, task), madds, "exact")
 
 
 # -- per-position cost of single layers ----------------------------------------------------

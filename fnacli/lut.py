@@ -28,11 +28,11 @@ from torch import nn
 from fnacli import __version__
 from fnacli.cost import PARTS, Profile, build_model, default_classes, per_position_madds
 from fnacli.errors import UserError
-from fnacli.nn.backbone import ssd_tap_layer
 from fnacli.spec import SKIP, ArchSpec, Op, SpaceSpec
+from fnacli.tasks import Task, get_task, is_task, task_names
 
 LUT_SCHEMA = "fnacli/lut@1"
-LUT_TASKS = ("none", "classifier", "ssdlite", "retinanet")
+LUT_TASKS = ("none", "classifier", *task_names())
 _COMBOS = 4  # stub detectors per fvcore trace (bounds memory: a RetinaNet head is ~8M params)
 _CHUNK = 200  # layers per fvcore trace: amortises the trace, bounds memory, paces progress
 
@@ -169,41 +169,19 @@ class _Many(nn.Module):
         return [c(x) for c in self.cores]
 
 
-def _group(task: str, name: str) -> tuple[str, str, int] | None:
-    """Which fixed-part entry a detector module/parameter belongs to:
-    (group, part, index of the channel value it varies with, -1 for none)."""
-    if task == "ssdlite":
-        if name.startswith("head."):
-            return ("ssd_tap_pred", "head", 0) if ".module_list.0." in name + "." else \
-                ("ssd_pred", "head", 1)
-        if name.startswith("backbone.extra"):
-            return "ssd_extra", "neck", 1
-        return None
-    if name.startswith("backbone.fpn.inner_blocks."):
-        i = int(name.split(".")[3])
-        return f"fpn_lateral{i}", "neck", i
-    if name.startswith("backbone.fpn.extra_blocks.p6"):
-        return "fpn_p6", "neck", 2  # P6 is a conv on C5
-    if name.startswith("backbone.fpn"):
-        return "fpn", "neck", -1
-    if name.startswith("head."):
-        return "retina_head", "head", -1
-    return None
-
-
-def _detector_fixed(task: str, spec: ArchSpec, num_classes: int, names: list[str],
+def _detector_fixed(task: Task, spec: ArchSpec, num_classes: int, names: list[str],
                     combos: list[tuple[int, ...]], sizes: dict[str, Res],
                     sig: tuple[int, ...]) -> dict[FixedKey, tuple[str, int, int]]:
-    """Neck/head entries for each channel combination (one value per name in ``names``)."""
-    from fnacli.cost import DetectorCore
-    from fnacli.detection.models import build_detector
+    """The task's fixed-part entries for each channel combination (one value per name in
+    ``names``), from its model around a stub backbone."""
 
-    def build(chans: tuple[int, ...], device: str) -> DetectorCore:
+    def build(chans: tuple[int, ...], device: str) -> nn.Module:
         # built on the meta device, then given uninitialised memory: counting needs shapes,
         # and random init of a RetinaNet head per channel combination would dominate
         with torch.device("meta"):
             stub = _StubBody(dict(zip(names, chans, strict=True)), sizes)
-            core = DetectorCore(build_detector(spec, task, num_classes, backbone=stub))
+            model = task.build_model(spec, num_classes, task.default_size, backbone=stub)
+            core = task.cost_core(model)[0]
         return core if device == "meta" else core.to_empty(device=device)
 
     # Output positions of every conv at the real sizes, from a forward pass on the meta
@@ -231,7 +209,7 @@ def _detector_fixed(task: str, spec: ArchSpec, num_classes: int, names: list[str
     return out
 
 
-def _combos_fixed(task: str, names: list[str], combos: list[tuple[int, ...]], build: Callable,
+def _combos_fixed(task: Task, names: list[str], combos: list[tuple[int, ...]], build: Callable,
                   positions: dict[str, list[int]], sig: tuple[int, ...]
                   ) -> dict[FixedKey, tuple[str, int, int]]:
     from fnacli.cost import by_module, single_thread
@@ -239,21 +217,22 @@ def _combos_fixed(task: str, names: list[str], combos: list[tuple[int, ...]], bu
     # One trace for several combinations, every map 1x1: fvcore gives per-position costs.
     cores = [build(chans, "cpu") for chans in combos]
     for core in cores:
-        core.backbone.body.sizes = {n: (1, 1) for n in names}
+        for stub in (m for m in core.modules() if isinstance(m, _StubBody)):
+            stub.sizes = {n: (1, 1) for n in names}
     with single_thread():
         pp = by_module(_Many(cores), (torch.zeros(1, 3, 1, 1),))
     out: dict[FixedKey, tuple[str, int, int]] = {}
     for j, (chans, core) in enumerate(zip(combos, cores, strict=True)):
         acc: dict[tuple[str, str, int], list[int]] = {}
         for n, m in core.named_modules():
-            g = _group(task, n + ".") if isinstance(m, nn.Conv2d) else None
+            g = task.cost_group(n + ".") if isinstance(m, nn.Conv2d) else None
             if g is None:
                 continue
             total_pos, calls = positions[n]
             # the 1x1 trace counted one position per call
             acc.setdefault(g, [0, 0])[0] += pp.get(f"cores.{j}.{n}", 0) // calls * total_pos
         for n, p in core.named_parameters():
-            g = _group(task, n)
+            g = task.cost_group(n)
             if g is not None:
                 acc.setdefault(g, [0, 0])[1] += p.numel()
         for (group, part, idx), (madds, params) in acc.items():
@@ -269,6 +248,8 @@ class CostTable:
         if task not in LUT_TASKS:
             raise UserError(f"unknown task {task!r} (expected one of {', '.join(LUT_TASKS)})")
         self.task = task
+        # the downstream task's object; None for the backbone alone and the classifier
+        self.task_obj: Task | None = get_task(task) if is_task(task) else None
         self.size = (int(size[0]), int(size[1]))
         self.num_classes = default_classes(task) if num_classes is None else num_classes
         self.layers: dict[LayerKey, tuple[int, int]] = {}
@@ -286,46 +267,21 @@ class CostTable:
             keys.append((str(op), cin, cout, stride, *res))
         return keys
 
-    def _fixed_needs(self, spec: ArchSpec) -> list[tuple[str, int, tuple[int, ...]]]:
+    def fixed_needs(self, spec: ArchSpec) -> list[tuple[str, int, tuple[int, ...]]]:
         """(group, channels, sig) of every non-layer piece of ``spec`` under this task."""
         geo = self.geometry(spec)
         last = spec.stages[-1].out
         needs = [("stem", spec.stem_out, (spec.stem_stride, *geo.stem))]
-        has_head = bool(spec.head_out) and self.task != "retinanet"
+        task = self.task_obj
+        has_head = bool(spec.head_out) and (task is None or task.uses_head_conv)
         if has_head:
             needs.append(("head_conv", last, (spec.head_out, *geo.stage_out[-1])))
         map_c = spec.head_out if has_head else last
-        if self.task == "classifier":
+        if task is not None:
+            needs += task.cost_needs(self, spec, map_c)
+        elif self.task == "classifier":
             needs.append(("fc", map_c, (self.num_classes,)))
-        elif self.task == "ssdlite":
-            s, sig = self._ssd_layout(spec)
-            cin = spec.stages[s - 1].out if s else spec.stem_out
-            tap = cin * spec.stages[s].ops[0].expand
-            needs += [("ssd_tap_pred", tap, sig), ("ssd_extra", map_c, sig),
-                      ("ssd_pred", map_c, sig)]
-        elif self.task == "retinanet":
-            idx, sig = self._fpn_layout(spec)
-            c = [spec.stages[i].out for i in idx]
-            needs += [("fpn_lateral0", c[0], sig), ("fpn_lateral1", c[1], sig),
-                      ("fpn_lateral2", c[2], sig), ("fpn_p6", c[2], sig), ("fpn", 0, sig),
-                      ("retina_head", 0, sig)]
         return needs
-
-    def _ssd_layout(self, spec: ArchSpec) -> tuple[int, tuple[int, ...]]:
-        from fnacli.detection.models import ssdlite_tap_names
-
-        tap = ssd_tap_layer(spec)
-        if tap is None:
-            ssdlite_tap_names({})  # raises the detector's own message
-        geo = self.geometry(spec)
-        return tap[0], (*geo.stage_in[tap[0]], *geo.stage_out[-1])
-
-    def _fpn_layout(self, spec: ArchSpec) -> tuple[list[int], tuple[int, ...]]:
-        from fnacli.detection.models import fpn_input_names
-
-        idx = [int(n.removeprefix("stage")) for n in fpn_input_names(spec)]
-        geo = self.geometry(spec)
-        return idx, tuple(v for i in idx for v in geo.stage_out[i])
 
     # filling -----------------------------------------------------------------------------
     def fill(self, layer_keys: Iterable[LayerKey], fixed: Iterable[tuple[str, int, tuple]],
@@ -379,32 +335,18 @@ class CostTable:
 
     def _fill_detector(self, needs: list[tuple[str, int, tuple]], spec: ArchSpec,
                        bar: _Progress | None) -> None:
-        if not needs:
+        if not needs or self.task_obj is None:
             return
-        if self.task == "ssdlite":
-            from fnacli.nn.backbone import SSD_TAP
-
-            names = [SSD_TAP, "head"]
-            per_var = {0: {c for g, c, _ in needs if g == "ssd_tap_pred"},
-                       1: {c for g, c, _ in needs if g in ("ssd_extra", "ssd_pred")}}
-        else:
-            idx, _ = self._fpn_layout(spec)
-            names = [f"stage{i}" for i in idx]
-            per_var = {0: {c for g, c, _ in needs if g == "fpn_lateral0"},
-                       1: {c for g, c, _ in needs if g == "fpn_lateral1"},
-                       2: {c for g, c, _ in needs if g in ("fpn_lateral2", "fpn_p6")}}
+        names, per_var, sizes_of = self.task_obj.cost_stub_maps(self, spec, needs)
         for sig in sorted({s for *_, s in needs}):
             values = [sorted(per_var[i]) or [1] for i in range(len(names))]
             n = max(len(v) for v in values)
             # zip the channel values of the maps: one stub detector per row, padded
             combos = [tuple(v[min(j, len(v) - 1)] for v in values) for j in range(n)]
-            if self.task == "ssdlite":
-                sizes = {names[0]: sig[0:2], names[1]: sig[2:4]}
-            else:
-                sizes = {nm: sig[2 * i:2 * i + 2] for i, nm in enumerate(names)}
+            sizes = sizes_of(sig)
             if bar:
                 bar.add(n)
-            self.fixed.update(_detector_fixed(self.task, spec, self.num_classes, names, combos,
+            self.fixed.update(_detector_fixed(self.task_obj, spec, self.num_classes, names, combos,
                                               sizes, sig))
             if bar:
                 bar.advance(n)
@@ -414,7 +356,7 @@ class CostTable:
                      progress: bool = False) -> list[Profile]:
         """Profiles of many specs from the table (missing entries computed in one batch)."""
         keys = [self.layer_keys(s) for s in specs]
-        needs = [self._fixed_needs(s) for s in specs]
+        needs = [self.fixed_needs(s) for s in specs]
         by_pattern: dict[tuple, tuple[ArchSpec, list, list]] = {}
         for spec, k, f in zip(specs, keys, needs, strict=True):
             pattern = (spec.stem_stride, tuple(st.stride for st in spec.stages))
@@ -477,11 +419,11 @@ def space_hash(space: SpaceSpec) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _stage_in_outs(space: SpaceSpec, s: int) -> tuple[int, ...]:
+def stage_in_outs(space: SpaceSpec, s: int) -> tuple[int, ...]:
     return space.stages[s - 1].outs if s else (space.stem_out,)
 
 
-def _layer_ops(space: SpaceSpec, s: int, layer: int) -> tuple[str, ...]:
+def layer_ops(space: SpaceSpec, s: int, layer: int) -> tuple[str, ...]:
     return space.stages[s].layer_candidates(layer)
 
 
@@ -508,10 +450,10 @@ class Lut(CostTable):
             for layer in range(st.layers):
                 stride = st.stride if layer == 0 else 1
                 res = geo.stage_in[s] if layer == 0 else geo.stage_out[s]
-                for op in _layer_ops(self.space, s, layer):
+                for op in layer_ops(self.space, s, layer):
                     if op == SKIP:
                         continue
-                    pairs = ([(a, b) for a in _stage_in_outs(self.space, s) for b in st.outs]
+                    pairs = ([(a, b) for a in stage_in_outs(self.space, s) for b in st.outs]
                              if layer == 0 else [(c, c) for c in st.outs])
                     keys += [(op, a, b, stride, *res) for a, b in pairs]
         self.fill(keys, self._space_fixed(ref), ref, progress)
@@ -522,18 +464,9 @@ class Lut(CostTable):
         needs = []
         space, last = self.space, self.space.stages[-1].outs
         for c in last:
-            needs += self._fixed_needs(_with_out(ref, len(space.stages) - 1, c))
-        if self.task == "ssdlite":
-            s, _ = self._ssd_layout(ref)
-            for cin in _stage_in_outs(space, s):
-                for op in _layer_ops(space, s, 0):
-                    arch = _with_op0(_with_out(ref, s - 1, cin) if s else ref, s, op)
-                    needs += self._fixed_needs(arch)
-        if self.task == "retinanet":
-            idx, _ = self._fpn_layout(ref)
-            for i in idx:
-                for c in space.stages[i].outs:
-                    needs += self._fixed_needs(_with_out(ref, i, c))
+            needs += self.fixed_needs(with_out(ref, len(space.stages) - 1, c))
+        if self.task_obj is not None:
+            needs += self.task_obj.cost_space_needs(self, ref)
         return needs
 
     # expected cost -----------------------------------------------------------------------
@@ -550,7 +483,7 @@ class Lut(CostTable):
         geo = self.geometry(ref)
         t: dict = {}
         for s, st in enumerate(space.stages):
-            ins = _stage_in_outs(space, s)
+            ins = stage_in_outs(space, s)
             for layer in range(st.layers):
                 stride = st.stride if layer == 0 else 1
                 res = geo.stage_in[s] if layer == 0 else geo.stage_out[s]
@@ -558,40 +491,22 @@ class Lut(CostTable):
                 def cost(op: str, a: int, b: int, stride: int = stride, res: Res = res) -> int:
                     return 0 if op == SKIP else self.layers[(op, a, b, stride, *res)][0]
 
-                ops = _layer_ops(space, s, layer)
+                ops = layer_ops(space, s, layer)
                 if layer == 0:
                     t[("layer", s, layer)] = [[[cost(o, a, b) for b in st.outs] for a in ins]
                                               for o in ops]
                 else:
                     t[("layer", s, layer)] = [[cost(o, c, c) for c in st.outs] for o in ops]
         n = len(space.stages) - 1
-        variants = [_with_out(ref, n, c) for c in space.stages[-1].outs]
-        t["stem"] = self.fixed[self._fixed_needs(ref)[0]][1]
+        variants = [with_out(ref, n, c) for c in space.stages[-1].outs]
+        t["stem"] = self.fixed[self.fixed_needs(ref)[0]][1]
         # everything that varies with the last stage's width: head conv, fc, SSD extras...
-        per_last = [sum(self.fixed[f][1] for f in self._fixed_needs(v)
-                        if f[0] in ("head_conv", "fc", "ssd_extra", "ssd_pred")) for v in variants]
-        t["last"] = per_last
-        if self.task == "ssdlite":
-            s, _ = self._ssd_layout(ref)
-            ops = _layer_ops(space, s, 0)
-            t["tap_stage"] = s
-            t["tap"] = [[self.fixed[self._tap_need(ref, s, a, o)][1]
-                         for a in _stage_in_outs(space, s)] for o in ops]
-        if self.task == "retinanet":
-            idx, _ = self._fpn_layout(ref)
-            t["fpn_stages"] = tuple(idx)  # a tuple: _prepared turns lists into tensors
-            for j, i in enumerate(idx):
-                groups = (f"fpn_lateral{j}", "fpn_p6") if j == 2 else (f"fpn_lateral{j}",)
-                t[("fpn", j)] = [sum(self.fixed[f][1] for f in
-                                     self._fixed_needs(_with_out(ref, i, c)) if f[0] in groups)
-                                 for c in space.stages[i].outs]
-            t["fpn_const"] = sum(self.fixed[f][1] for f in self._fixed_needs(ref)
-                                 if f[0] in ("fpn", "retina_head"))
+        groups = ("head_conv", "fc", *(self.task_obj.cost_last_groups() if self.task_obj else ()))
+        t["last"] = [sum(self.fixed[f][1] for f in self.fixed_needs(v) if f[0] in groups)
+                     for v in variants]
+        if self.task_obj is not None:
+            t.update(self.task_obj.cost_tables(self, ref))
         return t
-
-    def _tap_need(self, ref: ArchSpec, s: int, cin: int, op: str) -> FixedKey:
-        arch = _with_op0(_with_out(ref, s - 1, cin) if s else ref, s, op)
-        return next(f for f in self._fixed_needs(arch) if f[0] == "ssd_tap_pred")
 
     def expected_madds(self, alpha_probs: Mapping[tuple[int, int], torch.Tensor],
                        beta_probs: Mapping[int, torch.Tensor]) -> torch.Tensor:
@@ -617,7 +532,7 @@ class Lut(CostTable):
             return _probs(beta_probs, s, n, "beta", device)
 
         def alpha(s: int, layer: int) -> torch.Tensor:
-            n = len(_layer_ops(space, s, layer))
+            n = len(layer_ops(space, s, layer))
             if not space.stages[s].searchable or (n == 1 and (s, layer) not in alpha_probs):
                 return torch.ones(1, dtype=torch.float64, device=device)
             return _probs(alpha_probs, (s, layer), n, "alpha", device)
@@ -633,13 +548,8 @@ class Lut(CostTable):
                     total = total + torch.einsum("o,j,oj->", a, p_out, cost)
         last = width(len(space.stages) - 1)
         total = total + last @ t["last"]
-        if self.task == "ssdlite":
-            s = t["tap_stage"]
-            total = total + torch.einsum("o,i,oi->", alpha(s, 0), width(s - 1), t["tap"])
-        if self.task == "retinanet":
-            for j, i in enumerate(t["fpn_stages"]):
-                total = total + width(i) @ t[("fpn", j)]
-            total = total + t["fpn_const"]
+        if self.task_obj is not None:
+            total = self.task_obj.cost_expected(total, t, alpha, width)
         return total.to(dtype)
 
     # persistence -------------------------------------------------------------------------
@@ -678,7 +588,7 @@ def _probs(d: Mapping, key: object, n: int, what: str, device: torch.device) -> 
     return p.to(device=device, dtype=torch.float64)
 
 
-def _with_out(arch: ArchSpec, s: int, c: int) -> ArchSpec:
+def with_out(arch: ArchSpec, s: int, c: int) -> ArchSpec:
     from dataclasses import replace
 
     stages = list(arch.stages)
@@ -686,7 +596,7 @@ def _with_out(arch: ArchSpec, s: int, c: int) -> ArchSpec:
     return replace(arch, stages=tuple(stages))
 
 
-def _with_op0(arch: ArchSpec, s: int, op: str) -> ArchSpec:
+def with_op0(arch: ArchSpec, s: int, op: str) -> ArchSpec:
     from dataclasses import replace
 
     stages = list(arch.stages)

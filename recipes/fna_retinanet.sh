@@ -12,7 +12,7 @@
 #
 # Paper's result (FNA Table 3, COCO val): FNA-RetinaNet 33.9 mAP at 133.03B MAdds / 11.73M
 # params, vs MobileNetV2-RetinaNet 32.8 mAP at 133.05B / 11.49M (MAdds at 1088x800).
-# `fnacli madds fna-retinanet --task retinanet --input 1088x800` gives 132.97B / 11.73M
+# `fnacli madds fna-retinanet --task retinanet --size 1088x800` gives 132.97B / 11.73M
 # (the 0.04% gap is conv bias additions, see docs/madds.md).
 # Expected cost: a 14-epoch one-path RetinaNet run (~1.3x a plain one) for the search plus
 # the 12-epoch finetune. Not measured here (no GPU on the build machine).

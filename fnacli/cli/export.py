@@ -48,8 +48,8 @@ def export(
 ) -> None:
     """Export the whole detector at one input size (images in [0, 1], RGB, already resized),
     with its post-processing or raw; by default check it against PyTorch and time it."""
-    from fnacli.cli.finetune import parse_size
     from fnacli.io import check_writable
+    from fnacli.pipeline.common import parse_size
 
     if fmt not in ("onnx", "torchscript"):
         fail(f"--format: expected onnx or torchscript, got {fmt!r}")

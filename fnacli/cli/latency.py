@@ -67,8 +67,8 @@ def latency(
     """Measure the latency of every candidate layer of a search space (and of the stem, head
     conv, neck and head) on this machine: a lookup table for --cost latency, --max-latency and
     --latency-table."""
-    from fnacli.cli.finetune import parse_size
     from fnacli.lut import LUT_TASKS
+    from fnacli.pipeline.common import parse_size
 
     if task not in LUT_TASKS:
         fail(f"--task: expected one of {', '.join(LUT_TASKS)}, got {task!r}")

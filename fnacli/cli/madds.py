@@ -1,111 +1,20 @@
-"""`fnacli madds`: params and MAdds of architectures and detectors, and the cost lookup table."""
+"""`fnacli madds`: params and MAdds of architectures and detectors, and the cost lookup table
+(``fnacli.pipeline.profile``)."""
 
 from __future__ import annotations
 
 import json
-import re
 import sys
-import time
 from enum import StrEnum
-from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import Any
 
 import typer
 
+from fnacli.cli import common as c
 from fnacli.cli.app import app
-from fnacli.cli.common import err_console, fail, print_result
+from fnacli.tasks import per_task, size_text, task_names
 
-if TYPE_CHECKING:
-    from fnacli.cost import Profile
-    from fnacli.spec import ArchSpec
-
-
-class Task(StrEnum):
-    none = "none"
-    classifier = "classifier"
-    ssdlite = "ssdlite"
-    retinanet = "retinanet"
-
-
-DEFAULT_INPUT = {"none": "224", "classifier": "224", "ssdlite": "320", "retinanet": "1088x800"}
-_SIZE_RE = re.compile(r"^\s*(\d+)\s*(?:[xX×]\s*(\d+))?\s*$")
-
-
-def parse_input(text: str) -> tuple[int, int]:
-    """``320`` -> (320, 320); ``1088x800`` -> width 1088, height 800."""
-    m = _SIZE_RE.match(text)
-    if not m:
-        raise_input(text)
-    w = int(m.group(1))
-    h = int(m.group(2)) if m.group(2) else w
-    if w < 1 or h < 1:
-        raise_input(text)
-    return w, h
-
-
-def raise_input(text: str) -> NoReturn:
-    fail(f"--input: expected a size like 320 (square) or 1088x800 (WIDTHxHEIGHT), got {text!r}")
-
-
-def _specs_from_stdin() -> list[tuple[str, ArchSpec]]:
-    """One JSON document, or JSON lines with one spec per line."""
-    from fnacli.io import read_text_arg
-    from fnacli.spec import ArchSpec
-
-    text, _ = read_text_arg("-", "SPEC")
-    try:
-        doc = json.loads(text)
-    except json.JSONDecodeError:
-        doc = None
-    if isinstance(doc, dict):
-        return [("<stdin>", ArchSpec.from_dict(doc, "<stdin>"))]
-    if isinstance(doc, list):
-        return [(f"<stdin>[{i}]", ArchSpec.from_dict(d, f"<stdin>[{i}]"))
-                for i, d in enumerate(doc)]
-    out = []
-    for n, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        name = f"<stdin>:{n}"
-        try:
-            d = json.loads(line)
-        except json.JSONDecodeError as e:
-            fail(f"{name}: not valid JSON ({e.msg} at column {e.colno}); expected one spec "
-                 "document or JSON lines with one spec per line")
-        out.append((name, ArchSpec.from_dict(d, name)))
-    if not out:
-        fail("<stdin>: no spec given (empty input)")
-    return out
-
-
-def _is_json_file(path: Path) -> bool:
-    with path.open("rb") as f:
-        head = f.read(64).lstrip()
-    return head[:1] in (b"{", b"[")
-
-
-def load_specs(args: list[str]) -> list[tuple[str, ArchSpec]]:
-    """SPEC arguments: JSON files, '-', built-in names, or fnacli checkpoints."""
-    from fnacli.spec import load_arch
-
-    if args.count("-") > 1:
-        fail("SPEC: '-' (stdin) can be given only once")
-    out: list[tuple[str, ArchSpec]] = []
-    for arg in args:
-        path = Path(arg)
-        if arg == "-":
-            out += _specs_from_stdin()
-        elif path.is_file() and not _is_json_file(path):
-            from fnacli.checkpoint import read_checkpoint
-
-            ck = read_checkpoint(path)
-            if ck.spec is None:
-                hint = " (derive an architecture first: fnacli derive)" if ck.space else ""
-                fail(f"{arg}: this {ck.kind} checkpoint carries no architecture spec{hint}")
-            out.append((arg, ck.spec))
-        else:
-            out.append((arg, load_arch(arg)))
-    return out
+CountTask = StrEnum("CountTask", {n: n for n in ("none", "classifier", *task_names())})
 
 
 def _fmt(n: float, unit: str = "") -> str:
@@ -115,7 +24,7 @@ def _fmt(n: float, unit: str = "") -> str:
     return f"{n:.0f}{unit}"
 
 
-def _table(profiles: list[Profile], title: str) -> None:
+def _table(profiles: list[Any], title: str) -> None:
     from rich.table import Table
 
     t = Table(title=title, title_justify="left")
@@ -128,7 +37,7 @@ def _table(profiles: list[Profile], title: str) -> None:
         t.add_row(p.name, _fmt(p.params), _fmt(p.madds),
                   *(_fmt(p.madds_parts.get(part, 0)) for part in ("backbone", "neck", "head")),
                   *([f"{ms:.2f} ms" if ms is not None else "not in table"] if lat else []))
-    err_console.print(t)
+    c.err_console.print(t)
 
 
 @app.command("madds")
@@ -137,18 +46,17 @@ def madds(
                                       help="Architectures: JSON files, '-' (stdin: one JSON "
                                            "document or JSON lines), built-in names, or fnacli "
                                            "checkpoints (their embedded spec)."),
-    task: Task = typer.Option(Task.none, "--task",
-                              help="What to count: the backbone (with its 1x1 head conv), the "
-                                   "ImageNet classifier, or a detector."),
-    input_size: str = typer.Option(None, "--input", metavar="SIZE",
-                                   help="Input size: 320 (square) or WIDTHxHEIGHT, e.g. 1088x800. "
-                                        "Default: 224 (none, classifier), 320 (ssdlite), "
-                                        "1088x800 (retinanet)."),
+    task: CountTask = typer.Option(CountTask.none, "--task",
+                                   help="What to count: the backbone (with its 1x1 head conv), "
+                                        "the ImageNet classifier, or a detector."),
+    size: str | None = c.size_opt("Input size: 320 (square) or WIDTHxHEIGHT, e.g. 1088x800. "
+                                  "Default: 224 (none, classifier), "
+                                  f"{per_task(lambda t: size_text(t.profile_size))}."),
+    input_alias: str | None = c.hidden_opt("--input"),
     num_classes: int = typer.Option(None, "--num-classes", min=1, metavar="N",
                                     help="Object classes without background (default 80); "
                                          "ImageNet classes for --task classifier (default 1000)."),
-    as_json: bool = typer.Option(False, "--json",
-                                 help="One JSON object per spec on stdout."),
+    as_json: bool = c.json_opt("One JSON object per spec on stdout."),
     exact: bool = typer.Option(False, "--exact",
                                help="Trace every network with fvcore instead of summing the "
                                     "lookup table (slower; same numbers)."),
@@ -162,77 +70,54 @@ def madds(
                                help="With --lut: where to write the table ('-' for stdout)."),
     latency_table: str = typer.Option(None, "--latency-table", metavar="TABLE",
                                       help="Also the predicted latency, by a table from "
-                                           "'fnacli latency' (same task and input; --force: "
+                                           "'fnacli latency' (same task and size; --force: "
                                            "one measured on another machine)."),
-    force: bool = typer.Option(False, "--force", help="Overwrite OUT if it exists."),
+    force: bool = c.force_opt("Overwrite OUT if it exists."),
 ) -> None:
     """Params and MAdds (conv + linear multiply-accumulates, counted with fvcore) of SPECs,
     split into backbone / neck / head; or the cost lookup table of a search space."""
-    size = parse_input(input_size or DEFAULT_INPUT[task.value])
+    from fnacli.pipeline import profile as P
+    from fnacli.pipeline.common import as_size
+
+    size_wh = as_size(size or input_alias, min_side=1)  # bad sizes fail before anything else
     if lut or space:
         if not (lut and space):
-            fail("--lut and --space go together: fnacli madds --space SPACE --lut -o lut.json")
+            c.fail("--lut and --space go together: fnacli madds --space SPACE --lut -o lut.json")
         if specs:
-            fail("--lut builds the table of --space; drop the SPEC arguments")
-        _build_lut(space, task.value, size, num_classes, output, force)
+            c.fail("--lut builds the table of --space; drop the SPEC arguments")
+        r = P.build_table(space, task.value, size_wh, num_classes, output, force, progress=True)
+        if r.text is not None:
+            from fnacli.io import write_output
+
+            write_output("-", r.text, force)
+        elif not output:
+            c.print_result(r.where)
+        w, h = r.table.size
+        c.err_console.print(f"lookup table: {space} / {task.value} @ {w}x{h}: "
+                            f"{len(r.table.layers)} layer entries, {len(r.table.fixed)} "
+                            f"fixed-part entries -> {r.where} ({r.seconds:.1f}s)")
+        sys.stderr.flush()
         return
     if output:
-        fail("-o/--output is only for --lut (profiles go to stdout with --json)")
+        c.fail("-o/--output is only for --lut (profiles go to stdout with --json)")
     if not specs:
-        fail("give at least one SPEC (a JSON file, '-', a built-in name or a checkpoint)")
-    named = load_specs(specs)
-
-    from fnacli.cost import default_classes, profile_exact
-    from fnacli.lut import profile_specs
-
-    n_cls = num_classes or default_classes(task.value)
+        c.fail("give at least one SPEC (a JSON file, '-', a built-in name or a checkpoint)")
     table = None
     if latency_table:
-        from fnacli.latency import check_usage, read_latency_table
+        from fnacli.latency import read_latency_table
 
-        table = read_latency_table(latency_table, force)
-        check_usage(table, task.value, size, n_cls, latency_table)
-    start = time.perf_counter()
-    if exact:
-        profiles = [profile_exact(s, task.value, size, n_cls, name) for name, s in named]
-    else:
-        profiles = profile_specs([s for _, s in named], task.value, size, n_cls,
-                                 [name for name, _ in named], progress=True)
-    took = time.perf_counter() - start
-    how = "fvcore trace" if exact else "lookup table"
-    extra = f", {n_cls} classes" if task.value != "none" else ""
+        table = read_latency_table(latency_table, force)  # refused before the profiles
+    named = P.load_specs(specs)
+    r = P.profile(named, task.value, size_wh, num_classes, exact, progress=True)
     if table is not None:
-        from fnacli.latency import predict_ms
+        from fnacli.latency import check_usage, predict_ms
 
-        for p, (_, s) in zip(profiles, named, strict=True):
+        check_usage(table, r.task, r.size, r.num_classes, latency_table)
+        for p, (_, s) in zip(r.profiles, named, strict=True):
             p.extra["latency_ms"] = predict_ms(table, s)
-    _table(profiles, f"{task.value} @ {size[0]}x{size[1]}{extra} ({how}, {took:.1f}s)"
+    extra = f", {r.num_classes} classes" if task.value != "none" else ""
+    _table(r.profiles, f"{task.value} @ {r.size[0]}x{r.size[1]}{extra} ({r.method}, "
+                       f"{r.seconds:.1f}s)"
            + (f"; latency by {latency_table} ({table.describe()})" if table else ""))
     if as_json:
-        print_result("\n".join(json.dumps(p.to_dict()) for p in profiles))
-
-
-def _build_lut(space_arg: str, task: str, size: tuple[int, int], num_classes: int | None,
-               output: str | None, force: bool) -> None:
-    from fnacli.io import check_writable, write_output
-    from fnacli.spec import load_space
-
-    space = load_space(space_arg)
-    if output and output != "-":
-        check_writable(output, force)  # fail before the build, not after
-
-    from fnacli.lut import build_lut, cache_path, load_or_build_lut
-
-    start = time.perf_counter()
-    if output:
-        table = build_lut(space, task, size, num_classes, progress=True)
-        write_output(output, table.to_json(), force)
-        where = "stdout" if output == "-" else output
-    else:
-        table = load_or_build_lut(space, task, size, num_classes, progress=True)
-        where = str(cache_path(space, task, size, table.num_classes))
-        print_result(where)
-    err_console.print(f"lookup table: {space_arg} / {task} @ {size[0]}x{size[1]}: "
-                      f"{len(table.layers)} layer entries, {len(table.fixed)} fixed-part entries "
-                      f"-> {where} ({time.perf_counter() - start:.1f}s)")
-    sys.stderr.flush()
+        c.print_result("\n".join(json.dumps(d) for d in r.to_dicts()))

@@ -20,12 +20,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from fnacli.detection.data import CocoDetection, collate
-
-STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl",
-              "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
-STAT_LABELS = ("AP @[IoU=0.50:0.95]", "AP @[IoU=0.50]", "AP @[IoU=0.75]", "AP small",
-               "AP medium", "AP large", "AR maxDets=1", "AR maxDets=10", "AR maxDets=100",
-               "AR small", "AR medium", "AR large")
+from fnacli.tasks.detection import COCO_STATS as STAT_NAMES
 
 
 @dataclass

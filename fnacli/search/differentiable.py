@@ -43,6 +43,7 @@ from fnacli.nn.supernet import Supernet, op_choices, path_to_arch, width_choices
 from fnacli.search import arch as A
 from fnacli.search.supernet_io import SupernetCheckpoint, load_weights
 from fnacli.spec import ArchSpec, SpaceSpec
+from fnacli.tasks import get_task
 from fnacli.train import (
     DistEnv,
     DivergedError,
@@ -63,22 +64,13 @@ from fnacli.train import (
 COST_FORMS = ("log", "linear")
 COSTS = ("madds", "latency")
 GIGA = 1e9
-# FNA's search recipes (configs fna_{ssdlite,retinanet}_search): total and weight-only
-# epochs, weight steps per α/β step, λ and τ of the log cost, lr milestones (fractions).
-SEARCH_DEFAULTS: dict[str, dict[str, Any]] = {
-    "ssdlite": {"epochs": 30, "warmup_epochs": 15, "arch_every": 5, "lam": 0.15, "tau": 10.0,
-                "milestones": (18 / 30, 25 / 30, 28 / 30)},
-    "retinanet": {"epochs": 14, "warmup_epochs": 8, "arch_every": 1, "lam": 0.02, "tau": 10.0,
-                  "milestones": (8 / 14, 11 / 14)},
-}
 ARCH_LR, ARCH_BETAS, ARCH_WD, ARCH_CLIP = 3e-4, (0.5, 0.999), 1e-3, 35.0
 
 
 def default_warmup_epochs(task: str, epochs: int) -> int:
-    """FNA's share of weight-only epochs (ssdlite 15 of 30, retinanet 8 of 14) of ``epochs``,
-    rounded down: a shorter search still gets α/β epochs."""
-    d = SEARCH_DEFAULTS[task]
-    return d["warmup_epochs"] * epochs // d["epochs"]
+    """The task's share of weight-only epochs (its ``search_defaults``, from FNA's search
+    configs) of ``epochs``, rounded down: a shorter search still gets α/β epochs."""
+    return get_task(task).search_defaults.warmup_for(epochs)
 
 
 @dataclass
@@ -223,7 +215,7 @@ def resolve_lambda(cfg: SearchConfig, initial_gmadds: float) -> float:
     log form's pull at the start: d(λ_lin·C) = d(λ·log_τ C) at C = C₀."""
     if cfg.lam is not None:
         return cfg.lam
-    lam = SEARCH_DEFAULTS[cfg.task]["lam"]
+    lam = get_task(cfg.task).search_defaults.lam
     if cfg.cost_form == "linear":
         return lam / (initial_gmadds * math.log(cfg.tau))
     return lam
@@ -301,8 +293,7 @@ def run_search(ckpt: SupernetCheckpoint, source: str, train_set: Any, cfg: Searc
     """Search ``ckpt``'s space on ``train_set`` (a ``CocoDetection`` with the training
     transform); writes the ``searched`` checkpoint ``output`` after every epoch (rank 0)."""
     from fnacli.checkpoint import save_checkpoint
-    from fnacli.detection.data import batch_to, collate, split_half
-    from fnacli.detection.models import build_detector
+    from fnacli.detection.data import split_half
     from fnacli.lut import load_or_build_lut
 
     cfg.check()
@@ -318,10 +309,12 @@ def run_search(ckpt: SupernetCheckpoint, source: str, train_set: Any, cfg: Searc
     total = tc.epochs * per_epoch
 
     seed_everything(tc.seed)
-    supernet = Supernet(space, ckpt.masks, with_head=cfg.task == "ssdlite")
+    task = get_task(cfg.task)
+    collate, batch_to = task.collate, task.batch_to
+    supernet = Supernet(space, ckpt.masks, with_head=task.uses_head_conv)
     load_weights(supernet, ckpt.weights, source)
-    detector = build_detector(space.max_arch(), cfg.task, train_set.num_classes, cfg.size,
-                              backbone=supernet)
+    detector = task.build_model(space.max_arch(), train_set.num_classes, cfg.size,
+                                backbone=supernet)
     arch = ArchParams(space, ckpt.alpha, ckpt.beta).to(env.device)
     if env.is_main:  # rank 0 builds (and caches) the table, the others then read it
         lut = load_or_build_lut(space, cfg.task, cfg.size, train_set.num_classes, progress=True)

@@ -1,0 +1,480 @@
+"""Architecture search on a task: FNA's differentiable search or DetNAS's one-shot search.
+
+- :func:`search_differentiable` (:class:`DifferentiableSearchConfig`): alternating weight /
+  α-β optimisation with a MAdds cost (``fnacli.search.differentiable``). Files beside
+  OUTPUT: OUTPUT.ckpt (state for ``resume``), OUTPUT.metrics.jsonl, OUTPUT.arch.svg; OUTPUT
+  itself is rewritten after every epoch.
+- :func:`search_oneshot` (:class:`OneShotSearchConfig`, strategy ``evolution`` or
+  ``random``): train the supernet one uniform path at a time (to ``trained``, default OUTPUT
+  with ``.oneshot.safetensors``, with TRAINED.ckpt / TRAINED.metrics.jsonl), then search it
+  (OUTPUT.search.json state, OUTPUT.history.jsonl); see docs/evolution.md.
+
+Both take the same data, recipe and run options (:class:`SearchOptions`); settings left at
+None come from the task (``Task.recipe``, ``Task.search_defaults``, ``Task.oneshot_epochs``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fnacli.errors import UserError
+from fnacli.pipeline.common import (
+    Reporter,
+    TrainOptions,
+    as_size,
+    check_fresh_run,
+    in_processes,
+    make_config,
+    refuse_stdout,
+    run_files,
+    task_of,
+)
+
+STRATEGIES = ("differentiable", "evolution", "random")
+ONESHOT_STRATEGIES = ("evolution", "random")
+
+
+@dataclass
+class SearchOptions(TrainOptions):
+    """What both strategies share (and :class:`TrainOptions`)."""
+
+    supernet: str | Path
+    output: str | Path
+    latency_table: str | Path | None = None  # from fnacli latency (``force``: any machine)
+
+
+@dataclass
+class DifferentiableSearchConfig(SearchOptions):
+    warmup_epochs: int | None = None
+    arch_every: int | None = None
+    cost_form: str = "log"
+    lam: float | None = None
+    tau: float = 10.0
+    target_madds: str | float | None = None
+    min_depth: int = 0
+    arch_lr: float = 3e-4
+    cost: str = "madds"  # or "latency" (needs latency_table)
+    target_latency: str | float | None = None  # "12ms", or milliseconds
+
+
+@dataclass
+class OneShotSearchConfig(SearchOptions):
+    strategy: str = "evolution"
+    skip_training: bool = False
+    train_only: bool = False
+    trained: str | Path | None = None
+    population: int = 50
+    parents: int = 10
+    mutation_prob: float = 0.1
+    generations: int = 20
+    candidates: int | None = None
+    max_madds: str | float | None = None
+    max_latency: str | float | None = None  # "12ms", or milliseconds (needs latency_table)
+    metric: str | None = None  # fitness [the task's primary metric]
+    calib_images: int = 256
+    calib_batch: int = 16
+    eval_images: int | None = None
+    record_top: int = 20
+    stop_after_candidates: int | None = None
+
+
+@dataclass
+class SearchResult:
+    """A search's outcome; ``message`` is its one-line summary."""
+
+    strategy: str
+    finished: bool
+    message: str
+    output: str | None = None
+    details: dict = field(default_factory=dict)
+    is_main: bool = True  # False in the other processes of a distributed run
+
+    def to_dict(self) -> dict:
+        d = dict(self.details)
+        d.update({"strategy": self.strategy, "finished": self.finished, "output": self.output})
+        d.setdefault("message", self.message)
+        return d
+
+
+def search(*args: Any, strategy: str | None = None, **kwargs: Any) -> SearchResult:
+    """Either strategy: ``search(DifferentiableSearchConfig(...))``,
+    ``search(OneShotSearchConfig(...))`` or the fields with ``strategy=``."""
+    if args and isinstance(args[0], DifferentiableSearchConfig):
+        return search_differentiable(*args, **kwargs)
+    if args and isinstance(args[0], OneShotSearchConfig):
+        return search_oneshot(*args, **kwargs)
+    strategy = strategy or "differentiable"
+    if strategy not in STRATEGIES:
+        raise UserError(f"--strategy: expected one of {', '.join(STRATEGIES)}, got "
+                        f"{strategy!r}")
+    if strategy == "differentiable":
+        return search_differentiable(*args, **kwargs)
+    return search_oneshot(*args, strategy=strategy, **kwargs)
+
+
+def _train_config(o: SearchOptions, task: Any, epochs: int, steps: int, schedule: str,
+                  milestones: tuple[float, ...], warmup_cap: int) -> Any:
+    """The weight-side recipe: given options, else the task's fine-tuning recipe."""
+    from fnacli.train import TrainConfig
+
+    r = task.recipe
+    batch = o.batch_size or r.batch_size
+    clip = o.clip_grad if o.clip_grad is not None else r.clip_grad
+    return TrainConfig(
+        epochs=epochs, batch_size=batch, lr=o.lr if o.lr is not None else r.lr_for(batch),
+        optimizer=o.optimizer or r.optimizer, momentum=o.momentum,
+        weight_decay=o.weight_decay if o.weight_decay is not None else r.weight_decay,
+        schedule=schedule, milestones=milestones,
+        warmup_iters=(o.warmup_iters if o.warmup_iters is not None
+                      else min(warmup_cap, steps // 10)),
+        clip_grad=clip or None, seed=o.seed, workers=o.workers,
+        checkpoint_every=o.checkpoint_every)
+
+
+def _train_set(o: SearchOptions, task: Any, augment: str) -> Any:
+    files = task.find_split(o.data, "train", o.train_ann, o.train_images)
+    return task.load_split(files, train=True, transform=task.train_transform(augment),
+                           seed=o.seed)
+
+
+# -- differentiable ---------------------------------------------------------------------------
+def search_differentiable(*args: Any, **kwargs: Any) -> SearchResult:
+    """FNA's differentiable search (see the module docstring)."""
+    cfg = make_config(DifferentiableSearchConfig, args, kwargs)
+    refuse_stdout(cfg.output)
+    _check_latency(cfg)
+    return in_processes(_differentiable, cfg)
+
+
+def _check_latency(o: Any) -> None:
+    """The latency options, refused before any work."""
+    from fnacli.latency import parse_latency, read_latency_table
+
+    cost = getattr(o, "cost", "madds")
+    if cost not in ("madds", "latency"):
+        raise UserError(f"--cost: expected madds or latency, got {cost!r}")
+    target = getattr(o, "target_latency", None)
+    if target is not None:
+        parse_latency(target, "--target-latency")
+        if cost != "latency":
+            raise UserError("--target-latency goes with --cost latency")
+    if getattr(o, "target_madds", None) is not None and cost != "madds":
+        raise UserError("--target-madds goes with --cost madds (use --target-latency)")
+    limit = getattr(o, "max_latency", None)
+    if limit is not None:
+        parse_latency(limit, "--max-latency")
+    if (cost == "latency" or limit is not None) and not o.latency_table:
+        what = "--cost latency" if cost == "latency" else "--max-latency"
+        raise UserError(f"{what} needs --latency-table TABLE (measure one with 'fnacli "
+                        "latency')")
+    if o.latency_table:
+        read_latency_table(o.latency_table, o.force)
+
+
+def _latency_table(o: Any, space: Any, task: str, size: tuple[int, int], classes: int) -> Any:
+    from fnacli.latency import search_latency_table
+
+    if not o.latency_table:
+        return None
+    return search_latency_table(o.latency_table, space, task, size, classes, o.force)
+
+
+def _differentiable(o: DifferentiableSearchConfig, env: Any) -> SearchResult:
+    from fnacli.io import check_writable
+    from fnacli.search.differentiable import SearchConfig, run_search
+    from fnacli.search.evolution import format_madds, parse_madds
+    from fnacli.search.supernet_io import read_supernet
+
+    say = Reporter(o.on_message, env.is_main)
+    output = Path(o.output)
+    state_path, metrics_path = run_files(output)
+    check_fresh_run(state_path, metrics_path, o.resume, o.force, "search")
+    if not o.resume:
+        check_writable(output, o.force)
+    ckpt = read_supernet(o.supernet)
+    task = task_of(o.task)
+    target = None
+    if o.target_madds is not None:
+        try:
+            target = parse_madds(o.target_madds)
+        except Exception as e:  # noqa: BLE001 - its message names --max-madds
+            raise UserError(str(e).replace("--max-madds", "--target-madds")) from None
+    d = task.search_defaults
+    size = as_size(o.size) or task.recipe.size
+    batch = o.batch_size or task.recipe.batch_size
+    epochs = o.epochs or d.epochs
+    warmup_epochs = o.warmup_epochs if o.warmup_epochs is not None else d.warmup_for(epochs)
+    augment = o.augment or task.default_augment
+    dataset = _train_set(o, task, augment)
+    steps = epochs * (len(dataset) // 2 // batch)
+    tc = _train_config(o, task, epochs, steps, "step", d.milestones, 500)
+    from fnacli.latency import parse_latency
+
+    table = _latency_table(o, ckpt.space, task.name, size, dataset.num_classes)
+    cfg = SearchConfig(task=task.name, size=size, train=tc, warmup_epochs=warmup_epochs,
+                       arch_every=o.arch_every or d.arch_every, cost_form=o.cost_form,
+                       lam=o.lam, tau=o.tau, target_madds=target, min_depth=o.min_depth,
+                       arch_lr=o.arch_lr, augment=augment, cost=o.cost,
+                       target_latency=(parse_latency(o.target_latency, "--target-latency")
+                                       if o.target_latency is not None else None),
+                       latency_table=table)
+    cfg.check()
+    result = run_search(ckpt, str(o.supernet), dataset, cfg, env, output,
+                        state_path=state_path, metrics_path=metrics_path, resume=o.resume,
+                        stop_after=o.stop_after, log=say if env.is_main else None)
+    details = {"task": task.name, "steps": result.steps, "arch_steps": result.arch_steps,
+               "epochs": result.epochs, "derived": result.arch.to_dict(),
+               "madds": result.madds, "expected_madds": result.expected_madds,
+               "warning": result.warning}
+    if table is not None:
+        details["latency_ms"] = result.latency_ms
+        details["expected_latency_ms"] = result.expected_latency_ms
+    if result.warning:
+        say.warning(result.warning)
+    if not result.finished:
+        return SearchResult("differentiable", False, f"search stopped after {result.steps} "
+                            f"steps; state in {state_path} (continue with --resume)",
+                            str(output), details)
+    if env.is_main:
+        state_path.unlink(missing_ok=True)  # finished: nothing left to resume
+    return SearchResult(
+        "differentiable", True,
+        f"{output}: searched {task.name} ({result.steps} weight steps, {result.arch_steps} "
+        f"α/β steps); derived architecture {format_madds(result.madds)} MAdds (expected "
+        f"{format_madds(result.expected_madds)})"
+        + (f", {result.latency_ms:.2f} ms predicted (expected {result.expected_latency_ms:.2f} "
+           "ms)" if table is not None else ""), str(output), details)
+
+
+# -- one-shot ---------------------------------------------------------------------------------
+def _oneshot_files(output: str | Path, trained: str | Path | None) -> dict[str, Path]:
+    out = Path(output)
+    stem = out.with_suffix("") if out.suffix == ".safetensors" else out
+    tr = Path(trained) if trained else Path(f"{stem}.oneshot.safetensors")
+    return {"output": out, "trained": tr, "train_state": Path(f"{tr}.ckpt"),
+            "train_metrics": Path(f"{tr}.metrics.jsonl"),
+            "state": Path(f"{out}.search.json"), "history": Path(f"{out}.history.jsonl")}
+
+
+def search_oneshot(*args: Any, **kwargs: Any) -> SearchResult:
+    """DetNAS's one-shot search: train the supernet (unless ``skip_training``), then search
+    it by evolution or random sampling (see the module docstring)."""
+    o = make_config(OneShotSearchConfig, args, kwargs)
+    if o.strategy not in ONESHOT_STRATEGIES:
+        raise UserError(f"--strategy: expected one of {', '.join(ONESHOT_STRATEGIES)} here, "
+                        f"got {o.strategy!r}")
+    refuse_stdout(o.output)
+    if o.skip_training and o.train_only:
+        raise UserError("--skip-training and --train-only exclude each other")
+    if o.task is not None:
+        task_of(o.task)
+    _check_latency(o)
+    if o.metric is not None:
+        from fnacli.tasks import tasks
+
+        names = dict.fromkeys(n for t in tasks() for n in t.metric_names)
+        if o.metric not in names:
+            raise UserError(f"--metric: expected one of {', '.join(names)}, got {o.metric!r}")
+    return in_processes(_oneshot, o)
+
+
+def _oneshot(o: OneShotSearchConfig, env: Any) -> SearchResult:
+    from fnacli.io import check_writable
+    from fnacli.train import barrier
+
+    say = Reporter(o.on_message, env.is_main)
+    files = _oneshot_files(o.output, o.trained)
+    again = o.force or o.resume
+    if not o.train_only:
+        check_writable(files["output"], again)  # fail before the slow part
+        for p in (files["state"], files["history"]):
+            if p.exists() and not again:
+                raise UserError(f"{p}: exists from an earlier search (continue it with "
+                                "--resume, or start over with --force)")
+    if o.skip_training:
+        trained = Path(o.supernet)
+    else:
+        trained = files["trained"]
+        if o.resume and trained.is_file() and not files["train_state"].is_file():
+            say(f"{trained}: already trained, going on with the search")
+        else:
+            result = _train(o, files, env, say)
+            if not result.finished:
+                return SearchResult(o.strategy, False, f"training stopped after "
+                                    f"{result.steps} steps; continue with --resume",
+                                    details={"trained": None, "steps": result.steps})
+            if env.is_main:
+                files["train_state"].unlink(missing_ok=True)  # done: resume goes to search
+        if o.train_only:
+            return SearchResult(o.strategy, True, f"{trained}: one-shot supernet trained",
+                                details={"trained": str(trained)})
+    # decided by every process before rank 0 may write a fresh search state (after the barrier)
+    resume = o.resume and files["state"].is_file()
+    barrier(env)
+    return _evolve(o, trained, files, env, resume, say)
+
+
+def _train(o: OneShotSearchConfig, files: dict[str, Path], env: Any, say: Reporter) -> Any:
+    from fnacli.io import check_writable
+    from fnacli.search.oneshot import OneshotInfo, train_oneshot
+    from fnacli.search.supernet_io import read_supernet
+    from fnacli.tasks import get_task, task_names
+
+    ckpt = read_supernet(o.supernet)
+    info = OneshotInfo.from_meta(ckpt.meta, str(o.supernet))
+    name = o.task or (info.task if info else None)
+    if name is None:
+        raise UserError("--task: needed to train the one-shot supernet "
+                        f"({' or '.join(task_names())})")
+    task = get_task(name)
+    resume = o.resume and files["train_state"].is_file()
+    if not resume and files["trained"].exists() and not o.force:
+        raise UserError(f"{files['trained']}: a trained supernet is already there: search it "
+                        "with --skip-training, or train again with --force")
+    check_writable(files["trained"], True)  # its folder must exist
+    r = task.recipe
+    size = as_size(o.size) or r.size
+    epochs = o.epochs or task.oneshot_epochs
+    dataset = _train_set(o, task, o.augment or task.default_augment)
+    batch = o.batch_size or r.batch_size
+    tc = _train_config(o, task, epochs, epochs * (len(dataset) // batch), r.schedule,
+                       r.milestones, r.warmup_iters)
+    say(f"one-shot supernet training: {task.name} at {size[0]}x{size[1]}, {len(dataset)} "
+        f"images, {epochs} epochs of {len(dataset) // batch} steps, uniform single-path "
+        "sampling")
+    return train_oneshot(ckpt, str(o.supernet), dataset, task.name, size, tc, env,
+                         files["trained"], state_path=files["train_state"],
+                         metrics_path=files["train_metrics"], resume=resume,
+                         stop_after=o.stop_after, force=o.force or o.resume,
+                         log=say if env.is_main else None)
+
+
+def _evolve(o: OneShotSearchConfig, trained: Path, files: dict[str, Path], env: Any,
+            resume: bool, say: Reporter) -> SearchResult:
+    from fnacli.checkpoint import save_checkpoint
+    from fnacli.lut import load_or_build_lut
+    from fnacli.search import evolution as E
+    from fnacli.search.bn_recal import calibration_subset
+    from fnacli.search.oneshot import (
+        PathEvaluator,
+        build_oneshot_detector,
+        distributed_evaluate,
+        load_trained,
+    )
+    from fnacli.tasks import get_task
+
+    ckpt, info = load_trained(trained)
+    if o.task and o.task != info.task:
+        raise UserError(f"--task {o.task}: {trained} was trained one-shot for {info.task}")
+    task = get_task(info.task)
+    size = as_size(o.size) or info.size
+    from fnacli.latency import parse_latency
+
+    cfg = E.SearchConfig(strategy=o.strategy, population=o.population, parents=o.parents,
+                         mutation_prob=o.mutation_prob, generations=o.generations,
+                         candidates=o.candidates,
+                         max_madds=E.parse_madds(o.max_madds) if o.max_madds else None,
+                         max_latency=(parse_latency(o.max_latency, "--max-latency")
+                                      if o.max_latency is not None else None),
+                         metric=o.metric or task.metric, seed=o.seed)
+    latency = _latency_table(o, ckpt.space, task.name, size, info.num_classes)
+    val = task.load_split(task.find_split(o.data, "val", o.val_ann, o.val_images), train=False)
+    task.check_categories(info.categories, val.categories(), str(trained), str(val.files.ann))
+    if o.eval_images:
+        val = calibration_subset(val, o.eval_images, o.seed)
+    train = task.load_split(task.find_split(o.data, "train", o.train_ann, o.train_images),
+                            train=True)
+    calib = calibration_subset(train, o.calib_images, o.seed)
+    detector, supernet = build_oneshot_detector(ckpt, task.name, info.num_classes, size,
+                                                str(trained))
+    lut = load_or_build_lut(ckpt.space, task.name, size, info.num_classes, progress=env.is_main)
+    enc = E.Encoding(ckpt.space)
+    score = PathEvaluator(detector, supernet, enc, calib, val, o.calib_batch, o.workers,
+                          env.device, task=task.name)
+    identity = {"supernet": str(trained), "task": task.name, "size": list(size),
+                "calib_images": len(calib), "eval_images": len(val)}
+    if latency is not None:
+        identity["latency_table"] = latency.identity()
+    search = E.OneShotSearch(enc, lut.arch_madds, distributed_evaluate(score, env), cfg,
+                             files["state"], files["history"], chunk=env.world,
+                             write=env.is_main, identity=identity,
+                             latency=latency.latency_ms if latency is not None else None)
+    limit = f" within {E.format_madds(cfg.max_madds)} MAdds" if cfg.max_madds else ""
+    limit += f" within {cfg.max_latency:g} ms" if cfg.max_latency else ""
+    say(f"{o.strategy} search on {trained}: {cfg.total_candidates} candidates{limit}, fitness "
+        f"{cfg.metric} on {len(val)} held-out images, BN recalibrated on {len(calib)} "
+        "training images")
+    with _SearchProgress(cfg, env.is_main) as progress:
+        search.on_candidate = progress.candidate
+        search.on_round = progress.round
+        result = search.run(resume=resume, stop_after=o.stop_after_candidates)
+    if not search.cache:
+        raise UserError("the search evaluated no architecture")
+    ranked = search.ranked()
+    best = ranked[0]
+    details = {"metric": cfg.metric, "best_fitness": best.fitness, "best_madds": best.madds,
+               "best_arch": enc.arch(best.genome).to_dict(), "evaluated": len(ranked),
+               "rounds": result.rounds}
+    lat = ""
+    if latency is not None:
+        details["best_latency_ms"] = latency.latency_ms(enc.arch(best.genome))
+        lat = f", {details['best_latency_ms']:.2f} ms predicted"
+    if not result.finished:
+        return SearchResult(o.strategy, False, f"search stopped after {len(ranked)} "
+                            "evaluations; continue with --resume", None, details)
+    if env.is_main:
+        tensors = dict(ckpt.weights)
+        tensors.update(E.arch_logits(enc, best.genome))
+        meta = {k: v for k, v in ckpt.meta.items() if k != "search"}
+        meta["search"] = {"strategy": o.strategy, "task": task.name, "size": list(size),
+                          **{k: v for k, v in cfg.identity().items() if k != "strategy"},
+                          "num_classes": info.num_classes, "categories": info.categories,
+                          "generations": cfg.generations, "candidates": cfg.total_candidates,
+                          "rounds": result.rounds, "evaluated": len(ranked),
+                          "calib_images": len(calib), "eval_images": len(val),
+                          "supernet": str(trained), "finished": True,
+                          "derived": details["best_arch"],
+                          "top": E.candidates_meta(ranked[:o.record_top], enc)}
+        save_checkpoint(files["output"], tensors, "searched", meta, force=o.force or o.resume)
+    return SearchResult(o.strategy, True,
+                        f"{files['output']}: best {cfg.metric} {best.fitness:.4f} at "
+                        f"{E.format_madds(best.madds)} MAdds{lat} ({o.strategy}, {len(ranked)} "
+                        "architectures evaluated)", str(files["output"]), details)
+
+
+class _SearchProgress:
+    """Candidates on the training loop's progress bar, one line per generation (rank 0)."""
+
+    def __init__(self, cfg: Any, enabled: bool) -> None:
+        from fnacli.train import TrainProgress
+
+        self.cfg = cfg
+        self.bar = TrainProgress(cfg.total_candidates, 0, cfg.strategy, enabled)
+
+    def __enter__(self) -> _SearchProgress:
+        self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.__exit__(*exc)
+
+    def candidate(self, c: Any, reused: bool) -> None:
+        self.bar.update(f"last {self.cfg.metric} {c.fitness:.4f}")
+
+    def round(self, r: dict) -> None:
+        from fnacli.search.evolution import format_madds
+
+        if r["event"] == "stop":
+            self.bar.log(f"stopped early: {r['reason']}")
+            return
+        if r["event"] == "resume":
+            self.bar.update(f"resumed after generation {r['generation']}", r["evaluated"])
+            return
+        m = self.cfg.metric
+        self.bar.log(
+            f"generation {r['generation'] + 1}/{self.cfg.rounds}: best {m} {r['best']:.4f} "
+            f"({format_madds(r['best_madds'])} MAdds), median {r['median']:.4f} "
+            f"({format_madds(r['median_madds'])}); overall best {r['top_fitness']:.4f} "
+            f"({format_madds(r['top_madds'])}); {r['evaluated']} evaluated")
