@@ -30,6 +30,19 @@ def detectors(world: dict[str, Path]) -> dict[str, Path]:  # noqa: F811
         r = CliRunner().invoke(app, args)
         assert r.exit_code == 0, r.output
         out[task] = path
+    # One step leaves every RetinaNet score at the focal-loss prior (~0.01), where NMS among
+    # near-equal scores and boxes differs between implementations; spread the class scores
+    # out (seeded) the way training does.
+    from fnacli.checkpoint import read_checkpoint, save_checkpoint
+
+    ck = read_checkpoint(out["retinanet"])
+    tensors = dict(ck.tensors)
+    g = torch.Generator().manual_seed(0)
+    for name in ("head.classification_head.cls_logits.weight",
+                 "head.classification_head.cls_logits.bias"):
+        tensors[name] = tensors[name] + torch.randn(tensors[name].shape, generator=g)
+    out["retinanet"] = world["root"] / "export_retinanet_spread.safetensors"
+    save_checkpoint(out["retinanet"], tensors, "detector", ck.meta)
     return out
 
 
@@ -39,9 +52,8 @@ def test_onnx_export_matches_pytorch(detectors: dict, world: dict,  # noqa: F811
     import onnx
 
     out = world["root"] / f"{task}.onnx"
-    # the tiny RetinaNet's scores stay under its 0.05 threshold after one epoch
     code, stdout, err = run_cli(["export", detectors[task], "-o", out, "--data", world["data"],
-                                 "--samples", "3", "--json", "--score-thresh", "0.001"])
+                                 "--samples", "3", "--json", "--score-thresh", "0.01"])
     assert code == 0, err
     s = json.loads(stdout)
     assert s["opset"] == 17 and s["input"] == [1, 3, 96, 96]
