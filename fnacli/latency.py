@@ -346,6 +346,7 @@ class LatencyTable(Lut):
         self.check_result: dict | None = None
         self._measuring = False
         self._timings: list[Timing] = []
+        self._net_times: list[Timing] = []  # the overhead's whole networks, this build
         self.on_progress: Callable[[LatencyTable], None] | None = None  # partial saves
 
     # measuring -------------------------------------------------------------------------------
@@ -362,7 +363,7 @@ class LatencyTable(Lut):
         if self.cfg.channels_last is None and not self.layers:
             self.memory_format = self._faster_format()
         self._measuring = True
-        self._net_times: list[Timing] = []
+        self._net_times = []
         try:
             super().build(progress)
         finally:
