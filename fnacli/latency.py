@@ -61,6 +61,7 @@ LATENCY_SCHEMA = "fnacli/latency@1"
 DEVICES = ("cpu", "cuda")
 CONFIDENCE = 0.95
 NS = 1e9  # table values are integer nanoseconds
+BUSY_SHARE = 0.25  # overhead / table sum above which a build warns of a busy machine
 _CHUNK = 256  # jobs measured (interleaved) between two saves of a partial table
 
 
@@ -376,10 +377,13 @@ class LatencyTable(Lut):
         self.stats["overhead_gaps_ns"] = [int(g) for g in gaps]
         self.stats["calibration_ms"] = [round(t.median_s * 1e3, 4) for t in self._net_times]
         self.overhead_ns = int(round(gaps[len(gaps) // 2]))
+        sums = sorted(self.arch_madds(a) for a in archs)
+        self.stats["overhead_share"] = round(self.overhead_ns / max(sums[len(sums) // 2], 1), 4)
         took = time.perf_counter() - t0 + self.stats.get("build_s", 0.0)
         widths = sorted(t.rel_halfwidth for t in self._timings)
         self.stats = {**{k: v for k, v in self.stats.items()
-                         if k in ("format_ms", "overhead_gaps_ns", "calibration_ms")},
+                         if k in ("format_ms", "overhead_gaps_ns", "calibration_ms",
+                                  "overhead_share")},
                       "build_s": round(took, 1), "confidence": CONFIDENCE,
                       "entries_timed": len(self._timings) or self.stats.get("entries_timed", 0),
                       "median_ci_rel": round(widths[len(widths) // 2], 4) if widths
@@ -643,6 +647,17 @@ class LatencyTable(Lut):
         entries = json.dumps(self.entries_json(), sort_keys=True).encode()
         return {"entries": hashlib.sha256(entries).hexdigest()[:16],
                 "overhead_ns": self.overhead_ns, "device_name": self.env.get("device_name")}
+
+    def busy_warning(self) -> str | None:
+        """A note when whole networks ran much slower than the sum of their parts: short
+        timings dodge other processes' load, whole networks cannot (see docs/latency.md)."""
+        share = self.stats.get("overhead_share")
+        if share is None or share <= BUSY_SHARE:
+            return None
+        return (f"whole networks ran {1 + share:.2f}x as long as the sum of their parts "
+                "(the overhead); on an idle machine it is a few percent, so other processes "
+                "were probably competing for the CPU: predictions include that load; measure "
+                "on a quiet machine for the device's own latency")
 
     def describe(self) -> str:
         e = self.env

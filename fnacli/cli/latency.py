@@ -134,6 +134,8 @@ def latency(
                       f"{table.overhead_ns / 1e6:.3f} ms, median 95% interval ±"
                       f"{100 * (table.stats.get('median_ci_rel') or 0):.1f}% "
                       f"({time.perf_counter() - start:.1f}s)")
+    if table.busy_warning():
+        err_console.print(f"warning: {table.busy_warning()}")
     summary: dict[str, Any] = {"table": str(dest), "layers": len(table.layers),
                                "fixed": len(table.fixed), "environment": table.env,
                                "memory_format": table.memory_format,
