@@ -3,7 +3,7 @@
 A network's MAdds are a sum over its layers, and a layer's MAdds depend only on
 (op, in channels, out channels, stride, input resolution); the detector's neck and head
 depend only on the channels of the maps they receive. ``CostTable`` caches exactly those
-entries (computed with fvcore on tiny modules, see ``fnacli.cost.per_position_madds``) and
+entries (per-position counts of fvcore's handles, see ``fnacli.cost.unit_madds``) and
 adds them up, so profiling an architecture needs no trace of the whole network.
 
 ``Lut`` is a ``CostTable`` filled for every entry a search space can produce, plus the
@@ -13,6 +13,7 @@ uses the distribution of its input width (the previous stage's β), not just its
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -24,9 +25,10 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 from fnacli import __version__
-from fnacli.cost import PARTS, Profile, build_model, default_classes, per_position_madds
+from fnacli.cost import PARTS, Profile, UnitKey, build_model, default_classes, unit_madds
 from fnacli.errors import UserError
 from fnacli.spec import SKIP, ArchSpec, Op, SpaceSpec
 from fnacli.tasks import Task, get_task, is_task, task_names
@@ -69,6 +71,13 @@ def _positions(res: Res) -> int:
     return res[0] * res[1]
 
 
+@functools.cache
+def _op(text: str) -> Op:
+    """``Op.parse``, once per op text (tables parse the same few ops tens of thousands of
+    times)."""
+    return Op.parse(text)
+
+
 def mbconv_units(op: Op, cin: int, cout: int) -> list[tuple[int, int, int, int]]:
     """The convs of an MBConv as (cin, cout, kernel, groups): expand (if any), dw, project."""
     hidden = cin * op.expand
@@ -81,40 +90,87 @@ def mbconv_params(op: Op, cin: int, cout: int) -> int:
     return sum(a // g * b * k * k + 2 * b for a, b, k, g in mbconv_units(op, cin, cout))
 
 
-# -- per-position costs of single convs / linears, shared by every table in the process ----
-_PP: dict[tuple[int, int, int, int], int] = {}  # (cin, cout, kernel, groups); kernel 0 = linear
+# -- per-position costs of single convs / linears, shared by every table -----------------
+# (cin, cout, kernel, groups) -> MAdds per output position; kernel 0 = linear. Kept on disk
+# (``unit_cache_path``) so a later process, e.g. the next `fnacli madds SPEC`, traces only
+# the shapes no earlier run met.
+_PP: dict[UnitKey, int] = {}
+_PP_DISK: dict[str, bool] = {}  # cache file path -> read into _PP already
+_PARALLEL_MIN = 1000  # missing units worth a second process
 
 
-class _EmptyConv(nn.Conv2d):
-    # Counting needs shapes, not values: skipping the random init (and even zero-filling)
-    # halves the build time of a large table.
-    def reset_parameters(self) -> None:
-        pass
+def unit_cache_path() -> Path:
+    return cache_dir() / f"units-{__version__}.json"
 
 
-class _EmptyLinear(nn.Linear):
-    def reset_parameters(self) -> None:
-        pass
+def _read_unit_cache() -> None:
+    path = unit_cache_path()
+    if _PP_DISK.get(str(path)):
+        return
+    _PP_DISK[str(path)] = True
+    try:
+        rows = json.loads(path.read_text())
+        for cin, cout, k, g, madds in rows:
+            _PP.setdefault((int(cin), int(cout), int(k), int(g)), int(madds))
+    except (OSError, ValueError, TypeError):
+        pass  # no cache yet, or a damaged one: counted again
 
 
-def _unit_module(key: tuple[int, int, int, int]) -> nn.Module:
-    cin, cout, k, g = key
-    if k == 0:
-        return _EmptyLinear(cin, cout)
-    return _EmptyConv(cin, cout, k, groups=g, bias=False)  # unpadded: traced on a kxk input
+def _write_unit_cache() -> None:
+    from fnacli.io import write_text_atomic
+
+    path = unit_cache_path()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(path, json.dumps([[*k, v] for k, v in sorted(_PP.items())]))
+    except OSError:
+        pass  # an unwritable cache only costs a recount next time
 
 
-def _fill_units(keys: Iterable[tuple[int, int, int, int]], progress: _Progress | None) -> None:
+def _count_chunks(chunks: list[list[UnitKey]]) -> Iterator[list[int]]:
+    """Per-position counts of each chunk, in order; on two cores when there is enough work
+    and a second core is idle (on a busy machine a second process only adds contention)."""
+    if sum(map(len, chunks)) >= _PARALLEL_MIN and len(chunks) > 1 and _idle_cores() >= 1.5:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        # fork: the workers inherit the imported torch/fvcore instead of importing them again
+        with ProcessPoolExecutor(2, mp_context=mp.get_context("fork")) as pool:
+            yield from pool.map(unit_madds, chunks)
+        return
+    for chunk in chunks:
+        yield unit_madds(chunk)
+
+
+def _usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def _idle_cores() -> float:
+    """Usable cores minus the 1-minute load average (this process included)."""
+    try:
+        load = os.getloadavg()[0]
+    except OSError:
+        load = 0.0
+    return _usable_cores() - load
+
+
+def _fill_units(keys: Iterable[UnitKey], progress: _Progress | None) -> None:
+    _read_unit_cache()
     missing = sorted({k for k in keys if k not in _PP})
+    if not missing:
+        return
     if progress:
         progress.add(len(missing))
-    for i in range(0, len(missing), _CHUNK):
-        chunk = missing[i:i + _CHUNK]
-        for key, madds in zip(chunk, per_position_madds([_unit_module(k) for k in chunk]),
-                              strict=True):
-            _PP[key] = madds
+    chunks = [missing[i:i + _CHUNK] for i in range(0, len(missing), _CHUNK)]
+    for chunk, counts in zip(chunks, _count_chunks(chunks), strict=True):
+        _PP.update(zip(chunk, counts, strict=True))
         if progress:
             progress.advance(len(chunk))
+    _write_unit_cache()
 
 
 class _Progress:
@@ -138,9 +194,11 @@ def _progress(enabled: bool, what: str) -> Iterator[_Progress | None]:
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
+    console = Console(stderr=True)
     with Progress(TextColumn("{task.description}"), BarColumn(),
                   TextColumn("{task.completed}/{task.total}"), TimeRemainingColumn(),
-                  console=Console(stderr=True), transient=True) as bar:
+                  console=console, transient=True,
+                  disable=not console.is_terminal) as bar:  # no bar in a log file
         yield _Progress(bar, bar.add_task(what, total=0))
 
 
@@ -158,15 +216,20 @@ class _StubBody(nn.Module):
                            for n, c in self.feature_channels.items())
 
 
-class _Many(nn.Module):
-    """Several detector cores traced together (one fvcore trace instead of one each)."""
+class _NoInit(TorchFunctionMode):
+    """Parameter initialisers do nothing (on the meta device they still cost a Python
+    decomposition each, most of a stub detector's build time; counting needs shapes only)."""
 
-    def __init__(self, cores: list[nn.Module]) -> None:
-        super().__init__()
-        self.cores = nn.ModuleList(cores)
+    _INITS = frozenset({"normal_", "uniform_", "zero_", "fill_", "constant_", "ones_", "zeros_",
+                        "kaiming_uniform_", "kaiming_normal_", "xavier_uniform_",
+                        "xavier_normal_", "trunc_normal_"})
 
-    def forward(self, x: torch.Tensor) -> list:
-        return [c(x) for c in self.cores]
+    def __torch_function__(self, func: Callable, types: object, args: tuple = (),
+                           kwargs: dict | None = None) -> object:
+        kwargs = kwargs or {}
+        if getattr(func, "__name__", "") in self._INITS:
+            return args[0] if args else kwargs["tensor"]
+        return func(*args, **kwargs)
 
 
 def _detector_fixed(task: Task, spec: ArchSpec, num_classes: int, names: list[str],
@@ -178,7 +241,7 @@ def _detector_fixed(task: Task, spec: ArchSpec, num_classes: int, names: list[st
     def build(chans: tuple[int, ...], device: str) -> nn.Module:
         # built on the meta device, then given uninitialised memory: counting needs shapes,
         # and random init of a RetinaNet head per channel combination would dominate
-        with torch.device("meta"):
+        with torch.device("meta"), _NoInit():
             stub = _StubBody(dict(zip(names, chans, strict=True)), sizes)
             model = task.build_model(spec, num_classes, task.default_size, backbone=stub)
             core = task.cost_core(model)[0]
@@ -212,25 +275,20 @@ def _detector_fixed(task: Task, spec: ArchSpec, num_classes: int, names: list[st
 def _combos_fixed(task: Task, names: list[str], combos: list[tuple[int, ...]], build: Callable,
                   positions: dict[str, list[int]], sig: tuple[int, ...]
                   ) -> dict[FixedKey, tuple[str, int, int]]:
-    from fnacli.cost import by_module, single_thread
-
-    # One trace for several combinations, every map 1x1: fvcore gives per-position costs.
-    cores = [build(chans, "cpu") for chans in combos]
-    for core in cores:
-        for stub in (m for m in core.modules() if isinstance(m, _StubBody)):
-            stub.sizes = {n: (1, 1) for n in names}
-    with single_thread():
-        pp = by_module(_Many(cores), (torch.zeros(1, 3, 1, 1),))
+    # Every conv of the stub detectors (built on the meta device: shapes only) is a unit of
+    # the shared per-position table, so a conv shape that recurs across combinations, heads
+    # and levels is traced once; its count at the real sizes is per position x positions.
+    cores = [build(chans, "meta") for chans in combos]
+    convs = [[(n, _conv_unit(m)) for n, m in core.named_modules() if isinstance(m, nn.Conv2d)]
+             for core in cores]
+    _fill_units([u for per_core in convs for _, u in per_core], None)
     out: dict[FixedKey, tuple[str, int, int]] = {}
-    for j, (chans, core) in enumerate(zip(combos, cores, strict=True)):
+    for chans, core, per_core in zip(combos, cores, convs, strict=True):
         acc: dict[tuple[str, str, int], list[int]] = {}
-        for n, m in core.named_modules():
-            g = task.cost_group(n + ".") if isinstance(m, nn.Conv2d) else None
-            if g is None:
-                continue
-            total_pos, calls = positions[n]
-            # the 1x1 trace counted one position per call
-            acc.setdefault(g, [0, 0])[0] += pp.get(f"cores.{j}.{n}", 0) // calls * total_pos
+        for n, unit in per_core:
+            g = task.cost_group(n + ".")
+            if g is not None:
+                acc.setdefault(g, [0, 0])[0] += _PP[unit] * positions[n][0]
         for n, p in core.named_parameters():
             g = task.cost_group(n)
             if g is not None:
@@ -238,6 +296,13 @@ def _combos_fixed(task: Task, names: list[str], combos: list[tuple[int, ...]], b
         for (group, part, idx), (madds, params) in acc.items():
             out[(group, chans[idx] if idx >= 0 else 0, sig)] = (part, madds, params)
     return out
+
+
+def _conv_unit(m: nn.Conv2d) -> tuple[int, int, int, int]:
+    kh, kw = m.kernel_size
+    if kh != kw:
+        raise AssertionError(f"non-square kernel {m.kernel_size} in a cost table")
+    return (m.in_channels, m.out_channels, kh, m.groups)
 
 
 # -- the table -----------------------------------------------------------------------------
@@ -293,7 +358,7 @@ class CostTable:
         with _progress(progress and bool(layer_keys or fixed), "cost table") as bar:
             units = []
             for op, cin, cout, *_ in layer_keys:
-                units += mbconv_units(Op.parse(op), cin, cout)
+                units += mbconv_units(_op(op), cin, cout)
             units += [u for f in fixed for u in self._simple_units(f)]
             _fill_units(units, bar)
             for key in layer_keys:
@@ -306,7 +371,7 @@ class CostTable:
     @staticmethod
     def _layer_entry(key: LayerKey) -> tuple[int, int]:
         op_s, cin, cout, stride, h, w = key
-        op = Op.parse(op_s)
+        op = _op(op_s)
         units = mbconv_units(op, cin, cout)
         pos_in, pos_out = h * w, _positions(out_res((h, w), stride))
         madds = sum(_PP[u] * pos_out for u in units)
@@ -636,11 +701,12 @@ def load_or_build_lut(space: SpaceSpec, task: str, size: tuple[int, int],
             pass  # a stale or damaged cache file is rebuilt below
     lut = build_lut(space, task, size, num_classes, progress)
     try:
-        from fnacli.io import write_text_atomic
+        from fnacli.io import remove_stale_temps, write_text_atomic
 
         path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(path)  # what a build killed while writing left
         write_text_atomic(path, lut.to_json())
-    except OSError:
+    except (OSError, UserError):
         pass  # an unwritable cache only costs a rebuild next time
     return lut
 

@@ -226,13 +226,15 @@ def remap_kernel(w: torch.Tensor, k: int, rule: str = "center") -> tuple[torch.T
 
 def remap_state(seed_state: dict[str, torch.Tensor], seed_spec: ArchSpec, target_spec: ArchSpec,
                 width: str = "first", kernel: str = "center", noise: float = 0.0,
-                seed: int = 0) -> tuple[dict[str, torch.Tensor], list[dict]]:
+                seed: int = 0, seed_name: str = "the seed",
+                target_name: str = "the target spec") -> tuple[dict[str, torch.Tensor], list[dict]]:
     """Parameters for ``Backbone(target_spec)`` from a seed ``Backbone(seed_spec)`` state.
 
     Returns the state (in Backbone's key order; loads with ``strict=True``) and a report,
     one entry per stage: seed and new out/stride/ops, and which seed layer each new layer
     copies (``sources``). ``noise`` adds N(0, noise²) to filled conv weights only, drawn
-    from a generator seeded with ``seed``.
+    from a generator seeded with ``seed``. ``seed_name``/``target_name`` (their files) go
+    into error messages.
     """
     from fnacli.nn.backbone import Backbone
 
@@ -245,7 +247,7 @@ def remap_state(seed_state: dict[str, torch.Tensor], seed_spec: ArchSpec, target
     if noise < 0:
         raise UserError(f"noise must be ≥ 0, got {noise}")
     if len(seed_spec.stages) != len(target_spec.stages):
-        raise UserError(f"the seed has {len(seed_spec.stages)} stages but the target spec has "
+        raise UserError(f"{seed_name} has {len(seed_spec.stages)} stages but {target_name} has "
                         f"{len(target_spec.stages)}; remapping is per stage, so they must match")
     gen = torch.Generator().manual_seed(seed)
     r = _Remapper(seed_state, seed_spec, target_spec, width, kernel, noise, gen)

@@ -7,6 +7,7 @@ import random
 import subprocess
 import sys
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
@@ -225,3 +226,29 @@ def test_madds_help_does_not_import_torch() -> None:
             "assert 'torch' not in sys.modules, 'torch imported'")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
+
+
+def test_madds_of_a_detector_checkpoint_uses_its_task_size_and_classes(tmp_path: Path,
+                                                                        run_cli) -> None:
+    from fnacli.detection.checkpoint import DetectorInfo, build, save_detector
+    from fnacli.lut import profile_specs
+
+    spec = mobilenetv2(0.35)
+    cats = [{"id": i + 1, "name": f"c{i}"} for i in range(3)]
+    info = DetectorInfo(spec, "ssdlite", 3, (128, 96), cats)
+    final = tmp_path / "final.safetensors"
+    save_detector(final, build(info), info)
+    code, out, err = run_cli(["madds", str(final), "--json"])
+    assert code == 0, err
+    got = json.loads(out)
+    assert (got["task"], got["input"], got["num_classes"]) == ("ssdlite", [128, 96], 3)
+    want = profile_specs([spec], "ssdlite", (128, 96), 3)[0]
+    assert got["madds"] == want.madds and got["params"] == want.params
+    assert "ssdlite @ 128x96, 3 classes" in err
+    # an option given wins over what the checkpoint records; another task counts at its own
+    # default size
+    code, out, _ = run_cli(["madds", str(final), "--json", "--input", "160"])
+    assert json.loads(out)["input"] == [160, 160] and json.loads(out)["num_classes"] == 3
+    code, out, _ = run_cli(["madds", str(final), "mobilenetv2-0.35", "--json", "--task", "none"])
+    rows = [json.loads(x) for x in out.splitlines()]
+    assert [r["input"] for r in rows] == [[224, 224]] * 2 and rows[0]["madds"] == rows[1]["madds"]

@@ -268,7 +268,7 @@ def trained(work: dict) -> dict:
                           work["data"], "-o", tmp / "evo.safetensors", "--epochs", 1,
                           "--batch-size", 4, *COMMON], tmp)
     assert code == 0, err
-    assert "trained" in out
+    assert out == "" and "trained" in err  # the result is a file: nothing on stdout
     return {**work, "trained": tmp / "evo.oneshot.safetensors"}
 
 
@@ -295,7 +295,7 @@ def evolution_run(trained: dict, limits: tuple[float, float]) -> dict:
     out = tmp / "evo.safetensors"
     code, stdout, stderr = cli([trained["trained"], "--skip-training", "--data", trained["data"],
                                 "-o", out, *EVO, "--max-madds", f"{limit:.0f}", *COMMON,
-                                "--json"], tmp)
+                                "--json", "--tensorboard", tmp / "tb"], tmp)
     assert code == 0, stderr
     return {**trained, "out": out, "limit": limit, "summary": json.loads(stdout),
             "stderr": stderr}
@@ -321,6 +321,18 @@ def test_evolution_end_to_end(evolution_run: dict) -> None:
     best = ArchSpec.from_dict(top[0]["arch"])
     assert A.derive(ckpt.space, ckpt.alpha, ckpt.beta)[0] == best
     assert run["summary"]["best_arch"] == best.to_dict()
+    # TensorBoard: the generations' fitness, at the number of candidates evaluated
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run["tmp"] / "tb"))
+    acc.Reload()
+    gens = acc.Scalars("generation/best_AP")
+    assert len(gens) == 2 and gens[-1].step == len(cands)
+    assert acc.Scalars("generation/overall_best_AP")[-1].value == pytest.approx(
+        top[0]["fitness"], abs=1e-6)
+    # --json names every file of the search
+    assert set(run["summary"]["files"]) == {"output", "trained", "train_metrics", "state",
+                                            "history"}
     # the limit holds for an independent full fvcore count, not only for the table
     exact = profile_exact(best, "ssdlite", (SIZE, SIZE), 2).madds
     assert exact == pytest.approx(top[0]["madds"], rel=5e-3)
@@ -335,7 +347,13 @@ def test_random_search_on_the_same_trained_supernet(evolution_run: dict) -> None
                                 "--candidates", 5, "--population", 3, "--max-madds",
                                 f"{evolution_run['limit']:.0f}", *COMMON], tmp)
     assert code == 0, stderr
-    assert "random" in stdout and str(out) in stdout
+    # the result is a file: stdout stays empty without --json, the summary is on stderr
+    assert stdout == "" and "random" in stderr and str(out) in stderr
+    # and every file of the search, named in one line
+    files = next(x for x in stderr.splitlines() if x.startswith("files: "))
+    for f in (out, Path(f"{out}.history.jsonl"), Path(f"{out}.search.json"),
+              evolution_run["trained"]):
+        assert str(f) in files
     hist = [json.loads(x) for x in Path(f"{out}.history.jsonl").read_text().splitlines()]
     cands = [h for h in hist if h["event"] == "candidate"]
     assert len(cands) == len({c["key"] for c in cands}) == 5
@@ -355,8 +373,8 @@ def test_resumed_search_matches_the_uninterrupted_one(evolution_run: dict) -> No
     out = tmp / "resumed.safetensors"
     args = [evolution_run["trained"], "--skip-training", "--data", evolution_run["data"], "-o",
             out, *EVO, "--max-madds", f"{evolution_run['limit']:.0f}", *COMMON]
-    code, stdout, _ = cli([*args, "--stop-after-candidates", 5], tmp)
-    assert code == 0 and "--resume" in stdout and not out.exists()
+    code, stdout, stderr = cli([*args, "--stop-after-candidates", 5], tmp)
+    assert code == 0 and stdout == "" and "--resume" in stderr and not out.exists()
     with pytest.raises(UserError, match="exists from an earlier search"):
         cli(args, tmp)  # neither --resume nor --force: the stopped search's state is kept
     code, _, stderr = cli([*args, "--resume"], tmp)
@@ -432,7 +450,7 @@ def test_supernet_training_resumes_exactly(trained: dict) -> None:
             "-o", tmp / "again.safetensors", "--epochs", 1, "--batch-size", 4, *COMMON]
     code, out, err = cli([*args, "--stop-after", 2], tmp)
     assert code == 0, err
-    assert "--resume" in out and not (tmp / "again.oneshot.safetensors").exists()
+    assert out == "" and "--resume" in err and not (tmp / "again.oneshot.safetensors").exists()
     code, out, err = cli([*args, "--resume"], tmp)
     assert code == 0, err
     got = read_checkpoint(tmp / "again.oneshot.safetensors")
@@ -444,3 +462,41 @@ def test_supernet_training_resumes_exactly(trained: dict) -> None:
         assert torch.equal(got.tensors[k], v), k
     start = read_checkpoint(trained["super"]).tensors  # and training did change the weights
     assert any(not torch.equal(start[k], v) for k, v in ref.tensors.items() if k in start)
+
+
+def test_cached_scoring_gives_the_uncached_fitness(trained: dict) -> None:
+    """The fast scorer (images decoded once, only the path's BN layers recalibrated and
+    re-moded) scores exactly what the plain recipe scores: every BN of the detector reset
+    and recalibrated in train mode, then ``evaluate`` reading the split from disk."""
+    import random
+
+    from fnacli.detection.data import find_split, load_split
+    from fnacli.detection.evaluate import evaluate
+    from fnacli.search.bn_recal import calibration_batches, calibration_subset, stats_forward
+    from fnacli.search.oneshot import PathEvaluator, build_oneshot_detector, load_trained
+    from fnacli.train import recalibrate_bn
+
+    ckpt, info = load_trained(trained["trained"])
+    det, sup = build_oneshot_detector(ckpt, "ssdlite", info.num_classes, (SIZE, SIZE), "t")
+    val = load_split(find_split(trained["data"], "val"), train=False, label_offset=1)
+    calib = calibration_subset(load_split(find_split(trained["data"], "train"), train=True,
+                                          label_offset=1), 6)
+    enc = E.Encoding(ckpt.space)
+    rng = random.Random(1)
+    genomes = [enc.random(rng) for _ in range(3)]
+    fast = PathEvaluator(det, sup, enc, calib, val, 4)
+    slow = PathEvaluator(det, sup, enc, calib, val, 4, cache_images=False)
+    assert fast.cached and not slow.cached
+
+    def reference(g: tuple) -> dict:
+        sup.set_path(enc.path(g))
+        recalibrate_bn(det, calibration_batches(calib, 4), stats_forward("cpu"))
+        return evaluate(det, val, 4).stats
+
+    seen = []
+    for g in [*genomes, genomes[0]]:  # and again after other paths: nothing leaks
+        want = reference(g)
+        assert fast(g) == want == slow(g)
+        seen.append(want)
+    assert len({tuple(s.values()) for s in seen}) > 1  # the paths do score differently
+    assert PathEvaluator(det, sup, enc, calib, val, 4, cache_bytes=10).cached is False

@@ -448,7 +448,7 @@ def test_cli_builtin_spec_name_and_force(run_cli: object, tv_seed_path: Path,
     (["BADSEED", "--spec", "mobilenetv2"], "not a checkpoint"),
     (["missing.pth", "--spec", "mobilenetv2"], "no such file"),
     (["SEED", "--spec", "SPECFILE:" + json.dumps({**MY_ARCH, "stages": MY_ARCH["stages"][:5]}),
-      ], "7 stages but the target spec has 5"),
+      ], "7 stages but spec "),
     (["SEED", "--spec", "mobilenetv2", "--width", "random"], "Invalid value for '--width'"),
     (["SEED", "--spec", "mobilenetv2", "--noise", "-1"], "Invalid value for '--noise'"),
 ])

@@ -108,3 +108,15 @@ def test_interrupted_force_rewrite_leaves_no_stale_annotations(tmp_path: Path,
     assert Image.open(out / "train" / "000000.jpg").size == (96, 96)
     # the old train annotations (64 px images) would now describe the wrong files
     assert not (out / "annotations" / "instances_train.json").exists()
+
+
+def test_missing_parent_folders_are_created(tmp_path: Path) -> None:
+    from fnacli.detection.synthetic import SynthConfig, generate
+    from fnacli.errors import UserError
+
+    out = tmp_path / "a" / "b" / "data"
+    generate(out, SynthConfig(train=1, val=1, size=64, seed=0))
+    assert (out / "annotations").is_dir()
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(UserError, match="not a folder"):
+        generate(tmp_path / "file" / "data", SynthConfig(train=1, val=1, size=64, seed=0))

@@ -19,7 +19,9 @@ from typer.core import TyperCommand
 from fnacli.errors import UserError
 from fnacli.tasks import metavar, per_task, task_names
 
-err_console = Console(stderr=True)
+# soft_wrap: a summary is one line however wide, so `grep` finds it in a log file (rich would
+# otherwise cut it at 80 columns, mid-phrase, whenever stderr is not a terminal)
+err_console = Console(stderr=True, soft_wrap=True)
 
 # Choices as enums (typer lists them in --help), from the task registry and the policies.
 TaskName = StrEnum("TaskName", {n: n for n in task_names()})
@@ -54,14 +56,23 @@ def fail(message: str) -> NoReturn:
     raise UserError(message)
 
 
-def setup_logging(enabled: bool = True) -> None:
-    """Library messages (the ``fnacli`` logger) go to stderr through rich, rank 0 only."""
-    from rich.logging import RichHandler
+class _StderrHandler(logging.StreamHandler):
+    """Plain, unwrapped lines on whatever ``sys.stderr`` is when a record is logged."""
 
+    @property  # type: ignore[override]
+    def stream(self):  # noqa: ANN201
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: object) -> None:
+        pass
+
+
+def setup_logging(enabled: bool = True) -> None:
+    """Library messages (the ``fnacli`` logger) go to stderr as plain lines, rank 0 only."""
     logger = logging.getLogger("fnacli")
     if not logger.handlers:
-        logger.addHandler(RichHandler(console=err_console, show_time=False, show_path=False,
-                                      show_level=False, markup=False))
+        logger.addHandler(_StderrHandler())
         logger.propagate = False
     logger.setLevel(logging.INFO if enabled else logging.WARNING)
 
@@ -145,3 +156,15 @@ def checkpoint_every_opt() -> Any:
     return typer.Option(0, "--checkpoint-every", min=0, metavar="STEPS",
                         help="Training state every STEPS steps (always at the end of every "
                              "epoch).", rich_help_panel=RUN)
+
+
+def log_every_opt() -> Any:
+    return typer.Option(10, "--log-every", min=1, metavar="STEPS", rich_help_panel=RUN,
+                        help="A metrics line every STEPS steps (and, when stderr is not a "
+                             "terminal, a plain log line).")
+
+
+def tensorboard_opt(what: str) -> Any:
+    return typer.Option(None, "--tensorboard", metavar="DIR", envvar="FNACLI_TENSORBOARD",
+                        show_envvar=True, rich_help_panel=RUN,
+                        help=f"Also log {what} to TensorBoard event files in DIR.")

@@ -37,13 +37,14 @@ def derive(
     min_depth: int | None = typer.Option(None, "--min-depth", min=0, metavar="N",
                                          help="Never drop layers 0..N-1 of a stage [the "
                                               "search's]."),
-    plot: str | None = typer.Option(None, "--plot", metavar="OUT.svg",
+    plot: str | None = typer.Option(None, "--plot", metavar="OUT.svg|OUT.png",
                                     help="Draw α/β probabilities per epoch (from "
                                          "SEARCHED.metrics.jsonl, else the checkpoint's "
-                                         "current α/β) as SVG."),
-    diagram: str | None = typer.Option(None, "--diagram", metavar="OUT.svg",
-                                       help="Draw the derived architecture as SVG, beside the "
-                                            "seed's when the checkpoint records it."),
+                                         "current α/β); the suffix picks SVG, PNG or PDF."),
+    diagram: str | None = typer.Option(None, "--diagram", metavar="OUT.svg|OUT.png",
+                                       help="Draw the derived architecture (SVG, PNG or PDF), "
+                                            "beside the seed's when the checkpoint records "
+                                            "it."),
     metrics: str | None = typer.Option(None, "--metrics", metavar="FILE.jsonl",
                                        help="The search's metrics for --plot [SEARCHED"
                                             ".metrics.jsonl when it exists]."),
@@ -110,21 +111,36 @@ def _show(r: Any) -> None:
 
 
 def _show_top(r: Any) -> None:
+    """Rank, probability/fitness, MAdds, and the ops and width of every stage in which the K
+    architectures differ (the stages they share are named once in the caption)."""
     from rich.table import Table
+
+    from fnacli.search.arch import differing_stages, stage_text
 
     tops = r.top
     key = "probability" if tops and "probability" in tops[0] else "fitness"
+    specs = [t["spec"] for t in tops]
+    differ = differing_stages(specs)
     table = Table(title=f"top {len(tops)} ({r.where})", title_justify="left")
     lat = r.latency_table is not None
-    for col in ("rank", key, "MAdds", *(["latency"] if lat else []), "depths", "widths"):
-        table.add_column(col, justify="right" if col != "depths" else "left")
+    for col in ("rank", key, "MAdds", *(["latency"] if lat else [])):
+        table.add_column(col, justify="right")
+    for s in differ:
+        table.add_column(f"stage {s} (width: ops)")
     for t in tops:
         spec = t["spec"]
         ms = t.get("latency_ms")
         table.add_row(str(t["rank"]), f"{t[key]:.4g}", f"{t['madds'] / 1e6:,.1f}M",
                       *([f"{ms:.2f} ms" if ms is not None else "-"] if lat else []),
-                      "-".join(str(st.depth) for st in spec.stages),
-                      "-".join(str(st.out) for st in spec.stages))
+                      *(stage_text(spec.stages[s]) if s < len(spec.stages) else "-"
+                        for s in differ))
+    same = [s for s in range(len(specs[0].stages)) if s not in differ] if specs else []
+    caption = []
+    if same:
+        caption.append(f"the same in all: stage{'s' if len(same) > 1 else ''} "
+                       + ", ".join(f"{s} ({stage_text(specs[0].stages[s])})" for s in same))
     if key == "probability":
-        table.caption = f"total probability of the listed: {sum(t[key] for t in tops):.4g}"
+        caption.append(f"total probability of the listed: {sum(t[key] for t in tops):.4g}")
+    table.caption = "; ".join(caption) or None
+    table.caption_justify = "left"
     c.err_console.print(table)

@@ -53,7 +53,8 @@ def eval_(
 
     c.setup_logging()
     with Progress(TextColumn(f"eval {split}"), BarColumn(), MofNCompleteColumn(),
-                  console=c.err_console, transient=True) as bar:
+                  console=c.err_console, transient=True,
+                  disable=not c.err_console.is_terminal) as bar:  # no bar in a log file
         job = bar.add_task("", total=None)
         r = evaluate(EvaluateConfig(
             final, data, split, ann or ann_alias, images or images_alias, per_class, batch_size,

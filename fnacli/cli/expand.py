@@ -17,7 +17,8 @@ from fnacli.cli.app import app
 def expand(
     seed: str = typer.Argument(..., metavar="SEED",
                                help="Seed MobileNetV2 checkpoint (torchvision/timm .pth, fnacli "
-                                    ".safetensors, or torchvision:IMAGENET1K_V1)."),
+                                    ".safetensors, torchvision:IMAGENET1K_V1 or "
+                                    "timm:mobilenetv2_100)."),
     space: str = typer.Option("fna", "--space", metavar="fna|fna-channels|SPACE.json",
                               help="Search space: a built-in name, a JSON file or '-'."),
     output: str = typer.Option(..., "-o", "--output", metavar="SUPERNET",
@@ -41,6 +42,8 @@ def expand(
     if as_json:
         c.print_result(json.dumps(info))
         return
-    c.print_result(f"{output}: supernet of space '{info['space']}' ({masks} masks): "
-                   f"{info['architectures']:.4g} candidate architectures, "
-                   f"{info['params'] / 1e6:.2f}M parameters, {info['bytes'] / 2**20:.1f} MiB")
+    # the result is a file: stdout stays empty without --json, the summary goes to stderr
+    c.err_console.print(f"{output}: supernet of space '{info['space']}' ({masks} masks): "
+                        f"{info['architectures']:.4g} candidate architectures, "
+                        f"{info['params'] / 1e6:.2f}M parameters, "
+                        f"{info['bytes'] / 2**20:.1f} MiB")

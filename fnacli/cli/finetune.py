@@ -78,6 +78,8 @@ def finetune(
     eval_every: int = typer.Option(0, "--eval-every", min=0, metavar="E",
                                    help="Evaluate on val every E epochs and at the end."),
     checkpoint_every: int = c.checkpoint_every_opt(),
+    log_every: int = c.log_every_opt(),
+    tensorboard: Path | None = c.tensorboard_opt("losses, lr and AP"),
     freeze_bn: bool = typer.Option(False, "--freeze-bn",
                                    help="Keep BN statistics fixed (tiny per-process batches; "
                                         "multi-process CPU runs, which have no SyncBatchNorm)."),

@@ -46,16 +46,19 @@ def madds(
                                       help="Architectures: JSON files, '-' (stdin: one JSON "
                                            "document or JSON lines), built-in names, or fnacli "
                                            "checkpoints (their embedded spec)."),
-    task: CountTask = typer.Option(CountTask.none, "--task",
-                                   help="What to count: the backbone (with its 1x1 head conv), "
-                                        "the ImageNet classifier, or a detector."),
+    task: CountTask | None = typer.Option(None, "--task",
+                                          help="What to count: the backbone (with its 1x1 head "
+                                               "conv), the ImageNet classifier, or a detector "
+                                               "[a detector checkpoint's own task, else none]."),
     size: str | None = c.size_opt("Input size: 320 (square) or WIDTHxHEIGHT, e.g. 1088x800. "
-                                  "Default: 224 (none, classifier), "
+                                  "Default: a detector checkpoint's own, else 224 (none, "
+                                  "classifier), "
                                   f"{per_task(lambda t: size_text(t.profile_size))}."),
     input_alias: str | None = c.hidden_opt("--input"),
     num_classes: int = typer.Option(None, "--num-classes", min=1, metavar="N",
-                                    help="Object classes without background (default 80); "
-                                         "ImageNet classes for --task classifier (default 1000)."),
+                                    help="Object classes without background (default: a "
+                                         "detector checkpoint's, else 80); ImageNet classes "
+                                         "for --task classifier (default 1000)."),
     as_json: bool = c.json_opt("One JSON object per spec on stdout."),
     exact: bool = typer.Option(False, "--exact",
                                help="Trace every network with fvcore instead of summing the "
@@ -80,12 +83,14 @@ def madds(
     from fnacli.pipeline.common import as_size
 
     size_wh = as_size(size or input_alias, min_side=1)  # bad sizes fail before anything else
+    task_name = task.value if task else None
     if lut or space:
         if not (lut and space):
             c.fail("--lut and --space go together: fnacli madds --space SPACE --lut -o lut.json")
         if specs:
             c.fail("--lut builds the table of --space; drop the SPEC arguments")
-        r = P.build_table(space, task.value, size_wh, num_classes, output, force, progress=True)
+        r = P.build_table(space, task_name or "none", size_wh, num_classes, output, force,
+                          progress=True)
         if r.text is not None:
             from fnacli.io import write_output
 
@@ -93,7 +98,7 @@ def madds(
         elif not output:
             c.print_result(r.where)
         w, h = r.table.size
-        c.err_console.print(f"lookup table: {space} / {task.value} @ {w}x{h}: "
+        c.err_console.print(f"lookup table: {space} / {task_name or 'none'} @ {w}x{h}: "
                             f"{len(r.table.layers)} layer entries, {len(r.table.fixed)} "
                             f"fixed-part entries -> {r.where} ({r.seconds:.1f}s)")
         sys.stderr.flush()
@@ -107,17 +112,36 @@ def madds(
         from fnacli.latency import read_latency_table
 
         table = read_latency_table(latency_table, force)  # refused before the profiles
-    named = P.load_specs(specs)
-    r = P.profile(named, task.value, size_wh, num_classes, exact, progress=True)
+    named = P.load_recorded_specs(specs)
+    # one table per setting: a detector checkpoint counts at its own task, size and classes
+    results = P.profile_recorded(named, task_name, size_wh, num_classes, exact, progress=True)
     if table is not None:
-        from fnacli.latency import check_usage, predict_ms
+        _add_latency(table, latency_table, results, {n: s for n, s, _ in named})
+    for r in results:
+        extra = f", {r.num_classes} classes" if r.task != "none" else ""
+        lat = (f"; latency by {latency_table} ({table.describe()})"
+               if table is not None and any("latency_ms" in p.extra for p in r.profiles)
+               else "")
+        _table(r.profiles, f"{r.task} @ {r.size[0]}x{r.size[1]}{extra} ({r.method}, "
+                           f"{r.seconds:.1f}s){lat}")
+    if as_json:  # in the order the SPECs were given (the sort is stable)
+        rank = {name: i for i, (name, _, _) in reversed(list(enumerate(named)))}
+        order = sorted((p for r in results for p in r.profiles),
+                       key=lambda p: rank.get(p.name, len(rank)))
+        c.print_result("\n".join(json.dumps(p.to_dict()) for p in order))
 
-        check_usage(table, r.task, r.size, r.num_classes, latency_table)
-        for p, (_, s) in zip(r.profiles, named, strict=True):
-            p.extra["latency_ms"] = predict_ms(table, s)
-    extra = f", {r.num_classes} classes" if task.value != "none" else ""
-    _table(r.profiles, f"{task.value} @ {r.size[0]}x{r.size[1]}{extra} ({r.method}, "
-                       f"{r.seconds:.1f}s)"
-           + (f"; latency by {latency_table} ({table.describe()})" if table else ""))
-    if as_json:
-        c.print_result("\n".join(json.dumps(d) for d in r.to_dicts()))
+
+def _add_latency(table: Any, source: str, results: list, specs: dict) -> None:
+    """Predicted latency beside MAdds for the profiles of the table's setting (task, size,
+    classes); a table of none of the settings is refused."""
+    from fnacli.latency import check_usage, predict_ms
+
+    matching = [r for r in results
+                if (r.task, tuple(r.size), r.num_classes) ==
+                (table.task, tuple(table.size), table.num_classes)]
+    if not matching:
+        r = results[0]
+        check_usage(table, r.task, r.size, r.num_classes, source)
+    for r in matching:
+        for p in r.profiles:
+            p.extra["latency_ms"] = predict_ms(table, specs[p.name])

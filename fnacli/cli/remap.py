@@ -24,8 +24,8 @@ Kernel = StrEnum("Kernel", {n: n for n in ("center", "dilate")})
 def remap(
     seed: str = typer.Argument(..., metavar="SEED",
                                help="MobileNetV2 checkpoint: torchvision/timm .pth/.pt (plain, "
-                                    "wrapped or prefixed), fnacli .safetensors, or "
-                                    "torchvision:IMAGENET1K_V1."),
+                                    "wrapped or prefixed), fnacli .safetensors, "
+                                    "torchvision:IMAGENET1K_V1 or timm:mobilenetv2_100."),
     spec: str = typer.Option(..., "--spec", "-s", metavar="SPEC",
                              help="Target architecture: JSON file, '-' for stdin, or a built-in "
                                   "name (e.g. mobilenetv2-0.75, fna-ssdlite)."),

@@ -4,7 +4,7 @@ evolution/random search. Options of the other strategy are refused.
 
 Files beside SEARCHED: SEARCHED.ckpt (training state, --resume) and SEARCHED.metrics.jsonl
 (JSON lines: training steps, α/β steps, and α/β probabilities per epoch), SEARCHED.arch.svg
-(those probabilities and the MAdds over the epochs, as a picture). SEARCHED itself is
+and .png (those probabilities and the MAdds over the epochs, as a picture). SEARCHED itself is
 rewritten after every epoch, so 'fnacli derive' works on a search in progress.
 """
 
@@ -23,7 +23,8 @@ from fnacli.tasks import per_task, size_text
 Strategy = StrEnum("Strategy", {n: n for n in ("differentiable", "evolution", "random")})
 ARCH, ONESHOT = "Architecture (differentiable)", "One-shot (evolution, random)"
 DIFF_ONLY = ("warmup_epochs", "arch_every", "cost_form", "lam", "tau", "target_madds",
-             "min_depth", "arch_lr", "cost", "target_latency")
+             "min_depth", "arch_lr", "arch_step", "checkpoint_activations", "cost",
+             "target_latency")
 ONESHOT_ONLY = ("skip_training", "train_only", "trained", "population", "parents",
                 "mutation_prob", "generations", "candidates", "max_madds", "max_latency", "metric",
                 "calib_images", "calib_batch", "eval_images", "record_top",
@@ -79,6 +80,9 @@ def search(
     seed: int = c.seed_opt("Seed of paths, data order, populations."),
     device: c.Device = c.device_opt(),
     checkpoint_every: int = c.checkpoint_every_opt(),
+    log_every: int = c.log_every_opt(),
+    tensorboard: str | None = c.tensorboard_opt("losses, lr, the cost term, MAdds and α/β "
+                                                  "(one-shot: each generation's fitness)"),
     stop_after: int | None = c.stop_after_opt("Stop training (checkpointed) after STEPS steps "
                                               "of this run; continue with --resume."),
     resume: bool = typer.Option(False, "--resume", help="Continue the training and the search "
@@ -113,6 +117,15 @@ def search(
                                "collapse to all-skip)."),
     arch_lr: float = _opt(3e-4, "--arch-lr", min=0.0,
                           help="Adam lr of α/β (betas 0.5/0.999, wd 1e-3)."),
+    arch_step: str = _opt("full", "--arch-step", metavar="full|sampled",
+                          help="α/β step: FNA's weighted sum of every candidate (full), or two "
+                               "sampled candidates per layer and width with unbiased gates "
+                               "(sampled: cheaper in time and memory, noisier)."),
+    checkpoint_activations: bool = _opt(False, "--checkpoint-activations",
+                                        help="Recompute the mixed layers in the α/β step's "
+                                             "backward pass instead of keeping every "
+                                             "candidate's activations (same gradients, less "
+                                             "memory, more time)."),
     cost: str = _opt("madds", "--cost", metavar="madds|latency",
                      help="What the cost term counts: the detector's MAdds, or its latency "
                           "by --latency-table (C in ms)."),
@@ -173,5 +186,14 @@ def search(
         result = S.search_differentiable(S.DifferentiableSearchConfig(**o))
     else:
         result = S.search_oneshot(S.OneShotSearchConfig(**o, strategy=strategy.value))
-    if result.is_main:
-        c.print_result(json.dumps(result.to_dict()) if as_json else result.message)
+    if not result.is_main:
+        return
+    if as_json:
+        c.print_result(json.dumps(result.to_dict()))
+        return
+    # the result is a file: stdout stays empty without --json, the summary goes to stderr
+    c.err_console.print(result.message)
+    files = getattr(result, "files", None)
+    if files:
+        c.err_console.print("files: " + ", ".join(f"{S.FILE_ROLES[k]} {p}"
+                                                  for k, p in files.items()))

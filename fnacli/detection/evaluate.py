@@ -91,7 +91,8 @@ def predict(model: nn.Module, dataset: CocoDetection, batch_size: int = 8, worke
             progress: Callable[[int], None] | None = None) -> list[dict]:
     """Run ``model`` (eval mode) over ``dataset`` and return COCO-format detections."""
     was_training = model.training
-    model.eval()
+    if was_training:  # a walk over every module (thousands in a supernet): only if needed
+        model.eval()
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
                         collate_fn=collate)
     results: list[dict] = []
@@ -104,7 +105,8 @@ def predict(model: nn.Module, dataset: CocoDetection, batch_size: int = 8, worke
             if progress:
                 progress(len(images))
     finally:
-        model.train(was_training)
+        if was_training:
+            model.train()
     return results
 
 

@@ -47,6 +47,8 @@ class TrainOptions:
     seed: int = 0
     device: str = "auto"
     checkpoint_every: int = 0
+    log_every: int = 10  # steps between metrics lines (and plain log lines off a terminal)
+    tensorboard: str | Path | None = None  # TensorBoard folder [$FNACLI_TENSORBOARD, else none]
     stop_after: int | None = None  # steps of this run, then stop (checkpointed)
     resume: bool = False
     force: bool = False
@@ -125,16 +127,12 @@ def run_files(output: str | Path) -> tuple[Path, Path]:
 
 def check_fresh_run(state_path: Path, metrics_path: Path, resume: bool, force: bool,
                     what: str = "training") -> None:
-    """Resume needs the state; a fresh run refuses an earlier run's files unless forced."""
-    if resume:
-        if not state_path.exists():
-            raise UserError(f"{state_path}: no {what} state to resume from (run without "
-                            "--resume)")
-    elif not force:
-        for p in (state_path, metrics_path):
-            if p.exists():
-                raise UserError(f"{p}: exists from an earlier run (continue it with --resume, "
-                                "or start over with --force)")
+    """Resume needs the state; a fresh run refuses an earlier run's state unless forced. A
+    metrics file without a state (a run that crashed or was killed before its first save)
+    holds nothing to continue from and never blocks a rerun (``check_earlier_run``)."""
+    from fnacli.io import check_earlier_run
+
+    check_earlier_run(state_path, resume, force, f"{what} state")
 
 
 def check_device(device: str) -> str:

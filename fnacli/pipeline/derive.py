@@ -1,6 +1,6 @@
 """Derive the architecture a search chose: argmax α per layer (skips dropped), argmax β per
 stage; optionally its MAdds/params against the seed, the K most likely architectures (or
-the K best a one-shot search evaluated), and SVG pictures (``fnacli.plots``)."""
+the K best a one-shot search evaluated), and pictures (``fnacli.plots``: SVG, PNG or PDF)."""
 
 from __future__ import annotations
 
@@ -21,8 +21,8 @@ class DeriveConfig:
     task: str | None = None  # what the MAdds count [the search's, else the first task]
     size: Size | None = None  # [the search's, else the task's]
     num_classes: int | None = None  # [the search's, else 80]
-    plot: str | Path | None = None  # α/β probabilities per epoch as SVG
-    diagram: str | Path | None = None  # the derived architecture as SVG
+    plot: str | Path | None = None  # α/β probabilities per epoch (.svg, .png or .pdf)
+    diagram: str | Path | None = None  # the derived architecture (.svg, .png or .pdf)
     metrics: str | Path | None = None  # the search's metrics for ``plot``
     force: bool = False  # also: accept a latency table measured on another machine
     on_message: Message | None = None
@@ -74,6 +74,7 @@ def derive(*args: Any, **kwargs: Any) -> DeriveResult:
     """The derived architecture of a searched checkpoint (see the module docstring)."""
     cfg = make_config(DeriveConfig, args, kwargs)
     from fnacli.io import check_writable
+    from fnacli.plots import PICTURE_FORMATS
     from fnacli.search import arch as A
     from fnacli.search.supernet_io import read_supernet
 
@@ -82,6 +83,8 @@ def derive(*args: Any, **kwargs: Any) -> DeriveResult:
         if dest is not None and str(dest) == "-":
             raise UserError(f"{opt}: give a file name (stdout carries the spec)")
         if dest is not None:
+            if Path(dest).suffix.lower() not in PICTURE_FORMATS:
+                raise UserError(f"{opt} {dest}: give a .svg, .png or .pdf file name")
             check_writable(dest, cfg.force)  # refuse before any work
     table = None
     if cfg.latency_table is not None:
@@ -95,12 +98,15 @@ def derive(*args: Any, **kwargs: Any) -> DeriveResult:
     if cfg.plot is not None:
         _plot(ck, cfg, depth, say)
     if cfg.diagram is not None:
-        from fnacli.plots import render_arch_diagram, write_svg
+        from fnacli.plots import diagram_figure, save_figure
 
-        write_svg(cfg.diagram, render_arch_diagram(
-            arch, ck.seed_spec, title=f"derived from {Path(cfg.checkpoint).name}"))
-    result = DeriveResult(arch, prob, A.skip_report(ck.space, path)[0],
-                          A.collapse_warning(ck.space, path), ck.seed_spec)
+        save_figure(diagram_figure(arch, ck.seed_spec,
+                                   title=f"derived from {Path(cfg.checkpoint).name}"),
+                    cfg.diagram)
+    # a supernet without a search record holds α/β logits: the differentiable remedies apply
+    warning = A.collapse_warning(ck.space, path,
+                                 strategy=searched.get("strategy", "differentiable"))
+    result = DeriveResult(arch, prob, A.skip_report(ck.space, path)[0], warning, ck.seed_spec)
     if cfg.profile or cfg.top:
         _profile(result, ck, searched, cfg, depth, say)
         if table is not None:
@@ -168,7 +174,7 @@ def _top(ck: Any, searched: dict, k: int, depth: int, say: Reporter) -> list[dic
 
 def _plot(ck: Any, cfg: DeriveConfig, depth: int, say: Reporter) -> None:
     """SEARCHED.arch.svg again: every epoch of the metrics file, or the checkpoint's α/β."""
-    from fnacli.plots import read_epoch_records, render_search_plot, write_svg
+    from fnacli.plots import read_epoch_records, save_figure, search_figure
     from fnacli.search import arch as A
     from fnacli.search.differentiable import prob_report
 
@@ -183,14 +189,14 @@ def _plot(ck: Any, cfg: DeriveConfig, depth: int, say: Reporter) -> None:
     else:  # no history: one column of what the checkpoint holds now
         done = searched.get("epochs_done")
         probs = A.probs(ck.space, ck.alpha, ck.beta, depth)
-        records = [{"epoch": done - 1 if done else None, **prob_report(ck.space, *probs)}]
+        records = [{"epoch": done or None, **prob_report(ck.space, *probs)}]
         note = f"no metrics file ({source.name}): the checkpoint's current α/β"
         say(f"note: {note}")
     if searched.get("strategy") in ("evolution", "random"):
         note += "; a one-shot search does not train α/β"
     what = f"{searched['task']} {searched['size'][0]}x{searched['size'][1]}, " if (
         searched.get("task") and searched.get("size")) else ""
-    write_svg(cfg.plot, render_search_plot(
+    save_figure(search_figure(
         ck.space, records, title=f"α/β over the search: {name}",
         subtitle=f"{ck.space.name} space, {what}{note}",
-        warmup_epochs=searched.get("warmup_epochs")))
+        warmup_epochs=searched.get("warmup_epochs")), cfg.plot)

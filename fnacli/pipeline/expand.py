@@ -14,7 +14,7 @@ if TYPE_CHECKING:
 
 @dataclass
 class ExpandConfig:
-    seed: str  # seed checkpoint (.pth, .safetensors, torchvision:IMAGENET1K_V1)
+    seed: str  # seed checkpoint (.pth, .safetensors, torchvision:IMAGENET1K_V1, timm:NAME)
     output: str | Path
     space: str | SpaceSpec = "fna"  # built-in name, JSON file, '-' or a SpaceSpec
     masks: str = "non-overlapping"
@@ -46,6 +46,8 @@ def expand(*args: Any, **kwargs: Any) -> ExpandResult:
     check_kind(cfg.masks)
     check_writable(cfg.output, cfg.force)  # fail before the work, not after
     space = cfg.space if isinstance(cfg.space, SpaceSpec) else load_space(cfg.space)
-    tensors, meta = supernet_io.expand(cfg.seed, space, cfg.masks, cfg.arch_seed, cfg.init_std)
+    tensors, meta = supernet_io.expand(cfg.seed, space, cfg.masks, cfg.arch_seed, cfg.init_std,
+                                       space_name=f"space {cfg.space}"
+                                       if isinstance(cfg.space, str | Path) else "the space")
     save_checkpoint(cfg.output, tensors, "supernet", meta, force=cfg.force)
     return ExpandResult(str(cfg.output), cfg.masks, supernet_io.summary(space, tensors))

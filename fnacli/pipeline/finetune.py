@@ -62,6 +62,9 @@ def finetune(*args: Any, **kwargs: Any) -> FinetuneResult:
     cfg = make_config(FinetuneConfig, args, kwargs)
     refuse_stdout(cfg.output)
     as_size(cfg.size)  # bad options fail before anything else
+    from fnacli.progress import tensorboard_dir
+
+    tensorboard_dir(cfg.tensorboard)
     return in_processes(_run, cfg, cfg.threads)
 
 
@@ -116,18 +119,22 @@ def _run(cfg: FinetuneConfig, env: Any) -> FinetuneResult:
         save_detector,
     )
     from fnacli.io import check_writable
+    from fnacli.progress import tensorboard_dir
     from fnacli.train import TrainConfig, barrier, fit
+    from fnacli.validation import check_bn_batch, check_lr
 
     say = Reporter(cfg.on_message, env.is_main)
+    check_lr(cfg.lr)
     output = Path(cfg.output)
     state_path, metrics_path = run_files(output)
-    check_writable(output, cfg.force)
+    check_writable(output, cfg.force, also=(".ckpt", ".metrics.jsonl"))
     check_fresh_run(state_path, metrics_path, cfg.resume, cfg.force)
 
     # the starting point: a backbone (fresh model around it) or a saved model (continue)
     ckpt, task, prior = _start(cfg)
     spec = prior.spec if prior else ckpt.spec
     r = _settings(cfg, task, as_size(cfg.size) or (prior.size if prior else None))
+    check_bn_batch(task, r["batch_size"], env.world, cfg.freeze_bn)
 
     # data: validated completely before any training
     train_files = task.find_split(cfg.data, "train", cfg.train_ann, cfg.train_images)
@@ -162,7 +169,8 @@ def _run(cfg: FinetuneConfig, env: Any) -> FinetuneResult:
         momentum=cfg.momentum, weight_decay=r["weight_decay"], schedule=r["schedule"],
         milestones=r["milestones"], warmup_iters=warmup, clip_grad=r["clip_grad"],
         seed=cfg.seed, workers=cfg.workers, freeze_bn=cfg.freeze_bn,
-        checkpoint_every=cfg.checkpoint_every)
+        checkpoint_every=cfg.checkpoint_every, log_every=cfg.log_every,
+        tensorboard=tensorboard_dir(cfg.tensorboard))
     identity = {"task": task.name, "size": list(r["size"]), "augment": r["augment"],
                 "categories": [c["id"] for c in info.categories],
                 "train_images": len(train_set)}

@@ -150,7 +150,7 @@ def specs_from_text(text: str) -> list[tuple[str, ArchSpec]]:
 
     try:
         doc = json.loads(text)
-    except json.JSONDecodeError:
+    except (ValueError, RecursionError):  # JSON lines, or not JSON: read line by line below
         doc = None
     if isinstance(doc, dict):
         return [("<stdin>", ArchSpec.from_dict(doc, "<stdin>"))]
@@ -167,6 +167,10 @@ def specs_from_text(text: str) -> list[tuple[str, ArchSpec]]:
         except json.JSONDecodeError as e:
             raise UserError(f"{name}: not valid JSON ({e.msg} at column {e.colno}); expected one "
                             "spec document or JSON lines with one spec per line") from None
+        except (ValueError, RecursionError):
+            raise UserError(f"{name}: not valid JSON (nested too deeply or numbers too long); "
+                            "expected one spec document or JSON lines with one spec per line"
+                            ) from None
         out.append((name, ArchSpec.from_dict(d, name)))
     if not out:
         raise UserError("<stdin>: no spec given (empty input)")
@@ -179,18 +183,28 @@ def _is_json_file(path: Path) -> bool:
     return head[:1] in (b"{", b"[")
 
 
+# What a model checkpoint records of how it runs: (task, (width, height), classes).
+Recorded = tuple[str, tuple[int, int], int]
+
+
 def load_specs(args: list[str]) -> list[tuple[str, ArchSpec]]:
     """SPEC arguments: JSON files, '-' (stdin), built-in names, or fnacli checkpoints."""
+    return [(name, spec) for name, spec, _ in load_recorded_specs(args)]
+
+
+def load_recorded_specs(args: list[str]) -> list[tuple[str, ArchSpec, Recorded | None]]:
+    """``load_specs`` plus, for a detector checkpoint, the task, input size and classes it
+    was trained with (None for everything else)."""
     from fnacli.io import read_text_arg
     from fnacli.spec import load_arch
 
     if args.count("-") > 1:
         raise UserError("SPEC: '-' (stdin) can be given only once")
-    out: list[tuple[str, ArchSpec]] = []
+    out: list[tuple[str, ArchSpec, Recorded | None]] = []
     for arg in args:
         path = Path(arg)
         if arg == "-":
-            out += specs_from_text(read_text_arg("-", "SPEC")[0])
+            out += [(n, s, None) for n, s in specs_from_text(read_text_arg("-", "SPEC")[0])]
         elif path.is_file() and not _is_json_file(path):
             from fnacli.checkpoint import read_checkpoint
 
@@ -199,7 +213,36 @@ def load_specs(args: list[str]) -> list[tuple[str, ArchSpec]]:
                 hint = " (derive an architecture first: fnacli derive)" if ck.space else ""
                 raise UserError(f"{arg}: this {ck.kind} checkpoint carries no architecture "
                                 f"spec{hint}")
-            out.append((arg, ck.spec))
+            recorded = None
+            if ck.kind == "detector":
+                from fnacli.detection.checkpoint import detector_info
+
+                info = detector_info(ck, path)
+                recorded = (info.task, info.size, info.num_classes)
+            out.append((arg, ck.spec, recorded))
         else:
-            out.append((arg, load_arch(arg)))
+            out.append((arg, load_arch(arg), None))
     return out
+
+
+def settings_for(recorded: Recorded | None, task: str | None, size: Size | None,
+                 num_classes: int | None) -> tuple[str, tuple[int, int] | None, int | None]:
+    """(task, size, classes) to count one spec at: the options given, else what a detector
+    checkpoint records (when its task is the one counted), else the defaults (None)."""
+    t = task or (recorded[0] if recorded else "none")
+    own = recorded is not None and recorded[0] == t
+    sz = as_size(size, min_side=1) if size else (recorded[1] if own else None)
+    return t, sz, num_classes or (recorded[2] if own else None)
+
+
+def profile_recorded(named: list[tuple[str, ArchSpec, Recorded | None]], task: str | None = None,
+                     size: Size | None = None, num_classes: int | None = None,
+                     exact: bool = False, progress: bool = False) -> list[ProfileResult]:
+    """``profile`` per setting: detector checkpoints count at their own task, size and
+    classes unless the options say otherwise. One result per distinct setting, in order of
+    first appearance; together they hold every spec once."""
+    groups: dict[tuple, list[tuple[str, ArchSpec]]] = {}
+    for name, spec, recorded in named:
+        groups.setdefault(settings_for(recorded, task, size, num_classes), []).append(
+            (name, spec))
+    return [profile(specs, t, sz, n, exact, progress) for (t, sz, n), specs in groups.items()]

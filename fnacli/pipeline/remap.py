@@ -17,7 +17,7 @@ if TYPE_CHECKING:
 
 @dataclass
 class RemapConfig:
-    seed: str  # MobileNetV2 checkpoint (.pth/.pt, .safetensors, torchvision:IMAGENET1K_V1)
+    seed: str  # MobileNetV2 checkpoint (.pth/.pt, .safetensors, torchvision:…, timm:…)
     spec: str | ArchSpec  # target architecture: spec object, JSON file, '-' or built-in name
     output: str | Path | None = None  # backbone checkpoint; None: keep it in memory only
     width: str = "first"  # first | bn | std | l1
@@ -56,7 +56,7 @@ def remap(*args: Any, **kwargs: Any) -> RemapResult:
     if cfg.seed == "-":
         raise UserError("SEED: '-' is not supported for checkpoints (stdin is for specs); give "
                         "a file")
-    if not cfg.seed.startswith("torchvision:") and not Path(cfg.seed).is_file():
+    if not cfg.seed.startswith(("torchvision:", "timm:")) and not Path(cfg.seed).is_file():
         raise UserError(f"{cfg.seed}: no such file")
     if cfg.output is not None:
         check_writable(cfg.output, cfg.force)  # fail before the slow part (importing torch)
@@ -67,7 +67,10 @@ def remap(*args: Any, **kwargs: Any) -> RemapResult:
 
     seed_state, seed_spec = load_seed(cfg.seed)
     state, report = remap_state(seed_state, seed_spec, target, width=cfg.width,
-                                kernel=cfg.kernel, noise=cfg.noise, seed=cfg.rng_seed)
+                                kernel=cfg.kernel, noise=cfg.noise, seed=cfg.rng_seed,
+                                seed_name=f"seed {cfg.seed}",
+                                target_name=f"spec {cfg.spec}" if isinstance(cfg.spec, str | Path)
+                                else "the target spec")
     # remap_state has checked that the output loads strictly into Backbone(target)
     strategies = {"width": cfg.width, "kernel": cfg.kernel, "noise": cfg.noise,
                   "seed": cfg.rng_seed}

@@ -57,6 +57,8 @@ class DifferentiableSearchConfig(SearchOptions):
     arch_lr: float = 3e-4
     cost: str = "madds"  # or "latency" (needs latency_table)
     target_latency: str | float | None = None  # "12ms", or milliseconds
+    arch_step: str = "full"
+    checkpoint_activations: bool = False
 
 
 @dataclass
@@ -90,11 +92,14 @@ class SearchResult:
     output: str | None = None
     details: dict = field(default_factory=dict)
     is_main: bool = True  # False in the other processes of a distributed run
+    files: dict[str, str] = field(default_factory=dict)  # role (FILE_ROLES) -> path
 
     def to_dict(self) -> dict:
         d = dict(self.details)
         d.update({"strategy": self.strategy, "finished": self.finished, "output": self.output})
         d.setdefault("message", self.message)
+        if self.files:
+            d["files"] = dict(self.files)
         return d
 
 
@@ -117,6 +122,7 @@ def search(*args: Any, strategy: str | None = None, **kwargs: Any) -> SearchResu
 def _train_config(o: SearchOptions, task: Any, epochs: int, steps: int, schedule: str,
                   milestones: tuple[float, ...], warmup_cap: int) -> Any:
     """The weight-side recipe: given options, else the task's fine-tuning recipe."""
+    from fnacli.progress import tensorboard_dir
     from fnacli.train import TrainConfig
 
     r = task.recipe
@@ -130,7 +136,8 @@ def _train_config(o: SearchOptions, task: Any, epochs: int, steps: int, schedule
         warmup_iters=(o.warmup_iters if o.warmup_iters is not None
                       else min(warmup_cap, steps // 10)),
         clip_grad=clip or None, seed=o.seed, workers=o.workers,
-        checkpoint_every=o.checkpoint_every)
+        checkpoint_every=o.checkpoint_every, log_every=o.log_every,
+        tensorboard=tensorboard_dir(o.tensorboard))
 
 
 def _train_set(o: SearchOptions, task: Any, augment: str) -> Any:
@@ -144,6 +151,9 @@ def search_differentiable(*args: Any, **kwargs: Any) -> SearchResult:
     """FNA's differentiable search (see the module docstring)."""
     cfg = make_config(DifferentiableSearchConfig, args, kwargs)
     refuse_stdout(cfg.output)
+    from fnacli.progress import tensorboard_dir
+
+    tensorboard_dir(cfg.tensorboard)  # a missing package fails before the work
     _check_latency(cfg)
     return in_processes(_differentiable, cfg)
 
@@ -183,18 +193,25 @@ def _latency_table(o: Any, space: Any, task: str, size: tuple[int, int], classes
 
 def _differentiable(o: DifferentiableSearchConfig, env: Any) -> SearchResult:
     from fnacli.io import check_writable
-    from fnacli.search.differentiable import SearchConfig, run_search
+    from fnacli.search.differentiable import ARCH_STEPS, SearchConfig, run_search
     from fnacli.search.evolution import format_madds, parse_madds
     from fnacli.search.supernet_io import read_supernet
+    from fnacli.validation import check_bn_batch, check_lr
 
+    if o.arch_step not in ARCH_STEPS:
+        raise UserError(f"--arch-step: expected one of {', '.join(ARCH_STEPS)}, got "
+                        f"{o.arch_step!r}")
     say = Reporter(o.on_message, env.is_main)
+    task = task_of(o.task)
+    check_lr(o.lr)
+    check_lr(o.arch_lr, "--arch-lr")
+    check_bn_batch(task, o.batch_size or task.recipe.batch_size, env.world, freeze_flag=False)
     output = Path(o.output)
     state_path, metrics_path = run_files(output)
+    # the state first: a stopped search has written OUTPUT already (after every epoch)
     check_fresh_run(state_path, metrics_path, o.resume, o.force, "search")
-    if not o.resume:
-        check_writable(output, o.force)
+    check_writable(output, o.force or o.resume, also=(".ckpt", ".metrics.jsonl", ".arch.svg"))
     ckpt = read_supernet(o.supernet)
-    task = task_of(o.task)
     target = None
     if o.target_madds is not None:
         try:
@@ -216,7 +233,8 @@ def _differentiable(o: DifferentiableSearchConfig, env: Any) -> SearchResult:
     cfg = SearchConfig(task=task.name, size=size, train=tc, warmup_epochs=warmup_epochs,
                        arch_every=o.arch_every or d.arch_every, cost_form=o.cost_form,
                        lam=o.lam, tau=o.tau, target_madds=target, min_depth=o.min_depth,
-                       arch_lr=o.arch_lr, augment=augment, cost=o.cost,
+                       arch_lr=o.arch_lr, augment=augment, arch_step=o.arch_step,
+                       checkpoint_activations=o.checkpoint_activations, cost=o.cost,
                        target_latency=(parse_latency(o.target_latency, "--target-latency")
                                        if o.target_latency is not None else None),
                        latency_table=table)
@@ -249,6 +267,12 @@ def _differentiable(o: DifferentiableSearchConfig, env: Any) -> SearchResult:
 
 
 # -- one-shot ---------------------------------------------------------------------------------
+# Every file of a one-shot search, in one place (docs/evolution.md describes them).
+FILE_ROLES = {"output": "result", "trained": "trained supernet",
+              "train_state": "training state (--resume)", "train_metrics": "training metrics",
+              "state": "search state (--resume)", "history": "candidates and generations"}
+
+
 def _oneshot_files(output: str | Path, trained: str | Path | None) -> dict[str, Path]:
     out = Path(output)
     stem = out.with_suffix("") if out.suffix == ".safetensors" else out
@@ -277,7 +301,21 @@ def search_oneshot(*args: Any, **kwargs: Any) -> SearchResult:
         names = dict.fromkeys(n for t in tasks() for n in t.metric_names)
         if o.metric not in names:
             raise UserError(f"--metric: expected one of {', '.join(names)}, got {o.metric!r}")
-    return in_processes(_oneshot, o)
+    from fnacli.search.evolution import parse_madds
+    from fnacli.validation import check_lr
+
+    check_lr(o.lr)
+    if o.max_madds:  # parsed now, not after the supernet has been trained
+        parse_madds(o.max_madds)
+    from fnacli.progress import tensorboard_dir
+
+    tensorboard_dir(o.tensorboard)  # a missing package fails before the work
+    result = in_processes(_oneshot, o)
+    files = _oneshot_files(o.output, o.trained)
+    if o.skip_training:
+        files["trained"] = Path(o.supernet)
+    result.files = {k: str(p) for k, p in files.items() if p.exists()}
+    return result
 
 
 def _oneshot(o: OneShotSearchConfig, env: Any) -> SearchResult:
@@ -288,7 +326,8 @@ def _oneshot(o: OneShotSearchConfig, env: Any) -> SearchResult:
     files = _oneshot_files(o.output, o.trained)
     again = o.force or o.resume
     if not o.train_only:
-        check_writable(files["output"], again)  # fail before the slow part
+        # fail before the slow part
+        check_writable(files["output"], again, also=(".search.json", ".history.jsonl"))
         for p in (files["state"], files["history"]):
             if p.exists() and not again:
                 raise UserError(f"{p}: exists from an earlier search (continue it with "
@@ -296,6 +335,8 @@ def _oneshot(o: OneShotSearchConfig, env: Any) -> SearchResult:
     if o.skip_training:
         trained = Path(o.supernet)
     else:
+        # ours to write (or written by this run before it stopped): claimed either way
+        check_writable(files["trained"], True, also=(".ckpt", ".metrics.jsonl"))
         trained = files["trained"]
         if o.resume and trained.is_file() and not files["train_state"].is_file():
             say(f"{trained}: already trained, going on with the search")
@@ -317,10 +358,11 @@ def _oneshot(o: OneShotSearchConfig, env: Any) -> SearchResult:
 
 
 def _train(o: OneShotSearchConfig, files: dict[str, Path], env: Any, say: Reporter) -> Any:
-    from fnacli.io import check_writable
+    from fnacli.io import check_earlier_run, check_writable
     from fnacli.search.oneshot import OneshotInfo, train_oneshot
     from fnacli.search.supernet_io import read_supernet
     from fnacli.tasks import get_task, task_names
+    from fnacli.validation import check_bn_batch
 
     ckpt = read_supernet(o.supernet)
     info = OneshotInfo.from_meta(ckpt.meta, str(o.supernet))
@@ -329,11 +371,14 @@ def _train(o: OneShotSearchConfig, files: dict[str, Path], env: Any, say: Report
         raise UserError("--task: needed to train the one-shot supernet "
                         f"({' or '.join(task_names())})")
     task = get_task(name)
+    check_bn_batch(task, o.batch_size or task.recipe.batch_size, env.world, freeze_flag=False)
+    if not o.resume:
+        check_earlier_run(files["train_state"], False, o.force)
     resume = o.resume and files["train_state"].is_file()
     if not resume and files["trained"].exists() and not o.force:
         raise UserError(f"{files['trained']}: a trained supernet is already there: search it "
                         "with --skip-training, or train again with --force")
-    check_writable(files["trained"], True)  # its folder must exist
+    check_writable(files["trained"], True, also=(".ckpt", ".metrics.jsonl"))
     r = task.recipe
     size = as_size(o.size) or r.size
     epochs = o.epochs or task.oneshot_epochs
@@ -355,6 +400,7 @@ def _evolve(o: OneShotSearchConfig, trained: Path, files: dict[str, Path], env: 
             resume: bool, say: Reporter) -> SearchResult:
     from fnacli.checkpoint import save_checkpoint
     from fnacli.lut import load_or_build_lut
+    from fnacli.progress import tensorboard_dir
     from fnacli.search import evolution as E
     from fnacli.search.bn_recal import calibration_subset
     from fnacli.search.oneshot import (
@@ -364,6 +410,7 @@ def _evolve(o: OneShotSearchConfig, trained: Path, files: dict[str, Path], env: 
         load_trained,
     )
     from fnacli.tasks import get_task
+    from fnacli.train import signal_received
 
     ckpt, info = load_trained(trained)
     if o.task and o.task != info.task:
@@ -393,20 +440,22 @@ def _evolve(o: OneShotSearchConfig, trained: Path, files: dict[str, Path], env: 
     enc = E.Encoding(ckpt.space)
     score = PathEvaluator(detector, supernet, enc, calib, val, o.calib_batch, o.workers,
                           env.device, task=task.name)
-    identity = {"supernet": str(trained), "task": task.name, "size": list(size),
+    # the file's name, not its path: the same run in another folder gives the same bytes
+    identity = {"supernet": trained.name, "task": task.name, "size": list(size),
                 "calib_images": len(calib), "eval_images": len(val)}
     if latency is not None:
         identity["latency_table"] = latency.identity()
     search = E.OneShotSearch(enc, lut.arch_madds, distributed_evaluate(score, env), cfg,
                              files["state"], files["history"], chunk=env.world,
                              write=env.is_main, identity=identity,
+                             signal=lambda: signal_received(env),
                              latency=latency.latency_ms if latency is not None else None)
     limit = f" within {E.format_madds(cfg.max_madds)} MAdds" if cfg.max_madds else ""
     limit += f" within {cfg.max_latency:g} ms" if cfg.max_latency else ""
     say(f"{o.strategy} search on {trained}: {cfg.total_candidates} candidates{limit}, fitness "
         f"{cfg.metric} on {len(val)} held-out images, BN recalibrated on {len(calib)} "
         "training images")
-    with _SearchProgress(cfg, env.is_main) as progress:
+    with _SearchProgress(cfg, env.is_main, tensorboard_dir(o.tensorboard)) as progress:
         search.on_candidate = progress.candidate
         search.on_round = progress.round
         result = search.run(resume=resume, stop_after=o.stop_after_candidates)
@@ -434,7 +483,7 @@ def _evolve(o: OneShotSearchConfig, trained: Path, files: dict[str, Path], env: 
                           "generations": cfg.generations, "candidates": cfg.total_candidates,
                           "rounds": result.rounds, "evaluated": len(ranked),
                           "calib_images": len(calib), "eval_images": len(val),
-                          "supernet": str(trained), "finished": True,
+                          "supernet": trained.name, "finished": True,
                           "derived": details["best_arch"],
                           "top": E.candidates_meta(ranked[:o.record_top], enc)}
         save_checkpoint(files["output"], tensors, "searched", meta, force=o.force or o.resume)
@@ -447,11 +496,12 @@ def _evolve(o: OneShotSearchConfig, trained: Path, files: dict[str, Path], env: 
 class _SearchProgress:
     """Candidates on the training loop's progress bar, one line per generation (rank 0)."""
 
-    def __init__(self, cfg: Any, enabled: bool) -> None:
-        from fnacli.train import TrainProgress
+    def __init__(self, cfg: Any, enabled: bool, tensorboard: Path | None = None) -> None:
+        from fnacli.progress import TrainLogger
 
         self.cfg = cfg
-        self.bar = TrainProgress(cfg.total_candidates, 0, cfg.strategy, enabled)
+        self.bar = TrainLogger(cfg.total_candidates, 0, cfg.strategy, enabled, unit="candidate",
+                               tensorboard=tensorboard)
 
     def __enter__(self) -> _SearchProgress:
         self.bar.__enter__()
@@ -461,20 +511,28 @@ class _SearchProgress:
         self.bar.__exit__(*exc)
 
     def candidate(self, c: Any, reused: bool) -> None:
-        self.bar.update(f"last {self.cfg.metric} {c.fitness:.4f}")
+        self.bar.step(f"last {self.cfg.metric} {c.fitness:.4f}")
 
     def round(self, r: dict) -> None:
+        from fnacli.progress import fmt_duration
         from fnacli.search.evolution import format_madds
 
         if r["event"] == "stop":
             self.bar.log(f"stopped early: {r['reason']}")
             return
         if r["event"] == "resume":
-            self.bar.update(f"resumed after generation {r['generation']}", r["evaluated"])
+            self.bar.step(f"resumed after generation {r['generation']}", r["evaluated"])
+            self.bar.done0 = self.bar.done  # the ETA counts this run's pace only
             return
         m = self.cfg.metric
+        # TensorBoard: per generation, at the number of candidates evaluated so far
+        self.bar.scalars(r["evaluated"], {f"best_{m}": r["best"], f"median_{m}": r["median"],
+                                          f"overall_best_{m}": r["top_fitness"],
+                                          "best_madds": r["best_madds"]}, "generation")
+        eta = self.bar.eta()
         self.bar.log(
             f"generation {r['generation'] + 1}/{self.cfg.rounds}: best {m} {r['best']:.4f} "
             f"({format_madds(r['best_madds'])} MAdds), median {r['median']:.4f} "
             f"({format_madds(r['median_madds'])}); overall best {r['top_fitness']:.4f} "
-            f"({format_madds(r['top_madds'])}); {r['evaluated']} evaluated")
+            f"({format_madds(r['top_madds'])}); {r['evaluated']} evaluated"
+            + (f", eta {fmt_duration(eta)}" if eta is not None else ""))

@@ -16,6 +16,11 @@ With ``cost="latency"`` C is the expected latency in milliseconds by a measured 
 table (``fnacli.latency``, the same nested expectation) and the target is ``target_latency``
 (ms).
 
+``arch_step``: ``full`` (FNA) runs every candidate; ``sampled`` runs two sampled candidates
+per layer and width with the unbiased two-sample gates of ``fnacli.search.gates`` (the cost
+term stays exact). ``checkpoint_activations`` recomputes the mixed layers in the backward
+pass instead of storing every candidate's activations (same gradients, less memory).
+
 C is ``Lut.expected_madds``: the whole detector (backbone, neck and head) under the current
 α/β. Weight optimiser: SGD or RMSProp from ``fnacli.train`` (warm-up + step/cosine schedule
 over the weight steps); architecture optimiser: Adam(3e-4, betas (0.5, 0.999), weight decay
@@ -38,9 +43,12 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils.data import DataLoader
 
+from fnacli import interrupt
 from fnacli.errors import UserError
 from fnacli.nn.supernet import Supernet, op_choices, path_to_arch, width_choices
+from fnacli.progress import TrainLogger, fmt
 from fnacli.search import arch as A
+from fnacli.search.gates import arch_step_generator, sampled_gates
 from fnacli.search.supernet_io import SupernetCheckpoint, load_weights
 from fnacli.spec import ArchSpec, SpaceSpec
 from fnacli.tasks import get_task
@@ -50,19 +58,21 @@ from fnacli.train import (
     EpochBatches,
     MetricsLog,
     TrainConfig,
-    TrainProgress,
     all_ok,
     build_optimizer,
     build_scheduler,
+    loader_generator,
     restore_train_state,
     save_train_state,
     seed_everything,
     set_train_mode,
+    signal_received,
     unwrap,
 )
 
 COST_FORMS = ("log", "linear")
 COSTS = ("madds", "latency")
+ARCH_STEPS = ("full", "sampled")
 GIGA = 1e9
 ARCH_LR, ARCH_BETAS, ARCH_WD, ARCH_CLIP = 3e-4, (0.5, 0.999), 1e-3, 35.0
 
@@ -93,8 +103,13 @@ class SearchConfig:
     cost: str = "madds"  # or "latency" (needs latency_table)
     target_latency: float | None = None  # milliseconds
     latency_table: Any = field(default=None, repr=False, compare=False)  # LatencyTable
+    arch_step: str = "full"
+    checkpoint_activations: bool = False
 
     def check(self) -> None:
+        if self.arch_step not in ARCH_STEPS:
+            raise UserError(f"--arch-step: expected one of {', '.join(ARCH_STEPS)}, "
+                            f"got {self.arch_step!r}")
         if self.cost_form not in COST_FORMS:
             raise UserError(f"--cost-form: expected one of {', '.join(COST_FORMS)}, "
                             f"got {self.cost_form!r}")
@@ -127,7 +142,8 @@ class SearchConfig:
                 "warmup_epochs": self.warmup_epochs, "arch_every": self.arch_every,
                 "cost_form": self.cost_form, "lambda": self.lam, "tau": self.tau,
                 "target_madds": self.target_madds, "min_depth": self.min_depth,
-                "arch_lr": self.arch_lr, "augment": self.augment, **self._latency_identity()}
+                "arch_lr": self.arch_lr, "augment": self.augment, "arch_step": self.arch_step,
+                **self._latency_identity()}
 
     def _latency_identity(self) -> dict:
         if self.cost == "madds":  # keeps the identity of MAdds searches as it was
@@ -237,6 +253,15 @@ def prob_report(space: SpaceSpec, alpha_probs: A.AlphaDict, beta_probs: A.BetaDi
     return {"alpha": alpha, "beta": beta}
 
 
+def prob_scalars(report: dict) -> dict[str, float]:
+    """``prob_report`` flattened to TensorBoard tags: ``alpha/layer S.L/OP``, ``beta/stage S/W``."""
+    out = {f"alpha/layer {layer}/{op}": p for layer, ps in report["alpha"].items()
+           for op, p in ps.items()}
+    out.update({f"beta/stage {s}/{w}": p for s, ps in report["beta"].items()
+                for w, p in ps.items()})
+    return out
+
+
 def _wrap(detector: nn.Module, env: DistEnv, channels_last: bool) -> nn.Module:
     """Device, SyncBN and DDP. Paths leave most candidates unused in a step, hence
     ``find_unused_parameters``."""
@@ -312,6 +337,7 @@ def run_search(ckpt: SupernetCheckpoint, source: str, train_set: Any, cfg: Searc
     task = get_task(cfg.task)
     collate, batch_to = task.collate, task.batch_to
     supernet = Supernet(space, ckpt.masks, with_head=task.uses_head_conv)
+    supernet.checkpoint_activations = cfg.checkpoint_activations
     load_weights(supernet, ckpt.weights, source)
     detector = task.build_model(space.max_arch(), train_set.num_classes, cfg.size,
                                 backbone=supernet)
@@ -354,6 +380,10 @@ def run_search(ckpt: SupernetCheckpoint, source: str, train_set: Any, cfg: Searc
                 "train_images": len(train_set)}
     epoch, batch0, step, arch_steps = 0, 0, 0, 0
     history: list[dict] = []
+    # the running average of the losses not yet logged: in the state, so that a resumed run
+    # logs the same numbers as an uninterrupted one
+    window: dict[str, float] = {}
+    window_n = 0
     if resume:
         state = restore_train_state(state_path, identity, holder, optimizers, scheduler,
                                     w_scaler if use_amp else None)
@@ -362,11 +392,15 @@ def run_search(ckpt: SupernetCheckpoint, source: str, train_set: Any, cfg: Searc
         epoch, batch0, step = state["epoch"], state["batch"], state["step"]
         arch_steps = state["extra"]["arch_steps"]
         history = state["extra"]["history"]
+        window = dict(state["extra"].get("window", {}))
+        window_n = int(state["extra"].get("window_n", 0))
     metrics = MetricsLog(metrics_path, env.is_main, step if resume else None)
     loader_a = DataLoader(train_a, batch_sampler=sampler_a, num_workers=tc.workers,
-                          collate_fn=collate, pin_memory=env.device.type == "cuda")
+                          collate_fn=collate, pin_memory=env.device.type == "cuda",
+                          generator=loader_generator(tc.seed))
     loader_b = DataLoader(train_b, batch_sampler=sampler_b, num_workers=tc.workers,
-                          collate_fn=collate, pin_memory=env.device.type == "cuda")
+                          collate_fn=collate, pin_memory=env.device.type == "cuda",
+                          generator=loader_generator(tc.seed + 1))
     b_iter: Any = None
 
     def next_b() -> Any:
@@ -410,6 +444,7 @@ def run_search(ckpt: SupernetCheckpoint, source: str, train_set: Any, cfg: Searc
                              w_scaler if use_amp else None, epoch=at_epoch, batch=at_batch,
                              step=step, identity=identity,
                              extra={"arch_steps": arch_steps, "history": history,
+                                    "window": window, "window_n": window_n,
                                     "arch_scaler": a_scaler.state_dict() if use_amp else {}})
 
     def arch_step() -> dict[str, float]:
@@ -417,7 +452,11 @@ def run_search(ckpt: SupernetCheckpoint, source: str, train_set: Any, cfg: Searc
         raw.train()
         with _Frozen(raw):
             a_p, b_p = arch.probs(cfg.min_depth)
-            supernet.set_weighted(a_p, b_p)
+            if cfg.arch_step == "sampled":  # each process its own draws: they average
+                gen = arch_step_generator(tc.seed + 7919 * env.rank, arch_steps)
+                supernet.set_weighted(*sampled_gates(a_p, b_p, gen))
+            else:
+                supernet.set_weighted(a_p, b_p)
             try:
                 with torch.autocast(env.device.type, enabled=use_amp):
                     losses = raw(images, targets)
@@ -455,8 +494,11 @@ def run_search(ckpt: SupernetCheckpoint, source: str, train_set: Any, cfg: Searc
 
     t0 = time.perf_counter()
     run_steps = 0
-    window: dict[str, float] = {}
-    window_n = 0
+
+    def interrupted(sig: int) -> interrupt.Interrupted:
+        saved = (f"the search state {state_path} (step {step} of {total})"
+                 if state_path is not None else None)
+        return interrupt.stop(sig, saved)
     if env.is_main:
         say(f"search {cfg.task} {cfg.size[0]}x{cfg.size[1]}: {len(train_a)}/{len(train_b)} "
             f"images (weights/α-β), {tc.epochs} epochs x {per_epoch} steps ({cfg.warmup_epochs} "
@@ -466,7 +508,9 @@ def run_search(ckpt: SupernetCheckpoint, source: str, train_set: Any, cfg: Searc
             + (f", target {cfg.target_latency:g} ms" if cfg.target_latency else "")
             + (f", start {c0:.3f} ms expected latency" if cfg.cost == "latency"
                else f", start {c0 * 1e3:.1f}M expected MAdds"))
-    with TrainProgress(total, step, f"search {cfg.task}", env.is_main) as bar:
+    with interrupt.deferred(), TrainLogger(total, step, f"search {cfg.task}", env.is_main,
+                                           epochs=tc.epochs, images_per_step=tc.batch_size,
+                                           tensorboard=tc.tensorboard) as bar:
         while epoch < tc.epochs:
             sampler_a.set_epoch(epoch, batch0)
             searching = epoch >= cfg.warmup_epochs
@@ -477,7 +521,8 @@ def run_search(ckpt: SupernetCheckpoint, source: str, train_set: Any, cfg: Searc
                                      b_p if searching else None,
                                      A.step_generator(tc.seed, step), cfg.min_depth)
                 supernet.set_path(path)
-                set_train_mode(net)
+                if not net.training:  # a walk over every module otherwise: see train.fit
+                    set_train_mode(net)
                 images, targets = batch_to(batch, env.device)
                 with torch.autocast(env.device.type, enabled=use_amp):
                     losses = net(images, targets)
@@ -508,41 +553,55 @@ def run_search(ckpt: SupernetCheckpoint, source: str, train_set: Any, cfg: Searc
                 if step % tc.log_every == 0 or at_end or arch_info:
                     exp, am, derived = madds_now()
                     if step % tc.log_every == 0 or at_end:
-                        metrics.write(event="train", epoch=epoch, step=step, lr=lr,
-                                      phase="search" if searching else "warmup",
-                                      **{k: v / window_n for k, v in window.items()},
+                        avg = {"loss": window["loss"] / window_n,
+                               **{k: v / window_n for k, v in window.items() if k != "loss"}}
+                        metrics.write(event="train", epoch=epoch + 1, step=step, lr=lr,
+                                      phase="search" if searching else "warmup", **avg,
                                       expected_madds=exp, argmax_madds=am,
                                       seconds=round(time.perf_counter() - t0, 3))
+                        # (the MAdds as text: on the log line, not TensorBoard's train/)
+                        bar.report(step, epoch + 1, {**avg, "E[MAdds]": f"{exp / 1e6:.1f}M",
+                                                     "argmax": f"{am / 1e6:.1f}M"}, lr)
                         window, window_n = {}, 0
                     if arch_info:
-                        metrics.write(event="arch_step", epoch=epoch, step=step,
+                        metrics.write(event="arch_step", epoch=epoch + 1, step=step,
                                       arch_step=arch_steps, **arch_info, expected_madds=exp,
                                       argmax_madds=am)
-                    bar_text = (f"epoch {epoch + 1}/{tc.epochs} loss {float(loss.detach()):.3f} "
+                        bar.scalars(step, {**arch_info, "expected_madds": exp,
+                                           "argmax_madds": am}, "arch")
+                    bar_text = (f"epoch {epoch + 1}/{tc.epochs} loss {fmt(float(loss.detach()))} "
                                 f"E[MAdds] {exp / 1e6:.1f}M argmax {am / 1e6:.1f}M "
                                 f"{arch_code(derived)}")
                 else:
-                    bar_text = f"epoch {epoch + 1}/{tc.epochs} loss {float(loss.detach()):.3f}"
-                bar.update(bar_text)
+                    bar_text = f"epoch {epoch + 1}/{tc.epochs} loss {fmt(float(loss.detach()))}"
+                bar.step(bar_text)
                 if tc.checkpoint_every and step % tc.checkpoint_every == 0 and not at_end:
                     save_state(epoch, b + 1)
                 if stop_after is not None and run_steps >= stop_after and not at_end:
                     save_state(epoch, b + 1)
                     return _result(space, arch, cfg, step, arch_steps, epoch, False, lut,
                                    history)
+                if not at_end and (sig := signal_received(env)):
+                    save_state(epoch, b + 1)
+                    raise interrupted(sig)
             epoch, batch0 = epoch + 1, 0
             exp, am, derived = madds_now()
             with torch.no_grad():
                 a_p, b_p = arch.probs(cfg.min_depth)
             _, dpath, prob = A.derive(space, *arch.logits(), cfg.min_depth)
             skipped, skippable = A.skip_report(space, dpath)
-            record = {"epoch": epoch - 1, "step": step, "expected_madds": exp,
+            record = {"epoch": epoch, "step": step, "expected_madds": exp,
                       "argmax_madds": am, "derived": arch_code(derived),
                       "derived_probability": prob, "skipped_layers": skipped,
                       "skippable_layers": skippable}
             history.append(record)
             probs_now = prob_report(space, a_p, b_p)
             metrics.write(event="epoch", **record, **probs_now)
+            bar.epoch_end(epoch, step, {"expected MAdds": f"{exp / 1e6:.1f}M",
+                                        "argmax MAdds": f"{am / 1e6:.1f}M",
+                                        "derived": arch_code(derived)})
+            bar.scalars(step, {"expected_madds": exp, "argmax_madds": am}, "epoch")
+            bar.scalars(step, prob_scalars(probs_now), "")
             warning = A.collapse_warning(space, dpath) if epoch > cfg.warmup_epochs else None
             if warning and env.is_main:
                 bar.log(f"warning: epoch {epoch}: {warning}")
@@ -552,26 +611,29 @@ def run_search(ckpt: SupernetCheckpoint, source: str, train_set: Any, cfg: Searc
                 _plot(output, space, metrics_path, {**record, **probs_now}, cfg, bar.log)
             if stop_after is not None and run_steps >= stop_after and epoch < tc.epochs:
                 return _result(space, arch, cfg, step, arch_steps, epoch, False, lut, history)
+            if epoch < tc.epochs and (sig := signal_received(env)):
+                raise interrupted(sig)  # the state of the epoch's end is saved
     set_train_mode(raw)
     return _result(space, arch, cfg, step, arch_steps, epoch, True, lut, history)
 
 
 def _plot(output: str | Path, space: SpaceSpec, metrics_path: str | Path | None,
           current: dict, cfg: SearchConfig, log: Callable[[str], None]) -> None:
-    """Redraw SEARCHED.arch.svg from every epoch in the metrics file (``current`` alone without
-    one). A picture is not worth a search: a failure to draw is a warning."""
-    from fnacli.plots import read_epoch_records, render_search_plot, search_plot_path, write_svg
+    """Redraw SEARCHED.arch.svg and .png from every epoch in the metrics file (``current``
+    alone without one). A picture is not worth a search: a failure to draw is a warning."""
+    from fnacli.plots import read_epoch_records, save_figure, search_figure, search_plot_path
 
     try:
         records = []
         if metrics_path is not None and Path(metrics_path).exists():
             records = read_epoch_records(metrics_path, space)
-        text = render_search_plot(
+        fig = search_figure(
             space, records or [current], title=f"α/β over the search: {Path(output).name}",
             subtitle=f"{space.name} space, {cfg.task} {cfg.size[0]}x{cfg.size[1]}, epoch "
-                     f"{current['epoch'] + 1} of {cfg.train.epochs}",
+                     f"{current['epoch']} of {cfg.train.epochs}",
             warmup_epochs=cfg.warmup_epochs)
-        write_svg(search_plot_path(output), text)
+        for fmt in (".svg", ".png"):
+            save_figure(fig, search_plot_path(output, fmt))
     except Exception as e:  # noqa: BLE001 - see the docstring
         log(f"warning: could not draw {search_plot_path(output)}: {e}")
 

@@ -31,8 +31,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from fnacli import interrupt
 from fnacli.errors import UserError
-from fnacli.io import write_text_atomic
+from fnacli.io import load_json_text, write_text_atomic
 from fnacli.nn.supernet import Path as SupernetPath
 from fnacli.nn.supernet import op_choices, path_to_arch, width_choices
 from fnacli.spec import SKIP, ArchSpec, SpaceSpec
@@ -250,6 +251,8 @@ class OneShotSearch:
     on_round: Callable[[dict], None] | None = None
     identity: dict = field(default_factory=dict)  # extra settings a resume must share
     latency: Callable[[ArchSpec], float] | None = None  # predicted ms (for max_latency)
+    # the signal received (``fnacli.interrupt``), agreed by every process evaluating
+    signal: Callable[[], int | None] = interrupt.pending
     cache: dict[str, Candidate] = field(default_factory=dict)
     _madds: dict[str, float] = field(default_factory=dict)
     _memo: dict[str, dict[str, float]] = field(default_factory=dict)
@@ -276,6 +279,12 @@ class OneShotSearch:
             # reuses the evaluations the history recorded)
             self._save_state(0, [], [], rng)
         self._budget = stop_after
+        with interrupt.deferred():
+            return self._rounds(done, population, topk, rng)
+
+    def _rounds(self, done: int, population: list[Candidate], topk: list[Candidate],
+                rng: random.Random) -> SearchResult:
+        cfg = self.config
         while done < cfg.rounds:
             genomes = self._draw(done, topk, rng)
             if not genomes:
@@ -394,6 +403,15 @@ class OneShotSearch:
             stats = self.evaluate([g for g, _ in part])
             for (g, key), st in zip(part, stats, strict=True):
                 out.append(self._add(g, key, st, generation, reused=False))
+            if sig := self.signal():
+                # finished rounds are in the state, this one's evaluations in the history:
+                # --resume reuses them
+                where = (f"the search state {self.state_path} ({generation} generations done)"
+                         if self.state_path is not None else None)
+                if where and self.history_path is not None:
+                    where += (f" and {len(out)} evaluations of generation {generation + 1} in "
+                              f"{self.history_path}")
+                raise interrupt.stop(sig, where)
         order = {self.encoding.key(g): i for i, g in enumerate(genomes)}
         return sorted(out, key=lambda c: order[c.key])
 
@@ -454,7 +472,9 @@ class OneShotSearch:
         if path is None or not path.is_file():
             raise UserError(f"{path}: no search state to resume from (run without --resume)")
         try:
-            state = json.loads(path.read_text())
+            state = load_json_text(path.read_text(), path)
+            if not isinstance(state, dict):
+                raise TypeError("not a JSON object")
             if state.get("format") != STATE_FORMAT:
                 raise ValueError(state.get("format"))
             saved = state["identity"]
@@ -483,8 +503,10 @@ class OneShotSearch:
         for line in text.splitlines():
             try:
                 rec = json.loads(line)
-            except json.JSONDecodeError:
+            except (ValueError, RecursionError):
                 continue  # a line cut by the interruption
+            if not isinstance(rec, dict):
+                continue
             if rec.get("generation", 0) < done:
                 keep.append(line)
             elif rec.get("event") == "candidate" and rec["key"] not in self.cache:

@@ -28,13 +28,20 @@ from fnacli.detection.evaluate import evaluate
 from fnacli.errors import UserError
 from fnacli.nn.supernet import Supernet
 from fnacli.search import arch as A
-from fnacli.search.bn_recal import calibration_batches, recalibrate_path
+from fnacli.search.bn_recal import (
+    DecodedDataset,
+    calibration_batches,
+    decoded_bytes,
+    outside_batchnorms,
+    recalibrate_path,
+)
 from fnacli.search.evolution import Encoding, Genome
 from fnacli.search.supernet_io import SupernetCheckpoint, load_weights, read_supernet
 from fnacli.tasks import get_task
 from fnacli.train import DistEnv, FitResult, TrainConfig, fit, load_train_state
 
 META_KEY = "oneshot"
+CACHE_BYTES = 2 << 30  # decoded calibration + fitness images kept in memory, at most
 DETECTOR_PREFIX = "detector."
 
 
@@ -130,14 +137,14 @@ def train_oneshot(ckpt: SupernetCheckpoint, source: str, dataset: CocoDetection,
         return model(*t.batch_to(batch, device))
 
     identity = {"strategy": "oneshot", "task": task, "size": list(size),
-                "num_classes": num_classes, "supernet": str(source)}
+                "num_classes": num_classes, "supernet": Path(source).name}
     result = fit(detector, dataset, loss_fn, cfg, env, state_path=state_path,
                  metrics_path=metrics_path, resume=resume, collate_fn=t.collate,
                  identity=identity, stop_after=stop_after, desc="one-shot supernet", log=log)
     if result.finished and env.is_main:
         trained = {"epochs": cfg.epochs, "steps": result.steps, "batch_size": cfg.batch_size,
                    "lr": cfg.lr, "optimizer": cfg.optimizer, "seed": cfg.seed,
-                   "sampling": "uniform single path", "source": str(source)}
+                   "sampling": "uniform single path", "source": Path(source).name}
         info = OneshotInfo(task, num_classes, size, dataset.categories(), trained)
         save_trained(output, ckpt, detector, supernet, info, force=force)
     return result
@@ -171,22 +178,32 @@ def load_trained(path: str | Path) -> tuple[SupernetCheckpoint, OneshotInfo]:
 class PathEvaluator:
     """Scores a genome: select its path, recalibrate BN on the fixed calibration subset,
     then the task's evaluation on the held-out split (``task`` None: COCO bbox). Returns the
-    task's metric numbers (COCOeval's 12)."""
+    task's metric numbers (COCOeval's 12).
+
+    With ``cache_images`` (default) both subsets are decoded once, when they fit in
+    ``cache_bytes`` together (decoded uint8 size); otherwise they are read for every
+    candidate. The fitness is the same either way."""
 
     def __init__(self, detector: nn.Module, supernet: Supernet, encoding: Encoding,
                  calib: CocoDetection, val: CocoDetection, batch_size: int, workers: int = 0,
-                 device: torch.device | str = "cpu", task: str | None = None) -> None:
+                 device: torch.device | str = "cpu", task: str | None = None,
+                 cache_images: bool = True, cache_bytes: int = CACHE_BYTES) -> None:
         self.detector = detector.to(device).eval()
         self.supernet = supernet
         self.encoding = encoding
         self.evaluate = get_task(task, "task").evaluate if task else evaluate
+        self.outside = outside_batchnorms(self.detector, supernet)
+        self.cached = cache_images and decoded_bytes(calib) + decoded_bytes(val) <= cache_bytes
+        if self.cached:
+            calib, val = DecodedDataset(calib, workers), DecodedDataset(val, workers)
+            workers = 0  # in memory: worker processes would only add start-up time
         self.batches = calibration_batches(calib, batch_size, workers)
         self.val = val
         self.batch_size, self.workers, self.device = batch_size, workers, device
 
     def __call__(self, genome: Genome) -> dict[str, float]:
         recalibrate_path(self.detector, self.supernet, self.encoding.path(genome),
-                         self.batches, self.device)
+                         self.batches, self.device, self.outside)
         return self.evaluate(self.detector, self.val, batch_size=self.batch_size,
                              workers=self.workers, device=self.device).stats
 

@@ -40,16 +40,19 @@ class SupernetCheckpoint:
 
 
 def expand(seed_arg: str, space: SpaceSpec, masks: str = DEFAULT_KIND, seed: int = 0,
-           init_std: float = A.INIT_STD) -> tuple[dict[str, torch.Tensor], dict]:
-    """Supernet tensors (weights remapped from the seed + α/β) and metadata for ``space``."""
+           init_std: float = A.INIT_STD, space_name: str = "the space",
+           ) -> tuple[dict[str, torch.Tensor], dict]:
+    """Supernet tensors (weights remapped from the seed + α/β) and metadata for ``space``
+    (``space_name``: its file or built-in name, for error messages)."""
     from fnacli.checkpoint import load_seed
     from fnacli.nn.supernet import Supernet, supernet_state_from_seed
 
     check_kind(masks)
     seed_state, seed_spec = load_seed(seed_arg)
     if len(seed_spec.stages) != len(space.stages):
-        raise UserError(f"{seed_arg}: the seed has {len(seed_spec.stages)} stages but the space "
-                        f"has {len(space.stages)}; remapping is per stage, so they must match")
+        raise UserError(f"{seed_arg}: the seed has {len(seed_spec.stages)} stages but "
+                        f"{space_name} has {len(space.stages)}; remapping is per stage, so they "
+                        "must match")
     state = supernet_state_from_seed(space, seed_state, seed_spec)
     with torch.device("meta"):
         ref = Supernet(space, masks).state_dict()

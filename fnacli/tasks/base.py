@@ -121,6 +121,9 @@ class Task:
     search_defaults: ClassVar[SearchDefaults]
     oneshot_epochs: ClassVar[int]
     default_classes: ClassVar[int] = 80
+    # images per process a training step needs (BatchNorm on 1x1 maps needs 2), unless BN
+    # is frozen; refused up front (fnacli.validation.check_bn_batch)
+    min_train_batch: ClassVar[int] = 1
 
     def __repr__(self) -> str:
         return f"<task {self.name}>"

@@ -30,6 +30,7 @@ class SSDLite(DetectionTask):
     default_size = (320, 320)
     profile_size = (320, 320)
     default_augment = "ssd"
+    min_train_batch = 2  # its extra layers apply BatchNorm to 1x1 maps
     # FNA's released config: RMSprop, lr 0.2 per 512 images, 300 epochs.
     recipe = Recipe(optimizer="rmsprop", lr=0.2, base_batch=512, batch_size=32, momentum=0.9,
                     weight_decay=4e-5, schedule="step", milestones=(36 / 60, 50 / 60, 56 / 60),
