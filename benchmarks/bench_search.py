@@ -141,7 +141,7 @@ def bench_arch_step(space_name: str, args: argparse.Namespace, device: torch.dev
             a, b = A.probs(space, alpha, beta)
             net.set_weighted(a, b)
             loss = sum(f.mean() for f in net(x).values())
-            loss = loss + cost_term(lut.expected_madds(a, b), "log", 0.15, 10.0, None)
+            loss = loss + cost_term(lut.expected_madds(a, b, "blocks"), "log", 0.2, 10.0, None)
             loss.backward()
         for t in logits:
             t.grad = None

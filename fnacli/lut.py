@@ -34,6 +34,9 @@ from fnacli.spec import SKIP, ArchSpec, Op, SpaceSpec
 from fnacli.tasks import Task, get_task, is_task, task_names
 
 LUT_SCHEMA = "fnacli/lut@1"
+# What a cost counts: the searched mixed blocks (Jung et al.'s eq. 5, FNA's searched
+# backbone), the whole backbone (DetNAS's FLOPs constraint), or the whole detector.
+COST_SCOPES = ("blocks", "backbone", "detector")
 LUT_TASKS = ("none", "classifier", *task_names())
 _COMBOS = 4  # stub detectors per fvcore trace (bounds memory: a RetinaNet head is ~8M params)
 _CHUNK = 200  # layers per fvcore trace: amortises the trace, bounds memory, paces progress
@@ -453,6 +456,23 @@ class CostTable:
         """Total MAdds of an architecture, summed from the table."""
         return float(self.profile(spec).madds)
 
+    def arch_cost(self, spec: ArchSpec, scope: str = "detector",
+                  stages: Iterable[int] | None = None) -> float:
+        """MAdds of ``spec`` within ``scope`` (``COST_SCOPES``); ``blocks`` counts the layers
+        of the stages in ``stages`` (for a space: the searched ones, ``searched_stages``)."""
+        check_scope(scope)
+        if scope == "detector":
+            return self.arch_madds(spec)
+        if scope == "backbone":
+            return float(self.profile(spec).madds_parts["backbone"])
+        if stages is None:
+            raise ValueError("the blocks scope needs the searched stages")
+        keep = set(stages)
+        keys = [k for (s, *_), k in zip(spec.layers(), self.layer_keys(spec), strict=True)
+                if s in keep]
+        self.fill(keys, [], spec)
+        return float(sum(self.layers[k][0] for k in keys))
+
     # persistence -------------------------------------------------------------------------
     def entries_json(self) -> dict:
         return {"layers": [[*k, m, p] for k, (m, p) in sorted(self.layers.items())],
@@ -569,13 +589,27 @@ class Lut(CostTable):
         groups = ("head_conv", "fc", *(self.task_obj.cost_last_groups() if self.task_obj else ()))
         t["last"] = [sum(self.fixed[f][1] for f in self.fixed_needs(v) if f[0] in groups)
                      for v in variants]
+        t["last_backbone"] = [sum(self.fixed[f][1] for f in self.fixed_needs(v)
+                                  if f[0] == "head_conv") for v in variants]
         if self.task_obj is not None:
             t.update(self.task_obj.cost_tables(self, ref))
         return t
 
+    def searched_stages(self) -> tuple[int, ...]:
+        return searched_stages(self.space)
+
+    def arch_cost(self, spec: ArchSpec, scope: str = "detector",
+                  stages: Iterable[int] | None = None) -> float:
+        return super().arch_cost(spec, scope, self.searched_stages() if stages is None
+                                 else stages)
+
     def expected_madds(self, alpha_probs: Mapping[tuple[int, int], torch.Tensor],
-                       beta_probs: Mapping[int, torch.Tensor]) -> torch.Tensor:
-        """E[MAdds] under independent α (per layer) and β (per stage) distributions.
+                       beta_probs: Mapping[int, torch.Tensor],
+                       scope: str = "detector") -> torch.Tensor:
+        """E[MAdds] under independent α (per layer) and β (per stage) distributions, of the
+        whole detector (``scope="detector"``), the backbone (``backbone``: stem, every layer
+        and the head conv where the task has it) or the searched blocks only (``blocks``: the
+        layers of the stages that carry α or β, Jung et al.'s eq. 5).
 
         A layer's cost is Σ_in Σ_out p(in) p(out) Σ_op α_op cost(op, in, out): its input width
         follows the previous stage's β, its output width its own stage's β (the layers after
@@ -602,8 +636,14 @@ class Lut(CostTable):
                 return torch.ones(1, dtype=torch.float64, device=device)
             return _probs(alpha_probs, (s, layer), n, "alpha", device)
 
-        total = torch.zeros((), dtype=torch.float64, device=device) + t["stem"]
+        check_scope(scope)
+        searched = set(searched_stages(space))
+        total = torch.zeros((), dtype=torch.float64, device=device)
+        if scope != "blocks":
+            total = total + t["stem"]
         for s, st in enumerate(space.stages):
+            if scope == "blocks" and s not in searched:
+                continue
             p_in, p_out = width(s - 1), width(s)
             for layer in range(st.layers):
                 a, cost = alpha(s, layer), t[("layer", s, layer)]
@@ -612,6 +652,10 @@ class Lut(CostTable):
                 else:
                     total = total + torch.einsum("o,j,oj->", a, p_out, cost)
         last = width(len(space.stages) - 1)
+        if scope == "blocks":
+            return total.to(dtype)
+        if scope == "backbone":
+            return (total + last @ t["last_backbone"]).to(dtype)
         total = total + last @ t["last"]
         if self.task_obj is not None:
             total = self.task_obj.cost_expected(total, t, alpha, width)
@@ -641,6 +685,17 @@ class Lut(CostTable):
         lut.load_entries(d, source)
         lut.built_by = str(d.get("fnacli_version", ""))
         return lut
+
+
+def check_scope(scope: str) -> str:
+    if scope not in COST_SCOPES:
+        raise UserError(f"--cost-scope: expected one of {', '.join(COST_SCOPES)}, got {scope!r}")
+    return scope
+
+
+def searched_stages(space: SpaceSpec) -> tuple[int, ...]:
+    """The stages whose layers are mixed blocks: searchable ops or several widths."""
+    return tuple(s for s, st in enumerate(space.stages) if st.searchable or len(st.outs) > 1)
 
 
 def _probs(d: Mapping, key: object, n: int, what: str, device: torch.device) -> torch.Tensor:

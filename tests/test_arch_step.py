@@ -70,7 +70,7 @@ def test_two_sample_gate_is_unbiased_for_channel_masks() -> None:
 
     def grad(weights_of: callable) -> torch.Tensor:
         b = logits.clone().requires_grad_(True)
-        w = combine(weights_of(torch.softmax(b, 0)), masks, "non-overlapping")
+        w = combine(weights_of(torch.softmax(b, 0)), masks)
         (read @ (w * feat)).backward()
         return b.grad
 

@@ -274,14 +274,15 @@ def trained(work: dict) -> dict:
 
 @pytest.fixture(scope="module")
 def limits(trained: dict) -> tuple[float, float]:
-    """(cheapest, dearest) MAdds of the space's SSDLite detectors, by the LUT."""
+    """(cheapest, dearest) backbone MAdds of the space's SSDLite networks, by the LUT (the
+    one-shot search limits the backbone by default, as DetNAS)."""
     from fnacli.lut import load_or_build_lut
 
     with pytest.MonkeyPatch.context() as mp:  # the same table the searches use
         mp.setenv("FNACLI_CACHE_DIR", str(trained["tmp"] / "cache"))
         lut = load_or_build_lut(space(), "ssdlite", (SIZE, SIZE), 2)
     enc = E.Encoding(space())
-    costs = [lut.arch_madds(enc.arch(g)) for g in all_genomes(enc)]
+    costs = [lut.arch_cost(enc.arch(g), "backbone") for g in all_genomes(enc)]
     return min(costs), max(costs)
 
 
@@ -334,8 +335,12 @@ def test_evolution_end_to_end(evolution_run: dict) -> None:
     assert set(run["summary"]["files"]) == {"output", "trained", "train_metrics", "state",
                                             "history"}
     # the limit holds for an independent full fvcore count, not only for the table
-    exact = profile_exact(best, "ssdlite", (SIZE, SIZE), 2).madds
+    exact = profile_exact(best, "ssdlite", (SIZE, SIZE), 2).madds_parts["backbone"]
     assert exact == pytest.approx(top[0]["madds"], rel=5e-3)
+    assert ckpt.meta["search"]["cost_scope"] == "backbone"
+    # DetNAS's protocol: fitness on images held out of the training split, not on val
+    fitness = ckpt.meta["search"]["fitness"]
+    assert fitness["source"] == "train" and fitness["images"] == 3  # 20% of 16
     assert exact <= run["limit"] * 1.005
 
 
@@ -455,7 +460,7 @@ def test_supernet_training_resumes_exactly(trained: dict) -> None:
     assert code == 0, err
     got = read_checkpoint(tmp / "again.oneshot.safetensors")
     ref = read_checkpoint(trained["trained"])
-    assert got.meta["oneshot"]["trained"]["steps"] == 4
+    assert got.meta["oneshot"]["trained"]["steps"] == 3  # 13 of 16 images: 3 held out
     assert got.tensors.keys() == ref.tensors.keys()
     assert any(k.startswith("detector.head.") for k in got.tensors)
     for k, v in ref.tensors.items():
@@ -500,3 +505,92 @@ def test_cached_scoring_gives_the_uncached_fitness(trained: dict) -> None:
         seen.append(want)
     assert len({tuple(s.values()) for s in seen}) > 1  # the paths do score differently
     assert PathEvaluator(det, sup, enc, calib, val, 4, cache_bytes=10).cached is False
+
+
+# -- DetNAS's data protocol ----------------------------------------------------------------------
+def _options(work: dict, **given: object):  # noqa: ANN202 - a OneShotSearchConfig
+    from fnacli.pipeline.search import OneShotSearchConfig
+
+    return OneShotSearchConfig(supernet=work["super"], output="o.safetensors",
+                               data=str(work["data"]), seed=3, **given)
+
+
+def test_fitness_images_are_held_out_of_supernet_training_and_val(trained: dict) -> None:
+    """No image is both a fitness image and a supernet-training image (same split: by id), nor
+    a fitness image and a reporting (val) image (by file); the trained supernet records the
+    held-out ids and a later search scores exactly those."""
+    from fnacli.checkpoint import read_checkpoint
+    from fnacli.detection.data import find_split, load_split
+    from fnacli.pipeline import search as O
+    from fnacli.search import fitness_data as FD
+    from fnacli.search.oneshot import OneshotInfo
+
+    train = load_split(find_split(trained["data"], "train"), train=True, label_offset=1)
+    val = load_split(find_split(trained["data"], "val"), train=False, label_offset=1)
+    rest, record = O.hold_out_fitness(_options(trained), train, "ssdlite")
+    held = set(record["ids"])
+    assert len(held) == 3 and not held & set(rest.ids)
+    assert set(rest.ids) | held == set(train.ids)
+    meta = read_checkpoint(trained["trained"]).meta["oneshot"]
+    assert meta["trained"]["fitness"]["ids"] == record["ids"]
+    assert meta["trained"]["train_images"] == len(rest) == 13
+    info = OneshotInfo.from_meta(read_checkpoint(trained["trained"]).meta, "t")
+    fit, calib, rec = O.fitness_sets(_options(trained), info, "ssdlite")
+    assert sorted(fit.ids) == record["ids"] and not set(fit.ids) & set(calib.ids)
+    assert not FD.shared_images(fit, val)
+    assert not set(FD.image_files(fit)) & set(FD.image_files(rest))
+    # a fraction, and a count
+    assert len(FD.holdout_ids(train, 0.5, 0)) == 8 and len(FD.holdout_ids(train, 5, 0)) == 5
+    with pytest.raises(UserError, match="--fitness-images"):
+        FD.holdout_ids(train, 16, 0)
+    with pytest.raises(UserError, match="--fitness-images"):
+        FD.parse_amount("2.5")
+
+
+def test_fitness_on_the_reporting_split_is_refused_unless_forced(trained: dict) -> None:
+    from fnacli.checkpoint import read_checkpoint
+    from fnacli.detection.data import find_split, load_split
+    from fnacli.pipeline import search as O
+    from fnacli.search.oneshot import OneshotInfo
+
+    val_ann = find_split(trained["data"], "val").ann
+    info = OneshotInfo.from_meta(read_checkpoint(trained["trained"]).meta, "t")
+    with pytest.raises(UserError, match="reporting split"):
+        O.fitness_sets(_options(trained, fitness_ann=str(val_ann)), info, "ssdlite")
+    fit, _, rec = O.fitness_sets(_options(trained, fitness_ann=str(val_ann), force=True),
+                                  info, "ssdlite")
+    assert rec["source"] == "file" and len(fit) == 8
+    # the command refuses it too, before any work
+    with pytest.raises(UserError, match="reporting split"):
+        cli([trained["trained"], "--skip-training", "--data", trained["data"], "-o",
+             trained["tmp"] / "on-val.safetensors", "--fitness-ann", val_ann, *EVO, *COMMON],
+            trained["tmp"])
+    train = load_split(find_split(trained["data"], "train"), train=True, label_offset=1)
+    assert len(train) == 16  # (the explicit file shares no image with training here)
+
+
+def test_random_baseline_draws_specs_under_the_backbone_limit(trained: dict,
+                                                              limits: tuple[float, float]
+                                                              ) -> None:
+    """DetNAS's baseline: N random architectures of the space under the limit, as specs for
+    fine-tuning with the searched one's settings (nothing trained or scored)."""
+    from fnacli.cost import profile_exact
+
+    tmp = trained["tmp"]
+    limit = (limits[0] + limits[1]) / 2
+    code, stdout, stderr = cli([trained["super"], "--strategy", "random", "--retrain", 3,
+                                "--task", "ssdlite", "--max-madds", f"{limit:.0f}", "-o",
+                                tmp / "baseline", "--json", *COMMON], tmp)
+    assert code == 0, stderr
+    doc = json.loads((tmp / "baseline" / "baseline.json").read_text())
+    assert doc["cost_scope"] == "backbone" and len(doc["architectures"]) == 3
+    specs = [ArchSpec.from_dict(json.loads(Path(a["spec"]).read_text()))
+             for a in doc["architectures"]]
+    assert len({s.to_json() for s in specs}) == 3
+    for spec, a in zip(specs, doc["architectures"], strict=True):
+        exact = profile_exact(spec, "ssdlite", (SIZE, SIZE), 80).madds_parts["backbone"]
+        assert exact == pytest.approx(a["madds"], rel=5e-3) and a["madds"] <= limit
+    assert json.loads(stdout)["output"] == str(tmp / "baseline")
+    with pytest.raises(UserError, match="--retrain"):
+        cli([trained["super"], "--strategy", "evolution", "--retrain", 3, "--task", "ssdlite",
+             "-o", tmp / "b2", *COMMON], tmp)

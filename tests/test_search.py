@@ -91,8 +91,15 @@ def test_expand_cli(env: dict, run_cli, tmp_path: Path, monkeypatch) -> None:
     assert code == 0 and stdout == "" and "candidate architectures" in err
     ck = read_supernet(out)
     assert ck.masks == "overlapping" and all(t.abs().sum() == 0 for t in ck.alpha.values())
+    assert ck.meta["widen"] == {"rule": "noise", "noise": 0.01, "seed": 0}  # the default
     code, _, err = run_cli(["expand", env["seed"], "--masks", "partial", "-o", tmp_path / "x"])
     assert code == 2 and "--masks" in err
+    code, _, err = run_cli(["expand", env["seed"], "--widen", "copy", "-o", tmp_path / "x"])
+    assert code == 2 and "--widen" in err
+    code, _, err = run_cli(["expand", env["seed"], "--space", env["space"], "-o", out,
+                            "--force", "--widen", "split"])
+    assert code == 0, err
+    assert read_supernet(out).meta["widen"]["rule"] == "split"
     # a binary checkpoint cannot go to stdout: refused, and no file named '-' appears
     monkeypatch.chdir(tmp_path)
     code, stdout, err = run_cli(["expand", env["seed"], "--space", env["space"], "-o", "-"])
@@ -160,6 +167,9 @@ def test_search_moves_alpha_beta_and_logs_them(runs: dict, supernet: Path) -> No
     start = read_supernet(supernet)
     ck = read_supernet(runs["flat"]["out"])
     assert ck.kind == "searched" and ck.meta["search"]["finished"]
+    # the cost counted what is searched (the papers' scope), at the SSDLite input size
+    assert ck.meta["search"]["cost_scope"] == "blocks"
+    assert ck.meta["search"]["cost_size"] == [64, 64]
     moved = max((ck.alpha[k] - start.alpha[k]).abs().max().item() for k in start.alpha)
     moved_b = max((ck.beta[k] - start.beta[k]).abs().max().item() for k in start.beta)
     assert moved > 0.05 and moved_b > 0.05  # 3 Adam steps of lr 0.1 from ~1e-3 noise

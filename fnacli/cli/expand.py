@@ -27,7 +27,16 @@ def expand(
                               metavar="non-overlapping|overlapping",
                               help="Channel masks of the mixed blocks: Jung et al.'s "
                                    "non-overlapping segments or FBNetV2's overlapping masks."),
-    arch_seed: int = c.seed_opt("Seed of the α/β initial noise (1e-3·N(0,1))."),
+    widen: str = typer.Option("noise", "--widen", metavar="noise|zeros|split",
+                              help="How channels wider than the seed's are filled (see 'fnacli "
+                                   "remap --widen'): zeros plus small noise (Jung et al.), "
+                                   "zeros, or Net2Net-style split copies."),
+    noise: float | None = typer.Option(None, "--noise", min=0.0, metavar="R",
+                                       help="Noise std of added channels' conv weights, "
+                                            "relative to the RMS of each seed tensor [0.01]; "
+                                            "--widen noise only."),
+    arch_seed: int = c.seed_opt("Seed of the α/β initial noise (1e-3·N(0,1)) and of the "
+                                "--widen noise."),
     init_std: float = typer.Option(1e-3, "--init-std", min=0.0,
                                    help="Std of the α/β initial noise (0: exactly zero)."),
     force: bool = c.force_opt("Overwrite the output."),
@@ -37,7 +46,8 @@ def expand(
     from fnacli.pipeline.expand import expand as run
 
     with c.err_console.status(f"remapping {seed} into the {space} supernet"):
-        r = run(ExpandConfig(seed, output, space, masks, arch_seed, init_std, force))
+        r = run(ExpandConfig(seed, output, space, masks, arch_seed, init_std, force, widen,
+                             noise))
     info = r.to_dict()
     if as_json:
         c.print_result(json.dumps(info))

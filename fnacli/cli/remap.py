@@ -18,6 +18,7 @@ if TYPE_CHECKING:
 
 Width = StrEnum("Width", {n: n for n in ("first", "bn", "std", "l1")})
 Kernel = StrEnum("Kernel", {n: n for n in ("center", "dilate")})
+Widen = StrEnum("Widen", {n: n for n in ("noise", "zeros", "split")})
 
 
 @app.command("remap")
@@ -37,8 +38,16 @@ def remap(
     kernel: Kernel = typer.Option(Kernel.center, "--kernel",
                                   help="Kernel rule: centre (pad/crop), or taps on a dilated "
                                        "grid."),
-    noise: float = typer.Option(0.0, "--noise", min=0.0, metavar="STD",
-                                help="Add N(0, STD²) to filled (new, zero) conv weights only."),
+    widen: Widen = typer.Option(Widen.noise, "--widen",
+                                help="How added channels are filled: zeros plus small noise "
+                                     "(Jung et al.; trainable), zeros (function preserving, but "
+                                     "all-zero channels get no gradient), or split (Net2Net-"
+                                     "style copies with divided outgoing weights: function "
+                                     "preserving and trainable)."),
+    noise: float | None = typer.Option(None, "--noise", min=0.0, metavar="R",
+                                       help="Noise std of added channels' conv weights, "
+                                            "relative to the RMS of each seed tensor [0.01]; "
+                                            "--widen noise only."),
     rng_seed: int = c.seed_opt("Random seed for --noise and new layers."),
     as_json: bool = c.json_opt(),
     force: bool = c.force_opt("Overwrite OUT if it exists."),
@@ -47,7 +56,8 @@ def remap(
     from fnacli.pipeline.remap import RemapConfig
     from fnacli.pipeline.remap import remap as run
 
-    r = run(RemapConfig(seed, spec, output, width.value, kernel.value, noise, rng_seed, force))
+    r = run(RemapConfig(seed, spec, output, width.value, kernel.value, noise, rng_seed, force,
+                        widen.value))
     _print_table(r.stages, r.seed_spec, r.spec)
     c.err_console.print(f"wrote {output} ({r.params:,} parameters)")
     if as_json:

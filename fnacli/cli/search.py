@@ -22,15 +22,26 @@ from fnacli.tasks import per_task, size_text
 
 Strategy = StrEnum("Strategy", {n: n for n in ("differentiable", "evolution", "random")})
 ARCH, ONESHOT = "Architecture (differentiable)", "One-shot (evolution, random)"
-DIFF_ONLY = ("warmup_epochs", "arch_every", "cost_form", "lam", "tau", "target_madds",
-             "min_depth", "arch_lr", "arch_step", "checkpoint_activations", "cost",
-             "target_latency")
+DIFF_ONLY = ("warmup_epochs", "arch_every", "cost_form", "lam", "tau", "gamma",
+             "target_madds", "min_depth", "arch_lr", "arch_step", "checkpoint_activations",
+             "cost", "target_latency")
 ONESHOT_ONLY = ("skip_training", "train_only", "trained", "population", "parents",
-                "mutation_prob", "generations", "candidates", "max_madds", "max_latency", "metric",
-                "calib_images", "calib_batch", "eval_images", "record_top",
-                "stop_after_candidates")
+                "mutation_prob", "generations", "candidates", "max_madds", "max_latency",
+                "metric", "calib_images", "calib_batch", "eval_images", "record_top",
+                "stop_after_candidates", "fitness_images", "fitness_ann", "fitness_img_dir",
+                "retrain")
 EPOCHS = (f"differentiable: {per_task('search_defaults.epochs')}; one-shot supernet "
           f"training: {per_task('oneshot_epochs')}")
+
+
+def _g(v: float) -> str:
+    return f"{v:g}".replace("e-0", "e-")  # 4e-5, not 4e-05
+
+
+SEARCH_LR = per_task(lambda t: f"{_g(t.search_defaults.weight_recipe(t.recipe).lr)} per "
+                               f"{t.search_defaults.weight_recipe(t.recipe).base_batch}")
+SEARCH_WD = per_task(lambda t: _g(t.search_defaults.weight_recipe(t.recipe).weight_decay))
+SEARCH_AUGMENT = per_task(lambda t: t.search_defaults.augment or t.default_augment)
 
 
 def _opt(default: object, *decls: str, panel: str = ARCH, **kw: object) -> object:
@@ -55,27 +66,41 @@ def search(
     data: str | None = c.data_opt(),
     train_ann: str | None = c.ann_opt("train", "Training annotations."),
     train_images: str | None = c.images_opt("train", "Training images."),
-    val_ann: str | None = c.ann_opt("val", "Held-out annotations (fitness)."),
-    val_images: str | None = c.images_opt("val", "Held-out images."),
+    val_ann: str | None = c.ann_opt("val", "Reporting split (what 'fnacli eval' reports on): "
+                                           "one-shot fitness images may not be in it."),
+    val_images: str | None = c.images_opt("val", "Reporting split's images."),
     size: str | None = c.size_opt(f"Input size [{per_task(lambda t: size_text(t.recipe.size))}"
                                   "; with --skip-training the size trained at]."),
     epochs: int | None = _opt(None, "--epochs", min=1, panel=c.SCHEDULE,
                               help=f"Epochs [{EPOCHS}]."),
     batch_size: int | None = _opt(None, "--batch-size", min=1, panel=c.SCHEDULE,
-                                  help="Global training batch [the finetune recipe's]."),
+                                  help="Global training batch "
+                                       f"[{per_task('recipe.batch_size')}]."),
     lr: float | None = _opt(None, "--lr", min=0.0, panel=c.SCHEDULE,
-                            help="Base lr [the finetune recipe's, scaled to --batch-size]."),
+                            help=f"Base lr of the weight steps [differentiable: {SEARCH_LR} "
+                                 "images; one-shot: the finetune recipe's], scaled to "
+                                 "--batch-size."),
     optimizer: c.Optim | None = _opt(None, "--optimizer", panel=c.SCHEDULE,
                                      help=f"[{per_task('recipe.optimizer')}]"),
     momentum: float = _opt(0.9, "--momentum", min=0.0, panel=c.SCHEDULE),
     weight_decay: float | None = _opt(None, "--weight-decay", min=0.0, panel=c.SCHEDULE,
-                                      help=f"[{c.WD}]"),
+                                      help=f"[differentiable: {SEARCH_WD}; one-shot: {c.WD}]"),
     warmup_iters: int | None = _opt(None, "--warmup-iters", min=0, panel=c.SCHEDULE,
                                     help="Linear warm-up [min(500, 10% of the steps)]."),
     clip_grad: float | None = _opt(None, "--clip-grad", min=0.0, panel=c.SCHEDULE,
                                    help="Max gradient norm [retinanet 35]; 0 = off."),
     augment: str | None = _opt(None, "--augment", metavar="|".join(AUGMENTS), panel=c.DATA,
-                               help=f"Training augmentation [{per_task('default_augment')}]."),
+                               help=f"Training augmentation [differentiable: {SEARCH_AUGMENT} "
+                                    "(no flip during a RetinaNet search, as FNA); one-shot: "
+                                    f"{per_task('default_augment')}]."),
+    cost_scope: str | None = _opt(None, "--cost-scope", metavar="blocks|backbone|detector",
+                                  help="What the MAdds cost counts: the searched blocks, the "
+                                       "whole backbone or the whole detector [differentiable: "
+                                       "blocks (the cost term, as FNA/Jung et al.); "
+                                       "evolution/random: backbone (--max-madds, as DetNAS)]."),
+    cost_size: str | None = _opt(None, "--cost-size", metavar="N|WxH",
+                                 help="Input size MAdds are counted at [retinanet 1088x800 as "
+                                      "FNA/Jung et al. report it, ssdlite --size]."),
     workers: int = c.workers_opt(),
     seed: int = c.seed_opt("Seed of paths, data order, populations."),
     device: c.Device = c.device_opt(),
@@ -97,18 +122,22 @@ def search(
     # -- differentiable only
     warmup_epochs: int | None = _opt(None, "--warmup-epochs", min=0,
                                      help="Epochs of weight steps on uniform paths before α/β "
-                                          "move [ssdlite 15 of 30, retinanet 8 of 14: that "
+                                          "move [ssdlite 12 of 24, retinanet 8 of 14: that "
                                           "share of --epochs]; differentiable only."),
     arch_every: int | None = _opt(None, "--arch-every", min=1, metavar="K",
                                   help="Weight steps per α/β step "
-                                       f"[{per_task('search_defaults.arch_every')}]."),
+                                       f"[{per_task('search_defaults.arch_every')}: the "
+                                       "papers' alternation]."),
     cost_form: str = _opt("log", "--cost-form", metavar="log|linear",
-                          help="Cost term: FNA's λ·log_τ(C) or Jung et al.'s λ·C (C = expected "
-                               "GMAdds of the detector)."),
+                          help="Cost term: FNA's λ·log_τ(γ·C) or Jung et al.'s λ·γ·C (C = "
+                               "expected GMAdds within --cost-scope)."),
     lam: float | None = _opt(None, "--lambda", min=0.0,
                              help=f"Cost weight λ [log: {per_task('search_defaults.lam')}; "
                                   "linear: matched to the log form at the start]."),
     tau: float = _opt(10.0, "--tau", help="Log base τ of the log cost."),
+    gamma: float | None = _opt(None, "--gamma", min=0.0,
+                               help=f"Cost scale γ [{per_task('search_defaults.gamma')}]; in "
+                                    "the log form it shifts the loss only."),
     target_madds: str | None = _opt(None, "--target-madds", metavar="MADDS",
                                     help="Budget (e.g. 800M, 1.2G): the cost term penalises "
                                          "only the excess over it."),
@@ -153,11 +182,27 @@ def search(
                                   help="random: architectures to evaluate [population x "
                                        "generations]."),
     max_madds: str | None = _opt(None, "--max-madds", metavar="MADDS", panel=ONESHOT,
-                                 help="MAdds limit of every candidate, detector included (e.g. "
-                                      "800M, 1.2G)."),
+                                 help="MAdds limit of every candidate (e.g. 300M, 1.2G), on "
+                                      "the backbone as DetNAS (or what --cost-scope says)."),
     max_latency: str | None = _opt(None, "--max-latency", metavar="TIME", panel=ONESHOT,
                                    help="Latency limit of every candidate by --latency-table "
                                         "(e.g. 12ms, 800us)."),
+    fitness_images: str | None = _opt(None, "--fitness-images", metavar="N|FRACTION",
+                                      panel=ONESHOT,
+                                      help="Fitness images held out of the training split (a "
+                                           "count, or a fraction below 1); the supernet trains "
+                                           "on the rest [min(5000, 20%)]."),
+    fitness_ann: str | None = _opt(None, "--fitness-ann", metavar="JSON", panel=ONESHOT,
+                                   help="An explicit fitness annotation file instead (its "
+                                        "images are left out of supernet training)."),
+    fitness_img_dir: str | None = _opt(None, "--fitness-img-dir", metavar="DIR", panel=ONESHOT,
+                                       help="Images of --fitness-ann."),
+    retrain: int | None = _opt(None, "--retrain", min=1, metavar="N", panel=ONESHOT,
+                               help="random only: DetNAS's random baseline. Draw N "
+                                    "architectures uniformly under --max-madds and write their "
+                                    "specs into the folder -o, to be fine-tuned with the "
+                                    "searched one's settings (no supernet training, no "
+                                    "fitness)."),
     metric: str = _opt("AP", "--metric", panel=ONESHOT,
                        help="Fitness: one of COCOeval's numbers (AP, AP50, AP75, APs, APm, "
                             "APl, AR1, …)."),

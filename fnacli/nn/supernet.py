@@ -14,10 +14,14 @@ Two ways to run it, chosen before each forward call:
   hard 0/1 masks instead (same result, more compute).
 - ``set_weighted(alpha_probs, beta_probs)``: the relaxation for α/β steps: every layer is the
   α-weighted sum of its candidates and every searchable stage width is the β-weighted sum of
-  channel masks (``fnacli.search.masks``). One-hot probabilities give exactly the selected
-  architecture. With ``support`` (the sampled α/β step, ``fnacli.search.gates``) a layer
-  runs only the listed candidates; ``checkpoint_activations`` recomputes each mixed layer in
-  the backward pass instead of keeping its candidates' activations.
+  channel masks (``fnacli.search.masks``). One-hot α gives exactly the selected ops; one-hot
+  β gives exactly the selected widths under ``overlapping`` masks only: under Jung et al.'s
+  ``non-overlapping`` masks a one-hot β keeps just the chosen width's own channel segment
+  (their eq. 2), so the relaxed network is the paper's, not the selected one. ``set_path``
+  (and ``derive``) are exact for both. With ``support`` (the sampled α/β step,
+  ``fnacli.search.gates``) a layer runs only the listed candidates; ``checkpoint_activations``
+  recomputes each mixed layer in the backward pass instead of keeping its candidates'
+  activations.
 
 State-dict keys: ``stem.*``, ``stages.S.L.ops.OP.{expand,dw,project}.{conv,bn}.*`` (``OP`` is the
 candidate's ``kK_eE``; fixed layers have their one op), ``head.*``.
@@ -252,7 +256,7 @@ class Supernet(nn.Module):
         if key not in self._mask_cache:
             masks = M.channel_masks(outs, self.masks, scale, ref.device)
             self._mask_cache[key] = masks.to(ref.dtype)
-        return M.combine(sel.to(ref.dtype), self._mask_cache[key], self.masks).view(1, -1, 1, 1)
+        return M.combine(sel.to(ref.dtype), self._mask_cache[key]).view(1, -1, 1, 1)
 
     def _mixed(self, layer: MixedLayer, x: torch.Tensor,
                cin: tuple[tuple[int, ...], Selection], cout: tuple[tuple[int, ...], Selection],

@@ -21,6 +21,8 @@ class ExpandConfig:
     arch_seed: int = 0  # seed of the α/β initial noise
     init_std: float = 1e-3
     force: bool = False
+    widen: str = "noise"  # how channels wider than the seed's are filled (fnacli.remap)
+    noise: float | None = None  # relative noise std under widen="noise" [0.01]
 
 
 @dataclass
@@ -39,14 +41,17 @@ def expand(*args: Any, **kwargs: Any) -> ExpandResult:
     refuse_stdout(cfg.output)
     from fnacli.checkpoint import save_checkpoint
     from fnacli.io import check_writable
+    from fnacli.remap import check_widen
     from fnacli.search import supernet_io
     from fnacli.search.masks import check_kind
     from fnacli.spec import SpaceSpec, load_space
 
     check_kind(cfg.masks)
+    check_widen(cfg.widen, cfg.noise)
     check_writable(cfg.output, cfg.force)  # fail before the work, not after
     space = cfg.space if isinstance(cfg.space, SpaceSpec) else load_space(cfg.space)
     tensors, meta = supernet_io.expand(cfg.seed, space, cfg.masks, cfg.arch_seed, cfg.init_std,
+                                       widen=cfg.widen, noise=cfg.noise,
                                        space_name=f"space {cfg.space}"
                                        if isinstance(cfg.space, str | Path) else "the space")
     save_checkpoint(cfg.output, tensors, "supernet", meta, force=cfg.force)

@@ -22,9 +22,10 @@ class RemapConfig:
     output: str | Path | None = None  # backbone checkpoint; None: keep it in memory only
     width: str = "first"  # first | bn | std | l1
     kernel: str = "center"  # center | dilate
-    noise: float = 0.0
+    noise: float | None = None  # relative noise std of added channels [0.01 under "noise"]
     rng_seed: int = 0
     force: bool = False
+    widen: str = "noise"  # how added channels are filled: noise | zeros | split
 
 
 @dataclass
@@ -49,10 +50,12 @@ def remap(*args: Any, **kwargs: Any) -> RemapResult:
     ``backbone``), and in ``result.state`` either way."""
     cfg = make_config(RemapConfig, args, kwargs)
     from fnacli.io import check_writable
+    from fnacli.remap import check_widen, resolve_noise
     from fnacli.spec import ArchSpec, load_arch
 
     if cfg.output is not None:
         refuse_stdout(cfg.output)
+    check_widen(cfg.widen, cfg.noise)
     if cfg.seed == "-":
         raise UserError("SEED: '-' is not supported for checkpoints (stdin is for specs); give "
                         "a file")
@@ -66,14 +69,15 @@ def remap(*args: Any, **kwargs: Any) -> RemapResult:
     from fnacli.remap import remap_state
 
     seed_state, seed_spec = load_seed(cfg.seed)
+    noise = resolve_noise(cfg.widen, cfg.noise)
     state, report = remap_state(seed_state, seed_spec, target, width=cfg.width,
-                                kernel=cfg.kernel, noise=cfg.noise, seed=cfg.rng_seed,
-                                seed_name=f"seed {cfg.seed}",
+                                kernel=cfg.kernel, widen=cfg.widen, noise=noise,
+                                seed=cfg.rng_seed, seed_name=f"seed {cfg.seed}",
                                 target_name=f"spec {cfg.spec}" if isinstance(cfg.spec, str | Path)
                                 else "the target spec")
     # remap_state has checked that the output loads strictly into Backbone(target)
-    strategies = {"width": cfg.width, "kernel": cfg.kernel, "noise": cfg.noise,
-                  "seed": cfg.rng_seed}
+    strategies = {"width": cfg.width, "kernel": cfg.kernel, "widen": cfg.widen,
+                  "noise": noise, "seed": cfg.rng_seed}
     if cfg.output is not None:
         meta = {"spec": target.to_dict(),
                 "remap": {"seed": cfg.seed, "seed_spec": seed_spec.to_dict(), **strategies}}

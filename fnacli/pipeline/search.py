@@ -22,6 +22,7 @@ from typing import Any
 from fnacli.errors import UserError
 from fnacli.pipeline.common import (
     Reporter,
+    Size,
     TrainOptions,
     as_size,
     check_fresh_run,
@@ -38,11 +39,20 @@ ONESHOT_STRATEGIES = ("evolution", "random")
 
 @dataclass
 class SearchOptions(TrainOptions):
-    """What both strategies share (and :class:`TrainOptions`)."""
+    """What both strategies share (and :class:`TrainOptions`). ``cost_scope``: what the MAdds
+    cost counts (``fnacli.lut.COST_SCOPES``; None: differentiable ``blocks``, one-shot
+    ``backbone``); ``cost_size``: the input it is counted at (None: the task's
+    ``search_defaults.cost_size``, else the input size)."""
 
     supernet: str | Path
     output: str | Path
     latency_table: str | Path | None = None  # from fnacli latency (``force``: any machine)
+    cost_scope: str | None = None
+    cost_size: Size | None = None
+
+
+DIFFERENTIABLE_COST_SCOPE = "blocks"  # Jung et al.'s eq. 5, FNA's searched backbone
+ONESHOT_COST_SCOPE = "backbone"  # DetNAS constrains the backbone's FLOPs
 
 
 @dataclass
@@ -55,6 +65,7 @@ class DifferentiableSearchConfig(SearchOptions):
     target_madds: str | float | None = None
     min_depth: int = 0
     arch_lr: float = 3e-4
+    gamma: float | None = None  # cost scale γ [the task's]
     cost: str = "madds"  # or "latency" (needs latency_table)
     target_latency: str | float | None = None  # "12ms", or milliseconds
     arch_step: str = "full"
@@ -80,6 +91,10 @@ class OneShotSearchConfig(SearchOptions):
     eval_images: int | None = None
     record_top: int = 20
     stop_after_candidates: int | None = None
+    fitness_images: str | float | int | None = None  # held out of train [min(5000, 20%)]
+    fitness_ann: str | Path | None = None  # an explicit fitness split instead
+    fitness_img_dir: str | Path | None = None
+    retrain: int | None = None  # random: DetNAS's baseline, N specs to fine-tune
 
 
 @dataclass
@@ -120,12 +135,13 @@ def search(*args: Any, strategy: str | None = None, **kwargs: Any) -> SearchResu
 
 
 def _train_config(o: SearchOptions, task: Any, epochs: int, steps: int, schedule: str,
-                  milestones: tuple[float, ...], warmup_cap: int) -> Any:
-    """The weight-side recipe: given options, else the task's fine-tuning recipe."""
+                  milestones: tuple[float, ...], warmup_cap: int, recipe: Any = None) -> Any:
+    """The weight-side recipe: given options, else ``recipe`` (the task's fine-tuning recipe
+    by default)."""
     from fnacli.progress import tensorboard_dir
     from fnacli.train import TrainConfig
 
-    r = task.recipe
+    r = recipe or task.recipe
     batch = o.batch_size or r.batch_size
     clip = o.clip_grad if o.clip_grad is not None else r.clip_grad
     return TrainConfig(
@@ -193,7 +209,7 @@ def _latency_table(o: Any, space: Any, task: str, size: tuple[int, int], classes
 
 def _differentiable(o: DifferentiableSearchConfig, env: Any) -> SearchResult:
     from fnacli.io import check_writable
-    from fnacli.search.differentiable import ARCH_STEPS, SearchConfig, run_search
+    from fnacli.search.differentiable import ARCH_STEPS, run_search
     from fnacli.search.evolution import format_madds, parse_madds
     from fnacli.search.supernet_io import read_supernet
     from fnacli.validation import check_bn_batch, check_lr
@@ -218,26 +234,17 @@ def _differentiable(o: DifferentiableSearchConfig, env: Any) -> SearchResult:
             target = parse_madds(o.target_madds)
         except Exception as e:  # noqa: BLE001 - its message names --max-madds
             raise UserError(str(e).replace("--max-madds", "--target-madds")) from None
-    d = task.search_defaults
-    size = as_size(o.size) or task.recipe.size
-    batch = o.batch_size or task.recipe.batch_size
-    epochs = o.epochs or d.epochs
-    warmup_epochs = o.warmup_epochs if o.warmup_epochs is not None else d.warmup_for(epochs)
-    augment = o.augment or task.default_augment
+    augment = o.augment or task.search_defaults.augment or task.default_augment
     dataset = _train_set(o, task, augment)
-    steps = epochs * (len(dataset) // 2 // batch)
-    tc = _train_config(o, task, epochs, steps, "step", d.milestones, 500)
     from fnacli.latency import parse_latency
 
-    table = _latency_table(o, ckpt.space, task.name, size, dataset.num_classes)
-    cfg = SearchConfig(task=task.name, size=size, train=tc, warmup_epochs=warmup_epochs,
-                       arch_every=o.arch_every or d.arch_every, cost_form=o.cost_form,
-                       lam=o.lam, tau=o.tau, target_madds=target, min_depth=o.min_depth,
-                       arch_lr=o.arch_lr, augment=augment, arch_step=o.arch_step,
-                       checkpoint_activations=o.checkpoint_activations, cost=o.cost,
-                       target_latency=(parse_latency(o.target_latency, "--target-latency")
-                                       if o.target_latency is not None else None),
-                       latency_table=table)
+    cfg = differentiable_config(o, task, len(dataset), target)
+    cfg.cost = o.cost
+    cfg.target_latency = (parse_latency(o.target_latency, "--target-latency")
+                          if o.target_latency is not None else None)
+    cfg.latency_table = _latency_table(o, ckpt.space, task.name, cfg.size,
+                                       dataset.num_classes)
+    table = cfg.latency_table
     cfg.check()
     result = run_search(ckpt, str(o.supernet), dataset, cfg, env, output,
                         state_path=state_path, metrics_path=metrics_path, resume=o.resume,
@@ -264,6 +271,33 @@ def _differentiable(o: DifferentiableSearchConfig, env: Any) -> SearchResult:
         f"{format_madds(result.expected_madds)})"
         + (f", {result.latency_ms:.2f} ms predicted (expected {result.expected_latency_ms:.2f} "
            "ms)" if table is not None else ""), str(output), details)
+
+
+def differentiable_config(o: DifferentiableSearchConfig, task: Any, train_images: int,
+                          target_madds: float | None = None) -> Any:
+    """The differentiable search's settings: what ``o`` leaves at None comes from the task's
+    ``search_defaults`` (the papers' search recipe) and, behind it, its fine-tuning recipe."""
+    from fnacli.lut import check_scope
+    from fnacli.search.differentiable import SearchConfig
+
+    task = task_of(task) if isinstance(task, str) else task
+    d = task.search_defaults
+    r = d.weight_recipe(task.recipe)
+    size = as_size(o.size) or task.recipe.size
+    batch = o.batch_size or r.batch_size
+    epochs = o.epochs or d.epochs
+    warmup_epochs = o.warmup_epochs if o.warmup_epochs is not None else d.warmup_for(epochs)
+    steps = epochs * (train_images // 2 // batch)
+    tc = _train_config(o, task, epochs, steps, "step", d.milestones, r.warmup_iters, r)
+    scope = check_scope(o.cost_scope or DIFFERENTIABLE_COST_SCOPE)
+    return SearchConfig(task=task.name, size=size, train=tc, warmup_epochs=warmup_epochs,
+                        arch_every=o.arch_every or d.arch_every, cost_form=o.cost_form,
+                        lam=o.lam, tau=o.tau, gamma=o.gamma, target_madds=target_madds,
+                        min_depth=o.min_depth, arch_lr=o.arch_lr,
+                        augment=o.augment or d.augment or task.default_augment,
+                        cost_scope=scope, cost_size=as_size(o.cost_size, "--cost-size"),
+                        arch_step=o.arch_step,
+                        checkpoint_activations=o.checkpoint_activations)
 
 
 # -- one-shot ---------------------------------------------------------------------------------
@@ -294,6 +328,18 @@ def search_oneshot(*args: Any, **kwargs: Any) -> SearchResult:
         raise UserError("--skip-training and --train-only exclude each other")
     if o.task is not None:
         task_of(o.task)
+    if o.retrain is not None and o.strategy != "random":
+        raise UserError("--retrain: DetNAS's random baseline needs --strategy random")
+    if o.fitness_img_dir and not o.fitness_ann:
+        raise UserError("--fitness-img-dir needs --fitness-ann")
+    if o.fitness_ann and o.fitness_images is not None:
+        raise UserError("--fitness-images and --fitness-ann exclude each other")
+    from fnacli.lut import check_scope
+    from fnacli.search.fitness_data import parse_amount
+
+    check_scope(o.cost_scope or ONESHOT_COST_SCOPE)
+    parse_amount(o.fitness_images)
+    as_size(o.cost_size, "--cost-size")
     _check_latency(o)
     if o.metric is not None:
         from fnacli.tasks import tasks
@@ -307,6 +353,8 @@ def search_oneshot(*args: Any, **kwargs: Any) -> SearchResult:
     check_lr(o.lr)
     if o.max_madds:  # parsed now, not after the supernet has been trained
         parse_madds(o.max_madds)
+    if o.retrain is not None:
+        return random_baseline(o)
     from fnacli.progress import tensorboard_dir
 
     tensorboard_dir(o.tensorboard)  # a missing package fails before the work
@@ -383,14 +431,15 @@ def _train(o: OneShotSearchConfig, files: dict[str, Path], env: Any, say: Report
     size = as_size(o.size) or r.size
     epochs = o.epochs or task.oneshot_epochs
     dataset = _train_set(o, task, o.augment or task.default_augment)
+    dataset, fitness = hold_out_fitness(o, dataset, task)
     batch = o.batch_size or r.batch_size
     tc = _train_config(o, task, epochs, epochs * (len(dataset) // batch), r.schedule,
                        r.milestones, r.warmup_iters)
     say(f"one-shot supernet training: {task.name} at {size[0]}x{size[1]}, {len(dataset)} "
-        f"images, {epochs} epochs of {len(dataset) // batch} steps, uniform single-path "
-        "sampling")
+        f"images ({fitness['images']} held out for fitness), {epochs} epochs of "
+        f"{len(dataset) // batch} steps, uniform single-path sampling")
     return train_oneshot(ckpt, str(o.supernet), dataset, task.name, size, tc, env,
-                         files["trained"], state_path=files["train_state"],
+                         files["trained"], fitness=fitness, state_path=files["train_state"],
                          metrics_path=files["train_metrics"], resume=resume,
                          stop_after=o.stop_after, force=o.force or o.resume,
                          log=say if env.is_main else None)
@@ -427,34 +476,42 @@ def _evolve(o: OneShotSearchConfig, trained: Path, files: dict[str, Path], env: 
                                       if o.max_latency is not None else None),
                          metric=o.metric or task.metric, seed=o.seed)
     latency = _latency_table(o, ckpt.space, task.name, size, info.num_classes)
-    val = task.load_split(task.find_split(o.data, "val", o.val_ann, o.val_images), train=False)
-    task.check_categories(info.categories, val.categories(), str(trained), str(val.files.ann))
+    fit_set, calib_pool, fitness = fitness_sets(o, info, task)
+    task.check_categories(info.categories, fit_set.categories(), str(trained),
+                          str(fit_set.files.ann))
     if o.eval_images:
-        val = calibration_subset(val, o.eval_images, o.seed)
-    train = task.load_split(task.find_split(o.data, "train", o.train_ann, o.train_images),
-                            train=True)
-    calib = calibration_subset(train, o.calib_images, o.seed)
+        fit_set = calibration_subset(fit_set, o.eval_images, o.seed)
+    calib = calibration_subset(calib_pool, o.calib_images, o.seed)
+    scope = o.cost_scope or ONESHOT_COST_SCOPE
+    cost_size = _cost_size(o, task, size)
     detector, supernet = build_oneshot_detector(ckpt, task.name, info.num_classes, size,
                                                 str(trained))
-    lut = load_or_build_lut(ckpt.space, task.name, size, info.num_classes, progress=env.is_main)
+    lut = load_or_build_lut(ckpt.space, task.name, cost_size, info.num_classes,
+                            progress=env.is_main)
     enc = E.Encoding(ckpt.space)
-    score = PathEvaluator(detector, supernet, enc, calib, val, o.calib_batch, o.workers,
+    score = PathEvaluator(detector, supernet, enc, calib, fit_set, o.calib_batch, o.workers,
                           env.device, task=task.name)
     # the file's name, not its path: the same run in another folder gives the same bytes
     identity = {"supernet": trained.name, "task": task.name, "size": list(size),
-                "calib_images": len(calib), "eval_images": len(val)}
+                "calib_images": len(calib), "eval_images": len(fit_set),
+                "cost_scope": scope, "cost_size": list(cost_size), "fitness": fitness}
     if latency is not None:
         identity["latency_table"] = latency.identity()
-    search = E.OneShotSearch(enc, lut.arch_madds, distributed_evaluate(score, env), cfg,
+
+    def cost(arch: Any) -> float:
+        return lut.arch_cost(arch, scope)
+
+    search = E.OneShotSearch(enc, cost, distributed_evaluate(score, env), cfg,
                              files["state"], files["history"], chunk=env.world,
                              write=env.is_main, identity=identity,
                              signal=lambda: signal_received(env),
                              latency=latency.latency_ms if latency is not None else None)
-    limit = f" within {E.format_madds(cfg.max_madds)} MAdds" if cfg.max_madds else ""
+    limit = (f" within {E.format_madds(cfg.max_madds)} MAdds ({scope} at "
+             f"{cost_size[0]}x{cost_size[1]})" if cfg.max_madds else "")
     limit += f" within {cfg.max_latency:g} ms" if cfg.max_latency else ""
     say(f"{o.strategy} search on {trained}: {cfg.total_candidates} candidates{limit}, fitness "
-        f"{cfg.metric} on {len(val)} held-out images, BN recalibrated on {len(calib)} "
-        "training images")
+        f"{cfg.metric} on {len(fit_set)} images ({fitness['source']}), BN recalibrated on "
+        f"{len(calib)} training images")
     with _SearchProgress(cfg, env.is_main, tensorboard_dir(o.tensorboard)) as progress:
         search.on_candidate = progress.candidate
         search.on_round = progress.round
@@ -482,7 +539,9 @@ def _evolve(o: OneShotSearchConfig, trained: Path, files: dict[str, Path], env: 
                           "num_classes": info.num_classes, "categories": info.categories,
                           "generations": cfg.generations, "candidates": cfg.total_candidates,
                           "rounds": result.rounds, "evaluated": len(ranked),
-                          "calib_images": len(calib), "eval_images": len(val),
+                          "calib_images": len(calib), "eval_images": len(fit_set),
+                          "cost_scope": scope, "cost_size": list(cost_size),
+                          "fitness": {k: v for k, v in fitness.items() if k != "ids"},
                           "supernet": trained.name, "finished": True,
                           "derived": details["best_arch"],
                           "top": E.candidates_meta(ranked[:o.record_top], enc)}
@@ -491,6 +550,118 @@ def _evolve(o: OneShotSearchConfig, trained: Path, files: dict[str, Path], env: 
                         f"{files['output']}: best {cfg.metric} {best.fitness:.4f} at "
                         f"{E.format_madds(best.madds)} MAdds{lat} ({o.strategy}, {len(ranked)} "
                         "architectures evaluated)", str(files["output"]), details)
+
+
+def _cost_size(o: SearchOptions, task: Any, size: tuple[int, int]) -> tuple[int, int]:
+    from fnacli.search.differentiable import default_cost_size
+
+    return as_size(o.cost_size, "--cost-size") or default_cost_size(task.name, size)
+
+
+def _reporting_split(o: SearchOptions, task: Any) -> Any:
+    """The split 'fnacli eval' reports on (val), or None when the data has none."""
+    try:
+        files = task.find_split(o.data, "val", o.val_ann, o.val_images)
+    except UserError:
+        if o.val_ann or o.val_images:
+            raise
+        return None
+    return task.load_split(files, train=False)
+
+
+def hold_out_fitness(o: OneShotSearchConfig, train: Any, task: Any) -> tuple[Any, dict]:
+    """DetNAS's split before supernet training: the training images minus the fitness ones,
+    and what to record about the fitness set (``fnacli.search.fitness_data``)."""
+    from fnacli.search import fitness_data as FD
+
+    task = task_of(task) if isinstance(task, str) else task
+    report = _reporting_split(o, task)
+    if o.fitness_ann:
+        fit = task.load_split(FD.fitness_files(o.fitness_ann, o.fitness_img_dir), train=False)
+        FD.check_not_reporting(fit, report, o.force)
+        rest = FD.without_files(train, fit)
+        if len(rest) == 0:
+            raise UserError(f"{o.fitness_ann}: every training image is a fitness image")
+        return rest, {"source": "file", "ann": str(fit.files.ann), "images": len(fit)}
+    ids = FD.holdout_ids(train, FD.parse_amount(o.fitness_images), o.seed)
+    fit = FD.only_ids(task.load_split(train.files, train=False), ids)
+    FD.check_not_reporting(fit, report, o.force)
+    return FD.without_ids(train, ids), {"source": "train", "ann": str(train.files.ann),
+                                        "images": len(ids), "seed": o.seed, "ids": ids}
+
+
+def fitness_sets(o: OneShotSearchConfig, info: Any, task: Any) -> tuple[Any, Any, dict]:
+    """(fitness set, training images for BN calibration, fitness record) of a search: the
+    trained supernet's held-out images when it recorded them, else as the options say."""
+    from fnacli.search import fitness_data as FD
+
+    task = task_of(task) if isinstance(task, str) else task
+    report = _reporting_split(o, task)
+    train = task.load_split(task.find_split(o.data, "train", o.train_ann, o.train_images),
+                            train=True)
+    recorded = info.trained.get("fitness") or {}
+    if o.fitness_ann:
+        fit = task.load_split(FD.fitness_files(o.fitness_ann, o.fitness_img_dir), train=False)
+        record = {"source": "file", "ann": str(fit.files.ann), "images": len(fit)}
+        calib = FD.without_files(train, fit)
+    else:
+        if recorded.get("source") == "train" and o.fitness_images is None:
+            ids = [int(i) for i in recorded["ids"]]
+        else:
+            if recorded and o.fitness_images is not None:
+                Reporter(o.on_message).warning("--fitness-images differs from the supernet's "
+                                               "training, whose held-out images are not these")
+            ids = FD.holdout_ids(train, FD.parse_amount(o.fitness_images), o.seed)
+        fit = FD.only_ids(task.load_split(train.files, train=False), ids)
+        record = {"source": "train", "ann": str(train.files.ann), "images": len(ids),
+                  "seed": int(recorded.get("seed", o.seed)), "ids": ids}
+        calib = FD.without_ids(train, ids)
+    FD.check_not_reporting(fit, report, o.force)
+    return fit, calib, record
+
+
+def random_baseline(o: OneShotSearchConfig) -> SearchResult:
+    """DetNAS's random baseline: ``retrain`` architectures drawn uniformly from the space of
+    the supernet under ``max_madds``, written as specs into the folder ``output`` (fine-tune
+    each with the searched architecture's settings; recipes/detnas_random_baseline.sh does).
+    Nothing is trained or scored."""
+    import json
+
+    from fnacli.io import write_text_atomic
+    from fnacli.lut import load_or_build_lut
+    from fnacli.search import evolution as E
+    from fnacli.search.supernet_io import read_supernet
+
+    if o.task is None:
+        raise UserError("--task: needed to count MAdds for --retrain")
+    task = task_of(o.task)
+    out = Path(o.output)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out}: --retrain writes a folder of specs; this is a file")
+    if (out / "baseline.json").exists() and not o.force:
+        raise UserError(f"{out}/baseline.json: exists (use --force to draw again)")
+    ckpt = read_supernet(o.supernet)
+    size = _cost_size(o, task, as_size(o.size) or task.recipe.size)
+    scope = o.cost_scope or ONESHOT_COST_SCOPE
+    lut = load_or_build_lut(ckpt.space, task.name, size, progress=True)
+    limit = E.parse_madds(o.max_madds) if o.max_madds else None
+    enc = E.Encoding(ckpt.space)
+    picks = E.random_baseline(enc, lambda a: lut.arch_cost(a, scope), o.retrain, limit, o.seed)
+    out.mkdir(parents=True, exist_ok=True)
+    entries = []
+    for k, (genome, madds) in enumerate(picks, start=1):
+        path = out / f"random-{k}.json"
+        write_text_atomic(path, enc.arch(genome).to_json())
+        entries.append({"spec": str(path), "madds": madds,
+                        "detector_madds": lut.arch_madds(enc.arch(genome))})
+    doc = {"strategy": "random-baseline", "task": task.name, "space": ckpt.space.name,
+           "max_madds": limit, "cost_scope": scope, "cost_size": list(size), "seed": o.seed,
+           "architectures": entries}
+    write_text_atomic(out / "baseline.json", json.dumps(doc, indent=2) + "\n")
+    message = (f"{out}: {len(entries)} random architectures of the space"
+               + (f" within {E.format_madds(limit)} MAdds ({scope})" if limit else "")
+               + "; fine-tune each with the searched architecture's settings")
+    return SearchResult("random", True, message, str(out), doc)
 
 
 class _SearchProgress:

@@ -1,16 +1,18 @@
 """FNA's differentiable search on a detection task (FNA/FNA++ §3.3, Jung et al.'s channels).
 
 Schedule: ``warmup_epochs`` of weight steps on uniformly sampled single paths, then weight
-steps on a path sampled from softmax(α)/softmax(β) alternating with α/β steps; every
-``arch_every`` weight steps one α/β step. Weight steps read ``train_a``, α/β steps ``train_b``
+steps on a path sampled from softmax(α)/softmax(β) alternating with α/β steps: after every
+``arch_every`` weight steps one α/β step (the papers' "alternating" is 1: one weight step,
+then one α/β step on the other half). Weight steps read ``train_a``, α/β steps ``train_b``
 (a seeded 50/50 split of the training set). An α/β step runs the relaxed supernet (every
 candidate, β-mixed channel masks) with all weights frozen and BN statistics left untouched,
 and minimises ``task loss + cost``:
 
-- ``log`` (FNA): ``λ·log_τ(C)``, C the expected MAdds in GMAdds (FNA counts in units of 1e9;
-  the unit shifts the loss, not its gradient);
-- ``linear`` (Jung et al.): ``λ·C`` (GMAdds);
-- with ``target_madds`` only the excess counts: ``λ·max(0, log_τ(C/T))`` / ``λ·max(0, C−T)``.
+- ``log`` (FNA): ``λ·log_τ(γ·C)``, C the expected MAdds in GMAdds (FNA counts in units of
+  1e9 and scales by γ; both shift the loss, not its gradient);
+- ``linear`` (Jung et al.): ``λ·γ·C`` (GMAdds);
+- with ``target_madds`` only the excess counts: ``λ·max(0, log_τ(C/T))`` /
+  ``λ·γ·max(0, C−T)``.
 
 With ``cost="latency"`` C is the expected latency in milliseconds by a measured latency
 table (``fnacli.latency``, the same nested expectation) and the target is ``target_latency``
@@ -21,11 +23,17 @@ per layer and width with the unbiased two-sample gates of ``fnacli.search.gates`
 term stays exact). ``checkpoint_activations`` recomputes the mixed layers in the backward
 pass instead of storing every candidate's activations (same gradients, less memory).
 
-C is ``Lut.expected_madds``: the whole detector (backbone, neck and head) under the current
-α/β. Weight optimiser: SGD or RMSProp from ``fnacli.train`` (warm-up + step/cosine schedule
-over the weight steps); architecture optimiser: Adam(3e-4, betas (0.5, 0.999), weight decay
-1e-3), as in FNA. Everything else (DDP setup, seeding, the epoch sampler, JSON-lines metrics,
-training-state files, the progress bar) comes from ``fnacli.train``.
+C is ``Lut.expected_madds`` under the current α/β over ``cost_scope``: by default the searched
+mixed blocks only, as Jung et al.'s eq. 5 sums the K searched blocks and FNA accumulates the
+cost inside the searched backbone (``detector`` adds stem, head conv, neck and head: constants
+or nearly, which dilute the gradient of ``log C``). The table is built at ``cost_size``
+(RetinaNet: 1088×800 as FNA and Jung et al. count it, while training at 1333×800).
+
+The defaults are the papers' search recipes (``Task.search_defaults``; docs/search.md lists
+where FNA's released configs differ): weight optimiser SGD or RMSProp from ``fnacli.train``
+(warm-up + step schedule over the weight steps), architecture optimiser Adam (lr 3e-4, betas
+(0.5, 0.999), weight decay 1e-3). Everything else (DDP setup, seeding, the epoch sampler,
+JSON-lines metrics, training-state files, the progress bar) comes from ``fnacli.train``.
 """
 
 from __future__ import annotations
@@ -77,9 +85,22 @@ GIGA = 1e9
 ARCH_LR, ARCH_BETAS, ARCH_WD, ARCH_CLIP = 3e-4, (0.5, 0.999), 1e-3, 35.0
 
 
+def default_cost_size(task: str, size: tuple[int, int]) -> tuple[int, int]:
+    """The input size the cost table counts at: the task's ``search_defaults.cost_size``
+    (RetinaNet: 1088x800, as FNA and Jung et al. count it), else ``size``."""
+    return get_task(task).search_defaults.cost_size or size
+
+
+def search_cost(lut: Any, alpha_probs: A.AlphaDict, beta_probs: A.BetaDict,
+                cfg: SearchConfig) -> torch.Tensor:
+    """The expected MAdds the cost term sees: ``cfg.cost_scope`` of the table."""
+    return lut.expected_madds(alpha_probs, beta_probs, cfg.cost_scope)
+
+
 def default_warmup_epochs(task: str, epochs: int) -> int:
-    """The task's share of weight-only epochs (its ``search_defaults``, from FNA's search
-    configs) of ``epochs``, rounded down: a shorter search still gets α/β epochs."""
+    """The task's share of weight-only epochs (its ``search_defaults``: the papers' recipes,
+    ssdlite 12 of 24, retinanet 8 of 14) of ``epochs``, rounded down: a shorter search still
+    gets α/β epochs."""
     return get_task(task).search_defaults.warmup_for(epochs)
 
 
@@ -96,15 +117,26 @@ class SearchConfig:
     cost_form: str = "log"
     lam: float | None = None  # None: the task's FNA value (log) / matched to it (linear)
     tau: float = 10.0
+    gamma: float | None = None  # None: the task's (ssdlite 10, retinanet 5)
     target_madds: float | None = None  # MAdds, absolute
     min_depth: int = 0
     arch_lr: float = ARCH_LR
     augment: str = "ssd"
+    cost_scope: str = "blocks"
+    cost_size: tuple[int, int] | None = None  # None: the task's (default_cost_size)
     cost: str = "madds"  # or "latency" (needs latency_table)
     target_latency: float | None = None  # milliseconds
     latency_table: Any = field(default=None, repr=False, compare=False)  # LatencyTable
     arch_step: str = "full"
     checkpoint_activations: bool = False
+
+    @property
+    def cost_gamma(self) -> float:
+        return get_task(self.task).search_defaults.gamma if self.gamma is None else self.gamma
+
+    @property
+    def lut_size(self) -> tuple[int, int]:
+        return self.cost_size or default_cost_size(self.task, self.size)
 
     def check(self) -> None:
         if self.arch_step not in ARCH_STEPS:
@@ -122,11 +154,16 @@ class SearchConfig:
             raise UserError(f"--tau: the log base must be > 1, got {self.tau}")
         if self.lam is not None and self.lam < 0:
             raise UserError(f"--lambda: expected ≥ 0, got {self.lam}")
+        if self.gamma is not None and self.gamma <= 0:
+            raise UserError(f"--gamma: expected > 0, got {self.gamma}")
         if self.target_madds is not None and self.target_madds <= 0:
             raise UserError(f"--target-madds: expected a positive MAdds budget, got "
                             f"{self.target_madds}")
         if self.min_depth < 0:
             raise UserError(f"--min-depth: expected ≥ 0, got {self.min_depth}")
+        from fnacli.lut import check_scope
+
+        check_scope(self.cost_scope)
         if self.cost not in COSTS:
             raise UserError(f"--cost: expected one of {', '.join(COSTS)}, got {self.cost!r}")
         if self.cost == "latency" and self.latency_table is None:
@@ -141,8 +178,10 @@ class SearchConfig:
         return {**self.train.identity(), "task": self.task, "size": list(self.size),
                 "warmup_epochs": self.warmup_epochs, "arch_every": self.arch_every,
                 "cost_form": self.cost_form, "lambda": self.lam, "tau": self.tau,
+                "gamma": self.cost_gamma,
                 "target_madds": self.target_madds, "min_depth": self.min_depth,
                 "arch_lr": self.arch_lr, "augment": self.augment, "arch_step": self.arch_step,
+                "cost_scope": self.cost_scope, "cost_size": list(self.lut_size),
                 **self._latency_identity()}
 
     def _latency_identity(self) -> dict:
@@ -214,13 +253,13 @@ class SearchResult:
 
 
 def cost_term(expected: torch.Tensor, form: str, lam: float, tau: float,
-              target: float | None, unit: float = GIGA) -> torch.Tensor:
-    """The regulariser on the expected cost (absolute MAdds, or ns with ``unit`` 1e6: C in
+              target: float | None, gamma: float = 1.0, unit: float = GIGA) -> torch.Tensor:
+    """The regulariser on the expected cost (absolute MAdds; or ns with ``unit`` 1e6, C in
     ms), see the module docstring."""
-    g = expected / unit
+    g = gamma * expected / unit
     if target is None:
         return lam * (torch.log(g) / math.log(tau) if form == "log" else g)
-    t = target / unit
+    t = gamma * target / unit
     if form == "log":
         return lam * torch.relu(torch.log(g / t)) / math.log(tau)
     return lam * torch.relu(g - t)
@@ -228,12 +267,12 @@ def cost_term(expected: torch.Tensor, form: str, lam: float, tau: float,
 
 def resolve_lambda(cfg: SearchConfig, initial_gmadds: float) -> float:
     """λ as given, else FNA's for the task (log); the linear form's default is matched to the
-    log form's pull at the start: d(λ_lin·C) = d(λ·log_τ C) at C = C₀."""
+    log form's pull at the start: d(λ_lin·γ·C) = d(λ·log_τ(γC)) at C = C₀."""
     if cfg.lam is not None:
         return cfg.lam
     lam = get_task(cfg.task).search_defaults.lam
     if cfg.cost_form == "linear":
-        return lam / (initial_gmadds * math.log(cfg.tau))
+        return lam / (cfg.cost_gamma * initial_gmadds * math.log(cfg.tau))
     return lam
 
 
@@ -343,19 +382,20 @@ def run_search(ckpt: SupernetCheckpoint, source: str, train_set: Any, cfg: Searc
                                 backbone=supernet)
     arch = ArchParams(space, ckpt.alpha, ckpt.beta).to(env.device)
     if env.is_main:  # rank 0 builds (and caches) the table, the others then read it
-        lut = load_or_build_lut(space, cfg.task, cfg.size, train_set.num_classes, progress=True)
+        lut = load_or_build_lut(space, cfg.task, cfg.lut_size, train_set.num_classes,
+                                progress=True)
     if env.distributed:
         dist.barrier()
     if not env.is_main:
-        lut = load_or_build_lut(space, cfg.task, cfg.size, train_set.num_classes)
+        lut = load_or_build_lut(space, cfg.task, cfg.lut_size, train_set.num_classes)
 
     def expected(a_p: A.AlphaDict, b_p: A.BetaDict) -> torch.Tensor:
-        return lut.expected_madds(a_p, b_p)
+        return lut.expected_madds(a_p, b_p)  # the detector's, for logs and reports
 
     def expected_cost(a_p: A.AlphaDict, b_p: A.BetaDict) -> torch.Tensor:
         if cfg.cost == "latency":
             return cfg.latency_table.expected_latency(a_p, b_p)
-        return expected(a_p, b_p)
+        return search_cost(lut, a_p, b_p, cfg)
 
     unit, target = cfg.cost_unit(), cfg.cost_target()
     with torch.no_grad():
@@ -464,7 +504,8 @@ def run_search(ckpt: SupernetCheckpoint, source: str, train_set: Any, cfg: Searc
                 supernet.set_path(A.argmax_path(a_p, b_p))
             task_loss = sum(losses.values())
             exp = expected_cost(a_p, b_p)
-            cost = cost_term(exp, cfg.cost_form, lam, cfg.tau, target, unit)
+            cost = cost_term(exp, cfg.cost_form, lam, cfg.tau, target,
+                             cfg.cost_gamma if cfg.cost == "madds" else 1.0, unit)
             loss = task_loss + cost.to(task_loss.dtype)
             if not all_ok(bool(torch.isfinite(loss).item()), env):
                 raise diverged("α/β loss", loss)
@@ -503,11 +544,12 @@ def run_search(ckpt: SupernetCheckpoint, source: str, train_set: Any, cfg: Searc
         say(f"search {cfg.task} {cfg.size[0]}x{cfg.size[1]}: {len(train_a)}/{len(train_b)} "
             f"images (weights/α-β), {tc.epochs} epochs x {per_epoch} steps ({cfg.warmup_epochs} "
             f"warm-up), α/β step every {cfg.arch_every}, cost {cfg.cost_form} λ {lam:.4g}"
-            + (f" τ {cfg.tau:g}" if cfg.cost_form == "log" else "")
+            + (f" τ {cfg.tau:g}" if cfg.cost_form == "log" else "") + f" γ {cfg.cost_gamma:g}"
             + (f", target {cfg.target_madds / 1e6:.1f}M" if cfg.target_madds else "")
             + (f", target {cfg.target_latency:g} ms" if cfg.target_latency else "")
             + (f", start {c0:.3f} ms expected latency" if cfg.cost == "latency"
-               else f", start {c0 * 1e3:.1f}M expected MAdds"))
+               else f", start {c0 * 1e3:.1f}M expected MAdds ({cfg.cost_scope} at "
+               f"{cfg.lut_size[0]}x{cfg.lut_size[1]})"))
     with interrupt.deferred(), TrainLogger(total, step, f"search {cfg.task}", env.is_main,
                                            epochs=tc.epochs, images_per_step=tc.batch_size,
                                            tensorboard=tc.tensorboard) as bar:

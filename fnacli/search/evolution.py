@@ -535,6 +535,38 @@ class _Stop(Exception):
 
 
 # -- the searched checkpoint -------------------------------------------------------------
+def random_baseline(encoding: Encoding, cost: Callable[[ArchSpec], float], n: int,
+                    max_madds: float | None, seed: int, max_tries: int = 1000
+                    ) -> list[tuple[Genome, float]]:
+    """DetNAS's random baseline: ``n`` different architectures drawn uniformly from the space
+    (rejection sampling under ``max_madds``), each with its cost. Nothing is scored: DetNAS
+    trains each "with exactly the same settings" as the searched one."""
+    rng = random.Random(seed)
+    if max_madds is not None:
+        cheapest = cost(encoding.arch(encoding.cheapest(cost)))
+        if cheapest > max_madds:
+            raise UserError(f"--max-madds {format_madds(max_madds)} is below the cheapest "
+                            f"architecture of the space ({format_madds(cheapest)} MAdds)")
+    out: list[tuple[Genome, float]] = []
+    seen: set[str] = set()
+    tries = 0
+    while len(out) < n and tries < max_tries * n:
+        tries += 1
+        g = encoding.random(rng)
+        key = encoding.key(g)
+        if key in seen:
+            continue
+        c = float(cost(encoding.arch(g)))
+        if max_madds is not None and c > max_madds:
+            continue
+        seen.add(key)
+        out.append((g, c))
+    if len(out) < n:
+        raise UserError(f"--retrain {n}: only {len(out)} different architectures within "
+                        f"--max-madds were drawn in {max_tries * n} tries")
+    return out
+
+
 def arch_logits(encoding: Encoding, genome: Genome, margin: float = 1.0) -> dict:
     """α/β logit tensors (names of ``fnacli.search.arch``) whose argmax is ``genome``:
     ``margin`` on the chosen candidate, 0 elsewhere."""

@@ -117,9 +117,11 @@ def train_oneshot(ckpt: SupernetCheckpoint, source: str, dataset: CocoDetection,
                   size: tuple[int, int], cfg: TrainConfig, env: DistEnv, output: str | Path,
                   *, state_path: str | Path, metrics_path: str | Path | None,
                   resume: bool = False, stop_after: int | None = None, force: bool = False,
+                  fitness: dict | None = None,
                   log: Callable[[str], None] | None = None) -> FitResult:
     """Train the supernet of ``ckpt`` one path at a time and write the trained supernet to
-    ``output`` (when training finished; rank 0)."""
+    ``output`` (when training finished; rank 0). ``fitness`` (what was held out of
+    ``dataset`` for scoring, ``fnacli.search.fitness_data``) is recorded in its metadata."""
     num_classes = dataset.num_classes
     t = get_task(task, "task")
     cfg = replace(cfg, find_unused_parameters=True)
@@ -137,14 +139,18 @@ def train_oneshot(ckpt: SupernetCheckpoint, source: str, dataset: CocoDetection,
         return model(*t.batch_to(batch, device))
 
     identity = {"strategy": "oneshot", "task": task, "size": list(size),
-                "num_classes": num_classes, "supernet": Path(source).name}
+                "num_classes": num_classes, "supernet": Path(source).name,
+                "train_images": len(dataset)}
     result = fit(detector, dataset, loss_fn, cfg, env, state_path=state_path,
                  metrics_path=metrics_path, resume=resume, collate_fn=t.collate,
                  identity=identity, stop_after=stop_after, desc="one-shot supernet", log=log)
     if result.finished and env.is_main:
         trained = {"epochs": cfg.epochs, "steps": result.steps, "batch_size": cfg.batch_size,
                    "lr": cfg.lr, "optimizer": cfg.optimizer, "seed": cfg.seed,
-                   "sampling": "uniform single path", "source": Path(source).name}
+                   "sampling": "uniform single path", "source": Path(source).name,
+                   "train_images": len(dataset)}
+        if fitness is not None:
+            trained["fitness"] = fitness
         info = OneshotInfo(task, num_classes, size, dataset.categories(), trained)
         save_trained(output, ckpt, detector, supernet, info, force=force)
     return result

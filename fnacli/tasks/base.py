@@ -85,8 +85,13 @@ class Recipe:
 
 @dataclass(frozen=True)
 class SearchDefaults:
-    """The differentiable search's recipe: total and weight-only epochs, weight steps per
-    α/β step, λ and τ of the log cost, lr milestones (fractions of the run)."""
+    """The differentiable search's recipe: total and weight-only epochs (α/β steps from epoch
+    ``warmup_epochs``, counted from 0), weight steps per α/β step, λ, τ and γ of the cost, lr
+    milestones (fractions of the run), and the weight steps' optimiser where it is not the
+    fine-tuning recipe's (``None``: the recipe's): lr reached after ``warmup_iters`` for
+    ``base_batch`` images per step, scaled linearly with the batch. ``augment``: the training
+    augmentation during search; ``cost_size``: the input the cost table counts at (None:
+    the search's input size)."""
 
     epochs: int
     warmup_epochs: int
@@ -94,6 +99,27 @@ class SearchDefaults:
     lam: float
     tau: float
     milestones: tuple[float, ...]
+    gamma: float = 1.0
+    optimizer: str | None = None
+    lr: float | None = None
+    base_batch: int | None = None
+    batch_size: int | None = None
+    momentum: float | None = None
+    weight_decay: float | None = None
+    warmup_iters: int | None = None
+    clip_grad: float | None = None
+    augment: str | None = None
+    cost_size: tuple[int, int] | None = None
+
+    def weight_recipe(self, recipe: Recipe) -> Recipe:
+        """The fine-tuning ``recipe`` with the search's own weight-step settings."""
+        from dataclasses import replace
+
+        given = {k: getattr(self, k) for k in ("optimizer", "lr", "base_batch", "batch_size",
+                                               "momentum", "weight_decay", "warmup_iters")
+                 if getattr(self, k) is not None}
+        return replace(recipe, **given, clip_grad=self.clip_grad, schedule="step",
+                       milestones=self.milestones, epochs=self.epochs)
 
     def warmup_for(self, epochs: int) -> int:
         """The recipe's share of weight-only epochs of ``epochs``, rounded down (a shorter
