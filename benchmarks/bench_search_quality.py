@@ -78,8 +78,8 @@ class Settings:
     pretrain_steps: int = 500
     pretrain_size: int = 64
     # the fine-tuning recipe: every arm, every item
-    epochs: int = 8
-    size: int = 96
+    epochs: int = 6
+    size: int = 80
     batch_size: int = 16
     lr: float = 0.03
     warmup: int = 20
@@ -92,7 +92,7 @@ class Settings:
     search_epochs: int = 4
     search_warmup: int = 1
     arch_lr: float = 0.05
-    oneshot_epochs: int = 8
+    oneshot_epochs: int = 6
     population: int = 8
     parents: int = 3
     generations: int = 3
@@ -753,7 +753,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                    help="tiny everything, every command in this process: the smoke test "
                         "(numbers meaningless)")
     p.add_argument("--seeds", type=int, help="fine-tuning seeds per arm [3; --quick 1]")
-    p.add_argument("--epochs", type=int, help="fine-tuning epochs, every arm [8]")
+    p.add_argument("--epochs", type=int, help="fine-tuning epochs, every arm [6]")
     p.add_argument("--random-archs", type=int, help="random baseline size [5]")
     p.add_argument("--workdir", type=Path, default=Path(".cache/bench_search_quality"))
     p.add_argument("--threads", type=int, default=1, help="torch threads per process [1]")

@@ -36,6 +36,7 @@ SHAPES: tuple[tuple[str, tuple[int, int, int]], ...] = (
     ("ring", (250, 250, 250)),
 )
 MAX_CLASSES = len(SHAPES)
+COLOUR_NAMES = ("red", "green", "blue", "yellow", "magenta", "cyan", "orange", "white")
 SPLITS = {"train": 0, "val": 1}
 VARIANTS = ("shapes", "context")
 # context variant: object shapes (any class), their colour, and the ring around them
@@ -185,7 +186,10 @@ def make_image(cfg: SynthConfig, split: str, index: int) -> tuple[Image.Image, l
     return Image.fromarray(canvas), objects
 
 
-def categories(n: int) -> list[dict]:
+def categories(n: int, variant: str = "shapes") -> list[dict]:
+    if variant == "context":  # the class is the ring's colour, whatever the shape
+        return [{"id": i + 1, "name": f"{COLOUR_NAMES[i]} ring", "supercategory": "context"}
+                for i in range(n)]
     return [{"id": i + 1, "name": SHAPES[i][0], "supercategory": "shape"} for i in range(n)]
 
 
@@ -220,7 +224,7 @@ def _write_split(cfg: SynthConfig, out: Path, split: str, count: int,
                     "size": cfg.size, "classes": cfg.classes,
                     **({"variant": cfg.variant} if cfg.variant != "shapes" else {})},
            "licenses": [], "images": images, "annotations": anns,
-           "categories": categories(cfg.classes)}
+           "categories": categories(cfg.classes, cfg.variant)}
     return json.dumps(doc, sort_keys=True, separators=(",", ":")) + "\n"
 
 
