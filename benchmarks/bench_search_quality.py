@@ -118,6 +118,7 @@ class Bench:
                  in_process: bool = False) -> None:
         self.cfg, self.work, self.threads, self.jobs, self.log = cfg, work, threads, jobs, log
         self.in_process = in_process
+        self.report_only = False
         self.data, self.heldout = work / "data", work / "heldout"
         self.seed = work / "seed.pth"
         self._lut: dict = {}
@@ -152,13 +153,26 @@ class Bench:
         return out.getvalue()
 
     def once(self, path: Path, stamp: object, make: Callable[[], object]) -> None:
-        """Make ``path`` unless it exists with the same ``stamp`` (its settings)."""
+        """Make ``path`` unless it exists with the same ``stamp`` (its settings); with
+        ``report_only``, raise ``Missing`` instead of making it."""
         s = path.with_name(path.name + ".stamp.json")
         key = json.dumps(stamp, sort_keys=True, default=str)
         if path.exists() and s.exists() and s.read_text() == key:
             return
+        if self.report_only:
+            raise Missing(path)
         make()
         s.write_text(key)
+
+    def cached_json(self, name: str, stamp: object, compute: Callable[[], object]) -> object:
+        """``compute()``, kept in WORKDIR/name with its stamp (reused in --report-only)."""
+        path = self.work / name
+        s = path.with_name(path.name + ".stamp.json")
+        key = json.dumps(stamp, sort_keys=True, default=str)
+        if not (self.report_only and path.exists() and s.exists() and s.read_text() == key):
+            path.write_text(json.dumps(compute()))
+            s.write_text(key)
+        return json.loads(path.read_text())
 
     # -- shared pieces --------------------------------------------------------------------------
     def prepare(self) -> None:
@@ -353,6 +367,10 @@ class Bench:
                               "cpu")
         return {name: score(enc.encode(path_of_arch(ckpt.space, arch)))["AP"]
                 for name, arch in archs.items()}
+
+
+class Missing(Exception):
+    """--report-only: a piece that has not been made yet."""
 
 
 class Jobs:
@@ -551,13 +569,17 @@ def summary(runs: list[dict]) -> dict:
 
 # -- the whole benchmark ----------------------------------------------------------------------
 def run(cfg: Settings, work: Path, threads: int, jobs: int, log: Callable,
-        in_process: bool = False) -> dict:
+        in_process: bool = False, report_only: bool = False) -> dict:
     from fnacli.spec import load_arch, mobilenetv2
 
     start = time.monotonic()
     b = Bench(cfg, work, threads, 1 if in_process else jobs,
               lambda m: log(f"{time.monotonic() - start:6.0f}s {m}"), in_process)
-    b.prepare()
+    b.report_only = report_only
+    try:
+        b.prepare()
+    except Missing as e:
+        raise SystemExit(f"bench_search_quality: --report-only: {e} is not made yet") from None
     seed_arch = mobilenetv2(cfg.width)
     seed_madds = b.madds(seed_arch)
     target = cfg.target_fraction * seed_madds
@@ -572,6 +594,12 @@ def run(cfg: Settings, work: Path, threads: int, jobs: int, log: Callable,
         for seed in range(cfg.seeds):
             if (init, seed) not in runs_f:
                 runs_f[(init, seed)] = work_queue.submit(seed, b.logged_finetune, init, seed)
+
+    def ran(fut: Future) -> dict | None:  # --report-only: None for a run not made yet
+        try:
+            return fut.result()
+        except Missing:
+            return None
 
     # the searches first (items 2-3), then fine-tuning as soon as an architecture is known
     super_ops = b.supernet(SPACE)
@@ -595,7 +623,11 @@ def run(cfg: Settings, work: Path, threads: int, jobs: int, log: Callable,
         finetune_all(init)
     width_archs = {}
     for name, fut in searches.items():
-        out = fut.result()
+        try:
+            out = fut.result()
+        except Missing as e:
+            raise SystemExit(f"bench_search_quality: --report-only: {e} is not made yet"
+                             ) from None
         timings[name] = out[-1]
         arch = load_arch(str(out[0]))
         (archs if name in ("differentiable", "evolution") else width_archs)[name] = arch
@@ -606,15 +638,22 @@ def run(cfg: Settings, work: Path, threads: int, jobs: int, log: Callable,
     madds = {n: b.madds(a) for n, a in {**archs, **width_archs}.items()}
 
     b.log("item 4: shared max-width block vs one block per width")
-    width_cost = b.width_cost()
-    runs = {n: [runs_f[(init, s)].result() for s in range(cfg.seeds)] for n, init in
-            inits.items()}
+    width_cost = b.cached_json("width_cost.json", [cfg.size, cfg.batch_size, cfg.timing_iters,
+                                                   cfg.timing_widths], b.width_cost)
+    runs = {n: [r for s in range(cfg.seeds) if (r := ran(runs_f[(init, s)])) is not None]
+            for n, init in inits.items()}
+    missing = {n: cfg.seeds - len(r) for n, r in runs.items() if len(r) < cfg.seeds}
+    if missing:
+        b.log(f"--report-only: runs not made yet: {missing}")
+    runs = {n: r for n, r in runs.items() if r}
     work_queue.close()
     stats = {n: summary(r) for n, r in runs.items()}
 
     b.log("item 6: one-shot fitness of every architecture in the space")
-    fitness = b.oneshot_fitness(trained, archs)
-    names = list(fitness)
+    fitness = b.cached_json("fitness.json", [str(trained), cfg.calib_images, cfg.heldout,
+                                             {n: a.to_dict() for n, a in archs.items()}],
+                            lambda: b.oneshot_fitness(trained, archs))
+    names = [n for n in fitness if n in stats]
     tau = kendall_tau([fitness[n] for n in names], [stats[n]["AP"]["mean"] for n in names])
     return {"settings": asdict(cfg), "seed": b.seed_info, "seed_madds": seed_madds,
             "target_madds": target, "madds": madds,
@@ -622,6 +661,7 @@ def run(cfg: Settings, work: Path, threads: int, jobs: int, log: Callable,
             "runs": runs, "summary": stats, "search_seconds": timings,
             "width_cost": width_cost,
             "ranking": {"fitness_AP": fitness, "kendall_tau": tau, "archs": names},
+            "missing_runs": missing,
             "machine": machine(threads), "seconds": round(time.monotonic() - start, 1)}
 
 
@@ -632,6 +672,8 @@ def _pm(stat: dict) -> str:
 
 
 def _row(res: dict, name: str, label: str | None = None) -> str:
+    if name not in res["summary"]:
+        return f"| {label or name} | | not run | | |"
     s, m = res["summary"][name], res["madds"].get(name)
     rel = f"{m / res['seed_madds']:.2f}×" if m else ""
     madds = f"{m / 1e6:.2f}M ({rel})" if m else ""
@@ -639,7 +681,7 @@ def _row(res: dict, name: str, label: str | None = None) -> str:
     return f"| {label or name} | {madds} | {_pm(s['AP'])} | {_pm(s['AP50'])} | {each} |"
 
 
-HEAD = ("| arm | MAdds (× seed) | AP mean ± std | AP50 mean ± std | AP per seed |\n"
+HEAD = ("| arm | MAdds (× seed) | AP mean ± std | AP50 mean ± std | AP per seed (0, 1, …) |\n"
         "|---|---|---|---|---|")
 
 
@@ -662,6 +704,10 @@ def markdown(res: dict) -> str:
              f"seed's is {res['seed_madds'] / 1e6:.2f}M, the target of item 2 is "
              f"{target / 1e6:.2f}M (×{c['target_fraction']}) ±{window:.0%}.", "",
              "### 1. The task: hand-picked architectures", "", HEAD]
+    if res.get("missing_runs"):
+        lines[1:1] = ["", "**Incomplete**: fine-tuning runs not made in time (arm: missing "
+                      "seeds): " + ", ".join(f"{k}: {v}" for k, v in
+                                             res["missing_runs"].items()) + "."]
     for n in ("seed", "seed-shallow", "all-k3_e3", "all-k7_e3"):
         lines.append(_row(res, n))
     lines += ["", "### 2. Search vs random at matched MAdds (DetNAS Table 4, FNA Table 3)", "",
@@ -762,6 +808,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--json-out", type=Path, help="write the raw numbers here")
     p.add_argument("--json", action="store_true", help="print the raw numbers on stdout")
     p.add_argument("--fresh", action="store_true", help="delete WORKDIR first")
+    p.add_argument("--report-only", action="store_true",
+                   help="train nothing: report the runs already in WORKDIR (an arm lists "
+                        "the seeds it has)")
     args = p.parse_args(argv)
     cfg = Settings(**QUICK) if args.quick else Settings()
     over = {"seeds": args.seeds, "epochs": args.epochs, "random_archs": args.random_archs}
@@ -780,7 +829,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         # sys.__stderr__: in-process commands redirect sys.stderr while they run
         print(f"bench_search_quality {msg}", file=sys.__stderr__, flush=True)
 
-    res = run(cfg, args.workdir, args.threads, args.jobs, log, in_process=args.quick)
+    res = run(cfg, args.workdir, args.threads, args.jobs, log, in_process=args.quick,
+              report_only=args.report_only)
     md = markdown(res)
     print(md, file=sys.stderr)
     if args.json_out:

@@ -128,3 +128,19 @@ def test_quick_run_end_to_end(tmp_path: Path) -> None:
     text = doc.read_text()
     for head in ("### 1.", "### 2.", "### 3.", "### 4.", "### 5.", "### 6.", "Kendall"):
         assert head in text
+    assert "Incomplete" not in text and res["missing_runs"] == {}
+
+    # --report-only trains nothing and reports the same runs
+    made = {p: p.stat().st_mtime_ns for p in (work / "runs").glob("*.json")}
+    again = subprocess.run([sys.executable, str(SCRIPT), "--quick", "--workdir", str(work),
+                            "--report-only", "--json"], capture_output=True, text=True,
+                           timeout=300)
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert json.loads(again.stdout)["summary"] == res["summary"]
+    assert {p: p.stat().st_mtime_ns for p in (work / "runs").glob("*.json")} == made
+
+
+def test_report_only_refuses_an_empty_workdir(tmp_path: Path) -> None:
+    with pytest.raises(SystemExit) as e:
+        bench.main(["--quick", "--report-only", "--workdir", str(tmp_path / "none")])
+    assert "--report-only" in str(e.value) and "not made yet" in str(e.value)
