@@ -590,10 +590,13 @@ def run(cfg: Settings, work: Path, threads: int, jobs: int, log: Callable,
     work_queue = Jobs(b.jobs)
     runs_f: dict[tuple[Path, int], Future] = {}
 
-    def finetune_all(init: Path) -> None:  # seed 0 of every arm before any seed 1
+    def finetune_all(init: Path, ablation: bool = False) -> None:
+        """Queue every seed of an arm: seed 0 of every arm before any seed 1, and the
+        headline arms (items 1-2, 6) before the ablations (items 3, 5)."""
         for seed in range(cfg.seeds):
             if (init, seed) not in runs_f:
-                runs_f[(init, seed)] = work_queue.submit(seed, b.logged_finetune, init, seed)
+                runs_f[(init, seed)] = work_queue.submit(
+                    seed + (cfg.seeds if ablation else 0), b.logged_finetune, init, seed)
 
     def ran(fut: Future) -> dict | None:  # --report-only: None for a run not made yet
         try:
@@ -619,8 +622,8 @@ def run(cfg: Settings, work: Path, threads: int, jobs: int, log: Callable,
     k7 = b.write_arch("all-k7_e3", archs["all-k7_e3"])
     for w, k in [(w, "center") for w in WIDTH_RULES] + [("first", "dilate")]:
         inits[f"rule {w}/{k}"] = b.remapped("all-k7_e3", k7, w, k)
-    for init in inits.values():
-        finetune_all(init)
+    for name, init in inits.items():
+        finetune_all(init, ablation=name.startswith("rule "))
     width_archs = {}
     for name, fut in searches.items():
         try:
@@ -632,7 +635,7 @@ def run(cfg: Settings, work: Path, threads: int, jobs: int, log: Callable,
         arch = load_arch(str(out[0]))
         (archs if name in ("differentiable", "evolution") else width_archs)[name] = arch
         inits[name] = b.remapped(name, b.write_arch(name, arch))
-        finetune_all(inits[name])
+        finetune_all(inits[name], ablation=name.startswith("width-"))
         b.log(f"{name} search done ({timings[name]:.0f} s): {b.madds(arch) / 1e6:.2f}M MAdds")
     trained = searches["evolution"].result()[1]
     madds = {n: b.madds(a) for n, a in {**archs, **width_archs}.items()}

@@ -51,8 +51,9 @@ def synth(
     """Write a small synthetic detection dataset: coloured shapes on textured backgrounds.
 
     One shape (and colour) per class, 1-4 non-overlapping objects per image, 15-45% of the
-    image side; --variant context hides the class in a coloured ring around each object. Deterministic: the same --seed gives the same images and byte-identical
-    annotation files.
+    image side; --variant context hides the class in a coloured ring around each object.
+    Deterministic: the same --seed gives the same images and byte-identical annotation
+    files.
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 

@@ -4,9 +4,11 @@ Variant ``shapes`` (the default): each class is one shape drawn in its own colou
 detector can learn the task on a CPU in minutes. Variant ``context``: every object is a dark
 shape of any kind, and its class is only given by the colour of a thin ring drawn around it,
 outside its box (at 1.5-1.8x its radius): a detector has to look past the object itself, so
-the receptive field of the backbone matters (the task the search-quality benchmark uses). Everything is a function of the seed: every image draws from its own
-``numpy`` generator seeded with (seed, split, index), and the annotation JSON is written with
-sorted keys, so the same seed gives byte-identical annotation files.
+the receptive field of the backbone matters (the task the search-quality benchmark uses).
+
+Everything is a function of the seed: every image draws from its own ``numpy`` generator
+seeded with (seed, split, index), and the annotation JSON is written with sorted keys, so
+the same seed gives byte-identical annotation files.
 """
 
 from __future__ import annotations
