@@ -48,15 +48,22 @@ def timed(fn: Callable[[], T]) -> tuple[T, float]:
     return out, time.perf_counter() - start
 
 
+def cold_units() -> None:
+    """Forget every per-unit count, in memory and on disk (the cost table file stays)."""
+    lut_mod._PP.clear()
+    lut_mod._PP_DISK.clear()
+    lut_mod.unit_cache_path().unlink(missing_ok=True)
+
+
 def run_case(name: str, task: str, size: tuple[int, int], n_specs: int,
              n_trace: int) -> list[str]:
     space = builtin_space(name)
     rng = random.Random(0)
     specs = [random_arch(name, rng) for _ in range(n_specs)]
-    lut_mod._PP.clear()  # honest cold numbers: no per-layer costs from earlier cases
+    cold_units()  # honest cold numbers: no per-layer costs from earlier cases
     lut, build_s = timed(lambda: load_or_build_lut(space, task, size))
     _, reload_s = timed(lambda: load_or_build_lut(space, task, size))
-    lut_mod._PP.clear()
+    cold_units()
     _, cold_s = timed(lambda: CostTable(task, size).profile_many(specs))
     warm, warm_s = timed(lambda: lut.profile_many(specs))
     traced, trace_s = timed(lambda: [profile_exact(s, task, size, 80) for s in specs[:n_trace]])

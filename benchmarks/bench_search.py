@@ -9,10 +9,12 @@
    the β-mixed masks vs one block per channel candidate (each at its own width, outputs mixed
    by β); forward + backward to β. Jung et al. report 5.6× cheaper search with the shared block.
 
-Random weights and random boxes: no downloads, no dataset. Usage::
+The sides of each row run interleaved round by round (``bench_perf.interleaved``), medians
+of ``--iters`` rounds, ``--threads`` fixed. Random weights and random boxes: no downloads, no
+dataset. Usage::
 
     python benchmarks/bench_search.py [--space fna] [--size 160] [--batch 2] [--device cpu]
-                                      [--paths 3] [--iters 3] [--json]
+                                      [--paths 3] [--iters 5] [--json]
 """
 
 from __future__ import annotations
@@ -21,10 +23,10 @@ import argparse
 import json
 import statistics
 import sys
-import time
 from collections.abc import Callable
 
 import torch
+from bench_perf import interleaved  # same folder: run as a script
 from rich.console import Console
 from rich.table import Table
 
@@ -47,21 +49,17 @@ from fnacli.spec import SKIP, builtin_space
 NUM_CLASSES = 80
 
 
-def timed(fn: Callable[[], object], iters: int, device: torch.device) -> float:
-    """Median seconds of ``fn`` after one warm-up call (first calls build kernels)."""
+def compare(sides: dict[str, Callable[[], object]], iters: int, device: torch.device
+            ) -> dict[str, float]:
+    """Median seconds of each side, the sides interleaved round by round (see
+    ``bench_perf.interleaved``): on a shared machine, timing one side after the other lets
+    the load of the moment decide the ratio."""
     def sync() -> None:
         if device.type == "cuda":
             torch.cuda.synchronize()
 
-    fn()
-    sync()
-    times = []
-    for _ in range(iters):
-        t = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+    times = interleaved(sides, iters, sync)
+    return {k: statistics.median(v) for k, v in times.items()}
 
 
 def fake_batch(batch: int, size: int, device: torch.device, seed: int = 0
@@ -108,14 +106,19 @@ def bench_weight_step(space_name: str, args: argparse.Namespace, device: torch.d
     ours, plain = [], []
     for _ in range(args.paths):
         path = A.sample_path(space, None, None, g)
-        net.set_path(path)
-        ours.append(timed(lambda: weight_step(det, opt, batch), args.iters, device))
         torch.manual_seed(0)
         ref = build_detector(path_to_arch(space, path), "ssdlite", NUM_CLASSES,
                              (args.size, args.size)).to(device)
         ref_opt = torch.optim.SGD(ref.parameters(), lr=1e-4, momentum=0.9)
-        plain.append(timed(lambda m=ref, o=ref_opt: weight_step(m, o, batch), args.iters,
-                           device))
+
+        def step(path: Path = path) -> None:
+            net.set_path(path)
+            weight_step(det, opt, batch)
+
+        m = compare({"ours": step, "plain": lambda m=ref, o=ref_opt: weight_step(m, o, batch)},
+                    args.iters, device)
+        ours.append(m["ours"])
+        plain.append(m["plain"])
     return {"ours": sum(ours) / len(ours), "reference": sum(plain) / len(plain),
             "per_path": [o / p for o, p in zip(ours, plain, strict=True)]}
 
@@ -138,7 +141,7 @@ def bench_arch_step(space_name: str, args: argparse.Namespace, device: torch.dev
             a, b = A.probs(space, alpha, beta)
             net.set_weighted(a, b)
             loss = sum(f.mean() for f in net(x).values())
-            loss = loss + cost_term(lut.expected_madds(a, b), "log", 0.15, 10.0, None)
+            loss = loss + cost_term(lut.expected_madds(a, b, "blocks"), "log", 0.2, 10.0, None)
             loss.backward()
         for t in logits:
             t.grad = None
@@ -151,13 +154,14 @@ def bench_arch_step(space_name: str, args: argparse.Namespace, device: torch.dev
                 sum(f.mean() for f in net(xg).values()).backward()
         return step
 
-    ours = timed(relaxed, args.iters, device)
-    per_op = {}
+    sides: dict[str, Callable[[], None]] = {"relaxed": relaxed}
     for op in dict.fromkeys(c for *_, cands in op_choices(space) for c in cands if c != SKIP):
         path = Path({(s, i): (c.index(op) if op in c else 0) for s, i, c in op_choices(space)},
                     {s: len(o) - 1 for s, o in width_choices(space)})
-        per_op[op] = timed(candidate(path), args.iters, device)
-    return {"ours": ours, "reference": sum(per_op.values()), "per_op": per_op}
+        sides[op] = candidate(path)
+    m = compare(sides, args.iters, device)
+    per_op = {k: v for k, v in m.items() if k != "relaxed"}
+    return {"ours": m["relaxed"], "reference": sum(per_op.values()), "per_op": per_op}
 
 
 def bench_channels(args: argparse.Namespace, device: torch.device) -> dict:
@@ -199,7 +203,8 @@ def bench_channels(args: argparse.Namespace, device: torch.device) -> dict:
             y.mean().backward()
             beta.grad = None
 
-        a, b = timed(shared, args.iters, device), timed(separate, args.iters, device)
+        m = compare({"shared": shared, "separate": separate}, args.iters, device)
+        a, b = m["shared"], m["separate"]
         shared_t, separate_t = shared_t + a, separate_t + b
         per_stage[s] = {"widths": len(outs), "shared": a, "separate": b}
         res = (res - 1) // st.stride + 1
@@ -212,13 +217,13 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=160, help="input side in pixels")
     ap.add_argument("--batch", type=int, default=2)
     ap.add_argument("--paths", type=int, default=3, help="sampled paths in row 1")
-    ap.add_argument("--iters", type=int, default=3, help="timed repetitions (median)")
+    ap.add_argument("--iters", type=int, default=5,
+                    help="timed rounds, the sides interleaved (median)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch default)")
+    ap.add_argument("--threads", type=int, default=1, help="CPU threads (fixed)")
     ap.add_argument("--json", action="store_true", help="print the numbers as JSON on stdout")
     args = ap.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     err = Console(stderr=True, width=118)
     with err.status("weight step vs plain step"):

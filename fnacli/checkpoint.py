@@ -1,8 +1,10 @@
 """Checkpoints: fnacli's safetensors files and MobileNetV2 seeds from anywhere.
 
-fnacli writes one format: safetensors whose metadata says what the file is (``format``,
-``kind``, ``fnacli_version``) and carries JSON values (the spec, the space, …), so every
-command can read any checkpoint without extra flags.
+fnacli writes one format: safetensors whose metadata says what the file is
+(``fnacli_format``, ``kind``, ``fnacli_version``) and carries JSON values (the spec, the
+space, …), so every command can read any checkpoint without extra flags. ``format`` is
+``"pt"``, what Hugging Face tools expect of a PyTorch safetensors file; files of fnacli 0.1
+before that change kept the schema tag under ``format`` itself and still read.
 
 Seeds ("any MobileNetV2 checkpoint") are read into Backbone-keyed tensors plus the spec
 inferred from their shapes. Pickles (``.pth``/``.pt``) are only ever opened with
@@ -28,8 +30,9 @@ from fnacli.io import atomic_path, check_writable
 from fnacli.spec import MBV2_SETTING, ArchSpec, Op, SpaceSpec, Stage
 
 FORMAT = "fnacli/checkpoint@1"
+FORMAT_KEY = "fnacli_format"  # fnacli's schema tag; "format" is Hugging Face's ("pt")
 KINDS = ("backbone", "supernet", "detector", "searched")
-_RESERVED = ("format", "kind", "fnacli_version")
+_RESERVED = ("format", FORMAT_KEY, "kind", "fnacli_version")
 
 # Strides are not in any tensor's shape; these are MobileNetV2's (stem 2, then per stage).
 MBV2_STRIDES = tuple(s for *_, s in MBV2_SETTING)
@@ -70,7 +73,7 @@ def save_checkpoint(path: str | Path, tensors: dict[str, torch.Tensor], kind: st
     clash = [k for k in meta if k in _RESERVED]
     if clash:
         raise ValueError(f"meta key {clash[0]!r} is reserved")
-    metadata = {"format": FORMAT, "kind": kind, "fnacli_version": __version__}
+    metadata = {"format": "pt", FORMAT_KEY: FORMAT, "kind": kind, "fnacli_version": __version__}
     metadata.update({k: json.dumps(v, sort_keys=False) for k, v in meta.items()})
     out: dict[str, torch.Tensor] = {}
     seen: set[int] = set()
@@ -87,6 +90,15 @@ def save_checkpoint(path: str | Path, tensors: dict[str, torch.Tensor], kind: st
     data = _canonical_header(save(out, metadata=metadata))
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
+
+
+def schema_of(metadata: dict[str, str]) -> str | None:
+    """fnacli's schema tag of a safetensors file's metadata (None: not an fnacli file).
+    Files written before ``format`` became ``"pt"`` carry the tag under ``format``."""
+    if FORMAT_KEY in metadata:
+        return metadata[FORMAT_KEY]
+    fmt = metadata.get("format")
+    return fmt if fmt is not None and fmt.startswith("fnacli/") else None
 
 
 def _canonical_header(data: bytes) -> bytes:
@@ -158,7 +170,7 @@ def _decode_meta(path: Path, metadata: dict[str, str]) -> dict:
             continue
         try:
             meta[k] = json.loads(v)
-        except json.JSONDecodeError:
+        except (ValueError, RecursionError):
             raise UserError(f"{path}: metadata entry {k!r} is not valid JSON") from None
     return meta
 
@@ -179,7 +191,7 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
 
 def _parse_checkpoint(path: Path, tensors: dict[str, torch.Tensor],
                       metadata: dict[str, str]) -> Checkpoint:
-    fmt = metadata.get("format")
+    fmt = schema_of(metadata)
     if fmt is None:
         raise UserError(f"{path}: a safetensors file without fnacli metadata; expected a "
                         f"checkpoint written by fnacli (format {FORMAT!r})")
@@ -202,10 +214,13 @@ def load_seed(arg: str) -> tuple[dict[str, torch.Tensor], ArchSpec]:
     """Any MobileNetV2 checkpoint as Backbone-keyed tensors plus its (inferred) spec.
 
     ``arg`` is a file (torchvision / timm state dict, wrapped or prefixed, raw or fnacli
-    safetensors) or ``torchvision:WEIGHTS`` (e.g. ``torchvision:IMAGENET1K_V1``).
+    safetensors), ``torchvision:WEIGHTS`` (e.g. ``torchvision:IMAGENET1K_V1``) or
+    ``timm:NAME`` (e.g. ``timm:mobilenetv2_100``, ``timm:mobilenetv2_050.lamb_in1k``).
     """
     if arg.startswith("torchvision:"):
         return from_state_dict(_torchvision_weights(arg), arg)
+    if arg.startswith("timm:"):
+        return from_state_dict(_timm_weights(arg), arg)
     path = Path(arg)
     if not path.is_file():
         raise UserError(f"{arg}: no such file")
@@ -215,7 +230,7 @@ def load_seed(arg: str) -> tuple[dict[str, torch.Tensor], ArchSpec]:
     if kind != "safetensors":
         raise _not_readable(path, kind)
     tensors, metadata = _read_safetensors(path)
-    if metadata.get("format") != FORMAT:
+    if schema_of(metadata) != FORMAT:
         return from_state_dict(tensors, arg)  # a plain safetensors state dict (e.g. timm's)
     ckpt = _parse_checkpoint(path, tensors, metadata)
     if ckpt.kind not in ("backbone", "detector"):
@@ -255,6 +270,43 @@ def _torchvision_weights(arg: str) -> dict[str, torch.Tensor]:
     except Exception as e:  # no network, proxy, bad hash, …
         raise UserError(f"{arg}: could not fetch torchvision's weights ({_short(e)}); download "
                         f"{weights.url} elsewhere and pass the file instead") from None
+
+
+def create_timm_model(name: str) -> torch.nn.Module:
+    """timm's own constructor with its pretrained loading (the Hugging Face hub, cached)."""
+    import timm
+
+    return timm.create_model(name, pretrained=True)
+
+
+def _timm_weights(arg: str) -> dict[str, torch.Tensor]:
+    name = arg.split(":", 1)[1]
+    try:
+        import timm
+    except ImportError:
+        raise UserError(f"{arg}: timm is not installed (pip install 'fnacli[timm]' or timm); "
+                        "or pass a saved state dict instead") from None
+    known = timm.list_models("mobilenetv2*")
+    if name.split(".", 1)[0] not in known:
+        raise UserError(f"{arg}: not a timm MobileNetV2 (known: {', '.join(known)})")
+    with_weights = timm.list_models(name.split(".", 1)[0], pretrained=True)
+    if not with_weights:
+        have = ", ".join(timm.list_models("mobilenetv2*", pretrained=True))
+        raise UserError(f"{arg}: timm has no pretrained weights for {name} (it has: {have})")
+    try:
+        cfg = timm.models.get_pretrained_cfg(name) or {}
+        cfg = cfg.to_dict() if hasattr(cfg, "to_dict") else dict(cfg)
+    except Exception:  # noqa: BLE001 - only used to say where the weights live
+        cfg = {}
+    hub = cfg.get("hf_hub_id")
+    where = f"https://huggingface.co/{hub}" if hub else (cfg.get("url") or "timm's weights")
+    try:
+        # the hub announces downloads on stdout, which carries our results: keep it clean
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            return create_timm_model(name).state_dict()
+    except Exception as e:  # no network, proxy, offline hub, bad file, …
+        raise UserError(f"{arg}: could not fetch timm's weights ({_short(e)}); download "
+                        f"{where} elsewhere and pass the file instead") from None
 
 
 _WRAPPERS = ("state_dict", "model", "model_state_dict", "module", "net", "network")

@@ -14,18 +14,20 @@ anchor/post-processing code.
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from fnacli.errors import UserError
 from fnacli.spec import ArchSpec
+from fnacli.tasks import get_task, is_task, task_names
 
 PARTS = ("backbone", "neck", "head")
-COUNT_TASKS = ("none", "classifier", "ssdlite", "retinanet")
+COUNT_TASKS = ("none", "classifier", *task_names())
 CLASSIFIER_CLASSES = 1000
 
 # The traced ops that are conv / linear layers; every other op (BN, norms, upsampling,
@@ -38,19 +40,12 @@ def madds_analysis(model: nn.Module, inputs: tuple) -> object:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         from fvcore.nn import FlopCountAnalysis
-        from fvcore.nn.jit_handles import (
-            addmm_flop_jit,
-            conv_flop_jit,
-            linear_flop_jit,
-            matmul_flop_jit,
-        )
 
     analysis = FlopCountAnalysis(model, inputs)
     # set_op_handle(name, None) only adds to fvcore's ignore list and keeps a default handle
     # counting, so start from no handles at all.
     analysis.clear_op_handles()
-    handles = (conv_flop_jit, linear_flop_jit, addmm_flop_jit, matmul_flop_jit, matmul_flop_jit)
-    analysis.set_op_handle(**dict(zip(_MADDS_OPS, handles, strict=True)))
+    analysis.set_op_handle(**_madds_handles())
     analysis.unsupported_ops_warnings(False)
     analysis.uncalled_modules_warnings(False)
     return analysis
@@ -87,10 +82,14 @@ def is_detector(model: nn.Module) -> bool:
     return hasattr(model, "backbone") and hasattr(model, "head") and hasattr(model, "transform")
 
 
-def _part_prefixes(model: nn.Module) -> tuple[nn.Module, dict[str, tuple[str, ...]]]:
-    """The module to trace and, per part, the module names that belong to it."""
+def _part_prefixes(model: nn.Module, task: str | None = None
+                   ) -> tuple[nn.Module, dict[str, tuple[str, ...]]]:
+    """The module to trace and, per part, the module names that belong to it (the task's
+    own split when ``task`` names one)."""
     from fnacli.nn.backbone import Classifier
 
+    if is_task(task):
+        return get_task(task).cost_core(model)
     if is_detector(model):
         return DetectorCore(model), {"backbone": ("backbone.body",), "neck": ("backbone",),
                                      "head": ("head",)}
@@ -111,9 +110,9 @@ def _split(values: dict[str, int], parts: dict[str, tuple[str, ...]]) -> dict[st
     return {p: out.get(p, 0) for p in PARTS}
 
 
-def params_by_part(model: nn.Module) -> dict[str, int]:
+def params_by_part(model: nn.Module, task: str | None = None) -> dict[str, int]:
     """Parameter count per part (same split as :func:`count`)."""
-    traced, parts = _part_prefixes(model)
+    traced, parts = _part_prefixes(model, task)
     per_module: dict[str, int] = {}
     for name, mod in traced.named_modules():
         per_module[name] = sum(p.numel() for p in mod.parameters())
@@ -128,13 +127,14 @@ def input_tensor(size: tuple[int, int] | torch.Tensor) -> torch.Tensor:
     return torch.zeros(1, 3, height, width)
 
 
-def count(model: nn.Module, input: tuple[int, int] | torch.Tensor) -> tuple[int, dict[str, int]]:
+def count(model: nn.Module, input: tuple[int, int] | torch.Tensor,
+          task: str | None = None) -> tuple[int, dict[str, int]]:
     """(params, MAdds by part) of ``model`` on ``input`` (a tensor or (width, height)).
 
-    Parts: detectors -> backbone / neck / head; ``Classifier`` -> backbone / head (the fc);
-    anything else -> backbone.
+    Parts: a task's model -> the task's split (detectors: backbone / neck / head);
+    ``Classifier`` -> backbone / head (the fc); anything else -> backbone.
     """
-    traced, parts = _part_prefixes(model)
+    traced, parts = _part_prefixes(model, task)
     madds = _split(by_module(traced, (input_tensor(input),)), parts)
     return sum(p.numel() for p in model.parameters()), madds
 
@@ -169,6 +169,8 @@ class Profile:
 
 
 def default_classes(task: str) -> int:
+    if is_task(task):
+        return get_task(task).default_classes
     return CLASSIFIER_CLASSES if task == "classifier" else 80
 
 
@@ -181,10 +183,8 @@ def build_model(spec: ArchSpec, task: str, size: tuple[int, int], num_classes: i
         return Backbone(spec)
     if task == "classifier":
         return Classifier(spec, num_classes)
-    if task in ("ssdlite", "retinanet"):
-        from fnacli.detection.models import build_detector
-
-        return build_detector(spec, task, num_classes, size)
+    if is_task(task):
+        return get_task(task).build_model(spec, num_classes, size)
     raise UserError(f"unknown task {task!r} (expected one of {', '.join(COUNT_TASKS)})")
 
 
@@ -192,41 +192,66 @@ def profile_exact(spec: ArchSpec, task: str, size: tuple[int, int], num_classes:
                   name: str = "spec") -> Profile:
     """Build the real module and trace it with fvcore (the reference the LUT is checked by)."""
     model = build_model(spec, task, size, num_classes)
-    _, madds = count(model, size)
-    return Profile(name, task, size, num_classes, params_by_part(model), madds, "exact")
+    _, madds = count(model, size, task)
+    return Profile(name, task, size, num_classes, params_by_part(model, task), madds, "exact")
 
 
 # -- per-position cost of single layers ----------------------------------------------------
-class _Units(nn.Module):
-    """Many independent layers traced in one go, each on its own 1x1 (or 1-vector) input."""
-
-    def __init__(self, layers: Iterable[nn.Module]) -> None:
-        super().__init__()
-        self.units = nn.ModuleList(layers)
-
-    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        outs = []
-        for m in self.units:
-            if isinstance(m, nn.Linear):
-                outs.append(m(x.new_zeros(1, m.in_features)))
-            else:  # the smallest input with a 1x1 output
-                size = [max(1, k - 2 * p) for k, p in zip(m.kernel_size, m.padding, strict=True)]
-                outs.append(m(x.new_zeros(1, m.in_channels, *size)))
-        return outs
+def _madds_handles() -> dict[str, object]:
+    """fvcore's counting handles of the ops in ``_MADDS_OPS`` (op name -> handle)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        from fvcore.nn.jit_handles import (
+            addmm_flop_jit,
+            conv_flop_jit,
+            linear_flop_jit,
+            matmul_flop_jit,
+        )
+    handles = (conv_flop_jit, linear_flop_jit, addmm_flop_jit, matmul_flop_jit, matmul_flop_jit)
+    return dict(zip(_MADDS_OPS, handles, strict=True))
 
 
-def per_position_madds(layers: list[nn.Module]) -> list[int]:
-    """fvcore's MAdds of each conv/linear layer for ONE output position.
+UnitKey = tuple[int, int, int, int]  # (cin, cout, kernel, groups); kernel 0: a linear layer
+
+
+def unit_madds(keys: list[UnitKey]) -> list[int]:
+    """fvcore's MAdds for ONE output position of each conv (cin, cout, kernel, groups) or
+    linear layer (kernel 0).
 
     fvcore counts a convolution as batch x output positions x weight elements, so the count
     at a 1x1 output times the number of output positions is exactly its count at any size;
     this keeps lookup tables independent of the input size and fast to build.
+
+    All units run in ONE traced function (no module per unit: module scopes cost the tracer
+    more than the convs themselves), each on the smallest input with a 1x1 output and
+    uninitialised weights, and every traced conv/linear node is counted by fvcore's own
+    handle for it.
     """
-    if not layers:
+    if not keys:
         return []
-    with single_thread():
-        counts = by_module(_Units(layers), (torch.zeros(1),))
-    return [counts.get(f"units.{i}", 0) for i in range(len(layers))]
+    handles = _madds_handles()
+    args = [torch.zeros(1, cin) if k == 0 else torch.zeros(1, cin, k, k)
+            for cin, _, k, _ in keys]
+    args += [torch.empty(cout, cin) if k == 0 else torch.empty(cout, cin // g, k, k)
+             for cin, cout, k, g in keys]
+    n = len(keys)
+
+    def run(*a: torch.Tensor) -> tuple[torch.Tensor, ...]:  # inputs, then weights
+        return tuple(F.linear(x, w) if key[2] == 0 else F.conv2d(x, w, None, 1, 0, 1, key[3])
+                     for x, w, key in zip(a[:n], a[n:], keys, strict=True))
+
+    with single_thread(), warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # tracer warnings
+        graph, _ = torch.jit._get_trace_graph(run, tuple(args))
+    counts = []
+    for node in graph.nodes():
+        handle = handles.get(node.kind())
+        if handle is not None:
+            c = handle(list(node.inputs()), list(node.outputs()))
+            counts.append(int(sum(c.values()) if hasattr(c, "values") else c))
+    if len(counts) != n:  # one counted node per unit, or the trace changed
+        raise AssertionError(f"traced {len(counts)} counted ops for {n} units")
+    return counts
 
 
 @contextmanager

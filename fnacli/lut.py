@@ -3,7 +3,7 @@
 A network's MAdds are a sum over its layers, and a layer's MAdds depend only on
 (op, in channels, out channels, stride, input resolution); the detector's neck and head
 depend only on the channels of the maps they receive. ``CostTable`` caches exactly those
-entries (computed with fvcore on tiny modules, see ``fnacli.cost.per_position_madds``) and
+entries (per-position counts of fvcore's handles, see ``fnacli.cost.unit_madds``) and
 adds them up, so profiling an architecture needs no trace of the whole network.
 
 ``Lut`` is a ``CostTable`` filled for every entry a search space can produce, plus the
@@ -13,6 +13,7 @@ uses the distribution of its input width (the previous stage's β), not just its
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -24,15 +25,19 @@ from pathlib import Path
 
 import torch
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 from fnacli import __version__
-from fnacli.cost import PARTS, Profile, build_model, default_classes, per_position_madds
+from fnacli.cost import PARTS, Profile, UnitKey, build_model, default_classes, unit_madds
 from fnacli.errors import UserError
-from fnacli.nn.backbone import ssd_tap_layer
 from fnacli.spec import SKIP, ArchSpec, Op, SpaceSpec
+from fnacli.tasks import Task, get_task, is_task, task_names
 
 LUT_SCHEMA = "fnacli/lut@1"
-LUT_TASKS = ("none", "classifier", "ssdlite", "retinanet")
+# What a cost counts: the searched mixed blocks (Jung et al.'s eq. 5, FNA's searched
+# backbone), the whole backbone (DetNAS's FLOPs constraint), or the whole detector.
+COST_SCOPES = ("blocks", "backbone", "detector")
+LUT_TASKS = ("none", "classifier", *task_names())
 _COMBOS = 4  # stub detectors per fvcore trace (bounds memory: a RetinaNet head is ~8M params)
 _CHUNK = 200  # layers per fvcore trace: amortises the trace, bounds memory, paces progress
 
@@ -69,6 +74,13 @@ def _positions(res: Res) -> int:
     return res[0] * res[1]
 
 
+@functools.cache
+def _op(text: str) -> Op:
+    """``Op.parse``, once per op text (tables parse the same few ops tens of thousands of
+    times)."""
+    return Op.parse(text)
+
+
 def mbconv_units(op: Op, cin: int, cout: int) -> list[tuple[int, int, int, int]]:
     """The convs of an MBConv as (cin, cout, kernel, groups): expand (if any), dw, project."""
     hidden = cin * op.expand
@@ -81,40 +93,87 @@ def mbconv_params(op: Op, cin: int, cout: int) -> int:
     return sum(a // g * b * k * k + 2 * b for a, b, k, g in mbconv_units(op, cin, cout))
 
 
-# -- per-position costs of single convs / linears, shared by every table in the process ----
-_PP: dict[tuple[int, int, int, int], int] = {}  # (cin, cout, kernel, groups); kernel 0 = linear
+# -- per-position costs of single convs / linears, shared by every table -----------------
+# (cin, cout, kernel, groups) -> MAdds per output position; kernel 0 = linear. Kept on disk
+# (``unit_cache_path``) so a later process, e.g. the next `fnacli madds SPEC`, traces only
+# the shapes no earlier run met.
+_PP: dict[UnitKey, int] = {}
+_PP_DISK: dict[str, bool] = {}  # cache file path -> read into _PP already
+_PARALLEL_MIN = 1000  # missing units worth a second process
 
 
-class _EmptyConv(nn.Conv2d):
-    # Counting needs shapes, not values: skipping the random init (and even zero-filling)
-    # halves the build time of a large table.
-    def reset_parameters(self) -> None:
-        pass
+def unit_cache_path() -> Path:
+    return cache_dir() / f"units-{__version__}.json"
 
 
-class _EmptyLinear(nn.Linear):
-    def reset_parameters(self) -> None:
-        pass
+def _read_unit_cache() -> None:
+    path = unit_cache_path()
+    if _PP_DISK.get(str(path)):
+        return
+    _PP_DISK[str(path)] = True
+    try:
+        rows = json.loads(path.read_text())
+        for cin, cout, k, g, madds in rows:
+            _PP.setdefault((int(cin), int(cout), int(k), int(g)), int(madds))
+    except (OSError, ValueError, TypeError):
+        pass  # no cache yet, or a damaged one: counted again
 
 
-def _unit_module(key: tuple[int, int, int, int]) -> nn.Module:
-    cin, cout, k, g = key
-    if k == 0:
-        return _EmptyLinear(cin, cout)
-    return _EmptyConv(cin, cout, k, groups=g, bias=False)  # unpadded: traced on a kxk input
+def _write_unit_cache() -> None:
+    from fnacli.io import write_text_atomic
+
+    path = unit_cache_path()
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(path, json.dumps([[*k, v] for k, v in sorted(_PP.items())]))
+    except OSError:
+        pass  # an unwritable cache only costs a recount next time
 
 
-def _fill_units(keys: Iterable[tuple[int, int, int, int]], progress: _Progress | None) -> None:
+def _count_chunks(chunks: list[list[UnitKey]]) -> Iterator[list[int]]:
+    """Per-position counts of each chunk, in order; on two cores when there is enough work
+    and a second core is idle (on a busy machine a second process only adds contention)."""
+    if sum(map(len, chunks)) >= _PARALLEL_MIN and len(chunks) > 1 and _idle_cores() >= 1.5:
+        import multiprocessing as mp
+        from concurrent.futures import ProcessPoolExecutor
+
+        # fork: the workers inherit the imported torch/fvcore instead of importing them again
+        with ProcessPoolExecutor(2, mp_context=mp.get_context("fork")) as pool:
+            yield from pool.map(unit_madds, chunks)
+        return
+    for chunk in chunks:
+        yield unit_madds(chunk)
+
+
+def _usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def _idle_cores() -> float:
+    """Usable cores minus the 1-minute load average (this process included)."""
+    try:
+        load = os.getloadavg()[0]
+    except OSError:
+        load = 0.0
+    return _usable_cores() - load
+
+
+def _fill_units(keys: Iterable[UnitKey], progress: _Progress | None) -> None:
+    _read_unit_cache()
     missing = sorted({k for k in keys if k not in _PP})
+    if not missing:
+        return
     if progress:
         progress.add(len(missing))
-    for i in range(0, len(missing), _CHUNK):
-        chunk = missing[i:i + _CHUNK]
-        for key, madds in zip(chunk, per_position_madds([_unit_module(k) for k in chunk]),
-                              strict=True):
-            _PP[key] = madds
+    chunks = [missing[i:i + _CHUNK] for i in range(0, len(missing), _CHUNK)]
+    for chunk, counts in zip(chunks, _count_chunks(chunks), strict=True):
+        _PP.update(zip(chunk, counts, strict=True))
         if progress:
             progress.advance(len(chunk))
+    _write_unit_cache()
 
 
 class _Progress:
@@ -138,9 +197,11 @@ def _progress(enabled: bool, what: str) -> Iterator[_Progress | None]:
     from rich.console import Console
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
+    console = Console(stderr=True)
     with Progress(TextColumn("{task.description}"), BarColumn(),
                   TextColumn("{task.completed}/{task.total}"), TimeRemainingColumn(),
-                  console=Console(stderr=True), transient=True) as bar:
+                  console=console, transient=True,
+                  disable=not console.is_terminal) as bar:  # no bar in a log file
         yield _Progress(bar, bar.add_task(what, total=0))
 
 
@@ -158,52 +219,35 @@ class _StubBody(nn.Module):
                            for n, c in self.feature_channels.items())
 
 
-class _Many(nn.Module):
-    """Several detector cores traced together (one fvcore trace instead of one each)."""
+class _NoInit(TorchFunctionMode):
+    """Parameter initialisers do nothing (on the meta device they still cost a Python
+    decomposition each, most of a stub detector's build time; counting needs shapes only)."""
 
-    def __init__(self, cores: list[nn.Module]) -> None:
-        super().__init__()
-        self.cores = nn.ModuleList(cores)
+    _INITS = frozenset({"normal_", "uniform_", "zero_", "fill_", "constant_", "ones_", "zeros_",
+                        "kaiming_uniform_", "kaiming_normal_", "xavier_uniform_",
+                        "xavier_normal_", "trunc_normal_"})
 
-    def forward(self, x: torch.Tensor) -> list:
-        return [c(x) for c in self.cores]
-
-
-def _group(task: str, name: str) -> tuple[str, str, int] | None:
-    """Which fixed-part entry a detector module/parameter belongs to:
-    (group, part, index of the channel value it varies with, -1 for none)."""
-    if task == "ssdlite":
-        if name.startswith("head."):
-            return ("ssd_tap_pred", "head", 0) if ".module_list.0." in name + "." else \
-                ("ssd_pred", "head", 1)
-        if name.startswith("backbone.extra"):
-            return "ssd_extra", "neck", 1
-        return None
-    if name.startswith("backbone.fpn.inner_blocks."):
-        i = int(name.split(".")[3])
-        return f"fpn_lateral{i}", "neck", i
-    if name.startswith("backbone.fpn.extra_blocks.p6"):
-        return "fpn_p6", "neck", 2  # P6 is a conv on C5
-    if name.startswith("backbone.fpn"):
-        return "fpn", "neck", -1
-    if name.startswith("head."):
-        return "retina_head", "head", -1
-    return None
+    def __torch_function__(self, func: Callable, types: object, args: tuple = (),
+                           kwargs: dict | None = None) -> object:
+        kwargs = kwargs or {}
+        if getattr(func, "__name__", "") in self._INITS:
+            return args[0] if args else kwargs["tensor"]
+        return func(*args, **kwargs)
 
 
-def _detector_fixed(task: str, spec: ArchSpec, num_classes: int, names: list[str],
+def _detector_fixed(task: Task, spec: ArchSpec, num_classes: int, names: list[str],
                     combos: list[tuple[int, ...]], sizes: dict[str, Res],
                     sig: tuple[int, ...]) -> dict[FixedKey, tuple[str, int, int]]:
-    """Neck/head entries for each channel combination (one value per name in ``names``)."""
-    from fnacli.cost import DetectorCore
-    from fnacli.detection.models import build_detector
+    """The task's fixed-part entries for each channel combination (one value per name in
+    ``names``), from its model around a stub backbone."""
 
-    def build(chans: tuple[int, ...], device: str) -> DetectorCore:
+    def build(chans: tuple[int, ...], device: str) -> nn.Module:
         # built on the meta device, then given uninitialised memory: counting needs shapes,
         # and random init of a RetinaNet head per channel combination would dominate
-        with torch.device("meta"):
+        with torch.device("meta"), _NoInit():
             stub = _StubBody(dict(zip(names, chans, strict=True)), sizes)
-            core = DetectorCore(build_detector(spec, task, num_classes, backbone=stub))
+            model = task.build_model(spec, num_classes, task.default_size, backbone=stub)
+            core = task.cost_core(model)[0]
         return core if device == "meta" else core.to_empty(device=device)
 
     # Output positions of every conv at the real sizes, from a forward pass on the meta
@@ -231,34 +275,37 @@ def _detector_fixed(task: str, spec: ArchSpec, num_classes: int, names: list[str
     return out
 
 
-def _combos_fixed(task: str, names: list[str], combos: list[tuple[int, ...]], build: Callable,
+def _combos_fixed(task: Task, names: list[str], combos: list[tuple[int, ...]], build: Callable,
                   positions: dict[str, list[int]], sig: tuple[int, ...]
                   ) -> dict[FixedKey, tuple[str, int, int]]:
-    from fnacli.cost import by_module, single_thread
-
-    # One trace for several combinations, every map 1x1: fvcore gives per-position costs.
-    cores = [build(chans, "cpu") for chans in combos]
-    for core in cores:
-        core.backbone.body.sizes = {n: (1, 1) for n in names}
-    with single_thread():
-        pp = by_module(_Many(cores), (torch.zeros(1, 3, 1, 1),))
+    # Every conv of the stub detectors (built on the meta device: shapes only) is a unit of
+    # the shared per-position table, so a conv shape that recurs across combinations, heads
+    # and levels is traced once; its count at the real sizes is per position x positions.
+    cores = [build(chans, "meta") for chans in combos]
+    convs = [[(n, _conv_unit(m)) for n, m in core.named_modules() if isinstance(m, nn.Conv2d)]
+             for core in cores]
+    _fill_units([u for per_core in convs for _, u in per_core], None)
     out: dict[FixedKey, tuple[str, int, int]] = {}
-    for j, (chans, core) in enumerate(zip(combos, cores, strict=True)):
+    for chans, core, per_core in zip(combos, cores, convs, strict=True):
         acc: dict[tuple[str, str, int], list[int]] = {}
-        for n, m in core.named_modules():
-            g = _group(task, n + ".") if isinstance(m, nn.Conv2d) else None
-            if g is None:
-                continue
-            total_pos, calls = positions[n]
-            # the 1x1 trace counted one position per call
-            acc.setdefault(g, [0, 0])[0] += pp.get(f"cores.{j}.{n}", 0) // calls * total_pos
+        for n, unit in per_core:
+            g = task.cost_group(n + ".")
+            if g is not None:
+                acc.setdefault(g, [0, 0])[0] += _PP[unit] * positions[n][0]
         for n, p in core.named_parameters():
-            g = _group(task, n)
+            g = task.cost_group(n)
             if g is not None:
                 acc.setdefault(g, [0, 0])[1] += p.numel()
         for (group, part, idx), (madds, params) in acc.items():
             out[(group, chans[idx] if idx >= 0 else 0, sig)] = (part, madds, params)
     return out
+
+
+def _conv_unit(m: nn.Conv2d) -> tuple[int, int, int, int]:
+    kh, kw = m.kernel_size
+    if kh != kw:
+        raise AssertionError(f"non-square kernel {m.kernel_size} in a cost table")
+    return (m.in_channels, m.out_channels, kh, m.groups)
 
 
 # -- the table -----------------------------------------------------------------------------
@@ -269,6 +316,8 @@ class CostTable:
         if task not in LUT_TASKS:
             raise UserError(f"unknown task {task!r} (expected one of {', '.join(LUT_TASKS)})")
         self.task = task
+        # the downstream task's object; None for the backbone alone and the classifier
+        self.task_obj: Task | None = get_task(task) if is_task(task) else None
         self.size = (int(size[0]), int(size[1]))
         self.num_classes = default_classes(task) if num_classes is None else num_classes
         self.layers: dict[LayerKey, tuple[int, int]] = {}
@@ -286,46 +335,21 @@ class CostTable:
             keys.append((str(op), cin, cout, stride, *res))
         return keys
 
-    def _fixed_needs(self, spec: ArchSpec) -> list[tuple[str, int, tuple[int, ...]]]:
+    def fixed_needs(self, spec: ArchSpec) -> list[tuple[str, int, tuple[int, ...]]]:
         """(group, channels, sig) of every non-layer piece of ``spec`` under this task."""
         geo = self.geometry(spec)
         last = spec.stages[-1].out
         needs = [("stem", spec.stem_out, (spec.stem_stride, *geo.stem))]
-        has_head = bool(spec.head_out) and self.task != "retinanet"
+        task = self.task_obj
+        has_head = bool(spec.head_out) and (task is None or task.uses_head_conv)
         if has_head:
             needs.append(("head_conv", last, (spec.head_out, *geo.stage_out[-1])))
         map_c = spec.head_out if has_head else last
-        if self.task == "classifier":
+        if task is not None:
+            needs += task.cost_needs(self, spec, map_c)
+        elif self.task == "classifier":
             needs.append(("fc", map_c, (self.num_classes,)))
-        elif self.task == "ssdlite":
-            s, sig = self._ssd_layout(spec)
-            cin = spec.stages[s - 1].out if s else spec.stem_out
-            tap = cin * spec.stages[s].ops[0].expand
-            needs += [("ssd_tap_pred", tap, sig), ("ssd_extra", map_c, sig),
-                      ("ssd_pred", map_c, sig)]
-        elif self.task == "retinanet":
-            idx, sig = self._fpn_layout(spec)
-            c = [spec.stages[i].out for i in idx]
-            needs += [("fpn_lateral0", c[0], sig), ("fpn_lateral1", c[1], sig),
-                      ("fpn_lateral2", c[2], sig), ("fpn_p6", c[2], sig), ("fpn", 0, sig),
-                      ("retina_head", 0, sig)]
         return needs
-
-    def _ssd_layout(self, spec: ArchSpec) -> tuple[int, tuple[int, ...]]:
-        from fnacli.detection.models import ssdlite_tap_names
-
-        tap = ssd_tap_layer(spec)
-        if tap is None:
-            ssdlite_tap_names({})  # raises the detector's own message
-        geo = self.geometry(spec)
-        return tap[0], (*geo.stage_in[tap[0]], *geo.stage_out[-1])
-
-    def _fpn_layout(self, spec: ArchSpec) -> tuple[list[int], tuple[int, ...]]:
-        from fnacli.detection.models import fpn_input_names
-
-        idx = [int(n.removeprefix("stage")) for n in fpn_input_names(spec)]
-        geo = self.geometry(spec)
-        return idx, tuple(v for i in idx for v in geo.stage_out[i])
 
     # filling -----------------------------------------------------------------------------
     def fill(self, layer_keys: Iterable[LayerKey], fixed: Iterable[tuple[str, int, tuple]],
@@ -337,7 +361,7 @@ class CostTable:
         with _progress(progress and bool(layer_keys or fixed), "cost table") as bar:
             units = []
             for op, cin, cout, *_ in layer_keys:
-                units += mbconv_units(Op.parse(op), cin, cout)
+                units += mbconv_units(_op(op), cin, cout)
             units += [u for f in fixed for u in self._simple_units(f)]
             _fill_units(units, bar)
             for key in layer_keys:
@@ -350,7 +374,7 @@ class CostTable:
     @staticmethod
     def _layer_entry(key: LayerKey) -> tuple[int, int]:
         op_s, cin, cout, stride, h, w = key
-        op = Op.parse(op_s)
+        op = _op(op_s)
         units = mbconv_units(op, cin, cout)
         pos_in, pos_out = h * w, _positions(out_res((h, w), stride))
         madds = sum(_PP[u] * pos_out for u in units)
@@ -379,32 +403,18 @@ class CostTable:
 
     def _fill_detector(self, needs: list[tuple[str, int, tuple]], spec: ArchSpec,
                        bar: _Progress | None) -> None:
-        if not needs:
+        if not needs or self.task_obj is None:
             return
-        if self.task == "ssdlite":
-            from fnacli.nn.backbone import SSD_TAP
-
-            names = [SSD_TAP, "head"]
-            per_var = {0: {c for g, c, _ in needs if g == "ssd_tap_pred"},
-                       1: {c for g, c, _ in needs if g in ("ssd_extra", "ssd_pred")}}
-        else:
-            idx, _ = self._fpn_layout(spec)
-            names = [f"stage{i}" for i in idx]
-            per_var = {0: {c for g, c, _ in needs if g == "fpn_lateral0"},
-                       1: {c for g, c, _ in needs if g == "fpn_lateral1"},
-                       2: {c for g, c, _ in needs if g in ("fpn_lateral2", "fpn_p6")}}
+        names, per_var, sizes_of = self.task_obj.cost_stub_maps(self, spec, needs)
         for sig in sorted({s for *_, s in needs}):
             values = [sorted(per_var[i]) or [1] for i in range(len(names))]
             n = max(len(v) for v in values)
             # zip the channel values of the maps: one stub detector per row, padded
             combos = [tuple(v[min(j, len(v) - 1)] for v in values) for j in range(n)]
-            if self.task == "ssdlite":
-                sizes = {names[0]: sig[0:2], names[1]: sig[2:4]}
-            else:
-                sizes = {nm: sig[2 * i:2 * i + 2] for i, nm in enumerate(names)}
+            sizes = sizes_of(sig)
             if bar:
                 bar.add(n)
-            self.fixed.update(_detector_fixed(self.task, spec, self.num_classes, names, combos,
+            self.fixed.update(_detector_fixed(self.task_obj, spec, self.num_classes, names, combos,
                                               sizes, sig))
             if bar:
                 bar.advance(n)
@@ -414,7 +424,7 @@ class CostTable:
                      progress: bool = False) -> list[Profile]:
         """Profiles of many specs from the table (missing entries computed in one batch)."""
         keys = [self.layer_keys(s) for s in specs]
-        needs = [self._fixed_needs(s) for s in specs]
+        needs = [self.fixed_needs(s) for s in specs]
         by_pattern: dict[tuple, tuple[ArchSpec, list, list]] = {}
         for spec, k, f in zip(specs, keys, needs, strict=True):
             pattern = (spec.stem_stride, tuple(st.stride for st in spec.stages))
@@ -445,6 +455,23 @@ class CostTable:
     def arch_madds(self, spec: ArchSpec) -> float:
         """Total MAdds of an architecture, summed from the table."""
         return float(self.profile(spec).madds)
+
+    def arch_cost(self, spec: ArchSpec, scope: str = "detector",
+                  stages: Iterable[int] | None = None) -> float:
+        """MAdds of ``spec`` within ``scope`` (``COST_SCOPES``); ``blocks`` counts the layers
+        of the stages in ``stages`` (for a space: the searched ones, ``searched_stages``)."""
+        check_scope(scope)
+        if scope == "detector":
+            return self.arch_madds(spec)
+        if scope == "backbone":
+            return float(self.profile(spec).madds_parts["backbone"])
+        if stages is None:
+            raise ValueError("the blocks scope needs the searched stages")
+        keep = set(stages)
+        keys = [k for (s, *_), k in zip(spec.layers(), self.layer_keys(spec), strict=True)
+                if s in keep]
+        self.fill(keys, [], spec)
+        return float(sum(self.layers[k][0] for k in keys))
 
     # persistence -------------------------------------------------------------------------
     def entries_json(self) -> dict:
@@ -477,11 +504,11 @@ def space_hash(space: SpaceSpec) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _stage_in_outs(space: SpaceSpec, s: int) -> tuple[int, ...]:
+def stage_in_outs(space: SpaceSpec, s: int) -> tuple[int, ...]:
     return space.stages[s - 1].outs if s else (space.stem_out,)
 
 
-def _layer_ops(space: SpaceSpec, s: int, layer: int) -> tuple[str, ...]:
+def layer_ops(space: SpaceSpec, s: int, layer: int) -> tuple[str, ...]:
     return space.stages[s].layer_candidates(layer)
 
 
@@ -508,10 +535,10 @@ class Lut(CostTable):
             for layer in range(st.layers):
                 stride = st.stride if layer == 0 else 1
                 res = geo.stage_in[s] if layer == 0 else geo.stage_out[s]
-                for op in _layer_ops(self.space, s, layer):
+                for op in layer_ops(self.space, s, layer):
                     if op == SKIP:
                         continue
-                    pairs = ([(a, b) for a in _stage_in_outs(self.space, s) for b in st.outs]
+                    pairs = ([(a, b) for a in stage_in_outs(self.space, s) for b in st.outs]
                              if layer == 0 else [(c, c) for c in st.outs])
                     keys += [(op, a, b, stride, *res) for a, b in pairs]
         self.fill(keys, self._space_fixed(ref), ref, progress)
@@ -522,18 +549,9 @@ class Lut(CostTable):
         needs = []
         space, last = self.space, self.space.stages[-1].outs
         for c in last:
-            needs += self._fixed_needs(_with_out(ref, len(space.stages) - 1, c))
-        if self.task == "ssdlite":
-            s, _ = self._ssd_layout(ref)
-            for cin in _stage_in_outs(space, s):
-                for op in _layer_ops(space, s, 0):
-                    arch = _with_op0(_with_out(ref, s - 1, cin) if s else ref, s, op)
-                    needs += self._fixed_needs(arch)
-        if self.task == "retinanet":
-            idx, _ = self._fpn_layout(ref)
-            for i in idx:
-                for c in space.stages[i].outs:
-                    needs += self._fixed_needs(_with_out(ref, i, c))
+            needs += self.fixed_needs(with_out(ref, len(space.stages) - 1, c))
+        if self.task_obj is not None:
+            needs += self.task_obj.cost_space_needs(self, ref)
         return needs
 
     # expected cost -----------------------------------------------------------------------
@@ -550,7 +568,7 @@ class Lut(CostTable):
         geo = self.geometry(ref)
         t: dict = {}
         for s, st in enumerate(space.stages):
-            ins = _stage_in_outs(space, s)
+            ins = stage_in_outs(space, s)
             for layer in range(st.layers):
                 stride = st.stride if layer == 0 else 1
                 res = geo.stage_in[s] if layer == 0 else geo.stage_out[s]
@@ -558,44 +576,40 @@ class Lut(CostTable):
                 def cost(op: str, a: int, b: int, stride: int = stride, res: Res = res) -> int:
                     return 0 if op == SKIP else self.layers[(op, a, b, stride, *res)][0]
 
-                ops = _layer_ops(space, s, layer)
+                ops = layer_ops(space, s, layer)
                 if layer == 0:
                     t[("layer", s, layer)] = [[[cost(o, a, b) for b in st.outs] for a in ins]
                                               for o in ops]
                 else:
                     t[("layer", s, layer)] = [[cost(o, c, c) for c in st.outs] for o in ops]
         n = len(space.stages) - 1
-        variants = [_with_out(ref, n, c) for c in space.stages[-1].outs]
-        t["stem"] = self.fixed[self._fixed_needs(ref)[0]][1]
+        variants = [with_out(ref, n, c) for c in space.stages[-1].outs]
+        t["stem"] = self.fixed[self.fixed_needs(ref)[0]][1]
         # everything that varies with the last stage's width: head conv, fc, SSD extras...
-        per_last = [sum(self.fixed[f][1] for f in self._fixed_needs(v)
-                        if f[0] in ("head_conv", "fc", "ssd_extra", "ssd_pred")) for v in variants]
-        t["last"] = per_last
-        if self.task == "ssdlite":
-            s, _ = self._ssd_layout(ref)
-            ops = _layer_ops(space, s, 0)
-            t["tap_stage"] = s
-            t["tap"] = [[self.fixed[self._tap_need(ref, s, a, o)][1]
-                         for a in _stage_in_outs(space, s)] for o in ops]
-        if self.task == "retinanet":
-            idx, _ = self._fpn_layout(ref)
-            t["fpn_stages"] = tuple(idx)  # a tuple: _prepared turns lists into tensors
-            for j, i in enumerate(idx):
-                groups = (f"fpn_lateral{j}", "fpn_p6") if j == 2 else (f"fpn_lateral{j}",)
-                t[("fpn", j)] = [sum(self.fixed[f][1] for f in
-                                     self._fixed_needs(_with_out(ref, i, c)) if f[0] in groups)
-                                 for c in space.stages[i].outs]
-            t["fpn_const"] = sum(self.fixed[f][1] for f in self._fixed_needs(ref)
-                                 if f[0] in ("fpn", "retina_head"))
+        groups = ("head_conv", "fc", *(self.task_obj.cost_last_groups() if self.task_obj else ()))
+        t["last"] = [sum(self.fixed[f][1] for f in self.fixed_needs(v) if f[0] in groups)
+                     for v in variants]
+        t["last_backbone"] = [sum(self.fixed[f][1] for f in self.fixed_needs(v)
+                                  if f[0] == "head_conv") for v in variants]
+        if self.task_obj is not None:
+            t.update(self.task_obj.cost_tables(self, ref))
         return t
 
-    def _tap_need(self, ref: ArchSpec, s: int, cin: int, op: str) -> FixedKey:
-        arch = _with_op0(_with_out(ref, s - 1, cin) if s else ref, s, op)
-        return next(f for f in self._fixed_needs(arch) if f[0] == "ssd_tap_pred")
+    def searched_stages(self) -> tuple[int, ...]:
+        return searched_stages(self.space)
+
+    def arch_cost(self, spec: ArchSpec, scope: str = "detector",
+                  stages: Iterable[int] | None = None) -> float:
+        return super().arch_cost(spec, scope, self.searched_stages() if stages is None
+                                 else stages)
 
     def expected_madds(self, alpha_probs: Mapping[tuple[int, int], torch.Tensor],
-                       beta_probs: Mapping[int, torch.Tensor]) -> torch.Tensor:
-        """E[MAdds] under independent α (per layer) and β (per stage) distributions.
+                       beta_probs: Mapping[int, torch.Tensor],
+                       scope: str = "detector") -> torch.Tensor:
+        """E[MAdds] under independent α (per layer) and β (per stage) distributions, of the
+        whole detector (``scope="detector"``), the backbone (``backbone``: stem, every layer
+        and the head conv where the task has it) or the searched blocks only (``blocks``: the
+        layers of the stages that carry α or β, Jung et al.'s eq. 5).
 
         A layer's cost is Σ_in Σ_out p(in) p(out) Σ_op α_op cost(op, in, out): its input width
         follows the previous stage's β, its output width its own stage's β (the layers after
@@ -617,13 +631,19 @@ class Lut(CostTable):
             return _probs(beta_probs, s, n, "beta", device)
 
         def alpha(s: int, layer: int) -> torch.Tensor:
-            n = len(_layer_ops(space, s, layer))
+            n = len(layer_ops(space, s, layer))
             if not space.stages[s].searchable or (n == 1 and (s, layer) not in alpha_probs):
                 return torch.ones(1, dtype=torch.float64, device=device)
             return _probs(alpha_probs, (s, layer), n, "alpha", device)
 
-        total = torch.zeros((), dtype=torch.float64, device=device) + t["stem"]
+        check_scope(scope)
+        searched = set(searched_stages(space))
+        total = torch.zeros((), dtype=torch.float64, device=device)
+        if scope != "blocks":
+            total = total + t["stem"]
         for s, st in enumerate(space.stages):
+            if scope == "blocks" and s not in searched:
+                continue
             p_in, p_out = width(s - 1), width(s)
             for layer in range(st.layers):
                 a, cost = alpha(s, layer), t[("layer", s, layer)]
@@ -632,14 +652,13 @@ class Lut(CostTable):
                 else:
                     total = total + torch.einsum("o,j,oj->", a, p_out, cost)
         last = width(len(space.stages) - 1)
+        if scope == "blocks":
+            return total.to(dtype)
+        if scope == "backbone":
+            return (total + last @ t["last_backbone"]).to(dtype)
         total = total + last @ t["last"]
-        if self.task == "ssdlite":
-            s = t["tap_stage"]
-            total = total + torch.einsum("o,i,oi->", alpha(s, 0), width(s - 1), t["tap"])
-        if self.task == "retinanet":
-            for j, i in enumerate(t["fpn_stages"]):
-                total = total + width(i) @ t[("fpn", j)]
-            total = total + t["fpn_const"]
+        if self.task_obj is not None:
+            total = self.task_obj.cost_expected(total, t, alpha, width)
         return total.to(dtype)
 
     # persistence -------------------------------------------------------------------------
@@ -668,6 +687,17 @@ class Lut(CostTable):
         return lut
 
 
+def check_scope(scope: str) -> str:
+    if scope not in COST_SCOPES:
+        raise UserError(f"--cost-scope: expected one of {', '.join(COST_SCOPES)}, got {scope!r}")
+    return scope
+
+
+def searched_stages(space: SpaceSpec) -> tuple[int, ...]:
+    """The stages whose layers are mixed blocks: searchable ops or several widths."""
+    return tuple(s for s, st in enumerate(space.stages) if st.searchable or len(st.outs) > 1)
+
+
 def _probs(d: Mapping, key: object, n: int, what: str, device: torch.device) -> torch.Tensor:
     if key not in d:
         raise KeyError(f"{what} probabilities for {key} are missing")
@@ -678,7 +708,7 @@ def _probs(d: Mapping, key: object, n: int, what: str, device: torch.device) -> 
     return p.to(device=device, dtype=torch.float64)
 
 
-def _with_out(arch: ArchSpec, s: int, c: int) -> ArchSpec:
+def with_out(arch: ArchSpec, s: int, c: int) -> ArchSpec:
     from dataclasses import replace
 
     stages = list(arch.stages)
@@ -686,7 +716,7 @@ def _with_out(arch: ArchSpec, s: int, c: int) -> ArchSpec:
     return replace(arch, stages=tuple(stages))
 
 
-def _with_op0(arch: ArchSpec, s: int, op: str) -> ArchSpec:
+def with_op0(arch: ArchSpec, s: int, op: str) -> ArchSpec:
     from dataclasses import replace
 
     stages = list(arch.stages)
@@ -726,11 +756,12 @@ def load_or_build_lut(space: SpaceSpec, task: str, size: tuple[int, int],
             pass  # a stale or damaged cache file is rebuilt below
     lut = build_lut(space, task, size, num_classes, progress)
     try:
-        from fnacli.io import write_text_atomic
+        from fnacli.io import remove_stale_temps, write_text_atomic
 
         path.parent.mkdir(parents=True, exist_ok=True)
+        remove_stale_temps(path)  # what a build killed while writing left
         write_text_atomic(path, lut.to_json())
-    except OSError:
+    except (OSError, UserError):
         pass  # an unwritable cache only costs a rebuild next time
     return lut
 

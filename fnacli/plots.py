@@ -1,17 +1,21 @@
-"""Pictures as plain SVG 1.1 text: α/β probabilities over a search, and an architecture diagram.
+"""Pictures, drawn with matplotlib: α/β probabilities over a search, and an architecture diagram.
 
-No plotting library: the pictures are rectangles, lines and text, so they are written directly
-(open them in any browser). Pure Python over the data it is given (a space, JSON records, specs);
-torch stays out so that the CLI can import this cheaply.
+matplotlib is an optional extra (``pip install 'fnacli[plots]'``); without it the functions
+that draw raise a ``UserError`` saying so, and a search only warns. torch stays out of this
+module (the CLI imports it cheaply); matplotlib is imported when a picture is drawn.
 
-Search plot: one row per searchable layer (α) and per channel-searched stage (β), one column per
-epoch; each cell is a stacked bar whose segments are the candidates' probabilities (a segment is
-``p · BAR_H`` tall, so a bar is ``BAR_H`` tall), plus the expected / argmax MAdds per epoch.
-The records are the ``"event": "epoch"`` lines of ``SEARCHED.metrics.jsonl``.
+Search plot (``search_figure``): one small panel per searchable layer, grouped in rows by
+stage, with one line per candidate op: its probability softmax(α) over the epochs, on a
+0-1 axis. The same for the width candidates (β) of every channel-searched stage, then the
+expected and argmax MAdds over the epochs. The records are the ``"event": "epoch"`` lines of
+``SEARCHED.metrics.jsonl``.
 
-Diagram: the architecture top to bottom (stem, a box per layer labelled ``KkEe`` whose width
-grows with its output channels, stage separators with stride, the head), optionally beside the
-seed's with the differences marked.
+Diagram (``diagram_figure``): the architecture top to bottom (stem, a box per layer labelled
+``KkEe`` whose width grows with its output channels, stage separators with stride, the head),
+optionally beside the seed's with the differences marked.
+
+Every op has one colour everywhere (``op_colour``): the hue is the depthwise kernel, the
+lightness the expansion ratio, skip is grey.
 """
 
 from __future__ import annotations
@@ -21,95 +25,18 @@ import json
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from xml.sax.saxutils import escape, quoteattr
+from typing import Any
 
 from fnacli.errors import UserError
 from fnacli.io import atomic_path
 from fnacli.spec import SKIP, ArchSpec, Op, SpaceSpec
 
-BAR_H = 32.0  # height of a full probability bar (probability 1)
-SKIP_COLOUR = "#c7c7c7"
-# depthwise kernel -> hue (blue, orange, green); the expansion ratio sets the lightness
+SKIP_COLOUR = "#9e9e9e"
+# depthwise kernel -> hue (blue, orange, green; other kernels purple)
 _KERNEL_HUE = {3: 0.58, 5: 0.08, 7: 0.36}
-_FONT = "font-family:DejaVu Sans,Verdana,Arial,sans-serif"
-_STYLE = f"""
-text {{ {_FONT}; font-size:11px; fill:#222 }}
-.title {{ font-size:15px; font-weight:bold }}
-.sub {{ fill:#555 }}
-.head {{ font-weight:bold }}
-.axis {{ fill:#666; font-size:10px }}
-.grid {{ stroke:#ddd; stroke-width:1 }}
-.warm {{ stroke:#888; stroke-width:1; stroke-dasharray:4 3 }}
-.sep {{ stroke:#999; stroke-width:1; stroke-dasharray:3 3 }}
-.madds {{ fill:none; stroke-width:1.5 }}
-.expected {{ stroke:#1f77b4 }}
-.argmax {{ stroke:#d62728; stroke-dasharray:5 3 }}
-.box {{ stroke:#444; stroke-width:0.8 }}
-.changed {{ stroke:#d62728; stroke-width:2.2 }}
-.added {{ stroke:#d62728; stroke-width:2.2; stroke-dasharray:4 2 }}
-.dropped {{ fill-opacity:0.3; stroke:#d62728; stroke-width:1.5; stroke-dasharray:3 2 }}
-.diff {{ fill:#d62728; font-weight:bold }}
-.on-dark {{ fill:#fff }}
-"""
-
-
-# -- SVG text ----------------------------------------------------------------------------------
-def _num(v: float) -> str:
-    """A coordinate as short fixed-point text (SVG reads no 'nan'; 3 decimals are plenty)."""
-    s = f"{v:.3f}".rstrip("0").rstrip(".")
-    return "0" if s in ("", "-0") else s
-
-
-class _Svg:
-    """Collects elements; ``text()`` gives the document."""
-
-    def __init__(self) -> None:
-        self.parts: list[str] = []
-
-    @staticmethod
-    def _attrs(attrs: Mapping[str, object]) -> str:
-        out = []
-        for k, v in attrs.items():
-            if v is None:
-                continue
-            text = _num(v) if isinstance(v, float) else str(v)
-            out.append(f" {k.rstrip('_').replace('_', '-')}={quoteattr(text)}")
-        return "".join(out)
-
-    def el(self, tag: str, text: str | None = None, tip: str | None = None,
-           **attrs: object) -> None:
-        """One element; ``tip`` becomes a <title> child (a tooltip in browsers)."""
-        inner = (f"<title>{escape(tip)}</title>" if tip else "") + (escape(text) if text else "")
-        if inner:
-            self.parts.append(f"<{tag}{self._attrs(attrs)}>{inner}</{tag}>")
-        else:
-            self.parts.append(f"<{tag}{self._attrs(attrs)}/>")
-
-    def open(self, tag: str, tip: str | None = None, **attrs: object) -> None:
-        self.parts.append(f"<{tag}{self._attrs(attrs)}>"
-                          + (f"<title>{escape(tip)}</title>" if tip else ""))
-
-    def close(self, tag: str) -> None:
-        self.parts.append(f"</{tag}>")
-
-    def text(self, width: float, height: float, title: str) -> str:
-        head = ('<?xml version="1.0" encoding="UTF-8"?>\n'
-                f'<svg xmlns="http://www.w3.org/2000/svg" version="1.1" width="{_num(width)}" '
-                f'height="{_num(height)}" viewBox="0 0 {_num(width)} {_num(height)}">\n'
-                f"<title>{escape(title)}</title>\n"
-                f'<style type="text/css">{_STYLE}</style>\n'
-                f'<rect x="0" y="0" width="{_num(width)}" height="{_num(height)}" '
-                'fill="#ffffff"/>\n')
-        return head + "\n".join(self.parts) + "\n</svg>\n"
-
-
-def write_svg(path: str | Path, text: str) -> Path:
-    """Write an SVG atomically (a reader never sees half a picture). No overwrite check here:
-    commands call ``fnacli.io.check_writable`` first; the search rewrites its plot every epoch."""
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
-    return path
+PICTURE_FORMATS = (".svg", ".png", ".pdf")
+EXPECTED_COLOUR, ARGMAX_COLOUR = "#1f77b4", "#d62728"
+MAX_WIDTH_LINES = 6  # β of a stage with more width candidates is drawn as a heatmap
 
 
 # -- colours -----------------------------------------------------------------------------------
@@ -118,20 +45,19 @@ def _hex(h: float, light: float, sat: float) -> str:
     return f"#{round(r * 255):02x}{round(g * 255):02x}{round(b * 255):02x}"
 
 
+def op_colour(op: str | Op) -> str:
+    """The one colour of an op in every picture: hue by kernel, darker for a larger expansion
+    (e1 light, e3 medium, e6 dark), grey for skip. A function of the op alone, so the plot's
+    legend and the diagram's boxes always agree."""
+    if str(op) == SKIP:
+        return SKIP_COLOUR
+    o = op if isinstance(op, Op) else Op.parse(op)
+    light = min(0.8, max(0.3, 0.86 - 0.072 * o.expand))
+    return _hex(_KERNEL_HUE.get(o.kernel, 0.8), light, 0.65)
+
+
 def op_colours(ops: Sequence[str]) -> dict[str, str]:
-    """A distinct colour per candidate op: hue by kernel, lightness by expansion (lighter =
-    smaller), grey for skip."""
-    expansions = sorted({Op.parse(o).expand for o in ops if o != SKIP})
-    out = {}
-    for o in ops:
-        if o == SKIP:
-            out[o] = SKIP_COLOUR
-            continue
-        op = Op.parse(o)
-        rank = expansions.index(op.expand)
-        light = 0.5 if len(expansions) == 1 else 0.76 - 0.46 * rank / (len(expansions) - 1)
-        out[o] = _hex(_KERNEL_HUE[op.kernel], light, 0.65)
-    return out
+    return {o: op_colour(o) for o in ops}
 
 
 def is_dark(colour: str) -> bool:
@@ -142,7 +68,7 @@ def is_dark(colour: str) -> bool:
 
 def width_colours(n: int) -> list[str]:
     """A sequential ramp for channel candidates, narrow (light) to wide (dark)."""
-    return [_hex(0.47, 0.86 - 0.62 * (k / (n - 1) if n > 1 else 1.0), 0.55) for k in range(n)]
+    return [_hex(0.47, 0.78 - 0.56 * (k / (n - 1) if n > 1 else 1.0), 0.6) for k in range(n)]
 
 
 # -- the search's records ----------------------------------------------------------------------
@@ -203,7 +129,7 @@ def read_epoch_records(path: str | Path, space: SpaceSpec) -> list[dict]:
     for n, line in enumerate(text.splitlines(), 1):
         try:
             rec = json.loads(line)
-        except json.JSONDecodeError:
+        except (ValueError, RecursionError):  # a line cut by a crash, or not ours
             continue
         if not isinstance(rec, dict) or rec.get("event") != "epoch":
             continue
@@ -215,176 +141,204 @@ def read_epoch_records(path: str | Path, space: SpaceSpec) -> list[dict]:
     return [by_epoch[e] for e in sorted(by_epoch)]
 
 
-# -- the search plot ---------------------------------------------------------------------------
-def _op_key(op: str) -> tuple[int, int]:
-    o = Op.parse(op)
-    return o.kernel, o.expand
-
-
-def _stage_label(space: SpaceSpec, s: int) -> str:
-    st = space.stages[s]
-    outs = str(st.outs[0]) if len(st.outs) == 1 else f"{st.outs[0]}…{st.outs[-1]}"
-    return f"stage {s} · stride {st.stride} · out {outs}"
-
-
-def _column_label(rec: Mapping) -> str:
-    return str(rec["epoch"] + 1) if isinstance(rec.get("epoch"), int) else "now"
-
-
 def _argmax(probs: Mapping[str, float], order: Sequence[str]) -> str:
     # ties go to the first candidate, as in fnacli.search.arch.argmax_path
     return max(order, key=lambda c: (probs[c], -order.index(c)))
 
 
-def render_search_plot(space: SpaceSpec, records: Sequence[Mapping], *, title: str,
-                       subtitle: str = "", warmup_epochs: int | None = None) -> str:
-    """The α/β plot of ``records`` (metrics-file epoch records, checked against ``space``)."""
+def _op_order(c: str) -> tuple[int, int, int]:
+    if c == SKIP:
+        return (1, 0, 0)
+    o = Op.parse(c)
+    return (0, o.kernel, o.expand)
+
+
+# -- matplotlib --------------------------------------------------------------------------------
+def _figure(width_in: float, height_in: float) -> Any:
+    """A matplotlib Figure that needs no GUI and no pyplot state."""
+    try:
+        from matplotlib.figure import Figure
+    except ImportError:
+        raise UserError("drawing pictures needs matplotlib (pip install 'fnacli[plots]')"
+                        ) from None
+    return Figure(figsize=(width_in, height_in), layout="constrained")
+
+
+def save_figure(fig: Any, path: str | Path) -> Path:
+    """Write ``fig`` atomically in the format of ``path``'s suffix (.svg, .png or .pdf).
+    Reproducible: no dates in the files, fixed SVG ids. No overwrite check here: commands
+    call ``fnacli.io.check_writable`` first; the search rewrites its plot every epoch."""
+    import matplotlib
+
+    path = Path(path)
+    fmt = path.suffix.lower()
+    if fmt not in PICTURE_FORMATS:
+        raise UserError(f"{path}: a picture is .svg, .png or .pdf")
+    meta = {"svg": {"Date": None}, "png": {"Software": None}, "pdf": {"CreationDate": None}}
+    with matplotlib.rc_context({"svg.hashsalt": "fnacli", "svg.fonttype": "none"}), \
+            atomic_path(path) as tmp:
+        fig.savefig(tmp, format=fmt[1:], dpi=110, metadata=meta[fmt[1:]])
+    return path
+
+
+def search_plot_path(output: str | Path, fmt: str = ".svg") -> Path:
+    """Where ``fnacli search -o SEARCHED`` keeps its plot: ``SEARCHED.arch.svg`` and
+    ``SEARCHED.arch.png`` (beside ``SEARCHED.metrics.jsonl``)."""
+    return Path(f"{output}.arch{fmt}")
+
+
+def _epoch_axis(records: Sequence[Mapping]) -> tuple[list[float], list[str]]:
+    """x of each record: its epoch (counted from 1); a record without one (a checkpoint's
+    current α/β) goes after the others, labelled "now"."""
+    xs, labels = [], []
+    last = 0
+    for rec in records:
+        e = rec.get("epoch")
+        if isinstance(e, int) and not isinstance(e, bool):
+            last = e
+            xs.append(float(e))
+            labels.append(str(e))
+        else:
+            last += 1
+            xs.append(float(last))
+            labels.append("now")
+    return xs, labels
+
+
+def _epoch_ticks(ax: Any, xs: list[float], labels: list[str]) -> None:
+    """Whole epochs only (a "now" column by its name)."""
+    from matplotlib.ticker import MaxNLocator
+
+    if "now" in labels or len(xs) <= 6:
+        ax.set_xticks(xs, labels)
+    else:
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=6, integer=True))
+
+
+def _prob_axes(ax: Any, xs: list[float], labels: list[str], warmup: int | None) -> None:
+    ax.set_ylim(-0.04, 1.04)
+    ax.set_yticks([0, 0.5, 1])
+    ax.grid(True, axis="y", color="#e0e0e0", linewidth=0.6)
+    ax.tick_params(labelsize=7, length=2)
+    ax.set_xlim(min(xs) - 0.5, max(xs) + 0.5)
+    _epoch_ticks(ax, xs, labels)
+    if warmup:
+        ax.axvspan(min(xs) - 0.5, warmup + 0.5, color="#f0f0f0", zorder=0, linewidth=0)
+
+
+def _width_heatmap(fig: Any, ax: Any, s: int, outs: Sequence[int], records: Sequence[Mapping],
+                   xs: list[float], labels: list[str]) -> None:
+    """β of a stage with many width candidates: widths up, epochs across, probability as
+    colour on a labelled 0-1 scale."""
+    grid = [[float(rec["beta"][str(s)][str(w)]) for rec in records] for w in outs]
+    image = ax.imshow(grid, aspect="auto", origin="lower", cmap="Greens", vmin=0.0, vmax=1.0,
+                      interpolation="nearest",
+                      extent=(min(xs) - 0.5, max(xs) + 0.5, -0.5, len(outs) - 0.5))
+    image.set_gid(f"b-{s}-heatmap")
+    ticks = sorted({0, len(outs) // 2, len(outs) - 1})
+    ax.set_yticks(ticks, [str(outs[t]) for t in ticks])
+    ax.set_ylabel("channels", fontsize=7)
+    ax.tick_params(labelsize=7, length=2)
+    _epoch_ticks(ax, xs, labels)
+    bar = fig.colorbar(image, ax=ax, ticks=[0, 0.5, 1], pad=0.02, fraction=0.08)
+    bar.set_label("P(width)", fontsize=7)
+    bar.ax.tick_params(labelsize=6)
+
+
+def search_figure(space: SpaceSpec, records: Sequence[Mapping], *, title: str,
+                  subtitle: str = "", warmup_epochs: int | None = None) -> Any:
+    """The α/β/MAdds figure of ``records`` (metrics-file epoch records, checked against
+    ``space``). Panels carry gids: ``a-S-L`` (α of stage S layer L), ``b-S`` (β of stage S),
+    ``madds``; their lines ``a-S-L-OP``, ``b-S-WIDTH``, ``madds-expected``/``madds-argmax``."""
     if not records:
         raise ValueError("no records to plot")
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
     layers, stages = alpha_layers(space), beta_stages(space)
-    # legend order: by kernel, then expansion, skip last
-    cands_all = sorted({c for _, _, cands in layers for c in cands},
-                       key=lambda c: (1, 0, 0) if c == SKIP else (0, *_op_key(c)))
-    colours = op_colours(cands_all)
-    n = len(records)
-    cw = max(8.0, min(28.0, 640.0 / n))  # column pitch
-    bw = round(cw * 0.78, 2)  # bar width; the rest is the gap between epochs
-    left, right, pitch = 150.0, 96.0, BAR_H + 8
-    width = max(left + n * cw + right, 560.0)
-    svg = _Svg()
-    y = 24.0
-    svg.el("text", title, x=12.0, y=y, class_="title")
-    if subtitle:
-        y += 17
-        svg.el("text", subtitle, x=12.0, y=y, class_="sub")
-
-    # legend: one swatch per candidate op, wrapping across the width
-    y += 14
-    lx = 12.0
-    svg.open("g", class_="legend")
-    for c in cands_all:
-        if lx + 86 > width:
-            lx, y = 12.0, y + 16
-        svg.el("rect", x=lx, y=y, width=12.0, height=12.0, fill=colours[c], class_="swatch",
-               id=f"legend-{c}")
-        svg.el("text", c, x=lx + 16, y=y + 10)
-        lx += 86
-    svg.close("g")
-    y += 26
-    grid_top = y
-
-    def bar(ident: str, probs: Mapping[str, float], order: Sequence[str], fills: Sequence[str],
-            x: float, bottom: float, tip: str) -> None:
-        # segments stacked from the bottom in candidate order; segment height = p · BAR_H
-        svg.open("g", id=ident, class_="bar")
-        acc = 0.0
-        for c, fill in zip(order, fills, strict=True):
-            p = max(0.0, float(probs[c]))
-            svg.el("rect", tip=f"{tip}: {c} {p:.4f}", id=f"{ident}-{c}", x=x,
-                   y=bottom - (acc + p) * BAR_H, width=bw, height=p * BAR_H, fill=fill,
-                   class_="seg")
-            acc += p
-        svg.close("g")
-
-    def row(label: str, ident: str, key: tuple[str, str], order: Sequence[str],
-            fills: Sequence[str], tip: str) -> None:
-        nonlocal y
-        bottom = y + pitch - 4
-        svg.el("text", label, x=left - 8, y=bottom - BAR_H / 2 + 4, text_anchor="end")
-        for j, rec in enumerate(records):
-            bar(f"{ident}-e{j}", rec[key[0]][key[1]], order, fills, left + j * cw, bottom,
-                f"{tip}, epoch {_column_label(rec)}")
-        last = _argmax(records[-1][key[0]][key[1]], order)
-        svg.el("text", f"→ {last}", x=left + n * cw + 6, y=bottom - BAR_H / 2 + 4, class_="sub")
-        y += pitch
-
-    current = None
+    xs, labels = _epoch_axis(records)
+    rows: dict[int, list[tuple[int, tuple[str, ...]]]] = {}
     for s, i, cands in layers:
-        if s != current:
-            current = s
-            y += 6
-            svg.el("text", _stage_label(space, s), x=12.0, y=y + 8, class_="head")
-            y += 10
-        row(f"layer {i}", f"a-{s}-{i}", ("alpha", f"{s}.{i}"), cands,
-            [colours[c] for c in cands], f"stage {s} layer {i}")
-    if stages:
-        y += 8
-        svg.el("text", "output channels (β): narrow = light, wide = dark", x=12.0, y=y + 8,
-               class_="head")
-        y += 10
-        for s, outs in stages:
-            order = [str(c) for c in outs]
-            row(f"stage {s} ({outs[0]}…{outs[-1]})", f"b-{s}", ("beta", str(s)), order,
-                width_colours(len(outs)), f"stage {s} width")
-    grid_bottom = y
+        rows.setdefault(s, []).append((i, cands))
+    ncols = max([len(v) for v in rows.values()] + [min(len(stages), 4), 1])
+    beta_rows = math.ceil(len(stages) / ncols) if stages else 0
+    has_madds = any(r.get(k) is not None for r in records
+                    for k in ("expected_madds", "argmax_madds"))
+    nrows = len(rows) + beta_rows + (1 if has_madds else 0)
+    fig = _figure(max(7.5, 2.3 * ncols), 1.0 + 1.55 * nrows + (0.6 if has_madds else 0))
+    grid = fig.add_gridspec(max(nrows, 1), ncols,
+                            height_ratios=[1.0] * (nrows - has_madds) + [1.35] * has_madds)
+    warm = warmup_epochs if warmup_epochs and min(xs) <= warmup_epochs else None
 
-    # epoch axis (1-based, like the progress bar) and the start of the α/β steps
-    step = max(1, math.ceil(26 / cw))
-    for j, rec in enumerate(records):
-        if (n - 1 - j) % step == 0:  # counted back from the last epoch, which is always shown
-            svg.el("text", _column_label(rec), x=left + j * cw + bw / 2, y=y + 12,
-                   text_anchor="middle", class_="axis")
-    svg.el("text", "epoch", x=left - 8, y=y + 12, text_anchor="end", class_="axis")
-    if warmup_epochs:
-        first = next((j for j, r in enumerate(records)
-                      if isinstance(r.get("epoch"), int) and r["epoch"] >= warmup_epochs), None)
-        if first:  # not when every column is already past the warm-up
-            x = left + first * cw - (cw - bw) / 2
-            svg.el("line", x1=x, y1=grid_top - 4, x2=x, y2=grid_bottom, class_="warm")
-            svg.el("text", "α/β steps start", x=x + 3, y=grid_top + 4, class_="axis")
-    y += 24
-    y = _madds_chart(svg, records, left, cw, bw, y)
-    return svg.text(width, y + 12, title)
-
-
-def _madds_chart(svg: _Svg, records: Sequence[Mapping], left: float, cw: float, bw: float,
-                 top: float) -> float:
-    """Expected and argmax MAdds per epoch, x aligned with the bars; returns the new bottom."""
-    series = {k: [(j, float(r[k])) for j, r in enumerate(records) if r.get(k) is not None]
-              for k in ("expected_madds", "argmax_madds")}
-    values = [v for pts in series.values() for _, v in pts]
-    if not values:
-        return top
-    lo, hi = min(values), max(values)
-    pad = (hi - lo) * 0.08 or max(abs(hi) * 0.05, 1.0)
-    lo, hi = lo - pad, hi + pad
-    height = 110.0
-
-    def ypos(v: float) -> float:
-        return top + 18 + height * (hi - v) / (hi - lo)
-
-    svg.el("text", "MAdds", x=12.0, y=top + 8, class_="head")
-    lx = left
-    for key, cls, name in (("expected_madds", "expected", "expected (α/β-weighted)"),
-                           ("argmax_madds", "argmax", "derived (argmax)")):
-        if series[key]:
-            svg.el("line", x1=lx, y1=top + 4, x2=lx + 18, y2=top + 4, class_=f"madds {cls}")
-            svg.el("text", name, x=lx + 22, y=top + 8, class_="axis")
-            lx += 170
-    svg.el("line", x1=left, y1=top + 18, x2=left, y2=top + 18 + height, class_="grid")
-    svg.el("line", x1=left, y1=top + 18 + height, x2=left + len(records) * cw,
-           y2=top + 18 + height, class_="grid")
-    for v in (hi - pad, lo + pad):
-        svg.el("text", f"{v / 1e6:,.1f}M", x=left - 6, y=ypos(v) + 4, text_anchor="end",
-               class_="axis")
-    for key, cls in (("expected_madds", "expected"), ("argmax_madds", "argmax")):
-        pts = series[key]
-        if not pts:
+    for r, (s, lays) in enumerate(rows.items()):
+        for c, (i, cands) in enumerate(lays):
+            ax = fig.add_subplot(grid[r, c])
+            ax.set_gid(f"a-{s}-{i}")
+            _prob_axes(ax, xs, labels, warm)
+            for cand in sorted(cands, key=_op_order):
+                ys = [float(rec["alpha"][f"{s}.{i}"][cand]) for rec in records]
+                (line,) = ax.plot(xs, ys, color=op_colour(cand), marker="o", markersize=2.5,
+                                  linewidth=1.5, label=cand,
+                                  linestyle="--" if cand == SKIP else "-")
+                line.set_gid(f"a-{s}-{i}-{cand}")
+            now = _argmax(records[-1]["alpha"][f"{s}.{i}"], list(cands))
+            ax.set_title(f"stage {s} layer {i} → {now}", fontsize=8, loc="left")
+            if c == 0:
+                ax.set_ylabel("P(op)", fontsize=8)
+    for k, (s, outs) in enumerate(stages):
+        ax = fig.add_subplot(grid[len(rows) + k // ncols, k % ncols])
+        ax.set_gid(f"b-{s}")
+        now = _argmax(records[-1]["beta"][str(s)], [str(w) for w in outs])
+        ax.set_title(f"stage {s} width (β) → {now}", fontsize=8, loc="left")
+        if len(outs) > MAX_WIDTH_LINES:  # too many lines to tell apart: a heatmap
+            _width_heatmap(fig, ax, s, outs, records, xs, labels)
             continue
-        coords = [(left + j * cw + bw / 2, ypos(v)) for j, v in pts]
-        svg.el("polyline", points=" ".join(f"{_num(x)},{_num(yv)}" for x, yv in coords),
-               class_=f"madds {cls}", id=f"line-{cls}")
-        for (x, yv), (j, v) in zip(coords, pts, strict=True):
-            svg.el("circle", tip=f"epoch {_column_label(records[j])}: {v / 1e6:,.2f}M MAdds",
-                   cx=x, cy=yv, r=2.0, class_=f"pt {cls}", fill="#1f77b4" if cls == "expected"
-                   else "#d62728")
-    return top + 18 + height + 10
-
-
-def search_plot_path(output: str | Path) -> Path:
-    """Where ``fnacli search -o SEARCHED`` keeps its plot: ``SEARCHED.arch.svg`` (beside
-    ``SEARCHED.metrics.jsonl``)."""
-    return Path(f"{output}.arch.svg")
+        _prob_axes(ax, xs, labels, warm)
+        for w, colour in zip(outs, width_colours(len(outs)), strict=True):
+            ys = [float(rec["beta"][str(s)][str(w)]) for rec in records]
+            (line,) = ax.plot(xs, ys, color=colour, marker="o", markersize=2.5, linewidth=1.4,
+                              label=str(w))
+            line.set_gid(f"b-{s}-{w}")
+        ax.legend(fontsize=6, ncols=min(len(outs), 3), loc="best", title_fontsize=6,
+                  title="channels", frameon=False)
+        if k % ncols == 0:
+            ax.set_ylabel("P(width)", fontsize=8)
+    for ax in fig.axes:
+        if ax.get_gid():  # the panels, not the heatmaps' colour bars
+            ax.set_xlabel("epoch", fontsize=7, labelpad=1)
+    if has_madds:
+        ax = fig.add_subplot(grid[nrows - 1, :])
+        ax.set_gid("madds")
+        for key, name, colour, style in (
+                ("expected_madds", "expected (α/β-weighted, what the cost term sees)",
+                 EXPECTED_COLOUR, "-"),
+                ("argmax_madds", "derived (argmax) architecture", ARGMAX_COLOUR, "--")):
+            pts = [(x, float(rec[key]) / 1e6) for x, rec in zip(xs, records, strict=True)
+                   if rec.get(key) is not None]
+            if pts:
+                (line,) = ax.plot(*zip(*pts, strict=True), color=colour, linestyle=style,
+                                  marker="o", markersize=3, linewidth=1.6, label=name)
+                line.set_gid(f"madds-{key.split('_')[0]}")
+        ax.set_xlim(min(xs) - 0.5, max(xs) + 0.5)
+        _epoch_ticks(ax, xs, labels)
+        if warm:
+            ax.axvspan(min(xs) - 0.5, warm + 0.5, color="#f0f0f0", zorder=0, linewidth=0)
+        ax.set_xlabel("epoch", fontsize=8)
+        ax.set_ylabel("MAdds (millions)", fontsize=8)
+        ax.set_title("MAdds of the detector", fontsize=8, loc="left")
+        ax.tick_params(labelsize=7)
+        ax.grid(True, color="#e6e6e6", linewidth=0.6)
+        ax.legend(fontsize=7, frameon=False)
+    ops = sorted({c for _, _, cands in layers for c in cands}, key=_op_order)
+    handles: list[Any] = [Line2D([], [], color=op_colour(c), linewidth=2,
+                                 linestyle="--" if c == SKIP else "-", label=c) for c in ops]
+    if warm:
+        handles.append(Patch(color="#f0f0f0", label="warm-up (α/β fixed)"))
+    # the title heads the legend of the ops: one block above the panels, nothing overlaps
+    fig.legend(handles=handles, loc="outside upper center", ncols=min(len(handles), 8),
+               fontsize=8, frameon=False, title=title + (f"\n{subtitle}" if subtitle else ""),
+               title_fontproperties={"size": 10})
+    return fig
 
 
 # -- the architecture diagram ------------------------------------------------------------------
@@ -393,113 +347,127 @@ def op_label(op: Op) -> str:
     return f"K{op.kernel}E{op.expand}"
 
 
-def render_arch_diagram(arch: ArchSpec, seed: ArchSpec | None = None, *,
-                        title: str = "architecture", names: tuple[str, str] = ("derived",
-                                                                                "seed")) -> str:
-    """``arch`` top to bottom, beside ``seed`` when given (differences marked on ``arch``)."""
+def diagram_marks(arch: ArchSpec, seed: ArchSpec | None) -> dict[str, set[str]]:
+    """Which boxes the diagram marks: ``changed`` (op differs from the seed's at the same
+    position), ``added`` (a layer the seed lacks), ``dropped`` (a seed layer the derived
+    network drops), ``width`` (derived layers whose stage width differs). Box ids are
+    ``d-layer-S-L`` (derived) and ``s-layer-S-L`` (seed)."""
+    marks: dict[str, set[str]] = {"changed": set(), "added": set(), "dropped": set(),
+                                  "width": set()}
+    if seed is None:
+        return marks
+    for s, (a, b) in enumerate(zip(arch.stages, seed.stages, strict=False)):
+        for i in range(max(a.depth, b.depth)):
+            if i >= b.depth:
+                marks["added"].add(f"d-layer-{s}-{i}")
+            elif i >= a.depth:
+                marks["dropped"].add(f"s-layer-{s}-{i}")
+            elif a.ops[i] != b.ops[i]:
+                marks["changed"].add(f"d-layer-{s}-{i}")
+            if i < a.depth and a.out != b.out:
+                marks["width"].add(f"d-layer-{s}-{i}")
+    return marks
+
+
+def diagram_figure(arch: ArchSpec, seed: ArchSpec | None = None, *, title: str = "architecture",
+                   names: tuple[str, str] = ("derived", "seed")) -> Any:
+    """``arch`` top to bottom, beside ``seed`` when given (differences marked on ``arch``).
+    Boxes are patches with gids ``d-layer-S-L`` / ``s-layer-S-L`` (and ``d-stem``,
+    ``d-head``, …); the drawing is in points (1 unit = 1/72 inch)."""
+    from matplotlib.patches import FancyBboxPatch
+
     cols = [(names[0], arch, "d")] + ([(names[1], seed, "s")] if seed is not None else [])
-    widths = [st.out for _, spec, _ in cols for st in spec.stages]
-    widths += [spec.stem_out for _, spec, _ in cols]
-    cmax = max(widths)
+    cmax = max([st.out for _, spec, _ in cols for st in spec.stages]
+               + [spec.stem_out for _, spec, _ in cols])
     box_min, box_max, row_h, box_h = 58.0, 190.0, 22.0, 18.0
     col_w, left = box_max + 70, 150.0
-    ops = sorted({str(o) for _, spec, _ in cols for st in spec.stages for o in st.ops})
-    colours = op_colours(ops)
+    marks = diagram_marks(arch, seed)
+    n_rows = max(sum(st.depth for st in spec.stages) for _, spec, _ in cols)
+    n_stages = max(len(spec.stages) for _, spec, _ in cols)
+    height = 60 + (row_h + 6) * 2 + n_rows * row_h + n_stages * 10 + (125 if seed else 20)
+    width = left + len(cols) * col_w + 10
+    fig = _figure(width / 72, height / 72)
+    fig.set_layout_engine(None)
+    ax = fig.add_axes((0, 0, 1, 1))
+    ax.set_xlim(0, width)
+    ax.set_ylim(height, 0)
+    ax.axis("off")
+    font = {"fontsize": 8, "va": "center"}
 
     def box_w(c: int) -> float:
         return box_min + (box_max - box_min) * min(c, cmax) / cmax
 
-    svg = _Svg()
-    svg.el("text", title, x=12.0, y=24.0, class_="title")
-    y = 48.0
+    def box(gid: str, x_mid: float, y: float, w: float, label: str, ch: str, fill: str,
+            mark: str = "", ch_diff: bool = False) -> None:
+        edge, style, lw, alpha = "#444444", "-", 0.8, 1.0
+        if mark == "changed":
+            edge, lw = ARGMAX_COLOUR, 2.0
+        elif mark == "added":
+            edge, style, lw = ARGMAX_COLOUR, "--", 2.0
+        elif mark == "dropped":
+            edge, style, lw, alpha = ARGMAX_COLOUR, "--", 1.4, 0.35
+        patch = FancyBboxPatch((x_mid - w / 2, y), w, box_h, boxstyle="round,pad=0,rounding_size=3",
+                               facecolor=fill, edgecolor=edge, linestyle=style, linewidth=lw,
+                               alpha=alpha)
+        patch.set_gid(gid)
+        ax.add_patch(patch)
+        ax.text(x_mid, y + box_h / 2, label, ha="center", color="white" if is_dark(fill)
+                else "#222222", gid=f"{gid}-op", **font)
+        ax.text(x_mid + w / 2 + 5, y + box_h / 2, ch, ha="left", gid=f"{gid}-ch",
+                color=ARGMAX_COLOUR if ch_diff else "#222222",
+                fontweight="bold" if ch_diff else "normal", **font)
+
+    ax.text(12, 20, title, fontsize=11, fontweight="bold", va="center")
+    y = 44.0
     for k, (name, spec, _) in enumerate(cols):
         n_layers = sum(st.depth for st in spec.stages)
-        svg.el("text", f"{name} · {n_layers} layers", x=left + k * col_w + box_max / 2,
-               y=y, text_anchor="middle", class_="head")
+        ax.text(left + k * col_w + box_max / 2, y, f"{name} · {n_layers} layers", ha="center",
+                fontweight="bold", **font)
     y += 12
-
-    def box(prefix: str, ident: str, x_mid: float, w: float, label: str, ch: str, fill: str,
-            cls: str = "box", ch_cls: str = "ch", tip: str = "") -> None:
-        svg.open("g", id=f"{prefix}-{ident}", class_=f"block {ident.split('-')[0]}", tip=tip)
-        svg.el("rect", x=x_mid - w / 2, y=y, width=w, height=box_h, rx=3.0, fill=fill,
-               class_=cls)
-        svg.el("text", label, x=x_mid, y=y + 13, text_anchor="middle",
-               class_="op on-dark" if is_dark(fill) else "op")
-        svg.el("text", ch, x=x_mid + w / 2 + 5, y=y + 13, class_=ch_cls)
-        svg.close("g")
-
-    # stem
     for k, (_, spec, prefix) in enumerate(cols):
-        mid = left + k * col_w + box_max / 2
         differs = prefix == "d" and seed is not None and seed.stem_out != arch.stem_out
-        box(prefix, "stem", mid, box_w(spec.stem_out), f"stem 3×3 /{spec.stem_stride}",
-            str(spec.stem_out), "#eeeeee", ch_cls="ch diff" if differs else "ch",
-            tip=f"stem conv 3x3, stride {spec.stem_stride}, {spec.stem_out} channels")
-    svg.el("text", "stem", x=left - 10, y=y + 13, text_anchor="end", class_="sub")
+        box(f"{prefix}-stem", left + k * col_w + box_max / 2, y, box_w(spec.stem_out),
+            f"stem 3×3 /{spec.stem_stride}", str(spec.stem_out), "#eeeeee", ch_diff=differs)
+    ax.text(left - 10, y + box_h / 2, "stem", ha="right", color="#555555", **font)
     y += row_h + 6
-    n_stages = max(len(spec.stages) for _, spec, _ in cols)
     for s in range(n_stages):
         here = [(k, c) for k, c in enumerate(cols) if s < len(c[1].stages)]
-        stride = here[0][1][1].stages[s].stride
-        total = here[0][1][1].stage_strides()[s]
-        svg.el("line", x1=12.0, y1=y - 3, x2=left + len(cols) * col_w, y2=y - 3, class_="sep",
-               id=f"sep-{s}")
-        svg.el("text", f"stage {s}", x=left - 10, y=y + 11, text_anchor="end", class_="head")
-        svg.el("text", f"stride {stride} · /{total}", x=left - 10, y=y + 24, text_anchor="end",
-               class_="sub")
-        depth = max(c[1].stages[s].depth for _, c in here)
-        for i in range(depth):
+        first = here[0][1][1]
+        ax.plot([12, left + len(cols) * col_w], [y - 3, y - 3], color="#999999", linewidth=0.8,
+                linestyle=(0, (3, 3)), gid=f"sep-{s}")
+        ax.text(left - 10, y + 8, f"stage {s}", ha="right", fontweight="bold", **font)
+        ax.text(left - 10, y + 21, f"stride {first.stages[s].stride} · "
+                f"/{first.stage_strides()[s]}", ha="right", color="#555555", **font)
+        for i in range(max(c[1].stages[s].depth for _, c in here)):
             for k, (_, spec, prefix) in here:
                 st = spec.stages[s]
-                mid = left + k * col_w + box_max / 2
                 if i >= st.depth:
                     continue
-                op = st.ops[i]
-                cls, ch_cls = "box", "ch"
-                if seed is not None and s < len(seed.stages) and s < len(arch.stages):
-                    mine, theirs = arch.stages[s], seed.stages[s]
-                    if prefix == "d" and i >= theirs.depth:
-                        cls = "box added"
-                    elif prefix == "d" and theirs.ops[i] != op:
-                        cls = "box changed"
-                    elif prefix == "s" and i >= mine.depth:
-                        cls = "box dropped"
-                    if prefix == "d" and theirs.out != mine.out:
-                        ch_cls = "ch diff"
-                stride_i = st.stride if i == 0 else 1
-                box(prefix, f"layer-{s}-{i}", mid, box_w(st.out), op_label(op), str(st.out),
-                    colours[str(op)], cls, ch_cls,
-                    tip=f"stage {s} layer {i}: {op}, {st.out} channels, stride {stride_i}")
+                gid = f"{prefix}-layer-{s}-{i}"
+                mark = next((m for m in ("changed", "added", "dropped") if gid in marks[m]), "")
+                box(gid, left + k * col_w + box_max / 2, y, box_w(st.out), op_label(st.ops[i]),
+                    str(st.out), op_colour(st.ops[i]), mark, gid in marks["width"])
             y += row_h
         y += 10
-    # head
     if any(spec.head_out for _, spec, _ in cols):
-        svg.el("line", x1=12.0, y1=y - 3, x2=left + len(cols) * col_w, y2=y - 3, class_="sep")
+        ax.plot([12, left + len(cols) * col_w], [y - 3, y - 3], color="#999999", linewidth=0.8,
+                linestyle=(0, (3, 3)), gid="sep-head")
         for k, (_, spec, prefix) in enumerate(cols):
             if spec.head_out:
                 differs = prefix == "d" and seed is not None and seed.head_out != arch.head_out
-                box(prefix, "head", left + k * col_w + box_max / 2, box_max, "head 1×1",
-                    str(spec.head_out), "#eeeeee", ch_cls="ch diff" if differs else "ch",
-                    tip=f"head conv 1x1, {spec.head_out} channels")
-        svg.el("text", "head", x=left - 10, y=y + 13, text_anchor="end", class_="sub")
+                box(f"{prefix}-head", left + k * col_w + box_max / 2, y, box_max, "head 1×1",
+                    str(spec.head_out), "#eeeeee", ch_diff=differs)
+        ax.text(left - 10, y + box_h / 2, "head", ha="right", color="#555555", **font)
         y += row_h + 6
     if seed is not None:
-        y = _diagram_legend(svg, y + 6, names)
-    return svg.text(left + len(cols) * col_w + 10, y + 10, title)
-
-
-def _diagram_legend(svg: _Svg, y: float, names: tuple[str, str]) -> float:
-    """What the marks on the boxes mean, one per line."""
-    items = [("box changed", f"op differs from the {names[1]}'s"),
-             ("box added", f"layer the {names[1]} does not have"),
-             ("box dropped", f"{names[1]} layer that the {names[0]} network drops")]
-    svg.open("g", class_="legend")
-    for cls, text in items:
-        svg.el("rect", x=12.0, y=y, width=22.0, height=12.0, rx=2.0, fill="#ffffff", class_=cls)
-        svg.el("text", text, x=40.0, y=y + 10, class_="sub")
-        y += 17
-    svg.el("text", "96", x=18.0, y=y + 10, class_="diff")
-    svg.el("text", f"output channels differ from the {names[1]}'s", x=40.0, y=y + 10,
-           class_="sub")
-    svg.close("g")
-    return y + 20
+        y += 6
+        for mark, text in (("changed", f"op differs from the {names[1]}'s"),
+                           ("added", f"layer the {names[1]} does not have"),
+                           ("dropped", f"{names[1]} layer that the {names[0]} network drops")):
+            box(f"legend-{mark}", 23, y, 22, "", "", "#ffffff", mark)
+            ax.text(40, y + box_h / 2, text, color="#555555", **font)
+            y += 22
+        ax.text(18, y + box_h / 2, "96", color=ARGMAX_COLOUR, fontweight="bold", **font)
+        ax.text(40, y + box_h / 2, f"output channels differ from the {names[1]}'s",
+                color="#555555", **font)
+    return fig

@@ -8,8 +8,17 @@ Three independent rules, applied per stage and per tensor:
   same way: the stem's output, each stage's output (shared by all the stage's layers
   because of the residual additions) and each layer's hidden (expanded) width. Narrower
   keeps the seed channels chosen by the strategy, in ascending order; wider copies all of
-  them and fills the rest (conv weights 0; BN γ=1, β=0, mean=0, var=1, so that new channels
-  output exactly 0);
+  them and adds channels by the widening rule (``WIDEN_RULES``):
+
+  - ``noise`` (default; Jung et al.): new conv weights 0 plus N(0, (r·rms)²) noise, ``r`` =
+    ``noise`` (default 0.01) and ``rms`` the root mean square of the seed tensor's values, so
+    that the new channels receive gradients; BN of new channels γ=1, β=0, mean=0, var=1;
+  - ``zeros``: the same without noise: new channels output exactly 0 (function preserving)
+    but, with all their weights 0, get no gradient where nothing else feeds them;
+  - ``split`` (Net2Net-style): new channel ``n_seed + j`` copies seed channel ``j mod n_seed``
+    (producing conv rows and BN), and every consuming conv divides the columns of a copied
+    channel by its number of copies: the function is unchanged and the copies get the same,
+    non-zero gradients as their originals;
 - kernel: larger puts the seed kernel in the centre (``center``) or on a dilated grid
   (``dilate``) with zeros elsewhere; smaller crops the centre (or takes the dilated taps).
 
@@ -26,6 +35,12 @@ from fnacli.errors import UserError
 from fnacli.spec import ArchSpec, Op
 
 WIDTH_STRATEGIES = ("first", "bn", "std", "l1")
+WIDEN_RULES = ("noise", "zeros", "split")
+DEFAULT_WIDEN = "noise"
+# Jung et al. add "small" noise to the mapped parameters; 1% of a tensor's typical magnitude
+# is small next to the copied weights (the seed's function moves by ~1%) and large enough that
+# gradients of the new channels are not lost in float32 rounding.
+DEFAULT_NOISE = 0.01
 KERNEL_STRATEGIES = ("center", "dilate")
 # fill values that make a new BN channel the identity on 0 (var 1 with BN's eps ≈ identity)
 _BN_FILL = {"weight": 1.0, "bias": 0.0, "running_mean": 0.0, "running_var": 1.0}
@@ -33,8 +48,9 @@ _BN_FILL = {"weight": 1.0, "bias": 0.0, "running_mean": 0.0, "running_var": 1.0}
 
 @dataclass(frozen=True)
 class ChannelMap:
-    """Seed channels ``idx`` (ascending) land at new positions 0..len(idx)-1 of ``n_target``;
-    positions after them are filled."""
+    """New positions 0..len(idx)-1 of ``n_target`` take seed channels ``idx``; positions after
+    them are filled. ``idx`` is ascending, except under ``split`` widening where it repeats
+    seed channels (a consuming conv then divides a channel's columns by its copy count)."""
 
     n_seed: int
     n_target: int
@@ -43,6 +59,10 @@ class ChannelMap:
     @classmethod
     def first(cls, n_seed: int, n_target: int) -> ChannelMap:
         return cls(n_seed, n_target, torch.arange(min(n_seed, n_target)))
+
+    def copies(self) -> torch.Tensor:
+        """How many new positions each kept entry's seed channel occupies (1 unless split)."""
+        return torch.bincount(self.idx, minlength=self.n_seed)[self.idx]
 
 
 def select_channels(scores: torch.Tensor | None, n_target: int) -> torch.Tensor:
@@ -57,9 +77,11 @@ def select_channels(scores: torch.Tensor | None, n_target: int) -> torch.Tensor:
 
 class _Remapper:
     def __init__(self, state: dict[str, torch.Tensor], seed: ArchSpec, target: ArchSpec,
-                 width: str, kernel: str, noise: float, gen: torch.Generator) -> None:
+                 width: str, kernel: str, widen: str, noise: float, gen: torch.Generator
+                 ) -> None:
         self.src, self.seed, self.target = state, seed, target
-        self.width, self.kernel, self.noise, self.gen = width, kernel, noise, gen
+        self.width, self.kernel, self.widen, self.gen = width, kernel, widen, gen
+        self.noise = noise if widen == "noise" else 0.0
         self.out: dict[str, torch.Tensor] = {}
         self.seed_layers = {(s, i): (cin, op) for s, i, cin, _, op, _ in seed.layers()}
 
@@ -80,6 +102,9 @@ class _Remapper:
 
     def _group(self, producers: list[str], n_target: int) -> ChannelMap:
         n_seed = self.src[f"{producers[0]}.bn.weight"].numel()
+        if n_target > n_seed and self.widen == "split":
+            extra = torch.arange(n_target - n_seed) % n_seed
+            return ChannelMap(n_seed, n_target, torch.cat([torch.arange(n_seed), extra]))
         if n_target >= n_seed:
             return ChannelMap(n_seed, n_target, torch.arange(n_seed))
         return ChannelMap(n_seed, n_target, select_channels(self._scores(producers), n_target))
@@ -87,27 +112,30 @@ class _Remapper:
     # -- tensors -------------------------------------------------------------------------
     def _conv(self, src: torch.Tensor, key: str, shape: tuple[int, ...],
               maps: dict[int, ChannelMap]) -> None:
-        """Channels through ``maps`` (dim -> map), the kernel through the kernel rule,
-        zeros elsewhere; noise only on what was filled."""
+        """Channels through ``maps`` (dim -> map; dim 1 is a consumer: copied channels divide
+        their columns), the kernel through the kernel rule, zeros elsewhere; noise only on the
+        entries of new channels (kernel borders learn without it: their inputs are not 0)."""
         t = src
         for dim, cmap in maps.items():
             if t.shape[dim] != cmap.n_seed:  # a bug here, never bad input: specs are checked
                 raise AssertionError(f"{key}: dim {dim} is {t.shape[dim]}, map expects "
                                      f"{cmap.n_seed}")
             t = t.index_select(dim, cmap.idx)
-        t, tap_filled = remap_kernel(t, shape[-1], self.kernel)
+            if dim == 1:
+                t = t / cmap.copies().to(t.dtype).view(1, -1, *[1] * (t.dim() - 2))
+        t, _ = remap_kernel(t, shape[-1], self.kernel)
         out = torch.zeros(shape, dtype=src.dtype)
-        filled = torch.ones(shape, dtype=torch.bool)
+        new_channels = torch.ones(shape, dtype=torch.bool)
         region = tuple(slice(0, n) for n in t.shape[:2])
         out[region] = t
-        filled[region] = tap_filled
-        self._put(key, out, filled)
+        new_channels[region] = False
+        self._put(key, out, new_channels, _rms(src))
 
-    def _put(self, key: str, out: torch.Tensor, filled: torch.Tensor) -> None:
+    def _put(self, key: str, out: torch.Tensor, filled: torch.Tensor, scale: float) -> None:
         if self.noise > 0 and filled.any():
             n = int(filled.sum())
             out[filled] += torch.randn(n, generator=self.gen, dtype=torch.float64).to(
-                out.dtype) * self.noise
+                out.dtype) * (self.noise * scale)
         self.out[key] = out
 
     def _bn(self, src: str | None, key: str, n: int, cmap: ChannelMap | None) -> None:
@@ -180,7 +208,7 @@ class _Remapper:
                 k = torch.arange(in_map.idx.numel())
                 w[k, k] = 1.0
                 filled[k, k] = False
-                self._put(f"{dst}.expand.conv.weight", w, filled)
+                self._put(f"{dst}.expand.conv.weight", w, filled, 1.0)
                 self._bn(None, f"{dst}.expand.bn", hidden, None)
         self._conv(self.src[f"{src}.dw.conv.weight"], f"{dst}.dw.conv.weight",
                    (hidden, 1, op.kernel, op.kernel), {0: hid})
@@ -195,6 +223,12 @@ class _Remapper:
                 "seed": {"out": a.out, "stride": a.stride, "ops": [str(o) for o in a.ops]},
                 "new": {"out": b.out, "stride": b.stride, "ops": [str(o) for o in b.ops]},
                 "sources": []}
+
+
+def _rms(t: torch.Tensor) -> float:
+    """Root mean square of a tensor's values (its std for zero-mean weights); 1 when all 0."""
+    v = float(t.double().square().mean().sqrt()) if t.numel() else 0.0
+    return v if v > 0 else 1.0
 
 
 def remap_kernel(w: torch.Tensor, k: int, rule: str = "center") -> tuple[torch.Tensor,
@@ -224,15 +258,38 @@ def remap_kernel(w: torch.Tensor, k: int, rule: str = "center") -> tuple[torch.T
     return out, filled
 
 
+def check_widen(widen: str, noise: float | None) -> None:
+    """A widening rule and its noise as the command line gives them (UserError naming the
+    flags)."""
+    if widen not in WIDEN_RULES:
+        raise UserError(f"--widen: expected one of {', '.join(WIDEN_RULES)}, got {widen!r}")
+    if noise is not None and noise < 0:
+        raise UserError(f"--noise: expected ≥ 0, got {noise}")
+    if noise and widen != "noise":
+        raise UserError(f"--noise applies to --widen noise, not --widen {widen}")
+
+
+def resolve_noise(widen: str, noise: float | None) -> float:
+    """The relative noise std a widening rule uses (0 for ``zeros``/``split``)."""
+    if widen != "noise":
+        return 0.0
+    return DEFAULT_NOISE if noise is None else float(noise)
+
+
 def remap_state(seed_state: dict[str, torch.Tensor], seed_spec: ArchSpec, target_spec: ArchSpec,
-                width: str = "first", kernel: str = "center", noise: float = 0.0,
-                seed: int = 0) -> tuple[dict[str, torch.Tensor], list[dict]]:
+                width: str = "first", kernel: str = "center", widen: str = DEFAULT_WIDEN,
+                noise: float | None = None, seed: int = 0, seed_name: str = "the seed",
+                target_name: str = "the target spec"
+                ) -> tuple[dict[str, torch.Tensor], list[dict]]:
     """Parameters for ``Backbone(target_spec)`` from a seed ``Backbone(seed_spec)`` state.
 
     Returns the state (in Backbone's key order; loads with ``strict=True``) and a report,
     one entry per stage: seed and new out/stride/ops, and which seed layer each new layer
-    copies (``sources``). ``noise`` adds N(0, noise²) to filled conv weights only, drawn
-    from a generator seeded with ``seed``.
+    copies (``sources``). ``widen`` is the rule for added channels (module docstring);
+    under ``noise`` the entries of new channels get N(0, (noise·rms)²), rms that of the seed
+    tensor, ``noise`` defaulting to ``DEFAULT_NOISE``, drawn from a generator seeded with
+    ``seed``. ``noise`` with another rule must be None or 0. ``seed_name``/``target_name``
+    (their files) go into error messages.
     """
     from fnacli.nn.backbone import Backbone
 
@@ -242,13 +299,18 @@ def remap_state(seed_state: dict[str, torch.Tensor], seed_spec: ArchSpec, target
     if kernel not in KERNEL_STRATEGIES:
         raise UserError(f"kernel strategy must be one of {', '.join(KERNEL_STRATEGIES)}, "
                         f"got {kernel!r}")
-    if noise < 0:
+    if widen not in WIDEN_RULES:
+        raise UserError(f"widening rule must be one of {', '.join(WIDEN_RULES)}, got {widen!r}")
+    if noise is not None and noise < 0:
         raise UserError(f"noise must be ≥ 0, got {noise}")
+    if noise and widen != "noise":
+        raise UserError(f"noise applies to the 'noise' widening rule, not {widen!r}")
+    noise = resolve_noise(widen, noise)
     if len(seed_spec.stages) != len(target_spec.stages):
-        raise UserError(f"the seed has {len(seed_spec.stages)} stages but the target spec has "
+        raise UserError(f"{seed_name} has {len(seed_spec.stages)} stages but {target_name} has "
                         f"{len(target_spec.stages)}; remapping is per stage, so they must match")
     gen = torch.Generator().manual_seed(seed)
-    r = _Remapper(seed_state, seed_spec, target_spec, width, kernel, noise, gen)
+    r = _Remapper(seed_state, seed_spec, target_spec, width, kernel, widen, noise, gen)
     report = r.run()
     with torch.device("meta"):
         ref = Backbone(target_spec).state_dict()

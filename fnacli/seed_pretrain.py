@@ -77,6 +77,10 @@ def pretrain(width: float = 0.5, size: int = 64, seconds: float = 120.0, max_ste
     ``max_steps``) with SGD + cosine decay; returns the model and its held-out accuracy."""
     from torchvision.models import mobilenet_v2
 
+    from fnacli.errors import UserError
+
+    if not seconds > 0:  # a seed of 0 steps is no seed: refuse rather than write one
+        raise UserError(f"--seconds: expected a training budget > 0, got {seconds:g}")
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
     model = mobilenet_v2(width_mult=width, num_classes=NUM_CLASSES)

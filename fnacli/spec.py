@@ -8,6 +8,7 @@ cleanly. Channel numbers are absolute (width multipliers already applied).
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from functools import cache
@@ -21,11 +22,24 @@ SPACE_SCHEMA = "fnacli/space@1"
 KERNELS = (3, 5, 7)
 SKIP = "skip"
 _OP_RE = re.compile(r"^k(\d+)_e(\d+)$")
+# What can be built: far beyond any MobileNetV2-family network (widest stage 320 x 1.4,
+# expansions 3-6, depths ≤ 4), small enough that a spec never reaches the allocator with
+# numbers it cannot serve.
+MAX_CHANNELS = 8192
+MAX_EXPAND = 16
+MAX_DEPTH = 64
+MAX_STAGES = 32
 
 # MobileNetV2 (Sandler et al., Table 2): (expansion, out, layers, stride) per stage.
 MBV2_SETTING = ((1, 16, 1, 1), (6, 24, 2, 2), (6, 32, 3, 2), (6, 64, 4, 2),
                 (6, 96, 3, 1), (6, 160, 3, 2), (6, 320, 1, 1))
 MBV2_WIDTHS = (0.35, 0.5, 0.75, 1.0, 1.3, 1.4)
+# timm's MobileNetV2 names -> (width, depth multiplier, stem and head fixed at 32/1280). The
+# "d" variants scale the depth of every stage but the first and last (rounding up).
+TIMM_MBV2 = {"mobilenetv2_035": (0.35, 1.0, False), "mobilenetv2_050": (0.5, 1.0, False),
+             "mobilenetv2_075": (0.75, 1.0, False), "mobilenetv2_100": (1.0, 1.0, False),
+             "mobilenetv2_140": (1.4, 1.0, False), "mobilenetv2_110d": (1.1, 1.2, True),
+             "mobilenetv2_120d": (1.2, 1.4, True)}
 
 
 @dataclass(frozen=True, order=True)
@@ -49,6 +63,9 @@ class Op:
             raise UserError(f"{where}: kernel must be one of 3, 5, 7, got {k} in {text!r}")
         if e < 1:
             raise UserError(f"{where}: expansion must be ≥ 1, got {e} in {text!r}")
+        if e > MAX_EXPAND:
+            raise UserError(f"{where}: expansion {e} is more than can be built (at most "
+                            f"{MAX_EXPAND}) in {text!r}")
         return cls(k, e)
 
 
@@ -128,6 +145,7 @@ class ArchSpec:
         _no_extra(d, {"schema", "stem", "stages", "head"}, source)
         stem_out, stem_stride = _parse_stem(d, source)
         stages_raw = _get_list(d, "stages", source)
+        _check_stages(len(stages_raw), source)
         stages = []
         for i, s in enumerate(stages_raw):
             where = f"{source}: stages[{i}]"
@@ -137,6 +155,7 @@ class ArchSpec:
             out = _get_int(s, "out", where)
             stride = _get_stride(s, where)
             ops_raw = _get_list(s, "ops", where)
+            _check_depth(len(ops_raw), where)
             ops = []
             for j, o in enumerate(ops_raw):
                 if o == SKIP:
@@ -229,15 +248,18 @@ class SpaceSpec:
         _no_extra(d, {"schema", "stem", "stages", "head", "name"}, source)
         stem_out, stem_stride = _parse_stem(d, source)
         stages = []
-        for i, s in enumerate(_get_list(d, "stages", source)):
+        stages_raw = _get_list(d, "stages", source)
+        _check_stages(len(stages_raw), source)
+        for i, s in enumerate(stages_raw):
             where = f"{source}: stages[{i}]"
             if not isinstance(s, dict):
                 raise UserError(f"{where}: expected an object")
             _no_extra(s, {"out", "stride", "ops", "layers"}, where)
             stride = _get_stride(s, where)
             ops_raw = _get_list(s, "ops", where)
+            _check_depth(len(ops_raw), where)
             if "layers" in s:
-                layers = _get_int(s, "layers", where)
+                layers = _get_int(s, "layers", where, maximum=MAX_DEPTH)
                 outs = _parse_outs(s.get("out"), where)
                 cands = []
                 for j, o in enumerate(ops_raw):
@@ -270,13 +292,33 @@ def _no_extra(d: dict, allowed: set[str], where: str) -> None:
                         f"(allowed: {', '.join(sorted(allowed))})")
 
 
-def _get_int(d: dict, key: str, where: str, minimum: int = 1) -> int:
+def _get_int(d: dict, key: str, where: str, minimum: int = 1,
+             maximum: int = MAX_CHANNELS) -> int:
     if key not in d:
         raise UserError(f"{where}: missing field {key!r}")
     v = d[key]
     if not isinstance(v, int) or isinstance(v, bool) or v < minimum:
-        raise UserError(f"{_field(where, key)}: expected an integer ≥ {minimum}, got {v!r}")
+        raise UserError(f"{_field(where, key)}: expected an integer ≥ {minimum}, got "
+                        f"{_short_repr(v)}")
+    if v > maximum:
+        raise UserError(f"{_field(where, key)}: {v} is more than can be built (at most "
+                        f"{maximum})")
     return v
+
+
+def _short_repr(v: object) -> str:
+    text = repr(v)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _check_depth(n: int, where: str) -> None:
+    if n > MAX_DEPTH:
+        raise UserError(f"{where}: {n} layers in one stage; at most {MAX_DEPTH} can be built")
+
+
+def _check_stages(n: int, source: str) -> None:
+    if n > MAX_STAGES:
+        raise UserError(f"{source}: {n} stages; at most {MAX_STAGES} can be built")
 
 
 def _get_stride(d: dict, where: str) -> int:
@@ -315,9 +357,16 @@ def _parse_head(d: dict, source: str) -> int | None:
 
 
 def _parse_outs(v: object, where: str) -> tuple[int, ...]:
-    if isinstance(v, int) and not isinstance(v, bool) and v >= 1:
-        return (v,)
-    if isinstance(v, list) and v and all(isinstance(x, int) and x >= 1 for x in v):
+    def ok(x: object) -> bool:
+        return isinstance(x, int) and not isinstance(x, bool) and 1 <= x <= MAX_CHANNELS
+
+    if ok(v):
+        return (v,)  # type: ignore[return-value]
+    if isinstance(v, int | list) and not isinstance(v, bool) and not (
+            isinstance(v, list) and all(ok(x) for x in v)):
+        raise UserError(f"{where}.out: channel numbers must be integers from 1 to "
+                        f"{MAX_CHANNELS}, got {_short_repr(v)}")
+    if isinstance(v, list) and v and all(ok(x) for x in v):
         if len(set(v)) != len(v):
             raise UserError(f"{where}.out: duplicate channel candidates in {v}")
         return tuple(sorted(v))
@@ -341,10 +390,17 @@ def make_divisible(v: float, divisor: int = 8) -> int:
     return new_v
 
 
-def mobilenetv2(width: float = 1.0) -> ArchSpec:
-    """torchvision's ``mobilenet_v2(width_mult=width)`` as a spec."""
-    stages = tuple(Stage(make_divisible(c * width), s, (Op(3, t),) * n)
-                   for t, c, n, s in MBV2_SETTING)
+def mobilenetv2(width: float = 1.0, depth: float = 1.0, fix_stem_head: bool = False
+                ) -> ArchSpec:
+    """torchvision's ``mobilenet_v2(width_mult=width)`` as a spec; ``depth`` and
+    ``fix_stem_head`` give timm's ``mobilenetv2_110d``/``_120d`` (``TIMM_MBV2``)."""
+    last = len(MBV2_SETTING) - 1
+    stages = tuple(
+        Stage(make_divisible(c * width), s,
+              (Op(3, t),) * (n if i in (0, last) else math.ceil(n * depth)))
+        for i, (t, c, n, s) in enumerate(MBV2_SETTING))
+    if fix_stem_head:
+        return ArchSpec(32, 2, stages, 1280)
     return ArchSpec(make_divisible(32 * width), 2, stages, make_divisible(1280 * max(1.0, width)))
 
 
@@ -370,7 +426,7 @@ def _fna_space(channels: bool) -> SpaceSpec:
 
 def builtin_arch_names() -> list[str]:
     names = [f"mobilenetv2-{w}" for w in MBV2_WIDTHS]
-    return ["mobilenetv2", *names, *[k for k in _published() if k != "mobilenetv2"]]
+    return ["mobilenetv2", *names, *TIMM_MBV2, *[k for k in _published() if k != "mobilenetv2"]]
 
 
 BUILTIN_SPACES = ("fna", "fna-channels")
@@ -382,6 +438,8 @@ def builtin_arch(name: str) -> ArchSpec | None:
     m = re.fullmatch(r"mobilenetv2-(\d+(?:\.\d+)?)", name)
     if m and float(m.group(1)) in MBV2_WIDTHS:
         return mobilenetv2(float(m.group(1)))
+    if name in TIMM_MBV2:
+        return mobilenetv2(*TIMM_MBV2[name])
     if name in _published():
         return ArchSpec.from_dict(_published()[name], f"built-in {name}")
     return None

@@ -29,8 +29,10 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from fnacli import interrupt
 from fnacli.errors import UserError
-from fnacli.io import atomic_path, write_text_atomic
+from fnacli.io import load_json_text, write_bytes_atomic, write_text_atomic
+from fnacli.progress import TrainLogger, fmt
 
 STATE_FORMAT = "fnacli/train-state@1"
 OPTIMIZERS = ("sgd", "rmsprop")
@@ -96,6 +98,16 @@ def all_ok(flag: bool, env: DistEnv) -> bool:
     t = torch.tensor([0.0 if flag else 1.0], device=env.device)
     dist.all_reduce(t)
     return t.item() == 0.0
+
+
+def signal_received(env: DistEnv) -> int | None:
+    """The signal any process received (``fnacli.interrupt``), so that all stop together."""
+    sig = interrupt.pending()
+    if not env.distributed:
+        return sig
+    t = torch.tensor([float(sig or 0)], device=env.device)
+    dist.all_reduce(t, op=dist.ReduceOp.MAX)
+    return int(t.item()) or None
 
 
 # -- reproducibility -----------------------------------------------------------------------
@@ -217,6 +229,13 @@ class EpochBatches(Sampler[list[tuple[int, int]]]):
             yield [(self.epoch, i) for i in order[lo:lo + self.local]]
 
 
+def loader_generator(seed: int) -> torch.Generator:
+    """A DataLoader's own generator: every new iterator (each epoch, and the one a resumed
+    run starts with) draws its base seed from the global RNG otherwise, which would leave a
+    resumed run's global RNG one draw off the uninterrupted run's."""
+    return torch.Generator().manual_seed(seed)
+
+
 # -- metrics and state files ---------------------------------------------------------------
 class MetricsLog:
     """JSON lines beside the output; rank 0 only. A resumed run first drops the lines past the
@@ -232,8 +251,10 @@ class MetricsLog:
             for line in self.path.read_text().splitlines():
                 try:
                     rec = json.loads(line)
-                except json.JSONDecodeError:
+                except (ValueError, RecursionError):
                     continue  # a line cut by a crash
+                if not isinstance(rec, dict):
+                    continue
                 if rec.get("step", 0) <= resume_step:
                     keep.append(line)
         write_text_atomic(self.path, "".join(x + "\n" for x in keep))
@@ -259,8 +280,17 @@ def save_train_state(path: str | Path, model: nn.Module, optimizer: torch.optim.
              "scaler": scaler.state_dict() if scaler is not None else {},
              "epoch": epoch, "batch": batch, "step": step, "rng": rng_state(),
              "identity": json.dumps(identity, sort_keys=True), "extra": json.dumps(extra or {})}
-    with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+    write_torch_atomic(path, state)
+
+
+def write_torch_atomic(path: str | Path, obj: Any) -> None:
+    """``torch.save`` to memory, then an atomic write: a full disk is an OSError of ours (a
+    clear message, the earlier file intact), not an error deep in torch's zip writer."""
+    import io
+
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    write_bytes_atomic(path, buf.getbuffer())
 
 
 def restore_train_state(state_path: str | Path | None, identity: dict, model: nn.Module,
@@ -294,8 +324,11 @@ def load_train_state(path: str | Path) -> dict:
                         ) from None
     if not isinstance(state, dict) or state.get("format") != STATE_FORMAT:
         raise UserError(f"{path}: not an fnacli training state (expected {STATE_FORMAT})")
-    state["identity"] = json.loads(state["identity"])
-    state["extra"] = json.loads(state["extra"])
+    try:
+        state["identity"] = load_json_text(state["identity"], path)
+        state["extra"] = load_json_text(state["extra"], path)
+    except (KeyError, TypeError):
+        raise UserError(f"{path}: not an fnacli training state (fields missing)") from None
     return state
 
 
@@ -365,12 +398,15 @@ class TrainConfig:
     # a supernet trained one path per step leaves the other candidates without gradients
     find_unused_parameters: bool = False
     checkpoint_every: int = 0  # steps; 0 = at the end of every epoch only
+    # a metrics line (and, outside a terminal, a log line) every N steps: torchvision's
+    # reference scripts print every 10 iterations by default too
     log_every: int = 10
+    tensorboard: str | Path | None = None  # TensorBoard log folder (None: no TensorBoard)
 
     def identity(self) -> dict:
         """The settings a resumed run must share (the rest may change between runs)."""
         d = asdict(self)
-        for k in ("workers", "checkpoint_every", "log_every"):
+        for k in ("workers", "checkpoint_every", "log_every", "tensorboard"):
             d.pop(k)
         d["milestones"] = list(d["milestones"])
         return d
@@ -382,49 +418,6 @@ class FitResult:
     epochs: int  # completed epochs
     last_loss: float | None
     finished: bool  # False when stopped early by ``stop_after``
-
-
-class TrainProgress:
-    """A rich progress bar on stderr: steps, a status text (loss, lr), elapsed time and ETA;
-    a no-op unless ``enabled`` (rank 0)."""
-
-    def __init__(self, total: int, done: int, desc: str, enabled: bool) -> None:
-        self.bar = None
-        if not enabled:
-            return
-        from rich.console import Console
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-            TimeRemainingColumn,
-        )
-
-        self.bar = Progress(TextColumn(desc), BarColumn(), MofNCompleteColumn(),
-                            TextColumn("{task.description}"), TimeElapsedColumn(),
-                            TextColumn("eta"), TimeRemainingColumn(),
-                            console=Console(stderr=True), transient=False)
-        self.task = self.bar.add_task("", total=total, completed=done)
-
-    def __enter__(self) -> TrainProgress:
-        if self.bar is not None:
-            self.bar.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self.bar is not None:
-            self.bar.stop()
-
-    def update(self, text: str, advance: int = 1) -> None:
-        if self.bar is not None:
-            self.bar.update(self.task, advance=advance, description=text)
-
-    def log(self, text: str) -> None:
-        if self.bar is not None:
-            self.bar.console.print(text)
-
 
 
 def _prepare(model: nn.Module, cfg: TrainConfig, env: DistEnv) -> nn.Module:
@@ -488,7 +481,8 @@ def fit(model: nn.Module, dataset: Dataset, loss_fn: Callable[[nn.Module, Any, t
         window_n = int(state["extra"].get("window_n", 0))
     metrics = MetricsLog(metrics_path, env.is_main, step if resume else None)
     loader = DataLoader(dataset, batch_sampler=sampler, num_workers=cfg.workers,
-                        collate_fn=collate_fn, pin_memory=env.device.type == "cuda")
+                        collate_fn=collate_fn, pin_memory=env.device.type == "cuda",
+                        generator=loader_generator(cfg.seed))
     say = log or (lambda _msg: None)
     last_loss: float | None = None
     run_steps = 0
@@ -500,11 +494,22 @@ def fit(model: nn.Module, dataset: Dataset, loss_fn: Callable[[nn.Module, Any, t
                              epoch=at_epoch, batch=at_batch, step=step, identity=run_id,
                              extra={"window": window, "window_n": window_n})
 
-    with TrainProgress(total, step, desc, env.is_main) as bar:
+    def interrupted(sig: int) -> interrupt.Interrupted:
+        saved = (f"the training state {state_path} (step {step} of {total})"
+                 if state_path is not None else None)
+        return interrupt.stop(sig, saved)
+
+    with interrupt.deferred(), TrainLogger(total, step, desc, env.is_main, epochs=cfg.epochs,
+                                           images_per_step=cfg.batch_size,
+                                           tensorboard=cfg.tensorboard) as bar:
         while epoch < cfg.epochs:
             sampler.set_epoch(epoch, batch0)
             for b, batch in enumerate(loader, start=batch0):
-                set_train_mode(net, cfg.freeze_bn)
+                # model.train() walks every module (thousands in a supernet, a visible share
+                # of a small step): only when something left train mode (evaluation does
+                # through model.eval()/train(), so the root's flag tells), or to re-freeze BN
+                if cfg.freeze_bn or not net.training:
+                    set_train_mode(net, cfg.freeze_bn)
                 with torch.autocast(env.device.type, enabled=use_amp):
                     losses = loss_fn(net, batch, env.device)
                 loss = sum(losses.values())
@@ -531,11 +536,14 @@ def fit(model: nn.Module, dataset: Dataset, loss_fn: Callable[[nn.Module, Any, t
                     window[k] = window.get(k, 0.0) + float(v.item())
                 window["loss"] = window.get("loss", 0.0) + last_loss
                 window_n += 1
-                bar.update(f"epoch {epoch + 1}/{cfg.epochs} loss {last_loss:.4f} lr {lr:.3g}")
+                bar.step(f"epoch {epoch + 1}/{cfg.epochs} loss {fmt(last_loss)} lr {fmt(lr)}")
                 if step % cfg.log_every == 0 or b + 1 == per_epoch:
-                    metrics.write(event="train", epoch=epoch, step=step, lr=lr,
-                                  **{k: v / window_n for k, v in window.items()},
+                    avg = {"loss": window["loss"] / window_n,
+                           **{k: v / window_n for k, v in window.items() if k != "loss"}}
+                    # epochs count from 1 here as on screen
+                    metrics.write(event="train", epoch=epoch + 1, step=step, lr=lr, **avg,
                                   seconds=round(time.perf_counter() - t0, 3))
+                    bar.report(step, epoch + 1, avg, lr)
                     window, window_n = {}, 0
                 at_end = b + 1 == per_epoch
                 if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and not at_end:
@@ -543,17 +551,21 @@ def fit(model: nn.Module, dataset: Dataset, loss_fn: Callable[[nn.Module, Any, t
                 if stop_after is not None and run_steps >= stop_after and not at_end:
                     save(epoch, b + 1)
                     return FitResult(step, epoch, last_loss, finished=False)
+                if not at_end and (sig := signal_received(env)):
+                    save(epoch, b + 1)
+                    raise interrupted(sig)
             epoch, batch0 = epoch + 1, 0
             save(epoch, 0)
             extra = on_epoch_end(epoch - 1, raw) if on_epoch_end else None
             if extra:
-                metrics.write(event="epoch", epoch=epoch - 1, step=step, **extra)
-                bar.log(f"epoch {epoch}: " + ", ".join(f"{k} {v:.4f}" for k, v in extra.items()
-                                                      if isinstance(v, float)))
+                metrics.write(event="epoch", epoch=epoch, step=step, **extra)
+            bar.epoch_end(epoch, step, extra)
+            if sig := signal_received(env):
+                raise interrupted(sig)  # the state of the epoch's end is saved
             if stop_after is not None and run_steps >= stop_after and epoch < cfg.epochs:
                 return FitResult(step, epoch, last_loss, finished=False)
     set_train_mode(raw)
-    say(f"{desc}: {step} steps, {cfg.epochs} epochs, last loss {last_loss}")
+    say(f"{desc}: {step} steps, {cfg.epochs} epochs, last loss {fmt(last_loss)}")
     return FitResult(step, epoch, last_loss, finished=True)
 
 

@@ -70,5 +70,5 @@ finish() {
     -o "$OUT/final.safetensors" "${TINY_ARGS[@]}" $(resume_flag "$OUT/final.safetensors")
   step "evaluate with COCOeval"
   $fnacli eval "$OUT/final.safetensors" --data "$DATA" --json > "$OUT/metrics.json"
-  $fnacli madds "$OUT/arch.json" --task "$1" --input "$2"
+  $fnacli madds "$OUT/arch.json" --task "$1" --size "$2"
 }

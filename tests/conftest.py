@@ -16,6 +16,14 @@ from torch import nn
 torch.set_num_threads(1)
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _private_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Cost tables and per-unit counts go to a cache of this test run, not the user's."""
+    import os
+
+    os.environ.setdefault("FNACLI_CACHE_DIR", str(tmp_path_factory.mktemp("fnacli-cache")))
+
+
 def randomize_bn_(module: nn.Module, seed: int = 0) -> nn.Module:
     """Give every BatchNorm non-trivial affine parameters and running statistics, so that
     tests comparing features really exercise BN (fresh BNs are the identity)."""

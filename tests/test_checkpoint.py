@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import pickle
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,7 +16,13 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from fnacli import __version__
-from fnacli.checkpoint import FORMAT, load_seed, read_checkpoint, save_checkpoint
+from fnacli.checkpoint import (
+    FORMAT,
+    from_state_dict,
+    load_seed,
+    read_checkpoint,
+    save_checkpoint,
+)
 from fnacli.errors import UserError
 from fnacli.nn.backbone import Backbone
 from fnacli.spec import ArchSpec, Op, Stage, mobilenetv2
@@ -41,7 +50,8 @@ def test_round_trip_keeps_tensors_kind_meta_and_spec(tmp_path: Path) -> None:
     # what a plain safetensors reader sees: fnacli's metadata, the spec as JSON
     with safe_open(str(path), framework="pt") as f:
         md = f.metadata()
-    assert md["format"] == FORMAT and md["kind"] == "backbone"
+    # Hugging Face tools expect format "pt"; fnacli's own tag has its own key
+    assert md["format"] == "pt" and md["fnacli_format"] == FORMAT and md["kind"] == "backbone"
     assert md["fnacli_version"] == __version__
     assert ArchSpec.from_dict(json.loads(md["spec"])) == spec
 
@@ -115,6 +125,24 @@ def test_read_checkpoint_refuses_pickles_plain_and_truncated_safetensors(tmp_pat
         read_checkpoint(tmp_path / "cut.safetensors")
     with pytest.raises(UserError, match="no such file"):
         read_checkpoint(tmp_path / "missing.safetensors")
+
+
+def test_files_with_the_tag_under_format_still_read(tmp_path: Path) -> None:
+    """fnacli 0.1's first files: the schema tag under 'format', no 'fnacli_format'."""
+    spec = _tiny_spec()
+    state = Backbone(spec).state_dict()
+    save_file(state, str(tmp_path / "old.safetensors"),
+              metadata={"format": FORMAT, "kind": "backbone", "fnacli_version": "0.1.0",
+                        "spec": json.dumps(spec.to_dict())})
+    ck = read_checkpoint(tmp_path / "old.safetensors")
+    assert ck.kind == "backbone" and ck.spec == spec
+    assert all(torch.equal(ck.tensors[k], v) for k, v in state.items())
+    tensors, seed_spec = load_seed(str(tmp_path / "old.safetensors"))
+    assert seed_spec == spec
+    # a plain "pt" safetensors without fnacli's tag is not an fnacli checkpoint
+    save_file(state, str(tmp_path / "plain.safetensors"), metadata={"format": "pt"})
+    with pytest.raises(UserError, match="without fnacli metadata"):
+        read_checkpoint(tmp_path / "plain.safetensors")
 
 
 def test_read_checkpoint_rejects_other_formats_and_kinds(tmp_path: Path) -> None:
@@ -337,3 +365,57 @@ def test_same_checkpoint_same_bytes_across_processes(tmp_path):
         ck = read_checkpoint(out)
         assert ck.meta["q"] == {"v": "q"} and torch.equal(ck.tensors["w3"], torch.arange(4.0))
     assert len(digests) == 1
+
+
+@pytest.mark.parametrize("name", ["mobilenetv2_035", "mobilenetv2_050", "mobilenetv2_075",
+                                  "mobilenetv2_100", "mobilenetv2_110d", "mobilenetv2_120d",
+                                  "mobilenetv2_140"])
+def test_timm_names_as_specs_have_timms_widths_and_depths(name: str) -> None:
+    """A timm model name as a spec is the network timm's constructor builds."""
+    timm = pytest.importorskip("timm")
+    from fnacli.spec import builtin_arch, load_arch
+
+    torch.manual_seed(0)
+    _, inferred = from_state_dict(timm.create_model(name).state_dict(), name)
+    assert load_arch(name) == builtin_arch(name) == inferred
+
+
+def test_timm_seed_uses_timms_pretrained_loading(tmp_path: Path, monkeypatch) -> None:
+    """timm:NAME goes through timm.create_model(pretrained=True); here timm's loader reads a
+    local file in place of the hub (the same code path after the download)."""
+    timm = pytest.importorskip("timm")
+    import fnacli.checkpoint as C
+
+    torch.manual_seed(1)
+    saved = timm.create_model("mobilenetv2_050").state_dict()
+    torch.save(saved, tmp_path / "w.pth")
+    calls = []
+
+    def from_file(name: str) -> torch.nn.Module:
+        calls.append(name)
+        return timm.create_model(name, pretrained=True,
+                                 pretrained_cfg_overlay={"file": str(tmp_path / "w.pth")})
+
+    monkeypatch.setattr(C, "create_timm_model", from_file)
+    tensors, spec = load_seed("timm:mobilenetv2_050")
+    assert calls == ["mobilenetv2_050"] and spec == mobilenetv2(0.5)
+    assert torch.equal(tensors["stem.conv.weight"], saved["conv_stem.weight"])
+    with pytest.raises(UserError, match="no pretrained weights for mobilenetv2_075"):
+        load_seed("timm:mobilenetv2_075")
+    with pytest.raises(UserError, match="not a timm MobileNetV2"):
+        load_seed("timm:resnet50")
+
+
+def test_timm_seed_offline_says_what_to_download(tmp_path: Path) -> None:
+    pytest.importorskip("timm")
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"),
+           "TORCH_HOME": str(tmp_path / "torch"), "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    r = subprocess.run([sys.executable, "-m", "fnacli", "remap", "timm:mobilenetv2_100",
+                        "--spec", "mobilenetv2_100", "-o", str(tmp_path / "o.safetensors")],
+                       capture_output=True, text=True, env=env, timeout=300)
+    assert r.returncode == 2 and r.stdout == ""
+    line, = r.stderr.strip().splitlines()
+    assert line.startswith("fnacli: error: timm:mobilenetv2_100: could not fetch timm's weights")
+    assert "https://huggingface.co/timm/mobilenetv2_100" in line
+    assert line.endswith("elsewhere and pass the file instead")

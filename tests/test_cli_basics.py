@@ -76,3 +76,31 @@ def test_bad_input_is_one_line_unless_debug(tmp_path: Path) -> None:
     r = subprocess.run([sys.executable, "-m", "fnacli", "--debug", *args[2:]],
                        capture_output=True, text=True, env=env, timeout=120)
     assert r.returncode != 0 and "Traceback" in r.stderr
+
+
+def test_h_is_help_on_every_command(run_cli) -> None:
+    for args in (["-h"], ["finetune", "-h"], ["data", "synth", "-h"]):
+        code, out, err = run_cli(args)
+        assert code == 0 and out.startswith("Usage: ") and "-h, --help" in out, err
+
+
+def test_shell_completion_script_and_completions() -> None:
+    """--show-completion prints a script for the shell; the script's protocol (the
+    _FNACLI_COMPLETE variable) completes commands and options, without importing torch."""
+    env = {"_TYPER_COMPLETE_TEST_DISABLE_SHELL_DETECTION": "1"}
+    # sys.argv[0] as the installed `fnacli` script has it (the script names its variable)
+    r = _python("import sys; sys.argv[0] = 'fnacli'\nfrom fnacli.cli.app import main; main()",
+                "--show-completion", "bash",
+                env={**env, "SHELL": "/bin/bash"})
+    assert r.returncode == 0, r.stderr
+    assert "_FNACLI_COMPLETE=complete_bash" in r.stdout and "complete " in r.stdout
+    code = ("import sys; sys.argv = ['fnacli']\n"
+            "from fnacli.cli.app import main\n"
+            "try:\n    main()\nexcept SystemExit:\n    pass\n"
+            "print('TORCH' if 'torch' in sys.modules else 'NO-TORCH')")
+    for words, cword, want in (("fnacli fin", "1", "finetune"),
+                               ("fnacli finetune --ta", "2", "--task")):
+        r = _python(code, env={"_FNACLI_COMPLETE": "complete_bash", "COMP_WORDS": words,
+                               "COMP_CWORD": cword})
+        assert r.returncode == 0, r.stderr
+        assert want in r.stdout.split() and "NO-TORCH" in r.stdout, r.stdout

@@ -7,16 +7,17 @@ import random
 import subprocess
 import sys
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
 from torch import nn
 
-from fnacli.cli.madds import parse_input
 from fnacli.cost import count, params_by_part, profile_exact
 from fnacli.errors import UserError
 from fnacli.lut import CostTable, mbconv_params, profile_specs
 from fnacli.nn.blocks import MBConv
+from fnacli.pipeline.common import parse_size
 from fnacli.spec import SKIP, ArchSpec, Op, Stage, builtin_arch, builtin_space, mobilenetv2
 
 
@@ -146,12 +147,15 @@ def test_params_by_part_of_a_detector_sums_to_total() -> None:
 
 
 # -- CLI ------------------------------------------------------------------------------------
-def test_parse_input() -> None:
-    assert parse_input("320") == (320, 320)
-    assert parse_input("1088x800") == (1088, 800)  # width x height
+def test_parse_size() -> None:
+    assert parse_size("320", min_side=1) == (320, 320)
+    assert parse_size("1088x800", min_side=1) == (1088, 800)  # width x height
+    assert parse_size(" 97 × 65 ", min_side=1) == (97, 65)
     for bad in ("abc", "0", "12x", "x12", "3.5"):
-        with pytest.raises(UserError, match="--input"):
-            parse_input(bad)
+        with pytest.raises(UserError, match="--size"):
+            parse_size(bad, min_side=1)
+    with pytest.raises(UserError, match="at least 32"):
+        parse_size("31")
 
 
 def test_cli_json_table_and_exact(run_cli) -> None:
@@ -163,9 +167,10 @@ def test_cli_json_table_and_exact(run_cli) -> None:
     assert rows[0]["madds"] == 300_774_272 and rows[0]["params"] == 3_504_872
     assert rows[0]["input"] == [224, 224] and rows[0]["num_classes"] == 1000
     assert "MAdds" in err and "300.77M" in err
+    # --input: the old spelling of --size (hidden, for one release) means the same
     code, out2, _ = run_cli(["madds", "mobilenetv2-0.5", "--task", "ssdlite", "--input", "161x97",
                              "--exact", "--json"])
-    code3, out3, _ = run_cli(["madds", "mobilenetv2-0.5", "--task", "ssdlite", "--input",
+    code3, out3, _ = run_cli(["madds", "mobilenetv2-0.5", "--task", "ssdlite", "--size",
                               "161x97", "--json"])
     assert code == code3 == 0
     exact, fast = json.loads(out2), json.loads(out3)
@@ -221,3 +226,29 @@ def test_madds_help_does_not_import_torch() -> None:
             "assert 'torch' not in sys.modules, 'torch imported'")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
+
+
+def test_madds_of_a_detector_checkpoint_uses_its_task_size_and_classes(tmp_path: Path,
+                                                                        run_cli) -> None:
+    from fnacli.detection.checkpoint import DetectorInfo, build, save_detector
+    from fnacli.lut import profile_specs
+
+    spec = mobilenetv2(0.35)
+    cats = [{"id": i + 1, "name": f"c{i}"} for i in range(3)]
+    info = DetectorInfo(spec, "ssdlite", 3, (128, 96), cats)
+    final = tmp_path / "final.safetensors"
+    save_detector(final, build(info), info)
+    code, out, err = run_cli(["madds", str(final), "--json"])
+    assert code == 0, err
+    got = json.loads(out)
+    assert (got["task"], got["input"], got["num_classes"]) == ("ssdlite", [128, 96], 3)
+    want = profile_specs([spec], "ssdlite", (128, 96), 3)[0]
+    assert got["madds"] == want.madds and got["params"] == want.params
+    assert "ssdlite @ 128x96, 3 classes" in err
+    # an option given wins over what the checkpoint records; another task counts at its own
+    # default size
+    code, out, _ = run_cli(["madds", str(final), "--json", "--input", "160"])
+    assert json.loads(out)["input"] == [160, 160] and json.loads(out)["num_classes"] == 3
+    code, out, _ = run_cli(["madds", str(final), "mobilenetv2-0.35", "--json", "--task", "none"])
+    rows = [json.loads(x) for x in out.splitlines()]
+    assert [r["input"] for r in rows] == [[224, 224]] * 2 and rows[0]["madds"] == rows[1]["madds"]

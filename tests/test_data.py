@@ -200,7 +200,7 @@ def test_bad_dataset_via_cli_exits_2_before_training(tmp_path: Path, backbone_ta
     out = tmp_path / "final.safetensors"
     r = subprocess.run([sys.executable, "-m", "fnacli", "finetune", str(target), "--task",
                         "ssdlite", "--data", str(tmp_path / "bad"), "-o", str(out),
-                        "--epochs", "1", "--batch-size", "1", "--size", "64", "--workers", "0"],
+                        "--epochs", "1", "--batch-size", "2", "--size", "64", "--workers", "0"],
                        capture_output=True, text=True, timeout=180)
     assert r.returncode == 2, r.stderr
     lines = [x for x in r.stderr.splitlines() if x.startswith("fnacli: error:")]

@@ -160,6 +160,36 @@ def test_top_and_show_in_the_cli(tmp_path: Path, run_cli) -> None:
     assert [t["spec"] for t in report["top"]] == [s.to_dict() for _, s in want]
     assert all(t["madds"] > 0 for t in report["top"])
     assert "top 4" in err and "derived architecture" in err  # the tables went to stderr
+    # the top table shows what differs: a column per stage whose ops/width are not shared
+    specs = [s for _, s in want]
+    differ = A.differing_stages(specs)
+    assert differ and all(f"stage {s}" in err for s in differ)
+    flat = " ".join(err.split())
+    assert "the same in all" in flat or len(differ) == len(specs[0].stages)
+
+
+def test_differing_stages_and_stage_text() -> None:
+    a = ArchSpec.from_dict({"schema": "fnacli/arch@1", "stem": {"out": 16, "stride": 2}, "stages": [
+        {"out": 8, "stride": 1, "ops": ["k3_e1"]},
+        {"out": 16, "stride": 2, "ops": ["k3_e6", "k5_e3"]},
+        {"out": 24, "stride": 2, "ops": ["k3_e6"]}]})
+    b = ArchSpec.from_dict({**a.to_dict(), "stages": [
+        *a.to_dict()["stages"][:1], {"out": 16, "stride": 2, "ops": ["k3_e6", "k7_e6"]},
+        {"out": 32, "stride": 2, "ops": ["k3_e6"]}]})
+    assert A.differing_stages([a, a]) == []
+    assert A.differing_stages([a, b]) == [1, 2]  # ops in stage 1, width in stage 2
+    assert A.stage_text(b.stages[1]) == "16: k3e6 k7e6"
+
+
+def test_collapse_warning_names_the_remedies_of_its_search() -> None:
+    space = small_space()
+    # every layer that may be skipped is skipped
+    path = SPath({(s, i): c.index("skip") if "skip" in c else 0 for s, i, c in op_choices(space)},
+                 {s: 0 for s, _ in width_choices(space)})
+    diff = A.collapse_warning(space, path, strategy="differentiable")
+    evo = A.collapse_warning(space, path, strategy="evolution")
+    assert "--min-depth" in diff and "--lambda" in diff
+    assert "--max-madds" in evo and "--min-depth" not in evo and "--lambda" not in evo
 
 
 def test_derive_refuses_other_files(tmp_path: Path, run_cli) -> None:

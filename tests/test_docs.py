@@ -128,8 +128,8 @@ def test_reference_has_every_command_option_and_default() -> None:
     assert remap["`-s, --spec SPEC`"][1] == "required"
     synth = {r[0]: r for r in _table_rows(sections["fnacli data synth"])}
     assert synth["`--train <int>`"][1] == "`512`"
-    madds = {r[0]: r for r in _table_rows(sections["fnacli madds"])}
-    assert madds["`--task <none|classifier|ssdlite|retinanet>`"][1] == "`none`"  # an Enum
+    finetune = {r[0]: r for r in _table_rows(sections["fnacli finetune"])}
+    assert finetune["`--device <auto|cpu|cuda>`"][1] == "`auto`"  # an Enum
     assert "fnacli data synth [OPTIONS] {OUT_DIR}" in sections["fnacli data synth"]
 
 

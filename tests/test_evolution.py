@@ -268,20 +268,21 @@ def trained(work: dict) -> dict:
                           work["data"], "-o", tmp / "evo.safetensors", "--epochs", 1,
                           "--batch-size", 4, *COMMON], tmp)
     assert code == 0, err
-    assert "trained" in out
+    assert out == "" and "trained" in err  # the result is a file: nothing on stdout
     return {**work, "trained": tmp / "evo.oneshot.safetensors"}
 
 
 @pytest.fixture(scope="module")
 def limits(trained: dict) -> tuple[float, float]:
-    """(cheapest, dearest) MAdds of the space's SSDLite detectors, by the LUT."""
+    """(cheapest, dearest) backbone MAdds of the space's SSDLite networks, by the LUT (the
+    one-shot search limits the backbone by default, as DetNAS)."""
     from fnacli.lut import load_or_build_lut
 
     with pytest.MonkeyPatch.context() as mp:  # the same table the searches use
         mp.setenv("FNACLI_CACHE_DIR", str(trained["tmp"] / "cache"))
         lut = load_or_build_lut(space(), "ssdlite", (SIZE, SIZE), 2)
     enc = E.Encoding(space())
-    costs = [lut.arch_madds(enc.arch(g)) for g in all_genomes(enc)]
+    costs = [lut.arch_cost(enc.arch(g), "backbone") for g in all_genomes(enc)]
     return min(costs), max(costs)
 
 
@@ -295,7 +296,7 @@ def evolution_run(trained: dict, limits: tuple[float, float]) -> dict:
     out = tmp / "evo.safetensors"
     code, stdout, stderr = cli([trained["trained"], "--skip-training", "--data", trained["data"],
                                 "-o", out, *EVO, "--max-madds", f"{limit:.0f}", *COMMON,
-                                "--json"], tmp)
+                                "--json", "--tensorboard", tmp / "tb"], tmp)
     assert code == 0, stderr
     return {**trained, "out": out, "limit": limit, "summary": json.loads(stdout),
             "stderr": stderr}
@@ -321,9 +322,25 @@ def test_evolution_end_to_end(evolution_run: dict) -> None:
     best = ArchSpec.from_dict(top[0]["arch"])
     assert A.derive(ckpt.space, ckpt.alpha, ckpt.beta)[0] == best
     assert run["summary"]["best_arch"] == best.to_dict()
+    # TensorBoard: the generations' fitness, at the number of candidates evaluated
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run["tmp"] / "tb"))
+    acc.Reload()
+    gens = acc.Scalars("generation/best_AP")
+    assert len(gens) == 2 and gens[-1].step == len(cands)
+    assert acc.Scalars("generation/overall_best_AP")[-1].value == pytest.approx(
+        top[0]["fitness"], abs=1e-6)
+    # --json names every file of the search
+    assert set(run["summary"]["files"]) == {"output", "trained", "train_metrics", "state",
+                                            "history"}
     # the limit holds for an independent full fvcore count, not only for the table
-    exact = profile_exact(best, "ssdlite", (SIZE, SIZE), 2).madds
+    exact = profile_exact(best, "ssdlite", (SIZE, SIZE), 2).madds_parts["backbone"]
     assert exact == pytest.approx(top[0]["madds"], rel=5e-3)
+    assert ckpt.meta["search"]["cost_scope"] == "backbone"
+    # DetNAS's protocol: fitness on images held out of the training split, not on val
+    fitness = ckpt.meta["search"]["fitness"]
+    assert fitness["source"] == "train" and fitness["images"] == 3  # 20% of 16
     assert exact <= run["limit"] * 1.005
 
 
@@ -335,7 +352,13 @@ def test_random_search_on_the_same_trained_supernet(evolution_run: dict) -> None
                                 "--candidates", 5, "--population", 3, "--max-madds",
                                 f"{evolution_run['limit']:.0f}", *COMMON], tmp)
     assert code == 0, stderr
-    assert "random" in stdout and str(out) in stdout
+    # the result is a file: stdout stays empty without --json, the summary is on stderr
+    assert stdout == "" and "random" in stderr and str(out) in stderr
+    # and every file of the search, named in one line
+    files = next(x for x in stderr.splitlines() if x.startswith("files: "))
+    for f in (out, Path(f"{out}.history.jsonl"), Path(f"{out}.search.json"),
+              evolution_run["trained"]):
+        assert str(f) in files
     hist = [json.loads(x) for x in Path(f"{out}.history.jsonl").read_text().splitlines()]
     cands = [h for h in hist if h["event"] == "candidate"]
     assert len(cands) == len({c["key"] for c in cands}) == 5
@@ -355,8 +378,8 @@ def test_resumed_search_matches_the_uninterrupted_one(evolution_run: dict) -> No
     out = tmp / "resumed.safetensors"
     args = [evolution_run["trained"], "--skip-training", "--data", evolution_run["data"], "-o",
             out, *EVO, "--max-madds", f"{evolution_run['limit']:.0f}", *COMMON]
-    code, stdout, _ = cli([*args, "--stop-after-candidates", 5], tmp)
-    assert code == 0 and "--resume" in stdout and not out.exists()
+    code, stdout, stderr = cli([*args, "--stop-after-candidates", 5], tmp)
+    assert code == 0 and stdout == "" and "--resume" in stderr and not out.exists()
     with pytest.raises(UserError, match="exists from an earlier search"):
         cli(args, tmp)  # neither --resume nor --force: the stopped search's state is kept
     code, _, stderr = cli([*args, "--resume"], tmp)
@@ -432,15 +455,142 @@ def test_supernet_training_resumes_exactly(trained: dict) -> None:
             "-o", tmp / "again.safetensors", "--epochs", 1, "--batch-size", 4, *COMMON]
     code, out, err = cli([*args, "--stop-after", 2], tmp)
     assert code == 0, err
-    assert "--resume" in out and not (tmp / "again.oneshot.safetensors").exists()
+    assert out == "" and "--resume" in err and not (tmp / "again.oneshot.safetensors").exists()
     code, out, err = cli([*args, "--resume"], tmp)
     assert code == 0, err
     got = read_checkpoint(tmp / "again.oneshot.safetensors")
     ref = read_checkpoint(trained["trained"])
-    assert got.meta["oneshot"]["trained"]["steps"] == 4
+    assert got.meta["oneshot"]["trained"]["steps"] == 3  # 13 of 16 images: 3 held out
     assert got.tensors.keys() == ref.tensors.keys()
     assert any(k.startswith("detector.head.") for k in got.tensors)
     for k, v in ref.tensors.items():
         assert torch.equal(got.tensors[k], v), k
     start = read_checkpoint(trained["super"]).tensors  # and training did change the weights
     assert any(not torch.equal(start[k], v) for k, v in ref.tensors.items() if k in start)
+
+
+def test_cached_scoring_gives_the_uncached_fitness(trained: dict) -> None:
+    """The fast scorer (images decoded once, only the path's BN layers recalibrated and
+    re-moded) scores exactly what the plain recipe scores: every BN of the detector reset
+    and recalibrated in train mode, then ``evaluate`` reading the split from disk."""
+    import random
+
+    from fnacli.detection.data import find_split, load_split
+    from fnacli.detection.evaluate import evaluate
+    from fnacli.search.bn_recal import calibration_batches, calibration_subset, stats_forward
+    from fnacli.search.oneshot import PathEvaluator, build_oneshot_detector, load_trained
+    from fnacli.train import recalibrate_bn
+
+    ckpt, info = load_trained(trained["trained"])
+    det, sup = build_oneshot_detector(ckpt, "ssdlite", info.num_classes, (SIZE, SIZE), "t")
+    val = load_split(find_split(trained["data"], "val"), train=False, label_offset=1)
+    calib = calibration_subset(load_split(find_split(trained["data"], "train"), train=True,
+                                          label_offset=1), 6)
+    enc = E.Encoding(ckpt.space)
+    rng = random.Random(1)
+    genomes = [enc.random(rng) for _ in range(3)]
+    fast = PathEvaluator(det, sup, enc, calib, val, 4)
+    slow = PathEvaluator(det, sup, enc, calib, val, 4, cache_images=False)
+    assert fast.cached and not slow.cached
+
+    def reference(g: tuple) -> dict:
+        sup.set_path(enc.path(g))
+        recalibrate_bn(det, calibration_batches(calib, 4), stats_forward("cpu"))
+        return evaluate(det, val, 4).stats
+
+    seen = []
+    for g in [*genomes, genomes[0]]:  # and again after other paths: nothing leaks
+        want = reference(g)
+        assert fast(g) == want == slow(g)
+        seen.append(want)
+    assert len({tuple(s.values()) for s in seen}) > 1  # the paths do score differently
+    assert PathEvaluator(det, sup, enc, calib, val, 4, cache_bytes=10).cached is False
+
+
+# -- DetNAS's data protocol ----------------------------------------------------------------------
+def _options(work: dict, **given: object):  # noqa: ANN202 - a OneShotSearchConfig
+    from fnacli.pipeline.search import OneShotSearchConfig
+
+    return OneShotSearchConfig(supernet=work["super"], output="o.safetensors",
+                               data=str(work["data"]), seed=3, **given)
+
+
+def test_fitness_images_are_held_out_of_supernet_training_and_val(trained: dict) -> None:
+    """No image is both a fitness image and a supernet-training image (same split: by id), nor
+    a fitness image and a reporting (val) image (by file); the trained supernet records the
+    held-out ids and a later search scores exactly those."""
+    from fnacli.checkpoint import read_checkpoint
+    from fnacli.detection.data import find_split, load_split
+    from fnacli.pipeline import search as O
+    from fnacli.search import fitness_data as FD
+    from fnacli.search.oneshot import OneshotInfo
+
+    train = load_split(find_split(trained["data"], "train"), train=True, label_offset=1)
+    val = load_split(find_split(trained["data"], "val"), train=False, label_offset=1)
+    rest, record = O.hold_out_fitness(_options(trained), train, "ssdlite")
+    held = set(record["ids"])
+    assert len(held) == 3 and not held & set(rest.ids)
+    assert set(rest.ids) | held == set(train.ids)
+    meta = read_checkpoint(trained["trained"]).meta["oneshot"]
+    assert meta["trained"]["fitness"]["ids"] == record["ids"]
+    assert meta["trained"]["train_images"] == len(rest) == 13
+    info = OneshotInfo.from_meta(read_checkpoint(trained["trained"]).meta, "t")
+    fit, calib, rec = O.fitness_sets(_options(trained), info, "ssdlite")
+    assert sorted(fit.ids) == record["ids"] and not set(fit.ids) & set(calib.ids)
+    assert not FD.shared_images(fit, val)
+    assert not set(FD.image_files(fit)) & set(FD.image_files(rest))
+    # a fraction, and a count
+    assert len(FD.holdout_ids(train, 0.5, 0)) == 8 and len(FD.holdout_ids(train, 5, 0)) == 5
+    with pytest.raises(UserError, match="--fitness-images"):
+        FD.holdout_ids(train, 16, 0)
+    with pytest.raises(UserError, match="--fitness-images"):
+        FD.parse_amount("2.5")
+
+
+def test_fitness_on_the_reporting_split_is_refused_unless_forced(trained: dict) -> None:
+    from fnacli.checkpoint import read_checkpoint
+    from fnacli.detection.data import find_split, load_split
+    from fnacli.pipeline import search as O
+    from fnacli.search.oneshot import OneshotInfo
+
+    val_ann = find_split(trained["data"], "val").ann
+    info = OneshotInfo.from_meta(read_checkpoint(trained["trained"]).meta, "t")
+    with pytest.raises(UserError, match="reporting split"):
+        O.fitness_sets(_options(trained, fitness_ann=str(val_ann)), info, "ssdlite")
+    fit, _, rec = O.fitness_sets(_options(trained, fitness_ann=str(val_ann), force=True),
+                                  info, "ssdlite")
+    assert rec["source"] == "file" and len(fit) == 8
+    # the command refuses it too, before any work
+    with pytest.raises(UserError, match="reporting split"):
+        cli([trained["trained"], "--skip-training", "--data", trained["data"], "-o",
+             trained["tmp"] / "on-val.safetensors", "--fitness-ann", val_ann, *EVO, *COMMON],
+            trained["tmp"])
+    train = load_split(find_split(trained["data"], "train"), train=True, label_offset=1)
+    assert len(train) == 16  # (the explicit file shares no image with training here)
+
+
+def test_random_baseline_draws_specs_under_the_backbone_limit(trained: dict,
+                                                              limits: tuple[float, float]
+                                                              ) -> None:
+    """DetNAS's baseline: N random architectures of the space under the limit, as specs for
+    fine-tuning with the searched one's settings (nothing trained or scored)."""
+    from fnacli.cost import profile_exact
+
+    tmp = trained["tmp"]
+    limit = (limits[0] + limits[1]) / 2
+    code, stdout, stderr = cli([trained["super"], "--strategy", "random", "--retrain", 3,
+                                "--task", "ssdlite", "--max-madds", f"{limit:.0f}", "-o",
+                                tmp / "baseline", "--json", *COMMON], tmp)
+    assert code == 0, stderr
+    doc = json.loads((tmp / "baseline" / "baseline.json").read_text())
+    assert doc["cost_scope"] == "backbone" and len(doc["architectures"]) == 3
+    specs = [ArchSpec.from_dict(json.loads(Path(a["spec"]).read_text()))
+             for a in doc["architectures"]]
+    assert len({s.to_json() for s in specs}) == 3
+    for spec, a in zip(specs, doc["architectures"], strict=True):
+        exact = profile_exact(spec, "ssdlite", (SIZE, SIZE), 80).madds_parts["backbone"]
+        assert exact == pytest.approx(a["madds"], rel=5e-3) and a["madds"] <= limit
+    assert json.loads(stdout)["output"] == str(tmp / "baseline")
+    with pytest.raises(UserError, match="--retrain"):
+        cli([trained["super"], "--strategy", "evolution", "--retrain", 3, "--task", "ssdlite",
+             "-o", tmp / "b2", *COMMON], tmp)

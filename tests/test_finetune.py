@@ -132,6 +132,13 @@ def test_retinanet_trains_and_evaluates(world: dict[str, Path],
                             "--workers", "0"])
     assert code == 0, err
     assert list(json.loads(out)) == list(STAT_NAMES)
+    # explicit files: --val-ann/--val-images, and the old --ann/--images (hidden aliases)
+    ann = str(data / "annotations" / "instances_val.json")
+    for flags in (["--val-ann", ann, "--val-images", str(data / "val")],
+                  ["--ann", ann, "--images", str(data / "val")]):
+        code, again, err = run_cli(["eval", str(out_path), *flags, "--json", "--workers", "0"])
+        assert code == 0, err
+        assert json.loads(again) == json.loads(out)
 
 
 def test_command_line_errors_exit_2_with_one_line(world: dict[str, Path],

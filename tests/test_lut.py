@@ -191,3 +191,29 @@ def test_cli_writes_the_table(run_cli, tmp_path) -> None:
     assert code == 0
     code, _, err = run_cli(["madds", "--lut", "-o", str(out)])
     assert code == 2 and "--space" in err
+
+
+def test_madds_specs_are_warm_after_the_first_call(run_cli, tmp_path, monkeypatch) -> None:
+    """`fnacli madds SPEC` keeps the per-unit counts on disk: a later process (here: the
+    in-memory counts dropped) traces nothing and prints the same numbers."""
+    monkeypatch.setenv("FNACLI_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(lut_mod, "_PP", {})
+    monkeypatch.setattr(lut_mod, "_PP_DISK", {})
+    args = ["madds", "mobilenetv2-0.75", "--task", "ssdlite", "--json"]
+    code, cold, err = run_cli(args)
+    assert code == 0, err
+    assert lut_mod.unit_cache_path().is_file()
+    monkeypatch.setattr(lut_mod, "_PP", {})
+    monkeypatch.setattr(lut_mod, "_PP_DISK", {})
+
+    def boom(*args, **kwargs):
+        raise AssertionError("traced although cached")
+
+    monkeypatch.setattr(lut_mod, "unit_madds", boom)
+    code, warm, err = run_cli(args)
+    assert code == 0, err
+    assert json.loads(warm) == json.loads(cold)
+    from fnacli.spec import load_arch
+
+    exact = profile_exact(load_arch("mobilenetv2-0.75"), "ssdlite", (320, 320), 80)
+    assert json.loads(cold)["madds"] == exact.madds

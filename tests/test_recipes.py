@@ -55,3 +55,13 @@ def test_fna_ssdlite_recipe_runs_end_to_end_tiny(tiny_inputs, tmp_path):
     arch = json.loads((tmp_path / "run" / "arch.json").read_text())
     assert arch["schema"] == "fnacli/arch@1"
     assert not (tmp_path / "run" / "searched.safetensors.ckpt").exists()  # search finished
+
+
+def test_detnas_random_baseline_draws_its_architectures_tiny(tiny_inputs, tmp_path):
+    # the expand and the draw (the fine-tuning steps are the ones every recipe runs)
+    r = _run("detnas_random_baseline", tmp_path / "rb", tiny_inputs, steps=2)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "stopping after 2 step(s)" in r.stderr
+    doc = json.loads((tmp_path / "rb" / "baseline" / "baseline.json").read_text())
+    assert len(doc["architectures"]) == 2 and doc["cost_scope"] == "backbone"
+    assert all(Path(a["spec"]).is_file() for a in doc["architectures"])

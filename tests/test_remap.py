@@ -129,7 +129,7 @@ def test_widening_a_stage_with_zeros_keeps_the_following_stages(tv035: tuple[dic
                                                                  s: int) -> None:
     tensors, spec = tv035
     wide = _with_stage(spec, s, out=spec.stages[s].out + 12)
-    state, _ = remap_state(tensors, spec, wide)
+    state, _ = remap_state(tensors, spec, wide, widen="zeros")
     x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(3))
     ref = _features(_backbone(spec, tensors), x)
     got = _features(_backbone(wide, state), x)
@@ -145,7 +145,7 @@ def test_wider_stem_head_and_expansion_keep_the_features(tv035: tuple[dict, Arch
     tensors, spec = tv035
     target = _with_ops(replace(spec, stem_out=spec.stem_out + 8, head_out=spec.head_out + 64),
                        lambda o: Op(o.kernel, 8 if o.expand == 6 else o.expand))
-    state, _ = remap_state(tensors, spec, target)
+    state, _ = remap_state(tensors, spec, target, widen="zeros")
     x = torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(4))
     ref = _features(_backbone(spec, tensors), x)
     got = _features(_backbone(target, state), x)
@@ -233,7 +233,7 @@ def test_e6_to_e3_keeps_the_important_hidden_channels(tv035: tuple[dict, ArchSpe
 def test_deeper_stages_copy_the_last_layer(tv035: tuple[dict, ArchSpec]) -> None:
     tensors, spec = tv035
     target = _with_stage(_with_stage(spec, 1, ops=(Op(3, 6),) * 4), 6, ops=(Op(3, 6),) * 2)
-    state, report = remap_state(tensors, spec, target)
+    state, report = remap_state(tensors, spec, target, widen="zeros")
     assert report[1]["sources"] == [0, 1, 1, 1] and report[6]["sources"] == [0, 0]
     for i in (2, 3):
         for k in [k for k in tensors if k.startswith("stages.1.1.")]:
@@ -298,24 +298,59 @@ def test_kernel_rules() -> None:
     assert torch.equal(remap_kernel(w5, 3, "dilate")[0][0, 0], w5[0, 0, ::2, ::2])
 
 
-def test_noise_touches_only_filled_weights_and_is_seeded(tv035: tuple[dict, ArchSpec]) -> None:
+def test_noise_touches_only_new_channels_and_is_seeded(tv035: tuple[dict, ArchSpec]) -> None:
+    """The default widening rule: N(0, (0.01·rms)²) on the entries of added channels only;
+    copied weights, kernel borders and BN stay exact."""
     tensors, spec = tv035
     target = _with_ops(_with_stage(spec, 2, out=24), lambda o: Op(5, o.expand))
-    clean, _ = remap_state(tensors, spec, target)
-    a, _ = remap_state(tensors, spec, target, noise=0.01, seed=1)
+    clean, _ = remap_state(tensors, spec, target, widen="zeros")
+    a, _ = remap_state(tensors, spec, target, seed=1)  # the default: widen="noise", 0.01
     b, _ = remap_state(tensors, spec, target, noise=0.01, seed=1)
-    c, _ = remap_state(tensors, spec, target, noise=0.01, seed=2)
+    c, _ = remap_state(tensors, spec, target, seed=2)
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert any(not torch.equal(a[k], c[k]) for k in a)
     for k in a:
         if not k.endswith("conv.weight"):
             assert torch.equal(a[k], clean[k]), k  # BN untouched
-    w, w0 = a["stages.2.1.dw.conv.weight"], clean["stages.2.1.dw.conv.weight"]
+    w = a["stages.2.1.dw.conv.weight"]
     seed_w = tensors["stages.2.1.dw.conv.weight"]
-    assert torch.equal(w[: seed_w.shape[0], :, 1:4, 1:4], seed_w)  # copied: exact
-    assert w0[:, :, 0].abs().max() == 0 and 0 < w[:, :, 0].std() < 0.02  # filled: noisy
-    assert torch.equal(a["stages.2.0.project.conv.weight"][:16],
-                       tensors["stages.2.0.project.conv.weight"])
+    n = seed_w.shape[0]
+    assert torch.equal(w[:n, :, 1:4, 1:4], seed_w)  # copied: exact
+    assert w[:n, :, 0].abs().max() == 0  # kernel borders of copied channels: still 0
+    proj, seed_proj = a["stages.2.0.project.conv.weight"], tensors["stages.2.0.project.conv.weight"]
+    assert torch.equal(proj[:16], seed_proj)
+    rms = float(seed_proj.square().mean().sqrt())
+    new = proj[16:]  # the 8 added output channels: noise of 1% of the tensor's rms
+    assert new.abs().min() > 0 and 0.7 * 0.01 * rms < float(new.std()) < 1.3 * 0.01 * rms
+    with pytest.raises(UserError, match="noise applies"):
+        remap_state(tensors, spec, target, widen="zeros", noise=0.01)
+
+
+def test_split_widening_preserves_the_function(tv035: tuple[dict, ArchSpec]) -> None:
+    """Net2Net-style: a wider stem, stage outputs, hidden widths and head compute the seed's
+    maps (the copies equal their originals) in eval and in train mode."""
+    tensors, spec = tv035
+    target = _with_ops(replace(spec, stem_out=spec.stem_out + 8, head_out=spec.head_out + 40),
+                       lambda o: Op(o.kernel, 8 if o.expand == 6 else o.expand))
+    for s in (1, 3, 5):
+        target = _with_stage(target, s, out=spec.stages[s].out + 10)
+    state, _ = remap_state(tensors, spec, target, widen="split")
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(4))
+    for train in (False, True):
+        # a channel copied 3 times has its columns divided by 3 (inexact in float32: ~1e-8);
+        # batch statistics of 2 images on 2x2 maps amplify that, so train mode runs in
+        # float64 with a looser bound
+        dtype, tol = (torch.float64, 1e-4) if train else (torch.float32, TOL)
+        seed_net = _backbone(spec, tensors).train(train).to(dtype)
+        net = _backbone(target, state).train(train).to(dtype)
+        ref, got = _features(seed_net, x.to(dtype)), _features(net, x.to(dtype))
+        for name, r in ref.items():
+            c = r.shape[1]
+            assert _maxdiff(got[name][:, :c], r) <= tol, (name, train)
+            extra = got[name].shape[1] - c
+            if extra and name != "ssd_tap":  # copies of channels 0, 1, ...
+                copy_of = torch.arange(extra) % c
+                assert _maxdiff(got[name][:, c:], r[:, copy_of]) <= tol, name
 
 
 def test_a_seed_without_head_gets_a_fresh_seeded_head(tv035: tuple[dict, ArchSpec]) -> None:
@@ -403,8 +438,8 @@ def test_cli_remaps_a_torchvision_pth_to_a_spec_file(run_cli: object, tv_seed_pa
     summary = json.loads(stdout)
     assert summary["output"] == str(out) and summary["spec"] == MY_ARCH
     assert ArchSpec.from_dict(summary["seed_spec"]) == mobilenetv2(0.75)
-    assert summary["strategies"] == {"width": "first", "kernel": "center", "noise": 0.0,
-                                     "seed": 0}
+    assert summary["strategies"] == {"width": "first", "kernel": "center", "widen": "noise",
+                                     "noise": 0.01, "seed": 0}
     assert summary["params"] == sum(p.numel() for p in Backbone(spec).parameters())
     assert "k3_e6×3" in stderr and "k5_e3 k5_e6 k3_e6" in stderr  # the per-stage table
     assert ck.meta["remap"]["seed_spec"] == mobilenetv2(0.75).to_dict()
@@ -448,7 +483,7 @@ def test_cli_builtin_spec_name_and_force(run_cli: object, tv_seed_path: Path,
     (["BADSEED", "--spec", "mobilenetv2"], "not a checkpoint"),
     (["missing.pth", "--spec", "mobilenetv2"], "no such file"),
     (["SEED", "--spec", "SPECFILE:" + json.dumps({**MY_ARCH, "stages": MY_ARCH["stages"][:5]}),
-      ], "7 stages but the target spec has 5"),
+      ], "7 stages but spec "),
     (["SEED", "--spec", "mobilenetv2", "--width", "random"], "Invalid value for '--width'"),
     (["SEED", "--spec", "mobilenetv2", "--noise", "-1"], "Invalid value for '--noise'"),
 ])
@@ -481,3 +516,15 @@ def test_cli_bad_input_exits_2_with_one_line_and_no_output(run_cli: object, tv_s
 def test_cli_refuses_stdout_as_checkpoint(run_cli: object, tv_seed_path: Path) -> None:
     code, _, stderr = run_cli(["remap", tv_seed_path, "--spec", "mobilenetv2", "-o", "-"])
     assert code == 2 and "cannot go to stdout" in stderr
+
+
+def test_cli_widen_rules(run_cli: object, tv_seed_path: Path, tmp_path: Path) -> None:
+    out = tmp_path / "split.safetensors"
+    code, stdout, stderr = run_cli(["remap", tv_seed_path, "--spec", "mobilenetv2", "-o", out,
+                                    "--widen", "split", "--json"])
+    assert code == 0, stderr
+    assert json.loads(stdout)["strategies"]["widen"] == "split"
+    assert read_checkpoint(out).meta["remap"]["noise"] == 0.0
+    code, _, stderr = run_cli(["remap", tv_seed_path, "--spec", "mobilenetv2", "-o",
+                               tmp_path / "x.safetensors", "--widen", "zeros", "--noise", "0.1"])
+    assert code == 2 and "--noise applies to --widen noise" in stderr

@@ -5,6 +5,7 @@ guard, and `expand | search | derive | remap` end to end."""
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -84,12 +85,21 @@ def test_expand_cli(env: dict, run_cli, tmp_path: Path, monkeypatch) -> None:
     assert 0 < logits.abs().max() < 0.01  # near zero, seeded noise
     code, _, err = run_cli(["expand", env["seed"], "--space", env["space"], "-o", out])
     assert code == 2 and "--force" in err
-    code, _, _ = run_cli(["expand", env["seed"], "--space", env["space"], "-o", out, "--force",
-                          "--init-std", "0", "--masks", "overlapping"])
+    code, stdout, err = run_cli(["expand", env["seed"], "--space", env["space"], "-o", out,
+                                 "--force", "--init-std", "0", "--masks", "overlapping"])
+    # the result is a file: without --json stdout stays empty, the summary goes to stderr
+    assert code == 0 and stdout == "" and "candidate architectures" in err
     ck = read_supernet(out)
     assert ck.masks == "overlapping" and all(t.abs().sum() == 0 for t in ck.alpha.values())
+    assert ck.meta["widen"] == {"rule": "noise", "noise": 0.01, "seed": 0}  # the default
     code, _, err = run_cli(["expand", env["seed"], "--masks", "partial", "-o", tmp_path / "x"])
     assert code == 2 and "--masks" in err
+    code, _, err = run_cli(["expand", env["seed"], "--widen", "copy", "-o", tmp_path / "x"])
+    assert code == 2 and "--widen" in err
+    code, _, err = run_cli(["expand", env["seed"], "--space", env["space"], "-o", out,
+                            "--force", "--widen", "split"])
+    assert code == 0, err
+    assert read_supernet(out).meta["widen"]["rule"] == "split"
     # a binary checkpoint cannot go to stdout: refused, and no file named '-' appears
     monkeypatch.chdir(tmp_path)
     code, stdout, err = run_cli(["expand", env["seed"], "--space", env["space"], "-o", "-"])
@@ -114,7 +124,8 @@ def runs(env: dict, supernet: Path) -> dict:
         out = env["root"] / f"{name}.safetensors"
         argv, stderr = sys.argv, sys.stderr
         sys.argv = ["fnacli", "search", str(supernet), "--data", str(env["data"]), "-o",
-                    str(out), *RUN, "--lambda", lam, "--json"]
+                    str(out), *RUN, "--lambda", lam, "--json",
+                    "--tensorboard", str(env["root"] / f"tb-{name}")]
         sys.stderr = io.StringIO()
         stdout = sys.stdout
         sys.stdout = io.StringIO()
@@ -130,10 +141,35 @@ def runs(env: dict, supernet: Path) -> dict:
     return results
 
 
+def test_search_writes_tensorboard_scalars(runs: dict, env: dict) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(env["root"] / "tb-costly"))
+    acc.Reload()
+    tags = set(acc.Tags()["scalars"])
+    assert {"train/loss", "train/lr", "arch/cost_term", "arch/arch_loss",
+            "arch/expected_madds", "epoch/expected_madds", "epoch/argmax_madds"} <= tags, tags
+    space = SpaceSpec.from_dict(SPACE)
+    alpha = {t for t in tags if t.startswith("alpha/")}
+    beta = {t for t in tags if t.startswith("beta/")}
+    # one scalar per candidate of every searchable layer, per width of every searched stage
+    from fnacli.nn.supernet import op_choices, width_choices
+
+    assert len(alpha) == sum(len(c) for *_, c in op_choices(space))
+    assert len(beta) == sum(len(w) for _, w in width_choices(space))
+    assert "beta/stage 1/12" in beta and "alpha/layer 1.1/skip" in alpha
+    assert [e.step for e in acc.Scalars("epoch/expected_madds")] == [3, 6]
+    p = [e.value for e in acc.Scalars("alpha/layer 1.1/skip")]
+    assert len(p) == 2 and all(0 < v < 1 for v in p)
+
+
 def test_search_moves_alpha_beta_and_logs_them(runs: dict, supernet: Path) -> None:
     start = read_supernet(supernet)
     ck = read_supernet(runs["flat"]["out"])
     assert ck.kind == "searched" and ck.meta["search"]["finished"]
+    # the cost counted what is searched (the papers' scope), at the SSDLite input size
+    assert ck.meta["search"]["cost_scope"] == "blocks"
+    assert ck.meta["search"]["cost_size"] == [64, 64]
     moved = max((ck.alpha[k] - start.alpha[k]).abs().max().item() for k in start.alpha)
     moved_b = max((ck.beta[k] - start.beta[k]).abs().max().item() for k in start.beta)
     assert moved > 0.05 and moved_b > 0.05  # 3 Adam steps of lr 0.1 from ~1e-3 noise
@@ -144,7 +180,14 @@ def test_search_moves_alpha_beta_and_logs_them(runs: dict, supernet: Path) -> No
     steps = [r for r in lines if r["event"] in ("train", "arch_step")]
     assert steps and all(r["expected_madds"] > 0 and r["argmax_madds"] > 0 for r in steps)
     epochs = [r for r in lines if r["event"] == "epoch"]
-    assert [r["epoch"] for r in epochs] == [0, 1]
+    assert [r["epoch"] for r in epochs] == [1, 2]  # counted from 1, as on screen
+    # stderr was not a terminal: plain log lines (every 10 steps and each epoch's last)
+    log = [x for x in runs["flat"]["err"].splitlines() if x.startswith("search ssdlite: epoch")]
+    assert [x.split(" step ")[1].split()[0] for x in log if " step " in x and "done" not in x] \
+        == ["3/6", "6/6"]
+    assert all(re.search(r" E\[MAdds\] [\d.]+M argmax [\d.]+M lr [\d.e+-]+ .* eta \d", x)
+               for x in log if "done" not in x)
+    assert sum(" done at step " in x for x in log) == 2
     for probs in [*epochs[-1]["alpha"].values(), *epochs[-1]["beta"].values()]:
         assert sum(probs.values()) == pytest.approx(1.0, abs=1e-5)
     assert not Path(f"{runs['flat']['out']}.ckpt").exists()  # finished: no state left
@@ -160,7 +203,7 @@ def test_resume_continues_exactly(env: dict, supernet: Path, runs: dict, run_cli
     out = env["root"] / "resumed.safetensors"
     code, stdout, err = search(run_cli, env, supernet, out, "--lambda", LAMBDA, "--stop-after",
                                "4")
-    assert code == 0 and "--resume" in stdout, err
+    assert code == 0 and stdout == "" and "--resume" in err, err
     assert Path(f"{out}.ckpt").exists()
     code, _, err = search(run_cli, env, supernet, out, "--lambda", LAMBDA)
     assert code == 2 and "--resume" in err  # the state of the stopped run is not clobbered
@@ -230,3 +273,27 @@ def test_default_warm_up_is_fnas_share_of_the_epochs() -> None:
     assert default_warmup_epochs("ssdlite", 10) == 5 and default_warmup_epochs("retinanet", 7) == 4
     for task in ("ssdlite", "retinanet"):
         assert all(default_warmup_epochs(task, n) < n for n in range(1, 60))
+
+
+def test_cheap_arch_steps(env: dict, supernet: Path, runs: dict, run_cli) -> None:
+    """--checkpoint-activations reproduces the full search; --arch-step sampled searches too
+    (α/β move, recorded in the metadata); a bad --arch-step is refused before any work."""
+    out = env["root"] / "ckpt_acts.safetensors"
+    code, _, err = search(run_cli, env, supernet, out, "--lambda", LAMBDA,
+                          "--checkpoint-activations")
+    assert code == 0, err
+    a, b = read_supernet(out), read_supernet(runs["costly"]["out"])
+    for k in a.alpha:
+        assert torch.allclose(a.alpha[k], b.alpha[k], atol=1e-5), k
+    for k in a.beta:
+        assert torch.allclose(a.beta[k], b.beta[k], atol=1e-5), k
+    out = env["root"] / "sampled.safetensors"
+    code, _, err = search(run_cli, env, supernet, out, "--lambda", LAMBDA, "--arch-step",
+                          "sampled")
+    assert code == 0, err
+    ck, start = read_supernet(out), read_supernet(supernet)
+    assert ck.meta["search"]["arch_step"] == "sampled"
+    assert max((ck.alpha[k] - start.alpha[k]).abs().max().item() for k in start.alpha) > 0.05
+    code, _, err = search(run_cli, env, supernet, env["root"] / "bad.safetensors",
+                          "--arch-step", "all")
+    assert code == 2 and "--arch-step" in err

@@ -1,5 +1,7 @@
-"""The supernet: one-hot α/β reproduce the seed and every selected architecture exactly; one
-shared block per stage whatever the number of channel candidates; it plugs into detectors."""
+"""The supernet: single paths (and one-hot α/β under overlapping masks) reproduce the seed and
+every selected architecture exactly; Jung et al.'s non-overlapping masks weight each channel
+segment by its own β; one shared block per stage whatever the number of channel candidates; it
+plugs into detectors."""
 
 from __future__ import annotations
 
@@ -88,22 +90,31 @@ def test_one_hot_on_the_seeds_own_choices_is_the_seed(masks: str) -> None:
     with torch.no_grad():
         ref = seed(x)
         assert ref["stage6"].abs().max() > 1e-2  # the comparison is not between zeros
-        net.set_weighted(*A.one_hot(space, path))
-        compare(ref, net(x))
         net.set_path(path)
         compare(ref, net(x))
+        net.set_weighted(*A.one_hot(space, path))
+        if masks == "overlapping":
+            compare(ref, net(x))
+        else:  # the paper's masks: one-hot β keeps only the chosen segment, not the prefix
+            got = net(x)["stage1"]  # seed width 12 of (8, 12, 16): segment 8..11 only
+            assert got[:, :8].abs().max() == 0 and got[:, 8:12].abs().max() > 1e-3
 
 
 def test_candidates_are_remapped_from_the_seed() -> None:
     space, seed_spec = tiny_space(), tiny_seed()
     torch.manual_seed(2)
     seed = Backbone(seed_spec).state_dict()
-    state = supernet_state_from_seed(space, seed, seed_spec)
+    state = supernet_state_from_seed(space, seed, seed_spec, widen="zeros")
     # e3 takes the seed e6 layer's first hidden channels (the width rule)
     e3 = state["stages.2.0.ops.k3_e3.expand.conv.weight"]
     assert e3.shape == (16 * 3, 16, 1, 1)  # stage 2's input is up to 16 wide
     assert torch.equal(e3[:, :12], seed["stages.2.0.expand.conv.weight"][:48])
     assert e3[:, 12:].abs().sum() == 0  # inputs the seed does not have contribute nothing
+    # the default (Jung et al.): small noise there instead, the copied part unchanged
+    noisy = supernet_state_from_seed(space, seed, seed_spec)
+    noisy = noisy["stages.2.0.ops.k3_e3.expand.conv.weight"]
+    assert torch.equal(noisy[:, :12], e3[:, :12]) and noisy[:, 12:].abs().min() > 0
+    assert noisy[:, 12:].std() < 0.05 * e3[:, :12].std()
     # k5 puts the seed's 3x3 kernel in the centre, zeros around
     k5 = state["stages.2.1.ops.k5_e6.dw.conv.weight"]
     assert torch.equal(k5[:96, :, 1:4, 1:4], seed["stages.2.1.dw.conv.weight"])
@@ -141,9 +152,44 @@ def test_every_path_equals_its_own_backbone(masks: str) -> None:
                 assert all(torch.allclose(sub[k].float(), want[k].float(), atol=1e-6)
                            for k in want)
                 continue
-            net.set_weighted(*A.one_hot(space, path))
-            compare(ref, net(x))
+            if masks == "overlapping":  # non-overlapping: see test_mask_kinds_differ...
+                net.set_weighted(*A.one_hot(space, path))
+                compare(ref, net(x))
     assert seen_equal_residual  # the first-layer shortcut at equal widths was exercised
+
+
+def test_mask_kinds_differ_in_outputs_and_beta_gradients() -> None:
+    """Same weights, same β: Jung et al.'s and FBNetV2's relaxations are different networks
+    (before the fix both were the overlapping one, equal to 7e-6 / gradients to 1e-12)."""
+    space = tiny_space()
+    x = torch.randn(2, 3, 64, 64)
+    outs, grads = {}, {}
+    for masks in ("non-overlapping", "overlapping"):
+        net = random_supernet(space, masks, seed=3)
+        logits_a, logits_b = A.init_logits(space, 5, 0.5)
+        for t in logits_b.values():
+            t.requires_grad_(True)
+        net.set_weighted(*A.probs(space, logits_a, logits_b))
+        feats = net(x)
+        outs[masks] = feats["head"].detach()
+        feats["head"].square().mean().backward()
+        grads[masks] = torch.cat([logits_b[s].grad for s in sorted(logits_b)])
+    assert (outs["non-overlapping"] - outs["overlapping"]).abs().max() > 1e-2
+    rel = ((grads["non-overlapping"] - grads["overlapping"]).norm()
+           / grads["overlapping"].norm())
+    assert rel > 0.1
+
+
+def test_non_overlapping_channel_weights_in_the_supernet() -> None:
+    """The vector the masked forward multiplies a stage's output by is the paper's: channel
+    segment k times softmax(β)_k."""
+    space = tiny_space()
+    net = Supernet(space, "non-overlapping")
+    p = torch.tensor([0.5, 0.3, 0.2])
+    w = net._channel_weights((8, 12, 16), p, 1, torch.zeros(1)).flatten()
+    assert torch.equal(w, torch.tensor([0.5] * 8 + [0.3] * 4 + [0.2] * 4))
+    w6 = net._channel_weights((8, 12, 16), p, 6, torch.zeros(1)).flatten()  # hidden, e6
+    assert torch.equal(w6, torch.tensor([0.5] * 48 + [0.3] * 24 + [0.2] * 24))
 
 
 def test_shared_block_runs_once_whatever_the_number_of_widths() -> None:

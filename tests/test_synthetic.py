@@ -160,3 +160,15 @@ def test_context_variant_differs_and_the_default_is_unchanged(tmp_path: Path) ->
     assert "variant" not in doc["info"]  # the default dataset's annotations keep their bytes
     r = _cli("data", "synth", str(tmp_path / "e"), "--variant", "nope")
     assert r.returncode == 2 and "Traceback" not in r.stderr
+
+
+def test_missing_parent_folders_are_created(tmp_path: Path) -> None:
+    from fnacli.detection.synthetic import SynthConfig, generate
+    from fnacli.errors import UserError
+
+    out = tmp_path / "a" / "b" / "data"
+    generate(out, SynthConfig(train=1, val=1, size=64, seed=0))
+    assert (out / "annotations").is_dir()
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(UserError, match="not a folder"):
+        generate(tmp_path / "file" / "data", SynthConfig(train=1, val=1, size=64, seed=0))

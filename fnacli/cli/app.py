@@ -3,6 +3,7 @@ imports torch at module level, so ``fnacli --help`` stays fast."""
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 
@@ -24,6 +25,40 @@ class _PipelineOrder(TyperGroup):
         rank = {name: i for i, name in enumerate(COMMAND_ORDER)}
         return sorted(super().list_commands(ctx), key=lambda n: (rank.get(n, len(rank)), n))
 
+    def get_command(self, ctx: object, name: str) -> object:
+        cmd = super().get_command(ctx, name)
+        if cmd is not None:
+            _refuse_non_finite(cmd)
+        return cmd
+
+
+def _refuse_non_finite(cmd: object) -> None:
+    """Every float option of ``cmd`` (and of its subcommands) must be a finite number: the
+    parser takes 'inf' and 'nan', which no fnacli setting means, and which would only fail
+    (or silently do nothing) deep inside the run."""
+    import functools
+    import math
+
+    for sub in getattr(cmd, "commands", {}).values():
+        _refuse_non_finite(sub)
+    callback = getattr(cmd, "callback", None)
+    if callback is None or getattr(callback, "_finite_floats", False):
+        return
+    flags = {p.name: (p.opts[0] if getattr(p, "opts", None) else p.name)
+             for p in getattr(cmd, "params", [])}
+
+    @functools.wraps(callback)
+    def checked(*args: object, **kwargs: object) -> object:
+        from fnacli.errors import UserError
+
+        for name, v in kwargs.items():
+            if isinstance(v, float) and not math.isfinite(v):
+                raise UserError(f"{flags.get(name, name)}: expected a finite number, got {v}")
+        return callback(*args, **kwargs)
+
+    checked._finite_floats = True  # type: ignore[attr-defined]
+    cmd.callback = checked  # type: ignore[attr-defined]
+
 
 app = typer.Typer(
     cls=_PipelineOrder,
@@ -31,7 +66,8 @@ app = typer.Typer(
     help="Adapt ImageNet MobileNetV2 checkpoints into detection backbones "
          "(FNA/FNA++, channel search, DetNAS): expand, search, derive, remap, finetune, eval.",
     no_args_is_help=True,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion (bash, zsh, fish, pwsh)
+    context_settings={"help_option_names": ["-h", "--help"]},
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
 )
@@ -85,22 +121,30 @@ def _click_exception_types() -> tuple[tuple[type, ...], tuple[type, ...], tuple[
 
 
 def main() -> None:
-    """Entry point: exit 2 with one line for bad input, 1 for internal errors."""
+    """Entry point: exit 2 with one line for bad input (the environment's faults included: a
+    full disk, a read-only folder, a locked output), 130/143 for SIGINT/SIGTERM (after the
+    training loops saved their state), 1 for internal errors."""
+    from fnacli import interrupt, locks
     from fnacli.cli.common import debug_enabled
     from fnacli.errors import UserError
+    from fnacli.io import ENVIRONMENT_ERRNOS, describe_os_error
 
     if "--debug" in sys.argv[1:]:
         os.environ["FNACLI_DEBUG"] = "1"
+    interrupt.install()
     try:
-        app(standalone_mode=False)
+        with locks.output_session():
+            rv = app(standalone_mode=False, prog_name="fnacli")
     except UserError as e:
         if debug_enabled():
             raise
         print(f"fnacli: error: {e}", file=sys.stderr)
         sys.exit(2)
-    except KeyboardInterrupt:
-        print("fnacli: interrupted (outputs are written atomically; rerun with --resume "
-              "where the command has it)", file=sys.stderr)
+    except interrupt.Interrupted as e:
+        print(f"fnacli: {e.message()}", file=sys.stderr)
+        sys.exit(e.exit_code)
+    except KeyboardInterrupt:  # SIGINT where our handler was not installed
+        print(f"fnacli: {interrupt.Interrupted(2).message()}", file=sys.stderr)
         sys.exit(130)
     except SystemExit:
         raise
@@ -116,6 +160,15 @@ def main() -> None:
             sys.exit(e.exit_code)
         if debug_enabled():
             raise
+        if isinstance(e, OSError) and e.errno in ENVIRONMENT_ERRNOS and (
+                e.filename or e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS)):
+            # the environment, not fnacli: a file that vanished, a disk that filled up
+            print(f"fnacli: error: {describe_os_error(e)}", file=sys.stderr)
+            sys.exit(2)
         print(f"fnacli: internal error: {type(e).__name__}: {e} (rerun with --debug for the "
               "traceback)", file=sys.stderr)
         sys.exit(1)
+    finally:
+        interrupt.uninstall()
+    # typer returns the exit code of `raise typer.Exit(n)` when not in standalone mode
+    sys.exit(rv if isinstance(rv, int) else 0)

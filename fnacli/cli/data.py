@@ -57,13 +57,15 @@ def synth(
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-    from fnacli.detection.synthetic import SynthConfig, check_config, generate
+    from fnacli.detection.synthetic import SynthConfig, check_config, check_output_dir, generate
 
     cfg = SynthConfig(train=train, val=val, size=size, classes=classes, seed=seed,
                       fmt=fmt.value, variant=variant.value)
     check_config(cfg)
+    check_output_dir(out_dir, force)  # before the progress bar takes stderr
     with Progress(TextColumn("data synth"), BarColumn(), MofNCompleteColumn(),
-                  console=err_console, transient=True) as bar:
+                  console=err_console, transient=True,
+                  disable=not err_console.is_terminal) as bar:  # no bar in a log file
         task = bar.add_task("", total=train + val)
         counts = generate(out_dir, cfg, force=force,
                           progress=lambda n: bar.update(task, advance=n))

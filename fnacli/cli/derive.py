@@ -1,21 +1,16 @@
-"""`fnacli derive SEARCHED|SUPERNET [-o ARCH.json|-]`: the architecture a search chose.
-
-argmax α per layer (skips dropped), argmax β per stage, as a canonical ``fnacli/arch@1`` spec
-on stdout (or -o). ``--show`` draws it on stderr with MAdds/params against the seed;
-``--top K`` lists the K most likely architectures (one-shot searches: the K best evaluated);
-``--plot`` / ``--diagram`` write SVG pictures (``fnacli.plots``).
-"""
+"""`fnacli derive SEARCHED|SUPERNET [-o ARCH.json|-]`: the architecture a search chose
+(``fnacli.pipeline.derive``), as a canonical ``fnacli/arch@1`` spec on stdout (or -o);
+``--show`` / ``--top`` tables on stderr."""
 
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from typing import Any
 
 import typer
 
+from fnacli.cli import common as c
 from fnacli.cli.app import app
-from fnacli.cli.common import err_console, fail, print_result
 
 
 @app.command("derive", help="Derive the searched architecture (argmax α per layer, argmax β per "
@@ -31,172 +26,58 @@ def derive(
     top: int | None = typer.Option(None, "--top", min=1, metavar="K",
                                    help="List the K most likely architectures with their "
                                         "probabilities and MAdds (stderr; in --json output)."),
-    as_json: bool = typer.Option(False, "--json",
-                                 help="Print a JSON report (spec, probability, MAdds, top K) "
-                                      "on stdout instead of the bare spec."),
-    task: str | None = typer.Option(None, "--task", metavar="ssdlite|retinanet|none",
-                                    help="Detector the MAdds are counted for [the search's, "
-                                         "else ssdlite]."),
-    size: str | None = typer.Option(None, "--size", metavar="N|WxH",
-                                    help="Input size of the MAdds [the search's, else the "
-                                         "task's]."),
-    num_classes: int | None = typer.Option(None, "--num-classes", min=1,
+    as_json: bool = c.json_opt("Print a JSON report (spec, probability, MAdds, top K) on stdout "
+                               "instead of the bare spec."),
+    task: str | None = c.task_opt("Detector the MAdds are counted for [the search's, else "
+                                  "ssdlite].", extra=("none",)),
+    size: str | None = c.size_opt("Input size of the MAdds [the search's, else the task's]."),
+    num_classes: int | None = typer.Option(None, "--num-classes", min=1, metavar="N",
                                            help="Classes of the detector [the search's, else "
                                                 "80]."),
     min_depth: int | None = typer.Option(None, "--min-depth", min=0, metavar="N",
                                          help="Never drop layers 0..N-1 of a stage [the "
                                               "search's]."),
-    plot: str | None = typer.Option(None, "--plot", metavar="OUT.svg",
+    plot: str | None = typer.Option(None, "--plot", metavar="OUT.svg|OUT.png",
                                     help="Draw α/β probabilities per epoch (from "
                                          "SEARCHED.metrics.jsonl, else the checkpoint's "
-                                         "current α/β) as SVG."),
-    diagram: str | None = typer.Option(None, "--diagram", metavar="OUT.svg",
-                                       help="Draw the derived architecture as SVG, beside the "
-                                            "seed's when the checkpoint records it."),
+                                         "current α/β); the suffix picks SVG, PNG or PDF."),
+    diagram: str | None = typer.Option(None, "--diagram", metavar="OUT.svg|OUT.png",
+                                       help="Draw the derived architecture (SVG, PNG or PDF), "
+                                            "beside the seed's when the checkpoint records "
+                                            "it."),
     metrics: str | None = typer.Option(None, "--metrics", metavar="FILE.jsonl",
                                        help="The search's metrics for --plot [SEARCHED"
                                             ".metrics.jsonl when it exists]."),
-    force: bool = typer.Option(False, "--force",
-                               help="Overwrite -o ARCH.json, --plot and --diagram files."),
+    force: bool = c.force_opt("Overwrite -o ARCH.json, --plot and --diagram files."),
 ) -> None:
-    from fnacli.io import check_writable, write_output
-    from fnacli.search import arch as A
-    from fnacli.search.supernet_io import read_supernet
+    from fnacli.io import write_output
+    from fnacli.pipeline.derive import DeriveConfig
+    from fnacli.pipeline.derive import derive as run
 
-    for opt, dest in (("--plot", plot), ("--diagram", diagram)):
-        if dest == "-":
-            fail(f"{opt}: give a file name (stdout carries the spec)")
-        if dest is not None:
-            check_writable(dest, force)  # refuse before any work, and before the spec goes out
-    ck = read_supernet(checkpoint)
-    searched = ck.meta.get("search", {})
-    depth = ck.min_depth if min_depth is None else min_depth
-    arch, path, prob = A.derive(ck.space, ck.alpha, ck.beta, depth)
-    if plot is not None:
-        _plot(ck, checkpoint, metrics, depth, plot)
-    if diagram is not None:
-        from fnacli.plots import render_arch_diagram, write_svg
-
-        write_svg(diagram, render_arch_diagram(
-            arch, ck.seed_spec, title=f"derived from {Path(checkpoint).name}"))
+    c.setup_logging()
+    r = run(DeriveConfig(checkpoint, min_depth, show or as_json, top, task, size, num_classes,
+                         plot, diagram, metrics, force))
     if output != "-" or not as_json:
-        write_output(output, arch.to_json(), force)
-    warning = A.collapse_warning(ck.space, path)
-    if warning:
-        err_console.print(f"warning: {warning}")
-    if not (show or top or as_json):
-        return
-
-    cost = _Costs(searched, task, size, num_classes)
-    seed = ck.seed_spec
-    specs = [arch] + ([seed] if seed is not None else [])
-    tops = _top(ck, searched, top, depth) if top else []
-    profiles = cost.profiles(specs + [t["spec"] for t in tops])
-    mine, seed_p = profiles[0], (profiles[1] if seed is not None else None)
-    for t, p in zip(tops, profiles[len(specs):], strict=True):
-        t["madds"] = p.madds
+        write_output(output, r.arch.to_json(), force)
+    if r.warning:
+        c.err_console.print(f"warning: {r.warning}", markup=False)
     if show:
-        _show(arch, seed, mine, seed_p, prob, cost)
+        _show(r)
     if top:
-        _show_top(tops, cost)
+        _show_top(r)
     if as_json:
-        report: dict[str, Any] = {"spec": arch.to_dict(), "probability": prob,
-                                  "task": cost.task, "input": list(cost.size),
-                                  "madds": mine.madds, "params": mine.params,
-                                  "backbone_params": mine.params_parts["backbone"],
-                                  "skipped_layers": A.skip_report(ck.space, path)[0]}
-        if seed_p is not None:
-            report["seed"] = {"spec": seed.to_dict(), "madds": seed_p.madds,
-                              "params": seed_p.params}
-        if top:
-            report["top"] = [{**{k: v for k, v in t.items() if k != "spec"},
-                              "spec": t["spec"].to_dict()} for t in tops]
-        print_result(json.dumps(report))
-
-
-class _Costs:
-    """MAdds/params of specs for the search's task and size (from its metadata by default)."""
-
-    def __init__(self, searched: dict, task: str | None, size: str | None,
-                 num_classes: int | None) -> None:
-        from fnacli.cli.finetune import RECIPES, parse_size
-
-        self.task = task or searched.get("task") or "ssdlite"
-        if self.task not in ("ssdlite", "retinanet", "none"):
-            fail(f"--task: expected ssdlite, retinanet or none, got {self.task!r}")
-        if size:
-            self.size = parse_size(size)
-        elif searched.get("size"):
-            self.size = tuple(searched["size"])
-        else:
-            self.size = RECIPES[self.task]["size"] if self.task in RECIPES else (224, 224)
-        self.num_classes = num_classes or searched.get("num_classes") or 80
-
-    def profiles(self, specs: list) -> list:
-        from fnacli.lut import profile_specs
-
-        return profile_specs(specs, self.task, self.size, self.num_classes)
-
-    @property
-    def where(self) -> str:
-        what = "backbone" if self.task == "none" else self.task
-        return f"{what} {self.size[0]}x{self.size[1]}"
-
-
-def _top(ck: Any, searched: dict, k: int, depth: int) -> list[dict]:
-    """The K most likely architectures (α/β), or the K best a one-shot search recorded."""
-    from fnacli.search import arch as A
-    from fnacli.spec import ArchSpec
-
-    if searched.get("strategy") in ("evolution", "random") and "top" in searched:
-        return [{"rank": c["rank"], "fitness": c["fitness"],
-                 "spec": ArchSpec.from_dict(c["arch"], f"{ck.kind} top[{c['rank']}]")}
-                for c in searched["top"][:k]]
-    a, b = A.probs(ck.space, ck.alpha, ck.beta, depth)
-    ranked, exact = A.top_k(ck.space, a, b, k)
-    if not exact:
-        err_console.print("note: the space is too large to enumerate a stage exactly; the "
-                          "top list is a beam-search approximation")
-    return [{"rank": r + 1, "probability": p, "spec": s} for r, (p, s) in enumerate(ranked)]
-
-
-def _plot(ck: Any, checkpoint: str, metrics: str | None, depth: int, dest: str) -> None:
-    """SEARCHED.arch.svg again: every epoch of the metrics file, or the checkpoint's α/β."""
-    from fnacli.plots import read_epoch_records, render_search_plot, write_svg
-    from fnacli.search import arch as A
-    from fnacli.search.differentiable import prob_report
-
-    searched = ck.meta.get("search", {})
-    source = Path(metrics) if metrics else Path(f"{checkpoint}.metrics.jsonl")
-    if metrics and not source.is_file():
-        fail(f"--metrics {metrics}: no such file")
-    records = read_epoch_records(source, ck.space) if source.is_file() else []
-    if records:
-        note = f"{len(records)} epoch{'s' if len(records) != 1 else ''} from {source.name}"
-    else:  # no history: one column of what the checkpoint holds now
-        done = searched.get("epochs_done")
-        probs = A.probs(ck.space, ck.alpha, ck.beta, depth)
-        records = [{"epoch": done - 1 if done else None, **prob_report(ck.space, *probs)}]
-        note = f"no metrics file ({source.name}): the checkpoint's current α/β"
-        err_console.print(f"note: {note}")
-    if searched.get("strategy") in ("evolution", "random"):
-        note += "; a one-shot search does not train α/β"
-    what = f"{searched['task']} {searched['size'][0]}x{searched['size'][1]}, " if (
-        searched.get("task") and searched.get("size")) else ""
-    write_svg(dest, render_search_plot(
-        ck.space, records, title=f"α/β over the search: {Path(checkpoint).name}",
-        subtitle=f"{ck.space.name} space, {what}{note}",
-        warmup_epochs=searched.get("warmup_epochs")))
+        c.print_result(json.dumps(r.to_dict()))
 
 
 def _ops_text(st: Any) -> str:
     return " ".join(f"K{o.kernel}_E{o.expand}" for o in st.ops)
 
 
-def _show(arch: Any, seed: Any, mine: Any, seed_p: Any, prob: float, cost: _Costs) -> None:
+def _show(r: Any) -> None:
     from rich.table import Table
 
-    table = Table(title=f"derived architecture (path probability {prob:.3g})",
+    arch, seed = r.arch, r.seed
+    table = Table(title=f"derived architecture (path probability {r.probability:.3g})",
                   title_justify="left")
     for col in ("stage", "stride", "width", "depth", "ops (per layer)"):
         table.add_column(col, justify="right" if col in ("stage", "stride") else "left")
@@ -208,30 +89,47 @@ def _show(arch: Any, seed: Any, mine: Any, seed_p: Any, prob: float, cost: _Cost
             sd = seed.stages[s]
             row.append(f"{sd.out} x{sd.depth} {_ops_text(sd) if sd.ops != st.ops else '(same)'}")
         table.add_row(*row)
-    err_console.print(table)
+    c.err_console.print(table)
 
     def line(name: str, p: Any) -> str:
         return (f"{name}: {p.madds / 1e6:,.1f}M MAdds, {p.params / 1e6:.2f}M params "
                 f"(backbone {p.params_parts['backbone'] / 1e6:.2f}M)")
 
-    err_console.print(line(f"derived ({cost.where})", mine))
-    if seed_p is not None:
-        err_console.print(line("seed", seed_p)
-                          + f"; derived/seed MAdds {mine.madds / max(seed_p.madds, 1):.3f}")
+    mine = r.profile
+    c.err_console.print(line(f"derived ({r.where})", mine))
+    if r.seed_profile is not None:
+        c.err_console.print(line("seed", r.seed_profile) + "; derived/seed MAdds "
+                            f"{mine.madds / max(r.seed_profile.madds, 1):.3f}")
 
 
-def _show_top(tops: list[dict], cost: _Costs) -> None:
+def _show_top(r: Any) -> None:
+    """Rank, probability/fitness, MAdds, and the ops and width of every stage in which the K
+    architectures differ (the stages they share are named once in the caption)."""
     from rich.table import Table
 
+    from fnacli.search.arch import differing_stages, stage_text
+
+    tops = r.top
     key = "probability" if tops and "probability" in tops[0] else "fitness"
-    table = Table(title=f"top {len(tops)} ({cost.where})", title_justify="left")
-    for col in ("rank", key, "MAdds", "depths", "widths"):
-        table.add_column(col, justify="right" if col != "depths" else "left")
+    specs = [t["spec"] for t in tops]
+    differ = differing_stages(specs)
+    table = Table(title=f"top {len(tops)} ({r.where})", title_justify="left")
+    for col in ("rank", key, "MAdds"):
+        table.add_column(col, justify="right")
+    for s in differ:
+        table.add_column(f"stage {s} (width: ops)")
     for t in tops:
         spec = t["spec"]
         table.add_row(str(t["rank"]), f"{t[key]:.4g}", f"{t['madds'] / 1e6:,.1f}M",
-                      "-".join(str(st.depth) for st in spec.stages),
-                      "-".join(str(st.out) for st in spec.stages))
+                      *(stage_text(spec.stages[s]) if s < len(spec.stages) else "-"
+                        for s in differ))
+    same = [s for s in range(len(specs[0].stages)) if s not in differ] if specs else []
+    caption = []
+    if same:
+        caption.append(f"the same in all: stage{'s' if len(same) > 1 else ''} "
+                       + ", ".join(f"{s} ({stage_text(specs[0].stages[s])})" for s in same))
     if key == "probability":
-        table.caption = f"total probability of the listed: {sum(t[key] for t in tops):.4g}"
-    err_console.print(table)
+        caption.append(f"total probability of the listed: {sum(t[key] for t in tops):.4g}")
+    table.caption = "; ".join(caption) or None
+    table.caption_justify = "left"
+    c.err_console.print(table)

@@ -1,4 +1,5 @@
-"""`fnacli eval FINAL --data DIR [--split val] [--json]`: COCO bbox metrics of a detector."""
+"""`fnacli eval FINAL --data DIR [--split val] [--json]`: COCO bbox metrics of a detector
+(``fnacli.pipeline.evaluate``)."""
 
 from __future__ import annotations
 
@@ -7,96 +8,77 @@ from pathlib import Path
 
 import typer
 
+from fnacli.cli import common as c
 from fnacli.cli.app import app
-from fnacli.cli.common import err_console, fail, print_result, setup_logging
 
 
-@app.command("eval")
+@app.command("eval", cls=c.PanelCommand)
 def eval_(
     final: Path = typer.Argument(..., metavar="FINAL",
                                  help="Detector checkpoint (from 'fnacli finetune')."),
-    data: Path | None = typer.Option(None, "--data", metavar="DIR",
-                                     help="COCO-layout dataset folder."),
-    split: str = typer.Option("val", "--split", help="Which split of --data (val, train, …)."),
-    ann: Path | None = typer.Option(None, "--ann", help="Annotation file (instead of --data)."),
-    images: Path | None = typer.Option(None, "--images", help="Image folder for --ann."),
-    as_json: bool = typer.Option(False, "--json",
-                                 help="Print the 12 COCO numbers (named) as JSON on stdout."),
+    data: Path | None = c.data_opt(),
+    split: str = typer.Option("val", "--split", help="Which split of --data (val, train, …).",
+                              rich_help_panel=c.DATA),
+    ann: Path | None = c.ann_opt("val", "Annotation file of the split (instead of --data)."),
+    images: Path | None = c.images_opt("val", "Image folder for --val-ann."),
+    ann_alias: Path | None = c.hidden_opt("--ann"),
+    images_alias: Path | None = c.hidden_opt("--images"),
+    as_json: bool = c.json_opt("Print the 12 COCO numbers (named) as JSON on stdout."),
     per_class: bool = typer.Option(False, "--per-class", help="Also AP per category."),
     detections: Path | None = typer.Option(None, "--detections", metavar="OUT.json",
                                            help="Write the detections (COCO results JSON); "
                                                 "'-' for stdout."),
     batch_size: int = typer.Option(8, "--batch-size", min=1),
-    workers: int = typer.Option(2, "--workers", min=0, help="Data-loading processes."),
-    threads: int = typer.Option(0, "--threads", min=0,
-                                help="CPU threads for torch ops (0: torch's default)."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
-    force: bool = typer.Option(False, "--force", help="Overwrite --detections."),
+    workers: int = c.workers_opt(),
+    threads: int = c.threads_opt(),
+    device: c.Device = c.device_opt(),
+    force: bool = c.force_opt("Overwrite --detections."),
 ) -> None:
     """Evaluate a detector with COCOeval (bbox): AP, AP50, AP75, APs/m/l, AR1/10/100, ARs/m/l.
 
     The table goes to stderr; --json puts the numbers on stdout. -1 means the split has no
     ground truth in that size range (COCOeval's convention).
     """
-    if device not in ("auto", "cpu", "cuda"):
-        fail(f"--device: expected auto, cpu or cuda, got {device!r}")
-    if data is None and ann is None:
-        fail("no data to evaluate on: give --data DIR (COCO layout) or --ann FILE [--images DIR]")
     if detections is not None and str(detections) == "-" and as_json:
-        fail("--detections - and --json both want stdout; write the detections to a file")
-    from fnacli.io import check_writable
+        c.fail("--detections - and --json both want stdout; write the detections to a file")
+    from fnacli.io import check_writable, write_output
 
     if detections is not None and str(detections) != "-":
         check_writable(detections, force)
-
-    import torch
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
     from rich.table import Table
 
-    from fnacli.detection.checkpoint import load_detector
-    from fnacli.detection.data import check_same_categories, find_split, load_split
-    from fnacli.detection.evaluate import STAT_LABELS, STAT_NAMES, evaluate
-    from fnacli.detection.models import label_offset
-    from fnacli.detection.transforms import eval_transform
-    from fnacli.io import write_output
+    from fnacli.pipeline.evaluate import EvaluateConfig, evaluate
+    from fnacli.tasks import get_task
 
-    setup_logging()
-    if threads:
-        torch.set_num_threads(threads)
-    model, info = load_detector(final)
-    files = find_split(data, split, ann, images)
-    dataset = load_split(files, train=False, label_offset=label_offset(info.task),
-                         transform=eval_transform())
-    check_same_categories(info.categories, dataset.categories(), str(final), str(files.ann))
-    if device == "cuda" and not torch.cuda.is_available():
-        fail("--device cuda: no CUDA device is available")
-    dev = torch.device("cuda" if device == "cuda" or (device == "auto"
-                                                     and torch.cuda.is_available()) else "cpu")
-    model.to(dev)
+    c.setup_logging()
     with Progress(TextColumn(f"eval {split}"), BarColumn(), MofNCompleteColumn(),
-                  console=err_console, transient=True) as bar:
-        task = bar.add_task("", total=len(dataset))
-        result = evaluate(model, dataset, batch_size=batch_size, workers=workers, device=dev,
-                          per_class=per_class, progress=lambda n: bar.update(task, advance=n))
+                  console=c.err_console, transient=True,
+                  disable=not c.err_console.is_terminal) as bar:  # no bar in a log file
+        job = bar.add_task("", total=None)
+        r = evaluate(EvaluateConfig(
+            final, data, split, ann or ann_alias, images or images_alias, per_class, batch_size,
+            workers, threads, device.value, on_progress=lambda n: bar.update(job, advance=n),
+            on_start=lambda total: bar.update(job, total=total)))
 
-    table = Table(title=f"{final.name} on {files.ann.name} ({len(dataset)} images, "
-                        f"{len(result.detections)} detections)")
-    table.add_column("metric")
-    table.add_column("name")
-    table.add_column("value", justify="right")
-    for name, label in zip(STAT_NAMES, STAT_LABELS, strict=True):
-        table.add_row(label, name, f"{result.stats[name]:.4f}")
-    err_console.print(table)
-    if result.per_class is not None:
+    table = Table(title=f"{final.name} on {Path(r.ann).name} ({r.images} images, "
+                        f"{len(r.detections)} detections)")
+    for col, just in (("metric", "left"), ("name", "left"), ("value", "right")):
+        table.add_column(col, justify=just)
+    labels = get_task(r.task).metric_labels
+    for name, v in r.stats.items():
+        table.add_row(labels.get(name, name), name, f"{v:.4f}")
+    c.err_console.print(table)
+    if r.per_class is not None:
         pc = Table(title="AP per category")
         pc.add_column("category")
         pc.add_column("AP", justify="right")
-        for cname, ap in result.per_class.items():
+        for cname, ap in r.per_class.items():
             pc.add_row(cname, f"{ap:.4f}")
-        err_console.print(pc)
+        c.err_console.print(pc)
     if detections is not None:
-        write_output(str(detections), json.dumps(result.detections), force)
+        write_output(str(detections), json.dumps(r.detections), force)
         if str(detections) != "-":
-            err_console.print(f"detections -> {detections}")
+            c.err_console.print(f"detections -> {detections}")
     if as_json:
-        print_result(json.dumps(result.to_dict()))
+        c.print_result(json.dumps(r.to_dict()))

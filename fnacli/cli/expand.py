@@ -1,4 +1,5 @@
-"""`fnacli expand SEED --space … -o SUPERNET`: the supernet of a space, remapped from a seed."""
+"""`fnacli expand SEED --space … -o SUPERNET`: the supernet of a space, remapped from a seed
+(``fnacli.pipeline.expand``)."""
 
 from __future__ import annotations
 
@@ -6,8 +7,8 @@ import json
 
 import typer
 
+from fnacli.cli import common as c
 from fnacli.cli.app import app
-from fnacli.cli.common import checkpoint_output, err_console, print_result
 
 
 @app.command("expand", help="Build the supernet of a search space with parameters remapped from "
@@ -16,7 +17,8 @@ from fnacli.cli.common import checkpoint_output, err_console, print_result
 def expand(
     seed: str = typer.Argument(..., metavar="SEED",
                                help="Seed MobileNetV2 checkpoint (torchvision/timm .pth, fnacli "
-                                    ".safetensors, or torchvision:IMAGENET1K_V1)."),
+                                    ".safetensors, torchvision:IMAGENET1K_V1 or "
+                                    "timm:mobilenetv2_100)."),
     space: str = typer.Option("fna", "--space", metavar="fna|fna-channels|SPACE.json",
                               help="Search space: a built-in name, a JSON file or '-'."),
     output: str = typer.Option(..., "-o", "--output", metavar="SUPERNET",
@@ -25,29 +27,33 @@ def expand(
                               metavar="non-overlapping|overlapping",
                               help="Channel masks of the mixed blocks: Jung et al.'s "
                                    "non-overlapping segments or FBNetV2's overlapping masks."),
-    arch_seed: int = typer.Option(0, "--seed", help="Seed of the α/β initial noise (1e-3·N(0,1))."),
+    widen: str = typer.Option("noise", "--widen", metavar="noise|zeros|split",
+                              help="How channels wider than the seed's are filled (see 'fnacli "
+                                   "remap --widen'): zeros plus small noise (Jung et al.), "
+                                   "zeros, or Net2Net-style split copies."),
+    noise: float | None = typer.Option(None, "--noise", min=0.0, metavar="R",
+                                       help="Noise std of added channels' conv weights, "
+                                            "relative to the RMS of each seed tensor [0.01]; "
+                                            "--widen noise only."),
+    arch_seed: int = c.seed_opt("Seed of the α/β initial noise (1e-3·N(0,1)) and of the "
+                                "--widen noise."),
     init_std: float = typer.Option(1e-3, "--init-std", min=0.0,
                                    help="Std of the α/β initial noise (0: exactly zero)."),
-    force: bool = typer.Option(False, "--force", help="Overwrite the output."),
-    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+    force: bool = c.force_opt("Overwrite the output."),
+    as_json: bool = c.json_opt("Print the summary as JSON."),
 ) -> None:
-    checkpoint_output(output)
-    from fnacli.checkpoint import save_checkpoint
-    from fnacli.io import check_writable
-    from fnacli.search import supernet_io
-    from fnacli.search.masks import check_kind
-    from fnacli.spec import load_space
+    from fnacli.pipeline.expand import ExpandConfig
+    from fnacli.pipeline.expand import expand as run
 
-    check_kind(masks)
-    check_writable(output, force)  # fail before the work, not after
-    space_spec = load_space(space)
-    with err_console.status(f"remapping {seed} into the {space_spec.name} supernet"):
-        tensors, meta = supernet_io.expand(seed, space_spec, masks, arch_seed, init_std)
-        save_checkpoint(output, tensors, "supernet", meta, force=force)
-    info = supernet_io.summary(space_spec, tensors) | {"masks": masks, "output": output}
+    with c.err_console.status(f"remapping {seed} into the {space} supernet"):
+        r = run(ExpandConfig(seed, output, space, masks, arch_seed, init_std, force, widen,
+                             noise))
+    info = r.to_dict()
     if as_json:
-        print_result(json.dumps(info))
+        c.print_result(json.dumps(info))
         return
-    print_result(f"{output}: supernet of space '{info['space']}' ({masks} masks): "
-                 f"{info['architectures']:.4g} candidate architectures, "
-                 f"{info['params'] / 1e6:.2f}M parameters, {info['bytes'] / 2**20:.1f} MiB")
+    # the result is a file: stdout stays empty without --json, the summary goes to stderr
+    c.err_console.print(f"{output}: supernet of space '{info['space']}' ({masks} masks): "
+                        f"{info['architectures']:.4g} candidate architectures, "
+                        f"{info['params'] / 1e6:.2f}M parameters, "
+                        f"{info['bytes'] / 2**20:.1f} MiB")

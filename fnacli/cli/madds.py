@@ -1,111 +1,20 @@
-"""`fnacli madds`: params and MAdds of architectures and detectors, and the cost lookup table."""
+"""`fnacli madds`: params and MAdds of architectures and detectors, and the cost lookup table
+(``fnacli.pipeline.profile``)."""
 
 from __future__ import annotations
 
 import json
-import re
 import sys
-import time
 from enum import StrEnum
-from pathlib import Path
-from typing import TYPE_CHECKING, NoReturn
+from typing import Any
 
 import typer
 
+from fnacli.cli import common as c
 from fnacli.cli.app import app
-from fnacli.cli.common import err_console, fail, print_result
+from fnacli.tasks import per_task, size_text, task_names
 
-if TYPE_CHECKING:
-    from fnacli.cost import Profile
-    from fnacli.spec import ArchSpec
-
-
-class Task(StrEnum):
-    none = "none"
-    classifier = "classifier"
-    ssdlite = "ssdlite"
-    retinanet = "retinanet"
-
-
-DEFAULT_INPUT = {"none": "224", "classifier": "224", "ssdlite": "320", "retinanet": "1088x800"}
-_SIZE_RE = re.compile(r"^\s*(\d+)\s*(?:[xX×]\s*(\d+))?\s*$")
-
-
-def parse_input(text: str) -> tuple[int, int]:
-    """``320`` -> (320, 320); ``1088x800`` -> width 1088, height 800."""
-    m = _SIZE_RE.match(text)
-    if not m:
-        raise_input(text)
-    w = int(m.group(1))
-    h = int(m.group(2)) if m.group(2) else w
-    if w < 1 or h < 1:
-        raise_input(text)
-    return w, h
-
-
-def raise_input(text: str) -> NoReturn:
-    fail(f"--input: expected a size like 320 (square) or 1088x800 (WIDTHxHEIGHT), got {text!r}")
-
-
-def _specs_from_stdin() -> list[tuple[str, ArchSpec]]:
-    """One JSON document, or JSON lines with one spec per line."""
-    from fnacli.io import read_text_arg
-    from fnacli.spec import ArchSpec
-
-    text, _ = read_text_arg("-", "SPEC")
-    try:
-        doc = json.loads(text)
-    except json.JSONDecodeError:
-        doc = None
-    if isinstance(doc, dict):
-        return [("<stdin>", ArchSpec.from_dict(doc, "<stdin>"))]
-    if isinstance(doc, list):
-        return [(f"<stdin>[{i}]", ArchSpec.from_dict(d, f"<stdin>[{i}]"))
-                for i, d in enumerate(doc)]
-    out = []
-    for n, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        name = f"<stdin>:{n}"
-        try:
-            d = json.loads(line)
-        except json.JSONDecodeError as e:
-            fail(f"{name}: not valid JSON ({e.msg} at column {e.colno}); expected one spec "
-                 "document or JSON lines with one spec per line")
-        out.append((name, ArchSpec.from_dict(d, name)))
-    if not out:
-        fail("<stdin>: no spec given (empty input)")
-    return out
-
-
-def _is_json_file(path: Path) -> bool:
-    with path.open("rb") as f:
-        head = f.read(64).lstrip()
-    return head[:1] in (b"{", b"[")
-
-
-def load_specs(args: list[str]) -> list[tuple[str, ArchSpec]]:
-    """SPEC arguments: JSON files, '-', built-in names, or fnacli checkpoints."""
-    from fnacli.spec import load_arch
-
-    if args.count("-") > 1:
-        fail("SPEC: '-' (stdin) can be given only once")
-    out: list[tuple[str, ArchSpec]] = []
-    for arg in args:
-        path = Path(arg)
-        if arg == "-":
-            out += _specs_from_stdin()
-        elif path.is_file() and not _is_json_file(path):
-            from fnacli.checkpoint import read_checkpoint
-
-            ck = read_checkpoint(path)
-            if ck.spec is None:
-                hint = " (derive an architecture first: fnacli derive)" if ck.space else ""
-                fail(f"{arg}: this {ck.kind} checkpoint carries no architecture spec{hint}")
-            out.append((arg, ck.spec))
-        else:
-            out.append((arg, load_arch(arg)))
-    return out
+CountTask = StrEnum("CountTask", {n: n for n in ("none", "classifier", *task_names())})
 
 
 def _fmt(n: float, unit: str = "") -> str:
@@ -115,7 +24,7 @@ def _fmt(n: float, unit: str = "") -> str:
     return f"{n:.0f}{unit}"
 
 
-def _table(profiles: list[Profile], title: str) -> None:
+def _table(profiles: list[Any], title: str) -> None:
     from rich.table import Table
 
     t = Table(title=title, title_justify="left")
@@ -124,7 +33,7 @@ def _table(profiles: list[Profile], title: str) -> None:
     for p in profiles:
         t.add_row(p.name, _fmt(p.params), _fmt(p.madds),
                   *(_fmt(p.madds_parts.get(part, 0)) for part in ("backbone", "neck", "head")))
-    err_console.print(t)
+    c.err_console.print(t)
 
 
 @app.command("madds")
@@ -133,18 +42,20 @@ def madds(
                                       help="Architectures: JSON files, '-' (stdin: one JSON "
                                            "document or JSON lines), built-in names, or fnacli "
                                            "checkpoints (their embedded spec)."),
-    task: Task = typer.Option(Task.none, "--task",
-                              help="What to count: the backbone (with its 1x1 head conv), the "
-                                   "ImageNet classifier, or a detector."),
-    input_size: str = typer.Option(None, "--input", metavar="SIZE",
-                                   help="Input size: 320 (square) or WIDTHxHEIGHT, e.g. 1088x800. "
-                                        "Default: 224 (none, classifier), 320 (ssdlite), "
-                                        "1088x800 (retinanet)."),
+    task: CountTask | None = typer.Option(None, "--task",
+                                          help="What to count: the backbone (with its 1x1 head "
+                                               "conv), the ImageNet classifier, or a detector "
+                                               "[a detector checkpoint's own task, else none]."),
+    size: str | None = c.size_opt("Input size: 320 (square) or WIDTHxHEIGHT, e.g. 1088x800. "
+                                  "Default: a detector checkpoint's own, else 224 (none, "
+                                  "classifier), "
+                                  f"{per_task(lambda t: size_text(t.profile_size))}."),
+    input_alias: str | None = c.hidden_opt("--input"),
     num_classes: int = typer.Option(None, "--num-classes", min=1, metavar="N",
-                                    help="Object classes without background (default 80); "
-                                         "ImageNet classes for --task classifier (default 1000)."),
-    as_json: bool = typer.Option(False, "--json",
-                                 help="One JSON object per spec on stdout."),
+                                    help="Object classes without background (default: a "
+                                         "detector checkpoint's, else 80); ImageNet classes "
+                                         "for --task classifier (default 1000)."),
+    as_json: bool = c.json_opt("One JSON object per spec on stdout."),
     exact: bool = typer.Option(False, "--exact",
                                help="Trace every network with fvcore instead of summing the "
                                     "lookup table (slower; same numbers)."),
@@ -156,63 +67,47 @@ def madds(
                                   "specs (to -o, else into the cache; prints its path)."),
     output: str = typer.Option(None, "--output", "-o", metavar="OUT",
                                help="With --lut: where to write the table ('-' for stdout)."),
-    force: bool = typer.Option(False, "--force", help="Overwrite OUT if it exists."),
+    force: bool = c.force_opt("Overwrite OUT if it exists."),
 ) -> None:
     """Params and MAdds (conv + linear multiply-accumulates, counted with fvcore) of SPECs,
     split into backbone / neck / head; or the cost lookup table of a search space."""
-    size = parse_input(input_size or DEFAULT_INPUT[task.value])
+    from fnacli.pipeline import profile as P
+    from fnacli.pipeline.common import as_size
+
+    size_wh = as_size(size or input_alias, min_side=1)  # bad sizes fail before anything else
+    task_name = task.value if task else None
     if lut or space:
         if not (lut and space):
-            fail("--lut and --space go together: fnacli madds --space SPACE --lut -o lut.json")
+            c.fail("--lut and --space go together: fnacli madds --space SPACE --lut -o lut.json")
         if specs:
-            fail("--lut builds the table of --space; drop the SPEC arguments")
-        _build_lut(space, task.value, size, num_classes, output, force)
+            c.fail("--lut builds the table of --space; drop the SPEC arguments")
+        r = P.build_table(space, task_name or "none", size_wh, num_classes, output, force,
+                          progress=True)
+        if r.text is not None:
+            from fnacli.io import write_output
+
+            write_output("-", r.text, force)
+        elif not output:
+            c.print_result(r.where)
+        w, h = r.table.size
+        c.err_console.print(f"lookup table: {space} / {task_name or 'none'} @ {w}x{h}: "
+                            f"{len(r.table.layers)} layer entries, {len(r.table.fixed)} "
+                            f"fixed-part entries -> {r.where} ({r.seconds:.1f}s)")
+        sys.stderr.flush()
         return
     if output:
-        fail("-o/--output is only for --lut (profiles go to stdout with --json)")
+        c.fail("-o/--output is only for --lut (profiles go to stdout with --json)")
     if not specs:
-        fail("give at least one SPEC (a JSON file, '-', a built-in name or a checkpoint)")
-    named = load_specs(specs)
-
-    from fnacli.cost import default_classes, profile_exact
-    from fnacli.lut import profile_specs
-
-    n_cls = num_classes or default_classes(task.value)
-    start = time.perf_counter()
-    if exact:
-        profiles = [profile_exact(s, task.value, size, n_cls, name) for name, s in named]
-    else:
-        profiles = profile_specs([s for _, s in named], task.value, size, n_cls,
-                                 [name for name, _ in named], progress=True)
-    took = time.perf_counter() - start
-    how = "fvcore trace" if exact else "lookup table"
-    extra = f", {n_cls} classes" if task.value != "none" else ""
-    _table(profiles, f"{task.value} @ {size[0]}x{size[1]}{extra} ({how}, {took:.1f}s)")
-    if as_json:
-        print_result("\n".join(json.dumps(p.to_dict()) for p in profiles))
-
-
-def _build_lut(space_arg: str, task: str, size: tuple[int, int], num_classes: int | None,
-               output: str | None, force: bool) -> None:
-    from fnacli.io import check_writable, write_output
-    from fnacli.spec import load_space
-
-    space = load_space(space_arg)
-    if output and output != "-":
-        check_writable(output, force)  # fail before the build, not after
-
-    from fnacli.lut import build_lut, cache_path, load_or_build_lut
-
-    start = time.perf_counter()
-    if output:
-        table = build_lut(space, task, size, num_classes, progress=True)
-        write_output(output, table.to_json(), force)
-        where = "stdout" if output == "-" else output
-    else:
-        table = load_or_build_lut(space, task, size, num_classes, progress=True)
-        where = str(cache_path(space, task, size, table.num_classes))
-        print_result(where)
-    err_console.print(f"lookup table: {space_arg} / {task} @ {size[0]}x{size[1]}: "
-                      f"{len(table.layers)} layer entries, {len(table.fixed)} fixed-part entries "
-                      f"-> {where} ({time.perf_counter() - start:.1f}s)")
-    sys.stderr.flush()
+        c.fail("give at least one SPEC (a JSON file, '-', a built-in name or a checkpoint)")
+    named = P.load_recorded_specs(specs)
+    # one table per setting: a detector checkpoint counts at its own task, size and classes
+    results = P.profile_recorded(named, task_name, size_wh, num_classes, exact, progress=True)
+    for r in results:
+        extra = f", {r.num_classes} classes" if r.task != "none" else ""
+        _table(r.profiles, f"{r.task} @ {r.size[0]}x{r.size[1]}{extra} ({r.method}, "
+                           f"{r.seconds:.1f}s)")
+    if as_json:  # in the order the SPECs were given (the sort is stable)
+        rank = {name: i for i, (name, _, _) in reversed(list(enumerate(named)))}
+        order = sorted((p for r in results for p in r.profiles),
+                       key=lambda p: rank.get(p.name, len(rank)))
+        c.print_result("\n".join(json.dumps(p.to_dict()) for p in order))

@@ -30,20 +30,23 @@ def pretrain_seed(
     """
     import json
 
-    import torch
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
     from fnacli.errors import UserError
-    from fnacli.io import atomic_path, check_writable
+    from fnacli.io import check_writable
     from fnacli.seed_pretrain import pretrain
+    from fnacli.train import write_torch_atomic
 
     if not 0.1 <= width <= 2.0:
         raise UserError(f"--width: expected a multiplier between 0.1 and 2.0, got {width}")
     if size < 32:
         raise UserError(f"--size: expected at least 32 pixels, got {size}")
+    if not seconds > 0:
+        raise UserError(f"--seconds: expected a training budget > 0, got {seconds:g}")
     dest = check_writable(out, force)
     with Progress(TextColumn("pretrain-seed"), BarColumn(), TextColumn("{task.description}"),
-                  TimeRemainingColumn(), console=err_console) as bar:
+                  TimeRemainingColumn(), console=err_console,
+                  disable=not err_console.is_terminal) as bar:  # no bar in a log file
         task = bar.add_task("", total=seconds)
 
         def on_step(step: int, loss: float, elapsed: float) -> None:
@@ -52,8 +55,7 @@ def pretrain_seed(
         model, res = pretrain(width, size, seconds, max_steps, batch_size, seed=seed,
                               on_step=on_step)
         bar.update(task, completed=seconds)
-    with atomic_path(dest) as tmp:
-        torch.save(model.state_dict(), tmp)
+    write_torch_atomic(dest, model.state_dict())
     err_console.print(f"seed: {res.steps} steps in {res.seconds:.0f}s, held-out accuracy "
                       f"{res.val_accuracy:.1%} (12 classes, chance 8.3%) -> {dest}")
     if json_out:

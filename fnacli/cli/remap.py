@@ -1,39 +1,32 @@
-"""`fnacli remap SEED --spec SPEC -o OUT`: a seed's parameters on another architecture."""
+"""`fnacli remap SEED --spec SPEC -o OUT`: a seed's parameters on another architecture
+(``fnacli.pipeline.remap``)."""
 
 from __future__ import annotations
 
 import json
 from enum import StrEnum
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import typer
 
+from fnacli.cli import common as c
 from fnacli.cli.app import app
-from fnacli.cli.common import checkpoint_output, err_console, fail, print_result
 
 if TYPE_CHECKING:
     from fnacli.spec import ArchSpec
 
 
-class Width(StrEnum):
-    first = "first"
-    bn = "bn"
-    std = "std"
-    l1 = "l1"
-
-
-class Kernel(StrEnum):
-    center = "center"
-    dilate = "dilate"
+Width = StrEnum("Width", {n: n for n in ("first", "bn", "std", "l1")})
+Kernel = StrEnum("Kernel", {n: n for n in ("center", "dilate")})
+Widen = StrEnum("Widen", {n: n for n in ("noise", "zeros", "split")})
 
 
 @app.command("remap")
 def remap(
     seed: str = typer.Argument(..., metavar="SEED",
                                help="MobileNetV2 checkpoint: torchvision/timm .pth/.pt (plain, "
-                                    "wrapped or prefixed), fnacli .safetensors, or "
-                                    "torchvision:IMAGENET1K_V1."),
+                                    "wrapped or prefixed), fnacli .safetensors, "
+                                    "torchvision:IMAGENET1K_V1 or timm:mobilenetv2_100."),
     spec: str = typer.Option(..., "--spec", "-s", metavar="SPEC",
                              help="Target architecture: JSON file, '-' for stdin, or a built-in "
                                   "name (e.g. mobilenetv2-0.75, fna-ssdlite)."),
@@ -45,43 +38,30 @@ def remap(
     kernel: Kernel = typer.Option(Kernel.center, "--kernel",
                                   help="Kernel rule: centre (pad/crop), or taps on a dilated "
                                        "grid."),
-    noise: float = typer.Option(0.0, "--noise", min=0.0, metavar="STD",
-                                help="Add N(0, STD²) to filled (new, zero) conv weights only."),
-    rng_seed: int = typer.Option(0, "--seed", help="Random seed for --noise and new layers."),
-    as_json: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
-    force: bool = typer.Option(False, "--force", help="Overwrite OUT if it exists."),
+    widen: Widen = typer.Option(Widen.noise, "--widen",
+                                help="How added channels are filled: zeros plus small noise "
+                                     "(Jung et al.; trainable), zeros (function preserving, but "
+                                     "all-zero channels get no gradient), or split (Net2Net-"
+                                     "style copies with divided outgoing weights: function "
+                                     "preserving and trainable)."),
+    noise: float | None = typer.Option(None, "--noise", min=0.0, metavar="R",
+                                       help="Noise std of added channels' conv weights, "
+                                            "relative to the RMS of each seed tensor [0.01]; "
+                                            "--widen noise only."),
+    rng_seed: int = c.seed_opt("Random seed for --noise and new layers."),
+    as_json: bool = c.json_opt(),
+    force: bool = c.force_opt("Overwrite OUT if it exists."),
 ) -> None:
     """Remap SEED's parameters onto the architecture SPEC (depth, width, kernel; FNA)."""
-    from fnacli.io import check_writable
-    from fnacli.spec import load_arch
+    from fnacli.pipeline.remap import RemapConfig
+    from fnacli.pipeline.remap import remap as run
 
-    checkpoint_output(output)
-    if seed == "-":
-        fail("SEED: '-' is not supported for checkpoints (stdin is for specs); give a file")
-    if not seed.startswith("torchvision:") and not Path(seed).is_file():
-        fail(f"{seed}: no such file")
-    check_writable(output, force)  # fail before the slow part (importing torch)
-    target = load_arch(spec)
-
-    from fnacli.checkpoint import count_parameters, load_seed, save_checkpoint
-    from fnacli.remap import remap_state
-
-    seed_state, seed_spec = load_seed(seed)
-    state, report = remap_state(seed_state, seed_spec, target, width=width.value,
-                                kernel=kernel.value, noise=noise, seed=rng_seed)
-    # remap_state has checked that the output loads strictly into Backbone(target)
-    params = count_parameters(state)
-    strategies = {"width": width.value, "kernel": kernel.value, "noise": noise, "seed": rng_seed}
-    meta = {"spec": target.to_dict(),
-            "remap": {"seed": seed, "seed_spec": seed_spec.to_dict(), **strategies}}
-    save_checkpoint(output, state, "backbone", meta, force=force)
-
-    _print_table(report, seed_spec, target)
-    err_console.print(f"wrote {output} ({params:,} parameters)")
+    r = run(RemapConfig(seed, spec, output, width.value, kernel.value, noise, rng_seed, force,
+                        widen.value))
+    _print_table(r.stages, r.seed_spec, r.spec)
+    c.err_console.print(f"wrote {output} ({r.params:,} parameters)")
     if as_json:
-        print_result(json.dumps({"seed": seed, "output": output, "seed_spec": seed_spec.to_dict(),
-                                 "spec": target.to_dict(), "strategies": strategies,
-                                 "params": params, "stages": report}, indent=2))
+        c.print_result(json.dumps(r.to_dict(), indent=2))
 
 
 def _ops_text(ops: list[str]) -> str:
@@ -115,4 +95,4 @@ def _print_table(report: list[dict], seed_spec: ArchSpec, target: ArchSpec) -> N
         src = "head" if seed_spec.head_out else "new (seed has none)"
         table.add_row("head", str(seed_spec.head_out or "-"), "conv1x1", str(target.head_out),
                       "conv1x1", src)
-    err_console.print(table)
+    c.err_console.print(table)

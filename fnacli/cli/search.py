@@ -1,220 +1,229 @@
-"""`fnacli search SUPERNET --task … --data DIR -o SEARCHED`: architecture search.
-
-``--strategy differentiable`` (default): FNA's alternating weight / α-β optimisation with a
-MAdds cost (``fnacli.search.differentiable``). ``evolution`` / ``random``: DetNAS's one-shot
-search (``fnacli.cli._search_oneshot``). Both share the data, recipe and run options; the
-strategy-specific ones are refused with the other strategy.
+"""`fnacli search SUPERNET --task … --data DIR -o SEARCHED`: architecture search
+(``fnacli.pipeline.search``): FNA's differentiable search (default) or DetNAS's one-shot
+evolution/random search. Options of the other strategy are refused.
 
 Files beside SEARCHED: SEARCHED.ckpt (training state, --resume) and SEARCHED.metrics.jsonl
 (JSON lines: training steps, α/β steps, and α/β probabilities per epoch), SEARCHED.arch.svg
-(those probabilities and the MAdds over the epochs, as a picture). SEARCHED itself is
+and .png (those probabilities and the MAdds over the epochs, as a picture). SEARCHED itself is
 rewritten after every epoch, so 'fnacli derive' works on a search in progress.
 """
 
 from __future__ import annotations
 
-import inspect
 import json
-from pathlib import Path
-from typing import Any
+from enum import StrEnum
 
 import typer
 
-from fnacli.cli import _search_oneshot as oneshot
+from fnacli.cli import common as c
 from fnacli.cli.app import app
-from fnacli.cli.common import checkpoint_output, err_console, fail, print_result
+from fnacli.detection.transforms import AUGMENTS
+from fnacli.tasks import per_task, size_text
 
-STRATEGIES = ("differentiable", *oneshot.STRATEGIES)
-
-# Options of the differentiable search only (name -> (type, typer option)).
-DIFF_OPTIONS: dict[str, tuple[Any, Any]] = {
-    "warmup_epochs": (int | None, typer.Option(None, "--warmup-epochs", min=0,
-                                               help="Epochs of weight steps on uniform paths "
-                                                    "before α/β move [ssdlite 15 of 30, "
-                                                    "retinanet 8 of 14: that share of "
-                                                    "--epochs]; differentiable only.")),
-    "arch_every": (int | None, typer.Option(None, "--arch-every", min=1, metavar="K",
-                                            help="Weight steps per α/β step [ssdlite 5, "
-                                                 "retinanet 1].")),
-    "cost_form": (str, typer.Option("log", "--cost-form", metavar="log|linear",
-                                    help="Cost term: FNA's λ·log_τ(C) or Jung et al.'s λ·C "
-                                         "(C = expected GMAdds of the detector).")),
-    "lam": (float | None, typer.Option(None, "--lambda", min=0.0,
-                                       help="Cost weight λ [log: ssdlite 0.15, retinanet 0.02; "
-                                            "linear: matched to the log form at the start].")),
-    "tau": (float, typer.Option(10.0, "--tau", help="Log base τ of the log cost.")),
-    "target_madds": (str | None, typer.Option(None, "--target-madds", metavar="MADDS",
-                                              help="Budget (e.g. 800M, 1.2G): the cost term "
-                                                   "penalises only the excess over it.")),
-    "min_depth": (int, typer.Option(0, "--min-depth", min=0, metavar="N",
-                                    help="Layers 0..N-1 of every stage may not be skipped "
-                                         "(against collapse to all-skip).")),
-    "arch_lr": (float, typer.Option(3e-4, "--arch-lr", min=0.0,
-                                    help="Adam lr of α/β (betas 0.5/0.999, wd 1e-3).")),
-}
-
-# Shared options whose help must speak for both strategies.
-_SHARED_HELP = {
-    "epochs": typer.Option(None, "--epochs", min=1,
-                           help="Epochs [differentiable: ssdlite 30, retinanet 14; one-shot "
-                                "supernet training: ssdlite 60, retinanet 12]."),
-    "output": typer.Option(..., "--output", "-o", metavar="SEARCHED",
-                           help="Output searched checkpoint (.safetensors); SEARCHED.ckpt and "
-                                "SEARCHED.metrics.jsonl go beside it."),
-}
+Strategy = StrEnum("Strategy", {n: n for n in ("differentiable", "evolution", "random")})
+ARCH, ONESHOT = "Architecture (differentiable)", "One-shot (evolution, random)"
+DIFF_ONLY = ("warmup_epochs", "arch_every", "cost_form", "lam", "tau", "gamma",
+             "target_madds", "min_depth", "arch_lr", "arch_step", "checkpoint_activations")
+ONESHOT_ONLY = ("skip_training", "train_only", "trained", "population", "parents",
+                "mutation_prob", "generations", "candidates", "max_madds", "metric",
+                "calib_images", "calib_batch", "eval_images", "record_top",
+                "stop_after_candidates", "fitness_images", "fitness_ann", "fitness_img_dir",
+                "retrain")
+EPOCHS = (f"differentiable: {per_task('search_defaults.epochs')}; one-shot supernet "
+          f"training: {per_task('oneshot_epochs')}")
 
 
-def _options() -> list[inspect.Parameter]:
-    params = []
-    for name, (annotation, opt) in oneshot.OPTIONS.items():
-        params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY,
-                                        default=_SHARED_HELP.get(name, opt),
-                                        annotation=annotation))
-    params.insert(1, inspect.Parameter(
-        "strategy", inspect.Parameter.KEYWORD_ONLY, annotation=str,
-        default=typer.Option("differentiable", "--strategy",
-                             metavar="differentiable|evolution|random",
-                             help="differentiable (FNA, default) or one-shot (DetNAS).")))
-    for name, (annotation, opt) in DIFF_OPTIONS.items():
-        params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=opt,
-                                        annotation=annotation))
-    return params
+def _g(v: float) -> str:
+    return f"{v:g}".replace("e-0", "e-")  # 4e-5, not 4e-05
 
 
-def search(**o: Any) -> None:
-    strategy = o.pop("strategy")
-    if strategy not in STRATEGIES:
-        fail(f"--strategy: expected one of {', '.join(STRATEGIES)}, got {strategy!r}")
-    diff = {k: o.pop(k) for k in DIFF_OPTIONS}
-    if strategy != "differentiable":
-        _refuse(diff, {k: opt.default for k, (_, opt) in DIFF_OPTIONS.items()}, DIFF_OPTIONS,
-                strategy)
-        oneshot.run_oneshot_search(strategy=strategy, **o)
-        return
-    defaults = oneshot.defaults()
-    _refuse({k: o[k] for k in oneshot.ONESHOT_ONLY}, defaults,
-            {k: oneshot.OPTIONS[k] for k in oneshot.ONESHOT_ONLY}, strategy)
-    run_differentiable({k: v for k, v in o.items() if k not in oneshot.ONESHOT_ONLY} | diff)
+SEARCH_LR = per_task(lambda t: f"{_g(t.search_defaults.weight_recipe(t.recipe).lr)} per "
+                               f"{t.search_defaults.weight_recipe(t.recipe).base_batch}")
+SEARCH_WD = per_task(lambda t: _g(t.search_defaults.weight_recipe(t.recipe).weight_decay))
+SEARCH_AUGMENT = per_task(lambda t: t.search_defaults.augment or t.default_augment)
 
 
-def _refuse(given: dict, defaults: dict, options: dict, strategy: str) -> None:
-    for k, v in given.items():
-        if v != defaults[k]:
-            flag = options[k][1].param_decls[0]
-            fail(f"{flag} does not apply to --strategy {strategy}")
+def _opt(default: object, *decls: str, panel: str = ARCH, **kw: object) -> object:
+    return typer.Option(default, *decls, rich_help_panel=panel, **kw)
 
 
-search.__signature__ = inspect.Signature(_options())  # type: ignore[attr-defined]
-search.__annotations__ = {p.name: p.annotation for p in _options()}
-app.command("search", help="Search an architecture on a detection task: FNA's differentiable "
-                           "search (default) or DetNAS's one-shot evolution/random search.")(search)
+@app.command("search", cls=c.PanelCommand,
+             help="Search an architecture on a detection task: FNA's differentiable search "
+                  "(default) or DetNAS's one-shot evolution/random search.")
+def search(
+    ctx: typer.Context,
+    supernet: str = typer.Argument(..., metavar="SUPERNET",
+                                   help="Supernet checkpoint from 'fnacli expand' (or, with "
+                                        "--skip-training, one trained one-shot)."),
+    output: str = typer.Option(..., "--output", "-o", metavar="SEARCHED",
+                               help="Output searched checkpoint (.safetensors); SEARCHED.ckpt "
+                                    "and SEARCHED.metrics.jsonl go beside it."),
+    strategy: Strategy = typer.Option(Strategy.differentiable, "--strategy",
+                                      help="differentiable (FNA, default) or one-shot (DetNAS)."),
+    task: str | None = c.task_opt("Detector to search for [from the trained supernet with "
+                                  "--skip-training]."),
+    data: str | None = c.data_opt(),
+    train_ann: str | None = c.ann_opt("train", "Training annotations."),
+    train_images: str | None = c.images_opt("train", "Training images."),
+    val_ann: str | None = c.ann_opt("val", "Reporting split (what 'fnacli eval' reports on): "
+                                           "one-shot fitness images may not be in it."),
+    val_images: str | None = c.images_opt("val", "Reporting split's images."),
+    size: str | None = c.size_opt(f"Input size [{per_task(lambda t: size_text(t.recipe.size))}"
+                                  "; with --skip-training the size trained at]."),
+    epochs: int | None = _opt(None, "--epochs", min=1, panel=c.SCHEDULE,
+                              help=f"Epochs [{EPOCHS}]."),
+    batch_size: int | None = _opt(None, "--batch-size", min=1, panel=c.SCHEDULE,
+                                  help="Global training batch "
+                                       f"[{per_task('recipe.batch_size')}]."),
+    lr: float | None = _opt(None, "--lr", min=0.0, panel=c.SCHEDULE,
+                            help=f"Base lr of the weight steps [differentiable: {SEARCH_LR} "
+                                 "images; one-shot: the finetune recipe's], scaled to "
+                                 "--batch-size."),
+    optimizer: c.Optim | None = _opt(None, "--optimizer", panel=c.SCHEDULE,
+                                     help=f"[{per_task('recipe.optimizer')}]"),
+    momentum: float = _opt(0.9, "--momentum", min=0.0, panel=c.SCHEDULE),
+    weight_decay: float | None = _opt(None, "--weight-decay", min=0.0, panel=c.SCHEDULE,
+                                      help=f"[differentiable: {SEARCH_WD}; one-shot: {c.WD}]"),
+    warmup_iters: int | None = _opt(None, "--warmup-iters", min=0, panel=c.SCHEDULE,
+                                    help="Linear warm-up [min(500, 10% of the steps)]."),
+    clip_grad: float | None = _opt(None, "--clip-grad", min=0.0, panel=c.SCHEDULE,
+                                   help="Max gradient norm [retinanet 35]; 0 = off."),
+    augment: str | None = _opt(None, "--augment", metavar="|".join(AUGMENTS), panel=c.DATA,
+                               help=f"Training augmentation [differentiable: {SEARCH_AUGMENT} "
+                                    "(no flip during a RetinaNet search, as FNA); one-shot: "
+                                    f"{per_task('default_augment')}]."),
+    cost_scope: str | None = _opt(None, "--cost-scope", metavar="blocks|backbone|detector",
+                                  help="What the MAdds cost counts: the searched blocks, the "
+                                       "whole backbone or the whole detector [differentiable: "
+                                       "blocks (the cost term, as FNA/Jung et al.); "
+                                       "evolution/random: backbone (--max-madds, as DetNAS)]."),
+    cost_size: str | None = _opt(None, "--cost-size", metavar="N|WxH",
+                                 help="Input size MAdds are counted at [retinanet 1088x800 as "
+                                      "FNA/Jung et al. report it, ssdlite --size]."),
+    workers: int = c.workers_opt(),
+    seed: int = c.seed_opt("Seed of paths, data order, populations."),
+    device: c.Device = c.device_opt(),
+    checkpoint_every: int = c.checkpoint_every_opt(),
+    log_every: int = c.log_every_opt(),
+    tensorboard: str | None = c.tensorboard_opt("losses, lr, the cost term, MAdds and α/β "
+                                                  "(one-shot: each generation's fitness)"),
+    stop_after: int | None = c.stop_after_opt("Stop training (checkpointed) after STEPS steps "
+                                              "of this run; continue with --resume."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the training and the search "
+                                                        "where they stopped."),
+    force: bool = c.force_opt("Overwrite outputs and start over."),
+    as_json: bool = c.json_opt(),
+    # -- differentiable only
+    warmup_epochs: int | None = _opt(None, "--warmup-epochs", min=0,
+                                     help="Epochs of weight steps on uniform paths before α/β "
+                                          "move [ssdlite 12 of 24, retinanet 8 of 14: that "
+                                          "share of --epochs]; differentiable only."),
+    arch_every: int | None = _opt(None, "--arch-every", min=1, metavar="K",
+                                  help="Weight steps per α/β step "
+                                       f"[{per_task('search_defaults.arch_every')}: the "
+                                       "papers' alternation]."),
+    cost_form: str = _opt("log", "--cost-form", metavar="log|linear",
+                          help="Cost term: FNA's λ·log_τ(γ·C) or Jung et al.'s λ·γ·C (C = "
+                               "expected GMAdds within --cost-scope)."),
+    lam: float | None = _opt(None, "--lambda", min=0.0,
+                             help=f"Cost weight λ [log: {per_task('search_defaults.lam')}; "
+                                  "linear: matched to the log form at the start]."),
+    tau: float = _opt(10.0, "--tau", help="Log base τ of the log cost."),
+    gamma: float | None = _opt(None, "--gamma", min=0.0,
+                               help=f"Cost scale γ [{per_task('search_defaults.gamma')}]; in "
+                                    "the log form it shifts the loss only."),
+    target_madds: str | None = _opt(None, "--target-madds", metavar="MADDS",
+                                    help="Budget (e.g. 800M, 1.2G): the cost term penalises "
+                                         "only the excess over it."),
+    min_depth: int = _opt(0, "--min-depth", min=0, metavar="N",
+                          help="Layers 0..N-1 of every stage may not be skipped (against "
+                               "collapse to all-skip)."),
+    arch_lr: float = _opt(3e-4, "--arch-lr", min=0.0,
+                          help="Adam lr of α/β (betas 0.5/0.999, wd 1e-3)."),
+    arch_step: str = _opt("full", "--arch-step", metavar="full|sampled",
+                          help="α/β step: FNA's weighted sum of every candidate (full), or two "
+                               "sampled candidates per layer and width with unbiased gates "
+                               "(sampled: cheaper in time and memory, noisier)."),
+    checkpoint_activations: bool = _opt(False, "--checkpoint-activations",
+                                        help="Recompute the mixed layers in the α/β step's "
+                                             "backward pass instead of keeping every "
+                                             "candidate's activations (same gradients, less "
+                                             "memory, more time)."),
+    # -- one-shot only
+    skip_training: bool = _opt(False, "--skip-training", panel=ONESHOT,
+                               help="SUPERNET is already trained one-shot (a --trained file): "
+                                    "search it directly."),
+    train_only: bool = _opt(False, "--train-only", panel=ONESHOT,
+                            help="Train the one-shot supernet (to --trained) and stop; search "
+                                 "it later with --skip-training."),
+    trained: str | None = _opt(None, "--trained", metavar="PATH", panel=ONESHOT,
+                               help="Where the trained supernet goes [OUT with "
+                                    ".oneshot.safetensors]."),
+    population: int = _opt(50, "--population", min=1, panel=ONESHOT,
+                           help="Candidates per generation (random: per batch)."),
+    parents: int = _opt(10, "--parents", min=1, panel=ONESHOT,
+                        help="Top-k candidates that parent the next generation."),
+    mutation_prob: float = _opt(0.1, "--mutation-prob", min=0.0, max=1.0, panel=ONESHOT,
+                                help="Probability to resample each choice when mutating."),
+    generations: int = _opt(20, "--generations", min=1, panel=ONESHOT, help="Generations."),
+    candidates: int | None = _opt(None, "--candidates", min=1, panel=ONESHOT,
+                                  help="random: architectures to evaluate [population x "
+                                       "generations]."),
+    max_madds: str | None = _opt(None, "--max-madds", metavar="MADDS", panel=ONESHOT,
+                                 help="MAdds limit of every candidate (e.g. 300M, 1.2G), on "
+                                      "the backbone as DetNAS (or what --cost-scope says)."),
+    fitness_images: str | None = _opt(None, "--fitness-images", metavar="N|FRACTION",
+                                      panel=ONESHOT,
+                                      help="Fitness images held out of the training split (a "
+                                           "count, or a fraction below 1); the supernet trains "
+                                           "on the rest [min(5000, 20%)]."),
+    fitness_ann: str | None = _opt(None, "--fitness-ann", metavar="JSON", panel=ONESHOT,
+                                   help="An explicit fitness annotation file instead (its "
+                                        "images are left out of supernet training)."),
+    fitness_img_dir: str | None = _opt(None, "--fitness-img-dir", metavar="DIR", panel=ONESHOT,
+                                       help="Images of --fitness-ann."),
+    retrain: int | None = _opt(None, "--retrain", min=1, metavar="N", panel=ONESHOT,
+                               help="random only: DetNAS's random baseline. Draw N "
+                                    "architectures uniformly under --max-madds and write their "
+                                    "specs into the folder -o, to be fine-tuned with the "
+                                    "searched one's settings (no supernet training, no "
+                                    "fitness)."),
+    metric: str = _opt("AP", "--metric", panel=ONESHOT,
+                       help="Fitness: one of COCOeval's numbers (AP, AP50, AP75, APs, APm, "
+                            "APl, AR1, …)."),
+    calib_images: int = _opt(256, "--calib-images", min=1, panel=ONESHOT,
+                             help="Training images for each candidate's BN recalibration."),
+    calib_batch: int = _opt(16, "--calib-batch", min=1, panel=ONESHOT,
+                            help="Batch size of BN recalibration and evaluation."),
+    eval_images: int | None = _opt(None, "--eval-images", min=1, panel=ONESHOT,
+                                   help="Score on a fixed subset of N held-out images [all]."),
+    record_top: int = _opt(20, "--record-top", min=1, panel=ONESHOT,
+                           help="Best candidates listed in the output (derive --top)."),
+    stop_after_candidates: int | None = _opt(None, "--stop-after-candidates", min=1,
+                                             metavar="N", panel=ONESHOT,
+                                             help="Stop the search after N evaluations of this "
+                                                  "run; continue with --resume."),
+) -> None:
+    o = {k: c.value(v) for k, v in locals().items() if k not in ("ctx", "as_json", "strategy")}
+    from fnacli.pipeline import search as S
 
-
-def run_differentiable(o: dict) -> dict:
-    """The differentiable search with the CLI's options (see ``search``); returns the summary."""
-    from fnacli.cli.finetune import setup_logging
-    from fnacli.train import init_distributed, shutdown_distributed
-
-    checkpoint_output(o["output"])
-    if o["device"] not in ("auto", "cpu", "cuda"):
-        fail(f"--device: expected auto, cpu or cuda, got {o['device']!r}")
-    env = init_distributed(None if o["device"] == "auto" else o["device"])
-    setup_logging(env.is_main)
-    try:
-        summary = _run(o, env)
-    finally:
-        shutdown_distributed(env)
-    if env.is_main:
-        print_result(json.dumps(summary) if o["as_json"] else summary["message"])
-    return summary
-
-
-def _run(o: dict, env: Any) -> dict:
-    from fnacli.cli.finetune import RECIPES, parse_size
-    from fnacli.detection.data import find_split, load_split
-    from fnacli.detection.models import TASKS, label_offset
-    from fnacli.detection.transforms import DEFAULT_AUGMENT, train_transform
-    from fnacli.io import check_writable
-    from fnacli.search.differentiable import (
-        SEARCH_DEFAULTS,
-        SearchConfig,
-        default_warmup_epochs,
-        run_search,
-    )
-    from fnacli.search.evolution import format_madds, parse_madds
-    from fnacli.search.supernet_io import read_supernet
-    from fnacli.train import TrainConfig
-
-    output = Path(o["output"])
-    state_path, metrics_path = Path(f"{output}.ckpt"), Path(f"{output}.metrics.jsonl")
-    if o["resume"]:
-        if not state_path.exists():
-            fail(f"{state_path}: no search state to resume from (run without --resume)")
+    other = ONESHOT_ONLY if strategy is Strategy.differentiable else DIFF_ONLY
+    for flag in c.given_flags(ctx, other):
+        c.fail(f"{flag} does not apply to --strategy {strategy.value}")
+    o = {k: v for k, v in o.items() if k not in other}
+    c.setup_logging()
+    if strategy is Strategy.differentiable:
+        result = S.search_differentiable(S.DifferentiableSearchConfig(**o))
     else:
-        if not o["force"]:
-            for p in (state_path, metrics_path):
-                if p.exists():
-                    fail(f"{p}: exists from an earlier run (continue it with --resume, or "
-                         "start over with --force)")
-        check_writable(output, o["force"])
-    ckpt = read_supernet(o["supernet"])
-    task = o["task"]
-    if task is None:
-        fail("--task: required (ssdlite or retinanet)")
-    if task not in TASKS:
-        fail(f"--task: expected one of {', '.join(TASKS)}, got {task!r}")
-    target = None
-    if o["target_madds"] is not None:
-        try:
-            target = parse_madds(o["target_madds"])
-        except Exception as e:  # noqa: BLE001 - its message names --max-madds
-            fail(str(e).replace("--max-madds", "--target-madds"))
-    recipe, d = RECIPES[task], SEARCH_DEFAULTS[task]
-    size = parse_size(o["size"]) if o["size"] else recipe["size"]
-    batch = o["batch_size"] or recipe["batch_size"]
-    epochs = o["epochs"] or d["epochs"]
-    warmup_epochs = (o["warmup_epochs"] if o["warmup_epochs"] is not None
-                     else default_warmup_epochs(task, epochs))
-    augment = o["augment"] or DEFAULT_AUGMENT[task]
-    train_files = find_split(o["data"], "train", o["train_ann"], o["train_images"])
-    dataset = load_split(train_files, train=True, label_offset=label_offset(task),
-                         transform=train_transform(augment), seed=o["seed"])
-    steps = epochs * (len(dataset) // 2 // batch)
-    clip = o["clip_grad"] if o["clip_grad"] is not None else recipe["clip_grad"]
-    tc = TrainConfig(
-        epochs=epochs, batch_size=batch,
-        lr=o["lr"] if o["lr"] is not None else recipe["lr"] * batch / recipe["base_batch"],
-        optimizer=o["optimizer"] or recipe["optimizer"], momentum=o["momentum"],
-        weight_decay=(o["weight_decay"] if o["weight_decay"] is not None
-                      else recipe["weight_decay"]),
-        schedule="step", milestones=d["milestones"],
-        warmup_iters=(o["warmup_iters"] if o["warmup_iters"] is not None
-                      else min(500, steps // 10)),
-        clip_grad=clip or None, seed=o["seed"], workers=o["workers"],
-        checkpoint_every=o["checkpoint_every"])
-    cfg = SearchConfig(task=task, size=size, train=tc, warmup_epochs=warmup_epochs,
-                       arch_every=o["arch_every"] or d["arch_every"], cost_form=o["cost_form"],
-                       lam=o["lam"], tau=o["tau"], target_madds=target,
-                       min_depth=o["min_depth"], arch_lr=o["arch_lr"], augment=augment)
-    result = run_search(ckpt, o["supernet"], dataset, cfg, env, output, state_path=state_path,
-                        metrics_path=metrics_path, resume=o["resume"],
-                        stop_after=o["stop_after"],
-                        log=err_console.print if env.is_main else None)
-    summary = {"output": str(output), "strategy": "differentiable", "task": task,
-               "steps": result.steps, "arch_steps": result.arch_steps,
-               "epochs": result.epochs, "finished": result.finished,
-               "derived": result.arch.to_dict(), "madds": result.madds,
-               "expected_madds": result.expected_madds, "warning": result.warning}
-    if result.warning and env.is_main:
-        err_console.print(f"warning: {result.warning}")
-    if not result.finished:
-        summary["message"] = (f"search stopped after {result.steps} steps; state in "
-                              f"{state_path} (continue with --resume)")
-        return summary
-    if env.is_main:
-        state_path.unlink(missing_ok=True)  # finished: nothing left to resume
-    summary["message"] = (f"{output}: searched {task} ({result.steps} weight steps, "
-                          f"{result.arch_steps} α/β steps); derived architecture "
-                          f"{format_madds(result.madds)} MAdds (expected "
-                          f"{format_madds(result.expected_madds)})")
-    return summary
+        result = S.search_oneshot(S.OneShotSearchConfig(**o, strategy=strategy.value))
+    if not result.is_main:
+        return
+    if as_json:
+        c.print_result(json.dumps(result.to_dict()))
+        return
+    # the result is a file: stdout stays empty without --json, the summary goes to stderr
+    c.err_console.print(result.message)
+    files = getattr(result, "files", None)
+    if files:
+        c.err_console.print("files: " + ", ".join(f"{S.FILE_ROLES[k]} {p}"
+                                                  for k, p in files.items()))

@@ -35,9 +35,12 @@ class DetectorInfo:
 
 
 def build(info: DetectorInfo) -> nn.Module:
-    from fnacli.detection.models import build_detector
+    """The task's model (``fnacli.tasks``) that the metadata describes, freshly initialised."""
+    from fnacli.tasks import get_task
 
-    return build_detector(info.spec, info.task, info.num_classes, info.size)
+    if info.num_classes < 1:
+        raise UserError(f"num_classes must be at least 1, got {info.num_classes}")
+    return get_task(info.task, "task").build_model(info.spec, info.num_classes, info.size)
 
 
 def save_detector(path: str | Path, model: nn.Module, info: DetectorInfo,
@@ -77,13 +80,15 @@ def load_detector(path: str | Path) -> tuple[nn.Module, DetectorInfo]:
     return model, info
 
 
-def load_backbone_into(model: nn.Module, tensors: dict, path: str | Path) -> int:
-    """Load a backbone checkpoint's tensors into ``model.backbone.body`` strictly.
+def load_backbone_into(model: nn.Module, tensors: dict, path: str | Path,
+                       body: nn.Module | None = None) -> int:
+    """Load a backbone checkpoint's tensors strictly into ``body``, the backbone inside
+    ``model`` (default ``model.backbone.body``; ``Task.backbone_of`` gives it).
 
     RetinaNet's body has no 1x1 head conv; the backbone's ``head.*`` tensors are left out
     there. Returns how many tensors were dropped that way.
     """
-    body = model.backbone.body
+    body = model.backbone.body if body is None else body
     has_head = getattr(body, "head", None) is not None
     state = {k: v for k, v in tensors.items() if has_head or not k.startswith("head.")}
     load_state_strict(body, state, path)

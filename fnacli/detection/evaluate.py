@@ -20,12 +20,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 
 from fnacli.detection.data import CocoDetection, collate
-
-STAT_NAMES = ("AP", "AP50", "AP75", "APs", "APm", "APl",
-              "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
-STAT_LABELS = ("AP @[IoU=0.50:0.95]", "AP @[IoU=0.50]", "AP @[IoU=0.75]", "AP small",
-               "AP medium", "AP large", "AR maxDets=1", "AR maxDets=10", "AR maxDets=100",
-               "AR small", "AR medium", "AR large")
+from fnacli.tasks.detection import COCO_STATS as STAT_NAMES
 
 
 @dataclass
@@ -96,7 +91,8 @@ def predict(model: nn.Module, dataset: CocoDetection, batch_size: int = 8, worke
             progress: Callable[[int], None] | None = None) -> list[dict]:
     """Run ``model`` (eval mode) over ``dataset`` and return COCO-format detections."""
     was_training = model.training
-    model.eval()
+    if was_training:  # a walk over every module (thousands in a supernet): only if needed
+        model.eval()
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
                         collate_fn=collate)
     results: list[dict] = []
@@ -109,7 +105,8 @@ def predict(model: nn.Module, dataset: CocoDetection, batch_size: int = 8, worke
             if progress:
                 progress(len(images))
     finally:
-        model.train(was_training)
+        if was_training:
+            model.train()
     return results
 
 

@@ -1,7 +1,8 @@
-"""SSDLite and RetinaNet around a spec'ed MobileNetV2-family backbone.
+"""The parts of SSDLite and RetinaNet around a spec'ed MobileNetV2-family backbone.
 
-Both detectors are torchvision's own ``SSD`` / ``RetinaNet`` classes; only the feature
-extractors that sit between our ``Backbone`` and torchvision's heads are ours. The backbone
+Both detectors are torchvision's own ``SSD`` / ``RetinaNet`` classes, composed by their task
+modules (``fnacli.tasks.ssdlite`` / ``fnacli.tasks.retinanet``); only the feature
+extractors that sit between our ``Backbone`` and torchvision's heads are ours (here). The backbone
 is always the attribute ``backbone.body`` of the detector, so its tensors live under
 ``backbone.body.`` in a detector state dict (the checkpoint reader strips that prefix).
 
@@ -23,18 +24,16 @@ from typing import Any
 
 import torch
 from torch import nn
-from torchvision.models.detection.anchor_utils import AnchorGenerator, DefaultBoxGenerator
-from torchvision.models.detection.retinanet import RetinaNet, RetinaNetHead
-from torchvision.models.detection.ssd import SSD
-from torchvision.models.detection.ssdlite import SSDLiteHead
+from torchvision.models.detection.anchor_utils import AnchorGenerator
 from torchvision.ops.feature_pyramid_network import FeaturePyramidNetwork, LastLevelP6P7
 
 from fnacli.errors import UserError
-from fnacli.nn.backbone import SSD_TAP, Backbone, feature_strides
+from fnacli.nn.backbone import SSD_TAP, feature_strides
 from fnacli.nn.blocks import ConvBN
 from fnacli.spec import ArchSpec
+from fnacli.tasks import get_task, task_names
 
-TASKS = ("ssdlite", "retinanet")
+TASKS = task_names("detection")
 
 SSDLITE_EXTRA = (512, 256, 256, 128)
 SSDLITE_ASPECTS = ([2], [2, 3], [2, 3], [2, 3], [2], [2])  # 4/6/6/6/4/4 boxes per location
@@ -48,7 +47,7 @@ IMAGE_STD = [0.229, 0.224, 0.225]
 def label_offset(task: str) -> int:
     """What to add to a 0-based category index to get the detector's label (SSD reserves 0
     for background; RetinaNet's sigmoid classifier has no background column)."""
-    return 1 if task == "ssdlite" else 0
+    return get_task(task, "task").label_offset
 
 
 def _extra_block(cin: int, cout: int) -> nn.Sequential:
@@ -123,7 +122,7 @@ class FPNFeatures(nn.Module):
         return self.fpn(OrderedDict((n, feats[n]) for n in self.names))
 
 
-def _anchor_generator() -> AnchorGenerator:
+def anchor_generator() -> AnchorGenerator:
     # 3 octave scales x 3 aspect ratios on P3..P7 (base sizes 32..512), as in RetinaNet.
     sizes = tuple((s, int(s * 2 ** (1 / 3)), int(s * 2 ** (2 / 3)))
                   for s in (32, 64, 128, 256, 512))
@@ -133,7 +132,8 @@ def _anchor_generator() -> AnchorGenerator:
 def build_detector(spec: ArchSpec, task: str, num_classes: int = 80,
                    size: tuple[int, int] = (320, 320), backbone: nn.Module | None = None,
                    **kwargs: Any) -> nn.Module:
-    """torchvision's SSD (SSDLite) or RetinaNet around ``Backbone(spec)`` (or ``backbone``).
+    """The detection task's network (``fnacli.tasks``) around ``Backbone(spec)`` (or
+    ``backbone``): torchvision's SSD (SSDLite) or RetinaNet.
 
     ``num_classes`` counts object classes without background; ``size`` is (width, height):
     SSD resizes to exactly that size, RetinaNet resizes to fit it keeping the aspect ratio.
@@ -143,22 +143,4 @@ def build_detector(spec: ArchSpec, task: str, num_classes: int = 80,
         raise UserError(f"unknown detection task {task!r} (expected one of {', '.join(TASKS)})")
     if num_classes < 1:
         raise UserError(f"num_classes must be at least 1, got {num_classes}")
-    width, height = size
-    if task == "ssdlite":
-        body = backbone if backbone is not None else Backbone(spec, with_head=True)
-        feats = SSDLiteFeatures(body)
-        anchors = DefaultBoxGenerator([list(a) for a in SSDLITE_ASPECTS], min_ratio=0.2,
-                                      max_ratio=0.95)
-        head = SSDLiteHead(feats.out_channels, anchors.num_anchors_per_location(), num_classes + 1,
-                           nn.BatchNorm2d)
-        # torchvision's SSDLite inference defaults
-        opts = {"score_thresh": 0.001, "nms_thresh": 0.55, "detections_per_img": 300,
-                "topk_candidates": 300, "image_mean": IMAGE_MEAN, "image_std": IMAGE_STD, **kwargs}
-        return SSD(feats, anchors, (width, height), num_classes + 1, head=head, **opts)
-    body = backbone if backbone is not None else Backbone(spec, with_head=False)
-    feats = FPNFeatures(body, fpn_input_names(spec))
-    anchors = _anchor_generator()
-    head = RetinaNetHead(feats.out_channels, anchors.num_anchors_per_location()[0], num_classes)
-    opts = {"image_mean": IMAGE_MEAN, "image_std": IMAGE_STD, **kwargs}
-    return RetinaNet(feats, num_classes, min_size=min(size), max_size=max(size),
-                     anchor_generator=anchors, head=head, **opts)
+    return get_task(task).build_model(spec, num_classes, size, backbone=backbone, **kwargs)

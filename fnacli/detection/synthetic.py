@@ -23,8 +23,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
+from fnacli import locks
 from fnacli.errors import UserError
-from fnacli.io import write_text_atomic
+from fnacli.io import check_folder_writable, remove_stale_temps, write_text_atomic
 
 # (name, RGB) per class; colours far apart so colour alone almost separates the classes.
 SHAPES: tuple[tuple[str, tuple[int, int, int]], ...] = (
@@ -47,6 +48,10 @@ _CONTEXT_DARK = 30
 _RING_RADIUS = (1.5, 1.8)  # ring centre line, in object radii
 _RING_WIDTH = 0.18  # ring thickness, in object radii (at least 2 px)
 _MIN_SIZE = 32
+_MAX_SIZE = 4096
+_MAX_IMAGES = 1_000_000
+# present while a run writes the folder; a rerun may replace what a killed run left
+PARTIAL = ".fnacli-synth.partial"
 
 
 @dataclass(frozen=True)
@@ -67,12 +72,15 @@ class SynthConfig:
 def check_config(cfg: SynthConfig) -> None:
     if not 1 <= cfg.classes <= MAX_CLASSES:
         raise UserError(f"--classes: expected 1..{MAX_CLASSES}, got {cfg.classes}")
-    if cfg.size < _MIN_SIZE:
-        raise UserError(f"--size: expected at least {_MIN_SIZE} pixels, got {cfg.size}")
+    if not _MIN_SIZE <= cfg.size <= _MAX_SIZE:
+        raise UserError(f"--size: expected {_MIN_SIZE} to {_MAX_SIZE} pixels, got {cfg.size}")
     if cfg.train < 1 or cfg.val < 1:
         raise UserError(f"--train/--val: need at least one image each, got {cfg.train}/{cfg.val}")
     if cfg.variant not in VARIANTS:
         raise UserError(f"--variant: expected one of {', '.join(VARIANTS)}, got {cfg.variant!r}")
+    if cfg.train + cfg.val > _MAX_IMAGES:
+        raise UserError(f"--train/--val: at most {_MAX_IMAGES:,} images in all, got "
+                        f"{cfg.train + cfg.val:,}")
     if cfg.fmt not in ("jpg", "png"):
         raise UserError(f"--format: expected jpg or png, got {cfg.fmt!r}")
 
@@ -239,18 +247,36 @@ def generate(out_dir: str | Path, cfg: SynthConfig, force: bool = False,
     annotations pointing at missing images.
     """
     check_config(cfg)
-    out = Path(out_dir)
-    if out.exists() and not out.is_dir():
-        raise UserError(f"{out}: exists and is not a folder")
-    if out.exists() and any(out.iterdir()) and not force:
-        raise UserError(f"{out}: folder exists and is not empty (use --force to overwrite)")
-    if not out.parent.exists():
-        raise UserError(f"{out.parent}: output folder does not exist")
+    out = check_output_dir(out_dir, force)
+    marker = out / PARTIAL
     (out / "annotations").mkdir(parents=True, exist_ok=True)
+    marker.write_text("an interrupted 'fnacli data synth' run; rerun it to finish\n")
     counts = {}
     for split, count in (("train", cfg.train), ("val", cfg.val)):
         ann = out / "annotations" / f"instances_{split}.json"
+        remove_stale_temps(ann)
         text = _write_split(cfg, out, split, count, progress, ann)
         write_text_atomic(ann, text)
         counts[split] = len(json.loads(text)["annotations"])
+    marker.unlink()
     return counts
+
+
+def check_output_dir(out_dir: str | Path, force: bool) -> Path:
+    """Before any work: the folder can be written and holds nothing we would clobber (or only
+    what a killed run of ours left, ``PARTIAL``); claims it against a second writer."""
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out}: exists and is not a folder")
+    # missing parent folders are created, as `mkdir -p` would (a file in the way is not)
+    existing = next(p for p in out.parents if p.exists())
+    if not existing.is_dir():
+        raise UserError(f"{existing}: exists and is not a folder")
+    check_folder_writable(out if out.is_dir() else existing)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    locks.claim(out)  # one writer per folder
+    marker = out / PARTIAL
+    # a run that was killed left its marker: its files are ours to replace, no --force needed
+    if out.exists() and any(out.iterdir()) and not force and not marker.is_file():
+        raise UserError(f"{out}: folder exists and is not empty (use --force to overwrite)")
+    return out

@@ -14,8 +14,14 @@ Two ways to run it, chosen before each forward call:
   hard 0/1 masks instead (same result, more compute).
 - ``set_weighted(alpha_probs, beta_probs)``: the relaxation for α/β steps: every layer is the
   α-weighted sum of its candidates and every searchable stage width is the β-weighted sum of
-  channel masks (``fnacli.search.masks``). One-hot probabilities give exactly the selected
-  architecture.
+  channel masks (``fnacli.search.masks``). One-hot α gives exactly the selected ops; one-hot
+  β gives exactly the selected widths under ``overlapping`` masks only: under Jung et al.'s
+  ``non-overlapping`` masks a one-hot β keeps just the chosen width's own channel segment
+  (their eq. 2), so the relaxed network is the paper's, not the selected one. ``set_path``
+  (and ``derive``) are exact for both. With ``support`` (the sampled α/β step,
+  ``fnacli.search.gates``) a layer runs only the listed candidates; ``checkpoint_activations``
+  recomputes each mixed layer in the backward pass instead of keeping its candidates'
+  activations.
 
 State-dict keys: ``stem.*``, ``stages.S.L.ops.OP.{expand,dw,project}.{conv,bn}.*`` (``OP`` is the
 candidate's ``kK_eE``; fixed layers have their one op), ``head.*``.
@@ -23,6 +29,7 @@ candidate's ``kK_eE``; fixed layers have their one op), ``head.*``.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -31,6 +38,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from fnacli.nn.backbone import SSD_TAP, feature_channels, feature_strides, ssd_tap_layer
 from fnacli.nn.blocks import ConvBN, MBConv
@@ -131,21 +139,41 @@ class Supernet(nn.Module):
         self._path: Path = max_path(space)
         self._alpha: Mapping[tuple[int, int], torch.Tensor] | None = None
         self._beta: Mapping[int, torch.Tensor] = {}
+        self._support: Mapping[tuple[int, int], tuple[int, ...]] | None = None
+        # recompute mixed layers in the backward pass (relaxed forward only): memory for time
+        self.checkpoint_activations = False
         self._mask_cache: dict[tuple, torch.Tensor] = {}
 
     # -- choosing what the next forward computes ---------------------------------------------
     def set_path(self, path: Path) -> None:
         """Run one architecture (only its candidates, on weight slices of its widths)."""
-        self._path, self._alpha, self._beta = path, None, {}
+        self._path, self._alpha, self._beta, self._support = path, None, {}, None
 
     def set_weighted(self, alpha_probs: Mapping[tuple[int, int], torch.Tensor],
-                     beta_probs: Mapping[int, torch.Tensor]) -> None:
-        """Run the relaxation: α-weighted candidates, β-weighted channel masks."""
-        self._alpha, self._beta = alpha_probs, beta_probs
+                     beta_probs: Mapping[int, torch.Tensor],
+                     support: Mapping[tuple[int, int], tuple[int, ...]] | None = None) -> None:
+        """Run the relaxation: α-weighted candidates, β-weighted channel masks. ``support``:
+        per layer, the only candidates to run (the others' weights must be exactly zero);
+        every one but the first must weigh exactly zero too (gates of
+        ``fnacli.search.gates``): those run without an autograd graph."""
+        self._alpha, self._beta, self._support = alpha_probs, beta_probs, support
 
     @property
     def weighted(self) -> bool:
         return self._alpha is not None
+
+    def path_modules(self, path: Path) -> list[nn.Module]:
+        """The modules a forward of ``path`` runs: the stem, the chosen candidate of every
+        layer (none for a skip) and the head."""
+        mods: list[nn.Module] = [self.stem]
+        for s, layers in enumerate(self.stages):
+            for i, layer in enumerate(layers):
+                cand = layer.candidates[path.ops.get((s, i), 0)]
+                if cand != SKIP:
+                    mods.append(layer.ops[cand])
+        if self.head is not None:
+            mods.append(self.head)
+        return mods
 
     # -- forward -------------------------------------------------------------------------------
     def forward(self, x: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
@@ -178,8 +206,13 @@ class Supernet(nn.Module):
         for s, (st, layers) in enumerate(zip(self.space.stages, self.stages, strict=True)):
             cur = (st.outs, self._width_sel(s))
             for i, layer in enumerate(layers):
-                x, tap = self._mixed(layer, x, prev if i == 0 else cur, cur, i == 0,
-                                     self._op_sel(s, i), (s, i) == self.tap)
+                args = (layer, x, prev if i == 0 else cur, cur, i == 0, self._op_sel(s, i),
+                        (s, i) == self.tap, self._op_support(s, i))
+                if self.checkpoint_activations and self._alpha is not None \
+                        and torch.is_grad_enabled():
+                    x, tap = checkpoint(self._mixed, *args, use_reentrant=False)
+                else:
+                    x, tap = self._mixed(*args)
                 if tap is not None:
                     feats[SSD_TAP] = tap
             feats[f"stage{s}"] = x
@@ -192,6 +225,11 @@ class Supernet(nn.Module):
         if self._alpha is not None and (s, i) in self._alpha:
             return self._alpha[(s, i)]
         return self._path.ops.get((s, i), 0)
+
+    def _op_support(self, s: int, i: int) -> tuple[int, ...] | None:
+        if self._alpha is None or self._support is None:
+            return None
+        return self._support.get((s, i))
 
     def _width_sel(self, s: int) -> Selection:
         outs = self.space.stages[s].outs
@@ -218,11 +256,12 @@ class Supernet(nn.Module):
         if key not in self._mask_cache:
             masks = M.channel_masks(outs, self.masks, scale, ref.device)
             self._mask_cache[key] = masks.to(ref.dtype)
-        return M.combine(sel.to(ref.dtype), self._mask_cache[key], self.masks).view(1, -1, 1, 1)
+        return M.combine(sel.to(ref.dtype), self._mask_cache[key]).view(1, -1, 1, 1)
 
     def _mixed(self, layer: MixedLayer, x: torch.Tensor,
                cin: tuple[tuple[int, ...], Selection], cout: tuple[tuple[int, ...], Selection],
-               first: bool, sel: Selection, want_tap: bool
+               first: bool, sel: Selection, want_tap: bool,
+               support: tuple[int, ...] | None = None
                ) -> tuple[torch.Tensor, torch.Tensor | None]:
         out_w = self._channel_weights(cout[0], cout[1], 1, x)
         # The shortcut exists when stride is 1 and in == out width. Inside a stage in and out
@@ -232,16 +271,24 @@ class Supernet(nn.Module):
             res = 1.0 if not first else _p_equal(cin, cout)
         items = ([(layer.candidates[sel], None)] if isinstance(sel, int) else
                  list(zip(layer.candidates, sel.unbind(0), strict=True)))
+        if support is not None and not isinstance(sel, int):
+            items = [items[j] for j in support]
         y: torch.Tensor | None = None
         tap: torch.Tensor | None = None
-        for cand, p in items:
-            if cand == SKIP:
-                out, h = x, None
-            else:
-                block = layer.ops[cand]
-                e = Op.parse(cand).expand
-                hid_w = self._channel_weights(cin[0], cin[1], e, x)
-                out, h = _run_masked(block, x, hid_w, out_w, res)
+        for k, (cand, p) in enumerate(items):
+            # with a support, candidates after the first weigh 0 in value: their outputs feed
+            # only their weight's gradient, and any gradient through them is 0 · J = 0, so
+            # they run without a graph (no backward, no stored activations)
+            graphless = support is not None and k > 0
+            with torch.no_grad() if graphless else contextlib.nullcontext():
+                xin = x.detach() if graphless else x
+                if cand == SKIP:
+                    out, h = xin, None
+                else:
+                    block = layer.ops[cand]
+                    e = Op.parse(cand).expand
+                    hid_w = self._channel_weights(cin[0], cin[1], e, x)
+                    out, h = _run_masked(block, xin, hid_w, out_w, res)
             if p is not None:
                 p = p.to(out.dtype)  # under autocast: keep half-precision maps half
             if want_tap and h is not None:

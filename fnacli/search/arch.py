@@ -15,13 +15,13 @@ from __future__ import annotations
 import heapq
 import math
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import torch
 
 from fnacli.errors import UserError
 from fnacli.nn.supernet import Path, op_choices, path_to_arch, width_choices
-from fnacli.spec import SKIP, ArchSpec, SpaceSpec
+from fnacli.spec import SKIP, ArchSpec, SpaceSpec, Stage
 
 ALPHA = "arch.alpha"
 BETA = "arch.beta"
@@ -184,14 +184,34 @@ def skip_report(space: SpaceSpec, path: Path) -> tuple[int, int]:
     return skipped, possible
 
 
-def collapse_warning(space: SpaceSpec, path: Path, threshold: float = 0.75) -> str | None:
-    """A warning when the derived network has (nearly) collapsed to skips, else None."""
+def collapse_warning(space: SpaceSpec, path: Path, threshold: float = 0.75,
+                     strategy: str | None = "differentiable") -> str | None:
+    """A warning when the derived network has (nearly) collapsed to skips, else None. The
+    remedies named are those of the search that chose it (``strategy``; None: unknown)."""
     skipped, possible = skip_report(space, path)
-    if possible and skipped / possible >= threshold:
-        return (f"the derived architecture skips {skipped} of {possible} skippable layers "
-                "(collapse to 'skip', a known failure of differentiable search); consider "
-                "--min-depth N, a larger --warmup-epochs or a smaller --lambda")
-    return None
+    if not (possible and skipped / possible >= threshold):
+        return None
+    text = f"the derived architecture skips {skipped} of {possible} skippable layers"
+    if strategy == "differentiable":
+        return (text + " (collapse to 'skip', a known failure of differentiable search); "
+                "consider --min-depth N, a larger --warmup-epochs or a smaller --lambda")
+    if strategy in ("evolution", "random"):
+        return (text + f" (the best candidate of the {strategy} search); a larger --max-madds "
+                "admits deeper networks")
+    return text
+
+
+def stage_text(stage: Stage) -> str:
+    """One stage of a spec for people: ``width: k3e6 k5e3 …`` (``-`` for no layers)."""
+    ops = " ".join(f"k{o.kernel}e{o.expand}" for o in stage.ops) or "-"
+    return f"{stage.out}: {ops}"
+
+
+def differing_stages(specs: Sequence[ArchSpec]) -> list[int]:
+    """The stages whose width or ops are not the same in every one of ``specs``."""
+    n = max((len(s.stages) for s in specs), default=0)
+    return [i for i in range(n)
+            if len({s.stages[i] if i < len(s.stages) else None for s in specs}) > 1]
 
 
 # -- the K most likely architectures ---------------------------------------------------------

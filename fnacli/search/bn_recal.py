@@ -7,25 +7,34 @@ train mode without gradients, as the plain average over its batches (``momentum=
 PyTorch's cumulative moving average). The reset makes the result depend only on the weights,
 the path and the images, never on the candidate evaluated before.
 
-The recalibration itself is ``fnacli.train.recalibrate_bn``; this module supplies what is
-specific to a detector around a supernet: the forward that reaches every BN layer (backbone,
-neck and head, without losses, anchors or post-processing) and the fixed image subset.
+This module supplies what is specific to a detector around a supernet: the forward that
+reaches every BN layer (backbone, neck and head, without losses, anchors or post-processing),
+the fixed image subset, and a recalibration that touches only the BN layers the path runs
+(``fnacli.train.recalibrate_bn`` resets and re-modes every module of the model; a supernet has
+thousands, most of them candidates the path does not use, and walking them was a large part
+of a candidate's scoring time). The others keep whatever statistics they had: no forward of
+this path reads them, and the next path that uses one resets it first.
+
+``DecodedDataset`` holds a fixed subset decoded once (every candidate is scored on the same
+images, so decoding them per candidate is pure overhead).
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
+import torchvision.transforms.v2.functional as TF
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.nn.modules.batchnorm import _BatchNorm
+from torch.utils.data import DataLoader, Dataset
 
 from fnacli.cost import is_detector
 from fnacli.detection.data import CocoDetection, collate
 from fnacli.errors import UserError
 from fnacli.nn.supernet import Path, Supernet
-from fnacli.train import recalibrate_bn
 
 
 def stats_forward(device: torch.device | str) -> Callable[[nn.Module, Any], None]:
@@ -67,13 +76,90 @@ def calibration_batches(subset: CocoDetection, batch_size: int, workers: int = 0
                       collate_fn=collate)
 
 
+def outside_batchnorms(model: nn.Module, supernet: Supernet) -> list[_BatchNorm]:
+    """The BN layers of ``model`` outside ``supernet`` (a detector's neck and head)."""
+    inside = {id(m) for m in supernet.modules()}
+    return [m for m in model.modules() if isinstance(m, _BatchNorm) and id(m) not in inside]
+
+
+def path_batchnorms(model: nn.Module, supernet: Supernet, path: Path,
+                    outside: list[_BatchNorm] | None = None) -> list[_BatchNorm]:
+    """The BN layers a forward of ``path`` uses: every BN of ``model`` outside the supernet
+    (``outside``, when already known), and those of the supernet's stem, the path's
+    candidates and its head."""
+    if outside is None:
+        outside = [] if model is supernet else outside_batchnorms(model, supernet)
+    bns = list(outside)
+    for mod in supernet.path_modules(path):
+        bns += [m for m in mod.modules() if isinstance(m, _BatchNorm)]
+    return bns
+
+
 def recalibrate_path(model: nn.Module, supernet: Supernet, path: Path, batches: Iterable[Any],
-                     device: torch.device | str) -> int:
-    """Select ``path`` in ``supernet`` (the backbone of ``model``) and recompute every BN
-    layer's statistics of ``model`` on ``batches``. Leaves ``model`` in eval mode; returns the
-    number of batches used."""
+                     device: torch.device | str, outside: list[_BatchNorm] | None = None
+                     ) -> int:
+    """Select ``path`` in ``supernet`` (the backbone of ``model``) and recompute the
+    statistics of every BN layer the path uses (``path_batchnorms``) on ``batches``: reset,
+    then the plain average over the batches. Only those layers are put in train mode for it
+    (no other module of the detector's stats forward depends on the mode). Leaves ``model`` in
+    eval mode; returns the number of batches used. ``outside``: ``outside_batchnorms`` of
+    ``model``, when the caller keeps it."""
+    bns = path_batchnorms(model, supernet, path, outside)
     supernet.set_path(path)
-    n = recalibrate_bn(model, batches, stats_forward(device))
+    if model.training:
+        model.eval()
+    momenta = [m.momentum for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative moving average
+        m.training = True
+    forward, n = stats_forward(device), 0
+    try:
+        with torch.no_grad():
+            for batch in batches:
+                forward(model, batch)
+                n += 1
+    finally:
+        for m, mom in zip(bns, momenta, strict=True):
+            m.momentum = mom
+            m.training = False
     if n == 0:
         raise UserError("BN recalibration got no images (the calibration subset is empty)")
     return n
+
+
+class DecodedDataset(Dataset):
+    """A dataset's items decoded once and kept in memory: the same items, in the same order,
+    without reading or decoding an image again (uint8 where the dataset only converts to
+    float, so the same float images come back at a quarter of the memory). Every other
+    attribute (``coco``, ``ids``, ``category_of``, …) is the dataset's."""
+
+    def __init__(self, dataset: Any, workers: int = 0) -> None:
+        self.dataset = dataset
+        self.as_uint8 = getattr(dataset, "transform", "?") is None
+        loader = DataLoader(dataset, batch_size=None, num_workers=workers)
+        self.items = [((im * 255).round_().to(torch.uint8) if self.as_uint8 else im, target)
+                      for im, target in loader]  # exact: the dataset made them as uint8 / 255
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, Any]:
+        image, target = self.items[i]
+        if self.as_uint8:
+            image = TF.to_dtype(image, torch.float32, scale=True)
+        return image, target
+
+    def __getattr__(self, name: str) -> Any:
+        if name in ("dataset", "items", "as_uint8"):  # not set yet (unpickling)
+            raise AttributeError(name)
+        return getattr(self.dataset, name)
+
+
+def decoded_bytes(dataset: Any) -> float:
+    """Bytes of a COCO-layout dataset's images decoded to uint8 RGB (from the annotation's
+    sizes); infinite for a dataset that does not say (it is then never held in memory)."""
+    coco = getattr(dataset, "coco", None)
+    if coco is None:
+        return math.inf
+    return float(sum(3 * coco.imgs[i]["width"] * coco.imgs[i]["height"] for i in dataset.ids))

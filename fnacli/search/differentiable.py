@@ -1,22 +1,35 @@
 """FNA's differentiable search on a detection task (FNA/FNA++ §3.3, Jung et al.'s channels).
 
 Schedule: ``warmup_epochs`` of weight steps on uniformly sampled single paths, then weight
-steps on a path sampled from softmax(α)/softmax(β) alternating with α/β steps; every
-``arch_every`` weight steps one α/β step. Weight steps read ``train_a``, α/β steps ``train_b``
+steps on a path sampled from softmax(α)/softmax(β) alternating with α/β steps: after every
+``arch_every`` weight steps one α/β step (the papers' "alternating" is 1: one weight step,
+then one α/β step on the other half). Weight steps read ``train_a``, α/β steps ``train_b``
 (a seeded 50/50 split of the training set). An α/β step runs the relaxed supernet (every
 candidate, β-mixed channel masks) with all weights frozen and BN statistics left untouched,
 and minimises ``task loss + cost``:
 
-- ``log`` (FNA): ``λ·log_τ(C)``, C the expected MAdds in GMAdds (FNA counts in units of 1e9;
-  the unit shifts the loss, not its gradient);
-- ``linear`` (Jung et al.): ``λ·C`` (GMAdds);
-- with ``target_madds`` only the excess counts: ``λ·max(0, log_τ(C/T))`` / ``λ·max(0, C−T)``.
+- ``log`` (FNA): ``λ·log_τ(γ·C)``, C the expected MAdds in GMAdds (FNA counts in units of
+  1e9 and scales by γ; both shift the loss, not its gradient);
+- ``linear`` (Jung et al.): ``λ·γ·C`` (GMAdds);
+- with ``target_madds`` only the excess counts: ``λ·max(0, log_τ(C/T))`` /
+  ``λ·γ·max(0, C−T)``.
 
-C is ``Lut.expected_madds``: the whole detector (backbone, neck and head) under the current
-α/β. Weight optimiser: SGD or RMSProp from ``fnacli.train`` (warm-up + step/cosine schedule
-over the weight steps); architecture optimiser: Adam(3e-4, betas (0.5, 0.999), weight decay
-1e-3), as in FNA. Everything else (DDP setup, seeding, the epoch sampler, JSON-lines metrics,
-training-state files, the progress bar) comes from ``fnacli.train``.
+``arch_step``: ``full`` (FNA) runs every candidate; ``sampled`` runs two sampled candidates
+per layer and width with the unbiased two-sample gates of ``fnacli.search.gates`` (the cost
+term stays exact). ``checkpoint_activations`` recomputes the mixed layers in the backward
+pass instead of storing every candidate's activations (same gradients, less memory).
+
+C is ``Lut.expected_madds`` under the current α/β over ``cost_scope``: by default the searched
+mixed blocks only, as Jung et al.'s eq. 5 sums the K searched blocks and FNA accumulates the
+cost inside the searched backbone (``detector`` adds stem, head conv, neck and head: constants
+or nearly, which dilute the gradient of ``log C``). The table is built at ``cost_size``
+(RetinaNet: 1088×800 as FNA and Jung et al. count it, while training at 1333×800).
+
+The defaults are the papers' search recipes (``Task.search_defaults``; docs/search.md lists
+where FNA's released configs differ): weight optimiser SGD or RMSProp from ``fnacli.train``
+(warm-up + step schedule over the weight steps), architecture optimiser Adam (lr 3e-4, betas
+(0.5, 0.999), weight decay 1e-3). Everything else (DDP setup, seeding, the epoch sampler,
+JSON-lines metrics, training-state files, the progress bar) comes from ``fnacli.train``.
 """
 
 from __future__ import annotations
@@ -34,46 +47,56 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils.data import DataLoader
 
+from fnacli import interrupt
 from fnacli.errors import UserError
 from fnacli.nn.supernet import Supernet, op_choices, path_to_arch, width_choices
+from fnacli.progress import TrainLogger, fmt
 from fnacli.search import arch as A
+from fnacli.search.gates import arch_step_generator, sampled_gates
 from fnacli.search.supernet_io import SupernetCheckpoint, load_weights
 from fnacli.spec import ArchSpec, SpaceSpec
+from fnacli.tasks import get_task
 from fnacli.train import (
     DistEnv,
     DivergedError,
     EpochBatches,
     MetricsLog,
     TrainConfig,
-    TrainProgress,
     all_ok,
     build_optimizer,
     build_scheduler,
+    loader_generator,
     restore_train_state,
     save_train_state,
     seed_everything,
     set_train_mode,
+    signal_received,
     unwrap,
 )
 
 COST_FORMS = ("log", "linear")
+ARCH_STEPS = ("full", "sampled")
 GIGA = 1e9
-# FNA's search recipes (configs fna_{ssdlite,retinanet}_search): total and weight-only
-# epochs, weight steps per α/β step, λ and τ of the log cost, lr milestones (fractions).
-SEARCH_DEFAULTS: dict[str, dict[str, Any]] = {
-    "ssdlite": {"epochs": 30, "warmup_epochs": 15, "arch_every": 5, "lam": 0.15, "tau": 10.0,
-                "milestones": (18 / 30, 25 / 30, 28 / 30)},
-    "retinanet": {"epochs": 14, "warmup_epochs": 8, "arch_every": 1, "lam": 0.02, "tau": 10.0,
-                  "milestones": (8 / 14, 11 / 14)},
-}
 ARCH_LR, ARCH_BETAS, ARCH_WD, ARCH_CLIP = 3e-4, (0.5, 0.999), 1e-3, 35.0
 
 
+def default_cost_size(task: str, size: tuple[int, int]) -> tuple[int, int]:
+    """The input size the cost table counts at: the task's ``search_defaults.cost_size``
+    (RetinaNet: 1088x800, as FNA and Jung et al. count it), else ``size``."""
+    return get_task(task).search_defaults.cost_size or size
+
+
+def search_cost(lut: Any, alpha_probs: A.AlphaDict, beta_probs: A.BetaDict,
+                cfg: SearchConfig) -> torch.Tensor:
+    """The expected MAdds the cost term sees: ``cfg.cost_scope`` of the table."""
+    return lut.expected_madds(alpha_probs, beta_probs, cfg.cost_scope)
+
+
 def default_warmup_epochs(task: str, epochs: int) -> int:
-    """FNA's share of weight-only epochs (ssdlite 15 of 30, retinanet 8 of 14) of ``epochs``,
-    rounded down: a shorter search still gets α/β epochs."""
-    d = SEARCH_DEFAULTS[task]
-    return d["warmup_epochs"] * epochs // d["epochs"]
+    """The task's share of weight-only epochs (its ``search_defaults``: the papers' recipes,
+    ssdlite 12 of 24, retinanet 8 of 14) of ``epochs``, rounded down: a shorter search still
+    gets α/β epochs."""
+    return get_task(task).search_defaults.warmup_for(epochs)
 
 
 @dataclass
@@ -89,12 +112,28 @@ class SearchConfig:
     cost_form: str = "log"
     lam: float | None = None  # None: the task's FNA value (log) / matched to it (linear)
     tau: float = 10.0
+    gamma: float | None = None  # None: the task's (ssdlite 10, retinanet 5)
     target_madds: float | None = None  # MAdds, absolute
     min_depth: int = 0
     arch_lr: float = ARCH_LR
     augment: str = "ssd"
+    cost_scope: str = "blocks"
+    cost_size: tuple[int, int] | None = None  # None: the task's (default_cost_size)
+    arch_step: str = "full"
+    checkpoint_activations: bool = False
+
+    @property
+    def cost_gamma(self) -> float:
+        return get_task(self.task).search_defaults.gamma if self.gamma is None else self.gamma
+
+    @property
+    def lut_size(self) -> tuple[int, int]:
+        return self.cost_size or default_cost_size(self.task, self.size)
 
     def check(self) -> None:
+        if self.arch_step not in ARCH_STEPS:
+            raise UserError(f"--arch-step: expected one of {', '.join(ARCH_STEPS)}, "
+                            f"got {self.arch_step!r}")
         if self.cost_form not in COST_FORMS:
             raise UserError(f"--cost-form: expected one of {', '.join(COST_FORMS)}, "
                             f"got {self.cost_form!r}")
@@ -107,18 +146,25 @@ class SearchConfig:
             raise UserError(f"--tau: the log base must be > 1, got {self.tau}")
         if self.lam is not None and self.lam < 0:
             raise UserError(f"--lambda: expected ≥ 0, got {self.lam}")
+        if self.gamma is not None and self.gamma <= 0:
+            raise UserError(f"--gamma: expected > 0, got {self.gamma}")
         if self.target_madds is not None and self.target_madds <= 0:
             raise UserError(f"--target-madds: expected a positive MAdds budget, got "
                             f"{self.target_madds}")
         if self.min_depth < 0:
             raise UserError(f"--min-depth: expected ≥ 0, got {self.min_depth}")
+        from fnacli.lut import check_scope
+
+        check_scope(self.cost_scope)
 
     def identity(self) -> dict:
         return {**self.train.identity(), "task": self.task, "size": list(self.size),
                 "warmup_epochs": self.warmup_epochs, "arch_every": self.arch_every,
                 "cost_form": self.cost_form, "lambda": self.lam, "tau": self.tau,
+                "gamma": self.cost_gamma,
                 "target_madds": self.target_madds, "min_depth": self.min_depth,
-                "arch_lr": self.arch_lr, "augment": self.augment}
+                "arch_lr": self.arch_lr, "augment": self.augment, "arch_step": self.arch_step,
+                "cost_scope": self.cost_scope, "cost_size": list(self.lut_size)}
 
 
 class ArchParams(nn.Module):
@@ -171,12 +217,12 @@ class SearchResult:
 
 
 def cost_term(expected: torch.Tensor, form: str, lam: float, tau: float,
-              target: float | None) -> torch.Tensor:
+              target: float | None, gamma: float = 1.0) -> torch.Tensor:
     """The regulariser on the expected MAdds (absolute count), see the module docstring."""
-    g = expected / GIGA
+    g = gamma * expected / GIGA
     if target is None:
         return lam * (torch.log(g) / math.log(tau) if form == "log" else g)
-    t = target / GIGA
+    t = gamma * target / GIGA
     if form == "log":
         return lam * torch.relu(torch.log(g / t)) / math.log(tau)
     return lam * torch.relu(g - t)
@@ -184,12 +230,12 @@ def cost_term(expected: torch.Tensor, form: str, lam: float, tau: float,
 
 def resolve_lambda(cfg: SearchConfig, initial_gmadds: float) -> float:
     """λ as given, else FNA's for the task (log); the linear form's default is matched to the
-    log form's pull at the start: d(λ_lin·C) = d(λ·log_τ C) at C = C₀."""
+    log form's pull at the start: d(λ_lin·γ·C) = d(λ·log_τ(γC)) at C = C₀."""
     if cfg.lam is not None:
         return cfg.lam
-    lam = SEARCH_DEFAULTS[cfg.task]["lam"]
+    lam = get_task(cfg.task).search_defaults.lam
     if cfg.cost_form == "linear":
-        return lam / (initial_gmadds * math.log(cfg.tau))
+        return lam / (cfg.cost_gamma * initial_gmadds * math.log(cfg.tau))
     return lam
 
 
@@ -207,6 +253,15 @@ def prob_report(space: SpaceSpec, alpha_probs: A.AlphaDict, beta_probs: A.BetaDi
     beta = {str(s): {str(c): round(float(p), 6) for c, p in zip(outs, beta_probs[s], strict=True)}
             for s, outs in width_choices(space)}
     return {"alpha": alpha, "beta": beta}
+
+
+def prob_scalars(report: dict) -> dict[str, float]:
+    """``prob_report`` flattened to TensorBoard tags: ``alpha/layer S.L/OP``, ``beta/stage S/W``."""
+    out = {f"alpha/layer {layer}/{op}": p for layer, ps in report["alpha"].items()
+           for op, p in ps.items()}
+    out.update({f"beta/stage {s}/{w}": p for s, ps in report["beta"].items()
+                for w, p in ps.items()})
+    return out
 
 
 def _wrap(detector: nn.Module, env: DistEnv, channels_last: bool) -> nn.Module:
@@ -265,8 +320,7 @@ def run_search(ckpt: SupernetCheckpoint, source: str, train_set: Any, cfg: Searc
     """Search ``ckpt``'s space on ``train_set`` (a ``CocoDetection`` with the training
     transform); writes the ``searched`` checkpoint ``output`` after every epoch (rank 0)."""
     from fnacli.checkpoint import save_checkpoint
-    from fnacli.detection.data import batch_to, collate, split_half
-    from fnacli.detection.models import build_detector
+    from fnacli.detection.data import split_half
     from fnacli.lut import load_or_build_lut
 
     cfg.check()
@@ -282,23 +336,28 @@ def run_search(ckpt: SupernetCheckpoint, source: str, train_set: Any, cfg: Searc
     total = tc.epochs * per_epoch
 
     seed_everything(tc.seed)
-    supernet = Supernet(space, ckpt.masks, with_head=cfg.task == "ssdlite")
+    task = get_task(cfg.task)
+    collate, batch_to = task.collate, task.batch_to
+    supernet = Supernet(space, ckpt.masks, with_head=task.uses_head_conv)
+    supernet.checkpoint_activations = cfg.checkpoint_activations
     load_weights(supernet, ckpt.weights, source)
-    detector = build_detector(space.max_arch(), cfg.task, train_set.num_classes, cfg.size,
-                              backbone=supernet)
+    detector = task.build_model(space.max_arch(), train_set.num_classes, cfg.size,
+                                backbone=supernet)
     arch = ArchParams(space, ckpt.alpha, ckpt.beta).to(env.device)
     if env.is_main:  # rank 0 builds (and caches) the table, the others then read it
-        lut = load_or_build_lut(space, cfg.task, cfg.size, train_set.num_classes, progress=True)
+        lut = load_or_build_lut(space, cfg.task, cfg.lut_size, train_set.num_classes,
+                                progress=True)
     if env.distributed:
         dist.barrier()
     if not env.is_main:
-        lut = load_or_build_lut(space, cfg.task, cfg.size, train_set.num_classes)
+        lut = load_or_build_lut(space, cfg.task, cfg.lut_size, train_set.num_classes)
 
     def expected(a_p: A.AlphaDict, b_p: A.BetaDict) -> torch.Tensor:
-        return lut.expected_madds(a_p, b_p)
+        return lut.expected_madds(a_p, b_p)  # the detector's, for logs and reports
 
     with torch.no_grad():
-        c0 = float(expected(*A.probs(space, ckpt.alpha, ckpt.beta, cfg.min_depth))) / GIGA
+        c0 = float(search_cost(lut, *A.probs(space, ckpt.alpha, ckpt.beta, cfg.min_depth),
+                               cfg)) / GIGA
     lam = resolve_lambda(cfg, c0)
 
     net = _wrap(detector, env, tc.channels_last)
@@ -319,6 +378,10 @@ def run_search(ckpt: SupernetCheckpoint, source: str, train_set: Any, cfg: Searc
                 "train_images": len(train_set)}
     epoch, batch0, step, arch_steps = 0, 0, 0, 0
     history: list[dict] = []
+    # the running average of the losses not yet logged: in the state, so that a resumed run
+    # logs the same numbers as an uninterrupted one
+    window: dict[str, float] = {}
+    window_n = 0
     if resume:
         state = restore_train_state(state_path, identity, holder, optimizers, scheduler,
                                     w_scaler if use_amp else None)
@@ -327,11 +390,15 @@ def run_search(ckpt: SupernetCheckpoint, source: str, train_set: Any, cfg: Searc
         epoch, batch0, step = state["epoch"], state["batch"], state["step"]
         arch_steps = state["extra"]["arch_steps"]
         history = state["extra"]["history"]
+        window = dict(state["extra"].get("window", {}))
+        window_n = int(state["extra"].get("window_n", 0))
     metrics = MetricsLog(metrics_path, env.is_main, step if resume else None)
     loader_a = DataLoader(train_a, batch_sampler=sampler_a, num_workers=tc.workers,
-                          collate_fn=collate, pin_memory=env.device.type == "cuda")
+                          collate_fn=collate, pin_memory=env.device.type == "cuda",
+                          generator=loader_generator(tc.seed))
     loader_b = DataLoader(train_b, batch_sampler=sampler_b, num_workers=tc.workers,
-                          collate_fn=collate, pin_memory=env.device.type == "cuda")
+                          collate_fn=collate, pin_memory=env.device.type == "cuda",
+                          generator=loader_generator(tc.seed + 1))
     b_iter: Any = None
 
     def next_b() -> Any:
@@ -375,6 +442,7 @@ def run_search(ckpt: SupernetCheckpoint, source: str, train_set: Any, cfg: Searc
                              w_scaler if use_amp else None, epoch=at_epoch, batch=at_batch,
                              step=step, identity=identity,
                              extra={"arch_steps": arch_steps, "history": history,
+                                    "window": window, "window_n": window_n,
                                     "arch_scaler": a_scaler.state_dict() if use_amp else {}})
 
     def arch_step() -> dict[str, float]:
@@ -382,15 +450,19 @@ def run_search(ckpt: SupernetCheckpoint, source: str, train_set: Any, cfg: Searc
         raw.train()
         with _Frozen(raw):
             a_p, b_p = arch.probs(cfg.min_depth)
-            supernet.set_weighted(a_p, b_p)
+            if cfg.arch_step == "sampled":  # each process its own draws: they average
+                gen = arch_step_generator(tc.seed + 7919 * env.rank, arch_steps)
+                supernet.set_weighted(*sampled_gates(a_p, b_p, gen))
+            else:
+                supernet.set_weighted(a_p, b_p)
             try:
                 with torch.autocast(env.device.type, enabled=use_amp):
                     losses = raw(images, targets)
             finally:
                 supernet.set_path(A.argmax_path(a_p, b_p))
             task_loss = sum(losses.values())
-            exp = expected(a_p, b_p)
-            cost = cost_term(exp, cfg.cost_form, lam, cfg.tau, cfg.target_madds)
+            cost = cost_term(search_cost(lut, a_p, b_p, cfg), cfg.cost_form, lam, cfg.tau,
+                             cfg.target_madds, cfg.cost_gamma)
             loss = task_loss + cost.to(task_loss.dtype)
             if not all_ok(bool(torch.isfinite(loss).item()), env):
                 raise diverged("α/β loss", loss)
@@ -417,16 +489,22 @@ def run_search(ckpt: SupernetCheckpoint, source: str, train_set: Any, cfg: Searc
 
     t0 = time.perf_counter()
     run_steps = 0
-    window: dict[str, float] = {}
-    window_n = 0
+
+    def interrupted(sig: int) -> interrupt.Interrupted:
+        saved = (f"the search state {state_path} (step {step} of {total})"
+                 if state_path is not None else None)
+        return interrupt.stop(sig, saved)
     if env.is_main:
         say(f"search {cfg.task} {cfg.size[0]}x{cfg.size[1]}: {len(train_a)}/{len(train_b)} "
             f"images (weights/α-β), {tc.epochs} epochs x {per_epoch} steps ({cfg.warmup_epochs} "
             f"warm-up), α/β step every {cfg.arch_every}, cost {cfg.cost_form} λ {lam:.4g}"
-            + (f" τ {cfg.tau:g}" if cfg.cost_form == "log" else "")
+            + (f" τ {cfg.tau:g}" if cfg.cost_form == "log" else "") + f" γ {cfg.cost_gamma:g}"
             + (f", target {cfg.target_madds / 1e6:.1f}M" if cfg.target_madds else "")
-            + f", start {c0 * 1e3:.1f}M expected MAdds")
-    with TrainProgress(total, step, f"search {cfg.task}", env.is_main) as bar:
+            + f", start {c0 * 1e3:.1f}M expected MAdds ({cfg.cost_scope} at "
+            f"{cfg.lut_size[0]}x{cfg.lut_size[1]})")
+    with interrupt.deferred(), TrainLogger(total, step, f"search {cfg.task}", env.is_main,
+                                           epochs=tc.epochs, images_per_step=tc.batch_size,
+                                           tensorboard=tc.tensorboard) as bar:
         while epoch < tc.epochs:
             sampler_a.set_epoch(epoch, batch0)
             searching = epoch >= cfg.warmup_epochs
@@ -437,7 +515,8 @@ def run_search(ckpt: SupernetCheckpoint, source: str, train_set: Any, cfg: Searc
                                      b_p if searching else None,
                                      A.step_generator(tc.seed, step), cfg.min_depth)
                 supernet.set_path(path)
-                set_train_mode(net)
+                if not net.training:  # a walk over every module otherwise: see train.fit
+                    set_train_mode(net)
                 images, targets = batch_to(batch, env.device)
                 with torch.autocast(env.device.type, enabled=use_amp):
                     losses = net(images, targets)
@@ -468,41 +547,55 @@ def run_search(ckpt: SupernetCheckpoint, source: str, train_set: Any, cfg: Searc
                 if step % tc.log_every == 0 or at_end or arch_info:
                     exp, am, derived = madds_now()
                     if step % tc.log_every == 0 or at_end:
-                        metrics.write(event="train", epoch=epoch, step=step, lr=lr,
-                                      phase="search" if searching else "warmup",
-                                      **{k: v / window_n for k, v in window.items()},
+                        avg = {"loss": window["loss"] / window_n,
+                               **{k: v / window_n for k, v in window.items() if k != "loss"}}
+                        metrics.write(event="train", epoch=epoch + 1, step=step, lr=lr,
+                                      phase="search" if searching else "warmup", **avg,
                                       expected_madds=exp, argmax_madds=am,
                                       seconds=round(time.perf_counter() - t0, 3))
+                        # (the MAdds as text: on the log line, not TensorBoard's train/)
+                        bar.report(step, epoch + 1, {**avg, "E[MAdds]": f"{exp / 1e6:.1f}M",
+                                                     "argmax": f"{am / 1e6:.1f}M"}, lr)
                         window, window_n = {}, 0
                     if arch_info:
-                        metrics.write(event="arch_step", epoch=epoch, step=step,
+                        metrics.write(event="arch_step", epoch=epoch + 1, step=step,
                                       arch_step=arch_steps, **arch_info, expected_madds=exp,
                                       argmax_madds=am)
-                    bar_text = (f"epoch {epoch + 1}/{tc.epochs} loss {float(loss.detach()):.3f} "
+                        bar.scalars(step, {**arch_info, "expected_madds": exp,
+                                           "argmax_madds": am}, "arch")
+                    bar_text = (f"epoch {epoch + 1}/{tc.epochs} loss {fmt(float(loss.detach()))} "
                                 f"E[MAdds] {exp / 1e6:.1f}M argmax {am / 1e6:.1f}M "
                                 f"{arch_code(derived)}")
                 else:
-                    bar_text = f"epoch {epoch + 1}/{tc.epochs} loss {float(loss.detach()):.3f}"
-                bar.update(bar_text)
+                    bar_text = f"epoch {epoch + 1}/{tc.epochs} loss {fmt(float(loss.detach()))}"
+                bar.step(bar_text)
                 if tc.checkpoint_every and step % tc.checkpoint_every == 0 and not at_end:
                     save_state(epoch, b + 1)
                 if stop_after is not None and run_steps >= stop_after and not at_end:
                     save_state(epoch, b + 1)
                     return _result(space, arch, cfg, step, arch_steps, epoch, False, lut,
                                    history)
+                if not at_end and (sig := signal_received(env)):
+                    save_state(epoch, b + 1)
+                    raise interrupted(sig)
             epoch, batch0 = epoch + 1, 0
             exp, am, derived = madds_now()
             with torch.no_grad():
                 a_p, b_p = arch.probs(cfg.min_depth)
             _, dpath, prob = A.derive(space, *arch.logits(), cfg.min_depth)
             skipped, skippable = A.skip_report(space, dpath)
-            record = {"epoch": epoch - 1, "step": step, "expected_madds": exp,
+            record = {"epoch": epoch, "step": step, "expected_madds": exp,
                       "argmax_madds": am, "derived": arch_code(derived),
                       "derived_probability": prob, "skipped_layers": skipped,
                       "skippable_layers": skippable}
             history.append(record)
             probs_now = prob_report(space, a_p, b_p)
             metrics.write(event="epoch", **record, **probs_now)
+            bar.epoch_end(epoch, step, {"expected MAdds": f"{exp / 1e6:.1f}M",
+                                        "argmax MAdds": f"{am / 1e6:.1f}M",
+                                        "derived": arch_code(derived)})
+            bar.scalars(step, {"expected_madds": exp, "argmax_madds": am}, "epoch")
+            bar.scalars(step, prob_scalars(probs_now), "")
             warning = A.collapse_warning(space, dpath) if epoch > cfg.warmup_epochs else None
             if warning and env.is_main:
                 bar.log(f"warning: epoch {epoch}: {warning}")
@@ -512,26 +605,29 @@ def run_search(ckpt: SupernetCheckpoint, source: str, train_set: Any, cfg: Searc
                 _plot(output, space, metrics_path, {**record, **probs_now}, cfg, bar.log)
             if stop_after is not None and run_steps >= stop_after and epoch < tc.epochs:
                 return _result(space, arch, cfg, step, arch_steps, epoch, False, lut, history)
+            if epoch < tc.epochs and (sig := signal_received(env)):
+                raise interrupted(sig)  # the state of the epoch's end is saved
     set_train_mode(raw)
     return _result(space, arch, cfg, step, arch_steps, epoch, True, lut, history)
 
 
 def _plot(output: str | Path, space: SpaceSpec, metrics_path: str | Path | None,
           current: dict, cfg: SearchConfig, log: Callable[[str], None]) -> None:
-    """Redraw SEARCHED.arch.svg from every epoch in the metrics file (``current`` alone without
-    one). A picture is not worth a search: a failure to draw is a warning."""
-    from fnacli.plots import read_epoch_records, render_search_plot, search_plot_path, write_svg
+    """Redraw SEARCHED.arch.svg and .png from every epoch in the metrics file (``current``
+    alone without one). A picture is not worth a search: a failure to draw is a warning."""
+    from fnacli.plots import read_epoch_records, save_figure, search_figure, search_plot_path
 
     try:
         records = []
         if metrics_path is not None and Path(metrics_path).exists():
             records = read_epoch_records(metrics_path, space)
-        text = render_search_plot(
+        fig = search_figure(
             space, records or [current], title=f"α/β over the search: {Path(output).name}",
             subtitle=f"{space.name} space, {cfg.task} {cfg.size[0]}x{cfg.size[1]}, epoch "
-                     f"{current['epoch'] + 1} of {cfg.train.epochs}",
+                     f"{current['epoch']} of {cfg.train.epochs}",
             warmup_epochs=cfg.warmup_epochs)
-        write_svg(search_plot_path(output), text)
+        for fmt in (".svg", ".png"):
+            save_figure(fig, search_plot_path(output, fmt))
     except Exception as e:  # noqa: BLE001 - see the docstring
         log(f"warning: could not draw {search_plot_path(output)}: {e}")
 

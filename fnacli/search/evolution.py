@@ -31,8 +31,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from fnacli import interrupt
 from fnacli.errors import UserError
-from fnacli.io import write_text_atomic
+from fnacli.io import load_json_text, write_text_atomic
 from fnacli.nn.supernet import Path as SupernetPath
 from fnacli.nn.supernet import op_choices, path_to_arch, width_choices
 from fnacli.spec import SKIP, ArchSpec, SpaceSpec
@@ -246,6 +247,8 @@ class OneShotSearch:
     on_candidate: Callable[[Candidate, bool], None] | None = None  # (candidate, reused)
     on_round: Callable[[dict], None] | None = None
     identity: dict = field(default_factory=dict)  # extra settings a resume must share
+    # the signal received (``fnacli.interrupt``), agreed by every process evaluating
+    signal: Callable[[], int | None] = interrupt.pending
     cache: dict[str, Candidate] = field(default_factory=dict)
     _madds: dict[str, float] = field(default_factory=dict)
     _memo: dict[str, dict[str, float]] = field(default_factory=dict)
@@ -272,6 +275,12 @@ class OneShotSearch:
             # reuses the evaluations the history recorded)
             self._save_state(0, [], [], rng)
         self._budget = stop_after
+        with interrupt.deferred():
+            return self._rounds(done, population, topk, rng)
+
+    def _rounds(self, done: int, population: list[Candidate], topk: list[Candidate],
+                rng: random.Random) -> SearchResult:
+        cfg = self.config
         while done < cfg.rounds:
             genomes = self._draw(done, topk, rng)
             if not genomes:
@@ -372,6 +381,15 @@ class OneShotSearch:
             stats = self.evaluate([g for g, _ in part])
             for (g, key), st in zip(part, stats, strict=True):
                 out.append(self._add(g, key, st, generation, reused=False))
+            if sig := self.signal():
+                # finished rounds are in the state, this one's evaluations in the history:
+                # --resume reuses them
+                where = (f"the search state {self.state_path} ({generation} generations done)"
+                         if self.state_path is not None else None)
+                if where and self.history_path is not None:
+                    where += (f" and {len(out)} evaluations of generation {generation + 1} in "
+                              f"{self.history_path}")
+                raise interrupt.stop(sig, where)
         order = {self.encoding.key(g): i for i, g in enumerate(genomes)}
         return sorted(out, key=lambda c: order[c.key])
 
@@ -432,7 +450,9 @@ class OneShotSearch:
         if path is None or not path.is_file():
             raise UserError(f"{path}: no search state to resume from (run without --resume)")
         try:
-            state = json.loads(path.read_text())
+            state = load_json_text(path.read_text(), path)
+            if not isinstance(state, dict):
+                raise TypeError("not a JSON object")
             if state.get("format") != STATE_FORMAT:
                 raise ValueError(state.get("format"))
             saved = state["identity"]
@@ -461,8 +481,10 @@ class OneShotSearch:
         for line in text.splitlines():
             try:
                 rec = json.loads(line)
-            except json.JSONDecodeError:
+            except (ValueError, RecursionError):
                 continue  # a line cut by the interruption
+            if not isinstance(rec, dict):
+                continue
             if rec.get("generation", 0) < done:
                 keep.append(line)
             elif rec.get("event") == "candidate" and rec["key"] not in self.cache:
@@ -491,6 +513,38 @@ class _Stop(Exception):
 
 
 # -- the searched checkpoint -------------------------------------------------------------
+def random_baseline(encoding: Encoding, cost: Callable[[ArchSpec], float], n: int,
+                    max_madds: float | None, seed: int, max_tries: int = 1000
+                    ) -> list[tuple[Genome, float]]:
+    """DetNAS's random baseline: ``n`` different architectures drawn uniformly from the space
+    (rejection sampling under ``max_madds``), each with its cost. Nothing is scored: DetNAS
+    trains each "with exactly the same settings" as the searched one."""
+    rng = random.Random(seed)
+    if max_madds is not None:
+        cheapest = cost(encoding.arch(encoding.cheapest(cost)))
+        if cheapest > max_madds:
+            raise UserError(f"--max-madds {format_madds(max_madds)} is below the cheapest "
+                            f"architecture of the space ({format_madds(cheapest)} MAdds)")
+    out: list[tuple[Genome, float]] = []
+    seen: set[str] = set()
+    tries = 0
+    while len(out) < n and tries < max_tries * n:
+        tries += 1
+        g = encoding.random(rng)
+        key = encoding.key(g)
+        if key in seen:
+            continue
+        c = float(cost(encoding.arch(g)))
+        if max_madds is not None and c > max_madds:
+            continue
+        seen.add(key)
+        out.append((g, c))
+    if len(out) < n:
+        raise UserError(f"--retrain {n}: only {len(out)} different architectures within "
+                        f"--max-madds were drawn in {max_tries * n} tries")
+    return out
+
+
 def arch_logits(encoding: Encoding, genome: Genome, margin: float = 1.0) -> dict:
     """α/β logit tensors (names of ``fnacli.search.arch``) whose argmax is ``genome``:
     ``margin`` on the chosen candidate, 0 elsewhere."""

@@ -1,23 +1,23 @@
 """Channel-mask arithmetic for searching a block's output width with ONE shared block.
 
 A stage whose output width has candidates ``outs = (c_1 < c_2 < … < c_K)`` is computed once at
-the largest width ``c_K``; the choice of width becomes a per-channel weight vector ``w`` that
-multiplies the block's output (and, scaled by the expansion ratio, its hidden channels).
+the largest width ``c_K``; the choice of width becomes a per-channel weight vector
+``w = Σ_k p_k · m_k`` (``p = softmax(β)``) that multiplies the block's output (and, scaled by
+the expansion ratio, its hidden channels). The two families differ only in the masks ``m_k``:
 
-Two mask families, each applied the way its paper combines it with the softmax β:
+- ``overlapping`` (FBNetV2, Wan et al. 2020): ``m_k`` has ones on the first ``c_k`` channels,
+  so channel ``i`` gets ``Σ_{k: c_k > i} p_k`` — the low channels sum to (nearly) 1 whatever
+  β is, and one-hot β gives exactly the first ``c_k`` channels (the selected network).
+- ``non-overlapping`` (Jung et al., eq. 2 and Fig. 2b; the default): the masks partition the
+  channels into disjoint segments, ``m_k`` has ones on ``(c_{k-1}, c_k]`` (channels
+  ``c_{k-1} … c_k − 1`` counted from 0, ``c_0 = 0``), so every channel of segment ``k`` is
+  weighted by ``p_k`` alone — nothing is summed over larger widths, and even the first
+  ``c_1`` channels carry only ``p_1``.
 
-- ``overlapping`` (FBNetV2, Wan et al. 2020): mask ``m_k`` has ones on the first ``c_k``
-  channels; ``w = Σ_k β_k m_k``.
-- ``non-overlapping`` (Jung et al.): the masks partition the channels into disjoint segments,
-  ``m_k`` has ones on ``[c_{k-1}, c_k)`` (``c_0 = 0``). A segment is present in every width
-  from ``c_k`` up, so it is weighted by the probability that the chosen width includes it,
-  ``P(width ≥ c_k) = Σ_{j≥k} β_j``; ``w = Σ_k P(width ≥ c_k) m_k``.
-
-Both give ``w = m(c_k)`` (the first ``c_k`` channels) for a one-hot β, so a one-hot supernet is
-exactly the selected network. For a soft β the two vectors are equal in exact arithmetic
-(channel ``i`` in segment ``j`` gets ``Σ_{k≥j} β_k`` either way): the families differ in how
-the masks are built and summed (K overlapping vs K disjoint masks), not in the relaxed
-network. docs/search.md discusses this.
+Consequence of the paper's rule: a one-hot β on width ``c_k`` keeps only segment ``k`` (the
+first ``c_{k-1}`` channels get weight 0), so the one-hot *relaxed* supernet is not the
+selected network under non-overlapping masks. The single-path forward (``Supernet.set_path``)
+and ``derive`` do not use these weights and stay exact; docs/search.md discusses this.
 """
 
 from __future__ import annotations
@@ -55,20 +55,18 @@ def channel_masks(outs: Sequence[int], kind: str, scale: int = 1,
     return (upto & (idx[None, :] >= starts[:, None])).float()
 
 
-def mask_weights(probs: torch.Tensor, kind: str) -> torch.Tensor:
-    """Weight of each mask row given the width probabilities β (softmax, length K)."""
-    check_kind(kind)
-    if kind == "overlapping":
-        return probs
-    # P(width >= c_k): reverse cumulative sum
-    return probs.flip(-1).cumsum(-1).flip(-1)
+def combine(probs: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """The per-channel weight vector ``Σ_k p_k · m_k`` (eq. 2; differentiable in ``probs``)."""
+    return probs @ masks
 
 
-def combine(probs: torch.Tensor, masks: torch.Tensor, kind: str) -> torch.Tensor:
-    """The per-channel weight vector ``Σ_k weight_k · m_k`` (differentiable in ``probs``)."""
-    return mask_weights(probs, kind) @ masks
+def channel_weights(probs: torch.Tensor, outs: Sequence[int], kind: str,
+                    scale: int = 1) -> torch.Tensor:
+    """The per-channel weights of a width choice with probabilities ``probs`` (length K)."""
+    return combine(probs, channel_masks(outs, kind, scale, probs.device).to(probs.dtype))
 
 
 def expected_width(probs: torch.Tensor, outs: Sequence[int]) -> torch.Tensor:
-    """E[width] under β; equals the sum of the combined channel weights for both families."""
+    """E[width] under β. The overlapping weights sum to it; the non-overlapping ones sum to
+    ``Σ_k p_k (c_k − c_{k−1})`` instead (each segment counted once, by its own probability)."""
     return probs @ torch.tensor([float(c) for c in outs], device=probs.device, dtype=probs.dtype)

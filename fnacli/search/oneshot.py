@@ -23,19 +23,25 @@ import torch
 from torch import nn
 
 from fnacli.checkpoint import save_checkpoint
-from fnacli.detection.checkpoint import BODY_PREFIX
-from fnacli.detection.data import CocoDetection, check_same_categories, collate
+from fnacli.detection.data import CocoDetection
 from fnacli.detection.evaluate import evaluate
-from fnacli.detection.models import build_detector
 from fnacli.errors import UserError
 from fnacli.nn.supernet import Supernet
 from fnacli.search import arch as A
-from fnacli.search.bn_recal import calibration_batches, recalibrate_path
+from fnacli.search.bn_recal import (
+    DecodedDataset,
+    calibration_batches,
+    decoded_bytes,
+    outside_batchnorms,
+    recalibrate_path,
+)
 from fnacli.search.evolution import Encoding, Genome
 from fnacli.search.supernet_io import SupernetCheckpoint, load_weights, read_supernet
+from fnacli.tasks import get_task
 from fnacli.train import DistEnv, FitResult, TrainConfig, fit, load_train_state
 
 META_KEY = "oneshot"
+CACHE_BYTES = 2 << 30  # decoded calibration + fitness images kept in memory, at most
 DETECTOR_PREFIX = "detector."
 
 
@@ -74,20 +80,30 @@ def build_oneshot_detector(ckpt: SupernetCheckpoint, task: str, num_classes: int
     layers come from the checkpoint when it was trained one-shot for the same task and
     classes, else they start fresh (seeded)."""
     torch.manual_seed(seed)  # fresh neck/head layers are a function of the seed
-    supernet = Supernet(ckpt.space, ckpt.masks, with_head=task == "ssdlite")
+    t = get_task(task, "task")
+    supernet = Supernet(ckpt.space, ckpt.masks, with_head=t.uses_head_conv)
     load_weights(supernet, ckpt.weights, source)
-    detector = build_detector(ckpt.space.max_arch(), task, num_classes, size, backbone=supernet)
+    if num_classes < 1:
+        raise UserError(f"num_classes must be at least 1, got {num_classes}")
+    detector = t.build_model(ckpt.space.max_arch(), num_classes, size, backbone=supernet)
+    body = body_prefix(detector, supernet)
     info = OneshotInfo.from_meta(ckpt.meta, source)
     if info is not None and info.task == task and info.num_classes == num_classes:
-        own = {k: v for k, v in detector.state_dict().items() if not k.startswith(BODY_PREFIX)}
+        own = {k: v for k, v in detector.state_dict().items() if not k.startswith(body)}
         saved = {k[len(DETECTOR_PREFIX):]: v for k, v in ckpt.weights.items()
                  if k.startswith(DETECTOR_PREFIX)}
         if set(saved) != set(own):
             raise UserError(f"{source}: its detector tensors do not match a {task} detector "
                             f"of its space")
-        detector.load_state_dict({**saved, **{BODY_PREFIX + k: v for k, v in
+        detector.load_state_dict({**saved, **{body + k: v for k, v in
                                               supernet.state_dict().items()}})
     return detector, supernet
+
+
+def body_prefix(model: nn.Module, body: nn.Module) -> str:
+    """Where ``body`` (the supernet) sits in ``model``'s state dict (``backbone.body.`` in the
+    detectors)."""
+    return next(n for n, m in model.named_modules() if m is body) + "."
 
 
 def uniform_path(space_encoding: Encoding, seed: int, step: int) -> Genome:
@@ -101,36 +117,40 @@ def train_oneshot(ckpt: SupernetCheckpoint, source: str, dataset: CocoDetection,
                   size: tuple[int, int], cfg: TrainConfig, env: DistEnv, output: str | Path,
                   *, state_path: str | Path, metrics_path: str | Path | None,
                   resume: bool = False, stop_after: int | None = None, force: bool = False,
+                  fitness: dict | None = None,
                   log: Callable[[str], None] | None = None) -> FitResult:
     """Train the supernet of ``ckpt`` one path at a time and write the trained supernet to
-    ``output`` (when training finished; rank 0)."""
+    ``output`` (when training finished; rank 0). ``fitness`` (what was held out of
+    ``dataset`` for scoring, ``fnacli.search.fitness_data``) is recorded in its metadata."""
     num_classes = dataset.num_classes
+    t = get_task(task, "task")
     cfg = replace(cfg, find_unused_parameters=True)
     detector, supernet = build_oneshot_detector(ckpt, task, num_classes, size, source, cfg.seed)
     info = OneshotInfo.from_meta(ckpt.meta, source)
     if info is not None:
-        check_same_categories(info.categories, dataset.categories(), source,
-                              str(dataset.files.ann))
+        t.check_categories(info.categories, dataset.categories(), source,
+                           str(dataset.files.ann))
     enc = Encoding(ckpt.space)
     step = [load_train_state(state_path)["step"] if resume else 0]
 
     def loss_fn(model: nn.Module, batch: tuple, device: torch.device) -> dict:
         supernet.set_path(enc.path(uniform_path(enc, cfg.seed, step[0])))
         step[0] += 1
-        images = [im.to(device, non_blocking=True) for im in batch[0]]
-        targets = [{"boxes": t["boxes"].to(device), "labels": t["labels"].to(device)}
-                   for t in batch[1]]
-        return model(images, targets)
+        return model(*t.batch_to(batch, device))
 
     identity = {"strategy": "oneshot", "task": task, "size": list(size),
-                "num_classes": num_classes, "supernet": str(source)}
+                "num_classes": num_classes, "supernet": Path(source).name,
+                "train_images": len(dataset)}
     result = fit(detector, dataset, loss_fn, cfg, env, state_path=state_path,
-                 metrics_path=metrics_path, resume=resume, collate_fn=collate,
+                 metrics_path=metrics_path, resume=resume, collate_fn=t.collate,
                  identity=identity, stop_after=stop_after, desc="one-shot supernet", log=log)
     if result.finished and env.is_main:
         trained = {"epochs": cfg.epochs, "steps": result.steps, "batch_size": cfg.batch_size,
                    "lr": cfg.lr, "optimizer": cfg.optimizer, "seed": cfg.seed,
-                   "sampling": "uniform single path", "source": str(source)}
+                   "sampling": "uniform single path", "source": Path(source).name,
+                   "train_images": len(dataset)}
+        if fitness is not None:
+            trained["fitness"] = fitness
         info = OneshotInfo(task, num_classes, size, dataset.categories(), trained)
         save_trained(output, ckpt, detector, supernet, info, force=force)
     return result
@@ -140,10 +160,11 @@ def save_trained(path: str | Path, ckpt: SupernetCheckpoint, detector: nn.Module
                  supernet: Supernet, info: OneshotInfo, force: bool = False) -> None:
     """The trained supernet: the input's tensors with the supernet's trained weights, the
     detector's own layers under ``detector.``, and ``oneshot`` in metadata."""
+    body = body_prefix(detector, supernet)
     tensors = {k: v for k, v in ckpt.weights.items() if not k.startswith(DETECTOR_PREFIX)}
     tensors.update({k: v.detach().cpu() for k, v in supernet.state_dict().items()})
     tensors.update({DETECTOR_PREFIX + k: v.detach().cpu()
-                    for k, v in detector.state_dict().items() if not k.startswith(BODY_PREFIX)})
+                    for k, v in detector.state_dict().items() if not k.startswith(body)})
     tensors.update(A.to_tensors(ckpt.alpha, ckpt.beta))
     meta = {k: v for k, v in ckpt.meta.items() if k not in ("search", META_KEY)}
     meta[META_KEY] = info.to_dict()
@@ -162,23 +183,35 @@ def load_trained(path: str | Path) -> tuple[SupernetCheckpoint, OneshotInfo]:
 
 class PathEvaluator:
     """Scores a genome: select its path, recalibrate BN on the fixed calibration subset,
-    then COCO bbox evaluation on the held-out split. Returns COCOeval's 12 numbers."""
+    then the task's evaluation on the held-out split (``task`` None: COCO bbox). Returns the
+    task's metric numbers (COCOeval's 12).
+
+    With ``cache_images`` (default) both subsets are decoded once, when they fit in
+    ``cache_bytes`` together (decoded uint8 size); otherwise they are read for every
+    candidate. The fitness is the same either way."""
 
     def __init__(self, detector: nn.Module, supernet: Supernet, encoding: Encoding,
                  calib: CocoDetection, val: CocoDetection, batch_size: int, workers: int = 0,
-                 device: torch.device | str = "cpu") -> None:
+                 device: torch.device | str = "cpu", task: str | None = None,
+                 cache_images: bool = True, cache_bytes: int = CACHE_BYTES) -> None:
         self.detector = detector.to(device).eval()
         self.supernet = supernet
         self.encoding = encoding
+        self.evaluate = get_task(task, "task").evaluate if task else evaluate
+        self.outside = outside_batchnorms(self.detector, supernet)
+        self.cached = cache_images and decoded_bytes(calib) + decoded_bytes(val) <= cache_bytes
+        if self.cached:
+            calib, val = DecodedDataset(calib, workers), DecodedDataset(val, workers)
+            workers = 0  # in memory: worker processes would only add start-up time
         self.batches = calibration_batches(calib, batch_size, workers)
         self.val = val
         self.batch_size, self.workers, self.device = batch_size, workers, device
 
     def __call__(self, genome: Genome) -> dict[str, float]:
         recalibrate_path(self.detector, self.supernet, self.encoding.path(genome),
-                         self.batches, self.device)
-        return evaluate(self.detector, self.val, self.batch_size, self.workers,
-                        self.device).stats
+                         self.batches, self.device, self.outside)
+        return self.evaluate(self.detector, self.val, batch_size=self.batch_size,
+                             workers=self.workers, device=self.device).stats
 
 
 def distributed_evaluate(score: Callable[[Genome], dict[str, float]], env: DistEnv

@@ -40,17 +40,26 @@ class SupernetCheckpoint:
 
 
 def expand(seed_arg: str, space: SpaceSpec, masks: str = DEFAULT_KIND, seed: int = 0,
-           init_std: float = A.INIT_STD) -> tuple[dict[str, torch.Tensor], dict]:
-    """Supernet tensors (weights remapped from the seed + α/β) and metadata for ``space``."""
+           init_std: float = A.INIT_STD, widen: str = "noise", noise: float | None = None,
+           space_name: str = "the space") -> tuple[dict[str, torch.Tensor], dict]:
+    """Supernet tensors (weights remapped from the seed + α/β) and metadata for ``space``
+    (``space_name``: its file or built-in name, for error messages).
+
+    ``widen``/``noise``: how channels wider than the seed's are filled (``fnacli.remap``);
+    the default adds Jung et al.'s small noise so that wider candidates can learn."""
     from fnacli.checkpoint import load_seed
     from fnacli.nn.supernet import Supernet, supernet_state_from_seed
+    from fnacli.remap import resolve_noise
 
     check_kind(masks)
     seed_state, seed_spec = load_seed(seed_arg)
     if len(seed_spec.stages) != len(space.stages):
-        raise UserError(f"{seed_arg}: the seed has {len(seed_spec.stages)} stages but the space "
-                        f"has {len(space.stages)}; remapping is per stage, so they must match")
-    state = supernet_state_from_seed(space, seed_state, seed_spec)
+        raise UserError(f"{seed_arg}: the seed has {len(seed_spec.stages)} stages but "
+                        f"{space_name} has {len(space.stages)}; remapping is per stage, so they "
+                        "must match")
+    noise = resolve_noise(widen, noise)
+    state = supernet_state_from_seed(space, seed_state, seed_spec, widen=widen, noise=noise,
+                                     seed=seed)
     with torch.device("meta"):
         ref = Supernet(space, masks).state_dict()
     missing = [k for k in ref if k not in state]
@@ -61,7 +70,8 @@ def expand(seed_arg: str, space: SpaceSpec, masks: str = DEFAULT_KIND, seed: int
     tensors.update(A.to_tensors(alpha, beta))
     space_dict = {**space.to_dict(), "name": space.name}  # the name survives the round trip
     meta = {"space": space_dict, "seed_spec": seed_spec.to_dict(), "masks": masks,
-            "arch_init": {"std": init_std, "seed": seed}}
+            "arch_init": {"std": init_std, "seed": seed},
+            "widen": {"rule": widen, "noise": noise, "seed": seed}}
     return tensors, meta
 
 

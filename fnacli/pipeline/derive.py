@@ -1,0 +1,171 @@
+"""Derive the architecture a search chose: argmax α per layer (skips dropped), argmax β per
+stage; optionally its MAdds/params against the seed, the K most likely architectures (or
+the K best a one-shot search evaluated), and pictures (``fnacli.plots``: SVG, PNG or PDF)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fnacli.errors import UserError
+from fnacli.pipeline.common import Message, Reporter, Size, as_size, make_config
+
+
+@dataclass
+class DeriveConfig:
+    checkpoint: str | Path  # a searched checkpoint (any epoch) or a supernet
+    min_depth: int | None = None  # never drop layers 0..N-1 of a stage [the search's]
+    profile: bool = False  # count MAdds/params of the derived (and seed) architecture
+    top: int | None = None  # the K most likely architectures (profiled)
+    task: str | None = None  # what the MAdds count [the search's, else the first task]
+    size: Size | None = None  # [the search's, else the task's]
+    num_classes: int | None = None  # [the search's, else 80]
+    plot: str | Path | None = None  # α/β probabilities per epoch (.svg, .png or .pdf)
+    diagram: str | Path | None = None  # the derived architecture (.svg, .png or .pdf)
+    metrics: str | Path | None = None  # the search's metrics for ``plot``
+    force: bool = False
+    on_message: Message | None = None
+
+
+@dataclass
+class DeriveResult:
+    arch: Any  # ArchSpec
+    probability: float  # of the argmax path
+    skipped_layers: int
+    warning: str | None
+    seed: Any = None  # the seed's ArchSpec when the checkpoint records it
+    task: str | None = None  # what the profiles count ("none": the backbone)
+    size: tuple[int, int] | None = None
+    profile: Any = None  # fnacli.cost.Profile of arch (when profiled)
+    seed_profile: Any = None
+    top: list[dict] = field(default_factory=list)  # rank, probability|fitness, spec, madds
+
+    @property
+    def where(self) -> str:
+        what = "backbone" if self.task == "none" else self.task
+        return f"{what} {self.size[0]}x{self.size[1]}" if self.size else str(what)
+
+    def to_dict(self) -> dict:
+        d: dict[str, Any] = {"spec": self.arch.to_dict(), "probability": self.probability,
+                             "task": self.task, "input": list(self.size or ()),
+                             "madds": self.profile.madds, "params": self.profile.params,
+                             "backbone_params": self.profile.params_parts["backbone"],
+                             "skipped_layers": self.skipped_layers}
+        if self.seed_profile is not None:
+            d["seed"] = {"spec": self.seed.to_dict(), "madds": self.seed_profile.madds,
+                         "params": self.seed_profile.params}
+        if self.top:
+            d["top"] = [{**{k: v for k, v in t.items() if k != "spec"},
+                         "spec": t["spec"].to_dict()} for t in self.top]
+        return d
+
+
+def derive(*args: Any, **kwargs: Any) -> DeriveResult:
+    """The derived architecture of a searched checkpoint (see the module docstring)."""
+    cfg = make_config(DeriveConfig, args, kwargs)
+    from fnacli.io import check_writable
+    from fnacli.plots import PICTURE_FORMATS
+    from fnacli.search import arch as A
+    from fnacli.search.supernet_io import read_supernet
+
+    say = Reporter(cfg.on_message)
+    for opt, dest in (("--plot", cfg.plot), ("--diagram", cfg.diagram)):
+        if dest is not None and str(dest) == "-":
+            raise UserError(f"{opt}: give a file name (stdout carries the spec)")
+        if dest is not None:
+            if Path(dest).suffix.lower() not in PICTURE_FORMATS:
+                raise UserError(f"{opt} {dest}: give a .svg, .png or .pdf file name")
+            check_writable(dest, cfg.force)  # refuse before any work
+    ck = read_supernet(cfg.checkpoint)
+    searched = ck.meta.get("search", {})
+    depth = ck.min_depth if cfg.min_depth is None else cfg.min_depth
+    arch, path, prob = A.derive(ck.space, ck.alpha, ck.beta, depth)
+    if cfg.plot is not None:
+        _plot(ck, cfg, depth, say)
+    if cfg.diagram is not None:
+        from fnacli.plots import diagram_figure, save_figure
+
+        save_figure(diagram_figure(arch, ck.seed_spec,
+                                   title=f"derived from {Path(cfg.checkpoint).name}"),
+                    cfg.diagram)
+    # a supernet without a search record holds α/β logits: the differentiable remedies apply
+    warning = A.collapse_warning(ck.space, path,
+                                 strategy=searched.get("strategy", "differentiable"))
+    result = DeriveResult(arch, prob, A.skip_report(ck.space, path)[0], warning, ck.seed_spec)
+    if cfg.profile or cfg.top:
+        _profile(result, ck, searched, cfg, depth, say)
+    return result
+
+
+def _profile(result: DeriveResult, ck: Any, searched: dict, cfg: DeriveConfig, depth: int,
+             say: Reporter) -> None:
+    """MAdds/params for the search's task and size (from its metadata by default)."""
+    from fnacli.lut import profile_specs
+    from fnacli.tasks import get_task, is_task, task_names
+
+    task = cfg.task or searched.get("task") or task_names()[0]
+    if not (is_task(task) or task == "none"):
+        raise UserError(f"--task: expected {', '.join(task_names())} or none, got {task!r}")
+    if cfg.size:
+        size = as_size(cfg.size)
+    elif searched.get("size"):
+        size = tuple(searched["size"])
+    else:
+        size = get_task(task).recipe.size if is_task(task) else (224, 224)
+    num_classes = cfg.num_classes or searched.get("num_classes") or 80
+    specs = [result.arch] + ([result.seed] if result.seed is not None else [])
+    tops = _top(ck, searched, cfg.top, depth, say) if cfg.top else []
+    profiles = profile_specs(specs + [t["spec"] for t in tops], task, size, num_classes)
+    for t, p in zip(tops, profiles[len(specs):], strict=True):
+        t["madds"] = p.madds
+    result.task, result.size, result.top = task, size, tops
+    result.profile = profiles[0]
+    result.seed_profile = profiles[1] if result.seed is not None else None
+
+
+def _top(ck: Any, searched: dict, k: int, depth: int, say: Reporter) -> list[dict]:
+    """The K most likely architectures (α/β), or the K best a one-shot search recorded."""
+    from fnacli.search import arch as A
+    from fnacli.spec import ArchSpec
+
+    if searched.get("strategy") in ("evolution", "random") and "top" in searched:
+        return [{"rank": c["rank"], "fitness": c["fitness"],
+                 "spec": ArchSpec.from_dict(c["arch"], f"{ck.kind} top[{c['rank']}]")}
+                for c in searched["top"][:k]]
+    a, b = A.probs(ck.space, ck.alpha, ck.beta, depth)
+    ranked, exact = A.top_k(ck.space, a, b, k)
+    if not exact:
+        say("note: the space is too large to enumerate a stage exactly; the top list is a "
+            "beam-search approximation")
+    return [{"rank": r + 1, "probability": p, "spec": s} for r, (p, s) in enumerate(ranked)]
+
+
+def _plot(ck: Any, cfg: DeriveConfig, depth: int, say: Reporter) -> None:
+    """SEARCHED.arch.svg again: every epoch of the metrics file, or the checkpoint's α/β."""
+    from fnacli.plots import read_epoch_records, save_figure, search_figure
+    from fnacli.search import arch as A
+    from fnacli.search.differentiable import prob_report
+
+    searched = ck.meta.get("search", {})
+    name = Path(cfg.checkpoint).name
+    source = Path(cfg.metrics) if cfg.metrics else Path(f"{cfg.checkpoint}.metrics.jsonl")
+    if cfg.metrics and not source.is_file():
+        raise UserError(f"--metrics {cfg.metrics}: no such file")
+    records = read_epoch_records(source, ck.space) if source.is_file() else []
+    if records:
+        note = f"{len(records)} epoch{'s' if len(records) != 1 else ''} from {source.name}"
+    else:  # no history: one column of what the checkpoint holds now
+        done = searched.get("epochs_done")
+        probs = A.probs(ck.space, ck.alpha, ck.beta, depth)
+        records = [{"epoch": done or None, **prob_report(ck.space, *probs)}]
+        note = f"no metrics file ({source.name}): the checkpoint's current α/β"
+        say(f"note: {note}")
+    if searched.get("strategy") in ("evolution", "random"):
+        note += "; a one-shot search does not train α/β"
+    what = f"{searched['task']} {searched['size'][0]}x{searched['size'][1]}, " if (
+        searched.get("task") and searched.get("size")) else ""
+    save_figure(search_figure(
+        ck.space, records, title=f"α/β over the search: {name}",
+        subtitle=f"{ck.space.name} space, {what}{note}",
+        warmup_epochs=searched.get("warmup_epochs")), cfg.plot)

@@ -1,0 +1,78 @@
+"""Evaluate a fine-tuned model on a split with its task's metric (detection: COCOeval bbox,
+12 numbers; -1 means the split has no ground truth in that size range)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fnacli.errors import UserError
+from fnacli.pipeline.common import check_device, make_config
+
+
+@dataclass
+class EvaluateConfig:
+    model: str | Path  # checkpoint from finetune
+    data: str | Path | None = None
+    split: str = "val"
+    ann: str | Path | None = None  # annotation file (instead of data)
+    images: str | Path | None = None
+    per_class: bool = False
+    batch_size: int = 8
+    workers: int = 2
+    threads: int = 0
+    device: str = "auto"
+    # called with the number of images done after each batch, once ``total`` is known
+    on_progress: Callable[[int], None] | None = None
+    on_start: Callable[[int], None] | None = None  # called with the number of images
+
+
+@dataclass
+class EvaluateResult:
+    model: str
+    task: str
+    ann: str  # the annotation file evaluated on
+    images: int
+    stats: dict[str, float]  # the task's metric_names
+    per_class: dict[str, float] | None = None
+    detections: list[dict] = field(default_factory=list, repr=False)
+
+    def to_dict(self) -> dict:
+        d: dict = dict(self.stats)
+        if self.per_class is not None:
+            d["per_class_AP"] = dict(self.per_class)
+        return d
+
+
+def evaluate(*args: Any, **kwargs: Any) -> EvaluateResult:
+    """Score ``model`` on the split (see the module docstring)."""
+    cfg = make_config(EvaluateConfig, args, kwargs)
+    check_device(cfg.device)
+    if cfg.data is None and cfg.ann is None:
+        raise UserError("no data to evaluate on: give --data DIR (COCO layout) or --val-ann "
+                        "FILE [--val-images DIR]")
+    import torch
+
+    from fnacli.detection.checkpoint import load_detector
+    from fnacli.tasks import get_task
+
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    model, info = load_detector(cfg.model)
+    task = get_task(info.task)
+    files = task.find_split(cfg.data, cfg.split, cfg.ann, cfg.images)
+    dataset = task.load_split(files, train=False, transform=task.eval_transform())
+    task.check_categories(info.categories, dataset.categories(), str(cfg.model), str(files.ann))
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda: no CUDA device is available")
+    dev = torch.device("cuda" if cfg.device == "cuda" or (
+        cfg.device == "auto" and torch.cuda.is_available()) else "cpu")
+    model.to(dev)
+    if cfg.on_start:
+        cfg.on_start(len(dataset))
+    res = task.evaluate(model, dataset, batch_size=cfg.batch_size, workers=cfg.workers,
+                        device=dev, per_class=cfg.per_class, progress=cfg.on_progress)
+    return EvaluateResult(str(cfg.model), task.name, str(files.ann), len(dataset), res.stats,
+                          res.per_class, res.detections)

@@ -1,0 +1,58 @@
+"""Expand a seed into the supernet of a search space (parameters remapped from the seed)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from fnacli.pipeline.common import make_config, refuse_stdout
+
+if TYPE_CHECKING:
+    from fnacli.spec import SpaceSpec
+
+
+@dataclass
+class ExpandConfig:
+    seed: str  # seed checkpoint (.pth, .safetensors, torchvision:IMAGENET1K_V1, timm:NAME)
+    output: str | Path
+    space: str | SpaceSpec = "fna"  # built-in name, JSON file, '-' or a SpaceSpec
+    masks: str = "non-overlapping"
+    arch_seed: int = 0  # seed of the α/β initial noise
+    init_std: float = 1e-3
+    force: bool = False
+    widen: str = "noise"  # how channels wider than the seed's are filled (fnacli.remap)
+    noise: float | None = None  # relative noise std under widen="noise" [0.01]
+
+
+@dataclass
+class ExpandResult:
+    output: str
+    masks: str
+    summary: dict  # space, architectures (candidates), params, arch_params, bytes
+
+    def to_dict(self) -> dict:
+        return self.summary | {"masks": self.masks, "output": self.output}
+
+
+def expand(*args: Any, **kwargs: Any) -> ExpandResult:
+    """The supernet of ``space`` remapped from ``seed``, written to ``output``."""
+    cfg = make_config(ExpandConfig, args, kwargs)
+    refuse_stdout(cfg.output)
+    from fnacli.checkpoint import save_checkpoint
+    from fnacli.io import check_writable
+    from fnacli.remap import check_widen
+    from fnacli.search import supernet_io
+    from fnacli.search.masks import check_kind
+    from fnacli.spec import SpaceSpec, load_space
+
+    check_kind(cfg.masks)
+    check_widen(cfg.widen, cfg.noise)
+    check_writable(cfg.output, cfg.force)  # fail before the work, not after
+    space = cfg.space if isinstance(cfg.space, SpaceSpec) else load_space(cfg.space)
+    tensors, meta = supernet_io.expand(cfg.seed, space, cfg.masks, cfg.arch_seed, cfg.init_std,
+                                       widen=cfg.widen, noise=cfg.noise,
+                                       space_name=f"space {cfg.space}"
+                                       if isinstance(cfg.space, str | Path) else "the space")
+    save_checkpoint(cfg.output, tensors, "supernet", meta, force=cfg.force)
+    return ExpandResult(str(cfg.output), cfg.masks, supernet_io.summary(space, tensors))

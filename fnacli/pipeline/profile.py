@@ -1,0 +1,248 @@
+"""Params and MAdds of architectures under a task, and the cost lookup table (LUT) of a
+search space (``fnacli.cost``, ``fnacli.lut``).
+
+Tasks: ``none`` (the backbone with its 1x1 head conv), ``classifier`` (ImageNet) or a
+registered task (``fnacli.tasks``); the default input size is the task's ``profile_size``
+(224 for the backbone and the classifier).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from fnacli.errors import UserError
+from fnacli.pipeline.common import Size, as_size, make_config
+
+if TYPE_CHECKING:
+    from fnacli.cost import Profile
+    from fnacli.lut import Lut
+    from fnacli.spec import ArchSpec, SpaceSpec
+
+BACKBONE_TASKS = ("none", "classifier")
+BACKBONE_SIZE = (224, 224)
+
+
+def count_tasks() -> tuple[str, ...]:
+    from fnacli.tasks import task_names
+
+    return (*BACKBONE_TASKS, *task_names())
+
+
+def default_size(task: str) -> tuple[int, int]:
+    from fnacli.tasks import get_task, is_task
+
+    return get_task(task).profile_size if is_task(task) else BACKBONE_SIZE
+
+
+def _check_task(task: str) -> str:
+    if task not in count_tasks():
+        raise UserError(f"--task: expected one of {', '.join(count_tasks())}, got {task!r}")
+    return task
+
+
+@dataclass
+class ProfileConfig:
+    specs: list  # ArchSpec objects, or (name, ArchSpec) pairs
+    task: str = "none"
+    size: Size | None = None  # [the task's profile size]
+    num_classes: int | None = None  # [80; 1000 for the classifier]
+    exact: bool = False  # trace every network with fvcore instead of summing the LUT
+    progress: bool = False  # a progress bar on stderr while the LUT fills
+
+
+@dataclass
+class ProfileResult:
+    task: str
+    size: tuple[int, int]
+    num_classes: int
+    method: str  # "lookup table" or "fvcore trace"
+    seconds: float
+    profiles: list[Profile]
+
+    def to_dicts(self) -> list[dict]:
+        return [p.to_dict() for p in self.profiles]
+
+
+def profile(*args: Any, **kwargs: Any) -> ProfileResult:
+    """Params and MAdds (conv + linear multiply-accumulates) of ``specs``, split into
+    backbone / neck / head."""
+    cfg = make_config(ProfileConfig, args, kwargs)
+    from fnacli.spec import ArchSpec
+
+    task = _check_task(cfg.task)
+    size = as_size(cfg.size, min_side=1) or default_size(task)
+    specs = cfg.specs if isinstance(cfg.specs, list | tuple) else [cfg.specs]
+    named = [(f"spec{i}", s) if isinstance(s, ArchSpec) else tuple(s)
+             for i, s in enumerate(specs)]
+
+    from fnacli.cost import default_classes, profile_exact
+    from fnacli.lut import profile_specs
+
+    n_cls = cfg.num_classes or default_classes(task)
+    start = time.perf_counter()
+    if cfg.exact:
+        profiles = [profile_exact(s, task, size, n_cls, name) for name, s in named]
+    else:
+        profiles = profile_specs([s for _, s in named], task, size, n_cls,
+                                 [name for name, _ in named], progress=cfg.progress)
+    return ProfileResult(task, size, n_cls, "fvcore trace" if cfg.exact else "lookup table",
+                         time.perf_counter() - start, profiles)
+
+
+@dataclass
+class TableConfig:
+    space: str | SpaceSpec  # built-in name, JSON file, '-' or a SpaceSpec
+    task: str = "none"
+    size: Size | None = None
+    num_classes: int | None = None
+    output: str | Path | None = None  # None: the on-disk cache; '-': return the text only
+    force: bool = False
+    progress: bool = False
+
+
+@dataclass
+class TableResult:
+    table: Lut
+    where: str  # the file written, the cache file, or "stdout"
+    seconds: float
+    text: str | None = None  # the table's JSON when output is '-'
+
+
+def build_table(*args: Any, **kwargs: Any) -> TableResult:
+    """The cost lookup table of a search space: written to ``output``, else built into (or
+    read from) the cache."""
+    cfg = make_config(TableConfig, args, kwargs)
+    from fnacli.io import check_writable, write_output
+    from fnacli.spec import SpaceSpec, load_space
+
+    task = _check_task(cfg.task)
+    size = as_size(cfg.size, min_side=1) or default_size(task)
+    space = cfg.space if isinstance(cfg.space, SpaceSpec) else load_space(cfg.space)
+    out = None if cfg.output is None else str(cfg.output)
+    if out and out != "-":
+        check_writable(out, cfg.force)  # fail before the build, not after
+
+    from fnacli.lut import build_lut, cache_path, load_or_build_lut
+
+    start = time.perf_counter()
+    text = None
+    if out:
+        table = build_lut(space, task, size, cfg.num_classes, progress=cfg.progress)
+        if out == "-":
+            text = table.to_json()
+        else:
+            write_output(out, table.to_json(), cfg.force)
+        where = "stdout" if out == "-" else out
+    else:
+        table = load_or_build_lut(space, task, size, cfg.num_classes, progress=cfg.progress)
+        where = str(cache_path(space, task, size, table.num_classes))
+    return TableResult(table, where, time.perf_counter() - start, text)
+
+
+# -- reading specs -----------------------------------------------------------------------------
+def specs_from_text(text: str) -> list[tuple[str, ArchSpec]]:
+    """One JSON document (a spec or a list of specs), or JSON lines with one spec each."""
+    from fnacli.spec import ArchSpec
+
+    try:
+        doc = json.loads(text)
+    except (ValueError, RecursionError):  # JSON lines, or not JSON: read line by line below
+        doc = None
+    if isinstance(doc, dict):
+        return [("<stdin>", ArchSpec.from_dict(doc, "<stdin>"))]
+    if isinstance(doc, list):
+        return [(f"<stdin>[{i}]", ArchSpec.from_dict(d, f"<stdin>[{i}]"))
+                for i, d in enumerate(doc)]
+    out = []
+    for n, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        name = f"<stdin>:{n}"
+        try:
+            d = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise UserError(f"{name}: not valid JSON ({e.msg} at column {e.colno}); expected one "
+                            "spec document or JSON lines with one spec per line") from None
+        except (ValueError, RecursionError):
+            raise UserError(f"{name}: not valid JSON (nested too deeply or numbers too long); "
+                            "expected one spec document or JSON lines with one spec per line"
+                            ) from None
+        out.append((name, ArchSpec.from_dict(d, name)))
+    if not out:
+        raise UserError("<stdin>: no spec given (empty input)")
+    return out
+
+
+def _is_json_file(path: Path) -> bool:
+    with path.open("rb") as f:
+        head = f.read(64).lstrip()
+    return head[:1] in (b"{", b"[")
+
+
+# What a model checkpoint records of how it runs: (task, (width, height), classes).
+Recorded = tuple[str, tuple[int, int], int]
+
+
+def load_specs(args: list[str]) -> list[tuple[str, ArchSpec]]:
+    """SPEC arguments: JSON files, '-' (stdin), built-in names, or fnacli checkpoints."""
+    return [(name, spec) for name, spec, _ in load_recorded_specs(args)]
+
+
+def load_recorded_specs(args: list[str]) -> list[tuple[str, ArchSpec, Recorded | None]]:
+    """``load_specs`` plus, for a detector checkpoint, the task, input size and classes it
+    was trained with (None for everything else)."""
+    from fnacli.io import read_text_arg
+    from fnacli.spec import load_arch
+
+    if args.count("-") > 1:
+        raise UserError("SPEC: '-' (stdin) can be given only once")
+    out: list[tuple[str, ArchSpec, Recorded | None]] = []
+    for arg in args:
+        path = Path(arg)
+        if arg == "-":
+            out += [(n, s, None) for n, s in specs_from_text(read_text_arg("-", "SPEC")[0])]
+        elif path.is_file() and not _is_json_file(path):
+            from fnacli.checkpoint import read_checkpoint
+
+            ck = read_checkpoint(path)
+            if ck.spec is None:
+                hint = " (derive an architecture first: fnacli derive)" if ck.space else ""
+                raise UserError(f"{arg}: this {ck.kind} checkpoint carries no architecture "
+                                f"spec{hint}")
+            recorded = None
+            if ck.kind == "detector":
+                from fnacli.detection.checkpoint import detector_info
+
+                info = detector_info(ck, path)
+                recorded = (info.task, info.size, info.num_classes)
+            out.append((arg, ck.spec, recorded))
+        else:
+            out.append((arg, load_arch(arg), None))
+    return out
+
+
+def settings_for(recorded: Recorded | None, task: str | None, size: Size | None,
+                 num_classes: int | None) -> tuple[str, tuple[int, int] | None, int | None]:
+    """(task, size, classes) to count one spec at: the options given, else what a detector
+    checkpoint records (when its task is the one counted), else the defaults (None)."""
+    t = task or (recorded[0] if recorded else "none")
+    own = recorded is not None and recorded[0] == t
+    sz = as_size(size, min_side=1) if size else (recorded[1] if own else None)
+    return t, sz, num_classes or (recorded[2] if own else None)
+
+
+def profile_recorded(named: list[tuple[str, ArchSpec, Recorded | None]], task: str | None = None,
+                     size: Size | None = None, num_classes: int | None = None,
+                     exact: bool = False, progress: bool = False) -> list[ProfileResult]:
+    """``profile`` per setting: detector checkpoints count at their own task, size and
+    classes unless the options say otherwise. One result per distinct setting, in order of
+    first appearance; together they hold every spec once."""
+    groups: dict[tuple, list[tuple[str, ArchSpec]]] = {}
+    for name, spec, recorded in named:
+        groups.setdefault(settings_for(recorded, task, size, num_classes), []).append(
+            (name, spec))
+    return [profile(specs, t, sz, n, exact, progress) for (t, sz, n), specs in groups.items()]
