@@ -16,6 +16,11 @@ data_app = typer.Typer(help="Datasets: generate the built-in synthetic COCO-form
 app.add_typer(data_app, name="data")
 
 
+class Variant(StrEnum):
+    shapes = "shapes"
+    context = "context"
+
+
 class ImageFormat(StrEnum):
     jpg = "jpg"
     png = "png"
@@ -33,6 +38,11 @@ def synth(
                                 help="Number of classes, 1..8 (circle, square, triangle, "
                                      "diamond, star, cross, hexagon, ring)."),
     seed: int = typer.Option(0, "--seed", help="Random seed: same seed, same dataset."),
+    variant: Variant = typer.Option(
+        Variant.shapes, "--variant",
+        help="shapes: the class is the shape and its colour; context: every object is a dark "
+             "shape of any kind and only the colour of a ring around it, outside its box, "
+             "gives the class (a task where the receptive field matters)."),
     fmt: ImageFormat = typer.Option(ImageFormat.jpg, "--format", help="Image file format."),
     as_json: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
     force: bool = typer.Option(False, "--force", help="Write into a non-empty OUT_DIR, "
@@ -41,15 +51,16 @@ def synth(
     """Write a small synthetic detection dataset: coloured shapes on textured backgrounds.
 
     One shape (and colour) per class, 1-4 non-overlapping objects per image, 15-45% of the
-    image side. Deterministic: the same --seed gives the same images and byte-identical
-    annotation files.
+    image side; --variant context hides the class in a coloured ring around each object.
+    Deterministic: the same --seed gives the same images and byte-identical annotation
+    files.
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
     from fnacli.detection.synthetic import SynthConfig, check_config, check_output_dir, generate
 
     cfg = SynthConfig(train=train, val=val, size=size, classes=classes, seed=seed,
-                      fmt=fmt.value)
+                      fmt=fmt.value, variant=variant.value)
     check_config(cfg)
     check_output_dir(out_dir, force)  # before the progress bar takes stderr
     with Progress(TextColumn("data synth"), BarColumn(), MofNCompleteColumn(),
@@ -60,9 +71,10 @@ def synth(
                           progress=lambda n: bar.update(task, advance=n))
     err_console.print(f"synthetic data: {train} train images ({counts['train']} objects), "
                       f"{val} val images ({counts['val']} objects), {classes} classes, "
-                      f"{size}x{size} -> {out_dir}")
+                      f"{size}x{size}, variant {variant.value} -> {out_dir}")
     if as_json:
         print_result(json.dumps({"output": str(out_dir), "train_images": train,
                                  "val_images": val, "train_objects": counts["train"],
                                  "val_objects": counts["val"], "classes": classes,
-                                 "size": size, "seed": seed}))
+                                 "size": size, "seed": seed,
+                                 "variant": variant.value}))
