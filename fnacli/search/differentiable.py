@@ -135,6 +135,11 @@ class SearchConfig:
         return get_task(self.task).search_defaults.gamma if self.gamma is None else self.gamma
 
     @property
+    def applied_gamma(self) -> float:
+        """γ as the cost term uses it: FNA's γ scales MAdds; a latency cost is taken as is."""
+        return self.cost_gamma if self.cost == "madds" else 1.0
+
+    @property
     def lut_size(self) -> tuple[int, int]:
         return self.cost_size or default_cost_size(self.task, self.size)
 
@@ -272,7 +277,7 @@ def resolve_lambda(cfg: SearchConfig, initial_gmadds: float) -> float:
         return cfg.lam
     lam = get_task(cfg.task).search_defaults.lam
     if cfg.cost_form == "linear":
-        return lam / (cfg.cost_gamma * initial_gmadds * math.log(cfg.tau))
+        return lam / (cfg.applied_gamma * initial_gmadds * math.log(cfg.tau))
     return lam
 
 
@@ -505,7 +510,7 @@ def run_search(ckpt: SupernetCheckpoint, source: str, train_set: Any, cfg: Searc
             task_loss = sum(losses.values())
             exp = expected_cost(a_p, b_p)
             cost = cost_term(exp, cfg.cost_form, lam, cfg.tau, target,
-                             cfg.cost_gamma if cfg.cost == "madds" else 1.0, unit)
+                             cfg.applied_gamma, unit)
             loss = task_loss + cost.to(task_loss.dtype)
             if not all_ok(bool(torch.isfinite(loss).item()), env):
                 raise diverged("α/β loss", loss)
