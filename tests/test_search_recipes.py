@@ -77,3 +77,22 @@ def test_ssdlite_finetune_recipe_is_60_epochs_with_drops_at_36_50_56() -> None:
     r = get_task("ssdlite").recipe
     assert r.epochs == 60
     assert [round(m * r.epochs) for m in r.milestones] == [36, 50, 56]
+
+
+@pytest.mark.parametrize("cost,unit", [("madds", 1e9), ("latency", 1e6)])
+def test_linear_default_lambda_matches_the_log_forms_pull_at_the_start(cost: str,
+                                                                       unit: float) -> None:
+    """The linear form's default λ gives the cost term the log form's gradient at C₀, with
+    the γ the cost term applies (FNA's γ for MAdds, none for a latency in ms)."""
+    from fnacli.search.differentiable import cost_term
+
+    c0 = 3.7 * unit  # 3.7 GMAdds or 3.7 ms
+    grads = {}
+    for form in ("log", "linear"):
+        cfg = _resolved("ssdlite", cost_form=form)
+        cfg.cost = cost
+        lam = resolve_lambda(cfg, c0 / unit)
+        c = torch.tensor(c0, dtype=torch.float64, requires_grad=True)
+        cost_term(c, form, lam, cfg.tau, None, cfg.applied_gamma, unit).backward()
+        grads[form] = float(c.grad)
+    assert grads["linear"] == pytest.approx(grads["log"], rel=1e-9)

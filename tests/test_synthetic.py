@@ -110,6 +110,58 @@ def test_interrupted_force_rewrite_leaves_no_stale_annotations(tmp_path: Path,
     assert not (out / "annotations" / "instances_train.json").exists()
 
 
+def _near(pixels, colour, tol: int = 45):
+    import numpy as np
+
+    return int((np.abs(pixels.astype(int) - np.array(colour)).max(axis=-1) < tol).sum())
+
+
+def test_context_variant_hides_the_class_in_a_ring_outside_the_box(tmp_path: Path) -> None:
+    """Inside its box an object is dark whatever its class; only a ring of the class's
+    colour around the box, outside it, tells the classes apart."""
+    import numpy as np
+
+    from fnacli.detection.synthetic import COLOUR_NAMES
+
+    generate(tmp_path / "d", SynthConfig(train=12, val=2, size=96, classes=3, seed=2,
+                                         fmt="png", variant="context"))
+    doc = json.loads((tmp_path / "d/annotations/instances_train.json").read_text())
+    assert [c["name"] for c in doc["categories"]] == [f"{n} ring" for n in COLOUR_NAMES[:3]]
+    assert doc["info"]["variant"] == "context"
+    colours = [c for _, c in SHAPES[:3]]
+    files = {im["id"]: im["file_name"] for im in doc["images"]}
+    seen = set()
+    for a in doc["annotations"]:
+        img = np.asarray(Image.open(tmp_path / "d/train" / files[a["image_id"]]))
+        x, y, w, h = a["bbox"]
+        cls = a["category_id"] - 1
+        seen.add(cls)
+        cx, cy = x + w // 2, y + h // 2
+        # the object's centre is dark, whatever the class
+        assert img[cy, cx].max() < 60
+        # inside the box: no class colour at all (the ring lies outside)
+        inside = img[y:y + h, x:x + w]
+        assert all(_near(inside, c) <= 0.02 * w * h for c in colours)
+        # around the box (within twice its size): its own class colour, no other
+        half = max(w, h)
+        x0, y0 = max(0, cx - 2 * half), max(0, cy - 2 * half)
+        around = img[y0:cy + 2 * half, x0:cx + 2 * half].copy()
+        around[y - y0:y - y0 + h, x - x0:x - x0 + w] = 0
+        assert _near(around, colours[cls]) >= 10
+    assert seen == {0, 1, 2}
+
+
+def test_context_variant_differs_and_the_default_is_unchanged(tmp_path: Path) -> None:
+    generate(tmp_path / "s", SynthConfig(train=2, val=1, size=64, seed=4))
+    generate(tmp_path / "c", SynthConfig(train=2, val=1, size=64, seed=4, variant="context"))
+    s, c = _digest(tmp_path / "s"), _digest(tmp_path / "c")
+    assert s["train/000000.jpg"] != c["train/000000.jpg"]
+    doc = json.loads((tmp_path / "s/annotations/instances_train.json").read_text())
+    assert "variant" not in doc["info"]  # the default dataset's annotations keep their bytes
+    r = _cli("data", "synth", str(tmp_path / "e"), "--variant", "nope")
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+
+
 def test_missing_parent_folders_are_created(tmp_path: Path) -> None:
     from fnacli.detection.synthetic import SynthConfig, generate
     from fnacli.errors import UserError

@@ -13,8 +13,8 @@ from typer.core import TyperGroup
 from fnacli import __version__
 
 # The order `fnacli --help` (and the generated reference) lists commands in: the pipeline's.
-COMMAND_ORDER = ("expand", "search", "derive", "remap", "finetune", "eval", "madds", "data",
-                 "pretrain-seed")
+COMMAND_ORDER = ("expand", "search", "derive", "remap", "finetune", "eval", "export", "madds",
+                 "latency", "data", "pretrain-seed")
 
 
 class _PipelineOrder(TyperGroup):
@@ -95,7 +95,9 @@ from fnacli.cli import (  # noqa: E402,F401
     derive,
     eval,
     expand,
+    export,
     finetune,
+    latency,
     madds,
     pretrain,
     remap,

@@ -23,6 +23,11 @@ class SynthTask(StrEnum):
     segmentation = "segmentation"
 
 
+class Variant(StrEnum):
+    shapes = "shapes"
+    context = "context"
+
+
 class ImageFormat(StrEnum):
     jpg = "jpg"
     png = "png"
@@ -45,6 +50,11 @@ def synth(
                                 help="Detection: number of classes, 1..8 (circle, square, "
                                      "triangle, diamond, star, cross, hexagon, ring)."),
     seed: int = typer.Option(0, "--seed", help="Random seed: same seed, same dataset."),
+    variant: Variant = typer.Option(
+        Variant.shapes, "--variant",
+        help="shapes: the class is the shape and its colour; context: every object is a dark "
+             "shape of any kind and only the colour of a ring around it, outside its box, "
+             "gives the class (a task where the receptive field matters)."),
     fmt: ImageFormat = typer.Option(ImageFormat.jpg, "--format",
                                     help="Detection image file format (segmentation writes "
                                          "PNG, as Cityscapes)."),
@@ -58,7 +68,8 @@ def synth(
     non-overlapping objects per image, 15-45% of the image side. Segmentation: street-like
     scenes (sky, road, buildings, vegetation, cars, people, and ignored pixels) with
     Cityscapes label ids, in the Cityscapes layout. Deterministic: the same --seed gives the
-    same files.
+    same files; --variant context hides a detection class in a coloured
+    ring around each object.
     """
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
@@ -69,7 +80,7 @@ def synth(
     from fnacli.detection.synthetic import SynthConfig, check_config, check_output_dir, generate
 
     cfg = SynthConfig(train=train, val=val, size=size, classes=classes, seed=seed,
-                      fmt=fmt.value)
+                      fmt=fmt.value, variant=variant.value)
     check_config(cfg)
     check_output_dir(out_dir, force)  # before the progress bar takes stderr
     with Progress(TextColumn("data synth"), BarColumn(), MofNCompleteColumn(),
@@ -80,12 +91,13 @@ def synth(
                           progress=lambda n: bar.update(task, advance=n))
     err_console.print(f"synthetic data: {train} train images ({counts['train']} objects), "
                       f"{val} val images ({counts['val']} objects), {classes} classes, "
-                      f"{size}x{size} -> {out_dir}")
+                      f"{size}x{size}, variant {variant.value} -> {out_dir}")
     if as_json:
         print_result(json.dumps({"output": str(out_dir), "train_images": train,
                                  "val_images": val, "train_objects": counts["train"],
                                  "val_objects": counts["val"], "classes": classes,
-                                 "size": size, "seed": seed}))
+                                 "size": size, "seed": seed,
+                                 "variant": variant.value}))
 
 
 def _synth_segmentation(out_dir: Path, train: int, val: int, width: int, seed: int,
@@ -97,7 +109,8 @@ def _synth_segmentation(out_dir: Path, train: int, val: int, width: int, seed: i
     cfg = SegSynthConfig(train=train, val=val, width=width, seed=seed)
     check_config(cfg)
     with Progress(TextColumn("data synth"), BarColumn(), MofNCompleteColumn(),
-                  console=err_console, transient=True) as bar:
+                  console=err_console, transient=True,
+                  disable=not err_console.is_terminal) as bar:  # no bar in a log file
         task = bar.add_task("", total=train + val)
         counts = generate(out_dir, cfg, force=force,
                           progress=lambda n: bar.update(task, advance=n))

@@ -48,6 +48,10 @@ def derive(
     metrics: str | None = typer.Option(None, "--metrics", metavar="FILE.jsonl",
                                        help="The search's metrics for --plot [SEARCHED"
                                             ".metrics.jsonl when it exists]."),
+    latency_table: str | None = typer.Option(None, "--latency-table", metavar="TABLE",
+                                             help="Report predicted latency beside MAdds, by "
+                                                  "a table from 'fnacli latency' (--force: "
+                                                  "one measured on another machine)."),
     force: bool = c.force_opt("Overwrite -o ARCH.json, --plot and --diagram files."),
 ) -> None:
     from fnacli.io import write_output
@@ -56,7 +60,7 @@ def derive(
 
     c.setup_logging()
     r = run(DeriveConfig(checkpoint, min_depth, show or as_json, top, task, size, num_classes,
-                         plot, diagram, metrics, force))
+                         plot, diagram, metrics, force, latency_table=latency_table))
     if output != "-" or not as_json:
         write_output(output, r.arch.to_json(), force)
     if r.warning:
@@ -91,15 +95,19 @@ def _show(r: Any) -> None:
         table.add_row(*row)
     c.err_console.print(table)
 
-    def line(name: str, p: Any) -> str:
-        return (f"{name}: {p.madds / 1e6:,.1f}M MAdds, {p.params / 1e6:.2f}M params "
+    def line(name: str, p: Any, ms: float | None = None) -> str:
+        lat = ""
+        if r.latency_table is not None:
+            lat = f", {ms:.2f} ms predicted" if ms is not None else ", latency: not in the table"
+        return (f"{name}: {p.madds / 1e6:,.1f}M MAdds{lat}, {p.params / 1e6:.2f}M params "
                 f"(backbone {p.params_parts['backbone'] / 1e6:.2f}M)")
 
     mine = r.profile
-    c.err_console.print(line(f"derived ({r.where})", mine))
+    c.err_console.print(line(f"derived ({r.where})", mine, r.latency_ms))
     if r.seed_profile is not None:
-        c.err_console.print(line("seed", r.seed_profile) + "; derived/seed MAdds "
-                            f"{mine.madds / max(r.seed_profile.madds, 1):.3f}")
+        ratio = mine.madds / max(r.seed_profile.madds, 1)
+        c.err_console.print(line("seed", r.seed_profile, r.seed_latency_ms)
+                            + f"; derived/seed MAdds {ratio:.3f}")
 
 
 def _show_top(r: Any) -> None:
@@ -114,13 +122,16 @@ def _show_top(r: Any) -> None:
     specs = [t["spec"] for t in tops]
     differ = differing_stages(specs)
     table = Table(title=f"top {len(tops)} ({r.where})", title_justify="left")
-    for col in ("rank", key, "MAdds"):
+    lat = r.latency_table is not None
+    for col in ("rank", key, "MAdds", *(["latency"] if lat else [])):
         table.add_column(col, justify="right")
     for s in differ:
         table.add_column(f"stage {s} (width: ops)")
     for t in tops:
         spec = t["spec"]
+        ms = t.get("latency_ms")
         table.add_row(str(t["rank"]), f"{t[key]:.4g}", f"{t['madds'] / 1e6:,.1f}M",
+                      *([f"{ms:.2f} ms" if ms is not None else "-"] if lat else []),
                       *(stage_text(spec.stages[s]) if s < len(spec.stages) else "-"
                         for s in differ))
     same = [s for s in range(len(specs[0].stages)) if s not in differ] if specs else []

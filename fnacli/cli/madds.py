@@ -28,11 +28,15 @@ def _table(profiles: list[Any], title: str) -> None:
     from rich.table import Table
 
     t = Table(title=title, title_justify="left")
-    for col in ("name", "params", "MAdds", "backbone", "neck", "head"):
+    lat = any("latency_ms" in p.extra for p in profiles)
+    for col in ("name", "params", "MAdds", "backbone", "neck", "head",
+                *(["latency"] if lat else [])):
         t.add_column(col, justify="left" if col == "name" else "right")
     for p in profiles:
+        ms = p.extra.get("latency_ms")
         t.add_row(p.name, _fmt(p.params), _fmt(p.madds),
-                  *(_fmt(p.madds_parts.get(part, 0)) for part in ("backbone", "neck", "head")))
+                  *(_fmt(p.madds_parts.get(part, 0)) for part in ("backbone", "neck", "head")),
+                  *([f"{ms:.2f} ms" if ms is not None else "not in table"] if lat else []))
     c.err_console.print(t)
 
 
@@ -67,6 +71,10 @@ def madds(
                                   "specs (to -o, else into the cache; prints its path)."),
     output: str = typer.Option(None, "--output", "-o", metavar="OUT",
                                help="With --lut: where to write the table ('-' for stdout)."),
+    latency_table: str = typer.Option(None, "--latency-table", metavar="TABLE",
+                                      help="Also the predicted latency, by a table from "
+                                           "'fnacli latency' (same task and size; --force: "
+                                           "one measured on another machine)."),
     force: bool = c.force_opt("Overwrite OUT if it exists."),
 ) -> None:
     """Params and MAdds (conv + linear multiply-accumulates, counted with fvcore) of SPECs,
@@ -99,15 +107,41 @@ def madds(
         c.fail("-o/--output is only for --lut (profiles go to stdout with --json)")
     if not specs:
         c.fail("give at least one SPEC (a JSON file, '-', a built-in name or a checkpoint)")
+    table = None
+    if latency_table:
+        from fnacli.latency import read_latency_table
+
+        table = read_latency_table(latency_table, force)  # refused before the profiles
     named = P.load_recorded_specs(specs)
     # one table per setting: a detector checkpoint counts at its own task, size and classes
     results = P.profile_recorded(named, task_name, size_wh, num_classes, exact, progress=True)
+    if table is not None:
+        _add_latency(table, latency_table, results, {n: s for n, s, _ in named})
     for r in results:
         extra = f", {r.num_classes} classes" if r.task != "none" else ""
+        lat = (f"; latency by {latency_table} ({table.describe()})"
+               if table is not None and any("latency_ms" in p.extra for p in r.profiles)
+               else "")
         _table(r.profiles, f"{r.task} @ {r.size[0]}x{r.size[1]}{extra} ({r.method}, "
-                           f"{r.seconds:.1f}s)")
+                           f"{r.seconds:.1f}s){lat}")
     if as_json:  # in the order the SPECs were given (the sort is stable)
         rank = {name: i for i, (name, _, _) in reversed(list(enumerate(named)))}
         order = sorted((p for r in results for p in r.profiles),
                        key=lambda p: rank.get(p.name, len(rank)))
         c.print_result("\n".join(json.dumps(p.to_dict()) for p in order))
+
+
+def _add_latency(table: Any, source: str, results: list, specs: dict) -> None:
+    """Predicted latency beside MAdds for the profiles of the table's setting (task, size,
+    classes); a table of none of the settings is refused."""
+    from fnacli.latency import check_usage, predict_ms
+
+    matching = [r for r in results
+                if (r.task, tuple(r.size), r.num_classes) ==
+                (table.task, tuple(table.size), table.num_classes)]
+    if not matching:
+        r = results[0]
+        check_usage(table, r.task, r.size, r.num_classes, source)
+    for r in matching:
+        for p in r.profiles:
+            p.extra["latency_ms"] = predict_ms(table, specs[p.name])

@@ -22,10 +22,11 @@ from fnacli.tasks import per_task, size_text
 Strategy = StrEnum("Strategy", {n: n for n in ("differentiable", "evolution", "random")})
 ARCH, ONESHOT = "Architecture (differentiable)", "One-shot (evolution, random)"
 DIFF_ONLY = ("warmup_epochs", "arch_every", "cost_form", "lam", "tau", "gamma",
-             "target_madds", "min_depth", "arch_lr", "arch_step", "checkpoint_activations")
+             "target_madds", "min_depth", "arch_lr", "arch_step", "checkpoint_activations",
+             "cost", "target_latency")
 ONESHOT_ONLY = ("skip_training", "train_only", "trained", "population", "parents",
-                "mutation_prob", "generations", "candidates", "max_madds", "metric",
-                "calib_images", "calib_batch", "eval_images", "record_top",
+                "mutation_prob", "generations", "candidates", "max_madds", "max_latency",
+                "metric", "calib_images", "calib_batch", "eval_images", "record_top",
                 "stop_after_candidates", "fitness_images", "fitness_ann", "fitness_img_dir",
                 "retrain")
 EPOCHS = (f"differentiable: {per_task('search_defaults.epochs')}; one-shot supernet "
@@ -110,8 +111,13 @@ def search(
                                               "of this run; continue with --resume."),
     resume: bool = typer.Option(False, "--resume", help="Continue the training and the search "
                                                         "where they stopped."),
-    force: bool = c.force_opt("Overwrite outputs and start over."),
+    force: bool = c.force_opt("Overwrite outputs and start over (and accept a --latency-table "
+                              "measured on another machine)."),
     as_json: bool = c.json_opt(),
+    latency_table: str | None = typer.Option(None, "--latency-table", metavar="TABLE",
+                                             help="Latency table from 'fnacli latency' (same "
+                                                  "space, task, size): for --cost latency / "
+                                                  "--max-latency, and reported beside MAdds."),
     # -- differentiable only
     warmup_epochs: int | None = _opt(None, "--warmup-epochs", min=0,
                                      help="Epochs of weight steps on uniform paths before α/β "
@@ -150,6 +156,12 @@ def search(
                                              "backward pass instead of keeping every "
                                              "candidate's activations (same gradients, less "
                                              "memory, more time)."),
+    cost: str = _opt("madds", "--cost", metavar="madds|latency",
+                     help="What the cost term counts: the detector's MAdds, or its latency "
+                          "by --latency-table (C in ms)."),
+    target_latency: str | None = _opt(None, "--target-latency", metavar="TIME",
+                                      help="With --cost latency: a budget (e.g. 12ms); only "
+                                           "the excess is penalised."),
     # -- one-shot only
     skip_training: bool = _opt(False, "--skip-training", panel=ONESHOT,
                                help="SUPERNET is already trained one-shot (a --trained file): "
@@ -173,6 +185,9 @@ def search(
     max_madds: str | None = _opt(None, "--max-madds", metavar="MADDS", panel=ONESHOT,
                                  help="MAdds limit of every candidate (e.g. 300M, 1.2G), on "
                                       "the backbone as DetNAS (or what --cost-scope says)."),
+    max_latency: str | None = _opt(None, "--max-latency", metavar="TIME", panel=ONESHOT,
+                                   help="Latency limit of every candidate by --latency-table "
+                                        "(e.g. 12ms, 800us)."),
     fitness_images: str | None = _opt(None, "--fitness-images", metavar="N|FRACTION",
                                       panel=ONESHOT,
                                       help="Fitness images held out of the training split (a "

@@ -1,9 +1,14 @@
 """A small synthetic COCO-format detection dataset: coloured shapes on textured backgrounds.
 
-Each class is one shape drawn in its own colour, so a tiny detector can learn the task on a
-CPU in minutes. Everything is a function of the seed: every image draws from its own
-``numpy`` generator seeded with (seed, split, index), and the annotation JSON is written with
-sorted keys, so the same seed gives byte-identical annotation files.
+Variant ``shapes`` (the default): each class is one shape drawn in its own colour, so a tiny
+detector can learn the task on a CPU in minutes. Variant ``context``: every object is a dark
+shape of any kind, and its class is only given by the colour of a thin ring drawn around it,
+outside its box (at 1.5-1.8x its radius): a detector has to look past the object itself, so
+the receptive field of the backbone matters (the task the search-quality benchmark uses).
+
+Everything is a function of the seed: every image draws from its own ``numpy`` generator
+seeded with (seed, split, index), and the annotation JSON is written with sorted keys, so
+the same seed gives byte-identical annotation files.
 """
 
 from __future__ import annotations
@@ -34,7 +39,14 @@ SHAPES: tuple[tuple[str, tuple[int, int, int]], ...] = (
     ("ring", (250, 250, 250)),
 )
 MAX_CLASSES = len(SHAPES)
+COLOUR_NAMES = ("red", "green", "blue", "yellow", "magenta", "cyan", "orange", "white")
 SPLITS = {"train": 0, "val": 1}
+VARIANTS = ("shapes", "context")
+# context variant: object shapes (any class), their colour, and the ring around them
+_CONTEXT_SHAPES = ("circle", "square", "triangle", "diamond", "star", "cross", "hexagon")
+_CONTEXT_DARK = 30
+_RING_RADIUS = (1.5, 1.8)  # ring centre line, in object radii
+_RING_WIDTH = 0.18  # ring thickness, in object radii (at least 2 px)
 _MIN_SIZE = 32
 _MAX_SIZE = 4096
 _MAX_IMAGES = 1_000_000
@@ -54,6 +66,7 @@ class SynthConfig:
     max_objects: int = 4
     min_scale: float = 0.15  # object side as a fraction of the image side
     max_scale: float = 0.45
+    variant: str = "shapes"
 
 
 def check_config(cfg: SynthConfig) -> None:
@@ -63,6 +76,8 @@ def check_config(cfg: SynthConfig) -> None:
         raise UserError(f"--size: expected {_MIN_SIZE} to {_MAX_SIZE} pixels, got {cfg.size}")
     if cfg.train < 1 or cfg.val < 1:
         raise UserError(f"--train/--val: need at least one image each, got {cfg.train}/{cfg.val}")
+    if cfg.variant not in VARIANTS:
+        raise UserError(f"--variant: expected one of {', '.join(VARIANTS)}, got {cfg.variant!r}")
     if cfg.train + cfg.val > _MAX_IMAGES:
         raise UserError(f"--train/--val: at most {_MAX_IMAGES:,} images in all, got "
                         f"{cfg.train + cfg.val:,}")
@@ -133,14 +148,22 @@ def make_image(cfg: SynthConfig, split: str, index: int) -> tuple[Image.Image, l
     rng = np.random.default_rng([cfg.seed, SPLITS[split], index])
     size = cfg.size
     canvas = _background(rng, size)
-    boxes: list[tuple[int, int, int, int]] = []
+    context = cfg.variant == "context"
+    taken: list[tuple[int, int, int, int]] = []  # what each object occupies (ring included)
     objects: list[dict] = []
     for _ in range(int(rng.integers(cfg.min_objects, cfg.max_objects + 1))):
         cls = int(rng.integers(0, cfg.classes))
         name, colour = SHAPES[cls]
+        if context:  # any shape, always dark: only the ring says the class
+            name = _CONTEXT_SHAPES[int(rng.integers(0, len(_CONTEXT_SHAPES)))]
         for _try in range(30):  # rejection sampling: objects never overlap
             r = rng.uniform(cfg.min_scale, cfg.max_scale) * size / 2
-            cx, cy = rng.uniform(r, size - r, 2)
+            ring_r = rng.uniform(*_RING_RADIUS) * r if context else 0.0
+            ring_w = max(2.0, _RING_WIDTH * r) if context else 0.0
+            reach = max(r, ring_r + ring_w / 2)  # the object's extent from its centre
+            if 2 * reach >= size:
+                continue
+            cx, cy = rng.uniform(reach, size - reach, 2)
             rot = rng.uniform(0, 2 * math.pi)
             layer = Image.new("L", (size, size), 0)
             _draw(ImageDraw.Draw(layer), name, cx, cy, r, rot)
@@ -149,11 +172,23 @@ def make_image(cfg: SynthConfig, split: str, index: int) -> tuple[Image.Image, l
             if len(xs) == 0:
                 continue
             box = (int(xs.min()), int(ys.min()), int(xs.max()) + 1, int(ys.max()) + 1)
-            if _overlaps(box, boxes, gap=2):
+            extent = box if not context else (int(cx - reach), int(cy - reach),
+                                             int(cx + reach) + 1, int(cy + reach) + 1)
+            if _overlaps(extent, taken, gap=2):
                 continue
             jitter = rng.integers(-25, 26, 3)
-            canvas[m] = np.clip(np.array(colour) + jitter, 0, 255).astype(np.uint8)
-            boxes.append(box)
+            if context:
+                ring = Image.new("L", (size, size), 0)
+                ImageDraw.Draw(ring).ellipse((cx - ring_r, cy - ring_r, cx + ring_r,
+                                              cy + ring_r), outline=255,
+                                             width=int(round(ring_w)))
+                canvas[np.asarray(ring) > 127] = np.clip(np.array(colour) + jitter, 0,
+                                                         255).astype(np.uint8)
+                dark = _CONTEXT_DARK + rng.integers(-15, 16, 3)
+                canvas[m] = np.clip(dark, 0, 255).astype(np.uint8)
+            else:
+                canvas[m] = np.clip(np.array(colour) + jitter, 0, 255).astype(np.uint8)
+            taken.append(extent)
             objects.append({"category_id": cls + 1,
                             "bbox": [box[0], box[1], box[2] - box[0], box[3] - box[1]],
                             "area": int(m.sum())})
@@ -161,7 +196,10 @@ def make_image(cfg: SynthConfig, split: str, index: int) -> tuple[Image.Image, l
     return Image.fromarray(canvas), objects
 
 
-def categories(n: int) -> list[dict]:
+def categories(n: int, variant: str = "shapes") -> list[dict]:
+    if variant == "context":  # the class is the ring's colour, whatever the shape
+        return [{"id": i + 1, "name": f"{COLOUR_NAMES[i]} ring", "supercategory": "context"}
+                for i in range(n)]
     return [{"id": i + 1, "name": SHAPES[i][0], "supercategory": "shape"} for i in range(n)]
 
 
@@ -193,9 +231,10 @@ def _write_split(cfg: SynthConfig, out: Path, split: str, count: int,
         shutil.rmtree(final)
     tmp.rename(final)
     doc = {"info": {"description": "fnacli synthetic shapes", "seed": cfg.seed,
-                    "size": cfg.size, "classes": cfg.classes},
+                    "size": cfg.size, "classes": cfg.classes,
+                    **({"variant": cfg.variant} if cfg.variant != "shapes" else {})},
            "licenses": [], "images": images, "annotations": anns,
-           "categories": categories(cfg.classes)}
+           "categories": categories(cfg.classes, cfg.variant)}
     return json.dumps(doc, sort_keys=True, separators=(",", ":")) + "\n"
 
 

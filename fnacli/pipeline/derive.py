@@ -24,8 +24,9 @@ class DeriveConfig:
     plot: str | Path | None = None  # α/β probabilities per epoch (.svg, .png or .pdf)
     diagram: str | Path | None = None  # the derived architecture (.svg, .png or .pdf)
     metrics: str | Path | None = None  # the search's metrics for ``plot``
-    force: bool = False
+    force: bool = False  # also: accept a latency table measured on another machine
     on_message: Message | None = None
+    latency_table: str | Path | None = None  # predicted latency beside MAdds (fnacli latency)
 
 
 @dataclass
@@ -40,6 +41,10 @@ class DeriveResult:
     profile: Any = None  # fnacli.cost.Profile of arch (when profiled)
     seed_profile: Any = None
     top: list[dict] = field(default_factory=list)  # rank, probability|fitness, spec, madds
+    latency_ms: float | None = None  # by the latency table, when one was given
+    seed_latency_ms: float | None = None
+    latency_table: Any = None  # the LatencyTable
+    profile_classes: int | None = None
 
     @property
     def where(self) -> str:
@@ -52,9 +57,13 @@ class DeriveResult:
                              "madds": self.profile.madds, "params": self.profile.params,
                              "backbone_params": self.profile.params_parts["backbone"],
                              "skipped_layers": self.skipped_layers}
+        if self.latency_table is not None:
+            d["latency_ms"] = self.latency_ms
         if self.seed_profile is not None:
             d["seed"] = {"spec": self.seed.to_dict(), "madds": self.seed_profile.madds,
                          "params": self.seed_profile.params}
+            if self.latency_table is not None:
+                d["seed"]["latency_ms"] = self.seed_latency_ms
         if self.top:
             d["top"] = [{**{k: v for k, v in t.items() if k != "spec"},
                          "spec": t["spec"].to_dict()} for t in self.top]
@@ -77,6 +86,11 @@ def derive(*args: Any, **kwargs: Any) -> DeriveResult:
             if Path(dest).suffix.lower() not in PICTURE_FORMATS:
                 raise UserError(f"{opt} {dest}: give a .svg, .png or .pdf file name")
             check_writable(dest, cfg.force)  # refuse before any work
+    table = None
+    if cfg.latency_table is not None:
+        from fnacli.latency import read_latency_table
+
+        table = read_latency_table(cfg.latency_table, cfg.force)
     ck = read_supernet(cfg.checkpoint)
     searched = ck.meta.get("search", {})
     depth = ck.min_depth if cfg.min_depth is None else cfg.min_depth
@@ -95,7 +109,23 @@ def derive(*args: Any, **kwargs: Any) -> DeriveResult:
     result = DeriveResult(arch, prob, A.skip_report(ck.space, path)[0], warning, ck.seed_spec)
     if cfg.profile or cfg.top:
         _profile(result, ck, searched, cfg, depth, say)
+        if table is not None:
+            _latency(result, table, cfg.latency_table)
     return result
+
+
+def _latency(result: DeriveResult, table: Any, source: str | Path) -> None:
+    """Predicted latency of the derived (and seed, and top) architectures; None for one the
+    table does not cover (the seed is often outside the space)."""
+    from fnacli.latency import check_usage, predict_ms
+
+    check_usage(table, result.task, result.size, result.profile_classes, str(source))
+    result.latency_table = table
+    result.latency_ms = predict_ms(table, result.arch)
+    if result.seed is not None:
+        result.seed_latency_ms = predict_ms(table, result.seed)
+    for t in result.top:
+        t["latency_ms"] = predict_ms(table, t["spec"])
 
 
 def _profile(result: DeriveResult, ck: Any, searched: dict, cfg: DeriveConfig, depth: int,
@@ -120,6 +150,7 @@ def _profile(result: DeriveResult, ck: Any, searched: dict, cfg: DeriveConfig, d
     for t, p in zip(tops, profiles[len(specs):], strict=True):
         t["madds"] = p.madds
     result.task, result.size, result.top = task, size, tops
+    result.profile_classes = num_classes
     result.profile = profiles[0]
     result.seed_profile = profiles[1] if result.seed is not None else None
 

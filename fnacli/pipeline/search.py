@@ -46,6 +46,7 @@ class SearchOptions(TrainOptions):
 
     supernet: str | Path
     output: str | Path
+    latency_table: str | Path | None = None  # from fnacli latency (``force``: any machine)
     cost_scope: str | None = None
     cost_size: Size | None = None
 
@@ -65,6 +66,8 @@ class DifferentiableSearchConfig(SearchOptions):
     min_depth: int = 0
     arch_lr: float | None = None  # None: the task's (3e-4 for detection, 1e-3 for deeplabv3)
     gamma: float | None = None  # cost scale γ [the task's]
+    cost: str = "madds"  # or "latency" (needs latency_table)
+    target_latency: str | float | None = None  # "12ms", or milliseconds
     arch_step: str = "full"
     checkpoint_activations: bool = False
 
@@ -81,6 +84,7 @@ class OneShotSearchConfig(SearchOptions):
     generations: int = 20
     candidates: int | None = None
     max_madds: str | float | None = None
+    max_latency: str | float | None = None  # "12ms", or milliseconds (needs latency_table)
     metric: str | None = None  # fitness [the task's primary metric]
     calib_images: int = 256
     calib_batch: int = 16
@@ -174,7 +178,41 @@ def search_differentiable(*args: Any, **kwargs: Any) -> SearchResult:
     from fnacli.progress import tensorboard_dir
 
     tensorboard_dir(cfg.tensorboard)  # a missing package fails before the work
+    _check_latency(cfg)
     return in_processes(_differentiable, cfg)
+
+
+def _check_latency(o: Any) -> None:
+    """The latency options, refused before any work."""
+    from fnacli.latency import parse_latency, read_latency_table
+
+    cost = getattr(o, "cost", "madds")
+    if cost not in ("madds", "latency"):
+        raise UserError(f"--cost: expected madds or latency, got {cost!r}")
+    target = getattr(o, "target_latency", None)
+    if target is not None:
+        parse_latency(target, "--target-latency")
+        if cost != "latency":
+            raise UserError("--target-latency goes with --cost latency")
+    if getattr(o, "target_madds", None) is not None and cost != "madds":
+        raise UserError("--target-madds goes with --cost madds (use --target-latency)")
+    limit = getattr(o, "max_latency", None)
+    if limit is not None:
+        parse_latency(limit, "--max-latency")
+    if (cost == "latency" or limit is not None) and not o.latency_table:
+        what = "--cost latency" if cost == "latency" else "--max-latency"
+        raise UserError(f"{what} needs --latency-table TABLE (measure one with 'fnacli "
+                        "latency')")
+    if o.latency_table:
+        read_latency_table(o.latency_table, o.force)
+
+
+def _latency_table(o: Any, space: Any, task: str, size: tuple[int, int], classes: int) -> Any:
+    from fnacli.latency import search_latency_table
+
+    if not o.latency_table:
+        return None
+    return search_latency_table(o.latency_table, space, task, size, classes, o.force)
 
 
 def _differentiable(o: DifferentiableSearchConfig, env: Any) -> SearchResult:
@@ -206,7 +244,16 @@ def _differentiable(o: DifferentiableSearchConfig, env: Any) -> SearchResult:
             raise UserError(str(e).replace("--max-madds", "--target-madds")) from None
     size, augment = _search_input(o, task)
     dataset = _train_set(o, task, augment, size)
+    from fnacli.latency import parse_latency
+
     cfg = differentiable_config(o, task, len(dataset), target)
+    cfg.cost = o.cost
+    cfg.target_latency = (parse_latency(o.target_latency, "--target-latency")
+                          if o.target_latency is not None else None)
+    cfg.latency_table = _latency_table(o, ckpt.space, task.name, cfg.size,
+                                       dataset.num_classes)
+    table = cfg.latency_table
+    cfg.check()
     result = run_search(ckpt, str(o.supernet), dataset, cfg, env, output,
                         state_path=state_path, metrics_path=metrics_path, resume=o.resume,
                         stop_after=o.stop_after, log=say if env.is_main else None)
@@ -214,6 +261,9 @@ def _differentiable(o: DifferentiableSearchConfig, env: Any) -> SearchResult:
                "epochs": result.epochs, "derived": result.arch.to_dict(),
                "madds": result.madds, "expected_madds": result.expected_madds,
                "warning": result.warning}
+    if table is not None:
+        details["latency_ms"] = result.latency_ms
+        details["expected_latency_ms"] = result.expected_latency_ms
     if result.warning:
         say.warning(result.warning)
     if not result.finished:
@@ -226,7 +276,9 @@ def _differentiable(o: DifferentiableSearchConfig, env: Any) -> SearchResult:
         "differentiable", True,
         f"{output}: searched {task.name} ({result.steps} weight steps, {result.arch_steps} "
         f"α/β steps); derived architecture {format_madds(result.madds)} MAdds (expected "
-        f"{format_madds(result.expected_madds)})", str(output), details)
+        f"{format_madds(result.expected_madds)})"
+        + (f", {result.latency_ms:.2f} ms predicted (expected {result.expected_latency_ms:.2f} "
+           "ms)" if table is not None else ""), str(output), details)
 
 
 def differentiable_config(o: DifferentiableSearchConfig, task: Any, train_images: int,
@@ -305,6 +357,7 @@ def search_oneshot(*args: Any, **kwargs: Any) -> SearchResult:
     check_scope(o.cost_scope or ONESHOT_COST_SCOPE)
     parse_amount(o.fitness_images)
     as_size(o.cost_size, "--cost-size")
+    _check_latency(o)
     if o.metric is not None:
         from fnacli.tasks import tasks
 
@@ -430,11 +483,16 @@ def _evolve(o: OneShotSearchConfig, trained: Path, files: dict[str, Path], env: 
         raise UserError(f"--task {o.task}: {trained} was trained one-shot for {info.task}")
     task = get_task(info.task)
     size = as_size(o.size) or info.size
+    from fnacli.latency import parse_latency
+
     cfg = E.SearchConfig(strategy=o.strategy, population=o.population, parents=o.parents,
                          mutation_prob=o.mutation_prob, generations=o.generations,
                          candidates=o.candidates,
                          max_madds=E.parse_madds(o.max_madds) if o.max_madds else None,
+                         max_latency=(parse_latency(o.max_latency, "--max-latency")
+                                      if o.max_latency is not None else None),
                          metric=o.metric or task.metric, seed=o.seed)
+    latency = _latency_table(o, ckpt.space, task.name, size, info.num_classes)
     fit_set, calib_pool, fitness = fitness_sets(o, info, task)
     task.check_categories(info.categories, fit_set.categories(), str(trained),
                           str(fit_set.files.ann))
@@ -454,6 +512,8 @@ def _evolve(o: OneShotSearchConfig, trained: Path, files: dict[str, Path], env: 
     identity = {"supernet": trained.name, "task": task.name, "size": list(size),
                 "calib_images": len(calib), "eval_images": len(fit_set),
                 "cost_scope": scope, "cost_size": list(cost_size), "fitness": fitness}
+    if latency is not None:
+        identity["latency_table"] = latency.identity()
 
     def cost(arch: Any) -> float:
         return lut.arch_cost(arch, scope)
@@ -461,9 +521,11 @@ def _evolve(o: OneShotSearchConfig, trained: Path, files: dict[str, Path], env: 
     search = E.OneShotSearch(enc, cost, distributed_evaluate(score, env), cfg,
                              files["state"], files["history"], chunk=env.world,
                              write=env.is_main, identity=identity,
-                             signal=lambda: signal_received(env))
+                             signal=lambda: signal_received(env),
+                             latency=latency.latency_ms if latency is not None else None)
     limit = (f" within {E.format_madds(cfg.max_madds)} MAdds ({scope} at "
              f"{cost_size[0]}x{cost_size[1]})" if cfg.max_madds else "")
+    limit += f" within {cfg.max_latency:g} ms" if cfg.max_latency else ""
     say(f"{o.strategy} search on {trained}: {cfg.total_candidates} candidates{limit}, fitness "
         f"{cfg.metric} on {len(fit_set)} images ({fitness['source']}), BN recalibrated on "
         f"{len(calib)} training images")
@@ -478,6 +540,10 @@ def _evolve(o: OneShotSearchConfig, trained: Path, files: dict[str, Path], env: 
     details = {"metric": cfg.metric, "best_fitness": best.fitness, "best_madds": best.madds,
                "best_arch": enc.arch(best.genome).to_dict(), "evaluated": len(ranked),
                "rounds": result.rounds}
+    lat = ""
+    if latency is not None:
+        details["best_latency_ms"] = latency.latency_ms(enc.arch(best.genome))
+        lat = f", {details['best_latency_ms']:.2f} ms predicted"
     if not result.finished:
         return SearchResult(o.strategy, False, f"search stopped after {len(ranked)} "
                             "evaluations; continue with --resume", None, details)
@@ -499,7 +565,7 @@ def _evolve(o: OneShotSearchConfig, trained: Path, files: dict[str, Path], env: 
         save_checkpoint(files["output"], tensors, "searched", meta, force=o.force or o.resume)
     return SearchResult(o.strategy, True,
                         f"{files['output']}: best {cfg.metric} {best.fitness:.4f} at "
-                        f"{E.format_madds(best.madds)} MAdds ({o.strategy}, {len(ranked)} "
+                        f"{E.format_madds(best.madds)} MAdds{lat} ({o.strategy}, {len(ranked)} "
                         "architectures evaluated)", str(files["output"]), details)
 
 

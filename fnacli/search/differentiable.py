@@ -14,6 +14,10 @@ and minimises ``task loss + cost``:
 - with ``target_madds`` only the excess counts: ``λ·max(0, log_τ(C/T))`` /
   ``λ·γ·max(0, C−T)``.
 
+With ``cost="latency"`` C is the expected latency in milliseconds by a measured latency
+table (``fnacli.latency``, the same nested expectation) and the target is ``target_latency``
+(ms).
+
 ``arch_step``: ``full`` (FNA) runs every candidate; ``sampled`` runs two sampled candidates
 per layer and width with the unbiased two-sample gates of ``fnacli.search.gates`` (the cost
 term stays exact). ``checkpoint_activations`` recomputes the mixed layers in the backward
@@ -75,6 +79,7 @@ from fnacli.train import (
 )
 
 COST_FORMS = ("log", "linear")
+COSTS = ("madds", "latency")
 ARCH_STEPS = ("full", "sampled")
 GIGA = 1e9
 ARCH_LR, ARCH_BETAS, ARCH_WD, ARCH_CLIP = 3e-4, (0.5, 0.999), 1e-3, 35.0
@@ -121,12 +126,20 @@ class SearchConfig:
     augment: str = "ssd"
     cost_scope: str = "blocks"
     cost_size: tuple[int, int] | None = None  # None: the task's (default_cost_size)
+    cost: str = "madds"  # or "latency" (needs latency_table)
+    target_latency: float | None = None  # milliseconds
+    latency_table: Any = field(default=None, repr=False, compare=False)  # LatencyTable
     arch_step: str = "full"
     checkpoint_activations: bool = False
 
     @property
     def cost_gamma(self) -> float:
         return get_task(self.task).search_defaults.gamma if self.gamma is None else self.gamma
+
+    @property
+    def applied_gamma(self) -> float:
+        """γ as the cost term uses it: FNA's γ scales MAdds; a latency cost is taken as is."""
+        return self.cost_gamma if self.cost == "madds" else 1.0
 
     @property
     def lut_size(self) -> tuple[int, int]:
@@ -158,6 +171,15 @@ class SearchConfig:
         from fnacli.lut import check_scope
 
         check_scope(self.cost_scope)
+        if self.cost not in COSTS:
+            raise UserError(f"--cost: expected one of {', '.join(COSTS)}, got {self.cost!r}")
+        if self.cost == "latency" and self.latency_table is None:
+            raise UserError("--cost latency needs --latency-table TABLE (measure one with "
+                            "'fnacli latency')")
+        if self.target_latency is not None and self.cost != "latency":
+            raise UserError("--target-latency goes with --cost latency")
+        if self.target_madds is not None and self.cost != "madds":
+            raise UserError("--target-madds goes with --cost madds (use --target-latency)")
 
     def identity(self) -> dict:
         return {**self.train.identity(), "task": self.task, "size": list(self.size),
@@ -170,7 +192,24 @@ class SearchConfig:
                 # only where a task's recipe sets them (detection runs keep their identity)
                 **({"arch_weight_decay": self.arch_weight_decay,
                     "arch_fraction": self.arch_fraction}
-                   if (self.arch_weight_decay, self.arch_fraction) != (ARCH_WD, 0.5) else {})}
+                   if (self.arch_weight_decay, self.arch_fraction) != (ARCH_WD, 0.5) else {}),
+                **self._latency_identity()}
+
+    def _latency_identity(self) -> dict:
+        if self.cost == "madds":  # keeps the identity of MAdds searches as it was
+            return {}
+        return {"cost": self.cost, "target_latency": self.target_latency,
+                "latency_table": self.latency_table.identity()}
+
+    def cost_unit(self) -> float:
+        """The unit C is taken in: GMAdds, or milliseconds (table values are ns)."""
+        return GIGA if self.cost == "madds" else 1e6
+
+    def cost_target(self) -> float | None:
+        """The target in the table's own unit (MAdds or ns)."""
+        if self.cost == "madds":
+            return self.target_madds
+        return self.target_latency * 1e6 if self.target_latency is not None else None
 
 
 class ArchParams(nn.Module):
@@ -220,15 +259,18 @@ class SearchResult:
     expected_madds: float
     history: list[dict] = field(default_factory=list)
     warning: str | None = None
+    latency_ms: float | None = None  # by the latency table, when one was given
+    expected_latency_ms: float | None = None
 
 
 def cost_term(expected: torch.Tensor, form: str, lam: float, tau: float,
-              target: float | None, gamma: float = 1.0) -> torch.Tensor:
-    """The regulariser on the expected MAdds (absolute count), see the module docstring."""
-    g = gamma * expected / GIGA
+              target: float | None, gamma: float = 1.0, unit: float = GIGA) -> torch.Tensor:
+    """The regulariser on the expected cost (absolute MAdds; or ns with ``unit`` 1e6, C in
+    ms), see the module docstring."""
+    g = gamma * expected / unit
     if target is None:
         return lam * (torch.log(g) / math.log(tau) if form == "log" else g)
-    t = gamma * target / GIGA
+    t = gamma * target / unit
     if form == "log":
         return lam * torch.relu(torch.log(g / t)) / math.log(tau)
     return lam * torch.relu(g - t)
@@ -241,7 +283,7 @@ def resolve_lambda(cfg: SearchConfig, initial_gmadds: float) -> float:
         return cfg.lam
     lam = get_task(cfg.task).search_defaults.lam
     if cfg.cost_form == "linear":
-        return lam / (cfg.cost_gamma * initial_gmadds * math.log(cfg.tau))
+        return lam / (cfg.applied_gamma * initial_gmadds * math.log(cfg.tau))
     return lam
 
 
@@ -363,9 +405,14 @@ def run_search(ckpt: SupernetCheckpoint, source: str, train_set: Any, cfg: Searc
     def expected(a_p: A.AlphaDict, b_p: A.BetaDict) -> torch.Tensor:
         return lut.expected_madds(a_p, b_p)  # the detector's, for logs and reports
 
+    def expected_cost(a_p: A.AlphaDict, b_p: A.BetaDict) -> torch.Tensor:
+        if cfg.cost == "latency":
+            return cfg.latency_table.expected_latency(a_p, b_p)
+        return search_cost(lut, a_p, b_p, cfg)
+
+    unit, target = cfg.cost_unit(), cfg.cost_target()
     with torch.no_grad():
-        c0 = float(search_cost(lut, *A.probs(space, ckpt.alpha, ckpt.beta, cfg.min_depth),
-                               cfg)) / GIGA
+        c0 = float(expected_cost(*A.probs(space, ckpt.alpha, ckpt.beta, cfg.min_depth))) / unit
     lam = resolve_lambda(cfg, c0)
 
     net = _wrap(detector, env, tc.channels_last)
@@ -469,8 +516,9 @@ def run_search(ckpt: SupernetCheckpoint, source: str, train_set: Any, cfg: Searc
             finally:
                 supernet.set_path(A.argmax_path(a_p, b_p))
             task_loss = sum(losses.values())
-            cost = cost_term(search_cost(lut, a_p, b_p, cfg), cfg.cost_form, lam, cfg.tau,
-                             cfg.target_madds, cfg.cost_gamma)
+            exp = expected_cost(a_p, b_p)
+            cost = cost_term(exp, cfg.cost_form, lam, cfg.tau, target,
+                             cfg.applied_gamma, unit)
             loss = task_loss + cost.to(task_loss.dtype)
             if not all_ok(bool(torch.isfinite(loss).item()), env):
                 raise diverged("α/β loss", loss)
@@ -485,8 +533,11 @@ def run_search(ckpt: SupernetCheckpoint, source: str, train_set: Any, cfg: Searc
         nn.utils.clip_grad_norm_(arch.parameters(), ARCH_CLIP)
         a_scaler.step(a_opt)
         a_scaler.update()
-        return {"arch_loss": float(loss.detach()), "task_loss_b": float(task_loss.detach()),
+        info = {"arch_loss": float(loss.detach()), "task_loss_b": float(task_loss.detach()),
                 "cost_term": float(cost.detach())}
+        if cfg.cost == "latency":
+            info["expected_latency_ms"] = float(exp.detach()) / 1e6
+        return info
 
     def madds_now() -> tuple[float, float, ArchSpec]:
         with torch.no_grad():
@@ -508,8 +559,10 @@ def run_search(ckpt: SupernetCheckpoint, source: str, train_set: Any, cfg: Searc
             f"warm-up), α/β step every {cfg.arch_every}, cost {cfg.cost_form} λ {lam:.4g}"
             + (f" τ {cfg.tau:g}" if cfg.cost_form == "log" else "") + f" γ {cfg.cost_gamma:g}"
             + (f", target {cfg.target_madds / 1e6:.1f}M" if cfg.target_madds else "")
-            + f", start {c0 * 1e3:.1f}M expected MAdds ({cfg.cost_scope} at "
-            f"{cfg.lut_size[0]}x{cfg.lut_size[1]})")
+            + (f", target {cfg.target_latency:g} ms" if cfg.target_latency else "")
+            + (f", start {c0:.3f} ms expected latency" if cfg.cost == "latency"
+               else f", start {c0 * 1e3:.1f}M expected MAdds ({cfg.cost_scope} at "
+               f"{cfg.lut_size[0]}x{cfg.lut_size[1]})"))
     with interrupt.deferred(), TrainLogger(total, step, f"search {cfg.task}", env.is_main,
                                            epochs=tc.epochs, images_per_step=tc.batch_size,
                                            tensorboard=tc.tensorboard) as bar:
@@ -644,7 +697,10 @@ def _result(space: SpaceSpec, arch: ArchParams, cfg: SearchConfig, step: int, ar
     with torch.no_grad():
         derived, path, _ = A.derive(space, *arch.logits(), cfg.min_depth)
         exp = float(lut.expected_madds(*arch.probs(cfg.min_depth)))
+        table = cfg.latency_table
+        lat = (table.latency_ms(derived), float(table.expected_latency(
+            *arch.probs(cfg.min_depth))) / 1e6) if table is not None else (None, None)
     return SearchResult(step, arch_steps, epoch, finished, derived,
                         float(lut.arch_madds(derived)), exp, history,
-                        A.collapse_warning(space, path))
+                        A.collapse_warning(space, path), *lat)
 

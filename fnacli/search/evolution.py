@@ -10,10 +10,10 @@ Evolution (DetNAS, after SPOS): generation 0 is ``population`` random genomes; e
 generation is ``population // 2`` mutants (each gene resampled with ``mutation_prob``) and
 the rest crossovers (each gene from either parent), parents drawn from the ``parents`` best
 candidates seen so far, topped up with random genomes when the operators run dry. Every
-drawn genome must be within ``max_madds`` (rejection sampling) and new: an architecture is
-never evaluated twice. ``random`` draws the same number of candidates uniformly under the
-same limit, in batches of ``population`` (one batch = one "generation" for progress and
-resume).
+drawn genome must be within ``max_madds`` (and ``max_latency``, by a latency table; rejection
+sampling) and new: an architecture is never evaluated twice. ``random`` draws the same
+number of candidates uniformly under the same limit, in batches of ``population`` (one
+batch = one "generation" for progress and resume).
 
 The search is a pure function of (space, cost, fitness, config, seed): all randomness comes
 from one ``random.Random`` whose state is saved with the population and the cache after each
@@ -152,6 +152,7 @@ class SearchConfig:
     generations: int = 20
     candidates: int | None = None  # random: how many (default population x generations)
     max_madds: float | None = None
+    max_latency: float | None = None  # milliseconds, by a latency table
     metric: str = "AP"
     seed: int = 0
     max_tries: int = 200  # draws per wanted candidate before giving up (rejection sampling)
@@ -188,6 +189,8 @@ class SearchConfig:
         d = asdict(self)
         for k in ("generations", "candidates", "max_tries"):
             d.pop(k)
+        if d["max_latency"] is None:  # keeps the identity of searches without one
+            d.pop("max_latency")
         return d
 
 
@@ -247,6 +250,7 @@ class OneShotSearch:
     on_candidate: Callable[[Candidate, bool], None] | None = None  # (candidate, reused)
     on_round: Callable[[dict], None] | None = None
     identity: dict = field(default_factory=dict)  # extra settings a resume must share
+    latency: Callable[[ArchSpec], float] | None = None  # predicted ms (for max_latency)
     # the signal received (``fnacli.interrupt``), agreed by every process evaluating
     signal: Callable[[], int | None] = interrupt.pending
     cache: dict[str, Candidate] = field(default_factory=dict)
@@ -315,11 +319,19 @@ class OneShotSearch:
             self._madds[key] = float(self.cost(self.encoding.arch(g)))
         return self._madds[key]
 
+    def latency_ms(self, g: Genome) -> float:
+        if self.latency is None:
+            raise UserError("--max-latency needs --latency-table")
+        return float(self.latency(self.encoding.arch(g)))
+
     def _ok(self, g: Genome, taken: set[str]) -> bool:
         key = self.encoding.key(g)
         if key in self.cache or key in taken:
             return False
         if self.config.max_madds is not None and self.madds(g, key) > self.config.max_madds:
+            return False
+        if self.config.max_latency is not None and \
+                self.latency_ms(g) > self.config.max_latency:
             return False
         taken.add(key)
         return True
@@ -349,11 +361,21 @@ class OneShotSearch:
                        taken)
         self._fill(out, want, lambda: enc.random(rng), taken)
         if done == 0 and not out:
-            raise UserError("no architecture within --max-madds was drawn in "
-                            f"{cfg.max_tries * want} tries; raise --max-madds")
+            flags = " / ".join(f for f, v in (("--max-madds", cfg.max_madds),
+                                              ("--max-latency", cfg.max_latency)) if v)
+            raise UserError(f"no architecture within {flags} was drawn in "
+                            f"{cfg.max_tries * want} tries; raise {flags}")
         return out
 
     def _check_feasible(self) -> None:
+        lat = self.config.max_latency
+        if lat is not None:
+            if self.latency is None:
+                raise UserError("--max-latency needs --latency-table")
+            fastest = self.latency_ms(self.encoding.cheapest(self.latency))
+            if fastest > lat:
+                raise UserError(f"--max-latency {lat:g}ms is below the fastest architecture "
+                                f"of the space by the latency table ({fastest:.3f} ms)")
         limit = self.config.max_madds
         if limit is None:
             return

@@ -1,0 +1,853 @@
+"""Does the search find better architectures? The papers' search-quality tables, on CPU.
+
+On the ``context`` variant of the synthetic data (``fnacli data synth --variant context``:
+every object is a dark shape of any kind and only a coloured ring *around* it gives its
+class), with one pretrained MobileNetV2-0.5 seed and the quickstart's search space
+(``recipes/spaces/fna-mbv2-0.5-demo.json``), every architecture is fine-tuned from the seed
+remapped onto it, with one recipe and budget for all, over several seeds:
+
+1. task check: hand-picked architectures (the seed's, the seed without the last layer of
+   stages 2-5, all-k3_e3, all-k7_e3);
+2. DetNAS Table 4 / FNA Table 3: the seed, the differentiable search's result, the
+   evolutionary search's result and N random architectures within ±5% of a MAdds target
+   below the seed's;
+3. Jung et al. Table IV: non-overlapping vs overlapping channel masks in a width search;
+4. Jung et al. Table III: search-step cost of one shared max-width block vs one block per
+   width candidate (timed in-process, whole backbone);
+5. FNA Table 6: remapping rules (width first/bn/std/l1, kernel center/dilate), same arch;
+6. one-shot ranking quality: Kendall τ between the one-shot supernet's fitness (BN
+   recalibrated, held-out images) and the stand-alone fine-tuned AP.
+
+Everything runs through ``fnacli`` commands (subprocesses of this interpreter), except the
+random sampling, item 4 and the supernet fitness of item 6, which use the library. Finished
+pieces are cached in the work dir (``*.stamp.json`` records their settings), so an
+interrupted run continues. Writes the raw numbers to ``--json-out`` and the tables into
+``--doc`` (between its ``results`` markers). Usage::
+
+    nice -n 10 python benchmarks/bench_search_quality.py [--quick] [--jobs 2] [--seeds 3]
+        [--workdir .cache/bench_search_quality] [--doc docs/search-quality.md]
+        [--json-out docs/search-quality.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import itertools
+import json
+import math
+import os
+import platform
+import queue
+import random
+import shutil
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SPACE = ROOT / "recipes" / "spaces" / "fna-mbv2-0.5-demo.json"
+BEGIN, END = "<!-- results:begin -->", "<!-- results:end -->"
+NUM_CLASSES = 3
+WIDTH_RULES = ("first", "bn", "std", "l1")
+KERNEL_RULES = ("center", "dilate")
+MASKS = ("non-overlapping", "overlapping")
+_IN_PROCESS = threading.Lock()
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything that determines the numbers."""
+
+    seeds: int = 3
+    # data: context variant, one split for training, one for the final evaluation, and a
+    # separate held-out set (another data seed) that only the evolutionary fitness sees
+    train: int = 256
+    val: int = 128
+    heldout: int = 64
+    image_size: int = 96
+    # the seed
+    width: float = 0.5
+    pretrain_steps: int = 500
+    pretrain_size: int = 64
+    # the fine-tuning recipe: every arm, every item
+    epochs: int = 6
+    size: int = 80
+    batch_size: int = 16
+    lr: float = 0.03
+    warmup: int = 20
+    augment: str = "ssdlite"
+    # the MAdds target (a fraction of the seed's detector MAdds) and the random baseline
+    target_fraction: float = 0.9
+    window: float = 0.05
+    random_archs: int = 5
+    # searches: the quickstart's differentiable settings, DetNAS-style one-shot + evolution
+    search_epochs: int = 4
+    search_warmup: int = 1
+    arch_lr: float = 0.05
+    oneshot_epochs: int = 6
+    population: int = 8
+    parents: int = 3
+    generations: int = 3
+    calib_images: int = 64
+    # item 4: timed repetitions, width-candidate counts
+    timing_iters: int = 3
+    timing_widths: tuple[int, ...] = (3, 6)
+
+    def recipe(self) -> list:
+        return ["--epochs", self.epochs, "--batch-size", self.batch_size, "--size", self.size,
+                "--optimizer", "sgd", "--lr", self.lr, "--schedule", "cosine",
+                "--warmup-iters", self.warmup, "--augment", self.augment]
+
+
+QUICK = dict(seeds=1, train=16, val=8, heldout=4, image_size=64, pretrain_steps=2,
+             pretrain_size=32, epochs=1, size=64, batch_size=8, warmup=0, random_archs=2,
+             search_epochs=1, search_warmup=0, oneshot_epochs=1, population=2, parents=1,
+             generations=1, calib_images=4, timing_iters=1, timing_widths=(2,))
+
+
+class Bench:
+    def __init__(self, cfg: Settings, work: Path, threads: int, jobs: int, log: Callable,
+                 in_process: bool = False) -> None:
+        self.cfg, self.work, self.threads, self.jobs, self.log = cfg, work, threads, jobs, log
+        self.in_process = in_process
+        self.report_only = False
+        self.data, self.heldout = work / "data", work / "heldout"
+        self.seed = work / "seed.pth"
+        self._lut: dict = {}
+
+    # -- running fnacli -----------------------------------------------------------------------
+    def fnacli(self, *args: object) -> str:
+        """``fnacli ARGS``'s stdout: a subprocess of this interpreter, or (``in_process``, the
+        smoke test: no torch import per command) the same app called in this process."""
+        argv = list(map(str, args))
+        if self.in_process:
+            return self._in_process(argv)
+        cmd = [sys.executable, "-m", "fnacli", *argv]
+        env = dict(os.environ, OMP_NUM_THREADS=str(self.threads))
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        if proc.returncode:
+            tail = proc.stderr.strip().splitlines()[-3:]
+            raise SystemExit(f"bench_search_quality: `fnacli {' '.join(argv)}` exited "
+                             f"{proc.returncode}: {' | '.join(tail)}")
+        return proc.stdout
+
+    @staticmethod
+    def _in_process(argv: list[str]) -> str:
+        from fnacli.cli.app import app
+
+        out, err = io.StringIO(), io.StringIO()
+        try:  # one command at a time: sys.stdout/stderr are process-wide
+            with _IN_PROCESS, contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+                app(args=argv, standalone_mode=False)
+        except Exception as e:  # noqa: BLE001 - any failure ends the benchmark with its line
+            raise SystemExit(f"bench_search_quality: `fnacli {' '.join(argv)}` failed: "
+                             f"{type(e).__name__}: {e}") from None
+        return out.getvalue()
+
+    def once(self, path: Path, stamp: object, make: Callable[[], object]) -> None:
+        """Make ``path`` unless it exists with the same ``stamp`` (its settings); with
+        ``report_only``, raise ``Missing`` instead of making it."""
+        s = path.with_name(path.name + ".stamp.json")
+        key = json.dumps(stamp, sort_keys=True, default=str)
+        if path.exists() and s.exists() and s.read_text() == key:
+            return
+        if self.report_only:
+            raise Missing(path)
+        make()
+        s.write_text(key)
+
+    def cached_json(self, name: str, stamp: object, compute: Callable[[], object]) -> object:
+        """``compute()``, kept in WORKDIR/name with its stamp (reused in --report-only)."""
+        path = self.work / name
+        s = path.with_name(path.name + ".stamp.json")
+        key = json.dumps(stamp, sort_keys=True, default=str)
+        if not (self.report_only and path.exists() and s.exists() and s.read_text() == key):
+            path.write_text(json.dumps(compute()))
+            s.write_text(key)
+        return json.loads(path.read_text())
+
+    # -- shared pieces --------------------------------------------------------------------------
+    def prepare(self) -> None:
+        c = self.cfg
+        self.work.mkdir(parents=True, exist_ok=True)
+        for folder, n_train, n_val, seed in ((self.data, c.train, c.val, 0),
+                                             (self.heldout, 1, c.heldout, 1)):
+            self.once(folder, ["data", n_train, n_val, c.image_size, seed], lambda f=folder,
+                      t=n_train, v=n_val, s=seed: self.fnacli(
+                          "data", "synth", f, "--variant", "context", "--train", t, "--val", v,
+                          "--size", c.image_size, "--seed", s, "--format", "png", "--force"))
+        self.log("data ready")
+        info = self.work / "seed.json"
+        self.once(self.seed, ["seed", c.width, c.pretrain_steps, c.pretrain_size],
+                  lambda: info.write_text(self.fnacli(
+                      "pretrain-seed", self.seed, "--width", c.width, "--size",
+                      c.pretrain_size, "--seconds", 7 * 86_400, "--max-steps",
+                      c.pretrain_steps, "--seed", 0, "--json", "--force")))
+        self.seed_info = json.loads(info.read_text())
+        self.log(f"seed ready ({self.seed_info.get('steps')} steps)")
+
+    def lut(self, space):  # -> CostTable of the detector at the fine-tuning size
+        from fnacli.lut import load_or_build_lut
+
+        key = space.to_json()
+        if key not in self._lut:
+            self._lut[key] = load_or_build_lut(space, "ssdlite", (self.cfg.size, self.cfg.size),
+                                               NUM_CLASSES)
+        return self._lut[key]
+
+    def madds(self, arch) -> float:
+        from fnacli.spec import load_space
+
+        return self.lut(load_space(str(SPACE))).arch_madds(arch)
+
+    def write_arch(self, name: str, arch) -> Path:
+        path = self.work / "archs" / f"{name}.json"
+        path.parent.mkdir(exist_ok=True)
+        text = arch.to_json()
+        if not path.exists() or path.read_text() != text:
+            path.write_text(text)
+        return path
+
+    # -- fine-tuning one architecture from the remapped seed --------------------------------
+    def remapped(self, name: str, arch_path: Path, width: str = "first",
+                 kernel: str = "center") -> Path:
+        out = self.work / "remapped" / f"{name}-{width}-{kernel}.safetensors"
+        out.parent.mkdir(exist_ok=True)
+        self.once(out, ["remap", arch_path.read_text(), width, kernel, self.cfg.width,
+                        self.cfg.pretrain_steps],
+                  lambda: self.fnacli("remap", self.seed, "--spec", arch_path, "--width", width,
+                                      "--kernel", kernel, "-o", out, "--force"))
+        return out
+
+    def finetune(self, init: Path, seed: int) -> dict:
+        c = self.cfg
+        runs = self.work / "runs"
+        runs.mkdir(exist_ok=True)
+        base = runs / f"{init.stem}-s{seed}"
+        result = base.with_suffix(".json")
+        final = base.with_suffix(".safetensors")
+        stamp = ["finetune", init.name, seed, c.recipe(), c.train, c.image_size,
+                 c.pretrain_steps]
+
+        def make() -> None:
+            t = time.monotonic()
+            ft = json.loads(self.fnacli(
+                "finetune", init, "--task", "ssdlite", "--data", self.data, "-o", final,
+                *c.recipe(), "--seed", seed, "--threads", self.threads, "--workers", 0,
+                "--device", "cpu", "--force", "--json"))
+            metrics = json.loads(self.fnacli("eval", final, "--data", self.data, "--json",
+                                             "--threads", self.threads, "--workers", 0,
+                                             "--device", "cpu"))
+            result.write_text(json.dumps({"steps": ft["steps"], "metrics": metrics,
+                                          "seconds": round(time.monotonic() - t, 1)}))
+
+        self.once(result, stamp, make)
+        return json.loads(result.read_text())
+
+    def logged_finetune(self, init: Path, seed: int) -> dict:
+        res = self.finetune(init, seed)
+        self.log(f"  {init.stem} seed {seed}: AP {res['metrics']['AP']:.3f} "
+                 f"AP50 {res['metrics']['AP50']:.3f} ({res['seconds']}s)")
+        return res
+
+    # -- searches -----------------------------------------------------------------------------
+    def supernet(self, space: Path, masks: str = "non-overlapping") -> Path:
+        out = self.work / "search" / f"super-{space.stem}-{masks}.safetensors"
+        out.parent.mkdir(exist_ok=True)
+        self.once(out, ["expand", space.read_text(), masks, self.cfg.pretrain_steps],
+                  lambda: self.fnacli("expand", self.seed, "--space", space, "--masks", masks,
+                                      "-o", out, "--force"))
+        return out
+
+    def differentiable(self, supernet: Path, target: float) -> tuple[Path, float]:
+        c = self.cfg
+        out = supernet.with_name(supernet.stem.replace("super", "diff") + ".safetensors")
+        arch = out.with_suffix(".json")
+
+        def make() -> None:
+            t = time.monotonic()
+            self.fnacli("search", supernet, "--task", "ssdlite", "--data", self.data, "-o", out,
+                        "--size", c.size, "--epochs", c.search_epochs, "--warmup-epochs",
+                        c.search_warmup, "--batch-size", c.batch_size, "--workers", 0,
+                        "--seed", 0, "--arch-every", 1, "--arch-lr", c.arch_lr,
+                        "--target-madds", int(target), "--device", "cpu", "--force")
+            arch.write_text(self.fnacli("derive", out))
+            (arch.parent / (arch.stem + ".seconds")).write_text(f"{time.monotonic() - t:.1f}")
+
+        self.once(arch, ["diff", c.search_epochs, c.search_warmup, c.arch_lr, c.batch_size,
+                         c.size, int(target), supernet.name, c.train, c.pretrain_steps], make)
+        return arch, float((arch.parent / (arch.stem + ".seconds")).read_text())
+
+    def evolution(self, supernet: Path, target: float) -> tuple[Path, Path, float]:
+        c = self.cfg
+        out = self.work / "search" / "evo.safetensors"
+        trained = self.work / "search" / "oneshot.safetensors"
+        arch = out.with_suffix(".json")
+
+        def make() -> None:
+            t = time.monotonic()
+            self.fnacli("search", supernet, "--strategy", "evolution", "--task", "ssdlite",
+                        "--data", self.data, "--val-ann",
+                        self.heldout / "annotations" / "instances_val.json", "--val-images",
+                        self.heldout / "val", "-o", out, "--trained", trained, "--size", c.size,
+                        "--epochs", c.oneshot_epochs, "--batch-size", c.batch_size,
+                        "--workers", 0, "--seed", 0, "--population", c.population,
+                        "--parents", c.parents, "--generations", c.generations,
+                        "--max-madds", int(target * (1 + c.window)), "--calib-images",
+                        c.calib_images, "--calib-batch", c.batch_size, "--device", "cpu",
+                        "--force")
+            arch.write_text(self.fnacli("derive", out))
+            (arch.parent / "evo.seconds").write_text(f"{time.monotonic() - t:.1f}")
+
+        self.once(arch, ["evo", c.oneshot_epochs, c.population, c.parents, c.generations,
+                         c.calib_images, c.batch_size, c.size, int(target), c.train,
+                         c.heldout, c.pretrain_steps], make)
+        return arch, trained, float((arch.parent / "evo.seconds").read_text())
+
+    def random_archs(self, target: float) -> list:
+        """DetNAS's random baseline: uniformly drawn genomes (every op/skip choice equally
+        likely per layer) kept when their MAdds fall within ±window of the target."""
+        from fnacli.search.evolution import Encoding
+        from fnacli.spec import load_space
+
+        c = self.cfg
+        enc = Encoding(load_space(str(SPACE)))
+        rng, found, seen = random.Random(0), [], set()
+        for _ in range(200_000):
+            arch = enc.arch(enc.random(rng))
+            key = arch.to_json(compact=True)
+            if key in seen:
+                continue
+            seen.add(key)
+            if abs(self.madds(arch) / target - 1) <= c.window:
+                found.append(arch)
+                if len(found) == c.random_archs:
+                    break
+        return found
+
+    # -- item 4: the search-step cost, shared max-width block vs one block per width --------
+    def width_cost(self) -> list[dict]:
+        import torch
+
+        torch.set_num_threads(max(1, self.threads))
+        return [measure_width_blocks(channel_space(k), self.cfg.size, self.cfg.batch_size,
+                                     self.cfg.timing_iters) for k in self.cfg.timing_widths]
+
+    # -- item 6: fitness of architectures on the trained one-shot supernet --------------------
+    def oneshot_fitness(self, trained: Path, archs: dict[str, object]) -> dict[str, float]:
+        import torch
+
+        from fnacli.detection.data import find_split, load_split
+        from fnacli.detection.models import label_offset
+        from fnacli.search.arch import path_of_arch
+        from fnacli.search.bn_recal import calibration_subset
+        from fnacli.search.evolution import Encoding
+        from fnacli.search.oneshot import PathEvaluator, build_oneshot_detector, load_trained
+
+        torch.set_num_threads(max(1, self.threads))
+        ckpt, info = load_trained(trained)
+        offset = label_offset("ssdlite")
+        train = load_split(find_split(self.data, "train", None, None), train=True,
+                           label_offset=offset)
+        val = load_split(find_split(self.heldout, "val", None, None), train=False,
+                         label_offset=offset)
+        calib = calibration_subset(train, self.cfg.calib_images, 0)
+        detector, supernet = build_oneshot_detector(ckpt, "ssdlite", info.num_classes,
+                                                    info.size, str(trained))
+        enc = Encoding(ckpt.space)
+        score = PathEvaluator(detector, supernet, enc, calib, val, self.cfg.batch_size, 0,
+                              "cpu")
+        return {name: score(enc.encode(path_of_arch(ckpt.space, arch)))["AP"]
+                for name, arch in archs.items()}
+
+
+class Missing(Exception):
+    """--report-only: a piece that has not been made yet."""
+
+
+class Jobs:
+    """``workers`` threads running submitted calls, lowest priority number first (FIFO within
+    one priority): searches before fine-tuning, every arm's seed 0 before any seed 1."""
+
+    def __init__(self, workers: int) -> None:
+        self.queue: queue.PriorityQueue = queue.PriorityQueue()
+        self.count = itertools.count()
+        self.threads = [threading.Thread(target=self._work, daemon=True) for _ in range(workers)]
+        for t in self.threads:
+            t.start()
+
+    def submit(self, priority: int, fn: Callable, *args: object) -> Future:
+        fut: Future = Future()
+        self.queue.put((priority, next(self.count), fn, args, fut))
+        return fut
+
+    def _work(self) -> None:
+        while True:
+            _, _, fn, args, fut = self.queue.get()
+            if fn is None:
+                return
+            try:
+                fut.set_result(fn(*args))
+            except BaseException as e:  # noqa: BLE001 - handed to whoever waits on it
+                fut.set_exception(e)
+
+    def close(self) -> None:
+        for _ in self.threads:
+            self.queue.put((math.inf, next(self.count), None, (), None))
+
+
+# -- the pieces that use the library -------------------------------------------------------------
+def uniform_arch(op: str):  # -> ArchSpec: MobileNetV2-0.5's depths and widths, op everywhere
+    from fnacli.spec import ArchSpec, Op, Stage, mobilenetv2
+
+    base = mobilenetv2(0.5)
+    stages = [base.stages[0]] + [Stage(s.out, s.stride, (Op.parse(op),) * s.depth)
+                                 for s in base.stages[1:]]
+    return ArchSpec(base.stem_out, base.stem_stride, tuple(stages), base.head_out)
+
+
+def shallow_arch():  # -> ArchSpec
+    """MobileNetV2-0.5 without the last layer of stages 2-5 (a cheaper seed)."""
+    from fnacli.spec import ArchSpec, Stage, mobilenetv2
+
+    base = mobilenetv2(0.5)
+    stages = [Stage(s.out, s.stride, s.ops[:-1] if 2 <= i <= 5 else s.ops)
+              for i, s in enumerate(base.stages)]
+    return ArchSpec(base.stem_out, base.stem_stride, tuple(stages), base.head_out)
+
+
+def channel_space(k: int, op: str = "k3_e6"):  # -> SpaceSpec
+    """A Jung-style width space on MobileNetV2-0.5: the seed's op and depths in every stage,
+    ``k`` output-width candidates per searchable stage, from half to the full width."""
+    from fnacli.spec import SpaceSpec, SpaceStage, make_divisible, mobilenetv2
+
+    base = mobilenetv2(0.5)
+    stages = [SpaceStage((base.stages[0].out,), 1, 1, fixed_ops=base.stages[0].ops)]
+    for st in base.stages[1:]:
+        fr = [0.5 + 0.5 * i / (k - 1) for i in range(k)] if k > 1 else [1.0]
+        outs = tuple(sorted({make_divisible(st.out * f, 4) for f in fr}))
+        stages.append(SpaceStage(outs, st.stride, st.depth, (op,)))
+    return SpaceSpec(base.stem_out, base.stem_stride, tuple(stages), base.head_out,
+                     f"mbv2-0.5-widths{k}")
+
+
+def measure_width_blocks(space, size: int, batch: int, iters: int) -> dict:
+    """One relaxed (β-weighted) backbone forward + backward to β, the whole network:
+
+    - shared: fnacli's supernet, one max-width block per layer whose output is multiplied by
+      the β-mixed channel masks (Jung et al.);
+    - separate: one MBConv per width candidate and layer (``fnacli.nn.blocks.MBConv``), each
+      at its own width, whose outputs are zero-padded to the max width and mixed by β; the
+      next stage's blocks take that mixed map.
+
+    Also the weight step of a sampled path (the same in both: one block runs) on the detector,
+    so the whole search step (weight step + α/β step) can be compared."""
+    import torch
+
+    from fnacli.detection.models import build_detector
+    from fnacli.nn.blocks import MBConv
+    from fnacli.nn.supernet import Supernet, width_choices
+    from fnacli.search import arch as A
+
+    torch.manual_seed(0)
+    net = Supernet(space, with_head=False).train()  # the α/β step of the backbone alone
+    x = torch.rand(batch, 3, size, size)
+    _, beta0 = A.init_logits(space, 0)
+    betas = {s: b.clone().requires_grad_(True) for s, b in beta0.items()}
+
+    def shared() -> None:
+        b = {s: torch.softmax(v, 0) for s, v in betas.items()}
+        net.set_weighted({}, b)
+        sum(f.mean() for f in net(x).values()).backward()
+
+    blocks: dict = {}
+    cin = space.stem_out
+    for s, st in enumerate(space.stages):
+        for c in st.outs:
+            layers = []
+            for i in range(st.layers):
+                op = st.layer_candidates(i)[0]
+                k, e = int(op[1]), int(op.split("_e")[1])
+                layers.append(MBConv(cin if i == 0 else c, c, k, e, st.stride if i == 0 else 1))
+            blocks[(s, c)] = torch.nn.Sequential(*layers)
+        cin = max(st.outs)
+    stem = net.stem
+
+    def separate() -> None:
+        h = stem(x)
+        loss = 0
+        for s, st in enumerate(space.stages):
+            if len(st.outs) == 1:
+                h = blocks[(s, st.outs[0])](h)
+            else:
+                p = torch.softmax(betas[s], 0)
+                width = max(st.outs)
+                h = sum(p[j] * torch.nn.functional.pad(blocks[(s, c)](h),
+                                                       (0, 0, 0, 0, 0, width - c))
+                        for j, c in enumerate(st.outs))
+            loss = loss + h.mean()
+        loss.backward()
+
+    full = Supernet(space).train()
+    det = build_detector(space.max_arch(), "ssdlite", NUM_CLASSES, (size, size),
+                         backbone=full).train()
+    opt = torch.optim.SGD(det.parameters(), lr=1e-4, momentum=0.9)
+    g = torch.Generator().manual_seed(1)
+    images = [torch.rand(3, size, size, generator=g) for _ in range(batch)]
+    targets = [{"boxes": torch.tensor([[4.0, 4.0, size / 2, size / 2]]),
+                "labels": torch.tensor([1])} for _ in range(batch)]
+
+    def weight_step() -> None:
+        full.set_path(A.sample_path(space, None, None, g))
+        loss = sum(det(images, targets).values())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    t_shared, t_sep = timed(shared, iters), timed(separate, iters)
+    t_weight = timed(weight_step, iters)
+    widths = [len(o) for _, o in width_choices(space)]
+    return {"space": space.name, "widths_per_stage": widths, "size": size, "batch": batch,
+            "shared_s": t_shared, "separate_s": t_sep, "weight_step_s": t_weight,
+            "arch_step_speedup": t_sep / t_shared,
+            "search_step_speedup": (t_weight + t_sep) / (t_weight + t_shared)}
+
+
+def timed(fn: Callable[[], object], iters: int) -> float:
+    """Median seconds of ``fn`` after one warm-up call."""
+    fn()
+    times = []
+    for _ in range(iters):
+        t = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t)
+    return statistics.median(times)
+
+
+# -- statistics ------------------------------------------------------------------------------
+def mean_std(xs: Sequence[float]) -> tuple[float, float | None]:
+    """Mean and sample standard deviation (None for a single value)."""
+    return statistics.fmean(xs), (statistics.stdev(xs) if len(xs) > 1 else None)
+
+
+def kendall_tau(a: Sequence[float], b: Sequence[float]) -> float:
+    """Kendall's τ-b (ties in either ranking handled as in scipy.stats.kendalltau)."""
+    n, conc, disc, ta, tb = len(a), 0, 0, 0, 0
+    for i in range(n):
+        for j in range(i + 1, n):
+            da, db = a[i] - a[j], b[i] - b[j]
+            if da == 0 and db == 0:
+                continue
+            if da == 0:
+                ta += 1
+            elif db == 0:
+                tb += 1
+            elif (da > 0) == (db > 0):
+                conc += 1
+            else:
+                disc += 1
+    denom = math.sqrt((conc + disc + ta) * (conc + disc + tb))
+    return (conc - disc) / denom if denom else float("nan")
+
+
+def summary(runs: list[dict]) -> dict:
+    out: dict = {"seeds": len(runs), "steps": sorted({r["steps"] for r in runs})}
+    for key in ("AP", "AP50"):
+        vals = [r["metrics"][key] for r in runs]
+        m, sd = mean_std(vals)
+        out[key] = {"values": vals, "mean": m, "std": sd}
+    return out
+
+
+# -- the whole benchmark ----------------------------------------------------------------------
+def run(cfg: Settings, work: Path, threads: int, jobs: int, log: Callable,
+        in_process: bool = False, report_only: bool = False) -> dict:
+    from fnacli.spec import load_arch, mobilenetv2
+
+    start = time.monotonic()
+    b = Bench(cfg, work, threads, 1 if in_process else jobs,
+              lambda m: log(f"{time.monotonic() - start:6.0f}s {m}"), in_process)
+    b.report_only = report_only
+    try:
+        b.prepare()
+    except Missing as e:
+        raise SystemExit(f"bench_search_quality: --report-only: {e} is not made yet") from None
+    seed_arch = mobilenetv2(cfg.width)
+    seed_madds = b.madds(seed_arch)
+    target = cfg.target_fraction * seed_madds
+    b.log(f"seed MAdds {seed_madds / 1e6:.2f}M, target {target / 1e6:.2f}M ±{cfg.window:.0%}")
+    archs: dict[str, object] = {"seed": seed_arch, "all-k3_e3": uniform_arch("k3_e3"),
+                                "all-k7_e3": uniform_arch("k7_e3"), "seed-shallow": shallow_arch()}
+    timings: dict[str, float] = {}
+    work_queue = Jobs(b.jobs)
+    runs_f: dict[tuple[Path, int], Future] = {}
+
+    def finetune_all(init: Path, ablation: bool = False) -> None:
+        """Queue every seed of an arm: seed 0 of every arm before any seed 1, and the
+        headline arms (items 1-2, 6) before the ablations (items 3, 5)."""
+        for seed in range(cfg.seeds):
+            if (init, seed) not in runs_f:
+                runs_f[(init, seed)] = work_queue.submit(
+                    seed + (cfg.seeds if ablation else 0), b.logged_finetune, init, seed)
+
+    def ran(fut: Future) -> dict | None:  # --report-only: None for a run not made yet
+        try:
+            return fut.result()
+        except Missing:
+            return None
+
+    # the searches first (items 2-3), then fine-tuning as soon as an architecture is known
+    super_ops = b.supernet(SPACE)
+    width_space = b.work / "archs" / "width-space.json"
+    width_space.parent.mkdir(exist_ok=True)
+    width_space.write_text(channel_space(3).to_json())
+    searches = {"differentiable": work_queue.submit(-1, b.differentiable, super_ops, target),
+                "evolution": work_queue.submit(-1, b.evolution, super_ops, target)}
+    for masks in MASKS:
+        searches[f"width-{masks}"] = work_queue.submit(
+            -1, b.differentiable, b.supernet(width_space, masks), target)
+    b.log(f"searches queued; random baseline: {cfg.random_archs} archs within "
+          f"±{cfg.window:.0%} of the target")
+    for i, arch in enumerate(b.random_archs(target)):
+        archs[f"random-{i}"] = arch
+    inits = {n: b.remapped(n, b.write_arch(n, a)) for n, a in archs.items()}
+    k7 = b.write_arch("all-k7_e3", archs["all-k7_e3"])
+    for w, k in [(w, "center") for w in WIDTH_RULES] + [("first", "dilate")]:
+        inits[f"rule {w}/{k}"] = b.remapped("all-k7_e3", k7, w, k)
+    for name, init in inits.items():
+        finetune_all(init, ablation=name.startswith("rule "))
+    width_archs = {}
+    for name, fut in searches.items():
+        try:
+            out = fut.result()
+        except Missing as e:
+            raise SystemExit(f"bench_search_quality: --report-only: {e} is not made yet"
+                             ) from None
+        timings[name] = out[-1]
+        arch = load_arch(str(out[0]))
+        (archs if name in ("differentiable", "evolution") else width_archs)[name] = arch
+        inits[name] = b.remapped(name, b.write_arch(name, arch))
+        finetune_all(inits[name], ablation=name.startswith("width-"))
+        b.log(f"{name} search done ({timings[name]:.0f} s): {b.madds(arch) / 1e6:.2f}M MAdds")
+    trained = searches["evolution"].result()[1]
+    madds = {n: b.madds(a) for n, a in {**archs, **width_archs}.items()}
+
+    b.log("item 4: shared max-width block vs one block per width")
+    width_cost = b.cached_json("width_cost.json", [cfg.size, cfg.batch_size, cfg.timing_iters,
+                                                   cfg.timing_widths], b.width_cost)
+    runs = {n: [r for s in range(cfg.seeds) if (r := ran(runs_f[(init, s)])) is not None]
+            for n, init in inits.items()}
+    missing = {n: cfg.seeds - len(r) for n, r in runs.items() if len(r) < cfg.seeds}
+    if missing:
+        b.log(f"--report-only: runs not made yet: {missing}")
+    runs = {n: r for n, r in runs.items() if r}
+    work_queue.close()
+    stats = {n: summary(r) for n, r in runs.items()}
+
+    b.log("item 6: one-shot fitness of every architecture in the space")
+    fitness = b.cached_json("fitness.json", [str(trained), cfg.calib_images, cfg.heldout,
+                                             {n: a.to_dict() for n, a in archs.items()}],
+                            lambda: b.oneshot_fitness(trained, archs))
+    names = [n for n in fitness if n in stats]
+    tau = kendall_tau([fitness[n] for n in names], [stats[n]["AP"]["mean"] for n in names])
+    return {"settings": asdict(cfg), "seed": b.seed_info, "seed_madds": seed_madds,
+            "target_madds": target, "madds": madds,
+            "archs": {n: a.to_dict() for n, a in {**archs, **width_archs}.items()},
+            "runs": runs, "summary": stats, "search_seconds": timings,
+            "width_cost": width_cost,
+            "ranking": {"fitness_AP": fitness, "kendall_tau": tau, "archs": names},
+            "missing_runs": missing,
+            "machine": machine(threads), "seconds": round(time.monotonic() - start, 1)}
+
+
+# -- the Markdown ------------------------------------------------------------------------------
+def _pm(stat: dict) -> str:
+    sd = "–" if stat["std"] is None else f"{stat['std']:.3f}"
+    return f"{stat['mean']:.3f} ± {sd}"
+
+
+def _row(res: dict, name: str, label: str | None = None) -> str:
+    if name not in res["summary"]:
+        return f"| {label or name} | | not run | | |"
+    s, m = res["summary"][name], res["madds"].get(name)
+    rel = f"{m / res['seed_madds']:.2f}×" if m else ""
+    madds = f"{m / 1e6:.2f}M ({rel})" if m else ""
+    each = " ".join(f"{v:.3f}" for v in s["AP"]["values"])
+    return f"| {label or name} | {madds} | {_pm(s['AP'])} | {_pm(s['AP50'])} | {each} |"
+
+
+HEAD = ("| arm | MAdds (× seed) | AP mean ± std | AP50 mean ± std | AP per seed (0, 1, …) |\n"
+        "|---|---|---|---|---|")
+
+
+def _code(arch: dict) -> str:
+    """Per stage: ops joined by spaces (kK_eE), stages by ' | '."""
+    return " \\| ".join(" ".join(st["ops"]) or "–" for st in arch["stages"][1:])
+
+
+def markdown(res: dict) -> str:
+    c = res["settings"]
+    target, window = res["target_madds"], c["window"]
+    done = {json.dumps(r, sort_keys=True): r for runs in res["runs"].values()
+            for r in runs}.values()  # an arm sharing another's backbone shares its runs
+    lines = [f"Generated by `benchmarks/bench_search_quality.py` from {len(done)} fine-tuning "
+             f"runs ({sum(r['seconds'] for r in done) / 3600:.1f} process-hours of wall time, "
+             f"evaluation included); raw numbers in [search-quality.json](search-quality.json)."
+             f" Every AP is "
+             f"COCOeval's on the {c['val']} validation images after fine-tuning the seed "
+             f"remapped onto the architecture with one recipe: {c['epochs']} epochs of "
+             f"{c['train']} images ({res['runs']['seed'][0]['steps']} steps, batch "
+             f"{c['batch_size']}) at {c['size']}×{c['size']}, SGD lr {c['lr']} cosine. ± is "
+             f"the sample standard deviation over fine-tuning seeds 0..{c['seeds'] - 1}. "
+             f"MAdds: the SSDLite detector (3 classes) at {c['size']}×{c['size']}; the "
+             f"seed's is {res['seed_madds'] / 1e6:.2f}M, the target of item 2 is "
+             f"{target / 1e6:.2f}M (×{c['target_fraction']}) ±{window:.0%}.", "",
+             "### 1. The task: hand-picked architectures", "", HEAD]
+    if res.get("missing_runs"):
+        lines[1:1] = ["", "**Incomplete**: fine-tuning runs not made in time (arm: missing "
+                      "seeds): " + ", ".join(f"{k}: {v}" for k, v in
+                                             res["missing_runs"].items()) + "."]
+    for n in ("seed", "seed-shallow", "all-k3_e3", "all-k7_e3"):
+        lines.append(_row(res, n))
+    lines += ["", "### 2. Search vs random at matched MAdds (DetNAS Table 4, FNA Table 3)", "",
+              HEAD]
+    for n in ["seed", "differentiable", "evolution"] + sorted(
+            k for k in res["summary"] if k.startswith("random-")):
+        m = res["madds"][n]
+        flag = "" if n == "seed" or abs(m / target - 1) <= window else " (outside ±5%)"
+        lines.append(_row(res, n, n + flag))
+    rnd = [res["summary"][k]["AP"]["mean"] for k in res["summary"] if k.startswith("random-")]
+    if rnd:
+        m, sd = mean_std(rnd)
+        lines.append(f"| random, mean of the {len(rnd)} archs' means | | {m:.3f} ± "
+                     f"{'–' if sd is None else f'{sd:.3f}'} | | best {max(rnd):.3f} |")
+    lines += ["", "Architectures (stages 1-6; layers by op, ` | ` between stages):", "",
+              "| arm | ops |", "|---|---|"]
+    for n, a in res["archs"].items():
+        if not n.startswith("width-"):
+            lines.append(f"| {n} | {_code(a)} |")
+    lines += ["", "Search cost (wall time, this machine): " + ", ".join(
+        f"{k} {v:.0f} s" for k, v in res["search_seconds"].items()) + ".", "",
+              "### 3. Channel masks in a width search (Jung et al. Table IV)", "", HEAD]
+    for m in MASKS:
+        lines.append(_row(res, f"width-{m}", f"{m} masks"))
+    lines += ["", "| masks | stage widths (1-6) |", "|---|---|"]
+    for m in MASKS:
+        a = res["archs"][f"width-{m}"]
+        lines.append(f"| {m} | {' '.join(str(st['out']) for st in a['stages'][1:])} |")
+    lines += ["", "### 4. Search-step cost: one shared max-width block vs one block per width "
+              "(Jung et al. Table III)", "",
+              "| space | widths per stage | α/β step, shared | α/β step, per width | α/β step "
+              "speed-up | weight step | whole search step speed-up |",
+              "|---|---|---|---|---|---|---|"]
+    for w in res["width_cost"]:
+        lines.append(f"| {w['space']} | {'/'.join(map(str, w['widths_per_stage']))} | "
+                     f"{w['shared_s'] * 1e3:.0f} ms | {w['separate_s'] * 1e3:.0f} ms | "
+                     f"{w['arch_step_speedup']:.2f}× | {w['weight_step_s'] * 1e3:.0f} ms | "
+                     f"{w['search_step_speedup']:.2f}× |")
+    lines += ["", "### 5. Remapping rules, same architecture (all-k7_e3, "
+              f"{res['madds']['all-k7_e3'] / 1e6:.2f}M MAdds; FNA Table 6)", "",
+              HEAD.replace("| arm |", "| width/kernel rule |")]
+    for k in res["summary"]:
+        if k.startswith("rule "):
+            lines.append(_row({**res, "madds": {}}, k, k[5:]))
+    r = res["ranking"]
+    lines += ["", "### 6. One-shot ranking quality", "",
+              f"Kendall τ-b between the one-shot supernet's fitness (AP on the {c['heldout']} "
+              f"held-out images after BN recalibration on {c['calib_images']} training "
+              f"images) and the stand-alone fine-tuned AP (mean over seeds), "
+              f"{len(r['archs'])} architectures: **τ = {r['kendall_tau']:.2f}**.", "",
+              "| arch | one-shot fitness AP | stand-alone AP |", "|---|---|---|"]
+    for n in sorted(r["archs"], key=lambda n: -r["fitness_AP"][n]):
+        lines.append(f"| {n} | {r['fitness_AP'][n]:.3f} | "
+                     f"{res['summary'][n]['AP']['mean']:.3f} |")
+    mc = res["machine"]
+    lines += ["", f"Machine: {mc['cpu']}, {mc['cores']} cores, {mc['threads']} torch "
+              f"thread(s) per process, torch {mc['torch']}, Python {mc['python']}."]
+    return "\n".join(lines) + "\n"
+
+
+def write_doc(path: Path, body: str) -> None:
+    """Replace the text between the results markers (the rest is written by hand)."""
+    text = path.read_text() if path.exists() else f"# Search quality\n\n{BEGIN}\n{END}\n"
+    if BEGIN not in text or END not in text:
+        text = text.rstrip("\n") + f"\n\n{BEGIN}\n{END}\n"
+    head, rest = text.split(BEGIN, 1)
+    tail = rest.split(END, 1)[1]
+    path.write_text(f"{head}{BEGIN}\n{body}{END}{tail}")
+
+
+def machine(threads: int) -> dict:
+    from importlib.metadata import version
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "threads": threads,
+            "python": platform.python_version(), "torch": version("torch")}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true",
+                   help="tiny everything, every command in this process: the smoke test "
+                        "(numbers meaningless)")
+    p.add_argument("--seeds", type=int, help="fine-tuning seeds per arm [3; --quick 1]")
+    p.add_argument("--epochs", type=int, help="fine-tuning epochs, every arm [6]")
+    p.add_argument("--random-archs", type=int, help="random baseline size [5]")
+    p.add_argument("--workdir", type=Path, default=Path(".cache/bench_search_quality"))
+    p.add_argument("--threads", type=int, default=1, help="torch threads per process [1]")
+    p.add_argument("--jobs", type=int, default=2, help="fine-tuning runs at a time [2]")
+    p.add_argument("--doc", type=Path, help="Markdown file whose results section to rewrite")
+    p.add_argument("--json-out", type=Path, help="write the raw numbers here")
+    p.add_argument("--json", action="store_true", help="print the raw numbers on stdout")
+    p.add_argument("--fresh", action="store_true", help="delete WORKDIR first")
+    p.add_argument("--report-only", action="store_true",
+                   help="train nothing: report the runs already in WORKDIR (an arm lists "
+                        "the seeds it has)")
+    args = p.parse_args(argv)
+    cfg = Settings(**QUICK) if args.quick else Settings()
+    over = {"seeds": args.seeds, "epochs": args.epochs, "random_archs": args.random_archs}
+    for k, v in over.items():
+        if v is not None and v < 1:
+            p.error(f"--{k.replace('_', '-')}: must be at least 1, got {v}")
+    if args.jobs < 1 or args.threads < 1:
+        p.error("--jobs/--threads: must be at least 1")
+    cfg = replace(cfg, **{k: v for k, v in over.items() if v is not None})
+    if args.fresh and args.workdir.exists():
+        if any(args.workdir.iterdir()) and not (args.workdir / "seed.pth.stamp.json").exists():
+            p.error(f"--fresh: {args.workdir} does not look like this benchmark's work dir")
+        shutil.rmtree(args.workdir)
+
+    def log(msg: str) -> None:
+        # sys.__stderr__: in-process commands redirect sys.stderr while they run
+        print(f"bench_search_quality {msg}", file=sys.__stderr__, flush=True)
+
+    res = run(cfg, args.workdir, args.threads, args.jobs, log, in_process=args.quick,
+              report_only=args.report_only)
+    md = markdown(res)
+    print(md, file=sys.stderr)
+    if args.json_out:
+        args.json_out.write_text(json.dumps(res, indent=1, sort_keys=True) + "\n")
+    if args.doc:
+        write_doc(args.doc, md)
+    if args.json:
+        print(json.dumps(res, indent=1, sort_keys=True))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

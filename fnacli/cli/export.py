@@ -1,0 +1,101 @@
+"""`fnacli export FINAL -o model.onnx`: the fine-tuned model as ONNX or TorchScript, checked
+against PyTorch (raw outputs and detections) and timed beside PyTorch eager."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import typer
+
+from fnacli.cli.app import app
+from fnacli.cli.common import err_console, fail, print_result
+
+
+@app.command("export")
+def export(
+    final: Path = typer.Argument(..., metavar="FINAL",
+                                 help="Fine-tuned detector checkpoint (from 'fnacli finetune')."),
+    output: Path = typer.Option(..., "--output", "-o", metavar="OUT",
+                                help="The exported file (model.onnx, model.pt)."),
+    fmt: str = typer.Option("onnx", "--format", metavar="onnx|torchscript",
+                            help="ONNX (opset --opset, checked in onnxruntime) or a traced "
+                                 "TorchScript module."),
+    size: str = typer.Option(None, "--size", metavar="N|WxH",
+                             help="Input size of the exported graph [the size trained at]."),
+    raw: bool = typer.Option(False, "--raw",
+                             help="Export the raw head outputs (bbox_regression, cls_logits, "
+                                  "anchors) instead of boxes/scores/labels after NMS."),
+    score_thresh: float = typer.Option(None, "--score-thresh", min=0.0, max=1.0, metavar="P",
+                                       help="Score threshold baked into the post-processing "
+                                            "[the detector's: ssdlite 0.001, retinanet "
+                                            "0.05]."),
+    opset: int = typer.Option(17, "--opset", min=7, metavar="N", help="ONNX opset."),
+    no_check: bool = typer.Option(False, "--no-check",
+                                  help="Skip the parity check against PyTorch."),
+    data: Path = typer.Option(None, "--data", metavar="DIR",
+                              help="Check on the first images of this dataset's val split "
+                                   "[synthetic scenes]."),
+    samples: int = typer.Option(4, "--samples", min=1, metavar="N",
+                                help="Images for the parity check."),
+    threads: int = typer.Option(1, "--threads", min=1, metavar="K",
+                                help="CPU threads for the check and the latency figures (the "
+                                     "same for PyTorch and the exported model)."),
+    no_latency: bool = typer.Option(False, "--no-latency",
+                                    help="Skip timing the exported model against PyTorch."),
+    force: bool = typer.Option(False, "--force", help="Overwrite OUT."),
+    as_json: bool = typer.Option(False, "--json", help="A JSON summary on stdout."),
+) -> None:
+    """Export the whole detector at one input size (images in [0, 1], RGB, already resized),
+    with its post-processing or raw; by default check it against PyTorch and time it."""
+    from fnacli.io import check_writable
+    from fnacli.pipeline.common import parse_size
+
+    if fmt not in ("onnx", "torchscript"):
+        fail(f"--format: expected onnx or torchscript, got {fmt!r}")
+    if str(output) == "-":
+        fail("-o: an exported model is binary and cannot go to stdout; give a file name")
+    check_writable(output, force)
+    wh = parse_size(size) if size else None
+    if data is not None and not Path(data).is_dir():
+        fail(f"--data {data}: no such folder")
+    if fmt == "onnx":
+        try:
+            import onnx  # noqa: F401
+            import onnxruntime  # noqa: F401
+        except ImportError:
+            fail("--format onnx needs the 'export' extra: pip install 'fnacli[export]'")
+
+    from fnacli.export import export_model, load_model, sample_images
+
+    model, info = load_model(final)
+    wh = wh or info["size"]
+    images = None if no_check else sample_images(wh, samples, data)
+    with err_console.status(f"exporting {final} to {fmt}"):
+        result = export_model(model, output, fmt=fmt, size=wh, postprocess=not raw,
+                              opset=opset, check=not no_check, images=images, threads=threads,
+                              measure=not no_latency, score_thresh=score_thresh)
+    what = "raw head outputs" if raw else "detections after NMS"
+    err_console.print(f"{output}: {info['task']} at {wh[0]}x{wh[1]}, {what} "
+                      f"({', '.join(result.outputs)})"
+                      + (f", ONNX opset {opset}" if fmt == "onnx" else ", TorchScript (traced)"))
+    p = result.parity
+    if p is not None:
+        line = (f"parity on {p.images} {'dataset' if data else 'synthetic'} image(s): raw "
+                f"outputs max |Δ| {p.raw_max_abs:.2e} (relative {p.raw_max_rel:.2e})")
+        if not raw:
+            line += (f"; detections the same on {p.detections_same}/{p.images} images "
+                     f"({sum(p.detections)} boxes, boxes max |Δ| {p.box_max_abs:.2e} px, "
+                     f"scores {p.score_max_abs:.2e})")
+        err_console.print(line)
+    if result.latency_ms:
+        err_console.print(f"latency at {threads} thread(s), batch 1: " + ", ".join(
+            f"{k} {v:.2f} ms" for k, v in result.latency_ms.items()))
+    if as_json:
+        print_result(json.dumps(result.to_dict()))
+    if p is not None and not p.ok:
+        err_console.print(f"fnacli: error: parity check failed: {'; '.join(p.problems)} "
+                          f"({output} is kept; --no-check skips the check)")
+        raise typer.Exit(1)
+    if not as_json:
+        print_result(str(output))

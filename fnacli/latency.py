@@ -1,0 +1,860 @@
+"""The latency lookup table: every candidate layer of a space timed on this machine.
+
+A ``LatencyTable`` is a ``fnacli.lut.Lut`` whose entries hold measured latencies (integer
+nanoseconds) instead of MAdds, under the same keys: a backbone layer is (op, in, out, stride,
+input h, w), a fixed part (stem, head conv, fc, the detector's neck and head) a (group,
+channels, signature) entry. The MAdds table's enumeration of a space (``Lut.build``), its
+sums (``profile``/``arch_madds``) and its nested expectation over α/β (``expected_madds``)
+therefore apply unchanged: they add up nanoseconds. On top of the sum the table keeps a
+measured constant ``overhead_ns`` (what a whole network costs beyond its parts: the Python
+of the outer forward, feature dicts, the first layer's cold caches).
+
+Neck and head. Their latency depends on the widths of every map they receive, jointly in
+principle, but the work on each map is separate (SSDLite's predictors on the tap, its
+extras and predictors on the last map; RetinaNet's FPN laterals), so the table measures the
+whole neck + head once at the reference widths (those of ``space.max_arch()``) and once per
+other width of each map with the others at the reference, and stores differences:
+T(w₁, w₂, …) ≈ T(ref) + Σᵢ [T(wᵢ, others ref) − T(ref)]. The entries reuse the MAdds
+table's groups so that its sums apply (see ``_neck_head_entries``).
+
+Timing (``Bench``): ``torch.utils.benchmark.Timer`` at a fixed thread count under
+``torch.inference_mode``, after warm-up; each job is timed in rounds, every round visiting
+all jobs in a fresh random order (so a burst of load from other processes hits one sample of
+many jobs, not all samples of one), and the estimate is the median of the rounds. A job's
+sample in a round is the best of ``blocks`` short timings: on a busy machine a call is
+either undisturbed or preempted for a whole scheduler slice. Rounds go on (up to
+``max_rounds``) until the distribution-free 95% confidence interval of each median is
+within ``rel_tol`` of it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import random
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from fnacli import __version__
+from fnacli.cost import default_classes
+from fnacli.errors import UserError
+from fnacli.lut import (
+    FixedKey,
+    LayerKey,
+    Lut,
+    _progress,
+    cache_dir,
+    mbconv_params,
+    space_hash,
+)
+from fnacli.spec import ArchSpec, Op, SpaceSpec
+
+LATENCY_SCHEMA = "fnacli/latency@1"
+DEVICES = ("cpu", "cuda")
+CONFIDENCE = 0.95
+NS = 1e9  # table values are integer nanoseconds
+BUSY_SHARE = 0.25  # overhead / table sum above which a build warns of a busy machine
+_CHUNK = 256  # jobs measured (interleaved) between two saves of a partial table
+
+
+# -- where a table was measured --------------------------------------------------------------
+def device_name(device: str) -> str:
+    """The processor or GPU model, as the OS / CUDA report it."""
+    if device == "cuda":
+        return torch.cuda.get_device_name(0)
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+@dataclass(frozen=True)
+class MeasureConfig:
+    """How a table (or a check) is measured."""
+
+    device: str = "cpu"
+    threads: int = 1
+    batch: int = 1
+    channels_last: bool | None = None  # None: whichever is faster on the reference network
+    min_rounds: int = 7
+    max_rounds: int = 21
+    rel_tol: float = 0.05  # wanted half-width of the 95% CI of each median, relative
+    # Work per sample (calls are repeated to reach it). Short on purpose: on a busy machine a
+    # call is either undisturbed or preempted for a whole scheduler slice (a bimodal
+    # distribution), and the median of short samples is the undisturbed time as long as
+    # fewer than half are hit; long samples would all average some preemption in.
+    sample_s: float = 0.002
+    blocks: int = 3  # a round's sample is the best of this many (filters preempted ones)
+    seed: int = 0
+
+    def check(self) -> None:
+        if self.device not in DEVICES:
+            raise UserError(f"--device: expected cpu or cuda, got {self.device!r}")
+        if self.device == "cuda" and not torch.cuda.is_available():
+            raise UserError("--device cuda: no CUDA device is available here")
+        if self.threads < 1:
+            raise UserError(f"--threads: expected at least 1, got {self.threads}")
+        if self.batch < 1:
+            raise UserError(f"--batch: expected at least 1, got {self.batch}")
+        if self.min_rounds < 6:  # fewer samples cannot give a 95% interval of the median
+            raise UserError(f"--rounds: expected at least 6, got {self.min_rounds}")
+        if self.max_rounds < self.min_rounds:
+            raise UserError("--max-rounds must be at least --rounds")
+
+    @property
+    def torch_device(self) -> torch.device:
+        return torch.device(self.device)
+
+
+def environment(cfg: MeasureConfig) -> dict:
+    """What a measurement depends on and is recorded with it."""
+    return {"device": cfg.device, "device_name": device_name(cfg.device),
+            "torch": torch.__version__, "threads": cfg.threads, "batch": cfg.batch,
+            "host": platform.node()}
+
+
+def same_machine(recorded: Mapping, here: Mapping) -> list[str]:
+    """What differs between a table's recorded environment and this one (empty: the same)."""
+    return [f"{k} {recorded.get(k)!r} here {here.get(k)!r}"
+            for k in ("device", "device_name", "torch") if recorded.get(k) != here.get(k)]
+
+
+# -- timing ------------------------------------------------------------------------------------
+def median_ci(samples: Sequence[float], confidence: float = CONFIDENCE) -> tuple[float, float,
+                                                                                   float]:
+    """(median, low, high): the median and a distribution-free interval for it, from order
+    statistics (the binomial(n, ½) bound); needs n ≥ 6 for 95%."""
+    xs = sorted(samples)
+    n = len(xs)
+    med = xs[n // 2] if n % 2 else 0.5 * (xs[n // 2 - 1] + xs[n // 2])
+    k = 0  # largest k with P(x_(k) < median < x_(n-k+1)) ≥ confidence (1-based k)
+    cdf = 0.0
+    for j in range(n // 2):
+        cdf += math.comb(n, j) / 2 ** n  # P(Bin ≤ j)
+        if 1 - 2 * cdf >= confidence:
+            k = j + 1
+        else:
+            break
+    if k == 0:
+        return med, xs[0], xs[-1]
+    return med, xs[k - 1], xs[n - k]
+
+
+@dataclass
+class Timing:
+    median_s: float
+    low_s: float
+    high_s: float
+    rounds: int
+
+    @property
+    def rel_halfwidth(self) -> float:
+        return (self.high_s - self.low_s) / 2 / self.median_s if self.median_s > 0 else 0.0
+
+
+@dataclass
+class Job:
+    """One thing to time: ``fn()`` (a module on its prepared input)."""
+
+    key: object
+    module: nn.Module
+    inputs: tuple
+    samples: list[float] = field(default_factory=list)
+    number: int = 1
+    timer: object = None
+
+
+@contextmanager
+def fixed_threads(n: int) -> Iterator[None]:
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+class Bench:
+    """Times many jobs interleaved (see the module docstring)."""
+
+    def __init__(self, cfg: MeasureConfig, memory_format: torch.memory_format) -> None:
+        self.cfg, self.memory_format = cfg, memory_format
+        self.rng = random.Random(cfg.seed)
+
+    def prepare(self, module: nn.Module, inputs: Sequence[torch.Tensor]) -> tuple[nn.Module,
+                                                                                  tuple]:
+        dev = self.cfg.torch_device
+        module = module.to(dev).eval()
+        if self.memory_format is torch.channels_last:
+            module = module.to(memory_format=torch.channels_last)
+        out = []
+        for x in inputs:
+            x = x.to(dev)
+            if x.dim() == 4:
+                x = x.contiguous(memory_format=self.memory_format)
+            out.append(x)
+        return module, tuple(out)
+
+    def job(self, key: object, module: nn.Module, inputs: Sequence[torch.Tensor]) -> Job:
+        m, xs = self.prepare(module, inputs)
+        return Job(key, m, xs)
+
+    def _sync(self) -> None:
+        if self.cfg.device == "cuda":
+            torch.cuda.synchronize()
+
+    def _calibrate(self, job: Job) -> None:
+        import logging
+
+        # torch.utils.benchmark imports cpp_extension, which warns on machines without CUDA
+        logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
+        from torch.utils.benchmark import Timer
+
+        for _ in range(3):  # warm-up: allocator, oneDNN primitive caches, cuDNN autotune
+            job.module(*job.inputs)
+        self._sync()
+        t0 = time.perf_counter()
+        job.module(*job.inputs)
+        self._sync()
+        once = max(time.perf_counter() - t0, 1e-7)
+        job.number = max(1, min(1000, round(self.cfg.sample_s / once)))
+        job.timer = Timer(stmt="m(*x)", globals={"m": job.module, "x": job.inputs},
+                          num_threads=self.cfg.threads)
+
+    def run(self, jobs: list[Job], progress: Callable[[int], None] | None = None
+            ) -> dict[object, Timing]:
+        cfg = self.cfg
+        out: dict[object, Timing] = {}
+        with fixed_threads(cfg.threads), torch.inference_mode():
+            for j in jobs:
+                self._calibrate(j)
+            pending = list(jobs)
+            for r in range(cfg.max_rounds):
+                order = list(pending)
+                self.rng.shuffle(order)
+                for j in order:
+                    j.samples.append(min(j.timer.timeit(j.number).median
+                                         for _ in range(cfg.blocks)))
+                if r + 1 < cfg.min_rounds:
+                    if progress:
+                        progress(0)
+                    continue
+                still = []
+                for j in pending:
+                    t = Timing(*median_ci(j.samples), len(j.samples))
+                    if t.rel_halfwidth <= cfg.rel_tol or r + 1 == cfg.max_rounds:
+                        out[j.key] = t
+                        if progress:
+                            progress(1)
+                    else:
+                        still.append(j)
+                pending = still
+                if not pending:
+                    break
+        return out
+
+
+# -- what a table measures ---------------------------------------------------------------------
+class _FixedMaps(nn.Module):
+    """Stands in for a backbone: returns the same prepared feature maps on every call."""
+
+    def __init__(self, channels: Mapping[str, int]) -> None:
+        super().__init__()
+        self.feature_channels = OrderedDict(channels)
+        self.maps: OrderedDict[str, torch.Tensor] = OrderedDict()
+
+    def forward(self, x: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
+        return self.maps
+
+
+class _NeckHead(nn.Module):
+    """A detector's neck and head on prepared maps: DetectorCore with a stand-in body."""
+
+    def __init__(self, core: nn.Module, body: _FixedMaps) -> None:
+        super().__init__()
+        self.core, self.body = core, body
+
+    def to(self, *args, **kwargs) -> _NeckHead:  # noqa: ANN002, ANN003 - nn.Module.to's
+        super().to(*args, **kwargs)
+        fmt = kwargs.get("memory_format")
+        dev = next((a for a in args if isinstance(a, (str, torch.device))), kwargs.get("device"))
+        for n, t in self.body.maps.items():
+            t = t.to(dev) if dev is not None else t
+            self.body.maps[n] = t.contiguous(memory_format=fmt) if fmt is not None else t
+        return self
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return self.core(x)
+
+
+class _Pooled(nn.Module):
+    """The classifier's pooling + fc (dropout is the identity in eval)."""
+
+    def __init__(self, cin: int, classes: int) -> None:
+        super().__init__()
+        self.fc = nn.Linear(cin, classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
+
+
+def map_names(task: str, spec: ArchSpec) -> dict[str, str]:
+    """Which backbone map each width-dependent neck/head group of the MAdds table varies with:
+    group -> feature name."""
+    from fnacli.nn.backbone import SSD_TAP, feature_channels
+
+    if task == "ssdlite":
+        last = next(reversed(feature_channels(spec, with_head=True)))
+        return {"ssd_tap_pred": SSD_TAP, "ssd_extra": last, "ssd_pred": last}
+    from fnacli.detection.models import fpn_input_names
+
+    names = fpn_input_names(spec)
+    return {"fpn_lateral0": names[0], "fpn_lateral1": names[1], "fpn_lateral2": names[2],
+            "fpn_p6": names[2]}
+
+
+def _map_sizes(task: str, spec: ArchSpec, sig: tuple[int, ...]) -> dict[str, tuple[int, int]]:
+    from fnacli.nn.backbone import SSD_TAP
+
+    names = map_names(task, spec)
+    if task == "ssdlite":
+        return {SSD_TAP: tuple(sig[0:2]), names["ssd_extra"]: tuple(sig[2:4])}
+    return {names[f"fpn_lateral{i}"]: tuple(sig[2 * i:2 * i + 2]) for i in range(3)}
+
+
+class LatencyTable(Lut):
+    """Measured latencies (ns) of every entry a space can produce, on one machine."""
+
+    def __init__(self, space: SpaceSpec, task: str, size: tuple[int, int],
+                 num_classes: int | None = None, cfg: MeasureConfig | None = None) -> None:
+        super().__init__(space, task, size, num_classes)
+        self.cfg = cfg or MeasureConfig()
+        self.env = environment(self.cfg)
+        self.memory_format = "channels_last" if self.cfg.channels_last else "contiguous"
+        self.overhead_ns = 0
+        self.stats: dict = {}  # confidence of the entries, build time, ...
+        self.check_result: dict | None = None
+        self._measuring = False
+        self._timings: list[Timing] = []
+        self._net_times: list[Timing] = []  # the overhead's whole networks, this build
+        self.on_progress: Callable[[LatencyTable], None] | None = None  # partial saves
+
+    # measuring -------------------------------------------------------------------------------
+    @property
+    def _fmt(self) -> torch.memory_format:
+        return torch.channels_last if self.memory_format == "channels_last" else \
+            torch.contiguous_format
+
+    def build(self, progress: bool = False) -> LatencyTable:
+        """Measure every entry that is still missing (a resumed table keeps its entries) and,
+        in the same interleaved rounds, a few whole networks for the constant overhead."""
+        t0 = time.perf_counter()
+        self.cfg.check()
+        if self.cfg.channels_last is None and not self.layers:
+            self.memory_format = self._faster_format()
+        self._measuring = True
+        self._net_times = []
+        try:
+            super().build(progress)
+        finally:
+            self._measuring = False
+        archs = self.calibration_archs()
+        if not self._net_times:  # nothing was missing (a finished resume): time them alone
+            self._net_times = self.measure_networks(archs)
+        gaps = sorted(t.median_s * NS - self.arch_madds(a)
+                      for a, t in zip(archs, self._net_times, strict=True))
+        self.stats["overhead_gaps_ns"] = [int(g) for g in gaps]
+        self.stats["calibration_ms"] = [round(t.median_s * 1e3, 4) for t in self._net_times]
+        self.overhead_ns = int(round(gaps[len(gaps) // 2]))
+        sums = sorted(self.arch_madds(a) for a in archs)
+        self.stats["overhead_share"] = round(self.overhead_ns / max(sums[len(sums) // 2], 1), 4)
+        took = time.perf_counter() - t0 + self.stats.get("build_s", 0.0)
+        widths = sorted(t.rel_halfwidth for t in self._timings)
+        self.stats = {**{k: v for k, v in self.stats.items()
+                         if k in ("format_ms", "overhead_gaps_ns", "calibration_ms",
+                                  "overhead_share")},
+                      "build_s": round(took, 1), "confidence": CONFIDENCE,
+                      "entries_timed": len(self._timings) or self.stats.get("entries_timed", 0),
+                      "median_ci_rel": round(widths[len(widths) // 2], 4) if widths
+                      else self.stats.get("median_ci_rel"),
+                      "max_ci_rel": round(widths[-1], 4) if widths
+                      else self.stats.get("max_ci_rel"),
+                      "rounds": [self.cfg.min_rounds, self.cfg.max_rounds],
+                      "rel_tol": self.cfg.rel_tol}
+        return self
+
+    def fill(self, layer_keys: Iterable[LayerKey], fixed: Iterable[tuple[str, int, tuple]],
+             spec: ArchSpec, progress: bool = False) -> None:
+        """Measure the missing entries: chunks of ``_CHUNK`` jobs, each chunk timed in
+        interleaved rounds (the neck/head measurements, which are differenced, share the first
+        chunk; the overhead's whole networks join the last), the table saved after each."""
+        layer_keys = [k for k in dict.fromkeys(layer_keys) if k not in self.layers]
+        fixed = [f for f in dict.fromkeys(fixed) if f not in self.fixed]
+        if not layer_keys and not fixed:
+            return
+        if not self._measuring:
+            what = (f"layer {layer_keys[0][0]} {layer_keys[0][1]}->{layer_keys[0][2]} at "
+                    f"{layer_keys[0][4]}x{layer_keys[0][5]}" if layer_keys else
+                    f"{fixed[0][0]} at {fixed[0][1]} channels")
+            raise UserError(f"the latency table has no entry for {what}: it covers the space "
+                            f"{self.space.name or '(unnamed)'} under {self.task} at "
+                            f"{self.size[0]}x{self.size[1]}; measure a table for this "
+                            "architecture's space and size (fnacli latency)")
+        bench = Bench(self.cfg, self._fmt)
+        simple = [f for f in fixed if f[0] in ("stem", "head_conv", "fc")]
+        plans = self._neck_head_plans([f for f in fixed if f not in simple], spec)
+        heads = [("nh", sig, v) for sig, plan in plans.items() for v in plan["variants"]]
+        rest = [("layer", k) for k in layer_keys] + [("fixed", f) for f in simple]
+        first = max(_CHUNK, len(heads))
+        chunks = [heads + rest[:first - len(heads)]]
+        chunks += [rest[i:i + _CHUNK] for i in range(first - len(heads), len(rest), _CHUNK)]
+        archs = self.calibration_archs()
+        chunks[-1] = chunks[-1] + [("net", i) for i in range(len(archs))]
+        with _progress(progress, "latency table") as bar:
+            if bar:
+                bar.add(sum(map(len, chunks)))
+            for chunk in chunks:
+                jobs = [bench.job(item, *self._module_of(item, spec, plans, archs))
+                        for item in chunk]
+                timed = bench.run(jobs, (lambda n: bar.advance(n)) if bar else None)
+                del jobs
+                self._record(timed, plans, archs)
+                if self.on_progress:
+                    self.on_progress(self)
+
+    def _record(self, timed: Mapping[object, Timing], plans: dict, archs: list) -> None:
+        nets: dict[int, Timing] = {}
+        heads: dict[tuple, Timing] = {}
+        for item, t in timed.items():
+            kind, key = item[0], item[1:]
+            ns = int(round(t.median_s * NS))
+            if kind == "net":
+                nets[key[0]] = t
+                continue
+            self._timings.append(t)
+            if kind == "layer":
+                (k,) = key
+                op = Op.parse(k[0])
+                self.layers[k] = (ns, mbconv_params(op, k[1], k[2]))
+            elif kind == "fixed":
+                (k,) = key
+                self.fixed[k] = ("head" if k[0] == "fc" else "backbone", ns,
+                                 self._simple_params(k))
+            else:
+                heads[key] = t
+        if nets:
+            self._net_times = [nets[i] for i in range(len(archs))]
+        for sig, plan in plans.items():
+            if (sig, "ref") not in heads:
+                continue
+            base = int(round(heads[(sig, "ref")].median_s * NS))
+
+            def delta(n: str, c: int, sig: tuple = sig, ref: dict = plan["ref"],
+                      base: int = base) -> int:
+                if ref[n] == c:
+                    return 0
+                return int(round(heads[(sig, (n, c))].median_s * NS)) - base
+
+            for f in plan["needs"]:
+                self.fixed[f] = self._neck_head_entry(f, plan["names"], delta, base)
+
+    def _neck_head_plans(self, needs: list[FixedKey], spec: ArchSpec) -> dict[tuple, dict]:
+        """Per signature (map sizes): the reference widths of the maps the neck/head reads
+        and the single-map variants to time."""
+        from fnacli.nn.backbone import feature_channels
+
+        if not needs:
+            return {}
+        names = map_names(self.task, spec)
+        plans: dict[tuple, dict] = {}
+        for f in needs:
+            plans.setdefault(f[2], {"needs": []})["needs"].append(f)
+        for sig, plan in plans.items():
+            widths = dict(feature_channels(spec, with_head=self.task == "ssdlite"))
+            sizes = _map_sizes(self.task, spec, sig)
+            ref = {n: widths[n] for n in sizes}
+            variants = sorted({(names[g], c) for g, c, _ in plan["needs"]
+                               if g in names and ref[names[g]] != c})
+            plan.update(names=names, sizes=sizes, ref=ref, variants=["ref", *variants])
+        return plans
+
+    def _module_of(self, item: tuple, spec: ArchSpec, plans: dict, archs: list
+                   ) -> tuple[nn.Module, list]:
+        from fnacli.nn.blocks import ConvBN, MBConv
+
+        kind, key = item[0], item[-1]
+        b = self.cfg.batch
+        if kind == "net":
+            return self.network(archs[key]), [self.image()]
+        if kind == "nh":
+            plan = plans[item[1]]
+            chans = plan["ref"] if key == "ref" else {**plan["ref"], key[0]: key[1]}
+            return self._neck_head(spec, chans, plan["sizes"])
+        if kind == "layer":
+            op_s, cin, cout, stride, h, w = key
+            op = Op.parse(op_s)
+            return MBConv(cin, cout, op.kernel, op.expand, stride), [torch.randn(b, cin, h, w)]
+        group, c, sig = key
+        if group == "stem":
+            return ConvBN(3, c, 3, sig[0]), [torch.randn(b, 3, self.size[1], self.size[0])]
+        if group == "head_conv":
+            return ConvBN(c, sig[0]), [torch.randn(b, c, sig[1], sig[2])]
+        res = self.geometry(spec).stage_out[-1]
+        return _Pooled(c, sig[0]), [torch.randn(b, c, *res)]
+
+    @staticmethod
+    def _simple_params(key: FixedKey) -> int:
+        group, c, sig = key
+        if group == "fc":
+            return c * sig[0] + sig[0]
+        if group == "stem":
+            return 3 * c * 9 + 2 * c
+        return c * sig[0] + 2 * sig[0]
+
+    def _neck_head(self, spec: ArchSpec, chans: Mapping[str, int],
+                   sizes: Mapping[str, tuple[int, int]]) -> tuple[nn.Module, list]:
+        from fnacli.cost import DetectorCore
+        from fnacli.detection.models import build_detector
+
+        body = _FixedMaps(chans)
+        core = DetectorCore(build_detector(spec, self.task, self.num_classes, self.size,
+                                           backbone=body))
+        b = self.cfg.batch
+        for n, c in chans.items():
+            h, w = sizes.get(n, (1, 1))
+            body.maps[n] = torch.randn(b, c, h, w)
+        return _NeckHead(core, body), [torch.zeros(1)]
+
+    def _neck_head_entry(self, f: FixedKey, names: Mapping[str, str],
+                         delta: Callable[[str, int], int], base: int) -> tuple[str, int, int]:
+        """Entries that add up to T(ref) + Σ deltas over an architecture's needs (one of each
+        group): SSDLite puts T(ref) in ``ssd_extra``, RetinaNet in ``fpn`` (width-free)."""
+        group, c, _ = f
+        if self.task == "ssdlite":
+            if group == "ssd_tap_pred":
+                return "head", delta(names[group], c), 0
+            if group == "ssd_extra":
+                return "neck", base + delta(names[group], c), 0
+            return "head", 0, 0  # ssd_pred: inside the ssd_extra measurement
+        if group.startswith("fpn_lateral"):
+            return "neck", delta(names[group], c), 0
+        if group == "fpn":
+            return "neck", base, 0
+        return "neck", 0, 0  # fpn_p6 (in lateral2's), retina_head (in fpn's)
+
+    # whole networks --------------------------------------------------------------------------
+    def network(self, spec: ArchSpec) -> nn.Module:
+        """The module a prediction is for: backbone / classifier / detector without its
+        transform and post-processing (image batch in, raw head outputs out)."""
+        from fnacli.cost import DetectorCore, build_model, is_detector
+
+        model = build_model(spec, self.task, self.size, self.num_classes)
+        return DetectorCore(model) if is_detector(model) else model
+
+    def image(self) -> torch.Tensor:
+        return torch.randn(self.cfg.batch, 3, self.size[1], self.size[0])
+
+    def measure_networks(self, specs: Sequence[ArchSpec], fmt: torch.memory_format | None = None
+                         ) -> list[Timing]:
+        """End-to-end latency of each spec's network, timed interleaved."""
+        bench = Bench(self.cfg, fmt if fmt is not None else self._fmt)
+        jobs = [bench.job(i, self.network(s), [self.image()]) for i, s in enumerate(specs)]
+        timed = bench.run(jobs)
+        return [timed[i] for i in range(len(specs))]
+
+    def _faster_format(self) -> str:
+        ref = self.space.max_arch()
+        net = self.network(ref)
+        times = {}
+        for name, fmt in (("contiguous", torch.contiguous_format),
+                          ("channels_last", torch.channels_last)):
+            bench = Bench(self.cfg, fmt)
+            times[name] = bench.run([bench.job(name, net, [self.image()])])[name].median_s
+        self.stats["format_ms"] = {k: round(v * 1e3, 3) for k, v in times.items()}
+        return min(times, key=times.get)
+
+    def calibration_archs(self, n: int = 3) -> list[ArchSpec]:
+        """The reference (largest) architecture and seeded random ones (seeds apart from
+        ``--check``'s)."""
+        from fnacli.search.evolution import Encoding
+
+        enc = Encoding(self.space)
+        rng = random.Random(10_000 + self.cfg.seed)
+        return [self.space.max_arch(), *(enc.arch(enc.random(rng)) for _ in range(n - 1))]
+
+    # predictions -----------------------------------------------------------------------------
+    def latency_ns(self, spec: ArchSpec) -> float:
+        """Predicted latency of an architecture: the table's sum plus the overhead."""
+        return float(self.arch_madds(spec)) + self.overhead_ns
+
+    def latency_ms(self, spec: ArchSpec) -> float:
+        return self.latency_ns(spec) / 1e6
+
+    def expected_latency(self, alpha_probs: Mapping, beta_probs: Mapping) -> torch.Tensor:
+        """E[latency] (ns) under α/β, the same nested expectation as ``expected_madds``; the
+        constant overhead moves the value, not the gradient."""
+        return self.expected_madds(alpha_probs, beta_probs) + self.overhead_ns
+
+    # persistence -----------------------------------------------------------------------------
+    def to_json(self) -> str:
+        d = {"schema": LATENCY_SCHEMA, "fnacli_version": __version__, "task": self.task,
+             "input": list(self.size), "num_classes": self.num_classes,
+             "space_hash": space_hash(self.space), "space": self.space.to_dict(),
+             "unit": "ns", "environment": self.env, "measure": asdict(self.cfg),
+             "memory_format": self.memory_format, "overhead_ns": self.overhead_ns,
+             "stats": self.stats, "check": self.check_result, **self.entries_json()}
+        return json.dumps(d, separators=(",", ":")) + "\n"
+
+    @classmethod
+    def from_json(cls, text: str, source: str = "latency table") -> LatencyTable:
+        from fnacli.io import load_json_text
+
+        d = load_json_text(text, source)
+        if not isinstance(d, dict) or d.get("schema") != LATENCY_SCHEMA:
+            raise UserError(f"{source}: not an fnacli latency table (schema "
+                            f"{LATENCY_SCHEMA!r}); measure one with 'fnacli latency'")
+        try:
+            space = SpaceSpec.from_dict(d["space"], f"{source}: space")
+            cfg = MeasureConfig(**d["measure"])
+            table = cls(space, str(d["task"]), tuple(d["input"]), int(d["num_classes"]), cfg)
+            table.env = dict(d["environment"])
+            table.memory_format = str(d["memory_format"])
+            table.overhead_ns = int(d["overhead_ns"])
+            table.stats = dict(d.get("stats") or {})
+            table.check_result = d.get("check")
+        except (KeyError, TypeError, ValueError):
+            raise UserError(f"{source}: missing or malformed fields of a latency table") \
+                from None
+        table.load_entries(d, source)
+        table.built_by = str(d.get("fnacli_version", ""))
+        return table
+
+    def identity(self) -> dict:
+        """What a resumed search must share with the table it started with."""
+        import hashlib
+
+        entries = json.dumps(self.entries_json(), sort_keys=True).encode()
+        return {"entries": hashlib.sha256(entries).hexdigest()[:16],
+                "overhead_ns": self.overhead_ns, "device_name": self.env.get("device_name")}
+
+    def busy_warning(self) -> str | None:
+        """A note when whole networks ran much slower than the sum of their parts: short
+        timings dodge other processes' load, whole networks cannot (see docs/latency.md)."""
+        share = self.stats.get("overhead_share")
+        if share is None or share <= BUSY_SHARE:
+            return None
+        return (f"whole networks ran {1 + share:.2f}x as long as the sum of their parts "
+                "(the overhead); on an idle machine it is a few percent, so other processes "
+                "were probably competing for the CPU: predictions include that load; measure "
+                "on a quiet machine for the device's own latency")
+
+    def describe(self) -> str:
+        e = self.env
+        return (f"{e['device_name']} ({e['device']}), torch {e['torch']}, {e['threads']} "
+                f"thread(s), batch {e['batch']}, {self.memory_format}")
+
+
+def read_latency_table(path: str | Path, force: bool = False) -> LatencyTable:
+    """A latency table from a file, refused (UserError) when it was measured on another
+    device or torch version unless ``force``."""
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"{path}: no such latency table (measure one with 'fnacli latency')")
+    table = LatencyTable.from_json(p.read_text(), str(path))
+    here = environment(MeasureConfig(device=table.env.get("device", "cpu")
+                                     if torch.cuda.is_available() else "cpu"))
+    diff = same_machine(table.env, here)
+    if diff and not force:
+        raise UserError(f"{path}: measured elsewhere ({'; '.join(diff)}); measure a table "
+                        "here with 'fnacli latency', or pass --force to use it anyway")
+    return table
+
+
+def predict_ms(table: LatencyTable, spec: ArchSpec) -> float | None:
+    """Predicted latency, or None when the table has no entry for some part of ``spec``."""
+    try:
+        return table.latency_ms(spec)
+    except UserError:
+        return None
+
+
+def check_usage(table: LatencyTable, task: str, size: tuple[int, int], num_classes: int,
+                source: str) -> None:
+    """Refuse a table of another task / input size / class count than what is reported."""
+    if (table.task, tuple(table.size), table.num_classes) != (task, tuple(size), num_classes):
+        raise UserError(f"{source}: measured for {table.task} at {table.size[0]}x"
+                        f"{table.size[1]} with {table.num_classes} classes, not {task} at "
+                        f"{size[0]}x{size[1]} with {num_classes} (give the table's task, input "
+                        "size and class count)")
+
+
+def check_table_for(table: LatencyTable, space: SpaceSpec, task: str, size: tuple[int, int],
+                    num_classes: int, source: str) -> None:
+    """Refuse a table of another space / task / size / class count for a search."""
+    if space_hash(table.space) != space_hash(space):
+        raise UserError(f"{source}: measured for another search space than the supernet's")
+    check_usage(table, task, size, num_classes, source)
+
+
+def search_latency_table(path: str | Path, space: SpaceSpec, task: str, size: tuple[int, int],
+                         num_classes: int, force: bool = False) -> LatencyTable:
+    """The table a search uses: this machine's (or ``force``), of the search's space, task,
+    input size and class count."""
+    table = read_latency_table(path, force)
+    check_table_for(table, space, task, size, num_classes, str(path))
+    table.space = space
+    return table
+
+
+# -- building, resuming, caching ---------------------------------------------------------------
+def latency_cache_path(space: SpaceSpec, task: str, size: tuple[int, int], num_classes: int,
+                       cfg: MeasureConfig) -> Path:
+    import hashlib
+
+    where = hashlib.sha256(json.dumps(environment(cfg), sort_keys=True).encode()).hexdigest()
+    name = (f"lat-{task}-{size[0]}x{size[1]}-c{num_classes}-b{cfg.batch}-{cfg.device}"
+            f"-t{cfg.threads}-{space_hash(space)[:12]}-{where[:8]}.json")
+    return cache_dir() / "latency" / name
+
+
+def partial_path(output: str | Path) -> Path:
+    return Path(f"{output}.partial")
+
+
+def build_latency_table(space: SpaceSpec, task: str, size: tuple[int, int],
+                        num_classes: int | None, cfg: MeasureConfig, *,
+                        partial: Path | None = None, resume: bool = False,
+                        progress: bool = False) -> LatencyTable:
+    """Measure a table; with ``partial`` its entries are saved there as they come and, with
+    ``resume``, an earlier partial table's entries are kept (same space, task, machine)."""
+    from fnacli.io import write_text_atomic
+
+    num_classes = default_classes(task) if num_classes is None else num_classes
+    table = LatencyTable(space, task, size, num_classes, cfg)
+    if resume and partial is not None and partial.is_file():
+        old = LatencyTable.from_json(partial.read_text(), str(partial))
+        diff = same_machine(old.env, table.env)
+        if diff or space_hash(old.space) != space_hash(space) or old.cfg != cfg or \
+                (old.task, old.size, old.num_classes) != (task, tuple(size), num_classes):
+            raise UserError(f"{partial}: a partial table of another space, task, size or "
+                            f"machine ({'; '.join(diff) or 'settings differ'}); start over "
+                            "with --force")
+        table.layers, table.fixed = old.layers, old.fixed
+        table.memory_format, table.stats = old.memory_format, old.stats
+    if partial is not None:
+        partial.parent.mkdir(parents=True, exist_ok=True)
+        table.on_progress = lambda t: write_text_atomic(partial, t.to_json())
+    return table.build(progress)
+
+
+# -- validation ----------------------------------------------------------------------------------
+def spearman(a: Sequence[float], b: Sequence[float]) -> float:
+    """Spearman's rank correlation (average ranks for ties)."""
+
+    def ranks(xs: Sequence[float]) -> list[float]:
+        order = sorted(range(len(xs)), key=lambda i: xs[i])
+        r = [0.0] * len(xs)
+        i = 0
+        while i < len(order):
+            j = i
+            while j + 1 < len(order) and xs[order[j + 1]] == xs[order[i]]:
+                j += 1
+            for k in range(i, j + 1):
+                r[order[k]] = (i + j) / 2
+            i = j + 1
+        return r
+
+    ra, rb = ranks(a), ranks(b)
+    ma, mb = sum(ra) / len(ra), sum(rb) / len(rb)
+    cov = sum((x - ma) * (y - mb) for x, y in zip(ra, rb, strict=True))
+    va = math.sqrt(sum((x - ma) ** 2 for x in ra))
+    vb = math.sqrt(sum((y - mb) ** 2 for y in rb))
+    return cov / (va * vb) if va and vb else float("nan")
+
+
+@dataclass
+class CheckResult:
+    archs: list[ArchSpec]
+    measured_ms: list[float]
+    table_ms: list[float]  # the table's sum, without the overhead
+    overhead_ms: float
+    drift: float | None = None  # the build's calibration networks now / at build time
+
+    @property
+    def predicted_ms(self) -> list[float]:
+        return [t + self.overhead_ms for t in self.table_ms]
+
+    @staticmethod
+    def _mape(pred: Sequence[float], meas: Sequence[float]) -> float:
+        return 100 * sum(abs(p - m) / m for p, m in zip(pred, meas, strict=True)) / len(meas)
+
+    def summary(self) -> dict:
+        best_offset = sorted(m - t for m, t in zip(self.measured_ms, self.table_ms,
+                                                   strict=True))[len(self.archs) // 2]
+        out = {"n": len(self.archs),
+                "mean_abs_error_pct": round(self._mape(self.predicted_ms, self.measured_ms), 2),
+                "mean_abs_error_pct_no_overhead": round(
+                    self._mape(self.table_ms, self.measured_ms), 2),
+                "mean_abs_error_pct_in_sample_offset": round(
+                    self._mape([t + best_offset for t in self.table_ms], self.measured_ms), 2),
+                "spearman": round(spearman(self.predicted_ms, self.measured_ms), 4),
+                "overhead_ms": round(self.overhead_ms, 4),
+                "measured_ms": [round(v, 4) for v in self.measured_ms],
+                "predicted_ms": [round(v, 4) for v in self.predicted_ms]}
+        if self.drift is not None:
+            out["load_drift"] = round(self.drift, 4)
+            out["mean_abs_error_pct_drift_corrected"] = round(self._mape(
+                [p * self.drift for p in self.predicted_ms], self.measured_ms), 2)
+        return out
+
+
+def check_table(table: LatencyTable, n: int, seed: int = 0) -> CheckResult:
+    """The table's predictions against end-to-end measurements of ``n`` random architectures
+    of its space (drawn with ``seed``)."""
+    from fnacli.search.evolution import Encoding
+
+    enc = Encoding(table.space)
+    rng = random.Random(seed)
+    archs = [enc.arch(enc.random(rng)) for _ in range(n)]
+    table_ms = [table.arch_madds(a) / 1e6 for a in archs]  # raises before measuring
+    then = table.stats.get("calibration_ms") or []
+    probes = table.calibration_archs(len(then)) if len(then) >= 1 else []
+    measured = table.measure_networks(archs + probes)  # interleaved: under the same load
+    drift = None
+    if probes:
+        ratios = sorted(t.median_s * 1e3 / m for t, m in zip(measured[len(archs):], then,
+                                                              strict=True))
+        drift = ratios[len(ratios) // 2]
+    result = CheckResult(archs, [t.median_s * 1e3 for t in measured[:len(archs)]], table_ms,
+                         table.overhead_ns / 1e6, drift)
+    table.check_result = {k: v for k, v in result.summary().items()
+                          if k not in ("measured_ms", "predicted_ms")}
+    return result
+
+
+def parse_latency(text: str | float, flag: str) -> float:
+    """``12ms``, ``800us``, ``0.5s`` or a bare number of milliseconds -> milliseconds."""
+    import re
+
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][-+]?\d+)?)\s*(ms|us|µs|s)?\s*", str(text))
+    if not m:
+        raise UserError(f"{flag}: expected a latency like 12ms, 800us or 0.5s, got {text!r}")
+    v = float(m.group(1)) * {"ms": 1.0, None: 1.0, "us": 1e-3, "µs": 1e-3, "s": 1e3}[m.group(2)]
+    if v <= 0:
+        raise UserError(f"{flag}: expected a positive latency, got {text!r}")
+    return v
+
+
+__all__ = ["Bench", "CheckResult", "LatencyTable", "MeasureConfig", "build_latency_table",
+           "check_table", "median_ci", "parse_latency", "read_latency_table", "spearman"]

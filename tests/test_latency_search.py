@@ -1,0 +1,114 @@
+"""Latency in the search: the differentiable search with --cost latency derives a network that
+is measured faster under a larger weight; one-shot candidates stay under --max-latency."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from test_evolution import SPACE as ONESHOT_SPACE
+from test_evolution import all_genomes, fake_fitness
+from test_search import RUN, SPACE, env, supernet  # noqa: F401 - fixtures
+
+import fnacli.latency as L
+from fnacli.errors import UserError
+from fnacli.search import evolution as E
+from fnacli.spec import ArchSpec, SpaceSpec
+
+FAST = L.MeasureConfig(threads=1, min_rounds=6, max_rounds=6, sample_s=0.001, blocks=2)
+
+
+@pytest.fixture(scope="module")
+def table(env: dict) -> Path:  # noqa: F811
+    path = env["root"] / "latency.json"
+    t = L.build_latency_table(SpaceSpec.from_dict(SPACE), "ssdlite", (64, 64), 2, FAST)
+    path.write_text(t.to_json())
+    return path
+
+
+def test_larger_latency_weight_derives_a_faster_network(env: dict, supernet: Path,  # noqa: F811
+                                                        table: Path, run_cli) -> None:
+    runs = {}
+    for name, lam in (("flat", "0"), ("costly", "3000")):
+        out = env["root"] / f"lat_{name}.safetensors"
+        code, stdout, err = run_cli(["search", supernet, "--data", env["data"], "-o", out, *RUN,
+                                     "--cost", "latency", "--latency-table", table,
+                                     "--lambda", lam, "--json"])
+        assert code == 0, err
+        runs[name] = json.loads(stdout)
+        assert "ms expected latency" in " ".join(err.split())
+    flat, costly = runs["flat"], runs["costly"]
+    assert costly["latency_ms"] < flat["latency_ms"]  # by the table
+    assert costly["expected_latency_ms"] < flat["expected_latency_ms"]
+    # and measured: the derived backbones (where the search acts; at 64x64 the fixed neck and
+    # head are most of the detector) timed end to end, interleaved
+    space = SpaceSpec.from_dict(SPACE)
+    cfg = L.MeasureConfig(threads=1, min_rounds=11, max_rounds=31, blocks=3)
+    backbones = L.LatencyTable(space, "none", (64, 64), cfg=cfg)
+    archs = [ArchSpec.from_dict(runs[n]["derived"]) for n in ("flat", "costly")]
+    slow, fast = [x.median_s for x in backbones.measure_networks(archs)]
+    assert fast < slow, (runs["flat"]["latency_ms"], runs["costly"]["latency_ms"], slow, fast)
+    lines = [json.loads(x) for x in Path(f"{env['root'] / 'lat_costly.safetensors'}"
+                                         ".metrics.jsonl").read_text().splitlines()]
+    assert any("expected_latency_ms" in r for r in lines if r["event"] == "arch_step")
+    # a budget above the start penalises nothing: the search is then the λ = 0 one
+    code, stdout, err = run_cli(["search", supernet, "--data", env["data"], "-o",
+                                 env["root"] / "lat_budget.safetensors", *RUN, "--cost",
+                                 "latency", "--latency-table", table, "--lambda", "3000",
+                                 "--target-latency", "10s", "--json"])
+    assert code == 0, err
+    assert json.loads(stdout)["derived"] == flat["derived"]
+
+
+def test_latency_options_are_checked_before_any_work(env: dict, supernet: Path,  # noqa: F811
+                                                     table: Path, run_cli) -> None:
+    def error(extra: list) -> str:
+        code, stdout, err = run_cli(["search", supernet, "--data", env["data"], "-o",
+                                     env["root"] / "never.safetensors", *RUN, *extra])
+        assert code == 2 and stdout == "", err
+        lines = err.strip().splitlines()
+        assert len(lines) == 1, err
+        return lines[0]
+
+    assert "--latency-table" in error(["--cost", "latency"])
+    assert "--cost latency" in error(["--target-latency", "5ms"])
+    assert "--target-latency" in error(["--cost", "latency", "--latency-table", table,
+                                        "--target-latency", "soon"])
+    assert "does not apply" in error(["--max-latency", "5ms"])
+    d = json.loads(table.read_text())
+    d["environment"]["device_name"] = "elsewhere"
+    other = env["root"] / "other.json"
+    other.write_text(json.dumps(d))
+    assert "measured elsewhere" in error(["--cost", "latency", "--latency-table", other])
+    assert not (env["root"] / "never.safetensors").exists()
+
+
+@pytest.fixture(scope="module")
+def oneshot_table() -> L.LatencyTable:
+    space = SpaceSpec.from_dict(ONESHOT_SPACE)
+    return L.build_latency_table(space, "ssdlite", (64, 64), 2, FAST)
+
+
+@pytest.mark.parametrize("strategy", ["evolution", "random"])
+def test_every_oneshot_candidate_is_under_max_latency(oneshot_table: L.LatencyTable,
+                                                      strategy: str) -> None:
+    enc = E.Encoding(oneshot_table.space)
+    lat = sorted(oneshot_table.latency_ms(enc.arch(g)) for g in all_genomes(enc))
+    limit = lat[len(lat) // 2]
+    calls: list[str] = []
+    cfg = E.SearchConfig(strategy=strategy, population=6, parents=3, generations=3, seed=1,
+                         candidates=12, max_latency=limit)
+    search = E.OneShotSearch(enc, oneshot_table.arch_madds, fake_fitness(enc, calls), cfg,
+                             latency=oneshot_table.latency_ms)
+    result = search.run()
+    assert result.finished and search.cache
+    for c in search.cache.values():
+        assert oneshot_table.latency_ms(enc.arch(c.genome)) <= limit
+    assert "max_latency" in cfg.identity()
+    assert "max_latency" not in E.SearchConfig().identity()  # older states still resume
+    # below the fastest architecture: refused before any evaluation
+    tight = E.SearchConfig(strategy=strategy, population=6, max_latency=lat[0] * 0.9)
+    with pytest.raises(UserError, match="below the fastest"):
+        E.OneShotSearch(enc, oneshot_table.arch_madds, fake_fitness(enc, []), tight,
+                        latency=oneshot_table.latency_ms).run()
