@@ -278,11 +278,13 @@ class Bench:
                         "--size", c.size, "--epochs", c.search_epochs, "--warmup-epochs",
                         c.search_warmup, "--batch-size", c.batch_size, "--workers", 0,
                         "--seed", 0, "--arch-every", 1, "--arch-lr", c.arch_lr,
-                        "--target-madds", int(target), "--device", "cpu", "--force")
+                        "--target-madds", int(target), "--cost-scope", "detector",
+                        "--device", "cpu", "--force")
             arch.write_text(self.fnacli("derive", out))
             (arch.parent / (arch.stem + ".seconds")).write_text(f"{time.monotonic() - t:.1f}")
 
-        self.once(arch, ["diff", c.search_epochs, c.search_warmup, c.arch_lr, c.batch_size,
+        # the target is the detector's MAdds, so the cost is taken over the detector
+        self.once(arch, ["diff", "detector", c.search_epochs, c.search_warmup, c.arch_lr, c.batch_size,
                          c.size, int(target), supernet.name, c.train, c.pretrain_steps], make)
         return arch, float((arch.parent / (arch.stem + ".seconds")).read_text())
 
@@ -301,13 +303,14 @@ class Bench:
                         "--epochs", c.oneshot_epochs, "--batch-size", c.batch_size,
                         "--workers", 0, "--seed", 0, "--population", c.population,
                         "--parents", c.parents, "--generations", c.generations,
-                        "--max-madds", int(target * (1 + c.window)), "--calib-images",
+                        "--max-madds", int(target * (1 + c.window)), "--cost-scope",
+                        "detector", "--calib-images",
                         c.calib_images, "--calib-batch", c.batch_size, "--device", "cpu",
                         "--force")
             arch.write_text(self.fnacli("derive", out))
             (arch.parent / "evo.seconds").write_text(f"{time.monotonic() - t:.1f}")
 
-        self.once(arch, ["evo", c.oneshot_epochs, c.population, c.parents, c.generations,
+        self.once(arch, ["evo", "detector", c.oneshot_epochs, c.population, c.parents, c.generations,
                          c.calib_images, c.batch_size, c.size, int(target), c.train,
                          c.heldout, c.pretrain_steps], make)
         return arch, trained, float((arch.parent / "evo.seconds").read_text())
