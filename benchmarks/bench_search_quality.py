@@ -285,7 +285,8 @@ class Bench:
 
         # the target is the detector's MAdds, so the cost is taken over the detector
         self.once(arch, ["diff", "detector", c.search_epochs, c.search_warmup, c.arch_lr,
-                         c.batch_size, c.size, int(target), supernet.name, c.train, c.pretrain_steps], make)
+                         c.batch_size, c.size, int(target), supernet.name, c.train,
+                         c.pretrain_steps], make)
         return arch, float((arch.parent / (arch.stem + ".seconds")).read_text())
 
     def evolution(self, supernet: Path, target: float) -> tuple[Path, Path, float]:
