@@ -103,8 +103,9 @@ def test_quick_run_end_to_end(tmp_path: Path) -> None:
                           capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     res = json.loads(raw.read_text())
-    arms = {"seed", "seed-shallow", "all-k3_e3", "all-k7_e3", "differentiable", "evolution",
-            "random-0", "random-1", "width-non-overlapping", "width-overlapping",
+    arms = {"seed", "seed-shallow", "all-k3_e3", "all-k7_e3", "differentiable",
+            "differentiable-sampled", "evolution", "random-0", "random-1",
+            "width-non-overlapping", "width-overlapping",
             "rule first/center", "rule bn/center", "rule std/center", "rule l1/center",
             "rule first/dilate"}
     assert set(res["summary"]) == arms
@@ -123,7 +124,7 @@ def test_quick_run_end_to_end(tmp_path: Path) -> None:
     (cost,) = res["width_cost"]
     assert cost["shared_s"] > 0 and cost["separate_s"] > 0
     r = res["ranking"]
-    assert len(r["archs"]) == 8 and set(r["fitness_AP"]) == set(r["archs"])
+    assert len(r["archs"]) == 9 and set(r["fitness_AP"]) == set(r["archs"])
     assert -1 <= r["kendall_tau"] <= 1 or r["kendall_tau"] != r["kendall_tau"]  # nan: ties
     text = doc.read_text()
     for head in ("### 1.", "### 2.", "### 3.", "### 4.", "### 5.", "### 6.", "Kendall"):
