@@ -47,7 +47,7 @@ bench: install
 	$(BIN)/python benchmarks/bench_madds.py
 
 docs: install
-	$(BIN)/python -m fnacli.cli.docgen -o docs/cli-reference.md
+	$(BIN)/python -m fnacli.docgen -o docs/cli-reference.md
 	$(BIN)/python docs/img/make_figures.py
 
 clean:

@@ -284,8 +284,9 @@ class Bench:
             (arch.parent / (arch.stem + ".seconds")).write_text(f"{time.monotonic() - t:.1f}")
 
         # the target is the detector's MAdds, so the cost is taken over the detector
-        self.once(arch, ["diff", "detector", c.search_epochs, c.search_warmup, c.arch_lr, c.batch_size,
-                         c.size, int(target), supernet.name, c.train, c.pretrain_steps], make)
+        self.once(arch, ["diff", "detector", c.search_epochs, c.search_warmup, c.arch_lr,
+                         c.batch_size, c.size, int(target), supernet.name, c.train,
+                         c.pretrain_steps], make)
         return arch, float((arch.parent / (arch.stem + ".seconds")).read_text())
 
     def evolution(self, supernet: Path, target: float) -> tuple[Path, Path, float]:
@@ -310,8 +311,8 @@ class Bench:
             arch.write_text(self.fnacli("derive", out))
             (arch.parent / "evo.seconds").write_text(f"{time.monotonic() - t:.1f}")
 
-        self.once(arch, ["evo", "detector", c.oneshot_epochs, c.population, c.parents, c.generations,
-                         c.calib_images, c.batch_size, c.size, int(target), c.train,
+        self.once(arch, ["evo", "detector", c.oneshot_epochs, c.population, c.parents,
+                         c.generations, c.calib_images, c.batch_size, c.size, int(target), c.train,
                          c.heldout, c.pretrain_steps], make)
         return arch, trained, float((arch.parent / "evo.seconds").read_text())
 

@@ -133,6 +133,11 @@ def test_pipeline_expand_search_derive_remap_finetune_eval(run_cli, work: Path) 
     # a class neither in the split nor predicted has no IoU (JSON null), not 0
     assert all(v is None or 0 <= v <= 1 for v in per_class.values())
     assert "mean IoU over classes" in err
+    # boxes asked of a segmenter: refused before any work, nothing written
+    code, _, err = run_cli(["eval", w / "final.safetensors", "--data", data, "--detections",
+                            w / "dets.json"])
+    assert code == 2 and "--detections" in err and "deeplabv3" in err
+    assert len(err.strip().splitlines()) == 1 and not (w / "dets.json").exists()
     # a segmenter continues fine-tuning; the task comes from the checkpoint
     code, _, err = run_cli(["finetune", w / "final.safetensors", "--data", data, "-o",
                             w / "more.safetensors", *TINY])

@@ -1,6 +1,6 @@
 """The docs cannot drift from the code.
 
-- docs/cli-reference.md equals a fresh ``python -m fnacli.cli.docgen`` (and the generator
+- docs/cli-reference.md equals a fresh ``python -m fnacli.docgen`` (and the generator
   really renders every command, option and default of the click tree, torch-free);
 - every ``fnacli …`` command line quoted in the tutorial (and the other hand-written guides
   of this folder) names an existing command and only existing options, with valid choices
@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-from fnacli.cli import docgen
+from fnacli import docgen
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
@@ -37,13 +37,13 @@ CHECKED_GUIDES = ("tutorial.md", "troubleshooting.md", "README.md")
 
 def test_cli_reference_is_current() -> None:
     assert REFERENCE.read_text(encoding="utf-8") == docgen.render(), (
-        "docs/cli-reference.md is stale: python -m fnacli.cli.docgen > docs/cli-reference.md")
+        "docs/cli-reference.md is stale: python -m fnacli.docgen > docs/cli-reference.md")
 
 
 RUN_DOCGEN = """
 import runpy, sys
 try:
-    runpy.run_module("fnacli.cli.docgen", run_name="__main__")
+    runpy.run_module("fnacli.docgen", run_name="__main__")
 except SystemExit as e:
     assert not e.code, e.code
 heavy = [m for m in ("torch", "torchvision", "fvcore") if m in sys.modules]
@@ -429,7 +429,7 @@ def test_reference_does_not_depend_on_import_order() -> None:
     code = ("import runpy, sys\n"
             "import fnacli.cli.madds  # first, on purpose\n"
             "sys.argv = ['docgen', '--check', sys.argv[1]]\n"
-            "runpy.run_module('fnacli.cli.docgen', run_name='__main__')\n")
+            "runpy.run_module('fnacli.docgen', run_name='__main__')\n")
     ref = Path(__file__).resolve().parents[1] / "docs" / "cli-reference.md"
     r = subprocess.run([sys.executable, "-c", code, str(ref)], capture_output=True, text=True)
     assert r.returncode == 0, r.stdout + r.stderr

@@ -61,7 +61,8 @@ def eval_(
         job = bar.add_task("", total=None)
         r = evaluate(EvaluateConfig(
             final, data, split, ann or ann_alias, images or images_alias, per_class, batch_size,
-            workers, threads, device.value, on_progress=lambda n: bar.update(job, advance=n),
+            workers, threads, device.value, detections is not None,
+            on_progress=lambda n: bar.update(job, advance=n),
             on_start=lambda total: bar.update(job, total=total)))
 
     extra = f", {len(r.detections)} detections" if r.detections else ""

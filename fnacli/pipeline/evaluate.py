@@ -26,6 +26,7 @@ class EvaluateConfig:
     workers: int = 2
     threads: int = 0
     device: str = "auto"
+    detections: bool = False  # the caller wants the detections (COCO results) back
     # called with the number of images done after each batch, once ``total`` is known
     on_progress: Callable[[int], None] | None = None
     on_start: Callable[[int], None] | None = None  # called with the number of images
@@ -66,6 +67,9 @@ def evaluate(*args: Any, **kwargs: Any) -> EvaluateResult:
         torch.set_num_threads(cfg.threads)
     model, info = load_detector(cfg.model)
     task = get_task(info.task)
+    if cfg.detections and task.kind != "detection":
+        raise UserError(f"--detections: {cfg.model} is a {task.name} model; it predicts masks, "
+                        "not boxes (drop --detections)")
     files = task.find_split(cfg.data, cfg.split, cfg.ann, cfg.images)
     dataset = task.load_split(files, train=False, transform=task.eval_transform())
     task.check_categories(info.categories, dataset.categories(), str(cfg.model), str(files.ann))
