@@ -2,8 +2,9 @@
 
 The library is importable without the CLI. The pipeline's steps (``fnacli.expand``,
 ``fnacli.search``, ``fnacli.derive``, ``fnacli.remap``, ``fnacli.finetune``,
-``fnacli.evaluate``, ``fnacli.profile``) and main types are attributes of this package,
-imported on first use (module ``__getattr__``), so ``import fnacli`` stays cheap (no torch).
+``fnacli.evaluate``, ``fnacli.profile``, ``fnacli.measure_latency``, ``fnacli.export``) and
+main types are attributes of this package, imported on first use (module ``__getattr__``),
+so ``import fnacli`` stays cheap (no torch).
 Every step takes its config dataclass (``fnacli.RemapConfig(...)``) or the config's fields;
 docs/api.md runs the whole pipeline this way.
 """
@@ -33,6 +34,10 @@ _LAZY = {
                     "fnacli.pipeline.evaluate"),
     **dict.fromkeys(("profile", "ProfileConfig", "ProfileResult", "build_table", "TableConfig",
                      "TableResult", "load_specs"), "fnacli.pipeline.profile"),
+    **dict.fromkeys(("measure_latency", "LatencyConfig", "LatencyResult"),
+                    "fnacli.pipeline.latency"),
+    **dict.fromkeys(("export", "ExportConfig"), "fnacli.pipeline.export"),
+    "ExportResult": "fnacli.export",
     **dict.fromkeys(("ArchSpec", "SpaceSpec", "load_arch", "load_space"), "fnacli.spec"),
     **dict.fromkeys(("Task", "get_task", "task_names"), "fnacli.tasks"),
     "load_detector": "fnacli.detection.checkpoint",
@@ -57,10 +62,10 @@ def __dir__() -> list[str]:
 
 
 class _Package(types.ModuleType):
-    """Two steps share their name with a subpackage (``fnacli.search``, the search engines;
-    ``fnacli.remap``, the remapping rules). Importing such a submodule would set the package
-    attribute to the module; the step keeps the name instead (``from fnacli.search import
-    arch`` still works: it reads ``sys.modules``)."""
+    """Three steps share their name with a submodule (``fnacli.search``, the search engines;
+    ``fnacli.remap``, the remapping rules; ``fnacli.export``, the exporters). Importing such
+    a submodule would set the package attribute to the module; the step keeps the name
+    instead (``from fnacli.search import arch`` still works: it reads ``sys.modules``)."""
 
     def __setattr__(self, name: str, value: Any) -> None:
         if name in _LAZY and isinstance(value, types.ModuleType):

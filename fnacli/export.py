@@ -385,6 +385,7 @@ class ExportResult:
     parity: Parity | None
     latency_ms: dict[str, float] | None
     threads: int
+    task: str = ""  # the checkpoint's task (set by fnacli.pipeline.export)
 
     def to_dict(self) -> dict:
         return {"output": self.path, "format": self.format, "opset": self.opset,

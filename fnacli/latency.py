@@ -309,30 +309,6 @@ class _Pooled(nn.Module):
         return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
 
 
-def map_names(task: str, spec: ArchSpec) -> dict[str, str]:
-    """Which backbone map each width-dependent neck/head group of the MAdds table varies with:
-    group -> feature name."""
-    from fnacli.nn.backbone import SSD_TAP, feature_channels
-
-    if task == "ssdlite":
-        last = next(reversed(feature_channels(spec, with_head=True)))
-        return {"ssd_tap_pred": SSD_TAP, "ssd_extra": last, "ssd_pred": last}
-    from fnacli.detection.models import fpn_input_names
-
-    names = fpn_input_names(spec)
-    return {"fpn_lateral0": names[0], "fpn_lateral1": names[1], "fpn_lateral2": names[2],
-            "fpn_p6": names[2]}
-
-
-def _map_sizes(task: str, spec: ArchSpec, sig: tuple[int, ...]) -> dict[str, tuple[int, int]]:
-    from fnacli.nn.backbone import SSD_TAP
-
-    names = map_names(task, spec)
-    if task == "ssdlite":
-        return {SSD_TAP: tuple(sig[0:2]), names["ssd_extra"]: tuple(sig[2:4])}
-    return {names[f"fpn_lateral{i}"]: tuple(sig[2 * i:2 * i + 2]) for i in range(3)}
-
-
 class LatencyTable(Lut):
     """Measured latencies (ns) of every entry a space can produce, on one machine."""
 
@@ -476,13 +452,13 @@ class LatencyTable(Lut):
 
         if not needs:
             return {}
-        names = map_names(self.task, spec)
+        task = self.task_obj
         plans: dict[tuple, dict] = {}
         for f in needs:
             plans.setdefault(f[2], {"needs": []})["needs"].append(f)
         for sig, plan in plans.items():
-            widths = dict(feature_channels(spec, with_head=self.task == "ssdlite"))
-            sizes = _map_sizes(self.task, spec, sig)
+            widths = dict(feature_channels(spec, with_head=task.uses_head_conv))
+            names, sizes = task.latency_maps(spec, sig)
             ref = {n: widths[n] for n in sizes}
             variants = sorted({(names[g], c) for g, c, _ in plan["needs"]
                                if g in names and ref[names[g]] != c})
@@ -539,19 +515,9 @@ class LatencyTable(Lut):
     def _neck_head_entry(self, f: FixedKey, names: Mapping[str, str],
                          delta: Callable[[str, int], int], base: int) -> tuple[str, int, int]:
         """Entries that add up to T(ref) + Σ deltas over an architecture's needs (one of each
-        group): SSDLite puts T(ref) in ``ssd_extra``, RetinaNet in ``fpn`` (width-free)."""
+        group): the task says where T(ref) goes (``Task.latency_entry``)."""
         group, c, _ = f
-        if self.task == "ssdlite":
-            if group == "ssd_tap_pred":
-                return "head", delta(names[group], c), 0
-            if group == "ssd_extra":
-                return "neck", base + delta(names[group], c), 0
-            return "head", 0, 0  # ssd_pred: inside the ssd_extra measurement
-        if group.startswith("fpn_lateral"):
-            return "neck", delta(names[group], c), 0
-        if group == "fpn":
-            return "neck", base, 0
-        return "neck", 0, 0  # fpn_p6 (in lateral2's), retina_head (in fpn's)
+        return self.task_obj.latency_entry(group, c, names, delta, base)
 
     # whole networks --------------------------------------------------------------------------
     def network(self, spec: ArchSpec) -> nn.Module:

@@ -20,7 +20,11 @@ import fnacli
 assert "torch" not in sys.modules
 assert callable(fnacli.remap) and callable(fnacli.search) and callable(fnacli.profile)
 assert "torch" not in sys.modules  # resolving a step does not import torch either
+assert callable(fnacli.measure_latency) and callable(fnacli.export)
 assert fnacli.RemapConfig.__name__ == "RemapConfig"
+import fnacli.export  # the exporters' module: the step keeps the name
+from fnacli.export import load_model
+assert fnacli.export.__module__ == "fnacli.pipeline.export" and callable(load_model)
 try:
     fnacli.no_such_thing
 except AttributeError:

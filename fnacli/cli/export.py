@@ -9,7 +9,7 @@ from pathlib import Path
 import typer
 
 from fnacli.cli.app import app
-from fnacli.cli.common import err_console, fail, print_result
+from fnacli.cli.common import err_console, print_result
 
 
 @app.command("export")
@@ -48,35 +48,14 @@ def export(
 ) -> None:
     """Export the whole detector at one input size (images in [0, 1], RGB, already resized),
     with its post-processing or raw; by default check it against PyTorch and time it."""
-    from fnacli.io import check_writable
-    from fnacli.pipeline.common import parse_size
+    from fnacli.pipeline.export import export as export_step
 
-    if fmt not in ("onnx", "torchscript"):
-        fail(f"--format: expected onnx or torchscript, got {fmt!r}")
-    if str(output) == "-":
-        fail("-o: an exported model is binary and cannot go to stdout; give a file name")
-    check_writable(output, force)
-    wh = parse_size(size) if size else None
-    if data is not None and not Path(data).is_dir():
-        fail(f"--data {data}: no such folder")
-    if fmt == "onnx":
-        try:
-            import onnx  # noqa: F401
-            import onnxruntime  # noqa: F401
-        except ImportError:
-            fail("--format onnx needs the 'export' extra: pip install 'fnacli[export]'")
-
-    from fnacli.export import export_model, load_model, sample_images
-
-    model, info = load_model(final)
-    wh = wh or info["size"]
-    images = None if no_check else sample_images(wh, samples, data)
-    with err_console.status(f"exporting {final} to {fmt}"):
-        result = export_model(model, output, fmt=fmt, size=wh, postprocess=not raw,
-                              opset=opset, check=not no_check, images=images, threads=threads,
-                              measure=not no_latency, score_thresh=score_thresh)
+    result = export_step(final, output, fmt=fmt, size=size, raw=raw, score_thresh=score_thresh,
+                         opset=opset, check=not no_check, data=data, samples=samples,
+                         threads=threads, measure=not no_latency, force=force, progress=True)
+    wh = result.size
     what = "raw head outputs" if raw else "detections after NMS"
-    err_console.print(f"{output}: {info['task']} at {wh[0]}x{wh[1]}, {what} "
+    err_console.print(f"{output}: {result.task} at {wh[0]}x{wh[1]}, {what} "
                       f"({', '.join(result.outputs)})"
                       + (f", ONNX opset {opset}" if fmt == "onnx" else ", TorchScript (traced)"))
     p = result.parity

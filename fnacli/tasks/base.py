@@ -48,7 +48,7 @@ implements the cost hooks for the ASPP head; nothing outside its module changes.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -228,6 +228,24 @@ class Task:
     def evaluate(self, model: nn.Module, dataset: Any, *, batch_size: int = 8, workers: int = 0,
                  device: torch.device | str = "cpu", per_class: bool = False,
                  progress: Callable[[int], None] | None = None) -> Any:
+        raise NotImplementedError
+
+    # -- latency table hooks (fnacli.latency) ---------------------------------------------
+    def latency_maps(self, spec: ArchSpec, sig: tuple[int, ...]
+                     ) -> tuple[dict[str, str], dict[str, tuple[int, int]]]:
+        """For measuring the neck and head on prepared maps: which backbone map each
+        width-dependent fixed-part group varies with (group -> feature name), and the
+        (height, width) of the maps the neck/head reads for the cost signature ``sig``."""
+        from fnacli.errors import UserError
+
+        raise UserError(f"latency tables do not cover the {self.name} task's fixed parts")
+
+    def latency_entry(self, group: str, c: int, names: Mapping[str, str],
+                      delta: Callable[[str, int], int], base: int) -> tuple[str, int, int]:
+        """The (part, ns, params) entry of fixed-part ``group`` at ``c`` channels, such that an
+        architecture's entries (one per group it needs) add up to T(ref) + the sum of the
+        single-map deltas: ``base`` is T(ref), ``delta(map, c)`` the change of setting map
+        ``map`` (a value of ``names`` from :meth:`latency_maps`) to ``c`` channels."""
         raise NotImplementedError
 
     # -- cost table hooks (fnacli.lut) ---------------------------------------------------

@@ -5,7 +5,7 @@ The backbone's 1x1 head conv is not used. Parts: ``fnacli.detection.models``."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from fnacli.tasks import register
@@ -112,6 +112,24 @@ class RetinaNetTask(DetectionTask):
                    2: {c for g, c, _ in needs if g in ("fpn_lateral2", "fpn_p6")}}
         return names, per_var, lambda sig: {nm: sig[2 * i:2 * i + 2]
                                             for i, nm in enumerate(names)}
+
+    def latency_maps(self, spec: ArchSpec, sig: tuple[int, ...]
+                     ) -> tuple[dict[str, str], dict[str, tuple[int, int]]]:
+        from fnacli.detection.models import fpn_input_names
+
+        n = fpn_input_names(spec)
+        return ({"fpn_lateral0": n[0], "fpn_lateral1": n[1], "fpn_lateral2": n[2],
+                 "fpn_p6": n[2]},
+                {n[i]: tuple(sig[2 * i:2 * i + 2]) for i in range(3)})
+
+    def latency_entry(self, group: str, c: int, names: Mapping[str, str],
+                      delta: Callable[[str, int], int], base: int) -> tuple[str, int, int]:
+        # T(ref) goes in the width-free fpn entry; fpn_p6 is in lateral2's, the head in fpn's
+        if group.startswith("fpn_lateral"):
+            return "neck", delta(names[group], c), 0
+        if group == "fpn":
+            return "neck", base, 0
+        return "neck", 0, 0
 
     def cost_tables(self, lut: Lut, ref: ArchSpec) -> dict:
         from fnacli.lut import with_out

@@ -5,7 +5,7 @@ over ``num_classes + 1`` (background is label 0). Parts: ``fnacli.detection.mode
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from fnacli.tasks import register
@@ -114,6 +114,23 @@ class SSDLite(DetectionTask):
         per_var = {0: {c for g, c, _ in needs if g == "ssd_tap_pred"},
                    1: {c for g, c, _ in needs if g in ("ssd_extra", "ssd_pred")}}
         return names, per_var, lambda sig: {names[0]: sig[0:2], names[1]: sig[2:4]}
+
+    def latency_maps(self, spec: ArchSpec, sig: tuple[int, ...]
+                     ) -> tuple[dict[str, str], dict[str, tuple[int, int]]]:
+        from fnacli.nn.backbone import SSD_TAP, feature_channels
+
+        last = next(reversed(feature_channels(spec, with_head=True)))
+        return ({"ssd_tap_pred": SSD_TAP, "ssd_extra": last, "ssd_pred": last},
+                {SSD_TAP: tuple(sig[0:2]), last: tuple(sig[2:4])})
+
+    def latency_entry(self, group: str, c: int, names: Mapping[str, str],
+                      delta: Callable[[str, int], int], base: int) -> tuple[str, int, int]:
+        # T(ref) goes in ssd_extra; ssd_pred is inside the ssd_extra measurement
+        if group == "ssd_tap_pred":
+            return "head", delta(names[group], c), 0
+        if group == "ssd_extra":
+            return "neck", base + delta(names[group], c), 0
+        return "head", 0, 0
 
     def cost_tables(self, lut: Lut, ref: ArchSpec) -> dict:
         from fnacli.lut import layer_ops, stage_in_outs

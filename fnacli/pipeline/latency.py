@@ -1,0 +1,183 @@
+"""A latency lookup table of a search space measured on this machine (``fnacli.latency``),
+and its check against end-to-end measurements of random architectures. Method:
+docs/latency.md.
+
+A build keeps ``TABLE.partial`` beside its table, so an interrupted build continues with
+``resume``; ``force`` starts over (and accepts a checked ``table`` measured elsewhere).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from fnacli.errors import UserError
+from fnacli.pipeline.common import Message, Reporter, Size, as_size, make_config
+
+if TYPE_CHECKING:
+    from fnacli.latency import CheckResult, LatencyTable
+    from fnacli.spec import SpaceSpec
+
+MEMORY_FORMATS = {"auto": None, "on": True, "off": False}
+
+
+@dataclass
+class LatencyConfig:
+    space: str | SpaceSpec | None = None  # built-in name, JSON file, '-' or a space object
+    task: str = "ssdlite"  # none | classifier | a registered task
+    size: Size | None = None  # input (width, height) [the task's profile size]
+    num_classes: int | None = None  # [the task's default; classifier 1000]
+    device: str = "cpu"  # cpu | cuda
+    threads: int = 1
+    batch: int = 1
+    channels_last: str = "auto"  # auto | on | off
+    rounds: int = 7  # timing rounds per entry at least
+    max_rounds: int = 21
+    tolerance: float = 0.05  # wanted relative half-width of each median's 95% interval
+    check: int = 0  # architectures measured end to end against the table
+    seed: int = 0
+    table: str | Path | None = None  # check this existing table instead of measuring one
+    output: str | Path | None = None  # [the cache]
+    resume: bool = False
+    force: bool = False
+    progress: bool = False  # progress bar / spinner on stderr
+    on_message: Message | None = None
+
+
+@dataclass
+class LatencyResult:
+    path: str  # the table written (a build) or checked (``table``)
+    table: LatencyTable = field(repr=False)
+    check: CheckResult | None = None
+    check_seconds: float = 0.0
+    built: bool = False
+
+    @property
+    def check_summary(self) -> dict | None:
+        return self.check.summary() if self.check is not None else None
+
+    def to_dict(self) -> dict:
+        if not self.built:
+            return {"table": self.path, "check": self.check_summary}
+        t = self.table
+        d: dict[str, Any] = {"table": self.path, "layers": len(t.layers), "fixed": len(t.fixed),
+                             "environment": t.env, "memory_format": t.memory_format,
+                             "overhead_ms": t.overhead_ns / 1e6, "stats": t.stats}
+        if self.check is not None:
+            d["check"] = self.check_summary
+        return d
+
+
+def _check_options(cfg: LatencyConfig) -> None:
+    from fnacli.lut import LUT_TASKS
+
+    if cfg.task not in LUT_TASKS:
+        raise UserError(f"--task: expected one of {', '.join(LUT_TASKS)}, got {cfg.task!r}")
+    if cfg.device not in ("cpu", "cuda"):
+        raise UserError(f"--device: expected cpu or cuda, got {cfg.device!r}")
+    if cfg.channels_last not in MEMORY_FORMATS:
+        raise UserError(f"--channels-last: expected auto, on or off, got {cfg.channels_last!r}")
+    if cfg.max_rounds < cfg.rounds:
+        raise UserError(f"--max-rounds {cfg.max_rounds} is below --rounds {cfg.rounds}")
+
+
+def _run_check(table: LatencyTable, cfg: LatencyConfig) -> tuple[CheckResult, float]:
+    from contextlib import nullcontext
+
+    from fnacli.latency import check_table
+
+    start = time.perf_counter()
+    status: Any = nullcontext()
+    if cfg.progress:
+        from rich.console import Console
+
+        status = Console(stderr=True).status(f"measuring {cfg.check} architectures end to end")
+    with status:
+        result = check_table(table, cfg.check, cfg.seed)
+    return result, time.perf_counter() - start
+
+
+def _check_existing(cfg: LatencyConfig) -> LatencyResult:
+    from fnacli.io import check_writable, write_text_atomic
+    from fnacli.latency import read_latency_table
+
+    if cfg.output:
+        check_writable(cfg.output, cfg.force)
+    table = read_latency_table(cfg.table, cfg.force)
+    check, secs = _run_check(table, cfg)
+    if cfg.output:
+        write_text_atomic(cfg.output, table.to_json())
+    return LatencyResult(str(cfg.table), table, check, secs)
+
+
+def measure_latency(*args: Any, **kwargs: Any) -> LatencyResult:
+    """Measure ``space``'s latency table under ``task`` on this machine (or check an existing
+    ``table``), validated against ``check`` end-to-end measurements when ``check`` > 0; the
+    table is written to ``output`` (or the cache) and returned."""
+    cfg = make_config(LatencyConfig, args, kwargs)
+    _check_options(cfg)
+    if cfg.table:
+        if cfg.space or cfg.output and str(cfg.output) == str(cfg.table):
+            raise UserError("--table checks an existing table: drop --space (and give -o only "
+                            "to save the checked table elsewhere)")
+        if not cfg.check:
+            raise UserError("--table without --check has nothing to do: add --check N")
+        return _check_existing(cfg)
+    if not cfg.space:
+        raise UserError("--space: required (the search space to measure), or --table TABLE "
+                        "--check N")
+
+    from fnacli.io import check_writable, write_text_atomic
+    from fnacli.pipeline.profile import default_size
+    from fnacli.spec import SpaceSpec, load_space
+
+    sp = cfg.space if isinstance(cfg.space, SpaceSpec) else load_space(cfg.space)
+    wh = as_size(cfg.size) or default_size(cfg.task)
+    if cfg.output is not None and str(cfg.output) == "-":
+        raise UserError("-o: give a file (a table build keeps a TABLE.partial beside it)")
+    if cfg.output:
+        check_writable(cfg.output, cfg.force or cfg.resume)
+
+    import torch
+
+    from fnacli.cost import default_classes
+    from fnacli.latency import MeasureConfig, build_latency_table, latency_cache_path, partial_path
+
+    if cfg.device == "cuda" and not torch.cuda.is_available():
+        raise UserError("--device cuda: no CUDA device is available here")
+    mcfg = MeasureConfig(device=cfg.device, threads=cfg.threads, batch=cfg.batch,
+                         channels_last=MEMORY_FORMATS[cfg.channels_last],
+                         min_rounds=cfg.rounds, max_rounds=cfg.max_rounds,
+                         rel_tol=cfg.tolerance, seed=cfg.seed)
+    n_cls = cfg.num_classes or default_classes(cfg.task)
+    dest = Path(cfg.output) if cfg.output else latency_cache_path(sp, cfg.task, wh, n_cls, mcfg)
+    part = partial_path(dest)
+    if part.exists() and not (cfg.resume or cfg.force):
+        raise UserError(f"{part}: an interrupted build is there (continue it with --resume, or "
+                        "start over with --force)")
+    if cfg.resume and not part.exists():
+        raise UserError(f"{part}: no partial table to resume (run without --resume)")
+    if cfg.force and part.exists() and not cfg.resume:
+        part.unlink()
+
+    report = Reporter(cfg.on_message)
+    start = time.perf_counter()
+    table = build_latency_table(sp, cfg.task, wh, n_cls, mcfg, partial=part, resume=cfg.resume,
+                                progress=cfg.progress)
+    name = cfg.space if isinstance(cfg.space, str | Path) else "the space"
+    report(f"latency table: {name} / {cfg.task} @ {wh[0]}x{wh[1]} on {table.describe()}: "
+           f"{len(table.layers)} layer entries, {len(table.fixed)} fixed-part entries, overhead "
+           f"{table.overhead_ns / 1e6:.3f} ms, median 95% interval ±"
+           f"{100 * (table.stats.get('median_ci_rel') or 0):.1f}% "
+           f"({time.perf_counter() - start:.1f}s)")
+    if table.busy_warning():
+        report.warning(table.busy_warning())
+    result = LatencyResult(str(dest), table, built=True)
+    if cfg.check:
+        result.check, result.check_seconds = _run_check(table, cfg)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(dest, table.to_json())
+    part.unlink(missing_ok=True)
+    return result
