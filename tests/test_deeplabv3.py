@@ -138,6 +138,13 @@ def test_pipeline_expand_search_derive_remap_finetune_eval(run_cli, work: Path) 
                             w / "dets.json"])
     assert code == 2 and "--detections" in err and "deeplabv3" in err
     assert len(err.strip().splitlines()) == 1 and not (w / "dets.json").exists()
+    # a segmenter exports to ONNX: its logits, checked against PyTorch by onnxruntime
+    code, out, err = run_cli(["export", w / "final.safetensors", "-o", w / "seg.onnx",
+                              "--size", "64", "--json"])
+    assert code == 0, err
+    summary = json.loads(out)
+    assert (w / "seg.onnx").stat().st_size > 0 and summary["postprocess"] is False
+    assert summary["parity"]["ok"] and "detections" not in err.splitlines()[0]
     # a segmenter continues fine-tuning; the task comes from the checkpoint
     code, _, err = run_cli(["finetune", w / "final.safetensors", "--data", data, "-o",
                             w / "more.safetensors", *TINY])

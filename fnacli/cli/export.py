@@ -54,7 +54,7 @@ def export(
                          opset=opset, check=not no_check, data=data, samples=samples,
                          threads=threads, measure=not no_latency, force=force, progress=True)
     wh = result.size
-    what = "raw head outputs" if raw else "detections after NMS"
+    what = "detections after NMS" if result.postprocess else "raw outputs"
     err_console.print(f"{output}: {result.task} at {wh[0]}x{wh[1]}, {what} "
                       f"({', '.join(result.outputs)})"
                       + (f", ONNX opset {opset}" if fmt == "onnx" else ", TorchScript (traced)"))
@@ -62,7 +62,7 @@ def export(
     if p is not None:
         line = (f"parity on {p.images} {'dataset' if data else 'synthetic'} image(s): raw "
                 f"outputs max |Δ| {p.raw_max_abs:.2e} (relative {p.raw_max_rel:.2e})")
-        if not raw:
+        if result.postprocess:
             line += (f"; detections the same on {p.detections_same}/{p.images} images "
                      f"({sum(p.detections)} boxes, boxes max |Δ| {p.box_max_abs:.2e} px, "
                      f"scores {p.score_max_abs:.2e})")
