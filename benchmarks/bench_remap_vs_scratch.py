@@ -36,7 +36,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -157,6 +157,35 @@ def random_backbone(spec_path: Path, out: Path, seed: int) -> None:
                     force=True)
 
 
+
+def seed_and_remap(cfg, workdir: Path, spec, budget: str, threads: int, quiet: bool,  # noqa: ANN001
+                   step: Callable[[str], None]) -> tuple[dict, Path, Path]:
+    """The pre-trained seed (``fnacli pretrain-seed``) and its remap onto ``spec``, each
+    reused when its stamp matches: (the seed's JSON summary, target.json, remap.safetensors).
+    Shared with the segmentation benchmark."""
+    seed_path, seed_info_path = workdir / "seed.pth", workdir / "seed.json"
+    if cached(seed_path, cfg.seed()) and seed_info_path.exists():
+        step(f"seed: cached {seed_path}")
+    else:
+        step(f"seed: fnacli pretrain-seed --width {cfg.width} ({budget})")
+        out = fnacli(["pretrain-seed", seed_path, "--width", cfg.width, "--size",
+                      cfg.pretrain_size, *cfg.seed_args(), "--seed", 0, "--json", "--force"],
+                     threads, quiet)
+        seed_info_path.write_text(out)
+        mark(seed_path, cfg.seed())
+    spec_path = workdir / "target.json"
+    spec_path.write_text(spec.to_json())
+    remapped = workdir / "remap.safetensors"
+    remap_stamp = {"seed": cfg.seed(), "spec": json.loads(spec_path.read_text())}
+    if cached(remapped, remap_stamp):
+        step(f"remap: cached {remapped}")
+    else:
+        step("remap: fnacli remap seed.pth --spec target.json")
+        fnacli(["remap", seed_path, "--spec", spec_path, "-o", remapped, "--force"], threads,
+               quiet)
+        mark(remapped, remap_stamp)
+    return json.loads(seed_info_path.read_text()), spec_path, remapped
+
 def run(cfg: Settings, workdir: Path, threads: int, quiet: bool) -> dict:
     workdir.mkdir(parents=True, exist_ok=True)
     start = time.monotonic()
@@ -173,32 +202,11 @@ def run(cfg: Settings, workdir: Path, threads: int, quiet: bool) -> dict:
                 "--size", cfg.image_size, "--seed", 0, "--force"], threads, quiet)
         mark(data, cfg.data())
 
-    seed_path = workdir / "seed.pth"
-    seed_info_path = workdir / "seed.json"
-    if cached(seed_path, cfg.seed()) and seed_info_path.exists():
-        step(f"seed: cached {seed_path}")
-    else:
-        budget = (f"{cfg.pretrain_steps} steps" if cfg.pretrain_steps
-                  else f"{cfg.pretrain_seconds:g} s")
-        step(f"seed: fnacli pretrain-seed --width {cfg.width} ({budget})")
-        out = fnacli(["pretrain-seed", seed_path, "--width", cfg.width, "--size",
-                      cfg.pretrain_size, *cfg.seed_args(), "--seed", 0, "--json", "--force"],
-                     threads, quiet)
-        seed_info_path.write_text(out)
-        mark(seed_path, cfg.seed())
-    seed_info = json.loads(seed_info_path.read_text())
-
-    spec_path = workdir / "target.json"
-    spec_path.write_text(target_spec(cfg.width).to_json())
-    remapped = workdir / "remap.safetensors"
-    remap_stamp = {"seed": cfg.seed(), "spec": json.loads(spec_path.read_text())}
-    if cached(remapped, remap_stamp):
-        step(f"remap: cached {remapped}")
-    else:
-        step("remap: fnacli remap seed.pth --spec target.json")
-        fnacli(["remap", seed_path, "--spec", spec_path, "-o", remapped, "--force"], threads,
-               quiet)
-        mark(remapped, remap_stamp)
+    budget = (f"{cfg.pretrain_steps} steps" if cfg.pretrain_steps
+              else f"{cfg.pretrain_seconds:g} s")
+    seed_info, spec_path, remapped = seed_and_remap(cfg, workdir, target_spec(cfg.width),
+                                                    budget, threads, quiet, step)
+    spec_json = json.loads(spec_path.read_text())  # what the runs' stamps name
 
     runs = workdir / "runs"
     runs.mkdir(exist_ok=True)
@@ -209,7 +217,7 @@ def run(cfg: Settings, workdir: Path, threads: int, quiet: bool) -> dict:
             result_path = runs / f"{arm}-s{seed}.json"
             stamp = {"arm": arm, "seed": seed, "recipe": cfg.recipe(), "data": cfg.data(),
                      **({"pretrain": cfg.seed()} if arm == "remap" else {}),
-                     "spec": remap_stamp["spec"]}
+                     "spec": spec_json}
             if cached(result_path, stamp):
                 step(f"{arm} seed {seed}: cached {result_path}")
                 results[arm][seed] = json.loads(result_path.read_text())

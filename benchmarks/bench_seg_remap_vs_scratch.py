@@ -128,29 +128,10 @@ def run(cfg: Settings, workdir: Path, threads: int, quiet: bool) -> dict:
                quiet)
         mark(data, cfg.data())
 
-    seed_path, seed_info_path = workdir / "seed.pth", workdir / "seed.json"
-    if cached(seed_path, cfg.seed()) and seed_info_path.exists():
-        step(f"seed: cached {seed_path}")
-    else:
-        step(f"seed: fnacli pretrain-seed --width {cfg.width}")
-        out = fnacli(["pretrain-seed", seed_path, "--width", cfg.width, "--size",
-                      cfg.pretrain_size, *cfg.seed_args(), "--seed", 0, "--json", "--force"],
-                     threads, quiet)
-        seed_info_path.write_text(out)
-        mark(seed_path, cfg.seed())
-    seed_info = json.loads(seed_info_path.read_text())
-
-    spec_path = workdir / "target.json"
-    spec_path.write_text(target_spec(cfg.width).to_json())
-    remapped = workdir / "remap.safetensors"
-    remap_stamp = {"seed": cfg.seed(), "spec": json.loads(spec_path.read_text())}
-    if cached(remapped, remap_stamp):
-        step(f"remap: cached {remapped}")
-    else:
-        step("remap: fnacli remap seed.pth --spec target.json")
-        fnacli(["remap", seed_path, "--spec", spec_path, "-o", remapped, "--force"], threads,
-               quiet)
-        mark(remapped, remap_stamp)
+    seed_info, spec_path, remapped = base.seed_and_remap(
+        cfg, workdir, target_spec(cfg.width), f"{cfg.pretrain_steps} steps", threads, quiet,
+        step)
+    spec_json = json.loads(spec_path.read_text())  # what the runs' stamps name
 
     runs = workdir / "runs"
     runs.mkdir(exist_ok=True)
@@ -160,7 +141,7 @@ def run(cfg: Settings, workdir: Path, threads: int, quiet: bool) -> dict:
             final, result_path = runs / f"{arm}-s{seed}.safetensors", runs / f"{arm}-s{seed}.json"
             stamp = {"arm": arm, "seed": seed, "recipe": cfg.recipe(), "data": cfg.data(),
                      **({"pretrain": cfg.seed()} if arm == "remap" else {}),
-                     "spec": remap_stamp["spec"]}
+                     "spec": spec_json}
             if cached(result_path, stamp):
                 step(f"{arm} seed {seed}: cached {result_path}")
                 results[arm][seed] = json.loads(result_path.read_text())

@@ -55,39 +55,40 @@ def _anchors(det: nn.Module, x: torch.Tensor, feats: list[torch.Tensor]) -> torc
     return det.anchor_generator(images, feats)
 
 
-class DetectorRaw(nn.Module):
+class _DetectorGraph(nn.Module):
+    """What both exported detector graphs share: normalise, backbone, head."""
+
+    def __init__(self, det: nn.Module) -> None:
+        super().__init__()
+        self.det = det
+        self.norm = _Normalise(det.transform.image_mean, det.transform.image_std)
+
+    def head_outputs(self, x: torch.Tensor) -> tuple[torch.Tensor, list, dict]:
+        """(normalised images, feature maps, head outputs)."""
+        x = self.norm(x)
+        feats = list(self.det.backbone(x).values())
+        return x, feats, self.det.head(feats)
+
+
+class DetectorRaw(_DetectorGraph):
     """images -> (bbox_regression, cls_logits, anchors)."""
 
     output_names = ("bbox_regression", "cls_logits", "anchors")
 
-    def __init__(self, det: nn.Module) -> None:
-        super().__init__()
-        self.det = det
-        self.norm = _Normalise(det.transform.image_mean, det.transform.image_std)
-
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        x = self.norm(x)
-        feats = list(self.det.backbone(x).values())
-        out = self.det.head(feats)
+        x, feats, out = self.head_outputs(x)
         return out["bbox_regression"], out["cls_logits"], _anchors(self.det, x, feats)[0]
 
 
-class DetectorPost(nn.Module):
+class DetectorPost(_DetectorGraph):
     """One image -> (boxes, scores, labels) after the detector's own post-processing."""
 
     output_names = ("boxes", "scores", "labels")
 
-    def __init__(self, det: nn.Module) -> None:
-        super().__init__()
-        self.det = det
-        self.norm = _Normalise(det.transform.image_mean, det.transform.image_std)
-
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
         from torchvision.models.detection.retinanet import RetinaNet
 
-        x = self.norm(x)
-        feats = list(self.det.backbone(x).values())
-        out = self.det.head(feats)
+        x, feats, out = self.head_outputs(x)
         anchors = _anchors(self.det, x, feats)
         sizes = [(x.shape[-2], x.shape[-1])] * x.shape[0]
         if isinstance(self.det, RetinaNet):  # it post-processes per pyramid level
@@ -427,9 +428,7 @@ def export_model(model: nn.Module, output: str | Path, *, fmt: str = "onnx",
         model.score_thresh = score_thresh
     example = torch.rand(1, 3, size[1], size[0], generator=torch.Generator().manual_seed(0))
     module = exportable(model, postprocess, example)
-    from fnacli.cost import is_detector
-
-    postprocess = postprocess and is_detector(model)  # only detectors have any
+    postprocess = isinstance(module, DetectorPost)  # only detectors have any
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
