@@ -4,6 +4,7 @@ imports torch at module level, so ``fnacli --help`` stays fast."""
 from __future__ import annotations
 
 import errno
+import importlib
 import os
 import sys
 
@@ -89,21 +90,10 @@ def _root(
         os.environ["FNACLI_DEBUG"] = "1"
 
 
-# Registration order is the order `fnacli --help` lists them: the pipeline's order.
-from fnacli.cli import (  # noqa: E402,F401
-    data,
-    derive,
-    eval,
-    expand,
-    export,
-    finetune,
-    latency,
-    madds,
-    pretrain,
-    remap,
-    search,
-)
-
+# Each command module registers its command on import (_PipelineOrder orders them).
+for _module in ("expand", "search", "derive", "remap", "finetune", "eval", "export", "madds",
+                "latency", "data", "pretrain"):
+    importlib.import_module(f"fnacli.cli.{_module}")
 
 def _click_exception_types() -> tuple[tuple[type, ...], tuple[type, ...], tuple[type, ...]]:
     """Exit / Abort / usage-error classes of click *and* of the click copy that newer typer

@@ -1,5 +1,6 @@
 """What every command shares: the stderr console, error reporting, option declarations used
-by several commands (one spelling and one metavar per concept), result printing.
+by several commands (one spelling and one metavar per concept), the config a command's
+options make, tables and progress bars on stderr, result printing.
 
 Kept free of torch so that ``fnacli --help`` starts fast.
 """
@@ -9,6 +10,8 @@ from __future__ import annotations
 import logging
 import os
 import sys
+from collections.abc import Collection, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from enum import StrEnum
 from typing import Any, NoReturn
 
@@ -31,7 +34,14 @@ Optim = StrEnum("Optim", {n: n for n in ("sgd", "rmsprop")})
 Device = StrEnum("Device", {n: n for n in ("auto", "cpu", "cuda")})
 
 DATA, SCHEDULE, RUN = "Data", "Schedule", "Run"
-WD = per_task(lambda t: f"{t.recipe.weight_decay:g}".replace("e-0", "e-"))  # 4e-5, not 4e-05
+
+
+def g(v: float) -> str:
+    """A number as help texts write it: 4e-5, not 4e-05."""
+    return f"{v:g}".replace("e-0", "e-")
+
+
+WD = per_task(lambda t: g(t.recipe.weight_decay))
 
 
 class PanelCommand(TyperCommand):
@@ -90,29 +100,68 @@ def value(v: Any) -> Any:
     return v.value if isinstance(v, StrEnum) else v
 
 
+def config(cls: type, options: dict[str, Any], leave_out: Collection[str] = ("as_json",),
+           **fields: Any) -> Any:
+    """The step's config dataclass ``cls`` from the command's options (enum choices as their
+    values) but ``leave_out``, and ``fields``: an option the config has no field for fails."""
+    return cls(**{**{k: value(v) for k, v in options.items() if k not in leave_out}, **fields})
+
+
 def given_flags(ctx: typer.Context, names: tuple[str, ...]) -> list[str]:
     """The flags of ``names`` that the command line set explicitly."""
     return [p.opts[0] for p in ctx.command.params if p.name in names
             and getattr(ctx.get_parameter_source(p.name), "name", "") == "COMMANDLINE"]
 
 
+def print_table(title: str, columns: Sequence[str], rows: Iterable[Sequence[str]], *,
+                right: Collection[str] = (), caption: str | None = None, **table: Any) -> None:
+    """A rich table on stderr: the title (and caption) left-aligned unless ``table`` says
+    otherwise, the ``right`` columns right-aligned; a column may be a rich ``Column``."""
+    from rich.table import Column, Table
+
+    t = Table(*(Column(col, justify="right" if col in right else "left")
+                if isinstance(col, str) else col for col in columns),
+              title=title, caption=caption, **{"title_justify": "left",
+                                                "caption_justify": "left", **table})
+    for row in rows:
+        t.add_row(*row)
+    err_console.print(t)
+
+
+@contextmanager
+def progress_bar(label: str, total: float | None = None, *columns: Any,
+                 transient: bool = True) -> Iterator[Any]:
+    """A bar on stderr (none in a log file): ``label``, the bar, then ``columns`` [n/total];
+    yields its ``update(advance=, total=, completed=, description=)``."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+    with Progress(TextColumn(label), BarColumn(), *(columns or (MofNCompleteColumn(),)),
+                  console=err_console, transient=transient,
+                  disable=not err_console.is_terminal) as bar:
+        task = bar.add_task("", total=total)
+        yield lambda **kw: bar.update(task, **kw)
+
+
 # -- options several commands take (same flag, metavar and meaning everywhere) -----------------
+def option(default: Any, *decls: str, panel: str | None = None, **kw: Any) -> Any:
+    """``typer.Option`` under the help panel ``panel`` (PanelCommand's headings)."""
+    return typer.Option(default, *decls, rich_help_panel=panel, **kw)
+
+
 def task_opt(help: str, extra: tuple[str, ...] = ()) -> Any:
     return typer.Option(None, "--task", metavar=metavar(extra), help=help)
 
 
-def data_opt() -> Any:
-    return typer.Option(None, "--data", metavar="DIR", help="COCO-layout dataset folder.",
-                        rich_help_panel=DATA)
+def data_opt(help: str = "COCO-layout dataset folder.", panel: str | None = DATA) -> Any:
+    return option(None, "--data", metavar="DIR", help=help, panel=panel)
 
 
 def ann_opt(split: str, help: str) -> Any:
-    return typer.Option(None, f"--{split}-ann", metavar="JSON", help=help, rich_help_panel=DATA)
+    return option(None, f"--{split}-ann", metavar="JSON", help=help, panel=DATA)
 
 
 def images_opt(split: str, help: str) -> Any:
-    return typer.Option(None, f"--{split}-images", metavar="DIR", help=help,
-                        rich_help_panel=DATA)
+    return option(None, f"--{split}-images", metavar="DIR", help=help, panel=DATA)
 
 
 def hidden_opt(flag: str) -> Any:
@@ -120,25 +169,44 @@ def hidden_opt(flag: str) -> Any:
     return typer.Option(None, flag, hidden=True)
 
 
+def output_opt(metavar: str, help: str, default: Any = ...) -> Any:
+    return typer.Option(default, "--output", "-o", metavar=metavar, help=help)
+
+
 def size_opt(help: str) -> Any:
     return typer.Option(None, "--size", metavar="N|WxH", help=help)
 
 
+def space_opt(help: str) -> Any:
+    return typer.Option(None, "--space", metavar="SPACE", help=help)
+
+
+def num_classes_opt(help: str) -> Any:
+    return typer.Option(None, "--num-classes", min=1, metavar="N", help=help)
+
+
+def latency_table_opt(help: str) -> Any:
+    return typer.Option(None, "--latency-table", metavar="TABLE", help=help)
+
+
 def workers_opt() -> Any:
-    return typer.Option(2, "--workers", min=0, help="Data-loading processes.", rich_help_panel=RUN)
+    return option(2, "--workers", min=0, help="Data-loading processes.", panel=RUN)
 
 
 def threads_opt(help: str = "CPU threads for torch ops (0: torch's default).") -> Any:
-    return typer.Option(0, "--threads", min=0, help=help, rich_help_panel=RUN)
+    return option(0, "--threads", min=0, help=help, panel=RUN)
 
 
 def device_opt() -> Any:
-    return typer.Option(Device.auto, "--device", help="auto: CUDA when available.",
-                        rich_help_panel=RUN)
+    return option(Device.auto, "--device", help="auto: CUDA when available.", panel=RUN)
 
 
 def force_opt(help: str) -> Any:
     return typer.Option(False, "--force", help=help)
+
+
+def resume_opt(help: str) -> Any:
+    return typer.Option(False, "--resume", help=help)
 
 
 def json_opt(help: str = "Print a JSON summary on stdout.") -> Any:
@@ -150,23 +218,21 @@ def seed_opt(help: str) -> Any:
 
 
 def stop_after_opt(help: str) -> Any:
-    return typer.Option(None, "--stop-after", min=1, metavar="STEPS", help=help,
-                        rich_help_panel=RUN)
+    return option(None, "--stop-after", min=1, metavar="STEPS", help=help, panel=RUN)
 
 
 def checkpoint_every_opt() -> Any:
-    return typer.Option(0, "--checkpoint-every", min=0, metavar="STEPS",
-                        help="Training state every STEPS steps (always at the end of every "
-                             "epoch).", rich_help_panel=RUN)
+    return option(0, "--checkpoint-every", min=0, metavar="STEPS", panel=RUN,
+                  help="Training state every STEPS steps (always at the end of every epoch).")
 
 
 def log_every_opt() -> Any:
-    return typer.Option(10, "--log-every", min=1, metavar="STEPS", rich_help_panel=RUN,
-                        help="A metrics line every STEPS steps (and, when stderr is not a "
-                             "terminal, a plain log line).")
+    return option(10, "--log-every", min=1, metavar="STEPS", panel=RUN,
+                  help="A metrics line every STEPS steps (and, when stderr is not a terminal, "
+                       "a plain log line).")
 
 
 def tensorboard_opt(what: str) -> Any:
-    return typer.Option(None, "--tensorboard", metavar="DIR", envvar="FNACLI_TENSORBOARD",
-                        show_envvar=True, rich_help_panel=RUN,
-                        help=f"Also log {what} to TensorBoard event files in DIR.")
+    return option(None, "--tensorboard", metavar="DIR", envvar="FNACLI_TENSORBOARD",
+                  show_envvar=True, panel=RUN,
+                  help=f"Also log {what} to TensorBoard event files in DIR.")

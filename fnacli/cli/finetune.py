@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 from enum import StrEnum
 from pathlib import Path
@@ -19,6 +20,7 @@ Inference = StrEnum("Inference", {n: n for n in ("whole", "slide")})
 LR = per_task(lambda t: f"{t.recipe.lr:g} per {t.recipe.base_batch}")
 CLIP = per_task(lambda t: f"{t.recipe.clip_grad:g}" if t.recipe.clip_grad else "none")
 SIZE = per_task(lambda t: size_text(t.recipe.size))
+_opt = functools.partial(c.option, panel=c.SCHEDULE)
 
 
 @app.command("finetune", cls=c.PanelCommand)
@@ -26,9 +28,8 @@ def finetune(
     target: Path = typer.Argument(..., metavar="TARGET",
                                   help="Remapped backbone (.safetensors from 'fnacli remap') or "
                                        "a detector checkpoint to continue."),
-    output: Path = typer.Option(..., "--output", "-o", metavar="FINAL",
-                                help="Output detector checkpoint (.safetensors). FINAL.ckpt "
-                                     "and FINAL.metrics.jsonl are written beside it."),
+    output: Path = c.output_opt("FINAL", "Output detector checkpoint (.safetensors). FINAL.ckpt "
+                                         "and FINAL.metrics.jsonl are written beside it."),
     task: c.TaskName | None = typer.Option(None, "--task",
                                            help="Detector (required for a backbone TARGET)."),
     data: Path | None = c.data_opt(),
@@ -36,31 +37,24 @@ def finetune(
     train_images: Path | None = c.images_opt("train", "Training images."),
     val_ann: Path | None = c.ann_opt("val", "Validation annotations."),
     val_images: Path | None = c.images_opt("val", "Validation images."),
-    epochs: int | None = typer.Option(None, "--epochs", min=1, rich_help_panel=c.SCHEDULE,
-                                      help=f"Epochs [{per_task('recipe.epochs')}]."),
-    batch_size: int | None = typer.Option(None, "--batch-size", min=1, rich_help_panel=c.SCHEDULE,
-                                          help="Global batch (split over processes) "
-                                               f"[{per_task('recipe.batch_size')}]."),
-    lr: float | None = typer.Option(None, "--lr", min=0.0, rich_help_panel=c.SCHEDULE,
-                                    help=f"Base lr [{LR} images, scaled to --batch-size]."),
-    optimizer: c.Optim | None = typer.Option(None, "--optimizer", rich_help_panel=c.SCHEDULE,
-                                             help=f"[{per_task('recipe.optimizer')}]"),
-    momentum: float = typer.Option(0.9, "--momentum", min=0.0, rich_help_panel=c.SCHEDULE),
-    schedule: Schedule | None = typer.Option(None, "--schedule", rich_help_panel=c.SCHEDULE,
-                                             help="Cosine, or step decay ×0.1 at fixed "
-                                                  "fractions [step: ssdlite 36,50,56/60; "
-                                                  "retinanet 8,11/12]."),
-    warmup_iters: int | None = typer.Option(None, "--warmup-iters", min=0,
-                                            rich_help_panel=c.SCHEDULE,
-                                            help="Linear warm-up from lr/3 [min(500, 10% of "
-                                                 "the steps)]."),
-    weight_decay: float | None = typer.Option(None, "--weight-decay", min=0.0,
-                                              rich_help_panel=c.SCHEDULE,
-                                              help=f"[{c.WD}] (not "
-                                                   "on BN/bias)."),
-    clip_grad: float | None = typer.Option(None, "--clip-grad", min=0.0,
-                                           rich_help_panel=c.SCHEDULE,
-                                           help=f"Max gradient L2 norm [{CLIP}]; 0 = off."),
+    epochs: int | None = _opt(None, "--epochs", min=1,
+                              help=f"Epochs [{per_task('recipe.epochs')}]."),
+    batch_size: int | None = _opt(None, "--batch-size", min=1, help="Global batch (split over "
+                                  f"processes) [{per_task('recipe.batch_size')}]."),
+    lr: float | None = _opt(None, "--lr", min=0.0,
+                            help=f"Base lr [{LR} images, scaled to --batch-size]."),
+    optimizer: c.Optim | None = _opt(None, "--optimizer",
+                                     help=f"[{per_task('recipe.optimizer')}]"),
+    momentum: float = _opt(0.9, "--momentum", min=0.0),
+    schedule: Schedule | None = _opt(None, "--schedule", help="Cosine, or step decay ×0.1 at "
+                                     "fixed fractions [step: ssdlite 36,50,56/60; retinanet "
+                                     "8,11/12]."),
+    warmup_iters: int | None = _opt(None, "--warmup-iters", min=0, help="Linear warm-up from "
+                                    "lr/3 [min(500, 10% of the steps)]."),
+    weight_decay: float | None = _opt(None, "--weight-decay", min=0.0,
+                                      help=f"[{c.WD}] (not on BN/bias)."),
+    clip_grad: float | None = _opt(None, "--clip-grad", min=0.0,
+                                   help=f"Max gradient L2 norm [{CLIP}]; 0 = off."),
     size: str | None = c.size_opt(f"Input size [{SIZE}; WxH: longer x shorter side]."),
     augment: Augment | None = typer.Option(None, "--augment",
                                            help="ssd: photometric+expand+crop+flip; ssdlite: "
@@ -72,7 +66,7 @@ def finetune(
     threads: int = c.threads_opt("CPU threads per process for torch ops (0: torch's default). "
                                  "Fewer than cores avoids oversubscription."),
     seed: int = c.seed_opt("Seed for new layers, data order, augmentation."),
-    resume: bool = typer.Option(False, "--resume", help="Continue from FINAL.ckpt."),
+    resume: bool = c.resume_opt("Continue from FINAL.ckpt."),
     force: bool = c.force_opt("Overwrite FINAL and start over."),
     inference: Inference | None = typer.Option(
         None, "--inference", help="Segmentation: how eval predicts, on whole images or by a "
@@ -98,11 +92,11 @@ def finetune(
 
     Runs under torchrun for several processes/GPUs/nodes (DDP; SyncBatchNorm on GPU).
     """
-    o = {k: c.value(v) for k, v in locals().items() if k != "as_json"}
+    options = dict(locals())
     from fnacli.pipeline.finetune import FinetuneConfig
     from fnacli.pipeline.finetune import finetune as run
 
     c.setup_logging()
-    result = run(FinetuneConfig(**o))
+    result = run(c.config(FinetuneConfig, options))
     if as_json and result.is_main:
         c.print_result(json.dumps(result.to_dict()))

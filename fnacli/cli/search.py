@@ -10,7 +10,9 @@ rewritten after every epoch, so 'fnacli derive' works on a search in progress.
 
 from __future__ import annotations
 
+import functools
 import json
+from dataclasses import fields
 from enum import StrEnum
 
 import typer
@@ -21,30 +23,13 @@ from fnacli.tasks import per_task, size_text
 
 Strategy = StrEnum("Strategy", {n: n for n in ("differentiable", "evolution", "random")})
 ARCH, ONESHOT = "Architecture (differentiable)", "One-shot (evolution, random)"
-DIFF_ONLY = ("warmup_epochs", "arch_every", "cost_form", "lam", "tau", "gamma",
-             "target_madds", "min_depth", "arch_lr", "arch_step", "checkpoint_activations",
-             "cost", "target_latency")
-ONESHOT_ONLY = ("skip_training", "train_only", "trained", "population", "parents",
-                "mutation_prob", "generations", "candidates", "max_madds", "max_latency",
-                "metric", "calib_images", "calib_batch", "eval_images", "record_top",
-                "stop_after_candidates", "fitness_images", "fitness_ann", "fitness_img_dir",
-                "retrain")
 EPOCHS = (f"differentiable: {per_task('search_defaults.epochs')}; one-shot supernet "
           f"training: {per_task('oneshot_epochs')}")
-
-
-def _g(v: float) -> str:
-    return f"{v:g}".replace("e-0", "e-")  # 4e-5, not 4e-05
-
-
-SEARCH_LR = per_task(lambda t: f"{_g(t.search_defaults.weight_recipe(t.recipe).lr)} per "
+SEARCH_LR = per_task(lambda t: f"{c.g(t.search_defaults.weight_recipe(t.recipe).lr)} per "
                                f"{t.search_defaults.weight_recipe(t.recipe).base_batch}")
-SEARCH_WD = per_task(lambda t: _g(t.search_defaults.weight_recipe(t.recipe).weight_decay))
+SEARCH_WD = per_task(lambda t: c.g(t.search_defaults.weight_recipe(t.recipe).weight_decay))
 SEARCH_AUGMENT = per_task(lambda t: t.search_defaults.augment or t.default_augment)
-
-
-def _opt(default: object, *decls: str, panel: str = ARCH, **kw: object) -> object:
-    return typer.Option(default, *decls, rich_help_panel=panel, **kw)
+_opt = functools.partial(c.option, panel=ARCH)
 
 
 @app.command("search", cls=c.PanelCommand,
@@ -55,9 +40,9 @@ def search(
     supernet: str = typer.Argument(..., metavar="SUPERNET",
                                    help="Supernet checkpoint from 'fnacli expand' (or, with "
                                         "--skip-training, one trained one-shot)."),
-    output: str = typer.Option(..., "--output", "-o", metavar="SEARCHED",
-                               help="Output searched checkpoint (.safetensors); SEARCHED.ckpt "
-                                    "and SEARCHED.metrics.jsonl go beside it."),
+    output: str = c.output_opt("SEARCHED", "Output searched checkpoint (.safetensors); "
+                                           "SEARCHED.ckpt and SEARCHED.metrics.jsonl go beside "
+                                           "it."),
     strategy: Strategy = typer.Option(Strategy.differentiable, "--strategy",
                                       help="differentiable (FNA, default) or one-shot (DetNAS)."),
     task: str | None = c.task_opt("Detector to search for [from the trained supernet with "
@@ -109,15 +94,13 @@ def search(
                                                   "(one-shot: each generation's fitness)"),
     stop_after: int | None = c.stop_after_opt("Stop training (checkpointed) after STEPS steps "
                                               "of this run; continue with --resume."),
-    resume: bool = typer.Option(False, "--resume", help="Continue the training and the search "
-                                                        "where they stopped."),
+    resume: bool = c.resume_opt("Continue the training and the search where they stopped."),
     force: bool = c.force_opt("Overwrite outputs and start over (and accept a --latency-table "
                               "measured on another machine)."),
     as_json: bool = c.json_opt(),
-    latency_table: str | None = typer.Option(None, "--latency-table", metavar="TABLE",
-                                             help="Latency table from 'fnacli latency' (same "
-                                                  "space, task, size): for --cost latency / "
-                                                  "--max-latency, and reported beside MAdds."),
+    latency_table: str | None = c.latency_table_opt("Latency table from 'fnacli latency' (same "
+                                                    "space, task, size): for --cost latency / "
+                                                    "--max-latency, and reported beside MAdds."),
     # -- differentiable only
     warmup_epochs: int | None = _opt(None, "--warmup-epochs", min=0,
                                      help="Epochs of weight steps on uniform paths before α/β "
@@ -221,18 +204,17 @@ def search(
                                              help="Stop the search after N evaluations of this "
                                                   "run; continue with --resume."),
 ) -> None:
-    o = {k: c.value(v) for k, v in locals().items() if k not in ("ctx", "as_json", "strategy")}
+    options = dict(locals())
     from fnacli.pipeline import search as S
 
-    other = ONESHOT_ONLY if strategy is Strategy.differentiable else DIFF_ONLY
-    for flag in c.given_flags(ctx, other):
+    diff, oneshot = S.DifferentiableSearchConfig, S.OneShotSearchConfig
+    cls, other = (diff, oneshot) if strategy is Strategy.differentiable else (oneshot, diff)
+    foreign = {f.name for f in fields(other)} - {f.name for f in fields(cls)}
+    for flag in c.given_flags(ctx, tuple(foreign - {"strategy"})):
         c.fail(f"{flag} does not apply to --strategy {strategy.value}")
-    o = {k: v for k, v in o.items() if k not in other}
     c.setup_logging()
-    if strategy is Strategy.differentiable:
-        result = S.search_differentiable(S.DifferentiableSearchConfig(**o))
-    else:
-        result = S.search_oneshot(S.OneShotSearchConfig(**o, strategy=strategy.value))
+    run = S.search_differentiable if cls is diff else S.search_oneshot
+    result = run(c.config(cls, options, ("ctx", "as_json", *foreign)))
     if not result.is_main:
         return
     if as_json:
