@@ -69,6 +69,18 @@ class PretrainResult:
     val_accuracy: float
 
 
+def check_settings(width: float, size: int, seconds: float) -> None:
+    """Refuse what would fail in torchvision, or train nothing, before any work."""
+    from fnacli.errors import UserError
+
+    if not 0.1 <= width <= 2.0:
+        raise UserError(f"--width: expected a multiplier between 0.1 and 2.0, got {width}")
+    if size < 32:
+        raise UserError(f"--size: expected at least 32 pixels, got {size}")
+    if not seconds > 0:  # a seed of 0 steps is no seed: refuse rather than write one
+        raise UserError(f"--seconds: expected a training budget > 0, got {seconds:g}")
+
+
 def pretrain(width: float = 0.5, size: int = 64, seconds: float = 120.0, max_steps: int = 10_000,
              batch_size: int = 32, lr: float = 0.05, seed: int = 0,
              on_step: Callable[[int, float, float], None] | None = None,
@@ -77,10 +89,7 @@ def pretrain(width: float = 0.5, size: int = 64, seconds: float = 120.0, max_ste
     ``max_steps``) with SGD + cosine decay; returns the model and its held-out accuracy."""
     from torchvision.models import mobilenet_v2
 
-    from fnacli.errors import UserError
-
-    if not seconds > 0:  # a seed of 0 steps is no seed: refuse rather than write one
-        raise UserError(f"--seconds: expected a training budget > 0, got {seconds:g}")
+    check_settings(width, size, seconds)
     torch.manual_seed(seed)
     g = torch.Generator().manual_seed(seed)
     model = mobilenet_v2(width_mult=width, num_classes=NUM_CLASSES)

@@ -6,11 +6,12 @@ from __future__ import annotations
 import json
 from enum import StrEnum
 from pathlib import Path
+from typing import Any
 
 import typer
 
+from fnacli.cli import common as c
 from fnacli.cli.app import app
-from fnacli.cli.common import err_console, print_result
 
 data_app = typer.Typer(help="Datasets: generate the built-in synthetic data (COCO-format "
                             "detection, Cityscapes-layout segmentation).",
@@ -49,7 +50,7 @@ def synth(
     classes: int = typer.Option(3, "--classes",
                                 help="Detection: number of classes, 1..8 (circle, square, "
                                      "triangle, diamond, star, cross, hexagon, ring)."),
-    seed: int = typer.Option(0, "--seed", help="Random seed: same seed, same dataset."),
+    seed: int = c.seed_opt("Random seed: same seed, same dataset."),
     variant: Variant = typer.Option(
         Variant.shapes, "--variant",
         help="shapes: the class is the shape and its colour; context: every object is a dark "
@@ -58,9 +59,8 @@ def synth(
     fmt: ImageFormat = typer.Option(ImageFormat.jpg, "--format",
                                     help="Detection image file format (segmentation writes "
                                          "PNG, as Cityscapes)."),
-    as_json: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
-    force: bool = typer.Option(False, "--force", help="Write into a non-empty OUT_DIR, "
-                                                      "replacing the dataset there."),
+    as_json: bool = c.json_opt(),
+    force: bool = c.force_opt("Write into a non-empty OUT_DIR, replacing the dataset there."),
 ) -> None:
     """Write a small synthetic dataset.
 
@@ -71,54 +71,34 @@ def synth(
     same files; --variant context hides a detection class in a coloured
     ring around each object.
     """
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+    segmentation = kind is SynthTask.segmentation
+    if segmentation:
+        from fnacli.segmentation.synthetic import SegSynthConfig, check_config, generate
 
-    if kind is SynthTask.segmentation:
-        _synth_segmentation(out_dir, train, val, size, seed, as_json, force)
-        return
+        cfg: Any = SegSynthConfig(train=train, val=val, width=size, seed=seed)
+        check_config(cfg)
+    else:
+        from fnacli.detection.synthetic import SynthConfig, check_config, check_output_dir, generate
 
-    from fnacli.detection.synthetic import SynthConfig, check_config, check_output_dir, generate
-
-    cfg = SynthConfig(train=train, val=val, size=size, classes=classes, seed=seed,
-                      fmt=fmt.value, variant=variant.value)
-    check_config(cfg)
-    check_output_dir(out_dir, force)  # before the progress bar takes stderr
-    with Progress(TextColumn("data synth"), BarColumn(), MofNCompleteColumn(),
-                  console=err_console, transient=True,
-                  disable=not err_console.is_terminal) as bar:  # no bar in a log file
-        task = bar.add_task("", total=train + val)
-        counts = generate(out_dir, cfg, force=force,
-                          progress=lambda n: bar.update(task, advance=n))
-    err_console.print(f"synthetic data: {train} train images ({counts['train']} objects), "
-                      f"{val} val images ({counts['val']} objects), {classes} classes, "
-                      f"{size}x{size}, variant {variant.value} -> {out_dir}")
+        cfg = SynthConfig(train=train, val=val, size=size, classes=classes, seed=seed,
+                          fmt=fmt.value, variant=variant.value)
+        check_config(cfg)
+        check_output_dir(out_dir, force)  # before the progress bar takes stderr
+    with c.progress_bar("data synth", train + val) as update:
+        counts = generate(out_dir, cfg, force=force, progress=lambda n: update(advance=n))
+    summary: dict[str, Any] = {"output": str(out_dir)}
+    if segmentation:
+        c.err_console.print(f"synthetic segmentation data: {train} train images, {val} val "
+                            f"images, {cfg.width}x{cfg.height}, Cityscapes layout -> {out_dir}")
+        summary.update(task="segmentation", train_images=train, val_images=val,
+                       train_labelled_pixels=counts["train"], val_labelled_pixels=counts["val"],
+                       width=cfg.width, height=cfg.height, seed=seed)
+    else:
+        c.err_console.print(f"synthetic data: {train} train images ({counts['train']} objects), "
+                            f"{val} val images ({counts['val']} objects), {classes} classes, "
+                            f"{size}x{size}, variant {variant.value} -> {out_dir}")
+        summary.update(train_images=train, val_images=val, train_objects=counts["train"],
+                       val_objects=counts["val"], classes=classes, size=size, seed=seed,
+                       variant=variant.value)
     if as_json:
-        print_result(json.dumps({"output": str(out_dir), "train_images": train,
-                                 "val_images": val, "train_objects": counts["train"],
-                                 "val_objects": counts["val"], "classes": classes,
-                                 "size": size, "seed": seed,
-                                 "variant": variant.value}))
-
-
-def _synth_segmentation(out_dir: Path, train: int, val: int, width: int, seed: int,
-                        as_json: bool, force: bool) -> None:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
-    from fnacli.segmentation.synthetic import SegSynthConfig, check_config, generate
-
-    cfg = SegSynthConfig(train=train, val=val, width=width, seed=seed)
-    check_config(cfg)
-    with Progress(TextColumn("data synth"), BarColumn(), MofNCompleteColumn(),
-                  console=err_console, transient=True,
-                  disable=not err_console.is_terminal) as bar:  # no bar in a log file
-        task = bar.add_task("", total=train + val)
-        counts = generate(out_dir, cfg, force=force,
-                          progress=lambda n: bar.update(task, advance=n))
-    err_console.print(f"synthetic segmentation data: {train} train images, {val} val images, "
-                      f"{cfg.width}x{cfg.height}, Cityscapes layout -> {out_dir}")
-    if as_json:
-        print_result(json.dumps({"output": str(out_dir), "task": "segmentation",
-                                 "train_images": train, "val_images": val,
-                                 "train_labelled_pixels": counts["train"],
-                                 "val_labelled_pixels": counts["val"], "width": cfg.width,
-                                 "height": cfg.height, "seed": seed}))
+        c.print_result(json.dumps(summary))

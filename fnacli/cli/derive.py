@@ -19,8 +19,7 @@ from fnacli.cli.app import app
 def derive(
     checkpoint: str = typer.Argument(..., metavar="SEARCHED|SUPERNET",
                                      help="A searched checkpoint (any epoch) or a supernet."),
-    output: str = typer.Option("-", "-o", "--output", metavar="ARCH.json|-",
-                               help="Where the spec goes ('-': stdout)."),
+    output: str = c.output_opt("ARCH.json|-", "Where the spec goes ('-': stdout).", "-"),
     show: bool = typer.Option(False, "--show", help="Draw the architecture on stderr: ops per "
                                                    "layer, widths, MAdds/params vs the seed."),
     top: int | None = typer.Option(None, "--top", min=1, metavar="K",
@@ -31,8 +30,7 @@ def derive(
     task: str | None = c.task_opt("Detector the MAdds are counted for [the search's, else "
                                   "ssdlite].", extra=("none",)),
     size: str | None = c.size_opt("Input size of the MAdds [the search's, else the task's]."),
-    num_classes: int | None = typer.Option(None, "--num-classes", min=1, metavar="N",
-                                           help="Classes of the detector [the search's, else "
+    num_classes: int | None = c.num_classes_opt("Classes of the detector [the search's, else "
                                                 "80]."),
     min_depth: int | None = typer.Option(None, "--min-depth", min=0, metavar="N",
                                          help="Never drop layers 0..N-1 of a stage [the "
@@ -48,19 +46,19 @@ def derive(
     metrics: str | None = typer.Option(None, "--metrics", metavar="FILE.jsonl",
                                        help="The search's metrics for --plot [SEARCHED"
                                             ".metrics.jsonl when it exists]."),
-    latency_table: str | None = typer.Option(None, "--latency-table", metavar="TABLE",
-                                             help="Report predicted latency beside MAdds, by "
-                                                  "a table from 'fnacli latency' (--force: "
-                                                  "one measured on another machine)."),
+    latency_table: str | None = c.latency_table_opt("Report predicted latency beside MAdds, by "
+                                                    "a table from 'fnacli latency' (--force: "
+                                                    "one measured on another machine)."),
     force: bool = c.force_opt("Overwrite -o ARCH.json, --plot and --diagram files."),
 ) -> None:
+    options = dict(locals())
     from fnacli.io import write_output
     from fnacli.pipeline.derive import DeriveConfig
     from fnacli.pipeline.derive import derive as run
 
     c.setup_logging()
-    r = run(DeriveConfig(checkpoint, min_depth, show or as_json, top, task, size, num_classes,
-                         plot, diagram, metrics, force, latency_table=latency_table))
+    r = run(c.config(DeriveConfig, options, ("output", "show", "as_json"),
+                     profile=show or as_json))
     if output != "-" or not as_json:
         write_output(output, r.arch.to_json(), force)
     if r.warning:
@@ -78,22 +76,20 @@ def _ops_text(st: Any) -> str:
 
 
 def _show(r: Any) -> None:
-    from rich.table import Table
+    from rich.table import Column
 
     arch, seed = r.arch, r.seed
-    table = Table(title=f"derived architecture (path probability {r.probability:.3g})",
-                  title_justify="left")
-    for col in ("stage", "stride", "width", "depth", "ops (per layer)"):
-        table.add_column(col, justify="right" if col in ("stage", "stride") else "left")
-    if seed is not None:
-        table.add_column("seed", style="dim")
+    rows = []
     for s, st in enumerate(arch.stages):
-        row = [str(s), str(st.stride), str(st.out), str(st.depth), _ops_text(st)]
+        rows.append([str(s), str(st.stride), str(st.out), str(st.depth), _ops_text(st)])
         if seed is not None and s < len(seed.stages):
             sd = seed.stages[s]
-            row.append(f"{sd.out} x{sd.depth} {_ops_text(sd) if sd.ops != st.ops else '(same)'}")
-        table.add_row(*row)
-    c.err_console.print(table)
+            rows[-1].append(f"{sd.out} x{sd.depth} "
+                            f"{_ops_text(sd) if sd.ops != st.ops else '(same)'}")
+    c.print_table(f"derived architecture (path probability {r.probability:.3g})",
+                  ("stage", "stride", "width", "depth", "ops (per layer)",
+                   *([Column("seed", style="dim")] if seed is not None else [])), rows,
+                  right=("stage", "stride"))
 
     def line(name: str, p: Any, ms: float | None = None) -> str:
         lat = ""
@@ -113,27 +109,17 @@ def _show(r: Any) -> None:
 def _show_top(r: Any) -> None:
     """Rank, probability/fitness, MAdds, and the ops and width of every stage in which the K
     architectures differ (the stages they share are named once in the caption)."""
-    from rich.table import Table
-
     from fnacli.search.arch import differing_stages, stage_text
 
     tops = r.top
     key = "probability" if tops and "probability" in tops[0] else "fitness"
     specs = [t["spec"] for t in tops]
     differ = differing_stages(specs)
-    table = Table(title=f"top {len(tops)} ({r.where})", title_justify="left")
-    lat = r.latency_table is not None
-    for col in ("rank", key, "MAdds", *(["latency"] if lat else [])):
-        table.add_column(col, justify="right")
-    for s in differ:
-        table.add_column(f"stage {s} (width: ops)")
-    for t in tops:
-        spec = t["spec"]
-        ms = t.get("latency_ms")
-        table.add_row(str(t["rank"]), f"{t[key]:.4g}", f"{t['madds'] / 1e6:,.1f}M",
-                      *([f"{ms:.2f} ms" if ms is not None else "-"] if lat else []),
-                      *(stage_text(spec.stages[s]) if s < len(spec.stages) else "-"
-                        for s in differ))
+    lat = ["latency"] if r.latency_table is not None else []
+    rows = [[str(t["rank"]), f"{t[key]:.4g}", f"{t['madds'] / 1e6:,.1f}M",
+             *([f"{ms:.2f} ms" if (ms := t.get("latency_ms")) is not None else "-"] * len(lat)),
+             *(stage_text(t["spec"].stages[s]) if s < len(t["spec"].stages) else "-"
+               for s in differ)] for t in tops]
     same = [s for s in range(len(specs[0].stages)) if s not in differ] if specs else []
     caption = []
     if same:
@@ -141,6 +127,6 @@ def _show_top(r: Any) -> None:
                        + ", ".join(f"{s} ({stage_text(specs[0].stages[s])})" for s in same))
     if key == "probability":
         caption.append(f"total probability of the listed: {sum(t[key] for t in tops):.4g}")
-    table.caption = "; ".join(caption) or None
-    table.caption_justify = "left"
-    c.err_console.print(table)
+    c.print_table(f"top {len(tops)} ({r.where})",
+                  ("rank", key, "MAdds", *lat, *(f"stage {s} (width: ops)" for s in differ)),
+                  rows, right=("rank", key, "MAdds", *lat), caption="; ".join(caption) or None)

@@ -48,39 +48,26 @@ def eval_(
 
     if detections is not None and str(detections) != "-":
         check_writable(detections, force)
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-    from rich.table import Table
-
     from fnacli.pipeline.evaluate import EvaluateConfig, evaluate
     from fnacli.tasks import get_task
 
     c.setup_logging()
-    with Progress(TextColumn(f"eval {split}"), BarColumn(), MofNCompleteColumn(),
-                  console=c.err_console, transient=True,
-                  disable=not c.err_console.is_terminal) as bar:  # no bar in a log file
-        job = bar.add_task("", total=None)
+    with c.progress_bar(f"eval {split}") as update:
         r = evaluate(EvaluateConfig(
             final, data, split, ann or ann_alias, images or images_alias, per_class, batch_size,
             workers, threads, device.value, detections is not None,
-            on_progress=lambda n: bar.update(job, advance=n),
-            on_start=lambda total: bar.update(job, total=total)))
+            on_progress=lambda n: update(advance=n), on_start=lambda n: update(total=n)))
 
     extra = f", {len(r.detections)} detections" if r.detections else ""
-    table = Table(title=f"{final.name} on {Path(r.ann).name} ({r.images} images{extra})")
-    for col, just in (("metric", "left"), ("name", "left"), ("value", "right")):
-        table.add_column(col, justify=just)
     labels = get_task(r.task).metric_labels
-    for name, v in r.stats.items():
-        table.add_row(labels.get(name, name), name, f"{v:.4f}")
-    c.err_console.print(table)
-    if r.per_class is not None:
-        what = r.per_class_metric
-        pc = Table(title=f"{what} per category")
-        pc.add_column("category")
-        pc.add_column(what, justify="right")
-        for cname, v in r.per_class.items():
-            pc.add_row(cname, "–" if v != v else f"{v:.4f}")  # NaN: absent from the split
-        c.err_console.print(pc)
+    c.print_table(f"{final.name} on {Path(r.ann).name} ({r.images} images{extra})",
+                  ("metric", "name", "value"),
+                  [(labels.get(name, name), name, f"{v:.4f}") for name, v in r.stats.items()],
+                  right=("value",), title_justify="center")
+    if r.per_class is not None:  # NaN: absent from the split
+        c.print_table(f"{r.per_class_metric} per category", ("category", r.per_class_metric),
+                      [(k, "–" if v != v else f"{v:.4f}") for k, v in r.per_class.items()],
+                      right=(r.per_class_metric,), title_justify="center")
     if detections is not None:
         write_output(str(detections), json.dumps(r.detections), force)
         if str(detections) != "-":

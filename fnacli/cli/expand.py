@@ -21,8 +21,7 @@ def expand(
                                     "timm:mobilenetv2_100)."),
     space: str = typer.Option("fna", "--space", metavar="fna|fna-channels|SPACE.json",
                               help="Search space: a built-in name, a JSON file or '-'."),
-    output: str = typer.Option(..., "-o", "--output", metavar="SUPERNET",
-                               help="Output supernet checkpoint (.safetensors)."),
+    output: str = c.output_opt("SUPERNET", "Output supernet checkpoint (.safetensors)."),
     masks: str = typer.Option("non-overlapping", "--masks",
                               metavar="non-overlapping|overlapping",
                               help="Channel masks of the mixed blocks: Jung et al.'s "
@@ -42,12 +41,12 @@ def expand(
     force: bool = c.force_opt("Overwrite the output."),
     as_json: bool = c.json_opt("Print the summary as JSON."),
 ) -> None:
+    options = dict(locals())
     from fnacli.pipeline.expand import ExpandConfig
     from fnacli.pipeline.expand import expand as run
 
     with c.err_console.status(f"remapping {seed} into the {space} supernet"):
-        r = run(ExpandConfig(seed, output, space, masks, arch_seed, init_std, force, widen,
-                             noise))
+        r = run(c.config(ExpandConfig, options))
     info = r.to_dict()
     if as_json:
         c.print_result(json.dumps(info))

@@ -8,21 +8,19 @@ from pathlib import Path
 
 import typer
 
+from fnacli.cli import common as c
 from fnacli.cli.app import app
-from fnacli.cli.common import err_console, print_result
 
 
 @app.command("export")
 def export(
     final: Path = typer.Argument(..., metavar="FINAL",
                                  help="Fine-tuned detector checkpoint (from 'fnacli finetune')."),
-    output: Path = typer.Option(..., "--output", "-o", metavar="OUT",
-                                help="The exported file (model.onnx, model.pt)."),
+    output: Path = c.output_opt("OUT", "The exported file (model.onnx, model.pt)."),
     fmt: str = typer.Option("onnx", "--format", metavar="onnx|torchscript",
                             help="ONNX (opset --opset, checked in onnxruntime) or a traced "
                                  "TorchScript module."),
-    size: str = typer.Option(None, "--size", metavar="N|WxH",
-                             help="Input size of the exported graph [the size trained at]."),
+    size: str = c.size_opt("Input size of the exported graph [the size trained at]."),
     raw: bool = typer.Option(False, "--raw",
                              help="Export the raw head outputs (bbox_regression, cls_logits, "
                                   "anchors) instead of boxes/scores/labels after NMS."),
@@ -33,9 +31,8 @@ def export(
     opset: int = typer.Option(17, "--opset", min=7, metavar="N", help="ONNX opset."),
     no_check: bool = typer.Option(False, "--no-check",
                                   help="Skip the parity check against PyTorch."),
-    data: Path = typer.Option(None, "--data", metavar="DIR",
-                              help="Check on the first images of this dataset's val split "
-                                   "[synthetic scenes]."),
+    data: Path = c.data_opt("Check on the first images of this dataset's val split [synthetic "
+                            "scenes].", panel=None),
     samples: int = typer.Option(4, "--samples", min=1, metavar="N",
                                 help="Images for the parity check."),
     threads: int = typer.Option(1, "--threads", min=1, metavar="K",
@@ -43,19 +40,20 @@ def export(
                                      "same for PyTorch and the exported model)."),
     no_latency: bool = typer.Option(False, "--no-latency",
                                     help="Skip timing the exported model against PyTorch."),
-    force: bool = typer.Option(False, "--force", help="Overwrite OUT."),
-    as_json: bool = typer.Option(False, "--json", help="A JSON summary on stdout."),
+    force: bool = c.force_opt("Overwrite OUT."),
+    as_json: bool = c.json_opt("A JSON summary on stdout."),
 ) -> None:
     """Export the whole detector at one input size (images in [0, 1], RGB, already resized),
     with its post-processing or raw; by default check it against PyTorch and time it."""
-    from fnacli.pipeline.export import export as export_step
+    options = dict(locals())
+    from fnacli.pipeline.export import ExportConfig
+    from fnacli.pipeline.export import export as run
 
-    result = export_step(final, output, fmt=fmt, size=size, raw=raw, score_thresh=score_thresh,
-                         opset=opset, check=not no_check, data=data, samples=samples,
-                         threads=threads, measure=not no_latency, force=force, progress=True)
+    result = run(c.config(ExportConfig, options, ("as_json", "no_check", "no_latency"),
+                          check=not no_check, measure=not no_latency, progress=True))
     wh = result.size
     what = "detections after NMS" if result.postprocess else "raw outputs"
-    err_console.print(f"{output}: {result.task} at {wh[0]}x{wh[1]}, {what} "
+    c.err_console.print(f"{output}: {result.task} at {wh[0]}x{wh[1]}, {what} "
                       f"({', '.join(result.outputs)})"
                       + (f", ONNX opset {opset}" if fmt == "onnx" else ", TorchScript (traced)"))
     p = result.parity
@@ -66,15 +64,15 @@ def export(
             line += (f"; detections the same on {p.detections_same}/{p.images} images "
                      f"({sum(p.detections)} boxes, boxes max |Δ| {p.box_max_abs:.2e} px, "
                      f"scores {p.score_max_abs:.2e})")
-        err_console.print(line)
+        c.err_console.print(line)
     if result.latency_ms:
-        err_console.print(f"latency at {threads} thread(s), batch 1: " + ", ".join(
+        c.err_console.print(f"latency at {threads} thread(s), batch 1: " + ", ".join(
             f"{k} {v:.2f} ms" for k, v in result.latency_ms.items()))
     if as_json:
-        print_result(json.dumps(result.to_dict()))
+        c.print_result(json.dumps(result.to_dict()))
     if p is not None and not p.ok:
-        err_console.print(f"fnacli: error: parity check failed: {'; '.join(p.problems)} "
+        c.err_console.print(f"fnacli: error: parity check failed: {'; '.join(p.problems)} "
                           f"({output} is kept; --no-check skips the check)")
         raise typer.Exit(1)
     if not as_json:
-        print_result(str(output))
+        c.print_result(str(output))

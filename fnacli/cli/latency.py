@@ -8,8 +8,8 @@ from typing import Any
 
 import typer
 
+from fnacli.cli import common as c
 from fnacli.cli.app import app
-from fnacli.cli.common import err_console, print_result
 from fnacli.tasks import metavar, per_task, size_text
 
 # the backbone alone and the classifier (fnacli.lut), then the registered tasks
@@ -19,16 +19,13 @@ SIZE_DEFAULTS = f"224; {per_task(lambda t: size_text(t.profile_size))}"
 
 @app.command("latency")
 def latency(
-    space: str = typer.Option(None, "--space", metavar="SPACE",
-                              help="Search space to measure (built-in name, JSON file or '-')."),
+    space: str = c.space_opt("Search space to measure (built-in name, JSON file or '-')."),
     task: str = typer.Option("ssdlite", "--task", metavar=TASKS_METAVAR,
                              help="What the table covers: the backbone (with its head conv), "
                                   "the ImageNet classifier, or a detector's backbone + neck + "
                                   "head (no resize / post-processing)."),
-    size: str = typer.Option(None, "--size", metavar="N|WxH",
-                             help=f"Input size [{SIZE_DEFAULTS}]."),
-    num_classes: int = typer.Option(None, "--num-classes", min=1, metavar="N",
-                                    help="Object classes without background [80; classifier "
+    size: str = c.size_opt(f"Input size [{SIZE_DEFAULTS}]."),
+    num_classes: int = c.num_classes_opt("Object classes without background [80; classifier "
                                          "1000]."),
     device: str = typer.Option("cpu", "--device", metavar="cpu|cuda",
                                help="Where to measure (cuda: the first GPU)."),
@@ -50,60 +47,51 @@ def latency(
     check: int = typer.Option(0, "--check", min=0, metavar="N",
                               help="Validate: N random architectures' table sums against their "
                                    "measured end-to-end latency (error %, Spearman)."),
-    seed: int = typer.Option(0, "--seed", help="Seed of the --check architectures and of the "
-                                               "timing order."),
+    seed: int = c.seed_opt("Seed of the --check architectures and of the timing order."),
     table_in: str = typer.Option(None, "--table", metavar="TABLE",
                                  help="Check (--check) an existing table instead of measuring "
                                       "one."),
-    output: str = typer.Option(None, "--output", "-o", metavar="TABLE",
-                               help="Where to write the table [the cache; its path is "
-                                    "printed]."),
-    resume: bool = typer.Option(False, "--resume",
-                                help="Continue an interrupted build from TABLE.partial."),
-    force: bool = typer.Option(False, "--force",
-                               help="Overwrite TABLE, start over, and accept a --table "
-                                    "measured on another machine."),
-    as_json: bool = typer.Option(False, "--json", help="A JSON summary on stdout."),
+    output: str = c.output_opt("TABLE", "Where to write the table [the cache; its path is "
+                                        "printed].", None),
+    resume: bool = c.resume_opt("Continue an interrupted build from TABLE.partial."),
+    force: bool = c.force_opt("Overwrite TABLE, start over, and accept a --table measured on "
+                              "another machine."),
+    as_json: bool = c.json_opt("A JSON summary on stdout."),
 ) -> None:
     """Measure the latency of every candidate layer of a search space (and of the stem, head
     conv, neck and head) on this machine: a lookup table for --cost latency, --max-latency and
     --latency-table."""
-    from fnacli.pipeline.latency import measure_latency
+    options = dict(locals())
+    from fnacli.pipeline.latency import LatencyConfig, measure_latency
 
-    r = measure_latency(space=space, task=task, size=size, num_classes=num_classes,
-                        device=device, threads=threads, batch=batch,
-                        channels_last=channels_last, rounds=rounds, max_rounds=max_rounds,
-                        tolerance=tolerance, check=check, seed=seed, table=table_in,
-                        output=output, resume=resume, force=force, progress=True)
+    r = measure_latency(c.config(LatencyConfig, options, ("as_json", "table_in"),
+                                 table=table_in, progress=True))
     if r.check is not None:
         _print_check(r)
     if as_json:
-        print_result(json.dumps(r.to_dict()))
+        c.print_result(json.dumps(r.to_dict()))
     elif not r.built:
         s = r.check_summary
-        print_result(f"{r.path}: mean abs error {s['mean_abs_error_pct']:.1f}%, "
+        c.print_result(f"{r.path}: mean abs error {s['mean_abs_error_pct']:.1f}%, "
                      f"Spearman {s['spearman']:.3f} over {check} architectures")
     else:
-        print_result(r.path)
+        c.print_result(r.path)
 
 
 def _print_check(r: Any) -> None:
-    from rich.table import Table
-
     result, s, n = r.check, r.check_summary, len(r.check.measured_ms)
-    t = Table(title=f"--check {n}: table vs measured end to end ({r.table.describe()}, "
-                    f"{r.check_seconds:.1f}s)", title_justify="left")
-    for col in ("#", "measured ms", "table sum ms", "predicted ms", "error"):
-        t.add_column(col, justify="right")
-    for i, (m, raw, p) in enumerate(zip(result.measured_ms, result.table_ms,
-                                        result.predicted_ms, strict=True)):
-        t.add_row(str(i), f"{m:.3f}", f"{raw:.3f}", f"{p:.3f}", f"{100 * (p - m) / m:+.1f}%")
-    err_console.print(t)
-    err_console.print(f"mean abs error {s['mean_abs_error_pct']:.2f}% (table sum alone "
-                      f"{s['mean_abs_error_pct_no_overhead']:.2f}%, overhead "
-                      f"{s['overhead_ms']:.3f} ms measured at build time); Spearman "
-                      f"{s['spearman']:.3f}")
+    columns = ("#", "measured ms", "table sum ms", "predicted ms", "error")
+    c.print_table(f"--check {n}: table vs measured end to end ({r.table.describe()}, "
+                  f"{r.check_seconds:.1f}s)", columns,
+                  [(str(i), f"{m:.3f}", f"{raw:.3f}", f"{p:.3f}", f"{100 * (p - m) / m:+.1f}%")
+                   for i, (m, raw, p) in enumerate(zip(result.measured_ms, result.table_ms,
+                                                       result.predicted_ms, strict=True))],
+                  right=columns)
+    c.err_console.print(f"mean abs error {s['mean_abs_error_pct']:.2f}% (table sum alone "
+                        f"{s['mean_abs_error_pct_no_overhead']:.2f}%, overhead "
+                        f"{s['overhead_ms']:.3f} ms measured at build time); Spearman "
+                        f"{s['spearman']:.3f}")
     if "load_drift" in s:
-        err_console.print(f"the build's reference networks run {s['load_drift']:.3f}x as long "
-                          "as at build time (other load on this machine); scaled by that, "
-                          f"the error is {s['mean_abs_error_pct_drift_corrected']:.2f}%")
+        c.err_console.print(f"the build's reference networks run {s['load_drift']:.3f}x as long "
+                            "as at build time (other load on this machine); scaled by that, "
+                            f"the error is {s['mean_abs_error_pct_drift_corrected']:.2f}%")

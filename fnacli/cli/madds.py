@@ -25,19 +25,13 @@ def _fmt(n: float, unit: str = "") -> str:
 
 
 def _table(profiles: list[Any], title: str) -> None:
-    from rich.table import Table
-
-    t = Table(title=title, title_justify="left")
-    lat = any("latency_ms" in p.extra for p in profiles)
-    for col in ("name", "params", "MAdds", "backbone", "neck", "head",
-                *(["latency"] if lat else [])):
-        t.add_column(col, justify="left" if col == "name" else "right")
-    for p in profiles:
-        ms = p.extra.get("latency_ms")
-        t.add_row(p.name, _fmt(p.params), _fmt(p.madds),
-                  *(_fmt(p.madds_parts.get(part, 0)) for part in ("backbone", "neck", "head")),
-                  *([f"{ms:.2f} ms" if ms is not None else "not in table"] if lat else []))
-    c.err_console.print(t)
+    lat = ["latency"] if any("latency_ms" in p.extra for p in profiles) else []
+    columns = ("name", "params", "MAdds", "backbone", "neck", "head", *lat)
+    c.print_table(title, columns, [
+        (p.name, _fmt(p.params), _fmt(p.madds),
+         *(_fmt(p.madds_parts.get(part, 0)) for part in ("backbone", "neck", "head")),
+         *([f"{ms:.2f} ms" if (ms := p.extra.get("latency_ms")) is not None
+            else "not in table"] * len(lat))) for p in profiles], right=columns[1:])
 
 
 @app.command("madds")
@@ -55,26 +49,22 @@ def madds(
                                   "classifier), "
                                   f"{per_task(lambda t: size_text(t.profile_size))}."),
     input_alias: str | None = c.hidden_opt("--input"),
-    num_classes: int = typer.Option(None, "--num-classes", min=1, metavar="N",
-                                    help="Object classes without background (default: a "
+    num_classes: int = c.num_classes_opt("Object classes without background (default: a "
                                          "detector checkpoint's, else 80); ImageNet classes "
                                          "for --task classifier (default 1000)."),
     as_json: bool = c.json_opt("One JSON object per spec on stdout."),
     exact: bool = typer.Option(False, "--exact",
                                help="Trace every network with fvcore instead of summing the "
                                     "lookup table (slower; same numbers)."),
-    space: str = typer.Option(None, "--space", metavar="SPACE",
-                              help="With --lut: the search space (built-in name, JSON file "
-                                   "or '-')."),
+    space: str = c.space_opt("With --lut: the search space (built-in name, JSON file or '-')."),
     lut: bool = typer.Option(False, "--lut",
                              help="Build the cost lookup table of --space instead of profiling "
                                   "specs (to -o, else into the cache; prints its path)."),
-    output: str = typer.Option(None, "--output", "-o", metavar="OUT",
-                               help="With --lut: where to write the table ('-' for stdout)."),
-    latency_table: str = typer.Option(None, "--latency-table", metavar="TABLE",
-                                      help="Also the predicted latency, by a table from "
-                                           "'fnacli latency' (same task and size; --force: "
-                                           "one measured on another machine)."),
+    output: str = c.output_opt("OUT", "With --lut: where to write the table ('-' for stdout).",
+                               None),
+    latency_table: str = c.latency_table_opt("Also the predicted latency, by a table from "
+                                             "'fnacli latency' (same task and size; --force: "
+                                             "one measured on another machine)."),
     force: bool = c.force_opt("Overwrite OUT if it exists."),
 ) -> None:
     """Params and MAdds (conv + linear multiply-accumulates, counted with fvcore) of SPECs,
@@ -116,7 +106,7 @@ def madds(
     # one table per setting: a detector checkpoint counts at its own task, size and classes
     results = P.profile_recorded(named, task_name, size_wh, num_classes, exact, progress=True)
     if table is not None:
-        _add_latency(table, latency_table, results, {n: s for n, s, _ in named})
+        P.add_latency(results, named, table, latency_table)
     for r in results:
         extra = f", {r.num_classes} classes" if r.task != "none" else ""
         lat = (f"; latency by {latency_table} ({table.describe()})"
@@ -124,24 +114,7 @@ def madds(
                else "")
         _table(r.profiles, f"{r.task} @ {r.size[0]}x{r.size[1]}{extra} ({r.method}, "
                            f"{r.seconds:.1f}s){lat}")
-    if as_json:  # in the order the SPECs were given (the sort is stable)
-        rank = {name: i for i, (name, _, _) in reversed(list(enumerate(named)))}
-        order = sorted((p for r in results for p in r.profiles),
-                       key=lambda p: rank.get(p.name, len(rank)))
-        c.print_result("\n".join(json.dumps(p.to_dict()) for p in order))
+    if as_json:
+        c.print_result("\n".join(json.dumps(p.to_dict()) for p in P.in_given_order(results,
+                                                                                    named)))
 
-
-def _add_latency(table: Any, source: str, results: list, specs: dict) -> None:
-    """Predicted latency beside MAdds for the profiles of the table's setting (task, size,
-    classes); a table of none of the settings is refused."""
-    from fnacli.latency import check_usage, predict_ms
-
-    matching = [r for r in results
-                if (r.task, tuple(r.size), r.num_classes) ==
-                (table.task, tuple(table.size), table.num_classes)]
-    if not matching:
-        r = results[0]
-        check_usage(table, r.task, r.size, r.num_classes, source)
-    for r in matching:
-        for p in r.profiles:
-            p.extra["latency_ms"] = predict_ms(table, specs[p.name])

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import typer
 
+from fnacli.cli import common as c
 from fnacli.cli.app import app
-from fnacli.cli.common import err_console, print_result
 
 
 @app.command("pretrain-seed")
@@ -20,8 +20,8 @@ def pretrain_seed(
                                    help="Stop after this many steps at the latest."),
     batch_size: int = typer.Option(32, min=1),
     seed: int = typer.Option(0),
-    json_out: bool = typer.Option(False, "--json", help="Print a JSON summary on stdout."),
-    force: bool = typer.Option(False, "--force", help="Overwrite OUT."),
+    json_out: bool = c.json_opt(),
+    force: bool = c.force_opt("Overwrite OUT."),
 ) -> None:
     """Pre-train torchvision's MobileNetV2 on synthetic shapes (12 classes) as a seed.
 
@@ -30,36 +30,25 @@ def pretrain_seed(
     """
     import json
 
-    from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import TextColumn, TimeRemainingColumn
 
-    from fnacli.errors import UserError
     from fnacli.io import check_writable
-    from fnacli.seed_pretrain import pretrain
+    from fnacli.seed_pretrain import check_settings, pretrain
     from fnacli.train import write_torch_atomic
 
-    if not 0.1 <= width <= 2.0:
-        raise UserError(f"--width: expected a multiplier between 0.1 and 2.0, got {width}")
-    if size < 32:
-        raise UserError(f"--size: expected at least 32 pixels, got {size}")
-    if not seconds > 0:
-        raise UserError(f"--seconds: expected a training budget > 0, got {seconds:g}")
+    check_settings(width, size, seconds)
     dest = check_writable(out, force)
-    with Progress(TextColumn("pretrain-seed"), BarColumn(), TextColumn("{task.description}"),
-                  TimeRemainingColumn(), console=err_console,
-                  disable=not err_console.is_terminal) as bar:  # no bar in a log file
-        task = bar.add_task("", total=seconds)
-
-        def on_step(step: int, loss: float, elapsed: float) -> None:
-            bar.update(task, completed=elapsed, description=f"step {step} loss {loss:.3f}")
-
+    with c.progress_bar("pretrain-seed", seconds, TextColumn("{task.description}"),
+                        TimeRemainingColumn(), transient=False) as update:
         model, res = pretrain(width, size, seconds, max_steps, batch_size, seed=seed,
-                              on_step=on_step)
-        bar.update(task, completed=seconds)
+                              on_step=lambda step, loss, elapsed: update(
+                                  completed=elapsed, description=f"step {step} loss {loss:.3f}"))
+        update(completed=seconds)
     write_torch_atomic(dest, model.state_dict())
-    err_console.print(f"seed: {res.steps} steps in {res.seconds:.0f}s, held-out accuracy "
-                      f"{res.val_accuracy:.1%} (12 classes, chance 8.3%) -> {dest}")
+    c.err_console.print(f"seed: {res.steps} steps in {res.seconds:.0f}s, held-out accuracy "
+                        f"{res.val_accuracy:.1%} (12 classes, chance 8.3%) -> {dest}")
     if json_out:
-        print_result(json.dumps({"output": str(dest), "width": width, "steps": res.steps,
-                                 "seconds": round(res.seconds, 1),
-                                 "train_loss": res.train_loss if res.steps else None,
-                                 "val_accuracy": res.val_accuracy}))
+        c.print_result(json.dumps({"output": str(dest), "width": width, "steps": res.steps,
+                                   "seconds": round(res.seconds, 1),
+                                   "train_loss": res.train_loss if res.steps else None,
+                                   "val_accuracy": res.val_accuracy}))

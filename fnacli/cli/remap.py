@@ -53,11 +53,11 @@ def remap(
     force: bool = c.force_opt("Overwrite OUT if it exists."),
 ) -> None:
     """Remap SEED's parameters onto the architecture SPEC (depth, width, kernel; FNA)."""
+    options = dict(locals())
     from fnacli.pipeline.remap import RemapConfig
     from fnacli.pipeline.remap import remap as run
 
-    r = run(RemapConfig(seed, spec, output, width.value, kernel.value, noise, rng_seed, force,
-                        widen.value))
+    r = run(c.config(RemapConfig, options))
     _print_table(r.stages, r.seed_spec, r.spec)
     c.err_console.print(f"wrote {output} ({r.params:,} parameters)")
     if as_json:
@@ -76,23 +76,18 @@ def _ops_text(ops: list[str]) -> str:
 
 
 def _print_table(report: list[dict], seed_spec: ArchSpec, target: ArchSpec) -> None:
-    from rich.table import Table
+    def out(r: dict, side: str) -> str:  # with the stride where the remap changed it
+        moved = r["seed"]["stride"] != r["new"]["stride"]
+        return f"{r[side]['out']}" + (f" s{r[side]['stride']}" if moved else "")
 
-    table = Table(title="remap: seed → new", title_justify="left")
-    for col in ("stage", "seed out", "seed ops", "new out", "new ops", "copied from"):
-        table.add_column(col, justify="right" if "out" in col or col == "stage" else "left")
-    table.add_row("stem", str(seed_spec.stem_out), "conv3x3", str(target.stem_out), "conv3x3",
-                  "stem")
-    for r in report:
-        seed_out = f"{r['seed']['out']}" + (f" s{r['seed']['stride']}"
-                                             if r["seed"]["stride"] != r["new"]["stride"] else "")
-        new_out = f"{r['new']['out']}" + (f" s{r['new']['stride']}"
-                                           if r["seed"]["stride"] != r["new"]["stride"] else "")
-        table.add_row(str(r["stage"]), seed_out, _ops_text(r["seed"]["ops"]), new_out,
-                      _ops_text(r["new"]["ops"]),
-                      " ".join(f"L{j}" for j in r["sources"]))
+    rows = [["stem", str(seed_spec.stem_out), "conv3x3", str(target.stem_out), "conv3x3",
+             "stem"]]
+    rows += [[str(r["stage"]), out(r, "seed"), _ops_text(r["seed"]["ops"]), out(r, "new"),
+              _ops_text(r["new"]["ops"]), " ".join(f"L{j}" for j in r["sources"])]
+             for r in report]
     if target.head_out:
-        src = "head" if seed_spec.head_out else "new (seed has none)"
-        table.add_row("head", str(seed_spec.head_out or "-"), "conv1x1", str(target.head_out),
-                      "conv1x1", src)
-    c.err_console.print(table)
+        rows.append(["head", str(seed_spec.head_out or "-"), "conv1x1", str(target.head_out),
+                     "conv1x1", "head" if seed_spec.head_out else "new (seed has none)"])
+    c.print_table("remap: seed → new", ("stage", "seed out", "seed ops", "new out", "new ops",
+                                        "copied from"), rows,
+                  right=("stage", "seed out", "new out"))

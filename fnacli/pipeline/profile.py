@@ -246,3 +246,31 @@ def profile_recorded(named: list[tuple[str, ArchSpec, Recorded | None]], task: s
         groups.setdefault(settings_for(recorded, task, size, num_classes), []).append(
             (name, spec))
     return [profile(specs, t, sz, n, exact, progress) for (t, sz, n), specs in groups.items()]
+
+
+def add_latency(results: list[ProfileResult], named: list[tuple[str, ArchSpec, Any]],
+                table: Any, source: str) -> None:
+    """Predicted latency (``extra["latency_ms"]``) beside MAdds for the profiles counted at
+    the latency table's setting (task, size, classes); a table of none of the settings is
+    refused (``source``: where the table came from, for the message)."""
+    from fnacli.latency import check_usage, predict_ms
+
+    specs = {name: spec for name, spec, _ in named}
+    matching = [r for r in results
+                if (r.task, tuple(r.size), r.num_classes) ==
+                (table.task, tuple(table.size), table.num_classes)]
+    if not matching:
+        r = results[0]
+        check_usage(table, r.task, r.size, r.num_classes, source)
+    for r in matching:
+        for p in r.profiles:
+            p.extra["latency_ms"] = predict_ms(table, specs[p.name])
+
+
+def in_given_order(results: list[ProfileResult],
+                   named: list[tuple[str, ArchSpec, Any]]) -> list[Profile]:
+    """The profiles of ``profile_recorded``'s results in the order the specs were given (a
+    name given twice ranks at its first place; the sort is stable)."""
+    rank = {name: i for i, (name, _, _) in reversed(list(enumerate(named)))}
+    return sorted((p for r in results for p in r.profiles),
+                  key=lambda p: rank.get(p.name, len(rank)))
