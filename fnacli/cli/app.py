@@ -7,8 +7,10 @@ import errno
 import importlib
 import os
 import sys
+from typing import NoReturn
 
 import typer
+from typer._click.exceptions import ClickException  # typer's vendored click
 from typer.core import TyperGroup
 
 from fnacli import __version__
@@ -95,21 +97,11 @@ for _module in ("expand", "search", "derive", "remap", "finetune", "eval", "expo
                 "latency", "data", "pretrain"):
     importlib.import_module(f"fnacli.cli.{_module}")
 
-def _click_exception_types() -> tuple[tuple[type, ...], tuple[type, ...], tuple[type, ...]]:
-    """Exit / Abort / usage-error classes of click *and* of the click copy that newer typer
-    versions vendor (``typer._click``): usage errors raised by typer are not click's."""
-    import click
 
-    exits: list[type] = [click.exceptions.Exit, typer.Exit]
-    aborts: list[type] = [click.exceptions.Abort, typer.Abort]
-    errors: list[type] = [click.ClickException]
-    try:
-        from typer._click.exceptions import ClickException as VendoredClickException
-    except ImportError:
-        pass
-    else:
-        errors.append(VendoredClickException)
-    return tuple(exits), tuple(aborts), tuple(errors)
+def _exit(code: int, message: str | None = None) -> NoReturn:
+    if message is not None:
+        print(f"fnacli: {message}", file=sys.stderr)
+    sys.exit(code)
 
 
 def main() -> None:
@@ -130,36 +122,29 @@ def main() -> None:
     except UserError as e:
         if debug_enabled():
             raise
-        print(f"fnacli: error: {e}", file=sys.stderr)
-        sys.exit(2)
+        _exit(2, f"error: {e}")
     except interrupt.Interrupted as e:
-        print(f"fnacli: {e.message()}", file=sys.stderr)
-        sys.exit(e.exit_code)
+        _exit(e.exit_code, e.message())
     except KeyboardInterrupt:  # SIGINT where our handler was not installed
-        print(f"fnacli: {interrupt.Interrupted(2).message()}", file=sys.stderr)
-        sys.exit(130)
+        _exit(130, interrupt.Interrupted(2).message())
+    except typer.Exit as e:
+        _exit(e.exit_code)
+    except typer.Abort:
+        _exit(130, "aborted")
+    except ClickException as e:  # usage errors (typer's vendored click): its message, exit 2
+        e.show()
+        _exit(e.exit_code)
     except SystemExit:
         raise
     except BaseException as e:  # noqa: BLE001
-        exit_types, abort_types, click_errors = _click_exception_types()
-        if isinstance(e, exit_types):
-            sys.exit(e.exit_code)
-        if isinstance(e, abort_types):
-            print("fnacli: aborted", file=sys.stderr)
-            sys.exit(130)
-        if isinstance(e, click_errors):  # usage errors: click's message, exit 2
-            e.show()
-            sys.exit(e.exit_code)
         if debug_enabled():
             raise
         if isinstance(e, OSError) and e.errno in ENVIRONMENT_ERRNOS and (
                 e.filename or e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS)):
             # the environment, not fnacli: a file that vanished, a disk that filled up
-            print(f"fnacli: error: {describe_os_error(e)}", file=sys.stderr)
-            sys.exit(2)
-        print(f"fnacli: internal error: {type(e).__name__}: {e} (rerun with --debug for the "
-              "traceback)", file=sys.stderr)
-        sys.exit(1)
+            _exit(2, f"error: {describe_os_error(e)}")
+        _exit(1, f"internal error: {type(e).__name__}: {e} (rerun with --debug for the "
+                 "traceback)")
     finally:
         interrupt.uninstall()
     # typer returns the exit code of `raise typer.Exit(n)` when not in standalone mode

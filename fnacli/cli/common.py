@@ -142,26 +142,51 @@ def progress_bar(label: str, total: float | None = None, *columns: Any,
         yield lambda **kw: bar.update(task, **kw)
 
 
-# -- options several commands take (same flag, metavar and meaning everywhere) -----------------
+# -- options several commands take: one flag, default, metavar and meaning everywhere ----------
+SHARED: dict[str, dict[str, Any]] = {
+    "--task": {"default": None, "metavar": metavar()},
+    "--data": {"default": None, "metavar": "DIR", "help": "COCO-layout dataset folder.",
+               "rich_help_panel": DATA},
+    **{f"--{split}-ann": {"default": None, "metavar": "JSON", "rich_help_panel": DATA}
+       for split in ("train", "val")},
+    **{f"--{split}-images": {"default": None, "metavar": "DIR", "rich_help_panel": DATA}
+       for split in ("train", "val")},
+    "--output": {"default": ..., "decls": ("--output", "-o")},
+    "--size": {"default": None, "metavar": "N|WxH"},
+    "--space": {"default": None, "metavar": "SPACE"},
+    "--num-classes": {"default": None, "min": 1, "metavar": "N"},
+    "--latency-table": {"default": None, "metavar": "TABLE"},
+    "--workers": {"default": 2, "min": 0, "help": "Data-loading processes.",
+                  "rich_help_panel": RUN},
+    "--threads": {"default": 0, "min": 0, "help": "CPU threads for torch ops (0: torch's "
+                  "default).", "rich_help_panel": RUN},
+    "--device": {"default": Device.auto, "help": "auto: CUDA when available.",
+                 "rich_help_panel": RUN},
+    "--seed": {"default": 0},
+    "--force": {"default": False},
+    "--resume": {"default": False},
+    "--json": {"default": False, "help": "Print a JSON summary on stdout."},
+    "--stop-after": {"default": None, "min": 1, "metavar": "STEPS", "rich_help_panel": RUN},
+    "--checkpoint-every": {"default": 0, "min": 0, "metavar": "STEPS", "rich_help_panel": RUN,
+                           "help": "Training state every STEPS steps (always at the end of "
+                                   "every epoch)."},
+    "--log-every": {"default": 10, "min": 1, "metavar": "STEPS", "rich_help_panel": RUN,
+                    "help": "A metrics line every STEPS steps (and, when stderr is not a "
+                            "terminal, a plain log line)."},
+    "--tensorboard": {"default": None, "metavar": "DIR", "envvar": "FNACLI_TENSORBOARD",
+                      "show_envvar": True, "rich_help_panel": RUN},
+}
+
+
+def opt(flag: str, help: str | None = None, **override: Any) -> Any:
+    """The shared option ``flag`` (SHARED) with this command's help text and overrides."""
+    kw = {**SHARED[flag], **({"help": help} if help is not None else {}), **override}
+    return typer.Option(kw.pop("default"), *kw.pop("decls", (flag,)), **kw)
+
+
 def option(default: Any, *decls: str, panel: str | None = None, **kw: Any) -> Any:
-    """``typer.Option`` under the help panel ``panel`` (PanelCommand's headings)."""
+    """A command's own ``typer.Option``, under the help panel ``panel`` (PanelCommand)."""
     return typer.Option(default, *decls, rich_help_panel=panel, **kw)
-
-
-def task_opt(help: str, extra: tuple[str, ...] = ()) -> Any:
-    return typer.Option(None, "--task", metavar=metavar(extra), help=help)
-
-
-def data_opt(help: str = "COCO-layout dataset folder.", panel: str | None = DATA) -> Any:
-    return option(None, "--data", metavar="DIR", help=help, panel=panel)
-
-
-def ann_opt(split: str, help: str) -> Any:
-    return option(None, f"--{split}-ann", metavar="JSON", help=help, panel=DATA)
-
-
-def images_opt(split: str, help: str) -> Any:
-    return option(None, f"--{split}-images", metavar="DIR", help=help, panel=DATA)
 
 
 def hidden_opt(flag: str) -> Any:
@@ -169,70 +194,5 @@ def hidden_opt(flag: str) -> Any:
     return typer.Option(None, flag, hidden=True)
 
 
-def output_opt(metavar: str, help: str, default: Any = ...) -> Any:
-    return typer.Option(default, "--output", "-o", metavar=metavar, help=help)
-
-
-def size_opt(help: str) -> Any:
-    return typer.Option(None, "--size", metavar="N|WxH", help=help)
-
-
-def space_opt(help: str) -> Any:
-    return typer.Option(None, "--space", metavar="SPACE", help=help)
-
-
-def num_classes_opt(help: str) -> Any:
-    return typer.Option(None, "--num-classes", min=1, metavar="N", help=help)
-
-
-def latency_table_opt(help: str) -> Any:
-    return typer.Option(None, "--latency-table", metavar="TABLE", help=help)
-
-
-def workers_opt() -> Any:
-    return option(2, "--workers", min=0, help="Data-loading processes.", panel=RUN)
-
-
-def threads_opt(help: str = "CPU threads for torch ops (0: torch's default).") -> Any:
-    return option(0, "--threads", min=0, help=help, panel=RUN)
-
-
-def device_opt() -> Any:
-    return option(Device.auto, "--device", help="auto: CUDA when available.", panel=RUN)
-
-
-def force_opt(help: str) -> Any:
-    return typer.Option(False, "--force", help=help)
-
-
-def resume_opt(help: str) -> Any:
-    return typer.Option(False, "--resume", help=help)
-
-
-def json_opt(help: str = "Print a JSON summary on stdout.") -> Any:
-    return typer.Option(False, "--json", help=help)
-
-
-def seed_opt(help: str) -> Any:
-    return typer.Option(0, "--seed", help=help)
-
-
-def stop_after_opt(help: str) -> Any:
-    return option(None, "--stop-after", min=1, metavar="STEPS", help=help, panel=RUN)
-
-
-def checkpoint_every_opt() -> Any:
-    return option(0, "--checkpoint-every", min=0, metavar="STEPS", panel=RUN,
-                  help="Training state every STEPS steps (always at the end of every epoch).")
-
-
-def log_every_opt() -> Any:
-    return option(10, "--log-every", min=1, metavar="STEPS", panel=RUN,
-                  help="A metrics line every STEPS steps (and, when stderr is not a terminal, "
-                       "a plain log line).")
-
-
 def tensorboard_opt(what: str) -> Any:
-    return option(None, "--tensorboard", metavar="DIR", envvar="FNACLI_TENSORBOARD",
-                  show_envvar=True, panel=RUN,
-                  help=f"Also log {what} to TensorBoard event files in DIR.")
+    return opt("--tensorboard", f"Also log {what} to TensorBoard event files in DIR.")

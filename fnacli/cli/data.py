@@ -50,7 +50,7 @@ def synth(
     classes: int = typer.Option(3, "--classes",
                                 help="Detection: number of classes, 1..8 (circle, square, "
                                      "triangle, diamond, star, cross, hexagon, ring)."),
-    seed: int = c.seed_opt("Random seed: same seed, same dataset."),
+    seed: int = c.opt("--seed", "Random seed: same seed, same dataset."),
     variant: Variant = typer.Option(
         Variant.shapes, "--variant",
         help="shapes: the class is the shape and its colour; context: every object is a dark "
@@ -59,8 +59,8 @@ def synth(
     fmt: ImageFormat = typer.Option(ImageFormat.jpg, "--format",
                                     help="Detection image file format (segmentation writes "
                                          "PNG, as Cityscapes)."),
-    as_json: bool = c.json_opt(),
-    force: bool = c.force_opt("Write into a non-empty OUT_DIR, replacing the dataset there."),
+    as_json: bool = c.opt("--json"),
+    force: bool = c.opt("--force", "Write into a non-empty OUT_DIR, replacing the dataset there."),
 ) -> None:
     """Write a small synthetic dataset.
 

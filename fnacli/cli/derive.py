@@ -11,6 +11,7 @@ import typer
 
 from fnacli.cli import common as c
 from fnacli.cli.app import app
+from fnacli.tasks import metavar
 
 
 @app.command("derive", help="Derive the searched architecture (argmax α per layer, argmax β per "
@@ -19,18 +20,19 @@ from fnacli.cli.app import app
 def derive(
     checkpoint: str = typer.Argument(..., metavar="SEARCHED|SUPERNET",
                                      help="A searched checkpoint (any epoch) or a supernet."),
-    output: str = c.output_opt("ARCH.json|-", "Where the spec goes ('-': stdout).", "-"),
+    output: str = c.opt("--output", "Where the spec goes ('-': stdout).", metavar="ARCH.json|-",
+                        default="-"),
     show: bool = typer.Option(False, "--show", help="Draw the architecture on stderr: ops per "
                                                    "layer, widths, MAdds/params vs the seed."),
     top: int | None = typer.Option(None, "--top", min=1, metavar="K",
                                    help="List the K most likely architectures with their "
                                         "probabilities and MAdds (stderr; in --json output)."),
-    as_json: bool = c.json_opt("Print a JSON report (spec, probability, MAdds, top K) on stdout "
+    as_json: bool = c.opt("--json", "Print a JSON report (spec, probability, MAdds, top K) on stdout "
                                "instead of the bare spec."),
-    task: str | None = c.task_opt("Detector the MAdds are counted for [the search's, else "
-                                  "ssdlite].", extra=("none",)),
-    size: str | None = c.size_opt("Input size of the MAdds [the search's, else the task's]."),
-    num_classes: int | None = c.num_classes_opt("Classes of the detector [the search's, else "
+    task: str | None = c.opt("--task", "Detector the MAdds are counted for [the search's, else "
+                                  "ssdlite].", metavar=metavar(("none",))),
+    size: str | None = c.opt("--size", "Input size of the MAdds [the search's, else the task's]."),
+    num_classes: int | None = c.opt("--num-classes", "Classes of the detector [the search's, else "
                                                 "80]."),
     min_depth: int | None = typer.Option(None, "--min-depth", min=0, metavar="N",
                                          help="Never drop layers 0..N-1 of a stage [the "
@@ -46,10 +48,10 @@ def derive(
     metrics: str | None = typer.Option(None, "--metrics", metavar="FILE.jsonl",
                                        help="The search's metrics for --plot [SEARCHED"
                                             ".metrics.jsonl when it exists]."),
-    latency_table: str | None = c.latency_table_opt("Report predicted latency beside MAdds, by "
+    latency_table: str | None = c.opt("--latency-table", "Report predicted latency beside MAdds, by "
                                                     "a table from 'fnacli latency' (--force: "
                                                     "one measured on another machine)."),
-    force: bool = c.force_opt("Overwrite -o ARCH.json, --plot and --diagram files."),
+    force: bool = c.opt("--force", "Overwrite -o ARCH.json, --plot and --diagram files."),
 ) -> None:
     options = dict(locals())
     from fnacli.io import write_output

@@ -21,7 +21,8 @@ def expand(
                                     "timm:mobilenetv2_100)."),
     space: str = typer.Option("fna", "--space", metavar="fna|fna-channels|SPACE.json",
                               help="Search space: a built-in name, a JSON file or '-'."),
-    output: str = c.output_opt("SUPERNET", "Output supernet checkpoint (.safetensors)."),
+    output: str = c.opt("--output", "Output supernet checkpoint (.safetensors).",
+                        metavar="SUPERNET"),
     masks: str = typer.Option("non-overlapping", "--masks",
                               metavar="non-overlapping|overlapping",
                               help="Channel masks of the mixed blocks: Jung et al.'s "
@@ -34,12 +35,12 @@ def expand(
                                        help="Noise std of added channels' conv weights, "
                                             "relative to the RMS of each seed tensor [0.01]; "
                                             "--widen noise only."),
-    arch_seed: int = c.seed_opt("Seed of the α/β initial noise (1e-3·N(0,1)) and of the "
+    arch_seed: int = c.opt("--seed", "Seed of the α/β initial noise (1e-3·N(0,1)) and of the "
                                 "--widen noise."),
     init_std: float = typer.Option(1e-3, "--init-std", min=0.0,
                                    help="Std of the α/β initial noise (0: exactly zero)."),
-    force: bool = c.force_opt("Overwrite the output."),
-    as_json: bool = c.json_opt("Print the summary as JSON."),
+    force: bool = c.opt("--force", "Overwrite the output."),
+    as_json: bool = c.opt("--json", "Print the summary as JSON."),
 ) -> None:
     options = dict(locals())
     from fnacli.pipeline.expand import ExpandConfig

@@ -16,11 +16,11 @@ from fnacli.cli.app import app
 def export(
     final: Path = typer.Argument(..., metavar="FINAL",
                                  help="Fine-tuned detector checkpoint (from 'fnacli finetune')."),
-    output: Path = c.output_opt("OUT", "The exported file (model.onnx, model.pt)."),
+    output: Path = c.opt("--output", "The exported file (model.onnx, model.pt).", metavar="OUT"),
     fmt: str = typer.Option("onnx", "--format", metavar="onnx|torchscript",
                             help="ONNX (opset --opset, checked in onnxruntime) or a traced "
                                  "TorchScript module."),
-    size: str = c.size_opt("Input size of the exported graph [the size trained at]."),
+    size: str = c.opt("--size", "Input size of the exported graph [the size trained at]."),
     raw: bool = typer.Option(False, "--raw",
                              help="Export the raw head outputs (bbox_regression, cls_logits, "
                                   "anchors) instead of boxes/scores/labels after NMS."),
@@ -31,8 +31,8 @@ def export(
     opset: int = typer.Option(17, "--opset", min=7, metavar="N", help="ONNX opset."),
     no_check: bool = typer.Option(False, "--no-check",
                                   help="Skip the parity check against PyTorch."),
-    data: Path = c.data_opt("Check on the first images of this dataset's val split [synthetic "
-                            "scenes].", panel=None),
+    data: Path = c.opt("--data", "Check on the first images of this dataset's val split [synthetic "
+                            "scenes].", rich_help_panel=None),
     samples: int = typer.Option(4, "--samples", min=1, metavar="N",
                                 help="Images for the parity check."),
     threads: int = typer.Option(1, "--threads", min=1, metavar="K",
@@ -40,8 +40,8 @@ def export(
                                      "same for PyTorch and the exported model)."),
     no_latency: bool = typer.Option(False, "--no-latency",
                                     help="Skip timing the exported model against PyTorch."),
-    force: bool = c.force_opt("Overwrite OUT."),
-    as_json: bool = c.json_opt("A JSON summary on stdout."),
+    force: bool = c.opt("--force", "Overwrite OUT."),
+    as_json: bool = c.opt("--json", "A JSON summary on stdout."),
 ) -> None:
     """Export the whole detector at one input size (images in [0, 1], RGB, already resized),
     with its post-processing or raw; by default check it against PyTorch and time it."""

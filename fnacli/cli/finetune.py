@@ -28,15 +28,15 @@ def finetune(
     target: Path = typer.Argument(..., metavar="TARGET",
                                   help="Remapped backbone (.safetensors from 'fnacli remap') or "
                                        "a detector checkpoint to continue."),
-    output: Path = c.output_opt("FINAL", "Output detector checkpoint (.safetensors). FINAL.ckpt "
-                                         "and FINAL.metrics.jsonl are written beside it."),
+    output: Path = c.opt("--output", "Output detector checkpoint (.safetensors). FINAL.ckpt and "
+                         "FINAL.metrics.jsonl are written beside it.", metavar="FINAL"),
     task: c.TaskName | None = typer.Option(None, "--task",
                                            help="Detector (required for a backbone TARGET)."),
-    data: Path | None = c.data_opt(),
-    train_ann: Path | None = c.ann_opt("train", "Training annotations."),
-    train_images: Path | None = c.images_opt("train", "Training images."),
-    val_ann: Path | None = c.ann_opt("val", "Validation annotations."),
-    val_images: Path | None = c.images_opt("val", "Validation images."),
+    data: Path | None = c.opt("--data"),
+    train_ann: Path | None = c.opt("--train-ann", "Training annotations."),
+    train_images: Path | None = c.opt("--train-images", "Training images."),
+    val_ann: Path | None = c.opt("--val-ann", "Validation annotations."),
+    val_images: Path | None = c.opt("--val-images", "Validation images."),
     epochs: int | None = _opt(None, "--epochs", min=1,
                               help=f"Epochs [{per_task('recipe.epochs')}]."),
     batch_size: int | None = _opt(None, "--batch-size", min=1, help="Global batch (split over "
@@ -55,19 +55,19 @@ def finetune(
                                       help=f"[{c.WD}] (not on BN/bias)."),
     clip_grad: float | None = _opt(None, "--clip-grad", min=0.0,
                                    help=f"Max gradient L2 norm [{CLIP}]; 0 = off."),
-    size: str | None = c.size_opt(f"Input size [{SIZE}; WxH: longer x shorter side]."),
+    size: str | None = c.opt("--size", f"Input size [{SIZE}; WxH: longer x shorter side]."),
     augment: Augment | None = typer.Option(None, "--augment",
                                            help="ssd: photometric+expand+crop+flip; ssdlite: "
                                                 "crop+flip; flip; none; segmentation: "
                                                 "finetune (rescale 0.75-2 + crop + flip), "
                                                 "search (rescale 0.5 + crop) "
                                                 f"[{per_task('default_augment')}]."),
-    workers: int = c.workers_opt(),
-    threads: int = c.threads_opt("CPU threads per process for torch ops (0: torch's default). "
+    workers: int = c.opt("--workers"),
+    threads: int = c.opt("--threads", "CPU threads per process for torch ops (0: torch's default). "
                                  "Fewer than cores avoids oversubscription."),
-    seed: int = c.seed_opt("Seed for new layers, data order, augmentation."),
-    resume: bool = c.resume_opt("Continue from FINAL.ckpt."),
-    force: bool = c.force_opt("Overwrite FINAL and start over."),
+    seed: int = c.opt("--seed", "Seed for new layers, data order, augmentation."),
+    resume: bool = c.opt("--resume", "Continue from FINAL.ckpt."),
+    force: bool = c.opt("--force", "Overwrite FINAL and start over."),
     inference: Inference | None = typer.Option(
         None, "--inference", help="Segmentation: how eval predicts, on whole images or by a "
                                   "sliding window of --size (recorded in FINAL) [whole]."),
@@ -76,16 +76,16 @@ def finetune(
                                             "training batches."),
     eval_every: int = typer.Option(0, "--eval-every", min=0, metavar="E",
                                    help="Evaluate on val every E epochs and at the end."),
-    checkpoint_every: int = c.checkpoint_every_opt(),
-    log_every: int = c.log_every_opt(),
+    checkpoint_every: int = c.opt("--checkpoint-every"),
+    log_every: int = c.opt("--log-every"),
     tensorboard: Path | None = c.tensorboard_opt("losses, lr and AP"),
     freeze_bn: bool = typer.Option(False, "--freeze-bn",
                                    help="Keep BN statistics fixed (tiny per-process batches; "
                                         "multi-process CPU runs, which have no SyncBatchNorm)."),
-    stop_after: int | None = c.stop_after_opt("Stop (checkpointed) after STEPS steps of this "
+    stop_after: int | None = c.opt("--stop-after", "Stop (checkpointed) after STEPS steps of this "
                                               "run; continue with --resume."),
-    device: c.Device = c.device_opt(),
-    as_json: bool = c.json_opt(),
+    device: c.Device = c.opt("--device"),
+    as_json: bool = c.opt("--json"),
 ) -> None:
     """Fine-tune a task's model around TARGET: a detector (SSDLite, RetinaNet) on COCO-format
     data, or a segmenter (DeepLabv3) on Cityscapes-layout or COCO-mask data.

@@ -19,13 +19,13 @@ SIZE_DEFAULTS = f"224; {per_task(lambda t: size_text(t.profile_size))}"
 
 @app.command("latency")
 def latency(
-    space: str = c.space_opt("Search space to measure (built-in name, JSON file or '-')."),
+    space: str = c.opt("--space", "Search space to measure (built-in name, JSON file or '-')."),
     task: str = typer.Option("ssdlite", "--task", metavar=TASKS_METAVAR,
                              help="What the table covers: the backbone (with its head conv), "
                                   "the ImageNet classifier, or a detector's backbone + neck + "
                                   "head (no resize / post-processing)."),
-    size: str = c.size_opt(f"Input size [{SIZE_DEFAULTS}]."),
-    num_classes: int = c.num_classes_opt("Object classes without background [80; classifier "
+    size: str = c.opt("--size", f"Input size [{SIZE_DEFAULTS}]."),
+    num_classes: int = c.opt("--num-classes", "Object classes without background [80; classifier "
                                          "1000]."),
     device: str = typer.Option("cpu", "--device", metavar="cpu|cuda",
                                help="Where to measure (cuda: the first GPU)."),
@@ -47,16 +47,16 @@ def latency(
     check: int = typer.Option(0, "--check", min=0, metavar="N",
                               help="Validate: N random architectures' table sums against their "
                                    "measured end-to-end latency (error %, Spearman)."),
-    seed: int = c.seed_opt("Seed of the --check architectures and of the timing order."),
+    seed: int = c.opt("--seed", "Seed of the --check architectures and of the timing order."),
     table_in: str = typer.Option(None, "--table", metavar="TABLE",
                                  help="Check (--check) an existing table instead of measuring "
                                       "one."),
-    output: str = c.output_opt("TABLE", "Where to write the table [the cache; its path is "
-                                        "printed].", None),
-    resume: bool = c.resume_opt("Continue an interrupted build from TABLE.partial."),
-    force: bool = c.force_opt("Overwrite TABLE, start over, and accept a --table measured on "
+    output: str = c.opt("--output", "Where to write the table [the cache; its path is printed].",
+                        metavar="TABLE", default=None),
+    resume: bool = c.opt("--resume", "Continue an interrupted build from TABLE.partial."),
+    force: bool = c.opt("--force", "Overwrite TABLE, start over, and accept a --table measured on "
                               "another machine."),
-    as_json: bool = c.json_opt("A JSON summary on stdout."),
+    as_json: bool = c.opt("--json", "A JSON summary on stdout."),
 ) -> None:
     """Measure the latency of every candidate layer of a search space (and of the stem, head
     conv, neck and head) on this machine: a lookup table for --cost latency, --max-latency and

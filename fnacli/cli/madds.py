@@ -44,28 +44,28 @@ def madds(
                                           help="What to count: the backbone (with its 1x1 head "
                                                "conv), the ImageNet classifier, or a detector "
                                                "[a detector checkpoint's own task, else none]."),
-    size: str | None = c.size_opt("Input size: 320 (square) or WIDTHxHEIGHT, e.g. 1088x800. "
+    size: str | None = c.opt("--size", "Input size: 320 (square) or WIDTHxHEIGHT, e.g. 1088x800. "
                                   "Default: a detector checkpoint's own, else 224 (none, "
                                   "classifier), "
                                   f"{per_task(lambda t: size_text(t.profile_size))}."),
     input_alias: str | None = c.hidden_opt("--input"),
-    num_classes: int = c.num_classes_opt("Object classes without background (default: a "
+    num_classes: int = c.opt("--num-classes", "Object classes without background (default: a "
                                          "detector checkpoint's, else 80); ImageNet classes "
                                          "for --task classifier (default 1000)."),
-    as_json: bool = c.json_opt("One JSON object per spec on stdout."),
+    as_json: bool = c.opt("--json", "One JSON object per spec on stdout."),
     exact: bool = typer.Option(False, "--exact",
                                help="Trace every network with fvcore instead of summing the "
                                     "lookup table (slower; same numbers)."),
-    space: str = c.space_opt("With --lut: the search space (built-in name, JSON file or '-')."),
+    space: str = c.opt("--space", "With --lut: the search space (built-in name, JSON file or '-')."),
     lut: bool = typer.Option(False, "--lut",
                              help="Build the cost lookup table of --space instead of profiling "
                                   "specs (to -o, else into the cache; prints its path)."),
-    output: str = c.output_opt("OUT", "With --lut: where to write the table ('-' for stdout).",
-                               None),
-    latency_table: str = c.latency_table_opt("Also the predicted latency, by a table from "
+    output: str = c.opt("--output", "With --lut: where to write the table ('-' for stdout).",
+                        metavar="OUT", default=None),
+    latency_table: str = c.opt("--latency-table", "Also the predicted latency, by a table from "
                                              "'fnacli latency' (same task and size; --force: "
                                              "one measured on another machine)."),
-    force: bool = c.force_opt("Overwrite OUT if it exists."),
+    force: bool = c.opt("--force", "Overwrite OUT if it exists."),
 ) -> None:
     """Params and MAdds (conv + linear multiply-accumulates, counted with fvcore) of SPECs,
     split into backbone / neck / head; or the cost lookup table of a search space."""

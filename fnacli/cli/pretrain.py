@@ -20,8 +20,8 @@ def pretrain_seed(
                                    help="Stop after this many steps at the latest."),
     batch_size: int = typer.Option(32, min=1),
     seed: int = typer.Option(0),
-    json_out: bool = c.json_opt(),
-    force: bool = c.force_opt("Overwrite OUT."),
+    json_out: bool = c.opt("--json"),
+    force: bool = c.opt("--force", "Overwrite OUT."),
 ) -> None:
     """Pre-train torchvision's MobileNetV2 on synthetic shapes (12 classes) as a seed.
 

@@ -48,9 +48,9 @@ def remap(
                                        help="Noise std of added channels' conv weights, "
                                             "relative to the RMS of each seed tensor [0.01]; "
                                             "--widen noise only."),
-    rng_seed: int = c.seed_opt("Random seed for --noise and new layers."),
-    as_json: bool = c.json_opt(),
-    force: bool = c.force_opt("Overwrite OUT if it exists."),
+    rng_seed: int = c.opt("--seed", "Random seed for --noise and new layers."),
+    as_json: bool = c.opt("--json"),
+    force: bool = c.opt("--force", "Overwrite OUT if it exists."),
 ) -> None:
     """Remap SEED's parameters onto the architecture SPEC (depth, width, kernel; FNA)."""
     options = dict(locals())

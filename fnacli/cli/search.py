@@ -40,20 +40,19 @@ def search(
     supernet: str = typer.Argument(..., metavar="SUPERNET",
                                    help="Supernet checkpoint from 'fnacli expand' (or, with "
                                         "--skip-training, one trained one-shot)."),
-    output: str = c.output_opt("SEARCHED", "Output searched checkpoint (.safetensors); "
-                                           "SEARCHED.ckpt and SEARCHED.metrics.jsonl go beside "
-                                           "it."),
+    output: str = c.opt("--output", "Output searched checkpoint (.safetensors); SEARCHED.ckpt "
+                        "and SEARCHED.metrics.jsonl go beside it.", metavar="SEARCHED"),
     strategy: Strategy = typer.Option(Strategy.differentiable, "--strategy",
                                       help="differentiable (FNA, default) or one-shot (DetNAS)."),
-    task: str | None = c.task_opt("Detector to search for [from the trained supernet with "
+    task: str | None = c.opt("--task", "Detector to search for [from the trained supernet with "
                                   "--skip-training]."),
-    data: str | None = c.data_opt(),
-    train_ann: str | None = c.ann_opt("train", "Training annotations."),
-    train_images: str | None = c.images_opt("train", "Training images."),
-    val_ann: str | None = c.ann_opt("val", "Reporting split (what 'fnacli eval' reports on): "
+    data: str | None = c.opt("--data"),
+    train_ann: str | None = c.opt("--train-ann", "Training annotations."),
+    train_images: str | None = c.opt("--train-images", "Training images."),
+    val_ann: str | None = c.opt("--val-ann", "Reporting split (what 'fnacli eval' reports on): "
                                            "one-shot fitness images may not be in it."),
-    val_images: str | None = c.images_opt("val", "Reporting split's images."),
-    size: str | None = c.size_opt(f"Input size [{per_task(lambda t: size_text(t.recipe.size))}"
+    val_images: str | None = c.opt("--val-images", "Reporting split's images."),
+    size: str | None = c.opt("--size", f"Input size [{per_task(lambda t: size_text(t.recipe.size))}"
                                   "; with --skip-training the size trained at]."),
     epochs: int | None = _opt(None, "--epochs", min=1, panel=c.SCHEDULE,
                               help=f"Epochs [{EPOCHS}]."),
@@ -85,20 +84,20 @@ def search(
     cost_size: str | None = _opt(None, "--cost-size", metavar="N|WxH",
                                  help="Input size MAdds are counted at [retinanet 1088x800 as "
                                       "FNA/Jung et al. report it, ssdlite --size]."),
-    workers: int = c.workers_opt(),
-    seed: int = c.seed_opt("Seed of paths, data order, populations."),
-    device: c.Device = c.device_opt(),
-    checkpoint_every: int = c.checkpoint_every_opt(),
-    log_every: int = c.log_every_opt(),
+    workers: int = c.opt("--workers"),
+    seed: int = c.opt("--seed", "Seed of paths, data order, populations."),
+    device: c.Device = c.opt("--device"),
+    checkpoint_every: int = c.opt("--checkpoint-every"),
+    log_every: int = c.opt("--log-every"),
     tensorboard: str | None = c.tensorboard_opt("losses, lr, the cost term, MAdds and α/β "
                                                   "(one-shot: each generation's fitness)"),
-    stop_after: int | None = c.stop_after_opt("Stop training (checkpointed) after STEPS steps "
+    stop_after: int | None = c.opt("--stop-after", "Stop training (checkpointed) after STEPS steps "
                                               "of this run; continue with --resume."),
-    resume: bool = c.resume_opt("Continue the training and the search where they stopped."),
-    force: bool = c.force_opt("Overwrite outputs and start over (and accept a --latency-table "
+    resume: bool = c.opt("--resume", "Continue the training and the search where they stopped."),
+    force: bool = c.opt("--force", "Overwrite outputs and start over (and accept a --latency-table "
                               "measured on another machine)."),
-    as_json: bool = c.json_opt(),
-    latency_table: str | None = c.latency_table_opt("Latency table from 'fnacli latency' (same "
+    as_json: bool = c.opt("--json"),
+    latency_table: str | None = c.opt("--latency-table", "Latency table from 'fnacli latency' (same "
                                                     "space, task, size): for --cost latency / "
                                                     "--max-latency, and reported beside MAdds."),
     # -- differentiable only
