@@ -15,42 +15,42 @@ from fnacli.tasks import metavar
 
 
 @app.command("derive", help="Derive the searched architecture (argmax α per layer, argmax β per "
-                            "stage) as an arch spec: stdout by default, pipe it into 'fnacli "
-                            "remap SEED --spec -'.")
+                            "stage) as an arch spec: stdout by default, pipe it into 'fnacli remap "
+                            "SEED --spec -'.")
 def derive(
     checkpoint: str = typer.Argument(..., metavar="SEARCHED|SUPERNET",
                                      help="A searched checkpoint (any epoch) or a supernet."),
     output: str = c.opt("--output", "Where the spec goes ('-': stdout).", metavar="ARCH.json|-",
                         default="-"),
     show: bool = typer.Option(False, "--show", help="Draw the architecture on stderr: ops per "
-                                                   "layer, widths, MAdds/params vs the seed."),
+                                                    "layer, widths, MAdds/params vs the seed."),
     top: int | None = typer.Option(None, "--top", min=1, metavar="K",
                                    help="List the K most likely architectures with their "
                                         "probabilities and MAdds (stderr; in --json output)."),
-    as_json: bool = c.opt("--json", "Print a JSON report (spec, probability, MAdds, top K) on stdout "
-                               "instead of the bare spec."),
+    as_json: bool = c.opt("--json", "Print a JSON report (spec, probability, MAdds, top K) on "
+                                    "stdout instead of the bare spec."),
     task: str | None = c.opt("--task", "Detector the MAdds are counted for [the search's, else "
-                                  "ssdlite].", metavar=metavar(("none",))),
+                                       "ssdlite].", metavar=metavar(("none",))),
     size: str | None = c.opt("--size", "Input size of the MAdds [the search's, else the task's]."),
     num_classes: int | None = c.opt("--num-classes", "Classes of the detector [the search's, else "
-                                                "80]."),
+                                                     "80]."),
     min_depth: int | None = typer.Option(None, "--min-depth", min=0, metavar="N",
                                          help="Never drop layers 0..N-1 of a stage [the "
                                               "search's]."),
     plot: str | None = typer.Option(None, "--plot", metavar="OUT.svg|OUT.png",
                                     help="Draw α/β probabilities per epoch (from "
-                                         "SEARCHED.metrics.jsonl, else the checkpoint's "
-                                         "current α/β); the suffix picks SVG, PNG or PDF."),
+                                         "SEARCHED.metrics.jsonl, else the checkpoint's current "
+                                         "α/β); the suffix picks SVG, PNG or PDF."),
     diagram: str | None = typer.Option(None, "--diagram", metavar="OUT.svg|OUT.png",
                                        help="Draw the derived architecture (SVG, PNG or PDF), "
-                                            "beside the seed's when the checkpoint records "
-                                            "it."),
+                                            "beside the seed's when the checkpoint records it."),
     metrics: str | None = typer.Option(None, "--metrics", metavar="FILE.jsonl",
                                        help="The search's metrics for --plot [SEARCHED"
                                             ".metrics.jsonl when it exists]."),
-    latency_table: str | None = c.opt("--latency-table", "Report predicted latency beside MAdds, by "
-                                                    "a table from 'fnacli latency' (--force: "
-                                                    "one measured on another machine)."),
+    latency_table: str | None = c.opt("--latency-table", "Report predicted latency beside MAdds, "
+                                                         "by a table from 'fnacli latency' "
+                                                         "(--force: one measured on another "
+                                                         "machine)."),
     force: bool = c.opt("--force", "Overwrite -o ARCH.json, --plot and --diagram files."),
 ) -> None:
     options = dict(locals())

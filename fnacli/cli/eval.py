@@ -26,8 +26,8 @@ def eval_(
     as_json: bool = c.opt("--json", "Print the 12 COCO numbers (named) as JSON on stdout."),
     per_class: bool = typer.Option(False, "--per-class", help="Also AP per category."),
     detections: Path | None = typer.Option(None, "--detections", metavar="OUT.json",
-                                           help="Write the detections (COCO results JSON); "
-                                                "'-' for stdout."),
+                                           help="Write the detections (COCO results JSON); '-' for "
+                                                "stdout."),
     batch_size: int = typer.Option(8, "--batch-size", min=1),
     workers: int = c.opt("--workers"),
     threads: int = c.opt("--threads"),

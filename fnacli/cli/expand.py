@@ -11,8 +11,8 @@ from fnacli.cli import common as c
 from fnacli.cli.app import app
 
 
-@app.command("expand", help="Build the supernet of a search space with parameters remapped from "
-                            "a seed MobileNetV2 (mixed ops per layer, shared mixed blocks for "
+@app.command("expand", help="Build the supernet of a search space with parameters remapped from a "
+                            "seed MobileNetV2 (mixed ops per layer, shared mixed blocks for "
                             "channel search); α/β start near zero.")
 def expand(
     seed: str = typer.Argument(..., metavar="SEED",
@@ -29,14 +29,14 @@ def expand(
                                    "non-overlapping segments or FBNetV2's overlapping masks."),
     widen: str = typer.Option("noise", "--widen", metavar="noise|zeros|split",
                               help="How channels wider than the seed's are filled (see 'fnacli "
-                                   "remap --widen'): zeros plus small noise (Jung et al.), "
-                                   "zeros, or Net2Net-style split copies."),
+                                   "remap --widen'): zeros plus small noise (Jung et al.), zeros, "
+                                   "or Net2Net-style split copies."),
     noise: float | None = typer.Option(None, "--noise", min=0.0, metavar="R",
-                                       help="Noise std of added channels' conv weights, "
-                                            "relative to the RMS of each seed tensor [0.01]; "
-                                            "--widen noise only."),
+                                       help="Noise std of added channels' conv weights, relative "
+                                            "to the RMS of each seed tensor [0.01]; --widen noise "
+                                            "only."),
     arch_seed: int = c.opt("--seed", "Seed of the α/β initial noise (1e-3·N(0,1)) and of the "
-                                "--widen noise."),
+                                     "--widen noise."),
     init_std: float = typer.Option(1e-3, "--init-std", min=0.0,
                                    help="Std of the α/β initial noise (0: exactly zero)."),
     force: bool = c.opt("--force", "Overwrite the output."),

@@ -25,19 +25,18 @@ def export(
                              help="Export the raw head outputs (bbox_regression, cls_logits, "
                                   "anchors) instead of boxes/scores/labels after NMS."),
     score_thresh: float = typer.Option(None, "--score-thresh", min=0.0, max=1.0, metavar="P",
-                                       help="Score threshold baked into the post-processing "
-                                            "[the detector's: ssdlite 0.001, retinanet "
-                                            "0.05]."),
+                                       help="Score threshold baked into the post-processing [the "
+                                            "detector's: ssdlite 0.001, retinanet 0.05]."),
     opset: int = typer.Option(17, "--opset", min=7, metavar="N", help="ONNX opset."),
     no_check: bool = typer.Option(False, "--no-check",
                                   help="Skip the parity check against PyTorch."),
     data: Path = c.opt("--data", "Check on the first images of this dataset's val split [synthetic "
-                            "scenes].", rich_help_panel=None),
+                                 "scenes].", rich_help_panel=None),
     samples: int = typer.Option(4, "--samples", min=1, metavar="N",
                                 help="Images for the parity check."),
     threads: int = typer.Option(1, "--threads", min=1, metavar="K",
-                                help="CPU threads for the check and the latency figures (the "
-                                     "same for PyTorch and the exported model)."),
+                                help="CPU threads for the check and the latency figures (the same "
+                                     "for PyTorch and the exported model)."),
     no_latency: bool = typer.Option(False, "--no-latency",
                                     help="Skip timing the exported model against PyTorch."),
     force: bool = c.opt("--force", "Overwrite OUT."),

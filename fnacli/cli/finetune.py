@@ -26,10 +26,10 @@ _opt = functools.partial(c.option, panel=c.SCHEDULE)
 @app.command("finetune", cls=c.PanelCommand)
 def finetune(
     target: Path = typer.Argument(..., metavar="TARGET",
-                                  help="Remapped backbone (.safetensors from 'fnacli remap') or "
-                                       "a detector checkpoint to continue."),
+                                  help="Remapped backbone (.safetensors from 'fnacli remap') or a "
+                                       "detector checkpoint to continue."),
     output: Path = c.opt("--output", "Output detector checkpoint (.safetensors). FINAL.ckpt and "
-                         "FINAL.metrics.jsonl are written beside it.", metavar="FINAL"),
+                                     "FINAL.metrics.jsonl are written beside it.", metavar="FINAL"),
     task: c.TaskName | None = typer.Option(None, "--task",
                                            help="Detector (required for a backbone TARGET)."),
     data: Path | None = c.opt("--data"),
@@ -46,9 +46,9 @@ def finetune(
     optimizer: c.Optim | None = _opt(None, "--optimizer",
                                      help=f"[{per_task('recipe.optimizer')}]"),
     momentum: float = _opt(0.9, "--momentum", min=0.0),
-    schedule: Schedule | None = _opt(None, "--schedule", help="Cosine, or step decay ×0.1 at "
-                                     "fixed fractions [step: ssdlite 36,50,56/60; retinanet "
-                                     "8,11/12]."),
+    schedule: Schedule | None = _opt(None, "--schedule", help="Cosine, or step decay ×0.1 at fixed "
+                                                              "fractions [step: ssdlite "
+                                                              "36,50,56/60; retinanet 8,11/12]."),
     warmup_iters: int | None = _opt(None, "--warmup-iters", min=0, help="Linear warm-up from "
                                     "lr/3 [min(500, 10% of the steps)]."),
     weight_decay: float | None = _opt(None, "--weight-decay", min=0.0,
@@ -58,13 +58,12 @@ def finetune(
     size: str | None = c.opt("--size", f"Input size [{SIZE}; WxH: longer x shorter side]."),
     augment: Augment | None = typer.Option(None, "--augment",
                                            help="ssd: photometric+expand+crop+flip; ssdlite: "
-                                                "crop+flip; flip; none; segmentation: "
-                                                "finetune (rescale 0.75-2 + crop + flip), "
-                                                "search (rescale 0.5 + crop) "
-                                                f"[{per_task('default_augment')}]."),
+                                                "crop+flip; flip; none; segmentation: finetune "
+                                                "(rescale 0.75-2 + crop + flip), search (rescale "
+                                                f"0.5 + crop) [{per_task('default_augment')}]."),
     workers: int = c.opt("--workers"),
     threads: int = c.opt("--threads", "CPU threads per process for torch ops (0: torch's default). "
-                                 "Fewer than cores avoids oversubscription."),
+                                      "Fewer than cores avoids oversubscription."),
     seed: int = c.opt("--seed", "Seed for new layers, data order, augmentation."),
     resume: bool = c.opt("--resume", "Continue from FINAL.ckpt."),
     force: bool = c.opt("--force", "Overwrite FINAL and start over."),
@@ -72,8 +71,8 @@ def finetune(
         None, "--inference", help="Segmentation: how eval predicts, on whole images or by a "
                                   "sliding window of --size (recorded in FINAL) [whole]."),
     bn_recalibrate: int = typer.Option(0, "--bn-recalibrate", min=0, metavar="N",
-                                       help="After training, recompute BN statistics on N "
-                                            "training batches."),
+                                       help="After training, recompute BN statistics on N training "
+                                            "batches."),
     eval_every: int = typer.Option(0, "--eval-every", min=0, metavar="E",
                                    help="Evaluate on val every E epochs and at the end."),
     checkpoint_every: int = c.opt("--checkpoint-every"),
@@ -83,7 +82,7 @@ def finetune(
                                    help="Keep BN statistics fixed (tiny per-process batches; "
                                         "multi-process CPU runs, which have no SyncBatchNorm)."),
     stop_after: int | None = c.opt("--stop-after", "Stop (checkpointed) after STEPS steps of this "
-                                              "run; continue with --resume."),
+                                                   "run; continue with --resume."),
     device: c.Device = c.opt("--device"),
     as_json: bool = c.opt("--json"),
 ) -> None:

@@ -21,12 +21,12 @@ SIZE_DEFAULTS = f"224; {per_task(lambda t: size_text(t.profile_size))}"
 def latency(
     space: str = c.opt("--space", "Search space to measure (built-in name, JSON file or '-')."),
     task: str = typer.Option("ssdlite", "--task", metavar=TASKS_METAVAR,
-                             help="What the table covers: the backbone (with its head conv), "
-                                  "the ImageNet classifier, or a detector's backbone + neck + "
-                                  "head (no resize / post-processing)."),
+                             help="What the table covers: the backbone (with its head conv), the "
+                                  "ImageNet classifier, or a detector's backbone + neck + head (no "
+                                  "resize / post-processing)."),
     size: str = c.opt("--size", f"Input size [{SIZE_DEFAULTS}]."),
     num_classes: int = c.opt("--num-classes", "Object classes without background [80; classifier "
-                                         "1000]."),
+                                              "1000]."),
     device: str = typer.Option("cpu", "--device", metavar="cpu|cuda",
                                help="Where to measure (cuda: the first GPU)."),
     threads: int = typer.Option(1, "--threads", min=1, metavar="K",
@@ -36,11 +36,11 @@ def latency(
                                       help="Memory format; auto: whichever runs the largest "
                                            "network of the space faster."),
     rounds: int = typer.Option(7, "--rounds", min=6, metavar="R",
-                               help="Interleaved timing rounds per entry at least (the median "
-                                    "of them is the entry)."),
+                               help="Interleaved timing rounds per entry at least (the median of "
+                                    "them is the entry)."),
     max_rounds: int = typer.Option(21, "--max-rounds", min=6, metavar="R",
-                                   help="Rounds at most, for entries whose 95% interval is "
-                                        "still wider than --tolerance."),
+                                   help="Rounds at most, for entries whose 95% interval is still "
+                                        "wider than --tolerance."),
     tolerance: float = typer.Option(0.05, "--tolerance", min=0.001, metavar="FRAC",
                                     help="Wanted half-width of each median's 95% confidence "
                                          "interval, relative."),
@@ -55,7 +55,7 @@ def latency(
                         metavar="TABLE", default=None),
     resume: bool = c.opt("--resume", "Continue an interrupted build from TABLE.partial."),
     force: bool = c.opt("--force", "Overwrite TABLE, start over, and accept a --table measured on "
-                              "another machine."),
+                                   "another machine."),
     as_json: bool = c.opt("--json", "A JSON summary on stdout."),
 ) -> None:
     """Measure the latency of every candidate layer of a search space (and of the stem, head

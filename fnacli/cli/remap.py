@@ -39,15 +39,15 @@ def remap(
                                   help="Kernel rule: centre (pad/crop), or taps on a dilated "
                                        "grid."),
     widen: Widen = typer.Option(Widen.noise, "--widen",
-                                help="How added channels are filled: zeros plus small noise "
-                                     "(Jung et al.; trainable), zeros (function preserving, but "
-                                     "all-zero channels get no gradient), or split (Net2Net-"
-                                     "style copies with divided outgoing weights: function "
-                                     "preserving and trainable)."),
+                                help="How added channels are filled: zeros plus small noise (Jung "
+                                     "et al.; trainable), zeros (function preserving, but all-zero "
+                                     "channels get no gradient), or split (Net2Net-style copies "
+                                     "with divided outgoing weights: function preserving and "
+                                     "trainable)."),
     noise: float | None = typer.Option(None, "--noise", min=0.0, metavar="R",
-                                       help="Noise std of added channels' conv weights, "
-                                            "relative to the RMS of each seed tensor [0.01]; "
-                                            "--widen noise only."),
+                                       help="Noise std of added channels' conv weights, relative "
+                                            "to the RMS of each seed tensor [0.01]; --widen noise "
+                                            "only."),
     rng_seed: int = c.opt("--seed", "Random seed for --noise and new layers."),
     as_json: bool = c.opt("--json"),
     force: bool = c.opt("--force", "Overwrite OUT if it exists."),
