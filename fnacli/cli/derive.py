@@ -52,6 +52,16 @@ def derive(
                                              help="Report predicted latency beside MAdds, by "
                                                   "a table from 'fnacli latency' (--force: "
                                                   "one measured on another machine)."),
+    min_madds: str | None = typer.Option(None, "--min-madds", metavar="MADDS",
+                                         help="Derive the most likely architecture with at "
+                                              "least these MAdds (e.g. 300M), for comparisons "
+                                              "at matched cost."),
+    max_madds: str | None = typer.Option(None, "--max-madds", metavar="MADDS",
+                                         help="... and at most these MAdds."),
+    cost_scope: str | None = typer.Option(None, "--cost-scope", metavar="SCOPE",
+                                          help="What --min/--max-madds count: blocks, "
+                                               "backbone or detector, at --size [the "
+                                               "search's cost size] [backbone]."),
     force: bool = c.force_opt("Overwrite -o ARCH.json, --plot and --diagram files."),
 ) -> None:
     from fnacli.io import write_output
@@ -60,7 +70,8 @@ def derive(
 
     c.setup_logging()
     r = run(DeriveConfig(checkpoint, min_depth, show or as_json, top, task, size, num_classes,
-                         plot, diagram, metrics, force, latency_table=latency_table))
+                         plot, diagram, metrics, force, latency_table=latency_table,
+                         min_madds=min_madds, max_madds=max_madds, cost_scope=cost_scope))
     if output != "-" or not as_json:
         write_output(output, r.arch.to_json(), force)
     if r.warning:

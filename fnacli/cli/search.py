@@ -25,7 +25,8 @@ DIFF_ONLY = ("warmup_epochs", "arch_every", "cost_form", "lam", "tau", "gamma",
              "target_madds", "min_depth", "arch_lr", "arch_step", "checkpoint_activations",
              "cost", "target_latency")
 ONESHOT_ONLY = ("skip_training", "train_only", "trained", "population", "parents",
-                "mutation_prob", "generations", "candidates", "max_madds", "max_latency",
+                "mutation_prob", "generations", "candidates", "max_madds", "min_madds",
+                "max_latency",
                 "metric", "calib_images", "calib_batch", "eval_images", "record_top",
                 "stop_after_candidates", "fitness_images", "fitness_ann", "fitness_img_dir",
                 "retrain")
@@ -185,6 +186,9 @@ def search(
     max_madds: str | None = _opt(None, "--max-madds", metavar="MADDS", panel=ONESHOT,
                                  help="MAdds limit of every candidate (e.g. 300M, 1.2G), on "
                                       "the backbone as DetNAS (or what --cost-scope says)."),
+    min_madds: str | None = _opt(None, "--min-madds", metavar="MADDS", panel=ONESHOT,
+                                 help="Lower MAdds limit of every candidate: with --max-madds a "
+                                      "matched-cost window (DetNAS's random baseline)."),
     max_latency: str | None = _opt(None, "--max-latency", metavar="TIME", panel=ONESHOT,
                                    help="Latency limit of every candidate by --latency-table "
                                         "(e.g. 12ms, 800us)."),
