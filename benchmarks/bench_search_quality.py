@@ -285,13 +285,15 @@ class Bench:
                         "--seed", 0, "--arch-every", 1, "--arch-lr", c.arch_lr,
                         "--target-madds", int(target), "--cost-scope", "detector",
                         *step, "--device", "cpu", "--force")
-            arch.write_text(self.fnacli("derive", out))
+            # every arm of a matched-cost table lies in the same window: the most likely
+            # architecture within it (derive --min/--max-madds), as the random ones are drawn
+            arch.write_text(self.fnacli("derive", out, *self.window_args(target)))
             (arch.parent / (arch.stem + ".seconds")).write_text(f"{time.monotonic() - t:.1f}")
 
         # the target is the detector's MAdds, so the cost is taken over the detector
         self.once(arch, ["diff", "detector", c.search_epochs, c.search_warmup, c.arch_lr,
                          c.batch_size, c.size, int(target), supernet.name, c.train,
-                         c.pretrain_steps, *step], make)
+                         c.pretrain_steps, *step, self.window_args(target)], make)
         return arch, float((arch.parent / (arch.stem + ".seconds")).read_text())
 
     def evolution(self, supernet: Path, target: float) -> tuple[Path, Path, float]:
@@ -309,8 +311,7 @@ class Bench:
                         "--epochs", c.oneshot_epochs, "--batch-size", c.batch_size,
                         "--workers", 0, "--seed", 0, "--population", c.population,
                         "--parents", c.parents, "--generations", c.generations,
-                        "--max-madds", int(target * (1 + c.window)), "--cost-scope",
-                        "detector", "--calib-images",
+                        *self.window_args(target), "--calib-images",
                         c.calib_images, "--calib-batch", c.batch_size, "--device", "cpu",
                         "--force")
             arch.write_text(self.fnacli("derive", out))
@@ -318,8 +319,14 @@ class Bench:
 
         self.once(arch, ["evo", "detector", c.oneshot_epochs, c.population, c.parents,
                          c.generations, c.calib_images, c.batch_size, c.size, int(target), c.train,
-                         c.heldout, c.pretrain_steps], make)
+                         c.heldout, c.pretrain_steps, self.window_args(target)], make)
         return arch, trained, float((arch.parent / "evo.seconds").read_text())
+
+    def window_args(self, target: float) -> list:
+        """The matched-cost window, detector MAdds within ±window of the target."""
+        w = self.cfg.window
+        return ["--min-madds", int(target * (1 - w)), "--max-madds", int(target * (1 + w)),
+                "--cost-scope", "detector"]
 
     def random_archs(self, target: float) -> list:
         """DetNAS's random baseline: uniformly drawn genomes (every op/skip choice equally

@@ -200,3 +200,117 @@ def test_derive_refuses_other_files(tmp_path: Path, run_cli) -> None:
     save_checkpoint(backbone, {"w": torch.zeros(1)}, "backbone", {})
     code, _, err = run_cli(["derive", backbone])
     assert code == 2 and "backbone checkpoint" in err and "supernet" in err
+
+
+# -- deriving within a MAdds window ----------------------------------------------------------
+def toy_cost(arch: ArchSpec) -> float:
+    """An independent cost: per layer kernel² · expansion · width (not the LUT)."""
+    return float(sum(o.kernel ** 2 * o.expand * st.out for st in arch.stages for o in st.ops))
+
+
+def _paths(space: SpaceSpec):
+    ops, widths = op_choices(space), width_choices(space)
+    for oc in itertools.product(*[range(len(c)) for *_, c in ops]):
+        for wc in itertools.product(*[range(len(o)) for _, o in widths]):
+            yield SPath({(s, i): j for (s, i, _), j in zip(ops, oc, strict=True)},
+                        {s: j for (s, _), j in zip(widths, wc, strict=True)})
+
+
+def _path_prob(a: dict, b: dict, p: SPath) -> float:
+    return math.prod(float(a[k][j]) for k, j in p.ops.items()) * math.prod(
+        float(b[s][j]) for s, j in p.widths.items())
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_derive_within_lands_in_the_window_at_the_best_single_change(seed: int) -> None:
+    space = small_space()
+    torch.manual_seed(seed)
+    logits_a = {(s, i): 2 * torch.randn(len(c), dtype=torch.float64) for s, i, c in
+                op_choices(space)}
+    logits_b = {s: 2 * torch.randn(len(o), dtype=torch.float64) for s, o in width_choices(space)}
+    a, b = A.probs(space, logits_a, logits_b)
+    argmax_arch, argmax_path, _ = A.derive(space, logits_a, logits_b)
+    c0 = toy_cost(argmax_arch)
+    costs = sorted({toy_cost(path_to_arch(space, p)) for p in _paths(space)})
+    # a window away from the argmax's cost, on the far side of the median
+    mid = costs[len(costs) // 2]
+    lo, hi = (costs[len(costs) // 8], costs[len(costs) // 4]) if c0 > mid else (
+        costs[3 * len(costs) // 4], costs[7 * len(costs) // 8])
+    arch, path, prob, moved = A.derive_within(space, logits_a, logits_b, toy_cost, lo, hi)
+    assert lo <= toy_cost(arch) <= hi and moved >= 1
+    assert prob == pytest.approx(_path_prob(a, b, path), rel=1e-9)
+    assert arch == path_to_arch(space, path)
+    # when one change suffices, it is the most probable change that lands inside
+    singles = []
+    for p in _paths(space):
+        diff = sum(p.ops[k] != argmax_path.ops[k] for k in p.ops) + sum(
+            p.widths[s] != argmax_path.widths[s] for s in p.widths)
+        if diff == 1 and lo <= toy_cost(path_to_arch(space, p)) <= hi:
+            singles.append(_path_prob(a, b, p))
+    if singles:
+        assert moved == 1 and prob == pytest.approx(max(singles), rel=1e-9)
+    # a window the argmax already meets changes nothing
+    same = A.derive_within(space, logits_a, logits_b, toy_cost, c0 * 0.99, c0 * 1.01)
+    assert same[0] == argmax_arch and same[3] == 0
+
+
+def detector_supernet(tmp_path: Path, search: dict | None = None) -> Path:
+    """A supernet of a space SSDLite can tap (strides to 32), random α/β."""
+    from test_evolution import SPACE
+
+    space = SpaceSpec.from_dict(SPACE)
+    torch.manual_seed(0)
+    alpha = {(s, i): torch.randn(len(c)) for s, i, c in op_choices(space)}
+    beta = {s: torch.randn(len(o)) for s, o in width_choices(space)}
+    return write_supernet(tmp_path / "s.safetensors", space, alpha, beta, search)
+
+
+def test_derive_window_in_the_cli(tmp_path: Path, run_cli) -> None:
+    from fnacli.cost import profile_exact
+    from fnacli.lut import load_or_build_lut
+    from fnacli.search.supernet_io import read_supernet
+
+    ck = detector_supernet(tmp_path)
+    code, out, err = run_cli(["derive", ck, "--json", "--task", "ssdlite", "--size", "64"])
+    assert code == 0, err
+    base = json.loads(out)
+    c0 = profile_exact(ArchSpec.from_dict(base["spec"]), "ssdlite", (64, 64),
+                       80).madds_parts["backbone"]
+    # a window of the space's backbone costs away from the argmax's
+    space = read_supernet(ck).space
+    lut = load_or_build_lut(space, "ssdlite", (64, 64), 80)
+    costs = sorted({lut.arch_cost(path_to_arch(space, p), "backbone") for p in _paths(space)})
+    assert costs[0] < c0 < costs[-1]
+    lo, hi = ((costs[len(costs) // 8], costs[len(costs) // 4]) if c0 > costs[len(costs) // 2]
+              else (costs[3 * len(costs) // 4], costs[7 * len(costs) // 8]))
+    code, out, err = run_cli(["derive", ck, "--json", "--task", "ssdlite", "--size", "64",
+                              "--min-madds", f"{lo:.0f}", "--max-madds", f"{hi:.0f}"])
+    assert code == 0, err
+    report = json.loads(out)
+    spec = ArchSpec.from_dict(report["spec"])
+    exact = profile_exact(spec, "ssdlite", (64, 64), 80).madds_parts["backbone"]
+    assert lo <= exact <= hi and report["window"]["cost_scope"] == "backbone"
+    assert report["window"]["madds"] == pytest.approx(exact, rel=5e-3)
+    assert report["window"]["moved"] >= 1 and "moved off the argmax" in err
+    assert report["probability"] < base["probability"]
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--cost-scope", "detector"], "--cost-scope: only with --min-madds"),
+    (["--min-madds", "2M", "--max-madds", "1M"], "--min-madds 2M is above --max-madds 1M"),
+    (["--min-madds", "50G"], "above the most expensive architecture"),
+    (["--max-madds", "lots"], "--max-madds: expected a number"),
+    (["--min-madds", "1M", "--cost-scope", "all"], "--cost-scope: expected one of"),
+])
+def test_derive_window_errors(tmp_path: Path, run_cli, args: list, message: str) -> None:
+    ck = detector_supernet(tmp_path)
+    code, out, err = run_cli(["derive", ck, "--task", "ssdlite", "--size", "64", *args])
+    assert code == 2 and out == "" and message in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_derive_window_refuses_a_one_shot_checkpoint(tmp_path: Path, run_cli) -> None:
+    ck = detector_supernet(tmp_path, {"strategy": "evolution", "task": "ssdlite",
+                                      "size": [64, 64]})
+    code, _, err = run_cli(["derive", ck, "--min-madds", "1M"])
+    assert code == 2 and "give the window to 'fnacli search'" in err

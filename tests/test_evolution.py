@@ -227,6 +227,51 @@ def test_a_limit_below_the_cheapest_architecture_is_refused() -> None:
         make_search(None, [], max_madds=cheapest * 0.99).run()
 
 
+def quartile_window(enc: E.Encoding) -> tuple[float, float]:
+    costs = sorted(backbone_madds(enc.arch(g)) for g in all_genomes(enc))
+    return costs[len(costs) // 4], costs[len(costs) // 2]
+
+
+def test_dearest_is_the_maximum_over_the_space() -> None:
+    enc = E.Encoding(space())
+    costs = [backbone_madds(enc.arch(g)) for g in all_genomes(enc)]
+    assert backbone_madds(enc.arch(enc.dearest(backbone_madds))) == max(costs)
+
+
+@pytest.mark.parametrize("strategy", ["evolution", "random"])
+def test_a_madds_window_keeps_every_candidate_inside(strategy: str) -> None:
+    """--min-madds with --max-madds: DetNAS's matched-cost comparison; draws below the
+    window are rejected too (without the floor some candidates fall below it)."""
+    enc = E.Encoding(space())
+    lo, hi = quartile_window(enc)
+    search = make_search(None, [], strategy=strategy, candidates=12, min_madds=lo, max_madds=hi)
+    search.run()
+    assert search.cache and all(lo <= c.madds <= hi for c in search.cache.values())
+    free = make_search(None, [], strategy=strategy, candidates=12, max_madds=hi)
+    free.run()
+    assert any(c.madds < lo for c in free.cache.values())
+    assert "min_madds" in search.config.identity() and "min_madds" not in free.config.identity()
+
+
+def test_an_impossible_madds_window_is_refused() -> None:
+    enc = E.Encoding(space())
+    dearest = backbone_madds(enc.arch(enc.dearest(backbone_madds)))
+    with pytest.raises(UserError, match="--min-madds .* above the most expensive"):
+        make_search(None, [], min_madds=dearest * 1.01, max_madds=None).run()
+    with pytest.raises(UserError, match="--min-madds .* is above --max-madds"):
+        E.SearchConfig(min_madds=2e6, max_madds=1e6)
+    with pytest.raises(UserError, match="--min-madds: expected a number"):
+        E.parse_madds("lots", "--min-madds")
+
+
+def test_random_baseline_within_a_window() -> None:
+    enc = E.Encoding(space())
+    lo, hi = quartile_window(enc)
+    picks = E.random_baseline(enc, backbone_madds, 4, hi, seed=0, min_madds=lo)
+    assert len({enc.key(g) for g, _ in picks}) == 4
+    assert all(lo <= c <= hi and c == backbone_madds(enc.arch(g)) for g, c in picks)
+
+
 # -- end to end on synthetic data ------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def work(tmp_path_factory: pytest.TempPathFactory) -> dict:

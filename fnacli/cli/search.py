@@ -167,6 +167,9 @@ def search(
     max_madds: str | None = _opt(None, "--max-madds", metavar="MADDS", panel=ONESHOT,
                                  help="MAdds limit of every candidate (e.g. 300M, 1.2G), on the "
                                       "backbone as DetNAS (or what --cost-scope says)."),
+    min_madds: str | None = _opt(None, "--min-madds", metavar="MADDS", panel=ONESHOT,
+                                 help="Lower MAdds limit of every candidate: with --max-madds a "
+                                      "matched-cost window (DetNAS's random baseline)."),
     max_latency: str | None = _opt(None, "--max-latency", metavar="TIME", panel=ONESHOT,
                                    help="Latency limit of every candidate by --latency-table (e.g. "
                                         "12ms, 800us)."),

@@ -27,6 +27,11 @@ class DeriveConfig:
     force: bool = False  # also: accept a latency table measured on another machine
     on_message: Message | None = None
     latency_table: str | Path | None = None  # predicted latency beside MAdds (fnacli latency)
+    # a MAdds window for the derived architecture (matched-cost comparisons), counted over
+    # ``cost_scope`` [backbone, as search --max-madds] at ``size`` [the search's cost size]
+    min_madds: str | float | None = None
+    max_madds: str | float | None = None
+    cost_scope: str | None = None
 
 
 @dataclass
@@ -45,6 +50,7 @@ class DeriveResult:
     seed_latency_ms: float | None = None
     latency_table: Any = None  # the LatencyTable
     profile_classes: int | None = None
+    window: dict | None = None  # min/max MAdds, scope, cost, choices moved off the argmax
 
     @property
     def where(self) -> str:
@@ -64,6 +70,8 @@ class DeriveResult:
                          "params": self.seed_profile.params}
             if self.latency_table is not None:
                 d["seed"]["latency_ms"] = self.seed_latency_ms
+        if self.window is not None:
+            d["window"] = self.window
         if self.top:
             d["top"] = [{**{k: v for k, v in t.items() if k != "spec"},
                          "spec": t["spec"].to_dict()} for t in self.top]
@@ -91,10 +99,15 @@ def derive(*args: Any, **kwargs: Any) -> DeriveResult:
         from fnacli.latency import read_latency_table
 
         table = read_latency_table(cfg.latency_table, cfg.force)
+    window = _window_limits(cfg)
     ck = read_supernet(cfg.checkpoint)
     searched = ck.meta.get("search", {})
     depth = ck.min_depth if cfg.min_depth is None else cfg.min_depth
-    arch, path, prob = A.derive(ck.space, ck.alpha, ck.beta, depth)
+    if window:
+        arch, path, prob, window_info = _derive_within(ck, searched, cfg, depth, *window, say)
+    else:
+        arch, path, prob = A.derive(ck.space, ck.alpha, ck.beta, depth)
+        window_info = None
     if cfg.plot is not None:
         _plot(ck, cfg, depth, say)
     if cfg.diagram is not None:
@@ -106,12 +119,64 @@ def derive(*args: Any, **kwargs: Any) -> DeriveResult:
     # a supernet without a search record holds α/β logits: the differentiable remedies apply
     warning = A.collapse_warning(ck.space, path,
                                  strategy=searched.get("strategy", "differentiable"))
-    result = DeriveResult(arch, prob, A.skip_report(ck.space, path)[0], warning, ck.seed_spec)
+    result = DeriveResult(arch, prob, A.skip_report(ck.space, path)[0], warning, ck.seed_spec,
+                          window=window_info)
     if cfg.profile or cfg.top:
         _profile(result, ck, searched, cfg, depth, say)
         if table is not None:
             _latency(result, table, cfg.latency_table)
     return result
+
+
+def _window_limits(cfg: DeriveConfig) -> tuple[float | None, float | None] | None:
+    """--min-madds/--max-madds parsed and checked before the checkpoint is read."""
+    from fnacli.lut import check_scope
+    from fnacli.search.evolution import check_window, parse_madds
+
+    if cfg.min_madds is None and cfg.max_madds is None:
+        if cfg.cost_scope is not None:
+            raise UserError("--cost-scope: only with --min-madds/--max-madds")
+        return None
+    if cfg.cost_scope is not None:
+        check_scope(cfg.cost_scope)
+    lo = parse_madds(cfg.min_madds, "--min-madds") if cfg.min_madds is not None else None
+    hi = parse_madds(cfg.max_madds, "--max-madds") if cfg.max_madds is not None else None
+    check_window(lo, hi)
+    return lo, hi
+
+
+def _derive_within(ck: Any, searched: dict, cfg: DeriveConfig, depth: int, lo: float | None,
+                   hi: float | None, say: Reporter) -> tuple[Any, Any, float, dict]:
+    """The most likely architecture (greedy, ``search.arch.derive_within``) whose MAdds over
+    the scope, at the search's cost size, lie within [lo, hi]."""
+    from fnacli.lut import load_or_build_lut
+    from fnacli.pipeline.search import ONESHOT_COST_SCOPE
+    from fnacli.search import arch as A
+    from fnacli.search.evolution import Encoding, check_reachable, window_text
+    from fnacli.tasks import get_task, task_names
+
+    if searched.get("strategy") in ("evolution", "random"):
+        raise UserError("--min-madds/--max-madds: a one-shot search picks its architecture by "
+                        "fitness; give the window to 'fnacli search' instead")
+    task = get_task(cfg.task or searched.get("task") or task_names()[0])
+    size = (as_size(cfg.size) if cfg.size else
+            tuple(searched.get("cost_size") or searched.get("size") or task.recipe.size))
+    scope = cfg.cost_scope or ONESHOT_COST_SCOPE
+    lut = load_or_build_lut(ck.space, task.name, size,
+                            cfg.num_classes or searched.get("num_classes") or 80)
+
+    def cost(arch: Any) -> float:
+        return lut.arch_cost(arch, scope)
+
+    check_reachable(Encoding(ck.space), cost, lo, hi)
+    arch, path, prob, moves = A.derive_within(ck.space, ck.alpha, ck.beta, cost, lo, hi, depth)
+    madds = cost(arch)
+    if moves:
+        say(f"note: {moves} choice{'s' if moves != 1 else ''} moved off the argmax to bring "
+            f"the architecture within {window_text(lo, hi)} MAdds ({scope} at "
+            f"{size[0]}x{size[1]}: {madds / 1e6:.4g}M)")
+    return arch, path, prob, {"min_madds": lo, "max_madds": hi, "cost_scope": scope,
+                              "cost_size": list(size), "madds": madds, "moved": moves}
 
 
 def _latency(result: DeriveResult, table: Any, source: str | Path) -> None:

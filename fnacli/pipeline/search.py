@@ -84,6 +84,7 @@ class OneShotSearchConfig(SearchOptions):
     generations: int = 20
     candidates: int | None = None
     max_madds: str | float | None = None
+    min_madds: str | float | None = None  # with max_madds: a matched-cost window
     max_latency: str | float | None = None  # "12ms", or milliseconds (needs latency_table)
     metric: str | None = None  # fitness [the task's primary metric]
     calib_images: int = 256
@@ -370,6 +371,8 @@ def search_oneshot(*args: Any, **kwargs: Any) -> SearchResult:
     check_lr(o.lr)
     if o.max_madds:  # parsed now, not after the supernet has been trained
         parse_madds(o.max_madds)
+    if o.min_madds:
+        parse_madds(o.min_madds, "--min-madds")
     if o.retrain is not None:
         return random_baseline(o)
     from fnacli.progress import tensorboard_dir
@@ -489,6 +492,8 @@ def _evolve(o: OneShotSearchConfig, trained: Path, files: dict[str, Path], env: 
                          mutation_prob=o.mutation_prob, generations=o.generations,
                          candidates=o.candidates,
                          max_madds=E.parse_madds(o.max_madds) if o.max_madds else None,
+                         min_madds=(E.parse_madds(o.min_madds, "--min-madds")
+                                    if o.min_madds else None),
                          max_latency=(parse_latency(o.max_latency, "--max-latency")
                                       if o.max_latency is not None else None),
                          metric=o.metric or task.metric, seed=o.seed)
@@ -523,8 +528,8 @@ def _evolve(o: OneShotSearchConfig, trained: Path, files: dict[str, Path], env: 
                              write=env.is_main, identity=identity,
                              signal=lambda: signal_received(env),
                              latency=latency.latency_ms if latency is not None else None)
-    limit = (f" within {E.format_madds(cfg.max_madds)} MAdds ({scope} at "
-             f"{cost_size[0]}x{cost_size[1]})" if cfg.max_madds else "")
+    limit = (f" within {E.window_text(cfg.min_madds, cfg.max_madds)} MAdds ({scope} at "
+             f"{cost_size[0]}x{cost_size[1]})" if cfg.max_madds or cfg.min_madds else "")
     limit += f" within {cfg.max_latency:g} ms" if cfg.max_latency else ""
     say(f"{o.strategy} search on {trained}: {cfg.total_candidates} candidates{limit}, fitness "
         f"{cfg.metric} on {len(fit_set)} images ({fitness['source']}), BN recalibrated on "
@@ -665,8 +670,10 @@ def random_baseline(o: OneShotSearchConfig) -> SearchResult:
     scope = o.cost_scope or ONESHOT_COST_SCOPE
     lut = load_or_build_lut(ckpt.space, task.name, size, progress=True)
     limit = E.parse_madds(o.max_madds) if o.max_madds else None
+    floor = E.parse_madds(o.min_madds, "--min-madds") if o.min_madds else None
     enc = E.Encoding(ckpt.space)
-    picks = E.random_baseline(enc, lambda a: lut.arch_cost(a, scope), o.retrain, limit, o.seed)
+    picks = E.random_baseline(enc, lambda a: lut.arch_cost(a, scope), o.retrain, limit, o.seed,
+                              min_madds=floor)
     out.mkdir(parents=True, exist_ok=True)
     entries = []
     for k, (genome, madds) in enumerate(picks, start=1):
@@ -675,11 +682,13 @@ def random_baseline(o: OneShotSearchConfig) -> SearchResult:
         entries.append({"spec": str(path), "madds": madds,
                         "detector_madds": lut.arch_madds(enc.arch(genome))})
     doc = {"strategy": "random-baseline", "task": task.name, "space": ckpt.space.name,
-           "max_madds": limit, "cost_scope": scope, "cost_size": list(size), "seed": o.seed,
+           "max_madds": limit, "min_madds": floor, "cost_scope": scope,
+           "cost_size": list(size), "seed": o.seed,
            "architectures": entries}
     write_text_atomic(out / "baseline.json", json.dumps(doc, indent=2) + "\n")
     message = (f"{out}: {len(entries)} random architectures of the space"
-               + (f" within {E.format_madds(limit)} MAdds ({scope})" if limit else "")
+               + (f" within {E.window_text(floor, limit)} MAdds ({scope})"
+                  if limit or floor else "")
                + "; fine-tune each with the searched architecture's settings")
     return SearchResult("random", True, message, str(out), doc)
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 import heapq
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import torch
 
@@ -298,3 +298,72 @@ def derive(space: SpaceSpec, alpha: Mapping[tuple[int, int], torch.Tensor],
     logp = sum(math.log(float(p[path.ops[k]])) for k, p in a.items())
     logp += sum(math.log(float(p[path.widths[s]])) for s, p in b.items())
     return path_to_arch(space, path), path, math.exp(logp)
+
+
+def derive_within(space: SpaceSpec, alpha: Mapping[tuple[int, int], torch.Tensor],
+                  beta: Mapping[int, torch.Tensor], cost: Callable[[ArchSpec], float],
+                  lo: float | None, hi: float | None, min_depth: int = 0
+                  ) -> tuple[ArchSpec, Path, float, int]:
+    """The argmax path moved into the cost window [``lo``, ``hi``]: (arch, path, the path's
+    probability, choices changed).
+
+    Comparisons at matched cost (FNA Table 3, DetNAS Table 4) need every arm inside one
+    window, and a cost penalty only steers the expected cost, not the argmax. Greedy: while
+    the path is outside, take the single choice change (an op or a width) that lands inside
+    at the highest probability, else the one that moves towards the window at the least
+    log-probability lost per unit of cost, never overshooting the window's far side.
+    """
+    with torch.no_grad():
+        a, b = probs(space, alpha, beta, min_depth)
+    logp = {("a", k): [math.log(x) if x > 0 else -math.inf for x in p.double().tolist()]
+            for k, p in a.items()}
+    logp.update({("b", s): [math.log(x) if x > 0 else -math.inf for x in p.double().tolist()]
+                 for s, p in b.items()})
+    path = argmax_path(a, b)
+
+    def choice(p: Path, key: tuple) -> int:
+        return p.ops[key[1]] if key[0] == "a" else p.widths[key[1]]
+
+    def changed(p: Path, key: tuple, j: int) -> Path:
+        if key[0] == "a":
+            return Path({**p.ops, key[1]: j}, p.widths)
+        return Path(p.ops, {**p.widths, key[1]: j})
+
+    def path_cost(p: Path) -> float:
+        return float(cost(path_to_arch(space, p)))
+
+    moves = 0
+    c = path_cost(path)
+    for _ in range(sum(len(v) for v in logp.values())):
+        if (lo is None or c >= lo) and (hi is None or c <= hi):
+            break
+        down = hi is not None and c > hi
+        inside: tuple[float, Path, float] | None = None
+        toward: tuple[float, Path, float] | None = None
+        for key, lps in logp.items():
+            cur = choice(path, key)
+            for j, lp in enumerate(lps):
+                if j == cur or lp == -math.inf:
+                    continue
+                q = changed(path, key, j)
+                cq = path_cost(q)
+                loss = lps[cur] - lp
+                if (lo is None or cq >= lo) and (hi is None or cq <= hi):
+                    if inside is None or loss < inside[0]:
+                        inside = (loss, q, cq)
+                elif (cq < c and (lo is None or cq >= lo)) if down else (
+                        cq > c and (hi is None or cq <= hi)):
+                    rate = loss / abs(c - cq)
+                    if toward is None or rate < toward[0]:
+                        toward = (rate, q, cq)
+        step = inside or toward
+        if step is None:
+            break
+        _, path, c = step
+        moves += 1
+    if not ((lo is None or c >= lo) and (hi is None or c <= hi)):
+        raise UserError(f"no architecture within the MAdds window was reached from the argmax "
+                        f"path (at {c / 1e6:.4g}M); widen --min-madds/--max-madds")
+    total = sum(logp[("a", k)][path.ops[k]] for k in a) + sum(
+        logp[("b", s)][path.widths[s]] for s in b)
+    return path_to_arch(space, path), path, math.exp(total), moves

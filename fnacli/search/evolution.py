@@ -45,8 +45,8 @@ STATE_FORMAT = "fnacli/oneshot-search@1"
 _MADDS_UNITS = {"": 1.0, "K": 1e3, "M": 1e6, "G": 1e9, "B": 1e9}
 
 
-def parse_madds(text: str | float | int) -> float:
-    """'800M', '1.2G' / '1.2B', '3e8' or a number -> MAdds."""
+def parse_madds(text: str | float | int, flag: str = "--max-madds") -> float:
+    """'800M', '1.2G' / '1.2B', '3e8' or a number -> MAdds (errors name ``flag``)."""
     if isinstance(text, int | float):
         value = float(text)
     else:
@@ -55,15 +55,47 @@ def parse_madds(text: str | float | int) -> float:
         try:
             value = float(t[:-1] if unit else t) * _MADDS_UNITS[unit]
         except ValueError:
-            raise UserError(f"--max-madds: expected a number like 800M, 1.2G or 3e8, got "
+            raise UserError(f"{flag}: expected a number like 800M, 1.2G or 3e8, got "
                             f"{text!r}") from None
     if not value > 0 or not math.isfinite(value):
-        raise UserError(f"--max-madds: expected a positive number, got {text!r}")
+        raise UserError(f"{flag}: expected a positive number, got {text!r}")
     return value
 
 
 def format_madds(v: float) -> str:
     return f"{v / 1e9:.3g}G" if v >= 1e9 else f"{v / 1e6:.4g}M"
+
+
+def window_text(lo: float | None, hi: float | None) -> str:
+    """'15M-17M', '17M' (an upper limit only, as DetNAS's) or '>= 15M'."""
+    if lo is None:
+        return format_madds(hi) if hi is not None else "any"
+    return f"{format_madds(lo)}-{format_madds(hi)}" if hi is not None else f">= {format_madds(lo)}"
+
+
+def within(c: float, lo: float | None, hi: float | None) -> bool:
+    return (lo is None or c >= lo) and (hi is None or c <= hi)
+
+
+def check_window(lo: float | None, hi: float | None) -> None:
+    if lo is not None and hi is not None and lo > hi:
+        raise UserError(f"--min-madds {format_madds(lo)} is above --max-madds "
+                        f"{format_madds(hi)}")
+
+
+def check_reachable(encoding: Encoding, cost: Callable[[ArchSpec], float], lo: float | None,
+                    hi: float | None) -> None:
+    """Refuse a MAdds window no architecture of the space can meet, before any work."""
+    if hi is not None:
+        cheapest = cost(encoding.arch(encoding.cheapest(cost)))
+        if cheapest > hi:
+            raise UserError(f"--max-madds {format_madds(hi)} is below the cheapest "
+                            f"architecture of the space ({format_madds(cheapest)} MAdds)")
+    if lo is not None:
+        dearest = cost(encoding.arch(encoding.dearest(cost)))
+        if dearest < lo:
+            raise UserError(f"--min-madds {format_madds(lo)} is above the most expensive "
+                            f"architecture of the space ({format_madds(dearest)} MAdds)")
 
 
 # -- encoding ------------------------------------------------------------------------------
@@ -122,6 +154,18 @@ class Encoding:
         for k, (_, _, cands) in enumerate(self.ops):
             if SKIP in cands:
                 g[k] = cands.index(SKIP)
+        return self._best_ops(g, cost, 1.0)
+
+    def dearest(self, cost: Callable[[ArchSpec], float]) -> Genome:
+        """The genome of most cost: widest widths, no layer skipped, per layer its dearest op
+        (the mirror of :meth:`cheapest`)."""
+        g = [len(o) - 1 for _, _, o in self.ops] + [len(o) - 1 for _, o in self.widths]
+        for k, (_, _, cands) in enumerate(self.ops):
+            g[k] = next(j for j, op in enumerate(cands) if op != SKIP)
+        return self._best_ops(g, cost, -1.0)
+
+    def _best_ops(self, g: list[int], cost: Callable[[ArchSpec], float], sign: float) -> Genome:
+        """``g`` with each non-skipped layer's op the one minimising ``sign * cost``."""
         for k, (_, _, cands) in enumerate(self.ops):
             if cands[g[k]] == SKIP:
                 continue
@@ -129,7 +173,7 @@ class Encoding:
             for j, op in enumerate(cands):
                 if op == SKIP:
                     continue
-                c = cost(self.arch([*g[:k], j, *g[k + 1:]]))
+                c = sign * cost(self.arch([*g[:k], j, *g[k + 1:]]))
                 if best is None or c < best[0]:
                     best = (c, j)
             assert best is not None
@@ -154,6 +198,7 @@ class SearchConfig:
     max_madds: float | None = None
     max_latency: float | None = None  # milliseconds, by a latency table
     metric: str = "AP"
+    min_madds: float | None = None  # with max_madds: a matched-cost window (DetNAS Table 4)
     seed: int = 0
     max_tries: int = 200  # draws per wanted candidate before giving up (rejection sampling)
 
@@ -170,6 +215,7 @@ class SearchConfig:
                             f"{self.mutation_prob}")
         if self.candidates is not None and self.candidates < 1:
             raise UserError(f"--candidates: expected at least 1, got {self.candidates}")
+        check_window(self.min_madds, self.max_madds)
 
     @property
     def total_candidates(self) -> int:
@@ -189,8 +235,9 @@ class SearchConfig:
         d = asdict(self)
         for k in ("generations", "candidates", "max_tries"):
             d.pop(k)
-        if d["max_latency"] is None:  # keeps the identity of searches without one
-            d.pop("max_latency")
+        for k in ("max_latency", "min_madds"):  # keeps the identity of searches without one
+            if d[k] is None:
+                d.pop(k)
         return d
 
 
@@ -328,7 +375,7 @@ class OneShotSearch:
         key = self.encoding.key(g)
         if key in self.cache or key in taken:
             return False
-        if self.config.max_madds is not None and self.madds(g, key) > self.config.max_madds:
+        if not within(self.madds(g, key), self.config.min_madds, self.config.max_madds):
             return False
         if self.config.max_latency is not None and \
                 self.latency_ms(g) > self.config.max_latency:
@@ -361,7 +408,8 @@ class OneShotSearch:
                        taken)
         self._fill(out, want, lambda: enc.random(rng), taken)
         if done == 0 and not out:
-            flags = " / ".join(f for f, v in (("--max-madds", cfg.max_madds),
+            flags = " / ".join(f for f, v in (("--min-madds", cfg.min_madds),
+                                              ("--max-madds", cfg.max_madds),
                                               ("--max-latency", cfg.max_latency)) if v)
             raise UserError(f"no architecture within {flags} was drawn in "
                             f"{cfg.max_tries * want} tries; raise {flags}")
@@ -376,13 +424,7 @@ class OneShotSearch:
             if fastest > lat:
                 raise UserError(f"--max-latency {lat:g}ms is below the fastest architecture "
                                 f"of the space by the latency table ({fastest:.3f} ms)")
-        limit = self.config.max_madds
-        if limit is None:
-            return
-        cheapest = self.madds(self.encoding.cheapest(self.cost))
-        if cheapest > limit:
-            raise UserError(f"--max-madds {format_madds(limit)} is below the cheapest "
-                            f"architecture of the space ({format_madds(cheapest)} MAdds)")
+        check_reachable(self.encoding, self.cost, self.config.min_madds, self.config.max_madds)
 
     # -- evaluating ------------------------------------------------------------------------
     def _evaluate(self, genomes: list[Genome], generation: int) -> list[Candidate]:
@@ -536,17 +578,14 @@ class _Stop(Exception):
 
 # -- the searched checkpoint -------------------------------------------------------------
 def random_baseline(encoding: Encoding, cost: Callable[[ArchSpec], float], n: int,
-                    max_madds: float | None, seed: int, max_tries: int = 1000
-                    ) -> list[tuple[Genome, float]]:
+                    max_madds: float | None, seed: int, max_tries: int = 1000,
+                    min_madds: float | None = None) -> list[tuple[Genome, float]]:
     """DetNAS's random baseline: ``n`` different architectures drawn uniformly from the space
-    (rejection sampling under ``max_madds``), each with its cost. Nothing is scored: DetNAS
-    trains each "with exactly the same settings" as the searched one."""
+    (rejection sampling within [``min_madds``, ``max_madds``]), each with its cost. Nothing
+    is scored: DetNAS trains each "with exactly the same settings" as the searched one."""
     rng = random.Random(seed)
-    if max_madds is not None:
-        cheapest = cost(encoding.arch(encoding.cheapest(cost)))
-        if cheapest > max_madds:
-            raise UserError(f"--max-madds {format_madds(max_madds)} is below the cheapest "
-                            f"architecture of the space ({format_madds(cheapest)} MAdds)")
+    check_window(min_madds, max_madds)
+    check_reachable(encoding, cost, min_madds, max_madds)
     out: list[tuple[Genome, float]] = []
     seen: set[str] = set()
     tries = 0
@@ -557,13 +596,13 @@ def random_baseline(encoding: Encoding, cost: Callable[[ArchSpec], float], n: in
         if key in seen:
             continue
         c = float(cost(encoding.arch(g)))
-        if max_madds is not None and c > max_madds:
+        if not within(c, min_madds, max_madds):
             continue
         seen.add(key)
         out.append((g, c))
     if len(out) < n:
         raise UserError(f"--retrain {n}: only {len(out)} different architectures within "
-                        f"--max-madds were drawn in {max_tries * n} tries")
+                        f"--min-madds/--max-madds were drawn in {max_tries * n} tries")
     return out
 
 
