@@ -47,16 +47,16 @@ def _refuse_non_finite(cmd: object) -> None:
     callback = getattr(cmd, "callback", None)
     if callback is None or getattr(callback, "_finite_floats", False):
         return
-    flags = {p.name: (p.opts[0] if getattr(p, "opts", None) else p.name)
-             for p in getattr(cmd, "params", [])}
 
     @functools.wraps(callback)
     def checked(*args: object, **kwargs: object) -> object:
         from fnacli.errors import UserError
 
-        for name, v in kwargs.items():
+        for p in cmd.params:  # type: ignore[attr-defined]
+            v = kwargs.get(p.name)
             if isinstance(v, float) and not math.isfinite(v):
-                raise UserError(f"{flags.get(name, name)}: expected a finite number, got {v}")
+                raise UserError(f"{p.opts[0] if p.opts else p.name}: expected a finite "
+                                f"number, got {v}")
         return callback(*args, **kwargs)
 
     checked._finite_floats = True  # type: ignore[attr-defined]
@@ -92,10 +92,9 @@ def _root(
         os.environ["FNACLI_DEBUG"] = "1"
 
 
-# Each command module registers its command on import (_PipelineOrder orders them).
-for _module in ("expand", "search", "derive", "remap", "finetune", "eval", "export", "madds",
-                "latency", "data", "pretrain"):
-    importlib.import_module(f"fnacli.cli.{_module}")
+# Each command's module (fnacli/cli/<command>.py, pretrain.py for pretrain-seed) registers it.
+for _command in COMMAND_ORDER:
+    importlib.import_module(f"fnacli.cli.{_command.removesuffix('-seed')}")
 
 
 def _exit(code: int, message: str | None = None) -> NoReturn:

@@ -80,13 +80,13 @@ class _StderrHandler(logging.StreamHandler):
         pass
 
 
-def setup_logging(enabled: bool = True) -> None:
+def setup_logging() -> None:
     """Library messages (the ``fnacli`` logger) go to stderr as plain lines, rank 0 only."""
     logger = logging.getLogger("fnacli")
     if not logger.handlers:
         logger.addHandler(_StderrHandler())
         logger.propagate = False
-    logger.setLevel(logging.INFO if enabled else logging.WARNING)
+    logger.setLevel(logging.INFO)
 
 
 def print_result(text: str) -> None:
@@ -95,16 +95,12 @@ def print_result(text: str) -> None:
     sys.stdout.flush()
 
 
-def value(v: Any) -> Any:
-    """An enum choice as its plain value (None stays None)."""
-    return v.value if isinstance(v, StrEnum) else v
-
-
 def config(cls: type, options: dict[str, Any], leave_out: Collection[str] = ("as_json",),
            **fields: Any) -> Any:
     """The step's config dataclass ``cls`` from the command's options (enum choices as their
     values) but ``leave_out``, and ``fields``: an option the config has no field for fails."""
-    return cls(**{**{k: value(v) for k, v in options.items() if k not in leave_out}, **fields})
+    values = {k: v.value if isinstance(v, StrEnum) else v for k, v in options.items()}
+    return cls(**{**{k: v for k, v in values.items() if k not in leave_out}, **fields})
 
 
 def given_flags(ctx: typer.Context, names: tuple[str, ...]) -> list[str]:
@@ -166,6 +162,9 @@ SHARED: dict[str, dict[str, Any]] = {
     "--force": {"default": False},
     "--resume": {"default": False},
     "--json": {"default": False, "help": "Print a JSON summary on stdout."},
+    "--optimizer": {"default": None, "help": f"[{per_task('recipe.optimizer')}]",
+                    "rich_help_panel": SCHEDULE},
+    "--momentum": {"default": 0.9, "min": 0.0, "rich_help_panel": SCHEDULE},
     "--stop-after": {"default": None, "min": 1, "metavar": "STEPS", "rich_help_panel": RUN},
     "--checkpoint-every": {"default": 0, "min": 0, "metavar": "STEPS", "rich_help_panel": RUN,
                            "help": "Training state every STEPS steps (always at the end of "

@@ -19,19 +19,9 @@ data_app = typer.Typer(help="Datasets: generate the built-in synthetic data (COC
 app.add_typer(data_app, name="data")
 
 
-class SynthTask(StrEnum):
-    detection = "detection"
-    segmentation = "segmentation"
-
-
-class Variant(StrEnum):
-    shapes = "shapes"
-    context = "context"
-
-
-class ImageFormat(StrEnum):
-    jpg = "jpg"
-    png = "png"
+SynthTask = StrEnum("SynthTask", {n: n for n in ("detection", "segmentation")})
+Variant = StrEnum("Variant", {n: n for n in ("shapes", "context")})
+ImageFormat = StrEnum("ImageFormat", {n: n for n in ("jpg", "png")})
 
 
 @data_app.command("synth")

@@ -43,9 +43,8 @@ def finetune(
                                   f"processes) [{per_task('recipe.batch_size')}]."),
     lr: float | None = _opt(None, "--lr", min=0.0,
                             help=f"Base lr [{LR} images, scaled to --batch-size]."),
-    optimizer: c.Optim | None = _opt(None, "--optimizer",
-                                     help=f"[{per_task('recipe.optimizer')}]"),
-    momentum: float = _opt(0.9, "--momentum", min=0.0),
+    optimizer: c.Optim | None = c.opt("--optimizer"),
+    momentum: float = c.opt("--momentum"),
     schedule: Schedule | None = _opt(None, "--schedule", help="Cosine, or step decay ×0.1 at fixed "
                                                               "fractions [step: ssdlite "
                                                               "36,50,56/60; retinanet 8,11/12]."),

@@ -62,9 +62,8 @@ def search(
                             help=f"Base lr of the weight steps [differentiable: {SEARCH_LR} "
                                  "images; one-shot: the finetune recipe's], scaled to "
                                  "--batch-size."),
-    optimizer: c.Optim | None = _opt(None, "--optimizer", panel=c.SCHEDULE,
-                                     help=f"[{per_task('recipe.optimizer')}]"),
-    momentum: float = _opt(0.9, "--momentum", min=0.0, panel=c.SCHEDULE),
+    optimizer: c.Optim | None = c.opt("--optimizer"),
+    momentum: float = c.opt("--momentum"),
     weight_decay: float | None = _opt(None, "--weight-decay", min=0.0, panel=c.SCHEDULE,
                                       help=f"[differentiable: {SEARCH_WD}; one-shot: {c.WD}]"),
     warmup_iters: int | None = _opt(None, "--warmup-iters", min=0, panel=c.SCHEDULE,
