@@ -159,6 +159,9 @@ SHARED: dict[str, dict[str, Any]] = {
     "--device": {"default": Device.auto, "help": "auto: CUDA when available.",
                  "rich_help_panel": RUN},
     "--seed": {"default": 0},
+    "--noise": {"default": None, "min": 0.0, "metavar": "R",
+                "help": "Noise std of added channels' conv weights, relative to the RMS of each "
+                        "seed tensor [0.01]; --widen noise only."},
     "--force": {"default": False},
     "--resume": {"default": False},
     "--json": {"default": False, "help": "Print a JSON summary on stdout."},

@@ -31,10 +31,7 @@ def expand(
                               help="How channels wider than the seed's are filled (see 'fnacli "
                                    "remap --widen'): zeros plus small noise (Jung et al.), zeros, "
                                    "or Net2Net-style split copies."),
-    noise: float | None = typer.Option(None, "--noise", min=0.0, metavar="R",
-                                       help="Noise std of added channels' conv weights, relative "
-                                            "to the RMS of each seed tensor [0.01]; --widen noise "
-                                            "only."),
+    noise: float | None = c.opt("--noise"),
     arch_seed: int = c.opt("--seed", "Seed of the α/β initial noise (1e-3·N(0,1)) and of the "
                                      "--widen noise."),
     init_std: float = typer.Option(1e-3, "--init-std", min=0.0,

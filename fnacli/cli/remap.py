@@ -44,10 +44,7 @@ def remap(
                                      "channels get no gradient), or split (Net2Net-style copies "
                                      "with divided outgoing weights: function preserving and "
                                      "trainable)."),
-    noise: float | None = typer.Option(None, "--noise", min=0.0, metavar="R",
-                                       help="Noise std of added channels' conv weights, relative "
-                                            "to the RMS of each seed tensor [0.01]; --widen noise "
-                                            "only."),
+    noise: float | None = c.opt("--noise"),
     rng_seed: int = c.opt("--seed", "Random seed for --noise and new layers."),
     as_json: bool = c.opt("--json"),
     force: bool = c.opt("--force", "Overwrite OUT if it exists."),
