@@ -26,29 +26,24 @@ ImageFormat = StrEnum("ImageFormat", {n: n for n in ("jpg", "png")})
 
 @data_app.command("synth")
 def synth(
-    out_dir: Path = typer.Argument(..., metavar="OUT_DIR",
-                                   help="Folder to write (detection: COCO layout, annotations/, "
-                                        "train/, val/; segmentation: Cityscapes layout, "
-                                        "leftImg8bit/ and gtFine/)."),
-    kind: SynthTask = typer.Option(SynthTask.detection, "--task",
-                                   help="Which kind of dataset."),
+    out_dir: Path = typer.Argument(..., metavar="OUT_DIR", help="Folder to write (detection: COCO "
+                                   "layout, annotations/, train/, val/; segmentation: Cityscapes "
+                                   "layout, leftImg8bit/ and gtFine/)."),
+    kind: SynthTask = typer.Option(SynthTask.detection, "--task", help="Which kind of dataset."),
     train: int = typer.Option(512, "--train", help="Training images."),
     val: int = typer.Option(64, "--val", help="Validation images."),
-    size: int = typer.Option(320, "--size",
-                             help="Detection: image side in pixels (square images); segmentation: "
-                                  "image width (height = width / 2)."),
-    classes: int = typer.Option(3, "--classes",
-                                help="Detection: number of classes, 1..8 (circle, square, "
-                                     "triangle, diamond, star, cross, hexagon, ring)."),
+    size: int = typer.Option(320, "--size", help="Detection: image side in pixels (square images); "
+                             "segmentation: image width (height = width / 2)."),
+    classes: int = typer.Option(3, "--classes", help="Detection: number of classes, 1..8 (circle, "
+                                "square, triangle, diamond, star, cross, hexagon, ring)."),
     seed: int = c.opt("--seed", "Random seed: same seed, same dataset."),
     variant: Variant = typer.Option(
         Variant.shapes, "--variant",
         help="shapes: the class is the shape and its colour; context: every object is a dark shape "
              "of any kind and only the colour of a ring around it, outside its box, gives the "
              "class (a task where the receptive field matters)."),
-    fmt: ImageFormat = typer.Option(ImageFormat.jpg, "--format",
-                                    help="Detection image file format (segmentation writes PNG, as "
-                                         "Cityscapes)."),
+    fmt: ImageFormat = typer.Option(ImageFormat.jpg, "--format", help="Detection image file format "
+                                    "(segmentation writes PNG, as Cityscapes)."),
     as_json: bool = c.opt("--json"),
     force: bool = c.opt("--force", "Write into a non-empty OUT_DIR, replacing the dataset there."),
 ) -> None:

@@ -48,19 +48,18 @@ def derive(
                                        help="The search's metrics for --plot [SEARCHED"
                                             ".metrics.jsonl when it exists]."),
     latency_table: str | None = c.opt("--latency-table", "Report predicted latency beside MAdds, "
-                                                         "by a table from 'fnacli latency' "
-                                                         "(--force: one measured on another "
-                                                         "machine)."),
+                                      "by a table from 'fnacli latency' (--force: one measured on "
+                                      "another machine)."),
     min_madds: str | None = typer.Option(None, "--min-madds", metavar="MADDS",
-                                         help="Derive the most likely architecture with at "
-                                              "least these MAdds (e.g. 300M), for comparisons "
-                                              "at matched cost."),
+                                         help="Derive the most likely architecture with at least "
+                                              "these MAdds (e.g. 300M), for comparisons at matched "
+                                              "cost."),
     max_madds: str | None = typer.Option(None, "--max-madds", metavar="MADDS",
                                          help="... and at most these MAdds."),
     cost_scope: str | None = typer.Option(None, "--cost-scope", metavar="SCOPE",
-                                          help="What --min/--max-madds count: blocks, "
-                                               "backbone or detector, at --size [the "
-                                               "search's cost size] [backbone]."),
+                                          help="What --min/--max-madds count: blocks, backbone or "
+                                               "detector, at --size [the search's cost size] "
+                                               "[backbone]."),
     force: bool = c.opt("--force", "Overwrite -o ARCH.json, --plot and --diagram files."),
 ) -> None:
     options = dict(locals())

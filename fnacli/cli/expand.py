@@ -15,16 +15,14 @@ from fnacli.cli.app import app
                             "seed MobileNetV2 (mixed ops per layer, shared mixed blocks for "
                             "channel search); α/β start near zero.")
 def expand(
-    seed: str = typer.Argument(..., metavar="SEED",
-                               help="Seed MobileNetV2 checkpoint (torchvision/timm .pth, fnacli "
-                                    ".safetensors, torchvision:IMAGENET1K_V1 or "
-                                    "timm:mobilenetv2_100)."),
+    seed: str = typer.Argument(..., metavar="SEED", help="Seed MobileNetV2 checkpoint "
+                               "(torchvision/timm .pth, fnacli .safetensors, "
+                               "torchvision:IMAGENET1K_V1 or timm:mobilenetv2_100)."),
     space: str = typer.Option("fna", "--space", metavar="fna|fna-channels|SPACE.json",
                               help="Search space: a built-in name, a JSON file or '-'."),
     output: str = c.opt("--output", "Output supernet checkpoint (.safetensors).",
                         metavar="SUPERNET"),
-    masks: str = typer.Option("non-overlapping", "--masks",
-                              metavar="non-overlapping|overlapping",
+    masks: str = typer.Option("non-overlapping", "--masks", metavar="non-overlapping|overlapping",
                               help="Channel masks of the mixed blocks: Jung et al.'s "
                                    "non-overlapping segments or FBNetV2's overlapping masks."),
     widen: str = typer.Option("noise", "--widen", metavar="noise|zeros|split",

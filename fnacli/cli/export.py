@@ -21,9 +21,8 @@ def export(
                             help="ONNX (opset --opset, checked in onnxruntime) or a traced "
                                  "TorchScript module."),
     size: str = c.opt("--size", "Input size of the exported graph [the size trained at]."),
-    raw: bool = typer.Option(False, "--raw",
-                             help="Export the raw head outputs (bbox_regression, cls_logits, "
-                                  "anchors) instead of boxes/scores/labels after NMS."),
+    raw: bool = typer.Option(False, "--raw", help="Export the raw head outputs (bbox_regression, "
+                             "cls_logits, anchors) instead of boxes/scores/labels after NMS."),
     score_thresh: float = typer.Option(None, "--score-thresh", min=0.0, max=1.0, metavar="P",
                                        help="Score threshold baked into the post-processing [the "
                                             "detector's: ssdlite 0.001, retinanet 0.05]."),

@@ -25,9 +25,8 @@ _opt = functools.partial(c.option, panel=c.SCHEDULE)
 
 @app.command("finetune", cls=c.PanelCommand)
 def finetune(
-    target: Path = typer.Argument(..., metavar="TARGET",
-                                  help="Remapped backbone (.safetensors from 'fnacli remap') or a "
-                                       "detector checkpoint to continue."),
+    target: Path = typer.Argument(..., metavar="TARGET", help="Remapped backbone (.safetensors "
+                                  "from 'fnacli remap') or a detector checkpoint to continue."),
     output: Path = c.opt("--output", "Output detector checkpoint (.safetensors). FINAL.ckpt and "
                                      "FINAL.metrics.jsonl are written beside it.", metavar="FINAL"),
     task: c.TaskName | None = typer.Option(None, "--task",
@@ -46,8 +45,7 @@ def finetune(
     optimizer: c.Optim | None = c.opt("--optimizer"),
     momentum: float = c.opt("--momentum"),
     schedule: Schedule | None = _opt(None, "--schedule", help="Cosine, or step decay ×0.1 at fixed "
-                                                              "fractions [step: ssdlite "
-                                                              "36,50,56/60; retinanet 8,11/12]."),
+                                     "fractions [step: ssdlite 36,50,56/60; retinanet 8,11/12]."),
     warmup_iters: int | None = _opt(None, "--warmup-iters", min=0, help="Linear warm-up from "
                                     "lr/3 [min(500, 10% of the steps)]."),
     weight_decay: float | None = _opt(None, "--weight-decay", min=0.0,

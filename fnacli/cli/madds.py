@@ -45,22 +45,19 @@ def madds(
                                                "conv), the ImageNet classifier, or a detector [a "
                                                "detector checkpoint's own task, else none]."),
     size: str | None = c.opt("--size", "Input size: 320 (square) or WIDTHxHEIGHT, e.g. 1088x800. "
-                                       "Default: a detector checkpoint's own, else 224 (none, "
-                                       "classifier), "
-                                       f"{per_task(lambda t: size_text(t.profile_size))}."),
+                             "Default: a detector checkpoint's own, else 224 (none, classifier), "
+                             f"{per_task(lambda t: size_text(t.profile_size))}."),
     input_alias: str | None = c.hidden_opt("--input"),
     num_classes: int = c.opt("--num-classes", "Object classes without background (default: a "
                                               "detector checkpoint's, else 80); ImageNet classes "
                                               "for --task classifier (default 1000)."),
     as_json: bool = c.opt("--json", "One JSON object per spec on stdout."),
-    exact: bool = typer.Option(False, "--exact",
-                               help="Trace every network with fvcore instead of summing the lookup "
-                                    "table (slower; same numbers)."),
+    exact: bool = typer.Option(False, "--exact", help="Trace every network with fvcore instead of "
+                               "summing the lookup table (slower; same numbers)."),
     space: str = c.opt("--space", "With --lut: the search space (built-in name, JSON file or "
                                   "'-')."),
-    lut: bool = typer.Option(False, "--lut",
-                             help="Build the cost lookup table of --space instead of profiling "
-                                  "specs (to -o, else into the cache; prints its path)."),
+    lut: bool = typer.Option(False, "--lut", help="Build the cost lookup table of --space instead "
+                             "of profiling specs (to -o, else into the cache; prints its path)."),
     output: str = c.opt("--output", "With --lut: where to write the table ('-' for stdout).",
                         metavar="OUT", default=None),
     latency_table: str = c.opt("--latency-table", "Also the predicted latency, by a table from "

@@ -37,9 +37,8 @@ _opt = functools.partial(c.option, panel=ARCH)
                   "(default) or DetNAS's one-shot evolution/random search.")
 def search(
     ctx: typer.Context,
-    supernet: str = typer.Argument(..., metavar="SUPERNET",
-                                   help="Supernet checkpoint from 'fnacli expand' (or, with "
-                                        "--skip-training, one trained one-shot)."),
+    supernet: str = typer.Argument(..., metavar="SUPERNET", help="Supernet checkpoint from 'fnacli "
+                                   "expand' (or, with --skip-training, one trained one-shot)."),
     output: str = c.opt("--output", "Output searched checkpoint (.safetensors); SEARCHED.ckpt and "
                                     "SEARCHED.metrics.jsonl go beside it.", metavar="SEARCHED"),
     strategy: Strategy = typer.Option(Strategy.differentiable, "--strategy",
@@ -96,9 +95,8 @@ def search(
                                    "measured on another machine)."),
     as_json: bool = c.opt("--json"),
     latency_table: str | None = c.opt("--latency-table", "Latency table from 'fnacli latency' "
-                                                         "(same space, task, size): for --cost "
-                                                         "latency / --max-latency, and reported "
-                                                         "beside MAdds."),
+                                      "(same space, task, size): for --cost latency / "
+                                      "--max-latency, and reported beside MAdds."),
     # -- differentiable only
     warmup_epochs: int | None = _opt(None, "--warmup-epochs", min=0,
                                      help="Epochs of weight steps on uniform paths before α/β move "
@@ -122,9 +120,8 @@ def search(
     target_madds: str | None = _opt(None, "--target-madds", metavar="MADDS",
                                     help="Budget (e.g. 800M, 1.2G): the cost term penalises only "
                                          "the excess over it."),
-    min_depth: int = _opt(0, "--min-depth", min=0, metavar="N",
-                          help="Layers 0..N-1 of every stage may not be skipped (against collapse "
-                               "to all-skip)."),
+    min_depth: int = _opt(0, "--min-depth", min=0, metavar="N", help="Layers 0..N-1 of every stage "
+                          "may not be skipped (against collapse to all-skip)."),
     arch_lr: float | None = _opt(None, "--arch-lr", min=0.0,
                                  help="Adam lr of α/β (betas 0.5/0.999; wd 1e-3, deeplabv3 4e-5) "
                                       "[3e-4, deeplabv3 1e-3]."),
@@ -172,8 +169,7 @@ def search(
     max_latency: str | None = _opt(None, "--max-latency", metavar="TIME", panel=ONESHOT,
                                    help="Latency limit of every candidate by --latency-table (e.g. "
                                         "12ms, 800us)."),
-    fitness_images: str | None = _opt(None, "--fitness-images", metavar="N|FRACTION",
-                                      panel=ONESHOT,
+    fitness_images: str | None = _opt(None, "--fitness-images", metavar="N|FRACTION", panel=ONESHOT,
                                       help="Fitness images held out of the training split (a "
                                            "count, or a fraction below 1); the supernet trains on "
                                            "the rest [min(5000, 20%)]."),
