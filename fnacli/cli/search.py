@@ -30,6 +30,7 @@ SEARCH_LR = per_task(lambda t: f"{c.g(t.search_defaults.weight_recipe(t.recipe).
 SEARCH_WD = per_task(lambda t: c.g(t.search_defaults.weight_recipe(t.recipe).weight_decay))
 SEARCH_AUGMENT = per_task(lambda t: t.search_defaults.augment or t.default_augment)
 _opt = functools.partial(c.option, panel=ARCH)
+_oneshot = functools.partial(c.option, panel=ONESHOT)
 
 
 @app.command("search", cls=c.PanelCommand,
@@ -141,64 +142,62 @@ def search(
                                       help="With --cost latency: a budget (e.g. 12ms); only the "
                                            "excess is penalised."),
     # -- one-shot only
-    skip_training: bool = _opt(False, "--skip-training", panel=ONESHOT,
-                               help="SUPERNET is already trained one-shot (a --trained file): "
-                                    "search it directly."),
-    train_only: bool = _opt(False, "--train-only", panel=ONESHOT,
-                            help="Train the one-shot supernet (to --trained) and stop; search it "
-                                 "later with --skip-training."),
-    trained: str | None = _opt(None, "--trained", metavar="PATH", panel=ONESHOT,
-                               help="Where the trained supernet goes [OUT with "
-                                    ".oneshot.safetensors]."),
-    population: int = _opt(50, "--population", min=1, panel=ONESHOT,
-                           help="Candidates per generation (random: per batch)."),
-    parents: int = _opt(10, "--parents", min=1, panel=ONESHOT,
-                        help="Top-k candidates that parent the next generation."),
-    mutation_prob: float = _opt(0.1, "--mutation-prob", min=0.0, max=1.0, panel=ONESHOT,
-                                help="Probability to resample each choice when mutating."),
-    generations: int = _opt(20, "--generations", min=1, panel=ONESHOT, help="Generations."),
-    candidates: int | None = _opt(None, "--candidates", min=1, panel=ONESHOT,
-                                  help="random: architectures to evaluate [population x "
-                                       "generations]."),
-    max_madds: str | None = _opt(None, "--max-madds", metavar="MADDS", panel=ONESHOT,
-                                 help="MAdds limit of every candidate (e.g. 300M, 1.2G), on the "
-                                      "backbone as DetNAS (or what --cost-scope says)."),
-    min_madds: str | None = _opt(None, "--min-madds", metavar="MADDS", panel=ONESHOT,
-                                 help="Lower MAdds limit of every candidate: with --max-madds a "
-                                      "matched-cost window (DetNAS's random baseline)."),
-    max_latency: str | None = _opt(None, "--max-latency", metavar="TIME", panel=ONESHOT,
-                                   help="Latency limit of every candidate by --latency-table (e.g. "
-                                        "12ms, 800us)."),
-    fitness_images: str | None = _opt(None, "--fitness-images", metavar="N|FRACTION", panel=ONESHOT,
-                                      help="Fitness images held out of the training split (a "
-                                           "count, or a fraction below 1); the supernet trains on "
-                                           "the rest [min(5000, 20%)]."),
-    fitness_ann: str | None = _opt(None, "--fitness-ann", metavar="JSON", panel=ONESHOT,
-                                   help="An explicit fitness annotation file instead (its images "
-                                        "are left out of supernet training)."),
-    fitness_img_dir: str | None = _opt(None, "--fitness-img-dir", metavar="DIR", panel=ONESHOT,
-                                       help="Images of --fitness-ann."),
-    retrain: int | None = _opt(None, "--retrain", min=1, metavar="N", panel=ONESHOT,
-                               help="random only: DetNAS's random baseline. Draw N architectures "
-                                    "uniformly under --max-madds and write their specs into the "
-                                    "folder -o, to be fine-tuned with the searched one's settings "
-                                    "(no supernet training, no fitness)."),
-    metric: str | None = _opt(None, "--metric", panel=ONESHOT,
-                              help="Fitness: one of the task's numbers (detection: COCOeval's AP, "
-                                   "AP50, AP75, APs, APm, APl, AR1, …; deeplabv3: mIoU, aAcc, "
-                                   f"mAcc) [{per_task('metric')}]."),
-    calib_images: int = _opt(256, "--calib-images", min=1, panel=ONESHOT,
-                             help="Training images for each candidate's BN recalibration."),
-    calib_batch: int = _opt(16, "--calib-batch", min=1, panel=ONESHOT,
-                            help="Batch size of BN recalibration and evaluation."),
-    eval_images: int | None = _opt(None, "--eval-images", min=1, panel=ONESHOT,
-                                   help="Score on a fixed subset of N held-out images [all]."),
-    record_top: int = _opt(20, "--record-top", min=1, panel=ONESHOT,
-                           help="Best candidates listed in the output (derive --top)."),
-    stop_after_candidates: int | None = _opt(None, "--stop-after-candidates", min=1,
-                                             metavar="N", panel=ONESHOT,
-                                             help="Stop the search after N evaluations of this "
-                                                  "run; continue with --resume."),
+    skip_training: bool = _oneshot(False, "--skip-training", help="SUPERNET is already trained "
+                                   "one-shot (a --trained file): search it directly."),
+    train_only: bool = _oneshot(False, "--train-only", help="Train the one-shot supernet (to "
+                                "--trained) and stop; search it later with --skip-training."),
+    trained: str | None = _oneshot(None, "--trained", metavar="PATH",
+                                   help="Where the trained supernet goes [OUT with "
+                                        ".oneshot.safetensors]."),
+    population: int = _oneshot(50, "--population", min=1,
+                               help="Candidates per generation (random: per batch)."),
+    parents: int = _oneshot(10, "--parents", min=1,
+                            help="Top-k candidates that parent the next generation."),
+    mutation_prob: float = _oneshot(0.1, "--mutation-prob", min=0.0, max=1.0,
+                                    help="Probability to resample each choice when mutating."),
+    generations: int = _oneshot(20, "--generations", min=1, help="Generations."),
+    candidates: int | None = _oneshot(None, "--candidates", min=1,
+                                      help="random: architectures to evaluate [population x "
+                                           "generations]."),
+    max_madds: str | None = _oneshot(None, "--max-madds", metavar="MADDS",
+                                     help="MAdds limit of every candidate (e.g. 300M, 1.2G), on "
+                                          "the backbone as DetNAS (or what --cost-scope says)."),
+    min_madds: str | None = _oneshot(None, "--min-madds", metavar="MADDS",
+                                     help="Lower MAdds limit of every candidate: with --max-madds "
+                                          "a matched-cost window (DetNAS's random baseline)."),
+    max_latency: str | None = _oneshot(None, "--max-latency", metavar="TIME",
+                                       help="Latency limit of every candidate by --latency-table "
+                                            "(e.g. 12ms, 800us)."),
+    fitness_images: str | None = _oneshot(None, "--fitness-images", metavar="N|FRACTION",
+                                          help="Fitness images held out of the training split (a "
+                                               "count, or a fraction below 1); the supernet trains "
+                                               "on the rest [min(5000, 20%)]."),
+    fitness_ann: str | None = _oneshot(None, "--fitness-ann", metavar="JSON",
+                                       help="An explicit fitness annotation file instead (its "
+                                            "images are left out of supernet training)."),
+    fitness_img_dir: str | None = _oneshot(None, "--fitness-img-dir", metavar="DIR",
+                                           help="Images of --fitness-ann."),
+    retrain: int | None = _oneshot(None, "--retrain", min=1, metavar="N",
+                                   help="random only: DetNAS's random baseline. Draw N "
+                                        "architectures uniformly under --max-madds and write their "
+                                        "specs into the folder -o, to be fine-tuned with the "
+                                        "searched one's settings (no supernet training, no "
+                                        "fitness)."),
+    metric: str | None = _oneshot(None, "--metric", help="Fitness: one of the task's numbers "
+                                  "(detection: COCOeval's AP, AP50, AP75, APs, APm, APl, AR1, …; "
+                                  f"deeplabv3: mIoU, aAcc, mAcc) [{per_task('metric')}]."),
+    calib_images: int = _oneshot(256, "--calib-images", min=1,
+                                 help="Training images for each candidate's BN recalibration."),
+    calib_batch: int = _oneshot(16, "--calib-batch", min=1,
+                                help="Batch size of BN recalibration and evaluation."),
+    eval_images: int | None = _oneshot(None, "--eval-images", min=1,
+                                       help="Score on a fixed subset of N held-out images [all]."),
+    record_top: int = _oneshot(20, "--record-top", min=1,
+                               help="Best candidates listed in the output (derive --top)."),
+    stop_after_candidates: int | None = _oneshot(None, "--stop-after-candidates", min=1,
+                                                 metavar="N",
+                                                 help="Stop the search after N evaluations of this "
+                                                      "run; continue with --resume."),
 ) -> None:
     options = dict(locals())
     from fnacli.pipeline import search as S
