@@ -265,6 +265,19 @@ class MetricsLog:
         with self.path.open("a") as f:
             f.write(json.dumps(record) + "\n")
 
+    def has(self, event: str, epoch: int) -> bool:
+        """Whether the file holds an ``event`` line of ``epoch`` (False when not writing)."""
+        if self.path is None or not self.path.exists():
+            return False
+        for line in self.path.read_text().splitlines():
+            try:
+                rec = json.loads(line)
+            except (ValueError, RecursionError):
+                continue
+            if isinstance(rec, dict) and rec.get("event") == event and rec.get("epoch") == epoch:
+                return True
+        return False
+
 
 def unwrap(model: nn.Module) -> nn.Module:
     return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
@@ -499,9 +512,20 @@ def fit(model: nn.Module, dataset: Dataset, loss_fn: Callable[[nn.Module, Any, t
                  if state_path is not None else None)
         return interrupt.stop(sig, saved)
 
+    def end_epoch() -> None:  # the epoch ``epoch`` (counted from 1) has just been trained
+        extra = on_epoch_end(epoch - 1, raw) if on_epoch_end else None
+        if extra:
+            metrics.write(event="epoch", epoch=epoch, step=step, **extra)
+        bar.epoch_end(epoch, step, extra)
+
     with interrupt.deferred(), TrainLogger(total, step, desc, env.is_main, epochs=cfg.epochs,
                                            images_per_step=cfg.batch_size,
                                            tensorboard=cfg.tensorboard) as bar:
+        # the state of an epoch's end is saved before its evaluation: a run that died during
+        # the evaluation resumes by evaluating again, so that no epoch line goes missing
+        if resume and on_epoch_end and epoch > 0 and batch0 == 0 and \
+                metrics.path is not None and not metrics.has("epoch", epoch):
+            end_epoch()
         while epoch < cfg.epochs:
             sampler.set_epoch(epoch, batch0)
             for b, batch in enumerate(loader, start=batch0):
@@ -556,10 +580,7 @@ def fit(model: nn.Module, dataset: Dataset, loss_fn: Callable[[nn.Module, Any, t
                     raise interrupted(sig)
             epoch, batch0 = epoch + 1, 0
             save(epoch, 0)
-            extra = on_epoch_end(epoch - 1, raw) if on_epoch_end else None
-            if extra:
-                metrics.write(event="epoch", epoch=epoch, step=step, **extra)
-            bar.epoch_end(epoch, step, extra)
+            end_epoch()
             if sig := signal_received(env):
                 raise interrupted(sig)  # the state of the epoch's end is saved
             if stop_after is not None and run_steps >= stop_after and epoch < cfg.epochs:

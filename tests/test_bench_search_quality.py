@@ -49,11 +49,15 @@ def test_hand_picked_architectures_are_members_of_the_search_space() -> None:
 
     space = load_space(str(bench.SPACE))
     seed = mobilenetv2(0.5)
-    for arch in (seed, bench.uniform_arch("k7_e3"), bench.uniform_arch("k3_e3"),
-                 bench.shallow_arch()):
+    picked = [bench.staged_arch(*a) for a in bench.HAND_PICKED.values()]
+    for arch in (seed, bench.uniform_arch("k7_e3"), bench.uniform_arch("k3_e3"), *picked):
         path_of_arch(space, arch)  # raises when not in the space
         assert [s.out for s in arch.stages] == [s.out for s in seed.stages]
-    assert [s.depth for s in bench.shallow_arch().stages] == [1, 2, 2, 3, 2, 2, 1]
+    assert bench.staged_arch() == seed
+    shallow = bench.staged_arch(*bench.HAND_PICKED["seed-shallow"])
+    assert [s.depth for s in shallow.stages] == [1, 2, 2, 3, 2, 2, 1]
+    late = bench.staged_arch(*bench.HAND_PICKED["early-e3-late-k7"])
+    assert [str(s.ops[0]) for s in late.stages[1:]] == ["k3_e3"] * 3 + ["k7_e6"] * 3
     assert {str(op) for s in bench.uniform_arch("k7_e3").stages[1:] for op in s.ops} == {
         "k7_e3"}
 

@@ -233,3 +233,36 @@ def test_resume_logs_the_same_averages_when_log_every_spans_the_checkpoint(
     a, b = _records(tmp_path / "a.jsonl"), _records(tmp_path / "b.jsonl")
     assert [r["step"] for r in a] == [2, 3, 4, 6, 8, 9]
     assert a == b
+
+
+def test_a_run_that_died_during_the_epoch_evaluation_logs_it_on_resume(tmp_path: Path) -> None:
+    """The epoch's end is saved before on_epoch_end evaluates: a crash inside the evaluation
+    must not leave that epoch without its metrics line after --resume."""
+    def evaluate(epoch: int, model: nn.Module) -> dict:
+        return {"AP": float(epoch)}
+
+    crashed = {"done": False}
+
+    def dies_once(epoch: int, model: nn.Module) -> dict:
+        if epoch == 1 and not crashed["done"]:
+            crashed["done"] = True
+            raise RuntimeError("killed during the evaluation")
+        return evaluate(epoch, model)
+
+    fit(_model(), Noisy(), _loss, CFG, state_path=tmp_path / "a.ckpt",
+        metrics_path=tmp_path / "a.jsonl", on_epoch_end=evaluate)
+    with pytest.raises(RuntimeError):
+        fit(_model(), Noisy(), _loss, CFG, state_path=tmp_path / "b.ckpt",
+            metrics_path=tmp_path / "b.jsonl", on_epoch_end=dies_once)
+    assert load_train_state(tmp_path / "b.ckpt")["epoch"] == 2  # saved before evaluating
+    fit(_model(), Noisy(), _loss, CFG, state_path=tmp_path / "b.ckpt",
+        metrics_path=tmp_path / "b.jsonl", on_epoch_end=dies_once, resume=True)
+    a, b = _records(tmp_path / "a.jsonl"), _records(tmp_path / "b.jsonl")
+    assert [r["epoch"] for r in b if r["event"] == "epoch"] == [1, 2, 3]
+    assert a == b
+    # a resume from an epoch whose line was written evaluates nothing again
+    calls: list[int] = []
+    fit(_model(), Noisy(), _loss, CFG, state_path=tmp_path / "a.ckpt",
+        metrics_path=tmp_path / "a.jsonl", resume=True,
+        on_epoch_end=lambda e, m: calls.append(e) or evaluate(e, m))
+    assert calls == [] and _records(tmp_path / "a.jsonl") == a
