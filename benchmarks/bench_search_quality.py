@@ -61,6 +61,10 @@ KERNEL_RULES = ("center", "dilate")
 MASKS = ("non-overlapping", "overlapping")
 _IN_PROCESS = threading.Lock()
 # item 1's architectures besides the seed and the uniform ones: staged_arch(early, late, shallow)
+# the one-shot searches: arm -> (file tag, how its supernet was trained)
+ONESHOT_ARMS = {"evolution": ("", "the search recipe (RMSProp, the paper's lr)"),
+                "evolution-ft-recipe": ("-finetune", "the fine-tuning's SGD lr, warm-up and "
+                                                      "clipping")}
 HAND_PICKED = {"seed-shallow": ("k3_e6", "k3_e6", True),
                "early-e3-late-k7": ("k3_e3", "k7_e6", False),
                "shallow-late-k7": ("k3_e6", "k7_e6", True)}
@@ -307,11 +311,19 @@ class Bench:
                          c.pretrain_steps, *step, self.window_args(target)], make)
         return arch, float((arch.parent / (arch.stem + ".seconds")).read_text())
 
-    def evolution(self, supernet: Path, target: float) -> tuple[Path, Path, float]:
+    def evolution(self, supernet: Path, target: float, recipe: str = "search"
+                  ) -> tuple[Path, Path, float]:
+        """DetNAS's one-shot search. ``recipe`` "search": the supernet trains with the task's
+        search recipe (the papers'); "finetune": with the fine-tuning's optimiser, lr,
+        warm-up and clipping (the step schedule stays the search's)."""
         c = self.cfg
-        out = self.work / "search" / "evo.safetensors"
-        trained = self.work / "search" / "oneshot.safetensors"
+        tag = "" if recipe == "search" else f"-{recipe}"
+        out = self.work / "search" / f"evo{tag}.safetensors"
+        trained = self.work / "search" / f"oneshot{tag}.safetensors"
         arch = out.with_suffix(".json")
+        weights = [] if recipe == "search" else [
+            "--optimizer", "sgd", "--lr", c.lr, "--warmup-iters", c.warmup, "--clip-grad",
+            c.clip_grad, "--augment", c.augment]
 
         def make() -> None:
             t = time.monotonic()
@@ -324,14 +336,15 @@ class Bench:
                         "--parents", c.parents, "--generations", c.generations,
                         *self.window_args(target), "--calib-images",
                         c.calib_images, "--calib-batch", c.batch_size, "--device", "cpu",
-                        "--force")
+                        *weights, "--force")
             arch.write_text(self.fnacli("derive", out))
-            (arch.parent / "evo.seconds").write_text(f"{time.monotonic() - t:.1f}")
+            (arch.parent / f"evo{tag}.seconds").write_text(f"{time.monotonic() - t:.1f}")
 
         self.once(arch, ["evo", "detector", c.oneshot_epochs, c.population, c.parents,
                          c.generations, c.calib_images, c.batch_size, c.size, int(target), c.train,
-                         c.heldout, c.pretrain_steps, self.window_args(target)], make)
-        return arch, trained, float((arch.parent / "evo.seconds").read_text())
+                         c.heldout, c.pretrain_steps, self.window_args(target),
+                         *([weights] if weights else [])], make)
+        return arch, trained, float((arch.parent / f"evo{tag}.seconds").read_text())
 
     def window_args(self, target: float) -> list:
         """The matched-cost window, detector MAdds within ±window of the target."""
@@ -644,7 +657,9 @@ def run(cfg: Settings, work: Path, threads: int, jobs: int, log: Callable,
     searches = {"differentiable": work_queue.submit(-1, b.differentiable, super_ops, target),
                 "differentiable-sampled": work_queue.submit(-1, b.differentiable, super_ops,
                                                             target, "sampled"),
-                "evolution": work_queue.submit(-1, b.evolution, super_ops, target)}
+                "evolution": work_queue.submit(-1, b.evolution, super_ops, target),
+                "evolution-ft-recipe": work_queue.submit(-1, b.evolution, super_ops, target,
+                                                         "finetune")}
     for masks in MASKS:
         searches[f"width-{masks}"] = work_queue.submit(
             -1, b.differentiable, b.supernet(width_space, masks), target)
@@ -671,7 +686,7 @@ def run(cfg: Settings, work: Path, threads: int, jobs: int, log: Callable,
         inits[name] = b.remapped(name, b.write_arch(name, arch))
         finetune_all(inits[name], ablation=name.startswith("width-"))
         b.log(f"{name} search done ({timings[name]:.0f} s): {b.madds(arch) / 1e6:.2f}M MAdds")
-    trained = searches["evolution"].result()[1]
+    trained = {n: searches[n].result()[1] for n in ONESHOT_ARMS}
     madds = {n: b.madds(a) for n, a in {**archs, **width_archs}.items()}
 
     b.log("item 4: shared max-width block vs one block per width")
@@ -687,17 +702,22 @@ def run(cfg: Settings, work: Path, threads: int, jobs: int, log: Callable,
     stats = {n: summary(r) for n, r in runs.items()}
 
     b.log("item 6: one-shot fitness of every architecture in the space")
-    fitness = b.cached_json("fitness.json", [str(trained), cfg.calib_images, cfg.heldout,
-                                             {n: a.to_dict() for n, a in archs.items()}],
-                            lambda: b.oneshot_fitness(trained, archs))
-    names = [n for n in fitness if n in stats]
-    tau = kendall_tau([fitness[n] for n in names], [stats[n]["AP"]["mean"] for n in names])
+    ranking = {}
+    for arm, (tag, label) in ONESHOT_ARMS.items():
+        fitness = b.cached_json(f"fitness{tag}.json",
+                                [str(trained[arm]), cfg.calib_images, cfg.heldout,
+                                 {n: a.to_dict() for n, a in archs.items()}],
+                                lambda arm=arm: b.oneshot_fitness(trained[arm], archs))
+        names = [n for n in fitness if n in stats]
+        ranking[arm] = {"supernet": label, "fitness_AP": fitness, "archs": names,
+                        "kendall_tau": kendall_tau([fitness[n] for n in names],
+                                                   [stats[n]["AP"]["mean"] for n in names])}
     return {"settings": asdict(cfg), "seed": b.seed_info, "seed_madds": seed_madds,
             "target_madds": target, "madds": madds,
             "archs": {n: a.to_dict() for n, a in {**archs, **width_archs}.items()},
             "runs": runs, "summary": stats, "search_seconds": timings,
             "width_cost": width_cost,
-            "ranking": {"fitness_AP": fitness, "kendall_tau": tau, "archs": names},
+            "ranking": ranking["evolution"], "ranking_ft_recipe": ranking["evolution-ft-recipe"],
             "missing_runs": missing,
             "machine": machine(threads), "seconds": round(time.monotonic() - start, 1)}
 
@@ -754,7 +774,7 @@ def markdown(res: dict) -> str:
         lines.append(_row(res, n))
     lines += ["", "### 2. Search vs random at matched MAdds (DetNAS Table 4, FNA Table 3)", "",
               HEAD]
-    for n in ["seed", "differentiable", "differentiable-sampled", "evolution"] + sorted(
+    for n in ["seed", "differentiable", "differentiable-sampled", *ONESHOT_ARMS] + sorted(
             k for k in res["summary"] if k.startswith("random-")):
         m = res["madds"][n]
         flag = "" if n == "seed" or abs(m / target - 1) <= window else " (outside ±5%)"
@@ -794,16 +814,24 @@ def markdown(res: dict) -> str:
     for k in res["summary"]:
         if k.startswith("rule "):
             lines.append(_row({**res, "madds": {}}, k, k[5:]))
-    r = res["ranking"]
-    lines += ["", "### 6. One-shot ranking quality", "",
-              f"Kendall τ-b between the one-shot supernet's fitness (AP on the {c['heldout']} "
-              f"held-out images after BN recalibration on {c['calib_images']} training "
-              f"images) and the stand-alone fine-tuned AP (mean over seeds), "
-              f"{len(r['archs'])} architectures: **τ = {r['kendall_tau']:.2f}**.", "",
-              "| arch | one-shot fitness AP | stand-alone AP |", "|---|---|---|"]
-    for n in sorted(r["archs"], key=lambda n: -r["fitness_AP"][n]):
-        lines.append(f"| {n} | {r['fitness_AP'][n]:.3f} | "
-                     f"{res['summary'][n]['AP']['mean']:.3f} |")
+    lines += ["", "### 6. One-shot ranking quality", ""]
+    rankings = [res["ranking"]] + ([res["ranking_ft_recipe"]] if "ranking_ft_recipe" in res
+                                   else [])
+    for r in rankings:
+        lines += [f"Kendall τ-b between the one-shot supernet's fitness (AP on the "
+                  f"{c['heldout']} held-out images after BN recalibration on "
+                  f"{c['calib_images']} training images) and the stand-alone fine-tuned AP "
+                  f"(mean over seeds), {len(r['archs'])} architectures, supernet trained with "
+                  f"{r.get('supernet', 'the search recipe')}: **τ = {r['kendall_tau']:.2f}**.",
+                  ""]
+    lines += ["| arch | stand-alone AP | " + " | ".join(
+        f"one-shot fitness AP ({'search' if i == 0 else 'fine-tuning'} recipe)"
+        for i in range(len(rankings))) + " |", "|---|---|" + "---|" * len(rankings)]
+    first = rankings[0]
+    for n in sorted(first["archs"], key=lambda n: -res["summary"][n]["AP"]["mean"]):
+        lines.append(f"| {n} | {res['summary'][n]['AP']['mean']:.3f} | " + " | ".join(
+            f"{r['fitness_AP'][n]:.3f}" if n in r["fitness_AP"] else "" for r in rankings)
+            + " |")
     mc = res["machine"]
     lines += ["", f"Machine: {mc['cpu']}, {mc['cores']} cores, {mc['threads']} torch "
               f"thread(s) per process, torch {mc['torch']}, Python {mc['python']}."]

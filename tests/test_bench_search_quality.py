@@ -108,7 +108,7 @@ def test_quick_run_end_to_end(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-3000:]
     res = json.loads(raw.read_text())
     arms = {"seed", *bench.HAND_PICKED, "all-k3_e3", "all-k7_e3", "differentiable",
-            "differentiable-sampled", "evolution", "random-0", "random-1",
+            "differentiable-sampled", "evolution", "evolution-ft-recipe", "random-0", "random-1",
             "width-non-overlapping", "width-overlapping",
             "rule first/center", "rule bn/center", "rule std/center", "rule l1/center",
             "rule first/dilate"}
@@ -124,15 +124,16 @@ def test_quick_run_end_to_end(tmp_path: Path) -> None:
     assert target < res["seed_madds"]
     assert all(abs(res["madds"][f"random-{i}"] / target - 1) <= 0.05 for i in range(2))
     # ... and so is every searched architecture (derive's window, evolution's limits)
-    for n in ("differentiable", "differentiable-sampled", "evolution", "width-non-overlapping",
-              "width-overlapping"):
+    for n in ("differentiable", "differentiable-sampled", "evolution", "evolution-ft-recipe",
+              "width-non-overlapping", "width-overlapping"):
         assert abs(res["madds"][n] / target - 1) <= 0.05, n
     # item 4 and 6
     (cost,) = res["width_cost"]
     assert cost["shared_s"] > 0 and cost["separate_s"] > 0
-    r = res["ranking"]
-    assert len(r["archs"]) == 11 and set(r["fitness_AP"]) == set(r["archs"])
-    assert -1 <= r["kendall_tau"] <= 1 or r["kendall_tau"] != r["kendall_tau"]  # nan: ties
+    for r in (res["ranking"], res["ranking_ft_recipe"]):  # one per one-shot supernet
+        assert len(r["archs"]) == 12 and set(r["fitness_AP"]) == set(r["archs"])
+        assert -1 <= r["kendall_tau"] <= 1 or r["kendall_tau"] != r["kendall_tau"]  # nan: ties
+    assert res["ranking"]["fitness_AP"] != res["ranking_ft_recipe"]["fitness_AP"]
     text = doc.read_text()
     for head in ("### 1.", "### 2.", "### 3.", "### 4.", "### 5.", "### 6.", "Kendall"):
         assert head in text
