@@ -159,9 +159,8 @@ class Encoding:
     def dearest(self, cost: Callable[[ArchSpec], float]) -> Genome:
         """The genome of most cost: widest widths, no layer skipped, per layer its dearest op
         (the mirror of :meth:`cheapest`)."""
-        g = [len(o) - 1 for _, _, o in self.ops] + [len(o) - 1 for _, o in self.widths]
-        for k, (_, _, cands) in enumerate(self.ops):
-            g[k] = next(j for j, op in enumerate(cands) if op != SKIP)
+        g = ([next(j for j, op in enumerate(c) if op != SKIP) for _, _, c in self.ops]
+             + [len(o) - 1 for _, o in self.widths])  # outs ascend
         return self._best_ops(g, cost, -1.0)
 
     def _best_ops(self, g: list[int], cost: Callable[[ArchSpec], float], sign: float) -> Genome:
