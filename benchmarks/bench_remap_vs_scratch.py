@@ -30,9 +30,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import shutil
-import statistics
 import subprocess
 import sys
 import time
@@ -42,6 +40,9 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchlib, run as a script or loaded
+from benchlib import machine, mean_std  # noqa: E402
 
 ARMS = ("remap", "scratch")
 err = Console(stderr=True, width=140)
@@ -252,9 +253,6 @@ def run(cfg: Settings, workdir: Path, threads: int, quiet: bool) -> dict:
 
 
 # -- numbers and the table ------------------------------------------------------------------
-def mean_std(xs: Sequence[float]) -> tuple[float, float | None]:
-    """Mean and sample standard deviation (None for a single value)."""
-    return statistics.fmean(xs), (statistics.stdev(xs) if len(xs) > 1 else None)
 
 
 def summarise(results: dict[str, dict[int, dict]]) -> dict:
@@ -311,19 +309,6 @@ def table(result: dict) -> Table:
     return t
 
 
-def machine(threads: int) -> dict:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    from importlib.metadata import version
-
-    return {"cpu": cpu, "cores": os.cpu_count(), "threads": threads,
-            "python": platform.python_version(), "torch": version("torch")}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

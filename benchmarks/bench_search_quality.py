@@ -38,7 +38,6 @@ import itertools
 import json
 import math
 import os
-import platform
 import queue
 import random
 import shutil
@@ -51,6 +50,9 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # benchlib, run as a script or loaded
+from benchlib import machine, mean_std  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 SPACE = ROOT / "recipes" / "spaces" / "fna-mbv2-0.5-demo.json"
@@ -577,9 +579,6 @@ def timed(fn: Callable[[], object], iters: int) -> float:
 
 
 # -- statistics ------------------------------------------------------------------------------
-def mean_std(xs: Sequence[float]) -> tuple[float, float | None]:
-    """Mean and sample standard deviation (None for a single value)."""
-    return statistics.fmean(xs), (statistics.stdev(xs) if len(xs) > 1 else None)
 
 
 def kendall_tau(a: Sequence[float], b: Sequence[float]) -> float:
@@ -848,19 +847,6 @@ def write_doc(path: Path, body: str) -> None:
     path.write_text(f"{head}{BEGIN}\n{body}{END}{tail}")
 
 
-def machine(threads: int) -> dict:
-    from importlib.metadata import version
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"cpu": cpu, "cores": os.cpu_count(), "threads": threads,
-            "python": platform.python_version(), "torch": version("torch")}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
