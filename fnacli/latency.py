@@ -279,7 +279,7 @@ class _FixedMaps(nn.Module):
 
 
 class _NeckHead(nn.Module):
-    """A detector's neck and head on prepared maps: DetectorCore with a stand-in body."""
+    """A task's neck and head on prepared maps: its network with a stand-in body."""
 
     def __init__(self, core: nn.Module, body: _FixedMaps) -> None:
         super().__init__()
@@ -307,6 +307,14 @@ class _Pooled(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
+
+
+def _timed_part(model: nn.Module) -> nn.Module:
+    """What a task's network is timed as: a detector without its transform and
+    post-processing (raw head outputs); a segmenter whole (logits at the input size)."""
+    from fnacli.cost import DetectorCore, is_detector
+
+    return DetectorCore(model) if is_detector(model) else model
 
 
 class LatencyTable(Lut):
@@ -500,17 +508,16 @@ class LatencyTable(Lut):
 
     def _neck_head(self, spec: ArchSpec, chans: Mapping[str, int],
                    sizes: Mapping[str, tuple[int, int]]) -> tuple[nn.Module, list]:
-        from fnacli.cost import DetectorCore
-        from fnacli.detection.models import build_detector
-
         body = _FixedMaps(chans)
-        core = DetectorCore(build_detector(spec, self.task, self.num_classes, self.size,
-                                           backbone=body))
+        model = self.task_obj.build_model(spec, self.num_classes, self.size, backbone=body)
         b = self.cfg.batch
         for n, c in chans.items():
             h, w = sizes.get(n, (1, 1))
             body.maps[n] = torch.randn(b, c, h, w)
-        return _NeckHead(core, body), [torch.zeros(1)]
+        # the image only gives its size (a segmenter upsamples its logits to it); the
+        # stand-in body ignores it
+        return _NeckHead(_timed_part(model), body), [torch.zeros(b, 3, self.size[1],
+                                                                 self.size[0])]
 
     def _neck_head_entry(self, f: FixedKey, names: Mapping[str, str],
                          delta: Callable[[str, int], int], base: int) -> tuple[str, int, int]:
@@ -522,11 +529,11 @@ class LatencyTable(Lut):
     # whole networks --------------------------------------------------------------------------
     def network(self, spec: ArchSpec) -> nn.Module:
         """The module a prediction is for: backbone / classifier / detector without its
-        transform and post-processing (image batch in, raw head outputs out)."""
-        from fnacli.cost import DetectorCore, build_model, is_detector
+        transform and post-processing (image batch in, raw head outputs out) / segmenter
+        (image batch in, logits at the input size out)."""
+        from fnacli.cost import build_model
 
-        model = build_model(spec, self.task, self.size, self.num_classes)
-        return DetectorCore(model) if is_detector(model) else model
+        return _timed_part(build_model(spec, self.task, self.size, self.num_classes))
 
     def image(self) -> torch.Tensor:
         return torch.randn(self.cfg.batch, 3, self.size[1], self.size[0])

@@ -6,7 +6,7 @@ transforms, evaluate)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -183,6 +183,21 @@ class DeepLabV3Task(Task):
         name = f"stage{len(spec.stages) - 1}"
         per_var = {0: {c for g, c, _ in needs if g == ASPP_GROUP}}
         return [name], per_var, lambda sig: {name: sig[0:2]}
+
+    # -- latency table: ASPP + classifier (+ the upsampling to the input) timed on a prepared
+    # last map, once per last-stage width ---------------------------------------------------
+    def latency_maps(self, spec: ArchSpec, sig: tuple[int, ...]
+                     ) -> tuple[dict[str, str], dict[str, tuple[int, int]]]:
+        name = f"stage{len(spec.stages) - 1}"
+        return {ASPP_GROUP: name}, {name: tuple(sig[0:2])}
+
+    def latency_entry(self, group: str, c: int, names: Mapping[str, str],
+                      delta: Callable[[str, int], int], base: int) -> tuple[str, int, int]:
+        # T(ref) goes in the ASPP entry (the last map is the only one the head reads, so
+        # base + delta is simply T at that width); the constant classifier is inside it
+        if group == ASPP_GROUP:
+            return "neck", base + delta(names[group], c), 0
+        return "head", 0, 0
 
     def cost_core(self, model: nn.Module) -> tuple[nn.Module, dict[str, tuple[str, ...]]]:
         from fnacli.segmentation.model import COST_PARTS, SegmenterCore
