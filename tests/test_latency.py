@@ -27,9 +27,26 @@ def space() -> SpaceSpec:
 
 
 @pytest.fixture(scope="module")
-def tables(space: SpaceSpec) -> dict[str, L.LatencyTable]:
-    return {task: L.build_latency_table(space, task, SIZE, 3, FAST)
-            for task in ("ssdlite", "retinanet")}
+def seg_timed(space: SpaceSpec) -> tuple[L.LatencyTable, dict]:
+    """A deeplabv3 table and the neck/head timings its fixed-part entries came from."""
+    timed: dict = {}
+    run = L.Bench.run
+
+    def recording(self: L.Bench, jobs: list, progress: object = None) -> dict:
+        out = run(self, jobs, progress)
+        timed.update({k[1:]: t for k, t in out.items() if k[0] == "nh"})
+        return out
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(L.Bench, "run", recording)
+        table = L.build_latency_table(space, "deeplabv3", SIZE, 3, FAST)
+    return table, timed
+
+
+@pytest.fixture(scope="module")
+def tables(space: SpaceSpec, seg_timed: tuple) -> dict[str, L.LatencyTable]:
+    return {**{task: L.build_latency_table(space, task, SIZE, 3, FAST)
+               for task in ("ssdlite", "retinanet")}, "deeplabv3": seg_timed[0]}
 
 
 def test_median_interval_and_rank_correlation() -> None:
@@ -49,7 +66,7 @@ def test_median_interval_and_rank_correlation() -> None:
             L.parse_latency(bad, "--max-latency")
 
 
-@pytest.mark.parametrize("task", ["ssdlite", "retinanet"])
+@pytest.mark.parametrize("task", ["ssdlite", "retinanet", "deeplabv3"])
 def test_table_covers_the_space_and_sums_like_the_madds_table(tables: dict, space: SpaceSpec,
                                                               task: str) -> None:
     table = tables[task]
@@ -70,6 +87,41 @@ def test_table_covers_the_space_and_sums_like_the_madds_table(tables: dict, spac
     # a layer with 2.5x the work is slower: k5_e3 at 12 channels vs k3_e3 at 8 (24x24)
     assert table.layers[("k5_e3", 12, 12, 1, 24, 24)][0] > \
         table.layers[("k3_e3", 8, 8, 1, 24, 24)][0]
+
+
+def test_deeplabv3_entries_are_its_neck_and_head_timed_at_each_last_width(
+        seg_timed: tuple, space: SpaceSpec) -> None:
+    from fnacli.lut import CostTable, with_out
+
+    table, timed = seg_timed
+    ref = space.max_arch()
+    last = len(space.stages) - 1
+    sig = tuple(table.geometry(ref).stage_out[-1])
+    assert sig == (6, 6)  # 96 / output stride 16: the last stride became dilation
+    costs = CostTable("deeplabv3", SIZE, 3)
+    for c in space.stages[-1].outs:
+        arch = with_out(ref, last, c)
+        # what a deeplabv3 network needs beyond its layers: the stem, ASPP and classifier
+        # (no head conv), every one in the table
+        needs = table.fixed_needs(arch)
+        assert {g for g, *_ in needs} == {"stem", "aspp", "seg_classifier"}
+        assert all(f in table.fixed for f in needs)
+        # T(ref) + the single-map delta is the neck/head timed at that width (to rounding);
+        # the constant classifier is inside it
+        t = timed[(sig, "ref" if c == ref.stages[-1].out else (f"stage{last}", c))]
+        assert table.fixed[("aspp", c, sig)] == ("neck", round(t.median_s * L.NS), 0)
+        assert table.fixed[("seg_classifier", 0, sig)][1] == 0
+        p = table.profile(arch)
+        assert p.madds_parts["neck"] + p.madds_parts["head"] == round(t.median_s * L.NS)
+        # what was timed is the network's ASPP + classifier at that width, logits at the
+        # input size: its parameters are the MAdds table's neck and head
+        module, (image,) = table._neck_head(arch, {f"stage{last}": c},
+                                            {f"stage{last}": sig})
+        with torch.no_grad():
+            out = module.eval()(image)["out"]
+        assert out.shape == (1, 3, SIZE[1], SIZE[0])
+        exact = costs.profile(arch).params_parts
+        assert sum(q.numel() for q in module.parameters()) == exact["neck"] + exact["head"]
 
 
 def test_expected_latency_has_gradients(tables: dict, space: SpaceSpec) -> None:
@@ -206,6 +258,37 @@ def test_cli_builds_checks_and_refuses(space: SpaceSpec, tmp_path: Path, run_cli
                                          "ssdlite"])
     Path(f"{tmp_path / 'y.json'}.partial").write_text("{}")
     assert "--resume" in error([*args, "-o", tmp_path / "y.json"])
+
+
+def test_cli_measures_and_predicts_deeplabv3(space: SpaceSpec, tmp_path: Path,
+                                             run_cli) -> None:
+    from fnacli.lut import CostTable
+
+    spec_file = tmp_path / "space.json"
+    spec_file.write_text(json.dumps(TINY))
+    out = tmp_path / "seg.json"
+    # refused before this task implemented the latency hooks
+    code, stdout, err = run_cli(["latency", "--space", spec_file, "--task", "deeplabv3",
+                                 "--size", "64x32", "--rounds", "6", "--max-rounds", "6",
+                                 "--tolerance", "0.2", "-o", out, "--check", "2", "--json"])
+    assert code == 0, err
+    s = json.loads(stdout)
+    assert s["check"]["n"] == 2 and "Spearman" in err
+    d = json.loads(out.read_text())
+    assert (d["task"], d["input"], d["num_classes"]) == ("deeplabv3", [64, 32], 19)
+    # the prediction madds reports is the sum of the arch's entries in the file + overhead
+    arch = space.max_arch()
+    arch_file = tmp_path / "arch.json"
+    arch_file.write_text(arch.to_json())
+    code, stdout, err = run_cli(["madds", arch_file, "--task", "deeplabv3", "--input", "64x32",
+                                 "--latency-table", out, "--json"])
+    assert code == 0, err
+    layers = {tuple(r[:6]): r[6] for r in d["layers"]}
+    fixed = {(r[0], r[1], tuple(r[2])): r[4] for r in d["fixed"]}
+    costs = CostTable("deeplabv3", (64, 32), 19)
+    total = sum(layers[k] for k in costs.layer_keys(arch)) + sum(
+        fixed[f] for f in costs.fixed_needs(arch)) + d["overhead_ns"]
+    assert json.loads(stdout)["latency_ms"] == pytest.approx(total / 1e6, abs=1e-6)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

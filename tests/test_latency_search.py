@@ -1,9 +1,11 @@
 """Latency in the search: the differentiable search with --cost latency derives a network that
-is measured faster under a larger weight; one-shot candidates stay under --max-latency."""
+is measured faster under a larger weight; one-shot candidates stay under --max-latency; both
+run on deeplabv3 (segmentation) with its latency table."""
 
 from __future__ import annotations
 
 import json
+import random
 from pathlib import Path
 
 import pytest
@@ -112,3 +114,57 @@ def test_every_oneshot_candidate_is_under_max_latency(oneshot_table: L.LatencyTa
     with pytest.raises(UserError, match="below the fastest"):
         E.OneShotSearch(enc, oneshot_table.arch_madds, fake_fitness(enc, []), tight,
                         latency=oneshot_table.latency_ms).run()
+
+
+# -- deeplabv3: a latency search on segmentation data ---------------------------------------
+SEG_RUN = ["--task", "deeplabv3", "--size", "64", "--batch-size", "2", "--workers", "0",
+           "--device", "cpu", "--seed", "0"]
+
+
+@pytest.fixture(scope="module")
+def seg(env: dict) -> dict:  # noqa: F811
+    from fnacli.segmentation.synthetic import SegSynthConfig, generate
+
+    root = env["root"] / "seg"
+    generate(root / "data", SegSynthConfig(train=8, val=2, width=96))
+    table = L.build_latency_table(SpaceSpec.from_dict(SPACE), "deeplabv3", (64, 64), None, FAST)
+    (root / "latency.json").write_text(table.to_json())
+    return {"root": root, "data": root / "data", "table": root / "latency.json"}
+
+
+def test_deeplabv3_latency_searches_run_to_the_end(env: dict, supernet: Path,  # noqa: F811
+                                                   seg: dict, run_cli) -> None:
+    table = L.read_latency_table(seg["table"])
+    out = seg["root"] / "searched.safetensors"
+    code, stdout, err = run_cli(["search", supernet, "--data", seg["data"], "-o", out,
+                                 *SEG_RUN, "--epochs", "2", "--warmup-epochs", "1",
+                                 "--arch-every", "1", "--arch-lr", "0.1", "--cost", "latency",
+                                 "--latency-table", seg["table"], "--lambda", "3000", "--json"])
+    assert code == 0, err
+    res = json.loads(stdout)
+    assert res["finished"] and res["task"] == "deeplabv3" and res["arch_steps"] > 0
+    derived = ArchSpec.from_dict(res["derived"])
+    assert res["latency_ms"] == pytest.approx(table.latency_ms(derived), abs=1e-5)
+    assert 0 < res["expected_latency_ms"] < 1e3
+    # derive reports the same prediction for the searched checkpoint
+    code, stdout, err = run_cli(["derive", out, "--json", "--latency-table", seg["table"]])
+    assert code == 0, err
+    assert json.loads(stdout)["latency_ms"] == pytest.approx(res["latency_ms"], abs=1e-5)
+    # one-shot under a latency limit: every evaluated candidate is under it by the table
+    enc = E.Encoding(table.space)
+    rng = random.Random(0)
+    lat = sorted(table.latency_ms(enc.arch(enc.random(rng))) for _ in range(50))
+    limit = lat[len(lat) // 2]
+    code, stdout, err = run_cli(["search", supernet, "--data", seg["data"], "-o",
+                                 seg["root"] / "oneshot.safetensors", *SEG_RUN,
+                                 "--strategy", "random", "--candidates", "3", "--epochs", "1",
+                                 "--calib-images", "2", "--calib-batch", "2",
+                                 "--latency-table", seg["table"], "--max-latency",
+                                 f"{limit}ms", "--json"])
+    assert code == 0, err
+    res = json.loads(stdout)
+    assert res["finished"] and res["evaluated"] == 3 and res["best_latency_ms"] <= limit
+    history = [json.loads(x) for x in Path(f"{seg['root'] / 'oneshot.safetensors'}"
+                                           ".history.jsonl").read_text().splitlines()]
+    cands = [ArchSpec.from_dict(json.loads(r["key"])) for r in history if r["event"] == "candidate"]
+    assert len(cands) == 3 and all(table.latency_ms(a) <= limit for a in cands)
