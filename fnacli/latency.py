@@ -24,7 +24,8 @@ many jobs, not all samples of one), and the estimate is the median of the rounds
 sample in a round is the best of ``blocks`` short timings: on a busy machine a call is
 either undisturbed or preempted for a whole scheduler slice. Rounds go on (up to
 ``max_rounds``) until the distribution-free 95% confidence interval of each median is
-within ``rel_tol`` of it.
+within ``rel_tol`` of it. From the first timing on, the process keeps freed memory
+(``keep_freed_memory``), so that parts and whole networks run under the same allocator.
 """
 
 from __future__ import annotations
@@ -117,11 +118,57 @@ class MeasureConfig:
         return torch.device(self.device)
 
 
+# glibc's mallopt parameters (malloc.h) and its largest mmap threshold on 64-bit systems
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+_MMAP_THRESHOLD_MAX = 32 * 1024 * 1024
+_allocator: str | None = None  # what keep_freed_memory() did in this process
+
+
+def _libc_mallopt() -> Callable[[int, int], int] | None:
+    import ctypes
+
+    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
+        return None
+    try:
+        return ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return None
+
+
+def keep_freed_memory() -> str:
+    """Make the C allocator keep freed memory in the process from now on (process-wide,
+    once): with glibc, no trimming of the heap and buffers up to 32 MiB from the heap
+    instead of fresh mmaps. Returns how this process allocates while timing.
+
+    Why: glibc's default thresholds adapt to recent frees, and whether a network's large
+    activations are returned to the OS and page-faulted back on every call then depends on
+    everything else alive in the process. Measured (docs/latency.md): in a check of 20 fna
+    DeepLabv3 networks at 256x128, those whose first searched layer expands 6x ran 17-20%
+    slower end to end than the sum of their parts, the others did not (Spearman 0.75); with
+    the memory kept, every network is within a constant of its sum (Spearman 0.98). Whole
+    networks and the parts they are predicted from are thus timed under the same allocator.
+    """
+    global _allocator
+    if _allocator is None:
+        mallopt = _libc_mallopt()
+        ok = mallopt is not None and bool(mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_MAX)) \
+            and bool(mallopt(_M_TRIM_THRESHOLD, 2 ** 31 - 1))
+        _allocator = "glibc, freed memory kept" if ok else "default"
+    return _allocator
+
+
+def allocator_setting() -> str:
+    """How timings in this process allocate (what :func:`keep_freed_memory` does here)."""
+    if _allocator is not None:
+        return _allocator
+    return "glibc, freed memory kept" if _libc_mallopt() is not None else "default"
+
+
 def environment(cfg: MeasureConfig) -> dict:
     """What a measurement depends on and is recorded with it."""
     return {"device": cfg.device, "device_name": device_name(cfg.device),
             "torch": torch.__version__, "threads": cfg.threads, "batch": cfg.batch,
-            "host": platform.node()}
+            "host": platform.node(), "allocator": allocator_setting()}
 
 
 def same_machine(recorded: Mapping, here: Mapping) -> list[str]:
@@ -236,6 +283,7 @@ class Bench:
             ) -> dict[object, Timing]:
         cfg = self.cfg
         out: dict[object, Timing] = {}
+        keep_freed_memory()
         with fixed_threads(cfg.threads), torch.inference_mode():
             for j in jobs:
                 self._calibrate(j)

@@ -76,6 +76,10 @@ def test_table_covers_the_space_and_sums_like_the_madds_table(tables: dict, spac
     assert all(ns > 0 for ns, _ in table.layers.values())
     assert all(table.layers[k][1] == madds.layers[k][1] for k in madds.layers)  # params
     assert table.env["threads"] == 1 and table.env["torch"] == torch.__version__
+    # timed with freed memory kept in the process (glibc; docs/latency.md), and recorded
+    assert table.env["allocator"] == L.keep_freed_memory() == L.allocator_setting()
+    if L._libc_mallopt() is not None:
+        assert table.env["allocator"] == "glibc, freed memory kept"
     assert table.memory_format in ("contiguous", "channels_last")
     assert table.stats["median_ci_rel"] is not None and table.stats["build_s"] > 0
     # one-hot α/β: the expectation is the architecture's predicted latency
