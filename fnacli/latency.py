@@ -144,8 +144,8 @@ def keep_freed_memory() -> str:
     activations are returned to the OS and page-faulted back on every call then depends on
     everything else alive in the process. Measured (docs/latency.md): in a check of 20 fna
     DeepLabv3 networks at 256x128, those whose first searched layer expands 6x ran 17-20%
-    slower end to end than the sum of their parts, the others did not (Spearman 0.75); with
-    the memory kept, every network is within a constant of its sum (Spearman 0.98). Whole
+    longer end to end than predicted from their parts, the others 0-3% (Spearman 0.75);
+    with the memory kept, the misses are a near-constant offset (Spearman 0.94-0.98). Whole
     networks and the parts they are predicted from are thus timed under the same allocator.
     """
     global _allocator
