@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
 
 import typer
 
@@ -56,34 +55,14 @@ def synth(
     same files; --variant context hides a detection class in a coloured
     ring around each object.
     """
-    segmentation = kind is SynthTask.segmentation
-    if segmentation:
-        from fnacli.segmentation.synthetic import SegSynthConfig, check_config, generate
+    from fnacli.pipeline.data import SynthDataConfig, check, synth
 
-        cfg: Any = SegSynthConfig(train=train, val=val, width=size, seed=seed)
-        check_config(cfg)
-    else:
-        from fnacli.detection.synthetic import SynthConfig, check_config, check_output_dir, generate
-
-        cfg = SynthConfig(train=train, val=val, size=size, classes=classes, seed=seed,
-                          fmt=fmt.value, variant=variant.value)
-        check_config(cfg)
-        check_output_dir(out_dir, force)  # before the progress bar takes stderr
+    cfg = SynthDataConfig(out_dir, kind.value, train, val, size, classes, seed, variant.value,
+                          fmt.value, force)
+    check(cfg)  # before the progress bar takes stderr
     with c.progress_bar("data synth", train + val) as update:
-        counts = generate(out_dir, cfg, force=force, progress=lambda n: update(advance=n))
-    summary: dict[str, Any] = {"output": str(out_dir)}
-    if segmentation:
-        c.err_console.print(f"synthetic segmentation data: {train} train images, {val} val "
-                            f"images, {cfg.width}x{cfg.height}, Cityscapes layout -> {out_dir}")
-        summary.update(task="segmentation", train_images=train, val_images=val,
-                       train_labelled_pixels=counts["train"], val_labelled_pixels=counts["val"],
-                       width=cfg.width, height=cfg.height, seed=seed)
-    else:
-        c.err_console.print(f"synthetic data: {train} train images ({counts['train']} objects), "
-                            f"{val} val images ({counts['val']} objects), {classes} classes, "
-                            f"{size}x{size}, variant {variant.value} -> {out_dir}")
-        summary.update(train_images=train, val_images=val, train_objects=counts["train"],
-                       val_objects=counts["val"], classes=classes, size=size, seed=seed,
-                       variant=variant.value)
+        cfg.on_progress = lambda n: update(advance=n)
+        r = synth(cfg)
+    c.show(r.report())
     if as_json:
-        c.print_result(json.dumps(summary))
+        c.print_result(json.dumps(r.to_dict()))

@@ -31,23 +31,16 @@ def pretrain_seed(
 
     from rich.progress import TextColumn, TimeRemainingColumn
 
-    from fnacli.io import check_writable
-    from fnacli.seed_pretrain import check_settings, pretrain
-    from fnacli.train import write_torch_atomic
+    from fnacli.pipeline.pretrain import PretrainSeedConfig, check, pretrain_seed
 
-    check_settings(width, size, seconds)
-    dest = check_writable(out, force)
+    cfg = PretrainSeedConfig(out, width, size, seconds, max_steps, batch_size, seed, force)
+    check(cfg)  # before the progress bar takes stderr
     with c.progress_bar("pretrain-seed", seconds, TextColumn("{task.description}"),
                         TimeRemainingColumn(), transient=False) as update:
-        model, res = pretrain(width, size, seconds, max_steps, batch_size, seed=seed,
-                              on_step=lambda step, loss, elapsed: update(
-                                  completed=elapsed, description=f"step {step} loss {loss:.3f}"))
+        cfg.on_step = lambda step, loss, elapsed: update(
+            completed=elapsed, description=f"step {step} loss {loss:.3f}")
+        r = pretrain_seed(cfg)
         update(completed=seconds)
-    write_torch_atomic(dest, model.state_dict())
-    c.err_console.print(f"seed: {res.steps} steps in {res.seconds:.0f}s, held-out accuracy "
-                        f"{res.val_accuracy:.1%} (12 classes, chance 8.3%) -> {dest}")
+    c.show(r.report())
     if json_out:
-        c.print_result(json.dumps({"output": str(dest), "width": width, "steps": res.steps,
-                                   "seconds": round(res.seconds, 1),
-                                   "train_loss": res.train_loss if res.steps else None,
-                                   "val_accuracy": res.val_accuracy}))
+        c.print_result(json.dumps(r.to_dict()))

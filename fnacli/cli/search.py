@@ -216,8 +216,4 @@ def search(
         c.print_result(json.dumps(result.to_dict()))
         return
     # the result is a file: stdout stays empty without --json, the summary goes to stderr
-    c.err_console.print(result.message)
-    files = getattr(result, "files", None)
-    if files:
-        c.err_console.print("files: " + ", ".join(f"{S.FILE_ROLES[k]} {p}"
-                                                  for k, p in files.items()))
+    c.show(result.report())
