@@ -7,11 +7,13 @@ Kept free of torch so that ``fnacli --help`` starts fast.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import sys
-from collections.abc import Collection, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import MISSING
 from enum import StrEnum
 from typing import Any, NoReturn
 
@@ -21,7 +23,8 @@ from typer.core import TyperCommand
 
 from fnacli.errors import UserError
 from fnacli.report import Report, Table
-from fnacli.tasks import metavar, per_task, task_names, tasks
+from fnacli.settings import DATA, RUN, SCHEDULE, flag_of
+from fnacli.tasks import metavar, per_task, task_names
 
 # soft_wrap: a summary is one line however wide, so `grep` finds it in a log file (rich would
 # otherwise cut it at 80 columns, mid-phrase, whenever stderr is not a terminal)
@@ -29,20 +32,8 @@ err_console = Console(stderr=True, soft_wrap=True)
 
 # Choices as enums (typer lists them in --help), from the task registry and the policies.
 TaskName = StrEnum("TaskName", {n: n for n in task_names()})
-# every task's augmentation policy names (a task refuses the others)
-AUGMENTS = tuple(dict.fromkeys(a for t in tasks() for a in t.augments))
 Optim = StrEnum("Optim", {n: n for n in ("sgd", "rmsprop")})
 Device = StrEnum("Device", {n: n for n in ("auto", "cpu", "cuda")})
-
-DATA, SCHEDULE, RUN = "Data", "Schedule", "Run"
-
-
-def g(v: float) -> str:
-    """A number as help texts write it: 4e-5, not 4e-05."""
-    return f"{v:g}".replace("e-0", "e-")
-
-
-WD = per_task(lambda t: g(t.recipe.weight_decay))
 
 
 class PanelCommand(TyperCommand):
@@ -166,16 +157,16 @@ SHARED: dict[str, dict[str, Any]] = {
     "--output": {"default": ..., "decls": ("--output", "-o")},
     "--size": {"default": None, "metavar": "N|WxH"},
     "--space": {"default": None, "metavar": "SPACE"},
-    "--num-classes": {"default": None, "min": 1, "metavar": "N"},
+    "--num-classes": {"default": None, "metavar": "N"},
     "--latency-table": {"default": None, "metavar": "TABLE"},
-    "--workers": {"default": 2, "min": 0, "help": "Data-loading processes.",
+    "--workers": {"default": 2, "help": "Data-loading processes.",
                   "rich_help_panel": RUN},
-    "--threads": {"default": 0, "min": 0, "help": "CPU threads for torch ops (0: torch's "
+    "--threads": {"default": 0, "help": "CPU threads for torch ops (0: torch's "
                   "default).", "rich_help_panel": RUN},
     "--device": {"default": Device.auto, "help": "auto: CUDA when available.",
                  "rich_help_panel": RUN},
     "--seed": {"default": 0},
-    "--noise": {"default": None, "min": 0.0, "metavar": "R",
+    "--noise": {"default": None, "metavar": "R",
                 "help": "Noise std of added channels' conv weights, relative to the RMS of each "
                         "seed tensor [0.01]; --widen noise only."},
     "--force": {"default": False},
@@ -183,12 +174,12 @@ SHARED: dict[str, dict[str, Any]] = {
     "--json": {"default": False, "help": "Print a JSON summary on stdout."},
     "--optimizer": {"default": None, "help": f"[{per_task('recipe.optimizer')}]",
                     "rich_help_panel": SCHEDULE},
-    "--momentum": {"default": 0.9, "min": 0.0, "rich_help_panel": SCHEDULE},
-    "--stop-after": {"default": None, "min": 1, "metavar": "STEPS", "rich_help_panel": RUN},
-    "--checkpoint-every": {"default": 0, "min": 0, "metavar": "STEPS", "rich_help_panel": RUN,
+    "--momentum": {"default": 0.9, "rich_help_panel": SCHEDULE},
+    "--stop-after": {"default": None, "metavar": "STEPS", "rich_help_panel": RUN},
+    "--checkpoint-every": {"default": 0, "metavar": "STEPS", "rich_help_panel": RUN,
                            "help": "Training state every STEPS steps (always at the end of "
                                    "every epoch)."},
-    "--log-every": {"default": 10, "min": 1, "metavar": "STEPS", "rich_help_panel": RUN,
+    "--log-every": {"default": 10, "metavar": "STEPS", "rich_help_panel": RUN,
                     "help": "A metrics line every STEPS steps (and, when stderr is not a "
                             "terminal, a plain log line)."},
     "--tensorboard": {"default": None, "metavar": "DIR", "envvar": "FNACLI_TENSORBOARD",
@@ -202,15 +193,33 @@ def opt(flag: str, help: str | None = None, **override: Any) -> Any:
     return typer.Option(kw.pop("default"), *kw.pop("decls", (flag,)), **kw)
 
 
-def option(default: Any, *decls: str, panel: str | None = None, **kw: Any) -> Any:
-    """A command's own ``typer.Option``, under the help panel ``panel`` (PanelCommand)."""
-    return typer.Option(default, *decls, rich_help_panel=panel, **kw)
+def option(cls: type, name: str, **override: Any) -> Any:
+    """The option of setting ``name`` of the config dataclass ``cls``: its default, meaning and
+    range from the setting (``fnacli.settings``), its flag's metavar and panel from SHARED,
+    then ``override``."""
+    f = cls.__dataclass_fields__[name]
+    meta = {k: v for k, v in f.metadata.items() if k != "flags"}
+    decls = f.metadata.get("flags", (flag_of(f),))
+    shared = {k: v for k, v in SHARED.get(decls[0], {}).items() if k != "default"}
+    kw = {**shared, **meta, **override}
+    if "group" in kw:
+        kw["rich_help_panel"] = kw.pop("group")
+    default = kw.pop("default", ... if f.default is MISSING else f.default)
+    return typer.Option(default, *kw.pop("decls", decls), **kw)
+
+
+def argument(cls: type, name: str) -> Any:
+    """The positional argument of setting ``name`` of ``cls`` (required, or its default)."""
+    f = cls.__dataclass_fields__[name]
+    return typer.Argument(... if f.default is MISSING else f.default,
+                          metavar=f.metadata.get("metavar"), help=f.metadata.get("help"))
+
+
+def options_of(cls: type) -> Callable[..., Any]:
+    """``option`` bound to ``cls``: ``o = options_of(Config)``, then ``lr: float = o("lr")``."""
+    return functools.partial(option, cls)
 
 
 def hidden_opt(flag: str) -> Any:
     """An old spelling, accepted for one release (see CHANGELOG.md)."""
     return typer.Option(None, flag, hidden=True)
-
-
-def tensorboard_opt(what: str) -> Any:
-    return opt("--tensorboard", f"Also log {what} to TensorBoard event files in DIR.")

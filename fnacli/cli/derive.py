@@ -10,60 +10,38 @@ import typer
 
 from fnacli.cli import common as c
 from fnacli.cli.app import app
-from fnacli.tasks import metavar
+from fnacli.pipeline.derive import DeriveConfig
+
+o = c.options_of(DeriveConfig)
 
 
 @app.command("derive", help="Derive the searched architecture (argmax α per layer, argmax β per "
                             "stage) as an arch spec: stdout by default, pipe it into 'fnacli remap "
                             "SEED --spec -'.")
 def derive(
-    checkpoint: str = typer.Argument(..., metavar="SEARCHED|SUPERNET",
-                                     help="A searched checkpoint (any epoch) or a supernet."),
+    checkpoint: str = c.argument(DeriveConfig, "checkpoint"),
     output: str = c.opt("--output", "Where the spec goes ('-': stdout).", metavar="ARCH.json|-",
                         default="-"),
     show: bool = typer.Option(False, "--show", help="Draw the architecture on stderr: ops per "
                                                     "layer, widths, MAdds/params vs the seed."),
-    top: int | None = typer.Option(None, "--top", min=1, metavar="K",
-                                   help="List the K most likely architectures with their "
-                                        "probabilities and MAdds (stderr; in --json output)."),
+    top: int | None = o("top"),
     as_json: bool = c.opt("--json", "Print a JSON report (spec, probability, MAdds, top K) on "
                                     "stdout instead of the bare spec."),
-    task: str | None = c.opt("--task", "Detector the MAdds are counted for [the search's, else "
-                                       "ssdlite].", metavar=metavar(("none",))),
-    size: str | None = c.opt("--size", "Input size of the MAdds [the search's, else the task's]."),
-    num_classes: int | None = c.opt("--num-classes", "Classes of the detector [the search's, else "
-                                                     "80]."),
-    min_depth: int | None = typer.Option(None, "--min-depth", min=0, metavar="N",
-                                         help="Never drop layers 0..N-1 of a stage [the "
-                                              "search's]."),
-    plot: str | None = typer.Option(None, "--plot", metavar="OUT.svg|OUT.png",
-                                    help="Draw α/β probabilities per epoch (from "
-                                         "SEARCHED.metrics.jsonl, else the checkpoint's current "
-                                         "α/β); the suffix picks SVG, PNG or PDF."),
-    diagram: str | None = typer.Option(None, "--diagram", metavar="OUT.svg|OUT.png",
-                                       help="Draw the derived architecture (SVG, PNG or PDF), "
-                                            "beside the seed's when the checkpoint records it."),
-    metrics: str | None = typer.Option(None, "--metrics", metavar="FILE.jsonl",
-                                       help="The search's metrics for --plot [SEARCHED"
-                                            ".metrics.jsonl when it exists]."),
-    latency_table: str | None = c.opt("--latency-table", "Report predicted latency beside MAdds, "
-                                      "by a table from 'fnacli latency' (--force: one measured on "
-                                      "another machine)."),
-    min_madds: str | None = typer.Option(None, "--min-madds", metavar="MADDS",
-                                         help="Derive the most likely architecture with at least "
-                                              "these MAdds (e.g. 300M), for comparisons at matched "
-                                              "cost."),
-    max_madds: str | None = typer.Option(None, "--max-madds", metavar="MADDS",
-                                         help="... and at most these MAdds."),
-    cost_scope: str | None = typer.Option(None, "--cost-scope", metavar="SCOPE",
-                                          help="What --min/--max-madds count: blocks, backbone or "
-                                               "detector, at --size [the search's cost size] "
-                                               "[backbone]."),
-    force: bool = c.opt("--force", "Overwrite -o ARCH.json, --plot and --diagram files."),
+    task: str | None = o("task"),
+    size: str | None = o("size"),
+    num_classes: int | None = o("num_classes"),
+    min_depth: int | None = o("min_depth"),
+    plot: str | None = o("plot"),
+    diagram: str | None = o("diagram"),
+    metrics: str | None = o("metrics"),
+    latency_table: str | None = o("latency_table"),
+    min_madds: str | None = o("min_madds"),
+    max_madds: str | None = o("max_madds"),
+    cost_scope: str | None = o("cost_scope"),
+    force: bool = o("force"),
 ) -> None:
     options = dict(locals())
     from fnacli.io import write_output
-    from fnacli.pipeline.derive import DeriveConfig
     from fnacli.pipeline.derive import derive as run
 
     c.setup_logging()

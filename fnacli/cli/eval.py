@@ -10,28 +10,29 @@ import typer
 
 from fnacli.cli import common as c
 from fnacli.cli.app import app
+from fnacli.pipeline.evaluate import EvaluateConfig
+
+o = c.options_of(EvaluateConfig)
 
 
 @app.command("eval", cls=c.PanelCommand)
 def eval_(
-    final: Path = typer.Argument(..., metavar="FINAL",
-                                 help="Detector checkpoint (from 'fnacli finetune')."),
-    data: Path | None = c.opt("--data"),
-    split: str = typer.Option("val", "--split", help="Which split of --data (val, train, …).",
-                              rich_help_panel=c.DATA),
-    ann: Path | None = c.opt("--val-ann", "Annotation file of the split (instead of --data)."),
-    images: Path | None = c.opt("--val-images", "Image folder for --val-ann."),
+    final: Path = c.argument(EvaluateConfig, "model"),
+    data: Path | None = o("data"),
+    split: str = o("split"),
+    ann: Path | None = o("ann"),
+    images: Path | None = o("images"),
     ann_alias: Path | None = c.hidden_opt("--ann"),
     images_alias: Path | None = c.hidden_opt("--images"),
     as_json: bool = c.opt("--json", "Print the 12 COCO numbers (named) as JSON on stdout."),
-    per_class: bool = typer.Option(False, "--per-class", help="Also AP per category."),
+    per_class: bool = o("per_class"),
     detections: Path | None = typer.Option(None, "--detections", metavar="OUT.json",
                                            help="Write the detections (COCO results JSON); '-' for "
                                                 "stdout."),
-    batch_size: int = typer.Option(8, "--batch-size", min=1),
-    workers: int = c.opt("--workers"),
-    threads: int = c.opt("--threads"),
-    device: c.Device = c.opt("--device"),
+    batch_size: int = o("batch_size"),
+    workers: int = o("workers"),
+    threads: int = o("threads"),
+    device: c.Device = o("device"),
     force: bool = c.opt("--force", "Overwrite --detections."),
 ) -> None:
     """Evaluate a model with its task's metric: detectors with COCOeval (bbox): AP, AP50,
@@ -48,7 +49,7 @@ def eval_(
 
     if detections is not None and str(detections) != "-":
         check_writable(detections, force)
-    from fnacli.pipeline.evaluate import EvaluateConfig, evaluate
+    from fnacli.pipeline.evaluate import evaluate
 
     c.setup_logging()
     with c.progress_bar(f"eval {split}") as update:

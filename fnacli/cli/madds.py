@@ -11,9 +11,11 @@ import typer
 
 from fnacli.cli import common as c
 from fnacli.cli.app import app
-from fnacli.tasks import per_task, size_text, task_names
+from fnacli.pipeline.profile import ProfileConfig, TableConfig
+from fnacli.tasks import task_names
 
 CountTask = StrEnum("CountTask", {n: n for n in ("none", "classifier", *task_names())})
+o, table = c.options_of(ProfileConfig), c.options_of(TableConfig)
 
 
 @app.command("madds")
@@ -22,30 +24,20 @@ def madds(
                                       help="Architectures: JSON files, '-' (stdin: one JSON "
                                            "document or JSON lines), built-in names, or fnacli "
                                            "checkpoints (their embedded spec)."),
-    task: CountTask | None = typer.Option(None, "--task",
-                                          help="What to count: the backbone (with its 1x1 head "
-                                               "conv), the ImageNet classifier, or a detector [a "
-                                               "detector checkpoint's own task, else none]."),
-    size: str | None = c.opt("--size", "Input size: 320 (square) or WIDTHxHEIGHT, e.g. 1088x800. "
-                             "Default: a detector checkpoint's own, else 224 (none, classifier), "
-                             f"{per_task(lambda t: size_text(t.profile_size))}."),
+    task: CountTask | None = o("task", default=None, metavar=None),  # its choices
+    size: str | None = o("size"),
     input_alias: str | None = c.hidden_opt("--input"),
-    num_classes: int = c.opt("--num-classes", "Object classes without background (default: a "
-                                              "detector checkpoint's, else 80); ImageNet classes "
-                                              "for --task classifier (default 1000)."),
+    num_classes: int = o("num_classes"),
     as_json: bool = c.opt("--json", "One JSON object per spec on stdout."),
-    exact: bool = typer.Option(False, "--exact", help="Trace every network with fvcore instead of "
-                               "summing the lookup table (slower; same numbers)."),
-    space: str = c.opt("--space", "With --lut: the search space (built-in name, JSON file or "
-                                  "'-')."),
+    exact: bool = o("exact"),
+    space: str = table("space", default=None),
     lut: bool = typer.Option(False, "--lut", help="Build the cost lookup table of --space instead "
                              "of profiling specs (to -o, else into the cache; prints its path)."),
-    output: str = c.opt("--output", "With --lut: where to write the table ('-' for stdout).",
-                        metavar="OUT", default=None),
+    output: str = table("output"),
     latency_table: str = c.opt("--latency-table", "Also the predicted latency, by a table from "
                                                   "'fnacli latency' (same task and size; --force: "
                                                   "one measured on another machine)."),
-    force: bool = c.opt("--force", "Overwrite OUT if it exists."),
+    force: bool = table("force"),
 ) -> None:
     """Params and MAdds (conv + linear multiply-accumulates, counted with fvcore) of SPECs,
     split into backbone / neck / head; or the cost lookup table of a search space."""

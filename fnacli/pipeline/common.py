@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from fnacli.errors import UserError
+from fnacli.settings import SCHEDULE, check, number_text, setting
+from fnacli.tasks import per_task, size_text, tasks
 
 if TYPE_CHECKING:
     from fnacli.train import DistEnv
@@ -22,36 +24,61 @@ Size = int | tuple[int, int] | str
 Message = Callable[[str], None]
 
 
+# every task's augmentation policy names (a task refuses the others)
+AUGMENTS = tuple(dict.fromkeys(a for t in tasks() for a in t.augments))
+WEIGHT_DECAY = per_task(lambda t: number_text(t.recipe.weight_decay))
+
+
 @dataclass(kw_only=True)
 class TrainOptions:
     """What every training step takes (fine-tuning, both searches): the task, the data, the
-    weight-side recipe (None: the task's ``recipe``) and how to run."""
+    weight-side recipe (None: the task's ``recipe``) and how to run. The meanings given are
+    fine-tuning's; a search's config restates the ones that differ."""
 
-    task: str | None = None
+    task: str | None = setting(None, "Detector (required for a backbone TARGET).")
     data: str | Path | None = None  # COCO-layout folder
-    train_ann: str | Path | None = None
-    train_images: str | Path | None = None
-    val_ann: str | Path | None = None
-    val_images: str | Path | None = None
-    size: Size | None = None
-    epochs: int | None = None
-    batch_size: int | None = None  # global: split over the processes
-    lr: float | None = None  # scaled linearly to the batch size when left to the recipe
+    train_ann: str | Path | None = setting(None, "Training annotations.")
+    train_images: str | Path | None = setting(None, "Training images.")
+    val_ann: str | Path | None = setting(None, "Validation annotations.")
+    val_images: str | Path | None = setting(None, "Validation images.")
+    size: Size | None = setting(None, f"Input size [{per_task(lambda t: size_text(t.recipe.size))}"
+                                "; WxH: longer x shorter side].")
+    epochs: int | None = setting(None, f"Epochs [{per_task('recipe.epochs')}].", min=1,
+                                 group=SCHEDULE)
+    # global: split over the processes
+    batch_size: int | None = setting(None, "Global batch (split over processes) "
+                                     f"[{per_task('recipe.batch_size')}].", min=1, group=SCHEDULE)
+    # scaled linearly to the batch size when left to the recipe
+    lr: float | None = setting(None, "Base lr [{} images, scaled to --batch-size].".format(
+        per_task(lambda t: f"{t.recipe.lr:g} per {t.recipe.base_batch}")), min=0.0,
+        group=SCHEDULE)
     optimizer: str | None = None
-    momentum: float = 0.9
-    weight_decay: float | None = None
-    warmup_iters: int | None = None
-    clip_grad: float | None = None  # 0: off
-    augment: str | None = None
-    workers: int = 2
-    seed: int = 0
+    momentum: float = setting(0.9, min=0.0)
+    weight_decay: float | None = setting(None, f"[{WEIGHT_DECAY}] (not on BN/bias).", min=0.0,
+                                         group=SCHEDULE)
+    warmup_iters: int | None = setting(None, "Linear warm-up from lr/3 [min(500, 10% of the "
+                                       "steps)].", min=0, group=SCHEDULE)
+    clip_grad: float | None = setting(None, "Max gradient L2 norm [{}]; 0 = off.".format(
+        per_task(lambda t: f"{t.recipe.clip_grad:g}" if t.recipe.clip_grad else "none")),
+        min=0.0, group=SCHEDULE)
+    augment: str | None = setting(None, "ssd: photometric+expand+crop+flip; ssdlite: crop+flip; "
+                                  "flip; none; segmentation: finetune (rescale 0.75-2 + crop + "
+                                  "flip), search (rescale 0.5 + crop) "
+                                  f"[{per_task('default_augment')}].")
+    workers: int = setting(2, min=0)
+    seed: int = setting(0, "Seed for new layers, data order, augmentation.")
     device: str = "auto"
-    checkpoint_every: int = 0
-    log_every: int = 10  # steps between metrics lines (and plain log lines off a terminal)
-    tensorboard: str | Path | None = None  # TensorBoard folder [$FNACLI_TENSORBOARD, else none]
-    stop_after: int | None = None  # steps of this run, then stop (checkpointed)
-    resume: bool = False
-    force: bool = False
+    checkpoint_every: int = setting(0, min=0)
+    # steps between metrics lines (and plain log lines off a terminal)
+    log_every: int = setting(10, min=1)
+    # TensorBoard folder [$FNACLI_TENSORBOARD, else none]
+    tensorboard: str | Path | None = setting(None, "Also log losses, lr and AP to TensorBoard "
+                                             "event files in DIR.")
+    # steps of this run, then stop (checkpointed)
+    stop_after: int | None = setting(None, "Stop (checkpointed) after STEPS steps of this run; "
+                                     "continue with --resume.", min=1)
+    resume: bool = setting(False, "Continue from FINAL.ckpt.")
+    force: bool = setting(False, "Overwrite FINAL and start over.")
     on_message: Message | None = None
 
 
@@ -64,10 +91,12 @@ def in_processes(step: Callable[[Any, DistEnv], R], cfg: Any, threads: int = 0) 
 
 
 def make_config(cls: type[C], args: tuple, kwargs: dict) -> C:
-    """``step(Config(...))`` or ``step(*fields, **fields)``: the config either way."""
-    if len(args) == 1 and not kwargs and isinstance(args[0], cls):
-        return args[0]
-    return cls(*args, **kwargs)
+    """``step(Config(...))`` or ``step(*fields, **fields)``: the config either way, its numbers
+    within their settings' ranges (the CLI's own checks, for library callers)."""
+    cfg = args[0] if len(args) == 1 and not kwargs and isinstance(args[0], cls) else cls(*args,
+                                                                                         **kwargs)
+    check(cfg)
+    return cfg
 
 
 class Reporter:

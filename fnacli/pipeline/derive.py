@@ -11,28 +11,48 @@ from typing import Any
 from fnacli.errors import UserError
 from fnacli.pipeline.common import Message, Reporter, Size, as_size, make_config
 from fnacli.report import Report, Table
+from fnacli.settings import setting
+from fnacli.tasks import metavar
 
 
 @dataclass
 class DeriveConfig:
-    checkpoint: str | Path  # a searched checkpoint (any epoch) or a supernet
-    min_depth: int | None = None  # never drop layers 0..N-1 of a stage [the search's]
+    checkpoint: str | Path = setting(help="A searched checkpoint (any epoch) or a supernet.",
+                                     metavar="SEARCHED|SUPERNET")
+    min_depth: int | None = setting(None, "Never drop layers 0..N-1 of a stage [the search's].",
+                                    min=0, metavar="N")
     profile: bool = False  # count MAdds/params of the derived (and seed) architecture
-    top: int | None = None  # the K most likely architectures (profiled)
-    task: str | None = None  # what the MAdds count [the search's, else the first task]
-    size: Size | None = None  # [the search's, else the task's]
-    num_classes: int | None = None  # [the search's, else 80]
-    plot: str | Path | None = None  # α/β probabilities per epoch (.svg, .png or .pdf)
-    diagram: str | Path | None = None  # the derived architecture (.svg, .png or .pdf)
-    metrics: str | Path | None = None  # the search's metrics for ``plot``
-    force: bool = False  # also: accept a latency table measured on another machine
+    top: int | None = setting(None, "List the K most likely architectures with their "
+                              "probabilities and MAdds (stderr; in --json output).", min=1,
+                              metavar="K")
+    task: str | None = setting(None, "Detector the MAdds are counted for [the search's, else "
+                               "ssdlite].", metavar=metavar(("none",)))  # "none": the backbone
+    size: Size | None = setting(None, "Input size of the MAdds [the search's, else the task's].")
+    num_classes: int | None = setting(None, "Classes of the detector [the search's, else 80].",
+                                      min=1)
+    plot: str | Path | None = setting(None, "Draw α/β probabilities per epoch (from "
+                                      "SEARCHED.metrics.jsonl, else the checkpoint's current "
+                                      "α/β); the suffix picks SVG, PNG or PDF.",
+                                      metavar="OUT.svg|OUT.png")
+    diagram: str | Path | None = setting(None, "Draw the derived architecture (SVG, PNG or PDF), "
+                                         "beside the seed's when the checkpoint records it.",
+                                         metavar="OUT.svg|OUT.png")
+    metrics: str | Path | None = setting(None, "The search's metrics for --plot [SEARCHED"
+                                         ".metrics.jsonl when it exists].", metavar="FILE.jsonl")
+    force: bool = setting(False, "Overwrite -o ARCH.json, --plot and --diagram files.")
     on_message: Message | None = None
-    latency_table: str | Path | None = None  # predicted latency beside MAdds (fnacli latency)
-    # a MAdds window for the derived architecture (matched-cost comparisons), counted over
-    # ``cost_scope`` [backbone, as search --max-madds] at ``size`` [the search's cost size]
-    min_madds: str | float | None = None
-    max_madds: str | float | None = None
-    cost_scope: str | None = None
+    latency_table: str | Path | None = setting(None, "Report predicted latency beside MAdds, by "
+                                               "a table from 'fnacli latency' (--force: one "
+                                               "measured on another machine).")
+    # a MAdds window for the derived architecture (matched-cost comparisons)
+    min_madds: str | float | None = setting(None, "Derive the most likely architecture with at "
+                                            "least these MAdds (e.g. 300M), for comparisons at "
+                                            "matched cost.", metavar="MADDS")
+    max_madds: str | float | None = setting(None, "... and at most these MAdds.",
+                                            metavar="MADDS")
+    cost_scope: str | None = setting(None, "What --min/--max-madds count: blocks, backbone or "
+                                     "detector, at --size [the search's cost size] [backbone].",
+                                     metavar="SCOPE")
 
 
 @dataclass

@@ -13,19 +13,23 @@ from typing import Any
 from fnacli.errors import UserError
 from fnacli.pipeline.common import check_device, make_config
 from fnacli.report import Report, Table
+from fnacli.settings import DATA, setting
 
 
 @dataclass
 class EvaluateConfig:
-    model: str | Path  # checkpoint from finetune
+    model: str | Path = setting(help="Detector checkpoint (from 'fnacli finetune').",
+                                metavar="FINAL")
     data: str | Path | None = None
-    split: str = "val"
-    ann: str | Path | None = None  # annotation file (instead of data)
-    images: str | Path | None = None
-    per_class: bool = False
-    batch_size: int = 8
-    workers: int = 2
-    threads: int = 0
+    split: str = setting("val", "Which split of --data (val, train, …).", group=DATA)
+    ann: str | Path | None = setting(None, "Annotation file of the split (instead of --data).",
+                                     flags=("--val-ann",))
+    images: str | Path | None = setting(None, "Image folder for --val-ann.",
+                                        flags=("--val-images",))
+    per_class: bool = setting(False, "Also AP per category.")
+    batch_size: int = setting(8, min=1)
+    workers: int = setting(2, min=0)
+    threads: int = setting(0, min=0)
     device: str = "auto"
     detections: bool = False  # the caller wants the detections (COCO results) back
     # called with the number of images done after each batch, once ``total`` is known

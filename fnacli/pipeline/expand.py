@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from fnacli.pipeline.common import make_config, refuse_stdout
 from fnacli.report import Report
+from fnacli.settings import setting
 
 if TYPE_CHECKING:
     from fnacli.spec import SpaceSpec
@@ -15,15 +16,24 @@ if TYPE_CHECKING:
 
 @dataclass
 class ExpandConfig:
-    seed: str  # seed checkpoint (.pth, .safetensors, torchvision:IMAGENET1K_V1, timm:NAME)
-    output: str | Path
-    space: str | SpaceSpec = "fna"  # built-in name, JSON file, '-' or a SpaceSpec
-    masks: str = "non-overlapping"
-    arch_seed: int = 0  # seed of the α/β initial noise
-    init_std: float = 1e-3
-    force: bool = False
-    widen: str = "noise"  # how channels wider than the seed's are filled (fnacli.remap)
-    noise: float | None = None  # relative noise std under widen="noise" [0.01]
+    seed: str = setting(help="Seed MobileNetV2 checkpoint (torchvision/timm .pth, fnacli "
+                        ".safetensors, torchvision:IMAGENET1K_V1 or timm:mobilenetv2_100).",
+                        metavar="SEED")
+    output: str | Path = setting(help="Output supernet checkpoint (.safetensors).",
+                                 metavar="SUPERNET")
+    space: str | SpaceSpec = setting("fna", "Search space: a built-in name, a JSON file or '-'.",
+                                     metavar="fna|fna-channels|SPACE.json")
+    masks: str = setting("non-overlapping", "Channel masks of the mixed blocks: Jung et al.'s "
+                         "non-overlapping segments or FBNetV2's overlapping masks.",
+                         metavar="non-overlapping|overlapping")
+    arch_seed: int = setting(0, "Seed of the α/β initial noise (1e-3·N(0,1)) and of the --widen "
+                             "noise.", flags=("--seed",))
+    init_std: float = setting(1e-3, "Std of the α/β initial noise (0: exactly zero).", min=0.0)
+    force: bool = setting(False, "Overwrite the output.")
+    widen: str = setting("noise", "How channels wider than the seed's are filled (see 'fnacli "
+                         "remap --widen'): zeros plus small noise (Jung et al.), zeros, or "
+                         "Net2Net-style split copies.", metavar="noise|zeros|split")
+    noise: float | None = setting(None, min=0.0)  # relative std under widen="noise" [0.01]
 
 
 @dataclass

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from fnacli.errors import UserError
 from fnacli.pipeline.common import Size, as_size, make_config
+from fnacli.settings import setting
 
 if TYPE_CHECKING:
     from fnacli.export import ExportResult
@@ -18,19 +19,26 @@ FORMATS = ("onnx", "torchscript")
 
 @dataclass
 class ExportConfig:
-    final: str | Path  # fine-tuned checkpoint (from finetune)
-    output: str | Path  # model.onnx, model.pt
-    fmt: str = "onnx"  # onnx | torchscript
-    size: Size | None = None  # the exported graph's input [the size trained at]
-    raw: bool = False  # raw head outputs instead of post-processed detections
-    score_thresh: float | None = None  # [the detector's]
-    opset: int = 17
+    final: str | Path = setting(help="Fine-tuned detector checkpoint (from 'fnacli finetune').",
+                                metavar="FINAL")
+    output: str | Path = setting(help="The exported file (model.onnx, model.pt).", metavar="OUT")
+    fmt: str = setting("onnx", "ONNX (opset --opset, checked in onnxruntime) or a traced "
+                       "TorchScript module.", flags=("--format",), metavar="onnx|torchscript")
+    size: Size | None = setting(None, "Input size of the exported graph [the size trained at].")
+    raw: bool = setting(False, "Export the raw head outputs (bbox_regression, cls_logits, "
+                        "anchors) instead of boxes/scores/labels after NMS.")
+    score_thresh: float | None = setting(None, "Score threshold baked into the post-processing "
+                                         "[the detector's: ssdlite 0.001, retinanet 0.05].",
+                                         min=0.0, max=1.0, metavar="P")
+    opset: int = setting(17, "ONNX opset.", min=7, metavar="N")
     check: bool = True  # parity check against PyTorch
-    data: str | Path | None = None  # check on this dataset's val images [synthetic scenes]
-    samples: int = 4
-    threads: int = 1
+    data: str | Path | None = setting(None, "Check on the first images of this dataset's val "
+                                      "split [synthetic scenes].")
+    samples: int = setting(4, "Images for the parity check.", min=1, metavar="N")
+    threads: int = setting(1, "CPU threads for the check and the latency figures (the same for "
+                           "PyTorch and the exported model).", min=1, metavar="K")
     measure: bool = True  # time the exported model beside PyTorch
-    force: bool = False
+    force: bool = setting(False, "Overwrite OUT.")
     progress: bool = False  # a spinner on stderr while exporting
 
 

@@ -22,20 +22,31 @@ from fnacli.pipeline.common import (
     refuse_stdout,
     run_files,
 )
+from fnacli.settings import SCHEDULE, setting
 
 
 @dataclass
 class FinetuneConfig(TrainOptions):
     """What to fine-tune (and :class:`TrainOptions`)."""
 
-    target: str | Path  # remapped backbone, or a model checkpoint to continue
-    output: str | Path
-    schedule: str | None = None
-    threads: int = 0
-    bn_recalibrate: int = 0  # after training: BN statistics on N training batches
-    inference: str | None = None  # segmentation: whole | slide (recorded for eval)
-    eval_every: int = 0  # epochs
-    freeze_bn: bool = False
+    # remapped backbone, or a model checkpoint to continue
+    target: str | Path = setting(help="Remapped backbone (.safetensors from 'fnacli remap') or a "
+                                 "detector checkpoint to continue.", metavar="TARGET")
+    output: str | Path = setting(help="Output detector checkpoint (.safetensors). FINAL.ckpt and "
+                                 "FINAL.metrics.jsonl are written beside it.", metavar="FINAL")
+    schedule: str | None = setting(None, "Cosine, or step decay ×0.1 at fixed fractions [step: "
+                                   "ssdlite 36,50,56/60; retinanet 8,11/12].", group=SCHEDULE)
+    threads: int = setting(0, "CPU threads per process for torch ops (0: torch's default). Fewer "
+                           "than cores avoids oversubscription.", min=0)
+    bn_recalibrate: int = setting(0, "After training, recompute BN statistics on N training "
+                                  "batches.", min=0, metavar="N")
+    # segmentation: whole | slide (recorded for eval)
+    inference: str | None = setting(None, "Segmentation: how eval predicts, on whole images or "
+                                    "by a sliding window of --size (recorded in FINAL) [whole].")
+    eval_every: int = setting(0, "Evaluate on val every E epochs and at the end.", min=0,
+                              metavar="E")
+    freeze_bn: bool = setting(False, "Keep BN statistics fixed (tiny per-process batches; "
+                              "multi-process CPU runs, which have no SyncBatchNorm).")
 
 
 @dataclass

@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 from fnacli.errors import UserError
 from fnacli.pipeline.common import Message, Reporter, Size, as_size, make_config
 from fnacli.report import Report, Table
+from fnacli.settings import setting
+from fnacli.tasks import metavar, per_task, size_text
 
 if TYPE_CHECKING:
     from fnacli.latency import CheckResult, LatencyTable
@@ -26,23 +28,38 @@ MEMORY_FORMATS = {"auto": None, "on": True, "off": False}
 
 @dataclass
 class LatencyConfig:
-    space: str | SpaceSpec | None = None  # built-in name, JSON file, '-' or a space object
-    task: str = "ssdlite"  # none | classifier | a registered task
-    size: Size | None = None  # input (width, height) [the task's profile size]
-    num_classes: int | None = None  # [the task's default; classifier 1000]
-    device: str = "cpu"  # cpu | cuda
-    threads: int = 1
-    batch: int = 1
-    channels_last: str = "auto"  # auto | on | off
-    rounds: int = 7  # timing rounds per entry at least
-    max_rounds: int = 21
-    tolerance: float = 0.05  # wanted relative half-width of each median's 95% interval
-    check: int = 0  # architectures measured end to end against the table
-    seed: int = 0
-    table: str | Path | None = None  # check this existing table instead of measuring one
-    output: str | Path | None = None  # [the cache]
-    resume: bool = False
-    force: bool = False
+    space: str | SpaceSpec | None = setting(None, "Search space to measure (built-in name, JSON "
+                                            "file or '-').")
+    task: str = setting("ssdlite", "What the table covers: the backbone (with its head conv), the "
+                        "ImageNet classifier, or a detector's backbone + neck + head (no resize / "
+                        "post-processing).", metavar="|".join(("none", "classifier", metavar())))
+    size: Size | None = setting(None, "Input size [224; "
+                                f"{per_task(lambda t: size_text(t.profile_size))}].")
+    num_classes: int | None = setting(None, "Object classes without background [80; classifier "
+                                      "1000].", min=1)
+    device: str = setting("cpu", "Where to measure (cuda: the first GPU).", metavar="cpu|cuda")
+    threads: int = setting(1, "CPU threads for torch ops (fixed for every timing).", min=1,
+                           metavar="K")
+    batch: int = setting(1, "Images per forward.", min=1, metavar="B")
+    channels_last: str = setting("auto", "Memory format; auto: whichever runs the largest network "
+                                 "of the space faster.", metavar="auto|on|off")
+    rounds: int = setting(7, "Interleaved timing rounds per entry at least (the median of them is "
+                          "the entry).", min=6, metavar="R")
+    max_rounds: int = setting(21, "Rounds at most, for entries whose 95% interval is still wider "
+                              "than --tolerance.", min=6, metavar="R")
+    # wanted relative half-width of each median's 95% interval
+    tolerance: float = setting(0.05, "Wanted half-width of each median's 95% confidence interval, "
+                               "relative.", min=0.001, metavar="FRAC")
+    check: int = setting(0, "Validate: N random architectures' table sums against their measured "
+                         "end-to-end latency (error %, Spearman).", min=0, metavar="N")
+    seed: int = setting(0, "Seed of the --check architectures and of the timing order.")
+    table: str | Path | None = setting(None, "Check (--check) an existing table instead of "
+                                       "measuring one.", metavar="TABLE")
+    output: str | Path | None = setting(None, "Where to write the table [the cache; its path is "
+                                        "printed].", metavar="TABLE")
+    resume: bool = setting(False, "Continue an interrupted build from TABLE.partial.")
+    force: bool = setting(False, "Overwrite TABLE, start over, and accept a --table measured on "
+                          "another machine.")
     progress: bool = False  # progress bar / spinner on stderr
     on_message: Message | None = None
 

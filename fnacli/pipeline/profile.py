@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any
 from fnacli.errors import UserError
 from fnacli.pipeline.common import Size, as_size, make_config
 from fnacli.report import Report, Table
+from fnacli.settings import setting
+from fnacli.tasks import per_task, size_text
 
 if TYPE_CHECKING:
     from fnacli.cost import Profile
@@ -48,10 +50,18 @@ def _check_task(task: str) -> str:
 @dataclass
 class ProfileConfig:
     specs: list  # ArchSpec objects, or (name, ArchSpec) pairs
-    task: str = "none"
-    size: Size | None = None  # [the task's profile size]
-    num_classes: int | None = None  # [80; 1000 for the classifier]
-    exact: bool = False  # trace every network with fvcore instead of summing the LUT
+    task: str = setting("none", "What to count: the backbone (with its 1x1 head conv), the "
+                        "ImageNet classifier, or a detector [a detector checkpoint's own task, "
+                        "else none].")
+    size: Size | None = setting(None, "Input size: 320 (square) or WIDTHxHEIGHT, e.g. 1088x800. "
+                                "Default: a detector checkpoint's own, else 224 (none, "
+                                "classifier), "
+                                f"{per_task(lambda t: size_text(t.profile_size))}.")
+    num_classes: int | None = setting(None, "Object classes without background (default: a "
+                                      "detector checkpoint's, else 80); ImageNet classes for "
+                                      "--task classifier (default 1000).", min=1)
+    exact: bool = setting(False, "Trace every network with fvcore instead of summing the lookup "
+                          "table (slower; same numbers).")
     progress: bool = False  # a progress bar on stderr while the LUT fills
 
 
@@ -121,12 +131,15 @@ def profile(*args: Any, **kwargs: Any) -> ProfileResult:
 
 @dataclass
 class TableConfig:
-    space: str | SpaceSpec  # built-in name, JSON file, '-' or a SpaceSpec
+    space: str | SpaceSpec = setting(help="With --lut: the search space (built-in name, JSON "
+                                     "file or '-').")
     task: str = "none"
     size: Size | None = None
     num_classes: int | None = None
-    output: str | Path | None = None  # None: the on-disk cache; '-': return the text only
-    force: bool = False
+    # None: the on-disk cache; '-': return the text only
+    output: str | Path | None = setting(None, "With --lut: where to write the table ('-' for "
+                                        "stdout).", metavar="OUT")
+    force: bool = setting(False, "Overwrite OUT if it exists.")
     progress: bool = False
 
 

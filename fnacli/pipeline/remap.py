@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 from fnacli.errors import UserError
 from fnacli.pipeline.common import make_config, refuse_stdout
 from fnacli.report import Report, Table
+from fnacli.settings import setting
 
 if TYPE_CHECKING:
     import torch
@@ -18,15 +19,25 @@ if TYPE_CHECKING:
 
 @dataclass
 class RemapConfig:
-    seed: str  # MobileNetV2 checkpoint (.pth/.pt, .safetensors, torchvision:…, timm:…)
-    spec: str | ArchSpec  # target architecture: spec object, JSON file, '-' or built-in name
-    output: str | Path | None = None  # backbone checkpoint; None: keep it in memory only
-    width: str = "first"  # first | bn | std | l1
-    kernel: str = "center"  # center | dilate
-    noise: float | None = None  # relative noise std of added channels [0.01 under "noise"]
-    rng_seed: int = 0
-    force: bool = False
-    widen: str = "noise"  # how added channels are filled: noise | zeros | split
+    seed: str = setting(help="MobileNetV2 checkpoint: torchvision/timm .pth/.pt (plain, wrapped "
+                        "or prefixed), fnacli .safetensors, torchvision:IMAGENET1K_V1 or "
+                        "timm:mobilenetv2_100.", metavar="SEED")
+    spec: str | ArchSpec = setting(help="Target architecture: JSON file, '-' for stdin, or a "
+                                   "built-in name (e.g. mobilenetv2-0.75, fna-ssdlite).",
+                                   flags=("--spec", "-s"), metavar="SPEC")
+    # None: keep the remapped backbone in memory only (``result.state``)
+    output: str | Path | None = setting(None, "Output backbone checkpoint (.safetensors).",
+                                        metavar="OUT")
+    width: str = setting("first", "Narrowing rule: first channels (FNA), or the top |BN γ|, "
+                         "filter std or filter L1 channels.")
+    kernel: str = setting("center", "Kernel rule: centre (pad/crop), or taps on a dilated grid.")
+    noise: float | None = setting(None, min=0.0)  # relative std of added channels [0.01]
+    rng_seed: int = setting(0, "Random seed for --noise and new layers.", flags=("--seed",))
+    force: bool = setting(False, "Overwrite OUT if it exists.")
+    widen: str = setting("noise", "How added channels are filled: zeros plus small noise (Jung "
+                         "et al.; trainable), zeros (function preserving, but all-zero channels "
+                         "get no gradient), or split (Net2Net-style copies with divided outgoing "
+                         "weights: function preserving and trainable).")
 
 
 @dataclass

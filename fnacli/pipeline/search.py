@@ -15,12 +15,15 @@ None come from the task (``Task.recipe``, ``Task.search_defaults``, ``Task.onesh
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from fnacli.errors import UserError
 from fnacli.pipeline.common import (
+    AUGMENTS,
+    WEIGHT_DECAY,
     Reporter,
     Size,
     TrainOptions,
@@ -33,23 +36,88 @@ from fnacli.pipeline.common import (
     task_of,
 )
 from fnacli.report import Report
+from fnacli.settings import DATA, SCHEDULE, number_text, setting
+from fnacli.tasks import per_task, size_text
 
 STRATEGIES = ("differentiable", "evolution", "random")
 ONESHOT_STRATEGIES = ("evolution", "random")
 
 
+ARCH, ONESHOT = "Architecture (differentiable)", "One-shot (evolution, random)"  # groups
+_search = functools.partial(setting, kw_only=True)  # a training option, restated for a search
+_arch = functools.partial(setting, group=ARCH)
+_oneshot = functools.partial(setting, group=ONESHOT)
+
+
+def _weights(task: Any) -> Any:
+    """The weight-step recipe of ``task``'s differentiable search."""
+    return task.search_defaults.weight_recipe(task.recipe)
+
+
+_SEARCH_WD = per_task(lambda t: number_text(_weights(t).weight_decay))
+
+
 @dataclass
 class SearchOptions(TrainOptions):
-    """What both strategies share (and :class:`TrainOptions`). ``cost_scope``: what the MAdds
-    cost counts (``fnacli.lut.COST_SCOPES``; None: differentiable ``blocks``, one-shot
-    ``backbone``); ``cost_size``: the input it is counted at (None: the task's
-    ``search_defaults.cost_size``, else the input size)."""
+    """What both strategies share (and :class:`TrainOptions`)."""
 
-    supernet: str | Path
-    output: str | Path
-    latency_table: str | Path | None = None  # from fnacli latency (``force``: any machine)
-    cost_scope: str | None = None
-    cost_size: Size | None = None
+    supernet: str | Path = setting(help="Supernet checkpoint from 'fnacli expand' (or, with "
+                                   "--skip-training, one trained one-shot).", metavar="SUPERNET")
+    output: str | Path = setting(help="Output searched checkpoint (.safetensors); SEARCHED.ckpt "
+                                 "and SEARCHED.metrics.jsonl go beside it.", metavar="SEARCHED")
+    # from fnacli latency (``force``: any machine)
+    latency_table: str | Path | None = setting(None, "Latency table from 'fnacli latency' (same "
+                                               "space, task, size): for --cost latency / "
+                                               "--max-latency, and reported beside MAdds.")
+    # fnacli.lut.COST_SCOPES; None: differentiable ``blocks``, one-shot ``backbone``
+    cost_scope: str | None = _arch(None, "What the MAdds cost counts: the searched blocks, the "
+                                   "whole backbone or the whole detector [differentiable: blocks "
+                                   "(the cost term, as FNA/Jung et al.); evolution/random: "
+                                   "backbone (--max-madds, as DetNAS)].",
+                                   metavar="blocks|backbone|detector")
+    # None: the task's ``search_defaults.cost_size``, else the input size
+    cost_size: Size | None = _arch(None, "Input size MAdds are counted at [retinanet 1088x800 as "
+                                   "FNA/Jung et al. report it, ssdlite --size].", metavar="N|WxH")
+    task: str | None = _search(None, "Detector to search for [from the trained supernet with "
+                               "--skip-training].")
+    val_ann: str | Path | None = _search(None, "Reporting split (what 'fnacli eval' reports on): "
+                                         "one-shot fitness images may not be in it.")
+    val_images: str | Path | None = _search(None, "Reporting split's images.")
+    size: Size | None = _search(None, "Input size "
+                                f"[{per_task(lambda t: size_text(t.recipe.size))}; with "
+                                "--skip-training the size trained at].")
+    epochs: int | None = _search(None, "Epochs [differentiable: "
+                                 f"{per_task('search_defaults.epochs')}; one-shot supernet "
+                                 f"training: {per_task('oneshot_epochs')}].", min=1,
+                                 group=SCHEDULE)
+    batch_size: int | None = _search(None, "Global training batch "
+                                     f"[{per_task('recipe.batch_size')}].", min=1, group=SCHEDULE)
+    lr: float | None = _search(None, "Base lr of the weight steps [differentiable: {} images; "
+                               "one-shot: the finetune recipe's], scaled to --batch-size.".format(
+                                   per_task(lambda t: f"{number_text(_weights(t).lr)} per "
+                                                      f"{_weights(t).base_batch}")),
+                               min=0.0, group=SCHEDULE)
+    weight_decay: float | None = _search(None, f"[differentiable: {_SEARCH_WD}; one-shot: "
+                                         f"{WEIGHT_DECAY}]", min=0.0, group=SCHEDULE)
+    warmup_iters: int | None = _search(None, "Linear warm-up [min(500, 10% of the steps)].",
+                                       min=0, group=SCHEDULE)
+    clip_grad: float | None = _search(None, "Max gradient norm [retinanet 35]; 0 = off.",
+                                      min=0.0, group=SCHEDULE)
+    augment: str | None = _search(None, "Training augmentation [differentiable: {} (no flip "
+                                  "during a RetinaNet search, as FNA); one-shot: {}].".format(
+                                      per_task(lambda t: t.search_defaults.augment
+                                               or t.default_augment),
+                                      per_task("default_augment")),
+                                  metavar="|".join(AUGMENTS), group=DATA)
+    seed: int = _search(0, "Seed of paths, data order, populations.")
+    tensorboard: str | Path | None = _search(None, "Also log losses, lr, the cost term, MAdds and "
+                                             "α/β (one-shot: each generation's fitness) to "
+                                             "TensorBoard event files in DIR.")
+    stop_after: int | None = _search(None, "Stop training (checkpointed) after STEPS steps of "
+                                     "this run; continue with --resume.", min=1)
+    resume: bool = _search(False, "Continue the training and the search where they stopped.")
+    force: bool = _search(False, "Overwrite outputs and start over (and accept a "
+                          "--latency-table measured on another machine).")
 
 
 DIFFERENTIABLE_COST_SCOPE = "blocks"  # Jung et al.'s eq. 5, FNA's searched backbone
@@ -58,45 +126,99 @@ ONESHOT_COST_SCOPE = "backbone"  # DetNAS constrains the backbone's FLOPs
 
 @dataclass
 class DifferentiableSearchConfig(SearchOptions):
-    warmup_epochs: int | None = None
-    arch_every: int | None = None
-    cost_form: str = "log"
-    lam: float | None = None
-    tau: float | None = None  # None: the task's (10 for detection, 45 for deeplabv3)
-    target_madds: str | float | None = None
-    min_depth: int = 0
-    arch_lr: float | None = None  # None: the task's (3e-4 for detection, 1e-3 for deeplabv3)
-    gamma: float | None = None  # cost scale γ [the task's]
-    cost: str = "madds"  # or "latency" (needs latency_table)
-    target_latency: str | float | None = None  # "12ms", or milliseconds
-    arch_step: str = "full"
-    checkpoint_activations: bool = False
+    warmup_epochs: int | None = _arch(None, "Epochs of weight steps on uniform paths before α/β "
+                                      "move [ssdlite 12 of 24, retinanet 8 of 14: that share of "
+                                      "--epochs]; differentiable only.", min=0)
+    arch_every: int | None = _arch(None, "Weight steps per α/β step "
+                                   f"[{per_task('search_defaults.arch_every')}: the papers' "
+                                   "alternation].", min=1, metavar="K")
+    cost_form: str = _arch("log", "Cost term: FNA's λ·log_τ(γ·C) or Jung et al.'s λ·γ·C (C = "
+                           "expected GMAdds within --cost-scope).", metavar="log|linear")
+    lam: float | None = _arch(None, f"Cost weight λ [log: {per_task('search_defaults.lam')}; "
+                              "linear: matched to the log form at the start].", min=0.0,
+                              flags=("--lambda",))
+    # None: the task's (10 for detection, 45 for deeplabv3)
+    tau: float | None = _arch(None, f"Log base τ of the log cost [{per_task('search_defaults.tau')}"
+                              "].")
+    target_madds: str | float | None = _arch(None, "Budget (e.g. 800M, 1.2G): the cost term "
+                                             "penalises only the excess over it.",
+                                             metavar="MADDS")
+    min_depth: int = _arch(0, "Layers 0..N-1 of every stage may not be skipped (against collapse "
+                           "to all-skip).", min=0, metavar="N")
+    # None: the task's (3e-4 for detection, 1e-3 for deeplabv3)
+    arch_lr: float | None = _arch(None, "Adam lr of α/β (betas 0.5/0.999; wd 1e-3, deeplabv3 "
+                                  "4e-5) [3e-4, deeplabv3 1e-3].", min=0.0)
+    gamma: float | None = _arch(None, f"Cost scale γ [{per_task('search_defaults.gamma')}]; in the "
+                                "log form it shifts the loss only.", min=0.0)
+    cost: str = _arch("madds", "What the cost term counts: the detector's MAdds, or its latency "
+                      "by --latency-table (C in ms).", metavar="madds|latency")
+    # "12ms", or milliseconds
+    target_latency: str | float | None = _arch(None, "With --cost latency: a budget (e.g. 12ms); "
+                                               "only the excess is penalised.", metavar="TIME")
+    arch_step: str = _arch("full", "α/β step: FNA's weighted sum of every candidate (full), or "
+                           "two sampled candidates per layer and width with unbiased gates "
+                           "(sampled: cheaper in time and memory, noisier).",
+                           metavar="full|sampled")
+    checkpoint_activations: bool = _arch(False, "Recompute the mixed layers in the α/β step's "
+                                         "backward pass instead of keeping every candidate's "
+                                         "activations (same gradients, less memory, more "
+                                         "time).")
 
 
 @dataclass
 class OneShotSearchConfig(SearchOptions):
     strategy: str = "evolution"
-    skip_training: bool = False
-    train_only: bool = False
-    trained: str | Path | None = None
-    population: int = 50
-    parents: int = 10
-    mutation_prob: float = 0.1
-    generations: int = 20
-    candidates: int | None = None
-    max_madds: str | float | None = None
-    min_madds: str | float | None = None  # with max_madds: a matched-cost window
-    max_latency: str | float | None = None  # "12ms", or milliseconds (needs latency_table)
-    metric: str | None = None  # fitness [the task's primary metric]
-    calib_images: int = 256
-    calib_batch: int = 16
-    eval_images: int | None = None
-    record_top: int = 20
-    stop_after_candidates: int | None = None
-    fitness_images: str | float | int | None = None  # held out of train [min(5000, 20%)]
-    fitness_ann: str | Path | None = None  # an explicit fitness split instead
-    fitness_img_dir: str | Path | None = None
-    retrain: int | None = None  # random: DetNAS's baseline, N specs to fine-tune
+    skip_training: bool = _oneshot(False, "SUPERNET is already trained one-shot (a --trained "
+                                   "file): search it directly.")
+    train_only: bool = _oneshot(False, "Train the one-shot supernet (to --trained) and stop; "
+                                "search it later with --skip-training.")
+    trained: str | Path | None = _oneshot(None, "Where the trained supernet goes [OUT with "
+                                          ".oneshot.safetensors].", metavar="PATH")
+    population: int = _oneshot(50, "Candidates per generation (random: per batch).", min=1)
+    parents: int = _oneshot(10, "Top-k candidates that parent the next generation.", min=1)
+    mutation_prob: float = _oneshot(0.1, "Probability to resample each choice when mutating.",
+                                    min=0.0, max=1.0)
+    generations: int = _oneshot(20, "Generations.", min=1)
+    candidates: int | None = _oneshot(None, "random: architectures to evaluate [population x "
+                                      "generations].", min=1)
+    max_madds: str | float | None = _oneshot(None, "MAdds limit of every candidate (e.g. 300M, "
+                                             "1.2G), on the backbone as DetNAS (or what "
+                                             "--cost-scope says).", metavar="MADDS")
+    # with max_madds: a matched-cost window
+    min_madds: str | float | None = _oneshot(None, "Lower MAdds limit of every candidate: with "
+                                             "--max-madds a matched-cost window (DetNAS's random "
+                                             "baseline).", metavar="MADDS")
+    # "12ms", or milliseconds (needs latency_table)
+    max_latency: str | float | None = _oneshot(None, "Latency limit of every candidate by "
+                                               "--latency-table (e.g. 12ms, 800us).",
+                                               metavar="TIME")
+    metric: str | None = _oneshot(None, "Fitness: one of the task's numbers (detection: "
+                                  "COCOeval's AP, AP50, AP75, APs, APm, APl, AR1, …; deeplabv3: "
+                                  f"mIoU, aAcc, mAcc) [{per_task('metric')}].")
+    calib_images: int = _oneshot(256, "Training images for each candidate's BN recalibration.",
+                                 min=1)
+    calib_batch: int = _oneshot(16, "Batch size of BN recalibration and evaluation.", min=1)
+    eval_images: int | None = _oneshot(None, "Score on a fixed subset of N held-out images "
+                                       "[all].", min=1)
+    record_top: int = _oneshot(20, "Best candidates listed in the output (derive --top).", min=1)
+    stop_after_candidates: int | None = _oneshot(None, "Stop the search after N evaluations of "
+                                                 "this run; continue with --resume.", min=1,
+                                                 metavar="N")
+    # held out of train [min(5000, 20%)]
+    fitness_images: str | float | int | None = _oneshot(
+        None, "Fitness images held out of the training split (a count, or a fraction below 1); "
+        "the supernet trains on the rest [min(5000, 20%)].", metavar="N|FRACTION")
+    fitness_ann: str | Path | None = _oneshot(None, "An explicit fitness annotation file instead "
+                                              "(its images are left out of supernet training).",
+                                              metavar="JSON")
+    fitness_img_dir: str | Path | None = _oneshot(None, "Images of --fitness-ann.",
+                                                  metavar="DIR")
+    # random: DetNAS's baseline, N specs to fine-tune
+    retrain: int | None = _oneshot(None, "random only: DetNAS's random baseline. Draw N "
+                                   "architectures uniformly under --max-madds and write their "
+                                   "specs into the folder -o, to be fine-tuned with the searched "
+                                   "one's settings (no supernet training, no fitness).", min=1,
+                                   metavar="N")
 
 
 @dataclass
