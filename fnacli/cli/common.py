@@ -1,6 +1,7 @@
 """What every command shares: the stderr console, error reporting, option declarations used
 by several commands (one spelling and one metavar per concept), the config a command's
-options make, tables and progress bars on stderr, result printing.
+options make, a result's report (``show``: its lines and tables) and progress bars on
+stderr, result printing.
 
 Kept free of torch so that ``fnacli --help`` starts fast.
 """
