@@ -135,7 +135,7 @@ class TableConfig:
                                      "file or '-').")
     task: str = "none"
     size: Size | None = None
-    num_classes: int | None = None
+    num_classes: int | None = setting(None, min=1)
     # None: the on-disk cache; '-': return the text only
     output: str | Path | None = setting(None, "With --lut: where to write the table ('-' for "
                                         "stdout).", metavar="OUT")
