@@ -98,14 +98,17 @@ def test_every_option_of_a_step_is_its_configs_setting() -> None:
 
     import fnacli
     from fnacli.cli.app import app
+    from fnacli.pipeline.data import SynthDataConfig
+    from fnacli.pipeline.pretrain import PretrainSeedConfig
 
     configs = {"expand": [fnacli.ExpandConfig], "remap": [fnacli.RemapConfig],
                "derive": [fnacli.DeriveConfig], "eval": [fnacli.EvaluateConfig],
                "export": [fnacli.ExportConfig], "latency": [fnacli.LatencyConfig],
                "finetune": [fnacli.FinetuneConfig], "madds": [fnacli.ProfileConfig,
                                                               fnacli.TableConfig],
-               "search": [fnacli.DifferentiableSearchConfig, fnacli.OneShotSearchConfig]}
-    cli_only = {"as_json", "ann_alias", "images_alias", "input_alias", "no_check", "no_latency",
+               "search": [fnacli.DifferentiableSearchConfig, fnacli.OneShotSearchConfig],
+               "data synth": [SynthDataConfig], "pretrain-seed": [PretrainSeedConfig]}
+    cli_only = {"as_json", "json_out", "ann_alias", "images_alias", "input_alias", "no_check", "no_latency",
                 "lut", "show", "strategy", "eval.detections", "eval.force", "derive.output",
                 "madds.latency_table"}
     group = typer.main.get_command(app)
@@ -116,7 +119,10 @@ def test_every_option_of_a_step_is_its_configs_setting() -> None:
             by_name.setdefault(f.name, f)
         by_flag = {f.metadata.get("flags", ("--" + f.name.replace("_", "-"),))[0]: f
                    for f in reversed(by_name.values())}
-        for p in group.commands[name].params:
+        command = group
+        for word in name.split():
+            command = command.commands[word]
+        for p in command.params:
             f = by_name.get(p.name, by_flag.get(p.opts[0])) if p.opts[0].startswith("--") else None
             if {p.name, f"{name}.{p.name}"} & cli_only:
                 continue  # the CLI's own (eval's --detections is a file, the config's a flag)

@@ -8,19 +8,22 @@ import typer
 
 from fnacli.cli import common as c
 from fnacli.cli.app import app
+from fnacli.pipeline.pretrain import PretrainSeedConfig
+
+o = c.options_of(PretrainSeedConfig)
 
 
 @app.command("pretrain-seed")
 def pretrain_seed(
-    out: Path = typer.Argument(..., help="Output .pth (a torchvision mobilenet_v2 state dict)."),
-    width: float = typer.Option(0.5, help="Width multiplier (torchvision's width_mult)."),
-    size: int = typer.Option(64, help="Image side of the synthetic classification task."),
-    seconds: float = typer.Option(120.0, help="Training budget in wall-clock seconds."),
-    max_steps: int = typer.Option(10_000, min=1, help="Stop after this many steps at the latest."),
-    batch_size: int = typer.Option(32, min=1),
+    out: Path = c.argument(PretrainSeedConfig, "output"),
+    width: float = o("width"),
+    size: int = o("size", metavar=None),  # one number
+    seconds: float = o("seconds"),
+    max_steps: int = o("max_steps"),
+    batch_size: int = o("batch_size"),
     seed: int = typer.Option(0),
     json_out: bool = c.opt("--json"),
-    force: bool = c.opt("--force", "Overwrite OUT."),
+    force: bool = o("force"),
 ) -> None:
     """Pre-train torchvision's MobileNetV2 on synthetic shapes (12 classes) as a seed.
 
@@ -31,7 +34,7 @@ def pretrain_seed(
 
     from rich.progress import TextColumn, TimeRemainingColumn
 
-    from fnacli.pipeline.pretrain import PretrainSeedConfig, check, pretrain_seed
+    from fnacli.pipeline.pretrain import check, pretrain_seed
 
     cfg = PretrainSeedConfig(out, width, size, seconds, max_steps, batch_size, seed, force)
     check(cfg)  # before the progress bar takes stderr

@@ -12,22 +12,31 @@ from typing import Any
 from fnacli.errors import UserError
 from fnacli.pipeline.common import make_config
 from fnacli.report import Report
+from fnacli.settings import setting
 
 KINDS = ("detection", "segmentation")
 
 
 @dataclass
 class SynthDataConfig:
-    output: str | Path  # the dataset's folder
-    task: str = "detection"  # detection | segmentation
-    train: int = 512  # images per split
-    val: int = 64
-    size: int = 320  # detection: the (square) image side; segmentation: the width (height / 2)
-    classes: int = 3  # detection only: 1..8 shapes
-    seed: int = 0
-    variant: str = "shapes"  # detection only: shapes | context (the class in a ring around it)
-    fmt: str = "jpg"  # detection only: jpg | png (segmentation writes PNG)
-    force: bool = False  # write into a non-empty folder, replacing the dataset there
+    output: str | Path = setting(help="Folder to write (detection: COCO layout, annotations/, "
+                                 "train/, val/; segmentation: Cityscapes layout, leftImg8bit/ "
+                                 "and gtFine/).", metavar="OUT_DIR")
+    task: str = setting("detection", "Which kind of dataset.")  # detection | segmentation
+    train: int = setting(512, "Training images.")
+    val: int = setting(64, "Validation images.")
+    size: int = setting(320, "Detection: image side in pixels (square images); segmentation: "
+                        "image width (height = width / 2).")
+    classes: int = setting(3, "Detection: number of classes, 1..8 (circle, square, triangle, "
+                           "diamond, star, cross, hexagon, ring).")
+    seed: int = setting(0, "Random seed: same seed, same dataset.")
+    variant: str = setting("shapes", "shapes: the class is the shape and its colour; context: "
+                           "every object is a dark shape of any kind and only the colour of a "
+                           "ring around it, outside its box, gives the class (a task where the "
+                           "receptive field matters).")
+    fmt: str = setting("jpg", "Detection image file format (segmentation writes PNG, as "
+                       "Cityscapes).", flags=("--format",))
+    force: bool = setting(False, "Write into a non-empty OUT_DIR, replacing the dataset there.")
     on_progress: Callable[[int], None] | None = None  # called with the images just written
 
 

@@ -10,18 +10,19 @@ from typing import Any
 
 from fnacli.pipeline.common import make_config
 from fnacli.report import Report
+from fnacli.settings import setting
 
 
 @dataclass
 class PretrainSeedConfig:
-    output: str | Path  # the .pth to write
-    width: float = 0.5  # torchvision's width_mult
-    size: int = 64  # image side of the synthetic classification task
-    seconds: float = 120.0  # wall-clock training budget
-    max_steps: int = 10_000
-    batch_size: int = 32
+    output: str | Path = setting(help="Output .pth (a torchvision mobilenet_v2 state dict).")
+    width: float = setting(0.5, "Width multiplier (torchvision's width_mult).")
+    size: int = setting(64, "Image side of the synthetic classification task.")
+    seconds: float = setting(120.0, "Training budget in wall-clock seconds.")
+    max_steps: int = setting(10_000, "Stop after this many steps at the latest.", min=1)
+    batch_size: int = setting(32, min=1)
     seed: int = 0
-    force: bool = False
+    force: bool = setting(False, "Overwrite OUT.")
     on_step: Callable[[int, float, float], None] | None = None  # (step, loss, elapsed seconds)
 
 
