@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fnacli import settings
 from fnacli.pipeline.common import make_config
 from fnacli.report import Report
 from fnacli.settings import setting
@@ -52,6 +53,7 @@ def check(cfg: PretrainSeedConfig) -> Path:
     from fnacli.io import check_writable
     from fnacli.seed_pretrain import check_settings
 
+    settings.check(cfg)
     check_settings(cfg.width, cfg.size, cfg.seconds)
     return check_writable(cfg.output, cfg.force)
 
