@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from fnacli.errors import UserError
+from fnacli.report import Report
 
 FORMATS = ("onnx", "torchscript")
 DEFAULT_OPSET = 17
@@ -390,6 +391,7 @@ class ExportResult:
     latency_ms: dict[str, float] | None
     threads: int
     task: str = ""  # the checkpoint's task (set by fnacli.pipeline.export)
+    images_from: str = "synthetic"  # what the parity images are: dataset or synthetic
 
     def to_dict(self) -> dict:
         return {"output": self.path, "format": self.format, "opset": self.opset,
@@ -397,6 +399,34 @@ class ExportResult:
                 "outputs": list(self.outputs),
                 "parity": self.parity.to_dict() if self.parity else None,
                 "latency_ms": self.latency_ms, "threads": self.threads}
+
+    def report(self) -> Report:
+        """What was exported, the parity check against PyTorch, and the latency figures."""
+        what = "detections after NMS" if self.postprocess else "raw outputs"
+        fmt = f", ONNX opset {self.opset}" if self.format == "onnx" else ", TorchScript (traced)"
+        report: Report = [f"{self.path}: {self.task} at {self.size[0]}x{self.size[1]}, {what} "
+                          f"({', '.join(self.outputs)}){fmt}"]
+        p = self.parity
+        if p is not None:
+            line = (f"parity on {p.images} {self.images_from} image(s): raw outputs max |Δ| "
+                    f"{p.raw_max_abs:.2e} (relative {p.raw_max_rel:.2e})")
+            if self.postprocess:
+                line += (f"; detections the same on {p.detections_same}/{p.images} images "
+                         f"({sum(p.detections)} boxes, boxes max |Δ| {p.box_max_abs:.2e} px, "
+                         f"scores {p.score_max_abs:.2e})")
+            report.append(line)
+        if self.latency_ms:
+            report.append(f"latency at {self.threads} thread(s), batch 1: " + ", ".join(
+                f"{k} {v:.2f} ms" for k, v in self.latency_ms.items()))
+        return report
+
+    @property
+    def failure(self) -> str | None:
+        """Why the parity check failed (the exported file is kept), or None."""
+        if self.parity is None or self.parity.ok:
+            return None
+        return (f"parity check failed: {'; '.join(self.parity.problems)} ({self.path} is kept; "
+                "--no-check skips the check)")
 
 
 def load_model(path: str | Path) -> tuple[nn.Module, dict]:

@@ -40,15 +40,17 @@ def number_text(v: float) -> str:
 
 
 def check(cfg: Any) -> None:
-    """Every number of ``cfg`` finite and within its setting's ``min``/``max``."""
+    """Every number of ``cfg`` finite and within its setting's ``min``/``max``. The message
+    names the setting by its flag, as fnacli's errors do: the parser takes 'inf' and 'nan',
+    which no setting means, and a library call gets the ranges the parser enforces."""
     for f in fields(cfg):
         v = getattr(cfg, f.name)
         if isinstance(v, bool) or not isinstance(v, int | float):
             continue
         lo, hi = f.metadata.get("min"), f.metadata.get("max")
         if isinstance(v, float) and not math.isfinite(v):
-            raise UserError(f"{f.name}: expected a finite number, got {v}")
+            raise UserError(f"{flag_of(f)}: expected a finite number, got {v}")
         if (lo is not None and v < lo) or (hi is not None and v > hi):
             bounds = " and ".join(f"{w} {b}" for w, b in (("at least", lo), ("at most", hi))
                                   if b is not None)
-            raise UserError(f"{f.name}: expected {bounds}, got {v}")
+            raise UserError(f"{flag_of(f)}: expected {bounds}, got {v}")

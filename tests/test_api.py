@@ -75,15 +75,15 @@ def test_library_callers_get_the_settings_ranges(tmp_path: Path) -> None:
     import fnacli
 
     out = tmp_path / "o.safetensors"
-    for kwargs, message in (({"noise": -0.5}, "noise: expected at least 0.0, got -0.5"),
-                            ({"noise": float("inf")}, "noise: expected a finite number")):
+    for kwargs, message in (({"noise": -0.5}, "--noise: expected at least 0.0, got -0.5"),
+                            ({"noise": float("inf")}, "--noise: expected a finite number")):
         with pytest.raises(fnacli.UserError, match=re.escape(message)):
             fnacli.remap("missing.pth", "mobilenetv2", output=out, **kwargs)
-    with pytest.raises(fnacli.UserError, match="mutation_prob: expected at least 0.0 and at "
+    with pytest.raises(fnacli.UserError, match="--mutation-prob: expected at least 0.0 and at "
                                                "most 1.0, got 1.5"):
         fnacli.search(fnacli.OneShotSearchConfig("missing.safetensors", tmp_path / "s",
                                                  mutation_prob=1.5))
-    with pytest.raises(fnacli.UserError, match="population: expected at least 1, got 0"):
+    with pytest.raises(fnacli.UserError, match="--population: expected at least 1, got 0"):
         fnacli.search(fnacli.OneShotSearchConfig("missing.safetensors", tmp_path / "s",
                                                  population=0))
     assert not out.exists() and not any(tmp_path.iterdir())
@@ -98,16 +98,19 @@ def test_every_option_of_a_step_is_its_configs_setting() -> None:
 
     import fnacli
     from fnacli.cli.app import app
+    from fnacli.pipeline.data import SynthDataConfig
+    from fnacli.pipeline.pretrain import PretrainSeedConfig
 
     configs = {"expand": [fnacli.ExpandConfig], "remap": [fnacli.RemapConfig],
                "derive": [fnacli.DeriveConfig], "eval": [fnacli.EvaluateConfig],
                "export": [fnacli.ExportConfig], "latency": [fnacli.LatencyConfig],
                "finetune": [fnacli.FinetuneConfig], "madds": [fnacli.ProfileConfig,
                                                               fnacli.TableConfig],
-               "search": [fnacli.DifferentiableSearchConfig, fnacli.OneShotSearchConfig]}
-    cli_only = {"as_json", "ann_alias", "images_alias", "input_alias", "no_check", "no_latency",
-                "lut", "show", "strategy", "eval.detections", "eval.force", "derive.output",
-                "madds.latency_table"}
+               "search": [fnacli.DifferentiableSearchConfig, fnacli.OneShotSearchConfig],
+               "data synth": [SynthDataConfig], "pretrain-seed": [PretrainSeedConfig]}
+    cli_only = {"as_json", "json_out", "ann_alias", "images_alias", "input_alias", "no_check",
+                "no_latency", "lut", "show", "strategy", "eval.detections", "eval.force",
+                "derive.output", "madds.latency_table"}
     group = typer.main.get_command(app)
     checked = 0
     for name, classes in configs.items():
@@ -116,7 +119,10 @@ def test_every_option_of_a_step_is_its_configs_setting() -> None:
             by_name.setdefault(f.name, f)
         by_flag = {f.metadata.get("flags", ("--" + f.name.replace("_", "-"),))[0]: f
                    for f in reversed(by_name.values())}
-        for p in group.commands[name].params:
+        command = group
+        for word in name.split():
+            command = command.commands[word]
+        for p in command.params:
             f = by_name.get(p.name, by_flag.get(p.opts[0])) if p.opts[0].startswith("--") else None
             if {p.name, f"{name}.{p.name}"} & cli_only:
                 continue  # the CLI's own (eval's --detections is a file, the config's a flag)

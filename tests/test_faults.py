@@ -315,6 +315,7 @@ CASES: list[tuple[str, list[str], str]] = [
     ("finetune-lr-1e300", [*FT, "-o", "OUT/f", "--lr", "1e300"], "--lr: 1e+300"),
     ("finetune-lr-inf", [*FT, "-o", "OUT/f", "--lr", "inf"], "--lr: expected a finite number"),
     ("finetune-momentum-inf", [*FT, "-o", "OUT/f", "--momentum", "inf"], "--momentum"),
+    ("search-tau-nan", [*SEARCH, "-o", "OUT/s", "--tau", "nan"], "--tau: expected a finite number"),
     ("finetune-size", [*FT, "-o", "OUT/f", "--size", "abc"], "--size"),
     ("search-lr-1e300", [*SEARCH, "-o", "OUT/s", "--lr", "1e300"], "--lr: 1e+300"),
     ("search-arch-lr", [*SEARCH, "-o", "OUT/s", "--arch-lr", "1e300"], "--arch-lr"),

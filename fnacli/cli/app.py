@@ -28,40 +28,6 @@ class _PipelineOrder(TyperGroup):
         rank = {name: i for i, name in enumerate(COMMAND_ORDER)}
         return sorted(super().list_commands(ctx), key=lambda n: (rank.get(n, len(rank)), n))
 
-    def get_command(self, ctx: object, name: str) -> object:
-        cmd = super().get_command(ctx, name)
-        if cmd is not None:
-            _refuse_non_finite(cmd)
-        return cmd
-
-
-def _refuse_non_finite(cmd: object) -> None:
-    """Every float option of ``cmd`` (and of its subcommands) must be a finite number: the
-    parser takes 'inf' and 'nan', which no fnacli setting means, and which would only fail
-    (or silently do nothing) deep inside the run."""
-    import functools
-    import math
-
-    for sub in getattr(cmd, "commands", {}).values():
-        _refuse_non_finite(sub)
-    callback = getattr(cmd, "callback", None)
-    if callback is None or getattr(callback, "_finite_floats", False):
-        return
-
-    @functools.wraps(callback)
-    def checked(*args: object, **kwargs: object) -> object:
-        from fnacli.errors import UserError
-
-        for p in cmd.params:  # type: ignore[attr-defined]
-            v = kwargs.get(p.name)
-            if isinstance(v, float) and not math.isfinite(v):
-                raise UserError(f"{p.opts[0] if p.opts else p.name}: expected a finite "
-                                f"number, got {v}")
-        return callback(*args, **kwargs)
-
-    checked._finite_floats = True  # type: ignore[attr-defined]
-    cmd.callback = checked  # type: ignore[attr-defined]
-
 
 app = typer.Typer(
     cls=_PipelineOrder,

@@ -1,6 +1,7 @@
 """What every command shares: the stderr console, error reporting, option declarations used
 by several commands (one spelling and one metavar per concept), the config a command's
-options make, tables and progress bars on stderr, result printing.
+options make, a result's report (``show``: its lines and tables) and progress bars on
+stderr, result printing.
 
 Kept free of torch so that ``fnacli --help`` starts fast.
 """
@@ -22,6 +23,7 @@ from rich.console import Console
 from typer.core import TyperCommand
 
 from fnacli.errors import UserError
+from fnacli.report import Report, Table
 from fnacli.settings import DATA, RUN, SCHEDULE, flag_of
 from fnacli.tasks import metavar, per_task, task_names
 
@@ -113,6 +115,21 @@ def print_table(title: str, columns: Sequence[str], rows: Iterable[Sequence[str]
     for row in rows:
         t.add_row(*row)
     err_console.print(t)
+
+
+def show(report: Report) -> None:
+    """A result's report on stderr: its tables drawn by rich (``print_table``), its lines as
+    they are (no rich markup: a ``[...]`` in a line is text)."""
+    for item in report:
+        if isinstance(item, Table):
+            from rich.table import Column
+
+            centred = {"title_justify": "center", "caption_justify": "center"}
+            print_table(item.title, [Column(col, style="dim") if col in item.dim else col
+                                     for col in item.columns], item.rows, right=item.right,
+                        caption=item.caption, **(centred if item.centred else {}))
+        else:
+            err_console.print(item, markup=False)
 
 
 @contextmanager

@@ -6,12 +6,12 @@ from __future__ import annotations
 import json
 from enum import StrEnum
 from pathlib import Path
-from typing import Any
 
 import typer
 
 from fnacli.cli import common as c
 from fnacli.cli.app import app
+from fnacli.pipeline.data import SynthDataConfig
 
 data_app = typer.Typer(help="Datasets: generate the built-in synthetic data (COCO-format "
                             "detection, Cityscapes-layout segmentation).",
@@ -22,30 +22,22 @@ app.add_typer(data_app, name="data")
 SynthTask = StrEnum("SynthTask", {n: n for n in ("detection", "segmentation")})
 Variant = StrEnum("Variant", {n: n for n in ("shapes", "context")})
 ImageFormat = StrEnum("ImageFormat", {n: n for n in ("jpg", "png")})
+o = c.options_of(SynthDataConfig)
 
 
 @data_app.command("synth")
 def synth(
-    out_dir: Path = typer.Argument(..., metavar="OUT_DIR", help="Folder to write (detection: COCO "
-                                   "layout, annotations/, train/, val/; segmentation: Cityscapes "
-                                   "layout, leftImg8bit/ and gtFine/)."),
-    kind: SynthTask = typer.Option(SynthTask.detection, "--task", help="Which kind of dataset."),
-    train: int = typer.Option(512, "--train", help="Training images."),
-    val: int = typer.Option(64, "--val", help="Validation images."),
-    size: int = typer.Option(320, "--size", help="Detection: image side in pixels (square images); "
-                             "segmentation: image width (height = width / 2)."),
-    classes: int = typer.Option(3, "--classes", help="Detection: number of classes, 1..8 (circle, "
-                                "square, triangle, diamond, star, cross, hexagon, ring)."),
-    seed: int = c.opt("--seed", "Random seed: same seed, same dataset."),
-    variant: Variant = typer.Option(
-        Variant.shapes, "--variant",
-        help="shapes: the class is the shape and its colour; context: every object is a dark shape "
-             "of any kind and only the colour of a ring around it, outside its box, gives the "
-             "class (a task where the receptive field matters)."),
-    fmt: ImageFormat = typer.Option(ImageFormat.jpg, "--format", help="Detection image file format "
-                                    "(segmentation writes PNG, as Cityscapes)."),
+    out_dir: Path = c.argument(SynthDataConfig, "output"),
+    kind: SynthTask = o("task", metavar=None),  # not a task name: its choices
+    train: int = o("train"),
+    val: int = o("val"),
+    size: int = o("size", metavar=None),  # one number
+    classes: int = o("classes"),
+    seed: int = o("seed"),
+    variant: Variant = o("variant"),
+    fmt: ImageFormat = o("fmt"),
     as_json: bool = c.opt("--json"),
-    force: bool = c.opt("--force", "Write into a non-empty OUT_DIR, replacing the dataset there."),
+    force: bool = o("force"),
 ) -> None:
     """Write a small synthetic dataset.
 
@@ -56,34 +48,14 @@ def synth(
     same files; --variant context hides a detection class in a coloured
     ring around each object.
     """
-    segmentation = kind is SynthTask.segmentation
-    if segmentation:
-        from fnacli.segmentation.synthetic import SegSynthConfig, check_config, generate
+    from fnacli.pipeline.data import check, synth
 
-        cfg: Any = SegSynthConfig(train=train, val=val, width=size, seed=seed)
-        check_config(cfg)
-    else:
-        from fnacli.detection.synthetic import SynthConfig, check_config, check_output_dir, generate
-
-        cfg = SynthConfig(train=train, val=val, size=size, classes=classes, seed=seed,
-                          fmt=fmt.value, variant=variant.value)
-        check_config(cfg)
-        check_output_dir(out_dir, force)  # before the progress bar takes stderr
+    cfg = SynthDataConfig(out_dir, kind.value, train, val, size, classes, seed, variant.value,
+                          fmt.value, force)
+    check(cfg)  # before the progress bar takes stderr
     with c.progress_bar("data synth", train + val) as update:
-        counts = generate(out_dir, cfg, force=force, progress=lambda n: update(advance=n))
-    summary: dict[str, Any] = {"output": str(out_dir)}
-    if segmentation:
-        c.err_console.print(f"synthetic segmentation data: {train} train images, {val} val "
-                            f"images, {cfg.width}x{cfg.height}, Cityscapes layout -> {out_dir}")
-        summary.update(task="segmentation", train_images=train, val_images=val,
-                       train_labelled_pixels=counts["train"], val_labelled_pixels=counts["val"],
-                       width=cfg.width, height=cfg.height, seed=seed)
-    else:
-        c.err_console.print(f"synthetic data: {train} train images ({counts['train']} objects), "
-                            f"{val} val images ({counts['val']} objects), {classes} classes, "
-                            f"{size}x{size}, variant {variant.value} -> {out_dir}")
-        summary.update(train_images=train, val_images=val, train_objects=counts["train"],
-                       val_objects=counts["val"], classes=classes, size=size, seed=seed,
-                       variant=variant.value)
+        cfg.on_progress = lambda n: update(advance=n)
+        r = synth(cfg)
+    c.show(r.report())
     if as_json:
-        c.print_result(json.dumps(summary))
+        c.print_result(json.dumps(r.to_dict()))

@@ -50,7 +50,6 @@ def eval_(
     if detections is not None and str(detections) != "-":
         check_writable(detections, force)
     from fnacli.pipeline.evaluate import evaluate
-    from fnacli.tasks import get_task
 
     c.setup_logging()
     with c.progress_bar(f"eval {split}") as update:
@@ -59,19 +58,10 @@ def eval_(
             workers, threads, device.value, detections is not None,
             on_progress=lambda n: update(advance=n), on_start=lambda n: update(total=n)))
 
-    extra = f", {len(r.detections)} detections" if r.detections else ""
-    labels = get_task(r.task).metric_labels
-    c.print_table(f"{final.name} on {Path(r.ann).name} ({r.images} images{extra})",
-                  ("metric", "name", "value"),
-                  [(labels.get(name, name), name, f"{v:.4f}") for name, v in r.stats.items()],
-                  right=("value",), title_justify="center")
-    if r.per_class is not None:  # NaN: absent from the split
-        c.print_table(f"{r.per_class_metric} per category", ("category", r.per_class_metric),
-                      [(k, "–" if v != v else f"{v:.4f}") for k, v in r.per_class.items()],
-                      right=(r.per_class_metric,), title_justify="center")
+    c.show(r.report())
     if detections is not None:
         write_output(str(detections), json.dumps(r.detections), force)
         if str(detections) != "-":
-            c.err_console.print(f"detections -> {detections}")
+            c.err_console.print(f"detections -> {detections}", markup=False)
     if as_json:
         c.print_result(json.dumps(r.to_dict()))

@@ -32,12 +32,8 @@ def expand(
 
     with c.err_console.status(f"remapping {seed} into the {space} supernet"):
         r = run(c.config(ExpandConfig, options))
-    info = r.to_dict()
     if as_json:
-        c.print_result(json.dumps(info))
+        c.print_result(json.dumps(r.to_dict()))
         return
     # the result is a file: stdout stays empty without --json, the summary goes to stderr
-    c.err_console.print(f"{output}: supernet of space '{info['space']}' ({masks} masks): "
-                        f"{info['architectures']:.4g} candidate architectures, "
-                        f"{info['params'] / 1e6:.2f}M parameters, "
-                        f"{info['bytes'] / 2**20:.1f} MiB")
+    c.show(r.report())

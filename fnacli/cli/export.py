@@ -41,28 +41,11 @@ def export(
 
     result = run(c.config(ExportConfig, options, ("as_json", "no_check", "no_latency"),
                           check=not no_check, measure=not no_latency, progress=True))
-    wh = result.size
-    what = "detections after NMS" if result.postprocess else "raw outputs"
-    c.err_console.print(f"{output}: {result.task} at {wh[0]}x{wh[1]}, {what} "
-                      f"({', '.join(result.outputs)})"
-                      + (f", ONNX opset {opset}" if fmt == "onnx" else ", TorchScript (traced)"))
-    p = result.parity
-    if p is not None:
-        line = (f"parity on {p.images} {'dataset' if data else 'synthetic'} image(s): raw "
-                f"outputs max |Δ| {p.raw_max_abs:.2e} (relative {p.raw_max_rel:.2e})")
-        if result.postprocess:
-            line += (f"; detections the same on {p.detections_same}/{p.images} images "
-                     f"({sum(p.detections)} boxes, boxes max |Δ| {p.box_max_abs:.2e} px, "
-                     f"scores {p.score_max_abs:.2e})")
-        c.err_console.print(line)
-    if result.latency_ms:
-        c.err_console.print(f"latency at {threads} thread(s), batch 1: " + ", ".join(
-            f"{k} {v:.2f} ms" for k, v in result.latency_ms.items()))
+    c.show(result.report())
     if as_json:
         c.print_result(json.dumps(result.to_dict()))
-    if p is not None and not p.ok:
-        c.err_console.print(f"fnacli: error: parity check failed: {'; '.join(p.problems)} "
-                          f"({output} is kept; --no-check skips the check)")
+    if result.failure:
+        c.err_console.print(f"fnacli: error: {result.failure}", markup=False)
         raise typer.Exit(1)
     if not as_json:
         c.print_result(str(output))

@@ -4,7 +4,6 @@ check it against end-to-end measurements (``--check N``). Method: docs/latency.m
 from __future__ import annotations
 
 import json
-from typing import Any
 
 from fnacli.cli import common as c
 from fnacli.cli.app import app
@@ -42,32 +41,5 @@ def latency(
 
     r = measure_latency(c.config(LatencyConfig, options, ("as_json", "table_in"),
                                  table=table_in, progress=True))
-    if r.check is not None:
-        _print_check(r)
-    if as_json:
-        c.print_result(json.dumps(r.to_dict()))
-    elif not r.built:
-        s = r.check_summary
-        c.print_result(f"{r.path}: mean abs error {s['mean_abs_error_pct']:.1f}%, "
-                     f"Spearman {s['spearman']:.3f} over {check} architectures")
-    else:
-        c.print_result(r.path)
-
-
-def _print_check(r: Any) -> None:
-    result, s, n = r.check, r.check_summary, len(r.check.measured_ms)
-    columns = ("#", "measured ms", "table sum ms", "predicted ms", "error")
-    c.print_table(f"--check {n}: table vs measured end to end ({r.table.describe()}, "
-                  f"{r.check_seconds:.1f}s)", columns,
-                  [(str(i), f"{m:.3f}", f"{raw:.3f}", f"{p:.3f}", f"{100 * (p - m) / m:+.1f}%")
-                   for i, (m, raw, p) in enumerate(zip(result.measured_ms, result.table_ms,
-                                                       result.predicted_ms, strict=True))],
-                  right=columns)
-    c.err_console.print(f"mean abs error {s['mean_abs_error_pct']:.2f}% (table sum alone "
-                        f"{s['mean_abs_error_pct_no_overhead']:.2f}%, overhead "
-                        f"{s['overhead_ms']:.3f} ms measured at build time); Spearman "
-                        f"{s['spearman']:.3f}")
-    if "load_drift" in s:
-        c.err_console.print(f"the build's reference networks run {s['load_drift']:.3f}x as long "
-                            "as at build time (other load on this machine); scaled by that, "
-                            f"the error is {s['mean_abs_error_pct_drift_corrected']:.2f}%")
+    c.show(r.report())
+    c.print_result(json.dumps(r.to_dict()) if as_json else r.text)

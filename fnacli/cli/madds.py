@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import sys
 from enum import StrEnum
-from typing import Any
 
 import typer
 
@@ -17,23 +16,6 @@ from fnacli.tasks import task_names
 
 CountTask = StrEnum("CountTask", {n: n for n in ("none", "classifier", *task_names())})
 o, table = c.options_of(ProfileConfig), c.options_of(TableConfig)
-
-
-def _fmt(n: float, unit: str = "") -> str:
-    for scale, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "K")):
-        if abs(n) >= scale:
-            return f"{n / scale:.2f}{suffix}{unit}"
-    return f"{n:.0f}{unit}"
-
-
-def _table(profiles: list[Any], title: str) -> None:
-    lat = ["latency"] if any("latency_ms" in p.extra for p in profiles) else []
-    columns = ("name", "params", "MAdds", "backbone", "neck", "head", *lat)
-    c.print_table(title, columns, [
-        (p.name, _fmt(p.params), _fmt(p.madds),
-         *(_fmt(p.madds_parts.get(part, 0)) for part in ("backbone", "neck", "head")),
-         *([f"{ms:.2f} ms" if (ms := p.extra.get("latency_ms")) is not None
-            else "not in table"] * len(lat))) for p in profiles], right=columns[1:])
 
 
 @app.command("madds")
@@ -77,10 +59,7 @@ def madds(
             write_output("-", r.text, force)
         elif not output:
             c.print_result(r.where)
-        w, h = r.table.size
-        c.err_console.print(f"lookup table: {space} / {task_name or 'none'} @ {w}x{h}: "
-                            f"{len(r.table.layers)} layer entries, {len(r.table.fixed)} "
-                            f"fixed-part entries -> {r.where} ({r.seconds:.1f}s)")
+        c.show(r.report())
         sys.stderr.flush()
         return
     if output:
@@ -98,12 +77,7 @@ def madds(
     if table is not None:
         P.add_latency(results, named, table, latency_table)
     for r in results:
-        extra = f", {r.num_classes} classes" if r.task != "none" else ""
-        lat = (f"; latency by {latency_table} ({table.describe()})"
-               if table is not None and any("latency_ms" in p.extra for p in r.profiles)
-               else "")
-        _table(r.profiles, f"{r.task} @ {r.size[0]}x{r.size[1]}{extra} ({r.method}, "
-                           f"{r.seconds:.1f}s){lat}")
+        c.show(r.report())
     if as_json:
         c.print_result("\n".join(json.dumps(p.to_dict()) for p in P.in_given_order(results,
                                                                                     named)))

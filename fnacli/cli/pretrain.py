@@ -8,19 +8,22 @@ import typer
 
 from fnacli.cli import common as c
 from fnacli.cli.app import app
+from fnacli.pipeline.pretrain import PretrainSeedConfig
+
+o = c.options_of(PretrainSeedConfig)
 
 
 @app.command("pretrain-seed")
 def pretrain_seed(
-    out: Path = typer.Argument(..., help="Output .pth (a torchvision mobilenet_v2 state dict)."),
-    width: float = typer.Option(0.5, help="Width multiplier (torchvision's width_mult)."),
-    size: int = typer.Option(64, help="Image side of the synthetic classification task."),
-    seconds: float = typer.Option(120.0, help="Training budget in wall-clock seconds."),
-    max_steps: int = typer.Option(10_000, min=1, help="Stop after this many steps at the latest."),
-    batch_size: int = typer.Option(32, min=1),
+    out: Path = c.argument(PretrainSeedConfig, "output"),
+    width: float = o("width"),
+    size: int = o("size", metavar=None),  # one number
+    seconds: float = o("seconds"),
+    max_steps: int = o("max_steps"),
+    batch_size: int = o("batch_size"),
     seed: int = typer.Option(0),
     json_out: bool = c.opt("--json"),
-    force: bool = c.opt("--force", "Overwrite OUT."),
+    force: bool = o("force"),
 ) -> None:
     """Pre-train torchvision's MobileNetV2 on synthetic shapes (12 classes) as a seed.
 
@@ -31,23 +34,16 @@ def pretrain_seed(
 
     from rich.progress import TextColumn, TimeRemainingColumn
 
-    from fnacli.io import check_writable
-    from fnacli.seed_pretrain import check_settings, pretrain
-    from fnacli.train import write_torch_atomic
+    from fnacli.pipeline.pretrain import check, pretrain_seed
 
-    check_settings(width, size, seconds)
-    dest = check_writable(out, force)
+    cfg = PretrainSeedConfig(out, width, size, seconds, max_steps, batch_size, seed, force)
+    check(cfg)  # before the progress bar takes stderr
     with c.progress_bar("pretrain-seed", seconds, TextColumn("{task.description}"),
                         TimeRemainingColumn(), transient=False) as update:
-        model, res = pretrain(width, size, seconds, max_steps, batch_size, seed=seed,
-                              on_step=lambda step, loss, elapsed: update(
-                                  completed=elapsed, description=f"step {step} loss {loss:.3f}"))
+        cfg.on_step = lambda step, loss, elapsed: update(
+            completed=elapsed, description=f"step {step} loss {loss:.3f}")
+        r = pretrain_seed(cfg)
         update(completed=seconds)
-    write_torch_atomic(dest, model.state_dict())
-    c.err_console.print(f"seed: {res.steps} steps in {res.seconds:.0f}s, held-out accuracy "
-                        f"{res.val_accuracy:.1%} (12 classes, chance 8.3%) -> {dest}")
+    c.show(r.report())
     if json_out:
-        c.print_result(json.dumps({"output": str(dest), "width": width, "steps": res.steps,
-                                   "seconds": round(res.seconds, 1),
-                                   "train_loss": res.train_loss if res.steps else None,
-                                   "val_accuracy": res.val_accuracy}))
+        c.print_result(json.dumps(r.to_dict()))

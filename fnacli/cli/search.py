@@ -101,13 +101,12 @@ def search(
     stop_after_candidates: int | None = one("stop_after_candidates"),
 ) -> None:
     options = dict(locals())
-    diff, oneshot = D, ONE
-    cls, other = (diff, oneshot) if strategy is Strategy.differentiable else (oneshot, diff)
+    cls, other = (D, ONE) if strategy is Strategy.differentiable else (ONE, D)
     foreign = {f.name for f in fields(other)} - {f.name for f in fields(cls)}
     for flag in c.given_flags(ctx, tuple(foreign - {"strategy"})):
         c.fail(f"{flag} does not apply to --strategy {strategy.value}")
     c.setup_logging()
-    run = S.search_differentiable if cls is diff else S.search_oneshot
+    run = S.search_differentiable if cls is D else S.search_oneshot
     result = run(c.config(cls, options, ("ctx", "as_json", *foreign)))
     if not result.is_main:
         return
@@ -115,8 +114,4 @@ def search(
         c.print_result(json.dumps(result.to_dict()))
         return
     # the result is a file: stdout stays empty without --json, the summary goes to stderr
-    c.err_console.print(result.message)
-    files = getattr(result, "files", None)
-    if files:
-        c.err_console.print("files: " + ", ".join(f"{S.FILE_ROLES[k]} {p}"
-                                                  for k, p in files.items()))
+    c.show(result.report())

@@ -10,6 +10,7 @@ from typing import Any
 
 from fnacli.errors import UserError
 from fnacli.pipeline.common import Message, Reporter, Size, as_size, make_config
+from fnacli.report import Report, Table
 from fnacli.settings import setting
 from fnacli.tasks import metavar
 
@@ -96,6 +97,79 @@ class DeriveResult:
             d["top"] = [{**{k: v for k, v in t.items() if k != "spec"},
                          "spec": t["spec"].to_dict()} for t in self.top]
         return d
+
+    def report(self, show: bool = True) -> Report:
+        """The collapse warning; when profiled and ``show``, the architecture (ops per layer,
+        widths, beside the seed's) and its MAdds/params against the seed; the top-K list."""
+        report: Report = [f"warning: {self.warning}"] if self.warning else []
+        if show and self.profile is not None:
+            report += self._architecture()
+        if self.top:
+            report.append(self._top_table())
+        return report
+
+    def _architecture(self) -> Report:
+        arch, seed = self.arch, self.seed
+        rows = []
+        for s, st in enumerate(arch.stages):
+            row = [str(s), str(st.stride), str(st.out), str(st.depth), _ops_text(st)]
+            if seed is not None and s < len(seed.stages):
+                sd = seed.stages[s]
+                row.append(f"{sd.out} x{sd.depth} "
+                           f"{_ops_text(sd) if sd.ops != st.ops else '(same)'}")
+            rows.append(tuple(row))
+        seed_col = ("seed",) if seed is not None else ()
+        report: Report = [Table(
+            f"derived architecture (path probability {self.probability:.3g})",
+            ("stage", "stride", "width", "depth", "ops (per layer)", *seed_col), rows,
+            right=("stage", "stride"), dim=seed_col)]
+
+        def line(name: str, p: Any, ms: float | None = None) -> str:
+            lat = ""
+            if self.latency_table is not None:
+                lat = (f", {ms:.2f} ms predicted" if ms is not None
+                       else ", latency: not in the table")
+            return (f"{name}: {p.madds / 1e6:,.1f}M MAdds{lat}, {p.params / 1e6:.2f}M params "
+                    f"(backbone {p.params_parts['backbone'] / 1e6:.2f}M)")
+
+        report.append(line(f"derived ({self.where})", self.profile, self.latency_ms))
+        if self.seed_profile is not None:
+            ratio = self.profile.madds / max(self.seed_profile.madds, 1)
+            report.append(line("seed", self.seed_profile, self.seed_latency_ms)
+                          + f"; derived/seed MAdds {ratio:.3f}")
+        return report
+
+    def _top_table(self) -> Table:
+        """Rank, probability/fitness, MAdds, and the ops and width of every stage in which the
+        K architectures differ (the stages they share are named once in the caption)."""
+        from fnacli.search.arch import differing_stages, stage_text
+
+        tops = self.top
+        key = "probability" if "probability" in tops[0] else "fitness"
+        specs = [t["spec"] for t in tops]
+        differ = differing_stages(specs)
+        lat = ("latency",) if self.latency_table is not None else ()
+        rows = [(str(t["rank"]), f"{t[key]:.4g}", f"{t['madds'] / 1e6:,.1f}M",
+                 *([f"{ms:.2f} ms" if (ms := t.get("latency_ms")) is not None else "-"]
+                   * len(lat)),
+                 *(stage_text(t["spec"].stages[s]) if s < len(t["spec"].stages) else "-"
+                   for s in differ)) for t in tops]
+        same = [s for s in range(len(specs[0].stages)) if s not in differ]
+        caption = []
+        if same:
+            caption.append(f"the same in all: stage{'s' if len(same) > 1 else ''} "
+                           + ", ".join(f"{s} ({stage_text(specs[0].stages[s])})"
+                                       for s in same))
+        if key == "probability":
+            caption.append(f"total probability of the listed: {sum(t[key] for t in tops):.4g}")
+        return Table(f"top {len(tops)} ({self.where})",
+                     ("rank", key, "MAdds", *lat, *(f"stage {s} (width: ops)" for s in differ)),
+                     rows, right=("rank", key, "MAdds", *lat),
+                     caption="; ".join(caption) or None)
+
+
+def _ops_text(stage: Any) -> str:
+    return " ".join(f"K{o.kernel}_E{o.expand}" for o in stage.ops)
 
 
 def derive(*args: Any, **kwargs: Any) -> DeriveResult:

@@ -12,6 +12,7 @@ from typing import Any
 
 from fnacli.errors import UserError
 from fnacli.pipeline.common import check_device, make_config
+from fnacli.report import Report, Table
 from fnacli.settings import DATA, setting
 
 
@@ -53,6 +54,26 @@ class EvaluateResult:
             d[f"per_class_{self.per_class_metric}"] = {
                 k: (None if v != v else v) for k, v in self.per_class.items()}  # NaN -> null
         return d
+
+    def report(self) -> Report:
+        """The metric's numbers (with the task's labels) and, when asked for, the per-class
+        table (NaN: the class is absent from the split)."""
+        from fnacli.tasks import get_task
+
+        extra = f", {len(self.detections)} detections" if self.detections else ""
+        labels = get_task(self.task).metric_labels
+        report: Report = [Table(
+            f"{Path(self.model).name} on {Path(self.ann).name} ({self.images} images{extra})",
+            ("metric", "name", "value"),
+            [(labels.get(name, name), name, f"{v:.4f}") for name, v in self.stats.items()],
+            right=("value",), centred=True)]
+        if self.per_class is not None:
+            metric = self.per_class_metric
+            report.append(Table(f"{metric} per category", ("category", metric),
+                                [(k, "–" if v != v else f"{v:.4f}")
+                                 for k, v in self.per_class.items()],
+                                right=(metric,), centred=True))
+        return report
 
 
 def evaluate(*args: Any, **kwargs: Any) -> EvaluateResult:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fnacli.pipeline.common import make_config, refuse_stdout
+from fnacli.report import Report
 from fnacli.settings import setting
 
 if TYPE_CHECKING:
@@ -43,6 +44,12 @@ class ExpandResult:
 
     def to_dict(self) -> dict:
         return self.summary | {"masks": self.masks, "output": self.output}
+
+    def report(self) -> Report:
+        s = self.summary
+        return [f"{self.output}: supernet of space '{s['space']}' ({self.masks} masks): "
+                f"{s['architectures']:.4g} candidate architectures, "
+                f"{s['params'] / 1e6:.2f}M parameters, {s['bytes'] / 2**20:.1f} MiB"]
 
 
 def expand(*args: Any, **kwargs: Any) -> ExpandResult:

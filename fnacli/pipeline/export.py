@@ -83,4 +83,5 @@ def export(*args: Any, **kwargs: Any) -> ExportResult:
                               images=images, threads=cfg.threads, measure=cfg.measure,
                               score_thresh=cfg.score_thresh)
     result.task = info["task"]
+    result.images_from = "synthetic" if cfg.data is None else "dataset"
     return result

@@ -67,6 +67,11 @@ class FinetuneResult:
             d["bn_recalibrated_batches"] = self.bn_recalibrated_batches
         return d
 
+    def report(self) -> list:
+        """Nothing beyond the step's own messages (the ``fnacli`` logger), which already end
+        with the summary line; the command prints no table."""
+        return []
+
 
 def finetune(*args: Any, **kwargs: Any) -> FinetuneResult:
     """Fine-tune (see the module docstring); ``finetune(FinetuneConfig(...))`` or the

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from fnacli.errors import UserError
 from fnacli.pipeline.common import Message, Reporter, Size, as_size, make_config
+from fnacli.report import Report, Table
 from fnacli.settings import setting
 from fnacli.tasks import metavar, per_task, size_text
 
@@ -85,6 +86,39 @@ class LatencyResult:
         if self.check is not None:
             d["check"] = self.check_summary
         return d
+
+    @property
+    def text(self) -> str:
+        """The result in one line: the table's path, or (a check of an existing table) the
+        path and how well the table predicted."""
+        if self.built or self.check is None:
+            return self.path
+        s = self.check_summary
+        return (f"{self.path}: mean abs error {s['mean_abs_error_pct']:.1f}%, Spearman "
+                f"{s['spearman']:.3f} over {len(self.check.measured_ms)} architectures")
+
+    def report(self) -> Report:
+        """The check (when one ran): table sum and prediction vs measured per architecture,
+        the mean error and rank correlation, and the load drift since the build."""
+        if self.check is None:
+            return []
+        res, s = self.check, self.check_summary
+        columns = ("#", "measured ms", "table sum ms", "predicted ms", "error")
+        rows = [(str(i), f"{m:.3f}", f"{raw:.3f}", f"{p:.3f}", f"{100 * (p - m) / m:+.1f}%")
+                for i, (m, raw, p) in enumerate(zip(res.measured_ms, res.table_ms,
+                                                    res.predicted_ms, strict=True))]
+        report: Report = [
+            Table(f"--check {len(res.measured_ms)}: table vs measured end to end "
+                  f"({self.table.describe()}, {self.check_seconds:.1f}s)", columns, rows,
+                  right=columns),
+            f"mean abs error {s['mean_abs_error_pct']:.2f}% (table sum alone "
+            f"{s['mean_abs_error_pct_no_overhead']:.2f}%, overhead {s['overhead_ms']:.3f} ms "
+            f"measured at build time); Spearman {s['spearman']:.3f}"]
+        if "load_drift" in s:
+            report.append(f"the build's reference networks run {s['load_drift']:.3f}x as long "
+                          "as at build time (other load on this machine); scaled by that, the "
+                          f"error is {s['mean_abs_error_pct_drift_corrected']:.2f}%")
+        return report
 
 
 def _check_options(cfg: LatencyConfig) -> None:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from fnacli.errors import UserError
 from fnacli.pipeline.common import Size, as_size, make_config
+from fnacli.report import Report, Table
 from fnacli.settings import setting
 from fnacli.tasks import per_task, size_text
 
@@ -72,9 +73,34 @@ class ProfileResult:
     method: str  # "lookup table" or "fvcore trace"
     seconds: float
     profiles: list[Profile]
+    latency_source: str | None = None  # where the latency table came from (``add_latency``)
+    latency_table: Any = None  # the LatencyTable whose predictions the profiles hold
 
     def to_dicts(self) -> list[dict]:
         return [p.to_dict() for p in self.profiles]
+
+    def report(self) -> Report:
+        """One table: params and MAdds (backbone / neck / head) per spec, and the predicted
+        latency when a latency table covered this setting."""
+        extra = f", {self.num_classes} classes" if self.task != "none" else ""
+        latency = ("latency",) if any("latency_ms" in p.extra for p in self.profiles) else ()
+        lat = (f"; latency by {self.latency_source} ({self.latency_table.describe()})"
+               if self.latency_table is not None and latency else "")
+        columns = ("name", "params", "MAdds", "backbone", "neck", "head", *latency)
+        rows = [(p.name, _fmt(p.params), _fmt(p.madds),
+                 *(_fmt(p.madds_parts.get(part, 0)) for part in ("backbone", "neck", "head")),
+                 *([f"{ms:.2f} ms" if (ms := p.extra.get("latency_ms")) is not None
+                    else "not in table"] * len(latency))) for p in self.profiles]
+        return [Table(f"{self.task} @ {self.size[0]}x{self.size[1]}{extra} ({self.method}, "
+                      f"{self.seconds:.1f}s){lat}", columns, rows, right=columns[1:])]
+
+
+def _fmt(n: float) -> str:
+    """1234567 -> 1.23M (G, M, K); below 1000 as it is."""
+    for scale, suffix in ((1e9, "G"), (1e6, "M"), (1e3, "K")):
+        if abs(n) >= scale:
+            return f"{n / scale:.2f}{suffix}"
+    return f"{n:.0f}"
 
 
 def profile(*args: Any, **kwargs: Any) -> ProfileResult:
@@ -123,6 +149,14 @@ class TableResult:
     where: str  # the file written, the cache file, or "stdout"
     seconds: float
     text: str | None = None  # the table's JSON when output is '-'
+    space: str = "the space"  # the space as given (name or file)
+    task: str = "none"
+
+    def report(self) -> Report:
+        w, h = self.table.size
+        return [f"lookup table: {self.space} / {self.task} @ {w}x{h}: "
+                f"{len(self.table.layers)} layer entries, {len(self.table.fixed)} fixed-part "
+                f"entries -> {self.where} ({self.seconds:.1f}s)"]
 
 
 def build_table(*args: Any, **kwargs: Any) -> TableResult:
@@ -153,7 +187,8 @@ def build_table(*args: Any, **kwargs: Any) -> TableResult:
     else:
         table = load_or_build_lut(space, task, size, cfg.num_classes, progress=cfg.progress)
         where = str(cache_path(space, task, size, table.num_classes))
-    return TableResult(table, where, time.perf_counter() - start, text)
+    name = str(cfg.space) if isinstance(cfg.space, str | Path) else "the space"
+    return TableResult(table, where, time.perf_counter() - start, text, name, task)
 
 
 # -- reading specs -----------------------------------------------------------------------------
@@ -276,6 +311,7 @@ def add_latency(results: list[ProfileResult], named: list[tuple[str, ArchSpec, A
         r = results[0]
         check_usage(table, r.task, r.size, r.num_classes, source)
     for r in matching:
+        r.latency_source, r.latency_table = source, table
         for p in r.profiles:
             p.extra["latency_ms"] = predict_ms(table, specs[p.name])
 

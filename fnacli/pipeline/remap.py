@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 from fnacli.errors import UserError
 from fnacli.pipeline.common import make_config, refuse_stdout
+from fnacli.report import Report, Table
 from fnacli.settings import setting
 
 if TYPE_CHECKING:
@@ -54,6 +55,39 @@ class RemapResult:
         return {"seed": self.seed, "output": self.output, "seed_spec": self.seed_spec.to_dict(),
                 "spec": self.spec.to_dict(), "strategies": self.strategies,
                 "params": self.params, "stages": self.stages}
+
+    def report(self) -> Report:
+        """The seed's and the new stages side by side, and where the checkpoint went."""
+        seed, new = self.seed_spec, self.spec
+
+        def out(r: dict, side: str) -> str:  # with the stride where the remap changed it
+            moved = r["seed"]["stride"] != r["new"]["stride"]
+            return f"{r[side]['out']}" + (f" s{r[side]['stride']}" if moved else "")
+
+        rows = [("stem", str(seed.stem_out), "conv3x3", str(new.stem_out), "conv3x3", "stem")]
+        rows += [(str(r["stage"]), out(r, "seed"), _ops_text(r["seed"]["ops"]), out(r, "new"),
+                  _ops_text(r["new"]["ops"]), " ".join(f"L{j}" for j in r["sources"]))
+                 for r in self.stages]
+        if new.head_out:
+            rows.append(("head", str(seed.head_out or "-"), "conv1x1", str(new.head_out),
+                         "conv1x1", "head" if seed.head_out else "new (seed has none)"))
+        report: Report = [Table("remap: seed → new", ("stage", "seed out", "seed ops",
+                                                       "new out", "new ops", "copied from"),
+                                rows, right=("stage", "seed out", "new out"))]
+        if self.output is not None:
+            report.append(f"wrote {self.output} ({self.params:,} parameters)")
+        return report
+
+
+def _ops_text(ops: list[str]) -> str:
+    """Runs of equal ops compressed: k3_e6 k3_e6 k5_e3 -> k3_e6×2 k5_e3."""
+    runs: list[list] = []
+    for op in ops:
+        if runs and runs[-1][0] == op:
+            runs[-1][1] += 1
+        else:
+            runs.append([op, 1])
+    return " ".join(op if n == 1 else f"{op}×{n}" for op, n in runs)
 
 
 def remap(*args: Any, **kwargs: Any) -> RemapResult:

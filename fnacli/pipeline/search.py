@@ -35,6 +35,7 @@ from fnacli.pipeline.common import (
     run_files,
     task_of,
 )
+from fnacli.report import Report
 from fnacli.settings import DATA, SCHEDULE, number_text, setting
 from fnacli.tasks import per_task, size_text
 
@@ -239,6 +240,14 @@ class SearchResult:
         if self.files:
             d["files"] = dict(self.files)
         return d
+
+    def report(self) -> Report:
+        """The one-line summary and (one-shot) the files the search left, by role."""
+        report: Report = [self.message]
+        if self.files:
+            report.append("files: " + ", ".join(f"{FILE_ROLES[k]} {p}"
+                                                for k, p in self.files.items()))
+        return report
 
 
 def search(*args: Any, strategy: str | None = None, **kwargs: Any) -> SearchResult:
