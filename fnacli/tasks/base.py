@@ -43,7 +43,8 @@ What a task does (methods; detection tasks inherit most from
 A segmentation task (e.g. DeepLabv3: output stride 16 via dilation, ASPP on the last map,
 mIoU from a confusion matrix, Cityscapes-layout data, no anchors or boxes) sets
 ``kind = "segmentation"``, ``metric = "mIoU"``, builds its own model and data reader and
-implements the cost hooks for the ASPP head; nothing outside its module changes.
+implements the cost and latency hooks for the ASPP head; nothing outside its module
+changes.
 """
 
 from __future__ import annotations
