@@ -31,12 +31,14 @@ class LatencyConfig:
     space: str | SpaceSpec | None = setting(None, "Search space to measure (built-in name, JSON "
                                             "file or '-').")
     task: str = setting("ssdlite", "What the table covers: the backbone (with its head conv), the "
-                        "ImageNet classifier, or a detector's backbone + neck + head (no resize / "
-                        "post-processing).", metavar="|".join(("none", "classifier", metavar())))
+                        "ImageNet classifier, a detector's backbone + neck + head (no resize / "
+                        "post-processing), or a segmenter whole (logits at the input size).",
+                        metavar="|".join(("none", "classifier", metavar())))
     size: Size | None = setting(None, "Input size [224; "
                                 f"{per_task(lambda t: size_text(t.profile_size))}].")
-    num_classes: int | None = setting(None, "Object classes without background [80; classifier "
-                                      "1000].", min=1)
+    num_classes: int | None = setting(None, "Classes: objects without background, or a "
+                                      "segmenter's [classifier 1000; "
+                                      f"{per_task('default_classes')}].", min=1)
     device: str = setting("cpu", "Where to measure (cuda: the first GPU).", metavar="cpu|cuda")
     threads: int = setting(1, "CPU threads for torch ops (fixed for every timing).", min=1,
                            metavar="K")
