@@ -24,8 +24,8 @@ from typer.core import TyperCommand
 
 from fnacli.errors import UserError
 from fnacli.report import Report, Table
-from fnacli.settings import DATA, RUN, SCHEDULE, flag_of
-from fnacli.tasks import metavar, per_task, task_names
+from fnacli.settings import DATA, RUN, flag_of
+from fnacli.tasks import metavar, task_names
 
 # soft_wrap: a summary is one line however wide, so `grep` finds it in a log file (rich would
 # otherwise cut it at 80 columns, mid-phrase, whenever stderr is not a terminal)
@@ -146,52 +146,34 @@ def progress_bar(label: str, total: float | None = None, *columns: Any,
         yield lambda **kw: bar.update(task, **kw)
 
 
-# -- options several commands take: one flag, default, metavar and meaning everywhere ----------
+# -- flags several commands take: one metavar, help panel and (unless a command says otherwise)
+# meaning everywhere; a step's settings add their own default, help and range (``option``)
 SHARED: dict[str, dict[str, Any]] = {
-    "--task": {"default": None, "metavar": metavar()},
-    "--data": {"default": None, "metavar": "DIR", "help": "COCO-layout dataset folder.",
-               "rich_help_panel": DATA},
-    **{f"--{split}-ann": {"default": None, "metavar": "JSON", "rich_help_panel": DATA}
-       for split in ("train", "val")},
-    **{f"--{split}-images": {"default": None, "metavar": "DIR", "rich_help_panel": DATA}
-       for split in ("train", "val")},
+    "--task": {"metavar": metavar()},
+    "--data": {"metavar": "DIR", "help": "COCO-layout dataset folder.", "rich_help_panel": DATA},
+    **{f"--{split}-{what}": {"metavar": mv, "rich_help_panel": DATA}
+       for split in ("train", "val") for what, mv in (("ann", "JSON"), ("images", "DIR"))},
     "--output": {"default": ..., "decls": ("--output", "-o")},
-    "--size": {"default": None, "metavar": "N|WxH"},
-    "--space": {"default": None, "metavar": "SPACE"},
-    "--num-classes": {"default": None, "metavar": "N"},
-    "--latency-table": {"default": None, "metavar": "TABLE"},
-    "--workers": {"default": 2, "help": "Data-loading processes.",
+    "--size": {"metavar": "N|WxH"},
+    "--space": {"metavar": "SPACE"},
+    "--num-classes": {"metavar": "N"},
+    "--latency-table": {"metavar": "TABLE"},
+    "--workers": {"help": "Data-loading processes.", "rich_help_panel": RUN},
+    "--threads": {"help": "CPU threads for torch ops (0: torch's default).",
                   "rich_help_panel": RUN},
-    "--threads": {"default": 0, "help": "CPU threads for torch ops (0: torch's "
-                  "default).", "rich_help_panel": RUN},
-    "--device": {"default": Device.auto, "help": "auto: CUDA when available.",
-                 "rich_help_panel": RUN},
-    "--seed": {"default": 0},
-    "--noise": {"default": None, "metavar": "R",
-                "help": "Noise std of added channels' conv weights, relative to the RMS of each "
-                        "seed tensor [0.01]; --widen noise only."},
+    "--device": {"help": "auto: CUDA when available.", "rich_help_panel": RUN},
+    "--noise": {"metavar": "R", "help": "Noise std of added channels' conv weights, relative to "
+                "the RMS of each seed tensor [0.01]; --widen noise only."},
     "--force": {"default": False},
-    "--resume": {"default": False},
     "--json": {"default": False, "help": "Print a JSON summary on stdout."},
-    "--optimizer": {"default": None, "help": f"[{per_task('recipe.optimizer')}]",
-                    "rich_help_panel": SCHEDULE},
-    "--momentum": {"default": 0.9, "rich_help_panel": SCHEDULE},
-    "--stop-after": {"default": None, "metavar": "STEPS", "rich_help_panel": RUN},
-    "--checkpoint-every": {"default": 0, "metavar": "STEPS", "rich_help_panel": RUN,
-                           "help": "Training state every STEPS steps (always at the end of "
-                                   "every epoch)."},
-    "--log-every": {"default": 10, "metavar": "STEPS", "rich_help_panel": RUN,
-                    "help": "A metrics line every STEPS steps (and, when stderr is not a "
-                            "terminal, a plain log line)."},
-    "--tensorboard": {"default": None, "metavar": "DIR", "envvar": "FNACLI_TENSORBOARD",
-                      "show_envvar": True, "rich_help_panel": RUN},
 }
 
 
 def opt(flag: str, help: str | None = None, **override: Any) -> Any:
-    """The shared option ``flag`` (SHARED) with this command's help text and overrides."""
+    """A command's own option ``flag`` (not a step's setting) as SHARED presents it, with this
+    command's help text and overrides."""
     kw = {**SHARED[flag], **({"help": help} if help is not None else {}), **override}
-    return typer.Option(kw.pop("default"), *kw.pop("decls", (flag,)), **kw)
+    return typer.Option(kw.pop("default", None), *kw.pop("decls", (flag,)), **kw)
 
 
 def option(cls: type, name: str, **override: Any) -> Any:

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from fnacli.errors import UserError
-from fnacli.settings import SCHEDULE, check, number_text, setting
+from fnacli.settings import RUN, SCHEDULE, check, number_text, setting
 from fnacli.tasks import per_task, size_text, tasks
 
 if TYPE_CHECKING:
@@ -27,6 +27,8 @@ Message = Callable[[str], None]
 # every task's augmentation policy names (a task refuses the others)
 AUGMENTS = tuple(dict.fromkeys(a for t in tasks() for a in t.augments))
 WEIGHT_DECAY = per_task(lambda t: number_text(t.recipe.weight_decay))
+TENSORBOARD = {"metavar": "DIR", "envvar": "FNACLI_TENSORBOARD", "show_envvar": True,
+               "group": RUN}
 
 
 @dataclass(kw_only=True)
@@ -52,8 +54,8 @@ class TrainOptions:
     lr: float | None = setting(None, "Base lr [{} images, scaled to --batch-size].".format(
         per_task(lambda t: f"{t.recipe.lr:g} per {t.recipe.base_batch}")), min=0.0,
         group=SCHEDULE)
-    optimizer: str | None = None
-    momentum: float = setting(0.9, min=0.0)
+    optimizer: str | None = setting(None, f"[{per_task('recipe.optimizer')}]", group=SCHEDULE)
+    momentum: float = setting(0.9, min=0.0, group=SCHEDULE)
     weight_decay: float | None = setting(None, f"[{WEIGHT_DECAY}] (not on BN/bias).", min=0.0,
                                          group=SCHEDULE)
     warmup_iters: int | None = setting(None, "Linear warm-up from lr/3 [min(500, 10% of the "
@@ -68,15 +70,17 @@ class TrainOptions:
     workers: int = setting(2, min=0)
     seed: int = setting(0, "Seed for new layers, data order, augmentation.")
     device: str = "auto"
-    checkpoint_every: int = setting(0, min=0)
+    checkpoint_every: int = setting(0, "Training state every STEPS steps (always at the end of "
+                                    "every epoch).", min=0, metavar="STEPS", group=RUN)
     # steps between metrics lines (and plain log lines off a terminal)
-    log_every: int = setting(10, min=1)
+    log_every: int = setting(10, "A metrics line every STEPS steps (and, when stderr is not a "
+                             "terminal, a plain log line).", min=1, metavar="STEPS", group=RUN)
     # TensorBoard folder [$FNACLI_TENSORBOARD, else none]
     tensorboard: str | Path | None = setting(None, "Also log losses, lr and AP to TensorBoard "
-                                             "event files in DIR.")
+                                             "event files in DIR.", **TENSORBOARD)
     # steps of this run, then stop (checkpointed)
     stop_after: int | None = setting(None, "Stop (checkpointed) after STEPS steps of this run; "
-                                     "continue with --resume.", min=1)
+                                     "continue with --resume.", min=1, metavar="STEPS", group=RUN)
     resume: bool = setting(False, "Continue from FINAL.ckpt.")
     force: bool = setting(False, "Overwrite FINAL and start over.")
     on_message: Message | None = None

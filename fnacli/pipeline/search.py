@@ -23,6 +23,7 @@ from typing import Any
 from fnacli.errors import UserError
 from fnacli.pipeline.common import (
     AUGMENTS,
+    TENSORBOARD,
     WEIGHT_DECAY,
     Reporter,
     Size,
@@ -36,7 +37,7 @@ from fnacli.pipeline.common import (
     task_of,
 )
 from fnacli.report import Report
-from fnacli.settings import DATA, SCHEDULE, number_text, setting
+from fnacli.settings import DATA, RUN, SCHEDULE, number_text, setting
 from fnacli.tasks import per_task, size_text
 
 STRATEGIES = ("differentiable", "evolution", "random")
@@ -112,9 +113,10 @@ class SearchOptions(TrainOptions):
     seed: int = _search(0, "Seed of paths, data order, populations.")
     tensorboard: str | Path | None = _search(None, "Also log losses, lr, the cost term, MAdds and "
                                              "α/β (one-shot: each generation's fitness) to "
-                                             "TensorBoard event files in DIR.")
+                                             "TensorBoard event files in DIR.", **TENSORBOARD)
     stop_after: int | None = _search(None, "Stop training (checkpointed) after STEPS steps of "
-                                     "this run; continue with --resume.", min=1)
+                                     "this run; continue with --resume.", min=1,
+                                     metavar="STEPS", group=RUN)
     resume: bool = _search(False, "Continue the training and the search where they stopped.")
     force: bool = _search(False, "Overwrite outputs and start over (and accept a "
                           "--latency-table measured on another machine).")
