@@ -46,6 +46,16 @@ def test_tasks_differ_only_in_output_stride() -> None:
     assert not os16.uses_head_conv and os16.profile_size == (2048, 1024)
 
 
+def test_architecture_without_a_stride4_stage_is_refused(run_cli) -> None:
+    spec = {"schema": "fnacli/arch@1", "stem": {"out": 16, "stride": 2},
+            "stages": [{"out": 16, "stride": 1, "ops": ["k3_e1"]}], "head": {"out": 64}}
+    for exact in ([], ["--exact"]):
+        code, out, err = run_cli(["madds", "-", "--task", "deeplabv3plus", "--size", "64",
+                                  *exact], stdin=json.dumps(spec))
+        assert code == 2 and out == "" and len(err.strip().splitlines()) == 1
+        assert "stage at stride 4" in err
+
+
 @pytest.mark.parametrize(("task", "madds"), [("deeplabv3plus", 210_073_108_480),
                                              ("deeplabv3plus-os8", 313_834_160_128)])
 def test_madds_reproduce_fna_table1(run_cli, task: str, madds: int) -> None:
