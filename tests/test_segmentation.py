@@ -274,3 +274,21 @@ def test_data_synth_cli_segmentation(run_cli, tmp_path: Path) -> None:
     assert code == 2 and out == "" and "--size" in err and len(err.strip().splitlines()) == 1
     code, _, err = run_cli(["data", "synth", tmp_path / "d", "--task", "segmentation"])
     assert code == 2 and "not empty" in err
+
+
+def test_madds_counts_a_segmenter_checkpoint_at_its_own_settings(run_cli, tmp_path: Path) -> None:
+    """A segmenter checkpoint is counted as what it is (its task, size and classes), as a
+    detector checkpoint is, not as a bare backbone."""
+    from fnacli.detection.checkpoint import DetectorInfo, build, save_detector
+
+    spec = builtin_arch("mobilenetv2-0.35")
+    info = DetectorInfo(spec, "deeplabv3", 5, (64, 32),
+                        [{"id": i, "name": f"c{i}"} for i in range(5)])
+    save_detector(tmp_path / "seg.safetensors", build(info), info)
+    code, out, err = run_cli(["madds", tmp_path / "seg.safetensors", "--json"])
+    assert code == 0, err
+    mine = json.loads(out)
+    code, out, err = run_cli(["madds", "mobilenetv2-0.35", "--task", "deeplabv3", "--size",
+                              "64x32", "--num-classes", "5", "--json"])
+    assert code == 0, err
+    assert mine["madds"] == json.loads(out)["madds"] and mine["task"] == "deeplabv3"

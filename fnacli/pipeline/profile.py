@@ -51,14 +51,15 @@ def _check_task(task: str) -> str:
 class ProfileConfig:
     specs: list  # ArchSpec objects, or (name, ArchSpec) pairs
     task: str = setting("none", "What to count: the backbone (with its 1x1 head conv), the "
-                        "ImageNet classifier, or a detector [a detector checkpoint's own task, "
-                        "else none].")
+                        "ImageNet classifier, or a detector or segmenter [a model checkpoint's "
+                        "own task, else none].")
     size: Size | None = setting(None, "Input size: 320 (square) or WIDTHxHEIGHT, e.g. 1088x800. "
-                                "Default: a detector checkpoint's own, else 224 (none, "
+                                "Default: a model checkpoint's own, else 224 (none, "
                                 "classifier), "
                                 f"{per_task(lambda t: size_text(t.profile_size))}.")
-    num_classes: int | None = setting(None, "Object classes without background (default: a "
-                                      "detector checkpoint's, else 80); ImageNet classes for "
+    num_classes: int | None = setting(None, "Classes: objects without background, or a "
+                                      "segmenter's (default: a model checkpoint's, else "
+                                      f"{per_task('default_classes')}); ImageNet classes for "
                                       "--task classifier (default 1000).", min=1)
     exact: bool = setting(False, "Trace every network with fvcore instead of summing the lookup "
                           "table (slower; same numbers).")
@@ -255,6 +256,7 @@ def load_recorded_specs(args: list[str]) -> list[tuple[str, ArchSpec, Recorded |
             out += [(n, s, None) for n, s in specs_from_text(read_text_arg("-", "SPEC")[0])]
         elif path.is_file() and not _is_json_file(path):
             from fnacli.checkpoint import read_checkpoint
+            from fnacli.detection.checkpoint import MODEL_KINDS
 
             ck = read_checkpoint(path)
             if ck.spec is None:
@@ -262,7 +264,7 @@ def load_recorded_specs(args: list[str]) -> list[tuple[str, ArchSpec, Recorded |
                 raise UserError(f"{arg}: this {ck.kind} checkpoint carries no architecture "
                                 f"spec{hint}")
             recorded = None
-            if ck.kind == "detector":
+            if ck.kind in MODEL_KINDS:  # a detector's or a segmenter's own settings
                 from fnacli.detection.checkpoint import detector_info
 
                 info = detector_info(ck, path)

@@ -71,7 +71,8 @@ def metavar(extra: tuple[str, ...] = ()) -> str:
 
 def per_task(what: str | Callable[[Task], object]) -> str:
     """``ssdlite X, retinanet Y`` for an attribute path like ``recipe.epochs`` or a function
-    of the task (help texts)."""
+    of the task (help texts); tasks of the same value share it (``deeplabv3/deeplabv3plus Z``),
+    so a help text does not grow by a copy of the value with every task that reuses it."""
     def get(t: Task) -> object:
         if callable(what):
             return what(t)
@@ -80,7 +81,10 @@ def per_task(what: str | Callable[[Task], object]) -> str:
             v = getattr(v, part)
         return v
 
-    return ", ".join(f"{t.name} {get(t)}" for t in tasks())
+    names: dict[str, list[str]] = {}
+    for t in tasks():
+        names.setdefault(str(get(t)), []).append(t.name)
+    return ", ".join(f"{'/'.join(same)} {value}" for value, same in names.items())
 
 
 def size_text(size: tuple[int, int]) -> str:
