@@ -56,6 +56,9 @@ def _weights(task: Any) -> Any:
 
 
 _SEARCH_WD = per_task(lambda t: number_text(_weights(t).weight_decay))
+_ARCH_LR = per_task(lambda t: number_text(t.search_defaults.arch_lr))
+_ARCH_WD = per_task(lambda t: number_text(t.search_defaults.arch_weight_decay))
+_METRICS = per_task(lambda t: "|".join(t.metric_names[:7]) + ("|…" * (len(t.metric_names) > 7)))
 
 
 @dataclass
@@ -139,7 +142,7 @@ class DifferentiableSearchConfig(SearchOptions):
     lam: float | None = _arch(None, f"Cost weight λ [log: {per_task('search_defaults.lam')}; "
                               "linear: matched to the log form at the start].", min=0.0,
                               flags=("--lambda",))
-    # None: the task's (10 for detection, 45 for deeplabv3)
+    # None: the task's
     tau: float | None = _arch(None, f"Log base τ of the log cost [{per_task('search_defaults.tau')}"
                               "].")
     target_madds: str | float | None = _arch(None, "Budget (e.g. 800M, 1.2G): the cost term "
@@ -147,9 +150,8 @@ class DifferentiableSearchConfig(SearchOptions):
                                              metavar="MADDS")
     min_depth: int = _arch(0, "Layers 0..N-1 of every stage may not be skipped (against collapse "
                            "to all-skip).", min=0, metavar="N")
-    # None: the task's (3e-4 for detection, 1e-3 for deeplabv3)
-    arch_lr: float | None = _arch(None, "Adam lr of α/β (betas 0.5/0.999; wd 1e-3, deeplabv3 "
-                                  "4e-5) [3e-4, deeplabv3 1e-3].", min=0.0)
+    arch_lr: float | None = _arch(None, f"Adam lr of α/β (betas 0.5/0.999; weight decay "
+                                  f"{_ARCH_WD}) [{_ARCH_LR}].", min=0.0)
     gamma: float | None = _arch(None, f"Cost scale γ [{per_task('search_defaults.gamma')}]; in the "
                                 "log form it shifts the loss only.", min=0.0)
     cost: str = _arch("madds", "What the cost term counts: the detector's MAdds, or its latency "
@@ -194,9 +196,8 @@ class OneShotSearchConfig(SearchOptions):
     max_latency: str | float | None = _oneshot(None, "Latency limit of every candidate by "
                                                "--latency-table (e.g. 12ms, 800us).",
                                                metavar="TIME")
-    metric: str | None = _oneshot(None, "Fitness: one of the task's numbers (detection: "
-                                  "COCOeval's AP, AP50, AP75, APs, APm, APl, AR1, …; deeplabv3: "
-                                  f"mIoU, aAcc, mAcc) [{per_task('metric')}].")
+    metric: str | None = _oneshot(None, f"Fitness: one of the task's numbers ({_METRICS}) "
+                                  f"[{per_task('metric')}].")
     calib_images: int = _oneshot(256, "Training images for each candidate's BN recalibration.",
                                  min=1)
     calib_batch: int = _oneshot(16, "Batch size of BN recalibration and evaluation.", min=1)
@@ -425,7 +426,6 @@ def differentiable_config(o: DifferentiableSearchConfig, task: Any, train_images
     task = task_of(task) if isinstance(task, str) else task
     from dataclasses import replace
 
-    from fnacli.search.differentiable import ARCH_LR, ARCH_WD
 
     d = task.search_defaults
     r = d.weight_recipe(task.recipe)
@@ -442,9 +442,8 @@ def differentiable_config(o: DifferentiableSearchConfig, task: Any, train_images
                         arch_every=o.arch_every or d.arch_every, cost_form=o.cost_form,
                         lam=o.lam, tau=o.tau if o.tau is not None else d.tau, gamma=o.gamma,
                         target_madds=target_madds, min_depth=o.min_depth,
-                        arch_lr=o.arch_lr if o.arch_lr is not None else d.arch_lr or ARCH_LR,
-                        arch_weight_decay=(d.arch_weight_decay if d.arch_weight_decay is not None
-                                           else ARCH_WD),
+                        arch_lr=o.arch_lr if o.arch_lr is not None else d.arch_lr,
+                        arch_weight_decay=d.arch_weight_decay,
                         arch_fraction=d.arch_fraction, augment=augment,
                         cost_scope=scope, cost_size=as_size(o.cost_size, "--cost-size"),
                         arch_step=o.arch_step,

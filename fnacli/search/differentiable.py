@@ -60,6 +60,7 @@ from fnacli.search.gates import arch_step_generator, sampled_gates
 from fnacli.search.supernet_io import SupernetCheckpoint, load_weights
 from fnacli.spec import ArchSpec, SpaceSpec
 from fnacli.tasks import get_task
+from fnacli.tasks.base import ARCH_LR, ARCH_WD
 from fnacli.train import (
     DistEnv,
     DivergedError,
@@ -82,7 +83,7 @@ COST_FORMS = ("log", "linear")
 COSTS = ("madds", "latency")
 ARCH_STEPS = ("full", "sampled")
 GIGA = 1e9
-ARCH_LR, ARCH_BETAS, ARCH_WD, ARCH_CLIP = 3e-4, (0.5, 0.999), 1e-3, 35.0
+ARCH_BETAS, ARCH_CLIP = (0.5, 0.999), 35.0
 
 
 def default_cost_size(task: str, size: tuple[int, int]) -> tuple[int, int]:

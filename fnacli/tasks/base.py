@@ -84,6 +84,10 @@ class Recipe:
         return self.lr * batch / self.base_batch
 
 
+# FNA's α/β optimiser for the detection searches (Adam, lr 3e-4, weight decay 1e-3)
+ARCH_LR, ARCH_WD = 3e-4, 1e-3
+
+
 @dataclass(frozen=True)
 class SearchDefaults:
     """The differentiable search's recipe: total and weight-only epochs (α/β steps from epoch
@@ -115,8 +119,8 @@ class SearchDefaults:
     # Optional parts of a task's search recipe (None / the defaults: what detection uses).
     schedule: str = "step"  # the weights' lr schedule
     size: tuple[int, int] | None = None  # the search's input (None: the fine-tuning size)
-    arch_lr: float | None = None  # α/β Adam lr (None: the search's 3e-4)
-    arch_weight_decay: float | None = None  # α/β Adam weight decay (None: the search's 1e-3)
+    arch_lr: float = ARCH_LR  # α/β Adam lr
+    arch_weight_decay: float = ARCH_WD  # α/β Adam weight decay
     arch_fraction: float = 0.5  # share of the training images kept for α/β steps
     warmup_ratio: float | None = None  # lr warm-up start as a fraction of the lr (None: 1/3)
 
