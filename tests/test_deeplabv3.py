@@ -94,24 +94,28 @@ TINY = ["--size", "64", "--batch-size", "2", "--epochs", "1", "--workers", "0",
 
 
 @pytest.mark.slow
-def test_pipeline_expand_search_derive_remap_finetune_eval(run_cli, work: Path) -> None:
-    w, data = work, work / "data"
-    assert run_cli(["expand", w / "seed.pth", "--space", "fna-seg", "-o",
+@pytest.mark.parametrize("task", ["deeplabv3", "deeplabv3plus"])
+def test_pipeline_expand_search_derive_remap_finetune_eval(run_cli, work: Path,
+                                                           task: str) -> None:
+    """The whole pipeline for each segmentation task (the same data, recipe and checks)."""
+    w, data = work / task, work / "data"
+    w.mkdir(exist_ok=True)
+    assert run_cli(["expand", work / "seed.pth", "--space", "fna-seg", "-o",
                     w / "super.safetensors"])[0] == 0
-    code, out, err = run_cli(["search", w / "super.safetensors", "--task", "deeplabv3",
+    code, out, err = run_cli(["search", w / "super.safetensors", "--task", task,
                               "--data", data, "-o", w / "searched.safetensors",
                               "--warmup-epochs", "0", "--json", *TINY])
     assert code == 0, err
     found = json.loads(out)
-    assert found["arch_steps"] > 0 and found["task"] == "deeplabv3"
+    assert found["arch_steps"] > 0 and found["task"] == task
     # 20% of the 8 training images hold out for α/β: 6 for weights -> 3 steps of 2
     assert found["steps"] == 3
     code, arch, _ = run_cli(["derive", w / "searched.safetensors"])
     assert code == 0
-    code, _, err = run_cli(["remap", w / "seed.pth", "--spec", "-", "-o",
+    code, _, err = run_cli(["remap", work / "seed.pth", "--spec", "-", "-o",
                             w / "target.safetensors"], stdin=arch)
     assert code == 0, err
-    code, out, err = run_cli(["finetune", w / "target.safetensors", "--task", "deeplabv3",
+    code, out, err = run_cli(["finetune", w / "target.safetensors", "--task", task,
                               "--data", data, "-o", w / "final.safetensors",
                               "--bn-recalibrate", "1", "--inference", "slide", "--json",
                               *TINY])
@@ -136,7 +140,7 @@ def test_pipeline_expand_search_derive_remap_finetune_eval(run_cli, work: Path) 
     # boxes asked of a segmenter: refused before any work, nothing written
     code, _, err = run_cli(["eval", w / "final.safetensors", "--data", data, "--detections",
                             w / "dets.json"])
-    assert code == 2 and "--detections" in err and "deeplabv3" in err
+    assert code == 2 and "--detections" in err and task in err
     assert len(err.strip().splitlines()) == 1 and not (w / "dets.json").exists()
     # a segmenter exports to ONNX: its logits, checked against PyTorch by onnxruntime
     code, out, err = run_cli(["export", w / "final.safetensors", "-o", w / "seg.onnx",

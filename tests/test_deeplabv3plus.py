@@ -99,24 +99,14 @@ def test_expected_cost_of_one_hot_choices_is_the_exact_cost() -> None:
 
 
 def test_latency_table_covers_aspp_and_the_decoder_projection() -> None:
-    from test_latency import FAST
+    from test_latency import timed_latency_table
     from test_lut import TINY, one_hot_pick
 
     import fnacli.latency as L
     from fnacli.lut import build_lut, with_out
 
     space, size = SpaceSpec.from_dict(TINY), (96, 96)
-    timed: dict = {}
-    run = L.Bench.run
-
-    def recording(self: L.Bench, jobs: list, progress: object = None) -> dict:
-        out = run(self, jobs, progress)
-        timed.update({k[1:]: t for k, t in out.items() if k[0] == "nh"})
-        return out
-
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(L.Bench, "run", recording)
-        table = L.build_latency_table(space, "deeplabv3plus", size, 3, FAST)
+    table, timed = timed_latency_table(space, "deeplabv3plus", size)
     madds = build_lut(space, "deeplabv3plus", size, 3)
     assert set(table.layers) == set(madds.layers) and set(table.fixed) == set(madds.fixed)
     ref = space.max_arch()
@@ -171,36 +161,6 @@ def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 TINY_RUN = ["--size", "64", "--batch-size", "2", "--epochs", "1", "--workers", "0",
             "--device", "cpu"]
-
-
-@pytest.mark.slow
-def test_search_derive_remap_finetune_eval(run_cli, work: Path) -> None:
-    w, data = work, work / "data"
-    assert run_cli(["expand", w / "seed.pth", "--space", "fna-seg", "-o",
-                    w / "super.safetensors"])[0] == 0
-    code, out, err = run_cli(["search", w / "super.safetensors", "--task", "deeplabv3plus",
-                              "--data", data, "-o", w / "searched.safetensors",
-                              "--warmup-epochs", "0", "--json", *TINY_RUN])
-    assert code == 0, err
-    found = json.loads(out)
-    assert found["arch_steps"] > 0 and found["task"] == "deeplabv3plus"
-    code, arch, _ = run_cli(["derive", w / "searched.safetensors"])
-    assert code == 0
-    code, _, err = run_cli(["remap", w / "seed.pth", "--spec", "-", "-o",
-                            w / "target.safetensors"], stdin=arch)
-    assert code == 0, err
-    code, out, err = run_cli(["finetune", w / "target.safetensors", "--task", "deeplabv3plus",
-                              "--data", data, "-o", w / "final.safetensors", "--json",
-                              *TINY_RUN])
-    assert code == 0, err
-    assert json.loads(out)["steps"] == 4
-    from fnacli.checkpoint import read_checkpoint
-
-    assert read_checkpoint(w / "final.safetensors").meta["task"] == "deeplabv3plus"
-    code, out, err = run_cli(["eval", w / "final.safetensors", "--data", data, "--json"])
-    assert code == 0, err
-    metrics = json.loads(out)
-    assert set(metrics) == {"mIoU", "aAcc", "mAcc"} and 0 <= metrics["mIoU"] <= 1
 
 
 @pytest.mark.slow

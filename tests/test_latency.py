@@ -27,9 +27,10 @@ def space() -> SpaceSpec:
     return SpaceSpec.from_dict(TINY)
 
 
-@pytest.fixture(scope="module")
-def seg_timed(space: SpaceSpec) -> tuple[L.LatencyTable, dict]:
-    """A deeplabv3 table and the neck/head timings its fixed-part entries came from."""
+def timed_latency_table(space: SpaceSpec, task: str, size: tuple[int, int] = SIZE
+                        ) -> tuple[L.LatencyTable, dict]:
+    """A latency table of ``task`` (3 classes) and the neck/head timings its fixed-part
+    entries came from: {(signature, "ref" | (map, channels)): Timing}."""
     timed: dict = {}
     run = L.Bench.run
 
@@ -40,8 +41,14 @@ def seg_timed(space: SpaceSpec) -> tuple[L.LatencyTable, dict]:
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(L.Bench, "run", recording)
-        table = L.build_latency_table(space, "deeplabv3", SIZE, 3, FAST)
+        table = L.build_latency_table(space, task, size, 3, FAST)
     return table, timed
+
+
+@pytest.fixture(scope="module")
+def seg_timed(space: SpaceSpec) -> tuple[L.LatencyTable, dict]:
+    """A deeplabv3 table and the neck/head timings its fixed-part entries came from."""
+    return timed_latency_table(space, "deeplabv3")
 
 
 @pytest.fixture(scope="module")
