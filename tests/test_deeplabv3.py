@@ -156,13 +156,15 @@ def test_pipeline_expand_search_derive_remap_finetune_eval(run_cli, work: Path,
 
 
 @pytest.mark.slow
-def test_oneshot_search_scores_on_held_out_training_images(run_cli, work: Path) -> None:
+@pytest.mark.parametrize("task", ["deeplabv3", "deeplabv3plus-os8"])
+def test_oneshot_search_scores_on_held_out_training_images(run_cli, work: Path,
+                                                           task: str) -> None:
     w = work
     if not (w / "super.safetensors").exists():
         run_cli(["expand", w / "seed.pth", "--space", "fna-seg", "-o", w / "super.safetensors"])
-    code, out, err = run_cli(["search", w / "super.safetensors", "--task", "deeplabv3",
+    code, out, err = run_cli(["search", w / "super.safetensors", "--task", task,
                               "--strategy", "random", "--data", w / "data", "-o",
-                              w / "oneshot.safetensors", "--candidates", "2",
+                              w / f"oneshot-{task}.safetensors", "--candidates", "2",
                               "--calib-images", "2", "--calib-batch", "2", "--json", *TINY])
     assert code == 0, err
     res = json.loads(out)

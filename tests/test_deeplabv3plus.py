@@ -1,12 +1,12 @@
 """The deeplabv3plus tasks (output stride 16 and 8): the model's parts and gradients, FNA
 Table 1's DeepLabv3+ figures, the cost table against fvcore (one-hot expected cost too), the
-latency table's coverage, and search / finetune / eval end to end on synthetic data."""
+latency table's coverage (search / finetune / eval end to end: tests/test_deeplabv3.py, run
+for every segmentation task)."""
 
 from __future__ import annotations
 
 import json
 import random
-from pathlib import Path
 
 import pytest
 import torch
@@ -144,34 +144,3 @@ def test_latency_table_covers_aspp_and_the_decoder_projection() -> None:
         alpha, beta, arch = one_hot_pick(space, rng)
         assert float(table.expected_latency(alpha, beta)) == \
             pytest.approx(table.latency_ns(arch), rel=1e-6)
-
-
-@pytest.fixture(scope="module")
-def work(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    from torchvision.models import mobilenet_v2
-
-    from fnacli.segmentation.synthetic import SegSynthConfig, generate
-
-    w = tmp_path_factory.mktemp("deeplabplus")
-    generate(w / "data", SegSynthConfig(train=8, val=2, width=96))
-    torch.manual_seed(0)
-    torch.save(mobilenet_v2(width_mult=0.35).state_dict(), w / "seed.pth")
-    return w
-
-
-TINY_RUN = ["--size", "64", "--batch-size", "2", "--epochs", "1", "--workers", "0",
-            "--device", "cpu"]
-
-
-@pytest.mark.slow
-def test_oneshot_search(run_cli, work: Path) -> None:
-    w = work
-    if not (w / "super.safetensors").exists():
-        run_cli(["expand", w / "seed.pth", "--space", "fna-seg", "-o", w / "super.safetensors"])
-    code, out, err = run_cli(["search", w / "super.safetensors", "--task", "deeplabv3plus-os8",
-                              "--strategy", "random", "--data", w / "data", "-o",
-                              w / "oneshot.safetensors", "--candidates", "2",
-                              "--calib-images", "2", "--calib-batch", "2", "--json", *TINY_RUN])
-    assert code == 0, err
-    res = json.loads(out)
-    assert res["metric"] == "mIoU" and res["evaluated"] == 2
