@@ -96,9 +96,9 @@ def test_table_covers_the_space_and_sums_like_the_madds_table(tables: dict, spac
         alpha, beta, arch = one_hot_pick(space, rng)
         exp = float(table.expected_latency(alpha, beta))
         assert exp == pytest.approx(table.latency_ns(arch), rel=1e-6)  # float32 α/β
-    # a layer with 2.5x the work is slower: k5_e3 at 12 channels vs k3_e3 at 8 (24x24)
-    assert table.layers[("k5_e3", 12, 12, 1, 24, 24)][0] > \
-        table.layers[("k3_e3", 8, 8, 1, 24, 24)][0]
+    # (no ordering of two layers' timings here: a layer this small is mostly dispatch
+    # overhead, and beside another test process the order flipped; how well a table
+    # predicts is measured by `fnacli latency --check`, docs/latency.md)
 
 
 def test_deeplabv3_entries_are_its_neck_and_head_timed_at_each_last_width(
