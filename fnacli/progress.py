@@ -2,9 +2,10 @@
 
 In a terminal: a live rich bar whose progress, ETA and elapsed time come first, so that they
 stay on screen at 80 columns, and whose status text (epoch, loss, …) is cut to what fits.
-Anywhere else (a cluster job's log file, a pipe): no bar, but one plain, unwrapped line every
+Anywhere else (a cluster job's log file, a pipe, a notebook): no bar, but one plain line every
 ``log_every`` steps and one per epoch, with step, epoch, the loss terms averaged since the
-last line, lr, throughput and ETA, so that ``grep``/``tail -f`` work on the log.
+last line, lr, throughput and ETA, as messages of the ``fnacli`` logger (the CLI prints them
+on stderr unwrapped, so that ``grep``/``tail -f`` work on the log).
 
 TensorBoard (``--tensorboard DIR`` / ``FNACLI_TENSORBOARD``) gets the same numbers as scalars
 through ``torch.utils.tensorboard``; the JSON-lines metrics files are written regardless.
@@ -12,6 +13,7 @@ through ``torch.utils.tensorboard``; the JSON-lines metrics files are written re
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 import time
@@ -210,9 +212,13 @@ class TrainLogger:
         return out
 
     def _line(self, text: str) -> None:
-        stream = self.stream
-        stream.write(text + "\n")
-        stream.flush()
+        # to the ``fnacli`` logger, as every library message: the CLI shows it on stderr as a
+        # plain line, a library caller decides (logging.basicConfig(level=logging.INFO))
+        if self._stream is None:
+            logging.getLogger("fnacli").info(text)
+            return
+        self._stream.write(text + "\n")
+        self._stream.flush()
 
 
 def _live_bar(desc: str, stream: IO[str], force_terminal: bool | None = None) -> Any:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 import re
 import subprocess
@@ -22,6 +23,21 @@ def test_numbers_are_formatted_for_people() -> None:
     assert fmt(0.000125) == "0.000125" and fmt(1.23456e-5) == "1.235e-05"
     assert fmt(3) == "3" and fmt("x") == "x"
     assert fmt_duration(3725.4) == "1:02:05" and fmt_duration(90061) == "1d 1:01:01"
+
+
+def test_plain_lines_go_to_the_fnacli_logger_not_to_stderr(
+        capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture) -> None:
+    """Off a terminal a training loop's lines are library messages: the ``fnacli`` logger
+    carries them (the CLI shows them on stderr), nothing is written to stderr directly."""
+    with caplog.at_level(logging.INFO, logger="fnacli"):
+        with TrainLogger(20, 0, "finetune ssdlite", True, epochs=2, terminal=False) as log:
+            log.step()
+            log.report(1, 1, {"loss": 1.5}, lr=0.01)
+            log.epoch_end(1, 10, {"AP": 0.25})
+    assert capsys.readouterr().err == ""
+    lines = [r.getMessage() for r in caplog.records if r.name == "fnacli"]
+    assert lines[0].startswith("finetune ssdlite: epoch 1/2 step 1/20 (5%) loss 1.5 lr 0.01")
+    assert lines[1].startswith("finetune ssdlite: epoch 1/2 done at step 10/20: AP 0.25")
 
 
 def test_live_bar_keeps_progress_and_eta_at_80_columns() -> None:
