@@ -26,9 +26,13 @@ def test_numbers_are_formatted_for_people() -> None:
 
 
 def test_plain_lines_go_to_the_fnacli_logger_not_to_stderr(
-        capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture) -> None:
+        capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture,
+        monkeypatch: pytest.MonkeyPatch) -> None:
     """Off a terminal a training loop's lines are library messages: the ``fnacli`` logger
     carries them (the CLI shows them on stderr), nothing is written to stderr directly."""
+    logger = logging.getLogger("fnacli")  # as a library caller has it: no CLI handler
+    monkeypatch.setattr(logger, "handlers", [])
+    monkeypatch.setattr(logger, "propagate", True)
     with caplog.at_level(logging.INFO, logger="fnacli"):
         with TrainLogger(20, 0, "finetune ssdlite", True, epochs=2, terminal=False) as log:
             log.step()
