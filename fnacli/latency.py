@@ -122,6 +122,7 @@ class MeasureConfig:
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
 _MMAP_THRESHOLD_MAX = 32 * 1024 * 1024
 _allocator: str | None = None  # what keep_freed_memory() did in this process
+_KEPT = "glibc, freed memory kept"
 
 
 def _libc_mallopt() -> Callable[[int, int], int] | None:
@@ -153,7 +154,7 @@ def keep_freed_memory() -> str:
         mallopt = _libc_mallopt()
         ok = mallopt is not None and bool(mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_MAX)) \
             and bool(mallopt(_M_TRIM_THRESHOLD, 2 ** 31 - 1))
-        _allocator = "glibc, freed memory kept" if ok else "default"
+        _allocator = _KEPT if ok else "default"
     return _allocator
 
 
@@ -161,7 +162,7 @@ def allocator_setting() -> str:
     """How timings in this process allocate (what :func:`keep_freed_memory` does here)."""
     if _allocator is not None:
         return _allocator
-    return "glibc, freed memory kept" if _libc_mallopt() is not None else "default"
+    return _KEPT if _libc_mallopt() is not None else "default"
 
 
 def environment(cfg: MeasureConfig) -> dict:

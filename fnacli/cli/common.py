@@ -12,7 +12,7 @@ import functools
 import logging
 import os
 import sys
-from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import MISSING
 from enum import StrEnum
@@ -102,34 +102,25 @@ def given_flags(ctx: typer.Context, names: tuple[str, ...]) -> list[str]:
             and getattr(ctx.get_parameter_source(p.name), "name", "") == "COMMANDLINE"]
 
 
-def print_table(title: str, columns: Sequence[str], rows: Iterable[Sequence[str]], *,
-                right: Collection[str] = (), caption: str | None = None, **table: Any) -> None:
-    """A rich table on stderr: the title (and caption) left-aligned unless ``table`` says
-    otherwise, the ``right`` columns right-aligned; a column may be a rich ``Column``."""
-    from rich.table import Column, Table
-
-    t = Table(*(Column(col, justify="right" if col in right else "left")
-                if isinstance(col, str) else col for col in columns),
-              title=title, caption=caption, **{"title_justify": "left",
-                                                "caption_justify": "left", **table})
-    for row in rows:
-        t.add_row(*row)
-    err_console.print(t)
-
-
 def show(report: Report) -> None:
-    """A result's report on stderr: its tables drawn by rich (``print_table``), its lines as
-    they are (no rich markup: a ``[...]`` in a line is text)."""
-    for item in report:
-        if isinstance(item, Table):
-            from rich.table import Column
+    """A result's report on stderr: its tables drawn by rich (titles and captions
+    left-justified unless centred), its lines as they are (no rich markup: a ``[...]`` in a
+    line is text)."""
+    from rich import table as rich
 
-            centred = {"title_justify": "center", "caption_justify": "center"}
-            print_table(item.title, [Column(col, style="dim") if col in item.dim else col
-                                     for col in item.columns], item.rows, right=item.right,
-                        caption=item.caption, **(centred if item.centred else {}))
-        else:
+    for item in report:
+        if not isinstance(item, Table):
             err_console.print(item, markup=False)
+            continue
+        justify = "center" if item.centred else "left"
+        t = rich.Table(*(rich.Column(col, justify="right" if col in item.right else "left",
+                                     style="dim" if col in item.dim else "")
+                         for col in item.columns),
+                       title=item.title, caption=item.caption, title_justify=justify,
+                       caption_justify=justify)
+        for row in item.rows:
+            t.add_row(*row)
+        err_console.print(t)
 
 
 @contextmanager

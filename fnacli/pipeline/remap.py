@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -81,12 +82,7 @@ class RemapResult:
 
 def _ops_text(ops: list[str]) -> str:
     """Runs of equal ops compressed: k3_e6 k3_e6 k5_e3 -> k3_e6×2 k5_e3."""
-    runs: list[list] = []
-    for op in ops:
-        if runs and runs[-1][0] == op:
-            runs[-1][1] += 1
-        else:
-            runs.append([op, 1])
+    runs = ((op, len(list(same))) for op, same in itertools.groupby(ops))
     return " ".join(op if n == 1 else f"{op}×{n}" for op, n in runs)
 
 
