@@ -24,6 +24,7 @@ def export(
     raw: bool = o("raw"),
     score_thresh: float = o("score_thresh"),
     opset: int = o("opset"),
+    precision: str = o("precision"),
     no_check: bool = typer.Option(False, "--no-check",
                                   help="Skip the parity check against PyTorch."),
     data: Path = o("data"),

@@ -31,6 +31,10 @@ class ExportConfig:
                                          "[the detector's: ssdlite 0.001, retinanet 0.05].",
                                          min=0.0, max=1.0, metavar="P")
     opset: int = setting(17, "ONNX opset.", min=7, metavar="N")
+    precision: str = setting("fp32", "fp32, or int8: onnxruntime's static quantisation (QDQ, "
+                             "calibrated on the check's images), checked against PyTorch "
+                             "float32 within quantisation's tolerance (docs/export.md).",
+                             metavar="fp32|int8")
     check: bool = True  # parity check against PyTorch
     data: str | Path | None = setting(None, "Check on the first images of this dataset's val "
                                       "split [synthetic scenes].")
@@ -50,6 +54,10 @@ def export(*args: Any, **kwargs: Any) -> ExportResult:
 
     if cfg.fmt not in FORMATS:
         raise UserError(f"--format: expected onnx or torchscript, got {cfg.fmt!r}")
+    if cfg.precision not in ("fp32", "int8"):
+        raise UserError(f"--precision: expected fp32 or int8, got {cfg.precision!r}")
+    if cfg.precision == "int8" and cfg.fmt != "onnx":
+        raise UserError("--precision int8: only with --format onnx (onnxruntime quantises it)")
     if str(cfg.output) == "-":
         raise UserError("-o: an exported model is binary and cannot go to stdout; give a "
                         "file name")
@@ -71,7 +79,9 @@ def export(*args: Any, **kwargs: Any) -> ExportResult:
 
     model, info = load_model(cfg.final)
     wh = wh or info["size"]
-    images = sample_images(wh, cfg.samples, cfg.data) if cfg.check else None
+    # int8 calibrates its ranges on these images, checked or not
+    images = sample_images(wh, cfg.samples, cfg.data) \
+        if cfg.check or cfg.precision == "int8" else None
     status: Any = nullcontext()
     if cfg.progress:
         from rich.console import Console
@@ -81,7 +91,7 @@ def export(*args: Any, **kwargs: Any) -> ExportResult:
         result = export_model(model, cfg.output, fmt=cfg.fmt, size=wh,
                               postprocess=not cfg.raw, opset=cfg.opset, check=cfg.check,
                               images=images, threads=cfg.threads, measure=cfg.measure,
-                              score_thresh=cfg.score_thresh)
+                              score_thresh=cfg.score_thresh, precision=cfg.precision)
     result.task = info["task"]
     result.images_from = "synthetic" if cfg.data is None else "dataset"
     return result
