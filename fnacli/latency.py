@@ -40,6 +40,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
@@ -58,8 +59,16 @@ from fnacli.lut import (
 )
 from fnacli.spec import ArchSpec, Op, SpaceSpec
 
+if TYPE_CHECKING:
+    from fnacli.ort_runtime import OrtConfig
+
 LATENCY_SCHEMA = "fnacli/latency@1"
 DEVICES = ("cpu", "cuda")
+RUNTIMES = ("torch", "onnxruntime")
+CLOCKS = {"wall": time.perf_counter, "cpu": time.thread_time}
+# what must agree between a table and where it is used: the machine, and the runtime
+_SAME = ("device", "device_name", "torch", "runtime", "onnxruntime", "precision", "provider",
+         "opt_level")
 CONFIDENCE = 0.95
 NS = 1e9  # table values are integer nanoseconds
 BUSY_SHARE = 0.25  # overhead / table sum above which a build warns of a busy machine
@@ -98,6 +107,15 @@ class MeasureConfig:
     sample_s: float = 0.002
     blocks: int = 3  # a round's sample is the best of this many (filters preempted ones)
     seed: int = 0
+    # where the timed modules run: PyTorch eager, or exported to ONNX in onnxruntime
+    # (fnacli.ort_runtime) at a precision, graph optimisation level and execution provider
+    runtime: str = "torch"
+    # wall: elapsed time; cpu: the calling thread's CPU time (1 thread only), which other
+    # processes' load does not stretch: what a call costs on an idle core
+    clock: str = "wall"
+    precision: str = "fp32"
+    opt_level: str = "all"
+    provider: str = "cpu"
 
     def check(self) -> None:
         if self.device not in DEVICES:
@@ -112,6 +130,26 @@ class MeasureConfig:
             raise UserError(f"--rounds: expected at least 6, got {self.min_rounds}")
         if self.max_rounds < self.min_rounds:
             raise UserError("--max-rounds must be at least --rounds")
+        if self.clock not in CLOCKS:
+            raise UserError(f"--clock: expected wall or cpu, got {self.clock!r}")
+        if self.clock == "cpu" and (self.threads != 1 or self.device != "cpu"):
+            raise UserError("--clock cpu: only with --threads 1 on the CPU (a thread's CPU "
+                            "time is the call's latency only when the call runs in it alone)")
+        if self.runtime not in RUNTIMES:
+            raise UserError(f"--runtime: expected one of {', '.join(RUNTIMES)}, got "
+                            f"{self.runtime!r}")
+        if self.runtime == "onnxruntime":
+            self.ort().check()
+        elif self.precision != "fp32":
+            raise UserError("--precision int8: only with --runtime onnxruntime (onnxruntime's "
+                            "static quantisation)")
+
+    def ort(self) -> OrtConfig:
+        """The onnxruntime settings of an onnxruntime table."""
+        from fnacli.ort_runtime import OrtConfig
+
+        return OrtConfig(precision=self.precision, threads=self.threads,
+                         opt_level=self.opt_level, provider=self.provider, seed=self.seed)
 
     @property
     def torch_device(self) -> torch.device:
@@ -167,15 +205,29 @@ def allocator_setting() -> str:
 
 def environment(cfg: MeasureConfig) -> dict:
     """What a measurement depends on and is recorded with it."""
-    return {"device": cfg.device, "device_name": device_name(cfg.device),
-            "torch": torch.__version__, "threads": cfg.threads, "batch": cfg.batch,
-            "host": platform.node(), "allocator": allocator_setting()}
+    env = {"device": cfg.device, "device_name": device_name(cfg.device),
+           "torch": torch.__version__, "threads": cfg.threads, "batch": cfg.batch,
+           "host": platform.node(), "allocator": allocator_setting(), "runtime": cfg.runtime,
+           "clock": cfg.clock}
+    if cfg.runtime == "onnxruntime":
+        env.update(cfg.ort().describe())
+    return env
 
 
 def same_machine(recorded: Mapping, here: Mapping) -> list[str]:
     """What differs between a table's recorded environment and this one (empty: the same)."""
-    return [f"{k} {recorded.get(k)!r} here {here.get(k)!r}"
-            for k in ("device", "device_name", "torch") if recorded.get(k) != here.get(k)]
+    return [f"{k} {recorded.get(k, 'torch' if k == 'runtime' else None)!r} here "
+            f"{here.get(k)!r}" for k in _SAME
+            if recorded.get(k, "torch" if k == "runtime" else None) != here.get(k)]
+
+
+def runtime_of(env: Mapping) -> str:
+    """A table's runtime in words: ``torch`` (eager) or ``onnxruntime 1.x fp32|int8``
+    (tables from before runtimes were recorded are torch's)."""
+    if env.get("runtime", "torch") == "torch":
+        return "torch eager"
+    return (f"onnxruntime {env.get('onnxruntime')} {env.get('precision')} "
+            f"({env.get('provider')}, opt level {env.get('opt_level')})")
 
 
 # -- timing ------------------------------------------------------------------------------------
@@ -278,7 +330,7 @@ class Bench:
         once = max(time.perf_counter() - t0, 1e-7)
         job.number = max(1, min(1000, round(self.cfg.sample_s / once)))
         job.timer = Timer(stmt="m(*x)", globals={"m": job.module, "x": job.inputs},
-                          num_threads=self.cfg.threads)
+                          num_threads=self.cfg.threads, timer=CLOCKS[self.cfg.clock])
 
     def run(self, jobs: list[Job], progress: Callable[[int], None] | None = None
             ) -> dict[object, Timing]:
@@ -394,7 +446,9 @@ class LatencyTable(Lut):
         in the same interleaved rounds, a few whole networks for the constant overhead."""
         t0 = time.perf_counter()
         self.cfg.check()
-        if self.cfg.channels_last is None and not self.layers:
+        if self.cfg.runtime != "torch":  # an exported graph has its own layout
+            self.memory_format = "contiguous"
+        elif self.cfg.channels_last is None and not self.layers:
             self.memory_format = self._faster_format()
         self._measuring = True
         self._net_times = []
@@ -444,7 +498,7 @@ class LatencyTable(Lut):
                             f"{self.space.name or '(unnamed)'} under {self.task} at "
                             f"{self.size[0]}x{self.size[1]}; measure a table for this "
                             "architecture's space and size (fnacli latency)")
-        bench = Bench(self.cfg, self._fmt)
+        bench = self.bench(self._fmt)
         simple = [f for f in fixed if f[0] in ("stem", "head_conv", "fc")]
         plans = self._neck_head_plans([f for f in fixed if f not in simple], spec)
         heads = [("nh", sig, v) for sig, plan in plans.items() for v in plan["variants"]]
@@ -584,13 +638,22 @@ class LatencyTable(Lut):
 
         return _timed_part(build_model(spec, self.task, self.size, self.num_classes))
 
+    def bench(self, fmt: torch.memory_format) -> Bench:
+        """What times this table's modules: eager PyTorch, or their exported graphs in
+        onnxruntime (``fnacli.ort_runtime``) with the same statistics."""
+        if self.cfg.runtime == "onnxruntime":
+            from fnacli.ort_runtime import ort_bench
+
+            return ort_bench(self.cfg, self.cfg.ort())
+        return Bench(self.cfg, fmt)
+
     def image(self) -> torch.Tensor:
         return torch.randn(self.cfg.batch, 3, self.size[1], self.size[0])
 
     def measure_networks(self, specs: Sequence[ArchSpec], fmt: torch.memory_format | None = None
                          ) -> list[Timing]:
         """End-to-end latency of each spec's network, timed interleaved."""
-        bench = Bench(self.cfg, fmt if fmt is not None else self._fmt)
+        bench = self.bench(fmt if fmt is not None else self._fmt)
         jobs = [bench.job(i, self.network(s), [self.image()]) for i, s in enumerate(specs)]
         timed = bench.run(jobs)
         return [timed[i] for i in range(len(specs))]
@@ -668,7 +731,8 @@ class LatencyTable(Lut):
 
         entries = json.dumps(self.entries_json(), sort_keys=True).encode()
         return {"entries": hashlib.sha256(entries).hexdigest()[:16],
-                "overhead_ns": self.overhead_ns, "device_name": self.env.get("device_name")}
+                "overhead_ns": self.overhead_ns, "device_name": self.env.get("device_name"),
+                "runtime": runtime_of(self.env)}
 
     def busy_warning(self) -> str | None:
         """A note when whole networks ran much slower than the sum of their parts: short
@@ -683,6 +747,9 @@ class LatencyTable(Lut):
 
     def describe(self) -> str:
         e = self.env
+        if e.get("runtime", "torch") != "torch":
+            return (f"{e['device_name']} ({e['device']}), {runtime_of(e)}, {e['threads']} "
+                    f"thread(s), batch {e['batch']}")
         return (f"{e['device_name']} ({e['device']}), torch {e['torch']}, {e['threads']} "
                 f"thread(s), batch {e['batch']}, {self.memory_format}")
 
@@ -694,8 +761,11 @@ def read_latency_table(path: str | Path, force: bool = False) -> LatencyTable:
     if not p.is_file():
         raise UserError(f"{path}: no such latency table (measure one with 'fnacli latency')")
     table = LatencyTable.from_json(p.read_text(), str(path))
-    here = environment(MeasureConfig(device=table.env.get("device", "cpu")
-                                     if torch.cuda.is_available() else "cpu"))
+    from dataclasses import replace
+
+    # this machine, in the table's runtime (an onnxruntime table: the installed version)
+    here = environment(replace(table.cfg, device=table.env.get("device", "cpu")
+                               if torch.cuda.is_available() else "cpu"))
     diff = same_machine(table.env, here)
     if diff and not force:
         raise UserError(f"{path}: measured elsewhere ({'; '.join(diff)}); measure a table "
