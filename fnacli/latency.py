@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from fnacli import __version__
+from fnacli import __version__, latency_verdict
 from fnacli.cost import default_classes
 from fnacli.errors import UserError
 from fnacli.lut import (
@@ -60,6 +60,7 @@ from fnacli.lut import (
 from fnacli.spec import ArchSpec, Op, SpaceSpec
 
 if TYPE_CHECKING:
+    from fnacli.latency_verdict import Verdict
     from fnacli.ort_runtime import OrtConfig
 
 LATENCY_SCHEMA = "fnacli/latency@1"
@@ -816,8 +817,13 @@ def latency_cache_path(space: SpaceSpec, task: str, size: tuple[int, int], num_c
 
     where = hashlib.sha256(json.dumps(environment(cfg), sort_keys=True).encode()).hexdigest()
     name = (f"lat-{task}-{size[0]}x{size[1]}-c{num_classes}-b{cfg.batch}-{cfg.device}"
-            f"-t{cfg.threads}-{space_hash(space)[:12]}-{where[:8]}.json")
+            f"-t{cfg.threads}-{runtime_tag(cfg)}-{space_hash(space)[:12]}-{where[:8]}.json")
     return cache_dir() / "latency" / name
+
+
+def runtime_tag(cfg: MeasureConfig) -> str:
+    """``torch``, ``ort-fp32`` or ``ort-int8`` (in a cached table's name)."""
+    return "torch" if cfg.runtime == "torch" else f"ort-{cfg.precision}"
 
 
 def partial_path(output: str | Path) -> Path:
@@ -851,28 +857,7 @@ def build_latency_table(space: SpaceSpec, task: str, size: tuple[int, int],
 
 
 # -- validation ----------------------------------------------------------------------------------
-def spearman(a: Sequence[float], b: Sequence[float]) -> float:
-    """Spearman's rank correlation (average ranks for ties)."""
-
-    def ranks(xs: Sequence[float]) -> list[float]:
-        order = sorted(range(len(xs)), key=lambda i: xs[i])
-        r = [0.0] * len(xs)
-        i = 0
-        while i < len(order):
-            j = i
-            while j + 1 < len(order) and xs[order[j + 1]] == xs[order[i]]:
-                j += 1
-            for k in range(i, j + 1):
-                r[order[k]] = (i + j) / 2
-            i = j + 1
-        return r
-
-    ra, rb = ranks(a), ranks(b)
-    ma, mb = sum(ra) / len(ra), sum(rb) / len(rb)
-    cov = sum((x - ma) * (y - mb) for x, y in zip(ra, rb, strict=True))
-    va = math.sqrt(sum((x - ma) ** 2 for x in ra))
-    vb = math.sqrt(sum((y - mb) ** 2 for y in rb))
-    return cov / (va * vb) if va and vb else float("nan")
+spearman = latency_verdict.spearman  # Spearman's rank correlation (average ranks for ties)
 
 
 @dataclass
@@ -882,6 +867,7 @@ class CheckResult:
     table_ms: list[float]  # the table's sum, without the overhead
     overhead_ms: float
     drift: float | None = None  # the build's calibration networks now / at build time
+    retimed: list[int] = field(default_factory=list)  # outliers timed again (the faster kept)
 
     @property
     def predicted_ms(self) -> list[float]:
@@ -890,6 +876,16 @@ class CheckResult:
     @staticmethod
     def _mape(pred: Sequence[float], meas: Sequence[float]) -> float:
         return 100 * sum(abs(p - m) / m for p, m in zip(pred, meas, strict=True)) / len(meas)
+
+    def verdict(self) -> Verdict:
+        """Pass/fail against the documented goal (``fnacli.latency_verdict``), on the
+        predictions scaled by the load drift when it was measured: the build's own reference
+        networks, timed in the same rounds, say how much slower the machine runs now than
+        when the table was built, which is not the table's error."""
+        from fnacli.latency_verdict import judge
+
+        scale = self.drift if self.drift is not None else 1.0
+        return judge([p * scale for p in self.predicted_ms], self.measured_ms, self.retimed)
 
     def summary(self) -> dict:
         best_offset = sorted(m - t for m, t in zip(self.measured_ms, self.table_ms,
@@ -908,6 +904,12 @@ class CheckResult:
             out["load_drift"] = round(self.drift, 4)
             out["mean_abs_error_pct_drift_corrected"] = round(self._mape(
                 [p * self.drift for p in self.predicted_ms], self.measured_ms), 2)
+        from fnacli.latency_verdict import judge
+
+        raw = judge(self.predicted_ms, self.measured_ms)
+        out["median_abs_error_pct"] = round(raw.median_abs_error_pct, 2)
+        out["p90_abs_error_pct"] = round(raw.p90_abs_error_pct, 2)
+        out["verdict"] = self.verdict().to_dict()
         return out
 
 
@@ -928,8 +930,16 @@ def check_table(table: LatencyTable, n: int, seed: int = 0) -> CheckResult:
         ratios = sorted(t.median_s * 1e3 / m for t, m in zip(measured[len(archs):], then,
                                                               strict=True))
         drift = ratios[len(ratios) // 2]
-    result = CheckResult(archs, [t.median_s * 1e3 for t in measured[:len(archs)]], table_ms,
-                         table.overhead_ns / 1e6, drift)
+    overhead_ms = table.overhead_ns / 1e6
+
+    def retime(idx: list[int]) -> list[float]:
+        return [t.median_s * 1e3 for t in table.measure_networks([archs[i] for i in idx])]
+
+    from fnacli.latency_verdict import retime_outliers
+
+    ms, again = retime_outliers([t + overhead_ms for t in table_ms],
+                                [t.median_s * 1e3 for t in measured[:len(archs)]], retime)
+    result = CheckResult(archs, ms, table_ms, overhead_ms, drift, again)
     table.check_result = {k: v for k, v in result.summary().items()
                           if k not in ("measured_ms", "predicted_ms")}
     return result

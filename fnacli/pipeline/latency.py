@@ -40,6 +40,19 @@ class LatencyConfig:
                                       "segmenter's [classifier 1000; "
                                       f"{per_task('default_classes')}].", min=1)
     device: str = setting("cpu", "Where to measure (cuda: the first GPU).", metavar="cpu|cuda")
+    runtime: str | None = setting(None, "Where the layers run: PyTorch eager, or exported to ONNX "
+                                  "and run in onnxruntime [torch; a --table's own].",
+                                  metavar="torch|onnxruntime")
+    precision: str | None = setting(None, "onnxruntime only: fp32, or int8 by onnxruntime's "
+                                    "static quantisation (QDQ) [fp32; a --table's own].",
+                                    metavar="fp32|int8")
+    provider: str = setting("cpu", "onnxruntime's execution provider (cuda, tensorrt: where "
+                            "onnxruntime has them; untested).", metavar="cpu|cuda|tensorrt")
+    opt_level: str = setting("all", "onnxruntime's graph optimisation level.",
+                             metavar="disable|basic|extended|all")
+    clock: str = setting("wall", "wall: elapsed time; cpu: the thread's CPU time, which other "
+                         "processes' load does not stretch (--threads 1 only).",
+                         metavar="wall|cpu")
     threads: int = setting(1, "CPU threads for torch ops (fixed for every timing).", min=1,
                            metavar="K")
     batch: int = setting(1, "Images per forward.", min=1, metavar="B")
@@ -52,8 +65,10 @@ class LatencyConfig:
     # wanted relative half-width of each median's 95% interval
     tolerance: float = setting(0.05, "Wanted half-width of each median's 95% confidence interval, "
                                "relative.", min=0.001, metavar="FRAC")
-    check: int = setting(0, "Validate: N random architectures' table sums against their measured "
-                         "end-to-end latency (error %, Spearman).", min=0, metavar="N")
+    check: int = setting(0, "Validate: N random architectures' predictions against their "
+                         "measured end-to-end latency, in the table's runtime; median and 90th "
+                         "percentile error, Spearman, a pass/fail verdict (N >= 10).", min=0,
+                         metavar="N")
     seed: int = setting(0, "Seed of the --check architectures and of the timing order.")
     table: str | Path | None = setting(None, "Check (--check) an existing table instead of "
                                        "measuring one.", metavar="TABLE")
@@ -95,9 +110,7 @@ class LatencyResult:
         path and how well the table predicted."""
         if self.built or self.check is None:
             return self.path
-        s = self.check_summary
-        return (f"{self.path}: mean abs error {s['mean_abs_error_pct']:.1f}%, Spearman "
-                f"{s['spearman']:.3f} over {len(self.check.measured_ms)} architectures")
+        return f"{self.path}: {self.check.verdict().line()}"
 
     def report(self) -> Report:
         """The check (when one ran): table sum and prediction vs measured per architecture,
@@ -113,13 +126,18 @@ class LatencyResult:
             Table(f"--check {len(res.measured_ms)}: table vs measured end to end "
                   f"({self.table.describe()}, {self.check_seconds:.1f}s)", columns, rows,
                   right=columns),
-            f"mean abs error {s['mean_abs_error_pct']:.2f}% (table sum alone "
-            f"{s['mean_abs_error_pct_no_overhead']:.2f}%, overhead {s['overhead_ms']:.3f} ms "
-            f"measured at build time); Spearman {s['spearman']:.3f}"]
+            f"median abs error {s['median_abs_error_pct']:.2f}%, 90th percentile "
+            f"{s['p90_abs_error_pct']:.2f}%, mean {s['mean_abs_error_pct']:.2f}% (table sum "
+            f"alone {s['mean_abs_error_pct_no_overhead']:.2f}%, overhead "
+            f"{s['overhead_ms']:.3f} ms measured at build time); Spearman {s['spearman']:.3f}"]
+        if res.retimed:
+            report.append(f"timed again (outliers; the faster timing kept): #"
+                          f"{', #'.join(map(str, res.retimed))}")
         if "load_drift" in s:
             report.append(f"the build's reference networks run {s['load_drift']:.3f}x as long "
                           "as at build time (other load on this machine); scaled by that, the "
                           f"error is {s['mean_abs_error_pct_drift_corrected']:.2f}%")
+        report.append(res.verdict().line())
         return report
 
 
@@ -134,6 +152,18 @@ def _check_options(cfg: LatencyConfig) -> None:
         raise UserError(f"--channels-last: expected auto, on or off, got {cfg.channels_last!r}")
     if cfg.max_rounds < cfg.rounds:
         raise UserError(f"--max-rounds {cfg.max_rounds} is below --rounds {cfg.rounds}")
+    from fnacli.latency import CLOCKS, RUNTIMES
+    from fnacli.ort_runtime import OPT_LEVELS, PRECISIONS, PROVIDERS
+
+    for flag, value, allowed in (("--runtime", cfg.runtime, RUNTIMES),
+                                 ("--precision", cfg.precision, PRECISIONS),
+                                 ("--provider", cfg.provider, PROVIDERS),
+                                 ("--opt-level", cfg.opt_level, OPT_LEVELS),
+                                 ("--clock", cfg.clock, CLOCKS)):
+        if value is not None and value not in allowed:
+            raise UserError(f"{flag}: expected one of {', '.join(allowed)}, got {value!r}")
+    if cfg.precision == "int8" and cfg.runtime != "onnxruntime" and not cfg.table:
+        raise UserError("--precision int8: only with --runtime onnxruntime")
 
 
 def _run_check(table: LatencyTable, cfg: LatencyConfig) -> tuple[CheckResult, float]:
@@ -159,10 +189,26 @@ def _check_existing(cfg: LatencyConfig) -> LatencyResult:
     if cfg.output:
         check_writable(cfg.output, cfg.force)
     table = read_latency_table(cfg.table, cfg.force)
+    refuse_other_runtime(table, cfg)
     check, secs = _run_check(table, cfg)
     if cfg.output:
         write_text_atomic(cfg.output, table.to_json())
     return LatencyResult(str(cfg.table), table, check, secs)
+
+
+def refuse_other_runtime(table: LatencyTable, cfg: LatencyConfig) -> None:
+    """A check runs in the table's own runtime and precision: asking for another mixes two
+    clocks, refused."""
+    env = table.env
+    have = {"runtime": env.get("runtime", "torch"), "precision": env.get("precision", "fp32")}
+    want = {"runtime": cfg.runtime, "precision": cfg.precision}
+    diff = [f"--{k} {v}" for k, v in want.items() if v is not None and v != have[k]]
+    if diff:
+        from fnacli.latency import runtime_of
+
+        raise UserError(f"{cfg.table}: timed in {runtime_of(env)}, not {' '.join(diff)}; a "
+                        "table is checked in its own runtime (measure another table for that "
+                        "runtime)")
 
 
 def measure_latency(*args: Any, **kwargs: Any) -> LatencyResult:
@@ -203,7 +249,10 @@ def measure_latency(*args: Any, **kwargs: Any) -> LatencyResult:
     mcfg = MeasureConfig(device=cfg.device, threads=cfg.threads, batch=cfg.batch,
                          channels_last=MEMORY_FORMATS[cfg.channels_last],
                          min_rounds=cfg.rounds, max_rounds=cfg.max_rounds,
-                         rel_tol=cfg.tolerance, seed=cfg.seed)
+                         rel_tol=cfg.tolerance, seed=cfg.seed,
+                         runtime=cfg.runtime or "torch", precision=cfg.precision or "fp32",
+                         opt_level=cfg.opt_level, provider=cfg.provider, clock=cfg.clock)
+    mcfg.check()
     n_cls = cfg.num_classes or default_classes(cfg.task)
     dest = Path(cfg.output) if cfg.output else latency_cache_path(sp, cfg.task, wh, n_cls, mcfg)
     part = partial_path(dest)
