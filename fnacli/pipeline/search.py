@@ -319,7 +319,7 @@ def search_differentiable(*args: Any, **kwargs: Any) -> SearchResult:
 
 def _check_latency(o: Any) -> None:
     """The latency options, refused before any work."""
-    from fnacli.latency import parse_latency, read_latency_table
+    from fnacli.cost.latency import parse_latency, read_latency_table
 
     cost = getattr(o, "cost", "madds")
     if cost not in ("madds", "latency"):
@@ -343,7 +343,7 @@ def _check_latency(o: Any) -> None:
 
 
 def _latency_table(o: Any, space: Any, task: str, size: tuple[int, int], classes: int) -> Any:
-    from fnacli.latency import search_latency_table
+    from fnacli.cost.latency import search_latency_table
 
     if not o.latency_table:
         return None
@@ -379,7 +379,7 @@ def _differentiable(o: DifferentiableSearchConfig, env: Any) -> SearchResult:
             raise UserError(str(e).replace("--max-madds", "--target-madds")) from None
     size, augment = _search_input(o, task)
     dataset = _train_set(o, task, augment, size)
-    from fnacli.latency import parse_latency
+    from fnacli.cost.latency import parse_latency
 
     cfg = differentiable_config(o, task, len(dataset), target)
     cfg.cost = o.cost
@@ -420,7 +420,7 @@ def differentiable_config(o: DifferentiableSearchConfig, task: Any, train_images
                           target_madds: float | None = None) -> Any:
     """The differentiable search's settings: what ``o`` leaves at None comes from the task's
     ``search_defaults`` (the papers' search recipe) and, behind it, its fine-tuning recipe."""
-    from fnacli.lut import check_scope
+    from fnacli.cost.space import check_scope
     from fnacli.search.differentiable import SearchConfig
 
     task = task_of(task) if isinstance(task, str) else task
@@ -484,7 +484,7 @@ def search_oneshot(*args: Any, **kwargs: Any) -> SearchResult:
         raise UserError("--fitness-img-dir needs --fitness-ann")
     if o.fitness_ann and o.fitness_images is not None:
         raise UserError("--fitness-images and --fitness-ann exclude each other")
-    from fnacli.lut import check_scope
+    from fnacli.cost.space import check_scope
     from fnacli.search.fitness_data import parse_amount
 
     check_scope(o.cost_scope or ONESHOT_COST_SCOPE)
@@ -600,7 +600,7 @@ def _train(o: OneShotSearchConfig, files: dict[str, Path], env: Any, say: Report
 def _evolve(o: OneShotSearchConfig, trained: Path, files: dict[str, Path], env: Any,
             resume: bool, say: Reporter) -> SearchResult:
     from fnacli.checkpoint import save_checkpoint
-    from fnacli.lut import load_or_build_lut
+    from fnacli.cost.lut import load_or_build_lut
     from fnacli.progress import tensorboard_dir
     from fnacli.search import evolution as E
     from fnacli.search.bn_recal import calibration_subset
@@ -618,7 +618,7 @@ def _evolve(o: OneShotSearchConfig, trained: Path, files: dict[str, Path], env: 
         raise UserError(f"--task {o.task}: {trained} was trained one-shot for {info.task}")
     task = get_task(info.task)
     size = as_size(o.size) or info.size
-    from fnacli.latency import parse_latency
+    from fnacli.cost.latency import parse_latency
 
     cfg = E.SearchConfig(strategy=o.strategy, population=o.population, parents=o.parents,
                          mutation_prob=o.mutation_prob, generations=o.generations,
@@ -784,8 +784,8 @@ def random_baseline(o: OneShotSearchConfig) -> SearchResult:
     Nothing is trained or scored."""
     import json
 
+    from fnacli.cost.lut import load_or_build_lut
     from fnacli.io import write_text_atomic
-    from fnacli.lut import load_or_build_lut
     from fnacli.search import evolution as E
     from fnacli.search.supernet_io import read_supernet
 
