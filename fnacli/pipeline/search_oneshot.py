@@ -125,7 +125,7 @@ def search_oneshot(*args: Any, **kwargs: Any) -> SearchResult:
         raise UserError("--fitness-img-dir needs --fitness-ann")
     if o.fitness_ann and o.fitness_images is not None:
         raise UserError("--fitness-images and --fitness-ann exclude each other")
-    from fnacli.lut import check_scope
+    from fnacli.cost.space import check_scope
     from fnacli.search.fitness_data import parse_amount
 
     check_scope(o.cost_scope or ONESHOT_COST_SCOPE)
@@ -243,7 +243,7 @@ def _train(o: OneShotSearchConfig, files: dict[str, Path], env: Any, say: Report
 def _evolve(o: OneShotSearchConfig, trained: Path, files: dict[str, Path], env: Any,
             resume: bool, say: Reporter) -> SearchResult:
     from fnacli.checkpoint import save_checkpoint
-    from fnacli.lut import load_or_build_lut
+    from fnacli.cost.lut import load_or_build_lut
     from fnacli.progress import SearchProgress, tensorboard_dir
     from fnacli.search import evolution as E
     from fnacli.search.bn_recal import calibration_subset
@@ -261,7 +261,7 @@ def _evolve(o: OneShotSearchConfig, trained: Path, files: dict[str, Path], env: 
         raise UserError(f"--task {o.task}: {trained} was trained one-shot for {info.task}")
     task = get_task(info.task)
     size = as_size(o.size) or info.size
-    from fnacli.latency import parse_latency
+    from fnacli.cost.latency import parse_latency
 
     cfg = E.SearchConfig(strategy=o.strategy, population=o.population, parents=o.parents,
                          mutation_prob=o.mutation_prob, generations=o.generations,
