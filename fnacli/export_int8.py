@@ -1,7 +1,7 @@
 """``fnacli export --precision int8``: the exported ONNX graph quantised by onnxruntime's own
 static quantisation (QDQ format, activations uint8 per tensor, weights int8 per channel,
 min/max ranges calibrated on the check's images), the graph the latency table's int8 entries
-are timed as (``fnacli.ort_runtime``).
+are timed as (``fnacli.cost.ort``).
 
 Quantisation changes the outputs by design, so the float32 parity (1e-4) does not apply. The
 int8 check compares PyTorch float32 with the quantised graph on the same images:
@@ -58,7 +58,7 @@ def quantize_file(src: str | Path, dst: str | Path, images: Sequence[torch.Tenso
     ``images``."""
     import onnx
 
-    from fnacli.ort_runtime import quantize_int8
+    from fnacli.cost.ort import quantize_int8
 
     model = Path(src).read_bytes()
     name = onnx.load_from_string(model).graph.input[0].name

@@ -12,7 +12,8 @@ from test_lut import TINY
 
 pytest.importorskip("onnxruntime")
 
-import fnacli.latency as L  # noqa: E402
+import fnacli.cost.latency as L  # noqa: E402
+import fnacli.cost.measure as M  # noqa: E402
 from fnacli.errors import UserError  # noqa: E402
 from fnacli.spec import SpaceSpec  # noqa: E402
 
@@ -21,8 +22,8 @@ SIZE = (64, 64)
 SPACE = TINY  # the MAdds table tests' tiny space (its ops: k3/k5/k7, e1/e3/e6, skip)
 
 
-def ort_cfg(precision: str = "fp32") -> L.MeasureConfig:
-    return L.MeasureConfig(**FAST, runtime="onnxruntime", precision=precision, clock="cpu")
+def ort_cfg(precision: str = "fp32") -> M.MeasureConfig:
+    return M.MeasureConfig(**FAST, runtime="onnxruntime", precision=precision, clock="cpu")
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +46,7 @@ def test_table_records_its_runtime_and_covers_the_space(ort_tables: dict,
                                                         space: SpaceSpec) -> None:
     import onnxruntime
 
-    from fnacli.lut import Lut
+    from fnacli.cost.lut import Lut
 
     madds = Lut(space, "ssdlite", SIZE, 2).build()
     for precision, path in ort_tables.items():
@@ -71,7 +72,7 @@ def test_each_entry_times_the_modules_exported_graph(monkeypatch: pytest.MonkeyP
     (fp32), with the neck and head's prepared maps as graph inputs (not folded constants)."""
     import numpy as np
 
-    import fnacli.ort_runtime as R
+    import fnacli.cost.ort as R
 
     compiled: list = []
     real = R.compile_module
@@ -127,13 +128,13 @@ def test_runtimes_do_not_mix(ort_tables: dict, space: SpaceSpec, tmp_path: Path,
         L.read_latency_table(other)
     # an eager table's partial is not resumed as an onnxruntime one (nor the reverse)
     part = tmp_path / "t.json.partial"
-    eager = L.LatencyTable(space, "ssdlite", SIZE, 2, L.MeasureConfig(**FAST))
+    eager = L.LatencyTable(space, "ssdlite", SIZE, 2, M.MeasureConfig(**FAST))
     part.write_text(eager.to_json())
     with pytest.raises(UserError, match="another space, task, size or machine"):
         L.build_latency_table(space, "ssdlite", SIZE, 2, ort_cfg(), partial=part, resume=True)
     # tables from before runtimes were recorded read as torch's
-    assert L.runtime_of({}) == "torch eager"
-    assert L.same_machine({"device": "cpu"}, {"device": "cpu", "runtime": "torch"}) == []
+    assert M.runtime_of({}) == "torch eager"
+    assert M.same_machine({"device": "cpu"}, {"device": "cpu", "runtime": "torch"}) == []
 
 
 def test_oneshot_search_on_an_onnxruntime_table(ort_tables: dict) -> None:

@@ -1,4 +1,4 @@
-"""A latency lookup table of a search space measured on this machine (``fnacli.latency``),
+"""A latency lookup table of a search space measured on this machine (``fnacli.cost.latency``),
 and its check against end-to-end measurements of random architectures. Method:
 docs/latency.md.
 
@@ -20,7 +20,8 @@ from fnacli.settings import setting
 from fnacli.tasks import metavar, per_task, size_text
 
 if TYPE_CHECKING:
-    from fnacli.latency import CheckResult, LatencyTable
+    from fnacli.cost.check import CheckResult
+    from fnacli.cost.latency import LatencyTable
     from fnacli.spec import SpaceSpec
 
 MEMORY_FORMATS = {"auto": None, "on": True, "off": False}
@@ -142,7 +143,7 @@ class LatencyResult:
 
 
 def _check_options(cfg: LatencyConfig) -> None:
-    from fnacli.lut import LUT_TASKS
+    from fnacli.cost.table import LUT_TASKS
 
     if cfg.task not in LUT_TASKS:
         raise UserError(f"--task: expected one of {', '.join(LUT_TASKS)}, got {cfg.task!r}")
@@ -152,8 +153,8 @@ def _check_options(cfg: LatencyConfig) -> None:
         raise UserError(f"--channels-last: expected auto, on or off, got {cfg.channels_last!r}")
     if cfg.max_rounds < cfg.rounds:
         raise UserError(f"--max-rounds {cfg.max_rounds} is below --rounds {cfg.rounds}")
-    from fnacli.latency import CLOCKS, RUNTIMES
-    from fnacli.ort_runtime import OPT_LEVELS, PRECISIONS, PROVIDERS
+    from fnacli.cost.measure import CLOCKS, RUNTIMES
+    from fnacli.cost.ort import OPT_LEVELS, PRECISIONS, PROVIDERS
 
     for flag, value, allowed in (("--runtime", cfg.runtime, RUNTIMES),
                                  ("--precision", cfg.precision, PRECISIONS),
@@ -169,7 +170,7 @@ def _check_options(cfg: LatencyConfig) -> None:
 def _run_check(table: LatencyTable, cfg: LatencyConfig) -> tuple[CheckResult, float]:
     from contextlib import nullcontext
 
-    from fnacli.latency import check_table
+    from fnacli.cost.check import check_table
 
     start = time.perf_counter()
     status: Any = nullcontext()
@@ -183,8 +184,8 @@ def _run_check(table: LatencyTable, cfg: LatencyConfig) -> tuple[CheckResult, fl
 
 
 def _check_existing(cfg: LatencyConfig) -> LatencyResult:
+    from fnacli.cost.latency import read_latency_table
     from fnacli.io import check_writable, write_text_atomic
-    from fnacli.latency import read_latency_table
 
     if cfg.output:
         check_writable(cfg.output, cfg.force)
@@ -204,7 +205,7 @@ def refuse_other_runtime(table: LatencyTable, cfg: LatencyConfig) -> None:
     want = {"runtime": cfg.runtime, "precision": cfg.precision}
     diff = [f"--{k} {v}" for k, v in want.items() if v is not None and v != have[k]]
     if diff:
-        from fnacli.latency import runtime_of
+        from fnacli.cost.measure import runtime_of
 
         raise UserError(f"{cfg.table}: timed in {runtime_of(env)}, not {' '.join(diff)}; a "
                         "table is checked in its own runtime (measure another table for that "
@@ -241,8 +242,9 @@ def measure_latency(*args: Any, **kwargs: Any) -> LatencyResult:
 
     import torch
 
-    from fnacli.cost import default_classes
-    from fnacli.latency import MeasureConfig, build_latency_table, latency_cache_path, partial_path
+    from fnacli.cost.count import default_classes
+    from fnacli.cost.latency import build_latency_table, latency_cache_path, partial_path
+    from fnacli.cost.measure import MeasureConfig
 
     if cfg.device == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda: no CUDA device is available here")

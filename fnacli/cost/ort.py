@@ -30,6 +30,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from fnacli.cost.measure import Bench, MeasureConfig, Timing
 from fnacli.errors import UserError
 
 RUNTIMES = ("torch", "onnxruntime")
@@ -94,7 +95,7 @@ def require_onnxruntime() -> Any:
 
 # -- exporting and quantising ------------------------------------------------------------------
 class _MapsIn(nn.Module):
-    """A neck/head timed on prepared maps (``fnacli.latency._NeckHead``), with the maps as
+    """A neck/head timed on prepared maps (``fnacli.cost.latency._NeckHead``), with the maps as
     graph inputs: as constants, the exporter and onnxruntime would fold the whole computation
     away."""
 
@@ -240,25 +241,29 @@ def compile_module(module: nn.Module, inputs: Sequence[torch.Tensor], cfg: OrtCo
 
 
 # -- timing ------------------------------------------------------------------------------------
-def ort_bench(measure: Any, cfg: OrtConfig) -> Any:
-    """A ``Bench`` (same rounds, samples and statistics as the eager tables, from
-    ``measure``, a ``MeasureConfig``) whose jobs run in onnxruntime."""
-    from fnacli.latency import Bench
+class OrtBench(Bench):
+    """A ``Bench`` (the eager tables' rounds, samples and statistics, from ``measure``)
+    whose jobs run in onnxruntime."""
 
-    class OrtBench(Bench):
-        def prepare(self, module: nn.Module, inputs: Sequence[torch.Tensor]) -> tuple:
-            # what is called: the module's graph in a session, its inputs bound once
-            return compile_module(module, [x.cpu() for x in inputs], cfg), ()
+    def __init__(self, measure: MeasureConfig, cfg: OrtConfig) -> None:
+        super().__init__(measure, torch.contiguous_format)
+        self.ort = cfg
 
-    return OrtBench(measure, torch.contiguous_format)
+    def prepare(self, module: nn.Module, inputs: Sequence[torch.Tensor]) -> tuple:
+        # what is called: the module's graph in a session, its inputs bound once
+        return compile_module(module, [x.cpu() for x in inputs], self.ort), ()
 
 
-def time_modules(items: dict[object, tuple[nn.Module, Sequence[torch.Tensor]]], measure: Any,
-                 cfg: OrtConfig) -> dict[object, Any]:
+def ort_bench(measure: MeasureConfig, cfg: OrtConfig) -> OrtBench:
+    return OrtBench(measure, cfg)
+
+
+def time_modules(items: dict[object, tuple[nn.Module, Sequence[torch.Tensor]]],
+                 measure: MeasureConfig, cfg: OrtConfig) -> dict[object, Timing]:
     """{key: Timing} of each (module, inputs) run in onnxruntime, timed interleaved."""
     bench = ort_bench(measure, cfg)
     return bench.run([bench.job(k, m, xs) for k, (m, xs) in items.items()])
 
 
-__all__ = ["OrtCall", "OrtConfig", "compile_module", "ort_bench", "quantize_int8", "session",
-           "time_modules", "to_onnx"]
+__all__ = ["OrtBench", "OrtCall", "OrtConfig", "compile_module", "ort_bench", "quantize_int8",
+           "session", "time_modules", "to_onnx"]
