@@ -320,7 +320,9 @@ def test_cli_builds_checks_and_refuses(space: SpaceSpec, tmp_path: Path, run_cli
     assert code == 0, err
     s = json.loads(stdout)
     assert s["table"] == str(out) and s["layers"] > 0 and s["check"]["n"] == 4
-    assert "mean abs error" in err and "Spearman" in err
+    assert "median abs error" in err and "90th percentile" in err and "Spearman" in err
+    assert "NO VERDICT over 4 architectures" in " ".join(err.split())  # fewer than 10
+    assert s["check"]["verdict"]["verdict"] == "no verdict"
     assert not Path(f"{out}.partial").exists()
     assert L.read_latency_table(out).check_result["n"] == 4
     # check an existing table again
