@@ -12,7 +12,8 @@ from test_lut import TINY, arch_of, searchable
 
 from fnacli.errors import UserError
 from fnacli.lut import CostTable, build_lut
-from fnacli.search.differentiable import SearchConfig, cost_term, search_cost
+from fnacli.search.architect import cost_term
+from fnacli.search.differentiable import SearchConfig, search_cost
 from fnacli.spec import SpaceSpec
 from fnacli.train import TrainConfig
 
