@@ -32,8 +32,13 @@ or nearly, which dilute the gradient of ``log C``). The table is built at ``cost
 The defaults are the papers' search recipes (``Task.search_defaults``; docs/search.md lists
 where FNA's released configs differ): weight optimiser SGD or RMSProp from ``fnacli.train``
 (warm-up + step schedule over the weight steps), architecture optimiser Adam (lr 3e-4, betas
-(0.5, 0.999), weight decay 1e-3). Everything else (DDP setup, seeding, the epoch sampler,
-JSON-lines metrics, training-state files, the progress bar) comes from ``fnacli.train``.
+(0.5, 0.999), weight decay 1e-3).
+
+The code: the weight steps are ``fnacli.train.fit``'s, the loop of fine-tuning (DDP, seeding,
+the epoch sampler, resume, JSON-lines metrics, training-state files, the progress bar,
+divergence checks, signals). :class:`SearchHooks` adds the path of each step, the α/β step
+(``fnacli.search.architect.Architect``: α/β, their optimiser, the cost term) and each epoch's
+record; :func:`run_search` builds the parts and calls ``fit``.
 """
 
 from __future__ import annotations
