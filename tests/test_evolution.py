@@ -321,7 +321,7 @@ def trained(work: dict) -> dict:
 def limits(trained: dict) -> tuple[float, float]:
     """(cheapest, dearest) backbone MAdds of the space's SSDLite networks, by the LUT (the
     one-shot search limits the backbone by default, as DetNAS)."""
-    from fnacli.lut import load_or_build_lut
+    from fnacli.cost.lut import load_or_build_lut
 
     with pytest.MonkeyPatch.context() as mp:  # the same table the searches use
         mp.setenv("FNACLI_CACHE_DIR", str(trained["tmp"] / "cache"))
@@ -348,7 +348,7 @@ def evolution_run(trained: dict, limits: tuple[float, float]) -> dict:
 
 
 def test_evolution_end_to_end(evolution_run: dict) -> None:
-    from fnacli.cost import profile_exact
+    from fnacli.cost.count import profile_exact
     from fnacli.search.supernet_io import read_supernet
 
     run, out = evolution_run, evolution_run["out"]
@@ -619,7 +619,7 @@ def test_random_baseline_draws_specs_under_the_backbone_limit(trained: dict,
                                                               ) -> None:
     """DetNAS's baseline: N random architectures of the space under the limit, as specs for
     fine-tuning with the searched one's settings (nothing trained or scored)."""
-    from fnacli.cost import profile_exact
+    from fnacli.cost.count import profile_exact
 
     tmp = trained["tmp"]
     limit = (limits[0] + limits[1]) / 2

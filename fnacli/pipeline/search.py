@@ -212,7 +212,7 @@ def search_input(o: SearchOptions, task: Any) -> tuple[tuple[int, int], str]:
 
 def check_latency(o: Any) -> None:
     """The latency options, refused before any work."""
-    from fnacli.latency import parse_latency, read_latency_table
+    from fnacli.cost.latency import parse_latency, read_latency_table
 
     cost = getattr(o, "cost", "madds")
     if cost not in ("madds", "latency"):
@@ -237,7 +237,7 @@ def check_latency(o: Any) -> None:
 
 def latency_table(o: Any, space: Any, task: str, size: tuple[int, int], classes: int) -> Any:
     """The ``--latency-table`` checked against the search's space, task and size, or None."""
-    from fnacli.latency import search_latency_table
+    from fnacli.cost.latency import search_latency_table
 
     if not o.latency_table:
         return None

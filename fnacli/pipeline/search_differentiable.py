@@ -121,7 +121,7 @@ def _differentiable(o: DifferentiableSearchConfig, env: Any) -> SearchResult:
             raise UserError(str(e).replace("--max-madds", "--target-madds")) from None
     size, augment = search_input(o, task)
     dataset = train_set(o, task, augment, size)
-    from fnacli.latency import parse_latency
+    from fnacli.cost.latency import parse_latency
 
     cfg = differentiable_config(o, task, len(dataset), target)
     cfg.cost = o.cost
@@ -162,7 +162,7 @@ def differentiable_config(o: DifferentiableSearchConfig, task: Any, train_images
                           target_madds: float | None = None) -> Any:
     """The differentiable search's settings: what ``o`` leaves at None comes from the task's
     ``search_defaults`` (the papers' search recipe) and, behind it, its fine-tuning recipe."""
-    from fnacli.lut import check_scope
+    from fnacli.cost.space import check_scope
     from fnacli.search.differentiable import SearchConfig
 
     task = task_of(task) if isinstance(task, str) else task

@@ -125,7 +125,7 @@ def search_oneshot(*args: Any, **kwargs: Any) -> SearchResult:
         raise UserError("--fitness-img-dir needs --fitness-ann")
     if o.fitness_ann and o.fitness_images is not None:
         raise UserError("--fitness-images and --fitness-ann exclude each other")
-    from fnacli.lut import check_scope
+    from fnacli.cost.space import check_scope
     from fnacli.search.fitness_data import parse_amount
 
     check_scope(o.cost_scope or ONESHOT_COST_SCOPE)
@@ -243,7 +243,7 @@ def _train(o: OneShotSearchConfig, files: dict[str, Path], env: Any, say: Report
 def _evolve(o: OneShotSearchConfig, trained: Path, files: dict[str, Path], env: Any,
             resume: bool, say: Reporter) -> SearchResult:
     """Search the trained supernet ``trained`` by evolution or random sampling."""
-    from fnacli.lut import load_or_build_lut
+    from fnacli.cost.lut import load_or_build_lut
     from fnacli.progress import SearchProgress, tensorboard_dir
     from fnacli.search import evolution as E
     from fnacli.search.bn_recal import calibration_subset
@@ -307,7 +307,7 @@ def _evolve(o: OneShotSearchConfig, trained: Path, files: dict[str, Path], env: 
 
 def _evolution_config(o: OneShotSearchConfig, task: Any) -> Any:
     """The evolution (or random) search's settings (``fnacli.search.evolution``)."""
-    from fnacli.latency import parse_latency
+    from fnacli.cost.latency import parse_latency
     from fnacli.search import evolution as E
 
     return E.SearchConfig(strategy=o.strategy, population=o.population, parents=o.parents,

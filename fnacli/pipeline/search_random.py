@@ -21,8 +21,8 @@ def random_baseline(o: OneShotSearchConfig) -> SearchResult:
     Nothing is trained or scored."""
     import json
 
+    from fnacli.cost.lut import load_or_build_lut
     from fnacli.io import write_text_atomic
-    from fnacli.lut import load_or_build_lut
     from fnacli.search import evolution as E
     from fnacli.search.supernet_io import read_supernet
 

@@ -15,7 +15,7 @@ and minimises ``task loss + cost``:
   ``λ·γ·max(0, C−T)``.
 
 With ``cost="latency"`` C is the expected latency in milliseconds by a measured latency
-table (``fnacli.latency``, the same nested expectation) and the target is ``target_latency``
+table (``fnacli.cost.latency``, the same nested expectation) and the target is ``target_latency``
 (ms).
 
 ``arch_step``: ``full`` (FNA) runs every candidate; ``sampled`` runs two sampled candidates
@@ -161,7 +161,7 @@ class SearchConfig:
                             f"{self.target_madds}")
         if self.min_depth < 0:
             raise UserError(f"--min-depth: expected ≥ 0, got {self.min_depth}")
-        from fnacli.lut import check_scope
+        from fnacli.cost.space import check_scope
 
         check_scope(self.cost_scope)
         if self.cost not in COSTS:
@@ -317,7 +317,7 @@ def run_search(ckpt: SupernetCheckpoint, source: str, train_set: Any, cfg: Searc
 def _build(ckpt: SupernetCheckpoint, source: str, train_set: Any, cfg: SearchConfig,
            env: DistEnv) -> tuple[torch.nn.Module, Supernet, ArchParams, Any]:
     """The detector around the supernet, α/β (on the device) and the MAdds table."""
-    from fnacli.lut import load_or_build_lut
+    from fnacli.cost.lut import load_or_build_lut
 
     task, space = get_task(cfg.task), ckpt.space
     supernet = Supernet(space, ckpt.masks, with_head=task.uses_head_conv,
