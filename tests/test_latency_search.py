@@ -13,12 +13,13 @@ from test_evolution import SPACE as ONESHOT_SPACE
 from test_evolution import all_genomes, fake_fitness
 from test_search import RUN, SPACE, env, supernet  # noqa: F401 - fixtures
 
-import fnacli.latency as L
+import fnacli.cost.latency as L
+import fnacli.cost.measure as M
 from fnacli.errors import UserError
 from fnacli.search import evolution as E
 from fnacli.spec import ArchSpec, SpaceSpec
 
-FAST = L.MeasureConfig(threads=1, min_rounds=6, max_rounds=6, sample_s=0.001, blocks=2)
+FAST = M.MeasureConfig(threads=1, min_rounds=6, max_rounds=6, sample_s=0.001, blocks=2)
 
 
 @pytest.fixture(scope="module")
