@@ -9,7 +9,7 @@ state, OUTPUT.history.jsonl); see docs/evolution.md. The fitness images are held
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +57,9 @@ class OneShotSearchConfig(SearchOptions):
     mutation_prob: float = _oneshot(0.1, "Probability to resample each choice when mutating.",
                                     min=0.0, max=1.0)
     generations: int = _oneshot(20, "Generations.", min=1)
+    freeze_bn: bool = _oneshot(False, "Supernet training keeps BN statistics fixed (tiny "
+                               "per-process batches; multi-process CPU runs, which have no "
+                               "SyncBatchNorm).")
     candidates: int | None = _oneshot(None, "random: architectures to evaluate [population x "
                                       "generations].", min=1)
     max_madds: str | float | None = _oneshot(None, "MAdds limit of every candidate (e.g. 300M, "
@@ -214,7 +217,7 @@ def _train(o: OneShotSearchConfig, files: dict[str, Path], env: Any, say: Report
         raise UserError("--task: needed to train the one-shot supernet "
                         f"({' or '.join(task_names())})")
     task = get_task(name)
-    check_bn_batch(task, o.batch_size or task.recipe.batch_size, env.world, freeze_flag=False)
+    check_bn_batch(task, o.batch_size or task.recipe.batch_size, env.world, o.freeze_bn)
     if not o.resume:
         check_earlier_run(files["train_state"], False, o.force)
     resume = o.resume and files["train_state"].is_file()
@@ -228,8 +231,8 @@ def _train(o: OneShotSearchConfig, files: dict[str, Path], env: Any, say: Report
     dataset = train_set(o, task, augment, size)
     dataset, fitness = hold_out_fitness(o, dataset, task)
     batch = o.batch_size or r.batch_size
-    tc = train_config(o, task, epochs, epochs * (len(dataset) // batch), r.schedule,
-                       r.milestones, r.warmup_iters)
+    tc = replace(train_config(o, task, epochs, epochs * (len(dataset) // batch), r.schedule,
+                              r.milestones, r.warmup_iters), freeze_bn=o.freeze_bn)
     say(f"one-shot supernet training: {task.name} at {size[0]}x{size[1]}, {len(dataset)} "
         f"images ({fitness['images']} held out for fitness), {epochs} epochs of "
         f"{len(dataset) // batch} steps, uniform single-path sampling")
