@@ -35,6 +35,46 @@ def describe_os_error(e: OSError, path: str | Path | None = None) -> str:
     return f"{where}: {reason}"
 
 
+# side files (probes, temporary files, locks, markers) are created with these flags: never
+# through a link somebody planted, never onto a file that is already there
+EXCLUSIVE = os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+
+
+def random_token(n: int = 10) -> str:
+    """A random name part: side files get names nobody can plant a link at in advance."""
+    return "".join(secrets.choice("0123456789abcdefghijklmnopqrstuvwxyz") for _ in range(n))
+
+
+def planted(path: str | Path, what: str) -> UserError:
+    """The error for a link (or other file) found where fnacli creates ``what``."""
+    path = Path(path)
+    kind = "a symbolic link" if path.is_symlink() else "a file fnacli did not make"
+    return UserError(f"{path}: {kind} is in the way of fnacli's {what}; fnacli never "
+                     "writes through it (remove it and rerun)")
+
+
+def open_exclusive(path: str | Path, what: str, mode: int = 0o600) -> int:
+    """Create ``path`` for writing with ``O_EXCL | O_NOFOLLOW`` and return its descriptor;
+    whatever is already at that name (a planted link above all) is a ``UserError`` naming
+    it, the link's target untouched."""
+    try:
+        return os.open(path, os.O_WRONLY | EXCLUSIVE, mode)
+    except FileExistsError:
+        raise planted(path, what) from None
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise planted(path, what) from None
+        raise
+
+
+def refuse_links(paths: Iterator[Path] | list[Path] | tuple[Path, ...], what: str) -> None:
+    """Before any work: none of ``paths`` (files fnacli will replace or append to) may be
+    a symbolic link."""
+    for p in paths:
+        if Path(p).is_symlink():
+            raise planted(p, what)
+
+
 def _name_max(folder: Path) -> int:
     try:
         return os.pathconf(folder, "PC_NAME_MAX")
@@ -69,6 +109,7 @@ def check_writable(path: str | Path, force: bool, also: tuple[str, ...] = ()) ->
     if not folder.is_dir():
         raise UserError(f"{folder}: not a folder")
     check_folder_writable(folder)
+    refuse_links([Path(f"{path}{s}") for s in also], "files beside the output")
     locks.claim(path)
     remove_stale_temps(path, also)
     return path
@@ -77,9 +118,9 @@ def check_writable(path: str | Path, force: bool, also: tuple[str, ...] = ()) ->
 def check_folder_writable(folder: str | Path) -> None:
     """Create and remove a file in ``folder``: the only reliable test that it takes files."""
     folder = Path(folder)
-    probe = folder / f".fnacli-probe~{os.getpid()}.tmp"
+    probe = folder / f".fnacli-probe~{os.getpid()}-{random_token()}.tmp"
     try:
-        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        fd = open_exclusive(probe, "write-probe file")
         os.close(fd)
         os.unlink(probe)
     except OSError as e:
@@ -156,13 +197,12 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     """
     path = Path(path)
     folder = path.parent
-    suffix = "".join(secrets.choice("0123456789abcdefghijklmnopqrstuvwxyz") for _ in range(6))
-    tmp = folder / f".{_tmp_stem(path.name)}~{os.getpid()}-{suffix}.tmp"
+    tmp = folder / f".{_tmp_stem(path.name)}~{os.getpid()}-{random_token(6)}.tmp"
     # outputs get the permissions a plain open() would give
     umask = os.umask(0)
     os.umask(umask)
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666 & ~umask)
+        fd = open_exclusive(tmp, "temporary file", 0o666 & ~umask)
         os.close(fd)
     except OSError as e:
         raise UserError(f"cannot write {describe_os_error(e, path)}") from None
