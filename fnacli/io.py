@@ -75,6 +75,23 @@ def refuse_links(paths: Iterator[Path] | list[Path] | tuple[Path, ...], what: st
             raise planted(p, what)
 
 
+def printable(path: str | Path) -> str:
+    """``path`` as text any terminal takes (bytes that are not valid in the locale's
+    encoding shown as \\xNN)."""
+    return os.fsencode(path).decode(sys.getfilesystemencoding(), "backslashreplace")
+
+
+def check_name_encodable(path: str | Path) -> None:
+    """An output name must be text in the locale's encoding: fnacli records and prints its
+    outputs' names (metadata, reports, JSON), which bytes that are not text cannot be."""
+    try:
+        str(path).encode(sys.getfilesystemencoding())
+    except UnicodeEncodeError:
+        raise UserError(f"{printable(path)}: the name is not valid "
+                        f"{sys.getfilesystemencoding()} text; choose a name of text characters"
+                        ) from None
+
+
 def _name_max(folder: Path) -> int:
     try:
         return os.pathconf(folder, "PC_NAME_MAX")
@@ -92,12 +109,13 @@ def check_writable(path: str | Path, force: bool, also: tuple[str, ...] = ()) ->
     from fnacli import locks
 
     path = Path(path)
+    check_name_encodable(path)
     folder = path.parent
     limit = _name_max(folder) if folder.is_dir() else 255
     for name in (path.name, *(path.name + s for s in also)):
-        if len(name.encode()) > limit:
-            raise UserError(f"{folder / name}: file name too long ({len(name.encode())} bytes, "
-                            f"the file system allows {limit})")
+        if (n := len(os.fsencode(name))) > limit:
+            raise UserError(f"{folder / name}: file name too long ({n} bytes, the file system "
+                            f"allows {limit})")
     if path.is_dir():
         raise UserError(f"{path}: is a folder; expected a file name")
     if path.exists() and not force:
@@ -168,7 +186,7 @@ def _tmp_stem(name: str) -> str:
     """The part of an output's name its temporary names keep (short enough for any limit)."""
     if len(name) <= 200:
         return name
-    return name[:180] + "~" + hashlib.sha256(name.encode()).hexdigest()[:8]
+    return name[:180] + "~" + hashlib.sha256(os.fsencode(name)).hexdigest()[:8]
 
 
 def _fsync_dir(folder: Path) -> None:

@@ -30,7 +30,7 @@ def lock_path(path: str | Path) -> Path:
     path = Path(path)
     name = path.name
     if len(name) > 200:
-        name = name[:180] + "~" + hashlib.sha256(name.encode()).hexdigest()[:8]
+        name = name[:180] + "~" + hashlib.sha256(os.fsencode(name)).hexdigest()[:8]
     return path.parent / f".{name}.lock"
 
 

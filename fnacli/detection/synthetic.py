@@ -28,6 +28,7 @@ from fnacli import locks
 from fnacli.errors import UserError
 from fnacli.io import (
     check_folder_writable,
+    check_name_encodable,
     open_exclusive,
     refuse_links,
     remove_stale_temps,
@@ -276,6 +277,7 @@ def check_output_dir(out_dir: str | Path, force: bool) -> Path:
     """Before any work: the folder can be written and holds nothing we would clobber (or only
     what a killed run of ours left, ``PARTIAL``); claims it against a second writer."""
     out = Path(out_dir)
+    check_name_encodable(out)
     if out.exists() and not out.is_dir():
         raise UserError(f"{out}: exists and is not a folder")
     # missing parent folders are created, as `mkdir -p` would (a file in the way is not)

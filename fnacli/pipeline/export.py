@@ -73,7 +73,8 @@ def export(*args: Any, **kwargs: Any) -> ExportResult:
 
     model, info = load_model(cfg.final)
     wh = wh or info["size"]
-    images = sample_images(wh, cfg.samples, cfg.data) if cfg.check else None
+    images = (sample_images(wh, cfg.samples, cfg.data, task=info["task"]) if cfg.check
+              else None)
     status: Any = nullcontext()
     if cfg.progress:
         from rich.console import Console

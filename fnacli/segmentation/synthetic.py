@@ -113,8 +113,9 @@ def generate(out_dir: Path, cfg: SegSynthConfig, force: bool = False,
     labelled (non-ignored) pixels per split."""
     check_config(cfg)
     out_dir = Path(out_dir)
-    from fnacli.io import refuse_links
+    from fnacli.io import check_name_encodable, refuse_links
 
+    check_name_encodable(out_dir)
     # a linked folder would be emptied (or written into) through the link: refused first
     refuse_links([out_dir / top / split for top in ("leftImg8bit", "gtFine")
                   for split in ("", *SPLITS)], "dataset folder")
