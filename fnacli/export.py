@@ -268,8 +268,12 @@ def onnx_runner(model: bytes | str | Path, threads: int) -> Runner:
 
 
 def torchscript_runner(model: bytes | str | Path) -> Runner:
+    import warnings
+
     source = io.BytesIO(model) if isinstance(model, bytes) else str(model)
-    mod = torch.jit.load(source).eval()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # "torch.jit.load is deprecated"
+        mod = torch.jit.load(source).eval()
 
     def run(x: torch.Tensor) -> list[np.ndarray]:
         with torch.inference_mode():

@@ -14,9 +14,10 @@ import resource
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from conftest import torchvision_seed
@@ -346,3 +347,222 @@ def test_a_huge_stray_tensor_is_refused_from_the_header_without_reading_it(
     read.clear()
     code, stdout, err = fnacli(["eval", bad, "--data", world2["data"], "--workers", "0"])
     assert key in _refused(code, stdout, err, bad) and read == []
+
+
+# -- 2. export: a full disk, an interrupted check; a closed stdout; names that are not text --
+def _export(w: dict[str, Path], out: Path, fmt: str, *more: object) -> list[object]:
+    return ["export", w["detector"], "-o", out, "--format", fmt, "--samples", "1",
+            "--no-latency", *more]
+
+
+@pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
+def test_export_to_a_full_disk_is_exit_2_and_leaves_nothing(world2: dict[str, Path],
+                                                            tmp_path: Path, fmt: str) -> None:
+    """A real full disk (a 256 KiB tmpfs, where mounting is allowed)."""
+    from test_faults import tmpfs
+
+    with tmpfs(tmp_path / "disk", 256 << 10) as disk:
+        out = disk / "m.bin"
+        code, stdout, err = cli_subprocess(_export(world2, out, fmt), tmp_path)
+        line = _refused(code, stdout, err, out)
+        assert "no space left on device" in line
+        assert list(disk.iterdir()) == []  # no temporary file, no lock
+
+
+@pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
+def test_export_enospc_simulated_keeps_the_earlier_file(world2: dict[str, Path],
+                                                        tmp_path: Path, fmt: str,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Any machine: the disk fills up while the exported file is written."""
+    import errno
+
+    out = tmp_path / "m.bin"
+    out.write_bytes(PRECIOUS)
+    real = Path.write_bytes
+
+    def full(self: Path, data: bytes) -> int:
+        if self.parent == tmp_path:
+            real(self, bytes(data)[:1000])
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(self, data)
+
+    monkeypatch.setattr(Path, "write_bytes", full)
+    code, stdout, err = fnacli(_export(world2, out, fmt, "--force"))
+    line = _refused(code, stdout, err, out)
+    assert "no space left on device" in line and "earlier file is unchanged" in line
+    assert out.read_bytes() == PRECIOUS
+    assert sorted(p.name for p in tmp_path.iterdir()) == [out.name]
+
+
+def test_an_export_interrupted_during_its_check_keeps_the_previous_output(
+        world2: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib
+
+    from fnacli import interrupt
+
+    fexport = importlib.import_module("fnacli.export")  # fnacli.export is also the step
+
+    out = tmp_path / "m.pt"
+    out.write_bytes(PRECIOUS)
+
+    def sigint(*args: object, **kwargs: object) -> None:
+        raise interrupt.Interrupted(2)
+
+    monkeypatch.setattr(fexport, "compare_raw", sigint)
+    code, stdout, err = fnacli(_export(world2, out, "torchscript", "--force"))
+    assert code == 130, err
+    assert out.read_bytes() == PRECIOUS
+    assert sorted(p.name for p in tmp_path.iterdir()) == [out.name]
+
+
+def test_a_closed_stdout_is_exit_2_with_one_line(world2: dict[str, Path],
+                                                 tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": os.environ.get("PYTHONPATH") or str(
+        Path(__file__).resolve().parents[1]), "FNACLI_DEBUG": "0"}
+    r = subprocess.run([sys.executable, "-m", "fnacli", "madds", str(world2["arch"]), "--json"],
+                       cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True,
+                       preexec_fn=lambda: os.close(1), timeout=120)
+    assert r.returncode == 2, r.stderr
+    assert error_line(r.stderr).startswith("fnacli: error: standard output is closed")
+
+
+@pytest.mark.parametrize("command", ["remap", "synth"])
+def test_an_output_name_that_is_not_text_is_exit_2_before_any_work(
+        world2: dict[str, Path], tmp_path: Path, command: str) -> None:
+    out = os.fsencode(tmp_path) + b"/\xff-out"
+    args = {"remap": [b"remap", os.fsencode(world2["seed"]), b"--spec",
+                      os.fsencode(world2["arch"]), b"-o", out],
+            "synth": [b"data", b"synth", out, b"--train", b"2", b"--val", b"1", b"--size",
+                      b"48"]}[command]
+    env = {**os.environ, "PYTHONPATH": os.environ.get("PYTHONPATH") or str(
+        Path(__file__).resolve().parents[1]), "FNACLI_DEBUG": "0", "LC_ALL": "C.UTF-8"}
+    r = subprocess.run([os.fsencode(sys.executable), b"-m", b"fnacli", *args], cwd=tmp_path,
+                       env=env, capture_output=True, timeout=120)
+    err = r.stderr.decode("utf-8", "backslashreplace")
+    assert r.returncode == 2, err
+    assert "\\xff-out: the name is not valid utf-8 text" in error_line(err)
+    assert os.listdir(tmp_path) == []
+
+
+# -- 6. export parity, judged against float64 ----------------------------------------------
+def _runner(outputs: list[np.ndarray]) -> Callable:
+    return lambda x: [o.copy() for o in outputs]
+
+
+def test_raw_parity_is_judged_against_float64_not_a_fixed_tolerance() -> None:
+    from fnacli.export import Parity, compare_raw
+
+    rng = np.random.default_rng(0)
+    truth = rng.uniform(-1, 1, size=(1, 50, 4))
+    noise = rng.normal(size=truth.shape)
+    x = [torch.zeros(1)]
+    # PyTorch float32 itself is 1.3e-4 from float64, the export 1.6e-4: as good as PyTorch
+    # (the fixed 1e-4 tolerance of earlier versions failed it)
+    p = Parity()
+    compare_raw(_runner([truth]), _runner([(truth + 1.3e-4 * np.sign(noise)).astype(np.float32)]),
+                _runner([(truth - 1.6e-4 * np.sign(noise)).astype(np.float32)]), x, p)
+    assert p.ok, p.problems
+    assert p.raw_torch_err == pytest.approx(1.3e-4, rel=0.05)
+    assert p.raw_export_err == pytest.approx(1.6e-4, rel=0.05)
+    # an export 100 times worse than PyTorch's own rounding fails, naming both errors
+    p = Parity()
+    compare_raw(_runner([truth]), _runner([(truth + 1e-6).astype(np.float32)]),
+                _runner([(truth + 1e-3).astype(np.float32)]), x, p)
+    assert not p.ok and "PyTorch float32" in p.problems[0]
+
+
+@pytest.mark.parametrize("bad", [np.nan, np.inf])
+def test_a_nan_or_inf_output_fails_parity(bad: float) -> None:
+    from fnacli.export import Parity, compare_raw
+
+    truth = np.ones((1, 8))
+    broken = truth.astype(np.float32)
+    broken[0, 3] = bad
+    p = Parity()
+    compare_raw(_runner([truth]), _runner([truth.astype(np.float32)]), _runner([broken]),
+                [torch.zeros(1)], p)
+    assert not p.ok and "NaN or infinite" in " ".join(p.problems)
+
+
+def test_an_exported_model_with_nan_outputs_fails_its_check(tmp_path: Path) -> None:
+    from fnacli.export import export_model
+
+    net = torch.nn.Conv2d(3, 2, 3)
+    with torch.no_grad():
+        net.weight[0, 0, 0, 0] = float("nan")
+    res = export_model(net, tmp_path / "m.pt", fmt="torchscript", size=(32, 32),
+                       measure=False)
+    assert res.parity is not None and not res.parity.ok
+    assert "NaN" in res.failure
+
+
+def test_detections_at_a_near_tie_are_excused_and_others_are_not() -> None:
+    from fnacli.export import match_detections
+    from fnacli.parity import Cuts
+
+    boxes = np.array([[0, 0, 10, 10], [20, 20, 30, 30], [40, 40, 60, 60]], dtype=np.float32)
+    scores = np.array([0.9, 0.5, 0.05005], dtype=np.float32)
+    labels = np.array([1, 1, 2])
+    cuts = Cuts(score_thresh=0.05, nms_thresh=0.5, per_image=100)
+    ref = (boxes, scores, labels)
+    # the export's scores differ by 2e-4 (float32 rounding): the box at the threshold falls out
+    got = (boxes[:2], scores[:2] + 2e-4, labels[:2])
+    unmatched, _, _, excused = match_detections(ref, got, 4e-4, 1e-2, cuts)
+    assert (unmatched, excused) == (0, 1)
+    # a confident box missing is no near-tie
+    got = (boxes[1:], scores[1:], labels[1:])
+    unmatched, _, _, excused = match_detections(ref, got, 4e-4, 1e-2, cuts)
+    assert (unmatched, excused) == (1, 0)
+    # two overlapping boxes of one class with scores 1e-4 apart: NMS keeps either
+    a = np.array([[0, 0, 10, 10], [1, 0, 11, 10]], dtype=np.float32)
+    ref = (a[:1], np.array([0.7000], np.float32), np.array([1]))
+    got = (a[1:], np.array([0.7001], np.float32), np.array([1]))
+    unmatched, _, _, excused = match_detections(ref, got, 4e-4, 1e-2, cuts)
+    assert (unmatched, excused) == (0, 2)
+
+
+def test_a_check_that_compared_zero_boxes_says_so_and_rechecks_lower(
+        world2: dict[str, Path], tmp_path: Path) -> None:
+    from fnacli.export import export_model, load_model
+
+    model, info = load_model(world2["detector"])
+    res = export_model(model, tmp_path / "m.pt", fmt="torchscript", size=info["size"],
+                       measure=False, score_thresh=0.999)
+    p = res.parity
+    assert p is not None and sum(p.detections) == 0
+    assert p.recheck is not None and p.recheck["score_thresh"] == 0.001
+    assert p.recheck["boxes"] > 0 and p.ok, p.problems
+    assert "zero boxes compared at 0.999, so re-checked at 0.001" in "\n".join(res.report())
+
+
+@pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
+def test_a_young_detector_passes_its_export_check_on_its_data(
+        world2: dict[str, Path], tmp_path: Path, fmt: str) -> None:
+    code, stdout, err = fnacli(["export", world2["detector"], "-o", tmp_path / "m", "--format",
+                                fmt, "--data", world2["data"], "--samples", "2", "--no-latency",
+                                "--score-thresh", "0.001", "--json"])
+    assert code == 0, err
+    parity = json.loads(stdout)["parity"]
+    assert parity["ok"] and parity["raw_torch_err"] > 0
+    assert parity["raw_export_err"] <= parity["raw_allowed"]
+
+
+def test_a_segmenter_export_reads_its_own_data_layout(world2: dict[str, Path],
+                                                      tmp_path: Path) -> None:
+    from fnacli.detection.checkpoint import DetectorInfo, build, save_detector
+    from fnacli.spec import ArchSpec
+
+    info = DetectorInfo(ArchSpec.from_dict(ARCH), "deeplabv3", 19, (64, 64),
+                        [{"id": i, "name": f"c{i}"} for i in range(19)])
+    seg = tmp_path / "seg.safetensors"
+    torch.manual_seed(0)
+    save_detector(seg, build(info).eval(), info)
+    data = tmp_path / "segdata"
+    code, _, err = fnacli(["data", "synth", data, "--task", "segmentation", "--train", "1",
+                           "--val", "2"])
+    assert code == 0, err
+    code, stdout, err = fnacli(["export", seg, "-o", tmp_path / "m.pt", "--format",
+                                "torchscript", "--data", data, "--samples", "2",
+                                "--no-latency", "--json"])
+    assert code == 0, err
+    assert json.loads(stdout)["parity"]["images"] == 2
