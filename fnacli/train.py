@@ -33,6 +33,7 @@ from fnacli import interrupt
 from fnacli.errors import UserError
 from fnacli.io import load_json_text, write_bytes_atomic, write_text_atomic
 from fnacli.progress import TrainLogger, fmt
+from fnacli.runid import check_resume, training_set_identity
 
 STATE_FORMAT = "fnacli/train-state@1"
 OPTIMIZERS = ("sgd", "rmsprop")
@@ -314,8 +315,8 @@ def restore_train_state(state_path: str | Path | None, identity: dict, model: nn
     if state_path is None:
         raise ValueError("resume needs state_path")
     state = load_train_state(state_path)
-    check_identity(state["identity"], json.loads(json.dumps(identity, sort_keys=True)),
-                   state_path)
+    check_resume(state, json.loads(json.dumps(identity, sort_keys=True)), unwrap(model),
+                 state_path, check_identity)
     model.load_state_dict(state["model"])
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
@@ -471,7 +472,7 @@ def fit(model: nn.Module, dataset: Dataset, loss_fn: Callable[[nn.Module, Any, t
         raise UserError(f"the training set has {n} usable images, fewer than --batch-size "
                         f"{cfg.batch_size}")
     total = cfg.epochs * per_epoch
-    run_id = {**cfg.identity(), **(identity or {})}
+    run_id = {**cfg.identity(), **(identity or {}), **training_set_identity(dataset)}
     seed_everything(cfg.seed)
     net = _prepare(model, cfg, env)
     raw = unwrap(net)

@@ -104,6 +104,17 @@ def _refused(code: int, out: str, err: str, names: object) -> str:
     return line
 
 
+def _refused_in_run(code: int, out: str, err: str, names: object) -> str:
+    """A refusal after the run's opening line (a resume is checked when training starts):
+    exit 2, one error line naming ``names``, no traceback, nothing on stdout."""
+    assert code == 2, err
+    assert out == "" and "Traceback" not in err
+    errors = [x for x in err.splitlines() if x.startswith("fnacli: error: ")]
+    assert len(errors) == 1 and err.strip().splitlines()[-1] == errors[0], err
+    assert str(names) in errors[0], errors[0]
+    return errors[0]
+
+
 def _fixed_token(n: int = 10) -> str:
     return "q" * n
 
@@ -566,3 +577,53 @@ def test_a_segmenter_export_reads_its_own_data_layout(world2: dict[str, Path],
                                 "--no-latency", "--json"])
     assert code == 0, err
     assert json.loads(stdout)["parity"]["images"] == 2
+
+
+# -- 5. a resume belongs to its run -------------------------------------------------------
+def _stopped_run(w: dict[str, Path], out: Path, target: Path, data: Path) -> list[object]:
+    args = ["finetune", target, "--data", data, "-o", out, *FINETUNE, "--epochs", "2",
+            "--eval-every", "0"]
+    code, _, err = fnacli([*args, "--stop-after", "1"])
+    assert code == 0, err
+    assert Path(f"{out}.ckpt").is_file()
+    return args
+
+
+def test_a_resume_on_another_training_set_is_refused_naming_both(world2: dict[str, Path],
+                                                                 tmp_path: Path) -> None:
+    from fnacli.detection.synthetic import SynthConfig, generate
+
+    other = tmp_path / "other"  # as many images and classes, other pictures
+    generate(other, SynthConfig(train=4, val=2, size=64, classes=2, seed=7))
+    out = tmp_path / "f.safetensors"
+    args = _stopped_run(world2, out, world2["target"], world2["data"])
+    state = Path(f"{out}.ckpt").read_bytes()
+    code, stdout, err = fnacli([*args[:3], other, *args[4:], "--resume"])
+    line = _refused_in_run(code, stdout, err, f"{out}.ckpt")
+    assert "another training set" in line
+    assert str(world2["data"] / "annotations") in line and str(other / "annotations") in line
+    assert Path(f"{out}.ckpt").read_bytes() == state and not out.exists()
+    # the same data moved elsewhere is the same training set
+    moved = tmp_path / "moved"
+    shutil.copytree(world2["data"], moved)
+    code, _, err = fnacli([*args[:3], moved, *args[4:], "--resume"])
+    assert code == 0, err
+
+
+def test_a_resume_with_another_architecture_is_one_line(world2: dict[str, Path],
+                                                        tmp_path: Path) -> None:
+    from fnacli.checkpoint import load_seed, save_checkpoint
+    from fnacli.remap import remap_state
+    from fnacli.spec import ArchSpec
+
+    wider = json.loads(json.dumps(ARCH))
+    wider["stages"][4]["out"] = 40
+    state, seed_spec = load_seed(str(world2["seed"]))
+    tensors, _ = remap_state(state, seed_spec, ArchSpec.from_dict(wider))
+    other = tmp_path / "wider.safetensors"
+    save_checkpoint(other, tensors, "backbone", {"spec": wider})
+    out = tmp_path / "f.safetensors"
+    args = _stopped_run(world2, out, world2["target"], world2["data"])
+    code, stdout, err = fnacli([args[0], other, *args[2:], "--resume"])
+    line = _refused_in_run(code, stdout, err, f"{out}.ckpt")
+    assert "belongs to another architecture" in line

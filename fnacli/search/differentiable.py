@@ -55,6 +55,7 @@ from fnacli import interrupt
 from fnacli.errors import UserError
 from fnacli.nn.supernet import Supernet, op_choices, path_to_arch, width_choices
 from fnacli.progress import TrainLogger, fmt
+from fnacli.runid import training_set_identity
 from fnacli.search import arch as A
 from fnacli.search.gates import arch_step_generator, sampled_gates
 from fnacli.search.supernet_io import SupernetCheckpoint, load_weights
@@ -431,7 +432,7 @@ def run_search(ckpt: SupernetCheckpoint, source: str, train_set: Any, cfg: Searc
     w_scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     a_scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     identity = {**cfg.identity(), "space": space.to_dict(), "masks": ckpt.masks,
-                "train_images": len(train_set)}
+                "train_images": len(train_set), **training_set_identity(train_set)}
     epoch, batch0, step, arch_steps = 0, 0, 0, 0
     history: list[dict] = []
     # the running average of the losses not yet logged: in the state, so that a resumed run
