@@ -11,7 +11,7 @@ import re
 import secrets
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO
 
@@ -67,7 +67,7 @@ def open_exclusive(path: str | Path, what: str, mode: int = 0o600) -> int:
         raise
 
 
-def refuse_links(paths: Iterator[Path] | list[Path] | tuple[Path, ...], what: str) -> None:
+def refuse_links(paths: Iterable[Path], what: str) -> None:
     """Before any work: none of ``paths`` (files fnacli will replace or append to) may be
     a symbolic link."""
     for p in paths:
