@@ -24,7 +24,6 @@ average, and 95% of SSDLite's confident detections were found (IoU >= 0.93, scor
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,12 +36,11 @@ from fnacli.export import (
     DetectorPost,
     DetectorRaw,
     ExportResult,
-    Runner,
-    _write,
+    export_onnx,
     onnx_runner,
     time_runners,
-    torch_runner,
 )
+from fnacli.parity import Runner, torch_runner
 from fnacli.report import Report
 
 RAW_RANGE_TOL = 0.10  # max |Δ| / range of a raw output
@@ -53,17 +51,14 @@ SCORE_TOL = 0.1
 MATCH_MIN = 0.9  # share of the confident detections the quantised graph must reproduce
 
 
-def quantize_file(src: str | Path, dst: str | Path, images: Sequence[torch.Tensor]) -> None:
-    """``src`` (a float32 ONNX graph with one input) quantised to ``dst``, calibrated on
-    ``images``."""
+def quantize_graph(model: bytes, images: Sequence[torch.Tensor]) -> bytes:
+    """A float32 ONNX graph with one input, quantised, calibrated on ``images``."""
     import onnx
 
     from fnacli.cost.ort import quantize_int8
 
-    model = Path(src).read_bytes()
     name = onnx.load_from_string(model).graph.input[0].name
-    feeds = [{name: x.float().numpy()} for x in images]
-    Path(dst).write_bytes(quantize_int8(model, feeds))
+    return quantize_int8(model, [{name: x.float().numpy()} for x in images])
 
 
 @dataclass
@@ -221,46 +216,36 @@ class Int8ExportResult(ExportResult):
                 "--no-check skips the check)")
 
 
-def _quantised(module: nn.Module, example: torch.Tensor, path: Path, opset: int,
-               images: Sequence[torch.Tensor], threads: int) -> tuple[Runner, Runner]:
-    """Write ``module`` float32 and quantised beside each other; runners of both."""
-    fp32 = path.with_suffix(".fp32.onnx")
-    _write(module, example, fp32, "onnx", opset)
-    quantize_file(fp32, path, images)
-    return onnx_runner(fp32, threads), onnx_runner(path, threads)
-
-
 def export_int8(module: nn.Module, example: torch.Tensor, output: str | Path, *, size: tuple,
                 opset: int, check: bool, images: list[torch.Tensor] | None, threads: int,
                 measure: bool) -> Int8ExportResult:
     """``module`` (``fnacli.export.exportable``'s) exported, quantised (calibrated on
-    ``images``, else on ``example``) and written to ``output``; checked and timed beside
-    PyTorch and the float32 graph."""
-    from fnacli.io import atomic_path
+    ``images``, else on ``example``), checked and timed beside PyTorch and the float32 graph,
+    then written to ``output``."""
+    from fnacli.io import write_bytes_atomic
 
     calib = images or [example]
     postprocess = isinstance(module, DetectorPost)
-    with tempfile.TemporaryDirectory() as tmp:
-        with atomic_path(output) as out_tmp:
-            path = Path(tmp) / "model.onnx"
-            fp32_run, _ = _quantised(module, example, path, opset, calib, threads)
-            Path(out_tmp).write_bytes(path.read_bytes())
-        int8_run = onnx_runner(output, threads)
-        parity = None
-        if check:
-            parity = Int8Parity()
-            if postprocess:
-                raw = DetectorRaw(module.det).eval()
-                _, raw_int8 = _quantised(raw, example, Path(tmp) / "raw.onnx", opset, calib,
-                                         threads)
-                compare_raw_int8(torch_runner(raw), raw_int8, calib, parity)
-                compare_detections_int8(torch_runner(module), int8_run, calib, parity)
-            else:
-                compare_raw_int8(torch_runner(module), int8_run, calib, parity)
-        latency = None
-        if measure:
-            latency = time_runners({"pytorch": torch_runner(module), "onnxruntime fp32": fp32_run,
-                                    "onnxruntime int8": int8_run}, example, threads)
+    fp32 = export_onnx(module, example, opset)
+    int8 = quantize_graph(fp32, calib)
+    int8_run = onnx_runner(int8, threads)
+    parity = None
+    if check:
+        parity = Int8Parity()
+        if postprocess:
+            raw = DetectorRaw(module.det).eval()
+            raw_int8 = onnx_runner(quantize_graph(export_onnx(raw, example, opset), calib),
+                                   threads)
+            compare_raw_int8(torch_runner(raw), raw_int8, calib, parity)
+            compare_detections_int8(torch_runner(module), int8_run, calib, parity)
+        else:
+            compare_raw_int8(torch_runner(module), int8_run, calib, parity)
+    latency = None
+    if measure:
+        latency = time_runners({"pytorch": torch_runner(module),
+                                "onnxruntime fp32": onnx_runner(fp32, threads),
+                                "onnxruntime int8": int8_run}, example, threads)
+    write_bytes_atomic(output, int8)  # the file appears only once it is checked
     return Int8ExportResult(str(output), "onnx", opset, size, postprocess,
                             tuple(module.output_names), None, latency, threads,
                             int8_parity=parity)
