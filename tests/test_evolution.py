@@ -15,6 +15,7 @@ from test_bn_recal import one_thread  # noqa: F401  (autouse: one torch thread)
 from typer.testing import CliRunner
 
 from fnacli.errors import UserError
+from fnacli.pipeline.profile import cost_target as T
 from fnacli.search import arch as A
 from fnacli.search import evolution as E
 from fnacli.spec import ArchSpec, SpaceSpec
@@ -325,7 +326,7 @@ def limits(trained: dict) -> tuple[float, float]:
 
     with pytest.MonkeyPatch.context() as mp:  # the same table the searches use
         mp.setenv("FNACLI_CACHE_DIR", str(trained["tmp"] / "cache"))
-        lut = load_or_build_lut(space(), "ssdlite", (SIZE, SIZE), 2)
+        lut = load_or_build_lut(space(), T("ssdlite"), (SIZE, SIZE), 2)
     enc = E.Encoding(space())
     costs = [lut.arch_cost(enc.arch(g), "backbone") for g in all_genomes(enc)]
     return min(costs), max(costs)
@@ -380,7 +381,7 @@ def test_evolution_end_to_end(evolution_run: dict) -> None:
     assert set(run["summary"]["files"]) == {"output", "trained", "train_metrics", "state",
                                             "history"}
     # the limit holds for an independent full fvcore count, not only for the table
-    exact = profile_exact(best, "ssdlite", (SIZE, SIZE), 2).madds_parts["backbone"]
+    exact = profile_exact(best, T("ssdlite"), (SIZE, SIZE), 2).madds_parts["backbone"]
     assert exact == pytest.approx(top[0]["madds"], rel=5e-3)
     assert ckpt.meta["search"]["cost_scope"] == "backbone"
     # DetNAS's protocol: fitness on images held out of the training split, not on val
@@ -633,7 +634,7 @@ def test_random_baseline_draws_specs_under_the_backbone_limit(trained: dict,
              for a in doc["architectures"]]
     assert len({s.to_json() for s in specs}) == 3
     for spec, a in zip(specs, doc["architectures"], strict=True):
-        exact = profile_exact(spec, "ssdlite", (SIZE, SIZE), 80).madds_parts["backbone"]
+        exact = profile_exact(spec, T("ssdlite"), (SIZE, SIZE), 80).madds_parts["backbone"]
         assert exact == pytest.approx(a["madds"], rel=5e-3) and a["madds"] <= limit
     assert json.loads(stdout)["output"] == str(tmp / "baseline")
     with pytest.raises(UserError, match="--retrain"):

@@ -16,6 +16,7 @@ from test_search import RUN, SPACE, env, supernet  # noqa: F401 - fixtures
 import fnacli.cost.latency as L
 import fnacli.cost.measure as M
 from fnacli.errors import UserError
+from fnacli.pipeline.profile import cost_target as T
 from fnacli.search import evolution as E
 from fnacli.spec import ArchSpec, SpaceSpec
 
@@ -25,7 +26,7 @@ FAST = M.MeasureConfig(threads=1, min_rounds=6, max_rounds=6, sample_s=0.001, bl
 @pytest.fixture(scope="module")
 def table(env: dict) -> Path:  # noqa: F811
     path = env["root"] / "latency.json"
-    t = L.build_latency_table(SpaceSpec.from_dict(SPACE), "ssdlite", (64, 64), 2, FAST)
+    t = L.build_latency_table(SpaceSpec.from_dict(SPACE), T("ssdlite"), (64, 64), 2, FAST)
     path.write_text(t.to_json())
     return path
 
@@ -48,7 +49,7 @@ def test_larger_latency_weight_derives_a_faster_network(env: dict, supernet: Pat
     # head are most of the detector) timed end to end, interleaved
     space = SpaceSpec.from_dict(SPACE)
     cfg = M.MeasureConfig(threads=1, min_rounds=11, max_rounds=31, blocks=3)
-    backbones = L.LatencyTable(space, "none", (64, 64), cfg=cfg)
+    backbones = L.LatencyTable(space, T("none"), (64, 64), cfg=cfg)
     archs = [ArchSpec.from_dict(runs[n]["derived"]) for n in ("flat", "costly")]
     slow, fast = [x.median_s for x in backbones.measure_networks(archs)]
     assert fast < slow, (runs["flat"]["latency_ms"], runs["costly"]["latency_ms"], slow, fast)
@@ -90,7 +91,7 @@ def test_latency_options_are_checked_before_any_work(env: dict, supernet: Path, 
 @pytest.fixture(scope="module")
 def oneshot_table() -> L.LatencyTable:
     space = SpaceSpec.from_dict(ONESHOT_SPACE)
-    return L.build_latency_table(space, "ssdlite", (64, 64), 2, FAST)
+    return L.build_latency_table(space, T("ssdlite"), (64, 64), 2, FAST)
 
 
 @pytest.mark.parametrize("strategy", ["evolution", "random"])
@@ -128,14 +129,14 @@ def seg(env: dict) -> dict:  # noqa: F811
 
     root = env["root"] / "seg"
     generate(root / "data", SegSynthConfig(train=8, val=2, width=96))
-    table = L.build_latency_table(SpaceSpec.from_dict(SPACE), "deeplabv3", (64, 64), None, FAST)
+    table = L.build_latency_table(SpaceSpec.from_dict(SPACE), T("deeplabv3"), (64, 64), None, FAST)
     (root / "latency.json").write_text(table.to_json())
     return {"root": root, "data": root / "data", "table": root / "latency.json"}
 
 
 def test_deeplabv3_latency_searches_run_to_the_end(env: dict, supernet: Path,  # noqa: F811
                                                    seg: dict, run_cli) -> None:
-    table = L.read_latency_table(seg["table"])
+    table = L.read_latency_table(seg["table"], T)
     out = seg["root"] / "searched.safetensors"
     code, stdout, err = run_cli(["search", supernet, "--data", seg["data"], "-o", out,
                                  *SEG_RUN, "--epochs", "2", "--warmup-epochs", "1",

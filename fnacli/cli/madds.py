@@ -57,7 +57,7 @@ def madds(
             from fnacli.io import write_output
 
             write_output("-", r.text, force)
-        elif not output:
+        elif not output and r.where:
             c.print_result(r.where)
         c.show(r.report())
         sys.stderr.flush()
@@ -68,9 +68,7 @@ def madds(
         c.fail("give at least one SPEC (a JSON file, '-', a built-in name or a checkpoint)")
     table = None
     if latency_table:
-        from fnacli.cost.latency import read_latency_table
-
-        table = read_latency_table(latency_table, force)  # refused before the profiles
+        table = P.read_latency(latency_table, force)  # refused before the profiles
     named = P.load_recorded_specs(specs)
     # one table per setting: a detector checkpoint counts at its own task, size and classes
     results = P.profile_recorded(named, task_name, size_wh, num_classes, exact, progress=True)

@@ -339,15 +339,25 @@ def _check_latency(o: Any) -> None:
         raise UserError(f"{what} needs --latency-table TABLE (measure one with 'fnacli "
                         "latency')")
     if o.latency_table:
-        read_latency_table(o.latency_table, o.force)
+        read_latency_table(o.latency_table, _task_of, o.force)
+
+
+def _task_of(name: str) -> Any:
+    """A task name a latency table records, as the cost package takes it."""
+    from fnacli.cost.target import PLAIN
+    from fnacli.tasks import lookup
+
+    return lookup(name, PLAIN)
 
 
 def _latency_table(o: Any, space: Any, task: str, size: tuple[int, int], classes: int) -> Any:
     from fnacli.cost.latency import search_latency_table
+    from fnacli.tasks import get_task
 
     if not o.latency_table:
         return None
-    return search_latency_table(o.latency_table, space, task, size, classes, o.force)
+    return search_latency_table(o.latency_table, space, get_task(task), size, classes, _task_of,
+                                o.force)
 
 
 def _differentiable(o: DifferentiableSearchConfig, env: Any) -> SearchResult:
@@ -640,7 +650,7 @@ def _evolve(o: OneShotSearchConfig, trained: Path, files: dict[str, Path], env: 
     cost_size = _cost_size(o, task, size)
     detector, supernet = build_oneshot_detector(ckpt, task.name, info.num_classes, size,
                                                 str(trained))
-    lut = load_or_build_lut(ckpt.space, task.name, cost_size, info.num_classes,
+    lut = load_or_build_lut(ckpt.space, task, cost_size, info.num_classes,
                             progress=env.is_main)
     enc = E.Encoding(ckpt.space)
     score = PathEvaluator(detector, supernet, enc, calib, fit_set, o.calib_batch, o.workers,
@@ -800,7 +810,7 @@ def random_baseline(o: OneShotSearchConfig) -> SearchResult:
     ckpt = read_supernet(o.supernet)
     size = _cost_size(o, task, as_size(o.size) or task.recipe.size)
     scope = o.cost_scope or ONESHOT_COST_SCOPE
-    lut = load_or_build_lut(ckpt.space, task.name, size, progress=True)
+    lut = load_or_build_lut(ckpt.space, task, size, progress=True)
     limit = E.parse_madds(o.max_madds) if o.max_madds else None
     floor = E.parse_madds(o.min_madds, "--min-madds") if o.min_madds else None
     enc = E.Encoding(ckpt.space)
