@@ -555,7 +555,7 @@ def test_cached_scoring_gives_the_uncached_fitness(trained: dict) -> None:
 
 # -- DetNAS's data protocol ----------------------------------------------------------------------
 def _options(work: dict, **given: object):  # noqa: ANN202 - a OneShotSearchConfig
-    from fnacli.pipeline.search import OneShotSearchConfig
+    from fnacli.pipeline.search_oneshot import OneShotSearchConfig
 
     return OneShotSearchConfig(supernet=work["super"], output="o.safetensors",
                                data=str(work["data"]), seed=3, **given)
@@ -567,7 +567,7 @@ def test_fitness_images_are_held_out_of_supernet_training_and_val(trained: dict)
     held-out ids and a later search scores exactly those."""
     from fnacli.checkpoint import read_checkpoint
     from fnacli.detection.data import find_split, load_split
-    from fnacli.pipeline import search as O
+    from fnacli.pipeline import fitness as O
     from fnacli.search import fitness_data as FD
     from fnacli.search.oneshot import OneshotInfo
 
@@ -596,7 +596,7 @@ def test_fitness_images_are_held_out_of_supernet_training_and_val(trained: dict)
 def test_fitness_on_the_reporting_split_is_refused_unless_forced(trained: dict) -> None:
     from fnacli.checkpoint import read_checkpoint
     from fnacli.detection.data import find_split, load_split
-    from fnacli.pipeline import search as O
+    from fnacli.pipeline import fitness as O
     from fnacli.search.oneshot import OneshotInfo
 
     val_ann = find_split(trained["data"], "val").ann
