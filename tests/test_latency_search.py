@@ -43,6 +43,11 @@ def test_larger_latency_weight_derives_a_faster_network(env: dict, supernet: Pat
         runs[name] = json.loads(stdout)
         assert "ms expected latency" in " ".join(err.split())
     flat, costly = runs["flat"], runs["costly"]
+    # the searched checkpoint records what the latency cost priced (the searched blocks)
+    from fnacli.checkpoint import read_checkpoint
+
+    searched = read_checkpoint(env["root"] / "lat_costly.safetensors").meta["search"]
+    assert searched["cost"] == "latency" and searched["cost_scope"] == "blocks"
     assert costly["latency_ms"] < flat["latency_ms"]  # by the table
     assert costly["expected_latency_ms"] < flat["expected_latency_ms"]
     # and measured: the derived backbones (where the search acts; at 64x64 the fixed neck and

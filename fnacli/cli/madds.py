@@ -44,6 +44,8 @@ def madds(
     from fnacli.pipeline import profile as P
     from fnacli.pipeline.common import as_size
 
+    c.setup_logging()  # the library's warnings (a cache that cannot be saved) on stderr
+
     size_wh = as_size(size or input_alias, min_side=1)  # bad sizes fail before anything else
     task_name = task.value if task else None
     if lut or space:
