@@ -42,20 +42,22 @@ def test_larger_latency_weight_derives_a_faster_network(env: dict, supernet: Pat
         assert code == 0, err
         runs[name] = json.loads(stdout)
         assert "ms expected latency" in " ".join(err.split())
-    flat, costly = runs["flat"], runs["costly"]
+    flat = runs["flat"]
     # the searched checkpoint records what the latency cost priced (the searched blocks)
     from fnacli.checkpoint import read_checkpoint
 
     searched = read_checkpoint(env["root"] / "lat_costly.safetensors").meta["search"]
     assert searched["cost"] == "latency" and searched["cost_scope"] == "blocks"
-    assert costly["latency_ms"] < flat["latency_ms"]  # by the table
-    assert costly["expected_latency_ms"] < flat["expected_latency_ms"]
-    # and measured: the derived backbones (where the search acts; at 64x64 the fixed neck and
-    # head are most of the detector) timed end to end, interleaved
+    # by the table, the searched blocks (what the cost prices) are faster; the whole network
+    # need not be (at 64x64 the neck, head and overhead are most of it, and out of the cost)
     space = SpaceSpec.from_dict(SPACE)
+    lat = L.read_latency_table(table, T)
+    lat.space = space
+    archs = [ArchSpec.from_dict(runs[n]["derived"]) for n in ("flat", "costly")]
+    assert lat.arch_cost(archs[1], "blocks") < lat.arch_cost(archs[0], "blocks")
+    # and measured: the derived backbones (where the search acts) timed end to end, interleaved
     cfg = M.MeasureConfig(threads=1, min_rounds=11, max_rounds=31, blocks=3)
     backbones = L.LatencyTable(space, T("none"), (64, 64), cfg=cfg)
-    archs = [ArchSpec.from_dict(runs[n]["derived"]) for n in ("flat", "costly")]
     slow, fast = [x.median_s for x in backbones.measure_networks(archs)]
     assert fast < slow, (runs["flat"]["latency_ms"], runs["costly"]["latency_ms"], slow, fast)
     lines = [json.loads(x) for x in Path(f"{env['root'] / 'lat_costly.safetensors'}"

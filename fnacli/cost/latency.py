@@ -4,18 +4,19 @@ A ``LatencyTable`` is a ``fnacli.cost.lut.Lut`` whose entries hold measured late
 nanoseconds) instead of MAdds, under the same keys: a backbone layer is (op, in, out, stride,
 input h, w), a fixed part (stem, head conv, fc, the detector's neck and head) a (group,
 channels, signature) entry. The MAdds table's enumeration of a space (``Lut.build``), its
-sums (``profile``/``arch_madds``) and its nested expectation over α/β therefore apply
-unchanged: they add up nanoseconds. On top of the sum the table keeps a measured constant
-``overhead_ns`` (what a whole network costs beyond its parts: the Python of the outer
-forward, feature dicts, the first layer's cold caches).
+sums (``profile``/``arch_madds``) and its expectation over α/β within a cost scope
+(``fnacli.cost.expected``) therefore apply unchanged: they add up nanoseconds. On top of
+the sum the table keeps a measured constant ``overhead_ns`` (what a whole network costs
+beyond its parts: the Python of the outer forward, feature dicts, the first layer's cold
+caches), part of the ``detector`` scope only.
 
 Neck and head. Their latency depends on the widths of every map they receive, jointly in
 principle, but the work on each map is separate (SSDLite's predictors on the tap, its
 extras and predictors on the last map; RetinaNet's FPN laterals), so the table measures the
 whole neck + head once at the reference widths (those of ``space.max_arch()``) and once per
 other width of each map with the others at the reference, and stores differences:
-T(w₁, w₂, …) ≈ T(ref) + Σᵢ [T(wᵢ, others ref) − T(ref)]. The entries reuse the MAdds
-table's groups so that its sums apply.
+T(w₁, w₂, …) ≈ T(ref) + Σᵢ [T(wᵢ, others ref) − T(ref)]. The entries are the MAdds
+table's (one per piece of the task's network) so that its sums apply.
 
 How one module is timed is ``fnacli.cost.measure``.
 """
