@@ -16,7 +16,8 @@ from fnacli.cost.lut import Lut, build_lut
 from fnacli.cost.table import CostTable
 from fnacli.errors import UserError
 from fnacli.pipeline.profile import cost_target as T
-from fnacli.search.differentiable import SearchConfig, cost_term, search_cost
+from fnacli.search.architect import cost_term
+from fnacli.search.differentiable import SearchConfig, search_cost
 from fnacli.spec import SpaceSpec
 from fnacli.train import TrainConfig
 
