@@ -389,7 +389,7 @@ def run_search(ckpt: SupernetCheckpoint, source: str, train_set: Any, cfg: Searc
     task = get_task(cfg.task)
     collate = task.collate
     supernet = Supernet(space, ckpt.masks, with_head=task.uses_head_conv,
-                        output_stride=task.output_stride)
+                        output_stride=task.output_stride, mask_scope=ckpt.mask_scope)
     supernet.checkpoint_activations = cfg.checkpoint_activations
     load_weights(supernet, ckpt.weights, source)
     detector = task.build_model(space.max_arch(), train_set.num_classes, cfg.size,
@@ -431,6 +431,7 @@ def run_search(ckpt: SupernetCheckpoint, source: str, train_set: Any, cfg: Searc
     w_scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     a_scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     identity = {**cfg.identity(), "space": space.to_dict(), "masks": ckpt.masks,
+                "mask_scope": ckpt.mask_scope,
                 "train_images": len(train_set)}
     epoch, batch0, step, arch_steps = 0, 0, 0, 0
     history: list[dict] = []

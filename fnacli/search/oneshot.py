@@ -82,7 +82,7 @@ def build_oneshot_detector(ckpt: SupernetCheckpoint, task: str, num_classes: int
     torch.manual_seed(seed)  # fresh neck/head layers are a function of the seed
     t = get_task(task, "task")
     supernet = Supernet(ckpt.space, ckpt.masks, with_head=t.uses_head_conv,
-                        output_stride=t.output_stride)
+                        output_stride=t.output_stride, mask_scope=ckpt.mask_scope)
     load_weights(supernet, ckpt.weights, source)
     if num_classes < 1:
         raise UserError(f"num_classes must be at least 1, got {num_classes}")
