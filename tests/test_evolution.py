@@ -173,6 +173,62 @@ def test_evolution_finds_better_than_its_first_generation() -> None:
     assert search.ranked()[0].fitness > first
 
 
+class _ParentLog(E.Encoding):
+    """An encoding that records every genome mutation and crossover take as a parent."""
+
+    def __init__(self, sp: SpaceSpec) -> None:
+        super().__init__(sp)
+        self.generation = 0
+        self.parents: list[tuple[int, tuple[int, ...]]] = []  # (generation drawn, parent)
+
+    def mutate(self, g, rng, prob):  # noqa: ANN001, ANN201
+        self.parents.append((self.generation, g))
+        return super().mutate(g, rng, prob)
+
+    def crossover(self, a, b, rng):  # noqa: ANN001, ANN201
+        self.parents += [(self.generation, a), (self.generation, b)]
+        return super().crossover(a, b, rng)
+
+
+def parents_by_generation(pool: str | None) -> tuple[dict[int, set], E.OneShotSearch]:
+    enc = _ParentLog(space())
+    calls: list[str] = []
+    cfg = {"population": 8, "parents": 3, "generations": 5, "seed": 2}
+    config = E.SearchConfig(**cfg, **({"parent_pool": pool} if pool else {}))
+    search = E.OneShotSearch(enc, backbone_madds, fake_fitness(enc, calls), config)
+    search.on_round = lambda r: setattr(enc, "generation", enc.generation + 1)
+    search.run()
+    used: dict[int, set] = {}
+    for gen, g in enc.parents:
+        used.setdefault(gen, set()).add(g)
+    return used, search
+
+
+def test_parents_are_the_top_k_of_the_current_population_by_default() -> None:
+    """DetNAS's Alg. 2: the parents of generation j+1 are select-topk(P^(j)), the k best of
+    generation j alone; the elitist pool (the k best of every generation so far) is the
+    option. Before the fix the elitist pool was the only one: in this run 2 of the 12
+    parents of generations 1-4 were not in the previous generation's top 3."""
+    used, search = parents_by_generation(None)
+    assert search.config.parent_pool == "population" and len(used) == 4
+    outside_elitist = 0
+    for gen, parents in used.items():
+        last = sorted((c for c in search.cache.values() if c.generation == gen - 1),
+                      key=E.Candidate.rank_key)[:3]
+        so_far = sorted((c for c in search.cache.values() if c.generation < gen),
+                        key=E.Candidate.rank_key)[:3]
+        assert parents == {c.genome for c in last}
+        outside_elitist += len(parents - {c.genome for c in so_far})
+    assert outside_elitist > 0  # the two rules differ on this run
+    used, search = parents_by_generation("elitist")
+    for gen, parents in used.items():
+        so_far = sorted((c for c in search.cache.values() if c.generation < gen),
+                        key=E.Candidate.rank_key)[:3]
+        assert parents == {c.genome for c in so_far}
+    with pytest.raises(UserError, match="--parent-pool"):
+        E.SearchConfig(parent_pool="all")
+
+
 def test_resume_mid_generation_gives_the_uninterrupted_result(tmp_path: Path) -> None:
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
