@@ -93,7 +93,8 @@ def simulated(args: argparse.Namespace) -> None:
 
 
 def on_supernet(args: argparse.Namespace) -> None:
-    from fnacli.pipeline.search import OneShotSearchConfig, fitness_sets
+    from fnacli.pipeline.fitness import fitness_sets
+    from fnacli.pipeline.search_oneshot import OneShotSearchConfig
     from fnacli.search.bn_recal import calibration_subset
     from fnacli.search.oneshot import PathEvaluator, build_oneshot_detector, load_trained
     from fnacli.tasks import get_task

@@ -417,6 +417,7 @@ def test_evolution_end_to_end(evolution_run: dict) -> None:
 
     ckpt = read_supernet(out)
     assert ckpt.kind == "searched"
+    assert ckpt.meta["search"]["parent_pool"] == "population"  # DetNAS's Alg. 2
     top = ckpt.meta["search"]["top"]
     assert [t["rank"] for t in top] == list(range(1, 9))
     assert [t["fitness"] for t in top] == sorted((t["fitness"] for t in top), reverse=True)
@@ -529,9 +530,44 @@ def test_bad_input_exits_2_with_one_line(trained: dict, run_cli, monkeypatch) ->
     code, _, err = run_cli([*base, trained["trained"], "-o", trained["tmp"] / "z.safetensors",
                             "--max-madds", "lots"])
     assert code == 2 and "--max-madds" in err
+    code, _, err = run_cli([*base, trained["trained"], "-o", trained["tmp"] / "v.safetensors",
+                            "--parent-pool", "best"])
+    assert code == 2 and "--parent-pool" in err and err.count("\n") == 1
     code, _, err = run_cli(["search", "--strategy", "random", "--warmup-epochs", 3,
                             trained["trained"], "-o", trained["tmp"] / "w.safetensors"])
     assert code == 2 and "--warmup-epochs does not apply" in err
+
+
+class _Captured(Exception):
+    """Raised by a stand-in for the supernet training once it has the dataset."""
+
+
+@pytest.mark.parametrize("task", ["retinanet", "ssdlite"])
+def test_supernet_trains_on_the_fine_tuning_augmentation(work: dict, monkeypatch,
+                                                         task: str) -> None:
+    """DetNAS trains its supernet like the detector it will become: the one-shot training set
+    has the fine-tuning recipe's augmentation (RetinaNet: random flip; SSDLite: SSD's, with
+    flip), not the differentiable search's (before: RetinaNet 'none', no flip)."""
+    from torchvision.transforms import v2
+
+    from fnacli.pipeline.search_oneshot import search_oneshot
+    from fnacli.search import oneshot
+
+    seen: dict = {}
+
+    def capture(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        seen["dataset"], seen["augment"] = args[2], kwargs.get("augment")
+        raise _Captured
+
+    monkeypatch.setattr(oneshot, "train_oneshot", capture)
+    with pytest.raises(_Captured):
+        search_oneshot(supernet=work["super"], output=work["tmp"] / f"aug-{task}.safetensors",
+                       task=task, data=str(work["data"]), train_only=True, size=SIZE,
+                       workers=0, device="cpu", batch_size=4, force=True)
+    kinds = {type(t) for t in seen["dataset"].transform.transforms}
+    assert v2.RandomHorizontalFlip in kinds
+    assert (v2.RandomIoUCrop in kinds) == (task == "ssdlite")
+    assert seen["augment"] == {"retinanet": "flip", "ssdlite": "ssd"}[task]
 
 
 def test_training_paths_are_uniform_and_a_function_of_the_step() -> None:

@@ -126,3 +126,23 @@ def test_linear_default_lambda_matches_the_log_forms_pull_at_the_start(cost: str
         cost_term(c, form, lam, cfg.tau, None, cfg.applied_gamma, unit).backward()
         grads[form] = float(c.grad)
     assert grads["linear"] == pytest.approx(grads["log"], rel=1e-9)
+
+
+def test_search_help_gives_the_size_that_runs() -> None:
+    """`search --help` quotes each task's default --size as the search runs it: DeepLab's
+    321x321 crops (FNA's search), not its fine-tuning's 769 (before: 769)."""
+    import dataclasses
+
+    from fnacli.pipeline.search import SearchOptions, search_input
+    from fnacli.pipeline.search_oneshot import OneShotSearchConfig, oneshot_input
+
+    text = next(f for f in dataclasses.fields(SearchOptions) if f.name == "size").metadata["help"]
+    assert "769" not in text and "321" in text
+    o = OneShotSearchConfig(supernet="s.safetensors", output="o.safetensors")
+    for name in ("deeplabv3", "ssdlite", "retinanet"):
+        task = get_task(name)
+        size = search_input(o, task)[0]
+        assert oneshot_input(o, task)[0] == size
+        assert f"{size[0]}x{size[1]}" in text or f" {size[0]}" in text
+    assert search_input(o, get_task("deeplabv3"))[0] == (321, 321)
+

@@ -30,8 +30,8 @@ from fnacli.pipeline.search import (
     SearchResult,
     check_latency,
     cost_input_size,
+    default_size,
     latency_table,
-    search_input,
     train_config,
     train_set,
 )
@@ -53,9 +53,13 @@ class OneShotSearchConfig(SearchOptions):
     trained: str | Path | None = _oneshot(None, "Where the trained supernet goes [OUT with "
                                           ".oneshot.safetensors].", metavar="PATH")
     population: int = _oneshot(50, "Candidates per generation (random: per batch).", min=1)
-    parents: int = _oneshot(10, "Top-k candidates that parent the next generation.", min=1)
-    mutation_prob: float = _oneshot(0.1, "Probability to resample each choice when mutating.",
-                                    min=0.0, max=1.0)
+    parents: int = _oneshot(10, "Top-k candidates that parent the next generation (fnacli's "
+                            "choice; DetNAS gives no k).", min=1)
+    parent_pool: str = _oneshot("population", "Where the k parents come from: the last "
+                                "generation (DetNAS's Alg. 2) or every candidate so far "
+                                "(elitist).", metavar="population|elitist")
+    mutation_prob: float = _oneshot(0.1, "Probability to resample each choice when mutating "
+                                    "(fnacli's choice; DetNAS gives none).", min=0.0, max=1.0)
     generations: int = _oneshot(20, "Generations.", min=1)
     candidates: int | None = _oneshot(None, "random: architectures to evaluate [population x "
                                       "generations].", min=1)
@@ -121,6 +125,11 @@ def search_oneshot(*args: Any, **kwargs: Any) -> SearchResult:
         task_of(o.task)
     if o.retrain is not None and o.strategy != "random":
         raise UserError("--retrain: DetNAS's random baseline needs --strategy random")
+    from fnacli.search.evolution import PARENT_POOLS
+
+    if o.parent_pool not in PARENT_POOLS:
+        raise UserError(f"--parent-pool: expected one of {', '.join(PARENT_POOLS)}, got "
+                        f"{o.parent_pool!r}")
     if o.fitness_img_dir and not o.fitness_ann:
         raise UserError("--fitness-img-dir needs --fitness-ann")
     if o.fitness_ann and o.fitness_images is not None:
@@ -223,7 +232,7 @@ def _train(o: OneShotSearchConfig, files: dict[str, Path], env: Any, say: Report
                         "with --skip-training, or train again with --force")
     check_writable(files["trained"], True, also=(".ckpt", ".metrics.jsonl"))
     r = task.recipe
-    size, augment = search_input(o, task)
+    size, augment = oneshot_input(o, task)
     epochs = o.epochs or task.oneshot_epochs
     dataset = train_set(o, task, augment, size)
     dataset, fitness = hold_out_fitness(o, dataset, task)
@@ -234,10 +243,18 @@ def _train(o: OneShotSearchConfig, files: dict[str, Path], env: Any, say: Report
         f"images ({fitness['images']} held out for fitness), {epochs} epochs of "
         f"{len(dataset) // batch} steps, uniform single-path sampling")
     return train_oneshot(ckpt, str(o.supernet), dataset, task.name, size, tc, env,
-                         files["trained"], fitness=fitness, state_path=files["train_state"],
+                         files["trained"], fitness=fitness, augment=augment,
+                         state_path=files["train_state"],
                          metrics_path=files["train_metrics"], resume=resume,
                          stop_after=o.stop_after, force=o.force or o.resume,
                          log=say if env.is_main else None)
+
+
+def oneshot_input(o: SearchOptions, task: Any) -> tuple[tuple[int, int], str]:
+    """(input size, augmentation) of one-shot supernet training: DetNAS trains the supernet
+    like the detector it will become, so the fine-tuning recipe's augmentation; the input is
+    the search's (DeepLab: FNA's 321x321 crops, not fine-tuning's 769)."""
+    return as_size(o.size) or default_size(task), o.augment or task.default_augment
 
 
 def _evolve(o: OneShotSearchConfig, trained: Path, files: dict[str, Path], env: Any,
@@ -264,8 +281,8 @@ def _evolve(o: OneShotSearchConfig, trained: Path, files: dict[str, Path], env: 
     from fnacli.cost.latency import parse_latency
 
     cfg = E.SearchConfig(strategy=o.strategy, population=o.population, parents=o.parents,
-                         mutation_prob=o.mutation_prob, generations=o.generations,
-                         candidates=o.candidates,
+                         parent_pool=o.parent_pool, mutation_prob=o.mutation_prob,
+                         generations=o.generations, candidates=o.candidates,
                          max_madds=E.parse_madds(o.max_madds) if o.max_madds else None,
                          min_madds=(E.parse_madds(o.min_madds, "--min-madds")
                                     if o.min_madds else None),
