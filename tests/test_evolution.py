@@ -731,3 +731,88 @@ def test_random_baseline_draws_specs_under_the_backbone_limit(trained: dict,
     with pytest.raises(UserError, match="--retrain"):
         cli([trained["super"], "--strategy", "evolution", "--retrain", 3, "--task", "ssdlite",
              "-o", tmp / "b2", *COMMON], tmp)
+
+
+# -- the fitness set of a trained supernet, and one load of a split ----------------------------
+def _fitness_file(work: dict, ids: list[int]) -> Path:
+    """A fitness annotation file made of some training images (so those must be held out)."""
+    doc = json.loads((work["data"] / "annotations" / "instances_train.json").read_text())
+    keep = set(ids)
+    doc["images"] = [im for im in doc["images"] if im["id"] in keep]
+    doc["annotations"] = [a for a in doc["annotations"] if a["image_id"] in keep]
+    path = work["tmp"] / "fitness_from_train.json"
+    path.write_text(json.dumps(doc))
+    return path
+
+
+def test_a_skip_training_search_reuses_the_supernets_fitness_file(work: dict) -> None:
+    """A supernet trained with --fitness-ann and searched later without it scores on that
+    file again (recorded with its image ids' fingerprint), never on images it trained on.
+    Before the fix the search drew a fresh 20% of the training split: 3 images, 2 of them
+    supernet training images."""
+    from fnacli.checkpoint import read_checkpoint
+    from fnacli.pipeline import fitness as O
+    from fnacli.search import fitness_data as FD
+    from fnacli.search.oneshot import OneshotInfo
+
+    tmp = work["tmp"]
+    ann = _fitness_file(work, [2, 5, 9, 11])
+    code, _, err = cli([work["super"], "--train-only", "--task", "ssdlite", "--data",
+                        work["data"], "-o", tmp / "ffile.safetensors", "--epochs", 1,
+                        "--batch-size", 4, "--fitness-ann", ann,
+                        "--fitness-img-dir", work["data"] / "train", *COMMON], tmp)
+    assert code == 0, err
+    meta = read_checkpoint(tmp / "ffile.oneshot.safetensors").meta
+    rec = meta["oneshot"]["trained"]["fitness"]
+    assert rec["excluded"] == [2, 5, 9, 11] and rec["fingerprint"] == FD.fingerprint([2, 5, 9, 11])
+    assert meta["oneshot"]["trained"]["train_images"] == 12
+    info = OneshotInfo.from_meta(meta, "t")
+    fit, calib, record = O.fitness_sets(_options(work), info, "ssdlite")
+    assert record["source"] == "file" and record["ann"] == str(ann)
+    assert sorted(fit.ids) == [2, 5, 9, 11] and not {2, 5, 9, 11} & set(calib.ids)
+
+
+def test_a_fitness_set_of_supernet_training_images_is_refused(trained: dict, run_cli,
+                                                                monkeypatch) -> None:
+    """--fitness-images other than the supernet's own draws images it trained on: refused
+    (exit 2, one line) unless --force (before: a warning, and the search went on)."""
+    from fnacli.checkpoint import read_checkpoint
+    from fnacli.pipeline import fitness as O
+    from fnacli.search.oneshot import OneshotInfo
+
+    info = OneshotInfo.from_meta(read_checkpoint(trained["trained"]).meta, "t")
+    with pytest.raises(UserError, match="training images of the one-shot supernet"):
+        O.fitness_sets(_options(trained, fitness_images=6), info, "ssdlite")
+    fit, _, _ = O.fitness_sets(_options(trained, fitness_images=6, force=True), info, "ssdlite")
+    assert len(fit) == 6
+    monkeypatch.setenv("FNACLI_CACHE_DIR", str(trained["tmp"] / "cache"))
+    code, _, err = run_cli(["search", "--strategy", "evolution", "--skip-training",
+                            trained["trained"], "--data", trained["data"], "-o",
+                            trained["tmp"] / "leak.safetensors", "--fitness-images", 6, *EVO,
+                            *COMMON])
+    assert code == 2 and "trained on" in err and err.count("\n") == 1
+
+
+def test_a_one_shot_run_reads_each_split_once(work: dict, monkeypatch) -> None:
+    """Training, fitness hold-out, BN-calibration pool and the reporting split of one run
+    (train, then search) are views of one load per split (before: the training split was
+    read and validated 4 times, val twice)."""
+    from fnacli.detection import data as D
+    from fnacli.pipeline.search_oneshot import search_oneshot
+
+    loads: list[str] = []
+    real = D.CocoDetection.__init__
+
+    def counting(self, files, **kwargs):  # noqa: ANN001, ANN003, ANN202
+        loads.append(Path(files.ann).name)
+        real(self, files, **kwargs)
+
+    monkeypatch.setattr(D.CocoDetection, "__init__", counting)
+    monkeypatch.setenv("FNACLI_CACHE_DIR", str(work["tmp"] / "cache"))
+    out = work["tmp"] / "once.safetensors"
+    result = search_oneshot(supernet=work["super"], output=out, task="ssdlite",
+                            data=str(work["data"]), epochs=1, batch_size=4, size=SIZE,
+                            workers=0, device="cpu", calib_images=4, calib_batch=4,
+                            population=2, parents=1, generations=1, seed=3, force=True)
+    assert result.finished
+    assert sorted(loads) == ["instances_train.json", "instances_val.json"]

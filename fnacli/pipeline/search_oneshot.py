@@ -22,7 +22,7 @@ from fnacli.pipeline.common import (
     refuse_stdout,
     task_of,
 )
-from fnacli.pipeline.fitness import fitness_sets, hold_out_fitness
+from fnacli.pipeline.fitness import Splits, fitness_sets, hold_out_fitness
 from fnacli.pipeline.search import (
     ONESHOT,
     ONESHOT_COST_SCOPE,
@@ -33,7 +33,6 @@ from fnacli.pipeline.search import (
     default_size,
     latency_table,
     train_config,
-    train_set,
 )
 from fnacli.settings import setting
 from fnacli.tasks import per_task
@@ -176,6 +175,7 @@ def _oneshot(o: OneShotSearchConfig, env: Any) -> SearchResult:
 
     say = Reporter(o.on_message, env.is_main)
     files = _oneshot_files(o.output, o.trained)
+    splits = Splits(o)  # training and search read each split once
     again = o.force or o.resume
     if not o.train_only:
         # fail before the slow part
@@ -193,7 +193,7 @@ def _oneshot(o: OneShotSearchConfig, env: Any) -> SearchResult:
         if o.resume and trained.is_file() and not files["train_state"].is_file():
             say(f"{trained}: already trained, going on with the search")
         else:
-            result = _train(o, files, env, say)
+            result = _train(o, files, env, say, splits)
             if not result.finished:
                 return SearchResult(o.strategy, False, f"training stopped after "
                                     f"{result.steps} steps; continue with --resume",
@@ -206,11 +206,13 @@ def _oneshot(o: OneShotSearchConfig, env: Any) -> SearchResult:
     # decided by every process before rank 0 may write a fresh search state (after the barrier)
     resume = o.resume and files["state"].is_file()
     barrier(env)
-    return _evolve(o, trained, files, env, resume, say)
+    return _evolve(o, trained, files, env, resume, say, splits)
 
 
-def _train(o: OneShotSearchConfig, files: dict[str, Path], env: Any, say: Reporter) -> Any:
+def _train(o: OneShotSearchConfig, files: dict[str, Path], env: Any, say: Reporter,
+           splits: Splits) -> Any:
     from fnacli.io import check_earlier_run, check_writable
+    from fnacli.search import fitness_data as FD
     from fnacli.search.oneshot import OneshotInfo, train_oneshot
     from fnacli.search.supernet_io import read_supernet
     from fnacli.tasks import get_task, task_names
@@ -234,8 +236,9 @@ def _train(o: OneShotSearchConfig, files: dict[str, Path], env: Any, say: Report
     r = task.recipe
     size, augment = oneshot_input(o, task)
     epochs = o.epochs or task.oneshot_epochs
-    dataset = train_set(o, task, augment, size)
-    dataset, fitness = hold_out_fitness(o, dataset, task)
+    dataset = FD.view(splits.train(task), train=True,
+                      transform=task.train_transform(augment, size))
+    dataset, fitness = hold_out_fitness(o, dataset, task, splits)
     batch = o.batch_size or r.batch_size
     tc = train_config(o, task, epochs, epochs * (len(dataset) // batch), r.schedule,
                        r.milestones, r.warmup_iters)
@@ -258,7 +261,7 @@ def oneshot_input(o: SearchOptions, task: Any) -> tuple[tuple[int, int], str]:
 
 
 def _evolve(o: OneShotSearchConfig, trained: Path, files: dict[str, Path], env: Any,
-            resume: bool, say: Reporter) -> SearchResult:
+            resume: bool, say: Reporter, splits: Splits | None = None) -> SearchResult:
     from fnacli.checkpoint import save_checkpoint
     from fnacli.cost.lut import load_or_build_lut
     from fnacli.progress import SearchProgress, tensorboard_dir
@@ -290,7 +293,7 @@ def _evolve(o: OneShotSearchConfig, trained: Path, files: dict[str, Path], env: 
                                       if o.max_latency is not None else None),
                          metric=o.metric or task.metric, seed=o.seed)
     latency = latency_table(o, ckpt.space, task.name, size, info.num_classes)
-    fit_set, calib_pool, fitness = fitness_sets(o, info, task)
+    fit_set, calib_pool, fitness = fitness_sets(o, info, task, splits)
     task.check_categories(info.categories, fit_set.categories(), str(trained),
                           str(fit_set.files.ann))
     if o.eval_images:
