@@ -46,6 +46,12 @@ def _weights(task: Any) -> Any:
 _SEARCH_WD = per_task(lambda t: number_text(_weights(t).weight_decay))
 
 
+def default_size(task: Any) -> tuple[int, int]:
+    """The input size of both searches when ``--size`` is not given: the task's search recipe
+    (DeepLab: FNA's 321x321 crops), else its fine-tuning size."""
+    return task.search_defaults.size or task.recipe.size
+
+
 @dataclass
 class SearchOptions(TrainOptions):
     """What both strategies share (and :class:`TrainOptions`)."""
@@ -73,7 +79,7 @@ class SearchOptions(TrainOptions):
                                          "one-shot fitness images may not be in it.")
     val_images: str | Path | None = _search(None, "Reporting split's images.")
     size: Size | None = _search(None, "Input size "
-                                f"[{per_task(lambda t: size_text(t.recipe.size))}; with "
+                                f"[{per_task(lambda t: size_text(default_size(t)))}; with "
                                 "--skip-training the size trained at].")
     epochs: int | None = _search(None, "Epochs [differentiable: "
                                  f"{per_task('search_defaults.epochs')}; one-shot supernet "
@@ -93,7 +99,8 @@ class SearchOptions(TrainOptions):
     clip_grad: float | None = _search(None, "Max gradient norm [retinanet 35]; 0 = off.",
                                       min=0.0, group=SCHEDULE)
     augment: str | None = _search(None, "Training augmentation [differentiable: {} (no flip "
-                                  "during a RetinaNet search, as FNA); one-shot: {}].".format(
+                                  "during a detection search, as FNA); one-shot supernet "
+                                  "training: {} (the fine-tuning's, as DetNAS)].".format(
                                       per_task(lambda t: t.search_defaults.augment
                                                or t.default_augment),
                                       per_task("default_augment")),
@@ -203,11 +210,10 @@ def train_set(o: SearchOptions, task: Any, augment: str, size: tuple[int, int]) 
 
 
 def search_input(o: SearchOptions, task: Any) -> tuple[tuple[int, int], str]:
-    """(input size, augmentation) of a search: given, else the task's search recipe, else its
-    fine-tuning recipe."""
-    d = task.search_defaults
-    return (as_size(o.size) or d.size or task.recipe.size,
-            o.augment or d.augment or task.default_augment)
+    """(input size, augmentation) of a differentiable search: given, else the task's search
+    recipe, else its fine-tuning recipe."""
+    return (as_size(o.size) or default_size(task),
+            o.augment or task.search_defaults.augment or task.default_augment)
 
 
 def check_latency(o: Any) -> None:

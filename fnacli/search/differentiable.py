@@ -305,7 +305,7 @@ def run_search(ckpt: SupernetCheckpoint, source: str, train_set: Any, cfg: Searc
     hooks = SearchHooks(cfg, ckpt, supernet, architect, lut, env, output, metrics_path,
                         train_set, _ArchBatches(train_b, tc, env, task.collate))
     identity = {**cfg.identity(), "space": ckpt.space.to_dict(), "masks": ckpt.masks,
-                "train_images": len(train_set)}
+                "mask_scope": ckpt.mask_scope, "train_images": len(train_set)}
     # a path leaves most candidates unused in a step (under DDP); not part of the identity
     fitted = fit(detector, train_a, task.loss, replace(tc, find_unused_parameters=True), env,
                  state_path=state_path, metrics_path=metrics_path, resume=resume,
@@ -322,7 +322,7 @@ def _build(ckpt: SupernetCheckpoint, source: str, train_set: Any, cfg: SearchCon
 
     task, space = get_task(cfg.task), ckpt.space
     supernet = Supernet(space, ckpt.masks, with_head=task.uses_head_conv,
-                        output_stride=task.output_stride)
+                        output_stride=task.output_stride, mask_scope=ckpt.mask_scope)
     supernet.checkpoint_activations = cfg.checkpoint_activations
     load_weights(supernet, ckpt.weights, source)
     detector = task.build_model(space.max_arch(), train_set.num_classes, cfg.size,

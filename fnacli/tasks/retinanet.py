@@ -32,13 +32,15 @@ class RetinaNetTask(DetectionTask):
                     weight_decay=5e-5, schedule="step", milestones=(8 / 12, 11 / 12),
                     warmup_iters=500, epochs=12, clip_grad=35.0, size=(1333, 800))
     # FNA's appendix (Jung et al. the same): 14 epochs, weights only for 8, then one weight
-    # step and one α/β step; SGD 0.9 wd 1e-4 warmed up over 500 iterations to 0.02 at batch 8,
-    # x0.1 at 8 and 11; λ 0.02 τ 10 γ 5; no random flip during search; MAdds at 1088x800.
+    # step and one α/β step; SGD 0.9 wd 1e-4 warmed up over 500 iterations from 0 to 0.02 at
+    # batch 8, x0.1 at 8 and 11; λ 0.02 τ 10 γ 5; no random flip during search; MAdds at
+    # 1088x800.
     search_defaults = SearchDefaults(epochs=14, warmup_epochs=8, arch_every=1, lam=0.02,
                                      tau=10.0, milestones=(8 / 14, 11 / 14), gamma=5.0,
                                      optimizer="sgd", lr=0.02, base_batch=8, batch_size=8,
                                      momentum=0.9, weight_decay=1e-4, warmup_iters=500,
-                                     clip_grad=35.0, augment="none", cost_size=(1088, 800))
+                                     clip_grad=35.0, augment="none", cost_size=(1088, 800),
+                                     warmup_ratio=0.0)
     # DetNAS trains its supernet with the detector's usual 1x COCO schedule.
     oneshot_epochs = 12
 
