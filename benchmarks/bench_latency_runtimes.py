@@ -35,8 +35,9 @@ from fnacli.cost.check import check_table
 from fnacli.cost.latency import LatencyTable, build_latency_table
 from fnacli.cost.lut import build_lut
 from fnacli.cost.measure import MeasureConfig
+from fnacli.cost.space import random_arch
 from fnacli.cost.verdict import spearman
-from fnacli.search.evolution import Encoding
+from fnacli.pipeline.profile import cost_target
 from fnacli.spec import load_space
 
 RUNTIMES = {"eager": ("torch", "fp32"), "ort fp32": ("onnxruntime", "fp32"),
@@ -71,7 +72,8 @@ def main() -> None:
     space = load_space(args.space)
     size = (args.size, args.size)
     t0 = time.perf_counter()
-    madds = build_lut(space, args.task, size)
+    task = cost_target(args.task)
+    madds = build_lut(space, task, size)
     out: dict = {"space": args.space, "task": args.task, "size": args.size, "n": args.n,
                  "clock": args.clock, "runtimes": {}}
     tables: dict[str, LatencyTable] = {}
@@ -81,7 +83,7 @@ def main() -> None:
         cfg = MeasureConfig(threads=1, runtime=runtime, precision=precision, clock=args.clock,
                             seed=args.seed)
         start = time.perf_counter()
-        table = build_latency_table(space, args.task, size, None, cfg, progress=True)
+        table = build_latency_table(space, task, size, None, cfg, progress=True)
         built = time.perf_counter() - start
         start = time.perf_counter()
         check = check_table(table, args.n, seed=args.seed)
@@ -96,8 +98,8 @@ def main() -> None:
                                  "predicted_ms": check.predicted_ms}
         print(f"{name}: built in {built:.0f} s, checked in {checked:.0f} s: {v.line()}",
               flush=True)
-    enc, rng = Encoding(space), random.Random(args.seed)
-    archs = [enc.arch(enc.random(rng)) for _ in range(args.n)]  # check_table's draw
+    rng = random.Random(args.seed)
+    archs = [random_arch(space, rng) for _ in range(args.n)]  # check_table's draw
     cost = [madds.arch_madds(a) for a in archs]
     names = list(measured)
     rho = {f"MAdds vs {n}": spearman(cost, measured[n]) for n in names}

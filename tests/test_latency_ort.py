@@ -15,6 +15,7 @@ pytest.importorskip("onnxruntime")
 import fnacli.cost.latency as L  # noqa: E402
 import fnacli.cost.measure as M  # noqa: E402
 from fnacli.errors import UserError  # noqa: E402
+from fnacli.pipeline.profile import cost_target as T  # noqa: E402
 from fnacli.spec import SpaceSpec  # noqa: E402
 
 FAST = dict(threads=1, min_rounds=6, max_rounds=6, sample_s=0.001, blocks=2)
@@ -36,7 +37,7 @@ def ort_tables(space: SpaceSpec, tmp_path_factory: pytest.TempPathFactory) -> di
     root = tmp_path_factory.mktemp("ort")
     out = {}
     for precision in ("fp32", "int8"):
-        table = L.build_latency_table(space, "ssdlite", SIZE, 2, ort_cfg(precision))
+        table = L.build_latency_table(space, T("ssdlite"), SIZE, 2, ort_cfg(precision))
         out[precision] = root / f"{precision}.json"
         out[precision].write_text(table.to_json())
     return out
@@ -48,7 +49,7 @@ def test_table_records_its_runtime_and_covers_the_space(ort_tables: dict,
 
     from fnacli.cost.lut import Lut
 
-    madds = Lut(space, "ssdlite", SIZE, 2).build()
+    madds = Lut(space, T("ssdlite"), SIZE, 2).build()
     for precision, path in ort_tables.items():
         d = json.loads(path.read_text())
         env = d["environment"]
@@ -57,7 +58,7 @@ def test_table_records_its_runtime_and_covers_the_space(ort_tables: dict,
         assert env["provider"] == "CPUExecutionProvider" and env["opt_level"] == "all"
         assert env["clock"] == "cpu" and d["measure"]["runtime"] == "onnxruntime"
         assert (env["quantisation"] is not None) == (precision == "int8")
-        table = L.read_latency_table(path)
+        table = L.read_latency_table(path, T)
         assert table.cfg == ort_cfg(precision) and "onnxruntime" in table.describe()
         # the same entries as the MAdds table, each a positive time
         assert set(table.layers) == set(madds.layers) and set(table.fixed) == set(madds.fixed)
@@ -83,7 +84,7 @@ def test_each_entry_times_the_modules_exported_graph(monkeypatch: pytest.MonkeyP
         return call
 
     monkeypatch.setattr(R, "compile_module", spy)
-    L.build_latency_table(space, "ssdlite", SIZE, 2, ort_cfg())
+    L.build_latency_table(space, T("ssdlite"), SIZE, 2, ort_cfg())
     assert compiled
     neck_heads = 0
     for module, inputs, call in compiled:
@@ -125,13 +126,13 @@ def test_runtimes_do_not_mix(ort_tables: dict, space: SpaceSpec, tmp_path: Path,
     other = tmp_path / "other.json"
     other.write_text(json.dumps(d))
     with pytest.raises(UserError, match="measured elsewhere.*onnxruntime"):
-        L.read_latency_table(other)
+        L.read_latency_table(other, T)
     # an eager table's partial is not resumed as an onnxruntime one (nor the reverse)
     part = tmp_path / "t.json.partial"
-    eager = L.LatencyTable(space, "ssdlite", SIZE, 2, M.MeasureConfig(**FAST))
+    eager = L.LatencyTable(space, T("ssdlite"), SIZE, 2, M.MeasureConfig(**FAST))
     part.write_text(eager.to_json())
     with pytest.raises(UserError, match="another space, task, size or machine"):
-        L.build_latency_table(space, "ssdlite", SIZE, 2, ort_cfg(), partial=part, resume=True)
+        L.build_latency_table(space, T("ssdlite"), SIZE, 2, ort_cfg(), partial=part, resume=True)
     # tables from before runtimes were recorded read as torch's
     assert M.runtime_of({}) == "torch eager"
     assert M.same_machine({"device": "cpu"}, {"device": "cpu", "runtime": "torch"}) == []
@@ -144,7 +145,7 @@ def test_oneshot_search_on_an_onnxruntime_table(ort_tables: dict) -> None:
 
     from fnacli.search import evolution as E
 
-    table = L.read_latency_table(ort_tables["int8"])
+    table = L.read_latency_table(ort_tables["int8"], T)
     enc = E.Encoding(table.space)
     lat = sorted(table.latency_ms(enc.arch(g)) for g in all_genomes(enc))
     limit = lat[len(lat) // 2]
@@ -160,7 +161,7 @@ def test_madds_and_check_take_an_onnxruntime_table(ort_tables: dict, tmp_path: P
                                                    run_cli) -> None:
     from fnacli.search.evolution import Encoding
 
-    table = L.read_latency_table(ort_tables["fp32"])
+    table = L.read_latency_table(ort_tables["fp32"], T)
     enc = Encoding(table.space)
     arch = enc.arch([0] * len(enc.sizes))
     spec = tmp_path / "a.json"

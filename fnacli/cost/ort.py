@@ -95,7 +95,7 @@ def require_onnxruntime() -> Any:
 
 # -- exporting and quantising ------------------------------------------------------------------
 class _MapsIn(nn.Module):
-    """A neck/head timed on prepared maps (``fnacli.cost.latency._NeckHead``), with the maps as
+    """A neck/head timed on prepared maps (``fnacli.cost.parts._NeckHead``), with the maps as
     graph inputs: as constants, the exporter and onnxruntime would fold the whole computation
     away."""
 
