@@ -29,13 +29,13 @@ def detector(tmp_path_factory: pytest.TempPathFactory) -> Path:
     them; fresh heads give every anchor the same near-uniform scores)."""
     from conftest import randomize_bn_
 
-    from fnacli.cost.count import build_model
     from fnacli.detection.checkpoint import DetectorInfo, save_detector
     from fnacli.spec import load_arch
+    from fnacli.tasks import get_task
 
     torch.manual_seed(0)
     spec = load_arch("mobilenetv2-0.5")
-    model = build_model(spec, "ssdlite", SIZE, 3)
+    model = get_task("ssdlite").build_model(spec, 3, SIZE)
     randomize_bn_(model)
     g = torch.Generator().manual_seed(1)
     with torch.no_grad():
