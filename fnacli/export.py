@@ -388,17 +388,12 @@ def export_model(model: nn.Module, output: str | Path, *, fmt: str = "onnx",
                  size: tuple[int, int], postprocess: bool = True,
                  opset: int = DEFAULT_OPSET, check: bool = True,
                  images: list[torch.Tensor] | None = None, threads: int = 1,
-                 measure: bool = True, score_thresh: float | None = None,
-                 precision: str = "fp32") -> ExportResult:
+                 measure: bool = True, score_thresh: float | None = None) -> ExportResult:
     """Export, then (``check``) compare with PyTorch on ``images`` and (``measure``) time
     the exported model beside PyTorch eager. ``score_thresh`` replaces the detector's own
-    (the exported graph bakes it in). ``precision="int8"`` (ONNX only) quantises the graph
-    (``fnacli.export_int8``)."""
+    (the exported graph bakes it in)."""
     if fmt not in FORMATS:
         raise UserError(f"--format: expected one of {', '.join(FORMATS)}, got {fmt!r}")
-    if precision not in ("fp32", "int8") or precision == "int8" and fmt != "onnx":
-        raise UserError(f"--precision: expected fp32, or int8 with --format onnx, got "
-                        f"{precision!r} with {fmt}")
     if score_thresh is not None:
         if not hasattr(model, "score_thresh"):
             raise UserError("--score-thresh: only detectors have a score threshold")
@@ -407,15 +402,6 @@ def export_model(model: nn.Module, output: str | Path, *, fmt: str = "onnx",
     module = exportable(model, postprocess, example)
     postprocess = isinstance(module, DetectorPost)  # only detectors have any
     before = torch.get_num_threads()
-    if precision == "int8":
-        from fnacli.export_int8 import export_int8
-
-        torch.set_num_threads(threads)
-        try:
-            return export_int8(module, example, output, size=size, opset=opset, check=check,
-                               images=images, threads=threads, measure=measure)
-        finally:
-            torch.set_num_threads(before)
     torch.set_num_threads(threads)
     try:
         blob = serialise(module, example, fmt, opset)

@@ -37,6 +37,7 @@ from fnacli.export import (
     DetectorRaw,
     ExportResult,
     export_onnx,
+    exportable,
     onnx_runner,
     time_runners,
 )
@@ -214,6 +215,30 @@ class Int8ExportResult(ExportResult):
             return None
         return (f"int8 parity check failed: {'; '.join(p.problems)} ({self.path} is kept; "
                 "--no-check skips the check)")
+
+
+def export_model_int8(model: nn.Module, output: str | Path, *, size: tuple[int, int],
+                      postprocess: bool = True, opset: int = 17, check: bool = True,
+                      images: list[torch.Tensor] | None = None, threads: int = 1,
+                      measure: bool = True, score_thresh: float | None = None
+                      ) -> Int8ExportResult:
+    """``fnacli.export.export_model`` in int8: the same exported module (``exportable``) and
+    example, quantised; see ``export_int8``."""
+    from fnacli.errors import UserError
+
+    if score_thresh is not None:
+        if not hasattr(model, "score_thresh"):
+            raise UserError("--score-thresh: only detectors have a score threshold")
+        model.score_thresh = score_thresh
+    example = torch.rand(1, 3, size[1], size[0], generator=torch.Generator().manual_seed(0))
+    module = exportable(model, postprocess, example)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        return export_int8(module, example, output, size=size, opset=opset, check=check,
+                           images=images, threads=threads, measure=measure)
+    finally:
+        torch.set_num_threads(before)
 
 
 def export_int8(module: nn.Module, example: torch.Tensor, output: str | Path, *, size: tuple,

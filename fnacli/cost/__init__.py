@@ -13,6 +13,7 @@ One concern a module (importing this package imports no torch):
 - ``lut``       ``Lut``: the MAdds table of a search space, persistence, cache
 - ``measure``   timing modules on this machine (the seam another runtime plugs into)
 - ``latency``   ``LatencyTable``: the latency table of a search space
+- ``runtime``   which runtime a table is timed in; onnxruntime's settings
 - ``ort``       timing in onnxruntime (fp32, static int8): exported graphs on ``measure``'s seam
 - ``check``     a latency table's predictions against whole networks
 - ``verdict``   a check's statistics and its pass/fail against the documented goal

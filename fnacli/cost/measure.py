@@ -26,18 +26,14 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
+from fnacli.cost.runtime import RUNTIMES, OrtConfig
 from fnacli.errors import UserError
 
-if TYPE_CHECKING:
-    from fnacli.cost.ort import OrtConfig
-
 DEVICES = ("cpu", "cuda")
-RUNTIMES = ("torch", "onnxruntime")
 CLOCKS = {"wall": time.perf_counter, "cpu": time.thread_time}
 # what must agree between a table and where it is used: the machine, and the runtime
 _SAME = ("device", "device_name", "torch", "runtime", "onnxruntime", "precision", "provider",
@@ -116,8 +112,6 @@ class MeasureConfig:
 
     def ort(self) -> OrtConfig:
         """The onnxruntime settings of an onnxruntime table."""
-        from fnacli.cost.ort import OrtConfig
-
         return OrtConfig(precision=self.precision, threads=self.threads,
                          opt_level=self.opt_level, provider=self.provider, seed=self.seed)
 

@@ -90,10 +90,15 @@ def export(*args: Any, **kwargs: Any) -> ExportResult:
 
         status = Console(stderr=True).status(f"exporting {cfg.final} to {cfg.fmt}")
     with status:
-        result = export_model(model, cfg.output, fmt=cfg.fmt, size=wh,
-                              postprocess=not cfg.raw, opset=cfg.opset, check=cfg.check,
-                              images=images, threads=cfg.threads, measure=cfg.measure,
-                              score_thresh=cfg.score_thresh, precision=cfg.precision)
+        common = dict(size=wh, postprocess=not cfg.raw, opset=cfg.opset, check=cfg.check,
+                      images=images, threads=cfg.threads, measure=cfg.measure,
+                      score_thresh=cfg.score_thresh)
+        if cfg.precision == "int8":  # the same export, quantised by onnxruntime
+            from fnacli.export_int8 import export_model_int8
+
+            result = export_model_int8(model, cfg.output, **common)
+        else:
+            result = export_model(model, cfg.output, fmt=cfg.fmt, **common)
     result.task = info["task"]
     result.images_from = "synthetic" if cfg.data is None else "dataset"
     return result

@@ -154,7 +154,7 @@ def _check_options(cfg: LatencyConfig) -> None:
     if cfg.max_rounds < cfg.rounds:
         raise UserError(f"--max-rounds {cfg.max_rounds} is below --rounds {cfg.rounds}")
     from fnacli.cost.measure import CLOCKS, RUNTIMES
-    from fnacli.cost.ort import OPT_LEVELS, PRECISIONS, PROVIDERS
+    from fnacli.cost.runtime import OPT_LEVELS, PRECISIONS, PROVIDERS
 
     for flag, value, allowed in (("--runtime", cfg.runtime, RUNTIMES),
                                  ("--precision", cfg.precision, PRECISIONS),
