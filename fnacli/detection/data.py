@@ -127,7 +127,7 @@ class CocoDetection(Dataset):
         self.cat_ids: list[int] = [c["id"] for c in split.categories]
         self.category_names: list[str] = [c["name"] for c in split.categories]
         self._index_of_cat = {c: i for i, c in enumerate(self.cat_ids)}
-        self._shared: dict = {}  # pycocotools' index, once built (never pickled)
+        self._coco: COCO | None = None  # pycocotools' index, once built (never pickled)
         r = self.records
         if not train and not len(r.ann_id):
             # COCOeval would report -1 for every metric: meaningless numbers, not an answer
@@ -155,7 +155,7 @@ class CocoDetection(Dataset):
 
     def __getstate__(self) -> dict:
         state = dict(self.__dict__)
-        state["_shared"] = {}  # a worker gets the records, never pycocotools' index
+        state["_coco"] = None  # a worker gets the records, never pycocotools' index
         return state
 
     # label mapping ------------------------------------------------------------------------
@@ -219,33 +219,41 @@ class CocoDetection(Dataset):
         rows = (np.arange(len(self.records), dtype=np.int64) if image_ids is None
                 else np.unique(self._row_of(image_ids)))
         view._rows = rows[self.records.usable[rows]] if view.train else rows
+        view._coco = None
         return view
 
     def subset(self, positions: Sequence[int]) -> CocoDetection:
         """A view on some of this dataset's items (by position in ``ids``)."""
         view = copy.copy(self)
         view._rows = self._rows[np.asarray(positions, dtype=np.int64)]
+        view._coco = None
         return view
 
     # pycocotools ------------------------------------------------------------------------------
     @property
     def coco(self) -> COCO:
-        """pycocotools' index of the whole split (as COCOeval takes it), built from the records
-        on first use in this process: images (id, width, height), categories and the boxes
-        (clipped), with their area and crowd flag."""
-        if "coco" not in self._shared:
+        """pycocotools' index of this dataset's images (as COCOeval takes it), built from the
+        records on first use in this process: images (id, width, height), categories and
+        their boxes (clipped), with area and crowd flag."""
+        if self._coco is None:
             r = self.records
+            rows = np.unique(self._rows)
             images = [{"id": i, "width": w, "height": h} for i, w, h in
-                      zip(r.image_id.tolist(), r.width.tolist(), r.height.tolist(), strict=True)]
-            image_of = np.repeat(r.image_id, np.diff(r.box_end, prepend=0)).tolist()
-            cats = np.asarray(self.cat_ids, dtype=np.int64)[r.category].tolist()
+                      zip(r.image_id[rows].tolist(), r.width[rows].tolist(),
+                          r.height[rows].tolist(), strict=True)]
+            counts = np.diff(r.box_end, prepend=0)[rows]
+            starts = r.box_end[rows] - counts
+            boxes = (np.repeat(starts - np.cumsum(counts) + counts, counts)
+                     + np.arange(counts.sum()))  # the box rows of these images, in order
+            cats = np.asarray(self.cat_ids, dtype=np.int64)[r.category[boxes]].tolist()
             anns = [{"id": a, "image_id": i, "category_id": c, "bbox": b, "area": s,
                      "iscrowd": int(k)} for a, i, c, b, s, k in
-                    zip(r.ann_id.tolist(), image_of, cats, r.box.tolist(), r.area.tolist(),
-                        r.crowd.tolist(), strict=True)]
-            self._shared["coco"] = _quiet_coco({"images": images, "annotations": anns,
-                                                "categories": self.categories()})
-        return self._shared["coco"]
+                    zip(r.ann_id[boxes].tolist(), np.repeat(r.image_id[rows], counts).tolist(),
+                        cats, r.box[boxes].tolist(), r.area[boxes].tolist(),
+                        r.crowd[boxes].tolist(), strict=True)]
+            self._coco = _quiet_coco({"images": images, "annotations": anns,
+                                      "categories": self.categories()})
+        return self._coco
 
     # items ------------------------------------------------------------------------------------
     def __len__(self) -> int:
