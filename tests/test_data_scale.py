@@ -86,6 +86,20 @@ def test_header_check_is_the_default_and_decode_catches_a_truncated_image(
                    check_images="decode")
 
 
+def test_the_environment_picks_the_check_for_commands(tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    _write(tmp_path)
+    whole = (tmp_path / "train" / "1.jpg").read_bytes()
+    (tmp_path / "train" / "1.jpg").write_bytes(whole[:len(whole) // 2])
+    monkeypatch.setenv("FNACLI_IMAGE_CHECK", "decode")
+    with pytest.raises(UserError, match=r"1\.jpg: cannot be read"):
+        load_split(find_split(tmp_path, "train"), train=False, label_offset=1)
+    monkeypatch.setenv("FNACLI_IMAGE_CHECK", "full")
+    with pytest.raises(UserError, match="FNACLI_IMAGE_CHECK: expected one of none, header, "
+                                        "decode, got 'full'"):
+        load_split(find_split(tmp_path, "train"), train=False, label_offset=1)
+
+
 def test_parallel_checks_give_the_same_answers_in_order(tmp_path: Path) -> None:
     paths = []
     for i, size in enumerate([(10, 20), (31, 7), (64, 64)]):

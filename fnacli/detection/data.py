@@ -109,14 +109,16 @@ class CocoDetection(Dataset):
     the augmentation from (seed, epoch, idx), so a sample's augmentation never depends on
     worker processes, batch composition or where a resumed run restarted.
 
-    ``check_images``: ``"header"`` (or True; the default) reads each image's header,
-    ``"decode"`` decodes every image, ``"none"`` (or False) only finds the files.
+    ``check_images``: ``"header"`` (or True) reads each image's header, ``"decode"`` decodes
+    every image, ``"none"`` (or False) only finds the files; None (the default) takes the
+    ``FNACLI_IMAGE_CHECK`` environment variable, else ``"header"`` (so that a command
+    decodes every image with ``FNACLI_IMAGE_CHECK=decode``).
     ``view`` and ``subset`` give other selections of the same loaded split (no second load).
     """
 
     def __init__(self, files: SplitFiles, *, train: bool, label_offset: int = 1,
                  transform: Callable | None = None, seed: int = 0,
-                 check_images: bool | str = "header") -> None:
+                 check_images: bool | str | None = None) -> None:
         self.files = files
         self.train = train
         self.label_offset = label_offset
@@ -259,13 +261,13 @@ class CocoDetection(Dataset):
     def __len__(self) -> int:
         return len(self._rows)
 
-    def load(self, idx: int) -> tuple[Image.Image, dict]:
-        """RGB PIL image and un-augmented target of item ``idx``."""
+    def image_path(self, idx: int) -> str:
+        return self.records.path(int(self._rows[idx]))
+
+    def target(self, idx: int, canvas: tuple[int, int]) -> dict:
+        """Un-augmented target of item ``idx`` on an image of ``canvas`` (height, width)."""
         r = self.records
         row = int(self._rows[idx])
-        with Image.open(r.path(row)) as im:
-            image = im.convert("RGB")
-        w, h = image.size
         span = r.boxes(row)
         xywh, labels = r.box[span], r.category[span]
         if self.train:
@@ -273,10 +275,16 @@ class CocoDetection(Dataset):
             xywh, labels = xywh[keep], labels[keep]
         xyxy = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1)
         boxes = torch.from_numpy(xyxy.astype(np.float32))
-        target = {"boxes": tv_tensors.BoundingBoxes(boxes, format="XYXY", canvas_size=(h, w)),
-                  "labels": torch.from_numpy(labels.astype(np.int64) + self.label_offset),
-                  "image_id": int(r.image_id[row])}
-        return image, target
+        return {"boxes": tv_tensors.BoundingBoxes(boxes, format="XYXY", canvas_size=canvas),
+                "labels": torch.from_numpy(labels.astype(np.int64) + self.label_offset),
+                "image_id": int(r.image_id[row])}
+
+    def load(self, idx: int) -> tuple[Image.Image, dict]:
+        """RGB PIL image and un-augmented target of item ``idx``."""
+        with Image.open(self.image_path(idx)) as im:
+            image = im.convert("RGB")
+        w, h = image.size
+        return image, self.target(idx, (h, w))
 
     def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, dict]:
         if isinstance(key, tuple):
@@ -298,7 +306,8 @@ class CocoDetection(Dataset):
             "labels": target["labels"], "image_id": target["image_id"]}
 
 
-def resolve_images(files: SplitFiles, coco: COCO, check: bool | str = "header") -> dict[int, Path]:
+def resolve_images(files: SplitFiles, coco: COCO,
+                   check: bool | str | None = None) -> dict[int, Path]:
     """Image id -> file of every image of a pycocotools index (the segmentation reader's
     loader), each found, distinct and checked as a detection split's images are."""
     from fnacli.detection.records import pack_paths
@@ -336,7 +345,7 @@ def batch_to(batch: tuple[list, list], device: torch.device | str) -> tuple[list
 
 def load_split(files: SplitFiles, *, train: bool, label_offset: int,
                transform: Callable | None = None, seed: int = 0,
-               check_images: bool | str = "header") -> CocoDetection:
+               check_images: bool | str | None = None) -> CocoDetection:
     return CocoDetection(files, train=train, label_offset=label_offset, transform=transform,
                          seed=seed, check_images=check_images)
 

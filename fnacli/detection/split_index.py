@@ -30,15 +30,20 @@ log = logging.getLogger(__name__)
 _RACY_NS = 2_000_000_000
 
 
-def check_level(check_images: bool | str) -> str:
-    """``True``/``False`` (the old flag) or one of ``LEVELS``."""
+def check_level(check_images: bool | str | None) -> str:
+    """One of ``LEVELS`` from ``True``/``False`` (the old flag), a level, or None: the
+    ``FNACLI_IMAGE_CHECK`` environment variable's level, else ``header``."""
+    if check_images is None:
+        check_images = os.environ.get("FNACLI_IMAGE_CHECK") or "header"
+        where = "FNACLI_IMAGE_CHECK"
+    else:
+        where = "image check"
     if check_images is True:
         return "header"
     if check_images is False:
         return "none"
     if check_images not in LEVELS:
-        raise UserError(f"image check: expected one of {', '.join(LEVELS)}, got "
-                        f"{check_images!r}")
+        raise UserError(f"{where}: expected one of {', '.join(LEVELS)}, got {check_images!r}")
     return str(check_images)
 
 
