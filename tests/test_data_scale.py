@@ -124,7 +124,7 @@ def test_second_load_comes_from_the_cache(tmp_path: Path,
     def refuse(*a: object, **k: object) -> None:
         raise AssertionError("parsed or checked again")
 
-    monkeypatch.setattr("fnacli.detection.split_index.load_annotation_doc", refuse)
+    monkeypatch.setattr("fnacli.detection.split_index.load_columns", refuse)
     monkeypatch.setattr("fnacli.detection.split_index.image_sizes", refuse)
     again = load_split(find_split(tmp_path, "train"), train=True, label_offset=1)
     assert again.ids == first.ids == [10, 20, 30, 40]
@@ -213,3 +213,54 @@ def test_dataset_class_still_takes_the_old_flag(tmp_path: Path) -> None:
     _write(tmp_path)
     assert len(CocoDetection(find_split(tmp_path, "train"), train=True,
                              check_images=False)) == 4
+
+
+# -- the two readers agree ---------------------------------------------------------------------
+def test_msgspec_reader_and_json_reader_give_the_same_columns(tmp_path: Path) -> None:
+    from fnacli.detection.annotations import _DECODER, _struct_columns, columns
+
+    rng = np.random.default_rng(0)
+    images = [{"id": int(i), "file_name": f"{i}.jpg", "width": 50, "height": 40, "x": [1]}
+              for i in rng.permutation(30) + 7]
+    anns = []
+    for k in range(200):
+        w = 0.5 if k % 11 == 0 else float(rng.uniform(1, 12))  # some degenerate
+        a = {"id": 1000 - k, "image_id": images[k % 30]["id"],
+             "category_id": int(rng.choice([9, 5])),
+             "bbox": [float(rng.uniform(-0.4, 45)), int(rng.integers(0, 38)), w, 3],
+             "segmentation": [[1, 2, 3, 4]]}
+        if k % 3:
+            a["area"] = float(k)
+        if k % 7 == 0:
+            a["iscrowd"] = 1
+        anns.append(a)
+    text = json.dumps({"images": images, "annotations": anns, "categories": CATS})
+    fast = _struct_columns(_DECODER.decode(text.encode()))
+    slow = columns(json.loads(text), tmp_path / "x.json")
+    for name, value in vars(slow).items():
+        other = getattr(fast, name)
+        if isinstance(value, np.ndarray):
+            assert value.dtype == other.dtype and np.array_equal(value, other), name
+        else:
+            assert value == other, name
+    assert slow.clipped > 0 and slow.crowd.any() and slow.degenerate.any()
+
+
+@pytest.mark.parametrize("bad, message", [
+    ({"iscrowd": True}, None),  # msgspec refuses a bool; json's reader takes it (truthy)
+    ({"bbox": [1, 2, "3", 4]}, "'bbox' must be 4 finite numbers"),
+    ({"id": 1.0}, "'id' must be an integer"),
+    ({"image_id": 12345}, "image_id 12345 is not in 'images'"),
+])
+def test_what_msgspec_refuses_goes_to_the_entry_checker(tmp_path: Path, bad: dict,
+                                                        message: str | None) -> None:
+    ann = _write(tmp_path)
+    doc = json.loads(ann.read_text())
+    doc["annotations"][1].update(bad)
+    ann.write_text(json.dumps(doc))
+    if message is None:
+        ds = load_split(find_split(tmp_path, "train"), train=False, label_offset=1)
+        assert ds.records.crowd.tolist() == [False, False, True, False, False]
+    else:
+        with pytest.raises(UserError, match=rf"annotations\[1\]( \(id .*\))?: {message}"):
+            load_split(find_split(tmp_path, "train"), train=False, label_offset=1)

@@ -1,8 +1,10 @@
-"""A COCO instances file, validated: the slow checker that names the first bad entry, and the
-column builder that validates a whole file with a few passes of C-speed list and numpy work.
+"""A COCO instances file, validated: the fast reader that validates a whole file into numpy
+columns, and the slow checker that names the first bad entry.
 
-``columns`` is what a load runs; when it meets anything it does not accept, ``check_doc``
-runs to name the entry (file, index, id, field) in one line, as it always has.
+``load_columns`` is what a load runs: msgspec decodes the file into typed structs (in C,
+without building the segmentation polygons that are most of a COCO file), and whole-column
+numpy checks do the rest. When anything is refused, the file is parsed again with ``json``
+and ``check_doc`` names the entry (file, index, id, field) in one line, as it always has.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import math
 from dataclasses import dataclass
 from pathlib import Path
 
+import msgspec
 import numpy as np
 from pycocotools.coco import COCO
 
@@ -195,35 +198,23 @@ def _rows_of(keys: np.ndarray, sorted_ids: np.ndarray) -> np.ndarray:
     return rows
 
 
-def _fast_columns(doc: dict, categories: list[dict]) -> Columns:
-    images, anns = doc["images"], doc["annotations"]
-    if not _same_type(images, dict) or not _same_type(anns, dict):
+def _build(categories: list[dict], ids: np.ndarray, names: list[str], widths: np.ndarray,
+           heights: np.ndarray, ann_id: np.ndarray, image_id: np.ndarray,
+           category_id: np.ndarray, box: np.ndarray, area: np.ndarray,
+           crowd: np.ndarray) -> Columns:
+    """The checks on whole columns, clipping, and the grouping of boxes by image."""
+    if (ids.size and (widths.min() < 1 or heights.min() < 1)) or (names and not all(names)):
         raise _Refused
-    ids = _ints([im.get("id") for im in images])
-    names = [im.get("file_name") for im in images]
-    if not _same_type(names, str) or not all(names):
-        raise _Refused
-    widths = _ints([im.get("width") for im in images], 1)
-    heights = _ints([im.get("height") for im in images], 1)
     order = np.argsort(ids, kind="stable")
-    ids = ids[order]
+    ids, widths, heights = ids[order], widths[order], heights[order]
     if ids.size and (np.diff(ids) == 0).any():
         raise _Refused
-    widths, heights = widths[order], heights[order]
-
-    ann_id = _ints([a.get("id") for a in anns])
     if ann_id.size and len(np.unique(ann_id)) != ann_id.size:
         raise _Refused
-    rows = _rows_of(_ints([a.get("image_id") for a in anns]), ids)
+    rows = _rows_of(image_id, ids)
     cat_ids = np.array([c["id"] for c in categories], dtype=np.int64)
-    category = _rows_of(_ints([a.get("category_id") for a in anns]), cat_ids).astype(np.int32)
-    boxes = [a.get("bbox") for a in anns]
-    if not _same_type(boxes, list) or (boxes and set(map(len, boxes)) != {4}):
-        raise _Refused
-    flat = list(itertools.chain.from_iterable(boxes))
-    if not _same_type(flat, int, float):
-        raise _Refused
-    box = np.array(flat, dtype=np.float64).reshape(-1, 4)
+    category = _rows_of(category_id, cat_ids).astype(np.int32)
+    box = box.reshape(-1, 4)
     if not np.isfinite(box).all() or (box[:, 2:] < 0).any():
         raise _Refused
     W, H = widths[rows].astype(np.float64), heights[rows].astype(np.float64)
@@ -235,15 +226,9 @@ def _fast_columns(doc: dict, categories: list[dict]) -> Columns:
     clip = (x0 != x) | (y0 != y) | (x1 != x + w) | (y1 != y + h)
     clipped = np.stack([x0, y0, np.maximum(x1 - x0, 0.0), np.maximum(y1 - y0, 0.0)], 1)
     box = np.where(clip[:, None], clipped, box)
-    areas = [a.get("area") for a in anns]
-    if not _same_type(areas, int, float, type(None)):
-        raise _Refused
-    area = np.array(areas, dtype=np.float64)  # None (no area given): NaN
-    area = np.where(np.isnan(area), box[:, 2] * box[:, 3], area)
-    crowd = np.fromiter((bool(a.get("iscrowd", 0)) for a in anns), bool, len(anns))
+    area = np.where(np.isnan(area), box[:, 2] * box[:, 3], area)  # NaN: no area given
     degenerate = (box[:, 2] <= 1) | (box[:, 3] <= 1)
     usable = np.bincount(rows[~crowd & ~degenerate], minlength=len(ids)) > 0
-
     by_image = np.argsort(rows, kind="stable")  # boxes grouped by image, in file order
     box_end = np.cumsum(np.bincount(rows, minlength=len(ids))).astype(np.int64)
     return Columns(categories, ids, widths.astype(np.int32), heights.astype(np.int32),
@@ -252,13 +237,102 @@ def _fast_columns(doc: dict, categories: list[dict]) -> Columns:
                    degenerate[by_image], usable, int(clip.sum()))
 
 
+def _dict_columns(doc: dict, categories: list[dict]) -> Columns:
+    """Columns of a document that ``json`` parsed."""
+    images, anns = doc["images"], doc["annotations"]
+    if not _same_type(images, dict) or not _same_type(anns, dict):
+        raise _Refused
+    names = [im.get("file_name") for im in images]
+    if not _same_type(names, str):
+        raise _Refused
+    boxes = [a.get("bbox") for a in anns]
+    if not _same_type(boxes, list) or (boxes and set(map(len, boxes)) != {4}):
+        raise _Refused
+    flat = list(itertools.chain.from_iterable(boxes))
+    areas = [a.get("area") for a in anns]
+    if not _same_type(flat, int, float) or not _same_type(areas, int, float, type(None)):
+        raise _Refused
+    return _build(categories, _ints([im.get("id") for im in images]), names,
+                  _ints([im.get("width") for im in images]),
+                  _ints([im.get("height") for im in images]), _ints([a.get("id") for a in anns]),
+                  _ints([a.get("image_id") for a in anns]),
+                  _ints([a.get("category_id") for a in anns]),
+                  np.array(flat, dtype=np.float64), np.array(areas, dtype=np.float64),
+                  np.fromiter((bool(a.get("iscrowd", 0)) for a in anns), bool, len(anns)))
+
+
+# The fast reader: msgspec decodes straight into these (typed, in C), skipping every field
+# fnacli does not read (segmentation polygons are most of a COCO file).
+class _Image(msgspec.Struct):
+    id: int
+    file_name: str
+    width: int
+    height: int
+
+
+class _Ann(msgspec.Struct):
+    id: int
+    image_id: int
+    category_id: int
+    bbox: tuple[float, float, float, float]
+    iscrowd: int = 0
+    area: float | None = None
+
+
+class _Category(msgspec.Struct):
+    id: int
+    name: str
+
+
+class _Doc(msgspec.Struct):
+    images: list[_Image]
+    annotations: list[_Ann]
+    categories: list[_Category]
+
+
+_DECODER = msgspec.json.Decoder(_Doc)
+
+
+def _struct_columns(doc: _Doc) -> Columns:
+    cats = {c.id: c.name for c in doc.categories}
+    if not cats or len(cats) != len(doc.categories):
+        raise _Refused
+    images, anns = doc.images, doc.annotations
+    try:
+        return _build([{"id": c, "name": cats[c]} for c in sorted(cats)],
+                      np.array([im.id for im in images], np.int64),
+                      [im.file_name for im in images],
+                      np.array([im.width for im in images], np.int64),
+                      np.array([im.height for im in images], np.int64),
+                      np.array([a.id for a in anns], np.int64),
+                      np.array([a.image_id for a in anns], np.int64),
+                      np.array([a.category_id for a in anns], np.int64),
+                      np.array([a.bbox for a in anns], np.float64),
+                      np.array([a.area for a in anns], np.float64),
+                      np.array([a.iscrowd for a in anns], bool))
+    except OverflowError:
+        raise _Refused from None
+
+
 def columns(doc: dict, path: Path) -> Columns:
     """``doc`` (a loaded instances file) validated, as arrays; a ``UserError`` naming the
     first bad entry otherwise (the same checks and messages as ``check_doc``)."""
     categories = _categories(doc, path)
     try:
-        return _fast_columns(doc, categories)
-    except _Refused:
+        return _dict_columns(doc, categories)
+    except (_Refused, OverflowError):
         pass
     check_doc(doc, path)  # names the bad entry
     raise UserError(f"{path}: ids must fit in 64-bit integers and 'area' must be a number")
+
+
+def load_columns(path: Path) -> Columns:
+    """The instances file at ``path``, validated, as arrays. A valid file is decoded by
+    msgspec into typed structs (only the fields used); anything it refuses is read again
+    with ``json`` and checked entry by entry, for a message naming the entry."""
+    try:
+        raw = path.read_bytes()
+        return _struct_columns(_DECODER.decode(raw))
+    except (OSError, msgspec.DecodeError, _Refused):
+        pass
+    return columns(load_annotation_doc(path), path)

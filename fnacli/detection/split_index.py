@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from fnacli.detection import split_cache
-from fnacli.detection.annotations import columns, load_annotation_doc
+from fnacli.detection.annotations import load_columns
 from fnacli.detection.image_check import LEVELS, image_sizes
 from fnacli.detection.records import Records, pack_paths
 from fnacli.detection.split_cache import CachedSplit
@@ -104,9 +104,7 @@ def check_images(ann: Path, records: Records, rows: np.ndarray, level: str) -> N
 
 
 def _fresh(ann: Path, dirs: tuple[Path, ...], level: str) -> CachedSplit:
-    doc = load_annotation_doc(ann)
-    c = columns(doc, ann)
-    del doc  # the JSON's objects: gone before the image checks fork workers
+    c = load_columns(ann)
     ids = c.image_id.tolist()
     paths, sizes, mtimes = find_images(ann, dirs, ids, c.file_name)
     path_bytes, path_end = pack_paths(paths)
