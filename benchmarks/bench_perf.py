@@ -265,17 +265,18 @@ def peak_growth(fn: Callable[[], object]) -> int:
 
 
 def bench_arch_steps(args: argparse.Namespace, space_name: str) -> list[Row]:
+    from fnacli.cost.lut import load_or_build_lut
     from fnacli.detection.models import build_detector
-    from fnacli.lut import load_or_build_lut
     from fnacli.search import arch as A
-    from fnacli.search.differentiable import ArchParams, _Frozen, cost_term
+    from fnacli.search.architect import ArchParams, _Frozen, cost_term
     from fnacli.search.gates import arch_step_generator, sampled_gates
+    from fnacli.tasks import get_task
 
     size = (args.size, args.size)
     net = supernet_of(space_name)
     space = net.space
     det = build_detector(space.max_arch(), "ssdlite", NUM_CLASSES, size, backbone=net)
-    lut = load_or_build_lut(space, "ssdlite", size, NUM_CLASSES)
+    lut = load_or_build_lut(space, get_task("ssdlite"), size, NUM_CLASSES)
     alpha, beta = A.init_logits(space, 0)
     arch = ArchParams(space, alpha, beta)
     a_opt = torch.optim.Adam(arch.parameters(), lr=3e-4, betas=(0.5, 0.999))
@@ -458,31 +459,33 @@ def bench_dist(args: argparse.Namespace, tmp: Path) -> list[Row]:
 
 
 def bench_lut(args: argparse.Namespace, tmp: Path) -> list[Row]:
+    import fnacli.cost.lut as L
+    import fnacli.cost.units as U
     import fnacli.detection.models  # noqa: F401 - imports are not the build
-    import fnacli.lut as L
     from fnacli.spec import builtin_space
+    from fnacli.tasks import get_task
 
     space = builtin_space("fna-channels")
     old = os.environ.get("FNACLI_CACHE_DIR")
     n = [0]
     cold, warm, reload = [], [], []
-    L.unit_madds([(8, 8, 1, 1)])  # fvcore and the tracer imported
+    U.unit_madds([(8, 8, 1, 1)])  # fvcore and the tracer imported
     try:
         for _ in range(args.reps):
             n[0] += 1
             os.environ["FNACLI_CACHE_DIR"] = str(tmp / f"lut{n[0]}")
-            L._PP.clear()
-            L._PP_DISK.clear()
+            U.PP.clear()
+            U._PP_DISK.clear()
             t = time.perf_counter()
-            L.load_or_build_lut(space, "ssdlite", (320, 320), 80)
+            L.load_or_build_lut(space, get_task("ssdlite"), (320, 320), 80)
             cold.append(time.perf_counter() - t)
             t = time.perf_counter()
-            L.load_or_build_lut(space, "ssdlite", (320, 320), 80)
+            L.load_or_build_lut(space, get_task("ssdlite"), (320, 320), 80)
             reload.append(time.perf_counter() - t)
-            L._PP.clear()
-            L._PP_DISK.clear()  # a new process: per-unit counts only on disk
+            U.PP.clear()
+            U._PP_DISK.clear()  # a new process: per-unit counts only on disk
             t = time.perf_counter()
-            L.build_lut(space, "ssdlite", (320, 320), 80)
+            L.build_lut(space, get_task("ssdlite"), (320, 320), 80)
             warm.append(time.perf_counter() - t)
     finally:
         if old is None:

@@ -666,7 +666,7 @@ KILLS = [
     ("evolution", "fnacli.train:save_train_state:2", "resume"),  # supernet training
     ("evolution", "fnacli.search.evolution:OneShotSearch._add:2", "resume"),  # mid-generation
     ("evolution", "fnacli.io:atomic_path:2:inside:.search.json", "resume"),  # end of gen. 1
-    ("lut", "fnacli.lut:_fill_units:1", "rerun"),  # mid-build
+    ("lut", "fnacli.cost.units:fill_units:1", "rerun"),  # mid-build
     ("lut", "fnacli.io:atomic_path:1:inside:l.json", "rerun"),
     ("synth", "fnacli.detection.synthetic:make_image:3", "rerun"),  # mid-train images
     ("synth", "fnacli.detection.synthetic:make_image:8", "rerun"),  # mid-val images
@@ -696,9 +696,9 @@ def test_kill_9_then_resume_gives_the_uninterrupted_bytes(world: dict[str, Path]
 SIGNALS = [
     ("finetune", signal.SIGTERM, "fnacli.train:set_train_mode:0.4", "f.safetensors.ckpt"),
     ("finetune", signal.SIGINT, "fnacli.train:set_train_mode:0.4", "f.safetensors.ckpt"),
-    ("search", signal.SIGTERM, "fnacli.search.differentiable:set_train_mode:0.4",
+    ("search", signal.SIGTERM, "fnacli.train:set_train_mode:0.4",
      "s.safetensors.ckpt"),
-    ("search", signal.SIGINT, "fnacli.search.differentiable:set_train_mode:0.4",
+    ("search", signal.SIGINT, "fnacli.train:set_train_mode:0.4",
      "s.safetensors.ckpt"),
     ("evolution", signal.SIGINT, "fnacli.search.evolution:OneShotSearch._add:0.5",
      "e.safetensors.history.jsonl"),

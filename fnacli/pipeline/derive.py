@@ -190,9 +190,11 @@ def derive(*args: Any, **kwargs: Any) -> DeriveResult:
             check_writable(dest, cfg.force)  # refuse before any work
     table = None
     if cfg.latency_table is not None:
-        from fnacli.latency import read_latency_table
+        from fnacli.cost.latency import read_latency_table
+        from fnacli.cost.target import PLAIN
+        from fnacli.tasks import lookup
 
-        table = read_latency_table(cfg.latency_table, cfg.force)
+        table = read_latency_table(cfg.latency_table, lambda n: lookup(n, PLAIN), cfg.force)
     window = _window_limits(cfg)
     ck = read_supernet(cfg.checkpoint)
     searched = ck.meta.get("search", {})
@@ -224,7 +226,7 @@ def derive(*args: Any, **kwargs: Any) -> DeriveResult:
 
 def _window_limits(cfg: DeriveConfig) -> tuple[float | None, float | None] | None:
     """--min-madds/--max-madds parsed and checked before the checkpoint is read."""
-    from fnacli.lut import check_scope
+    from fnacli.cost.space import check_scope
     from fnacli.search.evolution import check_window, parse_madds
 
     if cfg.min_madds is None and cfg.max_madds is None:
@@ -243,7 +245,7 @@ def _derive_within(ck: Any, searched: dict, cfg: DeriveConfig, depth: int, lo: f
                    hi: float | None, say: Reporter) -> tuple[Any, Any, float, dict]:
     """The most likely architecture (greedy, ``search.arch.derive_within``) whose MAdds over
     the scope, at the search's cost size, lie within [lo, hi]."""
-    from fnacli.lut import load_or_build_lut
+    from fnacli.cost.lut import load_or_build_lut
     from fnacli.pipeline.search import ONESHOT_COST_SCOPE
     from fnacli.search import arch as A
     from fnacli.search.evolution import Encoding, check_reachable, window_text
@@ -256,7 +258,7 @@ def _derive_within(ck: Any, searched: dict, cfg: DeriveConfig, depth: int, lo: f
     size = (as_size(cfg.size) if cfg.size else
             tuple(searched.get("cost_size") or searched.get("size") or task.recipe.size))
     scope = cfg.cost_scope or ONESHOT_COST_SCOPE
-    lut = load_or_build_lut(ck.space, task.name, size,
+    lut = load_or_build_lut(ck.space, task, size,
                             cfg.num_classes or searched.get("num_classes") or 80)
 
     def cost(arch: Any) -> float:
@@ -276,7 +278,7 @@ def _derive_within(ck: Any, searched: dict, cfg: DeriveConfig, depth: int, lo: f
 def _latency(result: DeriveResult, table: Any, source: str | Path) -> None:
     """Predicted latency of the derived (and seed, and top) architectures; None for one the
     table does not cover (the seed is often outside the space)."""
-    from fnacli.latency import check_usage, predict_ms
+    from fnacli.cost.latency import check_usage, predict_ms
 
     check_usage(table, result.task, result.size, result.profile_classes, str(source))
     result.latency_table = table
@@ -290,7 +292,7 @@ def _latency(result: DeriveResult, table: Any, source: str | Path) -> None:
 def _profile(result: DeriveResult, ck: Any, searched: dict, cfg: DeriveConfig, depth: int,
              say: Reporter) -> None:
     """MAdds/params for the search's task and size (from its metadata by default)."""
-    from fnacli.lut import profile_specs
+    from fnacli.cost.table import profile_specs
     from fnacli.tasks import get_task, is_task, task_names
 
     task = cfg.task or searched.get("task") or task_names()[0]
@@ -305,7 +307,8 @@ def _profile(result: DeriveResult, ck: Any, searched: dict, cfg: DeriveConfig, d
     num_classes = cfg.num_classes or searched.get("num_classes") or 80
     specs = [result.arch] + ([result.seed] if result.seed is not None else [])
     tops = _top(ck, searched, cfg.top, depth, say) if cfg.top else []
-    profiles = profile_specs(specs + [t["spec"] for t in tops], task, size, num_classes)
+    profiles = profile_specs(specs + [t["spec"] for t in tops], get_task(task) if is_task(task)
+                             else task, size, num_classes)
     for t, p in zip(tops, profiles[len(specs):], strict=True):
         t["madds"] = p.madds
     result.task, result.size, result.top = task, size, tops

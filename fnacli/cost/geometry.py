@@ -1,0 +1,62 @@
+"""Resolutions through a backbone: where every layer of a spec runs at a given input size.
+
+Every conv in these networks has an odd kernel padded by k//2, so a stride-s layer maps a
+side n to (n - 1) // s + 1; the cost and latency tables key their entries by these sizes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from fnacli.spec import ArchSpec
+
+Res = tuple[int, int]  # (height, width)
+
+
+def out_res(res: Res, stride: int) -> Res:
+    """Output size of an odd-kernel conv padded by k//2 (every conv in these networks)."""
+    return ((res[0] - 1) // stride + 1, (res[1] - 1) // stride + 1)
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Resolutions through a backbone of a given stride pattern at an input size."""
+
+    stem: Res
+    stage_in: tuple[Res, ...]
+    stage_out: tuple[Res, ...]
+
+    @classmethod
+    def of(cls, stem_stride: int, strides: Iterable[int], size: tuple[int, int]) -> Geometry:
+        res = out_res((size[1], size[0]), stem_stride)
+        stem, ins, outs = res, [], []
+        for s in strides:
+            ins.append(res)
+            res = out_res(res, s)
+            outs.append(res)
+        return cls(stem, tuple(ins), tuple(outs))
+
+
+def positions(res: Res) -> int:
+    return res[0] * res[1]
+
+
+
+def feature_sizes(spec: ArchSpec, geo: Geometry, output_stride: int | None = None
+                  ) -> dict[str, Res]:
+    """(h, w) of every map a backbone of ``spec`` returns (``feature_channels``' names): a
+    stage's output, the head conv's (the last stage's size) and the SSDLite tap (the
+    expansion inside the tap layer, at that layer's input size)."""
+    from fnacli.nn.backbone import SSD_TAP, ssd_tap_layer
+
+    tap = ssd_tap_layer(spec, output_stride)
+    out: dict[str, Res] = {}
+    for s in range(len(spec.stages)):
+        if tap and tap[0] == s:
+            out[SSD_TAP] = geo.stage_in[s]
+        out[f"stage{s}"] = geo.stage_out[s]
+    out["head"] = geo.stage_out[-1]
+    return out
