@@ -70,9 +70,9 @@ def test_a_small_run_prints_every_row(tmp_path: Path) -> None:
     assert r.returncode == 0, r.stderr[-3000:]
     out = json.loads(r.stdout.strip().splitlines()[-1])
     names = [row["measurement"] for row in out["rows"]]
-    assert len(names) == 11 and names[0].startswith("launch → first training step")
+    assert len(names) == 10 and names[0].startswith("launch → first training step")
     assert any("4 workers" in n for n in names) and names[-1] == "eval: time"
-    assert all(row["ratio"] > 0 for row in out["rows"] if row["reference"])
+    assert all(row["ratio"] > 0 for row in out["rows"] if row["goal"])
     memory = [row for row in out["rows"] if "worker private memory" in row["measurement"]]
     assert all(row["ok"] for row in memory)  # < 50 MB per worker
     assert not (tmp_path / "w").exists()  # removed unless --keep
