@@ -124,7 +124,8 @@ def supernet_of(space_name: str):  # noqa: ANN201 - a Supernet
     from torchvision.models import mobilenet_v2
 
     from fnacli.checkpoint import from_state_dict
-    from fnacli.nn.supernet import Supernet, supernet_state_from_seed
+    from fnacli.nn.supernet import Supernet
+    from fnacli.remap import supernet_state_from_seed
     from fnacli.spec import builtin_space
 
     torch.manual_seed(0)

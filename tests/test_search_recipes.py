@@ -134,8 +134,8 @@ def test_search_help_gives_the_size_that_runs() -> None:
     321x321 crops (FNA's search), not its fine-tuning's 769 (before: 769)."""
     import dataclasses
 
-    from fnacli.pipeline.search import SearchOptions, search_input
     from fnacli.pipeline.search_oneshot import OneShotSearchConfig, oneshot_input
+    from fnacli.pipeline.search_options import SearchOptions, search_input
 
     text = next(f for f in dataclasses.fields(SearchOptions) if f.name == "size").metadata["help"]
     assert "769" not in text and "321" in text

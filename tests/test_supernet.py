@@ -19,9 +19,9 @@ from fnacli.nn.supernet import (
     op_choices,
     path_to_arch,
     subnet_state,
-    supernet_state_from_seed,
     width_choices,
 )
+from fnacli.remap import supernet_state_from_seed
 from fnacli.search import arch as A
 from fnacli.spec import ArchSpec, SpaceSpec
 

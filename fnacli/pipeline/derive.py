@@ -246,7 +246,7 @@ def _derive_within(ck: Any, searched: dict, cfg: DeriveConfig, depth: int, lo: f
     """The most likely architecture (greedy, ``search.arch.derive_within``) whose MAdds over
     the scope, at the search's cost size, lie within [lo, hi]."""
     from fnacli.cost.lut import load_or_build_lut
-    from fnacli.pipeline.search import ONESHOT_COST_SCOPE
+    from fnacli.pipeline.search_options import ONESHOT_COST_SCOPE
     from fnacli.search import arch as A
     from fnacli.search.evolution import Encoding, check_reachable, window_text
     from fnacli.tasks import get_task, task_names

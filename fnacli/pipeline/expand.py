@@ -61,9 +61,9 @@ def expand(*args: Any, **kwargs: Any) -> ExpandResult:
     refuse_stdout(cfg.output)
     from fnacli.checkpoint import save_checkpoint
     from fnacli.io import check_writable
+    from fnacli.nn.masks import check_kind, check_scope
     from fnacli.remap import check_widen
     from fnacli.search import supernet_io
-    from fnacli.search.masks import check_kind, check_scope
     from fnacli.spec import SpaceSpec, load_space
 
     check_kind(cfg.masks)

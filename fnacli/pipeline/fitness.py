@@ -15,8 +15,8 @@ from fnacli.errors import UserError
 from fnacli.pipeline.common import Reporter, task_of
 
 if TYPE_CHECKING:
-    from fnacli.pipeline.search import SearchOptions
     from fnacli.pipeline.search_oneshot import OneShotSearchConfig
+    from fnacli.pipeline.search_options import SearchOptions
 
 
 class Splits:

@@ -274,10 +274,9 @@ def load_recorded_specs(args: list[str]) -> list[tuple[str, ArchSpec, Recorded |
         if arg == "-":
             out += [(n, s, None) for n, s in specs_from_text(read_text_arg("-", "SPEC")[0])]
         elif path.is_file() and not _is_json_file(path):
-            from fnacli.checkpoint import read_checkpoint
-            from fnacli.detection.checkpoint import MODEL_KINDS
+            from fnacli.detection.checkpoint import MODEL_KINDS, read_model_checkpoint
 
-            ck = read_checkpoint(path)
+            ck = read_model_checkpoint(path)
             if ck.spec is None:
                 hint = " (derive an architecture first: fnacli derive)" if ck.space else ""
                 raise UserError(f"{arg}: this {ck.kind} checkpoint carries no architecture "

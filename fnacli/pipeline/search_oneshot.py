@@ -23,7 +23,7 @@ from fnacli.pipeline.common import (
     task_of,
 )
 from fnacli.pipeline.fitness import Splits, fitness_sets, hold_out_fitness
-from fnacli.pipeline.search import (
+from fnacli.pipeline.search_options import (
     ONESHOT,
     ONESHOT_COST_SCOPE,
     SearchOptions,

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from fnacli.errors import UserError
 from fnacli.pipeline.common import as_size, task_of
-from fnacli.pipeline.search import ONESHOT_COST_SCOPE, SearchResult, cost_input_size
+from fnacli.pipeline.search_options import ONESHOT_COST_SCOPE, SearchResult, cost_input_size
 
 if TYPE_CHECKING:
     from fnacli.pipeline.search_oneshot import OneShotSearchConfig

@@ -38,6 +38,7 @@ from fnacli.errors import UserError
 from fnacli.io import load_json_text, write_text_atomic
 from fnacli.nn.supernet import Path as SupernetPath
 from fnacli.nn.supernet import op_choices, path_to_arch, width_choices
+from fnacli.report import format_madds  # noqa: F401 - also importable from here
 from fnacli.spec import SKIP, ArchSpec, SpaceSpec
 from fnacli.train import check_identity
 
@@ -64,10 +65,6 @@ def parse_madds(text: str | float | int, flag: str = "--max-madds") -> float:
     if not value > 0 or not math.isfinite(value):
         raise UserError(f"{flag}: expected a positive number, got {text!r}")
     return value
-
-
-def format_madds(v: float) -> str:
-    return f"{v / 1e9:.3g}G" if v >= 1e9 else f"{v / 1e6:.4g}M"
 
 
 def window_text(lo: float | None, hi: float | None) -> str:

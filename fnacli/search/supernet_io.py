@@ -15,8 +15,8 @@ from pathlib import Path
 import torch
 
 from fnacli.errors import UserError
+from fnacli.nn.masks import DEFAULT_KIND, DEFAULT_SCOPE, check_kind, check_scope
 from fnacli.search import arch as A
-from fnacli.search.masks import DEFAULT_KIND, DEFAULT_SCOPE, check_kind, check_scope
 from fnacli.spec import ArchSpec, SpaceSpec
 
 SUPERNET_KINDS = ("supernet", "searched")
@@ -51,8 +51,8 @@ def expand(seed_arg: str, space: SpaceSpec, masks: str = DEFAULT_KIND, seed: int
     ``widen``/``noise``: how channels wider than the seed's are filled (``fnacli.remap``);
     the default adds Jung et al.'s small noise so that wider candidates can learn."""
     from fnacli.checkpoint import load_seed
-    from fnacli.nn.supernet import Supernet, supernet_state_from_seed
-    from fnacli.remap import resolve_noise
+    from fnacli.nn.supernet import Supernet
+    from fnacli.remap import resolve_noise, supernet_state_from_seed
 
     check_kind(masks)
     check_scope(mask_scope)
