@@ -126,6 +126,7 @@ def _keys(world: Path, **over: object) -> tuple[str, str]:
                            "workdir": str(world / "w"), "task": "ssdlite",
                            "data": str(world / "data"), "epochs": 1, "lr": 0.01, **over})
     runs = Runs(cfg, DistEnv(), Reporter())
+    runs.work = world / "keys"  # the remapped weights are made for the key
     spec = load_arch(str(arch)).to_dict()
     return runs.run_key(spec, 0), runs.remap_key(spec)
 
@@ -144,6 +145,9 @@ def test_cache_key_changes_with_every_input_and_not_with_names(world: Path, tmp_
     state[first] = state[first] + 1e-3
     torch.save(state, tmp_path / "other.pth")
     assert _keys(world, seed_checkpoint=str(tmp_path / "other.pth"))[1] != base_remap
+    # the seed's own architecture remaps to the same weights under any rule: one run for all
+    seed_arch = dict(arch="mobilenetv2-0.35")
+    assert _keys(world, **seed_arch)[0] == _keys(world, width="l1", **seed_arch)[0]
 
     changed = {
         "arch": _keys(world, arch=world / "k3_e3.json")[0],

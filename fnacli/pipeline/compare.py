@@ -223,6 +223,7 @@ class Runs:
                        "eval": [cfg.split, split_fingerprint(self.eval_files)],
                        "task": self.task.name, "recipe": self.recipe,
                        "remap": [cfg.width, cfg.kernel], "fnacli": fnacli.__version__}
+        self._remapped: dict[str, tuple[Path, str]] = {}
 
     def remap_key(self, spec: dict) -> str:
         from fnacli.fingerprint import json_sha256
@@ -231,9 +232,13 @@ class Runs:
         return json_sha256(["remap", spec, i["seed"], i["remap"], i["fnacli"]])
 
     def run_key(self, spec: dict, seed: int) -> str:
+        """The run's key: what it starts from is the remapped weights' content (so an arm whose
+        remapping does not depend on the rules, the seed's own, is shared by every rule), then
+        the data, recipe, seed and version."""
         from fnacli.fingerprint import json_sha256
 
-        return json_sha256(["run", spec, seed, self.inputs])
+        inputs = {k: v for k, v in self.inputs.items() if k not in ("seed", "remap")}
+        return json_sha256(["run", spec, self.remapped(spec)[1], seed, inputs])
 
     def folder(self, spec: dict, seed: int) -> Path:
         return self.work / "runs" / self.run_key(spec, seed)[:20]
@@ -242,20 +247,29 @@ class Runs:
         path = self.folder(spec, seed) / "result.json"
         return json.loads(path.read_text()) if path.is_file() else None
 
-    def remapped(self, spec: Any) -> Path:
-        """The seed remapped onto ``spec`` (made once; rank 0 writes it)."""
+    def remapped(self, spec: dict) -> tuple[Path, str]:
+        """The seed remapped onto ``spec`` and its weights' hash (made once: rank 0 writes
+        them, WORKDIR/remapped keeps them)."""
+        from fnacli.io import write_text_atomic
         from fnacli.pipeline.remap import remap
+        from fnacli.spec import ArchSpec
         from fnacli.train import barrier
 
-        out = self.work / "remapped" / f"{self.remap_key(spec.to_dict())[:20]}.safetensors"
-        if self.env.is_main and not out.is_file():
+        key = json.dumps(spec, sort_keys=True)
+        if key in self._remapped:
+            return self._remapped[key]
+        out = self.work / "remapped" / f"{self.remap_key(spec)[:20]}.safetensors"
+        digest = out.with_suffix(".sha256")
+        if self.env.is_main and not (out.is_file() and digest.is_file()):
             out.parent.mkdir(parents=True, exist_ok=True)
             tmp = out.with_name(f"{out.stem}.{os.getpid()}.tmp.safetensors")
-            remap(self.cfg.seed_checkpoint, spec, tmp, width=self.cfg.width,
-                  kernel=self.cfg.kernel, force=True)
+            r = remap(self.cfg.seed_checkpoint, ArchSpec.from_dict(spec), tmp,
+                      width=self.cfg.width, kernel=self.cfg.kernel, force=True)
             tmp.replace(out)
+            write_text_atomic(digest, tensors_sha256(r.state))
         barrier(self.env)
-        return out
+        self._remapped[key] = (out, digest.read_text())
+        return self._remapped[key]
 
     def make(self, name: str, spec: Any, seed: int) -> bool:
         """Fine-tune and evaluate one run (continuing its training state); False when it
@@ -270,7 +284,7 @@ class Runs:
         final = folder / "final.safetensors"
         start = time.monotonic()
         if not final.is_file():
-            init = self.remapped(spec)
+            init = self.remapped(spec.to_dict())[0]
             resume = Path(f"{final}.ckpt").is_file()
             self.say(f"compare: {name} seed {seed}: " + ("continuing" if resume else "training"))
             train = {k: getattr(cfg, k) for k in TrainOptions.__dataclass_fields__
@@ -291,6 +305,20 @@ class Runs:
                      f"{ev.stats[self.task.metric]:.4f}")
         barrier(self.env)
         return True
+
+
+def tensors_sha256(state: dict) -> str:
+    """sha256 over a state dict's names, dtypes, shapes and values (not its file's metadata)."""
+    import hashlib
+
+    import torch
+
+    h = hashlib.sha256()
+    for name in sorted(state):
+        t = state[name].detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
 
 
 @contextlib.contextmanager
