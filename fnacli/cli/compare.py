@@ -63,6 +63,7 @@ def compare(
     log_every: int = o("log_every"),
     stop_after: int | None = o("stop_after", help="Stop (checkpointed) after STEPS steps of "
                                                   "one fine-tune; run again to continue."),
+    report_only: bool = o("report_only"),
     force: bool = o("force", help="Start these inputs' runs over (one process only)."),
     as_json: bool = c.opt("--json"),
 ) -> None:

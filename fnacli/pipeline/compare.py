@@ -69,6 +69,7 @@ class CompareConfig(TrainOptions):
                                    group=SCHEDULE)
     threads: int = setting(0, "CPU threads per process for torch ops (0: torch's default).",
                            min=0)
+    report_only: bool = setting(False, "Make nothing: compare the runs already in WORKDIR.")
 
 
 @dataclass
@@ -79,6 +80,7 @@ class ArmResult:
     spec: dict
     madds: float
     values: dict[int, float]  # fine-tuning seed -> the task's metric
+    runs: dict[int, dict] = field(default_factory=dict)  # seed -> every metric, seconds
     vs_seed: Paired | None = None
     vs_best_random: Paired | None = None
 
@@ -90,6 +92,7 @@ class ArmResult:
         ms = self.mean_std
         return {"name": self.name, "spec": self.spec, "madds": self.madds,
                 "values": {str(k): v for k, v in self.values.items()},
+                "runs": {str(k): v for k, v in self.runs.items()},
                 "mean": ms and ms[0], "std": ms and ms[1],
                 "vs_seed": self.vs_seed and self.vs_seed.to_dict(),
                 "vs_best_random": self.vs_best_random and self.vs_best_random.to_dict()}
@@ -260,6 +263,8 @@ class Runs:
             return self._remapped[key]
         out = self.work / "remapped" / f"{self.remap_key(spec)[:20]}.safetensors"
         digest = out.with_suffix(".sha256")
+        if self.cfg.report_only and not digest.is_file():
+            return out, "not made"  # a key no run has
         if self.env.is_main and not (out.is_file() and digest.is_file()):
             out.parent.mkdir(parents=True, exist_ok=True)
             tmp = out.with_name(f"{out.stem}.{os.getpid()}.tmp.safetensors")
@@ -435,7 +440,7 @@ def _run(cfg: CompareConfig, env: Any, named: list[tuple[str, Any]], space: Any
             for _, spec in arms:
                 shutil.rmtree(runs.folder(spec.to_dict(), s), ignore_errors=True)
     barrier(env)
-    made, reused, stopped = _make_all(runs, arms, seeds)
+    made, reused, stopped = (0, 0, False) if cfg.report_only else _make_all(runs, arms, seeds)
     result = summarise(runs, arms, madds, seeds, cfg.alpha)
     result.trained, result.reused = made, reused
     if stopped:
@@ -455,14 +460,15 @@ def summarise(runs: Runs, arms: list[tuple[str, Any]], madds: dict[str, float],
     metric = runs.task.metric
     rows, missing = [], []
     for name, spec in arms:
-        values = {}
+        values, made = {}, {}
         for s in seeds:
             r = runs.result(spec.to_dict(), s)
             if r is None:
                 missing.append((name, s))
             else:
                 values[s] = float(r["metrics"][metric])
-        rows.append(ArmResult(name, spec.to_dict(), madds[name], values))
+                made[s] = {"metrics": r["metrics"], "seconds": r["seconds"]}
+        rows.append(ArmResult(name, spec.to_dict(), madds[name], values, made))
     by_name = {a.name: a for a in rows}
     randoms = [a for a in rows if a.name.startswith("random-") and a.values]
     best = max(randoms, key=lambda a: a.mean_std[0]).name if randoms else None
