@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import random
 from pathlib import Path
 
 import pytest
@@ -155,3 +156,17 @@ def test_derive_cli_remap_prior_moves_off_an_expansion_cut(tmp_path: Path, run_c
     assert code == 0, err
     # log 0.5 outweighs the 0.2 logit lead: the seed's op is kept
     assert json.loads(out)["stages"][1]["ops"] == ["k5_e6"] * 3
+
+
+def test_evolution_fitness_takes_the_remap_term() -> None:
+    from test_evolution import make_search
+
+    search = make_search(None, [], generations=2)
+    seed = search.encoding.arch(search.encoding.random(random.Random(0)))
+    term = R.fitness_term(seed, 0.5)
+    search.fitness_term = term
+    search.run()
+    for c in search.cache.values():
+        arch = search.encoding.arch(c.genome)
+        assert c.fitness == pytest.approx(c.stats[search.config.metric] + term(arch))
+    assert any(term(search.encoding.arch(c.genome)) < 0 for c in search.cache.values())
