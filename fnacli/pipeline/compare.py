@@ -380,7 +380,7 @@ def _arms(cfg: CompareConfig, runs: Runs, named: list[tuple[str, Any]], space: A
     """(name, spec) of every arm (the seed's architecture, the given ones, the random ones)
     and their MAdds (the task's whole network at the recipe's size)."""
     from fnacli.checkpoint import load_seed
-    from fnacli.lut import CostTable
+    from fnacli.cost.table import CostTable
 
     _, seed_spec = load_seed(cfg.seed_checkpoint)
     arms = [(SEED_ARM, seed_spec), *named]
