@@ -43,3 +43,66 @@ def test_auto_arch_lr_opens_a_decisive_gap_in_the_steps_given() -> None:
     assert lr * 96 * C.DRIFT_RATE == pytest.approx(gap)
     assert C.auto_arch_lr(96_000_000, 7, floor=3e-4) == 3e-4  # never below the recipe's
     assert C.auto_arch_lr(192, 7) == pytest.approx(lr / 2)
+
+
+def test_two_sided_cost_pulls_up_below_the_target_and_the_hinge_does_not() -> None:
+    from fnacli.search.differentiable import cost_term
+
+    target = 100e6
+    for c, want in ((80e6, abs(math.log(0.8))), (125e6, math.log(1.25))):
+        exp = torch.tensor(c, requires_grad=True)
+        two = cost_term(exp, "log", 0.2, 10.0, target, 10.0, two_sided=True)
+        assert float(two.detach()) == pytest.approx(0.2 * want / math.log(10))
+        two.backward()
+        assert (exp.grad < 0) == (c < target)  # below the target the cost pulls C up
+    below = torch.tensor(80e6, requires_grad=True)
+    hinge = cost_term(below, "log", 0.2, 10.0, target, 10.0)
+    hinge.backward()
+    assert float(hinge.detach()) == 0.0 and float(below.grad) == 0.0
+    lin = cost_term(torch.tensor(80e6), "linear", 1.0, 10.0, target, 10.0, two_sided=True)
+    assert float(lin) == pytest.approx(10 * 20e6 / 1e9)
+
+
+def _supernet(tmp_path):
+    from test_derive import small_space, write_supernet
+
+    from fnacli.nn.supernet import op_choices, width_choices
+
+    space = small_space()
+    return write_supernet(tmp_path / "s.safetensors", space,
+                          {(s, i): torch.zeros(len(c)) for s, i, c in op_choices(space)},
+                          {s: torch.zeros(len(o)) for s, o in width_choices(space)})
+
+
+def test_arch_lr_auto_and_the_fine_tuning_weight_recipe(tmp_path) -> None:
+    from fnacli.pipeline.search_differentiable import (
+        DifferentiableSearchConfig,
+        differentiable_config,
+    )
+    from fnacli.tasks import get_task
+
+    supernet = str(_supernet(tmp_path))
+
+    def config(**kw):
+        o = DifferentiableSearchConfig(supernet=supernet, output="o",
+                                       task="ssdlite", epochs=4, warmup_epochs=2,
+                                       batch_size=4, **kw)
+        return differentiable_config(o, "ssdlite", 32)
+
+    # 16 images for weights / 4 = 4 steps an epoch, 2 searching epochs: 8 α/β steps; the
+    # small space's layers offer at most 3 candidates
+    assert config(arch_lr="auto").arch_lr == pytest.approx(C.auto_arch_lr(8, 3))
+    assert config(arch_lr="auto", arch_every=2).arch_lr == pytest.approx(C.auto_arch_lr(4, 3))
+    assert config(arch_lr="0.01").arch_lr == 0.01
+    task = get_task("ssdlite")
+    assert config().arch_lr == task.search_defaults.arch_lr
+    search, ft = config().train, config(weight_recipe="finetune").train
+    assert ft.lr == pytest.approx(task.recipe.lr_for(4)) != search.lr
+    assert ft.optimizer == task.recipe.optimizer
+    assert (ft.schedule, ft.milestones, ft.epochs) == (search.schedule, search.milestones, 4)
+    assert config(target_side="both").target_side == "both"
+    from fnacli.errors import UserError
+
+    for bad in ({"weight_recipe": "adam"}, {"target_side": "below"}, {"arch_lr": "fast"}):
+        with pytest.raises(UserError):
+            config(**bad)

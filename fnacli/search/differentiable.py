@@ -132,6 +132,7 @@ class SearchConfig:
     latency_table: Any = field(default=None, repr=False, compare=False)  # LatencyTable
     arch_step: str = "full"
     checkpoint_activations: bool = False
+    target_side: str = "above"  # with a target: the excess only, or |log C/T| ("both")
 
     @property
     def cost_gamma(self) -> float:
@@ -190,6 +191,7 @@ class SearchConfig:
                 "target_madds": self.target_madds, "min_depth": self.min_depth,
                 "arch_lr": self.arch_lr, "augment": self.augment, "arch_step": self.arch_step,
                 "cost_scope": self.cost_scope, "cost_size": list(self.lut_size),
+                **({"target_side": self.target_side} if self.target_side != "above" else {}),
                 # only where a task's recipe sets them (detection runs keep their identity)
                 **({"arch_weight_decay": self.arch_weight_decay,
                     "arch_fraction": self.arch_fraction}
@@ -265,16 +267,19 @@ class SearchResult:
 
 
 def cost_term(expected: torch.Tensor, form: str, lam: float, tau: float,
-              target: float | None, gamma: float = 1.0, unit: float = GIGA) -> torch.Tensor:
+              target: float | None, gamma: float = 1.0, unit: float = GIGA,
+              two_sided: bool = False) -> torch.Tensor:
     """The regulariser on the expected cost (absolute MAdds; or ns with ``unit`` 1e6, C in
-    ms), see the module docstring."""
+    ms), see the module docstring. ``two_sided``: with a target, the distance either side
+    (``λ·|log_τ(C/T)|`` / ``λ·γ·|C−T|``), not only the excess."""
     g = gamma * expected / unit
     if target is None:
         return lam * (torch.log(g) / math.log(tau) if form == "log" else g)
     t = gamma * target / unit
+    side = torch.abs if two_sided else torch.relu
     if form == "log":
-        return lam * torch.relu(torch.log(g / t)) / math.log(tau)
-    return lam * torch.relu(g - t)
+        return lam * side(torch.log(g / t)) / math.log(tau)
+    return lam * side(g - t)
 
 
 def resolve_lambda(cfg: SearchConfig, initial_gmadds: float) -> float:
@@ -519,7 +524,7 @@ def run_search(ckpt: SupernetCheckpoint, source: str, train_set: Any, cfg: Searc
             task_loss = sum(losses.values())
             exp = expected_cost(a_p, b_p)
             cost = cost_term(exp, cfg.cost_form, lam, cfg.tau, target,
-                             cfg.applied_gamma, unit)
+                             cfg.applied_gamma, unit, cfg.target_side == "both")
             loss = task_loss + cost.to(task_loss.dtype)
             if not all_ok(bool(torch.isfinite(loss).item()), env):
                 raise diverged("α/β loss", loss)
