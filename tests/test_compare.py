@@ -193,3 +193,24 @@ def test_bad_input_is_one_line_and_exit_2(world: Path, tmp_path: Path, run_cli,
                               "--data", world / "data", "--task", "ssdlite"])
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
     assert not (tmp_path / "runs").exists()
+
+
+@pytest.mark.slow
+def test_compare_under_torchrun(world: Path, tmp_path: Path) -> None:
+    import os
+    import subprocess
+    import sys
+
+    shutil.copy(world / "k5_e3.json", world / "arch.json")
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT")}
+    env["OMP_NUM_THREADS"] = "1"
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                        "--nproc-per-node", "2", "-m", "fnacli", "compare", str(world / "seed.pth"),
+                        f"small={world / 'arch.json'}", "-w", str(tmp_path / "w"), "--data",
+                        str(world / "data"), *RECIPE, "--seeds", "1", "--json"],
+                       capture_output=True, text=True, timeout=600, env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    res = json.loads(r.stdout)  # rank 0 alone prints
+    assert res["trained"] == 2 and not res["missing"]
+    assert all(len(a["values"]) == 1 for a in res["arms"])

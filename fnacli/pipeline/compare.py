@@ -220,8 +220,10 @@ class Runs:
                                                 cfg.train_images)
         self.eval_files = self.task.find_split(cfg.data, cfg.split, cfg.val_ann,
                                                cfg.val_images)
+        # the processes too: on CPU each keeps its own BN statistics (no SyncBatchNorm)
         self.recipe = {**_settings(cfg, self.task, as_size(cfg.size)), "momentum": cfg.momentum,
-                       "warmup_iters": cfg.warmup_iters, "freeze_bn": False}
+                       "warmup_iters": cfg.warmup_iters, "freeze_bn": False,
+                       "processes": env.world}
         self.inputs = {"seed": self.seed_hash, "train": split_fingerprint(self.train_files),
                        "eval": [cfg.split, split_fingerprint(self.eval_files)],
                        "task": self.task.name, "recipe": self.recipe,
