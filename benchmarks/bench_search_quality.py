@@ -39,6 +39,7 @@ import json
 import math
 import os
 import queue
+import re
 import shutil
 import statistics
 import subprocess
@@ -66,6 +67,12 @@ _IN_PROCESS = threading.Lock()
 ONESHOT_ARMS = {"evolution": ("", "the search recipe (RMSProp, the paper's lr)"),
                 "evolution-ft-recipe": ("-finetune", "the fine-tuning's SGD lr, warm-up and "
                                                       "clipping")}
+# the differentiable searches: arm -> (α/β step, weight steps on the fine-tuning recipe?, the
+# short-budget settings: --arch-lr auto and a two-sided target?)
+DIFFERENTIABLE_ARMS = {"differentiable": ("full", False, False),
+                       "differentiable-sampled": ("sampled", False, False),
+                       "differentiable-ft-recipe": ("full", True, False),
+                       "differentiable-short-budget": ("full", True, True)}
 HAND_PICKED = {"seed-shallow": ("k3_e6", "k3_e6", True),
                "early-e3-late-k7": ("k3_e3", "k7_e6", False),
                "shallow-late-k7": ("k3_e6", "k7_e6", True)}
@@ -269,34 +276,44 @@ class Bench:
             inputs=[self.seed, space])
         return out
 
-    def differentiable(self, supernet: Path, target: float, arch_step: str = "full",
+    def differentiable(self, supernet: Path, target: float, arm: str = "differentiable",
                        seed: int = 0) -> tuple[Path, float]:
-        """FNA's search (search seed ``seed``); ``arch_step`` "sampled" is fnacli's cheaper α/β
-        step (not the paper's), the same search otherwise."""
+        """FNA's search (search seed ``seed``) as ``DIFFERENTIABLE_ARMS[arm]`` sets it up:
+        the α/β step, the weight steps' recipe and the α/β settings."""
         c = self.cfg
-        tag = ("" if arch_step == "full" else f"-{arch_step}") + (f"-s{seed}" if seed else "")
+        step, ft_weights, short = DIFFERENTIABLE_ARMS[arm]
+        tag = arm.removeprefix("differentiable") + (f"-s{seed}" if seed else "")
         out = supernet.with_name(supernet.stem.replace("super", "diff") + tag + ".safetensors")
-        step = [] if arch_step == "full" else ["--arch-step", arch_step]
         arch = out.with_suffix(".json")
+        extra = [*(["--arch-step", step] if step != "full" else []),
+                 *(self.finetune_weights() if ft_weights else []),
+                 *(["--arch-lr", "auto", "--target-side", "both"] if short
+                   else ["--arch-lr", c.arch_lr])]
 
         def make() -> None:
             t = time.monotonic()
             self.fnacli("search", supernet, "--task", "ssdlite", "--data", self.data, "-o", out,
                         "--size", c.size, "--epochs", c.search_epochs, "--warmup-epochs",
                         c.search_warmup, "--batch-size", c.batch_size, "--workers", 0,
-                        "--seed", seed, "--arch-every", 1, "--arch-lr", c.arch_lr,
-                        "--target-madds", int(target), "--cost-scope", "detector",
-                        *step, "--device", "cpu", "--force")
+                        "--seed", seed, "--arch-every", 1, "--target-madds", int(target),
+                        "--cost-scope", "detector", *extra, "--device", "cpu", "--force")
             # every arm of a matched-cost table lies in the same window: the most likely
             # architecture within it (derive --min/--max-madds), as the random ones are drawn
             arch.write_text(self.fnacli("derive", out, *self.window_args(target)))
             (arch.parent / (arch.stem + ".seconds")).write_text(f"{time.monotonic() - t:.1f}")
 
         # the target is the detector's MAdds, so the cost is taken over the detector
-        self.once(arch, ["diff", "detector", c.search_epochs, c.search_warmup, c.arch_lr,
-                         c.batch_size, c.size, int(target), seed, *step,
-                         self.window_args(target)], make, inputs=[supernet, self.data])
+        self.once(arch, ["diff", "detector", c.search_epochs, c.search_warmup, c.batch_size,
+                         c.size, int(target), seed, extra, self.window_args(target)], make,
+                  inputs=[supernet, self.data])
         return arch, float((arch.parent / (arch.stem + ".seconds")).read_text())
+
+    def finetune_weights(self) -> list:
+        """The weight-side flags of the fine-tuning recipe, for a search's weight steps (the
+        step schedule stays the search's)."""
+        c = self.cfg
+        return ["--optimizer", "sgd", "--lr", c.lr, "--warmup-iters", c.warmup, "--clip-grad",
+                c.clip_grad, "--augment", c.augment]
 
     def evolution(self, supernet: Path, target: float, recipe: str = "search", seed: int = 0
                   ) -> tuple[Path, Path, float]:
@@ -311,9 +328,7 @@ class Bench:
         out = self.work / "search" / f"evo{tag}.safetensors"
         trained = self.work / "search" / f"oneshot{tag}.safetensors"
         arch = out.with_suffix(".json")
-        weights = [] if recipe == "search" else [
-            "--optimizer", "sgd", "--lr", c.lr, "--warmup-iters", c.warmup, "--clip-grad",
-            c.clip_grad, "--augment", c.augment]
+        weights = [] if recipe == "search" else self.finetune_weights()
 
         def make() -> None:
             t = time.monotonic()
@@ -619,10 +634,9 @@ def run(cfg: Settings, work: Path, threads: int, jobs: int, log: Callable,
     searches: dict[str, Future] = {}
     for s in range(cfg.search_seeds):
         tag = f"-s{s}" if s else ""
-        searches[f"differentiable{tag}"] = work_queue.submit(
-            s, b.differentiable, super_ops, target, "full", s)
-        searches[f"differentiable-sampled{tag}"] = work_queue.submit(
-            s, b.differentiable, super_ops, target, "sampled", s)
+        for arm in DIFFERENTIABLE_ARMS:
+            searches[f"{arm}{tag}"] = work_queue.submit(s, b.differentiable, super_ops, target,
+                                                        arm, s)
         for arm in ONESHOT_ARMS:
             searches[f"{arm}{tag}"] = work_queue.submit(
                 s, b.evolution, super_ops, target,
@@ -728,6 +742,11 @@ def _row(res: dict, name: str, label: str | None = None) -> str:
             f"{_paired(sig.get('vs_seed'))} | {_paired(sig.get('vs_best_random'))} |")
 
 
+def search_arm(name: str) -> str:
+    """The searched arm a result belongs to: ``differentiable-s2`` -> ``differentiable``."""
+    return re.sub(r"-s\d+$", "", name)
+
+
 def pooled(res: dict, arm: str) -> dict | None:
     """An arm searched with several search seeds (``arm``, ``arm-s1``, …): AP mean ± std over
     every (search seed, fine-tuning seed) run, and paired tests against the seed and the best
@@ -736,7 +755,7 @@ def pooled(res: dict, arm: str) -> dict | None:
     from fnacli.stats import mean_std as ms
     from fnacli.stats import paired
 
-    names = [n for n in res["summary"] if n == arm or n.startswith(f"{arm}-s")]
+    names = [n for n in res["summary"] if search_arm(n) == arm]
     if len(names) < 2:
         return None
     per_seed = {}
@@ -793,9 +812,8 @@ def markdown(res: dict) -> str:
         lines.append(_row(res, n))
     lines += ["", "### 2. Search vs random at matched MAdds (DetNAS Table 4, FNA Table 3)", "",
               HEAD]
-    searched = ["differentiable", "differentiable-sampled", *ONESHOT_ARMS]
-    for n in ["seed"] + [k for k in res["summary"] if k.split("-s")[0] in searched
-                         and not k.startswith("width-")] + sorted(
+    searched = [*DIFFERENTIABLE_ARMS, *ONESHOT_ARMS]
+    for n in ["seed"] + [k for k in res["summary"] if search_arm(k) in searched] + sorted(
             k for k in res["summary"] if k.startswith("random-")):
         m = res["madds"][n]
         flag = "" if n == "seed" or abs(m / target - 1) <= window else " (outside ±5%)"
