@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import pytest
+import test_search_bytes
 import torch
 
 from fnacli.search import convergence as C
@@ -32,8 +33,9 @@ def test_decided_alpha_is_not_warned_and_changes_are_counted() -> None:
     later = C.epoch_record({(1, 0): torch.tensor([0.1, 0.7, 0.1, 0.1]), (1, 1): a[(1, 1)]}, b,
                            rec["argmax"])
     assert later["argmax_changed"] == 1 and later["argmax_changed_layers"] == ["1.0"]
-    # a single-candidate layer (a banned skip leaves one) is not a choice
-    assert C.epoch_record({(1, 0): torch.tensor([1.0, 0.0])}, {}) == {"layers": 0}
+    # a single-candidate layer is not a choice; a decided one (underflowed to 0) is
+    assert C.epoch_record({(1, 0): torch.tensor([1.0])}, {}) == {"layers": 0}
+    assert C.epoch_record({(1, 0): torch.tensor([1.0, 0.0])}, {})["entropy_median"] == 0.0
 
 
 def test_auto_arch_lr_opens_a_decisive_gap_in_the_steps_given() -> None:
@@ -106,3 +108,29 @@ def test_arch_lr_auto_and_the_fine_tuning_weight_recipe(tmp_path) -> None:
     for bad in ({"weight_recipe": "adam"}, {"target_side": "below"}, {"arch_lr": "fast"}):
         with pytest.raises(UserError):
             config(**bad)
+
+
+world = test_search_bytes.world  # the fixture: a tiny supernet and data
+
+
+def test_a_search_reports_convergence_and_warns_when_alpha_stays_uniform(world) -> None:
+    import json
+    from pathlib import Path
+
+    from test_search_bytes import run
+
+    lines = {}
+    for name, lr in (("slow", 1e-3), ("fast", 50.0)):
+        out = world["root"] / f"conv-{name}.safetensors"
+        res = run(world, out, arch_lr=lr)
+        lines[name] = [json.loads(x) for x in Path(f"{out}.metrics.jsonl").read_text()
+                       .splitlines() if '"epoch"' in x]
+        lines[name + "-warning"] = res.details["near_uniform_warning"]
+    first, second = (r for r in lines["slow"] if r["event"] == "epoch")
+    assert first["convergence"]["argmax_changed"] is None  # no epoch before it
+    assert isinstance(second["convergence"]["argmax_changed"], int)
+    assert second["convergence"]["entropy_median"] > 0.99  # 3 steps at 1e-3: still uniform
+    assert set(second["layer_entropy"]) == set(second["convergence"]["argmax"])
+    assert "close to a random draw" in lines["slow-warning"]
+    fast = [r for r in lines["fast"] if r["event"] == "epoch"][-1]["convergence"]
+    assert fast["entropy_median"] < C.NEAR_UNIFORM and lines["fast-warning"] is None

@@ -146,12 +146,14 @@ def _differentiable(o: DifferentiableSearchConfig, env: Any) -> SearchResult:
     details = {"task": task.name, "steps": result.steps, "arch_steps": result.arch_steps,
                "epochs": result.epochs, "derived": result.arch.to_dict(),
                "madds": result.madds, "expected_madds": result.expected_madds,
-               "warning": result.warning}
+               "warning": result.warning, "near_uniform_warning": result.near_uniform}
     if table is not None:
         details["latency_ms"] = result.latency_ms
         details["expected_latency_ms"] = result.expected_latency_ms
     if result.warning:
         say.warning(result.warning)
+    if result.near_uniform:
+        say.warning(result.near_uniform)
     if not result.finished:
         return SearchResult("differentiable", False, f"search stopped after {result.steps} "
                             f"steps; state in {state_path} (continue with --resume)",

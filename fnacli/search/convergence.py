@@ -28,15 +28,14 @@ def _layers(alpha_probs: Mapping, beta_probs: Mapping) -> list[tuple[str, list[f
     """(name, probabilities) of every choice with more than one candidate, α then β."""
     out = [(f"{s}.{i}", p.detach().double().cpu().tolist()) for (s, i), p in alpha_probs.items()]
     out += [(f"beta {s}", p.detach().double().cpu().tolist()) for s, p in beta_probs.items()]
-    return [(n, p) for n, p in out if sum(x > 0 for x in p) > 1]
+    return [(n, p) for n, p in out if len(p) > 1]
 
 
 def normalised_entropy(p: Sequence[float]) -> float:
-    """H(p) / log(number of candidates with p > 0)."""
-    live = [x for x in p if x > 0]
-    if len(live) < 2:
+    """H(p) / log(number of candidates): 1 uniform, 0 decided."""
+    if len(p) < 2:
         return 0.0
-    return -sum(x * math.log(x) for x in live) / math.log(len(live))
+    return -sum(x * math.log(x) for x in p if x > 0) / math.log(len(p))
 
 
 def epoch_record(alpha_probs: Mapping[tuple[int, int], torch.Tensor],
@@ -49,7 +48,7 @@ def epoch_record(alpha_probs: Mapping[tuple[int, int], torch.Tensor],
         return {"layers": 0}
     argmax = {n: max(range(len(p)), key=p.__getitem__) for n, p in layers}
     log_p = sum(math.log(max(p)) for _, p in layers)
-    log_uniform = -sum(math.log(sum(x > 0 for x in p)) for _, p in layers)
+    log_uniform = -sum(math.log(len(p)) for _, p in layers)
     ent = [normalised_entropy(p) for _, p in layers]
     gaps = [sorted(p)[-1] - sorted(p)[-2] for _, p in layers]
     changed = ([n for n in argmax if previous_argmax.get(n) != argmax[n]]
@@ -61,6 +60,21 @@ def epoch_record(alpha_probs: Mapping[tuple[int, int], torch.Tensor],
             "top2_gap_median": statistics.median(gaps),
             "argmax_changed": None if changed is None else len(changed),
             "argmax_changed_layers": changed, "argmax": argmax}
+
+
+def history_fields(rec: Mapping) -> dict:
+    """What an epoch's history record keeps of ``epoch_record`` (the per-layer entropies and
+    the changed layers' names go to the metrics line only)."""
+    return {k: v for k, v in rec.items() if k not in ("entropy", "argmax_changed_layers")}
+
+
+def previous_argmax(history: Sequence[Mapping]) -> dict[str, int] | None:
+    """The argmax of the last epoch recorded in a search's ``history`` (None: none yet)."""
+    for rec in reversed(history):
+        conv = rec.get("convergence")
+        if conv and "argmax" in conv:
+            return dict(conv["argmax"])
+    return None
 
 
 def summary_text(rec: Mapping) -> str:

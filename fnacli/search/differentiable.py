@@ -56,6 +56,7 @@ from fnacli.errors import UserError
 from fnacli.nn.supernet import Supernet, op_choices, path_to_arch, width_choices
 from fnacli.progress import TrainLogger, fmt
 from fnacli.search import arch as A
+from fnacli.search import convergence as CV
 from fnacli.search.gates import arch_step_generator, sampled_gates
 from fnacli.search.supernet_io import SupernetCheckpoint, load_weights
 from fnacli.spec import ArchSpec, SpaceSpec
@@ -264,6 +265,7 @@ class SearchResult:
     warning: str | None = None
     latency_ms: float | None = None  # by the latency table, when one was given
     expected_latency_ms: float | None = None
+    near_uniform: str | None = None  # α still near uniform at the end (convergence)
 
 
 def cost_term(expected: torch.Tensor, form: str, lam: float, tau: float,
@@ -650,13 +652,18 @@ def run_search(ckpt: SupernetCheckpoint, source: str, train_set: Any, cfg: Searc
                 a_p, b_p = arch.probs(cfg.min_depth)
             _, dpath, prob = A.derive(space, *arch.logits(), cfg.min_depth)
             skipped, skippable = A.skip_report(space, dpath)
+            conv = CV.epoch_record(a_p, b_p, CV.previous_argmax(history))
             record = {"epoch": epoch, "step": step, "expected_madds": exp,
                       "argmax_madds": am, "derived": arch_code(derived),
                       "derived_probability": prob, "skipped_layers": skipped,
-                      "skippable_layers": skippable}
+                      "skippable_layers": skippable,
+                      "convergence": CV.history_fields(conv)}
             history.append(record)
             probs_now = prob_report(space, a_p, b_p)
-            metrics.write(event="epoch", **record, **probs_now)
+            metrics.write(event="epoch", **record, **probs_now,
+                          layer_entropy=conv.get("entropy", {}))
+            if env.is_main and epoch > cfg.warmup_epochs:
+                bar.log(f"epoch {epoch}: {CV.summary_text(conv)}")
             bar.epoch_end(epoch, step, {"expected MAdds": f"{exp / 1e6:.1f}M",
                                         "argmax MAdds": f"{am / 1e6:.1f}M",
                                         "derived": arch_code(derived)})
@@ -706,7 +713,10 @@ def _result(space: SpaceSpec, arch: ArchParams, cfg: SearchConfig, step: int, ar
         table = cfg.latency_table
         lat = (table.latency_ms(derived), float(table.expected_latency(
             *arch.probs(cfg.min_depth))) / 1e6) if table is not None else (None, None)
+    last = history[-1].get("convergence", {}) if history else {}
+    near = (CV.near_uniform_warning(last, arch_steps, cfg.arch_lr)
+            if finished and arch_steps else None)
     return SearchResult(step, arch_steps, epoch, finished, derived,
                         float(lut.arch_madds(derived)), exp, history,
-                        A.collapse_warning(space, path), *lat)
+                        A.collapse_warning(space, path), *lat, near)
 
