@@ -104,7 +104,7 @@ def test_quick_run_end_to_end(tmp_path: Path) -> None:
     work, doc, raw = tmp_path / "work", tmp_path / "sq.md", tmp_path / "sq.json"
     proc = subprocess.run([sys.executable, str(SCRIPT), "--quick", "--workdir", str(work),
                            "--doc", str(doc), "--json-out", str(raw)],
-                          capture_output=True, text=True, timeout=600)
+                          capture_output=True, text=True, timeout=1200)
     assert proc.returncode == 0, proc.stderr[-3000:]
     res = json.loads(raw.read_text())
     arms = {"seed", *bench.HAND_PICKED, "all-k3_e3", "all-k7_e3", *bench.DIFFERENTIABLE_ARMS,

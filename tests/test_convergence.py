@@ -134,3 +134,15 @@ def test_a_search_reports_convergence_and_warns_when_alpha_stays_uniform(world) 
     assert "close to a random draw" in lines["slow-warning"]
     fast = [r for r in lines["fast"] if r["event"] == "epoch"][-1]["convergence"]
     assert fast["entropy_median"] < C.NEAR_UNIFORM and lines["fast-warning"] is None
+    # benchmarks/search_convergence.py re-reads the probabilities (rounded to 1e-6) of the
+    # epoch lines: the same numbers
+    import importlib.util
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "search_convergence.py"
+    spec = importlib.util.spec_from_file_location("search_convergence", script)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    again = mod.epochs(world["root"] / "conv-slow.safetensors.metrics.jsonl")[-1]
+    assert again["entropy_median"] == pytest.approx(second["convergence"]["entropy_median"],
+                                                    abs=1e-4)
+    assert again["argmax_changed"] == second["convergence"]["argmax_changed"]
