@@ -48,7 +48,7 @@ def test_auto_arch_lr_opens_a_decisive_gap_in_the_steps_given() -> None:
 
 
 def test_two_sided_cost_pulls_up_below_the_target_and_the_hinge_does_not() -> None:
-    from fnacli.search.differentiable import cost_term
+    from fnacli.search.architect import cost_term
 
     target = 100e6
     for c, want in ((80e6, abs(math.log(0.8))), (125e6, math.log(1.25))):

@@ -13,7 +13,7 @@ from typing import Any
 from fnacli.errors import UserError
 from fnacli.pipeline.common import check_device, make_config
 from fnacli.report import Report, Table
-from fnacli.settings import DATA, setting
+from fnacli.settings import DATA, MAX_THREADS, setting
 
 
 @dataclass
@@ -29,7 +29,7 @@ class EvaluateConfig:
     per_class: bool = setting(False, "Also AP per category.")
     batch_size: int = setting(8, min=1)
     workers: int = setting(2, min=0)
-    threads: int = setting(0, min=0)
+    threads: int = setting(0, min=0, max=MAX_THREADS)
     device: str = "auto"
     detections: bool = False  # the caller wants the detections (COCO results) back
     # called with the number of images done after each batch, once ``total`` is known

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from fnacli.errors import UserError
 from fnacli.pipeline.common import Size, as_size, make_config
-from fnacli.settings import setting
+from fnacli.settings import MAX_SAMPLES, MAX_THREADS, setting
 
 if TYPE_CHECKING:
     from fnacli.export import ExportResult
@@ -34,9 +34,11 @@ class ExportConfig:
     check: bool = True  # parity check against PyTorch
     data: str | Path | None = setting(None, "Check on the first images of this dataset's val "
                                       "split [synthetic scenes].")
-    samples: int = setting(4, "Images for the parity check.", min=1, metavar="N")
+    samples: int = setting(4, "Images for the parity check.", min=1, max=MAX_SAMPLES,
+                           metavar="N")
     threads: int = setting(1, "CPU threads for the check and the latency figures (the same for "
-                           "PyTorch and the exported model).", min=1, metavar="K")
+                           "PyTorch and the exported model).", min=1, max=MAX_THREADS,
+                           metavar="K")
     measure: bool = True  # time the exported model beside PyTorch
     force: bool = setting(False, "Overwrite OUT.")
     progress: bool = False  # a spinner on stderr while exporting
@@ -71,7 +73,8 @@ def export(*args: Any, **kwargs: Any) -> ExportResult:
 
     model, info = load_model(cfg.final)
     wh = wh or info["size"]
-    images = sample_images(wh, cfg.samples, cfg.data) if cfg.check else None
+    images = (sample_images(wh, cfg.samples, cfg.data, task=info["task"]) if cfg.check
+              else None)
     status: Any = nullcontext()
     if cfg.progress:
         from rich.console import Console

@@ -22,7 +22,7 @@ from fnacli.pipeline.common import (
     refuse_stdout,
     run_files,
 )
-from fnacli.settings import SCHEDULE, setting
+from fnacli.settings import MAX_THREADS, SCHEDULE, setting
 
 
 @dataclass
@@ -37,7 +37,8 @@ class FinetuneConfig(TrainOptions):
     schedule: str | None = setting(None, "Cosine, or step decay ×0.1 at fixed fractions [step: "
                                    "ssdlite 36,50,56/60; retinanet 8,11/12].", group=SCHEDULE)
     threads: int = setting(0, "CPU threads per process for torch ops (0: torch's default). Fewer "
-                           "than cores avoids oversubscription.", min=0)
+                           "than cores avoids oversubscription.", min=0,
+                           max=MAX_THREADS)
     bn_recalibrate: int = setting(0, "After training, recompute BN statistics on N training "
                                   "batches.", min=0, metavar="N")
     # segmentation: whole | slide (recorded for eval)
