@@ -178,12 +178,16 @@ def test_compare_resumes_an_interrupted_fine_tune_exactly(world: Path, tmp_path:
     assert stopped["trained"] == 0 and len(stopped["missing"]) == 2
     resumed = _compare(run_cli, world, tmp_path / "resumed", "--seeds", 1)
     assert resumed["trained"] == 2 and not resumed["missing"]
+    report = _compare(run_cli, world, tmp_path / "resumed", "--seeds", 2, "--report-only")
+    assert (report["trained"], report["reused"]) == (0, 2)  # seed 1 was never made
+    assert sorted(map(tuple, report["missing"])) == [("seed", 1), ("small", 1)]
     # bit-exact continuation: the same AP
     assert [a["values"] for a in resumed["arms"]] == [a["values"] for a in fresh["arms"]]
 
 
 @pytest.mark.parametrize("args, message", [
     (["--random", "2"], "--random: give --space"),
+    (["--random", "2", "--space", str(SPACE)], "--random: give --target-madds"),
     (["nosuch.json"], "nosuch.json"),
     (["seed=mobilenetv2-0.35"], "compare's own"),
 ])

@@ -166,6 +166,8 @@ def compare(*args: Any, **kwargs: Any) -> CompareResult:
         raise UserError("--task: required (the task every architecture is fine-tuned for)")
     if cfg.random and not cfg.space:
         raise UserError("--random: give --space (the search space to draw architectures from)")
+    if cfg.random and not cfg.target_madds and not cfg.archs:
+        raise UserError("--random: give --target-madds (no architecture to match)")
     if cfg.data is None and cfg.train_ann is None:
         raise UserError("no data: give --data DIR (COCO layout) or --train-ann/--val-ann")
     if not cfg.seed_checkpoint.startswith(("torchvision:", "timm:")) and not Path(
@@ -444,7 +446,9 @@ def _run(cfg: CompareConfig, env: Any, named: list[tuple[str, Any]], space: Any
     barrier(env)
     made, reused, stopped = (0, 0, False) if cfg.report_only else _make_all(runs, arms, seeds)
     result = summarise(runs, arms, madds, seeds, cfg.alpha)
-    result.trained, result.reused = made, reused
+    result.trained = made
+    # (--report-only: every run found was made before)
+    result.reused = sum(len(a.values) for a in result.arms) if cfg.report_only else reused
     if stopped:
         say(f"compare: stopped after --stop-after {cfg.stop_after} steps; run again to continue")
     if cfg.plot is not None and env.is_main:
