@@ -37,8 +37,10 @@ install: $(BIN)/fnacli
 test: $(BIN)/.test-extras
 	$(BIN)/python -m pytest -q -n 2 --durations=15
 
+# ruff, then the layers as a contract (pyproject.toml [tool.importlinter], docs/layout.md)
 lint: $(BIN)/.test-extras
 	$(BIN)/ruff check fnacli tests benchmarks
+	$(BIN)/lint-imports
 
 demo: install
 	PATH="$(abspath $(BIN)):$$PATH" bash recipes/quickstart.sh

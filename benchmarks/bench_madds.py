@@ -26,6 +26,7 @@ import fnacli.cost.units as units_mod
 from fnacli.cost.count import profile_exact
 from fnacli.cost.lut import load_or_build_lut
 from fnacli.cost.table import CostTable
+from fnacli.pipeline.profile import cost_target
 from fnacli.spec import SKIP, ArchSpec, Op, Stage, builtin_space
 
 T = TypeVar("T")
@@ -62,12 +63,13 @@ def run_case(name: str, task: str, size: tuple[int, int], n_specs: int,
     rng = random.Random(0)
     specs = [random_arch(name, rng) for _ in range(n_specs)]
     cold_units()  # honest cold numbers: no per-layer costs from earlier cases
-    lut, build_s = timed(lambda: load_or_build_lut(space, task, size))
-    _, reload_s = timed(lambda: load_or_build_lut(space, task, size))
+    lut, build_s = timed(lambda: load_or_build_lut(space, cost_target(task), size))
+    _, reload_s = timed(lambda: load_or_build_lut(space, cost_target(task), size))
     cold_units()
-    _, cold_s = timed(lambda: CostTable(task, size).profile_many(specs))
+    _, cold_s = timed(lambda: CostTable(cost_target(task), size).profile_many(specs))
     warm, warm_s = timed(lambda: lut.profile_many(specs))
-    traced, trace_s = timed(lambda: [profile_exact(s, task, size, 80) for s in specs[:n_trace]])
+    traced, trace_s = timed(lambda: [profile_exact(s, cost_target(task), size, 80)
+                                     for s in specs[:n_trace]])
     for fast, exact in zip(warm, traced, strict=False):  # the fast path is exact
         assert fast.madds_parts == exact.madds_parts, (fast, exact)
     trace_rate = len(traced) / trace_s

@@ -122,7 +122,8 @@ def supernet_of(space_name: str):  # noqa: ANN201 - a Supernet
     from torchvision.models import mobilenet_v2
 
     from fnacli.checkpoint import from_state_dict
-    from fnacli.nn.supernet import Supernet, supernet_state_from_seed
+    from fnacli.nn.supernet import Supernet
+    from fnacli.remap import supernet_state_from_seed
     from fnacli.spec import builtin_space
 
     torch.manual_seed(0)
@@ -261,12 +262,13 @@ def bench_arch_steps(args: argparse.Namespace, space_name: str) -> list[Row]:
     from fnacli.search import arch as A
     from fnacli.search.architect import ArchParams, _Frozen, cost_term
     from fnacli.search.gates import arch_step_generator, sampled_gates
+    from fnacli.tasks import get_task
 
     size = (args.size, args.size)
     net = supernet_of(space_name)
     space = net.space
     det = build_detector(space.max_arch(), "ssdlite", NUM_CLASSES, size, backbone=net)
-    lut = load_or_build_lut(space, "ssdlite", size, NUM_CLASSES)
+    lut = load_or_build_lut(space, get_task("ssdlite"), size, NUM_CLASSES)
     alpha, beta = A.init_logits(space, 0)
     arch = ArchParams(space, alpha, beta)
     a_opt = torch.optim.Adam(arch.parameters(), lr=3e-4, betas=(0.5, 0.999))
@@ -453,6 +455,7 @@ def bench_lut(args: argparse.Namespace, tmp: Path) -> list[Row]:
     import fnacli.cost.units as U
     import fnacli.detection.models  # noqa: F401 - imports are not the build
     from fnacli.spec import builtin_space
+    from fnacli.tasks import get_task
 
     space = builtin_space("fna-channels")
     old = os.environ.get("FNACLI_CACHE_DIR")
@@ -466,15 +469,15 @@ def bench_lut(args: argparse.Namespace, tmp: Path) -> list[Row]:
             U.PP.clear()
             U._PP_DISK.clear()
             t = time.perf_counter()
-            L.load_or_build_lut(space, "ssdlite", (320, 320), 80)
+            L.load_or_build_lut(space, get_task("ssdlite"), (320, 320), 80)
             cold.append(time.perf_counter() - t)
             t = time.perf_counter()
-            L.load_or_build_lut(space, "ssdlite", (320, 320), 80)
+            L.load_or_build_lut(space, get_task("ssdlite"), (320, 320), 80)
             reload.append(time.perf_counter() - t)
             U.PP.clear()
             U._PP_DISK.clear()  # a new process: per-unit counts only on disk
             t = time.perf_counter()
-            L.build_lut(space, "ssdlite", (320, 320), 80)
+            L.build_lut(space, get_task("ssdlite"), (320, 320), 80)
             warm.append(time.perf_counter() - t)
     finally:
         if old is None:

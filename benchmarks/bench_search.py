@@ -45,6 +45,7 @@ from fnacli.nn.supernet import (
 from fnacli.search import arch as A
 from fnacli.search.architect import _Frozen, cost_term
 from fnacli.spec import SKIP, builtin_space
+from fnacli.tasks import get_task
 
 NUM_CLASSES = 80
 
@@ -129,7 +130,7 @@ def bench_arch_step(space_name: str, args: argparse.Namespace, device: torch.dev
     net = build_supernet(space_name, device).train()
     space = net.space
     size = (args.size, args.size)
-    lut = load_or_build_lut(space, "ssdlite", size, NUM_CLASSES)
+    lut = load_or_build_lut(space, get_task("ssdlite"), size, NUM_CLASSES)
     alpha, beta = A.init_logits(space, 0)
     logits = [t.to(device).requires_grad_(True) for t in [*alpha.values(), *beta.values()]]
     alpha = dict(zip(alpha, logits[:len(alpha)], strict=True))

@@ -225,11 +225,12 @@ class Bench:
 
     def lut(self, space):  # -> CostTable of the detector at the fine-tuning size
         from fnacli.cost.lut import load_or_build_lut
+        from fnacli.tasks import get_task
 
         key = space.to_json()
         if key not in self._lut:
-            self._lut[key] = load_or_build_lut(space, "ssdlite", (self.cfg.size, self.cfg.size),
-                                               NUM_CLASSES)
+            self._lut[key] = load_or_build_lut(space, get_task("ssdlite"),
+                                               (self.cfg.size, self.cfg.size), NUM_CLASSES)
         return self._lut[key]
 
     def madds(self, arch) -> float:

@@ -262,8 +262,10 @@ def _decode_meta(path: Path, metadata: dict[str, str]) -> dict:
     return meta
 
 
-def read_checkpoint(path: str | Path) -> Checkpoint:
-    """Read an fnacli checkpoint; a UserError for anything else (saying what it is)."""
+def read_checkpoint(path: str | Path, model: ModelShapes | None = None) -> Checkpoint:
+    """Read an fnacli checkpoint; a UserError for anything else (saying what it is). Names
+    and shapes are checked from the header first where the metadata says what they must be
+    (``expected_shapes``; ``model`` builds the model of a non-backbone kind)."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: no such file")
@@ -273,12 +275,19 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
                         ".safetensors written by fnacli (seeds go to 'remap'/'expand' as SEED)")
     if kind != "safetensors":
         raise _not_readable(path, kind)
-    return _parse_checkpoint(path, *_read_safetensors(path, lambda m: _expected(path, m)))
+    return _parse_checkpoint(path, *_read_safetensors(
+        path, lambda m: expected_shapes(path, m, model)))
 
 
-def _expected(path: Path, metadata: dict[str, str]) -> dict[str, tuple[int, ...]] | None:
+ModelShapes = Callable[[Checkpoint, Path], "torch.nn.Module | None"]
+
+
+def expected_shapes(path: Path, metadata: dict[str, str], model: ModelShapes | None = None
+                    ) -> dict[str, tuple[int, ...]] | None:
     """The names and shapes an fnacli checkpoint of this metadata holds, where the metadata
-    alone says (a backbone, a detector, a segmenter); None for the other kinds."""
+    alone says: a backbone here; other kinds through ``model(checkpoint, path)``, which builds
+    the model they describe (``fnacli.detection.checkpoint`` does for detectors and
+    segmenters, which this module cannot import: they import it). None: unknown."""
     if schema_of(metadata) != FORMAT or metadata.get("kind") not in KINDS:
         return None  # _parse_checkpoint says what is wrong
     ckpt = Checkpoint({}, metadata["kind"], {}, None)
@@ -286,19 +295,14 @@ def _expected(path: Path, metadata: dict[str, str]) -> dict[str, tuple[int, ...]
     if "spec" not in meta:
         return None
     ckpt.meta, ckpt.spec = meta, ArchSpec.from_dict(meta["spec"], f"{path}: metadata spec")
-    if ckpt.kind == "backbone":
-        from fnacli.nn.backbone import Backbone
+    with torch.device("meta"):  # shapes only
+        if ckpt.kind == "backbone":
+            from fnacli.nn.backbone import Backbone
 
-        with torch.device("meta"):
-            ref = Backbone(ckpt.spec).state_dict()
-    elif ckpt.kind in ("detector", "segmenter"):
-        from fnacli.detection.checkpoint import build, detector_info
-
-        with torch.device("meta"):
-            ref = build(detector_info(ckpt, path)).state_dict()
-    else:
-        return None
-    return {k: tuple(v.shape) for k, v in ref.items()}
+            ref = Backbone(ckpt.spec)
+        else:
+            ref = model(ckpt, path) if model is not None else None
+    return None if ref is None else {k: tuple(v.shape) for k, v in ref.state_dict().items()}
 
 
 def _parse_checkpoint(path: Path, tensors: dict[str, torch.Tensor],

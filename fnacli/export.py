@@ -374,10 +374,9 @@ class ExportResult:
 
 def load_model(path: str | Path) -> tuple[nn.Module, dict]:
     """The model of a checkpoint and what it was trained at (``size``, ``task``)."""
-    from fnacli.checkpoint import read_checkpoint
-    from fnacli.detection.checkpoint import MODEL_KINDS, load_detector
+    from fnacli.detection.checkpoint import MODEL_KINDS, load_detector, read_model_checkpoint
 
-    ckpt = read_checkpoint(path)
+    ckpt = read_model_checkpoint(path)
     if ckpt.kind in MODEL_KINDS:
         model, info = load_detector(path)
         return model, {"task": info.task, "size": tuple(info.size)}

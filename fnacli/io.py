@@ -8,14 +8,20 @@ import hashlib
 import json
 import os
 import re
-import secrets
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import IO
 
 from fnacli.errors import UserError
+from fnacli.sidefiles import (  # noqa: F401 - io's names for them too
+    EXCLUSIVE,
+    open_exclusive,
+    planted,
+    random_token,
+    refuse_links,
+)
 
 # errors of the environment, not of fnacli: reported as bad input (exit 2) naming the path
 ENVIRONMENT_ERRNOS = {errno.ENOSPC: "no space left on device", errno.EDQUOT: "disk quota exceeded",
@@ -33,46 +39,6 @@ def describe_os_error(e: OSError, path: str | Path | None = None) -> str:
     where = path if path is not None else (e.filename or "output")
     reason = ENVIRONMENT_ERRNOS.get(e.errno or 0) or e.strerror or str(e)
     return f"{where}: {reason}"
-
-
-# side files (probes, temporary files, locks, markers) are created with these flags: never
-# through a link somebody planted, never onto a file that is already there
-EXCLUSIVE = os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
-
-
-def random_token(n: int = 10) -> str:
-    """A random name part: side files get names nobody can plant a link at in advance."""
-    return "".join(secrets.choice("0123456789abcdefghijklmnopqrstuvwxyz") for _ in range(n))
-
-
-def planted(path: str | Path, what: str) -> UserError:
-    """The error for a link (or other file) found where fnacli creates ``what``."""
-    path = Path(path)
-    kind = "a symbolic link" if path.is_symlink() else "a file fnacli did not make"
-    return UserError(f"{path}: {kind} is in the way of fnacli's {what}; fnacli never "
-                     "writes through it (remove it and rerun)")
-
-
-def open_exclusive(path: str | Path, what: str, mode: int = 0o600) -> int:
-    """Create ``path`` for writing with ``O_EXCL | O_NOFOLLOW`` and return its descriptor;
-    whatever is already at that name (a planted link above all) is a ``UserError`` naming
-    it, the link's target untouched."""
-    try:
-        return os.open(path, os.O_WRONLY | EXCLUSIVE, mode)
-    except FileExistsError:
-        raise planted(path, what) from None
-    except OSError as e:
-        if e.errno == errno.ELOOP:
-            raise planted(path, what) from None
-        raise
-
-
-def refuse_links(paths: Iterable[Path], what: str) -> None:
-    """Before any work: none of ``paths`` (files fnacli will replace or append to) may be
-    a symbolic link."""
-    for p in paths:
-        if Path(p).is_symlink():
-            raise planted(p, what)
 
 
 def printable(path: str | Path) -> str:

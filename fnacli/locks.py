@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from fnacli.errors import UserError
+from fnacli.sidefiles import EXCLUSIVE, planted
 
 _held: dict[Path, int] | None = None  # lock file -> fd, while a session is active
 
@@ -97,8 +98,6 @@ def _open_lock(lock: Path, path: str | Path) -> int:
     """The lock file's descriptor: created exclusively, or (left by a killed run) reopened
     without following links and checked to be what fnacli makes: a regular file of ours with
     one name, holding a pid. Anything else planted at that name is refused, untouched."""
-    from fnacli.io import EXCLUSIVE, planted
-
     nofollow = getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
     try:
         return os.open(lock, os.O_RDWR | EXCLUSIVE, 0o644)

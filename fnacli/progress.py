@@ -240,7 +240,7 @@ class SearchProgress:
         self.bar.step(f"last {self.cfg.metric} {c.fitness:.4f}")
 
     def round(self, r: dict) -> None:
-        from fnacli.search.evolution import format_madds
+        from fnacli.report import format_madds
 
         if r["event"] == "stop":
             self.bar.log(f"stopped early: {r['reason']}")

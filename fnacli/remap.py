@@ -27,12 +27,14 @@ BatchNorm parameters and statistics follow their channels.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
 
 from fnacli.errors import UserError
-from fnacli.spec import ArchSpec, Op
+from fnacli.spec import ArchSpec, Op, SpaceSpec, Stage
 
 WIDTH_STRATEGIES = ("first", "bn", "std", "l1")
 WIDEN_RULES = ("noise", "zeros", "split")
@@ -320,3 +322,45 @@ def remap_state(seed_state: dict[str, torch.Tensor], seed_spec: ArchSpec, target
         raise AssertionError(f"remap produced a state that does not fit the target: missing "
                              f"{missing[:3]}, wrong shapes {wrong[:3]}")
     return {k: r.out[k] for k in ref}, report
+
+
+# -- a supernet's tensors -------------------------------------------------------------------
+_LAYER_KEY = re.compile(r"^stages\.(\d+)\.(\d+)\.(.+)$")  # a backbone layer's tensor
+
+
+def supernet_state_from_seed(space: SpaceSpec, seed_state: Mapping[str, torch.Tensor],
+                             seed_spec: ArchSpec, **remap_kwargs: object
+                             ) -> dict[str, torch.Tensor]:
+    """Supernet tensors remapped from a seed.
+
+    For each candidate op ``c`` the seed is remapped onto ``space.max_arch()`` with every
+    searchable layer set to ``c`` (depth, width including e3 from e6, and kernel rules of
+    ``fnacli.remap``) and that network's layer tensors become candidate ``c``'s. Fixed
+    layers, the stem and the head come from the first remap.
+    """
+    from fnacli.nn.supernet import candidate_ops
+
+    base = space.max_arch()
+    cands = candidate_ops(space) or [None]
+    state: dict[str, torch.Tensor] = {}
+    for c in cands:
+        stages = []
+        for st_space, st in zip(space.stages, base.stages, strict=True):
+            if c is not None and st_space.searchable and c in st_space.candidates:
+                st = Stage(st.out, st.stride, (Op.parse(c),) * st_space.layers)
+            stages.append(st)
+        target = ArchSpec(base.stem_out, base.stem_stride, tuple(stages), base.head_out)
+        remapped, _ = remap_state(dict(seed_state), seed_spec, target, **remap_kwargs)
+        for key, t in remapped.items():
+            m = _LAYER_KEY.match(key)
+            if m is None:
+                state.setdefault(key, t)
+                continue
+            s, i, rest = int(m.group(1)), int(m.group(2)), m.group(3)
+            st_space = space.stages[s]
+            if st_space.searchable:
+                if c is not None and c in st_space.candidates:
+                    state[f"stages.{s}.{i}.ops.{c}.{rest}"] = t
+            else:
+                state.setdefault(f"stages.{s}.{i}.ops.{st_space.fixed_ops[i]}.{rest}", t)
+    return state

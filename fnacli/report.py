@@ -52,3 +52,8 @@ Report = list[str | Table]
 def report_text(report: Report) -> str:
     """A report as plain text, one line (or table) after the other."""
     return "\n".join(map(str, report))
+
+
+def format_madds(v: float) -> str:
+    """A MAdds count as people write it: ``316.4M``, ``1.23G``."""
+    return f"{v / 1e9:.3g}G" if v >= 1e9 else f"{v / 1e6:.4g}M"

@@ -9,10 +9,10 @@ import torch
 from conftest import randomize_bn_
 from test_supernet import tiny_space
 
+from fnacli.nn.masks import channel_masks, combine
 from fnacli.nn.supernet import Supernet, op_choices, width_choices
 from fnacli.search import arch as A
 from fnacli.search.gates import sampled_gates, two_sample_gate
-from fnacli.search.masks import channel_masks, combine
 
 
 def _toy(k: int = 5, d: int = 6, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

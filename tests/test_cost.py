@@ -20,6 +20,7 @@ from fnacli.cost.units import mbconv_params
 from fnacli.errors import UserError
 from fnacli.nn.blocks import MBConv
 from fnacli.pipeline.common import parse_size
+from fnacli.pipeline.profile import cost_target as T
 from fnacli.spec import SKIP, ArchSpec, Op, Stage, builtin_arch, builtin_space, mobilenetv2
 
 
@@ -67,7 +68,7 @@ def test_only_conv_and_linear_multiply_accumulates_count() -> None:
 def test_mobilenetv2_classifier_matches_paper_and_torchvision() -> None:
     from torchvision.models import mobilenet_v2
 
-    p = profile_exact(mobilenetv2(), "classifier", (224, 224), 1000)
+    p = profile_exact(mobilenetv2(), T("classifier"), (224, 224), 1000)
     assert p.madds == hand_madds(mobilenetv2(), 224, 224, 1000) == 300_774_272
     assert abs(p.madds / 300e6 - 1) < 0.02  # the paper's 300M
     tv = mobilenet_v2()
@@ -80,12 +81,12 @@ def test_mobilenetv2_classifier_matches_paper_and_torchvision() -> None:
 
 def test_backbone_counts_the_ssd_tap_expansion_once() -> None:
     spec = mobilenetv2(0.5)
-    p = profile_exact(spec, "none", (160, 160), 0)
+    p = profile_exact(spec, T("none"), (160, 160), 0)
     assert p.madds == hand_madds(spec, 160, 160)
 
 
 def test_ssdlite_mobilenetv2_matches_paper() -> None:
-    p = profile_exact(mobilenetv2(), "ssdlite", (320, 320), 80)
+    p = profile_exact(mobilenetv2(), T("ssdlite"), (320, 320), 80)
     assert round(p.madds / 1e9, 1) == 0.8  # "0.8B"
     assert round(p.params / 1e6, 1) == 4.3  # "4.3M"
     assert p.madds_parts["backbone"] == hand_madds(mobilenetv2(), 320, 320)
@@ -96,13 +97,13 @@ def test_ssdlite_mobilenetv2_matches_paper() -> None:
 @pytest.mark.slow
 def test_retinanet_mobilenetv2_matches_fna_table3() -> None:
     spec = mobilenetv2()
-    p = profile_exact(spec, "retinanet", (1088, 800), 80)  # W=1088, H=800
+    p = profile_exact(spec, T("retinanet"), (1088, 800), 80)  # W=1088, H=800
     assert abs(p.madds / 133.05e9 - 1) < 0.02
     assert round(p.params / 1e6, 2) == 11.49
     # the backbone part is the backbone alone (no 1280 conv): check against a hand count
     assert p.madds_parts["backbone"] == hand_madds(replace(spec, head_out=None), 800, 1088)
     # the LUT fast path reproduces the trace exactly
-    fast = CostTable("retinanet", (1088, 800)).profile(spec)
+    fast = CostTable(T("retinanet"), (1088, 800)).profile(spec)
     assert (fast.madds_parts, fast.params_parts) == (p.madds_parts, p.params_parts)
 
 
@@ -126,9 +127,9 @@ def test_fast_path_equals_full_trace(task: str, size: tuple[int, int]) -> None:
     rng = random.Random(zlib.crc32(task.encode()))  # stable across processes (not hash())
     specs = [random_arch("fna-channels", rng), random_arch("fna", rng), mobilenetv2(0.75),
              replace(mobilenetv2(0.5), head_out=None)]
-    fast = profile_specs(specs, task, size)
+    fast = profile_specs(specs, T(task), size)
     for spec, f in zip(specs, fast, strict=True):
-        e = profile_exact(spec, task, size, f.num_classes)
+        e = profile_exact(spec, T(task), size, f.num_classes)
         assert f.madds_parts == e.madds_parts, spec  # exact; the requirement is ±0.5%
         assert f.params_parts == e.params_parts, spec
 
@@ -197,7 +198,7 @@ def test_cli_checkpoints(run_cli, tmp_path) -> None:
     save_checkpoint(good, {"x": torch.zeros(1)}, "backbone", {"spec": spec.to_dict()})
     code, out, _ = run_cli(["madds", str(good), "--json", "--task", "ssdlite"])
     assert code == 0
-    assert json.loads(out)["madds"] == CostTable("ssdlite", (320, 320)).profile(spec).madds
+    assert json.loads(out)["madds"] == CostTable(T("ssdlite"), (320, 320)).profile(spec).madds
     bad = tmp_path / "s.safetensors"
     save_checkpoint(bad, {"x": torch.zeros(1)}, "supernet",
                     {"space": builtin_space("fna").to_dict()})
@@ -244,7 +245,7 @@ def test_madds_of_a_detector_checkpoint_uses_its_task_size_and_classes(tmp_path:
     assert code == 0, err
     got = json.loads(out)
     assert (got["task"], got["input"], got["num_classes"]) == ("ssdlite", [128, 96], 3)
-    want = profile_specs([spec], "ssdlite", (128, 96), 3)[0]
+    want = profile_specs([spec], T("ssdlite"), (128, 96), 3)[0]
     assert got["madds"] == want.madds and got["params"] == want.params
     assert "ssdlite @ 128x96, 3 classes" in err
     # an option given wins over what the checkpoint records; another task counts at its own

@@ -5,14 +5,17 @@ from __future__ import annotations
 
 import itertools
 import math
+import random
 
 import pytest
 import torch
 from test_lut import TINY, arch_of, searchable
 
-from fnacli.cost.lut import build_lut
+from fnacli.cost.latency import LatencyTable
+from fnacli.cost.lut import Lut, build_lut
 from fnacli.cost.table import CostTable
 from fnacli.errors import UserError
+from fnacli.pipeline.profile import cost_target as T
 from fnacli.search.architect import cost_term
 from fnacli.search.differentiable import SearchConfig, search_cost
 from fnacli.spec import SpaceSpec
@@ -65,8 +68,8 @@ def test_default_scope_is_the_searched_blocks() -> None:
 def test_cost_gradient_is_that_of_the_searched_blocks_alone(task: str) -> None:
     space = SpaceSpec.from_dict(TINY)
     size = (97, 65)
-    lut = build_lut(space, task, size)
-    table = CostTable(task, size)
+    lut = build_lut(space, T(task), size)
+    table = CostTable(T(task), size)
     layers, stages = searchable(space)
     g = torch.Generator().manual_seed(3)
     a_logits = {k: torch.randn(len(space.stages[k[0]].layer_candidates(k[1])), generator=g,
@@ -98,13 +101,13 @@ def test_cost_gradient_is_that_of_the_searched_blocks_alone(task: str) -> None:
 
 def test_backbone_scope_is_the_profiles_backbone_part() -> None:
     space = SpaceSpec.from_dict(TINY)
-    lut = build_lut(space, "ssdlite", (96, 80))
+    lut = build_lut(space, T("ssdlite"), (96, 80))
     layers, stages = searchable(space)
     a = {k: torch.rand(len(space.stages[k[0]].layer_candidates(k[1])),
                        dtype=torch.float64).softmax(0) for k in layers}
     b = {s: torch.rand(len(space.stages[s].outs), dtype=torch.float64).softmax(0)
          for s in stages}
-    table = CostTable("ssdlite", (96, 80))
+    table = CostTable(T("ssdlite"), (96, 80))
     brute = sum(float(p) * table.profile(arch).madds_parts["backbone"]
                 for p, arch in _all_paths(space, a, b))
     assert float(lut.expected_madds(a, b, "backbone")) == pytest.approx(brute, rel=1e-9)
@@ -112,3 +115,60 @@ def test_backbone_scope_is_the_profiles_backbone_part() -> None:
     assert lut.arch_cost(arch, "backbone") == table.profile(arch).madds_parts["backbone"]
     assert lut.arch_cost(arch, "blocks") == _blocks_madds(table, arch)
     assert lut.arch_cost(arch, "detector") == lut.arch_madds(arch)
+
+
+def _latency_table(space: SpaceSpec, task: str, size: tuple[int, int]) -> tuple[Lut,
+                                                                                 LatencyTable]:
+    """The MAdds table and a latency table of the same keys with made-up nanoseconds (not
+    proportional to the MAdds) and a large constant overhead: no timing needed."""
+    lut = build_lut(space, T(task), size)
+    table = LatencyTable(space, T(task), size, lut.num_classes)
+    rng = random.Random(5)
+    table.layers = {k: (rng.randrange(10_000, 90_000), p)
+                    for k, (_, p) in sorted(lut.layers.items())}
+    table.fixed = {k: (part, rng.randrange(50_000, 900_000), p)
+                   for k, (part, _, p) in sorted(lut.fixed.items())}
+    table.overhead_ns = 2_000_000
+    return lut, table
+
+
+@pytest.mark.parametrize("task", ["ssdlite", "deeplabv3plus"])
+def test_latency_cost_gradient_is_that_of_the_searched_blocks_alone(task: str) -> None:
+    """--cost latency honours --cost-scope as the MAdds cost does (issue #23 item 1): its
+    gradient with respect to α/β is that of the table's sum over the searched blocks alone
+    (brute force over every path), untouched by the fixed parts and the overhead."""
+    space = SpaceSpec.from_dict(TINY)
+    size = (96, 80)
+    lut, table = _latency_table(space, task, size)
+    layers, stages = searchable(space)
+    g = torch.Generator().manual_seed(4)
+    a_logits = {k: torch.randn(len(space.stages[k[0]].layer_candidates(k[1])), generator=g,
+                               dtype=torch.float64, requires_grad=True) for k in layers}
+    b_logits = {s: torch.randn(len(space.stages[s].outs), generator=g, dtype=torch.float64,
+                               requires_grad=True) for s in stages}
+    leaves = [*a_logits.values(), *b_logits.values()]
+
+    def probs() -> tuple[dict, dict]:
+        return ({k: v.softmax(0) for k, v in a_logits.items()},
+                {s: v.softmax(0) for s, v in b_logits.items()})
+
+    cfg = SearchConfig(task=task, size=size, train=TrainConfig(1, 2, 0.1), warmup_epochs=0,
+                       cost="latency", latency_table=table)
+    assert cfg.cost_scope == "blocks" and cfg.identity()["cost_scope"] == "blocks"
+    lam, tau = 0.02, 10.0
+    c = search_cost(lut, *probs(), cfg)
+    got = torch.autograd.grad(cost_term(c, "log", lam, tau, None, unit=1e6), leaves)
+    a, b = probs()
+    paths = _all_paths(space, a, b)
+    ref_c = sum(p * _blocks_madds(table, arch) for p, arch in paths)
+    assert float(c.detach()) == pytest.approx(float(ref_c.detach()), rel=1e-12)  # blocks only
+    want = torch.autograd.grad(lam * torch.log(ref_c / 1e6) / math.log(tau), leaves)
+    for x, y in zip(got, want, strict=True):
+        assert torch.allclose(x, y, rtol=1e-9, atol=1e-15)
+    # the whole network's latency (the detector scope) is the sum over every entry plus the
+    # overhead, and pulls more weakly in the log form
+    whole = search_cost(lut, *probs(), SearchConfig(
+        task=task, size=size, train=TrainConfig(1, 2, 0.1), warmup_epochs=0, cost="latency",
+        latency_table=table, cost_scope="detector"))
+    brute = sum(float(p.detach()) * table.latency_ns(arch) for p, arch in paths)
+    assert float(whole.detach()) == pytest.approx(brute, rel=1e-9)

@@ -17,6 +17,7 @@ from fnacli.cost.lut import Lut
 from fnacli.cost.table import CostTable
 from fnacli.nn.supernet import Path as NetPath
 from fnacli.nn.supernet import op_choices, path_to_arch
+from fnacli.pipeline.profile import cost_target as T
 from fnacli.spec import builtin_space, mobilenetv2
 from fnacli.tasks import get_task
 
@@ -42,20 +43,20 @@ def test_madds_cli_reproduces_fna_table1(run_cli) -> None:
 
 def test_cost_table_matches_fvcore_on_an_atrous_network() -> None:
     spec = mobilenetv2(0.5)
-    lut = CostTable("deeplabv3", (160, 96), 19).profile(spec)
-    exact = profile_exact(spec, "deeplabv3", (160, 96), 19)
+    lut = CostTable(T("deeplabv3"), (160, 96), 19).profile(spec)
+    exact = profile_exact(spec, T("deeplabv3"), (160, 96), 19)
     assert (lut.madds_parts, lut.params_parts) == (exact.madds_parts, exact.params_parts)
 
 
 def test_expected_cost_of_one_hot_alpha_is_the_exact_cost() -> None:
     space = builtin_space("fna-seg")
-    lut = Lut(space, "deeplabv3", (96, 64), 19).build()
+    lut = Lut(space, T("deeplabv3"), (96, 64), 19).build()
     rng = random.Random(0)
     path = NetPath({(s, i): rng.randrange(len(c)) for s, i, c in op_choices(space)})
     alpha = {(s, i): torch.nn.functional.one_hot(torch.tensor(path.ops[(s, i)]), len(c)).double()
              for s, i, c in op_choices(space)}
     arch = path_to_arch(space, path)
-    assert float(lut.expected_madds(alpha, {})) == profile_exact(arch, "deeplabv3", (96, 64),
+    assert float(lut.expected_madds(alpha, {})) == profile_exact(arch, T("deeplabv3"), (96, 64),
                                                                  19).madds
 
 

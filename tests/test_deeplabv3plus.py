@@ -14,7 +14,9 @@ from torchvision.models.segmentation.deeplabv3 import ASPP, ASPPConv
 
 from fnacli.cost.count import profile_exact
 from fnacli.cost.lut import Lut
+from fnacli.cost.parts import neck_head
 from fnacli.cost.table import CostTable
+from fnacli.pipeline.profile import cost_target as T
 from fnacli.segmentation.deeplabv3plus import build_deeplabv3plus
 from fnacli.spec import SpaceSpec, builtin_space, mobilenetv2
 from fnacli.tasks import get_task
@@ -78,8 +80,8 @@ def test_madds_reproduce_fna_table1(run_cli, task: str, madds: int) -> None:
 @pytest.mark.parametrize("task", ["deeplabv3plus", "deeplabv3plus-os8"])
 def test_cost_table_matches_fvcore(task: str) -> None:
     spec = mobilenetv2(0.5)
-    lut = CostTable(task, (160, 96), 19).profile(spec)
-    exact = profile_exact(spec, task, (160, 96), 19)
+    lut = CostTable(T(task), (160, 96), 19).profile(spec)
+    exact = profile_exact(spec, T(task), (160, 96), 19)
     assert (lut.madds_parts, lut.params_parts) == (exact.madds_parts, exact.params_parts)
 
 
@@ -89,11 +91,11 @@ def test_expected_cost_of_one_hot_choices_is_the_exact_cost() -> None:
     from test_lut import TINY, one_hot_pick
 
     for space in (builtin_space("fna-seg"), SpaceSpec.from_dict(TINY)):
-        lut = Lut(space, "deeplabv3plus", (96, 64), 19).build()
+        lut = Lut(space, T("deeplabv3plus"), (96, 64), 19).build()
         rng = random.Random(0)
         for _ in range(3):
             alpha, beta, arch = one_hot_pick(space, rng)
-            exact = profile_exact(arch, "deeplabv3plus", (96, 64), 19).madds
+            exact = profile_exact(arch, T("deeplabv3plus"), (96, 64), 19).madds
             assert lut.arch_madds(arch) == exact
             assert float(lut.expected_madds({k: v.double() for k, v in alpha.items()},
                                             {k: v.double() for k, v in beta.items()})) == exact
@@ -109,7 +111,7 @@ def test_latency_table_covers_aspp_and_the_decoder_projection() -> None:
 
     space, size = SpaceSpec.from_dict(TINY), (96, 96)
     table, timed = timed_latency_table(space, "deeplabv3plus", size)
-    madds = build_lut(space, "deeplabv3plus", size, 3)
+    madds = build_lut(space, T("deeplabv3plus"), size, 3)
     assert set(table.layers) == set(madds.layers) and set(table.fixed) == set(madds.fixed)
     ref = space.max_arch()
     last = len(space.stages) - 1
@@ -135,11 +137,12 @@ def test_latency_table_covers_aspp_and_the_decoder_projection() -> None:
                 delta("stage1", low, ref.stages[1].out)
     # what was timed is ASPP + decoder with logits at the input size; its parameters are
     # the MAdds table's neck and head
-    module, (image,) = table._neck_head(ref, {f"stage{last}": 32, "stage1": 8},
-                                        {f"stage{last}": (6, 6), "stage1": (24, 24)})
+    module, (image,) = neck_head(table.task_obj, ref, table.num_classes, table.size,
+                                 {f"stage{last}": 32, "stage1": 8},
+                                 {f"stage{last}": (6, 6), "stage1": (24, 24)}, 1)
     with torch.no_grad():
         assert module.eval()(image)["out"].shape == (1, 3, 96, 96)
-    exact = CostTable("deeplabv3plus", size, 3).profile(with_out(ref, 1, 8)).params_parts
+    exact = CostTable(T("deeplabv3plus"), size, 3).profile(with_out(ref, 1, 8)).params_parts
     assert sum(q.numel() for q in module.parameters()) == exact["neck"] + exact["head"]
     rng = random.Random(1)
     for _ in range(3):

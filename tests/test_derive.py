@@ -14,6 +14,7 @@ import torch
 from fnacli.checkpoint import save_checkpoint
 from fnacli.nn.supernet import Path as SPath
 from fnacli.nn.supernet import Supernet, op_choices, path_to_arch, width_choices
+from fnacli.pipeline.profile import cost_target as T
 from fnacli.search import arch as A
 from fnacli.spec import ArchSpec, SpaceSpec
 
@@ -274,11 +275,11 @@ def test_derive_window_in_the_cli(tmp_path: Path, run_cli) -> None:
     code, out, err = run_cli(["derive", ck, "--json", "--task", "ssdlite", "--size", "64"])
     assert code == 0, err
     base = json.loads(out)
-    c0 = profile_exact(ArchSpec.from_dict(base["spec"]), "ssdlite", (64, 64),
+    c0 = profile_exact(ArchSpec.from_dict(base["spec"]), T("ssdlite"), (64, 64),
                        80).madds_parts["backbone"]
     # a window of the space's backbone costs away from the argmax's
     space = read_supernet(ck).space
-    lut = load_or_build_lut(space, "ssdlite", (64, 64), 80)
+    lut = load_or_build_lut(space, T("ssdlite"), (64, 64), 80)
     costs = sorted({lut.arch_cost(path_to_arch(space, p), "backbone") for p in _paths(space)})
     assert costs[0] < c0 < costs[-1]
     lo, hi = ((costs[len(costs) // 8], costs[len(costs) // 4]) if c0 > costs[len(costs) // 2]
@@ -288,7 +289,7 @@ def test_derive_window_in_the_cli(tmp_path: Path, run_cli) -> None:
     assert code == 0, err
     report = json.loads(out)
     spec = ArchSpec.from_dict(report["spec"])
-    exact = profile_exact(spec, "ssdlite", (64, 64), 80).madds_parts["backbone"]
+    exact = profile_exact(spec, T("ssdlite"), (64, 64), 80).madds_parts["backbone"]
     assert lo <= exact <= hi and report["window"]["cost_scope"] == "backbone"
     assert report["window"]["madds"] == pytest.approx(exact, rel=5e-3)
     assert report["window"]["moved"] >= 1 and "moved off the argmax" in err

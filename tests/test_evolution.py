@@ -16,6 +16,7 @@ from test_bn_recal import one_thread  # noqa: F401  (autouse: one torch thread)
 from typer.testing import CliRunner
 
 from fnacli.errors import UserError
+from fnacli.pipeline.profile import cost_target as T
 from fnacli.search import arch as A
 from fnacli.search import evolution as E
 from fnacli.spec import ArchSpec, SpaceSpec
@@ -174,6 +175,62 @@ def test_evolution_finds_better_than_its_first_generation() -> None:
     assert search.ranked()[0].fitness > first
 
 
+class _ParentLog(E.Encoding):
+    """An encoding that records every genome mutation and crossover take as a parent."""
+
+    def __init__(self, sp: SpaceSpec) -> None:
+        super().__init__(sp)
+        self.generation = 0
+        self.parents: list[tuple[int, tuple[int, ...]]] = []  # (generation drawn, parent)
+
+    def mutate(self, g, rng, prob):  # noqa: ANN001, ANN201
+        self.parents.append((self.generation, g))
+        return super().mutate(g, rng, prob)
+
+    def crossover(self, a, b, rng):  # noqa: ANN001, ANN201
+        self.parents += [(self.generation, a), (self.generation, b)]
+        return super().crossover(a, b, rng)
+
+
+def parents_by_generation(pool: str | None) -> tuple[dict[int, set], E.OneShotSearch]:
+    enc = _ParentLog(space())
+    calls: list[str] = []
+    cfg = {"population": 8, "parents": 3, "generations": 5, "seed": 2}
+    config = E.SearchConfig(**cfg, **({"parent_pool": pool} if pool else {}))
+    search = E.OneShotSearch(enc, backbone_madds, fake_fitness(enc, calls), config)
+    search.on_round = lambda r: setattr(enc, "generation", enc.generation + 1)
+    search.run()
+    used: dict[int, set] = {}
+    for gen, g in enc.parents:
+        used.setdefault(gen, set()).add(g)
+    return used, search
+
+
+def test_parents_are_the_top_k_of_the_current_population_by_default() -> None:
+    """DetNAS's Alg. 2: the parents of generation j+1 are select-topk(P^(j)), the k best of
+    generation j alone; the elitist pool (the k best of every generation so far) is the
+    option. Before the fix the elitist pool was the only one: in this run 2 of the 12
+    parents of generations 1-4 were not in the previous generation's top 3."""
+    used, search = parents_by_generation(None)
+    assert search.config.parent_pool == "population" and len(used) == 4
+    outside_elitist = 0
+    for gen, parents in used.items():
+        last = sorted((c for c in search.cache.values() if c.generation == gen - 1),
+                      key=E.Candidate.rank_key)[:3]
+        so_far = sorted((c for c in search.cache.values() if c.generation < gen),
+                        key=E.Candidate.rank_key)[:3]
+        assert parents == {c.genome for c in last}
+        outside_elitist += len(parents - {c.genome for c in so_far})
+    assert outside_elitist > 0  # the two rules differ on this run
+    used, search = parents_by_generation("elitist")
+    for gen, parents in used.items():
+        so_far = sorted((c for c in search.cache.values() if c.generation < gen),
+                        key=E.Candidate.rank_key)[:3]
+        assert parents == {c.genome for c in so_far}
+    with pytest.raises(UserError, match="--parent-pool"):
+        E.SearchConfig(parent_pool="all")
+
+
 def test_resume_mid_generation_gives_the_uninterrupted_result(tmp_path: Path) -> None:
     (tmp_path / "a").mkdir()
     (tmp_path / "b").mkdir()
@@ -326,7 +383,7 @@ def limits(trained: dict) -> tuple[float, float]:
 
     with pytest.MonkeyPatch.context() as mp:  # the same table the searches use
         mp.setenv("FNACLI_CACHE_DIR", str(trained["tmp"] / "cache"))
-        lut = load_or_build_lut(space(), "ssdlite", (SIZE, SIZE), 2)
+        lut = load_or_build_lut(space(), T("ssdlite"), (SIZE, SIZE), 2)
     enc = E.Encoding(space())
     costs = [lut.arch_cost(enc.arch(g), "backbone") for g in all_genomes(enc)]
     return min(costs), max(costs)
@@ -362,6 +419,7 @@ def test_evolution_end_to_end(evolution_run: dict) -> None:
 
     ckpt = read_supernet(out)
     assert ckpt.kind == "searched"
+    assert ckpt.meta["search"]["parent_pool"] == "population"  # DetNAS's Alg. 2
     top = ckpt.meta["search"]["top"]
     assert [t["rank"] for t in top] == list(range(1, 9))
     assert [t["fitness"] for t in top] == sorted((t["fitness"] for t in top), reverse=True)
@@ -381,7 +439,7 @@ def test_evolution_end_to_end(evolution_run: dict) -> None:
     assert set(run["summary"]["files"]) == {"output", "trained", "train_metrics", "state",
                                             "history"}
     # the limit holds for an independent full fvcore count, not only for the table
-    exact = profile_exact(best, "ssdlite", (SIZE, SIZE), 2).madds_parts["backbone"]
+    exact = profile_exact(best, T("ssdlite"), (SIZE, SIZE), 2).madds_parts["backbone"]
     assert exact == pytest.approx(top[0]["madds"], rel=5e-3)
     assert ckpt.meta["search"]["cost_scope"] == "backbone"
     # DetNAS's protocol: fitness on images held out of the training split, not on val
@@ -479,9 +537,44 @@ def test_bad_input_exits_2_with_one_line(trained: dict, run_cli, monkeypatch) ->
     code, _, err = run_cli([*base, trained["trained"], "-o", trained["tmp"] / "z.safetensors",
                             "--max-madds", "lots"])
     assert code == 2 and "--max-madds" in err
+    code, _, err = run_cli([*base, trained["trained"], "-o", trained["tmp"] / "v.safetensors",
+                            "--parent-pool", "best"])
+    assert code == 2 and "--parent-pool" in err and err.count("\n") == 1
     code, _, err = run_cli(["search", "--strategy", "random", "--warmup-epochs", 3,
                             trained["trained"], "-o", trained["tmp"] / "w.safetensors"])
     assert code == 2 and "--warmup-epochs does not apply" in err
+
+
+class _Captured(Exception):
+    """Raised by a stand-in for the supernet training once it has the dataset."""
+
+
+@pytest.mark.parametrize("task", ["retinanet", "ssdlite"])
+def test_supernet_trains_on_the_fine_tuning_augmentation(work: dict, monkeypatch,
+                                                         task: str) -> None:
+    """DetNAS trains its supernet like the detector it will become: the one-shot training set
+    has the fine-tuning recipe's augmentation (RetinaNet: random flip; SSDLite: SSD's, with
+    flip), not the differentiable search's (before: RetinaNet 'none', no flip)."""
+    from torchvision.transforms import v2
+
+    from fnacli.pipeline.search_oneshot import search_oneshot
+    from fnacli.search import oneshot
+
+    seen: dict = {}
+
+    def capture(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        seen["dataset"], seen["augment"] = args[2], kwargs.get("augment")
+        raise _Captured
+
+    monkeypatch.setattr(oneshot, "train_oneshot", capture)
+    with pytest.raises(_Captured):
+        search_oneshot(supernet=work["super"], output=work["tmp"] / f"aug-{task}.safetensors",
+                       task=task, data=str(work["data"]), train_only=True, size=SIZE,
+                       workers=0, device="cpu", batch_size=4, force=True)
+    kinds = {type(t) for t in seen["dataset"].transform.transforms}
+    assert v2.RandomHorizontalFlip in kinds
+    assert (v2.RandomIoUCrop in kinds) == (task == "ssdlite")
+    assert seen["augment"] == {"retinanet": "flip", "ssdlite": "ssd"}[task]
 
 
 def test_training_paths_are_uniform_and_a_function_of_the_step() -> None:
@@ -639,9 +732,94 @@ def test_random_baseline_draws_specs_under_the_backbone_limit(trained: dict,
              for a in doc["architectures"]]
     assert len({s.to_json() for s in specs}) == 3
     for spec, a in zip(specs, doc["architectures"], strict=True):
-        exact = profile_exact(spec, "ssdlite", (SIZE, SIZE), 80).madds_parts["backbone"]
+        exact = profile_exact(spec, T("ssdlite"), (SIZE, SIZE), 80).madds_parts["backbone"]
         assert exact == pytest.approx(a["madds"], rel=5e-3) and a["madds"] <= limit
     assert json.loads(stdout)["output"] == str(tmp / "baseline")
     with pytest.raises(UserError, match="--retrain"):
         cli([trained["super"], "--strategy", "evolution", "--retrain", 3, "--task", "ssdlite",
              "-o", tmp / "b2", *COMMON], tmp)
+
+
+# -- the fitness set of a trained supernet, and one load of a split ----------------------------
+def _fitness_file(work: dict, ids: list[int]) -> Path:
+    """A fitness annotation file made of some training images (so those must be held out)."""
+    doc = json.loads((work["data"] / "annotations" / "instances_train.json").read_text())
+    keep = set(ids)
+    doc["images"] = [im for im in doc["images"] if im["id"] in keep]
+    doc["annotations"] = [a for a in doc["annotations"] if a["image_id"] in keep]
+    path = work["tmp"] / "fitness_from_train.json"
+    path.write_text(json.dumps(doc))
+    return path
+
+
+def test_a_skip_training_search_reuses_the_supernets_fitness_file(work: dict) -> None:
+    """A supernet trained with --fitness-ann and searched later without it scores on that
+    file again (recorded with its image ids' fingerprint), never on images it trained on.
+    Before the fix the search drew a fresh 20% of the training split: 3 images, 2 of them
+    supernet training images."""
+    from fnacli.checkpoint import read_checkpoint
+    from fnacli.pipeline import fitness as O
+    from fnacli.search import fitness_data as FD
+    from fnacli.search.oneshot import OneshotInfo
+
+    tmp = work["tmp"]
+    ann = _fitness_file(work, [2, 5, 9, 11])
+    code, _, err = cli([work["super"], "--train-only", "--task", "ssdlite", "--data",
+                        work["data"], "-o", tmp / "ffile.safetensors", "--epochs", 1,
+                        "--batch-size", 4, "--fitness-ann", ann,
+                        "--fitness-img-dir", work["data"] / "train", *COMMON], tmp)
+    assert code == 0, err
+    meta = read_checkpoint(tmp / "ffile.oneshot.safetensors").meta
+    rec = meta["oneshot"]["trained"]["fitness"]
+    assert rec["excluded"] == [2, 5, 9, 11] and rec["fingerprint"] == FD.fingerprint([2, 5, 9, 11])
+    assert meta["oneshot"]["trained"]["train_images"] == 12
+    info = OneshotInfo.from_meta(meta, "t")
+    fit, calib, record = O.fitness_sets(_options(work), info, "ssdlite")
+    assert record["source"] == "file" and record["ann"] == str(ann)
+    assert sorted(fit.ids) == [2, 5, 9, 11] and not {2, 5, 9, 11} & set(calib.ids)
+
+
+def test_a_fitness_set_of_supernet_training_images_is_refused(trained: dict, run_cli,
+                                                                monkeypatch) -> None:
+    """--fitness-images other than the supernet's own draws images it trained on: refused
+    (exit 2, one line) unless --force (before: a warning, and the search went on)."""
+    from fnacli.checkpoint import read_checkpoint
+    from fnacli.pipeline import fitness as O
+    from fnacli.search.oneshot import OneshotInfo
+
+    info = OneshotInfo.from_meta(read_checkpoint(trained["trained"]).meta, "t")
+    with pytest.raises(UserError, match="training images of the one-shot supernet"):
+        O.fitness_sets(_options(trained, fitness_images=6), info, "ssdlite")
+    fit, _, _ = O.fitness_sets(_options(trained, fitness_images=6, force=True), info, "ssdlite")
+    assert len(fit) == 6
+    monkeypatch.setenv("FNACLI_CACHE_DIR", str(trained["tmp"] / "cache"))
+    code, _, err = run_cli(["search", "--strategy", "evolution", "--skip-training",
+                            trained["trained"], "--data", trained["data"], "-o",
+                            trained["tmp"] / "leak.safetensors", "--fitness-images", 6, *EVO,
+                            *COMMON])
+    assert code == 2 and "trained on" in err and err.count("\n") == 1
+
+
+def test_a_one_shot_run_reads_each_split_once(work: dict, monkeypatch) -> None:
+    """Training, fitness hold-out, BN-calibration pool and the reporting split of one run
+    (train, then search) are views of one load per split (before: the training split was
+    read and validated 4 times, val twice)."""
+    from fnacli.detection import data as D
+    from fnacli.pipeline.search_oneshot import search_oneshot
+
+    loads: list[str] = []
+    real = D.CocoDetection.__init__
+
+    def counting(self, files, **kwargs):  # noqa: ANN001, ANN003, ANN202
+        loads.append(Path(files.ann).name)
+        real(self, files, **kwargs)
+
+    monkeypatch.setattr(D.CocoDetection, "__init__", counting)
+    monkeypatch.setenv("FNACLI_CACHE_DIR", str(work["tmp"] / "cache"))
+    out = work["tmp"] / "once.safetensors"
+    result = search_oneshot(supernet=work["super"], output=out, task="ssdlite",
+                            data=str(work["data"]), epochs=1, batch_size=4, size=SIZE,
+                            workers=0, device="cpu", calib_images=4, calib_batch=4,
+                            population=2, parents=1, generations=1, seed=3, force=True)
+    assert result.finished
+    assert sorted(loads) == ["instances_train.json", "instances_val.json"]

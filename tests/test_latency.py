@@ -17,7 +17,9 @@ import fnacli.cost.check as C
 import fnacli.cost.latency as L
 import fnacli.cost.measure as M
 from fnacli.cost.lut import build_lut
+from fnacli.cost.parts import neck_head
 from fnacli.errors import UserError
+from fnacli.pipeline.profile import cost_target as T
 from fnacli.spec import SpaceSpec
 
 FAST = M.MeasureConfig(threads=1, min_rounds=6, max_rounds=6, sample_s=0.001, blocks=2)
@@ -43,7 +45,7 @@ def timed_latency_table(space: SpaceSpec, task: str, size: tuple[int, int] = SIZ
 
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(M.Bench, "run", recording)
-        table = L.build_latency_table(space, task, size, 3, FAST)
+        table = L.build_latency_table(space, T(task), size, 3, FAST)
     return table, timed
 
 
@@ -55,7 +57,7 @@ def seg_timed(space: SpaceSpec) -> tuple[L.LatencyTable, dict]:
 
 @pytest.fixture(scope="module")
 def tables(space: SpaceSpec, seg_timed: tuple) -> dict[str, L.LatencyTable]:
-    return {**{task: L.build_latency_table(space, task, SIZE, 3, FAST)
+    return {**{task: L.build_latency_table(space, T(task), SIZE, 3, FAST)
                for task in ("ssdlite", "retinanet")}, "deeplabv3": seg_timed[0]}
 
 
@@ -80,7 +82,7 @@ def test_median_interval_and_rank_correlation() -> None:
 def test_table_covers_the_space_and_sums_like_the_madds_table(tables: dict, space: SpaceSpec,
                                                               task: str) -> None:
     table = tables[task]
-    madds = build_lut(space, task, SIZE, 3)
+    madds = build_lut(space, T(task), SIZE, 3)
     # the same entries as the MAdds table (shared enumeration), every one measured
     assert set(table.layers) == set(madds.layers) and set(table.fixed) == set(madds.fixed)
     assert all(ns > 0 for ns, _ in table.layers.values())
@@ -113,7 +115,7 @@ def test_deeplabv3_entries_are_its_neck_and_head_timed_at_each_last_width(
     last = len(space.stages) - 1
     sig = tuple(table.geometry(ref).stage_out[-1])
     assert sig == (6, 6)  # 96 / output stride 16: the last stride became dilation
-    costs = CostTable("deeplabv3", SIZE, 3)
+    costs = CostTable(T("deeplabv3"), SIZE, 3)
     for c in space.stages[-1].outs:
         arch = with_out(ref, last, c)
         # what a deeplabv3 network needs beyond its layers: the stem, ASPP and classifier
@@ -130,8 +132,8 @@ def test_deeplabv3_entries_are_its_neck_and_head_timed_at_each_last_width(
         assert p.madds_parts["neck"] + p.madds_parts["head"] == round(t.median_s * L.NS)
         # what was timed is the network's ASPP + classifier at that width, logits at the
         # input size: its parameters are the MAdds table's neck and head
-        module, (image,) = table._neck_head(arch, {f"stage{last}": c},
-                                            {f"stage{last}": sig})
+        module, (image,) = neck_head(table.task_obj, arch, table.num_classes, table.size,
+                                     {f"stage{last}": c}, {f"stage{last}": sig}, 1)
         with torch.no_grad():
             out = module.eval()(image)["out"]
         assert out.shape == (1, 3, SIZE[1], SIZE[0])
@@ -173,7 +175,7 @@ def test_round_trip_refusal_and_coverage(tables: dict, tmp_path: Path) -> None:
     table = tables["ssdlite"]
     path = tmp_path / "t.json"
     path.write_text(table.to_json())
-    again = L.read_latency_table(path)
+    again = L.read_latency_table(path, T)
     assert again.layers == table.layers and again.fixed == table.fixed
     assert again.overhead_ns == table.overhead_ns and again.cfg == table.cfg
     d = json.loads(path.read_text())
@@ -181,10 +183,10 @@ def test_round_trip_refusal_and_coverage(tables: dict, tmp_path: Path) -> None:
     other = tmp_path / "other.json"
     other.write_text(json.dumps(d))
     with pytest.raises(UserError, match="measured elsewhere.*--force"):
-        L.read_latency_table(other)
-    assert L.read_latency_table(other, force=True).env["device_name"] == "Some Other CPU"
+        L.read_latency_table(other, T)
+    assert L.read_latency_table(other, T, force=True).env["device_name"] == "Some Other CPU"
     with pytest.raises(UserError, match="not an fnacli latency table"):
-        L.LatencyTable.from_json(build_lut(table.space, "none", SIZE).to_json())
+        L.LatencyTable.from_json(build_lut(table.space, T("none"), SIZE).to_json())
     from fnacli.spec import mobilenetv2
 
     with pytest.raises(UserError, match="no entry for"):
@@ -209,10 +211,10 @@ def test_an_interrupted_build_resumes(space: SpaceSpec, tmp_path: Path,
 
     monkeypatch.setattr(L.LatencyTable, "fill", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        L.build_latency_table(space, "none", SIZE, None, FAST, partial=part)
+        L.build_latency_table(space, T("none"), SIZE, None, FAST, partial=part)
     monkeypatch.setattr(L.LatencyTable, "fill", real)
     assert saves == [8] and part.is_file()
-    kept = L.LatencyTable.from_json(part.read_text()).layers
+    kept = L.LatencyTable.from_json(part.read_text(), task_of=T).layers
     timed: list[int] = []
     run = M.Bench.run
 
@@ -221,8 +223,8 @@ def test_an_interrupted_build_resumes(space: SpaceSpec, tmp_path: Path,
         return run(self, jobs, progress)
 
     monkeypatch.setattr(M.Bench, "run", counting)
-    table = L.build_latency_table(space, "none", SIZE, None, FAST, partial=part, resume=True)
-    full = build_lut(space, "none", SIZE)
+    table = L.build_latency_table(space, T("none"), SIZE, None, FAST, partial=part, resume=True)
+    full = build_lut(space, T("none"), SIZE)
     assert set(table.layers) == set(full.layers)
     assert all(table.layers[k] == v for k, v in kept.items())  # kept, not measured again
     n_fixed = len(full.fixed)
@@ -230,7 +232,7 @@ def test_an_interrupted_build_resumes(space: SpaceSpec, tmp_path: Path,
     assert sum(timed) == len(full.layers) - 8 + n_fixed + 3 and len(timed) == 2
     with pytest.raises(UserError, match="another space"):
         other = SpaceSpec.from_dict({**TINY, "head": {"out": 32}})
-        L.build_latency_table(other, "none", SIZE, None, FAST, partial=part, resume=True)
+        L.build_latency_table(other, T("none"), SIZE, None, FAST, partial=part, resume=True)
 
 
 def test_cli_builds_checks_and_refuses(space: SpaceSpec, tmp_path: Path, run_cli) -> None:
@@ -245,7 +247,7 @@ def test_cli_builds_checks_and_refuses(space: SpaceSpec, tmp_path: Path, run_cli
     assert s["table"] == str(out) and s["layers"] > 0 and s["check"]["n"] == 4
     assert "mean abs error" in err and "Spearman" in err
     assert not Path(f"{out}.partial").exists()
-    assert L.read_latency_table(out).check_result["n"] == 4
+    assert L.read_latency_table(out, T).check_result["n"] == 4
     # check an existing table again
     code, stdout, err = run_cli(["latency", "--table", out, "--check", "3"])
     assert code == 0 and "Spearman" in stdout, err
@@ -256,7 +258,7 @@ def test_cli_builds_checks_and_refuses(space: SpaceSpec, tmp_path: Path, run_cli
                                  "--json"])
     assert code == 0, err
     assert json.loads(stdout)["latency_ms"] == pytest.approx(
-        L.read_latency_table(out).latency_ms(space.max_arch()))
+        L.read_latency_table(out, T).latency_ms(space.max_arch()))
 
     def error(a: list) -> str:
         code, stdout, err = run_cli(a)
@@ -300,7 +302,7 @@ def test_cli_measures_and_predicts_deeplabv3(space: SpaceSpec, tmp_path: Path,
     assert code == 0, err
     layers = {tuple(r[:6]): r[6] for r in d["layers"]}
     fixed = {(r[0], r[1], tuple(r[2])): r[4] for r in d["fixed"]}
-    costs = CostTable("deeplabv3", (64, 32), 19)
+    costs = CostTable(T("deeplabv3"), (64, 32), 19)
     total = sum(layers[k] for k in costs.layer_keys(arch)) + sum(
         fixed[f] for f in costs.fixed_needs(arch)) + d["overhead_ns"]
     assert json.loads(stdout)["latency_ms"] == pytest.approx(total / 1e6, abs=1e-6)
@@ -309,7 +311,7 @@ def test_cli_measures_and_predicts_deeplabv3(space: SpaceSpec, tmp_path: Path,
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_table_and_check(space: SpaceSpec) -> None:
     cfg = M.MeasureConfig(device="cuda", min_rounds=6, max_rounds=9, rel_tol=0.1)
-    table = L.build_latency_table(space, "ssdlite", SIZE, 3, cfg)
+    table = L.build_latency_table(space, T("ssdlite"), SIZE, 3, cfg)
     assert table.env["device"] == "cuda" and table.env["device_name"]
     s = C.check_table(table, 5).summary()
     assert all(v > 0 for v in s["measured_ms"]) and math.isfinite(s["mean_abs_error_pct"])

@@ -16,6 +16,7 @@ from test_search import RUN, SPACE, env, supernet  # noqa: F401 - fixtures
 import fnacli.cost.latency as L
 import fnacli.cost.measure as M
 from fnacli.errors import UserError
+from fnacli.pipeline.profile import cost_target as T
 from fnacli.search import evolution as E
 from fnacli.spec import ArchSpec, SpaceSpec
 
@@ -25,7 +26,7 @@ FAST = M.MeasureConfig(threads=1, min_rounds=6, max_rounds=6, sample_s=0.001, bl
 @pytest.fixture(scope="module")
 def table(env: dict) -> Path:  # noqa: F811
     path = env["root"] / "latency.json"
-    t = L.build_latency_table(SpaceSpec.from_dict(SPACE), "ssdlite", (64, 64), 2, FAST)
+    t = L.build_latency_table(SpaceSpec.from_dict(SPACE), T("ssdlite"), (64, 64), 2, FAST)
     path.write_text(t.to_json())
     return path
 
@@ -42,18 +43,22 @@ def test_larger_latency_weight_derives_a_faster_network(env: dict, supernet: Pat
         runs[name] = json.loads(stdout)
         assert "ms expected latency" in " ".join(err.split())
     flat, costly = runs["flat"], runs["costly"]
-    assert costly["latency_ms"] < flat["latency_ms"]  # by the table
-    assert costly["expected_latency_ms"] < flat["expected_latency_ms"]
+    # the searched checkpoint records what the latency cost priced (the searched blocks)
+    from fnacli.checkpoint import read_checkpoint
+
+    searched = read_checkpoint(env["root"] / "lat_costly.safetensors").meta["search"]
+    assert searched["cost"] == "latency" and searched["cost_scope"] == "blocks"
     # the table's own prediction, recomputed here from the derived specs (not the search's
-    # report), must order them the same way: a larger weight buys a network the table prices
-    # lower. No live timing: on a shared 2-core machine two tiny networks' wall clocks flip.
-    lut = L.read_latency_table(table)
+    # report): a larger weight buys searched blocks the table prices lower (what the cost
+    # prices; at 64x64 the neck, head and overhead are most of the network, outside the cost).
+    # No live timing: on a shared 2-core machine two tiny networks' wall clocks flip.
+    lut = L.read_latency_table(table, T)
+    lut.space = SpaceSpec.from_dict(SPACE)
     archs = {n: ArchSpec.from_dict(runs[n]["derived"]) for n in ("flat", "costly")}
-    predicted = {n: lut.latency_ms(a) for n, a in archs.items()}
     for n in archs:
-        assert predicted[n] == pytest.approx(runs[n]["latency_ms"], rel=1e-6)
-    assert predicted["costly"] < predicted["flat"]
-    assert archs["costly"] != archs["flat"]
+        assert lut.latency_ms(archs[n]) == pytest.approx(runs[n]["latency_ms"], rel=1e-6)
+    assert lut.arch_cost(archs["costly"], "blocks") < lut.arch_cost(archs["flat"], "blocks")
+    assert costly["expected_latency_ms"] > 0 and archs["costly"] != archs["flat"]
     lines = [json.loads(x) for x in Path(f"{env['root'] / 'lat_costly.safetensors'}"
                                          ".metrics.jsonl").read_text().splitlines()]
     assert any("expected_latency_ms" in r for r in lines if r["event"] == "arch_step")
@@ -92,7 +97,7 @@ def test_latency_options_are_checked_before_any_work(env: dict, supernet: Path, 
 @pytest.fixture(scope="module")
 def oneshot_table() -> L.LatencyTable:
     space = SpaceSpec.from_dict(ONESHOT_SPACE)
-    return L.build_latency_table(space, "ssdlite", (64, 64), 2, FAST)
+    return L.build_latency_table(space, T("ssdlite"), (64, 64), 2, FAST)
 
 
 @pytest.mark.parametrize("strategy", ["evolution", "random"])
@@ -130,14 +135,14 @@ def seg(env: dict) -> dict:  # noqa: F811
 
     root = env["root"] / "seg"
     generate(root / "data", SegSynthConfig(train=8, val=2, width=96))
-    table = L.build_latency_table(SpaceSpec.from_dict(SPACE), "deeplabv3", (64, 64), None, FAST)
+    table = L.build_latency_table(SpaceSpec.from_dict(SPACE), T("deeplabv3"), (64, 64), None, FAST)
     (root / "latency.json").write_text(table.to_json())
     return {"root": root, "data": root / "data", "table": root / "latency.json"}
 
 
 def test_deeplabv3_latency_searches_run_to_the_end(env: dict, supernet: Path,  # noqa: F811
                                                    seg: dict, run_cli) -> None:
-    table = L.read_latency_table(seg["table"])
+    table = L.read_latency_table(seg["table"], T)
     out = seg["root"] / "searched.safetensors"
     code, stdout, err = run_cli(["search", supernet, "--data", seg["data"], "-o", out,
                                  *SEG_RUN, "--epochs", "2", "--warmup-epochs", "1",

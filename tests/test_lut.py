@@ -16,6 +16,7 @@ from fnacli.cost.count import profile_exact
 from fnacli.cost.lut import Lut, build_lut, cache_path, load_or_build_lut
 from fnacli.cost.table import CostTable
 from fnacli.errors import UserError
+from fnacli.pipeline.profile import cost_target as T
 from fnacli.spec import SKIP, ArchSpec, Op, SpaceSpec, Stage, builtin_space
 
 TINY = {
@@ -68,7 +69,7 @@ def tiny() -> SpaceSpec:
 def test_expected_cost_is_the_expectation_over_all_architectures(tiny, task, size) -> None:
     """Brute force: E[MAdds] = Σ over every architecture of P(arch) x MAdds(arch), with
     independent random α/β (this is what nests eqs. 5-8 with the input-width extension)."""
-    lut = build_lut(tiny, task, size)
+    lut = build_lut(tiny, T(task), size)
     layers, stages = searchable(tiny)
     g = torch.Generator().manual_seed(1)
     # float64 so that every distribution sums to 1 as exactly as the brute force assumes
@@ -89,17 +90,17 @@ def test_expected_cost_is_the_expectation_over_all_architectures(tiny, task, siz
             p *= float(beta[s][v])
         probs.append(p)
     assert len(archs) == 192
-    costs = [p.madds for p in CostTable(task, size).profile_many(archs)]
+    costs = [p.madds for p in CostTable(T(task), size).profile_many(archs)]
     brute = sum(p * c for p, c in zip(probs, costs, strict=True))
     got = lut.expected_madds(alpha, beta)
     assert float(got) == pytest.approx(brute, rel=1e-9)
     # and a few of those architectures traced in full agree with the table exactly
     for arch in archs[::67]:
-        assert lut.arch_madds(arch) == profile_exact(arch, task, size, lut.num_classes).madds
+        assert lut.arch_madds(arch) == profile_exact(arch, T(task), size, lut.num_classes).madds
 
 
 def test_gradient_flows_to_alpha_and_beta(tiny) -> None:
-    lut = build_lut(tiny, "ssdlite", (96, 80))
+    lut = build_lut(tiny, T("ssdlite"), (96, 80))
     layers, stages = searchable(tiny)
     a_logits = {k: torch.zeros(len(tiny.stages[k[0]].layer_candidates(k[1])), requires_grad=True)
                 for k in layers}
@@ -118,7 +119,7 @@ def test_gradient_flows_to_alpha_and_beta(tiny) -> None:
 
 
 def test_missing_or_misshapen_probabilities(tiny) -> None:
-    lut = build_lut(tiny, "none", (64, 64))
+    lut = build_lut(tiny, T("none"), (64, 64))
     alpha, beta, _ = one_hot_pick(tiny, random.Random(0))
     with pytest.raises(KeyError, match="alpha"):
         lut.expected_madds({k: v for k, v in alpha.items() if k != (1, 0)}, beta)
@@ -133,46 +134,46 @@ def test_one_hot_equals_exact_madds_in_fna_and_fna_channels() -> None:
              ("fna", "retinanet", (161, 129)), ("fna-channels", "retinanet", (161, 129))]
     for name, task, size in cases:
         space = builtin_space(name)
-        lut = build_lut(space, task, size)
+        lut = build_lut(space, T(task), size)
         for _ in range(2):
             alpha, beta, arch = one_hot_pick(space, rng)
-            exact = profile_exact(arch, task, size, 80).madds  # full fvcore trace
+            exact = profile_exact(arch, T(task), size, 80).madds  # full fvcore trace
             assert float(lut.expected_madds(alpha, beta)) == pytest.approx(exact, rel=1e-6)
             assert lut.arch_madds(arch) == exact
 
 
 def test_json_round_trip_and_cache(tiny, tmp_path, monkeypatch) -> None:
     monkeypatch.setenv("FNACLI_CACHE_DIR", str(tmp_path / "cache"))
-    first = load_or_build_lut(tiny, "retinanet", (97, 65), num_classes=3)
-    path = cache_path(tiny, "retinanet", (97, 65), 3)
+    first = load_or_build_lut(tiny, T("retinanet"), (97, 65), num_classes=3)
+    path = cache_path(tiny, T("retinanet"), (97, 65), 3)
     assert path.is_file() and json.loads(path.read_text())["schema"] == "fnacli/lut@1"
 
     def boom(*args, **kwargs):
         raise AssertionError("rebuilt although cached")
 
     monkeypatch.setattr(lut_mod, "build_lut", boom)
-    again = load_or_build_lut(tiny, "retinanet", (97, 65), num_classes=3)
+    again = load_or_build_lut(tiny, T("retinanet"), (97, 65), num_classes=3)
     assert again.layers == first.layers and again.fixed == first.fixed
     alpha, beta, arch = one_hot_pick(tiny, random.Random(3))
     assert float(again.expected_madds(alpha, beta)) == float(first.expected_madds(alpha, beta))
     # another class count is another table
-    assert cache_path(tiny, "retinanet", (97, 65), 4) != path
+    assert cache_path(tiny, T("retinanet"), (97, 65), 4) != path
     with pytest.raises(AssertionError, match="rebuilt"):
-        load_or_build_lut(tiny, "retinanet", (97, 65), num_classes=4)
+        load_or_build_lut(tiny, T("retinanet"), (97, 65), num_classes=4)
     # a table another fnacli version counted is not reused
     d = json.loads(path.read_text())
     path.write_text(json.dumps({**d, "fnacli_version": "0.0.0-other"}))
     with pytest.raises(AssertionError, match="rebuilt"):
-        load_or_build_lut(tiny, "retinanet", (97, 65), num_classes=3)
+        load_or_build_lut(tiny, T("retinanet"), (97, 65), num_classes=3)
 
 
 def test_malformed_table_is_a_user_error() -> None:
     with pytest.raises(UserError, match="not an fnacli lookup table"):
-        Lut.from_json('{"schema": "other"}', "x.json")
-    good = json.loads(build_lut(SpaceSpec.from_dict(TINY), "none", (64, 64)).to_json())
+        Lut.from_json('{"schema": "other"}', "x.json", task_of=T)
+    good = json.loads(build_lut(SpaceSpec.from_dict(TINY), T("none"), (64, 64)).to_json())
     good["layers"][0] = ["k3_e3", 1]
     with pytest.raises(UserError, match="malformed"):
-        Lut.from_json(json.dumps(good), "x.json")
+        Lut.from_json(json.dumps(good), "x.json", task_of=T)
 
 
 def test_cli_writes_the_table(run_cli, tmp_path) -> None:
@@ -183,10 +184,10 @@ def test_cli_writes_the_table(run_cli, tmp_path) -> None:
             "-o", str(out)]
     code, _, err = run_cli(args)
     assert code == 0 and "layer entries" in err
-    lut = Lut.from_json(out.read_text())
+    lut = Lut.from_json(out.read_text(), task_of=T)
     assert lut.size == (97, 65) and lut.task == "retinanet" and lut.num_classes == 80
     arch = SpaceSpec.from_dict(TINY).max_arch()
-    assert lut.arch_madds(arch) == profile_exact(arch, "retinanet", (97, 65), 80).madds
+    assert lut.arch_madds(arch) == profile_exact(arch, T("retinanet"), (97, 65), 80).madds
     code, _, err = run_cli(args)
     assert code == 2 and "--force" in err
     code, _, _ = run_cli([*args, "--force"])
@@ -217,5 +218,5 @@ def test_madds_specs_are_warm_after_the_first_call(run_cli, tmp_path, monkeypatc
     assert json.loads(warm) == json.loads(cold)
     from fnacli.spec import load_arch
 
-    exact = profile_exact(load_arch("mobilenetv2-0.75"), "ssdlite", (320, 320), 80)
+    exact = profile_exact(load_arch("mobilenetv2-0.75"), T("ssdlite"), (320, 320), 80)
     assert json.loads(cold)["madds"] == exact.madds

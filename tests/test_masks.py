@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from fnacli.errors import UserError
-from fnacli.search import masks as M
+from fnacli.nn import masks as M
 
 OUTS = (2, 4, 5)
 

@@ -80,20 +80,25 @@ def test_expand_cli(env: dict, run_cli, tmp_path: Path, monkeypatch) -> None:
     assert info["architectures"] == space.num_architectures() and info["params"] > 0
     ck = read_supernet(out)
     assert ck.kind == "supernet" and ck.masks == "non-overlapping" and ck.space == space
+    assert ck.mask_scope == "output" and ck.meta["mask_scope"] == "output"  # Jung's eq. 2
     assert ck.seed_spec is not None and ck.seed_spec.stages[1].out == 8
     logits = torch.cat([*ck.alpha.values(), *ck.beta.values()])
     assert 0 < logits.abs().max() < 0.01  # near zero, seeded noise
     code, _, err = run_cli(["expand", env["seed"], "--space", env["space"], "-o", out])
     assert code == 2 and "--force" in err
     code, stdout, err = run_cli(["expand", env["seed"], "--space", env["space"], "-o", out,
-                                 "--force", "--init-std", "0", "--masks", "overlapping"])
+                                 "--force", "--init-std", "0", "--masks", "overlapping",
+                                 "--mask-scope", "block"])
     # the result is a file: without --json stdout stays empty, the summary goes to stderr
     assert code == 0 and stdout == "" and "candidate architectures" in err
     ck = read_supernet(out)
-    assert ck.masks == "overlapping" and all(t.abs().sum() == 0 for t in ck.alpha.values())
+    assert ck.masks == "overlapping" and ck.mask_scope == "block"
+    assert all(t.abs().sum() == 0 for t in ck.alpha.values())
     assert ck.meta["widen"] == {"rule": "noise", "noise": 0.01, "seed": 0}  # the default
     code, _, err = run_cli(["expand", env["seed"], "--masks", "partial", "-o", tmp_path / "x"])
     assert code == 2 and "--masks" in err
+    code, _, err = run_cli(["expand", env["seed"], "--mask-scope", "hidden", "-o", tmp_path / "x"])
+    assert code == 2 and "--mask-scope" in err and len(err.strip().splitlines()) == 1
     code, _, err = run_cli(["expand", env["seed"], "--widen", "copy", "-o", tmp_path / "x"])
     assert code == 2 and "--widen" in err
     code, _, err = run_cli(["expand", env["seed"], "--space", env["space"], "-o", out,

@@ -60,6 +60,36 @@ def test_no_random_flip_during_retinanet_search() -> None:
     assert flips == []
 
 
+def test_no_random_flip_during_ssdlite_search() -> None:
+    """FNA: "the other search settings are the same as the RetinaNet experiment", whose search
+    has no random flip; SSD's photometric distortion, zoom-out and crop stay (before: flip)."""
+    cfg = _resolved("ssdlite")
+    assert cfg.augment == "ssd-noflip"
+    kinds = {type(t) for t in train_transform(cfg.augment).transforms}
+    assert v2.RandomHorizontalFlip not in kinds
+    assert {v2.RandomPhotometricDistort, v2.RandomZoomOut, v2.RandomIoUCrop} <= kinds
+    # fine-tuning keeps its flip
+    assert v2.RandomHorizontalFlip in {type(t) for t in train_transform(
+        get_task("ssdlite").default_augment).transforms}
+
+
+@pytest.mark.parametrize("task,lr", [("retinanet", 0.02), ("ssdlite", 0.03)])
+def test_search_warm_up_rises_from_zero(task: str, lr: float) -> None:
+    """FNA's appendix: the lr rises linearly "from 0 to 0.02" (RetinaNet) and "from 0 to 0.03"
+    (SSDLite) over 500 iterations (before: from a third of it)."""
+    tc = _resolved(task).train
+    model = torch.nn.Linear(2, 2)
+    opt = build_optimizer(model, tc.optimizer, tc.lr, 0.0, 0.9, 1.0)
+    sched = build_scheduler(opt, 10_000, tc.schedule, tc.warmup_iters, tc.warmup_ratio,
+                            tc.milestones)
+    lrs = []
+    for _ in range(tc.warmup_iters + 1):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[0] == 0.0 and lrs[250] == pytest.approx(lr / 2) and lrs[500] == pytest.approx(lr)
+
+
 def test_ssdlite_search_recipe_is_the_papers() -> None:
     cfg = _resolved("ssdlite")
     tc = cfg.train
@@ -97,3 +127,23 @@ def test_linear_default_lambda_matches_the_log_forms_pull_at_the_start(cost: str
         cost_term(c, form, lam, cfg.tau, None, cfg.applied_gamma, unit).backward()
         grads[form] = float(c.grad)
     assert grads["linear"] == pytest.approx(grads["log"], rel=1e-9)
+
+
+def test_search_help_gives_the_size_that_runs() -> None:
+    """`search --help` quotes each task's default --size as the search runs it: DeepLab's
+    321x321 crops (FNA's search), not its fine-tuning's 769 (before: 769)."""
+    import dataclasses
+
+    from fnacli.pipeline.search_oneshot import OneShotSearchConfig, oneshot_input
+    from fnacli.pipeline.search_options import SearchOptions, search_input
+
+    text = next(f for f in dataclasses.fields(SearchOptions) if f.name == "size").metadata["help"]
+    assert "769" not in text and "321" in text
+    o = OneShotSearchConfig(supernet="s.safetensors", output="o.safetensors")
+    for name in ("deeplabv3", "ssdlite", "retinanet"):
+        task = get_task(name)
+        size = search_input(o, task)[0]
+        assert oneshot_input(o, task)[0] == size
+        assert f"{size[0]}x{size[1]}" in text or f" {size[0]}" in text
+    assert search_input(o, get_task("deeplabv3"))[0] == (321, 321)
+

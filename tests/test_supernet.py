@@ -19,9 +19,9 @@ from fnacli.nn.supernet import (
     op_choices,
     path_to_arch,
     subnet_state,
-    supernet_state_from_seed,
     width_choices,
 )
+from fnacli.remap import supernet_state_from_seed
 from fnacli.search import arch as A
 from fnacli.spec import ArchSpec, SpaceSpec
 
@@ -62,9 +62,10 @@ def tiny_seed() -> ArchSpec:
                                "stages": st, "head": {"out": 64}})
 
 
-def random_supernet(space: SpaceSpec, masks: str = "non-overlapping", seed: int = 0) -> Supernet:
+def random_supernet(space: SpaceSpec, masks: str = "non-overlapping", seed: int = 0,
+                    mask_scope: str = "output") -> Supernet:
     torch.manual_seed(seed)
-    return randomize_bn_(Supernet(space, masks), seed).eval()
+    return randomize_bn_(Supernet(space, masks, mask_scope=mask_scope), seed).eval()
 
 
 def compare(ref: dict, got: dict, tol: float = 1e-5) -> None:
@@ -81,7 +82,8 @@ def test_one_hot_on_the_seeds_own_choices_is_the_seed(masks: str) -> None:
     space, seed_spec = tiny_space(), tiny_seed()
     torch.manual_seed(1)
     seed = randomize_bn_(Backbone(seed_spec), 1).eval()
-    net = Supernet(space, masks)
+    # the block scope: with it (and overlapping masks) one-hot β is the selected network
+    net = Supernet(space, masks, mask_scope="block")
     net.load_state_dict(supernet_state_from_seed(space, seed.state_dict(), seed_spec))
     net.eval()
     path = A.path_of_arch(space, seed_spec)
@@ -129,7 +131,7 @@ def test_every_path_equals_its_own_backbone(masks: str) -> None:
     """Sliced paths, masked one-hot paths and the stand-alone network agree, in eval and in
     train mode (batch statistics, running-statistic updates)."""
     space = tiny_space()
-    net = random_supernet(space, masks)
+    net = random_supernet(space, masks, mask_scope="block")
     rng = random.Random(0)
     x = torch.randn(2, 3, 64, 64)
     seen_equal_residual = False
@@ -242,3 +244,67 @@ def test_ssd_tap_is_zero_padded_to_the_widest_expansion() -> None:
         tap = net(torch.randn(1, 3, 64, 64))[SSD_TAP]
     assert tap.shape[1] == 144
     assert tap[:, 48:].abs().max() == 0 and tap[:, :48].abs().max() > 0
+
+
+def _two_layer_space() -> SpaceSpec:
+    """One searchable stage of two layers (stride 2, widths 8/12/16): layer 1's input carries
+    the stage's β, so a hidden-channel mask would show there."""
+    return SpaceSpec.from_dict({"schema": "fnacli/space@1", "stem": {"out": 8, "stride": 2},
+                                "stages": [{"out": [8, 12, 16], "stride": 2, "layers": 2,
+                                            "ops": ["k3_e6", "skip"]}]})
+
+
+def _eq2_reference(net: Supernet, x: torch.Tensor, p: torch.Tensor, hidden: bool
+                   ) -> torch.Tensor:
+    """Jung et al.'s eq. 2 written out: each block at full width, its output times
+    Σ_k p_k·M_k (non-overlapping segments); with ``hidden`` also the hidden channels (after the
+    expansion and the depthwise conv) by the input's weights at 6x (the ``block`` scope)."""
+    w = torch.cat([p[0].expand(8), p[1].expand(4), p[2].expand(4)]).view(1, -1, 1, 1)
+    w6 = torch.cat([p[0].expand(48), p[1].expand(24), p[2].expand(24)]).view(1, -1, 1, 1)
+    b0, b1 = (net.stages[0][i].ops["k3_e6"] for i in (0, 1))
+    y0 = b0.project(b0.dw(b0.expand(net.stem(x)))) * w  # stride 2: no shortcut
+    h = b1.expand(y0) * (w6 if hidden else 1)
+    h = b1.dw(h) * (w6 if hidden else 1)
+    return b1.project(h) * w + y0  # stride 1 inside the stage: the shortcut
+
+
+@pytest.mark.parametrize("scope", ["output", "block"])
+def test_relaxed_width_masks_the_output_only_by_default(scope: str) -> None:
+    """The default mask scope is the paper's eq. 2 (the block's output alone), in value and in
+    β gradient; ``block`` (fnacli's earlier rule, which also masked the hidden channels) is the
+    option. Before the fix the default masked the hidden channels too: 0.118 off."""
+    space = _two_layer_space()
+    torch.manual_seed(0)
+    net = randomize_bn_(Supernet(space) if scope == "output"
+                        else Supernet(space, mask_scope="block"), 0).eval()
+    logits = torch.tensor([0.3, -0.2, 0.5], requires_grad=True)
+    ref_logits = logits.detach().clone().requires_grad_(True)
+    a, _ = A.probs(space, *A.init_logits(space, 0, 0.0))
+    x = torch.randn(2, 3, 32, 32)
+    k3 = {k: torch.nn.functional.one_hot(torch.tensor(0), len(v)).float() for k, v in a.items()}
+    net.set_weighted(k3, {0: logits.softmax(0)})
+    got = net(x)["stage0"]
+    want = _eq2_reference(net, x, ref_logits.softmax(0), hidden=scope == "block")
+    assert torch.allclose(got, want, atol=1e-5, rtol=0)
+    other = _eq2_reference(net, x, ref_logits.softmax(0).detach(), hidden=scope == "output")
+    assert (got - other).abs().max() > 1e-2  # the two scopes are different networks
+    got.square().mean().backward()
+    want.square().mean().backward()
+    assert torch.allclose(logits.grad, ref_logits.grad, atol=1e-6, rtol=1e-4)
+
+
+def test_a_single_path_stays_exact_under_the_output_scope() -> None:
+    """A hard width still cuts the hidden channels (the masked forward that SyncBatchNorm
+    runs): the selected network, whatever the relaxed scope."""
+    space = tiny_space()
+    net = random_supernet(space)
+    rng = random.Random(1)
+    x = torch.randn(2, 3, 64, 64)
+    for _ in range(3):
+        path = Path({(s, i): rng.randrange(len(c)) for s, i, c in op_choices(space)},
+                    {s: rng.randrange(len(o)) for s, o in width_choices(space)})
+        ref_net = Backbone(path_to_arch(space, path)).eval()
+        ref_net.load_state_dict(subnet_state(net, path))
+        net.set_path(path)
+        with torch.no_grad():
+            compare(ref_net(x), net._forward_masked(x))

@@ -20,6 +20,7 @@ def expand(
     space: str = o("space"),
     output: str = o("output"),
     masks: str = o("masks"),
+    mask_scope: str = o("mask_scope"),
     widen: str = o("widen"),
     noise: float | None = o("noise"),
     arch_seed: int = o("arch_seed"),

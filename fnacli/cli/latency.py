@@ -39,6 +39,8 @@ def latency(
     options = dict(locals())
     from fnacli.pipeline.latency import measure_latency
 
+    c.setup_logging()  # the library's warnings on stderr
+
     r = measure_latency(c.config(LatencyConfig, options, ("as_json", "table_in"),
                                  table=table_in, progress=True))
     c.show(r.report())

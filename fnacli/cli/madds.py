@@ -44,6 +44,8 @@ def madds(
     from fnacli.pipeline import profile as P
     from fnacli.pipeline.common import as_size
 
+    c.setup_logging()  # the library's warnings (a cache that cannot be saved) on stderr
+
     size_wh = as_size(size or input_alias, min_side=1)  # bad sizes fail before anything else
     task_name = task.value if task else None
     if lut or space:
@@ -57,7 +59,7 @@ def madds(
             from fnacli.io import write_output
 
             write_output("-", r.text, force)
-        elif not output:
+        elif not output and r.where:
             c.print_result(r.where)
         c.show(r.report())
         sys.stderr.flush()
@@ -68,9 +70,7 @@ def madds(
         c.fail("give at least one SPEC (a JSON file, '-', a built-in name or a checkpoint)")
     table = None
     if latency_table:
-        from fnacli.cost.latency import read_latency_table
-
-        table = read_latency_table(latency_table, force)  # refused before the profiles
+        table = P.read_latency(latency_table, force)  # refused before the profiles
     named = P.load_recorded_specs(specs)
     # one table per setting: a detector checkpoint counts at its own task, size and classes
     results = P.profile_recorded(named, task_name, size_wh, num_classes, exact, progress=True)

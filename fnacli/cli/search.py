@@ -86,6 +86,7 @@ def search(
     trained: str | None = one("trained"),
     population: int = one("population"),
     parents: int = one("parents"),
+    parent_pool: str = one("parent_pool"),
     mutation_prob: float = one("mutation_prob"),
     generations: int = one("generations"),
     freeze_bn: bool = one("freeze_bn"),

@@ -54,3 +54,16 @@ def save_text(path: Path, text: str, what: str = "cost table") -> bool:
                         "time (set FNACLI_CACHE_DIR to a writable folder)", what, path.parent,
                         reason)
         return False
+
+
+def unwritable(folder: Path) -> str | None:
+    """Why files cannot be created in ``folder`` (made if missing), None when they can."""
+    if not folder.is_absolute():
+        return "no home directory to cache in"
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        return e.strerror or str(e)
+    if not os.access(folder, os.W_OK | os.X_OK):
+        return "permission denied"
+    return None

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from fnacli.cost.latency import LatencyTable
+from fnacli.cost.space import random_arch
 from fnacli.spec import ArchSpec
 
 
@@ -74,11 +75,8 @@ class CheckResult:
 def check_table(table: LatencyTable, n: int, seed: int = 0) -> CheckResult:
     """The table's predictions against end-to-end measurements of ``n`` random architectures
     of its space (drawn with ``seed``)."""
-    from fnacli.search.evolution import Encoding
-
-    enc = Encoding(table.space)
     rng = random.Random(seed)
-    archs = [enc.arch(enc.random(rng)) for _ in range(n)]
+    archs = [random_arch(table.space, rng) for _ in range(n)]
     table_ms = [table.arch_madds(a) / 1e6 for a in archs]  # raises before measuring
     then = table.stats.get("calibration_ms") or []
     probes = table.calibration_archs(len(then)) if len(then) >= 1 else []

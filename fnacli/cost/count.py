@@ -22,13 +22,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fnacli.errors import UserError
+from fnacli.cost.target import Target, target_name, task_of
 from fnacli.spec import ArchSpec
-from fnacli.tasks import get_task, is_task, task_names
 
 PARTS = ("backbone", "neck", "head")
-COUNT_TASKS = ("none", "classifier", *task_names())
-CLASSIFIER_CLASSES = 1000
 
 # The traced ops that are conv / linear layers; every other op (BN, norms, upsampling,
 # pooling, bmm, einsum, elementwise) gets no handle, so it counts zero.
@@ -82,14 +79,14 @@ def is_detector(model: nn.Module) -> bool:
     return hasattr(model, "backbone") and hasattr(model, "head") and hasattr(model, "transform")
 
 
-def _part_prefixes(model: nn.Module, task: str | None = None
+def _part_prefixes(model: nn.Module, task: Target | None = None
                    ) -> tuple[nn.Module, dict[str, tuple[str, ...]]]:
     """The module to trace and, per part, the module names that belong to it (the task's
-    own split when ``task`` names one)."""
+    own split when ``task`` is one)."""
     from fnacli.nn.backbone import Classifier
 
-    if is_task(task):
-        return get_task(task).cost_core(model)
+    if task is not None and task_of(task) is not None:
+        return task_of(task).core_of(model)
     if is_detector(model):
         return DetectorCore(model), {"backbone": ("backbone.body",), "neck": ("backbone",),
                                      "head": ("head",)}
@@ -113,7 +110,7 @@ def _split(values: dict[str, int], parts: dict[str, tuple[str, ...]]) -> dict[st
     return {p: out.get(p, 0) for p in PARTS}
 
 
-def params_by_part(model: nn.Module, task: str | None = None) -> dict[str, int]:
+def params_by_part(model: nn.Module, task: Target | None = None) -> dict[str, int]:
     """Parameter count per part (same split as :func:`count`)."""
     traced, parts = _part_prefixes(model, task)
     per_module: dict[str, int] = {}
@@ -131,7 +128,7 @@ def input_tensor(size: tuple[int, int] | torch.Tensor) -> torch.Tensor:
 
 
 def count(model: nn.Module, input: tuple[int, int] | torch.Tensor,
-          task: str | None = None) -> tuple[int, dict[str, int]]:
+          task: Target | None = None) -> tuple[int, dict[str, int]]:
     """(params, MAdds by part) of ``model`` on ``input`` (a tensor or (width, height)).
 
     Parts: a task's model -> the task's split (detectors: backbone / neck / head);
@@ -171,32 +168,25 @@ class Profile:
                 "method": self.method, **self.extra}
 
 
-def default_classes(task: str) -> int:
-    if is_task(task):
-        return get_task(task).default_classes
-    return CLASSIFIER_CLASSES if task == "classifier" else 80
-
-
-def build_model(spec: ArchSpec, task: str, size: tuple[int, int], num_classes: int) -> nn.Module:
-    """The module a task counts: the backbone (with its head conv), the ImageNet classifier,
-    or a detector."""
+def build_model(spec: ArchSpec, task: Target, size: tuple[int, int], num_classes: int
+                ) -> nn.Module:
+    """The module a target counts: the backbone (with its head conv), the ImageNet
+    classifier, or the task's network."""
     from fnacli.nn.backbone import Backbone, Classifier
 
-    if task == "none":
-        return Backbone(spec)
-    if task == "classifier":
-        return Classifier(spec, num_classes)
-    if is_task(task):
-        return get_task(task).build_model(spec, num_classes, size)
-    raise UserError(f"unknown task {task!r} (expected one of {', '.join(COUNT_TASKS)})")
+    obj = task_of(task)
+    if obj is not None:
+        return obj.build_model(spec, num_classes, size)
+    return Backbone(spec) if task == "none" else Classifier(spec, num_classes)
 
 
-def profile_exact(spec: ArchSpec, task: str, size: tuple[int, int], num_classes: int,
+def profile_exact(spec: ArchSpec, task: Target, size: tuple[int, int], num_classes: int,
                   name: str = "spec") -> Profile:
     """Build the real module and trace it with fvcore (the reference the LUT is checked by)."""
     model = build_model(spec, task, size, num_classes)
     _, madds = count(model, size, task)
-    return Profile(name, task, size, num_classes, params_by_part(model, task), madds, "exact")
+    return Profile(name, target_name(task), size, num_classes, params_by_part(model, task),
+                   madds, "exact")
 
 
 # -- per-position cost of single layers ----------------------------------------------------

@@ -8,6 +8,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from fnacli.spec import ArchSpec
 
 Res = tuple[int, int]  # (height, width)
 
@@ -39,3 +43,20 @@ class Geometry:
 def positions(res: Res) -> int:
     return res[0] * res[1]
 
+
+
+def feature_sizes(spec: ArchSpec, geo: Geometry, output_stride: int | None = None
+                  ) -> dict[str, Res]:
+    """(h, w) of every map a backbone of ``spec`` returns (``feature_channels``' names): a
+    stage's output, the head conv's (the last stage's size) and the SSDLite tap (the
+    expansion inside the tap layer, at that layer's input size)."""
+    from fnacli.nn.backbone import SSD_TAP, ssd_tap_layer
+
+    tap = ssd_tap_layer(spec, output_stride)
+    out: dict[str, Res] = {}
+    for s in range(len(spec.stages)):
+        if tap and tap[0] == s:
+            out[SSD_TAP] = geo.stage_in[s]
+        out[f"stage{s}"] = geo.stage_out[s]
+    out["head"] = geo.stage_out[-1]
+    return out

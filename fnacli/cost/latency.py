@@ -4,18 +4,19 @@ A ``LatencyTable`` is a ``fnacli.cost.lut.Lut`` whose entries hold measured late
 nanoseconds) instead of MAdds, under the same keys: a backbone layer is (op, in, out, stride,
 input h, w), a fixed part (stem, head conv, fc, the detector's neck and head) a (group,
 channels, signature) entry. The MAdds table's enumeration of a space (``Lut.build``), its
-sums (``profile``/``arch_madds``) and its nested expectation over α/β therefore apply
-unchanged: they add up nanoseconds. On top of the sum the table keeps a measured constant
-``overhead_ns`` (what a whole network costs beyond its parts: the Python of the outer
-forward, feature dicts, the first layer's cold caches).
+sums (``profile``/``arch_madds``) and its expectation over α/β within a cost scope
+(``fnacli.cost.expected``) therefore apply unchanged: they add up nanoseconds. On top of
+the sum the table keeps a measured constant ``overhead_ns`` (what a whole network costs
+beyond its parts: the Python of the outer forward, feature dicts, the first layer's cold
+caches), part of the ``detector`` scope only.
 
 Neck and head. Their latency depends on the widths of every map they receive, jointly in
 principle, but the work on each map is separate (SSDLite's predictors on the tap, its
 extras and predictors on the last map; RetinaNet's FPN laterals), so the table measures the
 whole neck + head once at the reference widths (those of ``space.max_arch()``) and once per
 other width of each map with the others at the reference, and stores differences:
-T(w₁, w₂, …) ≈ T(ref) + Σᵢ [T(wᵢ, others ref) − T(ref)]. The entries reuse the MAdds
-table's groups so that its sums apply.
+T(w₁, w₂, …) ≈ T(ref) + Σᵢ [T(wᵢ, others ref) − T(ref)]. The entries are the MAdds
+table's (one per piece of the task's network) so that its sums apply.
 
 How one module is timed is ``fnacli.cost.measure``.
 """
@@ -25,7 +26,6 @@ from __future__ import annotations
 import json
 import random
 import time
-from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -35,12 +35,13 @@ from torch import nn
 
 from fnacli import __version__
 from fnacli.cost.cache import cache_dir
-from fnacli.cost.count import default_classes
+from fnacli.cost.count import build_model
 from fnacli.cost.lut import Lut
 from fnacli.cost.measure import CONFIDENCE, Bench, MeasureConfig, Timing, environment, same_machine
-from fnacli.cost.parts import FixedKey
-from fnacli.cost.space import space_hash
+from fnacli.cost.parts import FixedKey, map_channels, neck_head, timed_network
+from fnacli.cost.space import random_arch, space_hash
 from fnacli.cost.table import LayerKey
+from fnacli.cost.target import Target, default_classes, target_name
 from fnacli.cost.units import mbconv_params, progress_bar
 from fnacli.errors import UserError
 from fnacli.spec import ArchSpec, Op, SpaceSpec
@@ -52,38 +53,6 @@ _CHUNK = 256  # jobs measured (interleaved) between two saves of a partial table
 
 
 # -- what a table measures ---------------------------------------------------------------------
-class _FixedMaps(nn.Module):
-    """Stands in for a backbone: returns the same prepared feature maps on every call."""
-
-    def __init__(self, channels: Mapping[str, int]) -> None:
-        super().__init__()
-        self.feature_channels = OrderedDict(channels)
-        self.maps: OrderedDict[str, torch.Tensor] = OrderedDict()
-
-    def forward(self, x: torch.Tensor) -> OrderedDict[str, torch.Tensor]:
-        return self.maps
-
-
-class _NeckHead(nn.Module):
-    """A task's neck and head on prepared maps: its network with a stand-in body."""
-
-    def __init__(self, core: nn.Module, body: _FixedMaps) -> None:
-        super().__init__()
-        self.core, self.body = core, body
-
-    def to(self, *args, **kwargs) -> _NeckHead:  # noqa: ANN002, ANN003 - nn.Module.to's
-        super().to(*args, **kwargs)
-        fmt = kwargs.get("memory_format")
-        dev = next((a for a in args if isinstance(a, (str, torch.device))), kwargs.get("device"))
-        for n, t in self.body.maps.items():
-            t = t.to(dev) if dev is not None else t
-            self.body.maps[n] = t.contiguous(memory_format=fmt) if fmt is not None else t
-        return self
-
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        return self.core(x)
-
-
 class _Pooled(nn.Module):
     """The classifier's pooling + fc (dropout is the identity in eval)."""
 
@@ -95,18 +64,10 @@ class _Pooled(nn.Module):
         return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
 
 
-def _timed_part(model: nn.Module) -> nn.Module:
-    """What a task's network is timed as: a detector without its transform and
-    post-processing (raw head outputs); a segmenter whole (logits at the input size)."""
-    from fnacli.cost.count import DetectorCore, is_detector
-
-    return DetectorCore(model) if is_detector(model) else model
-
-
 class LatencyTable(Lut):
     """Measured latencies (ns) of every entry a space can produce, on one machine."""
 
-    def __init__(self, space: SpaceSpec, task: str, size: tuple[int, int],
+    def __init__(self, space: SpaceSpec, task: Target, size: tuple[int, int],
                  num_classes: int | None = None, cfg: MeasureConfig | None = None) -> None:
         super().__init__(space, task, size, num_classes)
         self.cfg = cfg or MeasureConfig()
@@ -240,20 +201,21 @@ class LatencyTable(Lut):
                 self.fixed[f] = self._neck_head_entry(f, plan["names"], delta, base)
 
     def _neck_head_plans(self, needs: list[FixedKey], spec: ArchSpec) -> dict[tuple, dict]:
-        """Per signature (map sizes): the reference widths of the maps the neck/head reads
-        and the single-map variants to time."""
-        from fnacli.nn.backbone import feature_channels
-
+        """Per signature (map sizes): the map each width-following piece reads, the
+        reference widths of the maps the neck/head reads and the single-map variants to
+        time."""
         if not needs:
             return {}
         task = self.task_obj
+        maps = task.head_inputs(spec)
+        names = {p.name: maps[p.reads] for p in task.head_pieces if p.reads is not None}
+        widths = map_channels(task, spec)
+        ref = {m: widths[m] for m in maps}
         plans: dict[tuple, dict] = {}
         for f in needs:
             plans.setdefault(f[2], {"needs": []})["needs"].append(f)
         for sig, plan in plans.items():
-            widths = dict(feature_channels(spec, with_head=task.uses_head_conv))
-            names, sizes = task.latency_maps(spec, sig)
-            ref = {n: widths[n] for n in sizes}
+            sizes = {m: tuple(sig[2 * i:2 * i + 2]) for i, m in enumerate(maps)}
             variants = sorted({(names[g], c) for g, c, _ in plan["needs"]
                                if g in names and ref[names[g]] != c})
             plan.update(names=names, sizes=sizes, ref=ref, variants=["ref", *variants])
@@ -270,7 +232,8 @@ class LatencyTable(Lut):
         if kind == "nh":
             plan = plans[item[1]]
             chans = plan["ref"] if key == "ref" else {**plan["ref"], key[0]: key[1]}
-            return self._neck_head(spec, chans, plan["sizes"])
+            return neck_head(self.task_obj, spec, self.num_classes, self.size, chans,
+                             plan["sizes"], b)
         if kind == "layer":
             op_s, cin, cout, stride, h, w = key
             op = Op.parse(op_s)
@@ -292,34 +255,28 @@ class LatencyTable(Lut):
             return 3 * c * 9 + 2 * c
         return c * sig[0] + 2 * sig[0]
 
-    def _neck_head(self, spec: ArchSpec, chans: Mapping[str, int],
-                   sizes: Mapping[str, tuple[int, int]]) -> tuple[nn.Module, list]:
-        body = _FixedMaps(chans)
-        model = self.task_obj.build_model(spec, self.num_classes, self.size, backbone=body)
-        b = self.cfg.batch
-        for n, c in chans.items():
-            h, w = sizes.get(n, (1, 1))
-            body.maps[n] = torch.randn(b, c, h, w)
-        # the image only gives its size (a segmenter upsamples its logits to it); the
-        # stand-in body ignores it
-        return _NeckHead(_timed_part(model), body), [torch.zeros(b, 3, self.size[1],
-                                                                 self.size[0])]
-
     def _neck_head_entry(self, f: FixedKey, names: Mapping[str, str],
                          delta: Callable[[str, int], int], base: int) -> tuple[str, int, int]:
         """Entries that add up to T(ref) + Σ deltas over an architecture's needs (one of each
-        group): the task says where T(ref) goes (``Task.latency_entry``)."""
+        piece): T(ref) goes to the first neck piece (the first piece when there is no neck),
+        the change of a map's width to the first piece that reads the map, nothing to the
+        others; each entry is labelled with its piece's part."""
         group, c, _ = f
-        return self.task_obj.latency_entry(group, c, names, delta, base)
+        pieces = self.task_obj.head_pieces
+        piece = next(p for p in pieces if p.name == group)
+        holder = next((p for p in pieces if p.part == "neck"), pieces[0])
+        ns = base if piece is holder else 0
+        if piece.reads is not None and piece is next(p for p in pieces if p.reads == piece.reads):
+            ns += delta(names[group], c)
+        return piece.part, ns, 0
 
     # whole networks --------------------------------------------------------------------------
     def network(self, spec: ArchSpec) -> nn.Module:
         """The module a prediction is for: backbone / classifier / detector without its
         transform and post-processing (image batch in, raw head outputs out) / segmenter
         (image batch in, logits at the input size out)."""
-        from fnacli.cost.count import build_model
-
-        return _timed_part(build_model(spec, self.task, self.size, self.num_classes))
+        return timed_network(build_model(spec, self.task_obj or self.task, self.size,
+                                         self.num_classes))
 
     def image(self) -> torch.Tensor:
         return torch.randn(self.cfg.batch, 3, self.size[1], self.size[0])
@@ -346,11 +303,8 @@ class LatencyTable(Lut):
     def calibration_archs(self, n: int = 3) -> list[ArchSpec]:
         """The reference (largest) architecture and seeded random ones (seeds apart from
         ``--check``'s)."""
-        from fnacli.search.evolution import Encoding
-
-        enc = Encoding(self.space)
         rng = random.Random(10_000 + self.cfg.seed)
-        return [self.space.max_arch(), *(enc.arch(enc.random(rng)) for _ in range(n - 1))]
+        return [self.space.max_arch(), *(random_arch(self.space, rng) for _ in range(n - 1))]
 
     # predictions -----------------------------------------------------------------------------
     def latency_ns(self, spec: ArchSpec) -> float:
@@ -360,10 +314,15 @@ class LatencyTable(Lut):
     def latency_ms(self, spec: ArchSpec) -> float:
         return self.latency_ns(spec) / 1e6
 
-    def expected_latency(self, alpha_probs: Mapping, beta_probs: Mapping) -> torch.Tensor:
-        """E[latency] (ns) under α/β, the same nested expectation as ``expected_madds``; the
-        constant overhead moves the value, not the gradient."""
-        return self.expected_madds(alpha_probs, beta_probs) + self.overhead_ns
+    def constant_cost(self) -> float:
+        """The measured overhead: part of the whole network's latency (``detector`` scope)."""
+        return float(self.overhead_ns)
+
+    def expected_latency(self, alpha_probs: Mapping, beta_probs: Mapping,
+                         scope: str = "detector") -> torch.Tensor:
+        """E[latency] (ns) under α/β within ``scope`` (:meth:`expected_cost`): the whole
+        network with the overhead by default, the searched blocks alone for ``blocks``."""
+        return self.expected_cost(alpha_probs, beta_probs, scope)
 
     # persistence -----------------------------------------------------------------------------
     def to_json(self) -> str:
@@ -376,7 +335,10 @@ class LatencyTable(Lut):
         return json.dumps(d, separators=(",", ":")) + "\n"
 
     @classmethod
-    def from_json(cls, text: str, source: str = "latency table") -> LatencyTable:
+    def from_json(cls, text: str, source: str = "latency table",
+                  task_of: Callable[[str], Target] = str) -> LatencyTable:
+        """A table from its JSON; ``task_of`` resolves the task name it records (the
+        caller's registry, e.g. ``fnacli.tasks.lookup``)."""
         from fnacli.io import load_json_text
 
         d = load_json_text(text, source)
@@ -386,7 +348,8 @@ class LatencyTable(Lut):
         try:
             space = SpaceSpec.from_dict(d["space"], f"{source}: space")
             cfg = MeasureConfig(**d["measure"])
-            table = cls(space, str(d["task"]), tuple(d["input"]), int(d["num_classes"]), cfg)
+            task = task_of(str(d["task"]))
+            table = cls(space, task, tuple(d["input"]), int(d["num_classes"]), cfg)
             table.env = dict(d["environment"])
             table.memory_format = str(d["memory_format"])
             table.overhead_ns = int(d["overhead_ns"])
@@ -424,13 +387,15 @@ class LatencyTable(Lut):
                 f"thread(s), batch {e['batch']}, {self.memory_format}")
 
 
-def read_latency_table(path: str | Path, force: bool = False) -> LatencyTable:
-    """A latency table from a file, refused (UserError) when it was measured on another
-    device or torch version unless ``force``."""
+def read_latency_table(path: str | Path, task_of: Callable[[str], Target],
+                       force: bool = False) -> LatencyTable:
+    """A latency table from a file (``task_of`` resolves the task it was measured for),
+    refused (UserError) when it was measured on another device or torch version unless
+    ``force``."""
     p = Path(path)
     if not p.is_file():
         raise UserError(f"{path}: no such latency table (measure one with 'fnacli latency')")
-    table = LatencyTable.from_json(p.read_text(), str(path))
+    table = LatencyTable.from_json(p.read_text(), str(path), task_of)
     here = environment(MeasureConfig(device=table.env.get("device", "cpu")
                                      if torch.cuda.is_available() else "cpu"))
     diff = same_machine(table.env, here)
@@ -448,9 +413,10 @@ def predict_ms(table: LatencyTable, spec: ArchSpec) -> float | None:
         return None
 
 
-def check_usage(table: LatencyTable, task: str, size: tuple[int, int], num_classes: int,
+def check_usage(table: LatencyTable, task: Target, size: tuple[int, int], num_classes: int,
                 source: str) -> None:
     """Refuse a table of another task / input size / class count than what is reported."""
+    task = target_name(task)
     if (table.task, tuple(table.size), table.num_classes) != (task, tuple(size), num_classes):
         raise UserError(f"{source}: measured for {table.task} at {table.size[0]}x"
                         f"{table.size[1]} with {table.num_classes} classes, not {task} at "
@@ -458,7 +424,7 @@ def check_usage(table: LatencyTable, task: str, size: tuple[int, int], num_class
                         "size and class count)")
 
 
-def check_table_for(table: LatencyTable, space: SpaceSpec, task: str, size: tuple[int, int],
+def check_table_for(table: LatencyTable, space: SpaceSpec, task: Target, size: tuple[int, int],
                     num_classes: int, source: str) -> None:
     """Refuse a table of another space / task / size / class count for a search."""
     if space_hash(table.space) != space_hash(space):
@@ -466,23 +432,24 @@ def check_table_for(table: LatencyTable, space: SpaceSpec, task: str, size: tupl
     check_usage(table, task, size, num_classes, source)
 
 
-def search_latency_table(path: str | Path, space: SpaceSpec, task: str, size: tuple[int, int],
-                         num_classes: int, force: bool = False) -> LatencyTable:
+def search_latency_table(path: str | Path, space: SpaceSpec, task: Target,
+                         size: tuple[int, int], num_classes: int, task_of: Callable[[str], Target],
+                         force: bool = False) -> LatencyTable:
     """The table a search uses: this machine's (or ``force``), of the search's space, task,
     input size and class count."""
-    table = read_latency_table(path, force)
+    table = read_latency_table(path, task_of, force)
     check_table_for(table, space, task, size, num_classes, str(path))
     table.space = space
     return table
 
 
 # -- building, resuming, caching ---------------------------------------------------------------
-def latency_cache_path(space: SpaceSpec, task: str, size: tuple[int, int], num_classes: int,
+def latency_cache_path(space: SpaceSpec, task: Target, size: tuple[int, int], num_classes: int,
                        cfg: MeasureConfig) -> Path:
     import hashlib
 
     where = hashlib.sha256(json.dumps(environment(cfg), sort_keys=True).encode()).hexdigest()
-    name = (f"lat-{task}-{size[0]}x{size[1]}-c{num_classes}-b{cfg.batch}-{cfg.device}"
+    name = (f"lat-{target_name(task)}-{size[0]}x{size[1]}-c{num_classes}-b{cfg.batch}-{cfg.device}"
             f"-t{cfg.threads}-{space_hash(space)[:12]}-{where[:8]}.json")
     return cache_dir() / "latency" / name
 
@@ -491,7 +458,7 @@ def partial_path(output: str | Path) -> Path:
     return Path(f"{output}.partial")
 
 
-def build_latency_table(space: SpaceSpec, task: str, size: tuple[int, int],
+def build_latency_table(space: SpaceSpec, task: Target, size: tuple[int, int],
                         num_classes: int | None, cfg: MeasureConfig, *,
                         partial: Path | None = None, resume: bool = False,
                         progress: bool = False) -> LatencyTable:
@@ -502,10 +469,10 @@ def build_latency_table(space: SpaceSpec, task: str, size: tuple[int, int],
     num_classes = default_classes(task) if num_classes is None else num_classes
     table = LatencyTable(space, task, size, num_classes, cfg)
     if resume and partial is not None and partial.is_file():
-        old = LatencyTable.from_json(partial.read_text(), str(partial))
+        old = LatencyTable.from_json(partial.read_text(), str(partial), lambda name: task)
         diff = same_machine(old.env, table.env)
         if diff or space_hash(old.space) != space_hash(space) or old.cfg != cfg or \
-                (old.task, old.size, old.num_classes) != (task, tuple(size), num_classes):
+                (old.task, old.size, old.num_classes) != (table.task, tuple(size), num_classes):
             raise UserError(f"{partial}: a partial table of another space, task, size or "
                             f"machine ({'; '.join(diff) or 'settings differ'}); start over "
                             "with --force")

@@ -9,24 +9,27 @@ uses the distribution of its input width (the previous stage's β), not just its
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 
 import torch
 
 from fnacli import __version__
 from fnacli.cost.cache import cache_dir, save_text
-from fnacli.cost.count import default_classes
+from fnacli.cost.expected import CostTensors, expected_cost
 from fnacli.cost.geometry import Res
+from fnacli.cost.parts import FixedKey, map_channels, signature
 from fnacli.cost.space import (
-    check_scope,
+    Choice,
     layer_ops,
     searched_stages,
     space_hash,
     stage_in_outs,
+    width_choices,
     with_out,
 )
 from fnacli.cost.table import CostTable, LayerKey
+from fnacli.cost.target import Piece, Target, default_classes, target_name
 from fnacli.errors import UserError
 from fnacli.spec import SKIP, ArchSpec, SpaceSpec
 
@@ -41,12 +44,12 @@ class Lut(CostTable):
     probabilities per stage with more than one channel candidate, over ``outs`` (ascending).
     """
 
-    def __init__(self, space: SpaceSpec, task: str, size: tuple[int, int],
+    def __init__(self, space: SpaceSpec, task: Target, size: tuple[int, int],
                  num_classes: int | None = None) -> None:
         super().__init__(task, size, num_classes)
         self.space = space
         self.built_by = __version__  # the fnacli version that counted the entries
-        self._tensors: dict[torch.device, dict] = {}
+        self._tensors: dict[torch.device, CostTensors] = {}
         self.cached_at: Path | None = None  # the cache file it was read from or saved to
 
     def build(self, progress: bool = False) -> Lut:
@@ -67,30 +70,69 @@ class Lut(CostTable):
         self.fill(keys, self._space_fixed(ref), ref, progress)
         return self
 
-    def _space_fixed(self, ref: ArchSpec) -> list[tuple[str, int, tuple]]:
-        """Fixed-part entries for every channel count the space can feed them."""
+    def _space_fixed(self, ref: ArchSpec) -> list[FixedKey]:
+        """Fixed-part entries for every channel count the space can feed them: the head conv
+        and fc at each last-stage width, each piece of the task at each width of its map."""
         needs = []
-        space, last = self.space, self.space.stages[-1].outs
-        for c in last:
-            needs += self.fixed_needs(with_out(ref, len(space.stages) - 1, c))
-        if self.task_obj is not None:
-            needs += self.task_obj.cost_space_needs(self, ref)
+        n = len(self.space.stages) - 1
+        for c in self.space.stages[-1].outs:
+            needs += self.fixed_needs(with_out(ref, n, c))
+        for piece, _, widths in self._piece_widths(ref):
+            needs += [(piece.name, w, self._sig(ref)) for w in set(_flat(widths))]
         return needs
 
+    def _sig(self, ref: ArchSpec) -> tuple[int, ...]:
+        return signature(self.task_obj, ref, self.geometry(ref))
+
+    def _piece_widths(self, ref: ArchSpec) -> list[tuple[Piece, tuple[Choice, ...], list | int]]:
+        """Per piece of the task's network: the choices the width of the map it reads
+        depends on, and that width at every combination of them (0: it reads none)."""
+        task = self.task_obj
+        if task is None:
+            return []
+        maps = task.head_inputs(ref)
+        out = []
+        for p in task.head_pieces:
+            if p.reads is None:
+                out.append((p, (), 0))
+                continue
+            m = maps[p.reads]
+            out.append((p, *width_choices(self.space, ref, lambda a, m=m: map_channels(task,
+                                                                                        a)[m])))
+        return out
+
     # expected cost -----------------------------------------------------------------------
-    def _prepared(self, device: torch.device) -> dict:
+    def _prepared(self, device: torch.device) -> CostTensors:
         if device not in self._tensors:
-            self._tensors[device] = {k: (torch.tensor(v, dtype=torch.float64, device=device)
-                                         if isinstance(v, list) else v)
-                                     for k, v in self._tables().items()}
+            self._tensors[device] = self._cost_tensors(device)
         return self._tensors[device]
 
-    def _tables(self) -> dict:
-        """Plain nested lists of costs, indexed by candidate positions (see expected_madds)."""
+    def _cost_tensors(self, device: torch.device) -> CostTensors:
+        """The table's costs indexed by candidate positions (``fnacli.cost.expected``)."""
         space, ref = self.space, self.space.max_arch()
-        geo = self.geometry(ref)
-        strides = self.stage_strides(ref)
-        t: dict = {}
+
+        def tensor(v: object) -> torch.Tensor:
+            return torch.tensor(v, dtype=torch.float64, device=device)
+
+        n = len(space.stages) - 1
+        variants = [with_out(ref, n, c) for c in space.stages[-1].outs]
+
+        def last(groups: tuple[str, ...]) -> torch.Tensor:
+            return tensor([sum(self.fixed[f][1] for f in self.fixed_needs(v) if f[0] in groups)
+                           for v in variants])
+
+        sig = self._sig(ref) if self.task_obj is not None else ()
+        pieces = [(choices, tensor(_map(widths, lambda w, p=p: self.fixed[(p.name, w, sig)][1])))
+                  for p, choices, widths in self._piece_widths(ref)]
+        return CostTensors(stem=tensor(self.fixed[self.fixed_needs(ref)[0]][1]),
+                           layers={k: tensor(v) for k, v in self._layer_costs(ref).items()},
+                           last=last(("head_conv", "fc")), last_backbone=last(("head_conv",)),
+                           pieces=pieces, constant=self.constant_cost())
+
+    def _layer_costs(self, ref: ArchSpec) -> dict[tuple[int, int], list]:
+        """Per layer: its cost at every candidate op and width (see ``CostTensors``)."""
+        space, geo, strides = self.space, self.geometry(ref), self.stage_strides(ref)
+        out: dict[tuple[int, int], list] = {}
         for s, st in enumerate(space.stages):
             ins = stage_in_outs(space, s)
             for layer in range(st.layers):
@@ -101,23 +143,14 @@ class Lut(CostTable):
                     return 0 if op == SKIP else self.layers[(op, a, b, stride, *res)][0]
 
                 ops = layer_ops(space, s, layer)
-                if layer == 0:
-                    t[("layer", s, layer)] = [[[cost(o, a, b) for b in st.outs] for a in ins]
-                                              for o in ops]
-                else:
-                    t[("layer", s, layer)] = [[cost(o, c, c) for c in st.outs] for o in ops]
-        n = len(space.stages) - 1
-        variants = [with_out(ref, n, c) for c in space.stages[-1].outs]
-        t["stem"] = self.fixed[self.fixed_needs(ref)[0]][1]
-        # everything that varies with the last stage's width: head conv, fc, SSD extras...
-        groups = ("head_conv", "fc", *(self.task_obj.cost_last_groups() if self.task_obj else ()))
-        t["last"] = [sum(self.fixed[f][1] for f in self.fixed_needs(v) if f[0] in groups)
-                     for v in variants]
-        t["last_backbone"] = [sum(self.fixed[f][1] for f in self.fixed_needs(v)
-                                  if f[0] == "head_conv") for v in variants]
-        if self.task_obj is not None:
-            t.update(self.task_obj.cost_tables(self, ref))
-        return t
+                out[(s, layer)] = ([[[cost(o, a, b) for b in st.outs] for a in ins] for o in ops]
+                                   if layer == 0 else
+                                   [[cost(o, c, c) for c in st.outs] for o in ops])
+        return out
+
+    def constant_cost(self) -> float:
+        """What a whole network costs beyond the sum of its entries (0 for MAdds)."""
+        return 0.0
 
     def searched_stages(self) -> tuple[int, ...]:
         return searched_stages(self.space)
@@ -127,63 +160,24 @@ class Lut(CostTable):
         return super().arch_cost(spec, scope, self.searched_stages() if stages is None
                                  else stages)
 
+    def expected_cost(self, alpha_probs: Mapping[tuple[int, int], torch.Tensor],
+                      beta_probs: Mapping[int, torch.Tensor], scope: str = "detector"
+                      ) -> torch.Tensor:
+        """E[cost] under independent α (per layer) and β (per stage) distributions within
+        ``scope``: the whole network (``detector``), the backbone (``backbone``: stem, every
+        layer and the head conv where the task has it) or the searched blocks only
+        (``blocks``: the layers of the stages that carry α or β, Jung et al.'s eq. 5); see
+        ``fnacli.cost.expected``. Differentiable."""
+        first = next(iter(alpha_probs.values()), next(iter(beta_probs.values()), None))
+        device = first.device if first is not None else torch.device("cpu")
+        return expected_cost(self.space, self._prepared(device), alpha_probs, beta_probs,
+                             scope)
+
     def expected_madds(self, alpha_probs: Mapping[tuple[int, int], torch.Tensor],
                        beta_probs: Mapping[int, torch.Tensor],
                        scope: str = "detector") -> torch.Tensor:
-        """E[MAdds] under independent α (per layer) and β (per stage) distributions, of the
-        whole detector (``scope="detector"``), the backbone (``backbone``: stem, every layer
-        and the head conv where the task has it) or the searched blocks only (``blocks``: the
-        layers of the stages that carry α or β, Jung et al.'s eq. 5).
-
-        A layer's cost is Σ_in Σ_out p(in) p(out) Σ_op α_op cost(op, in, out): its input width
-        follows the previous stage's β, its output width its own stage's β (the layers after
-        a stage's first keep the width, so in = out there); ``skip`` costs 0. Fixed parts that
-        depend on a width (head conv, FPN laterals, SSDLite heads) are weighted the same way.
-        One-hot α/β give the exact MAdds of the selected architecture. Differentiable; float64
-        internally, returned in the probabilities' dtype.
-        """
-        ref = next(iter(alpha_probs.values()), next(iter(beta_probs.values()), None))
-        device = ref.device if ref is not None else torch.device("cpu")
-        dtype = ref.dtype if ref is not None else torch.float64
-        t = self._prepared(device)
-        space = self.space
-
-        def width(s: int) -> torch.Tensor:
-            n = len(space.stages[s].outs) if s >= 0 else 1
-            if n == 1:
-                return torch.ones(1, dtype=torch.float64, device=device)
-            return _probs(beta_probs, s, n, "beta", device)
-
-        def alpha(s: int, layer: int) -> torch.Tensor:
-            n = len(layer_ops(space, s, layer))
-            if not space.stages[s].searchable or (n == 1 and (s, layer) not in alpha_probs):
-                return torch.ones(1, dtype=torch.float64, device=device)
-            return _probs(alpha_probs, (s, layer), n, "alpha", device)
-
-        check_scope(scope)
-        searched = set(searched_stages(space))
-        total = torch.zeros((), dtype=torch.float64, device=device)
-        if scope != "blocks":
-            total = total + t["stem"]
-        for s, st in enumerate(space.stages):
-            if scope == "blocks" and s not in searched:
-                continue
-            p_in, p_out = width(s - 1), width(s)
-            for layer in range(st.layers):
-                a, cost = alpha(s, layer), t[("layer", s, layer)]
-                if layer == 0:
-                    total = total + torch.einsum("o,i,j,oij->", a, p_in, p_out, cost)
-                else:
-                    total = total + torch.einsum("o,j,oj->", a, p_out, cost)
-        last = width(len(space.stages) - 1)
-        if scope == "blocks":
-            return total.to(dtype)
-        if scope == "backbone":
-            return (total + last @ t["last_backbone"]).to(dtype)
-        total = total + last @ t["last"]
-        if self.task_obj is not None:
-            total = self.task_obj.cost_expected(total, t, alpha, width)
-        return total.to(dtype)
+        """E[MAdds] (:meth:`expected_cost` of the MAdds table)."""
+        return self.expected_cost(alpha_probs, beta_probs, scope)
 
     # persistence -------------------------------------------------------------------------
     def to_json(self) -> str:
@@ -194,7 +188,10 @@ class Lut(CostTable):
         return json.dumps(d, separators=(",", ":")) + "\n"
 
     @classmethod
-    def from_json(cls, text: str, source: str = "lookup table") -> Lut:
+    def from_json(cls, text: str, source: str = "lookup table",
+                  task_of: Callable[[str], Target] | None = None) -> Lut:
+        """A table from its JSON; ``task_of`` resolves the task name it records (the
+        caller's registry: the cost package looks no task up itself)."""
         from fnacli.io import load_json_text
 
         d = load_json_text(text, source)
@@ -202,7 +199,8 @@ class Lut(CostTable):
             raise UserError(f"{source}: not an fnacli lookup table (schema {LUT_SCHEMA!r})")
         try:
             space = SpaceSpec.from_dict(d["space"], f"{source}: space")
-            lut = cls(space, str(d["task"]), tuple(d["input"]), int(d["num_classes"]))
+            task = task_of(str(d["task"])) if task_of else str(d["task"])
+            lut = cls(space, task, tuple(d["input"]), int(d["num_classes"]))
         except (KeyError, TypeError, ValueError):
             raise UserError(f"{source}: missing or malformed task/input/num_classes/space") \
                 from None
@@ -211,28 +209,27 @@ class Lut(CostTable):
         return lut
 
 
-def _probs(d: Mapping, key: object, n: int, what: str, device: torch.device) -> torch.Tensor:
-    if key not in d:
-        raise KeyError(f"{what} probabilities for {key} are missing")
-    p = d[key]
-    if p.shape != (n,):
-        raise ValueError(f"{what} probabilities for {key}: expected shape ({n},), got "
-                         f"{tuple(p.shape)}")
-    return p.to(device=device, dtype=torch.float64)
+def _flat(nested: list | int) -> list[int]:
+    return [w for x in nested for w in _flat(x)] if isinstance(nested, list) else [nested]
 
 
-def cache_path(space: SpaceSpec, task: str, size: tuple[int, int], num_classes: int) -> Path:
-    name = f"lut-{task}-{size[0]}x{size[1]}-c{num_classes}-{space_hash(space)[:16]}.json"
+def _map(nested: list | int, fn: Callable[[int], int]) -> list | int:
+    return [_map(x, fn) for x in nested] if isinstance(nested, list) else fn(nested)
+
+
+def cache_path(space: SpaceSpec, task: Target, size: tuple[int, int], num_classes: int) -> Path:
+    name = (f"lut-{target_name(task)}-{size[0]}x{size[1]}-c{num_classes}-"
+            f"{space_hash(space)[:16]}.json")
     return cache_dir() / "lut" / name
 
 
-def build_lut(space: SpaceSpec, task: str, size: tuple[int, int], num_classes: int | None = None,
+def build_lut(space: SpaceSpec, task: Target, size: tuple[int, int], num_classes: int | None = None,
               progress: bool = False) -> Lut:
     """A freshly built table (no cache)."""
     return Lut(space, task, size, num_classes).build(progress)
 
 
-def load_or_build_lut(space: SpaceSpec, task: str, size: tuple[int, int],
+def load_or_build_lut(space: SpaceSpec, task: Target, size: tuple[int, int],
                       num_classes: int | None = None, progress: bool = False) -> Lut:
     """The cached table for (space, task, size, num_classes), built and cached on first use;
     ``cached_at`` is the cache file, None when it could not be saved."""
@@ -240,7 +237,7 @@ def load_or_build_lut(space: SpaceSpec, task: str, size: tuple[int, int],
     path = cache_path(space, task, tuple(size), num_classes)
     if path.is_file():
         try:
-            lut = Lut.from_json(path.read_text(), str(path))
+            lut = Lut.from_json(path.read_text(), str(path), lambda name: task)
             # another version may count differently: its cached numbers are not reused
             if space_hash(lut.space) == space_hash(space) and lut.built_by == __version__:
                 lut.space = space

@@ -183,10 +183,10 @@ class Timing:
 
 @dataclass
 class Job:
-    """One thing to time: ``fn()`` (a module on its prepared input)."""
+    """One thing to time: ``module(*inputs)``, as :meth:`Bench.prepare` made them."""
 
     key: object
-    module: nn.Module
+    module: Callable[..., object]  # the prepared module (or another runtime's callable)
     inputs: tuple
     samples: list[float] = field(default_factory=list)
     number: int = 1
@@ -210,8 +210,13 @@ class Bench:
         self.cfg, self.memory_format = cfg, memory_format
         self.rng = random.Random(cfg.seed)
 
-    def prepare(self, module: nn.Module, inputs: Sequence[torch.Tensor]) -> tuple[nn.Module,
-                                                                                  tuple]:
+    def prepare(self, module: nn.Module, inputs: Sequence[torch.Tensor]
+                ) -> tuple[Callable[..., object], tuple]:
+        """What a job calls, and its inputs: time ``module`` at the shapes of ``inputs``.
+
+        The one method another runtime overrides (export ``module`` at these shapes and
+        return a callable that runs it); everything else (calibration, interleaved rounds,
+        confidence intervals) is shared."""
         dev = self.cfg.torch_device
         module = module.to(dev).eval()
         if self.memory_format is torch.channels_last:
@@ -225,8 +230,8 @@ class Bench:
         return module, tuple(out)
 
     def job(self, key: object, module: nn.Module, inputs: Sequence[torch.Tensor]) -> Job:
-        m, xs = self.prepare(module, inputs)
-        return Job(key, m, xs)
+        run, xs = self.prepare(module, inputs)
+        return Job(key, run, xs)
 
     def _sync(self) -> None:
         if self.cfg.device == "cuda":

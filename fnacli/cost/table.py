@@ -12,28 +12,27 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 
 from fnacli.cost import units
-from fnacli.cost.count import PARTS, Profile, default_classes
+from fnacli.cost.count import PARTS, Profile
 from fnacli.cost.geometry import Geometry, out_res, positions
-from fnacli.cost.parts import FixedKey, detector_fixed
+from fnacli.cost.parts import FixedKey, count_pieces, piece_needs, reads_of
 from fnacli.cost.space import check_scope
+from fnacli.cost.target import Target, TaskParts, default_classes, target_name, task_of
 from fnacli.cost.units import Bar, mbconv_params, mbconv_units, parse_op, progress_bar
 from fnacli.errors import UserError
 from fnacli.spec import ArchSpec, SpaceSpec
-from fnacli.tasks import Task, get_task, is_task, task_names
 
-LUT_TASKS = ("none", "classifier", *task_names())
 LayerKey = tuple[str, int, int, int, int, int]  # op, cin, cout, stride, input h, input w
 
 
 class CostTable:
-    """MAdds/params entries for one (task, input size, num_classes), filled on demand."""
+    """MAdds/params entries for one (task, input size, num_classes), filled on demand;
+    ``task`` is a task object or ``"none"``/``"classifier"`` (``fnacli.cost.target``)."""
 
-    def __init__(self, task: str, size: tuple[int, int], num_classes: int | None = None) -> None:
-        if task not in LUT_TASKS:
-            raise UserError(f"unknown task {task!r} (expected one of {', '.join(LUT_TASKS)})")
-        self.task = task
+    def __init__(self, task: Target, size: tuple[int, int], num_classes: int | None = None
+                 ) -> None:
         # the downstream task's object; None for the backbone alone and the classifier
-        self.task_obj: Task | None = get_task(task) if is_task(task) else None
+        self.task_obj: TaskParts | None = task_of(task)
+        self.task = target_name(task)
         self.size = (int(size[0]), int(size[1]))
         self.num_classes = default_classes(task) if num_classes is None else num_classes
         self.layers: dict[LayerKey, tuple[int, int]] = {}
@@ -72,7 +71,7 @@ class CostTable:
             needs.append(("head_conv", last, (spec.head_out, *geo.stage_out[-1])))
         map_c = spec.head_out if has_head else last
         if task is not None:
-            needs += task.cost_needs(self, spec, map_c)
+            needs += piece_needs(task, spec, geo)
         elif self.task == "classifier":
             needs.append(("fc", map_c, (self.num_classes,)))
         return needs
@@ -95,7 +94,7 @@ class CostTable:
             simple = [f for f in fixed if f[0] in ("stem", "head_conv", "fc")]
             for f in simple:
                 self.fixed[f] = self._simple_entry(f)
-            self._fill_detector([f for f in fixed if f not in self.fixed], spec, bar)
+            self._fill_pieces([f for f in fixed if f not in self.fixed], spec, bar)
 
     @staticmethod
     def _layer_entry(key: LayerKey) -> tuple[int, int]:
@@ -127,21 +126,21 @@ class CostTable:
         pos = sig[-2] * sig[-1]
         return "backbone", units.PP[unit] * pos, unit[0] * unit[1] * unit[2] ** 2 + 2 * unit[1]
 
-    def _fill_detector(self, needs: list[tuple[str, int, tuple]], spec: ArchSpec,
-                       bar: Bar | None) -> None:
-        if not needs or self.task_obj is None:
+    def _fill_pieces(self, needs: list[FixedKey], spec: ArchSpec, bar: Bar | None) -> None:
+        """Count the task's pieces at every width ``needs`` asks of the maps they read."""
+        task = self.task_obj
+        if not needs or task is None:
             return
-        names, per_var, sizes_of = self.task_obj.cost_stub_maps(self, spec, needs)
+        names, reads = task.head_inputs(spec), reads_of(task)
+        per_map = [sorted({c for g, c, _ in needs if reads[g] == i}) or [1]
+                   for i in range(len(names))]
+        n = max(len(v) for v in per_map)
+        # zip the channel values of the maps: one stub network per row, padded
+        combos = [tuple(v[min(j, len(v) - 1)] for v in per_map) for j in range(n)]
         for sig in sorted({s for *_, s in needs}):
-            values = [sorted(per_var[i]) or [1] for i in range(len(names))]
-            n = max(len(v) for v in values)
-            # zip the channel values of the maps: one stub detector per row, padded
-            combos = [tuple(v[min(j, len(v) - 1)] for v in values) for j in range(n)]
-            sizes = sizes_of(sig)
             if bar:
                 bar.add(n)
-            self.fixed.update(detector_fixed(self.task_obj, spec, self.num_classes, names, combos,
-                                              sizes, sig))
+            self.fixed.update(count_pieces(task, spec, self.num_classes, names, combos, sig))
             if bar:
                 bar.advance(n)
 
@@ -217,7 +216,7 @@ class CostTable:
             raise UserError(f"{source}: malformed lookup table entries") from None
 
 
-def profile_specs(specs: list[ArchSpec], task: str, size: tuple[int, int],
+def profile_specs(specs: list[ArchSpec], task: Target, size: tuple[int, int],
                   num_classes: int | None = None, names: list[str] | None = None,
                   progress: bool = False) -> list[Profile]:
     """The fast path: params and MAdds of many specs from one cost table."""

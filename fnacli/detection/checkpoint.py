@@ -82,9 +82,20 @@ def detector_info(ckpt: Checkpoint, path: str | Path) -> DetectorInfo:
                         cats, extra)
 
 
+def model_of(ckpt: Checkpoint, path: str | Path) -> nn.Module | None:
+    """The model a detector or segmenter checkpoint describes (None for other kinds)."""
+    return build(detector_info(ckpt, path)) if ckpt.kind in MODEL_KINDS else None
+
+
+def read_model_checkpoint(path: str | Path) -> Checkpoint:
+    """``read_checkpoint``, with a detector's or segmenter's tensor names and shapes checked
+    from the file's header before any tensor is read (a backbone's always are)."""
+    return read_checkpoint(path, model_of)
+
+
 def load_detector(path: str | Path) -> tuple[nn.Module, DetectorInfo]:
     """Rebuild and load a detector checkpoint (strictly); UserError for anything else."""
-    ckpt = read_checkpoint(path)
+    ckpt = read_model_checkpoint(path)
     if ckpt.kind not in MODEL_KINDS:
         raise UserError(f"{path}: a {ckpt.kind} checkpoint; expected a detector or segmenter "
                         "(from 'fnacli finetune')")

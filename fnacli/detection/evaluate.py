@@ -19,8 +19,8 @@ from pycocotools.cocoeval import COCOeval
 from torch import nn
 from torch.utils.data import DataLoader
 
+from fnacli.detection import COCO_STATS as STAT_NAMES
 from fnacli.detection.data import CocoDetection, collate
-from fnacli.tasks.detection import COCO_STATS as STAT_NAMES
 
 
 @dataclass

@@ -3,6 +3,8 @@
 Policies are named after torchvision's detection references:
 - ``ssd``: photometric distortion, zoom-out (expand up to 4x, filled with the mean pixel),
   SSD's min-IoU random crop, horizontal flip — the SSD/SSDLite recipe FNA trains with;
+- ``ssd-noflip``: ``ssd`` without the flip: FNA's SSDLite search ("the other search settings
+  are the same as the RetinaNet experiment", whose search has no random flip);
 - ``ssdlite``: min-IoU random crop + flip (torchvision's lighter ssdlite320 recipe);
 - ``flip``: horizontal flip only (RetinaNet; the detector itself resizes);
 - ``none``: no augmentation.
@@ -33,8 +35,10 @@ class Policy:
 
 
 # Kept torch-free: the CLI lists these names in --help.
-POLICIES = dict(ssd=Policy(photometric=True, zoom_out=True, iou_crop=True, flip=True),
-                ssdlite=Policy(iou_crop=True, flip=True), flip=Policy(flip=True), none=Policy())
+POLICIES = {"ssd": Policy(photometric=True, zoom_out=True, iou_crop=True, flip=True),
+            "ssd-noflip": Policy(photometric=True, zoom_out=True, iou_crop=True),
+            "ssdlite": Policy(iou_crop=True, flip=True), "flip": Policy(flip=True),
+            "none": Policy()}
 AUGMENTS = tuple(POLICIES)
 
 

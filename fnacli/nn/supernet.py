@@ -14,10 +14,13 @@ Two ways to run it, chosen before each forward call:
   hard 0/1 masks instead (same result, more compute).
 - ``set_weighted(alpha_probs, beta_probs)``: the relaxation for α/β steps: every layer is the
   α-weighted sum of its candidates and every searchable stage width is the β-weighted sum of
-  channel masks (``fnacli.search.masks``). One-hot α gives exactly the selected ops; one-hot
-  β gives exactly the selected widths under ``overlapping`` masks only: under Jung et al.'s
-  ``non-overlapping`` masks a one-hot β keeps just the chosen width's own channel segment
-  (their eq. 2), so the relaxed network is the paper's, not the selected one. ``set_path``
+  channel masks (``fnacli.nn.masks``) multiplying each block's output (Jung et al.'s
+  eq. 2; ``mask_scope="block"`` also multiplies its hidden channels). One-hot α gives exactly
+  the selected ops; one-hot β gives exactly the selected widths only under ``overlapping``
+  masks with the ``block`` scope: under Jung et al.'s ``non-overlapping`` masks a one-hot β
+  keeps just the chosen width's own channel segment, and under the ``output`` scope the hidden
+  channels keep their full width, so the relaxed network is the paper's, not the selected
+  one. ``set_path``
   (and ``derive``) are exact for both. With ``support`` (the sampled α/β step,
   ``fnacli.search.gates``) a layer runs only the listed candidates; ``checkpoint_activations``
   recomputes each mixed layer in the backward pass instead of keeping its candidates'
@@ -30,7 +33,6 @@ candidate's ``kK_eE``; fixed layers have their one op), ``head.*``.
 from __future__ import annotations
 
 import contextlib
-import re
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -40,6 +42,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from fnacli.nn import masks as M
 from fnacli.nn.backbone import (
     SSD_TAP,
     atrous_stages,
@@ -48,10 +51,7 @@ from fnacli.nn.backbone import (
     ssd_tap_layer,
 )
 from fnacli.nn.blocks import ConvBN, MBConv
-from fnacli.search import masks as M
 from fnacli.spec import SKIP, ArchSpec, Op, SpaceSpec, Stage
-
-_KEY_RE = re.compile(r"^stages\.(\d+)\.(\d+)\.(.+)$")
 
 
 @dataclass
@@ -119,10 +119,12 @@ class Supernet(nn.Module):
     """The supernet of ``space`` (see the module docstring)."""
 
     def __init__(self, space: SpaceSpec, masks: str = M.DEFAULT_KIND,
-                 with_head: bool = True, output_stride: int | None = None) -> None:
+                 with_head: bool = True, output_stride: int | None = None,
+                 mask_scope: str = M.DEFAULT_SCOPE) -> None:
         super().__init__()
         self.space = space
         self.masks = M.check_kind(masks)
+        self.mask_scope = M.check_scope(mask_scope)
         self.output_stride = output_stride
         self.stem = ConvBN(3, space.stem_out, 3, space.stem_stride)
         stages, cin = [], space.stem_out
@@ -268,6 +270,15 @@ class Supernet(nn.Module):
             self._mask_cache[key] = masks.to(ref.dtype)
         return M.combine(sel.to(ref.dtype), self._mask_cache[key]).view(1, -1, 1, 1)
 
+    def _hidden_weights(self, cin: tuple[tuple[int, ...], Selection], expand: int,
+                        ref: torch.Tensor) -> torch.Tensor | None:
+        """The hidden channels' weights: a hard width (one path) always cuts them to the
+        selected network's; a relaxed one only under the ``block`` scope (eq. 2 masks the
+        output alone)."""
+        if self.mask_scope == "output" and isinstance(cin[1], torch.Tensor):
+            return None
+        return self._channel_weights(cin[0], cin[1], expand, ref)
+
     def _mixed(self, layer: MixedLayer, x: torch.Tensor,
                cin: tuple[tuple[int, ...], Selection], cout: tuple[tuple[int, ...], Selection],
                first: bool, sel: Selection, want_tap: bool,
@@ -297,7 +308,7 @@ class Supernet(nn.Module):
                 else:
                     block = layer.ops[cand]
                     e = Op.parse(cand).expand
-                    hid_w = self._channel_weights(cin[0], cin[1], e, x)
+                    hid_w = self._hidden_weights(cin, e, x)
                     out, h = _run_masked(block, xin, hid_w, out_w, res)
             if p is not None:
                 p = p.to(out.dtype)  # under autocast: keep half-precision maps half
@@ -415,44 +426,6 @@ def candidate_ops(space: SpaceSpec) -> list[str]:
             if c != SKIP and c not in seen:
                 seen.append(c)
     return seen
-
-
-def supernet_state_from_seed(space: SpaceSpec, seed_state: Mapping[str, torch.Tensor],
-                             seed_spec: ArchSpec, **remap_kwargs: object
-                             ) -> dict[str, torch.Tensor]:
-    """Supernet tensors remapped from a seed.
-
-    For each candidate op ``c`` the seed is remapped onto ``space.max_arch()`` with every
-    searchable layer set to ``c`` (depth, width including e3 from e6, and kernel rules of
-    ``fnacli.remap``) and that network's layer tensors become candidate ``c``'s. Fixed
-    layers, the stem and the head come from the first remap.
-    """
-    from fnacli.remap import remap_state
-
-    base = space.max_arch()
-    cands = candidate_ops(space) or [None]
-    state: dict[str, torch.Tensor] = {}
-    for c in cands:
-        stages = []
-        for st_space, st in zip(space.stages, base.stages, strict=True):
-            if c is not None and st_space.searchable and c in st_space.candidates:
-                st = Stage(st.out, st.stride, (Op.parse(c),) * st_space.layers)
-            stages.append(st)
-        target = ArchSpec(base.stem_out, base.stem_stride, tuple(stages), base.head_out)
-        remapped, _ = remap_state(dict(seed_state), seed_spec, target, **remap_kwargs)
-        for key, t in remapped.items():
-            m = _KEY_RE.match(key)
-            if m is None:
-                state.setdefault(key, t)
-                continue
-            s, i, rest = int(m.group(1)), int(m.group(2)), m.group(3)
-            st_space = space.stages[s]
-            if st_space.searchable:
-                if c is not None and c in st_space.candidates:
-                    state[f"stages.{s}.{i}.ops.{c}.{rest}"] = t
-            else:
-                state.setdefault(f"stages.{s}.{i}.ops.{st_space.fixed_ops[i]}.{rest}", t)
-    return state
 
 
 def subnet_state(supernet: Supernet, path: Path) -> dict[str, torch.Tensor]:

@@ -198,8 +198,10 @@ def derive(*args: Any, **kwargs: Any) -> DeriveResult:
     table = None
     if cfg.latency_table is not None:
         from fnacli.cost.latency import read_latency_table
+        from fnacli.cost.target import PLAIN
+        from fnacli.tasks import lookup
 
-        table = read_latency_table(cfg.latency_table, cfg.force)
+        table = read_latency_table(cfg.latency_table, lambda n: lookup(n, PLAIN), cfg.force)
     if cfg.by not in DERIVE_BY:
         raise UserError(f"--by: expected {' or '.join(DERIVE_BY)}, got {cfg.by!r}")
     window = _window_limits(cfg)
@@ -266,7 +268,7 @@ def _derive_within(ck: Any, searched: dict, cfg: DeriveConfig, depth: int, lo: f
     """The most likely architecture (greedy, ``search.arch.derive_within``) whose MAdds over
     the scope, at the search's cost size, lie within [lo, hi]."""
     from fnacli.cost.lut import load_or_build_lut
-    from fnacli.pipeline.search import ONESHOT_COST_SCOPE
+    from fnacli.pipeline.search_options import ONESHOT_COST_SCOPE
     from fnacli.search import arch as A
     from fnacli.search.evolution import Encoding, check_reachable, window_text
     from fnacli.tasks import get_task, task_names
@@ -278,7 +280,7 @@ def _derive_within(ck: Any, searched: dict, cfg: DeriveConfig, depth: int, lo: f
     size = (as_size(cfg.size) if cfg.size else
             tuple(searched.get("cost_size") or searched.get("size") or task.recipe.size))
     scope = cfg.cost_scope or ONESHOT_COST_SCOPE
-    lut = load_or_build_lut(ck.space, task.name, size,
+    lut = load_or_build_lut(ck.space, task, size,
                             cfg.num_classes or searched.get("num_classes") or 80)
 
     def cost(arch: Any) -> float:
@@ -330,7 +332,8 @@ def _profile(result: DeriveResult, ck: Any, searched: dict, cfg: DeriveConfig, d
     num_classes = cfg.num_classes or searched.get("num_classes") or 80
     specs = [result.arch] + ([result.seed] if result.seed is not None else [])
     tops = _top(ck, searched, cfg.top, depth, say) if cfg.top else []
-    profiles = profile_specs(specs + [t["spec"] for t in tops], task, size, num_classes)
+    profiles = profile_specs(specs + [t["spec"] for t in tops], get_task(task) if is_task(task)
+                             else task, size, num_classes)
     for t, p in zip(tops, profiles[len(specs):], strict=True):
         t["madds"] = p.madds
     result.task, result.size, result.top = task, size, tops

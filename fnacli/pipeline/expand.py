@@ -26,6 +26,9 @@ class ExpandConfig:
     masks: str = setting("non-overlapping", "Channel masks of the mixed blocks: Jung et al.'s "
                          "non-overlapping segments or FBNetV2's overlapping masks.",
                          metavar="non-overlapping|overlapping")
+    mask_scope: str = setting("output", "Where a relaxed width choice applies its masks: the "
+                              "block's output (Jung et al.'s eq. 2) or also its hidden channels "
+                              "(block; fnacli's earlier rule).", metavar="output|block")
     arch_seed: int = setting(0, "Seed of the α/β initial noise (1e-3·N(0,1)) and of the --widen "
                              "noise.", flags=("--seed",))
     init_std: float = setting(1e-3, "Std of the α/β initial noise (0: exactly zero).", min=0.0)
@@ -58,17 +61,19 @@ def expand(*args: Any, **kwargs: Any) -> ExpandResult:
     refuse_stdout(cfg.output)
     from fnacli.checkpoint import save_checkpoint
     from fnacli.io import check_writable
+    from fnacli.nn.masks import check_kind, check_scope
     from fnacli.remap import check_widen
     from fnacli.search import supernet_io
-    from fnacli.search.masks import check_kind
     from fnacli.spec import SpaceSpec, load_space
 
     check_kind(cfg.masks)
+    check_scope(cfg.mask_scope)
     check_widen(cfg.widen, cfg.noise)
     check_writable(cfg.output, cfg.force)  # fail before the work, not after
     space = cfg.space if isinstance(cfg.space, SpaceSpec) else load_space(cfg.space)
     tensors, meta = supernet_io.expand(cfg.seed, space, cfg.masks, cfg.arch_seed, cfg.init_std,
                                        widen=cfg.widen, noise=cfg.noise,
+                                       mask_scope=cfg.mask_scope,
                                        space_name=f"space {cfg.space}"
                                        if isinstance(cfg.space, str | Path) else "the space")
     save_checkpoint(cfg.output, tensors, "supernet", meta, force=cfg.force)

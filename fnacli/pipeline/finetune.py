@@ -105,11 +105,10 @@ def _settings(cfg: FinetuneConfig, task: Any, size: tuple[int, int] | None) -> d
 
 def _start(cfg: FinetuneConfig) -> tuple[Any, Any, Any]:
     """(checkpoint, task, prior model info or None) of the target."""
-    from fnacli.checkpoint import read_checkpoint
-    from fnacli.detection.checkpoint import MODEL_KINDS, detector_info
+    from fnacli.detection.checkpoint import MODEL_KINDS, detector_info, read_model_checkpoint
     from fnacli.tasks import get_task, task_names
 
-    ckpt = read_checkpoint(cfg.target)
+    ckpt = read_model_checkpoint(cfg.target)
     if ckpt.kind in MODEL_KINDS:
         prior = detector_info(ckpt, cfg.target)
         if cfg.task and cfg.task != prior.task:

@@ -125,10 +125,10 @@ class LatencyResult:
 
 
 def _check_options(cfg: LatencyConfig) -> None:
-    from fnacli.cost.table import LUT_TASKS
+    from fnacli.pipeline.profile import count_tasks
 
-    if cfg.task not in LUT_TASKS:
-        raise UserError(f"--task: expected one of {', '.join(LUT_TASKS)}, got {cfg.task!r}")
+    if cfg.task not in count_tasks():
+        raise UserError(f"--task: expected one of {', '.join(count_tasks())}, got {cfg.task!r}")
     if cfg.device not in ("cpu", "cuda"):
         raise UserError(f"--device: expected cpu or cuda, got {cfg.device!r}")
     if cfg.channels_last not in MEMORY_FORMATS:
@@ -154,12 +154,12 @@ def _run_check(table: LatencyTable, cfg: LatencyConfig) -> tuple[CheckResult, fl
 
 
 def _check_existing(cfg: LatencyConfig) -> LatencyResult:
-    from fnacli.cost.latency import read_latency_table
     from fnacli.io import check_writable, write_text_atomic
+    from fnacli.pipeline.profile import read_latency
 
     if cfg.output:
         check_writable(cfg.output, cfg.force)
-    table = read_latency_table(cfg.table, cfg.force)
+    table = read_latency(cfg.table, cfg.force)
     check, secs = _run_check(table, cfg)
     if cfg.output:
         write_text_atomic(cfg.output, table.to_json())
@@ -184,7 +184,7 @@ def measure_latency(*args: Any, **kwargs: Any) -> LatencyResult:
                         "--check N")
 
     from fnacli.io import check_writable, write_text_atomic
-    from fnacli.pipeline.profile import default_size
+    from fnacli.pipeline.profile import cost_target, default_size
     from fnacli.spec import SpaceSpec, load_space
 
     sp = cfg.space if isinstance(cfg.space, SpaceSpec) else load_space(cfg.space)
@@ -196,9 +196,10 @@ def measure_latency(*args: Any, **kwargs: Any) -> LatencyResult:
 
     import torch
 
-    from fnacli.cost.count import default_classes
+    from fnacli.cost.cache import unwritable
     from fnacli.cost.latency import build_latency_table, latency_cache_path, partial_path
     from fnacli.cost.measure import MeasureConfig
+    from fnacli.cost.target import default_classes
 
     if cfg.device == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda: no CUDA device is available here")
@@ -206,8 +207,13 @@ def measure_latency(*args: Any, **kwargs: Any) -> LatencyResult:
                          channels_last=MEMORY_FORMATS[cfg.channels_last],
                          min_rounds=cfg.rounds, max_rounds=cfg.max_rounds,
                          rel_tol=cfg.tolerance, seed=cfg.seed)
-    n_cls = cfg.num_classes or default_classes(cfg.task)
-    dest = Path(cfg.output) if cfg.output else latency_cache_path(sp, cfg.task, wh, n_cls, mcfg)
+    target = cost_target(cfg.task)
+    n_cls = cfg.num_classes or default_classes(target)
+    dest = Path(cfg.output) if cfg.output else latency_cache_path(sp, target, wh, n_cls, mcfg)
+    why = None if cfg.output else unwritable(dest.parent)
+    if why:  # the table is this command's product: refuse before measuring
+        raise UserError(f"cannot save the latency table in the cache {dest.parent}: {why}; "
+                        "give -o FILE, or set FNACLI_CACHE_DIR to a writable folder")
     part = partial_path(dest)
     if part.exists() and not (cfg.resume or cfg.force):
         raise UserError(f"{part}: an interrupted build is there (continue it with --resume, or "
@@ -219,7 +225,7 @@ def measure_latency(*args: Any, **kwargs: Any) -> LatencyResult:
 
     report = Reporter(cfg.on_message)
     start = time.perf_counter()
-    table = build_latency_table(sp, cfg.task, wh, n_cls, mcfg, partial=part, resume=cfg.resume,
+    table = build_latency_table(sp, target, wh, n_cls, mcfg, partial=part, resume=cfg.resume,
                                 progress=cfg.progress)
     name = cfg.space if isinstance(cfg.space, str | Path) else "the space"
     report(f"latency table: {name} / {cfg.task} @ {wh[0]}x{wh[1]} on {table.describe()}: "

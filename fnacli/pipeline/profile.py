@@ -1,5 +1,5 @@
 """Params and MAdds of architectures under a task, and the cost lookup table (LUT) of a
-search space (``fnacli.cost``, ``fnacli.lut``).
+search space (``fnacli.cost``).
 
 Tasks: ``none`` (the backbone with its 1x1 head conv), ``classifier`` (ImageNet) or a
 registered task (``fnacli.tasks``); the default input size is the task's ``profile_size``
@@ -33,6 +33,21 @@ def count_tasks() -> tuple[str, ...]:
     from fnacli.tasks import task_names
 
     return (*BACKBONE_TASKS, *task_names())
+
+
+def cost_target(name: str) -> Any:
+    """What the cost package counts for ``--task NAME``: the task object, or the backbone
+    alone / the classifier by name (``fnacli.cost.target``)."""
+    from fnacli.tasks import lookup
+
+    return lookup(name, BACKBONE_TASKS)
+
+
+def read_latency(path: str | Path, force: bool = False) -> Any:
+    """A latency table from ``path`` (``fnacli.cost.latency.read_latency_table``)."""
+    from fnacli.cost.latency import read_latency_table
+
+    return read_latency_table(path, cost_target, force)
 
 
 def default_size(task: str) -> tuple[int, int]:
@@ -116,15 +131,17 @@ def profile(*args: Any, **kwargs: Any) -> ProfileResult:
     named = [(f"spec{i}", s) if isinstance(s, ArchSpec) else tuple(s)
              for i, s in enumerate(specs)]
 
-    from fnacli.cost.count import default_classes, profile_exact
+    from fnacli.cost.count import profile_exact
     from fnacli.cost.table import profile_specs
+    from fnacli.cost.target import default_classes
 
-    n_cls = cfg.num_classes or default_classes(task)
+    target = cost_target(task)
+    n_cls = cfg.num_classes or default_classes(target)
     start = time.perf_counter()
     if cfg.exact:
-        profiles = [profile_exact(s, task, size, n_cls, name) for name, s in named]
+        profiles = [profile_exact(s, target, size, n_cls, name) for name, s in named]
     else:
-        profiles = profile_specs([s for _, s in named], task, size, n_cls,
+        profiles = profile_specs([s for _, s in named], target, size, n_cls,
                                  [name for name, _ in named], progress=cfg.progress)
     return ProfileResult(task, size, n_cls, "fvcore trace" if cfg.exact else "lookup table",
                          time.perf_counter() - start, profiles)
@@ -147,7 +164,7 @@ class TableConfig:
 @dataclass
 class TableResult:
     table: Lut
-    where: str  # the file written, the cache file, or "stdout"
+    where: str | None  # the file written, the cache file, "stdout"; None: the cache failed
     seconds: float
     text: str | None = None  # the table's JSON when output is '-'
     space: str = "the space"  # the space as given (name or file)
@@ -157,7 +174,8 @@ class TableResult:
         w, h = self.table.size
         return [f"lookup table: {self.space} / {self.task} @ {w}x{h}: "
                 f"{len(self.table.layers)} layer entries, {len(self.table.fixed)} fixed-part "
-                f"entries -> {self.where} ({self.seconds:.1f}s)"]
+                f"entries -> {self.where or 'not cached (the cache folder is not writable)'} "
+                f"({self.seconds:.1f}s)"]
 
 
 def build_table(*args: Any, **kwargs: Any) -> TableResult:
@@ -174,20 +192,21 @@ def build_table(*args: Any, **kwargs: Any) -> TableResult:
     if out and out != "-":
         check_writable(out, cfg.force)  # fail before the build, not after
 
-    from fnacli.cost.lut import build_lut, cache_path, load_or_build_lut
+    from fnacli.cost.lut import build_lut, load_or_build_lut
 
     start = time.perf_counter()
     text = None
     if out:
-        table = build_lut(space, task, size, cfg.num_classes, progress=cfg.progress)
+        table = build_lut(space, cost_target(task), size, cfg.num_classes, progress=cfg.progress)
         if out == "-":
             text = table.to_json()
         else:
             write_output(out, table.to_json(), cfg.force)
         where = "stdout" if out == "-" else out
     else:
-        table = load_or_build_lut(space, task, size, cfg.num_classes, progress=cfg.progress)
-        where = str(cache_path(space, task, size, table.num_classes))
+        table = load_or_build_lut(space, cost_target(task), size, cfg.num_classes,
+                                  progress=cfg.progress)
+        where = str(table.cached_at) if table.cached_at else None
     name = str(cfg.space) if isinstance(cfg.space, str | Path) else "the space"
     return TableResult(table, where, time.perf_counter() - start, text, name, task)
 
@@ -255,10 +274,9 @@ def load_recorded_specs(args: list[str]) -> list[tuple[str, ArchSpec, Recorded |
         if arg == "-":
             out += [(n, s, None) for n, s in specs_from_text(read_text_arg("-", "SPEC")[0])]
         elif path.is_file() and not _is_json_file(path):
-            from fnacli.checkpoint import read_checkpoint
-            from fnacli.detection.checkpoint import MODEL_KINDS
+            from fnacli.detection.checkpoint import MODEL_KINDS, read_model_checkpoint
 
-            ck = read_checkpoint(path)
+            ck = read_model_checkpoint(path)
             if ck.spec is None:
                 hint = " (derive an architecture first: fnacli derive)" if ck.space else ""
                 raise UserError(f"{arg}: this {ck.kind} checkpoint carries no architecture "

@@ -22,7 +22,7 @@ from fnacli.pipeline.common import (
     run_files,
     task_of,
 )
-from fnacli.pipeline.search import (
+from fnacli.pipeline.search_options import (
     ARCH,
     DIFFERENTIABLE_COST_SCOPE,
     SearchOptions,

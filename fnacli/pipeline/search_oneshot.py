@@ -22,18 +22,17 @@ from fnacli.pipeline.common import (
     refuse_stdout,
     task_of,
 )
-from fnacli.pipeline.fitness import fitness_sets, hold_out_fitness
-from fnacli.pipeline.search import (
+from fnacli.pipeline.fitness import Splits, fitness_sets, hold_out_fitness
+from fnacli.pipeline.search_options import (
     ONESHOT,
     ONESHOT_COST_SCOPE,
     SearchOptions,
     SearchResult,
     check_latency,
     cost_input_size,
+    default_size,
     latency_table,
-    search_input,
     train_config,
-    train_set,
 )
 from fnacli.settings import setting
 from fnacli.tasks import per_task
@@ -53,9 +52,13 @@ class OneShotSearchConfig(SearchOptions):
     trained: str | Path | None = _oneshot(None, "Where the trained supernet goes [OUT with "
                                           ".oneshot.safetensors].", metavar="PATH")
     population: int = _oneshot(50, "Candidates per generation (random: per batch).", min=1)
-    parents: int = _oneshot(10, "Top-k candidates that parent the next generation.", min=1)
-    mutation_prob: float = _oneshot(0.1, "Probability to resample each choice when mutating.",
-                                    min=0.0, max=1.0)
+    parents: int = _oneshot(10, "Top-k candidates that parent the next generation (fnacli's "
+                            "choice; DetNAS gives no k).", min=1)
+    parent_pool: str = _oneshot("population", "Where the k parents come from: the last "
+                                "generation (DetNAS's Alg. 2) or every candidate so far "
+                                "(elitist).", metavar="population|elitist")
+    mutation_prob: float = _oneshot(0.1, "Probability to resample each choice when mutating "
+                                    "(fnacli's choice; DetNAS gives none).", min=0.0, max=1.0)
     generations: int = _oneshot(20, "Generations.", min=1)
     freeze_bn: bool = _oneshot(False, "Supernet training keeps BN statistics fixed (tiny "
                                "per-process batches; multi-process CPU runs, which have no "
@@ -124,6 +127,11 @@ def search_oneshot(*args: Any, **kwargs: Any) -> SearchResult:
         task_of(o.task)
     if o.retrain is not None and o.strategy != "random":
         raise UserError("--retrain: DetNAS's random baseline needs --strategy random")
+    from fnacli.search.evolution import PARENT_POOLS
+
+    if o.parent_pool not in PARENT_POOLS:
+        raise UserError(f"--parent-pool: expected one of {', '.join(PARENT_POOLS)}, got "
+                        f"{o.parent_pool!r}")
     if o.fitness_img_dir and not o.fitness_ann:
         raise UserError("--fitness-img-dir needs --fitness-ann")
     if o.fitness_ann and o.fitness_images is not None:
@@ -170,6 +178,7 @@ def _oneshot(o: OneShotSearchConfig, env: Any) -> SearchResult:
 
     say = Reporter(o.on_message, env.is_main)
     files = _oneshot_files(o.output, o.trained)
+    splits = Splits(o)  # training and search read each split once
     again = o.force or o.resume
     if not o.train_only:
         # fail before the slow part
@@ -187,7 +196,7 @@ def _oneshot(o: OneShotSearchConfig, env: Any) -> SearchResult:
         if o.resume and trained.is_file() and not files["train_state"].is_file():
             say(f"{trained}: already trained, going on with the search")
         else:
-            result = _train(o, files, env, say)
+            result = _train(o, files, env, say, splits)
             if not result.finished:
                 return SearchResult(o.strategy, False, f"training stopped after "
                                     f"{result.steps} steps; continue with --resume",
@@ -200,11 +209,13 @@ def _oneshot(o: OneShotSearchConfig, env: Any) -> SearchResult:
     # decided by every process before rank 0 may write a fresh search state (after the barrier)
     resume = o.resume and files["state"].is_file()
     barrier(env)
-    return _evolve(o, trained, files, env, resume, say)
+    return _evolve(o, trained, files, env, resume, say, splits)
 
 
-def _train(o: OneShotSearchConfig, files: dict[str, Path], env: Any, say: Reporter) -> Any:
+def _train(o: OneShotSearchConfig, files: dict[str, Path], env: Any, say: Reporter,
+           splits: Splits) -> Any:
     from fnacli.io import check_earlier_run, check_writable
+    from fnacli.search import fitness_data as FD
     from fnacli.search.oneshot import OneshotInfo, train_oneshot
     from fnacli.search.supernet_io import read_supernet
     from fnacli.tasks import get_task, task_names
@@ -226,10 +237,11 @@ def _train(o: OneShotSearchConfig, files: dict[str, Path], env: Any, say: Report
                         "with --skip-training, or train again with --force")
     check_writable(files["trained"], True, also=(".ckpt", ".metrics.jsonl"))
     r = task.recipe
-    size, augment = search_input(o, task)
+    size, augment = oneshot_input(o, task)
     epochs = o.epochs or task.oneshot_epochs
-    dataset = train_set(o, task, augment, size)
-    dataset, fitness = hold_out_fitness(o, dataset, task)
+    dataset = FD.view(splits.train(task), train=True,
+                      transform=task.train_transform(augment, size))
+    dataset, fitness = hold_out_fitness(o, dataset, task, splits)
     batch = o.batch_size or r.batch_size
     tc = replace(train_config(o, task, epochs, epochs * (len(dataset) // batch), r.schedule,
                               r.milestones, r.warmup_iters), freeze_bn=o.freeze_bn)
@@ -237,14 +249,22 @@ def _train(o: OneShotSearchConfig, files: dict[str, Path], env: Any, say: Report
         f"images ({fitness['images']} held out for fitness), {epochs} epochs of "
         f"{len(dataset) // batch} steps, uniform single-path sampling")
     return train_oneshot(ckpt, str(o.supernet), dataset, task.name, size, tc, env,
-                         files["trained"], fitness=fitness, state_path=files["train_state"],
+                         files["trained"], fitness=fitness, augment=augment,
+                         state_path=files["train_state"],
                          metrics_path=files["train_metrics"], resume=resume,
                          stop_after=o.stop_after, force=o.force or o.resume,
                          log=say if env.is_main else None)
 
 
+def oneshot_input(o: SearchOptions, task: Any) -> tuple[tuple[int, int], str]:
+    """(input size, augmentation) of one-shot supernet training: DetNAS trains the supernet
+    like the detector it will become, so the fine-tuning recipe's augmentation; the input is
+    the search's (DeepLab: FNA's 321x321 crops, not fine-tuning's 769)."""
+    return as_size(o.size) or default_size(task), o.augment or task.default_augment
+
+
 def _evolve(o: OneShotSearchConfig, trained: Path, files: dict[str, Path], env: Any,
-            resume: bool, say: Reporter) -> SearchResult:
+            resume: bool, say: Reporter, splits: Splits | None = None) -> SearchResult:
     """Search the trained supernet ``trained`` by evolution or random sampling."""
     from fnacli.cost.lut import load_or_build_lut
     from fnacli.progress import SearchProgress, tensorboard_dir
@@ -266,7 +286,7 @@ def _evolve(o: OneShotSearchConfig, trained: Path, files: dict[str, Path], env: 
     size = as_size(o.size) or info.size
     cfg = _evolution_config(o, task)
     latency = latency_table(o, ckpt.space, task.name, size, info.num_classes)
-    fit_set, calib_pool, fitness = fitness_sets(o, info, task)
+    fit_set, calib_pool, fitness = fitness_sets(o, info, task, splits)
     task.check_categories(info.categories, fit_set.categories(), str(trained),
                           str(fit_set.files.ann))
     if o.eval_images:
@@ -276,7 +296,7 @@ def _evolve(o: OneShotSearchConfig, trained: Path, files: dict[str, Path], env: 
     cost_size = cost_input_size(o, task, size)
     detector, supernet = build_oneshot_detector(ckpt, task.name, info.num_classes, size,
                                                 str(trained))
-    lut = load_or_build_lut(ckpt.space, task.name, cost_size, info.num_classes,
+    lut = load_or_build_lut(ckpt.space, task, cost_size, info.num_classes,
                             progress=env.is_main)
     enc = E.Encoding(ckpt.space)
     score = PathEvaluator(detector, supernet, enc, calib, fit_set, o.calib_batch, o.workers,
@@ -314,7 +334,8 @@ def _evolution_config(o: OneShotSearchConfig, task: Any) -> Any:
     from fnacli.search import evolution as E
 
     return E.SearchConfig(strategy=o.strategy, population=o.population, parents=o.parents,
-                          mutation_prob=o.mutation_prob, generations=o.generations,
+                          parent_pool=o.parent_pool, mutation_prob=o.mutation_prob,
+                          generations=o.generations,
                           candidates=o.candidates,
                           max_madds=E.parse_madds(o.max_madds) if o.max_madds else None,
                           min_madds=(E.parse_madds(o.min_madds, "--min-madds")

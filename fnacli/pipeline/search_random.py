@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from fnacli.errors import UserError
 from fnacli.pipeline.common import as_size, task_of
-from fnacli.pipeline.search import ONESHOT_COST_SCOPE, SearchResult, cost_input_size
+from fnacli.pipeline.search_options import ONESHOT_COST_SCOPE, SearchResult, cost_input_size
 
 if TYPE_CHECKING:
     from fnacli.pipeline.search_oneshot import OneShotSearchConfig
@@ -37,7 +37,7 @@ def random_baseline(o: OneShotSearchConfig) -> SearchResult:
     ckpt = read_supernet(o.supernet)
     size = cost_input_size(o, task, as_size(o.size) or task.recipe.size)
     scope = o.cost_scope or ONESHOT_COST_SCOPE
-    lut = load_or_build_lut(ckpt.space, task.name, size, progress=True)
+    lut = load_or_build_lut(ckpt.space, task, size, progress=True)
     limit = E.parse_madds(o.max_madds) if o.max_madds else None
     floor = E.parse_madds(o.min_madds, "--min-madds") if o.min_madds else None
     enc = E.Encoding(ckpt.space)

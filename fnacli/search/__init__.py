@@ -1,6 +1,6 @@
 """Architecture search over a supernet.
 
-- ``fnacli.search.masks``: channel-mask arithmetic (FBNetV2 overlapping, Jung et al.
+- ``fnacli.nn.masks``: channel-mask arithmetic (FBNetV2 overlapping, Jung et al.
   non-overlapping).
 - ``fnacli.search.arch``: the architecture parameters α/β (names, initialisation, softmax with
   the minimum-depth rule), deriving the argmax architecture and the exact top-K.

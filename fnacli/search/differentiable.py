@@ -15,8 +15,9 @@ and minimises ``task loss + cost``:
   ``λ·γ·max(0, C−T)``.
 
 With ``cost="latency"`` C is the expected latency in milliseconds by a measured latency
-table (``fnacli.cost.latency``, the same nested expectation) and the target is ``target_latency``
-(ms).
+table (``fnacli.cost.latency``: the same expectation over the same ``cost_scope``, so by
+default the searched blocks' latency, without the neck, head and constant overhead) and the
+target is ``target_latency`` (ms).
 
 ``arch_step``: ``full`` (FNA) runs every candidate; ``sampled`` runs two sampled candidates
 per layer and width with the unbiased two-sample gates of ``fnacli.search.gates`` (the cost
@@ -87,8 +88,10 @@ def default_cost_size(task: str, size: tuple[int, int]) -> tuple[int, int]:
 
 def search_cost(lut: Any, alpha_probs: A.AlphaDict, beta_probs: A.BetaDict,
                 cfg: SearchConfig) -> torch.Tensor:
-    """The expected MAdds the cost term sees: ``cfg.cost_scope`` of the table."""
-    return lut.expected_madds(alpha_probs, beta_probs, cfg.cost_scope)
+    """The expected cost the cost term sees: ``cfg.cost_scope`` of the MAdds table, or of
+    the latency table for ``--cost latency`` (one expectation for both)."""
+    table = cfg.latency_table if cfg.cost == "latency" else lut
+    return table.expected_cost(alpha_probs, beta_probs, cfg.cost_scope)
 
 
 def default_warmup_epochs(task: str, epochs: int) -> int:
@@ -295,8 +298,6 @@ def run_search(ckpt: SupernetCheckpoint, source: str, train_set: Any, cfg: Searc
     detector, supernet, arch, lut = _build(ckpt, source, train_set, cfg, env)
 
     def expected_cost(a_p: A.AlphaDict, b_p: A.BetaDict) -> torch.Tensor:
-        if cfg.cost == "latency":
-            return cfg.latency_table.expected_latency(a_p, b_p)
         return search_cost(lut, a_p, b_p, cfg)
 
     with torch.no_grad():
@@ -308,7 +309,7 @@ def run_search(ckpt: SupernetCheckpoint, source: str, train_set: Any, cfg: Searc
     hooks = SearchHooks(cfg, ckpt, supernet, architect, lut, env, output, metrics_path,
                         train_set, _ArchBatches(train_b, tc, env, task.collate))
     identity = {**cfg.identity(), "space": ckpt.space.to_dict(), "masks": ckpt.masks,
-                "train_images": len(train_set)}
+                "mask_scope": ckpt.mask_scope, "train_images": len(train_set)}
     # a path leaves most candidates unused in a step (under DDP); not part of the identity
     fitted = fit(detector, train_a, task.loss, replace(tc, find_unused_parameters=True), env,
                  state_path=state_path, metrics_path=metrics_path, resume=resume,
@@ -325,19 +326,19 @@ def _build(ckpt: SupernetCheckpoint, source: str, train_set: Any, cfg: SearchCon
 
     task, space = get_task(cfg.task), ckpt.space
     supernet = Supernet(space, ckpt.masks, with_head=task.uses_head_conv,
-                        output_stride=task.output_stride)
+                        output_stride=task.output_stride, mask_scope=ckpt.mask_scope)
     supernet.checkpoint_activations = cfg.checkpoint_activations
     load_weights(supernet, ckpt.weights, source)
     detector = task.build_model(space.max_arch(), train_set.num_classes, cfg.size,
                                 backbone=supernet)
     arch = ArchParams(space, ckpt.alpha, ckpt.beta).to(env.device)
     if env.is_main:  # rank 0 builds (and caches) the table, the others then read it
-        lut = load_or_build_lut(space, cfg.task, cfg.lut_size, train_set.num_classes,
+        lut = load_or_build_lut(space, task, cfg.lut_size, train_set.num_classes,
                                 progress=True)
     if env.distributed:
         dist.barrier()
     if not env.is_main:
-        lut = load_or_build_lut(space, cfg.task, cfg.lut_size, train_set.num_classes)
+        lut = load_or_build_lut(space, task, cfg.lut_size, train_set.num_classes)
     return detector, supernet, arch, lut
 
 

@@ -6,10 +6,12 @@ then for every stage with several channel candidates an index into its ascending
 (the β order). Decoding drops skips, so several genomes can be the same network; candidates
 are therefore identified (and cached) by the canonical compact JSON of their ``ArchSpec``.
 
-Evolution (DetNAS, after SPOS): generation 0 is ``population`` random genomes; every later
-generation is ``population // 2`` mutants (each gene resampled with ``mutation_prob``) and
-the rest crossovers (each gene from either parent), parents drawn from the ``parents`` best
-candidates seen so far, topped up with random genomes when the operators run dry. Every
+Evolution (DetNAS's Alg. 2, after SPOS): generation 0 is ``population`` random genomes; every
+later generation is ``population // 2`` mutants (each gene resampled with ``mutation_prob``)
+and the rest crossovers (each gene from either parent), parents drawn from the ``parents``
+best of the previous generation (``parent_pool="population"``, Alg. 2's
+``select-topk(P^(j))``) or of every candidate seen so far (``"elitist"``), topped up with
+random genomes when the operators run dry. Every
 drawn genome must be within ``max_madds`` (and ``max_latency``, by a latency table; rejection
 sampling) and new: an architecture is never evaluated twice. ``random`` draws the same
 number of candidates uniformly under the same limit, in batches of ``population`` (one
@@ -36,11 +38,14 @@ from fnacli.errors import UserError
 from fnacli.io import load_json_text, write_text_atomic
 from fnacli.nn.supernet import Path as SupernetPath
 from fnacli.nn.supernet import op_choices, path_to_arch, width_choices
+from fnacli.report import format_madds  # noqa: F401 - also importable from here
 from fnacli.spec import SKIP, ArchSpec, SpaceSpec
 from fnacli.train import check_identity
 
 Genome = tuple[int, ...]
 STRATEGIES = ("evolution", "random")
+# where evolution's parents come from: the last generation (DetNAS) or all candidates so far
+PARENT_POOLS = ("population", "elitist")
 STATE_FORMAT = "fnacli/oneshot-search@1"
 _MADDS_UNITS = {"": 1.0, "K": 1e3, "M": 1e6, "G": 1e9, "B": 1e9}
 
@@ -60,10 +65,6 @@ def parse_madds(text: str | float | int, flag: str = "--max-madds") -> float:
     if not value > 0 or not math.isfinite(value):
         raise UserError(f"{flag}: expected a positive number, got {text!r}")
     return value
-
-
-def format_madds(v: float) -> str:
-    return f"{v / 1e9:.3g}G" if v >= 1e9 else f"{v / 1e6:.4g}M"
 
 
 def window_text(lo: float | None, hi: float | None) -> str:
@@ -200,11 +201,15 @@ class SearchConfig:
     min_madds: float | None = None  # with max_madds: a matched-cost window (DetNAS Table 4)
     seed: int = 0
     max_tries: int = 200  # draws per wanted candidate before giving up (rejection sampling)
+    parent_pool: str = "population"
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
             raise UserError(f"--strategy: expected one of {', '.join(STRATEGIES)}, got "
                             f"{self.strategy!r}")
+        if self.parent_pool not in PARENT_POOLS:
+            raise UserError(f"--parent-pool: expected one of {', '.join(PARENT_POOLS)}, got "
+                            f"{self.parent_pool!r}")
         if self.population < 1 or self.generations < 1:
             raise UserError("--population and --generations must be at least 1")
         if not 1 <= self.parents:
@@ -237,7 +242,17 @@ class SearchConfig:
         for k in ("max_latency", "min_madds"):  # keeps the identity of searches without one
             if d[k] is None:
                 d.pop(k)
+        if d["parent_pool"] == "elitist":  # the only pool before there was a choice
+            d.pop("parent_pool")
         return d
+
+    def parents_of(self, population: list[Candidate], best: list[Candidate]
+                   ) -> list[Candidate]:
+        """The next generation's parents: the ``parents`` best of ``population`` (the last
+        generation), or ``best`` (the best so far) with the elitist pool."""
+        if self.parent_pool == "elitist":
+            return best
+        return sorted(population, key=Candidate.rank_key)[:self.parents]
 
 
 @dataclass
@@ -334,7 +349,7 @@ class OneShotSearch:
                 rng: random.Random) -> SearchResult:
         cfg = self.config
         while done < cfg.rounds:
-            genomes = self._draw(done, topk, rng)
+            genomes = self._draw(done, cfg.parents_of(population, topk), rng)
             if not genomes:
                 self._log_round({"event": "stop", "generation": done,
                                  "reason": "no new architecture within the limit is left"})
@@ -393,15 +408,16 @@ class OneShotSearch:
             if self._ok(g, taken):
                 out.append(g)
 
-    def _draw(self, done: int, topk: list[Candidate], rng: random.Random) -> list[Genome]:
+    def _draw(self, done: int, parent_pool: list[Candidate], rng: random.Random
+              ) -> list[Genome]:
         cfg, enc = self.config, self.encoding
         want = cfg.population
         if cfg.strategy == "random":
             want = min(want, cfg.total_candidates - done * cfg.population)
         out: list[Genome] = []
         taken: set[str] = set()
-        if cfg.strategy == "evolution" and done > 0 and topk:
-            parents = [c.genome for c in topk]
+        if cfg.strategy == "evolution" and done > 0 and parent_pool:
+            parents = [c.genome for c in parent_pool]
             self._fill(out, want // 2,
                        lambda: enc.mutate(rng.choice(parents), rng, cfg.mutation_prob), taken)
             self._fill(out, want,

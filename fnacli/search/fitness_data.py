@@ -13,13 +13,23 @@ and reports on minival. Here:
   given, and the training images that are also in it are left out of supernet training;
 - a fitness set sharing an image with the reporting split is refused unless forced. Images
   are compared by their resolved files (the same test as by id on COCO, whose image ids are
-  unique across splits; fnacli's synthetic splits both number their images from 1).
+  unique across splits; fnacli's synthetic splits both number their images from 1);
+- the trained supernet records which training-split images it did not train on
+  (``excluded``) and the fitness set's ids fingerprint; a later search reuses that fitness
+  set by default and refuses one that shares images with the supernet's training images
+  unless forced (:func:`check_not_trained_on`).
+
+Every set here is a view of a split loaded once (:func:`view`): nothing is read twice.
 """
 
 from __future__ import annotations
 
+import copy
+import hashlib
 import math
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -78,14 +88,54 @@ def holdout_ids(dataset: CocoDetection, amount: float | int | None, seed: int) -
     return sorted(ids[i] for i in torch.randperm(len(ids), generator=g)[:k].tolist())
 
 
-def only_ids(dataset: CocoDetection, ids: list[int] | set[int]) -> CocoDetection:
-    """The images of ``dataset`` with these ids (UserError for an id it does not have)."""
+_SAME: Any = object()  # view(): keep the dataset's transform
+
+
+def view(dataset: Any, ids: Iterable[int] | None = None, *, train: bool | None = None,
+         transform: Callable | None | object = _SAME) -> Any:
+    """``dataset``'s split (nothing re-read) restricted to the images ``ids`` (all the split's
+    images when None; unusable ones too unless a training view), for training or evaluation
+    (``train``) and with another ``transform``. The dataset's own ``view`` when it has one."""
+    own = getattr(dataset, "view", None)
+    if own is not None:
+        kwargs: dict = {} if transform is _SAME else {"transform": transform}
+        return own(None if ids is None else list(ids), train=train, **kwargs)
+    out = copy.copy(dataset)
+    if train is not None and hasattr(out, "train"):
+        out.train = train
+    if transform is not _SAME:
+        out.transform = transform
+    every = sorted(dataset.paths)
+    keep = every if ids is None else sorted(set(ids))
+    if ids is not None:
+        missing = set(keep) - set(every)
+        if missing:
+            raise UserError(f"{dataset.files.ann}: no image id "
+                            f"{', '.join(map(str, sorted(missing)[:5]))} in it")
+    usable = getattr(dataset, "_usable", None)
+    if getattr(out, "train", False) and usable is not None:
+        keep = [i for i in keep if usable(i)]
+    out.ids = keep
+    return out
+
+
+def fingerprint(ids: Iterable[int]) -> str:
+    """A short digest of a set of image ids (what a trained supernet records about its
+    fitness set)."""
+    text = ",".join(map(str, sorted({int(i) for i in ids})))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def only_ids(dataset: CocoDetection, ids: list[int] | set[int],
+             transform: Callable | None | object = _SAME) -> CocoDetection:
+    """The images of ``dataset``'s split with these ids, for evaluation (UserError for an id
+    the split does not have)."""
     keep = set(ids)
     missing = keep - set(dataset.paths)
     if missing:
         raise UserError(f"{dataset.files.ann}: the recorded fitness image ids "
                         f"{sorted(missing)[:5]} are not in it (another training split?)")
-    return dataset.subset([p for p, i in enumerate(dataset.ids) if i in keep])
+    return view(dataset, keep, train=False, transform=transform)
 
 
 def without_ids(dataset: CocoDetection, ids: list[int] | set[int]) -> CocoDetection:
@@ -99,14 +149,46 @@ def without_ids(dataset: CocoDetection, ids: list[int] | set[int]) -> CocoDetect
 
 def image_files(dataset: CocoDetection) -> dict[Path, int]:
     """Resolved image file -> image id, for the images of ``dataset``."""
-    return {dataset.paths[i].resolve(): i for i in dataset.ids}
+    paths = dataset.paths  # (a property that may build the dict on every access)
+    return {paths[i].resolve(): i for i in dataset.ids}
+
+
+def ids_in(dataset: CocoDetection, other: CocoDetection) -> list[int]:
+    """The ids of ``dataset``'s images whose files ``other`` also has, ascending."""
+    theirs = set(image_files(other))
+    return sorted(i for f, i in image_files(dataset).items() if f in theirs)
 
 
 def without_files(dataset: CocoDetection, other: CocoDetection) -> CocoDetection:
     """``dataset`` minus the images (files) that ``other`` also has."""
-    theirs = set(image_files(other))
-    return dataset.subset([p for p, i in enumerate(dataset.ids)
-                           if dataset.paths[i].resolve() not in theirs])
+    drop = set(ids_in(dataset, other))
+    return dataset.subset([p for p, i in enumerate(dataset.ids) if i not in drop])
+
+
+def trained_on(train: CocoDetection, recorded: dict) -> CocoDetection:
+    """The images a one-shot supernet trained on: the training split's usable images minus
+    those its fitness record says were held out (all of them when it recorded nothing)."""
+    if recorded.get("source") == "train":
+        excluded = set(recorded.get("ids", []))
+    else:
+        excluded = set(recorded.get("excluded", []))
+    return train.subset([p for p, i in enumerate(train.ids) if i not in excluded])
+
+
+def check_not_trained_on(fitness: CocoDetection, trained: CocoDetection, recorded: bool,
+                         force: bool) -> list[Path]:
+    """Refuse (UserError) a fitness set sharing images with the supernet's training images
+    (``trained``, :func:`trained_on`) unless ``force``; returns the shared images.
+    ``recorded``: whether the supernet recorded a fitness set (the way out it names)."""
+    shared = shared_images(fitness, trained)
+    if shared and not force:
+        way = ("leave --fitness-images/--fitness-ann out to reuse the fitness set recorded in "
+               "it" if recorded else "it records no fitness set: pass --fitness-ann with "
+               "images it did not train on")
+        raise UserError(f"{len(shared)} of the {len(fitness)} fitness images were training "
+                        f"images of the one-shot supernet (e.g. {shared[0]}): it would be "
+                        f"scored on images it trained on; {way}, or pass --force")
+    return shared
 
 
 def shared_images(a: CocoDetection, b: CocoDetection) -> list[Path]:

@@ -19,7 +19,7 @@ exact gradient; elsewhere it is the slope at the sampled architecture, not at th
 sum (the usual price of a sampled relaxation, cf. ProxylessNAS's binary gates). When
 ``a == b`` the gate passes no gradient: still unbiased, the baseline cancels the sample.
 
-Channel widths use the same gates: the masks are linear in β (``fnacli.search.masks``), so a
+Channel widths use the same gates: the masks are linear in β (``fnacli.nn.masks``), so a
 gate vector over widths gives the hard mask of width ``a`` with the same estimator.
 """
 

@@ -82,7 +82,7 @@ def build_oneshot_detector(ckpt: SupernetCheckpoint, task: str, num_classes: int
     torch.manual_seed(seed)  # fresh neck/head layers are a function of the seed
     t = get_task(task, "task")
     supernet = Supernet(ckpt.space, ckpt.masks, with_head=t.uses_head_conv,
-                        output_stride=t.output_stride)
+                        output_stride=t.output_stride, mask_scope=ckpt.mask_scope)
     load_weights(supernet, ckpt.weights, source)
     if num_classes < 1:
         raise UserError(f"num_classes must be at least 1, got {num_classes}")
@@ -118,11 +118,12 @@ def train_oneshot(ckpt: SupernetCheckpoint, source: str, dataset: CocoDetection,
                   size: tuple[int, int], cfg: TrainConfig, env: DistEnv, output: str | Path,
                   *, state_path: str | Path, metrics_path: str | Path | None,
                   resume: bool = False, stop_after: int | None = None, force: bool = False,
-                  fitness: dict | None = None,
+                  fitness: dict | None = None, augment: str | None = None,
                   log: Callable[[str], None] | None = None) -> FitResult:
     """Train the supernet of ``ckpt`` one path at a time and write the trained supernet to
     ``output`` (when training finished; rank 0). ``fitness`` (what was held out of
-    ``dataset`` for scoring, ``fnacli.search.fitness_data``) is recorded in its metadata."""
+    ``dataset`` for scoring, ``fnacli.search.fitness_data``) and ``augment`` (the training
+    augmentation's name) are recorded in its metadata."""
     num_classes = dataset.num_classes
     t = get_task(task, "task")
     cfg = replace(cfg, find_unused_parameters=True)
@@ -150,6 +151,8 @@ def train_oneshot(ckpt: SupernetCheckpoint, source: str, dataset: CocoDetection,
                    "lr": cfg.lr, "optimizer": cfg.optimizer, "seed": cfg.seed,
                    "sampling": "uniform single path", "source": Path(source).name,
                    "train_images": len(dataset)}
+        if augment is not None:
+            trained["augment"] = augment
         if fitness is not None:
             trained["fitness"] = fitness
         info = OneshotInfo(task, num_classes, size, dataset.categories(), trained)

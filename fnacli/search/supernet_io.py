@@ -3,7 +3,8 @@
 A supernet checkpoint (kind ``supernet``; ``searched`` after a search) holds the supernet's
 weights under ``Supernet`` state-dict keys, the architecture logits ``arch.alpha.S.L`` and
 ``arch.beta.S``, and in metadata the space (``space``), the seed's spec (``seed_spec``) and the
-mask family (``masks``). A searched checkpoint adds ``search`` (settings, epoch, history).
+mask family (``masks``) and where relaxed masks apply (``mask_scope``; absent: ``output``,
+Jung et al.'s eq. 2). A searched checkpoint adds ``search`` (settings, epoch, history).
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ from pathlib import Path
 import torch
 
 from fnacli.errors import UserError
+from fnacli.nn.masks import DEFAULT_KIND, DEFAULT_SCOPE, check_kind, check_scope
 from fnacli.search import arch as A
-from fnacli.search.masks import DEFAULT_KIND, check_kind
 from fnacli.spec import ArchSpec, SpaceSpec
 
 SUPERNET_KINDS = ("supernet", "searched")
@@ -33,6 +34,7 @@ class SupernetCheckpoint:
     seed_spec: ArchSpec | None
     kind: str
     meta: dict = field(default_factory=dict)
+    mask_scope: str = DEFAULT_SCOPE
 
     @property
     def min_depth(self) -> int:
@@ -41,17 +43,19 @@ class SupernetCheckpoint:
 
 def expand(seed_arg: str, space: SpaceSpec, masks: str = DEFAULT_KIND, seed: int = 0,
            init_std: float = A.INIT_STD, widen: str = "noise", noise: float | None = None,
-           space_name: str = "the space") -> tuple[dict[str, torch.Tensor], dict]:
+           space_name: str = "the space", mask_scope: str = DEFAULT_SCOPE
+           ) -> tuple[dict[str, torch.Tensor], dict]:
     """Supernet tensors (weights remapped from the seed + α/β) and metadata for ``space``
     (``space_name``: its file or built-in name, for error messages).
 
     ``widen``/``noise``: how channels wider than the seed's are filled (``fnacli.remap``);
     the default adds Jung et al.'s small noise so that wider candidates can learn."""
     from fnacli.checkpoint import load_seed
-    from fnacli.nn.supernet import Supernet, supernet_state_from_seed
-    from fnacli.remap import resolve_noise
+    from fnacli.nn.supernet import Supernet
+    from fnacli.remap import resolve_noise, supernet_state_from_seed
 
     check_kind(masks)
+    check_scope(mask_scope)
     seed_state, seed_spec = load_seed(seed_arg)
     if len(seed_spec.stages) != len(space.stages):
         raise UserError(f"{seed_arg}: the seed has {len(seed_spec.stages)} stages but "
@@ -70,7 +74,7 @@ def expand(seed_arg: str, space: SpaceSpec, masks: str = DEFAULT_KIND, seed: int
     tensors.update(A.to_tensors(alpha, beta))
     space_dict = {**space.to_dict(), "name": space.name}  # the name survives the round trip
     meta = {"space": space_dict, "seed_spec": seed_spec.to_dict(), "masks": masks,
-            "arch_init": {"std": init_std, "seed": seed},
+            "mask_scope": mask_scope, "arch_init": {"std": init_std, "seed": seed},
             "widen": {"rule": widen, "noise": noise, "seed": seed}}
     return tensors, meta
 
@@ -91,13 +95,19 @@ def read_supernet(path: str | Path) -> SupernetCheckpoint:
     except UserError:
         raise UserError(f"{path}: metadata 'masks' is {masks!r}; expected non-overlapping or "
                         "overlapping") from None
+    scope = ckpt.meta.get("mask_scope", DEFAULT_SCOPE)
+    try:
+        check_scope(scope)
+    except UserError:
+        raise UserError(f"{path}: metadata 'mask_scope' is {scope!r}; expected output or "
+                        "block") from None
     alpha, beta = A.from_tensors(ckpt.space, ckpt.tensors, str(path))
     weights = {k: v for k, v in ckpt.tensors.items() if not A.is_arch_name(k)}
     seed_spec = None
     if "seed_spec" in ckpt.meta:
         seed_spec = ArchSpec.from_dict(ckpt.meta["seed_spec"], f"{path}: metadata seed_spec")
     return SupernetCheckpoint(ckpt.space, masks, weights, alpha, beta, seed_spec, ckpt.kind,
-                              ckpt.meta)
+                              ckpt.meta, scope)
 
 
 def load_weights(supernet: torch.nn.Module, weights: dict[str, torch.Tensor], source: str) -> None:

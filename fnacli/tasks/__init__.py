@@ -59,6 +59,12 @@ def get_task(name: str | Task, what: str = "--task") -> Task:
             from None
 
 
+def lookup(name: str, also: tuple[str, ...] = ()) -> Task | str:
+    """The task called ``name``, or ``name`` itself when it is one of ``also`` (names a caller
+    accepts besides the tasks, e.g. the cost package's ``none`` and ``classifier``)."""
+    return name if name in also else get_task(name)
+
+
 def is_task(name: object) -> bool:
     _load()
     return isinstance(name, str) and name in _REGISTRY
@@ -92,5 +98,5 @@ def size_text(size: tuple[int, int]) -> str:
     return str(size[0]) if size[0] == size[1] else f"{size[0]}x{size[1]}"
 
 
-__all__ = ["Recipe", "SearchDefaults", "Task", "get_task", "is_task", "metavar", "per_task",
-           "register", "size_text", "task_names", "tasks"]
+__all__ = ["Recipe", "SearchDefaults", "Task", "get_task", "is_task", "lookup", "metavar",
+           "per_task", "register", "size_text", "task_names", "tasks"]

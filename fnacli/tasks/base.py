@@ -35,21 +35,21 @@ What a task does (methods; detection tasks inherit most from
 - loss and metric: :meth:`loss` (the model in train mode on one batch -> dict of loss
   tensors) and :meth:`evaluate` (-> an object with ``stats``, a dict of ``metric_names``,
   and ``to_dict()``).
-- cost: the cost table (``fnacli.lut``) counts stem, MBConv layers and the head conv itself;
-  the task counts its own fixed parts through :meth:`cost_needs`, :meth:`cost_space_needs`,
-  :meth:`cost_group`, :meth:`cost_stub_maps`, :meth:`cost_tables`, :meth:`cost_expected`
-  and :meth:`cost_core` (see each docstring; ``fnacli.tasks.ssdlite`` is a worked example).
+- fixed parts: :meth:`head_inputs` (the backbone maps the network beyond the backbone
+  reads), :attr:`head_pieces` (that network's named pieces: which modules, which map each
+  reads) and :meth:`core_of` (the network without pre- and post-processing). The cost
+  package (``fnacli.cost``) builds the task's model around stand-in backbones of any
+  channels and sizes from these and counts and times it itself; a task writes no cost code.
 
 A segmentation task (e.g. DeepLabv3: output stride 16 via dilation, ASPP on the last map,
 mIoU from a confusion matrix, Cityscapes-layout data, no anchors or boxes) sets
 ``kind = "segmentation"``, ``metric = "mIoU"``, builds its own model and data reader and
-implements the cost and latency hooks for the ASPP head; nothing outside its module
-changes.
+names the pieces of its ASPP head; nothing outside its module changes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -58,9 +58,23 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-    from fnacli.cost.lut import Lut
-    from fnacli.cost.table import CostTable
     from fnacli.spec import ArchSpec
+
+
+@dataclass(frozen=True)
+class HeadPiece:
+    """A named piece of a task's network beyond the backbone (its neck and head).
+
+    ``modules``: name prefixes of its modules and parameters in :meth:`Task.core_of`'s
+    network (a name belongs to the piece with the longest matching prefix); ``reads``: the
+    index in :meth:`Task.head_inputs` of the backbone map whose width its size follows, None
+    when no backbone width changes it. ``part`` is "neck" or "head".
+    """
+
+    name: str
+    part: str
+    modules: tuple[str, ...]
+    reads: int | None = None
 
 
 @dataclass(frozen=True)
@@ -236,63 +250,16 @@ class Task:
                  progress: Callable[[int], None] | None = None) -> Any:
         raise NotImplementedError
 
-    # -- latency table hooks (fnacli.latency) ---------------------------------------------
-    def latency_maps(self, spec: ArchSpec, sig: tuple[int, ...]
-                     ) -> tuple[dict[str, str], dict[str, tuple[int, int]]]:
-        """For measuring the neck and head on prepared maps: which backbone map each
-        width-dependent fixed-part group varies with (group -> feature name), and the
-        (height, width) of the maps the neck/head reads for the cost signature ``sig``."""
-        from fnacli.errors import UserError
+    # -- the network beyond the backbone (its neck and head), in forward order ------------
+    head_pieces: ClassVar[tuple[HeadPiece, ...]] = ()
 
-        raise UserError(f"latency tables do not cover the {self.name} task's fixed parts")
-
-    def latency_entry(self, group: str, c: int, names: Mapping[str, str],
-                      delta: Callable[[str, int], int], base: int) -> tuple[str, int, int]:
-        """The (part, ns, params) entry of fixed-part ``group`` at ``c`` channels, such that an
-        architecture's entries (one per group it needs) add up to T(ref) + the sum of the
-        single-map deltas: ``base`` is T(ref), ``delta(map, c)`` the change of setting map
-        ``map`` (a value of ``names`` from :meth:`latency_maps`) to ``c`` channels."""
-        raise NotImplementedError
-
-    # -- cost table hooks (fnacli.lut) ---------------------------------------------------
-    def cost_needs(self, table: CostTable, spec: ArchSpec, map_c: int) -> list[tuple]:
-        """The fixed-part entries ``(group, channels, signature)`` ``spec`` needs beyond stem
-        and head conv; ``map_c`` is the channels of the backbone's last map."""
-        return []
-
-    def cost_space_needs(self, lut: Lut, ref: ArchSpec) -> list[tuple]:
-        """Fixed-part entries for every channel count a search space can feed the task's
-        inputs other than the last stage (which the table varies itself)."""
-        return []
-
-    def cost_last_groups(self) -> tuple[str, ...]:
-        """Groups whose cost varies with the last stage's width only."""
+    def head_inputs(self, spec: ArchSpec) -> tuple[str, ...]:
+        """The backbone maps (names in ``feature_channels(spec)``) the network beyond the
+        backbone reads, in the order :class:`HeadPiece` ``reads`` indexes them."""
         return ()
 
-    def cost_group(self, name: str) -> tuple[str, str, int] | None:
-        """(group, part, index into :meth:`cost_stub_maps` names, -1: none) of a module or
-        parameter name of :meth:`cost_core`; None when it is not a fixed part of the task."""
-        return None
-
-    def cost_stub_maps(self, table: CostTable, spec: ArchSpec, needs: list[tuple]
-                       ) -> tuple[list[str], dict[int, set[int]], Callable[[tuple], dict]]:
-        """The backbone maps the task reads (names), the channel values each must take for
-        ``needs``, and the map sizes (h, w) of each name for a signature."""
+    def core_of(self, model: nn.Module) -> tuple[nn.Module, dict[str, tuple[str, ...]]]:
+        """The network of a model from :meth:`build_model` without pre- and post-processing
+        (image tensor in, raw outputs out) and, per part (backbone/neck/head), the module
+        names that belong to it."""
         raise NotImplementedError
-
-    def cost_core(self, model: nn.Module) -> tuple[nn.Module, dict[str, tuple[str, ...]]]:
-        """The part of ``model`` to trace (image tensor -> outputs, no pre/post-processing)
-        and, per part (backbone/neck/head), the module names that belong to it."""
-        raise NotImplementedError
-
-    def cost_tables(self, lut: Lut, ref: ArchSpec) -> dict:
-        """Extra entries of the expected-cost tables (plain lists become tensors)."""
-        return {}
-
-    def cost_expected(self, total: torch.Tensor, t: dict,
-                      alpha: Callable[[int, int], torch.Tensor],
-                      width: Callable[[int], torch.Tensor]) -> torch.Tensor:
-        """``total`` (E[MAdds] of the backbone) plus the task's share from its
-        :meth:`cost_tables`, given the α probabilities of a layer and the β probabilities of
-        a stage's width."""
-        return total

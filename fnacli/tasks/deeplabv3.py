@@ -6,22 +6,21 @@ transforms, evaluate)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from fnacli.tasks import register
-from fnacli.tasks.base import Recipe, SearchDefaults, Task
+from fnacli.tasks.base import HeadPiece, Recipe, SearchDefaults, Task
 
 if TYPE_CHECKING:
     import torch
     from torch import nn
 
-    from fnacli.cost.table import CostTable
     from fnacli.spec import ArchSpec
 
-ASPP_GROUP = "aspp"  # ASPP: varies with the last stage's width
-CLASSIFIER_GROUP = "seg_classifier"  # the 1x1 classifier: constant
+ASPP_GROUP = "aspp"  # the ASPP on the last stage
+CLASSIFIER_GROUP = "seg_classifier"  # the 1x1 classifier
 
 
 @register
@@ -158,48 +157,16 @@ class DeepLabV3Task(Task):
                             "slide with window [width, height]")
         return {"mode": mode, "window": tuple(window) if window else None}
 
-    # -- cost table: ASPP reads the last stage (its cost varies with that width), the
-    # classifier is constant -------------------------------------------------------------------
-    def _sig(self, table: CostTable, spec: ArchSpec) -> tuple[int, ...]:
-        return tuple(table.geometry(spec).stage_out[-1])
+    # -- the network beyond the backbone: ASPP on the last stage, a 1x1 classifier --------
+    head_pieces = (
+        HeadPiece(ASPP_GROUP, "neck", ("classifier.0",), reads=0),
+        HeadPiece(CLASSIFIER_GROUP, "head", ("classifier.1",)),
+    )
 
-    def cost_needs(self, table: CostTable, spec: ArchSpec, map_c: int) -> list[tuple]:
-        sig = self._sig(table, spec)
-        return [(ASPP_GROUP, map_c, sig), (CLASSIFIER_GROUP, 0, sig)]
+    def head_inputs(self, spec: ArchSpec) -> tuple[str, ...]:
+        return (f"stage{len(spec.stages) - 1}",)
 
-    def cost_last_groups(self) -> tuple[str, ...]:
-        # the classifier is constant: one copy per last-stage width, weighted by β, sums to it
-        return (ASPP_GROUP, CLASSIFIER_GROUP)
-
-    def cost_group(self, name: str) -> tuple[str, str, int] | None:
-        if name.startswith("classifier.0."):
-            return ASPP_GROUP, "neck", 0
-        if name.startswith("classifier.1."):
-            return CLASSIFIER_GROUP, "head", -1
-        return None
-
-    def cost_stub_maps(self, table: CostTable, spec: ArchSpec, needs: list[tuple]
-                       ) -> tuple[list[str], dict[int, set[int]], Callable[[tuple], dict]]:
-        name = f"stage{len(spec.stages) - 1}"
-        per_var = {0: {c for g, c, _ in needs if g == ASPP_GROUP}}
-        return [name], per_var, lambda sig: {name: sig[0:2]}
-
-    # -- latency table: ASPP + classifier (+ the upsampling to the input) timed on a prepared
-    # last map, once per last-stage width ---------------------------------------------------
-    def latency_maps(self, spec: ArchSpec, sig: tuple[int, ...]
-                     ) -> tuple[dict[str, str], dict[str, tuple[int, int]]]:
-        name = f"stage{len(spec.stages) - 1}"
-        return {ASPP_GROUP: name}, {name: tuple(sig[0:2])}
-
-    def latency_entry(self, group: str, c: int, names: Mapping[str, str],
-                      delta: Callable[[str, int], int], base: int) -> tuple[str, int, int]:
-        # T(ref) goes in the ASPP entry (the last map is the only one the head reads, so
-        # base + delta is simply T at that width); the constant classifier is inside it
-        if group == ASPP_GROUP:
-            return "neck", base + delta(names[group], c), 0
-        return "head", 0, 0
-
-    def cost_core(self, model: nn.Module) -> tuple[nn.Module, dict[str, tuple[str, ...]]]:
+    def core_of(self, model: nn.Module) -> tuple[nn.Module, dict[str, tuple[str, ...]]]:
         from fnacli.segmentation.model import COST_PARTS, SegmenterCore
 
         return SegmenterCore(model), dict(COST_PARTS)

@@ -8,17 +8,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from fnacli.detection import COCO_LABELS, COCO_STATS
 from fnacli.tasks.base import Task
 
 if TYPE_CHECKING:
     import torch
     from torch import nn
-
-COCO_STATS = ("AP", "AP50", "AP75", "APs", "APm", "APl",
-              "AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
-COCO_LABELS = ("AP @[IoU=0.50:0.95]", "AP @[IoU=0.50]", "AP @[IoU=0.75]", "AP small",
-               "AP medium", "AP large", "AR maxDets=1", "AR maxDets=10", "AR maxDets=100",
-               "AR small", "AR medium", "AR large")
 
 
 class DetectionTask(Task):
@@ -87,7 +82,7 @@ class DetectionTask(Task):
         return evaluate(model, dataset, batch_size=batch_size, workers=workers, device=device,
                         per_class=per_class, progress=progress)
 
-    def cost_core(self, model: nn.Module) -> tuple[nn.Module, dict[str, tuple[str, ...]]]:
+    def core_of(self, model: nn.Module) -> tuple[nn.Module, dict[str, tuple[str, ...]]]:
         from fnacli.cost.count import DetectorCore
 
         return DetectorCore(model), {"backbone": ("backbone.body",), "neck": ("backbone",),

@@ -2,8 +2,9 @@
 
 A stage whose output width has candidates ``outs = (c_1 < c_2 < … < c_K)`` is computed once at
 the largest width ``c_K``; the choice of width becomes a per-channel weight vector
-``w = Σ_k p_k · m_k`` (``p = softmax(β)``) that multiplies the block's output (and, scaled by
-the expansion ratio, its hidden channels). The two families differ only in the masks ``m_k``:
+``w = Σ_k p_k · m_k`` (``p = softmax(β)``) that multiplies the block's output (Jung et al.'s
+eq. 2; the ``block`` mask scope also multiplies its hidden channels, scaled by the expansion
+ratio: see ``SCOPES``). The two families differ only in the masks ``m_k``:
 
 - ``overlapping`` (FBNetV2, Wan et al. 2020): ``m_k`` has ones on the first ``c_k`` channels,
   so channel ``i`` gets ``Σ_{k: c_k > i} p_k`` — the low channels sum to (nearly) 1 whatever
@@ -30,12 +31,25 @@ from fnacli.errors import UserError
 
 KINDS = ("non-overlapping", "overlapping")
 DEFAULT_KIND = "non-overlapping"
+# Where a relaxed (β-weighted) width choice applies its weights: ``output``, the block's output
+# only (Jung et al.'s eq. 2; the default), or ``block``, also the hidden channels after the
+# expansion and after the depthwise conv (by the block's input width; fnacli's earlier rule,
+# with which a one-hot β under overlapping masks is exactly the selected network). A hard
+# choice (a single path) always masks both, so it stays the selected network.
+SCOPES = ("output", "block")
+DEFAULT_SCOPE = "output"
 
 
 def check_kind(kind: str) -> str:
     if kind not in KINDS:
         raise UserError(f"--masks: expected one of {', '.join(KINDS)}, got {kind!r}")
     return kind
+
+
+def check_scope(scope: str) -> str:
+    if scope not in SCOPES:
+        raise UserError(f"--mask-scope: expected one of {', '.join(SCOPES)}, got {scope!r}")
+    return scope
 
 
 def channel_masks(outs: Sequence[int], kind: str, scale: int = 1,
