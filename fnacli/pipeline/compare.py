@@ -389,7 +389,7 @@ def _arms(cfg: CompareConfig, runs: Runs, named: list[tuple[str, Any]], space: A
     _, seed_spec = load_seed(cfg.seed_checkpoint)
     arms = [(SEED_ARM, seed_spec), *named]
     classes = len(runs.task.load_split(runs.train_files, train=False).categories())
-    table = CostTable(runs.task.name, runs.recipe["size"], classes)
+    table = CostTable(runs.task, runs.recipe["size"], classes)
     madds = {n: float(table.profile(s, n).madds) for n, s in arms}
     if cfg.random:
         target = cfg.target_madds or (statistics.median(madds[n] for n, _ in arms[1:])
