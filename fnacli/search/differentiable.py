@@ -436,9 +436,9 @@ class SearchHooks(Hooks):
         """The epoch's record (history, metrics line, TensorBoard, a collapse warning), the
         searched checkpoint as it stands and the plot; returns what the progress line
         shows."""
-        record, probs, entropy = self.epoch_record(loop)
+        record, probs, per_layer = self.epoch_record(loop)
         self.history.append(record)
-        loop.metrics.write(event="epoch", **record, **probs, layer_entropy=entropy)
+        loop.metrics.write(event="epoch", **record, **probs, **per_layer)
         if self.env.is_main and loop.epoch > self.cfg.warmup_epochs:
             loop.bar.log(f"epoch {loop.epoch}: {CV.summary_text(record['convergence'])}")
         loop.bar.scalars(loop.step, {k: record[k] for k in ("expected_madds", "argmax_madds")},
@@ -459,7 +459,8 @@ class SearchHooks(Hooks):
 
     def epoch_record(self, loop: Loop) -> tuple[dict, dict, dict]:
         """Epoch ``loop.epoch``'s history record (with its convergence numbers,
-        ``fnacli.search.convergence``), α/β's probabilities and the per-layer entropies."""
+        ``fnacli.search.convergence``), α/β's probabilities, and for the metrics line alone
+        every layer's entropy and the layers whose argmax changed."""
         exp, am, derived = self.madds_now()
         with torch.no_grad():
             a_p, b_p = self.arch.probs(self.cfg.min_depth)
@@ -470,7 +471,9 @@ class SearchHooks(Hooks):
                   "argmax_madds": am, "derived": arch_code(derived),
                   "derived_probability": prob, "skipped_layers": skipped,
                   "skippable_layers": skippable, "convergence": CV.history_fields(conv)}
-        return record, prob_report(self.space, a_p, b_p), conv.get("entropy", {})
+        return record, prob_report(self.space, a_p, b_p), {
+            "layer_entropy": conv.get("entropy", {}),
+            "argmax_changed_layers": conv.get("argmax_changed_layers")}
 
     def madds_now(self) -> tuple[float, float, ArchSpec]:
         """The detector's expected MAdds under α/β now, the argmax architecture's, and it."""
