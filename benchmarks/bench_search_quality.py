@@ -39,7 +39,7 @@ import json
 import math
 import os
 import queue
-import random
+import re
 import shutil
 import statistics
 import subprocess
@@ -47,7 +47,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -67,6 +67,12 @@ _IN_PROCESS = threading.Lock()
 ONESHOT_ARMS = {"evolution": ("", "the search recipe (RMSProp, the paper's lr)"),
                 "evolution-ft-recipe": ("-finetune", "the fine-tuning's SGD lr, warm-up and "
                                                       "clipping")}
+# the differentiable searches: arm -> (α/β step, weight steps on the fine-tuning recipe?, the
+# short-budget settings: --arch-lr auto and a two-sided target?)
+DIFFERENTIABLE_ARMS = {"differentiable": ("full", False, False),
+                       "differentiable-sampled": ("sampled", False, False),
+                       "differentiable-ft-recipe": ("full", True, False),
+                       "differentiable-short-budget": ("full", True, True)}
 HAND_PICKED = {"seed-shallow": ("k3_e6", "k3_e6", True),
                "early-e3-late-k7": ("k3_e3", "k7_e6", False),
                "shallow-late-k7": ("k3_e6", "k7_e6", True)}
@@ -105,6 +111,7 @@ class Settings:
     random_archs: int = 5
     # searches: FNA's SSDLite schedule shape (α/β from half-way), the quickstart's α/β lr and
     # step rhythm; DetNAS-style one-shot supernet training as long as a fine-tune, evolution
+    search_seeds: int = 1  # searches per searched arm (arms -s1, -s2, … beyond the first)
     search_epochs: int = 24
     search_warmup: int = 12
     arch_lr: float = 0.05
@@ -141,17 +148,19 @@ class Bench:
         self._lut: dict = {}
 
     # -- running fnacli -----------------------------------------------------------------------
-    def fnacli(self, *args: object) -> str:
-        """``fnacli ARGS``'s stdout: a subprocess of this interpreter, or (``in_process``, the
-        smoke test: no torch import per command) the same app called in this process."""
+    def fnacli(self, *args: object, log: Path | None = None) -> str:
+        """``fnacli ARGS``'s stdout: a subprocess of this interpreter (its stderr into ``log``
+        when given), or (``in_process``, the smoke test: no torch import per command) the same
+        app called in this process."""
         argv = list(map(str, args))
         if self.in_process:
             return self._in_process(argv)
         cmd = [sys.executable, "-m", "fnacli", *argv]
         env = dict(os.environ, OMP_NUM_THREADS=str(self.threads))
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        with open(log or os.devnull, "w") as err:
+            proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=err, text=True, env=env)
         if proc.returncode:
-            tail = proc.stderr.strip().splitlines()[-3:]
+            tail = (log.read_text() if log else "").strip().splitlines()[-3:]
             raise SystemExit(f"bench_search_quality: `fnacli {' '.join(argv)}` exited "
                              f"{proc.returncode}: {' | '.join(tail)}")
         return proc.stdout
@@ -169,11 +178,13 @@ class Bench:
                              f"{type(e).__name__}: {e}") from None
         return out.getvalue()
 
-    def once(self, path: Path, stamp: object, make: Callable[[], object]) -> None:
-        """Make ``path`` unless it exists with the same ``stamp`` (its settings); with
-        ``report_only``, raise ``Missing`` instead of making it."""
+    def once(self, path: Path, stamp: object, make: Callable[[], object],
+             inputs: Sequence[Path] = ()) -> None:
+        """Make ``path`` unless it exists with the same stamp: its settings, fnacli's version
+        and the content of the files it is made from (``inputs``), never their names alone;
+        with ``report_only``, raise ``Missing`` instead of making it."""
         s = path.with_name(path.name + ".stamp.json")
-        key = json.dumps(stamp, sort_keys=True, default=str)
+        key = stamp_text(stamp, inputs)
         if path.exists() and s.exists() and s.read_text() == key:
             return
         if self.report_only:
@@ -181,11 +192,12 @@ class Bench:
         make()
         s.write_text(key)
 
-    def cached_json(self, name: str, stamp: object, compute: Callable[[], object]) -> object:
+    def cached_json(self, name: str, stamp: object, compute: Callable[[], object],
+                    inputs: Sequence[Path] = ()) -> object:
         """``compute()``, kept in WORKDIR/name with its stamp (reused in --report-only)."""
         path = self.work / name
         s = path.with_name(path.name + ".stamp.json")
-        key = json.dumps(stamp, sort_keys=True, default=str)
+        key = stamp_text(stamp, inputs)
         if not (self.report_only and path.exists() and s.exists() and s.read_text() == key):
             path.write_text(json.dumps(compute()))
             s.write_text(key)
@@ -234,99 +246,90 @@ class Bench:
             path.write_text(text)
         return path
 
-    # -- fine-tuning one architecture from the remapped seed --------------------------------
-    def remapped(self, name: str, arch_path: Path, width: str = "first",
-                 kernel: str = "center") -> Path:
-        out = self.work / "remapped" / f"{name}-{width}-{kernel}.safetensors"
-        out.parent.mkdir(exist_ok=True)
-        self.once(out, ["remap", arch_path.read_text(), width, kernel, self.cfg.width,
-                        self.cfg.pretrain_steps],
-                  lambda: self.fnacli("remap", self.seed, "--spec", arch_path, "--width", width,
-                                      "--kernel", kernel, "-o", out, "--force"))
-        return out
-
-    def finetune(self, init: Path, seed: int) -> dict:
+    # -- fine-tuning and comparing: ``fnacli compare`` ---------------------------------------
+    def compare(self, archs: dict[str, Path], random_archs: int = 0, target: float = 0.0,
+                width: str = "first", kernel: str = "center", log_name: str = "compare") -> dict:
+        """``fnacli compare`` of the seed's architecture and ``archs`` (plus ``random_archs``
+        drawn within the window of ``target``), every fine-tuning run cached by content in
+        WORKDIR/compare. ``jobs`` processes share the work dir (each claims a run)."""
         c = self.cfg
-        runs = self.work / "runs"
-        runs.mkdir(exist_ok=True)
-        base = runs / f"{init.stem}-s{seed}"
-        result = base.with_suffix(".json")
-        final = base.with_suffix(".safetensors")
-        stamp = ["finetune", init.name, seed, c.recipe(), c.train, c.image_size,
-                 c.pretrain_steps]
-
-        def make() -> None:
-            t = time.monotonic()
-            ft = json.loads(self.fnacli(
-                "finetune", init, "--task", "ssdlite", "--data", self.data, "-o", final,
-                *c.recipe(), "--seed", seed, "--threads", self.threads, "--workers", 0,
-                "--device", "cpu", "--force", "--json"))
-            metrics = json.loads(self.fnacli("eval", final, "--data", self.data, "--json",
-                                             "--threads", self.threads, "--workers", 0,
-                                             "--device", "cpu"))
-            result.write_text(json.dumps({"steps": ft["steps"], "metrics": metrics,
-                                          "seconds": round(time.monotonic() - t, 1)}))
-
-        self.once(result, stamp, make)
-        return json.loads(result.read_text())
-
-    def logged_finetune(self, init: Path, seed: int) -> dict:
-        res = self.finetune(init, seed)
-        self.log(f"  {init.stem} seed {seed}: AP {res['metrics']['AP']:.3f} "
-                 f"AP50 {res['metrics']['AP50']:.3f} ({res['seconds']}s)")
-        return res
+        args = ["compare", self.seed, *[f"{n}={p}" for n, p in archs.items()], "-w",
+                self.work / "compare", "--task", "ssdlite", "--data", self.data, *c.recipe(),
+                "--seeds", c.seeds, "--width", width, "--kernel", kernel, "--workers", 0,
+                "--threads", self.threads, "--device", "cpu", "--json"]
+        if random_archs:
+            args += ["--random", random_archs, "--space", SPACE, "--target-madds", int(target),
+                     "--window", c.window, "--random-seed", 0]
+        if self.report_only:
+            args.append("--report-only")
+        procs = 1 if self.in_process or self.report_only else self.jobs
+        logs = [self.work / f"{log_name}-{i}.log" for i in range(procs)]
+        with ThreadPoolExecutor(procs) as pool:
+            outs = list(pool.map(lambda log: self.fnacli(*args, log=log), logs))
+        return json.loads(outs[0])
 
     # -- searches -----------------------------------------------------------------------------
     def supernet(self, space: Path, masks: str = "non-overlapping") -> Path:
         out = self.work / "search" / f"super-{space.stem}-{masks}.safetensors"
         out.parent.mkdir(exist_ok=True)
-        self.once(out, ["expand", space.read_text(), masks, self.cfg.pretrain_steps],
-                  lambda: self.fnacli("expand", self.seed, "--space", space, "--masks", masks,
-                                      "-o", out, "--force"))
+        self.once(out, ["expand", masks], lambda: self.fnacli(
+            "expand", self.seed, "--space", space, "--masks", masks, "-o", out, "--force"),
+            inputs=[self.seed, space])
         return out
 
-    def differentiable(self, supernet: Path, target: float,
-                       arch_step: str = "full") -> tuple[Path, float]:
-        """FNA's search; ``arch_step`` "sampled" is fnacli's cheaper α/β step (not the
-        paper's), the same search otherwise."""
+    def differentiable(self, supernet: Path, target: float, arm: str = "differentiable",
+                       seed: int = 0) -> tuple[Path, float]:
+        """FNA's search (search seed ``seed``) as ``DIFFERENTIABLE_ARMS[arm]`` sets it up:
+        the α/β step, the weight steps' recipe and the α/β settings."""
         c = self.cfg
-        tag = "" if arch_step == "full" else f"-{arch_step}"
+        step, ft_weights, short = DIFFERENTIABLE_ARMS[arm]
+        tag = arm.removeprefix("differentiable") + (f"-s{seed}" if seed else "")
         out = supernet.with_name(supernet.stem.replace("super", "diff") + tag + ".safetensors")
-        step = [] if arch_step == "full" else ["--arch-step", arch_step]
         arch = out.with_suffix(".json")
+        extra = [*(["--arch-step", step] if step != "full" else []),
+                 *(self.finetune_weights() if ft_weights else []),
+                 *(["--arch-lr", "auto", "--target-side", "both"] if short
+                   else ["--arch-lr", c.arch_lr])]
 
         def make() -> None:
             t = time.monotonic()
             self.fnacli("search", supernet, "--task", "ssdlite", "--data", self.data, "-o", out,
                         "--size", c.size, "--epochs", c.search_epochs, "--warmup-epochs",
                         c.search_warmup, "--batch-size", c.batch_size, "--workers", 0,
-                        "--seed", 0, "--arch-every", 1, "--arch-lr", c.arch_lr,
-                        "--target-madds", int(target), "--cost-scope", "detector",
-                        *step, "--device", "cpu", "--force")
+                        "--seed", seed, "--arch-every", 1, "--target-madds", int(target),
+                        "--cost-scope", "detector", *extra, "--device", "cpu", "--force")
             # every arm of a matched-cost table lies in the same window: the most likely
             # architecture within it (derive --min/--max-madds), as the random ones are drawn
             arch.write_text(self.fnacli("derive", out, *self.window_args(target)))
             (arch.parent / (arch.stem + ".seconds")).write_text(f"{time.monotonic() - t:.1f}")
 
         # the target is the detector's MAdds, so the cost is taken over the detector
-        self.once(arch, ["diff", "detector", c.search_epochs, c.search_warmup, c.arch_lr,
-                         c.batch_size, c.size, int(target), supernet.name, c.train,
-                         c.pretrain_steps, *step, self.window_args(target)], make)
+        self.once(arch, ["diff", "detector", c.search_epochs, c.search_warmup, c.batch_size,
+                         c.size, int(target), seed, extra, self.window_args(target)], make,
+                  inputs=[supernet, self.data])
         return arch, float((arch.parent / (arch.stem + ".seconds")).read_text())
 
-    def evolution(self, supernet: Path, target: float, recipe: str = "search"
-                  ) -> tuple[Path, Path, float]:
-        """DetNAS's one-shot search. ``recipe`` "search": the supernet trains with the task's
-        search recipe (the papers'); "finetune": with the fine-tuning's optimiser, lr,
-        warm-up and clipping (the step schedule stays the search's)."""
+    def finetune_weights(self) -> list:
+        """The weight-side flags of the fine-tuning recipe, for a search's weight steps (the
+        step schedule stays the search's)."""
         c = self.cfg
-        tag = "" if recipe == "search" else f"-{recipe}"
+        return ["--optimizer", "sgd", "--lr", c.lr, "--warmup-iters", c.warmup, "--clip-grad",
+                c.clip_grad, "--augment", c.augment]
+
+    def evolution(self, supernet: Path, target: float, recipe: str = "search", seed: int = 0
+                  ) -> tuple[Path, Path, float]:
+        """DetNAS's one-shot search (search seed ``seed``). ``recipe`` "search": the supernet
+        trains with the task's search recipe (the papers'); "finetune": with the fine-tuning's
+        optimiser, lr, warm-up and clipping (the step schedule stays the search's). The
+        fitness images are the search's default: a seeded 20% of the training split, held out
+        of the supernet's training (``fnacli.search.fitness_data``); the held-out data set is
+        only the search's reporting split, which the fitness images must not overlap."""
+        c = self.cfg
+        tag = ("" if recipe == "search" else f"-{recipe}") + (f"-s{seed}" if seed else "")
         out = self.work / "search" / f"evo{tag}.safetensors"
         trained = self.work / "search" / f"oneshot{tag}.safetensors"
         arch = out.with_suffix(".json")
-        weights = [] if recipe == "search" else [
-            "--optimizer", "sgd", "--lr", c.lr, "--warmup-iters", c.warmup, "--clip-grad",
-            c.clip_grad, "--augment", c.augment]
+        weights = [] if recipe == "search" else self.finetune_weights()
 
         def make() -> None:
             t = time.monotonic()
@@ -335,7 +338,7 @@ class Bench:
                         self.heldout / "annotations" / "instances_val.json", "--val-images",
                         self.heldout / "val", "-o", out, "--trained", trained, "--size", c.size,
                         "--epochs", c.oneshot_epochs, "--batch-size", c.batch_size,
-                        "--workers", 0, "--seed", 0, "--population", c.population,
+                        "--workers", 0, "--seed", seed, "--population", c.population,
                         "--parents", c.parents, "--generations", c.generations,
                         *self.window_args(target), "--calib-images",
                         c.calib_images, "--calib-batch", c.batch_size, "--device", "cpu",
@@ -344,9 +347,9 @@ class Bench:
             (arch.parent / f"evo{tag}.seconds").write_text(f"{time.monotonic() - t:.1f}")
 
         self.once(arch, ["evo", "detector", c.oneshot_epochs, c.population, c.parents,
-                         c.generations, c.calib_images, c.batch_size, c.size, int(target), c.train,
-                         c.heldout, c.pretrain_steps, self.window_args(target),
-                         *([weights] if weights else [])], make)
+                         c.generations, c.calib_images, c.batch_size, c.size, int(target), seed,
+                         self.window_args(target), *([weights] if weights else [])], make,
+                  inputs=[supernet, self.data, self.heldout])
         return arch, trained, float((arch.parent / f"evo{tag}.seconds").read_text())
 
     def window_args(self, target: float) -> list:
@@ -354,27 +357,6 @@ class Bench:
         w = self.cfg.window
         return ["--min-madds", int(target * (1 - w)), "--max-madds", int(target * (1 + w)),
                 "--cost-scope", "detector"]
-
-    def random_archs(self, target: float) -> list:
-        """DetNAS's random baseline: uniformly drawn genomes (every op/skip choice equally
-        likely per layer) kept when their MAdds fall within ±window of the target."""
-        from fnacli.search.evolution import Encoding
-        from fnacli.spec import load_space
-
-        c = self.cfg
-        enc = Encoding(load_space(str(SPACE)))
-        rng, found, seen = random.Random(0), [], set()
-        for _ in range(200_000):
-            arch = enc.arch(enc.random(rng))
-            key = arch.to_json(compact=True)
-            if key in seen:
-                continue
-            seen.add(key)
-            if abs(self.madds(arch) / target - 1) <= c.window:
-                found.append(arch)
-                if len(found) == c.random_archs:
-                    break
-        return found
 
     # -- item 4: the search-step cost, shared max-width block vs one block per width --------
     def width_cost(self) -> list[dict]:
@@ -410,6 +392,17 @@ class Bench:
                               "cpu")
         return {name: score(enc.encode(path_of_arch(ckpt.space, arch)))["AP"]
                 for name, arch in archs.items()}
+
+
+def stamp_text(stamp: object, inputs: Sequence[Path] = ()) -> str:
+    """What a cached piece was made from: its settings, fnacli's version and the content
+    fingerprint of every input file or folder."""
+    from fnacli import __version__
+    from fnacli.fingerprint import paths_fingerprint
+
+    return json.dumps({"settings": stamp, "fnacli": __version__,
+                       "inputs": [paths_fingerprint([p]) for p in inputs]},
+                      sort_keys=True, default=str)
 
 
 class Missing(Exception):
@@ -614,7 +607,7 @@ def summary(runs: list[dict]) -> dict:
 # -- the whole benchmark ----------------------------------------------------------------------
 def run(cfg: Settings, work: Path, threads: int, jobs: int, log: Callable,
         in_process: bool = False, report_only: bool = False) -> dict:
-    from fnacli.spec import load_arch, mobilenetv2
+    from fnacli.spec import ArchSpec, load_arch, mobilenetv2
 
     start = time.monotonic()
     b = Bench(cfg, work, threads, 1 if in_process else jobs,
@@ -633,47 +626,26 @@ def run(cfg: Settings, work: Path, threads: int, jobs: int, log: Callable,
                                 **{n: staged_arch(*a) for n, a in HAND_PICKED.items()}}
     timings: dict[str, float] = {}
     work_queue = Jobs(b.jobs)
-    runs_f: dict[tuple[Path, int], Future] = {}
 
-    def finetune_all(init: Path, ablation: bool = False) -> None:
-        """Queue every seed of an arm: seed 0 of every arm before any seed 1, and the
-        headline arms (items 1-2, 6) before the ablations (items 3, 5)."""
-        for seed in range(cfg.seeds):
-            if (init, seed) not in runs_f:
-                runs_f[(init, seed)] = work_queue.submit(
-                    seed + (cfg.seeds if ablation else 0), b.logged_finetune, init, seed)
-
-    def ran(fut: Future) -> dict | None:  # --report-only: None for a run not made yet
-        try:
-            return fut.result()
-        except Missing:
-            return None
-
-    # the searches first (items 2-3), then fine-tuning as soon as an architecture is known
+    # the searches (items 2-3), search seeds 0..search_seeds-1 of every searched arm
     super_ops = b.supernet(SPACE)
     width_space = b.work / "archs" / "width-space.json"
     width_space.parent.mkdir(exist_ok=True)
     width_space.write_text(channel_space(3).to_json())
-    searches = {"differentiable": work_queue.submit(-1, b.differentiable, super_ops, target),
-                "differentiable-sampled": work_queue.submit(-1, b.differentiable, super_ops,
-                                                            target, "sampled"),
-                "evolution": work_queue.submit(-1, b.evolution, super_ops, target),
-                "evolution-ft-recipe": work_queue.submit(-1, b.evolution, super_ops, target,
-                                                         "finetune")}
+    searches: dict[str, Future] = {}
+    for s in range(cfg.search_seeds):
+        tag = f"-s{s}" if s else ""
+        for arm in DIFFERENTIABLE_ARMS:
+            searches[f"{arm}{tag}"] = work_queue.submit(s, b.differentiable, super_ops, target,
+                                                        arm, s)
+        for arm in ONESHOT_ARMS:
+            searches[f"{arm}{tag}"] = work_queue.submit(
+                s, b.evolution, super_ops, target,
+                "search" if arm == "evolution" else "finetune", s)
     for masks in MASKS:
         searches[f"width-{masks}"] = work_queue.submit(
-            -1, b.differentiable, b.supernet(width_space, masks), target)
-    b.log(f"searches queued; random baseline: {cfg.random_archs} archs within "
-          f"±{cfg.window:.0%} of the target")
-    for i, arch in enumerate(b.random_archs(target)):
-        archs[f"random-{i}"] = arch
-    inits = {n: b.remapped(n, b.write_arch(n, a)) for n, a in archs.items()}
-    k7 = b.write_arch("all-k7_e3", archs["all-k7_e3"])
-    for w, k in [(w, "center") for w in WIDTH_RULES] + [("first", "dilate")]:
-        inits[f"rule {w}/{k}"] = b.remapped("all-k7_e3", k7, w, k)
-    for name, init in inits.items():
-        finetune_all(init, ablation=name.startswith("rule "))
-    width_archs = {}
+            0, b.differentiable, b.supernet(width_space, masks), target)
+    width_archs, trained = {}, {}
     for name, fut in searches.items():
         try:
             out = fut.result()
@@ -681,33 +653,53 @@ def run(cfg: Settings, work: Path, threads: int, jobs: int, log: Callable,
             raise SystemExit(f"bench_search_quality: --report-only: {e} is not made yet"
                              ) from None
         timings[name] = out[-1]
+        if name in ONESHOT_ARMS:
+            trained[name] = out[1]
         arch = load_arch(str(out[0]))
         (width_archs if name.startswith("width-") else archs)[name] = arch
-        inits[name] = b.remapped(name, b.write_arch(name, arch))
-        finetune_all(inits[name], ablation=name.startswith("width-"))
         b.log(f"{name} search done ({timings[name]:.0f} s): {b.madds(arch) / 1e6:.2f}M MAdds")
-    trained = {n: searches[n].result()[1] for n in ONESHOT_ARMS}
+    work_queue.close()
+
+    # fine-tuning and the paired comparisons: fnacli compare (items 1-3, 5)
+    b.log(f"fine-tuning: {len(archs)} architectures and {cfg.random_archs} random ones within "
+          f"±{cfg.window:.0%} of the target, {cfg.seeds} seeds each")
+    paths = {n: b.write_arch(n, a) for n, a in archs.items() if n != "seed"}
+    main = b.compare(paths, cfg.random_archs, target)
+    arms = {a["name"]: a for a in main["arms"]}
+    for n, a in arms.items():
+        if n.startswith("random-"):
+            archs[n] = ArchSpec.from_dict(a["spec"])
+    widths = b.compare({n: b.write_arch(n, a) for n, a in width_archs.items()},
+                       log_name="compare-widths")
+    arms.update({a["name"]: a for a in widths["arms"] if a["name"] != "seed"})
+    for w, k in [(w, "center") for w in WIDTH_RULES] + [("first", "dilate")]:
+        rule = b.compare({"all-k7_e3": paths["all-k7_e3"]}, width=w, kernel=k,
+                         log_name=f"compare-{w}-{k}")
+        arms[f"rule {w}/{k}"] = next(a for a in rule["arms"] if a["name"] == "all-k7_e3")
+    steps = cfg.epochs * (cfg.train // cfg.batch_size)
+    runs = {n: [{"steps": steps, **a["runs"][str(s)]} for s in range(cfg.seeds)
+                if str(s) in a["runs"]] for n, a in arms.items()}
+    missing = {n: cfg.seeds - len(r) for n, r in runs.items() if len(r) < cfg.seeds}
+    if missing:
+        b.log(f"--report-only: runs not made yet: {missing}")
+    runs = {n: r for n, r in runs.items() if r}
+    stats = {n: summary(r) for n, r in runs.items()}
+    significance = {n: {"vs_seed": a.get("vs_seed"), "vs_best_random": a.get("vs_best_random")}
+                    for n, a in arms.items()}
     madds = {n: b.madds(a) for n, a in {**archs, **width_archs}.items()}
 
     b.log("item 4: shared max-width block vs one block per width")
     width_cost = b.cached_json("width_cost.json", [cfg.size, cfg.batch_size, cfg.timing_iters,
                                                    cfg.timing_widths], b.width_cost)
-    runs = {n: [r for s in range(cfg.seeds) if (r := ran(runs_f[(init, s)])) is not None]
-            for n, init in inits.items()}
-    missing = {n: cfg.seeds - len(r) for n, r in runs.items() if len(r) < cfg.seeds}
-    if missing:
-        b.log(f"--report-only: runs not made yet: {missing}")
-    runs = {n: r for n, r in runs.items() if r}
-    work_queue.close()
-    stats = {n: summary(r) for n, r in runs.items()}
 
     b.log("item 6: one-shot fitness of every architecture in the space")
     ranking = {}
     for arm, (tag, label) in ONESHOT_ARMS.items():
         fitness = b.cached_json(f"fitness{tag}.json",
-                                [str(trained[arm]), cfg.calib_images, cfg.heldout,
+                                [cfg.calib_images, cfg.heldout,
                                  {n: a.to_dict() for n, a in archs.items()}],
-                                lambda arm=arm: b.oneshot_fitness(trained[arm], archs))
+                                lambda arm=arm: b.oneshot_fitness(trained[arm], archs),
+                                inputs=[trained[arm], b.data, b.heldout])
         names = [n for n in fitness if n in stats]
         ranking[arm] = {"supernet": label, "fitness_AP": fitness, "archs": names,
                         "kendall_tau": kendall_tau([fitness[n] for n in names],
@@ -715,7 +707,8 @@ def run(cfg: Settings, work: Path, threads: int, jobs: int, log: Callable,
     return {"settings": asdict(cfg), "seed": b.seed_info, "seed_madds": seed_madds,
             "target_madds": target, "madds": madds,
             "archs": {n: a.to_dict() for n, a in {**archs, **width_archs}.items()},
-            "runs": runs, "summary": stats, "search_seconds": timings,
+            "runs": runs, "summary": stats, "significance": significance,
+            "best_random": main["best_random"], "search_seconds": timings,
             "width_cost": width_cost,
             "ranking": ranking["evolution"], "ranking_ft_recipe": ranking["evolution-ft-recipe"],
             "missing_runs": missing,
@@ -728,18 +721,64 @@ def _pm(stat: dict) -> str:
     return f"{stat['mean']:.3f} ± {sd}"
 
 
+def _paired(p: dict | None) -> str:
+    """A paired comparison: Δ mean, the t-test's p (bold when below 0.05), seeds won/lost."""
+    if not p:
+        return ""
+    pt = "–" if p["p_t"] is None else f"{p['p_t']:.3f}"
+    if p["p_t"] is not None and p["p_t"] < 0.05:
+        pt = f"**{pt}**"
+    return f"{p['mean']:+.3f} (p {pt}; {p['wins']}/{p['losses']})"
+
+
 def _row(res: dict, name: str, label: str | None = None) -> str:
     if name not in res["summary"]:
-        return f"| {label or name} | | not run | | |"
+        return f"| {label or name} | | not run | | | | |"
     s, m = res["summary"][name], res["madds"].get(name)
     rel = f"{m / res['seed_madds']:.2f}×" if m else ""
     madds = f"{m / 1e6:.2f}M ({rel})" if m else ""
     each = " ".join(f"{v:.3f}" for v in s["AP"]["values"])
-    return f"| {label or name} | {madds} | {_pm(s['AP'])} | {_pm(s['AP50'])} | {each} |"
+    sig = res.get("significance", {}).get(name, {})
+    return (f"| {label or name} | {madds} | {_pm(s['AP'])} | {_pm(s['AP50'])} | {each} | "
+            f"{_paired(sig.get('vs_seed'))} | {_paired(sig.get('vs_best_random'))} |")
 
 
-HEAD = ("| arm | MAdds (× seed) | AP mean ± std | AP50 mean ± std | AP per seed (0, 1, …) |\n"
-        "|---|---|---|---|---|")
+def search_arm(name: str) -> str:
+    """The searched arm a result belongs to: ``differentiable-s2`` -> ``differentiable``."""
+    return re.sub(r"-s\d+$", "", name)
+
+
+def pooled(res: dict, arm: str) -> dict | None:
+    """An arm searched with several search seeds (``arm``, ``arm-s1``, …): AP mean ± std over
+    every (search seed, fine-tuning seed) run, and paired tests against the seed and the best
+    random architecture with the fine-tuning seed as the unit (the arm's AP averaged over
+    search seeds per fine-tuning seed, so the search's variance is inside each pair)."""
+    from fnacli.stats import mean_std as ms
+    from fnacli.stats import paired
+
+    names = [n for n in res["summary"] if search_arm(n) == arm]
+    if len(names) < 2:
+        return None
+    per_seed = {}
+    for n in names:
+        for i, v in enumerate(res["summary"][n]["AP"]["values"]):
+            per_seed.setdefault(i, []).append(v)
+    seeds = sorted(k for k, v in per_seed.items() if len(v) == len(names))
+    allv = [v for n in names for v in res["summary"][n]["AP"]["values"]]
+    mean, sd = ms(allv)
+    out = {"arms": names, "runs": len(allv), "mean": mean, "std": sd,
+           "madds": [res["madds"][n] for n in names]}
+    for key, ref in (("vs_seed", "seed"), ("vs_best_random", res.get("best_random"))):
+        if ref in res["summary"] and len(seeds) > 1:
+            a = [statistics.fmean(per_seed[i]) for i in seeds]
+            b = [res["summary"][ref]["AP"]["values"][i] for i in seeds]
+            out[key] = paired(a, b).to_dict()
+    return out
+
+
+HEAD = ("| arm | MAdds (× seed) | AP mean ± std | AP50 mean ± std | AP per seed (0, 1, …) | "
+        "Δ AP vs seed (paired t p; won/lost) | Δ AP vs best random |\n"
+        "|---|---|---|---|---|---|---|")
 
 
 def _code(arch: dict) -> str:
@@ -774,7 +813,8 @@ def markdown(res: dict) -> str:
         lines.append(_row(res, n))
     lines += ["", "### 2. Search vs random at matched MAdds (DetNAS Table 4, FNA Table 3)", "",
               HEAD]
-    for n in ["seed", "differentiable", "differentiable-sampled", *ONESHOT_ARMS] + sorted(
+    searched = [*DIFFERENTIABLE_ARMS, *ONESHOT_ARMS]
+    for n in ["seed"] + [k for k in res["summary"] if search_arm(k) in searched] + sorted(
             k for k in res["summary"] if k.startswith("random-")):
         m = res["madds"][n]
         flag = "" if n == "seed" or abs(m / target - 1) <= window else " (outside ±5%)"
@@ -783,7 +823,14 @@ def markdown(res: dict) -> str:
     if rnd:
         m, sd = mean_std(rnd)
         lines.append(f"| random, mean of the {len(rnd)} archs' means | | {m:.3f} ± "
-                     f"{'–' if sd is None else f'{sd:.3f}'} | | best {max(rnd):.3f} |")
+                     f"{'–' if sd is None else f'{sd:.3f}'} | | best {max(rnd):.3f} "
+                     f"({res.get('best_random')}) | | |")
+    for arm in searched:
+        if (p := pooled(res, arm)) is not None:
+            lines.append(f"| {arm}, pooled over {len(p['arms'])} search seeds × fine-tuning "
+                         f"seeds ({p['runs']} runs) | {min(p['madds']) / 1e6:.2f}-"
+                         f"{max(p['madds']) / 1e6:.2f}M | {p['mean']:.3f} ± {p['std']:.3f} | | "
+                         f"| {_paired(p.get('vs_seed'))} | {_paired(p.get('vs_best_random'))} |")
     lines += ["", "Architectures (stages 1-6; layers by op, ` | ` between stages):", "",
               "| arm | ops |", "|---|---|"]
     for n, a in res["archs"].items():

@@ -33,6 +33,7 @@ _LAZY = {
                     "fnacli.pipeline.finetune"),
     **dict.fromkeys(("evaluate", "EvaluateConfig", "EvaluateResult"),
                     "fnacli.pipeline.evaluate"),
+    **dict.fromkeys(("compare", "CompareConfig", "CompareResult"), "fnacli.pipeline.compare"),
     **dict.fromkeys(("profile", "ProfileConfig", "ProfileResult", "build_table", "TableConfig",
                      "TableResult", "load_specs"), "fnacli.pipeline.profile"),
     **dict.fromkeys(("measure_latency", "LatencyConfig", "LatencyResult"),

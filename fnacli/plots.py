@@ -471,3 +471,37 @@ def diagram_figure(arch: ArchSpec, seed: ArchSpec | None = None, *, title: str =
         ax.text(40, y + box_h / 2, f"output channels differ from the {names[1]}'s",
                 color="#555555", **font)
     return fig
+
+
+# -- compare ------------------------------------------------------------------------------------
+def compare_figure(result: Any) -> Any:
+    """``fnacli compare``'s picture: one column per architecture, a dot per fine-tuning seed,
+    the mean ± std as a bar, the seed architecture's mean dashed and the best random one's
+    dotted across; the verdict against the seed under each name."""
+    arms = result.arms
+    fig = _figure(max(4.0, 0.9 * len(arms) + 1.5), 3.6)
+    ax = fig.add_subplot()
+    for x, a in enumerate(arms):
+        ys = list(a.values.values())
+        if not ys:
+            continue
+        ax.scatter([x] * len(ys), ys, s=14, color="#7f7f7f", zorder=2)
+        m, sd = a.mean_std
+        ax.errorbar([x], [m], yerr=[sd or 0.0], fmt="o", color=EXPECTED_COLOUR, capsize=4,
+                    zorder=3)
+    for name, style in ((arms[0].name, "--"), (result.best_random, ":")):
+        arm = next((a for a in arms if a.name == name and a.values), None)
+        if arm is not None:
+            ax.axhline(arm.mean_std[0], color=ARGMAX_COLOUR, linestyle=style, linewidth=1,
+                       label=f"{name} mean")
+    marks = {"better": "▲", "worse": "▼"}
+    ax.set_xticks(range(len(arms)), [
+        f"{a.name}\n{a.madds / arms[0].madds:.2f}×"
+        + (f" {marks.get(a.vs_seed.verdict, '')}" if a.vs_seed else "") for a in arms],
+        rotation=30 if len(arms) > 6 else 0, fontsize=8)
+    ax.set_ylabel(result.metric)
+    ax.set_title(f"{result.metric} over {len(result.seeds)} fine-tuning seeds", fontsize=9)
+    ax.set_xlabel(f"▲/▼: better/worse than {arms[0].name}, paired t-test p < {result.alpha:g}",
+                  fontsize=8)
+    ax.legend(fontsize=8, loc="best")
+    return fig

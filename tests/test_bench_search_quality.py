@@ -117,11 +117,11 @@ def test_quick_run_end_to_end(tmp_path: Path) -> None:
     work, doc, raw = tmp_path / "work", tmp_path / "sq.md", tmp_path / "sq.json"
     proc = subprocess.run([sys.executable, str(SCRIPT), "--quick", "--workdir", str(work),
                            "--doc", str(doc), "--json-out", str(raw)],
-                          capture_output=True, text=True, timeout=600)
+                          capture_output=True, text=True, timeout=1200)
     assert proc.returncode == 0, proc.stderr[-3000:]
     res = json.loads(raw.read_text())
-    arms = {"seed", *bench.HAND_PICKED, "all-k3_e3", "all-k7_e3", "differentiable",
-            "differentiable-sampled", "evolution", "evolution-ft-recipe", "random-0", "random-1",
+    arms = {"seed", *bench.HAND_PICKED, "all-k3_e3", "all-k7_e3", *bench.DIFFERENTIABLE_ARMS,
+            "evolution", "evolution-ft-recipe", "random-0", "random-1",
             "width-non-overlapping", "width-overlapping",
             "rule first/center", "rule bn/center", "rule std/center", "rule l1/center",
             "rule first/dilate"}
@@ -137,14 +137,14 @@ def test_quick_run_end_to_end(tmp_path: Path) -> None:
     assert target < res["seed_madds"]
     assert all(abs(res["madds"][f"random-{i}"] / target - 1) <= 0.05 for i in range(2))
     # ... and so is every searched architecture (derive's window, evolution's limits)
-    for n in ("differentiable", "differentiable-sampled", "evolution", "evolution-ft-recipe",
+    for n in (*bench.DIFFERENTIABLE_ARMS, "evolution", "evolution-ft-recipe",
               "width-non-overlapping", "width-overlapping"):
         assert abs(res["madds"][n] / target - 1) <= 0.05, n
     # item 4 and 6
     (cost,) = res["width_cost"]
     assert cost["shared_s"] > 0 and cost["separate_s"] > 0
     for r in (res["ranking"], res["ranking_ft_recipe"]):  # one per one-shot supernet
-        assert len(r["archs"]) == 12 and set(r["fitness_AP"]) == set(r["archs"])
+        assert len(r["archs"]) == 14 and set(r["fitness_AP"]) == set(r["archs"])
         fit = [r["fitness_AP"][n] for n in r["archs"]]
         ap = [res["summary"][n]["AP"]["mean"] for n in r["archs"]]
         want = _tau_b_by_definition(fit, ap)
@@ -169,3 +169,24 @@ def test_report_only_refuses_an_empty_workdir(tmp_path: Path) -> None:
     with pytest.raises(SystemExit) as e:
         bench.main(["--quick", "--report-only", "--workdir", str(tmp_path / "none")])
     assert "--report-only" in str(e.value) and "not made yet" in str(e.value)
+
+
+def test_pooled_over_search_seeds_pairs_by_fine_tuning_seed() -> None:
+    from fnacli.stats import paired
+
+    def arm(values):
+        return {"AP": {"values": values, "mean": sum(values) / len(values)}}
+
+    res = {"summary": {"seed": arm([0.30, 0.32, 0.31]), "random-0": arm([0.28, 0.29, 0.30]),
+                       "differentiable": arm([0.33, 0.35, 0.30]),
+                       "differentiable-s1": arm([0.31, 0.36, 0.34]),
+                       "differentiable-sampled": arm([0.1, 0.1, 0.1])},
+           "madds": {"differentiable": 1.0, "differentiable-s1": 2.0}, "best_random": "random-0"}
+    p = bench.pooled(res, "differentiable")
+    assert p["arms"] == ["differentiable", "differentiable-s1"] and p["runs"] == 6
+    per_seed = [(0.33 + 0.31) / 2, (0.35 + 0.36) / 2, (0.30 + 0.34) / 2]
+    want = paired(per_seed, [0.30, 0.32, 0.31])
+    assert p["vs_seed"]["mean"] == pytest.approx(want.mean)
+    assert p["vs_seed"]["p_t"] == pytest.approx(want.p_t)
+    assert bench.pooled(res, "differentiable-sampled") is None  # one search seed: no pool
+    assert bench.search_arm("differentiable-sampled-s2") == "differentiable-sampled"

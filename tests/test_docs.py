@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs"
 REFERENCE = DOCS / "cli-reference.md"
 # Hand-written guides whose shell examples are checked against the CLI.
-CHECKED_GUIDES = ("tutorial.md", "troubleshooting.md", "README.md")
+CHECKED_GUIDES = ("tutorial.md", "troubleshooting.md", "README.md", "compare.md")
 
 
 # ---- the generated CLI reference ----------------------------------------------------------

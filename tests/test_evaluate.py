@@ -2,16 +2,26 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 from PIL import Image
+from pycocotools.cocoeval import COCOeval
 from torch import nn
 
 from fnacli.detection.data import _quiet_coco, find_split, load_split
-from fnacli.detection.evaluate import STAT_NAMES, coco_bbox_eval, evaluate, to_coco_results
+from fnacli.detection.evaluate import (
+    STAT_NAMES,
+    Detections,
+    coco_bbox_eval,
+    evaluate,
+    to_detections,
+)
 
 # two images, three categories with non-contiguous ids; every box is "large" (> 96² px)
 GT = {
@@ -80,7 +90,7 @@ def test_no_detections_gives_zeros_not_a_crash() -> None:
     assert res.stats["AP"] == res.stats["AP50"] == res.stats["AR100"] == 0.0
     assert res.stats["APs"] == -1.0  # still "no ground truth there"
     assert res.per_class == {"cat": 0.0, "dog": 0.0, "x": -1.0}
-    assert res.detections == []
+    assert len(res.detections) == 0
 
 
 def test_false_positives_lower_precision_not_recall() -> None:
@@ -97,9 +107,9 @@ def test_false_positives_lower_precision_not_recall() -> None:
 def test_results_map_labels_back_to_category_ids_as_xywh() -> None:
     outs = [{"boxes": torch.tensor([[10.0, 20.0, 40.0, 60.0]]), "labels": torch.tensor([2]),
              "scores": torch.tensor([0.5])}]
-    res = to_coco_results(outs, [7], category_of=lambda label: [4, 9, 11][label - 1])
-    assert res == [{"image_id": 7, "category_id": 9, "bbox": [10.0, 20.0, 30.0, 40.0],
-                    "score": 0.5}]
+    res = to_detections(outs, [7], np.array([4, 9, 11]), label_offset=1)
+    assert res.to_list() == [{"image_id": 7, "category_id": 9, "bbox": [10.0, 20.0, 30.0, 40.0],
+                              "score": 0.5}]
 
 
 class _Oracle(nn.Module):
@@ -132,4 +142,66 @@ def test_evaluate_runs_a_model_over_a_split(tmp_path: Path, offset: int) -> None
     ds = load_split(find_split(tmp_path, "val"), train=False, label_offset=offset)
     res = evaluate(_Oracle(ds), ds, batch_size=2)
     assert res.stats["AP"] == pytest.approx(1.0)
-    assert sorted(d["category_id"] for d in res.detections) == [4, 4, 9]
+    assert sorted(res.detections.category_id.tolist()) == [4, 4, 9]
+
+
+# -- the vectorised path against the per-detection one it replaced ------------------------------
+def _per_detection_results(outputs: list[dict], image_ids: list[int],
+                           category_of: object) -> list[dict]:
+    """The conversion evaluation used before issue 27: one dict per detection, Python floats."""
+    results = []
+    for out, iid in zip(outputs, image_ids, strict=True):
+        boxes = out["boxes"].detach().cpu().to(torch.float64)
+        xywh = torch.cat([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], dim=1).tolist()
+        for box, label, score in zip(xywh, out["labels"].tolist(), out["scores"].tolist(),
+                                     strict=True):
+            results.append({"image_id": iid, "category_id": category_of(int(label)),
+                            "bbox": [round(v, 2) for v in box], "score": round(float(score), 5)})
+    return results
+
+
+def _random_outputs(gt: dict, per_image: int, seed: int) -> list[dict]:
+    g = torch.Generator().manual_seed(seed)
+    outs = []
+    for _ in gt["images"]:
+        xy = torch.rand(per_image, 2, generator=g) * 250
+        wh = torch.rand(per_image, 2, generator=g) * 150 + 2
+        outs.append({"boxes": torch.cat([xy, xy + wh], 1),
+                     "labels": torch.randint(1, 4, (per_image,), generator=g),
+                     "scores": torch.rand(per_image, generator=g)})
+    # plus the ground truth, slightly off, so that the numbers are not all zero
+    for a in gt["annotations"]:
+        x, y, w, h = a["bbox"]
+        out = outs[a["image_id"] - 1]
+        label = [4, 9, 11].index(a["category_id"]) + 1
+        out["boxes"] = torch.cat([out["boxes"], torch.tensor([[x + 1.3, y, x + w, y + h - 2.1]])])
+        out["labels"] = torch.cat([out["labels"], torch.tensor([label])])
+        out["scores"] = torch.cat([out["scores"], torch.tensor([0.777])])
+    return outs
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_column_conversion_equals_the_per_detection_one(seed: int) -> None:
+    outs = _random_outputs(GT, 40, seed)
+    cats = [4, 9, 11]
+    old = _per_detection_results(outs, [1, 2], lambda label: cats[label - 1])
+    new = to_detections(outs, [1, 2], np.array(cats), label_offset=1)
+    assert new.to_list() == old
+    assert Detections.from_list(old).to_list() == old
+    # and COCOeval scores them identically: pycocotools' own loadRes on the old list
+    gt = _quiet_coco(json.loads(json.dumps(GT)))
+    with contextlib.redirect_stdout(io.StringIO()):
+        ev = COCOeval(gt, gt.loadRes([dict(d) for d in old]), iouType="bbox")
+        ev.evaluate()
+        ev.accumulate()
+        ev.summarize()
+    res = coco_bbox_eval(_quiet_coco(json.loads(json.dumps(GT))), new)
+    assert 0 < res.stats["AP"] < 1
+    assert list(res.stats.values()) == [float(v) for v in ev.stats]
+
+
+def test_results_of_unknown_images_are_refused() -> None:
+    gt = _quiet_coco(json.loads(json.dumps(GT)))
+    with pytest.raises(ValueError, match="not in the ground truth"):
+        coco_bbox_eval(gt, [{"image_id": 5, "category_id": 4, "bbox": [0, 0, 9, 9],
+                             "score": 0.5}])

@@ -94,6 +94,7 @@ def test_synth_result_report_and_summary() -> None:
                           "objects), 2 classes, 64x64, variant shapes -> data"]
     assert r.to_dict() == {"output": "data", "train_images": 4, "val_images": 2,
                            "train_objects": 7, "val_objects": 3, "classes": 2, "size": 64,
+                           "height": 64,
                            "seed": 0, "variant": "shapes"}
 
 

@@ -79,9 +79,32 @@ def test_cli_refuses_to_overwrite_and_rejects_bad_options(tmp_path: Path) -> Non
     assert r.returncode == 2
     assert r.stderr.strip().splitlines() == [
         f"fnacli: error: {out}: folder exists and is not empty (use --force to overwrite)"]
-    r = _cli("data", "synth", str(tmp_path / "e"), "--classes", "9")
-    assert r.returncode == 2 and "--classes: expected 1..8" in r.stderr
+    r = _cli("data", "synth", str(tmp_path / "e"), "--classes", "81")
+    assert r.returncode == 2 and "--classes: expected 1..80" in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_coco_like_settings_give_80_classes_many_objects_non_square(tmp_path: Path,
+                                                                      run_cli) -> None:
+    code, out, err = run_cli(["data", "synth", str(tmp_path / "d"), "--train", "3", "--val",
+                              "1", "--size", "96", "--height", "64", "--classes", "80",
+                              "--min-objects", "8", "--max-objects", "12", "--max-scale",
+                              "0.2", "--min-scale", "0.1", "--json"])
+    assert code == 0, err
+    assert json.loads(out)["height"] == 64
+    doc = json.loads((tmp_path / "d/annotations/instances_train.json").read_text())
+    assert len(doc["categories"]) == 80 and len({c["name"] for c in doc["categories"]}) == 80
+    assert all((im["width"], im["height"]) == (96, 64) for im in doc["images"])
+    assert Image.open(tmp_path / "d/train/000000.jpg").size == (96, 64)
+    per_image = [sum(a["image_id"] == im["id"] for a in doc["annotations"])
+                 for im in doc["images"]]
+    assert min(per_image) >= 6 and max(per_image) <= 12  # a few may not fit: rejection
+    for a in doc["annotations"]:
+        x, y, w, h = a["bbox"]
+        assert 0 <= x and x + w <= 96 and 0 <= y and y + h <= 64
+    code, _, err = run_cli(["data", "synth", str(tmp_path / "e"), "--min-objects", "5",
+                            "--max-objects", "2"])
+    assert code == 2 and "--min-objects/--max-objects" in err
 
 
 @pytest.mark.parametrize("classes", [1, 8])

@@ -16,8 +16,8 @@ from typer.core import TyperGroup
 from fnacli import __version__
 
 # The order `fnacli --help` (and the generated reference) lists commands in: the pipeline's.
-COMMAND_ORDER = ("expand", "search", "derive", "remap", "finetune", "eval", "export", "madds",
-                 "latency", "data", "pretrain-seed")
+COMMAND_ORDER = ("expand", "search", "derive", "remap", "finetune", "eval", "compare", "export",
+                 "madds", "latency", "data", "pretrain-seed")
 
 
 class _PipelineOrder(TyperGroup):

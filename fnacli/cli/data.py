@@ -36,13 +36,20 @@ def synth(
     seed: int = o("seed"),
     variant: Variant = o("variant"),
     fmt: ImageFormat = o("fmt"),
+    height: int | None = o("height"),
+    min_objects: int = o("min_objects"),
+    max_objects: int = o("max_objects"),
+    min_scale: float = o("min_scale"),
+    max_scale: float = o("max_scale"),
     as_json: bool = c.opt("--json"),
     force: bool = o("force"),
 ) -> None:
     """Write a small synthetic dataset.
 
     Detection: coloured shapes on textured backgrounds, one shape (and colour) per class, 1-4
-    non-overlapping objects per image, 15-45% of the image side. Segmentation: street-like
+    non-overlapping objects per image, 15-45% of the image side (--min/--max-objects,
+    --min/--max-scale; --classes 80 --height 480 --size 640 --max-objects 15 --max-scale
+    0.2 is COCO-like). Segmentation: street-like
     scenes (sky, road, buildings, vegetation, cars, people, and ignored pixels) with
     Cityscapes label ids, in the Cityscapes layout. Deterministic: the same --seed gives the
     same files; --variant context hides a detection class in a coloured
@@ -51,7 +58,8 @@ def synth(
     from fnacli.pipeline.data import check, synth
 
     cfg = SynthDataConfig(out_dir, kind.value, train, val, size, classes, seed, variant.value,
-                          fmt.value, force)
+                          fmt.value, force, height=height, min_objects=min_objects,
+                          max_objects=max_objects, min_scale=min_scale, max_scale=max_scale)
     check(cfg)  # before the progress bar takes stderr
     with c.progress_bar("data synth", train + val) as update:
         cfg.on_progress = lambda n: update(advance=n)

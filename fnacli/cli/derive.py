@@ -5,14 +5,16 @@
 from __future__ import annotations
 
 import json
+from enum import StrEnum
 
 import typer
 
 from fnacli.cli import common as c
 from fnacli.cli.app import app
-from fnacli.pipeline.derive import DeriveConfig
+from fnacli.pipeline.derive import DERIVE_BY, DeriveConfig
 
 o = c.options_of(DeriveConfig)
+By = StrEnum("By", {n: n for n in DERIVE_BY})
 
 
 @app.command("derive", help="Derive the searched architecture (argmax α per layer, argmax β per "
@@ -38,6 +40,8 @@ def derive(
     min_madds: str | None = o("min_madds"),
     max_madds: str | None = o("max_madds"),
     cost_scope: str | None = o("cost_scope"),
+    by: By = o("by"),
+    remap_prior: float = o("remap_prior"),
     force: bool = o("force"),
 ) -> None:
     options = dict(locals())

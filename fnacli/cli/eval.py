@@ -60,7 +60,7 @@ def eval_(
 
     c.show(r.report())
     if detections is not None:
-        write_output(str(detections), json.dumps(r.detections), force)
+        write_output(str(detections), json.dumps(r.detections.to_list()), force)
         if str(detections) != "-":
             c.err_console.print(f"detections -> {detections}", markup=False)
     if as_json:

@@ -2,10 +2,18 @@
 
 Everything that could make training fail is checked when a split is loaded, before the
 first step: the annotation file (JSON, structure, ids, categories, boxes) and every image
-(present on disk, readable header, the size the annotation says). Problems are raised as
-``UserError`` naming the file and the entry. Boxes that stick out of their image are clipped;
-boxes that end up degenerate (w or h <= 1) and crowd boxes are left out of training targets
-(as torchvision's references do), with a logged count.
+(present on disk, readable header, the size the annotation says; ``check_images="decode"``
+decodes every image as well). Problems are raised as ``UserError`` naming the file and the
+entry. A loaded split is cached (``split_cache``): the next load of an unchanged annotation
+file only stats the images, and re-checks those whose size or time changed. Boxes that
+stick out of their image are clipped; boxes that end up degenerate (w or h <= 1) and crowd
+boxes are left out of training targets (as torchvision's references do), with a logged
+count.
+
+The split lives in one numpy buffer (``records.Records``), not in Python objects, so that
+data-loader workers share it with the process that loaded it instead of copying it page by
+page; pycocotools' index (``coco``) is built only when asked for (evaluation), in the
+process that asks.
 
 Labels: COCO category ids (any integers) map to contiguous indices 0..K-1 in ascending id
 order; the detector's label is index + ``label_offset`` (1 for SSD, whose label 0 is
@@ -14,25 +22,26 @@ background; 0 for RetinaNet) and maps back the same way for evaluation.
 
 from __future__ import annotations
 
-import contextlib
 import copy
-import io
 import logging
-import math
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 from pycocotools.coco import COCO
 from torch.utils.data import Dataset
 from torchvision import tv_tensors
 from torchvision.transforms.v2 import functional as F
 
+from fnacli.detection.annotations import check_doc as _check_doc  # noqa: F401 - segmentation
+from fnacli.detection.annotations import load_annotation_doc as _load_annotation_doc  # noqa: F401
+from fnacli.detection.annotations import quiet_coco as _quiet_coco
+from fnacli.detection.records import Records
+from fnacli.detection.split_index import check_level, find_images, load_index
 from fnacli.errors import UserError
-from fnacli.io import load_json_file
 
 log = logging.getLogger(__name__)
 
@@ -87,133 +96,10 @@ def find_split(data: str | Path | None, split: str, ann: str | Path | None = Non
     return SplitFiles(ann_path, tuple(dirs))
 
 
-# -- annotation file validation ------------------------------------------------------------
-def _int_field(entry: dict, key: str, where: str, minimum: int | None = None) -> int:
-    v = entry.get(key)
-    if not isinstance(v, int) or isinstance(v, bool) or (minimum is not None and v < minimum):
-        need = f"an integer ≥ {minimum}" if minimum is not None else "an integer"
-        raise UserError(f"{where}: '{key}' must be {need}, got {v!r}")
-    return v
-
-
-def _load_annotation_doc(path: Path) -> dict:
-    if not path.is_file():
-        raise UserError(f"{path}: no such annotation file")
-    doc = load_json_file(path, "COCO annotation JSON")
-    if not isinstance(doc, dict):
-        raise UserError(f"{path}: expected a JSON object with images, annotations, categories")
-    for key in ("images", "annotations", "categories"):
-        if not isinstance(doc.get(key), list):
-            raise UserError(f"{path}: missing '{key}' list (not a COCO instances file)")
-    if not doc["categories"]:
-        raise UserError(f"{path}: 'categories' is empty")
-    return doc
-
-
-@dataclass
-class _Checked:
-    doc: dict  # cleaned copy: areas/iscrowd filled in, boxes clipped
-    clipped: int
-    degenerate: set[int]  # annotation ids too small to train on
-
-
-def _check_doc(doc: dict, path: Path) -> _Checked:
-    cats: set[int] = set()
-    for i, c in enumerate(doc["categories"]):
-        where = f"{path}: categories[{i}]"
-        if not isinstance(c, dict):
-            raise UserError(f"{where}: expected an object with id and name")
-        cid = _int_field(c, "id", where)
-        if cid in cats:
-            raise UserError(f"{where}: duplicate category id {cid}")
-        if not isinstance(c.get("name"), str):
-            raise UserError(f"{where}: 'name' must be a string, got {c.get('name')!r}")
-        cats.add(cid)
-    sizes: dict[int, tuple[int, int]] = {}
-    for i, im in enumerate(doc["images"]):
-        where = f"{path}: images[{i}]"
-        if not isinstance(im, dict):
-            raise UserError(f"{where}: expected an object with id, file_name, width, height")
-        iid = _int_field(im, "id", where)
-        if iid in sizes:
-            raise UserError(f"{where}: duplicate image id {iid}")
-        if not isinstance(im.get("file_name"), str) or not im["file_name"]:
-            raise UserError(f"{where} (id {iid}): 'file_name' must be a non-empty string")
-        sizes[iid] = (_int_field(im, "width", f"{where} (id {iid})", 1),
-                      _int_field(im, "height", f"{where} (id {iid})", 1))
-    clipped, degenerate, seen = 0, set(), set()
-    anns = []
-    for i, a in enumerate(doc["annotations"]):
-        where = f"{path}: annotations[{i}]"
-        if not isinstance(a, dict):
-            raise UserError(f"{where}: expected an object")
-        aid = _int_field(a, "id", where)
-        where = f"{where} (id {aid})"
-        if aid in seen:
-            raise UserError(f"{where}: duplicate annotation id {aid}")
-        seen.add(aid)
-        iid = _int_field(a, "image_id", where)
-        if iid not in sizes:
-            raise UserError(f"{where}: image_id {iid} is not in 'images'")
-        cid = _int_field(a, "category_id", where)
-        if cid not in cats:
-            raise UserError(f"{where}: unknown category_id {cid} (categories: "
-                            f"{', '.join(map(str, sorted(cats)))})")
-        box = a.get("bbox")
-        if (not isinstance(box, list) or len(box) != 4
-                or not all(isinstance(v, int | float) and not isinstance(v, bool)
-                           and math.isfinite(v) for v in box)):
-            raise UserError(f"{where}: 'bbox' must be 4 finite numbers [x, y, w, h], got {box!r}")
-        x, y, w, h = (float(v) for v in box)
-        if w < 0 or h < 0:
-            raise UserError(f"{where}: bbox {box} has a negative width or height")
-        W, H = sizes[iid]
-        x0, y0, x1, y1 = max(x, 0.0), max(y, 0.0), min(x + w, W), min(y + h, H)
-        if x > W or y > H or x + w < 0 or y + h < 0:
-            raise UserError(f"{where}: bbox {box} lies outside its {W}x{H} image "
-                            f"(image id {iid})")
-        a = dict(a)
-        if (x0, y0, x1, y1) != (x, y, x + w, y + h):
-            clipped += 1
-            a["bbox"] = [x0, y0, max(x1 - x0, 0.0), max(y1 - y0, 0.0)]
-        if a["bbox"][2] <= 1 or a["bbox"][3] <= 1:
-            degenerate.add(aid)
-        a.setdefault("iscrowd", 0)
-        a.setdefault("area", float(a["bbox"][2] * a["bbox"][3]))
-        anns.append(a)
-    clean = {k: v for k, v in doc.items() if k != "annotations"}
-    clean["annotations"] = anns
-    return _Checked(clean, clipped, degenerate)
-
-
-def _quiet_coco(doc: dict) -> COCO:
-    """A pycocotools COCO from an in-memory document (its progress prints kept off stdout)."""
-    coco = COCO()
-    coco.dataset = doc
-    with contextlib.redirect_stdout(io.StringIO()):
-        coco.createIndex()
-    return coco
-
-
-def _image_size(path: Path) -> tuple[int, int] | str:
-    """The image's size after checking that all of it decodes: a truncated or damaged file
-    must fail here, not in the middle of training. JPEGs decode at 1/8 scale (``draft``),
-    which still reads every byte of the entropy-coded data, at a fraction of the cost."""
-    try:
-        with Image.open(path) as im:
-            size = im.size
-            if im.format == "JPEG":
-                im.draft("RGB", (max(1, size[0] // 8), max(1, size[1] // 8)))
-            im.load()
-            return size
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        reason = " ".join(str(e).split())[:80]
-        return f"cannot be read as an image ({e.__class__.__name__}: {reason})"
-    except Image.DecompressionBombError:
-        return "is too large to decode (PIL's decompression-bomb limit)"
-
-
 # -- the dataset ---------------------------------------------------------------------------
+_SAME: object = object()  # view(): keep the transform
+
+
 class CocoDetection(Dataset):
     """A validated COCO split. Items are (float image CxHxW in [0, 1], target) where target
     has ``boxes`` (xyxy, pixels), ``labels`` (int64, detector labels) and ``image_id``.
@@ -222,47 +108,57 @@ class CocoDetection(Dataset):
     degenerate boxes from targets. Keys may be ``idx`` or ``(epoch, idx)``: the latter seeds
     the augmentation from (seed, epoch, idx), so a sample's augmentation never depends on
     worker processes, batch composition or where a resumed run restarted.
+
+    ``check_images``: ``"header"`` (or True) reads each image's header, ``"decode"`` decodes
+    every image, ``"none"`` (or False) only finds the files; None (the default) takes the
+    ``FNACLI_IMAGE_CHECK`` environment variable, else ``"header"`` (so that a command
+    decodes every image with ``FNACLI_IMAGE_CHECK=decode``).
+    ``view`` and ``subset`` give other selections of the same loaded split (no second load).
     """
 
     def __init__(self, files: SplitFiles, *, train: bool, label_offset: int = 1,
                  transform: Callable | None = None, seed: int = 0,
-                 check_images: bool = True) -> None:
+                 check_images: bool | str | None = None) -> None:
         self.files = files
         self.train = train
         self.label_offset = label_offset
         self.transform = transform
         self.seed = seed
-        checked = _check_doc(_load_annotation_doc(files.ann), files.ann)
-        self.coco = _quiet_coco(checked.doc)
-        self.cat_ids: list[int] = sorted(self.coco.cats)
-        self.category_names = [self.coco.cats[c]["name"] for c in self.cat_ids]
+        split = load_index(files.ann, files.image_dirs, check_level(check_images))
+        self.records: Records = split.records
+        self.cat_ids: list[int] = [c["id"] for c in split.categories]
+        self.category_names: list[str] = [c["name"] for c in split.categories]
         self._index_of_cat = {c: i for i, c in enumerate(self.cat_ids)}
-        self._skip = checked.degenerate
-        self.paths = self._resolve_images(check_images)
-        self.ids: list[int] = sorted(self.coco.imgs)
-        dropped_crowd = sum(1 for a in self.coco.anns.values() if a["iscrowd"])
-        if not train and not self.coco.anns:
+        self._coco: COCO | None = None  # pycocotools' index, once built (never pickled)
+        r = self.records
+        if not train and not len(r.ann_id):
             # COCOeval would report -1 for every metric: meaningless numbers, not an answer
             raise UserError(f"{files.ann}: no annotations: evaluation needs ground-truth boxes "
                             "(COCO metrics of an unannotated split are all -1)")
-        if checked.clipped:
+        n = split.counts
+        if n["clipped"]:
             log.info("%s: %d boxes reached outside their image and were clipped",
-                     files.ann, checked.clipped)
+                     files.ann, n["clipped"])
+        self._rows = np.arange(len(r), dtype=np.int64)
         if train:
-            if checked.degenerate:
+            if n["degenerate"]:
                 log.info("%s: %d degenerate boxes (width or height <= 1 px) left out of "
-                         "training", files.ann, len(checked.degenerate))
-            if dropped_crowd:
+                         "training", files.ann, n["degenerate"])
+            if n["crowd"]:
                 log.info("%s: %d crowd boxes left out of training targets", files.ann,
-                         dropped_crowd)
-            usable = [i for i in self.ids if self._usable(i)]
-            if len(usable) < len(self.ids):
+                         n["crowd"])
+            self._rows = np.flatnonzero(r.usable)
+            if len(self._rows) < len(r):
                 log.info("%s: %d of %d images have no usable box and are not trained on",
-                         files.ann, len(self.ids) - len(usable), len(self.ids))
-            self.ids = usable
-            if not self.ids:
+                         files.ann, len(r) - len(self._rows), len(r))
+            if not len(self._rows):
                 raise UserError(f"{files.ann}: no image has a usable (non-crowd, non-degenerate)"
                                 " box to train on")
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_coco"] = None  # a worker gets the records, never pycocotools' index
+        return state
 
     # label mapping ------------------------------------------------------------------------
     @property
@@ -280,68 +176,115 @@ class CocoDetection(Dataset):
     def category_of(self, label: int) -> int:
         return self.cat_ids[label - self.label_offset]
 
-    # images ----------------------------------------------------------------------------------
-    def _resolve_images(self, check: bool) -> dict[int, Path]:
-        dirs = self.files.image_dirs
-        paths: dict[int, Path] = {}
-        owner: dict[Path, int] = {}
-        for iid, im in self.coco.imgs.items():
-            rel = im["file_name"]
-            hit = next((d / rel for d in dirs if (d / rel).is_file()), None)
-            if hit is None:
-                where = ", ".join(str(d) for d in dirs) or "(no image folder found)"
-                raise UserError(f"{self.files.ann}: image id {iid} {rel!r} not found in {where}")
-            real = hit.resolve()
-            if real in owner:
-                raise UserError(f"{self.files.ann}: image ids {owner[real]} and {iid} are the "
-                                f"same file {hit} (each image may appear once: its boxes would "
-                                "count twice)")
-            owner[real] = iid
-            paths[iid] = hit
-        if check:
-            # Header reads only; threads because this is I/O bound on big datasets.
-            order = sorted(paths)
-            with ThreadPoolExecutor(8) as pool:
-                sizes = list(pool.map(lambda i: _image_size(paths[i]), order))
-            for iid, got in zip(order, sizes, strict=True):
-                im = self.coco.imgs[iid]
-                if isinstance(got, str):
-                    raise UserError(f"{paths[iid]}: {got} (image id {iid} of {self.files.ann})")
-                if got != (im["width"], im["height"]):
-                    raise UserError(f"{paths[iid]}: is {got[0]}x{got[1]} on disk but "
-                                    f"{self.files.ann} says {im['width']}x{im['height']} "
-                                    f"(image id {iid})")
-        return paths
+    # selections of the split ----------------------------------------------------------------
+    @property
+    def ids(self) -> list[int]:
+        """The image ids of this dataset's items, in item order."""
+        return self.records.image_id[self._rows].tolist()
 
-    def _usable(self, iid: int) -> bool:
-        return any(not a["iscrowd"] and a["id"] not in self._skip
-                   for a in self.coco.imgToAnns.get(iid, []))
+    @property
+    def all_image_ids(self) -> list[int]:
+        """Every image id of the split (usable for training or not), ascending."""
+        return self.records.image_id.tolist()
 
-    def __len__(self) -> int:
-        return len(self.ids)
+    @property
+    def paths(self) -> dict[int, Path]:
+        """Image id -> file, for every image of the split (built on each call)."""
+        r = self.records
+        return {int(r.image_id[k]): Path(r.path(k)) for k in range(len(r))}
+
+    def path_of(self, image_id: int) -> Path:
+        return Path(self.records.path(self._row_of([image_id])[0]))
+
+    def _row_of(self, image_ids: Iterable[int]) -> np.ndarray:
+        ids = np.fromiter(image_ids, np.int64)
+        known = self.records.image_id
+        rows = np.searchsorted(known, ids)
+        bad = (rows >= len(known)) | (known[np.minimum(rows, len(known) - 1)] != ids)
+        if bad.any():
+            missing = sorted(set(ids[bad].tolist()))
+            raise UserError(f"{self.files.ann}: no image id {', '.join(map(str, missing[:5]))}"
+                            f"{' …' if len(missing) > 5 else ''} in it")
+        return rows
+
+    def view(self, image_ids: Iterable[int] | None = None, *, train: bool | None = None,
+             transform: Callable | None | object = _SAME) -> CocoDetection:
+        """This split (same records, nothing re-read) restricted to ``image_ids`` (all its
+        images when None, in ascending id order), optionally for training or evaluation
+        (``train``; a training view keeps only the images with a usable box, as a training
+        load does) and with another ``transform``. ``UserError`` for an unknown id."""
+        view = copy.copy(self)
+        if train is not None:
+            view.train = train
+        if transform is not _SAME:
+            view.transform = transform
+        rows = (np.arange(len(self.records), dtype=np.int64) if image_ids is None
+                else np.unique(self._row_of(image_ids)))
+        view._rows = rows[self.records.usable[rows]] if view.train else rows
+        view._coco = None
+        return view
 
     def subset(self, positions: Sequence[int]) -> CocoDetection:
-        """A view on some of this split's images (by position in ``ids``)."""
+        """A view on some of this dataset's items (by position in ``ids``)."""
         view = copy.copy(self)
-        view.ids = [self.ids[p] for p in positions]
+        view._rows = self._rows[np.asarray(positions, dtype=np.int64)]
+        view._coco = None
         return view
+
+    # pycocotools ------------------------------------------------------------------------------
+    @property
+    def coco(self) -> COCO:
+        """pycocotools' index of this dataset's images (as COCOeval takes it), built from the
+        records on first use in this process: images (id, width, height), categories and
+        their boxes (clipped), with area and crowd flag."""
+        if self._coco is None:
+            r = self.records
+            rows = np.unique(self._rows)
+            images = [{"id": i, "width": w, "height": h} for i, w, h in
+                      zip(r.image_id[rows].tolist(), r.width[rows].tolist(),
+                          r.height[rows].tolist(), strict=True)]
+            counts = np.diff(r.box_end, prepend=0)[rows]
+            starts = r.box_end[rows] - counts
+            boxes = (np.repeat(starts - np.cumsum(counts) + counts, counts)
+                     + np.arange(counts.sum()))  # the box rows of these images, in order
+            cats = np.asarray(self.cat_ids, dtype=np.int64)[r.category[boxes]].tolist()
+            anns = [{"id": a, "image_id": i, "category_id": c, "bbox": b, "area": s,
+                     "iscrowd": int(k)} for a, i, c, b, s, k in
+                    zip(r.ann_id[boxes].tolist(), np.repeat(r.image_id[rows], counts).tolist(),
+                        cats, r.box[boxes].tolist(), r.area[boxes].tolist(),
+                        r.crowd[boxes].tolist(), strict=True)]
+            self._coco = _quiet_coco({"images": images, "annotations": anns,
+                                      "categories": self.categories()})
+        return self._coco
+
+    # items ------------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def image_path(self, idx: int) -> str:
+        return self.records.path(int(self._rows[idx]))
+
+    def target(self, idx: int, canvas: tuple[int, int]) -> dict:
+        """Un-augmented target of item ``idx`` on an image of ``canvas`` (height, width)."""
+        r = self.records
+        row = int(self._rows[idx])
+        span = r.boxes(row)
+        xywh, labels = r.box[span], r.category[span]
+        if self.train:
+            keep = ~(r.crowd[span] | r.degenerate[span])
+            xywh, labels = xywh[keep], labels[keep]
+        xyxy = np.concatenate([xywh[:, :2], xywh[:, :2] + xywh[:, 2:]], axis=1)
+        boxes = torch.from_numpy(xyxy.astype(np.float32))
+        return {"boxes": tv_tensors.BoundingBoxes(boxes, format="XYXY", canvas_size=canvas),
+                "labels": torch.from_numpy(labels.astype(np.int64) + self.label_offset),
+                "image_id": int(r.image_id[row])}
 
     def load(self, idx: int) -> tuple[Image.Image, dict]:
         """RGB PIL image and un-augmented target of item ``idx``."""
-        iid = self.ids[idx]
-        with Image.open(self.paths[iid]) as im:
+        with Image.open(self.image_path(idx)) as im:
             image = im.convert("RGB")
         w, h = image.size
-        anns = [a for a in self.coco.imgToAnns.get(iid, [])
-                if not (self.train and (a["iscrowd"] or a["id"] in self._skip))]
-        boxes = torch.tensor([[a["bbox"][0], a["bbox"][1], a["bbox"][0] + a["bbox"][2],
-                               a["bbox"][1] + a["bbox"][3]] for a in anns],
-                             dtype=torch.float32).reshape(-1, 4)
-        target = {"boxes": tv_tensors.BoundingBoxes(boxes, format="XYXY", canvas_size=(h, w)),
-                  "labels": torch.tensor([self.label_of(a["category_id"]) for a in anns],
-                                         dtype=torch.int64),
-                  "image_id": iid}
-        return image, target
+        return image, self.target(idx, (h, w))
 
     def __getitem__(self, key: int | tuple[int, int]) -> tuple[torch.Tensor, dict]:
         if isinstance(key, tuple):
@@ -354,13 +297,32 @@ class CocoDetection(Dataset):
         elif isinstance(key, tuple):
             # v2 transforms draw from torch's global RNG: give each sample its own seed.
             with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(sample_seed(self.seed, epoch, self.ids[idx]))
+                torch.manual_seed(sample_seed(self.seed, epoch, target["image_id"]))
                 image, target = self.transform(image, target)
         else:
             image, target = self.transform(image, target)
         return image.as_subclass(torch.Tensor), {
             "boxes": target["boxes"].as_subclass(torch.Tensor),
             "labels": target["labels"], "image_id": target["image_id"]}
+
+
+def resolve_images(files: SplitFiles, coco: COCO,
+                   check: bool | str | None = None) -> dict[int, Path]:
+    """Image id -> file of every image of a pycocotools index (the segmentation reader's
+    loader), each found, distinct and checked as a detection split's images are."""
+    from fnacli.detection.records import pack_paths
+    from fnacli.detection.split_index import check_images
+
+    ids = sorted(coco.imgs)
+    paths, _, _ = find_images(files.ann, files.image_dirs, ids,
+                              [coco.imgs[i]["file_name"] for i in ids])
+    path_bytes, path_end = pack_paths(paths)
+    records = Records.pack(image_id=np.asarray(ids, dtype=np.int64),
+                           width=np.asarray([coco.imgs[i]["width"] for i in ids], np.int64),
+                           height=np.asarray([coco.imgs[i]["height"] for i in ids], np.int64),
+                           path_end=path_end, path_bytes=path_bytes)
+    check_images(files.ann, records, np.arange(len(ids)), check_level(check))
+    return {i: Path(p) for i, p in zip(ids, paths, strict=True)}
 
 
 def sample_seed(seed: int, epoch: int, image_id: int) -> int:
@@ -382,9 +344,10 @@ def batch_to(batch: tuple[list, list], device: torch.device | str) -> tuple[list
 
 
 def load_split(files: SplitFiles, *, train: bool, label_offset: int,
-               transform: Callable | None = None, seed: int = 0) -> CocoDetection:
+               transform: Callable | None = None, seed: int = 0,
+               check_images: bool | str | None = None) -> CocoDetection:
     return CocoDetection(files, train=train, label_offset=label_offset, transform=transform,
-                         seed=seed)
+                         seed=seed, check_images=check_images)
 
 
 def split_half(dataset: CocoDetection, seed: int = 0,

@@ -1,8 +1,14 @@
 """COCO bbox evaluation: run a detector over a split, score it with pycocotools' COCOeval.
 
 The 12 numbers keep COCOeval's meaning, including -1 for an area range that has no ground
-truth box at all. A model that detects nothing scores 0 (pycocotools' ``loadRes`` cannot take
-an empty result list, so that case gets an empty result set built directly).
+truth box at all. A model that detects nothing scores 0.
+
+Detections pass once from the model to COCOeval: each batch's tensors become columns
+(``Detections``: image ids, category ids, xywh boxes, scores, in numpy), and the one list of
+per-detection dicts COCOeval needs is built from them when it is needed, with the fields
+pycocotools' ``loadRes`` would add for boxes (area, id, iscrowd) but without the polygon it
+also adds (COCOeval's bbox mode never reads it). Nothing else holds a per-detection Python
+object, so a 5k-image split's 1.5 M detections exist once.
 """
 
 from __future__ import annotations
@@ -23,11 +29,55 @@ from fnacli.detection import COCO_STATS as STAT_NAMES
 from fnacli.detection.data import CocoDetection, collate
 
 
+@dataclass(eq=False)
+class Detections:
+    """COCO bbox results as columns. Boxes are [x, y, w, h] in pixels of the original image,
+    rounded to 0.01 px, and scores to 1e-5, as the results JSON is written."""
+
+    image_id: np.ndarray  # int64 (N,)
+    category_id: np.ndarray  # int64 (N,)
+    bbox: np.ndarray  # float64 (N, 4)
+    score: np.ndarray  # float64 (N,)
+
+    @classmethod
+    def empty(cls) -> Detections:
+        return cls(np.empty(0, np.int64), np.empty(0, np.int64), np.empty((0, 4)),
+                   np.empty(0))
+
+    @classmethod
+    def concat(cls, parts: list[Detections]) -> Detections:
+        if not parts:
+            return cls.empty()
+        return cls(*(np.concatenate([getattr(p, f) for p in parts]) for f in _FIELDS))
+
+    @classmethod
+    def from_list(cls, results: list[dict]) -> Detections:
+        """From COCO results ([{image_id, category_id, bbox, score}]), as given."""
+        if not results:
+            return cls.empty()
+        return cls(np.array([d["image_id"] for d in results], np.int64),
+                   np.array([d["category_id"] for d in results], np.int64),
+                   np.array([d["bbox"] for d in results], np.float64).reshape(-1, 4),
+                   np.array([d["score"] for d in results], np.float64))
+
+    def __len__(self) -> int:
+        return len(self.score)
+
+    def to_list(self) -> list[dict]:
+        """The COCO results format ([{image_id, category_id, bbox, score}]), e.g. for JSON."""
+        return [{"image_id": i, "category_id": c, "bbox": b, "score": s} for i, c, b, s in
+                zip(self.image_id.tolist(), self.category_id.tolist(), self.bbox.tolist(),
+                    self.score.tolist(), strict=True)]
+
+
+_FIELDS = ("image_id", "category_id", "bbox", "score")
+
+
 @dataclass
 class EvalResult:
     stats: dict[str, float]  # the 12 COCOeval numbers by name
     per_class: dict[str, float] | None = None  # category name -> AP@[.5:.95] (-1: no gt)
-    detections: list[dict] = field(default_factory=list)  # COCO results format
+    detections: Detections = field(default_factory=Detections.empty)
 
     def to_dict(self) -> dict:
         d: dict = dict(self.stats)
@@ -36,21 +86,32 @@ class EvalResult:
         return d
 
 
-def _empty_results(gt: COCO) -> COCO:
+def _results_coco(gt: COCO, det: Detections) -> COCO:
+    """The detections as the result index COCOeval takes (``gt.loadRes`` for boxes, built
+    from the columns: one dict per detection, no polygon)."""
+    known = np.fromiter(gt.imgs, np.int64, len(gt.imgs))
+    if len(det) and not np.isin(det.image_id, known).all():
+        raise ValueError("detections of images that are not in the ground truth")
+    area = (det.bbox[:, 2] * det.bbox[:, 3]).tolist()
+    anns = [{"image_id": i, "category_id": c, "bbox": b, "score": s, "area": a, "id": k,
+             "iscrowd": 0} for k, (i, c, b, s, a) in
+            enumerate(zip(det.image_id.tolist(), det.category_id.tolist(), det.bbox.tolist(),
+                          det.score.tolist(), area, strict=True), start=1)]
     dt = COCO()
-    dt.dataset = {"images": list(gt.dataset["images"]),
-                  "categories": list(gt.dataset["categories"]), "annotations": []}
-    with contextlib.redirect_stdout(io.StringIO()):
+    dt.dataset = {"images": gt.dataset["images"], "categories": gt.dataset["categories"],
+                  "annotations": anns}
+    with contextlib.redirect_stdout(io.StringIO()):  # pycocotools prints progress on stdout
         dt.createIndex()
     return dt
 
 
-def coco_bbox_eval(gt: COCO, detections: list[dict], image_ids: list[int] | None = None,
-                   per_class: bool = False) -> EvalResult:
-    """Score COCO-format detections ([{image_id, category_id, bbox [x,y,w,h], score}])."""
-    # pycocotools prints progress on stdout, which is reserved for results.
+def coco_bbox_eval(gt: COCO, detections: Detections | list[dict],
+                   image_ids: list[int] | None = None, per_class: bool = False) -> EvalResult:
+    """Score detections (``Detections``, or COCO results [{image_id, category_id, bbox
+    [x,y,w,h], score}]) against ``gt``."""
+    det = detections if isinstance(detections, Detections) else Detections.from_list(detections)
+    dt = _results_coco(gt, det)
     with contextlib.redirect_stdout(io.StringIO()):
-        dt = gt.loadRes([dict(d) for d in detections]) if detections else _empty_results(gt)
         ev = COCOeval(gt, dt, iouType="bbox")
         if image_ids is not None:
             ev.params.imgIds = sorted(image_ids)
@@ -58,7 +119,7 @@ def coco_bbox_eval(gt: COCO, detections: list[dict], image_ids: list[int] | None
         ev.accumulate()
         ev.summarize()
     stats = {n: float(v) for n, v in zip(STAT_NAMES, ev.stats, strict=True)}
-    result = EvalResult(stats, detections=list(detections))
+    result = EvalResult(stats, detections=det)
     if per_class:
         # precision: [IoU thresholds, recall points, categories, area ranges, max dets];
         # area "all" (0) and 100 detections (2), as COCOeval's own AP.
@@ -71,43 +132,46 @@ def coco_bbox_eval(gt: COCO, detections: list[dict], image_ids: list[int] | None
     return result
 
 
-def to_coco_results(outputs: list[dict], image_ids: list[int],
-                    category_of: Callable[[int], int]) -> list[dict]:
-    """torchvision detector outputs (xyxy boxes, labels, scores) -> COCO results (xywh)."""
-    results = []
-    for out, iid in zip(outputs, image_ids, strict=True):
-        boxes = out["boxes"].detach().cpu().to(torch.float64)
-        xywh = torch.cat([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], dim=1).tolist()
-        for box, label, score in zip(xywh, out["labels"].tolist(), out["scores"].tolist(),
-                                     strict=True):
-            results.append({"image_id": iid, "category_id": category_of(int(label)),
-                            "bbox": [round(v, 2) for v in box], "score": round(float(score), 5)})
-    return results
+def to_detections(outputs: list[dict], image_ids: list[int], cat_ids: np.ndarray,
+                  label_offset: int) -> Detections:
+    """torchvision detector outputs (xyxy boxes, labels, scores) of a batch -> columns
+    (xywh, category ids: ``cat_ids[label - label_offset]``)."""
+    counts = [len(o["scores"]) for o in outputs]
+    if not sum(counts):
+        return Detections.empty()
+    boxes = torch.cat([o["boxes"].detach() for o in outputs]).cpu().to(torch.float64).numpy()
+    labels = torch.cat([o["labels"].detach() for o in outputs]).cpu().numpy()
+    scores = torch.cat([o["scores"].detach() for o in outputs]).cpu().to(torch.float64).numpy()
+    xywh = np.concatenate([boxes[:, :2], boxes[:, 2:] - boxes[:, :2]], axis=1)
+    return Detections(np.repeat(np.asarray(image_ids, np.int64), counts),
+                      cat_ids[labels.astype(np.int64) - label_offset], np.round(xywh, 2),
+                      np.round(scores, 5))
 
 
 @torch.no_grad()
 def predict(model: nn.Module, dataset: CocoDetection, batch_size: int = 8, workers: int = 0,
             device: torch.device | str = "cpu",
-            progress: Callable[[int], None] | None = None) -> list[dict]:
-    """Run ``model`` (eval mode) over ``dataset`` and return COCO-format detections."""
+            progress: Callable[[int], None] | None = None) -> Detections:
+    """Run ``model`` (eval mode) over ``dataset`` and return its detections."""
     was_training = model.training
     if was_training:  # a walk over every module (thousands in a supernet): only if needed
         model.eval()
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=workers,
                         collate_fn=collate)
-    results: list[dict] = []
+    cat_ids = np.asarray(dataset.cat_ids, dtype=np.int64)
+    parts: list[Detections] = []
     try:
         for images, targets in loader:
             images = [im.to(device, non_blocking=True) for im in images]
             outputs = model(images)
-            results += to_coco_results(outputs, [t["image_id"] for t in targets],
-                                       dataset.category_of)
+            parts.append(to_detections(outputs, [t["image_id"] for t in targets], cat_ids,
+                                       dataset.label_offset))
             if progress:
                 progress(len(images))
     finally:
         if was_training:
             model.train()
-    return results
+    return Detections.concat(parts)
 
 
 def evaluate(model: nn.Module, dataset: CocoDetection, batch_size: int = 8, workers: int = 0,

@@ -13,6 +13,7 @@ the same seed gives byte-identical annotation files.
 
 from __future__ import annotations
 
+import colorsys
 import json
 import math
 import os
@@ -46,7 +47,9 @@ SHAPES: tuple[tuple[str, tuple[int, int, int]], ...] = (
     ("hexagon", (250, 140, 20)),
     ("ring", (250, 250, 250)),
 )
-MAX_CLASSES = len(SHAPES)
+MAX_CLASSES = 80  # COCO's count; beyond the 8 shapes a class is a shape in another colour
+MAX_CONTEXT_CLASSES = len(SHAPES)  # one ring colour each
+MAX_OBJECTS = 100
 COLOUR_NAMES = ("red", "green", "blue", "yellow", "magenta", "cyan", "orange", "white")
 SPLITS = {"train": 0, "val": 1}
 VARIANTS = ("shapes", "context")
@@ -66,7 +69,7 @@ PARTIAL = ".fnacli-synth.partial"
 class SynthConfig:
     train: int = 512
     val: int = 64
-    size: int = 320
+    size: int = 320  # image width
     classes: int = 3
     seed: int = 0
     fmt: str = "jpg"
@@ -75,13 +78,31 @@ class SynthConfig:
     min_scale: float = 0.15  # object side as a fraction of the image side
     max_scale: float = 0.45
     variant: str = "shapes"
+    height: int | None = None  # image height (None: size, square images)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(width, height) of every image."""
+        return self.size, self.height or self.size
 
 
 def check_config(cfg: SynthConfig) -> None:
-    if not 1 <= cfg.classes <= MAX_CLASSES:
-        raise UserError(f"--classes: expected 1..{MAX_CLASSES}, got {cfg.classes}")
+    top = MAX_CONTEXT_CLASSES if cfg.variant == "context" else MAX_CLASSES
+    if not 1 <= cfg.classes <= top:
+        raise UserError(f"--classes: expected 1..{top}"
+                        f"{' for --variant context' if cfg.variant == 'context' else ''}, got "
+                        f"{cfg.classes}")
     if not _MIN_SIZE <= cfg.size <= _MAX_SIZE:
         raise UserError(f"--size: expected {_MIN_SIZE} to {_MAX_SIZE} pixels, got {cfg.size}")
+    if cfg.height is not None and not _MIN_SIZE <= cfg.height <= _MAX_SIZE:
+        raise UserError(f"--height: expected {_MIN_SIZE} to {_MAX_SIZE} pixels, got "
+                        f"{cfg.height}")
+    if not 1 <= cfg.min_objects <= cfg.max_objects <= MAX_OBJECTS:
+        raise UserError(f"--min-objects/--max-objects: expected 1 <= min <= max <= "
+                        f"{MAX_OBJECTS}, got {cfg.min_objects}/{cfg.max_objects}")
+    if not 0.01 <= cfg.min_scale <= cfg.max_scale <= 0.9:
+        raise UserError(f"--min-scale/--max-scale: expected 0.01 <= min <= max <= 0.9, got "
+                        f"{cfg.min_scale}/{cfg.max_scale}")
     if cfg.train < 1 or cfg.val < 1:
         raise UserError(f"--train/--val: need at least one image each, got {cfg.train}/{cfg.val}")
     if cfg.variant not in VARIANTS:
@@ -93,18 +114,29 @@ def check_config(cfg: SynthConfig) -> None:
         raise UserError(f"--format: expected jpg or png, got {cfg.fmt!r}")
 
 
-def _background(rng: np.random.Generator, size: int) -> np.ndarray:
+def _background(rng: np.random.Generator, w: int, h: int) -> np.ndarray:
     """Muted low-frequency colour blobs + stripes + pixel noise (uint8 HxWx3)."""
     grid = rng.uniform(70, 180, (6, 6, 3))
     grid = grid * 0.5 + grid.mean(axis=2, keepdims=True) * 0.5  # desaturate
-    low = np.asarray(Image.fromarray(grid.astype(np.uint8)).resize((size, size),
+    low = np.asarray(Image.fromarray(grid.astype(np.uint8)).resize((w, h),
                                                                    Image.Resampling.BICUBIC),
                      dtype=np.float32)
-    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     angle, period = rng.uniform(0, math.pi), rng.uniform(8, 40)
     stripes = np.sin((xx * math.cos(angle) + yy * math.sin(angle)) * 2 * math.pi / period)
-    img = low + stripes[..., None] * rng.uniform(0, 18) + rng.normal(0, 10, (size, size, 3))
+    img = low + stripes[..., None] * rng.uniform(0, 18) + rng.normal(0, 10, (h, w, 3))
     return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def class_look(cls: int) -> tuple[str, tuple[int, int, int]]:
+    """(shape, RGB) of class index ``cls``: the 8 shapes in their own colours, then the same
+    shapes again in colours spread around the hue circle (classes 9-80)."""
+    if cls < len(SHAPES):
+        return SHAPES[cls]
+    name = SHAPES[cls % len(SHAPES)][0]
+    hue = (cls * 0.618034) % 1.0
+    rgb = colorsys.hsv_to_rgb(hue, 0.75, 0.95)
+    return name, (int(rgb[0] * 255), int(rgb[1] * 255), int(rgb[2] * 255))
 
 
 def _polygon(name: str, cx: float, cy: float, r: float, rot: float) -> list[tuple[float, float]]:
@@ -154,26 +186,27 @@ def _overlaps(box: tuple[int, int, int, int], others: list[tuple[int, int, int, 
 def make_image(cfg: SynthConfig, split: str, index: int) -> tuple[Image.Image, list[dict]]:
     """One image and its objects ([{category_id, bbox [x, y, w, h], area}])."""
     rng = np.random.default_rng([cfg.seed, SPLITS[split], index])
-    size = cfg.size
-    canvas = _background(rng, size)
+    w, h = cfg.shape
+    side = min(w, h)
+    canvas = _background(rng, w, h)
     context = cfg.variant == "context"
     taken: list[tuple[int, int, int, int]] = []  # what each object occupies (ring included)
     objects: list[dict] = []
     for _ in range(int(rng.integers(cfg.min_objects, cfg.max_objects + 1))):
         cls = int(rng.integers(0, cfg.classes))
-        name, colour = SHAPES[cls]
+        name, colour = class_look(cls)
         if context:  # any shape, always dark: only the ring says the class
             name = _CONTEXT_SHAPES[int(rng.integers(0, len(_CONTEXT_SHAPES)))]
         for _try in range(30):  # rejection sampling: objects never overlap
-            r = rng.uniform(cfg.min_scale, cfg.max_scale) * size / 2
+            r = rng.uniform(cfg.min_scale, cfg.max_scale) * side / 2
             ring_r = rng.uniform(*_RING_RADIUS) * r if context else 0.0
             ring_w = max(2.0, _RING_WIDTH * r) if context else 0.0
             reach = max(r, ring_r + ring_w / 2)  # the object's extent from its centre
-            if 2 * reach >= size:
+            if 2 * reach >= side:
                 continue
-            cx, cy = rng.uniform(reach, size - reach, 2)
+            cx, cy = rng.uniform((reach, reach), (w - reach, h - reach))
             rot = rng.uniform(0, 2 * math.pi)
-            layer = Image.new("L", (size, size), 0)
+            layer = Image.new("L", (w, h), 0)
             _draw(ImageDraw.Draw(layer), name, cx, cy, r, rot)
             m = np.asarray(layer) > 127
             ys, xs = np.nonzero(m)
@@ -186,7 +219,7 @@ def make_image(cfg: SynthConfig, split: str, index: int) -> tuple[Image.Image, l
                 continue
             jitter = rng.integers(-25, 26, 3)
             if context:
-                ring = Image.new("L", (size, size), 0)
+                ring = Image.new("L", (w, h), 0)
                 ImageDraw.Draw(ring).ellipse((cx - ring_r, cy - ring_r, cx + ring_r,
                                               cy + ring_r), outline=255,
                                              width=int(round(ring_w)))
@@ -208,7 +241,9 @@ def categories(n: int, variant: str = "shapes") -> list[dict]:
     if variant == "context":  # the class is the ring's colour, whatever the shape
         return [{"id": i + 1, "name": f"{COLOUR_NAMES[i]} ring", "supercategory": "context"}
                 for i in range(n)]
-    return [{"id": i + 1, "name": SHAPES[i][0], "supercategory": "shape"} for i in range(n)]
+    return [{"id": i + 1, "name": SHAPES[i][0] if i < len(SHAPES)
+             else f"{class_look(i)[0]} {i // len(SHAPES) + 1}", "supercategory": "shape"}
+            for i in range(n)]
 
 
 def _write_split(cfg: SynthConfig, out: Path, split: str, count: int,
@@ -226,8 +261,8 @@ def _write_split(cfg: SynthConfig, out: Path, split: str, count: int,
             img.save(tmp / file_name, quality=92)
         else:
             img.save(tmp / file_name)
-        images.append({"id": i + 1, "file_name": file_name, "width": cfg.size,
-                       "height": cfg.size})
+        images.append({"id": i + 1, "file_name": file_name, "width": cfg.shape[0],
+                       "height": cfg.shape[1]})
         for obj in objects:
             anns.append({"id": len(anns) + 1, "image_id": i + 1, "iscrowd": 0, **obj})
         if progress:
@@ -240,6 +275,7 @@ def _write_split(cfg: SynthConfig, out: Path, split: str, count: int,
     tmp.rename(final)
     doc = {"info": {"description": "fnacli synthetic shapes", "seed": cfg.seed,
                     "size": cfg.size, "classes": cfg.classes,
+                    **({"height": cfg.height} if cfg.height not in (None, cfg.size) else {}),
                     **({"variant": cfg.variant} if cfg.variant != "shapes" else {})},
            "licenses": [], "images": images, "annotations": anns,
            "categories": categories(cfg.classes, cfg.variant)}

@@ -25,10 +25,11 @@ class SynthDataConfig:
     task: str = setting("detection", "Which kind of dataset.")  # detection | segmentation
     train: int = setting(512, "Training images.")
     val: int = setting(64, "Validation images.")
-    size: int = setting(320, "Detection: image side in pixels (square images); segmentation: "
-                        "image width (height = width / 2).")
-    classes: int = setting(3, "Detection: number of classes, 1..8 (circle, square, triangle, "
-                           "diamond, star, cross, hexagon, ring).")
+    size: int = setting(320, "Detection: image width in pixels (and height, unless --height); "
+                        "segmentation: image width (height = width / 2).")
+    classes: int = setting(3, "Detection: number of classes, 1..80: circle, square, triangle, "
+                           "diamond, star, cross, hexagon, ring, then the same shapes in other "
+                           "colours (context variant: 1..8).")
     seed: int = setting(0, "Random seed: same seed, same dataset.")
     variant: str = setting("shapes", "shapes: the class is the shape and its colour; context: "
                            "every object is a dark shape of any kind and only the colour of a "
@@ -37,6 +38,15 @@ class SynthDataConfig:
     fmt: str = setting("jpg", "Detection image file format (segmentation writes PNG, as "
                        "Cityscapes).", flags=("--format",))
     force: bool = setting(False, "Write into a non-empty OUT_DIR, replacing the dataset there.")
+    height: int | None = setting(None, "Detection: image height in pixels (default: --size, "
+                                 "square images).", metavar="PX")
+    min_objects: int = setting(1, "Detection: fewest objects per image.", min=1)
+    max_objects: int = setting(4, "Detection: most objects per image (fewer when they do not "
+                               "fit without overlapping).", min=1)
+    min_scale: float = setting(0.15, "Detection: smallest object, as a fraction of the "
+                               "image's shorter side.", min=0.01, max=0.9)
+    max_scale: float = setting(0.45, "Detection: largest object, as a fraction of the "
+                               "image's shorter side.", min=0.01, max=0.9)
     on_progress: Callable[[int], None] | None = None  # called with the images just written
 
 
@@ -56,8 +66,8 @@ class SynthResult:
                      width=s.width, height=s.height, seed=s.seed)
         else:
             d.update(train_images=s.train, val_images=s.val, train_objects=n["train"],
-                     val_objects=n["val"], classes=s.classes, size=s.size, seed=s.seed,
-                     variant=s.variant)
+                     val_objects=n["val"], classes=s.classes, size=s.size,
+                     height=s.shape[1], seed=s.seed, variant=s.variant)
         return d
 
     def report(self) -> Report:
@@ -65,8 +75,9 @@ class SynthResult:
         if self.task == "segmentation":
             return [f"synthetic segmentation data: {s.train} train images, {s.val} val images, "
                     f"{s.width}x{s.height}, Cityscapes layout -> {self.output}"]
+        w, h = s.shape
         return [f"synthetic data: {s.train} train images ({n['train']} objects), {s.val} val "
-                f"images ({n['val']} objects), {s.classes} classes, {s.size}x{s.size}, variant "
+                f"images ({n['val']} objects), {s.classes} classes, {w}x{h}, variant "
                 f"{s.variant} -> {self.output}"]
 
 
@@ -85,7 +96,10 @@ def check(cfg: SynthDataConfig) -> Any:
     from fnacli.detection.synthetic import SynthConfig, check_config, check_output_dir
 
     settings = SynthConfig(train=cfg.train, val=cfg.val, size=cfg.size, classes=cfg.classes,
-                           seed=cfg.seed, fmt=cfg.fmt, variant=cfg.variant)
+                           seed=cfg.seed, fmt=cfg.fmt, variant=cfg.variant,
+                           height=cfg.height, min_objects=cfg.min_objects,
+                           max_objects=cfg.max_objects, min_scale=cfg.min_scale,
+                           max_scale=cfg.max_scale)
     check_config(settings)
     check_output_dir(cfg.output, cfg.force)
     return settings

@@ -14,6 +14,8 @@ from fnacli.report import Report, Table
 from fnacli.settings import setting
 from fnacli.tasks import metavar
 
+DERIVE_BY = ("layer", "depth")  # argmax per layer (FNA), or depth first
+
 
 @dataclass
 class DeriveConfig:
@@ -50,6 +52,11 @@ class DeriveConfig:
                                             "matched cost.", metavar="MADDS")
     max_madds: str | float | None = setting(None, "... and at most these MAdds.",
                                             metavar="MADDS")
+    by: str = setting("layer", "layer: argmax α per layer (FNA); depth: per stage the most likely "
+                      "depth (skip positions summed), then its most likely ops.")
+    remap_prior: float = setting(0.0, "Weigh candidates by how much of the seed's weights their "
+                                 "remap keeps: log-probability + W·log(kept) (0: off).", min=0.0,
+                                 metavar="W")
     cost_scope: str | None = setting(None, "What --min/--max-madds count: blocks, backbone or "
                                      "detector, at --size [the search's cost size] [backbone].",
                                      metavar="SCOPE")
@@ -195,14 +202,19 @@ def derive(*args: Any, **kwargs: Any) -> DeriveResult:
         from fnacli.tasks import lookup
 
         table = read_latency_table(cfg.latency_table, lambda n: lookup(n, PLAIN), cfg.force)
+    if cfg.by not in DERIVE_BY:
+        raise UserError(f"--by: expected {' or '.join(DERIVE_BY)}, got {cfg.by!r}")
     window = _window_limits(cfg)
     ck = read_supernet(cfg.checkpoint)
     searched = ck.meta.get("search", {})
     depth = ck.min_depth if cfg.min_depth is None else cfg.min_depth
+    if cfg.remap_prior:
+        _apply_remap_prior(ck, cfg.remap_prior)
     if window:
         arch, path, prob, window_info = _derive_within(ck, searched, cfg, depth, *window, say)
     else:
-        arch, path, prob = A.derive(ck.space, ck.alpha, ck.beta, depth)
+        rule = A.derive_by_depth if cfg.by == "depth" else A.derive
+        arch, path, prob = rule(ck.space, ck.alpha, ck.beta, depth)
         window_info = None
     if cfg.plot is not None:
         _plot(ck, cfg, depth, say)
@@ -222,6 +234,16 @@ def derive(*args: Any, **kwargs: Any) -> DeriveResult:
         if table is not None:
             _latency(result, table, cfg.latency_table)
     return result
+
+
+def _apply_remap_prior(ck: Any, weight: float) -> None:
+    """The checkpoint's α with the remapping prior (``fnacli.search.remap_prior``) added."""
+    from fnacli.search.remap_prior import adjust_alpha
+
+    if ck.seed_spec is None:
+        raise UserError("--remap-prior: the checkpoint does not record the seed it was expanded "
+                        "from")
+    ck.alpha = adjust_alpha(ck.space, ck.seed_spec, ck.alpha, weight)
 
 
 def _window_limits(cfg: DeriveConfig) -> tuple[float | None, float | None] | None:
@@ -265,7 +287,10 @@ def _derive_within(ck: Any, searched: dict, cfg: DeriveConfig, depth: int, lo: f
         return lut.arch_cost(arch, scope)
 
     check_reachable(Encoding(ck.space), cost, lo, hi)
-    arch, path, prob, moves = A.derive_within(ck.space, ck.alpha, ck.beta, cost, lo, hi, depth)
+    start = (A.derive_by_depth(ck.space, ck.alpha, ck.beta, depth)[1] if cfg.by == "depth"
+             else None)
+    arch, path, prob, moves = A.derive_within(ck.space, ck.alpha, ck.beta, cost, lo, hi, depth,
+                                              start)
     madds = cost(arch)
     if moves:
         say(f"note: {moves} choice{'s' if moves != 1 else ''} moved off the argmax to bring "

@@ -45,7 +45,9 @@ class EvaluateResult:
     images: int
     stats: dict[str, float]  # the task's metric_names
     per_class: dict[str, float] | None = None
-    detections: list[dict] = field(default_factory=list, repr=False)
+    # detection: ``fnacli.detection.evaluate.Detections`` (columns; ``to_list()`` gives the COCO
+    # results format); empty for segmentation
+    detections: Any = field(default_factory=list, repr=False)
     per_class_metric: str = "AP"  # what per_class holds (segmentation: IoU, None = absent)
 
     def to_dict(self) -> dict:
@@ -60,7 +62,7 @@ class EvaluateResult:
         table (NaN: the class is absent from the split)."""
         from fnacli.tasks import get_task
 
-        extra = f", {len(self.detections)} detections" if self.detections else ""
+        extra = f", {len(self.detections)} detections" if len(self.detections) else ""
         labels = get_task(self.task).metric_labels
         report: Report = [Table(
             f"{Path(self.model).name} on {Path(self.ann).name} ({self.images} images{extra})",

@@ -62,8 +62,17 @@ class DifferentiableSearchConfig(SearchOptions):
                                              metavar="MADDS")
     min_depth: int = _arch(0, "Layers 0..N-1 of every stage may not be skipped (against collapse "
                            "to all-skip).", min=0, metavar="N")
-    arch_lr: float | None = _arch(None, f"Adam lr of α/β (betas 0.5/0.999; weight decay "
-                                  f"{_ARCH_WD}) [{_ARCH_LR}].", min=0.0)
+    arch_lr: str | float | None = _arch(None, f"Adam lr of α/β (betas 0.5/0.999; weight decay "
+                                        f"{_ARCH_WD}) [{_ARCH_LR}]; auto: sized to the number "
+                                        "of α/β steps (docs/search.md).", metavar="LR|auto")
+    weight_recipe: str = _arch("search", "Weight steps on the task's search recipe (the "
+                               "papers'), or on its fine-tuning recipe (optimiser, lr, weight "
+                               "decay, clipping, warm-up; the search's epochs and schedule).",
+                               metavar="search|finetune")
+    target_side: str = _arch("above", "With --target-madds: penalise only the excess (above: "
+                             "FNA-style hinge), or the distance either side (both: "
+                             "λ·|log_τ(C/T)|, the search lands at the budget).",
+                             metavar="above|both")
     gamma: float | None = _arch(None, f"Cost scale γ [{per_task('search_defaults.gamma')}]; in the "
                                 "log form it shifts the loss only.", min=0.0)
     cost: str = _arch("madds", "What the cost term counts: the detector's MAdds, or its latency "
@@ -105,7 +114,7 @@ def _differentiable(o: DifferentiableSearchConfig, env: Any) -> SearchResult:
     say = Reporter(o.on_message, env.is_main)
     task = task_of(o.task)
     check_lr(o.lr)
-    check_lr(o.arch_lr, "--arch-lr")
+    check_lr(None if o.arch_lr == "auto" else parse_arch_lr(o.arch_lr), "--arch-lr")
     check_bn_batch(task, o.batch_size or task.recipe.batch_size, env.world, freeze_flag=False)
     output = Path(o.output)
     state_path, metrics_path = run_files(output)
@@ -137,12 +146,14 @@ def _differentiable(o: DifferentiableSearchConfig, env: Any) -> SearchResult:
     details = {"task": task.name, "steps": result.steps, "arch_steps": result.arch_steps,
                "epochs": result.epochs, "derived": result.arch.to_dict(),
                "madds": result.madds, "expected_madds": result.expected_madds,
-               "warning": result.warning}
+               "warning": result.warning, "near_uniform_warning": result.near_uniform}
     if table is not None:
         details["latency_ms"] = result.latency_ms
         details["expected_latency_ms"] = result.expected_latency_ms
     if result.warning:
         say.warning(result.warning)
+    if result.near_uniform:
+        say.warning(result.near_uniform)
     if not result.finished:
         return SearchResult("differentiable", False, f"search stopped after {result.steps} "
                             f"steps; state in {state_path} (continue with --resume)",
@@ -158,6 +169,44 @@ def _differentiable(o: DifferentiableSearchConfig, env: Any) -> SearchResult:
            "ms)" if table is not None else ""), str(output), details)
 
 
+WEIGHT_RECIPES = ("search", "finetune")
+TARGET_SIDES = ("above", "both")
+
+
+def parse_arch_lr(value: str | float | None) -> float | None:
+    """--arch-lr as a number (None: the task's); "auto" is resolved by ``resolve_arch_lr``."""
+    if value is None or isinstance(value, int | float):
+        return value
+    try:
+        return float(value)
+    except ValueError:
+        raise UserError(f"--arch-lr: expected a learning rate or auto, got {value!r}") from None
+
+
+def task_space_candidates(o: DifferentiableSearchConfig) -> int:
+    """The most candidates any layer (or channel-searched stage) of the supernet offers."""
+    from fnacli.nn.supernet import op_choices, width_choices
+    from fnacli.search.supernet_io import read_supernet
+
+    space = read_supernet(o.supernet).space
+    return max([len(c) for *_, c in op_choices(space)] + [len(w) for _, w in
+                                                           width_choices(space)] + [1])
+
+
+def resolve_arch_lr(value: str | float | None, default: float, candidates: Any,
+                    search_epochs: int, steps_per_epoch: int, arch_every: int) -> float:
+    """--arch-lr: given, the task's recipe (None), or auto: ``fnacli.search.convergence.
+    auto_arch_lr`` for the α/β steps the schedule will take (never below the recipe's);
+    ``candidates()`` gives the most candidates of a layer."""
+    if value != "auto":
+        lr = parse_arch_lr(value)
+        return default if lr is None else lr
+    from fnacli.search.convergence import auto_arch_lr
+
+    steps = search_epochs * steps_per_epoch // arch_every
+    return auto_arch_lr(steps, candidates(), floor=default)
+
+
 def differentiable_config(o: DifferentiableSearchConfig, task: Any, train_images: int,
                           target_madds: float | None = None) -> Any:
     """The differentiable search's settings: what ``o`` leaves at None comes from the task's
@@ -170,7 +219,15 @@ def differentiable_config(o: DifferentiableSearchConfig, task: Any, train_images
 
 
     d = task.search_defaults
-    r = d.weight_recipe(task.recipe)
+    if o.weight_recipe not in WEIGHT_RECIPES:
+        raise UserError(f"--weight-recipe: expected {' or '.join(WEIGHT_RECIPES)}, got "
+                        f"{o.weight_recipe!r}")
+    if o.target_side not in TARGET_SIDES:
+        raise UserError(f"--target-side: expected {' or '.join(TARGET_SIDES)}, got "
+                        f"{o.target_side!r}")
+    # the fine-tuning recipe's weight-side settings on the search's epochs and schedule shape
+    r = (replace(task.recipe, epochs=d.epochs, schedule=d.schedule, milestones=d.milestones)
+         if o.weight_recipe == "finetune" else d.weight_recipe(task.recipe))
     size, augment = search_input(o, task)
     batch = o.batch_size or r.batch_size
     epochs = o.epochs or d.epochs
@@ -184,7 +241,11 @@ def differentiable_config(o: DifferentiableSearchConfig, task: Any, train_images
                         arch_every=o.arch_every or d.arch_every, cost_form=o.cost_form,
                         lam=o.lam, tau=o.tau if o.tau is not None else d.tau, gamma=o.gamma,
                         target_madds=target_madds, min_depth=o.min_depth,
-                        arch_lr=o.arch_lr if o.arch_lr is not None else d.arch_lr,
+                        arch_lr=resolve_arch_lr(o.arch_lr, d.arch_lr,
+                                                lambda: task_space_candidates(o),
+                                                epochs - warmup_epochs, steps // epochs,
+                                                o.arch_every or d.arch_every),
+                        target_side=o.target_side,
                         arch_weight_decay=d.arch_weight_decay,
                         arch_fraction=d.arch_fraction, augment=augment,
                         cost_scope=scope, cost_size=as_size(o.cost_size, "--cost-size"),

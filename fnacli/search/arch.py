@@ -300,10 +300,52 @@ def derive(space: SpaceSpec, alpha: Mapping[tuple[int, int], torch.Tensor],
     return path_to_arch(space, path), path, math.exp(logp)
 
 
+def depth_distribution(space: SpaceSpec, s: int,
+                       alpha_probs: Mapping[tuple[int, int], torch.Tensor]) -> dict[int, float]:
+    """P(stage ``s`` has depth d): the probability of every op sequence of d layers, summed
+    over the positions of its skips."""
+    out: dict[int, float] = {}
+    for q, seq in _stage_sequences(space, s, alpha_probs)[0]:
+        out[len(seq)] = out.get(len(seq), 0.0) + q
+    return out
+
+
+def derive_by_depth(space: SpaceSpec, alpha: Mapping[tuple[int, int], torch.Tensor],
+                    beta: Mapping[int, torch.Tensor], min_depth: int = 0
+                    ) -> tuple[ArchSpec, Path, float]:
+    """Per stage the most likely depth (``depth_distribution``), then the most likely op
+    sequence of that depth; argmax β per stage: (arch, path, the architecture's probability,
+    skip positions summed).
+
+    Per-layer argmax decides every layer's skip on its own: three layers at skip 0.4 and an op
+    0.6 each keep all three although "drop one" has probability 0.43 against 0.22. When the
+    search spreads its belief about depth over skip positions, this sees it."""
+    from fnacli.spec import Op
+
+    with torch.no_grad():
+        a, b = probs(space, alpha, beta, min_depth)
+    stages, logp = [], 0.0
+    for s, st in enumerate(space.stages):
+        width = st.outs[int(torch.argmax(b[s]))] if s in b else st.outs[0]
+        if s in b:
+            logp += math.log(float(b[s].max()))
+        if not st.searchable:
+            stages.append(Stage(width, st.stride, st.fixed_ops))
+            continue
+        seqs = _stage_sequences(space, s, a)[0]
+        depths = depth_distribution(space, s, a)
+        d = max(depths, key=lambda k: (depths[k], k))  # ties: the deeper
+        q, seq = next((q, seq) for q, seq in seqs if len(seq) == d)
+        logp += math.log(q) if q > 0 else -math.inf
+        stages.append(Stage(width, st.stride, tuple(Op.parse(o) for o in seq)))
+    arch = ArchSpec(space.stem_out, space.stem_stride, tuple(stages), space.head_out)
+    return arch, path_of_arch(space, arch), math.exp(logp)
+
+
 def derive_within(space: SpaceSpec, alpha: Mapping[tuple[int, int], torch.Tensor],
                   beta: Mapping[int, torch.Tensor], cost: Callable[[ArchSpec], float],
-                  lo: float | None, hi: float | None, min_depth: int = 0
-                  ) -> tuple[ArchSpec, Path, float, int]:
+                  lo: float | None, hi: float | None, min_depth: int = 0,
+                  start: Path | None = None) -> tuple[ArchSpec, Path, float, int]:
     """The argmax path moved into the cost window [``lo``, ``hi``]: (arch, path, the path's
     probability, choices changed).
 
@@ -312,6 +354,7 @@ def derive_within(space: SpaceSpec, alpha: Mapping[tuple[int, int], torch.Tensor
     the path is outside, take the single choice change (an op or a width) that lands inside
     at the highest probability, else the one that moves towards the window at the least
     log-probability lost per unit of cost, never overshooting the window's far side.
+    ``start``: the path to start from [the per-layer argmax].
     """
     with torch.no_grad():
         a, b = probs(space, alpha, beta, min_depth)
@@ -319,7 +362,7 @@ def derive_within(space: SpaceSpec, alpha: Mapping[tuple[int, int], torch.Tensor
             for k, p in a.items()}
     logp.update({("b", s): [math.log(x) if x > 0 else -math.inf for x in p.double().tolist()]
                  for s, p in b.items()})
-    path = argmax_path(a, b)
+    path = start if start is not None else argmax_path(a, b)
 
     def choice(p: Path, key: tuple) -> int:
         return p.ops[key[1]] if key[0] == "a" else p.widths[key[1]]

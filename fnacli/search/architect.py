@@ -33,17 +33,20 @@ ARCH_BETAS, ARCH_CLIP = (0.5, 0.999), 35.0
 
 
 def cost_term(expected: torch.Tensor, form: str, lam: float, tau: float,
-              target: float | None, gamma: float = 1.0, unit: float = GIGA) -> torch.Tensor:
+              target: float | None, gamma: float = 1.0, unit: float = GIGA,
+              two_sided: bool = False) -> torch.Tensor:
     """The regulariser on the expected cost (absolute MAdds; or ns with ``unit`` 1e6, C in
     ms): FNA's ``λ·log_τ(γ·C)`` or Jung et al.'s ``λ·γ·C``; with a target only the excess
-    counts (see ``fnacli.search.differentiable``)."""
+    counts (see ``fnacli.search.differentiable``), or with ``two_sided`` the distance either
+    side (``λ·|log_τ(C/T)|`` / ``λ·γ·|C−T|``): the search is pulled to the budget."""
     g = gamma * expected / unit
     if target is None:
         return lam * (torch.log(g) / math.log(tau) if form == "log" else g)
     t = gamma * target / unit
+    side = torch.abs if two_sided else torch.relu
     if form == "log":
-        return lam * torch.relu(torch.log(g / t)) / math.log(tau)
-    return lam * torch.relu(g - t)
+        return lam * side(torch.log(g / t)) / math.log(tau)
+    return lam * side(g - t)
 
 
 class ArchParams(nn.Module):
@@ -148,7 +151,7 @@ class Architect:
         task_loss = sum(losses.values())
         expected = self.expected_cost(a_p, b_p)
         cost = cost_term(expected, cfg.cost_form, self.lam, cfg.tau, cfg.cost_target(),
-                         cfg.applied_gamma, cfg.cost_unit())
+                         cfg.applied_gamma, cfg.cost_unit(), cfg.target_side == "both")
         loss = task_loss + cost.to(task_loss.dtype)
         if not all_ok(bool(torch.isfinite(loss).item()), env):
             raise NonFinite("α/β loss", loss, "α/β", "Lower --lr or --lambda, or add warm-up")

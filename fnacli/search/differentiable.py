@@ -58,6 +58,7 @@ from fnacli.errors import UserError
 from fnacli.nn.supernet import Supernet, op_choices, path_to_arch, width_choices
 from fnacli.progress import fmt
 from fnacli.search import arch as A
+from fnacli.search import convergence as CV
 from fnacli.search.architect import GIGA, Architect, ArchParams
 from fnacli.search.supernet_io import SupernetCheckpoint, load_weights
 from fnacli.spec import ArchSpec, SpaceSpec
@@ -127,6 +128,7 @@ class SearchConfig:
     latency_table: Any = field(default=None, repr=False, compare=False)  # LatencyTable
     arch_step: str = "full"
     checkpoint_activations: bool = False
+    target_side: str = "above"  # with a target: the excess only, or |log C/T| ("both")
 
     @property
     def cost_gamma(self) -> float:
@@ -185,6 +187,7 @@ class SearchConfig:
                 "target_madds": self.target_madds, "min_depth": self.min_depth,
                 "arch_lr": self.arch_lr, "augment": self.augment, "arch_step": self.arch_step,
                 "cost_scope": self.cost_scope, "cost_size": list(self.lut_size),
+                **({"target_side": self.target_side} if self.target_side != "above" else {}),
                 # only where a task's recipe sets them (detection runs keep their identity)
                 **({"arch_weight_decay": self.arch_weight_decay,
                     "arch_fraction": self.arch_fraction}
@@ -222,6 +225,7 @@ class SearchResult:
     warning: str | None = None
     latency_ms: float | None = None  # by the latency table, when one was given
     expected_latency_ms: float | None = None
+    near_uniform: str | None = None  # α still near uniform at the end (convergence)
 
 
 def resolve_lambda(cfg: SearchConfig, initial_gmadds: float) -> float:
@@ -432,9 +436,11 @@ class SearchHooks(Hooks):
         """The epoch's record (history, metrics line, TensorBoard, a collapse warning), the
         searched checkpoint as it stands and the plot; returns what the progress line
         shows."""
-        record, probs = self.epoch_record(loop)
+        record, probs, per_layer = self.epoch_record(loop)
         self.history.append(record)
-        loop.metrics.write(event="epoch", **record, **probs)
+        loop.metrics.write(event="epoch", **record, **probs, **per_layer)
+        if self.env.is_main and loop.epoch > self.cfg.warmup_epochs:
+            loop.bar.log(f"epoch {loop.epoch}: {CV.summary_text(record['convergence'])}")
         loop.bar.scalars(loop.step, {k: record[k] for k in ("expected_madds", "argmax_madds")},
                          "epoch")
         loop.bar.scalars(loop.step, prob_scalars(probs), "")
@@ -451,18 +457,23 @@ class SearchHooks(Hooks):
                 "argmax MAdds": f"{record['argmax_madds'] / 1e6:.1f}M",
                 "derived": record["derived"]}
 
-    def epoch_record(self, loop: Loop) -> tuple[dict, dict]:
-        """Epoch ``loop.epoch``'s history record, and α/β's probabilities."""
+    def epoch_record(self, loop: Loop) -> tuple[dict, dict, dict]:
+        """Epoch ``loop.epoch``'s history record (with its convergence numbers,
+        ``fnacli.search.convergence``), α/β's probabilities, and for the metrics line alone
+        every layer's entropy and the layers whose argmax changed."""
         exp, am, derived = self.madds_now()
         with torch.no_grad():
             a_p, b_p = self.arch.probs(self.cfg.min_depth)
         _, path, prob = A.derive(self.space, *self.arch.logits(), self.cfg.min_depth)
         skipped, skippable = A.skip_report(self.space, path)
+        conv = CV.epoch_record(a_p, b_p, CV.previous_argmax(self.history))
         record = {"epoch": loop.epoch, "step": loop.step, "expected_madds": exp,
                   "argmax_madds": am, "derived": arch_code(derived),
                   "derived_probability": prob, "skipped_layers": skipped,
-                  "skippable_layers": skippable}
-        return record, prob_report(self.space, a_p, b_p)
+                  "skippable_layers": skippable, "convergence": CV.history_fields(conv)}
+        return record, prob_report(self.space, a_p, b_p), {
+            "layer_entropy": conv.get("entropy", {}),
+            "argmax_changed_layers": conv.get("argmax_changed_layers")}
 
     def madds_now(self) -> tuple[float, float, ArchSpec]:
         """The detector's expected MAdds under α/β now, the argmax architecture's, and it."""
@@ -521,8 +532,11 @@ def _result(space: SpaceSpec, arch: ArchParams, cfg: SearchConfig, step: int, ar
         table = cfg.latency_table
         lat = (table.latency_ms(derived), float(table.expected_latency(
             *arch.probs(cfg.min_depth))) / 1e6) if table is not None else (None, None)
+    last = history[-1].get("convergence", {}) if history else {}
+    near = (CV.near_uniform_warning(last, arch_steps, cfg.arch_lr)
+            if finished and arch_steps else None)
     return SearchResult(step, arch_steps, epoch, finished, derived,
                         float(lut.arch_madds(derived)), exp, history,
-                        A.collapse_warning(space, path), *lat)
+                        A.collapse_warning(space, path), *lat, near)
 
 

@@ -312,6 +312,8 @@ class OneShotSearch:
     on_round: Callable[[dict], None] | None = None
     identity: dict = field(default_factory=dict)  # extra settings a resume must share
     latency: Callable[[ArchSpec], float] | None = None  # predicted ms (for max_latency)
+    # added to the metric to give the fitness (e.g. ``fnacli.search.remap_prior.fitness_term``)
+    fitness_term: Callable[[ArchSpec], float] | None = None
     # the signal received (``fnacli.interrupt``), agreed by every process evaluating
     signal: Callable[[], int | None] = interrupt.pending
     cache: dict[str, Candidate] = field(default_factory=dict)
@@ -478,7 +480,8 @@ class OneShotSearch:
         if metric not in stats:
             raise UserError(f"--metric {metric!r}: not among the evaluation's numbers "
                             f"({', '.join(stats)})")
-        c = Candidate(key, tuple(g), self.madds(g, key), float(stats[metric]),
+        extra = self.fitness_term(self.encoding.arch(g)) if self.fitness_term else 0.0
+        c = Candidate(key, tuple(g), self.madds(g, key), float(stats[metric]) + extra,
                       {k: float(v) for k, v in stats.items()}, generation)
         self.cache[key] = c
         self._append({"event": "candidate", **c.to_dict(), "reused": reused})

@@ -161,11 +161,11 @@ def _coco_index(files: SegSplitFiles) -> tuple[object, dict[int, Path]]:
     """A validated pycocotools COCO (categories, images, annotation ids; files present and of
     the declared sizes) and the image path of every image id."""
     from fnacli.detection.data import (
-        CocoDetection,
         SplitFiles,
         _check_doc,
         _load_annotation_doc,
         _quiet_coco,
+        resolve_images,
     )
 
     doc = _load_annotation_doc(files.ann)
@@ -174,9 +174,7 @@ def _coco_index(files: SegSplitFiles) -> tuple[object, dict[int, Path]]:
             a = doc["annotations"][i] = dict(a)
             a["bbox"] = _bbox_of(a["segmentation"], f"{files.ann}: annotations[{i}]")
     coco = _quiet_coco(_check_doc(doc, files.ann).doc)
-    probe = CocoDetection.__new__(CocoDetection)  # reuse its image resolution and checks
-    probe.files, probe.coco = SplitFiles(files.ann, files.image_dirs), coco
-    return coco, probe._resolve_images(check=True)
+    return coco, resolve_images(SplitFiles(files.ann, files.image_dirs), coco)
 
 
 def _bbox_of(seg: object, where: str) -> list[float]:
