@@ -87,7 +87,7 @@ def main() -> None:
     except UserError as e:
         if debug_enabled():
             raise
-        _exit(2, f"error: {e}")
+        _exit(2, f"error: {e.cli_message}")
     except interrupt.Interrupted as e:
         _exit(e.exit_code, e.message())
     except KeyboardInterrupt:  # SIGINT where our handler was not installed

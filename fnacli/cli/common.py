@@ -172,7 +172,7 @@ def option(cls: type, name: str, **override: Any) -> Any:
     range from the setting (``fnacli.settings``), its flag's metavar and panel from SHARED,
     then ``override``."""
     f = cls.__dataclass_fields__[name]
-    meta = {k: v for k, v in f.metadata.items() if k != "flags"}
+    meta = {k: v for k, v in f.metadata.items() if k not in ("flags", "api")}
     decls = f.metadata.get("flags", (flag_of(f),))
     shared = {k: v for k, v in SHARED.get(decls[0], {}).items() if k != "default"}
     kw = {**shared, **meta, **override}

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from fnacli.errors import UserError
-from fnacli.pipeline.common import make_config
+from fnacli.pipeline.common import step
 from fnacli.report import Report
 from fnacli.settings import setting
 
@@ -37,7 +37,8 @@ class SynthDataConfig:
     fmt: str = setting("jpg", "Detection image file format (segmentation writes PNG, as "
                        "Cityscapes).", flags=("--format",))
     force: bool = setting(False, "Write into a non-empty OUT_DIR, replacing the dataset there.")
-    on_progress: Callable[[int], None] | None = None  # called with the images just written
+    on_progress: Callable[[int], None] | None = setting(None, api="Called with the images "
+                                                        "just written.")
 
 
 @dataclass
@@ -91,9 +92,9 @@ def check(cfg: SynthDataConfig) -> Any:
     return settings
 
 
-def synth(*args: Any, **kwargs: Any) -> SynthResult:
+@step(SynthDataConfig)
+def synth(cfg: SynthDataConfig) -> SynthResult:
     """Write a synthetic dataset to ``output`` (see the module docstring)."""
-    cfg = make_config(SynthDataConfig, args, kwargs)
     settings = check(cfg)
     if cfg.task == "segmentation":
         from fnacli.segmentation.synthetic import generate

@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from fnacli.errors import UserError
-from fnacli.pipeline.common import Message, Reporter, Size, as_size, make_config
+from fnacli.pipeline.common import Message, Reporter, Size, as_size, step
 from fnacli.report import Report, Table
-from fnacli.settings import setting
+from fnacli.settings import ON_MESSAGE, setting
 from fnacli.tasks import metavar
 
 
@@ -21,7 +21,8 @@ class DeriveConfig:
                                      metavar="SEARCHED|SUPERNET")
     min_depth: int | None = setting(None, "Never drop layers 0..N-1 of a stage [the search's].",
                                     min=0, metavar="N")
-    profile: bool = False  # count MAdds/params of the derived (and seed) architecture
+    profile: bool = setting(False, api="Count MAdds/params of the derived (and seed) "
+                            "architecture (result.profile).")
     top: int | None = setting(None, "List the K most likely architectures with their "
                               "probabilities and MAdds (stderr; in --json output).", min=1,
                               metavar="K")
@@ -40,7 +41,7 @@ class DeriveConfig:
     metrics: str | Path | None = setting(None, "The search's metrics for --plot [SEARCHED"
                                          ".metrics.jsonl when it exists].", metavar="FILE.jsonl")
     force: bool = setting(False, "Overwrite -o ARCH.json, --plot and --diagram files.")
-    on_message: Message | None = None
+    on_message: Message | None = setting(None, api=ON_MESSAGE)
     latency_table: str | Path | None = setting(None, "Report predicted latency beside MAdds, by "
                                                "a table from 'fnacli latency' (--force: one "
                                                "measured on another machine).")
@@ -172,9 +173,12 @@ def _ops_text(stage: Any) -> str:
     return " ".join(f"K{o.kernel}_E{o.expand}" for o in stage.ops)
 
 
-def derive(*args: Any, **kwargs: Any) -> DeriveResult:
-    """The derived architecture of a searched checkpoint (see the module docstring)."""
-    cfg = make_config(DeriveConfig, args, kwargs)
+@step(DeriveConfig)
+def derive(cfg: DeriveConfig) -> DeriveResult:
+    """The architecture a search chose: argmax α per layer (skips dropped) and argmax β per
+    stage of ``checkpoint``, optionally its MAdds/params against the seed (``profile``), the
+    K most likely architectures (``top``), a MAdds window, and pictures (``plot``,
+    ``diagram``). ``result.arch`` is the ``ArchSpec``."""
     from fnacli.io import check_writable
     from fnacli.plots import PICTURE_FORMATS
     from fnacli.search import arch as A

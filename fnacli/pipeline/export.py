@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fnacli.errors import UserError
-from fnacli.pipeline.common import Size, as_size, make_config
+from fnacli.pipeline.common import Size, as_size, step
 from fnacli.settings import setting
 
 if TYPE_CHECKING:
@@ -31,21 +31,21 @@ class ExportConfig:
                                          "[the detector's: ssdlite 0.001, retinanet 0.05].",
                                          min=0.0, max=1.0, metavar="P")
     opset: int = setting(17, "ONNX opset.", min=7, metavar="N")
-    check: bool = True  # parity check against PyTorch
+    check: bool = setting(True, api="Check parity against PyTorch.")
     data: str | Path | None = setting(None, "Check on the first images of this dataset's val "
                                       "split [synthetic scenes].")
     samples: int = setting(4, "Images for the parity check.", min=1, metavar="N")
     threads: int = setting(1, "CPU threads for the check and the latency figures (the same for "
                            "PyTorch and the exported model).", min=1, metavar="K")
-    measure: bool = True  # time the exported model beside PyTorch
+    measure: bool = setting(True, api="Time the exported model beside PyTorch eager.")
     force: bool = setting(False, "Overwrite OUT.")
-    progress: bool = False  # a spinner on stderr while exporting
+    progress: bool = setting(False, api="A spinner on stderr while exporting.")
 
 
-def export(*args: Any, **kwargs: Any) -> ExportResult:
+@step(ExportConfig)
+def export(cfg: ExportConfig) -> ExportResult:
     """Export ``final``'s model to ``output``; ``result.parity.ok`` says whether the check
     passed (the file is kept either way), ``result.task`` is the checkpoint's task."""
-    cfg = make_config(ExportConfig, args, kwargs)
     from fnacli.io import check_writable
 
     if cfg.fmt not in FORMATS:

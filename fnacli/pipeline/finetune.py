@@ -18,9 +18,9 @@ from fnacli.pipeline.common import (
     as_size,
     check_fresh_run,
     in_processes,
-    make_config,
     refuse_stdout,
     run_files,
+    step,
 )
 from fnacli.settings import SCHEDULE, setting
 
@@ -73,10 +73,13 @@ class FinetuneResult:
         return []
 
 
-def finetune(*args: Any, **kwargs: Any) -> FinetuneResult:
-    """Fine-tune (see the module docstring); ``finetune(FinetuneConfig(...))`` or the
-    config's fields. Runs under torchrun for several processes (DDP)."""
-    cfg = make_config(FinetuneConfig, args, kwargs)
+@step(FinetuneConfig)
+def finetune(cfg: FinetuneConfig) -> FinetuneResult:
+    """Fine-tune a task's network around a remapped backbone ``target`` (or continue a saved
+    model) and write ``output``, with ``output``.ckpt (training state for ``resume``) and
+    ``output``.metrics.jsonl beside it. Settings left at None take the task's recipe
+    (``fnacli.get_task(task).recipe``; lr scaled linearly to the batch size). Runs under
+    torchrun for several processes (DDP). ``result.metrics`` holds the last evaluation."""
     refuse_stdout(cfg.output)
     as_size(cfg.size)  # bad options fail before anything else
     from fnacli.progress import tensorboard_dir

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fnacli.errors import UserError
-from fnacli.pipeline.common import Size, as_size, make_config
+from fnacli.pipeline.common import Size, as_size, step
 from fnacli.report import Report, Table
 from fnacli.settings import setting
 from fnacli.tasks import per_task, size_text
@@ -47,9 +47,45 @@ def _check_task(task: str) -> str:
     return task
 
 
+# one spec (ArchSpec, dict, name, file), a list of them or of (name, ArchSpec) pairs, or a
+# dict {name: spec}
+SpecsArg = Any
+
+
+def named_specs(specs: SpecsArg) -> list[tuple[str, ArchSpec]]:
+    """``profile``'s ``specs`` as (name, ArchSpec) pairs. A string is always one spec (a name
+    or a file), never a sequence; a pair is a tuple of a name and an ``ArchSpec``."""
+    from fnacli.spec import ArchSpec, as_arch
+
+    if isinstance(specs, dict) and "schema" not in specs and "spec" not in specs:
+        return [(str(k), as_arch(v, str(k))) for k, v in specs.items()]
+    if isinstance(specs, str | Path | ArchSpec | dict):
+        specs = [specs]
+    if not isinstance(specs, list | tuple):
+        raise UserError(f"specs: expected a spec or a list of specs, got {type(specs).__name__}")
+    out = []
+    for i, s in enumerate(specs):
+        if (isinstance(s, tuple) and len(s) == 2 and isinstance(s[0], str)
+                and isinstance(s[1], ArchSpec)):
+            out.append((s[0], s[1]))
+        elif isinstance(s, str | Path) and str(s) != "-" and Path(s).is_file() and \
+                not _is_json_file(Path(s)):
+            out += [(n, spec) for n, spec in load_specs([str(s)])]  # a checkpoint's spec
+        else:
+            out.append((str(s) if isinstance(s, str | Path) else f"spec{i}",
+                        as_arch(s, f"specs[{i}]")))
+    if not out:
+        raise UserError("specs: give at least one architecture")
+    return out
+
+
 @dataclass
 class ProfileConfig:
-    specs: list  # ArchSpec objects, or (name, ArchSpec) pairs
+    specs: SpecsArg = setting(help="What to count: one architecture or a list of them, each an "
+                              "ArchSpec, its dict, a built-in name (mobilenetv2, a timm name), "
+                              "a JSON file or fnacli checkpoint (str or Path); a dict "
+                              "{name: spec} names them.", api="Names default to the text given, "
+                              "else spec0, spec1, …")
     task: str = setting("none", "What to count: the backbone (with its 1x1 head conv), the "
                         "ImageNet classifier, or a detector or segmenter [a model checkpoint's "
                         "own task, else none].")
@@ -63,7 +99,7 @@ class ProfileConfig:
                                       "--task classifier (default 1000).", min=1)
     exact: bool = setting(False, "Trace every network with fvcore instead of summing the lookup "
                           "table (slower; same numbers).")
-    progress: bool = False  # a progress bar on stderr while the LUT fills
+    progress: bool = setting(False, api="A progress bar on stderr while the table fills.")
 
 
 @dataclass
@@ -104,17 +140,13 @@ def _fmt(n: float) -> str:
     return f"{n:.0f}"
 
 
-def profile(*args: Any, **kwargs: Any) -> ProfileResult:
+@step(ProfileConfig)
+def profile(cfg: ProfileConfig) -> ProfileResult:
     """Params and MAdds (conv + linear multiply-accumulates) of ``specs``, split into
     backbone / neck / head."""
-    cfg = make_config(ProfileConfig, args, kwargs)
-    from fnacli.spec import ArchSpec
-
     task = _check_task(cfg.task)
     size = as_size(cfg.size, min_side=1) or default_size(task)
-    specs = cfg.specs if isinstance(cfg.specs, list | tuple) else [cfg.specs]
-    named = [(f"spec{i}", s) if isinstance(s, ArchSpec) else tuple(s)
-             for i, s in enumerate(specs)]
+    named = named_specs(cfg.specs)
 
     from fnacli.cost import default_classes, profile_exact
     from fnacli.lut import profile_specs
@@ -134,14 +166,15 @@ def profile(*args: Any, **kwargs: Any) -> ProfileResult:
 class TableConfig:
     space: str | SpaceSpec = setting(help="With --lut: the search space (built-in name, JSON "
                                      "file or '-').")
-    task: str = "none"
-    size: Size | None = None
-    num_classes: int | None = setting(None, min=1)
+    task: str = setting("none", api="What the table counts: none (the backbone), "
+                        "classifier or a task.")
+    size: Size | None = setting(None, api="Input size: N or (W, H) [the task's].")
+    num_classes: int | None = setting(None, min=1, api="Classes [the task's default].")
     # None: the on-disk cache; '-': return the text only
     output: str | Path | None = setting(None, "With --lut: where to write the table ('-' for "
                                         "stdout).", metavar="OUT")
     force: bool = setting(False, "Overwrite OUT if it exists.")
-    progress: bool = False
+    progress: bool = setting(False, api="A progress bar on stderr while the table fills.")
 
 
 @dataclass
@@ -160,10 +193,10 @@ class TableResult:
                 f"entries -> {self.where} ({self.seconds:.1f}s)"]
 
 
-def build_table(*args: Any, **kwargs: Any) -> TableResult:
+@step(TableConfig)
+def build_table(cfg: TableConfig) -> TableResult:
     """The cost lookup table of a search space: written to ``output``, else built into (or
     read from) the cache."""
-    cfg = make_config(TableConfig, args, kwargs)
     from fnacli.io import check_writable, write_output
     from fnacli.spec import SpaceSpec, load_space
 
