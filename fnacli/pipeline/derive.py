@@ -6,13 +6,18 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fnacli.errors import UserError
 from fnacli.pipeline.common import Message, Reporter, Size, as_size, step
 from fnacli.report import Report, Table
 from fnacli.settings import ON_MESSAGE, setting
 from fnacli.tasks import metavar
+
+if TYPE_CHECKING:
+    from fnacli.cost import Profile
+    from fnacli.latency import LatencyTable
+    from fnacli.spec import ArchSpec
 
 
 @dataclass
@@ -58,19 +63,19 @@ class DeriveConfig:
 
 @dataclass
 class DeriveResult:
-    arch: Any  # ArchSpec
+    arch: ArchSpec
     probability: float  # of the argmax path
     skipped_layers: int
     warning: str | None
-    seed: Any = None  # the seed's ArchSpec when the checkpoint records it
+    seed: ArchSpec | None = None  # when the checkpoint records it
     task: str | None = None  # what the profiles count ("none": the backbone)
     size: tuple[int, int] | None = None
-    profile: Any = None  # fnacli.cost.Profile of arch (when profiled)
-    seed_profile: Any = None
+    profile: Profile | None = None  # of arch (when profiled)
+    seed_profile: Profile | None = None
     top: list[dict] = field(default_factory=list)  # rank, probability|fitness, spec, madds
     latency_ms: float | None = None  # by the latency table, when one was given
     seed_latency_ms: float | None = None
-    latency_table: Any = None  # the LatencyTable
+    latency_table: LatencyTable | None = None
     profile_classes: int | None = None
     window: dict | None = None  # min/max MAdds, scope, cost, choices moved off the argmax
 

@@ -56,15 +56,21 @@ class FinetuneResult:
     steps: int
     epochs: int
     finished: bool
-    last_loss: float | None
+    last_loss: float | None  # the last value logged (the closing line's "last loss")
     bn_recalibrated_batches: int | None = None
     is_main: bool = True  # False in the other processes of a distributed run
+    # the last evaluation on val (eval_every): the task's epoch metrics (AP…, or mIoU…)
+    metrics: dict[str, float] | None = None
+    metrics_epoch: int | None = None  # the epoch (1-based) that evaluation followed
 
     def to_dict(self) -> dict:
-        d = {"output": self.output, "task": self.task, "steps": self.steps,
-             "epochs": self.epochs, "finished": self.finished, "last_loss": self.last_loss}
+        d: dict = {"output": self.output, "task": self.task, "steps": self.steps,
+                   "epochs": self.epochs, "finished": self.finished,
+                   "last_loss": self.last_loss}
         if self.bn_recalibrated_batches is not None:
             d["bn_recalibrated_batches"] = self.bn_recalibrated_batches
+        if self.metrics is not None:
+            d["metrics"] = {"epoch": self.metrics_epoch, **self.metrics}
         return d
 
     def report(self) -> list:
@@ -206,20 +212,24 @@ def _run(cfg: FinetuneConfig, env: Any) -> FinetuneResult:
         say("note: SyncBatchNorm needs GPUs; on CPU each process keeps its own BN batch "
             "statistics (--freeze-bn avoids the difference)")
 
+    evaluated: dict[str, Any] = {}  # the last evaluation, for the result
+
     def on_epoch_end(epoch: int, net: torch.nn.Module) -> dict | None:
         last = epoch + 1 == tc.epochs
         if not (val_set and env.is_main and ((epoch + 1) % cfg.eval_every == 0 or last)):
             return None
         res = task.evaluate(net, val_set, batch_size=max(1, tc.batch_size // env.world),
                             workers=cfg.workers, device=env.device)
-        return {k: res.stats[k] for k in task.epoch_metrics}
+        evaluated.update(epoch=epoch + 1, stats={k: res.stats[k] for k in task.epoch_metrics})
+        return evaluated["stats"]
 
     result = fit(model, train_set, task.loss, tc, env, state_path=state_path,
                  metrics_path=metrics_path, resume=cfg.resume, collate_fn=task.collate,
                  identity=identity, on_epoch_end=on_epoch_end, stop_after=cfg.stop_after,
                  desc=f"finetune {task.name}")
     out = FinetuneResult(str(output), task.name, result.steps, result.epochs, result.finished,
-                         result.last_loss)
+                         result.last_loss, metrics=evaluated.get("stats"),
+                         metrics_epoch=evaluated.get("epoch"))
     if not result.finished:
         say(f"stopped after {result.steps} steps; training state in {state_path} (continue "
             "with --resume)")

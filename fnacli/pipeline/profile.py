@@ -22,6 +22,7 @@ from fnacli.tasks import per_task, size_text
 
 if TYPE_CHECKING:
     from fnacli.cost import Profile
+    from fnacli.latency import LatencyTable
     from fnacli.lut import Lut
     from fnacli.spec import ArchSpec, SpaceSpec
 
@@ -111,7 +112,7 @@ class ProfileResult:
     seconds: float
     profiles: list[Profile]
     latency_source: str | None = None  # where the latency table came from (``add_latency``)
-    latency_table: Any = None  # the LatencyTable whose predictions the profiles hold
+    latency_table: LatencyTable | None = None  # whose predictions the profiles hold
 
     def to_dicts(self) -> list[dict]:
         return [p.to_dict() for p in self.profiles]
