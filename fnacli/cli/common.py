@@ -12,7 +12,7 @@ import functools
 import logging
 import os
 import sys
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import MISSING
 from enum import StrEnum
@@ -88,6 +88,20 @@ def print_result(text: str) -> None:
     sys.stdout.flush()
 
 
+def print_json(doc: Any) -> None:
+    """A command's ``--json`` result: one JSON document on stdout (``json.load`` reads it)."""
+    import json
+
+    print_result(json.dumps(doc))
+
+
+def print_json_lines(docs: Iterable[Any]) -> None:
+    """A stream of results, one JSON document per line (``--jsonl``, ``sample -o -``)."""
+    import json
+
+    print_result("".join(json.dumps(d) + "\n" for d in docs) or "\n")
+
+
 def config(cls: type, options: dict[str, Any], leave_out: Collection[str] = ("as_json",),
            **fields: Any) -> Any:
     """The step's config dataclass ``cls`` from the command's options (enum choices as their
@@ -156,7 +170,7 @@ SHARED: dict[str, dict[str, Any]] = {
     "--noise": {"metavar": "R", "help": "Noise std of added channels' conv weights, relative to "
                 "the RMS of each seed tensor [0.01]; --widen noise only."},
     "--force": {"default": False},
-    "--json": {"default": False, "help": "Print a JSON summary on stdout."},
+    "--json": {"default": False, "help": "Print the result as one JSON document on stdout."},
 }
 
 

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 
 from fnacli.cli import common as c
 from fnacli.cli.app import app
@@ -33,7 +32,7 @@ def expand(
     with c.err_console.status(f"remapping {seed} into the {space} supernet"):
         r = run(c.config(ExpandConfig, options))
     if as_json:
-        c.print_result(json.dumps(r.to_dict()))
+        c.print_json(r.to_dict())
         return
     # the result is a file: stdout stays empty without --json, the summary goes to stderr
     c.show(r.report())

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from enum import StrEnum
 
@@ -28,7 +27,10 @@ def madds(
     size: str | None = o("size"),
     input_alias: str | None = c.hidden_opt("--input"),
     num_classes: int = o("num_classes"),
-    as_json: bool = c.opt("--json", "One JSON object per spec on stdout."),
+    as_json: bool = c.opt("--json", "One JSON document on stdout: a list with one object per "
+                                    "spec, in the order given."),
+    as_jsonl: bool = typer.Option(False, "--jsonl", help="JSON Lines on stdout instead: one "
+                                  "object per spec and line (for streams)."),
     exact: bool = o("exact"),
     space: str = table("space", default=None),
     lut: bool = typer.Option(False, "--lut", help="Build the cost lookup table of --space instead "
@@ -78,7 +80,9 @@ def madds(
         P.add_latency(results, named, table, latency_table)
     for r in results:
         c.show(r.report())
+    rows = [p.to_dict() for p in P.in_given_order(results, named)]
     if as_json:
-        c.print_result("\n".join(json.dumps(p.to_dict()) for p in P.in_given_order(results,
-                                                                                    named)))
+        c.print_json(rows)
+    elif as_jsonl:
+        c.print_json_lines(rows)
 

@@ -30,8 +30,7 @@ def pretrain_seed(
     Stands in for an ImageNet checkpoint where none can be downloaded; the output is a plain
     torchvision state dict that every fnacli command reads like a real seed.
     """
-    import json
-
+    
     from rich.progress import TextColumn, TimeRemainingColumn
 
     from fnacli.pipeline.pretrain import check, pretrain_seed
@@ -46,4 +45,4 @@ def pretrain_seed(
         update(completed=seconds)
     c.show(r.report())
     if json_out:
-        c.print_result(json.dumps(r.to_dict()))
+        c.print_json(r.to_dict())

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 from enum import StrEnum
 
 from fnacli.cli import common as c
@@ -37,4 +36,4 @@ def remap(
     r = run(c.config(RemapConfig, options))
     c.show(r.report())
     if as_json:
-        c.print_result(json.dumps(r.to_dict(), indent=2))
+        c.print_json(r.to_dict())

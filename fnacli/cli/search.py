@@ -10,7 +10,6 @@ rewritten after every epoch, so 'fnacli derive' works on a search in progress.
 
 from __future__ import annotations
 
-import json
 from dataclasses import fields
 from enum import StrEnum
 
@@ -111,7 +110,7 @@ def search(
     if not result.is_main:
         return
     if as_json:
-        c.print_result(json.dumps(result.to_dict()))
+        c.print_json(result.to_dict())
         return
     # the result is a file: stdout stays empty without --json, the summary goes to stderr
     c.show(result.report())

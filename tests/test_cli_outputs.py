@@ -1,0 +1,93 @@
+"""What commands write on stdout: one JSON document per ``--json`` (read with ``json.load``),
+nothing for a command whose result is a file, and pipes that connect (derive's JSON report
+into ``remap --spec -`` and ``madds -``)."""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from fnacli.spec import ArchSpec
+
+ROOT = Path(__file__).resolve().parents[1]
+OPS = ["k3_e3", "skip"]
+SPACE = {"schema": "fnacli/space@1", "name": "tiny", "stem": {"out": 16, "stride": 2},
+         "head": {"out": 64},
+         "stages": [{"out": 8, "stride": 1, "ops": ["k3_e1"]},
+                    *({"out": o, "stride": s, "layers": 1, "ops": OPS}
+                      for o, s in ((8, 2), (16, 2), (24, 2), (32, 1), (48, 2))),
+                    {"out": 64, "stride": 1, "ops": ["k3_e6"]}]}
+
+
+def load(out: str) -> object:
+    """One JSON document, exactly (json.load refuses JSON Lines)."""
+    return json.load(io.StringIO(out))
+
+
+@pytest.fixture
+def supernet(tmp_path: Path, tv_seed_path: Path, run_cli) -> Path:
+    space = tmp_path / "space.json"
+    space.write_text(json.dumps(SPACE))
+    sup = tmp_path / "super.safetensors"
+    code, out, err = run_cli(["expand", tv_seed_path, "--space", space, "-o", sup])
+    assert code == 0 and out == "", err  # a file: nothing on stdout
+    code, out, err = run_cli(["expand", tv_seed_path, "--space", space, "-o",
+                              tmp_path / "s2.safetensors", "--json"])
+    assert code == 0 and load(out)["output"] == str(tmp_path / "s2.safetensors")
+    return sup
+
+
+def test_derive_json_pipes_into_remap_and_madds(supernet: Path, tv_seed_path: Path,
+                                                tmp_path: Path, run_cli) -> None:
+    code, report, err = run_cli(["derive", supernet, "--json"])
+    assert code == 0, err
+    doc = load(report)
+    spec = ArchSpec.from_dict(doc["spec"])
+    out = tmp_path / "t.safetensors"
+    code, stdout, err = run_cli(["remap", tv_seed_path, "--spec", "-", "-o", out], stdin=report)
+    assert code == 0 and stdout == "", err
+    code, stdout, err = run_cli(["remap", tv_seed_path, "--spec", "-", "-o",
+                                 tmp_path / "u.safetensors", "--json"], stdin=report)
+    assert code == 0 and load(stdout)["spec"] == spec.to_dict()
+    remapped = stdout
+    code, stdout, err = run_cli(["madds", "-", "--json"], stdin=report)
+    assert code == 0, err
+    (row,) = load(stdout)
+    code, bare, _ = run_cli(["madds", "-", "--json"], stdin=spec.to_json())
+    assert load(bare)[0]["madds"] == row["madds"]
+    # a remap --json report pipes too
+    code, stdout, err = run_cli(["madds", "-", "--json"], stdin=remapped)
+    assert code == 0 and load(stdout)[0]["madds"] == row["madds"], err
+
+
+def test_madds_json_is_one_document_and_jsonl_is_lines(run_cli) -> None:
+    code, out, _ = run_cli(["madds", "mobilenetv2", "mobilenetv2-0.5", "--json"])
+    rows = load(out)
+    assert code == 0 and [r["name"] for r in rows] == ["mobilenetv2", "mobilenetv2-0.5"]
+    code, out, _ = run_cli(["madds", "mobilenetv2", "mobilenetv2-0.5", "--jsonl"])
+    assert [json.loads(x)["name"] for x in out.splitlines()] == ["mobilenetv2",
+                                                                  "mobilenetv2-0.5"]
+    code, out, _ = run_cli(["madds", "mobilenetv2"])
+    assert code == 0 and out == ""  # the table is on stderr
+
+
+def test_data_synth_prints_json_only_when_asked(tmp_path: Path, run_cli) -> None:
+    args = ["data", "synth", "--train", "2", "--val", "1", "--size", "64"]
+    code, out, err = run_cli([*args, tmp_path / "a"])
+    assert code == 0 and out == "", err
+    code, out, err = run_cli([*args, tmp_path / "b", "--json"])
+    assert code == 0 and isinstance(load(out), dict)
+
+
+def test_every_json_flag_prints_one_document() -> None:
+    """The commands print ``--json`` results through ``print_json`` (one ``json.dumps``) only:
+    no command module prints JSON text itself."""
+    for module in (ROOT / "fnacli" / "cli").glob("*.py"):
+        text = module.read_text(encoding="utf-8")
+        if module.name in ("common.py", "latency.py"):  # latency: its --check output is reworked
+            continue                                    # separately (issue 26, verdicts)
+        assert not re.search(r"print_result\(\s*json\.dumps", text), module.name
