@@ -120,7 +120,7 @@ def test_retinanet_trains_and_evaluates(world: dict[str, Path],
                                         run_cli) -> None:
     root, data = world["root"], world["data"]
     out_path = root / "retina.safetensors"
-    code, _, err = run_cli(["finetune", str(world["target"]), "--task", "retinanet", "--data",
+    code, out, err = run_cli(["finetune", str(world["target"]), "--task", "retinanet", "--data",
                           str(data), "-o", str(out_path), "--epochs", "1", "--batch-size", "8",
                           "--size", "96", "--workers", "0", "--eval-every", "1", "--json"])
     assert code == 0, err

@@ -4,7 +4,6 @@
 
 from __future__ import annotations
 
-
 import typer
 
 from fnacli.cli import common as c

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-
 from fnacli.cli import common as c
 from fnacli.cli.app import app
 from fnacli.pipeline.expand import ExpandConfig

@@ -30,7 +30,7 @@ def pretrain_seed(
     Stands in for an ImageNet checkpoint where none can be downloaded; the output is a plain
     torchvision state dict that every fnacli command reads like a real seed.
     """
-    
+
     from rich.progress import TextColumn, TimeRemainingColumn
 
     from fnacli.pipeline.pretrain import check, pretrain_seed
