@@ -37,6 +37,8 @@ _LAZY = {
     **dict.fromkeys(("measure_latency", "LatencyConfig", "LatencyResult"),
                     "fnacli.pipeline.latency"),
     **dict.fromkeys(("export", "ExportConfig"), "fnacli.pipeline.export"),
+    **dict.fromkeys(("sample", "SampleConfig", "SampleResult"), "fnacli.pipeline.sample"),
+    **dict.fromkeys(("Budget", "Window"), "fnacli.budget"),
     "ExportResult": "fnacli.export",
     **dict.fromkeys(("ArchSpec", "SpaceSpec", "load_arch", "load_space"), "fnacli.spec"),
     **dict.fromkeys(("Task", "get_task", "task_names"), "fnacli.tasks"),

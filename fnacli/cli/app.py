@@ -17,7 +17,7 @@ from fnacli import __version__
 
 # The order `fnacli --help` (and the generated reference) lists commands in: the pipeline's.
 COMMAND_ORDER = ("expand", "search", "derive", "remap", "finetune", "eval", "export", "madds",
-                 "latency", "data", "pretrain-seed")
+                 "sample", "latency", "data", "pretrain-seed")
 
 
 class _PipelineOrder(TyperGroup):

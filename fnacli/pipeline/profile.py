@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -113,6 +113,7 @@ class ProfileResult:
     profiles: list[Profile]
     latency_source: str | None = None  # where the latency table came from (``add_latency``)
     latency_table: LatencyTable | None = None  # whose predictions the profiles hold
+    specs: list[ArchSpec] = field(default_factory=list, repr=False)  # one per profile
 
     def to_dicts(self) -> list[dict]:
         return [p.to_dict() for p in self.profiles]
@@ -160,13 +161,15 @@ def profile(cfg: ProfileConfig) -> ProfileResult:
         profiles = profile_specs([s for _, s in named], task, size, n_cls,
                                  [name for name, _ in named], progress=cfg.progress)
     return ProfileResult(task, size, n_cls, "fvcore trace" if cfg.exact else "lookup table",
-                         time.perf_counter() - start, profiles)
+                         time.perf_counter() - start, profiles, specs=[s for _, s in named])
 
 
 @dataclass
 class TableConfig:
-    space: str | SpaceSpec = setting(help="With --lut: the search space (built-in name, JSON "
-                                     "file or '-').")
+    space: str | Path | SpaceSpec | dict = setting(
+        help="The search space (built-in name, JSON file or '-'): with --lut, build its cost "
+             "table; without, profile its cheapest, seed and most costly architectures (which "
+             "budgets are reachable).", api="Also a SpaceSpec or its dict.")
     task: str = setting("none", api="What the table counts: none (the backbone), "
                         "classifier or a task.")
     size: Size | None = setting(None, api="Input size: N or (W, H) [the task's].")
@@ -199,11 +202,11 @@ def build_table(cfg: TableConfig) -> TableResult:
     """The cost lookup table of a search space: written to ``output``, else built into (or
     read from) the cache."""
     from fnacli.io import check_writable, write_output
-    from fnacli.spec import SpaceSpec, load_space
+    from fnacli.spec import as_space
 
     task = _check_task(cfg.task)
     size = as_size(cfg.size, min_side=1) or default_size(task)
-    space = cfg.space if isinstance(cfg.space, SpaceSpec) else load_space(cfg.space)
+    space = as_space(cfg.space)
     out = None if cfg.output is None else str(cfg.output)
     if out and out != "-":
         check_writable(out, cfg.force)  # fail before the build, not after
