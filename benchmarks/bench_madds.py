@@ -22,9 +22,10 @@ from typing import TypeVar
 from rich.console import Console
 from rich.table import Table
 
-import fnacli.lut as lut_mod
-from fnacli.cost import profile_exact
-from fnacli.lut import CostTable, load_or_build_lut
+import fnacli.cost.units as units_mod
+from fnacli.cost.count import profile_exact
+from fnacli.cost.lut import load_or_build_lut
+from fnacli.cost.table import CostTable
 from fnacli.spec import SKIP, ArchSpec, Op, Stage, builtin_space
 
 T = TypeVar("T")
@@ -50,9 +51,9 @@ def timed(fn: Callable[[], T]) -> tuple[T, float]:
 
 def cold_units() -> None:
     """Forget every per-unit count, in memory and on disk (the cost table file stays)."""
-    lut_mod._PP.clear()
-    lut_mod._PP_DISK.clear()
-    lut_mod.unit_cache_path().unlink(missing_ok=True)
+    units_mod.PP.clear()
+    units_mod._PP_DISK.clear()
+    units_mod.unit_cache_path().unlink(missing_ok=True)
 
 
 def run_case(name: str, task: str, size: tuple[int, int], n_specs: int,

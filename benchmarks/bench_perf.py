@@ -256,8 +256,8 @@ def peak_growth(fn: Callable[[], object]) -> int:
 
 
 def bench_arch_steps(args: argparse.Namespace, space_name: str) -> list[Row]:
+    from fnacli.cost.lut import load_or_build_lut
     from fnacli.detection.models import build_detector
-    from fnacli.lut import load_or_build_lut
     from fnacli.search import arch as A
     from fnacli.search.differentiable import ArchParams, _Frozen, cost_term
     from fnacli.search.gates import arch_step_generator, sampled_gates
@@ -449,29 +449,30 @@ def bench_dist(args: argparse.Namespace, tmp: Path) -> list[Row]:
 
 
 def bench_lut(args: argparse.Namespace, tmp: Path) -> list[Row]:
+    import fnacli.cost.lut as L
+    import fnacli.cost.units as U
     import fnacli.detection.models  # noqa: F401 - imports are not the build
-    import fnacli.lut as L
     from fnacli.spec import builtin_space
 
     space = builtin_space("fna-channels")
     old = os.environ.get("FNACLI_CACHE_DIR")
     n = [0]
     cold, warm, reload = [], [], []
-    L.unit_madds([(8, 8, 1, 1)])  # fvcore and the tracer imported
+    U.unit_madds([(8, 8, 1, 1)])  # fvcore and the tracer imported
     try:
         for _ in range(args.reps):
             n[0] += 1
             os.environ["FNACLI_CACHE_DIR"] = str(tmp / f"lut{n[0]}")
-            L._PP.clear()
-            L._PP_DISK.clear()
+            U.PP.clear()
+            U._PP_DISK.clear()
             t = time.perf_counter()
             L.load_or_build_lut(space, "ssdlite", (320, 320), 80)
             cold.append(time.perf_counter() - t)
             t = time.perf_counter()
             L.load_or_build_lut(space, "ssdlite", (320, 320), 80)
             reload.append(time.perf_counter() - t)
-            L._PP.clear()
-            L._PP_DISK.clear()  # a new process: per-unit counts only on disk
+            U.PP.clear()
+            U._PP_DISK.clear()  # a new process: per-unit counts only on disk
             t = time.perf_counter()
             L.build_lut(space, "ssdlite", (320, 320), 80)
             warm.append(time.perf_counter() - t)

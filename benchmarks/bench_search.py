@@ -31,8 +31,8 @@ from rich.console import Console
 from rich.table import Table
 
 from fnacli.checkpoint import from_state_dict
+from fnacli.cost.lut import load_or_build_lut
 from fnacli.detection.models import build_detector
-from fnacli.lut import load_or_build_lut
 from fnacli.nn.supernet import (
     Path,
     Supernet,

@@ -212,7 +212,7 @@ class Bench:
         self.log(f"seed ready ({self.seed_info.get('steps')} steps)")
 
     def lut(self, space):  # -> CostTable of the detector at the fine-tuning size
-        from fnacli.lut import load_or_build_lut
+        from fnacli.cost.lut import load_or_build_lut
 
         key = space.to_json()
         if key not in self._lut:

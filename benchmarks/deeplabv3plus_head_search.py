@@ -24,7 +24,7 @@ from __future__ import annotations
 import argparse
 import itertools
 
-from fnacli import cost
+from fnacli.cost import count as cost
 from fnacli.nn.backbone import Backbone
 from fnacli.spec import builtin_arch
 

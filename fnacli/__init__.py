@@ -23,9 +23,10 @@ from fnacli.errors import UserError  # noqa: E402
 # public name -> module that defines it
 _LAZY = {
     **dict.fromkeys(("expand", "ExpandConfig", "ExpandResult"), "fnacli.pipeline.expand"),
-    **dict.fromkeys(("search", "search_differentiable", "search_oneshot", "SearchOptions",
-                     "DifferentiableSearchConfig", "OneShotSearchConfig", "SearchResult"),
-                    "fnacli.pipeline.search"),
+    **dict.fromkeys(("search", "SearchOptions", "SearchResult"), "fnacli.pipeline.search"),
+    **dict.fromkeys(("search_differentiable", "DifferentiableSearchConfig"),
+                    "fnacli.pipeline.search_differentiable"),
+    **dict.fromkeys(("search_oneshot", "OneShotSearchConfig"), "fnacli.pipeline.search_oneshot"),
     **dict.fromkeys(("derive", "DeriveConfig", "DeriveResult"), "fnacli.pipeline.derive"),
     **dict.fromkeys(("remap", "RemapConfig", "RemapResult"), "fnacli.pipeline.remap"),
     **dict.fromkeys(("finetune", "FinetuneConfig", "FinetuneResult"),

@@ -116,7 +116,7 @@ class PlainOutputs(nn.Module):
 
 def exportable(model: nn.Module, postprocess: bool, example: torch.Tensor) -> nn.Module:
     """The module to export for ``model``: see the module docstring."""
-    from fnacli.cost import is_detector
+    from fnacli.cost.count import is_detector
 
     model.eval()
     if is_detector(model):
@@ -360,7 +360,7 @@ def time_runners(runners: dict[str, Runner], example: torch.Tensor, threads: int
                  rounds: int = 7) -> dict[str, float]:
     """Median ms per call of each runner, timed interleaved at ``threads`` threads (the same
     method as the latency table, ``fnacli.latency.Bench``)."""
-    from fnacli.latency import Bench, Job, MeasureConfig
+    from fnacli.cost.measure import Bench, Job, MeasureConfig
 
     cfg = MeasureConfig(threads=threads, min_rounds=rounds, max_rounds=rounds * 3)
     bench = Bench(cfg, torch.contiguous_format)

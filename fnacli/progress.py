@@ -221,6 +221,48 @@ class TrainLogger:
         self._stream.flush()
 
 
+class SearchProgress:
+    """Candidates on the training loop's progress bar, one line per generation (rank 0)."""
+
+    def __init__(self, cfg: Any, enabled: bool, tensorboard: Path | None = None) -> None:
+        self.cfg = cfg
+        self.bar = TrainLogger(cfg.total_candidates, 0, cfg.strategy, enabled, unit="candidate",
+                               tensorboard=tensorboard)
+
+    def __enter__(self) -> SearchProgress:
+        self.bar.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.bar.__exit__(*exc)
+
+    def candidate(self, c: Any, reused: bool) -> None:
+        self.bar.step(f"last {self.cfg.metric} {c.fitness:.4f}")
+
+    def round(self, r: dict) -> None:
+        from fnacli.search.evolution import format_madds
+
+        if r["event"] == "stop":
+            self.bar.log(f"stopped early: {r['reason']}")
+            return
+        if r["event"] == "resume":
+            self.bar.step(f"resumed after generation {r['generation']}", r["evaluated"])
+            self.bar.done0 = self.bar.done  # the ETA counts this run's pace only
+            return
+        m = self.cfg.metric
+        # TensorBoard: per generation, at the number of candidates evaluated so far
+        self.bar.scalars(r["evaluated"], {f"best_{m}": r["best"], f"median_{m}": r["median"],
+                                          f"overall_best_{m}": r["top_fitness"],
+                                          "best_madds": r["best_madds"]}, "generation")
+        eta = self.bar.eta()
+        self.bar.log(
+            f"generation {r['generation'] + 1}/{self.cfg.rounds}: best {m} {r['best']:.4f} "
+            f"({format_madds(r['best_madds'])} MAdds), median {r['median']:.4f} "
+            f"({format_madds(r['median_madds'])}); overall best {r['top_fitness']:.4f} "
+            f"({format_madds(r['top_madds'])}); {r['evaluated']} evaluated"
+            + (f", eta {fmt_duration(eta)}" if eta is not None else ""))
+
+
 def _live_bar(desc: str, stream: IO[str], force_terminal: bool | None = None) -> Any:
     """rich's bar with the numbers that matter first: at 80 columns the description and the
     status text are cut, never the count, the elapsed time or the ETA."""

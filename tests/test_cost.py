@@ -14,9 +14,10 @@ import pytest
 import torch
 from torch import nn
 
-from fnacli.cost import count, params_by_part, profile_exact
+from fnacli.cost.count import count, params_by_part, profile_exact
+from fnacli.cost.table import CostTable, profile_specs
+from fnacli.cost.units import mbconv_params
 from fnacli.errors import UserError
-from fnacli.lut import CostTable, mbconv_params, profile_specs
 from fnacli.nn.blocks import MBConv
 from fnacli.pipeline.common import parse_size
 from fnacli.spec import SKIP, ArchSpec, Op, Stage, builtin_arch, builtin_space, mobilenetv2
@@ -232,8 +233,8 @@ def test_madds_help_does_not_import_torch() -> None:
 
 def test_madds_of_a_detector_checkpoint_uses_its_task_size_and_classes(tmp_path: Path,
                                                                         run_cli) -> None:
+    from fnacli.cost.table import profile_specs
     from fnacli.detection.checkpoint import DetectorInfo, build, save_detector
-    from fnacli.lut import profile_specs
 
     spec = mobilenetv2(0.35)
     cats = [{"id": i + 1, "name": f"c{i}"} for i in range(3)]

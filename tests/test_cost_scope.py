@@ -10,8 +10,9 @@ import pytest
 import torch
 from test_lut import TINY, arch_of, searchable
 
+from fnacli.cost.lut import build_lut
+from fnacli.cost.table import CostTable
 from fnacli.errors import UserError
-from fnacli.lut import CostTable, build_lut
 from fnacli.search.differentiable import SearchConfig, cost_term, search_cost
 from fnacli.spec import SpaceSpec
 from fnacli.train import TrainConfig

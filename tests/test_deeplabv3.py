@@ -13,8 +13,9 @@ import pytest
 import torch
 from PIL import Image
 
-from fnacli.cost import profile_exact
-from fnacli.lut import CostTable, Lut
+from fnacli.cost.count import profile_exact
+from fnacli.cost.lut import Lut
+from fnacli.cost.table import CostTable
 from fnacli.nn.supernet import Path as NetPath
 from fnacli.nn.supernet import op_choices, path_to_arch
 from fnacli.spec import builtin_space, mobilenetv2

@@ -12,8 +12,9 @@ import pytest
 import torch
 from torchvision.models.segmentation.deeplabv3 import ASPP, ASPPConv
 
-from fnacli.cost import profile_exact
-from fnacli.lut import CostTable, Lut
+from fnacli.cost.count import profile_exact
+from fnacli.cost.lut import Lut
+from fnacli.cost.table import CostTable
 from fnacli.segmentation.deeplabv3plus import build_deeplabv3plus
 from fnacli.spec import SpaceSpec, builtin_space, mobilenetv2
 from fnacli.tasks import get_task
@@ -102,8 +103,9 @@ def test_latency_table_covers_aspp_and_the_decoder_projection() -> None:
     from test_latency import timed_latency_table
     from test_lut import TINY, one_hot_pick
 
-    import fnacli.latency as L
-    from fnacli.lut import build_lut, with_out
+    import fnacli.cost.latency as L
+    from fnacli.cost.lut import build_lut
+    from fnacli.cost.space import with_out
 
     space, size = SpaceSpec.from_dict(TINY), (96, 96)
     table, timed = timed_latency_table(space, "deeplabv3plus", size)

@@ -266,8 +266,8 @@ def detector_supernet(tmp_path: Path, search: dict | None = None) -> Path:
 
 
 def test_derive_window_in_the_cli(tmp_path: Path, run_cli) -> None:
-    from fnacli.cost import profile_exact
-    from fnacli.lut import load_or_build_lut
+    from fnacli.cost.count import profile_exact
+    from fnacli.cost.lut import load_or_build_lut
     from fnacli.search.supernet_io import read_supernet
 
     ck = detector_supernet(tmp_path)

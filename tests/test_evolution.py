@@ -321,7 +321,7 @@ def trained(work: dict) -> dict:
 def limits(trained: dict) -> tuple[float, float]:
     """(cheapest, dearest) backbone MAdds of the space's SSDLite networks, by the LUT (the
     one-shot search limits the backbone by default, as DetNAS)."""
-    from fnacli.lut import load_or_build_lut
+    from fnacli.cost.lut import load_or_build_lut
 
     with pytest.MonkeyPatch.context() as mp:  # the same table the searches use
         mp.setenv("FNACLI_CACHE_DIR", str(trained["tmp"] / "cache"))
@@ -348,7 +348,7 @@ def evolution_run(trained: dict, limits: tuple[float, float]) -> dict:
 
 
 def test_evolution_end_to_end(evolution_run: dict) -> None:
-    from fnacli.cost import profile_exact
+    from fnacli.cost.count import profile_exact
     from fnacli.search.supernet_io import read_supernet
 
     run, out = evolution_run, evolution_run["out"]
@@ -554,7 +554,7 @@ def test_cached_scoring_gives_the_uncached_fitness(trained: dict) -> None:
 
 # -- DetNAS's data protocol ----------------------------------------------------------------------
 def _options(work: dict, **given: object):  # noqa: ANN202 - a OneShotSearchConfig
-    from fnacli.pipeline.search import OneShotSearchConfig
+    from fnacli.pipeline.search_oneshot import OneShotSearchConfig
 
     return OneShotSearchConfig(supernet=work["super"], output="o.safetensors",
                                data=str(work["data"]), seed=3, **given)
@@ -566,7 +566,7 @@ def test_fitness_images_are_held_out_of_supernet_training_and_val(trained: dict)
     held-out ids and a later search scores exactly those."""
     from fnacli.checkpoint import read_checkpoint
     from fnacli.detection.data import find_split, load_split
-    from fnacli.pipeline import search as O
+    from fnacli.pipeline import fitness as O
     from fnacli.search import fitness_data as FD
     from fnacli.search.oneshot import OneshotInfo
 
@@ -595,7 +595,7 @@ def test_fitness_images_are_held_out_of_supernet_training_and_val(trained: dict)
 def test_fitness_on_the_reporting_split_is_refused_unless_forced(trained: dict) -> None:
     from fnacli.checkpoint import read_checkpoint
     from fnacli.detection.data import find_split, load_split
-    from fnacli.pipeline import search as O
+    from fnacli.pipeline import fitness as O
     from fnacli.search.oneshot import OneshotInfo
 
     val_ann = find_split(trained["data"], "val").ann
@@ -619,7 +619,7 @@ def test_random_baseline_draws_specs_under_the_backbone_limit(trained: dict,
                                                               ) -> None:
     """DetNAS's baseline: N random architectures of the space under the limit, as specs for
     fine-tuning with the searched one's settings (nothing trained or scored)."""
-    from fnacli.cost import profile_exact
+    from fnacli.cost.count import profile_exact
 
     tmp = trained["tmp"]
     limit = (limits[0] + limits[1]) / 2

@@ -666,7 +666,7 @@ KILLS = [
     ("evolution", "fnacli.train:save_train_state:2", "resume"),  # supernet training
     ("evolution", "fnacli.search.evolution:OneShotSearch._add:2", "resume"),  # mid-generation
     ("evolution", "fnacli.io:atomic_path:2:inside:.search.json", "resume"),  # end of gen. 1
-    ("lut", "fnacli.lut:_fill_units:1", "rerun"),  # mid-build
+    ("lut", "fnacli.cost.units:fill_units:1", "rerun"),  # mid-build
     ("lut", "fnacli.io:atomic_path:1:inside:l.json", "rerun"),
     ("synth", "fnacli.detection.synthetic:make_image:3", "rerun"),  # mid-train images
     ("synth", "fnacli.detection.synthetic:make_image:8", "rerun"),  # mid-val images

@@ -13,12 +13,14 @@ import pytest
 import torch
 from test_lut import TINY, one_hot_pick, searchable
 
-import fnacli.latency as L
+import fnacli.cost.check as C
+import fnacli.cost.latency as L
+import fnacli.cost.measure as M
+from fnacli.cost.lut import build_lut
 from fnacli.errors import UserError
-from fnacli.lut import build_lut
 from fnacli.spec import SpaceSpec
 
-FAST = L.MeasureConfig(threads=1, min_rounds=6, max_rounds=6, sample_s=0.001, blocks=2)
+FAST = M.MeasureConfig(threads=1, min_rounds=6, max_rounds=6, sample_s=0.001, blocks=2)
 SIZE = (96, 96)
 
 
@@ -32,15 +34,15 @@ def timed_latency_table(space: SpaceSpec, task: str, size: tuple[int, int] = SIZ
     """A latency table of ``task`` (3 classes) and the neck/head timings its fixed-part
     entries came from: {(signature, "ref" | (map, channels)): Timing}."""
     timed: dict = {}
-    run = L.Bench.run
+    run = M.Bench.run
 
-    def recording(self: L.Bench, jobs: list, progress: object = None) -> dict:
+    def recording(self: M.Bench, jobs: list, progress: object = None) -> dict:
         out = run(self, jobs, progress)
         timed.update({k[1:]: t for k, t in out.items() if k[0] == "nh"})
         return out
 
     with pytest.MonkeyPatch.context() as mp:
-        mp.setattr(L.Bench, "run", recording)
+        mp.setattr(M.Bench, "run", recording)
         table = L.build_latency_table(space, task, size, 3, FAST)
     return table, timed
 
@@ -58,15 +60,15 @@ def tables(space: SpaceSpec, seg_timed: tuple) -> dict[str, L.LatencyTable]:
 
 
 def test_median_interval_and_rank_correlation() -> None:
-    med, lo, hi = L.median_ci([5, 1, 4, 2, 3, 9, 7])
+    med, lo, hi = M.median_ci([5, 1, 4, 2, 3, 9, 7])
     assert med == 4 and (lo, hi) == (1, 9)  # n = 7: only the extremes give 95%
     xs = list(range(20))
-    med, lo, hi = L.median_ci(xs)
+    med, lo, hi = M.median_ci(xs)
     assert med == 9.5 and lo == 5 and hi == 14  # binomial(20, ½): P(6 ≤ X ≤ 14) ≥ 0.95
-    assert L.spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
-    assert L.spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
+    assert C.spearman([1, 2, 3, 4], [10, 20, 30, 40]) == pytest.approx(1.0)
+    assert C.spearman([1, 2, 3, 4], [4, 3, 2, 1]) == pytest.approx(-1.0)
     # a textbook example: d² sum 2 over n = 5 -> 1 - 6·2/(5·24) = 0.9
-    assert L.spearman([1, 2, 3, 4, 5], [2, 1, 3, 4, 5]) == pytest.approx(0.9)
+    assert C.spearman([1, 2, 3, 4, 5], [2, 1, 3, 4, 5]) == pytest.approx(0.9)
     assert L.parse_latency("12ms", "--x") == 12 and L.parse_latency("800us", "--x") == 0.8
     assert L.parse_latency("0.5s", "--x") == 500 and L.parse_latency("3", "--x") == 3
     for bad in ("fast", "-1ms", "0"):
@@ -85,8 +87,8 @@ def test_table_covers_the_space_and_sums_like_the_madds_table(tables: dict, spac
     assert all(table.layers[k][1] == madds.layers[k][1] for k in madds.layers)  # params
     assert table.env["threads"] == 1 and table.env["torch"] == torch.__version__
     # timed with freed memory kept in the process (glibc; docs/latency.md), and recorded
-    assert table.env["allocator"] == L.keep_freed_memory() == L.allocator_setting()
-    if L._libc_mallopt() is not None:
+    assert table.env["allocator"] == M.keep_freed_memory() == M.allocator_setting()
+    if M._libc_mallopt() is not None:
         assert table.env["allocator"] == "glibc, freed memory kept"
     assert table.memory_format in ("contiguous", "channels_last")
     assert table.stats["median_ci_rel"] is not None and table.stats["build_s"] > 0
@@ -103,7 +105,8 @@ def test_table_covers_the_space_and_sums_like_the_madds_table(tables: dict, spac
 
 def test_deeplabv3_entries_are_its_neck_and_head_timed_at_each_last_width(
         seg_timed: tuple, space: SpaceSpec) -> None:
-    from fnacli.lut import CostTable, with_out
+    from fnacli.cost.space import with_out
+    from fnacli.cost.table import CostTable
 
     table, timed = seg_timed
     ref = space.max_arch()
@@ -152,7 +155,7 @@ def test_expected_latency_has_gradients(tables: dict, space: SpaceSpec) -> None:
 
 def test_check_reports_error_and_rank_correlation(tables: dict) -> None:
     table = tables["ssdlite"]
-    result = L.check_table(table, 6, seed=1)
+    result = C.check_table(table, 6, seed=1)
     s = result.summary()
     assert s["n"] == 6 and len(s["measured_ms"]) == 6 and all(v > 0 for v in s["measured_ms"])
     assert math.isfinite(s["spearman"]) and -1 <= s["spearman"] <= 1
@@ -211,13 +214,13 @@ def test_an_interrupted_build_resumes(space: SpaceSpec, tmp_path: Path,
     assert saves == [8] and part.is_file()
     kept = L.LatencyTable.from_json(part.read_text()).layers
     timed: list[int] = []
-    run = L.Bench.run
+    run = M.Bench.run
 
-    def counting(self: L.Bench, jobs: list, progress: object = None) -> dict:
+    def counting(self: M.Bench, jobs: list, progress: object = None) -> dict:
         timed.append(len(jobs))
         return run(self, jobs, progress)
 
-    monkeypatch.setattr(L.Bench, "run", counting)
+    monkeypatch.setattr(M.Bench, "run", counting)
     table = L.build_latency_table(space, "none", SIZE, None, FAST, partial=part, resume=True)
     full = build_lut(space, "none", SIZE)
     assert set(table.layers) == set(full.layers)
@@ -274,7 +277,7 @@ def test_cli_builds_checks_and_refuses(space: SpaceSpec, tmp_path: Path, run_cli
 
 def test_cli_measures_and_predicts_deeplabv3(space: SpaceSpec, tmp_path: Path,
                                              run_cli) -> None:
-    from fnacli.lut import CostTable
+    from fnacli.cost.table import CostTable
 
     spec_file = tmp_path / "space.json"
     spec_file.write_text(json.dumps(TINY))
@@ -305,8 +308,8 @@ def test_cli_measures_and_predicts_deeplabv3(space: SpaceSpec, tmp_path: Path,
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_cuda_table_and_check(space: SpaceSpec) -> None:
-    cfg = L.MeasureConfig(device="cuda", min_rounds=6, max_rounds=9, rel_tol=0.1)
+    cfg = M.MeasureConfig(device="cuda", min_rounds=6, max_rounds=9, rel_tol=0.1)
     table = L.build_latency_table(space, "ssdlite", SIZE, 3, cfg)
     assert table.env["device"] == "cuda" and table.env["device_name"]
-    s = L.check_table(table, 5).summary()
+    s = C.check_table(table, 5).summary()
     assert all(v > 0 for v in s["measured_ms"]) and math.isfinite(s["mean_abs_error_pct"])

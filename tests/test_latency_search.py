@@ -13,12 +13,13 @@ from test_evolution import SPACE as ONESHOT_SPACE
 from test_evolution import all_genomes, fake_fitness
 from test_search import RUN, SPACE, env, supernet  # noqa: F401 - fixtures
 
-import fnacli.latency as L
+import fnacli.cost.latency as L
+import fnacli.cost.measure as M
 from fnacli.errors import UserError
 from fnacli.search import evolution as E
 from fnacli.spec import ArchSpec, SpaceSpec
 
-FAST = L.MeasureConfig(threads=1, min_rounds=6, max_rounds=6, sample_s=0.001, blocks=2)
+FAST = M.MeasureConfig(threads=1, min_rounds=6, max_rounds=6, sample_s=0.001, blocks=2)
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +47,7 @@ def test_larger_latency_weight_derives_a_faster_network(env: dict, supernet: Pat
     # and measured: the derived backbones (where the search acts; at 64x64 the fixed neck and
     # head are most of the detector) timed end to end, interleaved
     space = SpaceSpec.from_dict(SPACE)
-    cfg = L.MeasureConfig(threads=1, min_rounds=11, max_rounds=31, blocks=3)
+    cfg = M.MeasureConfig(threads=1, min_rounds=11, max_rounds=31, blocks=3)
     backbones = L.LatencyTable(space, "none", (64, 64), cfg=cfg)
     archs = [ArchSpec.from_dict(runs[n]["derived"]) for n in ("flat", "costly")]
     slow, fast = [x.median_s for x in backbones.measure_networks(archs)]

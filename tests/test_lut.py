@@ -10,10 +10,12 @@ import random
 import pytest
 import torch
 
-import fnacli.lut as lut_mod
-from fnacli.cost import profile_exact
+import fnacli.cost.lut as lut_mod
+import fnacli.cost.units as units_mod
+from fnacli.cost.count import profile_exact
+from fnacli.cost.lut import Lut, build_lut, cache_path, load_or_build_lut
+from fnacli.cost.table import CostTable
 from fnacli.errors import UserError
-from fnacli.lut import CostTable, Lut, build_lut, cache_path, load_or_build_lut
 from fnacli.spec import SKIP, ArchSpec, Op, SpaceSpec, Stage, builtin_space
 
 TINY = {
@@ -197,19 +199,19 @@ def test_madds_specs_are_warm_after_the_first_call(run_cli, tmp_path, monkeypatc
     """`fnacli madds SPEC` keeps the per-unit counts on disk: a later process (here: the
     in-memory counts dropped) traces nothing and prints the same numbers."""
     monkeypatch.setenv("FNACLI_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setattr(lut_mod, "_PP", {})
-    monkeypatch.setattr(lut_mod, "_PP_DISK", {})
+    monkeypatch.setattr(units_mod, "PP", {})
+    monkeypatch.setattr(units_mod, "_PP_DISK", {})
     args = ["madds", "mobilenetv2-0.75", "--task", "ssdlite", "--json"]
     code, cold, err = run_cli(args)
     assert code == 0, err
-    assert lut_mod.unit_cache_path().is_file()
-    monkeypatch.setattr(lut_mod, "_PP", {})
-    monkeypatch.setattr(lut_mod, "_PP_DISK", {})
+    assert units_mod.unit_cache_path().is_file()
+    monkeypatch.setattr(units_mod, "PP", {})
+    monkeypatch.setattr(units_mod, "_PP_DISK", {})
 
     def boom(*args, **kwargs):
         raise AssertionError("traced although cached")
 
-    monkeypatch.setattr(lut_mod, "unit_madds", boom)
+    monkeypatch.setattr(units_mod, "unit_madds", boom)
     code, warm, err = run_cli(args)
     assert code == 0, err
     assert json.loads(warm) == json.loads(cold)

@@ -61,7 +61,7 @@ def test_evaluate_report_labels_metrics_and_marks_absent_classes() -> None:
 
 
 def test_profile_and_table_reports() -> None:
-    from fnacli.cost import Profile
+    from fnacli.cost.count import Profile
     from fnacli.pipeline.profile import ProfileResult
 
     p = Profile("arch.json", "ssdlite", (320, 320), 80, {"backbone": 1_000_000, "head": 5},

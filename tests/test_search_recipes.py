@@ -8,7 +8,7 @@ import torch
 from torchvision.transforms import v2
 
 from fnacli.detection.transforms import train_transform
-from fnacli.pipeline.search import DifferentiableSearchConfig, differentiable_config
+from fnacli.pipeline.search_differentiable import DifferentiableSearchConfig, differentiable_config
 from fnacli.search.differentiable import ARCH_BETAS, ARCH_LR, ARCH_WD, resolve_lambda
 from fnacli.tasks import get_task
 from fnacli.train import build_optimizer, build_scheduler

@@ -78,7 +78,7 @@ def madds(
         named = [(p.name, s, None) for p, s in zip(results[0].profiles, results[0].specs,
                                                    strict=True)]
         if latency_table:
-            from fnacli.latency import read_latency_table
+            from fnacli.cost.latency import read_latency_table
 
             P.add_latency(results, named, read_latency_table(latency_table, force),
                           latency_table)
@@ -90,7 +90,7 @@ def madds(
         c.fail("give at least one SPEC (a JSON file, '-', a built-in name or a checkpoint)")
     table = None
     if latency_table:
-        from fnacli.latency import read_latency_table
+        from fnacli.cost.latency import read_latency_table
 
         table = read_latency_table(latency_table, force)  # refused before the profiles
     named = P.load_recorded_specs(specs)

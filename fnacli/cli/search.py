@@ -17,10 +17,11 @@ import typer
 
 from fnacli.cli import common as c
 from fnacli.cli.app import app
-from fnacli.pipeline import search as S
+from fnacli.pipeline.search import STRATEGIES
+from fnacli.pipeline.search_differentiable import DifferentiableSearchConfig as D
+from fnacli.pipeline.search_oneshot import OneShotSearchConfig as ONE
 
-Strategy = StrEnum("Strategy", {n: n for n in ("differentiable", "evolution", "random")})
-D, ONE = S.DifferentiableSearchConfig, S.OneShotSearchConfig
+Strategy = StrEnum("Strategy", {n: n for n in STRATEGIES})
 d, one = c.options_of(D), c.options_of(ONE)
 
 
@@ -105,7 +106,10 @@ def search(
     for flag in c.given_flags(ctx, tuple(foreign - {"strategy"})):
         c.fail(f"{flag} does not apply to --strategy {strategy.value}")
     c.setup_logging()
-    run = S.search_differentiable if cls is D else S.search_oneshot
+    if cls is D:
+        from fnacli.pipeline.search_differentiable import search_differentiable as run
+    else:
+        from fnacli.pipeline.search_oneshot import search_oneshot as run
     result = run(c.config(cls, options, ("ctx", "as_json", *foreign)))
     if not result.is_main:
         return

@@ -15,8 +15,8 @@ from fnacli.settings import ON_MESSAGE, setting
 from fnacli.tasks import metavar
 
 if TYPE_CHECKING:
-    from fnacli.cost import Profile
-    from fnacli.latency import LatencyTable
+    from fnacli.cost.count import Profile
+    from fnacli.cost.latency import LatencyTable
     from fnacli.spec import ArchSpec
 
 
@@ -199,7 +199,7 @@ def derive(cfg: DeriveConfig) -> DeriveResult:
             check_writable(dest, cfg.force)  # refuse before any work
     table = None
     if cfg.latency_table is not None:
-        from fnacli.latency import read_latency_table
+        from fnacli.cost.latency import read_latency_table
 
         table = read_latency_table(cfg.latency_table, cfg.force)
     window = _window_limits(cfg)
@@ -233,7 +233,7 @@ def derive(cfg: DeriveConfig) -> DeriveResult:
 
 def _window_limits(cfg: DeriveConfig) -> tuple[float | None, float | None] | None:
     """--min-madds/--max-madds parsed and checked before the checkpoint is read."""
-    from fnacli.lut import check_scope
+    from fnacli.cost.space import check_scope
     from fnacli.search.evolution import check_window, parse_madds
 
     if cfg.min_madds is None and cfg.max_madds is None:
@@ -252,7 +252,7 @@ def _derive_within(ck: Any, searched: dict, cfg: DeriveConfig, depth: int, lo: f
                    hi: float | None, say: Reporter) -> tuple[Any, Any, float, dict]:
     """The most likely architecture (greedy, ``search.arch.derive_within``) whose MAdds over
     the scope, at the search's cost size, lie within [lo, hi]."""
-    from fnacli.lut import load_or_build_lut
+    from fnacli.cost.lut import load_or_build_lut
     from fnacli.pipeline.search import ONESHOT_COST_SCOPE
     from fnacli.search import arch as A
     from fnacli.search.evolution import Encoding, check_reachable, window_text
@@ -285,7 +285,7 @@ def _derive_within(ck: Any, searched: dict, cfg: DeriveConfig, depth: int, lo: f
 def _latency(result: DeriveResult, table: Any, source: str | Path) -> None:
     """Predicted latency of the derived (and seed, and top) architectures; None for one the
     table does not cover (the seed is often outside the space)."""
-    from fnacli.latency import check_usage, predict_ms
+    from fnacli.cost.latency import check_usage, predict_ms
 
     check_usage(table, result.task, result.size, result.profile_classes, str(source))
     result.latency_table = table
@@ -299,7 +299,7 @@ def _latency(result: DeriveResult, table: Any, source: str | Path) -> None:
 def _profile(result: DeriveResult, ck: Any, searched: dict, cfg: DeriveConfig, depth: int,
              say: Reporter) -> None:
     """MAdds/params for the search's task and size (from its metadata by default)."""
-    from fnacli.lut import profile_specs
+    from fnacli.cost.table import profile_specs
     from fnacli.tasks import get_task, is_task, task_names
 
     task = cfg.task or searched.get("task") or task_names()[0]

@@ -20,7 +20,8 @@ from fnacli.settings import ON_MESSAGE, setting
 from fnacli.tasks import metavar, per_task, size_text
 
 if TYPE_CHECKING:
-    from fnacli.latency import CheckResult, LatencyTable
+    from fnacli.cost.check import CheckResult
+    from fnacli.cost.latency import LatencyTable
     from fnacli.spec import SpaceSpec
 
 MEMORY_FORMATS = {"auto": None, "on": True, "off": False}
@@ -124,7 +125,7 @@ class LatencyResult:
 
 
 def _check_options(cfg: LatencyConfig) -> None:
-    from fnacli.lut import LUT_TASKS
+    from fnacli.cost.table import LUT_TASKS
 
     if cfg.task not in LUT_TASKS:
         raise UserError(f"--task: expected one of {', '.join(LUT_TASKS)}, got {cfg.task!r}")
@@ -139,7 +140,7 @@ def _check_options(cfg: LatencyConfig) -> None:
 def _run_check(table: LatencyTable, cfg: LatencyConfig) -> tuple[CheckResult, float]:
     from contextlib import nullcontext
 
-    from fnacli.latency import check_table
+    from fnacli.cost.check import check_table
 
     start = time.perf_counter()
     status: Any = nullcontext()
@@ -153,8 +154,8 @@ def _run_check(table: LatencyTable, cfg: LatencyConfig) -> tuple[CheckResult, fl
 
 
 def _check_existing(cfg: LatencyConfig) -> LatencyResult:
+    from fnacli.cost.latency import read_latency_table
     from fnacli.io import check_writable, write_text_atomic
-    from fnacli.latency import read_latency_table
 
     if cfg.output:
         check_writable(cfg.output, cfg.force)
@@ -195,8 +196,9 @@ def measure_latency(cfg: LatencyConfig) -> LatencyResult:
 
     import torch
 
-    from fnacli.cost import default_classes
-    from fnacli.latency import MeasureConfig, build_latency_table, latency_cache_path, partial_path
+    from fnacli.cost.count import default_classes
+    from fnacli.cost.latency import build_latency_table, latency_cache_path, partial_path
+    from fnacli.cost.measure import MeasureConfig
 
     if cfg.device == "cuda" and not torch.cuda.is_available():
         raise UserError("--device cuda: no CUDA device is available here")

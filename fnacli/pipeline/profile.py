@@ -21,9 +21,9 @@ from fnacli.settings import setting
 from fnacli.tasks import per_task, size_text
 
 if TYPE_CHECKING:
-    from fnacli.cost import Profile
-    from fnacli.latency import LatencyTable
-    from fnacli.lut import Lut
+    from fnacli.cost.count import Profile
+    from fnacli.cost.latency import LatencyTable
+    from fnacli.cost.lut import Lut
     from fnacli.spec import ArchSpec, SpaceSpec
 
 BACKBONE_TASKS = ("none", "classifier")
@@ -150,8 +150,8 @@ def profile(cfg: ProfileConfig) -> ProfileResult:
     size = as_size(cfg.size, min_side=1) or default_size(task)
     named = named_specs(cfg.specs)
 
-    from fnacli.cost import default_classes, profile_exact
-    from fnacli.lut import profile_specs
+    from fnacli.cost.count import default_classes, profile_exact
+    from fnacli.cost.table import profile_specs
 
     n_cls = cfg.num_classes or default_classes(task)
     start = time.perf_counter()
@@ -211,7 +211,7 @@ def build_table(cfg: TableConfig) -> TableResult:
     if out and out != "-":
         check_writable(out, cfg.force)  # fail before the build, not after
 
-    from fnacli.lut import build_lut, cache_path, load_or_build_lut
+    from fnacli.cost.lut import build_lut, cache_path, load_or_build_lut
 
     start = time.perf_counter()
     text = None
@@ -340,7 +340,7 @@ def add_latency(results: list[ProfileResult], named: list[tuple[str, ArchSpec, A
     """Predicted latency (``extra["latency_ms"]``) beside MAdds for the profiles counted at
     the latency table's setting (task, size, classes); a table of none of the settings is
     refused (``source``: where the table came from, for the message)."""
-    from fnacli.latency import check_usage, predict_ms
+    from fnacli.cost.latency import check_usage, predict_ms
 
     specs = {name: spec for name, spec, _ in named}
     matching = [r for r in results

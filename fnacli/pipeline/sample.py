@@ -2,7 +2,7 @@
 baseline's draw as a step; and the costs of a space's cheapest, seed and most costly
 architectures (``space_costs``), so that a user sees which budgets are reachable.
 
-Costs come from the space's cost table (``fnacli.lut``) at the task and input size: MAdds
+Costs come from the space's cost table (``fnacli.cost.lut``) at the task and input size: MAdds
 over ``cost_scope``, params (the backbone's, or the whole model's for the detector scope)
 and, given a latency table, the predicted latency.
 """
@@ -117,7 +117,8 @@ class SpaceCosts:
     def __init__(self, space: SpaceSpec, task: str, size: tuple[int, int],
                  num_classes: int | None, scope: str, latency_table: Any = None,
                  progress: bool = False) -> None:
-        from fnacli.lut import check_scope, load_or_build_lut
+        from fnacli.cost.lut import load_or_build_lut
+        from fnacli.cost.space import check_scope
 
         self.space, self.scope = space, check_scope(scope)
         self.lut = load_or_build_lut(space, task, size, num_classes, progress=progress)
@@ -128,7 +129,7 @@ class SpaceCosts:
         params = p.params if self.scope == "detector" else p.params_parts["backbone"]
         latency = None
         if self.latency_table is not None:
-            from fnacli.latency import predict_ms
+            from fnacli.cost.latency import predict_ms
 
             latency = predict_ms(self.latency_table, arch)
         return {"madds": self.lut.arch_cost(arch, self.scope), "params": float(params),
@@ -151,7 +152,7 @@ class SpaceCosts:
 def resolve_setting(task: str | None, size: Size | None, num_classes: int | None
                     ) -> tuple[str, tuple[int, int], int]:
     """(task, input size, classes) the costs are counted at: the task's search size."""
-    from fnacli.cost import default_classes
+    from fnacli.cost.count import default_classes
     from fnacli.pipeline.profile import count_tasks
     from fnacli.tasks import get_task, is_task, task_names
 
@@ -177,7 +178,7 @@ def latency_table_for(path: str | Path | None, task: str, size: tuple[int, int],
                       classes: int, force: bool = False) -> Any:
     if path is None:
         return None
-    from fnacli.latency import check_usage, read_latency_table
+    from fnacli.cost.latency import check_usage, read_latency_table
 
     table = read_latency_table(path, force)
     check_usage(table, task, size, classes, str(path))

@@ -31,7 +31,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils.data import DataLoader, Dataset
 
-from fnacli.cost import is_detector
+from fnacli.cost.count import is_detector
 from fnacli.detection.data import CocoDetection, collate
 from fnacli.errors import UserError
 from fnacli.nn.supernet import Path, Supernet

@@ -169,7 +169,7 @@ class SearchConfig:
                             f"{self.target_madds}")
         if self.min_depth < 0:
             raise UserError(f"--min-depth: expected ≥ 0, got {self.min_depth}")
-        from fnacli.lut import check_scope
+        from fnacli.cost.space import check_scope
 
         check_scope(self.cost_scope)
         if self.cost not in COSTS:
@@ -369,8 +369,8 @@ def run_search(ckpt: SupernetCheckpoint, source: str, train_set: Any, cfg: Searc
     """Search ``ckpt``'s space on ``train_set`` (a ``CocoDetection`` with the training
     transform); writes the ``searched`` checkpoint ``output`` after every epoch (rank 0)."""
     from fnacli.checkpoint import save_checkpoint
+    from fnacli.cost.lut import load_or_build_lut
     from fnacli.detection.data import split_half
-    from fnacli.lut import load_or_build_lut
 
     cfg.check()
     say = log or (lambda _m: None)

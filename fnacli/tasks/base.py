@@ -58,7 +58,8 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-    from fnacli.lut import CostTable, Lut
+    from fnacli.cost.lut import Lut
+    from fnacli.cost.table import CostTable
     from fnacli.spec import ArchSpec
 
 

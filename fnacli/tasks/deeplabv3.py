@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-    from fnacli.lut import CostTable
+    from fnacli.cost.table import CostTable
     from fnacli.spec import ArchSpec
 
 ASPP_GROUP = "aspp"  # ASPP: varies with the last stage's width

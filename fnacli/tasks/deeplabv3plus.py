@@ -20,7 +20,8 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-    from fnacli.lut import CostTable, Lut
+    from fnacli.cost.lut import Lut
+    from fnacli.cost.table import CostTable
     from fnacli.spec import ArchSpec
 
 # fixed-part groups of the cost and latency tables
@@ -68,7 +69,7 @@ class DeepLabV3PlusTask(DeepLabV3Task):
                 (DECODER_GROUP, 0, sig)]
 
     def cost_space_needs(self, lut: Lut, ref: ArchSpec) -> list[tuple]:
-        from fnacli.lut import with_out
+        from fnacli.cost.space import with_out
 
         low, _ = self.layout(lut, ref)
         return [need for c in lut.space.stages[low].outs
@@ -96,7 +97,7 @@ class DeepLabV3PlusTask(DeepLabV3Task):
         return names, per_var, lambda sig: {names[0]: sig[0:2], names[1]: sig[2:4]}
 
     def cost_tables(self, lut: Lut, ref: ArchSpec) -> dict:
-        from fnacli.lut import with_out
+        from fnacli.cost.space import with_out
 
         low, _ = self.layout(lut, ref)
         return {"low_stage": low,

@@ -88,7 +88,7 @@ class DetectionTask(Task):
                         per_class=per_class, progress=progress)
 
     def cost_core(self, model: nn.Module) -> tuple[nn.Module, dict[str, tuple[str, ...]]]:
-        from fnacli.cost import DetectorCore
+        from fnacli.cost.count import DetectorCore
 
         return DetectorCore(model), {"backbone": ("backbone.body",), "neck": ("backbone",),
                                      "head": ("head",)}

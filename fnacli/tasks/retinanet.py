@@ -16,7 +16,8 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-    from fnacli.lut import CostTable, Lut
+    from fnacli.cost.lut import Lut
+    from fnacli.cost.table import CostTable
     from fnacli.spec import ArchSpec
 
 
@@ -85,7 +86,7 @@ class RetinaNetTask(DetectionTask):
                 ("retina_head", 0, sig)]
 
     def cost_space_needs(self, lut: Lut, ref: ArchSpec) -> list[tuple]:
-        from fnacli.lut import with_out
+        from fnacli.cost.space import with_out
 
         idx, _ = self.layout(lut, ref)
         return [need for i in idx for c in lut.space.stages[i].outs
@@ -132,7 +133,7 @@ class RetinaNetTask(DetectionTask):
         return "neck", 0, 0
 
     def cost_tables(self, lut: Lut, ref: ArchSpec) -> dict:
-        from fnacli.lut import with_out
+        from fnacli.cost.space import with_out
 
         idx, _ = self.layout(lut, ref)
         t: dict = {"fpn_stages": tuple(idx)}  # a tuple: the LUT turns lists into tensors

@@ -16,7 +16,8 @@ if TYPE_CHECKING:
     import torch
     from torch import nn
 
-    from fnacli.lut import CostTable, Lut
+    from fnacli.cost.lut import Lut
+    from fnacli.cost.table import CostTable
     from fnacli.spec import ArchSpec
 
 
@@ -89,7 +90,7 @@ class SSDLite(DetectionTask):
         return [("ssd_tap_pred", tap, sig), ("ssd_extra", map_c, sig), ("ssd_pred", map_c, sig)]
 
     def cost_space_needs(self, lut: Lut, ref: ArchSpec) -> list[tuple]:
-        from fnacli.lut import layer_ops, stage_in_outs
+        from fnacli.cost.space import layer_ops, stage_in_outs
 
         s, _ = self.layout(lut, ref)
         return [need for cin in stage_in_outs(lut.space, s) for op in layer_ops(lut.space, s, 0)
@@ -133,7 +134,7 @@ class SSDLite(DetectionTask):
         return "head", 0, 0
 
     def cost_tables(self, lut: Lut, ref: ArchSpec) -> dict:
-        from fnacli.lut import layer_ops, stage_in_outs
+        from fnacli.cost.space import layer_ops, stage_in_outs
 
         s, _ = self.layout(lut, ref)
         return {"tap_stage": s,
@@ -156,6 +157,6 @@ class SSDLite(DetectionTask):
 
 def _tap_arch(ref: ArchSpec, s: int, cin: int, op: str) -> ArchSpec:
     """``ref`` with the tap layer's op and input width set."""
-    from fnacli.lut import with_op0, with_out
+    from fnacli.cost.space import with_op0, with_out
 
     return with_op0(with_out(ref, s - 1, cin) if s else ref, s, op)

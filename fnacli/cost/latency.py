@@ -1,13 +1,13 @@
 """The latency lookup table: every candidate layer of a space timed on this machine.
 
-A ``LatencyTable`` is a ``fnacli.lut.Lut`` whose entries hold measured latencies (integer
+A ``LatencyTable`` is a ``fnacli.cost.lut.Lut`` whose entries hold measured latencies (integer
 nanoseconds) instead of MAdds, under the same keys: a backbone layer is (op, in, out, stride,
 input h, w), a fixed part (stem, head conv, fc, the detector's neck and head) a (group,
 channels, signature) entry. The MAdds table's enumeration of a space (``Lut.build``), its
-sums (``profile``/``arch_madds``) and its nested expectation over α/β (``expected_madds``)
-therefore apply unchanged: they add up nanoseconds. On top of the sum the table keeps a
-measured constant ``overhead_ns`` (what a whole network costs beyond its parts: the Python
-of the outer forward, feature dicts, the first layer's cold caches).
+sums (``profile``/``arch_madds``) and its nested expectation over α/β therefore apply
+unchanged: they add up nanoseconds. On top of the sum the table keeps a measured constant
+``overhead_ns`` (what a whole network costs beyond its parts: the Python of the outer
+forward, feature dicts, the first layer's cold caches).
 
 Neck and head. Their latency depends on the widths of every map they receive, jointly in
 principle, but the work on each map is separate (SSDLite's predictors on the tap, its
@@ -15,303 +15,40 @@ extras and predictors on the last map; RetinaNet's FPN laterals), so the table m
 whole neck + head once at the reference widths (those of ``space.max_arch()``) and once per
 other width of each map with the others at the reference, and stores differences:
 T(w₁, w₂, …) ≈ T(ref) + Σᵢ [T(wᵢ, others ref) − T(ref)]. The entries reuse the MAdds
-table's groups so that its sums apply (see ``_neck_head_entries``).
+table's groups so that its sums apply.
 
-Timing (``Bench``): ``torch.utils.benchmark.Timer`` at a fixed thread count under
-``torch.inference_mode``, after warm-up; each job is timed in rounds, every round visiting
-all jobs in a fresh random order (so a burst of load from other processes hits one sample of
-many jobs, not all samples of one), and the estimate is the median of the rounds. A job's
-sample in a round is the best of ``blocks`` short timings: on a busy machine a call is
-either undisturbed or preempted for a whole scheduler slice. Rounds go on (up to
-``max_rounds``) until the distribution-free 95% confidence interval of each median is
-within ``rel_tol`` of it. From the first timing on, the process keeps freed memory
-(``keep_freed_memory``), so that parts and whole networks run under the same allocator.
+How one module is timed is ``fnacli.cost.measure``.
 """
 
 from __future__ import annotations
 
 import json
-import math
-import platform
 import random
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import asdict
 from pathlib import Path
 
 import torch
 from torch import nn
 
 from fnacli import __version__
-from fnacli.cost import default_classes
+from fnacli.cost.cache import cache_dir
+from fnacli.cost.count import default_classes
+from fnacli.cost.lut import Lut
+from fnacli.cost.measure import CONFIDENCE, Bench, MeasureConfig, Timing, environment, same_machine
+from fnacli.cost.parts import FixedKey
+from fnacli.cost.space import space_hash
+from fnacli.cost.table import LayerKey
+from fnacli.cost.units import mbconv_params, progress_bar
 from fnacli.errors import UserError
-from fnacli.lut import (
-    FixedKey,
-    LayerKey,
-    Lut,
-    _progress,
-    cache_dir,
-    mbconv_params,
-    space_hash,
-)
 from fnacli.spec import ArchSpec, Op, SpaceSpec
 
 LATENCY_SCHEMA = "fnacli/latency@1"
-DEVICES = ("cpu", "cuda")
-CONFIDENCE = 0.95
 NS = 1e9  # table values are integer nanoseconds
 BUSY_SHARE = 0.25  # overhead / table sum above which a build warns of a busy machine
 _CHUNK = 256  # jobs measured (interleaved) between two saves of a partial table
-
-
-# -- where a table was measured --------------------------------------------------------------
-def device_name(device: str) -> str:
-    """The processor or GPU model, as the OS / CUDA report it."""
-    if device == "cuda":
-        return torch.cuda.get_device_name(0)
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-@dataclass(frozen=True)
-class MeasureConfig:
-    """How a table (or a check) is measured."""
-
-    device: str = "cpu"
-    threads: int = 1
-    batch: int = 1
-    channels_last: bool | None = None  # None: whichever is faster on the reference network
-    min_rounds: int = 7
-    max_rounds: int = 21
-    rel_tol: float = 0.05  # wanted half-width of the 95% CI of each median, relative
-    # Work per sample (calls are repeated to reach it). Short on purpose: on a busy machine a
-    # call is either undisturbed or preempted for a whole scheduler slice (a bimodal
-    # distribution), and the median of short samples is the undisturbed time as long as
-    # fewer than half are hit; long samples would all average some preemption in.
-    sample_s: float = 0.002
-    blocks: int = 3  # a round's sample is the best of this many (filters preempted ones)
-    seed: int = 0
-
-    def check(self) -> None:
-        if self.device not in DEVICES:
-            raise UserError(f"--device: expected cpu or cuda, got {self.device!r}")
-        if self.device == "cuda" and not torch.cuda.is_available():
-            raise UserError("--device cuda: no CUDA device is available here")
-        if self.threads < 1:
-            raise UserError(f"--threads: expected at least 1, got {self.threads}")
-        if self.batch < 1:
-            raise UserError(f"--batch: expected at least 1, got {self.batch}")
-        if self.min_rounds < 6:  # fewer samples cannot give a 95% interval of the median
-            raise UserError(f"--rounds: expected at least 6, got {self.min_rounds}")
-        if self.max_rounds < self.min_rounds:
-            raise UserError("--max-rounds must be at least --rounds")
-
-    @property
-    def torch_device(self) -> torch.device:
-        return torch.device(self.device)
-
-
-# glibc's mallopt parameters (malloc.h) and its largest mmap threshold on 64-bit systems
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
-_MMAP_THRESHOLD_MAX = 32 * 1024 * 1024
-_allocator: str | None = None  # what keep_freed_memory() did in this process
-_KEPT = "glibc, freed memory kept"
-
-
-def _libc_mallopt() -> Callable[[int, int], int] | None:
-    import ctypes
-
-    if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
-        return None
-    try:
-        return ctypes.CDLL(None).mallopt
-    except (OSError, AttributeError):
-        return None
-
-
-def keep_freed_memory() -> str:
-    """Make the C allocator keep freed memory in the process from now on (process-wide,
-    once): with glibc, no trimming of the heap and buffers up to 32 MiB from the heap
-    instead of fresh mmaps. Returns how this process allocates while timing.
-
-    Why: glibc's default thresholds adapt to recent frees, and whether a network's large
-    activations are returned to the OS and page-faulted back on every call then depends on
-    everything else alive in the process. Measured (docs/latency.md): in a check of 20 fna
-    DeepLabv3 networks at 256x128, those whose first searched layer expands 6x ran 17-20%
-    longer end to end than predicted from their parts, the others 0-3% (Spearman 0.75);
-    with the memory kept, the misses are a near-constant offset (Spearman 0.94-0.98). Whole
-    networks and the parts they are predicted from are thus timed under the same allocator.
-    """
-    global _allocator
-    if _allocator is None:
-        mallopt = _libc_mallopt()
-        ok = mallopt is not None and bool(mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_MAX)) \
-            and bool(mallopt(_M_TRIM_THRESHOLD, 2 ** 31 - 1))
-        _allocator = _KEPT if ok else "default"
-    return _allocator
-
-
-def allocator_setting() -> str:
-    """How timings in this process allocate (what :func:`keep_freed_memory` does here)."""
-    if _allocator is not None:
-        return _allocator
-    return _KEPT if _libc_mallopt() is not None else "default"
-
-
-def environment(cfg: MeasureConfig) -> dict:
-    """What a measurement depends on and is recorded with it."""
-    return {"device": cfg.device, "device_name": device_name(cfg.device),
-            "torch": torch.__version__, "threads": cfg.threads, "batch": cfg.batch,
-            "host": platform.node(), "allocator": allocator_setting()}
-
-
-def same_machine(recorded: Mapping, here: Mapping) -> list[str]:
-    """What differs between a table's recorded environment and this one (empty: the same)."""
-    return [f"{k} {recorded.get(k)!r} here {here.get(k)!r}"
-            for k in ("device", "device_name", "torch") if recorded.get(k) != here.get(k)]
-
-
-# -- timing ------------------------------------------------------------------------------------
-def median_ci(samples: Sequence[float], confidence: float = CONFIDENCE) -> tuple[float, float,
-                                                                                   float]:
-    """(median, low, high): the median and a distribution-free interval for it, from order
-    statistics (the binomial(n, ½) bound); needs n ≥ 6 for 95%."""
-    xs = sorted(samples)
-    n = len(xs)
-    med = xs[n // 2] if n % 2 else 0.5 * (xs[n // 2 - 1] + xs[n // 2])
-    k = 0  # largest k with P(x_(k) < median < x_(n-k+1)) ≥ confidence (1-based k)
-    cdf = 0.0
-    for j in range(n // 2):
-        cdf += math.comb(n, j) / 2 ** n  # P(Bin ≤ j)
-        if 1 - 2 * cdf >= confidence:
-            k = j + 1
-        else:
-            break
-    if k == 0:
-        return med, xs[0], xs[-1]
-    return med, xs[k - 1], xs[n - k]
-
-
-@dataclass
-class Timing:
-    median_s: float
-    low_s: float
-    high_s: float
-    rounds: int
-
-    @property
-    def rel_halfwidth(self) -> float:
-        return (self.high_s - self.low_s) / 2 / self.median_s if self.median_s > 0 else 0.0
-
-
-@dataclass
-class Job:
-    """One thing to time: ``fn()`` (a module on its prepared input)."""
-
-    key: object
-    module: nn.Module
-    inputs: tuple
-    samples: list[float] = field(default_factory=list)
-    number: int = 1
-    timer: object = None
-
-
-@contextmanager
-def fixed_threads(n: int) -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(n)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
-class Bench:
-    """Times many jobs interleaved (see the module docstring)."""
-
-    def __init__(self, cfg: MeasureConfig, memory_format: torch.memory_format) -> None:
-        self.cfg, self.memory_format = cfg, memory_format
-        self.rng = random.Random(cfg.seed)
-
-    def prepare(self, module: nn.Module, inputs: Sequence[torch.Tensor]) -> tuple[nn.Module,
-                                                                                  tuple]:
-        dev = self.cfg.torch_device
-        module = module.to(dev).eval()
-        if self.memory_format is torch.channels_last:
-            module = module.to(memory_format=torch.channels_last)
-        out = []
-        for x in inputs:
-            x = x.to(dev)
-            if x.dim() == 4:
-                x = x.contiguous(memory_format=self.memory_format)
-            out.append(x)
-        return module, tuple(out)
-
-    def job(self, key: object, module: nn.Module, inputs: Sequence[torch.Tensor]) -> Job:
-        m, xs = self.prepare(module, inputs)
-        return Job(key, m, xs)
-
-    def _sync(self) -> None:
-        if self.cfg.device == "cuda":
-            torch.cuda.synchronize()
-
-    def _calibrate(self, job: Job) -> None:
-        import logging
-
-        # torch.utils.benchmark imports cpp_extension, which warns on machines without CUDA
-        logging.getLogger("torch.utils.cpp_extension").setLevel(logging.ERROR)
-        from torch.utils.benchmark import Timer
-
-        for _ in range(3):  # warm-up: allocator, oneDNN primitive caches, cuDNN autotune
-            job.module(*job.inputs)
-        self._sync()
-        t0 = time.perf_counter()
-        job.module(*job.inputs)
-        self._sync()
-        once = max(time.perf_counter() - t0, 1e-7)
-        job.number = max(1, min(1000, round(self.cfg.sample_s / once)))
-        job.timer = Timer(stmt="m(*x)", globals={"m": job.module, "x": job.inputs},
-                          num_threads=self.cfg.threads)
-
-    def run(self, jobs: list[Job], progress: Callable[[int], None] | None = None
-            ) -> dict[object, Timing]:
-        cfg = self.cfg
-        out: dict[object, Timing] = {}
-        keep_freed_memory()
-        with fixed_threads(cfg.threads), torch.inference_mode():
-            for j in jobs:
-                self._calibrate(j)
-            pending = list(jobs)
-            for r in range(cfg.max_rounds):
-                order = list(pending)
-                self.rng.shuffle(order)
-                for j in order:
-                    j.samples.append(min(j.timer.timeit(j.number).median
-                                         for _ in range(cfg.blocks)))
-                if r + 1 < cfg.min_rounds:
-                    if progress:
-                        progress(0)
-                    continue
-                still = []
-                for j in pending:
-                    t = Timing(*median_ci(j.samples), len(j.samples))
-                    if t.rel_halfwidth <= cfg.rel_tol or r + 1 == cfg.max_rounds:
-                        out[j.key] = t
-                        if progress:
-                            progress(1)
-                    else:
-                        still.append(j)
-                pending = still
-                if not pending:
-                    break
-        return out
 
 
 # -- what a table measures ---------------------------------------------------------------------
@@ -361,7 +98,7 @@ class _Pooled(nn.Module):
 def _timed_part(model: nn.Module) -> nn.Module:
     """What a task's network is timed as: a detector without its transform and
     post-processing (raw head outputs); a segmenter whole (logits at the input size)."""
-    from fnacli.cost import DetectorCore, is_detector
+    from fnacli.cost.count import DetectorCore, is_detector
 
     return DetectorCore(model) if is_detector(model) else model
 
@@ -454,7 +191,7 @@ class LatencyTable(Lut):
         chunks += [rest[i:i + _CHUNK] for i in range(first - len(heads), len(rest), _CHUNK)]
         archs = self.calibration_archs()
         chunks[-1] = chunks[-1] + [("net", i) for i in range(len(archs))]
-        with _progress(progress, "latency table") as bar:
+        with progress_bar(progress, "latency table") as bar:
             if bar:
                 bar.add(sum(map(len, chunks)))
             for chunk in chunks:
@@ -580,7 +317,7 @@ class LatencyTable(Lut):
         """The module a prediction is for: backbone / classifier / detector without its
         transform and post-processing (image batch in, raw head outputs out) / segmenter
         (image batch in, logits at the input size out)."""
-        from fnacli.cost import build_model
+        from fnacli.cost.count import build_model
 
         return _timed_part(build_model(spec, self.task, self.size, self.num_classes))
 
@@ -780,90 +517,6 @@ def build_latency_table(space: SpaceSpec, task: str, size: tuple[int, int],
     return table.build(progress)
 
 
-# -- validation ----------------------------------------------------------------------------------
-def spearman(a: Sequence[float], b: Sequence[float]) -> float:
-    """Spearman's rank correlation (average ranks for ties)."""
-
-    def ranks(xs: Sequence[float]) -> list[float]:
-        order = sorted(range(len(xs)), key=lambda i: xs[i])
-        r = [0.0] * len(xs)
-        i = 0
-        while i < len(order):
-            j = i
-            while j + 1 < len(order) and xs[order[j + 1]] == xs[order[i]]:
-                j += 1
-            for k in range(i, j + 1):
-                r[order[k]] = (i + j) / 2
-            i = j + 1
-        return r
-
-    ra, rb = ranks(a), ranks(b)
-    ma, mb = sum(ra) / len(ra), sum(rb) / len(rb)
-    cov = sum((x - ma) * (y - mb) for x, y in zip(ra, rb, strict=True))
-    va = math.sqrt(sum((x - ma) ** 2 for x in ra))
-    vb = math.sqrt(sum((y - mb) ** 2 for y in rb))
-    return cov / (va * vb) if va and vb else float("nan")
-
-
-@dataclass
-class CheckResult:
-    archs: list[ArchSpec]
-    measured_ms: list[float]
-    table_ms: list[float]  # the table's sum, without the overhead
-    overhead_ms: float
-    drift: float | None = None  # the build's calibration networks now / at build time
-
-    @property
-    def predicted_ms(self) -> list[float]:
-        return [t + self.overhead_ms for t in self.table_ms]
-
-    @staticmethod
-    def _mape(pred: Sequence[float], meas: Sequence[float]) -> float:
-        return 100 * sum(abs(p - m) / m for p, m in zip(pred, meas, strict=True)) / len(meas)
-
-    def summary(self) -> dict:
-        best_offset = sorted(m - t for m, t in zip(self.measured_ms, self.table_ms,
-                                                   strict=True))[len(self.archs) // 2]
-        out = {"n": len(self.archs),
-                "mean_abs_error_pct": round(self._mape(self.predicted_ms, self.measured_ms), 2),
-                "mean_abs_error_pct_no_overhead": round(
-                    self._mape(self.table_ms, self.measured_ms), 2),
-                "mean_abs_error_pct_in_sample_offset": round(
-                    self._mape([t + best_offset for t in self.table_ms], self.measured_ms), 2),
-                "spearman": round(spearman(self.predicted_ms, self.measured_ms), 4),
-                "overhead_ms": round(self.overhead_ms, 4),
-                "measured_ms": [round(v, 4) for v in self.measured_ms],
-                "predicted_ms": [round(v, 4) for v in self.predicted_ms]}
-        if self.drift is not None:
-            out["load_drift"] = round(self.drift, 4)
-            out["mean_abs_error_pct_drift_corrected"] = round(self._mape(
-                [p * self.drift for p in self.predicted_ms], self.measured_ms), 2)
-        return out
-
-
-def check_table(table: LatencyTable, n: int, seed: int = 0) -> CheckResult:
-    """The table's predictions against end-to-end measurements of ``n`` random architectures
-    of its space (drawn with ``seed``)."""
-    from fnacli.search.evolution import Encoding
-
-    enc = Encoding(table.space)
-    rng = random.Random(seed)
-    archs = [enc.arch(enc.random(rng)) for _ in range(n)]
-    table_ms = [table.arch_madds(a) / 1e6 for a in archs]  # raises before measuring
-    then = table.stats.get("calibration_ms") or []
-    probes = table.calibration_archs(len(then)) if len(then) >= 1 else []
-    measured = table.measure_networks(archs + probes)  # interleaved: under the same load
-    drift = None
-    if probes:
-        ratios = sorted(t.median_s * 1e3 / m for t, m in zip(measured[len(archs):], then,
-                                                              strict=True))
-        drift = ratios[len(ratios) // 2]
-    result = CheckResult(archs, [t.median_s * 1e3 for t in measured[:len(archs)]], table_ms,
-                         table.overhead_ns / 1e6, drift)
-    table.check_result = {k: v for k, v in result.summary().items()
-                          if k not in ("measured_ms", "predicted_ms")}
-    return result
-
 
 def parse_latency(text: str | float, flag: str) -> float:
     """``12ms``, ``800us``, ``0.5s`` or a bare number of milliseconds -> milliseconds."""
@@ -878,5 +531,3 @@ def parse_latency(text: str | float, flag: str) -> float:
     return v
 
 
-__all__ = ["Bench", "CheckResult", "LatencyTable", "MeasureConfig", "build_latency_table",
-           "check_table", "median_ci", "parse_latency", "read_latency_table", "spearman"]

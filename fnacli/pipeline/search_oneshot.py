@@ -1,0 +1,349 @@
+"""DetNAS's one-shot search as a step: train the supernet one uniform path at a time (to
+``trained``, default OUTPUT with ``.oneshot.safetensors``, with TRAINED.ckpt /
+TRAINED.metrics.jsonl), then search it by evolution or random sampling (OUTPUT.search.json
+state, OUTPUT.history.jsonl); see docs/evolution.md. The fitness images are held out by
+``fnacli.pipeline.fitness``; ``retrain`` (DetNAS's random baseline) is
+``fnacli.pipeline.search_random``.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fnacli.errors import UserError
+from fnacli.pipeline.common import (
+    Reporter,
+    as_size,
+    in_processes,
+    make_config,
+    refuse_stdout,
+    task_of,
+)
+from fnacli.pipeline.fitness import fitness_sets, hold_out_fitness
+from fnacli.pipeline.search import (
+    ONESHOT,
+    ONESHOT_COST_SCOPE,
+    SearchOptions,
+    SearchResult,
+    check_latency,
+    cost_input_size,
+    latency_table,
+    search_input,
+    train_config,
+    train_set,
+)
+from fnacli.settings import setting
+from fnacli.tasks import per_task
+
+ONESHOT_STRATEGIES = ("evolution", "random")
+_oneshot = functools.partial(setting, group=ONESHOT)
+_METRICS = per_task(lambda t: "|".join(t.metric_names[:7]) + ("|…" * (len(t.metric_names) > 7)))
+
+
+@dataclass
+class OneShotSearchConfig(SearchOptions):
+    strategy: str = "evolution"
+    skip_training: bool = _oneshot(False, "SUPERNET is already trained one-shot (a --trained "
+                                   "file): search it directly.")
+    train_only: bool = _oneshot(False, "Train the one-shot supernet (to --trained) and stop; "
+                                "search it later with --skip-training.")
+    trained: str | Path | None = _oneshot(None, "Where the trained supernet goes [OUT with "
+                                          ".oneshot.safetensors].", metavar="PATH")
+    population: int = _oneshot(50, "Candidates per generation (random: per batch).", min=1)
+    parents: int = _oneshot(10, "Top-k candidates that parent the next generation.", min=1)
+    mutation_prob: float = _oneshot(0.1, "Probability to resample each choice when mutating.",
+                                    min=0.0, max=1.0)
+    generations: int = _oneshot(20, "Generations.", min=1)
+    candidates: int | None = _oneshot(None, "random: architectures to evaluate [population x "
+                                      "generations].", min=1)
+    max_madds: str | float | None = _oneshot(None, "MAdds limit of every candidate (e.g. 300M, "
+                                             "1.2G), on the backbone as DetNAS (or what "
+                                             "--cost-scope says).", metavar="MADDS")
+    # with max_madds: a matched-cost window
+    min_madds: str | float | None = _oneshot(None, "Lower MAdds limit of every candidate: with "
+                                             "--max-madds a matched-cost window (DetNAS's random "
+                                             "baseline).", metavar="MADDS")
+    # "12ms", or milliseconds (needs latency_table)
+    max_latency: str | float | None = _oneshot(None, "Latency limit of every candidate by "
+                                               "--latency-table (e.g. 12ms, 800us).",
+                                               metavar="TIME")
+    metric: str | None = _oneshot(None, f"Fitness: one of the task's numbers ({_METRICS}) "
+                                  f"[{per_task('metric')}].")
+    calib_images: int = _oneshot(256, "Training images for each candidate's BN recalibration.",
+                                 min=1)
+    calib_batch: int = _oneshot(16, "Batch size of BN recalibration and evaluation.", min=1)
+    eval_images: int | None = _oneshot(None, "Score on a fixed subset of N held-out images "
+                                       "[all].", min=1)
+    record_top: int = _oneshot(20, "Best candidates listed in the output (derive --top).", min=1)
+    stop_after_candidates: int | None = _oneshot(None, "Stop the search after N evaluations of "
+                                                 "this run; continue with --resume.", min=1,
+                                                 metavar="N")
+    # held out of train [min(5000, 20%)]
+    fitness_images: str | float | int | None = _oneshot(
+        None, "Fitness images held out of the training split (a count, or a fraction below 1); "
+        "the supernet trains on the rest [min(5000, 20%)].", metavar="N|FRACTION")
+    fitness_ann: str | Path | None = _oneshot(None, "An explicit fitness annotation file instead "
+                                              "(its images are left out of supernet training).",
+                                              metavar="JSON")
+    fitness_img_dir: str | Path | None = _oneshot(None, "Images of --fitness-ann.",
+                                                  metavar="DIR")
+    # random: DetNAS's baseline, N specs to fine-tune
+    retrain: int | None = _oneshot(None, "random only: DetNAS's random baseline. Draw N "
+                                   "architectures uniformly under --max-madds and write their "
+                                   "specs into the folder -o, to be fine-tuned with the searched "
+                                   "one's settings (no supernet training, no fitness).", min=1,
+                                   metavar="N")
+
+
+def _oneshot_files(output: str | Path, trained: str | Path | None) -> dict[str, Path]:
+    out = Path(output)
+    stem = out.with_suffix("") if out.suffix == ".safetensors" else out
+    tr = Path(trained) if trained else Path(f"{stem}.oneshot.safetensors")
+    return {"output": out, "trained": tr, "train_state": Path(f"{tr}.ckpt"),
+            "train_metrics": Path(f"{tr}.metrics.jsonl"),
+            "state": Path(f"{out}.search.json"), "history": Path(f"{out}.history.jsonl")}
+
+
+def search_oneshot(*args: Any, **kwargs: Any) -> SearchResult:
+    """DetNAS's one-shot search: train the supernet (unless ``skip_training``), then search
+    it by evolution or random sampling (see the module docstring)."""
+    o = make_config(OneShotSearchConfig, args, kwargs)
+    if o.strategy not in ONESHOT_STRATEGIES:
+        raise UserError(f"--strategy: expected one of {', '.join(ONESHOT_STRATEGIES)} here, "
+                        f"got {o.strategy!r}")
+    refuse_stdout(o.output)
+    if o.skip_training and o.train_only:
+        raise UserError("--skip-training and --train-only exclude each other")
+    if o.task is not None:
+        task_of(o.task)
+    if o.retrain is not None and o.strategy != "random":
+        raise UserError("--retrain: DetNAS's random baseline needs --strategy random")
+    if o.fitness_img_dir and not o.fitness_ann:
+        raise UserError("--fitness-img-dir needs --fitness-ann")
+    if o.fitness_ann and o.fitness_images is not None:
+        raise UserError("--fitness-images and --fitness-ann exclude each other")
+    from fnacli.cost.space import check_scope
+    from fnacli.search.fitness_data import parse_amount
+
+    check_scope(o.cost_scope or ONESHOT_COST_SCOPE)
+    parse_amount(o.fitness_images)
+    as_size(o.cost_size, "--cost-size")
+    check_latency(o)
+    if o.metric is not None:
+        from fnacli.tasks import tasks
+
+        names = dict.fromkeys(n for t in tasks() for n in t.metric_names)
+        if o.metric not in names:
+            raise UserError(f"--metric: expected one of {', '.join(names)}, got {o.metric!r}")
+    from fnacli.search.evolution import parse_madds
+    from fnacli.validation import check_lr
+
+    check_lr(o.lr)
+    if o.max_madds:  # parsed now, not after the supernet has been trained
+        parse_madds(o.max_madds)
+    if o.min_madds:
+        parse_madds(o.min_madds, "--min-madds")
+    if o.retrain is not None:
+        from fnacli.pipeline.search_random import random_baseline
+
+        return random_baseline(o)
+    from fnacli.progress import tensorboard_dir
+
+    tensorboard_dir(o.tensorboard)  # a missing package fails before the work
+    result = in_processes(_oneshot, o)
+    files = _oneshot_files(o.output, o.trained)
+    if o.skip_training:
+        files["trained"] = Path(o.supernet)
+    result.files = {k: str(p) for k, p in files.items() if p.exists()}
+    return result
+
+
+def _oneshot(o: OneShotSearchConfig, env: Any) -> SearchResult:
+    from fnacli.io import check_writable
+    from fnacli.train import barrier
+
+    say = Reporter(o.on_message, env.is_main)
+    files = _oneshot_files(o.output, o.trained)
+    again = o.force or o.resume
+    if not o.train_only:
+        # fail before the slow part
+        check_writable(files["output"], again, also=(".search.json", ".history.jsonl"))
+        for p in (files["state"], files["history"]):
+            if p.exists() and not again:
+                raise UserError(f"{p}: exists from an earlier search (continue it with "
+                                "--resume, or start over with --force)")
+    if o.skip_training:
+        trained = Path(o.supernet)
+    else:
+        # ours to write (or written by this run before it stopped): claimed either way
+        check_writable(files["trained"], True, also=(".ckpt", ".metrics.jsonl"))
+        trained = files["trained"]
+        if o.resume and trained.is_file() and not files["train_state"].is_file():
+            say(f"{trained}: already trained, going on with the search")
+        else:
+            result = _train(o, files, env, say)
+            if not result.finished:
+                return SearchResult(o.strategy, False, f"training stopped after "
+                                    f"{result.steps} steps; continue with --resume",
+                                    details={"trained": None, "steps": result.steps})
+            if env.is_main:
+                files["train_state"].unlink(missing_ok=True)  # done: resume goes to search
+        if o.train_only:
+            return SearchResult(o.strategy, True, f"{trained}: one-shot supernet trained",
+                                details={"trained": str(trained)})
+    # decided by every process before rank 0 may write a fresh search state (after the barrier)
+    resume = o.resume and files["state"].is_file()
+    barrier(env)
+    return _evolve(o, trained, files, env, resume, say)
+
+
+def _train(o: OneShotSearchConfig, files: dict[str, Path], env: Any, say: Reporter) -> Any:
+    from fnacli.io import check_earlier_run, check_writable
+    from fnacli.search.oneshot import OneshotInfo, train_oneshot
+    from fnacli.search.supernet_io import read_supernet
+    from fnacli.tasks import get_task, task_names
+    from fnacli.validation import check_bn_batch
+
+    ckpt = read_supernet(o.supernet)
+    info = OneshotInfo.from_meta(ckpt.meta, str(o.supernet))
+    name = o.task or (info.task if info else None)
+    if name is None:
+        raise UserError("--task: needed to train the one-shot supernet "
+                        f"({' or '.join(task_names())})")
+    task = get_task(name)
+    check_bn_batch(task, o.batch_size or task.recipe.batch_size, env.world, freeze_flag=False)
+    if not o.resume:
+        check_earlier_run(files["train_state"], False, o.force)
+    resume = o.resume and files["train_state"].is_file()
+    if not resume and files["trained"].exists() and not o.force:
+        raise UserError(f"{files['trained']}: a trained supernet is already there: search it "
+                        "with --skip-training, or train again with --force")
+    check_writable(files["trained"], True, also=(".ckpt", ".metrics.jsonl"))
+    r = task.recipe
+    size, augment = search_input(o, task)
+    epochs = o.epochs or task.oneshot_epochs
+    dataset = train_set(o, task, augment, size)
+    dataset, fitness = hold_out_fitness(o, dataset, task)
+    batch = o.batch_size or r.batch_size
+    tc = train_config(o, task, epochs, epochs * (len(dataset) // batch), r.schedule,
+                       r.milestones, r.warmup_iters)
+    say(f"one-shot supernet training: {task.name} at {size[0]}x{size[1]}, {len(dataset)} "
+        f"images ({fitness['images']} held out for fitness), {epochs} epochs of "
+        f"{len(dataset) // batch} steps, uniform single-path sampling")
+    return train_oneshot(ckpt, str(o.supernet), dataset, task.name, size, tc, env,
+                         files["trained"], fitness=fitness, state_path=files["train_state"],
+                         metrics_path=files["train_metrics"], resume=resume,
+                         stop_after=o.stop_after, force=o.force or o.resume,
+                         log=say if env.is_main else None)
+
+
+def _evolve(o: OneShotSearchConfig, trained: Path, files: dict[str, Path], env: Any,
+            resume: bool, say: Reporter) -> SearchResult:
+    from fnacli.checkpoint import save_checkpoint
+    from fnacli.cost.lut import load_or_build_lut
+    from fnacli.progress import SearchProgress, tensorboard_dir
+    from fnacli.search import evolution as E
+    from fnacli.search.bn_recal import calibration_subset
+    from fnacli.search.oneshot import (
+        PathEvaluator,
+        build_oneshot_detector,
+        distributed_evaluate,
+        load_trained,
+    )
+    from fnacli.tasks import get_task
+    from fnacli.train import signal_received
+
+    ckpt, info = load_trained(trained)
+    if o.task and o.task != info.task:
+        raise UserError(f"--task {o.task}: {trained} was trained one-shot for {info.task}")
+    task = get_task(info.task)
+    size = as_size(o.size) or info.size
+    from fnacli.cost.latency import parse_latency
+
+    cfg = E.SearchConfig(strategy=o.strategy, population=o.population, parents=o.parents,
+                         mutation_prob=o.mutation_prob, generations=o.generations,
+                         candidates=o.candidates,
+                         max_madds=E.parse_madds(o.max_madds) if o.max_madds else None,
+                         min_madds=(E.parse_madds(o.min_madds, "--min-madds")
+                                    if o.min_madds else None),
+                         max_latency=(parse_latency(o.max_latency, "--max-latency")
+                                      if o.max_latency is not None else None),
+                         metric=o.metric or task.metric, seed=o.seed)
+    latency = latency_table(o, ckpt.space, task.name, size, info.num_classes)
+    fit_set, calib_pool, fitness = fitness_sets(o, info, task)
+    task.check_categories(info.categories, fit_set.categories(), str(trained),
+                          str(fit_set.files.ann))
+    if o.eval_images:
+        fit_set = calibration_subset(fit_set, o.eval_images, o.seed)
+    calib = calibration_subset(calib_pool, o.calib_images, o.seed)
+    scope = o.cost_scope or ONESHOT_COST_SCOPE
+    cost_size = cost_input_size(o, task, size)
+    detector, supernet = build_oneshot_detector(ckpt, task.name, info.num_classes, size,
+                                                str(trained))
+    lut = load_or_build_lut(ckpt.space, task.name, cost_size, info.num_classes,
+                            progress=env.is_main)
+    enc = E.Encoding(ckpt.space)
+    score = PathEvaluator(detector, supernet, enc, calib, fit_set, o.calib_batch, o.workers,
+                          env.device, task=task.name)
+    # the file's name, not its path: the same run in another folder gives the same bytes
+    identity = {"supernet": trained.name, "task": task.name, "size": list(size),
+                "calib_images": len(calib), "eval_images": len(fit_set),
+                "cost_scope": scope, "cost_size": list(cost_size), "fitness": fitness}
+    if latency is not None:
+        identity["latency_table"] = latency.identity()
+
+    def cost(arch: Any) -> float:
+        return lut.arch_cost(arch, scope)
+
+    search = E.OneShotSearch(enc, cost, distributed_evaluate(score, env), cfg,
+                             files["state"], files["history"], chunk=env.world,
+                             write=env.is_main, identity=identity,
+                             signal=lambda: signal_received(env),
+                             latency=latency.latency_ms if latency is not None else None)
+    limit = (f" within {E.window_text(cfg.min_madds, cfg.max_madds)} MAdds ({scope} at "
+             f"{cost_size[0]}x{cost_size[1]})" if cfg.max_madds or cfg.min_madds else "")
+    limit += f" within {cfg.max_latency:g} ms" if cfg.max_latency else ""
+    say(f"{o.strategy} search on {trained}: {cfg.total_candidates} candidates{limit}, fitness "
+        f"{cfg.metric} on {len(fit_set)} images ({fitness['source']}), BN recalibrated on "
+        f"{len(calib)} training images")
+    with SearchProgress(cfg, env.is_main, tensorboard_dir(o.tensorboard)) as progress:
+        search.on_candidate = progress.candidate
+        search.on_round = progress.round
+        result = search.run(resume=resume, stop_after=o.stop_after_candidates)
+    if not search.cache:
+        raise UserError("the search evaluated no architecture")
+    ranked = search.ranked()
+    best = ranked[0]
+    details = {"metric": cfg.metric, "best_fitness": best.fitness, "best_madds": best.madds,
+               "best_arch": enc.arch(best.genome).to_dict(), "evaluated": len(ranked),
+               "rounds": result.rounds}
+    lat = ""
+    if latency is not None:
+        details["best_latency_ms"] = latency.latency_ms(enc.arch(best.genome))
+        lat = f", {details['best_latency_ms']:.2f} ms predicted"
+    if not result.finished:
+        return SearchResult(o.strategy, False, f"search stopped after {len(ranked)} "
+                            "evaluations; continue with --resume", None, details)
+    if env.is_main:
+        tensors = dict(ckpt.weights)
+        tensors.update(E.arch_logits(enc, best.genome))
+        meta = {k: v for k, v in ckpt.meta.items() if k != "search"}
+        meta["search"] = {"strategy": o.strategy, "task": task.name, "size": list(size),
+                          **{k: v for k, v in cfg.identity().items() if k != "strategy"},
+                          "num_classes": info.num_classes, "categories": info.categories,
+                          "generations": cfg.generations, "candidates": cfg.total_candidates,
+                          "rounds": result.rounds, "evaluated": len(ranked),
+                          "calib_images": len(calib), "eval_images": len(fit_set),
+                          "cost_scope": scope, "cost_size": list(cost_size),
+                          "fitness": {k: v for k, v in fitness.items() if k != "ids"},
+                          "supernet": trained.name, "finished": True,
+                          "derived": details["best_arch"],
+                          "top": E.candidates_meta(ranked[:o.record_top], enc)}
+        save_checkpoint(files["output"], tensors, "searched", meta, force=o.force or o.resume)
+    return SearchResult(o.strategy, True,
+                        f"{files['output']}: best {cfg.metric} {best.fitness:.4f} at "
+                        f"{E.format_madds(best.madds)} MAdds{lat} ({o.strategy}, {len(ranked)} "
+                        "architectures evaluated)", str(files["output"]), details)
