@@ -91,3 +91,29 @@ def test_every_json_flag_prints_one_document() -> None:
         if module.name in ("common.py", "latency.py"):  # latency: its --check output is reworked
             continue                                    # separately (issue 26, verdicts)
         assert not re.search(r"print_result\(\s*json\.dumps", text), module.name
+
+
+def test_a_seeds_inferred_architecture(tv_seed_path: Path, tmp_path: Path, run_cli) -> None:
+    """``remap SEED --show-spec`` prints the spec fnacli infers from a torchvision state dict;
+    ``madds SEED`` counts it (the same numbers as the built-in of that width)."""
+    code, out, err = run_cli(["remap", tv_seed_path, "--show-spec"])
+    assert code == 0, err
+    assert ArchSpec.from_dict(json.loads(out)) == fnacli_arch("mobilenetv2-0.75")
+    code, out, err = run_cli(["madds", tv_seed_path, "mobilenetv2-0.75", "--json"])
+    assert code == 0, err
+    seed_row, builtin_row = load(out)
+    assert seed_row["name"] == str(tv_seed_path) and seed_row["madds"] == builtin_row["madds"]
+    code, out, err = run_cli(["remap", tv_seed_path, "-o", tmp_path / "x.safetensors"])
+    assert code == 2 and "--spec: required (or --show-spec" in err
+    junk = tmp_path / "junk.pth"
+    import torch
+
+    torch.save({"weight": torch.zeros(2)}, junk)
+    code, out, err = run_cli(["madds", junk])
+    assert code == 2 and out == "" and len(err.strip().splitlines()) == 1
+
+
+def fnacli_arch(name: str) -> ArchSpec:
+    from fnacli.spec import load_arch
+
+    return load_arch(name)

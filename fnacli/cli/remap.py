@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from enum import StrEnum
 
+import typer
+
 from fnacli.cli import common as c
 from fnacli.cli.app import app
 from fnacli.pipeline.remap import RemapConfig
@@ -19,8 +21,11 @@ o = c.options_of(RemapConfig)
 @app.command("remap")
 def remap(
     seed: str = c.argument(RemapConfig, "seed"),
-    spec: str = o("spec", default=...),
-    output: str = o("output", default=...),
+    spec: str = o("spec", default=None),
+    output: str = o("output", default=None),
+    show_spec: bool = typer.Option(False, "--show-spec", help="Print the architecture fnacli "
+                                   "infers from SEED (a spec, on stdout) and stop; no --spec or "
+                                   "-o needed."),
     width: Width = o("width"),
     kernel: Kernel = o("kernel"),
     widen: Widen = o("widen"),
@@ -31,9 +36,18 @@ def remap(
 ) -> None:
     """Remap SEED's parameters onto the architecture SPEC (depth, width, kernel; FNA)."""
     options = dict(locals())
+    if show_spec:
+        from fnacli.pipeline.remap import seed_spec
+
+        arch = seed_spec(seed)
+        c.print_json(arch.to_dict()) if as_json else c.print_result(arch.to_json())
+        return
+    for flag, value in (("--spec", spec), ("--output", output)):
+        if value is None:
+            c.fail(f"{flag}: required (or --show-spec to print SEED's architecture)")
     from fnacli.pipeline.remap import remap as run
 
-    r = run(c.config(RemapConfig, options))
+    r = run(c.config(RemapConfig, options, ("as_json", "show_spec")))
     c.show(r.report())
     if as_json:
         c.print_json(r.to_dict())

@@ -263,6 +263,12 @@ def specs_from_text(text: str) -> list[tuple[str, ArchSpec]]:
     return out
 
 
+def _foreign_weights(e: UserError) -> bool:
+    """Whether ``read_checkpoint`` refused a file as weights fnacli did not write (a PyTorch
+    pickle, a plain safetensors state dict), which may be a seed."""
+    return any(t in str(e) for t in ("a PyTorch pickle", "without fnacli metadata"))
+
+
 def _is_json_file(path: Path) -> bool:
     with path.open("rb") as f:
         head = f.read(64).lstrip()
@@ -274,7 +280,8 @@ Recorded = tuple[str, tuple[int, int], int]
 
 
 def load_specs(args: list[str]) -> list[tuple[str, ArchSpec]]:
-    """SPEC arguments: JSON files, '-' (stdin), built-in names, or fnacli checkpoints."""
+    """SPEC arguments: JSON files, '-' (stdin), built-in names, fnacli checkpoints, or seeds
+    (torchvision/timm state dicts: the architecture inferred from their shapes)."""
     return [(name, spec) for name, spec, _ in load_recorded_specs(args)]
 
 
@@ -295,7 +302,15 @@ def load_recorded_specs(args: list[str]) -> list[tuple[str, ArchSpec, Recorded |
             from fnacli.checkpoint import read_checkpoint
             from fnacli.detection.checkpoint import MODEL_KINDS
 
-            ck = read_checkpoint(path)
+            try:
+                ck = read_checkpoint(path)
+            except UserError as e:  # not fnacli's: a seed's state dict, its spec inferred
+                if not _foreign_weights(e):
+                    raise
+                from fnacli.pipeline.remap import seed_spec
+
+                out.append((arg, seed_spec(arg), None))
+                continue
             if ck.spec is None:
                 hint = " (derive an architecture first: fnacli derive)" if ck.space else ""
                 raise UserError(f"{arg}: this {ck.kind} checkpoint carries no architecture "

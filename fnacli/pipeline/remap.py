@@ -84,6 +84,14 @@ class RemapResult:
         return report
 
 
+def seed_spec(seed: str | Path) -> ArchSpec:
+    """The architecture fnacli infers from ``seed``'s tensor shapes (a torchvision or timm
+    MobileNetV2 state dict, wrapped or prefixed, or an fnacli backbone/model)."""
+    from fnacli.checkpoint import load_seed
+
+    return load_seed(str(seed))[1]
+
+
 def _ops_text(ops: list[str]) -> str:
     """Runs of equal ops compressed: k3_e6 k3_e6 k5_e3 -> k3_e6×2 k5_e3."""
     runs = ((op, len(list(same))) for op, same in itertools.groupby(ops))
