@@ -178,7 +178,7 @@ def test_differing_stages_and_stage_text() -> None:
         {"out": 32, "stride": 2, "ops": ["k3_e6"]}]})
     assert A.differing_stages([a, a]) == []
     assert A.differing_stages([a, b]) == [1, 2]  # ops in stage 1, width in stage 2
-    assert A.stage_text(b.stages[1]) == "16: k3e6 k7e6"
+    assert A.stage_text(b.stages[1]) == "16: k3_e6 k7_e6"
 
 
 def test_collapse_warning_names_the_remedies_of_its_search() -> None:

@@ -66,7 +66,7 @@ class DeriveResult:
     arch: ArchSpec
     probability: float  # of the argmax path
     skipped_layers: int
-    warning: str | None
+    warning: str | None  # the collapse warning
     seed: ArchSpec | None = None  # when the checkpoint records it
     task: str | None = None  # what the profiles count ("none": the backbone)
     size: tuple[int, int] | None = None
@@ -78,6 +78,7 @@ class DeriveResult:
     latency_table: LatencyTable | None = None
     profile_classes: int | None = None
     window: dict | None = None  # min/max MAdds, scope, cost, choices moved off the argmax
+    unsearched: str | None = None  # said when the supernet was never searched
 
     @property
     def where(self) -> str:
@@ -89,7 +90,8 @@ class DeriveResult:
                              "task": self.task, "input": list(self.size or ()),
                              "madds": self.profile.madds, "params": self.profile.params,
                              "backbone_params": self.profile.params_parts["backbone"],
-                             "skipped_layers": self.skipped_layers}
+                             "skipped_layers": self.skipped_layers,
+                             "warnings": [w for w in (self.unsearched, self.warning) if w]}
         if self.latency_table is not None:
             d["latency_ms"] = self.latency_ms
         if self.seed_profile is not None:
@@ -107,7 +109,7 @@ class DeriveResult:
     def report(self, show: bool = True) -> Report:
         """The collapse warning; when profiled and ``show``, the architecture (ops per layer,
         widths, beside the seed's) and its MAdds/params against the seed; the top-K list."""
-        report: Report = [f"warning: {self.warning}"] if self.warning else []
+        report: Report = [f"warning: {w}" for w in (self.unsearched, self.warning) if w]
         if show and self.profile is not None:
             report += self._architecture()
         if self.top:
@@ -175,7 +177,7 @@ class DeriveResult:
 
 
 def _ops_text(stage: Any) -> str:
-    return " ".join(f"K{o.kernel}_E{o.expand}" for o in stage.ops)
+    return " ".join(f"k{o.kernel}_e{o.expand}" for o in stage.ops)
 
 
 @step(DeriveConfig)
@@ -203,6 +205,8 @@ def derive(cfg: DeriveConfig) -> DeriveResult:
 
         table = read_latency_table(cfg.latency_table, cfg.force)
     window = _window_limits(cfg)
+    if _is_plain_spec(cfg.checkpoint):
+        return _plain_spec(cfg, window, table, say)
     ck = read_supernet(cfg.checkpoint)
     searched = ck.meta.get("search", {})
     depth = ck.min_depth if cfg.min_depth is None else cfg.min_depth
@@ -213,22 +217,88 @@ def derive(cfg: DeriveConfig) -> DeriveResult:
         window_info = None
     if cfg.plot is not None:
         _plot(ck, cfg, depth, say)
+        say(f"wrote the search plot to {cfg.plot}")
     if cfg.diagram is not None:
-        from fnacli.plots import diagram_figure, save_figure
-
-        save_figure(diagram_figure(arch, ck.seed_spec,
-                                   title=f"derived from {Path(cfg.checkpoint).name}"),
-                    cfg.diagram)
+        _diagram(arch, ck.seed_spec, f"derived from {Path(cfg.checkpoint).name}", cfg.diagram,
+                 say)
     # a supernet without a search record holds α/β logits: the differentiable remedies apply
     warning = A.collapse_warning(ck.space, path,
                                  strategy=searched.get("strategy", "differentiable"))
     result = DeriveResult(arch, prob, A.skip_report(ck.space, path)[0], warning, ck.seed_spec,
-                          window=window_info)
+                          window=window_info, unsearched=_unsearched_warning(ck, searched))
     if cfg.profile or cfg.top:
         _profile(result, ck, searched, cfg, depth, say)
         if table is not None:
             _latency(result, table, cfg.latency_table)
     return result
+
+
+def _unsearched_warning(ck: Any, searched: dict) -> str | None:
+    """A supernet straight from 'fnacli expand': its α/β are their initial noise, so its
+    argmax is a random architecture, not a searched one."""
+    if ck.kind != "supernet" or searched:
+        return None
+    return ("this supernet has not been searched: its α/β are the initial noise of 'fnacli "
+            "expand', so the derived architecture is a random one (run 'fnacli search' first, "
+            "or 'fnacli sample' for random architectures on purpose)")
+
+
+def _is_plain_spec(arg: str | Path) -> bool:
+    """A built-in name, an arch JSON file or '-': no search to derive from (--diagram and
+    --show of a spec as it is)."""
+    from fnacli.pipeline.profile import _is_json_file
+
+    text = str(arg)
+    path = Path(text)
+    return text == "-" or (path.is_file() and _is_json_file(path)) or (
+        not path.exists() and "/" not in text and path.suffix.lower() != ".safetensors")
+
+
+def _plain_spec(cfg: DeriveConfig, window: Any, table: Any, say: Reporter) -> DeriveResult:
+    """The architecture of a spec as it is (probability 1): its diagram and its costs."""
+    from fnacli.spec import as_arch
+
+    for given, name in ((cfg.plot, "plot"), (cfg.top, "top"), (window, "min_madds/max_madds"),
+                        (cfg.min_depth, "min_depth")):
+        if given:
+            raise UserError(f"{name}: {cfg.checkpoint} is an architecture, not a search",
+                            f"--{name.replace('_', '-').replace('/', '/--')}: "
+                            f"{cfg.checkpoint} is an architecture, not a search")
+    arch = as_arch(cfg.checkpoint)
+    if cfg.diagram is not None:
+        _diagram(arch, None, str(cfg.checkpoint), cfg.diagram, say)
+    result = DeriveResult(arch, 1.0, 0, None)
+    if cfg.profile:
+        from fnacli.cost.table import profile_specs
+
+        task = cfg.task or _default_task()
+        size = as_size(cfg.size) if cfg.size else _task_size(task)
+        classes = cfg.num_classes or 80
+        result.task, result.size, result.profile_classes = task, size, classes
+        result.profile = profile_specs([arch], task, size, classes)[0]
+        if table is not None:
+            _latency(result, table, cfg.latency_table)
+    return result
+
+
+def _default_task() -> str:
+    from fnacli.tasks import task_names
+
+    return task_names()[0]
+
+
+def _task_size(task: str) -> tuple[int, int]:
+    from fnacli.tasks import get_task, is_task
+
+    return tuple(get_task(task).recipe.size) if is_task(task) else (224, 224)
+
+
+def _diagram(arch: ArchSpec, seed: ArchSpec | None, title: str, dest: str | Path,
+             say: Reporter) -> None:
+    from fnacli.plots import diagram_figure, save_figure
+
+    save_figure(diagram_figure(arch, seed, title=title), dest)
+    say(f"wrote the architecture diagram to {dest}")
 
 
 def _window_limits(cfg: DeriveConfig) -> tuple[float | None, float | None] | None:
@@ -347,6 +417,9 @@ def _plot(ck: Any, cfg: DeriveConfig, depth: int, say: Reporter) -> None:
     from fnacli.search.differentiable import prob_report
 
     searched = ck.meta.get("search", {})
+    if searched.get("strategy") in ("evolution", "random"):
+        _fitness_plot(ck, cfg, searched)
+        return
     name = Path(cfg.checkpoint).name
     source = Path(cfg.metrics) if cfg.metrics else Path(f"{cfg.checkpoint}.metrics.jsonl")
     if cfg.metrics and not source.is_file():
@@ -360,11 +433,34 @@ def _plot(ck: Any, cfg: DeriveConfig, depth: int, say: Reporter) -> None:
         records = [{"epoch": done or None, **prob_report(ck.space, *probs)}]
         note = f"no metrics file ({source.name}): the checkpoint's current α/β"
         say(f"note: {note}")
-    if searched.get("strategy") in ("evolution", "random"):
-        note += "; a one-shot search does not train α/β"
     what = f"{searched['task']} {searched['size'][0]}x{searched['size'][1]}, " if (
         searched.get("task") and searched.get("size")) else ""
     save_figure(search_figure(
         ck.space, records, title=f"α/β over the search: {name}",
         subtitle=f"{ck.space.name} space, {what}{note}",
         warmup_epochs=searched.get("warmup_epochs")), cfg.plot)
+
+
+def _fitness_plot(ck: Any, cfg: DeriveConfig, searched: dict) -> None:
+    """A one-shot search trains no α/β: its plot is every evaluated candidate's fitness
+    against its MAdds, from SEARCHED.history.jsonl (or ``metrics``)."""
+    from fnacli.plots import fitness_figure, read_candidates, save_figure
+
+    source = Path(cfg.metrics) if cfg.metrics else Path(f"{cfg.checkpoint}.history.jsonl")
+    if not source.is_file():
+        raise UserError(f"plot: {source}: no such file (a one-shot search's plot is drawn from "
+                        "its history; give metrics=HISTORY.jsonl)",
+                        f"--plot: {source}: no such file (a one-shot search's plot is drawn "
+                        "from its history; give --metrics HISTORY.jsonl)")
+    candidates = read_candidates(source)
+    if not candidates:
+        raise UserError(f"{source}: no evaluated candidates to plot")
+    top = searched.get("top") or []
+    chosen = top[0] if top and "madds" in top[0] else None
+    metric = searched.get("metric") or "fitness"
+    scope = searched.get("cost_scope", "backbone")
+    save_figure(fitness_figure(
+        candidates, title=f"{searched['strategy']} search: {Path(cfg.checkpoint).name}",
+        subtitle=f"{len(candidates)} candidates from {source.name}; MAdds of the {scope}",
+        chosen=chosen, limits=(searched.get("min_madds"), searched.get("max_madds")),
+        metric=metric), cfg.plot)
