@@ -164,8 +164,8 @@ SHARED: dict[str, dict[str, Any]] = {
     "--num-classes": {"metavar": "N"},
     "--latency-table": {"metavar": "TABLE"},
     "--workers": {"help": "Data-loading processes.", "rich_help_panel": RUN},
-    "--threads": {"help": "CPU threads for torch ops (0: torch's default).",
-                  "rich_help_panel": RUN},
+    "--threads": {"help": "CPU threads for torch ops [0: the cores left by --workers, at "
+                  "least 1].", "rich_help_panel": RUN},
     "--device": {"help": "auto: CUDA when available.", "rich_help_panel": RUN},
     "--noise": {"metavar": "R", "help": "Noise std of added channels' conv weights, relative to "
                 "the RMS of each seed tensor [0.01]; --widen noise only."},

@@ -22,6 +22,7 @@ def expand(
     noise: float | None = o("noise"),
     arch_seed: int = o("arch_seed"),
     init_std: float = o("init_std"),
+    threads: int = o("threads"),
     force: bool = o("force"),
     as_json: bool = c.opt("--json", "Print the summary as JSON."),
 ) -> None:

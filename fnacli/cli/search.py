@@ -53,6 +53,7 @@ def search(
     cost_scope: str | None = d("cost_scope"),
     cost_size: str | None = d("cost_size"),
     workers: int = d("workers"),
+    threads: int = d("threads"),
     seed: int = d("seed"),
     device: c.Device = d("device"),
     checkpoint_every: int = d("checkpoint_every"),

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from fnacli.errors import UserError
-from fnacli.pipeline.common import check_device, step
+from fnacli.pipeline.common import THREADS_HELP, check_device, choose_threads, step
 from fnacli.report import Report, Table
 from fnacli.settings import DATA, DEVICE, setting
 
@@ -28,7 +28,7 @@ class EvaluateConfig:
     per_class: bool = setting(False, "Also AP per category.")
     batch_size: int = setting(8, min=1, api="Images per forward pass.")
     workers: int = setting(2, min=0, api="Data-loading processes.")
-    threads: int = setting(0, min=0, api="CPU threads for torch ops (0: torch's default).")
+    threads: int = setting(0, min=0, api=THREADS_HELP)
     device: str = setting("auto", api=DEVICE)
     detections: bool = setting(False, api="Return the detections (COCO results) in "
                                "result.detections.")
@@ -91,8 +91,7 @@ def evaluate(cfg: EvaluateConfig) -> EvaluateResult:
     from fnacli.detection.checkpoint import load_detector
     from fnacli.tasks import get_task
 
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+    torch.set_num_threads(choose_threads(cfg.threads, cfg.workers))
     model, info = load_detector(cfg.model)
     task = get_task(info.task)
     if cfg.detections and task.kind != "detection":

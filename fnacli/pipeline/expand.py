@@ -35,6 +35,8 @@ class ExpandConfig:
     widen: str = setting("noise", "How channels wider than the seed's are filled (see 'fnacli "
                          "remap --widen'): zeros plus small noise (Jung et al.), zeros, or "
                          "Net2Net-style split copies.", metavar="noise|zeros|split")
+    threads: int = setting(0, "CPU threads for torch ops [0: every core of this process].",
+                           min=0)
     noise: float | None = setting(None, min=0.0, api="Noise std of widened channels' conv "
                                   "weights, relative to each seed tensor's RMS [0.01]; widen "
                                   "'noise' only.")
@@ -71,6 +73,11 @@ def expand(cfg: ExpandConfig) -> ExpandResult:
     check_widen(cfg.widen, cfg.noise)
     check_writable(cfg.output, cfg.force)  # fail before the work, not after
     space = as_space(cfg.space)
+    import torch
+
+    from fnacli.pipeline.common import choose_threads
+
+    torch.set_num_threads(choose_threads(cfg.threads))
     tensors, meta = supernet_io.expand(str(cfg.seed), space, cfg.masks, cfg.arch_seed, cfg.init_std,
                                        widen=cfg.widen, noise=cfg.noise,
                                        space_name=f"space {cfg.space}"

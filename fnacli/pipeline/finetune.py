@@ -36,8 +36,6 @@ class FinetuneConfig(TrainOptions):
                                  "FINAL.metrics.jsonl are written beside it.", metavar="FINAL")
     schedule: str | None = setting(None, "Cosine, or step decay ×0.1 at fixed fractions [step: "
                                    "ssdlite 36,50,56/60; retinanet 8,11/12].", group=SCHEDULE)
-    threads: int = setting(0, "CPU threads per process for torch ops (0: torch's default). Fewer "
-                           "than cores avoids oversubscription.", min=0)
     bn_recalibrate: int = setting(0, "After training, recompute BN statistics on N training "
                                   "batches.", min=0, metavar="N")
     # segmentation: whole | slide (recorded for eval)
@@ -91,7 +89,7 @@ def finetune(cfg: FinetuneConfig) -> FinetuneResult:
     from fnacli.progress import tensorboard_dir
 
     tensorboard_dir(cfg.tensorboard)
-    return in_processes(_run, cfg, cfg.threads)
+    return in_processes(_run, cfg)
 
 
 def _settings(cfg: FinetuneConfig, task: Any, size: tuple[int, int] | None) -> dict:

@@ -22,6 +22,8 @@ class PretrainSeedConfig:
     max_steps: int = setting(10_000, "Stop after this many steps at the latest.", min=1)
     batch_size: int = setting(32, min=1, api="Images per step.")
     seed: int = setting(0, api="Seed of the weights and the data order.")
+    threads: int = setting(0, "CPU threads for torch ops [0: every core of this process; the "
+                           "data is drawn in-process].", min=0)
     force: bool = setting(False, "Overwrite OUT.")
     on_step: Callable[[int, float, float], None] | None = setting(
         None, api="Called with (step, loss, elapsed seconds).")
@@ -62,9 +64,13 @@ def check(cfg: PretrainSeedConfig) -> Path:
 def pretrain_seed(cfg: PretrainSeedConfig) -> PretrainSeedResult:
     """Pre-train for ``seconds`` (at most ``max_steps`` steps) and write ``output``."""
     dest = check(cfg)
+    import torch
+
+    from fnacli.pipeline.common import choose_threads
     from fnacli.seed_pretrain import pretrain
     from fnacli.train import write_torch_atomic
 
+    torch.set_num_threads(choose_threads(cfg.threads))
     model, res = pretrain(cfg.width, cfg.size, cfg.seconds, cfg.max_steps, cfg.batch_size,
                           seed=cfg.seed, on_step=cfg.on_step)
     write_torch_atomic(dest, model.state_dict())
