@@ -106,3 +106,51 @@ def test_errors_name_the_parameter_and_the_cli_the_flag(tmp_path: Path, run_cli)
 @pytest.mark.parametrize("name", STEPS)
 def test_every_parameter_has_a_meaning(name: str) -> None:
     assert "(undocumented)" not in (getattr(fnacli, name).__doc__ or "")
+
+
+def test_default_threads_leave_the_workers_their_cores(monkeypatch: pytest.MonkeyPatch) -> None:
+    from fnacli.pipeline import common
+
+    monkeypatch.setattr(common, "cpu_cores", lambda: 16)
+    monkeypatch.delenv("LOCAL_WORLD_SIZE", raising=False)
+    assert common.choose_threads(0, workers=2) == 14
+    assert common.choose_threads(0, workers=0) == 16
+    assert common.choose_threads(3, workers=2) == 3  # given: as given
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "4")  # torchrun: 4 processes share the 16 cores
+    assert common.choose_threads(0, workers=2) == 2
+    monkeypatch.setattr(common, "cpu_cores", lambda: 2)
+    assert common.choose_threads(0, workers=4) == 1  # never below one
+
+
+def test_a_training_step_runs_at_its_threads() -> None:
+    import torch
+
+    from fnacli.pipeline.common import in_processes
+
+    class Cfg:
+        device, threads, workers = "cpu", 1, 0
+
+    class Result:
+        pass
+
+    def step(cfg: object, env: object) -> Result:
+        r = Result()
+        r.threads = torch.get_num_threads()  # type: ignore[attr-defined]
+        return r
+
+    before = torch.get_num_threads()
+    try:
+        assert in_processes(step, Cfg()).threads == 1
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_every_computing_command_takes_threads() -> None:
+    import typer.main
+
+    from fnacli.cli.app import app
+
+    group = typer.main.get_command(app)
+    for name in ("expand", "search", "finetune", "eval", "export", "latency", "pretrain-seed"):
+        flags = {o for p in group.commands[name].params for o in p.opts}
+        assert "--threads" in flags, name
