@@ -117,3 +117,31 @@ def fnacli_arch(name: str) -> ArchSpec:
     from fnacli.spec import load_arch
 
     return load_arch(name)
+
+
+def test_spec_and_space_complete_built_in_names(tmp_path: Path, monkeypatch) -> None:
+    import os
+    import subprocess
+    import sys
+
+    from fnacli.cli import common as c
+
+    assert c.complete_arch("fna-") == ["fna-retinanet", "fna-ssdlite", "fna-deeplabv3"]
+    assert "fna-channels" in c.complete_space("fna")
+    (tmp_path / "fna-mine.json").write_text("{}")
+    monkeypatch.chdir(tmp_path)
+    assert c.complete_arch("fna-m") == ["fna-mine.json"]  # files after names
+    env = {**os.environ, "_FNACLI_COMPLETE": "complete_bash",
+           "COMP_WORDS": "fnacli remap seed.pth --spec mobilenetv2-0.7", "COMP_CWORD": "4",
+           "PYTHONPATH": str(ROOT)}
+    r = subprocess.run([sys.executable, "-m", "fnacli"], env=env, capture_output=True,
+                       text=True, timeout=60)
+    assert "mobilenetv2-0.75" in r.stdout.split(), r.stderr
+
+
+def test_usage_lines_spell_arguments_alike(run_cli) -> None:
+    for cmd in (["expand"], ["remap"], ["pretrain-seed"], ["data", "synth"]):
+        code, out, _ = run_cli([*cmd, "--help"])
+        usage = out.splitlines()[0]
+        arg = usage.split("[OPTIONS]")[1].strip()
+        assert arg == arg.upper(), usage

@@ -174,6 +174,28 @@ SHARED: dict[str, dict[str, Any]] = {
 }
 
 
+def _with_files(names: list[str], incomplete: str) -> list[str]:
+    """``names`` starting with ``incomplete``, then the files and folders that do."""
+    import glob
+
+    return [n for n in names if n.startswith(incomplete)] + sorted(
+        p + ("/" if os.path.isdir(p) else "") for p in glob.glob(glob.escape(incomplete) + "*"))
+
+
+def complete_arch(incomplete: str) -> list[str]:
+    """Shell completion of a SPEC: built-in architecture names, then files."""
+    from fnacli.spec import builtin_arch_names
+
+    return _with_files(builtin_arch_names(), incomplete)
+
+
+def complete_space(incomplete: str) -> list[str]:
+    """Shell completion of a SPACE: built-in space names, then files."""
+    from fnacli.spec import BUILTIN_SPACES
+
+    return _with_files(list(BUILTIN_SPACES), incomplete)
+
+
 def opt(flag: str, help: str | None = None, **override: Any) -> Any:
     """A command's own option ``flag`` (not a step's setting) as SHARED presents it, with this
     command's help text and overrides."""

@@ -15,7 +15,7 @@ o = c.options_of(ExpandConfig)
                             "channel search); α/β start near zero.")
 def expand(
     seed: str = c.argument(ExpandConfig, "seed"),
-    space: str = o("space"),
+    space: str = o("space", autocompletion=c.complete_space),
     output: str = o("output"),
     masks: str = o("masks"),
     widen: str = o("widen"),

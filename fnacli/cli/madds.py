@@ -19,7 +19,7 @@ o, table = c.options_of(ProfileConfig), c.options_of(TableConfig)
 
 @app.command("madds")
 def madds(
-    specs: list[str] = typer.Argument(None, metavar="SPEC...",
+    specs: list[str] = typer.Argument(None, metavar="SPEC...", autocompletion=c.complete_arch,
                                       help="Architectures: JSON files, '-' (stdin: one JSON "
                                            "document or JSON lines), built-in names, or fnacli "
                                            "checkpoints (their embedded spec)."),
@@ -32,7 +32,7 @@ def madds(
     as_jsonl: bool = typer.Option(False, "--jsonl", help="JSON Lines on stdout instead: one "
                                   "object per spec and line (for streams)."),
     exact: bool = o("exact"),
-    space: str = table("space", default=None),
+    space: str = table("space", default=None, autocompletion=c.complete_space),
     reference: str = typer.Option(None, "--seed-spec", metavar="SPEC", help="With --space: the "
                                   "seed architecture to show [mobilenetv2]."),
     lut: bool = typer.Option(False, "--lut", help="Build the cost lookup table of --space instead "

@@ -21,7 +21,7 @@ o = c.options_of(RemapConfig)
 @app.command("remap")
 def remap(
     seed: str = c.argument(RemapConfig, "seed"),
-    spec: str = o("spec", default=None),
+    spec: str = o("spec", default=None, autocompletion=c.complete_arch),
     output: str = o("output", default=None),
     show_spec: bool = typer.Option(False, "--show-spec", help="Print the architecture fnacli "
                                    "infers from SEED (a spec, on stdout) and stop; no --spec or "

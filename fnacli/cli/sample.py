@@ -13,7 +13,7 @@ o = c.options_of(SampleConfig)
 
 @app.command("sample")
 def sample(
-    space: str = o("space"),
+    space: str = o("space", autocompletion=c.complete_space),
     n: int = o("n"),
     output: str | None = o("output", default=None),
     task: str | None = o("task"),

@@ -15,7 +15,8 @@ from fnacli.settings import setting
 
 @dataclass
 class PretrainSeedConfig:
-    output: str | Path = setting(help="Output .pth (a torchvision mobilenet_v2 state dict).")
+    output: str | Path = setting(help="Output .pth (a torchvision mobilenet_v2 state dict).",
+                                 metavar="OUT")
     width: float = setting(0.5, "Width multiplier (torchvision's width_mult).")
     size: int = setting(64, "Image side of the synthetic classification task.")
     seconds: float = setting(120.0, "Training budget in wall-clock seconds.")
