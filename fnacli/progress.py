@@ -278,8 +278,9 @@ def _live_bar(desc: str, stream: IO[str], force_terminal: bool | None = None) ->
     from rich.table import Column
 
     return Progress(
-        TextColumn(desc, table_column=Column(no_wrap=True, overflow="ellipsis", max_width=24)),
-        BarColumn(bar_width=16), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("eta"),
+        # narrow description and bar: at 80 columns the status keeps "epoch E/N loss L"
+        TextColumn(desc, table_column=Column(no_wrap=True, overflow="ellipsis", max_width=14)),
+        BarColumn(bar_width=8), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("eta"),
         TimeRemainingColumn(),
         TextColumn("{task.description}",
                    table_column=Column(no_wrap=True, overflow="ellipsis", ratio=1)),

@@ -145,3 +145,20 @@ def test_usage_lines_spell_arguments_alike(run_cli) -> None:
         usage = out.splitlines()[0]
         arg = usage.split("[OPTIONS]")[1].strip()
         assert arg == arg.upper(), usage
+
+
+@pytest.mark.parametrize("status", ["epoch 3/12 loss 6.123 lr 0.0125",
+                                    "epoch 12/12 loss 12.35 E[MAdds] 612.3M argmax 598.1M"])
+def test_the_bar_keeps_the_loss_at_80_columns(status: str) -> None:
+    from rich.console import Console
+
+    from fnacli.progress import _live_bar
+
+    bar = _live_bar("finetune retinanet", io.StringIO(), force_terminal=True)
+    task = bar.add_task("", total=15000)
+    bar.update(task, advance=7000, description=status)
+    console = Console(file=io.StringIO(), width=80, force_terminal=False)
+    console.print(bar.make_tasks_table(bar.tasks))
+    line = console.file.getvalue().splitlines()[0]
+    loss = re.search(r"loss [\d.]+", status).group(0)
+    assert loss in line and "7000/15000" in line and len(line) <= 80, line
