@@ -299,7 +299,8 @@ def test_derive_window_in_the_cli(tmp_path: Path, run_cli) -> None:
     (["--cost-scope", "detector"], "--cost-scope: only with --min-madds"),
     (["--min-madds", "2M", "--max-madds", "1M"], "--min-madds 2M is above --max-madds 1M"),
     (["--min-madds", "50G"], "above the most expensive architecture"),
-    (["--max-madds", "lots"], "--max-madds: expected a number"),
+    (["--max-madds", "lots"], "--max-madds: expected 300M, 1.2G, 3e8 or 60%"),
+    (["--max-madds", "60%"], "a relative budget is taken of the seed"),
     (["--min-madds", "1M", "--cost-scope", "all"], "--cost-scope: expected one of"),
 ])
 def test_derive_window_errors(tmp_path: Path, run_cli, args: list, message: str) -> None:

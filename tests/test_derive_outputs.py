@@ -66,3 +66,27 @@ def test_a_plain_spec_draws_its_diagram(tmp_path: Path, run_cli) -> None:
     assert ">k3_e1<" in out.read_text() and ">K3E1<" not in out.read_text()  # ops as specs
     code, stdout, err = run_cli(["derive", "fna-ssdlite", "--plot", tmp_path / "p.svg"])
     assert code == 2 and "--plot: fna-ssdlite is an architecture, not a search" in err
+
+
+def test_a_relative_window_is_taken_of_the_seeds_madds(tmp_path: Path, run_cli) -> None:
+    import torch
+
+    from fnacli.checkpoint import read_checkpoint, save_checkpoint
+    from fnacli.cost.lut import load_or_build_lut
+    from tests.test_derive import detector_supernet
+
+    ck = read_checkpoint(detector_supernet(tmp_path))
+    space = ck.space
+    seed = space.max_arch()
+    path = tmp_path / "seeded.safetensors"
+    save_checkpoint(path, ck.tensors, "supernet", {**ck.meta, "seed_spec": seed.to_dict()})
+    lut = load_or_build_lut(space, "ssdlite", (64, 64), 80)
+    seed_madds = lut.arch_cost(seed, "backbone")
+    code, out, err = run_cli(["derive", path, "--json", "--task", "ssdlite", "--size", "64",
+                              "--max-madds", "90%"])
+    assert code == 0, err
+    window = json.loads(out)["window"]
+    assert window["seed_madds"] == seed_madds
+    assert window["max_madds"] == pytest.approx(0.9 * seed_madds)
+    assert window["madds"] <= 0.9 * seed_madds
+    del torch

@@ -15,6 +15,7 @@ from fnacli.settings import ON_MESSAGE, setting
 from fnacli.tasks import metavar
 
 if TYPE_CHECKING:
+    from fnacli.budget import Budget
     from fnacli.cost.count import Profile
     from fnacli.cost.latency import LatencyTable
     from fnacli.spec import ArchSpec
@@ -52,8 +53,8 @@ class DeriveConfig:
                                                "measured on another machine).")
     # a MAdds window for the derived architecture (matched-cost comparisons)
     min_madds: str | float | None = setting(None, "Derive the most likely architecture with at "
-                                            "least these MAdds (e.g. 300M), for comparisons at "
-                                            "matched cost.", metavar="MADDS")
+                                            "least these MAdds (e.g. 300M, or 60% of the seed's), "
+                                            "for comparisons at matched cost.", metavar="MADDS")
     max_madds: str | float | None = setting(None, "... and at most these MAdds.",
                                             metavar="MADDS")
     cost_scope: str | None = setting(None, "What --min/--max-madds count: blocks, backbone or "
@@ -211,7 +212,7 @@ def derive(cfg: DeriveConfig) -> DeriveResult:
     searched = ck.meta.get("search", {})
     depth = ck.min_depth if cfg.min_depth is None else cfg.min_depth
     if window:
-        arch, path, prob, window_info = _derive_within(ck, searched, cfg, depth, *window, say)
+        arch, path, prob, window_info = _derive_within(ck, searched, cfg, depth, window, say)
     else:
         arch, path, prob = A.derive(ck.space, ck.alpha, ck.beta, depth)
         window_info = None
@@ -301,10 +302,11 @@ def _diagram(arch: ArchSpec, seed: ArchSpec | None, title: str, dest: str | Path
     say(f"wrote the architecture diagram to {dest}")
 
 
-def _window_limits(cfg: DeriveConfig) -> tuple[float | None, float | None] | None:
-    """--min-madds/--max-madds parsed and checked before the checkpoint is read."""
+def _window_limits(cfg: DeriveConfig) -> Budget | None:
+    """--min-madds/--max-madds parsed (absolute, or relative to the seed: 60%) and, when
+    absolute, checked before the checkpoint is read."""
+    from fnacli.budget import Budget
     from fnacli.cost.space import check_scope
-    from fnacli.search.evolution import check_window, parse_madds
 
     if cfg.min_madds is None and cfg.max_madds is None:
         if cfg.cost_scope is not None:
@@ -312,16 +314,17 @@ def _window_limits(cfg: DeriveConfig) -> tuple[float | None, float | None] | Non
         return None
     if cfg.cost_scope is not None:
         check_scope(cfg.cost_scope)
-    lo = parse_madds(cfg.min_madds, "--min-madds") if cfg.min_madds is not None else None
-    hi = parse_madds(cfg.max_madds, "--max-madds") if cfg.max_madds is not None else None
-    check_window(lo, hi)
-    return lo, hi
+    budget = Budget.of(min_madds=cfg.min_madds, max_madds=cfg.max_madds)
+    if not budget.relative:
+        budget.resolve()  # a minimum above the maximum: refused now
+    return budget
 
 
-def _derive_within(ck: Any, searched: dict, cfg: DeriveConfig, depth: int, lo: float | None,
-                   hi: float | None, say: Reporter) -> tuple[Any, Any, float, dict]:
+def _derive_within(ck: Any, searched: dict, cfg: DeriveConfig, depth: int, budget: Budget,
+                   say: Reporter) -> tuple[Any, Any, float, dict]:
     """The most likely architecture (greedy, ``search.arch.derive_within``) whose MAdds over
-    the scope, at the search's cost size, lie within [lo, hi]."""
+    the scope, at the search's cost size, lie within the budget (a relative one taken of the
+    seed's MAdds over the same scope)."""
     from fnacli.cost.lut import load_or_build_lut
     from fnacli.pipeline.search import ONESHOT_COST_SCOPE
     from fnacli.search import arch as A
@@ -341,6 +344,15 @@ def _derive_within(ck: Any, searched: dict, cfg: DeriveConfig, depth: int, lo: f
     def cost(arch: Any) -> float:
         return lut.arch_cost(arch, scope)
 
+    reference = None
+    if budget.relative:
+        if ck.seed_spec is None:
+            raise UserError("min_madds/max_madds: a relative budget is taken of the seed's "
+                            "MAdds, and this checkpoint records no seed; give MAdds",
+                            "--min-madds/--max-madds: a relative budget is taken of the "
+                            "seed's MAdds, and this checkpoint records no seed; give MAdds")
+        reference = {"madds": cost(ck.seed_spec)}
+    lo, hi = budget.resolve(reference).bounds["madds"]
     check_reachable(Encoding(ck.space), cost, lo, hi)
     arch, path, prob, moves = A.derive_within(ck.space, ck.alpha, ck.beta, cost, lo, hi, depth)
     madds = cost(arch)
@@ -349,7 +361,8 @@ def _derive_within(ck: Any, searched: dict, cfg: DeriveConfig, depth: int, lo: f
             f"the architecture within {window_text(lo, hi)} MAdds ({scope} at "
             f"{size[0]}x{size[1]}: {madds / 1e6:.4g}M)")
     return arch, path, prob, {"min_madds": lo, "max_madds": hi, "cost_scope": scope,
-                              "cost_size": list(size), "madds": madds, "moved": moves}
+                              "cost_size": list(size), "madds": madds, "moved": moves,
+                              **({"seed_madds": reference["madds"]} if reference else {})}
 
 
 def _latency(result: DeriveResult, table: Any, source: str | Path) -> None:
