@@ -154,3 +154,11 @@ def test_every_computing_command_takes_threads() -> None:
     for name in ("expand", "search", "finetune", "eval", "export", "latency", "pretrain-seed"):
         flags = {o for p in group.commands[name].params for o in p.opts}
         assert "--threads" in flags, name
+
+
+@pytest.mark.parametrize("name", (*STEPS, "sample"))
+def test_api_doc_shows_each_signature(name: str) -> None:
+    from fnacli.pipeline.common import signature_text
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "api.md").read_text(encoding="utf-8")
+    assert f"```text\n{signature_text(getattr(fnacli, name))}\n```" in doc

@@ -218,6 +218,19 @@ def signature_of(cls: type, fn: Callable) -> inspect.Signature:
                              else ret)
 
 
+def signature_text(fn: Callable) -> str:
+    """A step's signature as docs/api.md shows it: one parameter a line."""
+    sig = inspect.signature(fn)
+    lines, star = [f"fnacli.{fn.__name__}("], False
+    for p in sig.parameters.values():
+        if p.kind == inspect.Parameter.KEYWORD_ONLY and not star:
+            lines.append("    *,")
+            star = True
+        default = "" if p.default is inspect.Parameter.empty else f" = {p.default!r}"
+        lines.append(f"    {p.name}: {p.annotation!r}{default},")
+    return "\n".join(lines) + f"\n) -> {sig.return_annotation!r}"
+
+
 def docstring_of(cls: type, fn: Callable) -> str:
     """``fn``'s docstring, then one entry per parameter: its type, default and meaning."""
     lines = [inspect.cleandoc(fn.__doc__ or ""), "",
