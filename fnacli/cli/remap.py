@@ -4,8 +4,10 @@
 from __future__ import annotations
 
 from enum import StrEnum
+from typing import Any
 
 import typer
+from typer.core import TyperCommand
 
 from fnacli.cli import common as c
 from fnacli.cli.app import app
@@ -18,11 +20,22 @@ Widen = StrEnum("Widen", {n: n for n in ("noise", "zeros", "split")})
 o = c.options_of(RemapConfig)
 
 
-@app.command("remap")
+class _RemapCommand(TyperCommand):
+    """--spec and -o are required, except beside --show-spec (which only reads SEED)."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        if "--show-spec" in args:  # this invocation's command object: built per run
+            for p in self.params:
+                if p.name in ("spec", "output"):
+                    p.required = False
+        return super().parse_args(ctx, args)
+
+
+@app.command("remap", cls=_RemapCommand)
 def remap(
     seed: str = c.argument(RemapConfig, "seed"),
-    spec: str = o("spec", default=None, autocompletion=c.complete_arch),
-    output: str = o("output", default=None),
+    spec: str = o("spec", default=..., autocompletion=c.complete_arch),
+    output: str = o("output", default=...),
     show_spec: bool = typer.Option(False, "--show-spec", help="Print the architecture fnacli "
                                    "infers from SEED (a spec, on stdout) and stop; no --spec or "
                                    "-o needed."),
@@ -42,9 +55,6 @@ def remap(
         arch = seed_spec(seed)
         c.print_json(arch.to_dict()) if as_json else c.print_result(arch.to_json())
         return
-    for flag, value in (("--spec", spec), ("--output", output)):
-        if value is None:
-            c.fail(f"{flag}: required (or --show-spec to print SEED's architecture)")
     from fnacli.pipeline.remap import remap as run
 
     r = run(c.config(RemapConfig, options, ("as_json", "show_spec")))
