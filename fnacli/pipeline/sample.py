@@ -254,6 +254,7 @@ def _draw(space: SpaceSpec, costs: SpaceCosts, window: Window, n: int, seed: int
     specs: list[ArchSpec] = []
     found: list[Costs] = []
     seen: set[str] = set()
+    drawn: dict[str, list[float]] = {m: [] for m in window.bounds}  # for the message
     draws = 0
     while len(specs) < n and draws < max_tries * n:
         draws += 1
@@ -264,14 +265,20 @@ def _draw(space: SpaceSpec, costs: SpaceCosts, window: Window, n: int, seed: int
         seen.add(key)
         arch = enc.arch(g)
         c = costs(arch)
+        for m, values in drawn.items():
+            if c.get(m) is not None:
+                values.append(c[m])  # type: ignore[arg-type]
         if window.admits(c):
             specs.append(arch)
             found.append(c)
     if len(specs) < n:
-        raise UserError(f"n {n}: only {len(specs)} different architectures inside "
-                        f"{window.text()} in {draws} draws (widen the limits or lower n)",
-                        f"-n {n}: only {len(specs)} different architectures inside "
-                        f"{window.text()} in {draws} draws (widen the limits or lower -n)")
+        from fnacli.budget import LABELS, format_value
+
+        spread = "; ".join(f"{LABELS[m]} {format_value(m, min(v))}-{format_value(m, max(v))}"
+                           for m, v in drawn.items() if v)
+        detail = (f"only {len(specs)} different architectures inside {window.text()} in "
+                  f"{draws} draws (the draws spanned {spread}): widen the limits or lower")
+        raise UserError(f"n {n}: {detail} n", f"-n {n}: {detail} -n")
     return specs, found, draws
 
 
