@@ -259,7 +259,7 @@ def bench_arch_steps(args: argparse.Namespace, space_name: str) -> list[Row]:
     from fnacli.cost.lut import load_or_build_lut
     from fnacli.detection.models import build_detector
     from fnacli.search import arch as A
-    from fnacli.search.differentiable import ArchParams, _Frozen, cost_term
+    from fnacli.search.architect import ArchParams, _Frozen, cost_term
     from fnacli.search.gates import arch_step_generator, sampled_gates
 
     size = (args.size, args.size)

@@ -43,7 +43,7 @@ from fnacli.nn.supernet import (
     width_choices,
 )
 from fnacli.search import arch as A
-from fnacli.search.differentiable import _Frozen, cost_term
+from fnacli.search.architect import _Frozen, cost_term
 from fnacli.spec import SKIP, builtin_space
 
 NUM_CLASSES = 80

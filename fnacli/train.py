@@ -285,14 +285,18 @@ def unwrap(model: nn.Module) -> nn.Module:
 
 def save_train_state(path: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer,
                      scheduler: Any, scaler: torch.amp.GradScaler | None, *, epoch: int,
-                     batch: int, step: int, identity: dict, extra: dict | None = None) -> None:
+                     batch: int, step: int, identity: dict, extra: dict | None = None,
+                     hooks: dict | None = None) -> None:
     """Everything needed to continue exactly, written atomically (torch.save; read back
-    with ``weights_only=True``). ``epoch``/``batch``: where the next step starts."""
+    with ``weights_only=True``). ``epoch``/``batch``: where the next step starts; ``hooks``:
+    the state of ``fit``'s hooks (tensors allowed, unlike ``extra``)."""
     state = {"format": STATE_FORMAT, "model": unwrap(model).state_dict(),
              "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
              "scaler": scaler.state_dict() if scaler is not None else {},
              "epoch": epoch, "batch": batch, "step": step, "rng": rng_state(),
              "identity": json.dumps(identity, sort_keys=True), "extra": json.dumps(extra or {})}
+    if hooks:
+        state["hooks"] = hooks
     write_torch_atomic(path, state)
 
 
@@ -316,7 +320,11 @@ def restore_train_state(state_path: str | Path | None, identity: dict, model: nn
     state = load_train_state(state_path)
     check_identity(state["identity"], json.loads(json.dumps(identity, sort_keys=True)),
                    state_path)
-    model.load_state_dict(state["model"])
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError:  # the same options, another model: a state of an older fnacli
+        raise UserError(f"{state_path}: holds another model than this run's (written by "
+                        "another fnacli version?); start over with --force") from None
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     if scaler is not None and state["scaler"]:
@@ -433,6 +441,165 @@ class FitResult:
     finished: bool  # False when stopped early by ``stop_after``
 
 
+class NonFinite(Exception):  # noqa: N818 - not an error of its own: fit turns it into one
+    """A loss or gradient norm that is NaN/inf, found before the update it would spoil;
+    ``fit`` raises it as a ``DivergedError`` that says where."""
+
+    def __init__(self, what: str, value: torch.Tensor, updates: str = "the weights",
+                 advice: str = "Lower --lr, add warm-up or set --clip-grad") -> None:
+        super().__init__(what)
+        self.what, self.value, self.updates, self.advice = what, value, updates, advice
+
+
+class Hooks:
+    """What a caller adds to ``fit``'s loop; this base adds nothing (fine-tuning, one-shot
+    training). The differentiable search is ``fit`` with hooks of its own
+    (``fnacli.search.differentiable``): the path before each weight step, the α/β step after
+    it, and the epoch's record."""
+
+    def before_step(self, loop: Loop) -> None:
+        """Before the forward pass of step ``loop.step + 1``."""
+
+    def after_step(self, loop: Loop) -> None:
+        """After the weight update of step ``loop.step``: log it (here: the train line every
+        ``log_every`` steps and at an epoch's end); ``loop.status`` is the bar's text."""
+        if loop.log_due:
+            loop.log_train()
+
+    def end_epoch(self, loop: Loop) -> dict | None:
+        """Epoch ``loop.epoch`` (from 1) is trained; its state is saved after this returns.
+        What it returns is shown with the epoch (the progress line)."""
+        return None
+
+    def state_dict(self) -> dict:
+        """What travels in the training state (tensors allowed)."""
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Put back what ``state_dict`` gave, on ``--resume``."""
+
+
+@dataclass
+class Loop:
+    """Where ``fit`` is, for its hooks, and the parts of one weight step."""
+
+    cfg: TrainConfig
+    env: DistEnv
+    net: nn.Module  # as trained (DDP-wrapped in a distributed run)
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    scaler: torch.amp.GradScaler
+    use_amp: bool
+    per_epoch: int
+    state_path: str | Path | None
+    run_id: dict
+    hooks: Hooks
+    metrics: MetricsLog = field(init=False)
+    bar: TrainLogger = field(init=False)
+    epoch: int = 0  # epochs done: the running one is epoch + 1, as on screen
+    batch: int = 0  # the running (or last) step's batch within its epoch
+    step: int = 0  # optimiser steps done, all runs
+    run_steps: int = 0  # of this run
+    lr: float = 0.0  # of the last step
+    loss: float | None = None  # of the last step
+    status: str = ""  # the bar's text after this step
+    # the running average of the losses not yet logged (log_every > 1): saved with the state
+    # so that a resumed run logs the same averages as an uninterrupted one
+    window: dict[str, float] = field(default_factory=dict)
+    window_n: int = 0
+    t0: float = field(default_factory=time.perf_counter)
+
+    @property
+    def raw(self) -> nn.Module:
+        return unwrap(self.net)
+
+    @property
+    def total(self) -> int:
+        return self.cfg.epochs * self.per_epoch
+
+    @property
+    def at_end(self) -> bool:
+        """The running step is its epoch's last."""
+        return self.batch + 1 == self.per_epoch
+
+    @property
+    def log_due(self) -> bool:
+        return self.step % self.cfg.log_every == 0 or self.at_end
+
+    def train_step(self, batch: Any, loss_fn: Callable) -> None:
+        """One weight step: forward, backward, (clip,) update, schedule, loss window."""
+        cfg, env, net = self.cfg, self.env, self.net
+        # model.train() walks every module (thousands in a supernet, a visible share of a
+        # small step): only when something left train mode (evaluation does through
+        # model.eval()/train(), so the root's flag tells), or to re-freeze BN
+        if cfg.freeze_bn or not net.training:
+            set_train_mode(net, cfg.freeze_bn)
+        with torch.autocast(env.device.type, enabled=self.use_amp):
+            losses = loss_fn(net, batch, env.device)
+        loss = sum(losses.values())
+        if not all_ok(bool(torch.isfinite(loss).item()), env):
+            raise NonFinite("loss", loss)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        if cfg.clip_grad or not self.use_amp:
+            self.scaler.unscale_(self.optimizer)
+            norm = nn.utils.clip_grad_norm_(self.raw.parameters(), cfg.clip_grad or float("inf"))
+            # with AMP, inf gradients are the scaler's business (it skips the step)
+            if not self.use_amp and not all_ok(bool(torch.isfinite(norm).item()), env):
+                raise NonFinite("gradient norm", norm)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.lr = self.optimizer.param_groups[0]["lr"]
+        self.scheduler.step()
+        self.step += 1
+        self.run_steps += 1
+        self.loss = float(loss.item())
+        for k, v in losses.items():
+            self.window[k] = self.window.get(k, 0.0) + float(v.item())
+        self.window["loss"] = self.window.get("loss", 0.0) + self.loss
+        self.window_n += 1
+        self.status = (f"epoch {self.epoch + 1}/{cfg.epochs} loss {fmt(self.loss)} "
+                       f"lr {fmt(self.lr)}")
+
+    def log_train(self, head: dict | None = None, tail: dict | None = None,
+                  shown: dict | None = None) -> None:
+        """The train line: the losses averaged since the last one, between ``head`` and
+        ``tail``; the progress line shows them and ``shown``."""
+        n = self.window_n
+        avg = {"loss": self.window["loss"] / n,
+               **{k: v / n for k, v in self.window.items() if k != "loss"}}
+        # epochs count from 1 here as on screen
+        self.metrics.write(event="train", epoch=self.epoch + 1, step=self.step, lr=self.lr,
+                           **(head or {}), **avg, **(tail or {}),
+                           seconds=round(time.perf_counter() - self.t0, 3))
+        self.bar.report(self.step, self.epoch + 1, {**avg, **(shown or {})}, self.lr)
+        self.window, self.window_n = {}, 0
+
+    def save(self, at_batch: int) -> None:
+        """The training state (rank 0), to continue at batch ``at_batch`` of epoch
+        ``self.epoch`` (0-based: the epoch of the next step)."""
+        if self.state_path is not None and self.env.is_main:
+            save_train_state(self.state_path, self.net, self.optimizer, self.scheduler,
+                             self.scaler if self.use_amp else None, epoch=self.epoch,
+                             batch=at_batch, step=self.step, identity=self.run_id,
+                             extra={"window": self.window, "window_n": self.window_n},
+                             hooks=self.hooks.state_dict())
+
+    def interrupted(self, sig: int) -> interrupt.Interrupted:
+        saved = (f"the training state {self.state_path} (step {self.step} of {self.total})"
+                 if self.state_path is not None else None)
+        return interrupt.stop(sig, saved)
+
+    def diverged(self, e: NonFinite) -> DivergedError:
+        lr = self.scheduler.get_last_lr()[0]
+        kept = (f"the last good training state {self.state_path} is kept"
+                if self.state_path is not None and Path(self.state_path).exists()
+                else "no training state had been saved yet")
+        return DivergedError(f"training diverged: the {e.what} is {float(e.value.detach())} at "
+                             f"epoch {self.epoch + 1}, step {self.step + 1} (lr {lr:.3g}); "
+                             f"stopped before updating {e.updates}, {kept}. {e.advice}")
+
+
 def _prepare(model: nn.Module, cfg: TrainConfig, env: DistEnv) -> nn.Module:
     model.to(env.device)
     if env.device.type == "cuda" and cfg.channels_last:
@@ -446,6 +613,32 @@ def _prepare(model: nn.Module, cfg: TrainConfig, env: DistEnv) -> nn.Module:
     return model
 
 
+def _start(model: nn.Module, sampler: EpochBatches, cfg: TrainConfig, env: DistEnv,
+           state_path: str | Path | None, metrics_path: str | Path | None, resume: bool,
+           run_id: dict, hooks: Hooks) -> Loop:
+    """The loop's parts, at the start or where the training state says."""
+    seed_everything(cfg.seed)
+    net = _prepare(model, cfg, env)
+    raw = unwrap(net)
+    optimizer = build_optimizer(raw, cfg.optimizer, cfg.lr, cfg.weight_decay, cfg.momentum,
+                                cfg.rmsprop_eps)
+    scheduler = build_scheduler(optimizer, cfg.epochs * sampler.steps_per_epoch, cfg.schedule,
+                                cfg.warmup_iters, cfg.warmup_ratio, cfg.milestones, cfg.gamma)
+    use_amp = cfg.amp and env.device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    loop = Loop(cfg, env, net, optimizer, scheduler, scaler, use_amp, sampler.steps_per_epoch,
+                state_path, run_id, hooks)
+    if resume:
+        state = restore_train_state(state_path, run_id, raw, optimizer, scheduler,
+                                    scaler if use_amp else None)
+        loop.epoch, loop.batch, loop.step = state["epoch"], state["batch"], state["step"]
+        loop.window = dict(state["extra"].get("window", {}))
+        loop.window_n = int(state["extra"].get("window_n", 0))
+        hooks.load_state_dict(state.get("hooks", {}))
+    loop.metrics = MetricsLog(metrics_path, env.is_main, loop.step if resume else None)
+    return loop
+
+
 def fit(model: nn.Module, dataset: Dataset, loss_fn: Callable[[nn.Module, Any, torch.device],
                                                               dict[str, torch.Tensor]],
         cfg: TrainConfig, env: DistEnv | None = None, *, state_path: str | Path | None = None,
@@ -453,7 +646,7 @@ def fit(model: nn.Module, dataset: Dataset, loss_fn: Callable[[nn.Module, Any, t
         collate_fn: Callable | None = None, identity: dict | None = None,
         on_epoch_end: Callable[[int, nn.Module], dict | None] | None = None,
         stop_after: int | None = None, desc: str = "train",
-        log: Callable[[str], None] | None = None) -> FitResult:
+        log: Callable[[str], None] | None = None, hooks: Hooks | None = None) -> FitResult:
     """Train ``model`` on ``dataset`` with ``loss_fn(model, batch, device) -> losses``.
 
     The dataset is indexed with (epoch, index) keys from ``EpochBatches``. ``state_path``
@@ -461,141 +654,80 @@ def fit(model: nn.Module, dataset: Dataset, loss_fn: Callable[[nn.Module, Any, t
     ``resume`` continues from it (``identity`` plus the recipe must match). A non-finite
     loss or gradient raises ``DivergedError`` before the weights are touched, leaving the
     last good checkpoint in place. ``on_epoch_end(epoch, model)`` may return metrics to log.
-    ``stop_after`` stops (checkpointed) after that many steps of this run.
+    ``stop_after`` stops (checkpointed) after that many steps of this run. ``hooks`` adds to
+    every step and epoch (:class:`Hooks`).
     """
     env = env or DistEnv()
     n = len(dataset)  # type: ignore[arg-type]
     sampler = EpochBatches(n, cfg.batch_size, env.rank, env.world, cfg.seed)
-    per_epoch = sampler.steps_per_epoch
-    if per_epoch == 0:
+    if sampler.steps_per_epoch == 0:
         raise UserError(f"the training set has {n} usable images, fewer than --batch-size "
                         f"{cfg.batch_size}")
-    total = cfg.epochs * per_epoch
-    run_id = {**cfg.identity(), **(identity or {})}
-    seed_everything(cfg.seed)
-    net = _prepare(model, cfg, env)
-    raw = unwrap(net)
-    optimizer = build_optimizer(raw, cfg.optimizer, cfg.lr, cfg.weight_decay, cfg.momentum,
-                                cfg.rmsprop_eps)
-    scheduler = build_scheduler(optimizer, total, cfg.schedule, cfg.warmup_iters,
-                                cfg.warmup_ratio, cfg.milestones, cfg.gamma)
-    use_amp = cfg.amp and env.device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-    epoch, batch0, step = 0, 0, 0
-    # the running average of the losses not yet logged (log_every > 1): saved with the state
-    # so that a resumed run logs the same averages as an uninterrupted one
-    window: dict[str, float] = {}
-    window_n = 0
-    if resume:
-        state = restore_train_state(state_path, run_id, raw, optimizer, scheduler,
-                                    scaler if use_amp else None)
-        epoch, batch0, step = state["epoch"], state["batch"], state["step"]
-        window = dict(state["extra"].get("window", {}))
-        window_n = int(state["extra"].get("window_n", 0))
-    metrics = MetricsLog(metrics_path, env.is_main, step if resume else None)
+    hooks = hooks or Hooks()
+    loop = _start(model, sampler, cfg, env, state_path, metrics_path, resume,
+                  {**cfg.identity(), **(identity or {})}, hooks)
     loader = DataLoader(dataset, batch_sampler=sampler, num_workers=cfg.workers,
                         collate_fn=collate_fn, pin_memory=env.device.type == "cuda",
                         generator=loader_generator(cfg.seed))
-    say = log or (lambda _msg: None)
-    last_loss: float | None = None
-    run_steps = 0
-    t0 = time.perf_counter()
-
-    def save(at_epoch: int, at_batch: int) -> None:
-        if state_path is not None and env.is_main:
-            save_train_state(state_path, net, optimizer, scheduler, scaler if use_amp else None,
-                             epoch=at_epoch, batch=at_batch, step=step, identity=run_id,
-                             extra={"window": window, "window_n": window_n})
-
-    def interrupted(sig: int) -> interrupt.Interrupted:
-        saved = (f"the training state {state_path} (step {step} of {total})"
-                 if state_path is not None else None)
-        return interrupt.stop(sig, saved)
-
-    def end_epoch() -> None:  # the epoch ``epoch`` (counted from 1) has just been trained
-        extra = on_epoch_end(epoch - 1, raw) if on_epoch_end else None
-        if extra:
-            metrics.write(event="epoch", epoch=epoch, step=step, **extra)
-        bar.epoch_end(epoch, step, extra)
-
-    with interrupt.deferred(), TrainLogger(total, step, desc, env.is_main, epochs=cfg.epochs,
-                                           images_per_step=cfg.batch_size,
+    with interrupt.deferred(), TrainLogger(loop.total, loop.step, desc, env.is_main,
+                                           epochs=cfg.epochs, images_per_step=cfg.batch_size,
                                            tensorboard=cfg.tensorboard) as bar:
+        loop.bar = bar
         # the state of an epoch's end is saved before its evaluation: a run that died during
         # the evaluation resumes by evaluating again, so that no epoch line goes missing
-        if resume and on_epoch_end and epoch > 0 and batch0 == 0 and \
-                metrics.path is not None and not metrics.has("epoch", epoch):
-            end_epoch()
-        while epoch < cfg.epochs:
-            sampler.set_epoch(epoch, batch0)
-            for b, batch in enumerate(loader, start=batch0):
-                # model.train() walks every module (thousands in a supernet, a visible share
-                # of a small step): only when something left train mode (evaluation does
-                # through model.eval()/train(), so the root's flag tells), or to re-freeze BN
-                if cfg.freeze_bn or not net.training:
-                    set_train_mode(net, cfg.freeze_bn)
-                with torch.autocast(env.device.type, enabled=use_amp):
-                    losses = loss_fn(net, batch, env.device)
-                loss = sum(losses.values())
-                if not all_ok(bool(torch.isfinite(loss).item()), env):
-                    raise _diverged("loss", loss, epoch, step, scheduler, state_path)
-                optimizer.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                if cfg.clip_grad or not use_amp:
-                    scaler.unscale_(optimizer)
-                    norm = nn.utils.clip_grad_norm_(raw.parameters(),
-                                                    cfg.clip_grad or float("inf"))
-                    # with AMP, inf gradients are the scaler's business (it skips the step)
-                    if not use_amp and not all_ok(bool(torch.isfinite(norm).item()), env):
-                        raise _diverged("gradient norm", norm, epoch, step, scheduler,
-                                        state_path)
-                scaler.step(optimizer)
-                scaler.update()
-                lr = optimizer.param_groups[0]["lr"]
-                scheduler.step()
-                step += 1
-                run_steps += 1
-                last_loss = float(loss.item())
-                for k, v in losses.items():
-                    window[k] = window.get(k, 0.0) + float(v.item())
-                window["loss"] = window.get("loss", 0.0) + last_loss
-                window_n += 1
-                bar.step(f"epoch {epoch + 1}/{cfg.epochs} loss {fmt(last_loss)} lr {fmt(lr)}")
-                if step % cfg.log_every == 0 or b + 1 == per_epoch:
-                    avg = {"loss": window["loss"] / window_n,
-                           **{k: v / window_n for k, v in window.items() if k != "loss"}}
-                    # epochs count from 1 here as on screen
-                    metrics.write(event="train", epoch=epoch + 1, step=step, lr=lr, **avg,
-                                  seconds=round(time.perf_counter() - t0, 3))
-                    bar.report(step, epoch + 1, avg, lr)
-                    window, window_n = {}, 0
-                at_end = b + 1 == per_epoch
-                if cfg.checkpoint_every and step % cfg.checkpoint_every == 0 and not at_end:
-                    save(epoch, b + 1)
-                if stop_after is not None and run_steps >= stop_after and not at_end:
-                    save(epoch, b + 1)
-                    return FitResult(step, epoch, last_loss, finished=False)
-                if not at_end and (sig := signal_received(env)):
-                    save(epoch, b + 1)
-                    raise interrupted(sig)
-            epoch, batch0 = epoch + 1, 0
-            save(epoch, 0)
-            end_epoch()
+        if resume and on_epoch_end and loop.epoch > 0 and loop.batch == 0 and \
+                loop.metrics.path is not None and not loop.metrics.has("epoch", loop.epoch):
+            _evaluate(loop, on_epoch_end, None)
+        while loop.epoch < cfg.epochs:
+            sampler.set_epoch(loop.epoch, loop.batch)
+            for b, batch in enumerate(loader, start=loop.batch):
+                loop.batch = b
+                try:
+                    hooks.before_step(loop)
+                    loop.train_step(batch, loss_fn)
+                    hooks.after_step(loop)
+                except NonFinite as e:
+                    raise loop.diverged(e) from None
+                loop.bar.step(loop.status)
+                if _stop_mid_epoch(loop, stop_after):
+                    return FitResult(loop.step, loop.epoch, loop.loss, finished=False)
+            loop.epoch, loop.batch = loop.epoch + 1, 0
+            shown = hooks.end_epoch(loop)
+            loop.save(0)
+            _evaluate(loop, on_epoch_end, shown)
             if sig := signal_received(env):
-                raise interrupted(sig)  # the state of the epoch's end is saved
-            if stop_after is not None and run_steps >= stop_after and epoch < cfg.epochs:
-                return FitResult(step, epoch, last_loss, finished=False)
-    set_train_mode(raw)
-    say(f"{desc}: {step} steps, {cfg.epochs} epochs, last loss {fmt(last_loss)}")
-    return FitResult(step, epoch, last_loss, finished=True)
+                raise loop.interrupted(sig)  # the state of the epoch's end is saved
+            if stop_after is not None and loop.run_steps >= stop_after and \
+                    loop.epoch < cfg.epochs:
+                return FitResult(loop.step, loop.epoch, loop.loss, finished=False)
+    set_train_mode(loop.raw)
+    if log:
+        log(f"{desc}: {loop.step} steps, {cfg.epochs} epochs, last loss {fmt(loop.loss)}")
+    return FitResult(loop.step, loop.epoch, loop.loss, finished=True)
 
 
-def _diverged(what: str, value: torch.Tensor, epoch: int, step: int, scheduler: Any,
-              state_path: str | Path | None) -> DivergedError:
-    lr = scheduler.get_last_lr()[0]
-    kept = (f"the last good training state {state_path} is kept"
-            if state_path is not None and Path(state_path).exists()
-            else "no training state had been saved yet")
-    return DivergedError(f"training diverged: the {what} is {float(value.detach())} at epoch "
-                         f"{epoch + 1}, step {step + 1} (lr {lr:.3g}); stopped before updating "
-                         f"the weights, {kept}. Lower --lr, add warm-up or set --clip-grad")
+def _stop_mid_epoch(loop: Loop, stop_after: int | None) -> bool:
+    """After a step that is not its epoch's last: the periodic training state, and whether
+    to stop here (``stop_after``: True; a signal: raised), the state saved."""
+    if loop.at_end:
+        return False
+    cfg, at_batch = loop.cfg, loop.batch + 1
+    if cfg.checkpoint_every and loop.step % cfg.checkpoint_every == 0:
+        loop.save(at_batch)
+    if stop_after is not None and loop.run_steps >= stop_after:
+        loop.save(at_batch)
+        return True
+    if sig := signal_received(loop.env):
+        loop.save(at_batch)
+        raise loop.interrupted(sig)
+    return False
+
+
+def _evaluate(loop: Loop, on_epoch_end: Callable[[int, nn.Module], dict | None] | None,
+              shown: dict | None) -> None:
+    """The end of epoch ``loop.epoch`` (from 1): its evaluation's line, and the progress
+    line (with what the hooks' ``end_epoch`` gave to show)."""
+    extra = on_epoch_end(loop.epoch - 1, loop.raw) if on_epoch_end else None
+    if extra:
+        loop.metrics.write(event="epoch", epoch=loop.epoch, step=loop.step, **extra)
+    loop.bar.epoch_end(loop.epoch, loop.step, {**(shown or {}), **(extra or {})} or None)

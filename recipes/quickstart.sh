@@ -11,15 +11,27 @@
 # searches; this short search uses --arch-lr 0.05 and an α/β step after every weight step.
 #
 # Environment: FNACLI_DEMO_DIR (default ./demo), SEED_SECONDS (seed pre-training budget, 60),
-# FNACLI (the fnacli command, default `fnacli`).
+# FNACLI (the fnacli command, default `fnacli`), TINY=1 (a smoke test of every step in well
+# under a minute: 24 images at 96x96, one epoch each; the test suite runs it).
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
 dir=${FNACLI_DEMO_DIR:-demo}
-seed_seconds=${SEED_SECONDS:-60}
 fnacli=${FNACLI:-fnacli}
 space="$here/spaces/fna-mbv2-0.5-demo.json"  # FNA's op space on a width-0.5 MobileNetV2
-size=128
+if [ "${TINY:-0}" = 1 ]; then
+  seed_args=(--seconds "${SEED_SECONDS:-2}" --size 32 --max-steps 5)
+  size=96
+  data_args=(--train 16 --val 8)
+  search_run=(--epochs 1 --warmup-epochs 0 --batch-size 4 --workers 0)
+  finetune_run=(--epochs 1 --batch-size 4 --warmup-iters 1 --workers 0)
+else
+  seed_args=(--seconds "${SEED_SECONDS:-60}")
+  size=128
+  data_args=(--train 192 --val 48)
+  search_run=(--epochs 3 --warmup-epochs 1 --batch-size 16 --workers 1)
+  finetune_run=(--epochs 4 --batch-size 16 --warmup-iters 20 --workers 1)
+fi
 mkdir -p "$dir"
 cd "$dir"
 
@@ -30,10 +42,10 @@ resume_flag() { if [ -f "$1.ckpt" ]; then echo --resume; else echo --force; fi; 
 
 say "1/8 synthetic COCO-format data (data/)"
 [ -f data/annotations/instances_val.json ] ||
-  $fnacli data synth data --train 192 --val 48 --size $size --seed 0
+  $fnacli data synth data "${data_args[@]}" --size $size --seed 0
 
-say "2/8 seed: torchvision MobileNetV2-0.5 pre-trained ${seed_seconds}s on synthetic shapes (seed.pth)"
-[ -f seed.pth ] || $fnacli pretrain-seed seed.pth --width 0.5 --seconds "$seed_seconds"
+say "2/8 seed: torchvision MobileNetV2-0.5 pre-trained briefly on synthetic shapes (seed.pth)"
+[ -f seed.pth ] || $fnacli pretrain-seed seed.pth --width 0.5 "${seed_args[@]}"
 
 say "3/8 expand the seed into FNA's super network (super.safetensors)"
 [ -f super.safetensors ] || $fnacli expand seed.pth --space "$space" -o super.safetensors
@@ -41,7 +53,7 @@ say "3/8 expand the seed into FNA's super network (super.safetensors)"
 say "4/8 differentiable search on SSDLite under a MAdds-regularised loss (searched.safetensors)"
 [ -f searched.safetensors ] && [ ! -f searched.safetensors.ckpt ] ||
   $fnacli search super.safetensors --task ssdlite --data data -o searched.safetensors \
-    --size $size --epochs 3 --warmup-epochs 1 --batch-size 16 --workers 1 --seed 0 \
+    --size $size "${search_run[@]}" --seed 0 \
     --arch-every 1 --arch-lr 0.05 \
     $(resume_flag searched.safetensors)
 
@@ -55,9 +67,9 @@ fi
 
 finetune() {  # finetune IN OUT (OUT is written once, when training has finished)
   [ -f "$2" ] && return 0
-  $fnacli finetune "$1" --task ssdlite --data data -o "$2" --size $size --epochs 4 \
-    --batch-size 16 --optimizer sgd --lr 0.03 --schedule cosine --warmup-iters 20 \
-    --augment ssdlite --workers 1 --seed 0 $(resume_flag "$2")
+  $fnacli finetune "$1" --task ssdlite --data data -o "$2" --size $size "${finetune_run[@]}" \
+    --optimizer sgd --lr 0.03 --schedule cosine --augment ssdlite --seed 0 \
+    $(resume_flag "$2")
 }
 say "6/8 finetune SSDLite on the searched architecture (final.safetensors)"
 finetune target.safetensors final.safetensors

@@ -39,6 +39,24 @@ def randomize_bn_(module: nn.Module, seed: int = 0) -> nn.Module:
     return module
 
 
+def assert_stem_bn_recalibrated(detector: nn.Module, images: list[torch.Tensor],
+                                 batches: int) -> None:
+    """A detector whose BN statistics were recomputed (momentum None) on ``batches`` equal
+    batches of ``images``: its first BN layer's running mean is the mean of the first conv's
+    output over all of them, computed here from torchvision's own transform (resize,
+    normalise) and the conv alone; every BN it ran counts ``batches`` batches."""
+    detector.eval()
+    with torch.no_grad():
+        batched, _ = detector.transform([im.float() for im in images])
+    body = detector.backbone
+    conv = next(m for m in body.modules() if isinstance(m, nn.Conv2d))
+    bn = next(m for m in body.modules() if isinstance(m, nn.BatchNorm2d))
+    with torch.no_grad():
+        want = conv(batched.tensors).double().mean(dim=(0, 2, 3))
+    torch.testing.assert_close(bn.running_mean.double(), want, atol=1e-5, rtol=1e-4)
+    assert int(bn.num_batches_tracked) == batches
+
+
 def torchvision_seed(width: float = 1.0, seed: int = 0) -> nn.Module:
     """torchvision's mobilenet_v2 with seeded random weights and random BN, in eval mode."""
     from torchvision.models import mobilenet_v2

@@ -33,6 +33,18 @@ def _tau_by_definition(a: list[float], b: list[float]) -> float:
     return s / len(pairs)
 
 
+def _tau_b_by_definition(a: list[float], b: list[float]) -> float:
+    """Kendall's τ-b: (C − D) / sqrt((P − T_a)(P − T_b)) over all P pairs, T_x the pairs tied
+    in x; nan when either ranking is all ties."""
+    pairs = list(itertools.combinations(range(len(a)), 2))
+    sign = [(a[i] - a[j]) * (b[i] - b[j]) for i, j in pairs]
+    c_minus_d = sum(1 if x > 0 else -1 if x < 0 else 0 for x in sign)
+    ta = sum(a[i] == a[j] for i, j in pairs)
+    tb = sum(b[i] == b[j] for i, j in pairs)
+    den = ((len(pairs) - ta) * (len(pairs) - tb)) ** 0.5
+    return c_minus_d / den if den else float("nan")
+
+
 def test_kendall_tau_known_values() -> None:
     assert bench.kendall_tau([1, 2, 3, 4], [10, 20, 30, 40]) == 1.0
     assert bench.kendall_tau([1, 2, 3, 4], [4, 3, 2, 1]) == -1.0
@@ -41,6 +53,7 @@ def test_kendall_tau_known_values() -> None:
     assert bench.kendall_tau(a, b) == pytest.approx(9 / 15)  # 12 concordant, 3 discordant
     # τ-b with ties: scipy.stats.kendalltau([1, 2, 2, 3], [1, 3, 2, 4]) = 0.9128709...
     assert bench.kendall_tau([1, 2, 2, 3], [1, 3, 2, 4]) == pytest.approx(0.9128709, abs=1e-6)
+    assert _tau_b_by_definition([1, 2, 2, 3], [1, 3, 2, 4]) == pytest.approx(0.9128709, abs=1e-6)
 
 
 def test_hand_picked_architectures_are_members_of_the_search_space() -> None:
@@ -132,7 +145,10 @@ def test_quick_run_end_to_end(tmp_path: Path) -> None:
     assert cost["shared_s"] > 0 and cost["separate_s"] > 0
     for r in (res["ranking"], res["ranking_ft_recipe"]):  # one per one-shot supernet
         assert len(r["archs"]) == 12 and set(r["fitness_AP"]) == set(r["archs"])
-        assert -1 <= r["kendall_tau"] <= 1 or r["kendall_tau"] != r["kendall_tau"]  # nan: ties
+        fit = [r["fitness_AP"][n] for n in r["archs"]]
+        ap = [res["summary"][n]["AP"]["mean"] for n in r["archs"]]
+        want = _tau_b_by_definition(fit, ap)
+        assert r["kendall_tau"] == pytest.approx(want, nan_ok=True)
     assert res["ranking"]["fitness_AP"] != res["ranking_ft_recipe"]["fitness_AP"]
     text = doc.read_text()
     for head in ("### 1.", "### 2.", "### 3.", "### 4.", "### 5.", "### 6.", "Kendall"):

@@ -13,7 +13,8 @@ from test_lut import TINY, arch_of, searchable
 from fnacli.cost.lut import build_lut
 from fnacli.cost.table import CostTable
 from fnacli.errors import UserError
-from fnacli.search.differentiable import SearchConfig, cost_term, search_cost
+from fnacli.search.architect import cost_term
+from fnacli.search.differentiable import SearchConfig, search_cost
 from fnacli.spec import SpaceSpec
 from fnacli.train import TrainConfig
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -77,9 +78,53 @@ def test_differentiable_search_under_torchrun(world: dict[str, Path]) -> None:
     assert d.returncode == 0 and json.loads(d.stdout)["schema"] == "fnacli/arch@1"
 
 
+def _fixed_layout_data(world: dict[str, Path]) -> Path:
+    """The training split with one box layout in every image (different pictures and labels):
+    SSD normalises its loss by the matched anchors of each process's batch, which then are the
+    same for a half batch as for the whole one (as in test_distributed.py)."""
+    root = world["root"] / "layout"
+    if not root.exists():
+        shutil.copytree(world["data"], root)
+        ann = root / "annotations/instances_train.json"
+        doc = json.loads(ann.read_text())
+        layout = [[4, 6, 24, 20], [34, 30, 26, 28]]
+        cats = [c["id"] for c in doc["categories"]]
+        doc["annotations"] = [
+            {"id": 2 * im["id"] + k, "image_id": im["id"], "bbox": box, "iscrowd": 0,
+             "category_id": cats[(im["id"] + k) % len(cats)], "area": box[2] * box[3]}
+            for im in doc["images"] for k, box in enumerate(layout)]
+        ann.write_text(json.dumps(doc))
+    return root
+
+
 def test_oneshot_supernet_training_under_torchrun(world: dict[str, Path]) -> None:
-    trained = world["root"] / "trained.safetensors"
-    r = _torchrun(world, "--strategy", "evolution", "--train-only", "--trained", str(trained),
-                  "-o", str(world["root"] / "evo.safetensors"))
-    assert r.returncode == 0, r.stderr[-3000:]
-    assert read_checkpoint(trained).kind == "supernet"
+    root = world["root"]
+    data = _fixed_layout_data(world)
+    # CPU processes cannot share BatchNorm statistics (SyncBatchNorm needs GPUs): --freeze-bn;
+    # SGD, since RMSprop's g / sqrt(E[g^2]) turns float noise in tiny gradients into full steps
+    args = ["--strategy", "evolution", "--train-only", "--augment", "none", "--data", str(data),
+            "--freeze-bn", "--optimizer", "sgd", "--lr", "0.05"]
+    one, two = root / "trained1.safetensors", root / "trained2.safetensors"
+    r1 = subprocess.run([sys.executable, "-m", "fnacli", "search", str(world["super"]), *COMMON,
+                         *args, "--trained", str(one), "-o", str(root / "evo1.safetensors")],
+                        capture_output=True, text=True, timeout=300, env=_env(root))
+    assert r1.returncode == 0, r1.stderr[-3000:]
+    r2 = _torchrun(world, *args, "--trained", str(two), "-o", str(root / "evo2.safetensors"))
+    assert r2.returncode == 0, r2.stderr[-3000:]
+    assert read_checkpoint(two).kind == "supernet"
+    # rank 0's weights (DDP keeps the ranks equal) equal one process on the same global batch:
+    # both ranks ran, sampled the same single path at every step and averaged their gradients
+    # (a rank alone sees other labels). Tolerance: float summation order, far below what
+    # training moved.
+    a, b = read_checkpoint(one).tensors, read_checkpoint(two).tensors
+    start = read_checkpoint(world["super"]).tensors
+    assert a.keys() == b.keys()
+    moved = diff = 0.0
+    for k in a:
+        if not a[k].is_floating_point():
+            continue
+        assert torch.allclose(a[k].double(), b[k].double(), atol=1e-5, rtol=1e-4), k
+        diff = max(diff, (a[k].double() - b[k].double()).abs().max().item())
+        if k in start and start[k].shape == a[k].shape:
+            moved = max(moved, (a[k].double() - start[k].double()).abs().max().item())
+    assert moved > 100 * diff, (moved, diff)

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import assert_stem_bn_recalibrated
 from test_bn_recal import one_thread  # noqa: F401  (autouse: one torch thread)
 from typer.testing import CliRunner
 
@@ -456,8 +457,13 @@ def test_bn_recalibration_changes_a_paths_detections(trained: dict) -> None:
     sup.set_path(enc.path(genome))
     det.eval()
     stale = evaluate(det, val).stats  # statistics averaged over all paths during training
-    fresh = PathEvaluator(det, sup, enc, calibration_subset(train, 8), val, 4)(genome)
+    calib = calibration_subset(train, 8)
+    fresh = PathEvaluator(det, sup, enc, calib, val, 4)(genome)
     assert fresh != stale
+    # the statistics left are those of the calibration images, computed independently
+    images = [calib[i][0] for i in range(len(calib))]
+    assert len(images) == 8
+    assert_stem_bn_recalibrated(det, images, batches=2)  # 8 images in batches of 4
 
 
 def test_bad_input_exits_2_with_one_line(trained: dict, run_cli, monkeypatch) -> None:

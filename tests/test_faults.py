@@ -696,9 +696,9 @@ def test_kill_9_then_resume_gives_the_uninterrupted_bytes(world: dict[str, Path]
 SIGNALS = [
     ("finetune", signal.SIGTERM, "fnacli.train:set_train_mode:0.4", "f.safetensors.ckpt"),
     ("finetune", signal.SIGINT, "fnacli.train:set_train_mode:0.4", "f.safetensors.ckpt"),
-    ("search", signal.SIGTERM, "fnacli.search.differentiable:set_train_mode:0.4",
+    ("search", signal.SIGTERM, "fnacli.train:set_train_mode:0.4",
      "s.safetensors.ckpt"),
-    ("search", signal.SIGINT, "fnacli.search.differentiable:set_train_mode:0.4",
+    ("search", signal.SIGINT, "fnacli.train:set_train_mode:0.4",
      "s.safetensors.ckpt"),
     ("evolution", signal.SIGINT, "fnacli.search.evolution:OneShotSearch._add:0.5",
      "e.safetensors.history.jsonl"),

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 import torchvision
+from conftest import assert_stem_bn_recalibrated
 
 from fnacli.checkpoint import read_checkpoint
 from fnacli.detection.evaluate import STAT_NAMES
@@ -105,6 +106,14 @@ def test_continue_a_detector_with_bn_recalibration(world: dict[str, Path],
                             "--bn-recalibrate", "2", "--json"])
     assert code == 0, err
     assert json.loads(out)["bn_recalibrated_batches"] == 2
+    # two batches of 4 are all 8 training images (the mean does not depend on their order)
+    from fnacli.detection.checkpoint import load_detector
+    from fnacli.detection.data import find_split, load_split
+
+    train = load_split(find_split(data, "train"), train=False, label_offset=1)
+    assert len(train) == 8
+    det, _ = load_detector(second)
+    assert_stem_bn_recalibrated(det, [train[i][0] for i in range(8)], batches=2)
     meta = read_checkpoint(second).meta
     assert meta["size"] == [96, 96] and meta["task"] == "ssdlite"  # taken from the detector
     a, b = _tensors(first), _tensors(second)

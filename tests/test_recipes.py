@@ -83,3 +83,24 @@ def test_fna_deeplabv3_recipe_runs_end_to_end_tiny(tiny_inputs, tmp_path):
     assert set(metrics) == {"mIoU", "aAcc", "mAcc"}
     assert "BN statistics recalibrated on 1 training batches" in r.stderr
     assert not (seg / "annotations").exists()  # no detection data written into it
+
+
+def test_quickstart_runs_end_to_end_tiny(tmp_path):
+    """`make demo`'s script, every step at a tiny size (TINY=1), then once more: a rerun
+    skips every finished step and prints the same summary."""
+    import json
+
+    bindir = str(Path(sys.executable).parent)
+    env = {**os.environ, "PATH": bindir + os.pathsep + os.environ["PATH"], "TINY": "1",
+           "FNACLI_DEMO_DIR": str(tmp_path / "demo"), "FNACLI": f"{sys.executable} -m fnacli"}
+    runs = [subprocess.run(["bash", str(RECIPES / "quickstart.sh")], env=env, cwd=tmp_path,
+                           capture_output=True, text=True, timeout=600) for _ in range(2)]
+    for r in runs:
+        assert r.returncode == 0, r.stderr[-3000:]
+    demo = tmp_path / "demo"
+    for name in ("metrics.json", "metrics-seed-arch.json"):
+        stats = json.loads((demo / name).read_text())
+        assert len(stats) == 12 and all(-1 <= v <= 1 for v in stats.values())
+    arch = json.loads((demo / "arch.json").read_text())
+    assert arch["schema"] == "fnacli/arch@1"
+    assert runs[0].stdout and runs[1].stdout == runs[0].stdout  # the summary, unchanged

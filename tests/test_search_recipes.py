@@ -9,7 +9,8 @@ from torchvision.transforms import v2
 
 from fnacli.detection.transforms import train_transform
 from fnacli.pipeline.search_differentiable import DifferentiableSearchConfig, differentiable_config
-from fnacli.search.differentiable import ARCH_BETAS, ARCH_LR, ARCH_WD, resolve_lambda
+from fnacli.search.architect import ARCH_BETAS
+from fnacli.search.differentiable import ARCH_LR, ARCH_WD, resolve_lambda
 from fnacli.tasks import get_task
 from fnacli.train import build_optimizer, build_scheduler
 
@@ -84,7 +85,7 @@ def test_linear_default_lambda_matches_the_log_forms_pull_at_the_start(cost: str
                                                                        unit: float) -> None:
     """The linear form's default λ gives the cost term the log form's gradient at C₀, with
     the γ the cost term applies (FNA's γ for MAdds, none for a latency in ms)."""
-    from fnacli.search.differentiable import cost_term
+    from fnacli.search.architect import cost_term
 
     c0 = 3.7 * unit  # 3.7 GMAdds or 3.7 ms
     grads = {}

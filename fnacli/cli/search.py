@@ -86,6 +86,7 @@ def search(
     parents: int = one("parents"),
     mutation_prob: float = one("mutation_prob"),
     generations: int = one("generations"),
+    freeze_bn: bool = one("freeze_bn"),
     candidates: int | None = one("candidates"),
     max_madds: str | None = one("max_madds"),
     min_madds: str | None = one("min_madds"),

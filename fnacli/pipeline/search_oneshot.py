@@ -9,7 +9,7 @@ state, OUTPUT.history.jsonl); see docs/evolution.md. The fitness images are held
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +57,9 @@ class OneShotSearchConfig(SearchOptions):
     mutation_prob: float = _oneshot(0.1, "Probability to resample each choice when mutating.",
                                     min=0.0, max=1.0)
     generations: int = _oneshot(20, "Generations.", min=1)
+    freeze_bn: bool = _oneshot(False, "Supernet training keeps BN statistics fixed (tiny "
+                               "per-process batches; multi-process CPU runs, which have no "
+                               "SyncBatchNorm).")
     candidates: int | None = _oneshot(None, "random: architectures to evaluate [population x "
                                       "generations].", min=1)
     max_madds: str | float | None = _oneshot(None, "MAdds limit of every candidate (e.g. 300M, "
@@ -214,7 +217,7 @@ def _train(o: OneShotSearchConfig, files: dict[str, Path], env: Any, say: Report
         raise UserError("--task: needed to train the one-shot supernet "
                         f"({' or '.join(task_names())})")
     task = get_task(name)
-    check_bn_batch(task, o.batch_size or task.recipe.batch_size, env.world, freeze_flag=False)
+    check_bn_batch(task, o.batch_size or task.recipe.batch_size, env.world, o.freeze_bn)
     if not o.resume:
         check_earlier_run(files["train_state"], False, o.force)
     resume = o.resume and files["train_state"].is_file()
@@ -228,8 +231,8 @@ def _train(o: OneShotSearchConfig, files: dict[str, Path], env: Any, say: Report
     dataset = train_set(o, task, augment, size)
     dataset, fitness = hold_out_fitness(o, dataset, task)
     batch = o.batch_size or r.batch_size
-    tc = train_config(o, task, epochs, epochs * (len(dataset) // batch), r.schedule,
-                       r.milestones, r.warmup_iters)
+    tc = replace(train_config(o, task, epochs, epochs * (len(dataset) // batch), r.schedule,
+                              r.milestones, r.warmup_iters), freeze_bn=o.freeze_bn)
     say(f"one-shot supernet training: {task.name} at {size[0]}x{size[1]}, {len(dataset)} "
         f"images ({fitness['images']} held out for fitness), {epochs} epochs of "
         f"{len(dataset) // batch} steps, uniform single-path sampling")
@@ -242,7 +245,7 @@ def _train(o: OneShotSearchConfig, files: dict[str, Path], env: Any, say: Report
 
 def _evolve(o: OneShotSearchConfig, trained: Path, files: dict[str, Path], env: Any,
             resume: bool, say: Reporter) -> SearchResult:
-    from fnacli.checkpoint import save_checkpoint
+    """Search the trained supernet ``trained`` by evolution or random sampling."""
     from fnacli.cost.lut import load_or_build_lut
     from fnacli.progress import SearchProgress, tensorboard_dir
     from fnacli.search import evolution as E
@@ -261,17 +264,7 @@ def _evolve(o: OneShotSearchConfig, trained: Path, files: dict[str, Path], env: 
         raise UserError(f"--task {o.task}: {trained} was trained one-shot for {info.task}")
     task = get_task(info.task)
     size = as_size(o.size) or info.size
-    from fnacli.cost.latency import parse_latency
-
-    cfg = E.SearchConfig(strategy=o.strategy, population=o.population, parents=o.parents,
-                         mutation_prob=o.mutation_prob, generations=o.generations,
-                         candidates=o.candidates,
-                         max_madds=E.parse_madds(o.max_madds) if o.max_madds else None,
-                         min_madds=(E.parse_madds(o.min_madds, "--min-madds")
-                                    if o.min_madds else None),
-                         max_latency=(parse_latency(o.max_latency, "--max-latency")
-                                      if o.max_latency is not None else None),
-                         metric=o.metric or task.metric, seed=o.seed)
+    cfg = _evolution_config(o, task)
     latency = latency_table(o, ckpt.space, task.name, size, info.num_classes)
     fit_set, calib_pool, fitness = fitness_sets(o, info, task)
     task.check_categories(info.categories, fit_set.categories(), str(trained),
@@ -294,11 +287,8 @@ def _evolve(o: OneShotSearchConfig, trained: Path, files: dict[str, Path], env: 
                 "cost_scope": scope, "cost_size": list(cost_size), "fitness": fitness}
     if latency is not None:
         identity["latency_table"] = latency.identity()
-
-    def cost(arch: Any) -> float:
-        return lut.arch_cost(arch, scope)
-
-    search = E.OneShotSearch(enc, cost, distributed_evaluate(score, env), cfg,
+    search = E.OneShotSearch(enc, lambda arch: lut.arch_cost(arch, scope),
+                             distributed_evaluate(score, env), cfg,
                              files["state"], files["history"], chunk=env.world,
                              write=env.is_main, identity=identity,
                              signal=lambda: signal_received(env),
@@ -315,6 +305,33 @@ def _evolve(o: OneShotSearchConfig, trained: Path, files: dict[str, Path], env: 
         result = search.run(resume=resume, stop_after=o.stop_after_candidates)
     if not search.cache:
         raise UserError("the search evaluated no architecture")
+    return _evolved(o, search, result, ckpt, info, latency, files, env, identity)
+
+
+def _evolution_config(o: OneShotSearchConfig, task: Any) -> Any:
+    """The evolution (or random) search's settings (``fnacli.search.evolution``)."""
+    from fnacli.cost.latency import parse_latency
+    from fnacli.search import evolution as E
+
+    return E.SearchConfig(strategy=o.strategy, population=o.population, parents=o.parents,
+                          mutation_prob=o.mutation_prob, generations=o.generations,
+                          candidates=o.candidates,
+                          max_madds=E.parse_madds(o.max_madds) if o.max_madds else None,
+                          min_madds=(E.parse_madds(o.min_madds, "--min-madds")
+                                     if o.min_madds else None),
+                          max_latency=(parse_latency(o.max_latency, "--max-latency")
+                                       if o.max_latency is not None else None),
+                          metric=o.metric or task.metric, seed=o.seed)
+
+
+def _evolved(o: OneShotSearchConfig, search: Any, result: Any, ckpt: Any, info: Any,
+             latency: Any, files: dict[str, Path], env: Any, run: dict) -> SearchResult:
+    """The outcome of a one-shot search: its best architecture, written (rank 0) into the
+    searched checkpoint when the search finished. ``run``: the search's identity."""
+    from fnacli.checkpoint import save_checkpoint
+    from fnacli.search import evolution as E
+
+    cfg, enc = search.config, search.encoding
     ranked = search.ranked()
     best = ranked[0]
     details = {"metric": cfg.metric, "best_fitness": best.fitness, "best_madds": best.madds,
@@ -331,15 +348,15 @@ def _evolve(o: OneShotSearchConfig, trained: Path, files: dict[str, Path], env: 
         tensors = dict(ckpt.weights)
         tensors.update(E.arch_logits(enc, best.genome))
         meta = {k: v for k, v in ckpt.meta.items() if k != "search"}
-        meta["search"] = {"strategy": o.strategy, "task": task.name, "size": list(size),
+        meta["search"] = {"strategy": o.strategy, "task": run["task"], "size": run["size"],
                           **{k: v for k, v in cfg.identity().items() if k != "strategy"},
                           "num_classes": info.num_classes, "categories": info.categories,
                           "generations": cfg.generations, "candidates": cfg.total_candidates,
                           "rounds": result.rounds, "evaluated": len(ranked),
-                          "calib_images": len(calib), "eval_images": len(fit_set),
-                          "cost_scope": scope, "cost_size": list(cost_size),
-                          "fitness": {k: v for k, v in fitness.items() if k != "ids"},
-                          "supernet": trained.name, "finished": True,
+                          **{k: run[k] for k in ("calib_images", "eval_images", "cost_scope",
+                                                 "cost_size")},
+                          "fitness": {k: v for k, v in run["fitness"].items() if k != "ids"},
+                          "supernet": run["supernet"], "finished": True,
                           "derived": details["best_arch"],
                           "top": E.candidates_meta(ranked[:o.record_top], enc)}
         save_checkpoint(files["output"], tensors, "searched", meta, force=o.force or o.resume)

@@ -15,7 +15,7 @@ and minimises ``task loss + cost``:
   ``λ·γ·max(0, C−T)``.
 
 With ``cost="latency"`` C is the expected latency in milliseconds by a measured latency
-table (``fnacli.latency``, the same nested expectation) and the target is ``target_latency``
+table (``fnacli.cost.latency``, the same nested expectation) and the target is ``target_latency``
 (ms).
 
 ``arch_step``: ``full`` (FNA) runs every candidate; ``sampled`` runs two sampled candidates
@@ -32,58 +32,50 @@ or nearly, which dilute the gradient of ``log C``). The table is built at ``cost
 The defaults are the papers' search recipes (``Task.search_defaults``; docs/search.md lists
 where FNA's released configs differ): weight optimiser SGD or RMSProp from ``fnacli.train``
 (warm-up + step schedule over the weight steps), architecture optimiser Adam (lr 3e-4, betas
-(0.5, 0.999), weight decay 1e-3). Everything else (DDP setup, seeding, the epoch sampler,
-JSON-lines metrics, training-state files, the progress bar) comes from ``fnacli.train``.
+(0.5, 0.999), weight decay 1e-3).
+
+The code: the weight steps are ``fnacli.train.fit``'s, the loop of fine-tuning (DDP, seeding,
+the epoch sampler, resume, JSON-lines metrics, training-state files, the progress bar,
+divergence checks, signals). :class:`SearchHooks` adds the path of each step, the α/β step
+(``fnacli.search.architect.Architect``: α/β, their optimiser, the cost term) and each epoch's
+record; :func:`run_search` builds the parts and calls ``fit``.
 """
 
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 import torch.distributed as dist
-from torch import nn
-from torch.nn.modules.batchnorm import _BatchNorm
 from torch.utils.data import DataLoader
 
-from fnacli import interrupt
 from fnacli.errors import UserError
 from fnacli.nn.supernet import Supernet, op_choices, path_to_arch, width_choices
-from fnacli.progress import TrainLogger, fmt
+from fnacli.progress import fmt
 from fnacli.search import arch as A
-from fnacli.search.gates import arch_step_generator, sampled_gates
+from fnacli.search.architect import GIGA, Architect, ArchParams
 from fnacli.search.supernet_io import SupernetCheckpoint, load_weights
 from fnacli.spec import ArchSpec, SpaceSpec
 from fnacli.tasks import get_task
 from fnacli.tasks.base import ARCH_LR, ARCH_WD
 from fnacli.train import (
     DistEnv,
-    DivergedError,
     EpochBatches,
-    MetricsLog,
+    Hooks,
+    Loop,
     TrainConfig,
-    all_ok,
-    build_optimizer,
-    build_scheduler,
+    fit,
     loader_generator,
-    restore_train_state,
-    save_train_state,
     seed_everything,
-    set_train_mode,
-    signal_received,
-    unwrap,
 )
 
 COST_FORMS = ("log", "linear")
 COSTS = ("madds", "latency")
 ARCH_STEPS = ("full", "sampled")
-GIGA = 1e9
-ARCH_BETAS, ARCH_CLIP = (0.5, 0.999), 35.0
 
 
 def default_cost_size(task: str, size: tuple[int, int]) -> tuple[int, int]:
@@ -213,41 +205,6 @@ class SearchConfig:
         return self.target_latency * 1e6 if self.target_latency is not None else None
 
 
-class ArchParams(nn.Module):
-    """α/β logits as parameters (in ``op_choices`` / ``width_choices`` order)."""
-
-    def __init__(self, space: SpaceSpec, alpha: A.AlphaDict, beta: A.BetaDict) -> None:
-        super().__init__()
-        self.space = space
-        self.alpha_keys = [(s, i) for s, i, _ in op_choices(space)]
-        self.beta_keys = [s for s, _ in width_choices(space)]
-        self.alpha = nn.ParameterList([nn.Parameter(alpha[k].clone()) for k in self.alpha_keys])
-        self.beta = nn.ParameterList([nn.Parameter(beta[k].clone()) for k in self.beta_keys])
-
-    def logits(self) -> tuple[A.AlphaDict, A.BetaDict]:
-        return (dict(zip(self.alpha_keys, self.alpha, strict=True)),
-                dict(zip(self.beta_keys, self.beta, strict=True)))
-
-    def probs(self, min_depth: int = 0) -> tuple[A.AlphaDict, A.BetaDict]:
-        return A.probs(self.space, *self.logits(), min_depth)
-
-    def tensors(self) -> dict[str, torch.Tensor]:
-        return A.to_tensors(*self.logits())
-
-
-class _Optimizers:
-    """The weight and the architecture optimiser saved/loaded as one (``save_train_state``)."""
-
-    def __init__(self, weight: torch.optim.Optimizer, arch: torch.optim.Optimizer) -> None:
-        self.weight, self.arch = weight, arch
-
-    def state_dict(self) -> dict:
-        return {"weight": self.weight.state_dict(), "arch": self.arch.state_dict()}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.weight.load_state_dict(state["weight"])
-        self.arch.load_state_dict(state["arch"])
-
 
 @dataclass
 class SearchResult:
@@ -262,19 +219,6 @@ class SearchResult:
     warning: str | None = None
     latency_ms: float | None = None  # by the latency table, when one was given
     expected_latency_ms: float | None = None
-
-
-def cost_term(expected: torch.Tensor, form: str, lam: float, tau: float,
-              target: float | None, gamma: float = 1.0, unit: float = GIGA) -> torch.Tensor:
-    """The regulariser on the expected cost (absolute MAdds; or ns with ``unit`` 1e6, C in
-    ms), see the module docstring."""
-    g = gamma * expected / unit
-    if target is None:
-        return lam * (torch.log(g) / math.log(tau) if form == "log" else g)
-    t = gamma * target / unit
-    if form == "log":
-        return lam * torch.relu(torch.log(g / t)) / math.log(tau)
-    return lam * torch.relu(g - t)
 
 
 def resolve_lambda(cfg: SearchConfig, initial_gmadds: float) -> float:
@@ -313,43 +257,6 @@ def prob_scalars(report: dict) -> dict[str, float]:
     return out
 
 
-def _wrap(detector: nn.Module, env: DistEnv, channels_last: bool) -> nn.Module:
-    """Device, SyncBN and DDP. Paths leave most candidates unused in a step, hence
-    ``find_unused_parameters``."""
-    detector.to(env.device)
-    if env.device.type == "cuda" and channels_last:
-        detector.to(memory_format=torch.channels_last)
-    if not env.distributed:
-        return detector
-    if env.device.type == "cuda":
-        detector = nn.SyncBatchNorm.convert_sync_batchnorm(detector)
-    return nn.parallel.DistributedDataParallel(
-        detector, device_ids=[env.device.index] if env.device.type == "cuda" else None,
-        find_unused_parameters=True)
-
-
-class _Frozen:
-    """Weights without gradients and BN statistics left as they are (momentum 0), for α/β
-    steps; restored on exit."""
-
-    def __init__(self, model: nn.Module) -> None:
-        self.model = model
-
-    def __enter__(self) -> _Frozen:
-        self.flags = [(p, p.requires_grad) for p in self.model.parameters()]
-        for p, _ in self.flags:
-            p.requires_grad_(False)
-        self.bns = [(m, m.momentum) for m in self.model.modules() if isinstance(m, _BatchNorm)]
-        for m, _ in self.bns:
-            m.momentum = 0.0
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        for p, flag in self.flags:
-            p.requires_grad_(flag)
-        for m, mom in self.bns:
-            m.momentum = mom
-
 
 def searched_tensors(ckpt: SupernetCheckpoint, supernet: Supernet, arch: ArchParams
                      ) -> dict[str, torch.Tensor]:
@@ -361,33 +268,58 @@ def searched_tensors(ckpt: SupernetCheckpoint, supernet: Supernet, arch: ArchPar
     return out
 
 
+
 def run_search(ckpt: SupernetCheckpoint, source: str, train_set: Any, cfg: SearchConfig,
                env: DistEnv, output: str | Path, *, state_path: str | Path | None = None,
                metrics_path: str | Path | None = None, resume: bool = False,
                stop_after: int | None = None,
                log: Callable[[str], None] | None = None) -> SearchResult:
     """Search ``ckpt``'s space on ``train_set`` (a ``CocoDetection`` with the training
-    transform); writes the ``searched`` checkpoint ``output`` after every epoch (rank 0)."""
-    from fnacli.checkpoint import save_checkpoint
-    from fnacli.cost.lut import load_or_build_lut
+    transform); writes the ``searched`` checkpoint ``output`` after every epoch (rank 0).
+    The weight steps are ``fnacli.train.fit``'s; :class:`SearchHooks` adds the rest."""
     from fnacli.detection.data import split_half
 
     cfg.check()
-    say = log or (lambda _m: None)
-    tc, space = cfg.train, ckpt.space
+    tc = cfg.train
     train_a, train_b = split_half(train_set, tc.seed, 1 - cfg.arch_fraction)
-    sampler_a = EpochBatches(len(train_a), tc.batch_size, env.rank, env.world, tc.seed)
-    sampler_b = EpochBatches(len(train_b), tc.batch_size, env.rank, env.world, tc.seed + 1)
-    per_epoch, per_b = sampler_a.steps_per_epoch, sampler_b.steps_per_epoch
-    if per_epoch == 0 or per_b == 0:
+    if len(train_a) < tc.batch_size or len(train_b) < tc.batch_size:
         raise UserError(f"each part of the training set ({len(train_a)} usable images for "
                         f"weights, {len(train_b)} for α/β) needs at least --batch-size "
                         f"{tc.batch_size} images")
-    total = tc.epochs * per_epoch
-
-    seed_everything(tc.seed)
+    seed_everything(tc.seed)  # the detector's new layers start the same in every run
     task = get_task(cfg.task)
-    collate = task.collate
+    detector, supernet, arch, lut = _build(ckpt, source, train_set, cfg, env)
+
+    def expected_cost(a_p: A.AlphaDict, b_p: A.BetaDict) -> torch.Tensor:
+        if cfg.cost == "latency":
+            return cfg.latency_table.expected_latency(a_p, b_p)
+        return search_cost(lut, a_p, b_p, cfg)
+
+    with torch.no_grad():
+        c0 = float(expected_cost(*A.probs(ckpt.space, ckpt.alpha, ckpt.beta, cfg.min_depth)))
+    lam = resolve_lambda(cfg, c0 / cfg.cost_unit())
+    if log is not None and env.is_main:
+        log(_start_line(cfg, len(train_a), len(train_b), lam, c0 / cfg.cost_unit()))
+    architect = Architect(arch, detector, supernet, task.loss, expected_cost, lam, cfg, env)
+    hooks = SearchHooks(cfg, ckpt, supernet, architect, lut, env, output, metrics_path,
+                        train_set, _ArchBatches(train_b, tc, env, task.collate))
+    identity = {**cfg.identity(), "space": ckpt.space.to_dict(), "masks": ckpt.masks,
+                "train_images": len(train_set)}
+    # a path leaves most candidates unused in a step (under DDP); not part of the identity
+    fitted = fit(detector, train_a, task.loss, replace(tc, find_unused_parameters=True), env,
+                 state_path=state_path, metrics_path=metrics_path, resume=resume,
+                 collate_fn=task.collate, identity=identity, stop_after=stop_after,
+                 desc=f"search {cfg.task}", hooks=hooks)
+    return _result(ckpt.space, arch, cfg, fitted.steps, architect.steps, fitted.epochs,
+                   fitted.finished, lut, hooks.history)
+
+
+def _build(ckpt: SupernetCheckpoint, source: str, train_set: Any, cfg: SearchConfig,
+           env: DistEnv) -> tuple[torch.nn.Module, Supernet, ArchParams, Any]:
+    """The detector around the supernet, α/β (on the device) and the MAdds table."""
+    from fnacli.cost.lut import load_or_build_lut
+
+    task, space = get_task(cfg.task), ckpt.space
     supernet = Supernet(space, ckpt.masks, with_head=task.uses_head_conv,
                         output_stride=task.output_stride)
     supernet.checkpoint_activations = cfg.checkpoint_activations
@@ -402,276 +334,163 @@ def run_search(ckpt: SupernetCheckpoint, source: str, train_set: Any, cfg: Searc
         dist.barrier()
     if not env.is_main:
         lut = load_or_build_lut(space, cfg.task, cfg.lut_size, train_set.num_classes)
+    return detector, supernet, arch, lut
 
-    def expected(a_p: A.AlphaDict, b_p: A.BetaDict) -> torch.Tensor:
-        return lut.expected_madds(a_p, b_p)  # the detector's, for logs and reports
 
-    def expected_cost(a_p: A.AlphaDict, b_p: A.BetaDict) -> torch.Tensor:
-        if cfg.cost == "latency":
-            return cfg.latency_table.expected_latency(a_p, b_p)
-        return search_cost(lut, a_p, b_p, cfg)
-
-    unit, target = cfg.cost_unit(), cfg.cost_target()
-    with torch.no_grad():
-        c0 = float(expected_cost(*A.probs(space, ckpt.alpha, ckpt.beta, cfg.min_depth))) / unit
-    lam = resolve_lambda(cfg, c0)
-
-    net = _wrap(detector, env, tc.channels_last)
-    raw = unwrap(net)
-    holder = nn.Module()
-    holder.detector, holder.arch = raw, arch
-    w_opt = build_optimizer(raw, tc.optimizer, tc.lr, tc.weight_decay, tc.momentum,
-                            tc.rmsprop_eps)
-    a_opt = torch.optim.Adam(arch.parameters(), lr=cfg.arch_lr, betas=ARCH_BETAS,
-                             weight_decay=cfg.arch_weight_decay)
-    optimizers = _Optimizers(w_opt, a_opt)
-    scheduler = build_scheduler(w_opt, total, tc.schedule, tc.warmup_iters, tc.warmup_ratio,
-                                tc.milestones, tc.gamma)
-    use_amp = tc.amp and env.device.type == "cuda"
-    w_scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-    a_scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
-    identity = {**cfg.identity(), "space": space.to_dict(), "masks": ckpt.masks,
-                "train_images": len(train_set)}
-    epoch, batch0, step, arch_steps = 0, 0, 0, 0
-    history: list[dict] = []
-    # the running average of the losses not yet logged: in the state, so that a resumed run
-    # logs the same numbers as an uninterrupted one
-    window: dict[str, float] = {}
-    window_n = 0
-    if resume:
-        state = restore_train_state(state_path, identity, holder, optimizers, scheduler,
-                                    w_scaler if use_amp else None)
-        if use_amp and state["extra"].get("arch_scaler"):
-            a_scaler.load_state_dict(state["extra"]["arch_scaler"])
-        epoch, batch0, step = state["epoch"], state["batch"], state["step"]
-        arch_steps = state["extra"]["arch_steps"]
-        history = state["extra"]["history"]
-        window = dict(state["extra"].get("window", {}))
-        window_n = int(state["extra"].get("window_n", 0))
-    metrics = MetricsLog(metrics_path, env.is_main, step if resume else None)
-    loader_a = DataLoader(train_a, batch_sampler=sampler_a, num_workers=tc.workers,
-                          collate_fn=collate, pin_memory=env.device.type == "cuda",
-                          generator=loader_generator(tc.seed))
-    loader_b = DataLoader(train_b, batch_sampler=sampler_b, num_workers=tc.workers,
-                          collate_fn=collate, pin_memory=env.device.type == "cuda",
-                          generator=loader_generator(tc.seed + 1))
-    b_iter: Any = None
-
-    def next_b() -> Any:
-        nonlocal b_iter
-        if b_iter is None:  # (re)start where the arch-step count says
-            e, start = divmod(arch_steps, per_b)
-            sampler_b.set_epoch(e, start)
-            b_iter = iter(loader_b)
-        try:
-            return next(b_iter)
-        except StopIteration:
-            sampler_b.set_epoch(arch_steps // per_b, 0)
-            b_iter = iter(loader_b)
-            return next(b_iter)
-
-    def diverged(what: str, value: torch.Tensor) -> DivergedError:
-        kept = (f"the last good training state {state_path} is kept"
-                if state_path is not None and Path(state_path).exists()
-                else "no training state had been saved yet")
-        return DivergedError(f"search diverged: the {what} is {float(value)} at epoch "
-                             f"{epoch + 1}, step {step + 1}; stopped before the update, {kept}. "
-                             "Lower --lr or --lambda, or add warm-up")
-
-    def snapshot(finished: bool) -> None:
-        if not env.is_main:
-            return
-        meta = {k: v for k, v in ckpt.meta.items() if k != "search"}
-        derived, _, p = A.derive(space, *arch.logits(), cfg.min_depth)
-        meta["search"] = {"strategy": "differentiable", **cfg.identity(), "lambda": lam,
-                          "num_classes": train_set.num_classes,
-                          "categories": train_set.categories(), "epochs_done": epoch,
-                          "steps": step, "arch_steps": arch_steps, "finished": finished,
-                          "derived": derived.to_dict(), "derived_probability": p,
-                          "history": history}
-        save_checkpoint(output, searched_tensors(ckpt, supernet, arch), "searched", meta,
-                        force=True)
-
-    def save_state(at_epoch: int, at_batch: int) -> None:
-        if state_path is not None and env.is_main:
-            save_train_state(state_path, holder, optimizers, scheduler,
-                             w_scaler if use_amp else None, epoch=at_epoch, batch=at_batch,
-                             step=step, identity=identity,
-                             extra={"arch_steps": arch_steps, "history": history,
-                                    "window": window, "window_n": window_n,
-                                    "arch_scaler": a_scaler.state_dict() if use_amp else {}})
-
-    def arch_step() -> dict[str, float]:
-        batch_b = next_b()
-        raw.train()
-        with _Frozen(raw):
-            a_p, b_p = arch.probs(cfg.min_depth)
-            if cfg.arch_step == "sampled":  # each process its own draws: they average
-                gen = arch_step_generator(tc.seed + 7919 * env.rank, arch_steps)
-                supernet.set_weighted(*sampled_gates(a_p, b_p, gen))
-            else:
-                supernet.set_weighted(a_p, b_p)
-            try:
-                with torch.autocast(env.device.type, enabled=use_amp):
-                    losses = task.loss(raw, batch_b, env.device)
-            finally:
-                supernet.set_path(A.argmax_path(a_p, b_p))
-            task_loss = sum(losses.values())
-            exp = expected_cost(a_p, b_p)
-            cost = cost_term(exp, cfg.cost_form, lam, cfg.tau, target,
-                             cfg.applied_gamma, unit)
-            loss = task_loss + cost.to(task_loss.dtype)
-            if not all_ok(bool(torch.isfinite(loss).item()), env):
-                raise diverged("α/β loss", loss)
-            a_opt.zero_grad(set_to_none=True)
-            a_scaler.scale(loss).backward()
-        if env.distributed:  # the arch step ran outside DDP: average α/β gradients here
-            for p in arch.parameters():
-                if p.grad is not None:
-                    dist.all_reduce(p.grad)
-                    p.grad /= env.world
-        a_scaler.unscale_(a_opt)
-        nn.utils.clip_grad_norm_(arch.parameters(), ARCH_CLIP)
-        a_scaler.step(a_opt)
-        a_scaler.update()
-        info = {"arch_loss": float(loss.detach()), "task_loss_b": float(task_loss.detach()),
-                "cost_term": float(cost.detach())}
-        if cfg.cost == "latency":
-            info["expected_latency_ms"] = float(exp.detach()) / 1e6
-        return info
-
-    def madds_now() -> tuple[float, float, ArchSpec]:
-        with torch.no_grad():
-            a_p, b_p = arch.probs(cfg.min_depth)
-            exp = float(expected(a_p, b_p))
-            derived = path_to_arch(space, A.argmax_path(a_p, b_p))
-            return exp, float(lut.arch_madds(derived)), derived
-
-    t0 = time.perf_counter()
-    run_steps = 0
-
-    def interrupted(sig: int) -> interrupt.Interrupted:
-        saved = (f"the search state {state_path} (step {step} of {total})"
-                 if state_path is not None else None)
-        return interrupt.stop(sig, saved)
-    if env.is_main:
-        say(f"search {cfg.task} {cfg.size[0]}x{cfg.size[1]}: {len(train_a)}/{len(train_b)} "
-            f"images (weights/α-β), {tc.epochs} epochs x {per_epoch} steps ({cfg.warmup_epochs} "
-            f"warm-up), α/β step every {cfg.arch_every}, cost {cfg.cost_form} λ {lam:.4g}"
+def _start_line(cfg: SearchConfig, images_a: int, images_b: int, lam: float, c0: float) -> str:
+    """What the search is about to do, in one line."""
+    tc = cfg.train
+    return (f"search {cfg.task} {cfg.size[0]}x{cfg.size[1]}: {images_a}/{images_b} "
+            f"images (weights/α-β), {tc.epochs} epochs x {images_a // tc.batch_size} steps "
+            f"({cfg.warmup_epochs} warm-up), α/β step every {cfg.arch_every}, cost "
+            f"{cfg.cost_form} λ {lam:.4g}"
             + (f" τ {cfg.tau:g}" if cfg.cost_form == "log" else "") + f" γ {cfg.cost_gamma:g}"
             + (f", target {cfg.target_madds / 1e6:.1f}M" if cfg.target_madds else "")
             + (f", target {cfg.target_latency:g} ms" if cfg.target_latency else "")
             + (f", start {c0:.3f} ms expected latency" if cfg.cost == "latency"
                else f", start {c0 * 1e3:.1f}M expected MAdds ({cfg.cost_scope} at "
                f"{cfg.lut_size[0]}x{cfg.lut_size[1]})"))
-    with interrupt.deferred(), TrainLogger(total, step, f"search {cfg.task}", env.is_main,
-                                           epochs=tc.epochs, images_per_step=tc.batch_size,
-                                           tensorboard=tc.tensorboard) as bar:
-        while epoch < tc.epochs:
-            sampler_a.set_epoch(epoch, batch0)
-            searching = epoch >= cfg.warmup_epochs
-            for b, batch in enumerate(loader_a, start=batch0):
-                with torch.no_grad():
-                    a_p, b_p = arch.probs(cfg.min_depth)
-                path = A.sample_path(space, a_p if searching else None,
-                                     b_p if searching else None,
-                                     A.step_generator(tc.seed, step), cfg.min_depth)
-                supernet.set_path(path)
-                if not net.training:  # a walk over every module otherwise: see train.fit
-                    set_train_mode(net)
-                with torch.autocast(env.device.type, enabled=use_amp):
-                    losses = task.loss(net, batch, env.device)
-                loss = sum(losses.values())
-                if not all_ok(bool(torch.isfinite(loss).item()), env):
-                    raise diverged("loss", loss)
-                w_opt.zero_grad(set_to_none=True)
-                w_scaler.scale(loss).backward()
-                w_scaler.unscale_(w_opt)
-                norm = nn.utils.clip_grad_norm_(raw.parameters(), tc.clip_grad or float("inf"))
-                if not use_amp and not all_ok(bool(torch.isfinite(norm).item()), env):
-                    raise diverged("gradient norm", norm)
-                w_scaler.step(w_opt)
-                w_scaler.update()
-                lr = w_opt.param_groups[0]["lr"]
-                scheduler.step()
-                step += 1
-                run_steps += 1
-                for k, v in losses.items():
-                    window[k] = window.get(k, 0.0) + float(v.detach())
-                window["loss"] = window.get("loss", 0.0) + float(loss.detach())
-                window_n += 1
-                arch_info: dict[str, float] = {}
-                if searching and (step - cfg.warmup_epochs * per_epoch) % cfg.arch_every == 0:
-                    arch_info = arch_step()
-                    arch_steps += 1
-                at_end = b + 1 == per_epoch
-                if step % tc.log_every == 0 or at_end or arch_info:
-                    exp, am, derived = madds_now()
-                    if step % tc.log_every == 0 or at_end:
-                        avg = {"loss": window["loss"] / window_n,
-                               **{k: v / window_n for k, v in window.items() if k != "loss"}}
-                        metrics.write(event="train", epoch=epoch + 1, step=step, lr=lr,
-                                      phase="search" if searching else "warmup", **avg,
-                                      expected_madds=exp, argmax_madds=am,
-                                      seconds=round(time.perf_counter() - t0, 3))
-                        # (the MAdds as text: on the log line, not TensorBoard's train/)
-                        bar.report(step, epoch + 1, {**avg, "E[MAdds]": f"{exp / 1e6:.1f}M",
-                                                     "argmax": f"{am / 1e6:.1f}M"}, lr)
-                        window, window_n = {}, 0
-                    if arch_info:
-                        metrics.write(event="arch_step", epoch=epoch + 1, step=step,
-                                      arch_step=arch_steps, **arch_info, expected_madds=exp,
-                                      argmax_madds=am)
-                        bar.scalars(step, {**arch_info, "expected_madds": exp,
-                                           "argmax_madds": am}, "arch")
-                    bar_text = (f"epoch {epoch + 1}/{tc.epochs} loss {fmt(float(loss.detach()))} "
-                                f"E[MAdds] {exp / 1e6:.1f}M argmax {am / 1e6:.1f}M "
-                                f"{arch_code(derived)}")
-                else:
-                    bar_text = f"epoch {epoch + 1}/{tc.epochs} loss {fmt(float(loss.detach()))}"
-                bar.step(bar_text)
-                if tc.checkpoint_every and step % tc.checkpoint_every == 0 and not at_end:
-                    save_state(epoch, b + 1)
-                if stop_after is not None and run_steps >= stop_after and not at_end:
-                    save_state(epoch, b + 1)
-                    return _result(space, arch, cfg, step, arch_steps, epoch, False, lut,
-                                   history)
-                if not at_end and (sig := signal_received(env)):
-                    save_state(epoch, b + 1)
-                    raise interrupted(sig)
-            epoch, batch0 = epoch + 1, 0
-            exp, am, derived = madds_now()
-            with torch.no_grad():
-                a_p, b_p = arch.probs(cfg.min_depth)
-            _, dpath, prob = A.derive(space, *arch.logits(), cfg.min_depth)
-            skipped, skippable = A.skip_report(space, dpath)
-            record = {"epoch": epoch, "step": step, "expected_madds": exp,
-                      "argmax_madds": am, "derived": arch_code(derived),
-                      "derived_probability": prob, "skipped_layers": skipped,
-                      "skippable_layers": skippable}
-            history.append(record)
-            probs_now = prob_report(space, a_p, b_p)
-            metrics.write(event="epoch", **record, **probs_now)
-            bar.epoch_end(epoch, step, {"expected MAdds": f"{exp / 1e6:.1f}M",
-                                        "argmax MAdds": f"{am / 1e6:.1f}M",
-                                        "derived": arch_code(derived)})
-            bar.scalars(step, {"expected_madds": exp, "argmax_madds": am}, "epoch")
-            bar.scalars(step, prob_scalars(probs_now), "")
-            warning = A.collapse_warning(space, dpath) if epoch > cfg.warmup_epochs else None
-            if warning and env.is_main:
-                bar.log(f"warning: epoch {epoch}: {warning}")
-            save_state(epoch, 0)
-            snapshot(finished=epoch == tc.epochs)
-            if env.is_main:
-                _plot(output, space, metrics_path, {**record, **probs_now}, cfg, bar.log)
-            if stop_after is not None and run_steps >= stop_after and epoch < tc.epochs:
-                return _result(space, arch, cfg, step, arch_steps, epoch, False, lut, history)
-            if epoch < tc.epochs and (sig := signal_received(env)):
-                raise interrupted(sig)  # the state of the epoch's end is saved
-    set_train_mode(raw)
-    return _result(space, arch, cfg, step, arch_steps, epoch, True, lut, history)
 
 
+class _ArchBatches:
+    """The α/β images' batches, in the order the α/β step count says (a resumed search
+    goes on where the stopped one was)."""
+
+    def __init__(self, dataset: Any, tc: TrainConfig, env: DistEnv, collate: Callable) -> None:
+        self.sampler = EpochBatches(len(dataset), tc.batch_size, env.rank, env.world,
+                                    tc.seed + 1)
+        self.loader = DataLoader(dataset, batch_sampler=self.sampler, num_workers=tc.workers,
+                                 collate_fn=collate, pin_memory=env.device.type == "cuda",
+                                 generator=loader_generator(tc.seed + 1))
+        self.batches: Any = None
+
+    def next(self, done: int) -> Any:
+        """The batch of α/β step ``done + 1``."""
+        per = self.sampler.steps_per_epoch
+        if self.batches is None:  # (re)start where the step count says
+            self.sampler.set_epoch(*divmod(done, per))
+            self.batches = iter(self.loader)
+        try:
+            return next(self.batches)
+        except StopIteration:
+            self.sampler.set_epoch(done // per, 0)
+            self.batches = iter(self.loader)
+            return next(self.batches)
+
+
+class SearchHooks(Hooks):
+    """``fit``'s hooks of the search. Before each weight step: a path sampled from α/β
+    (uniform in warm-up). After it, every ``arch_every`` steps past warm-up: the α/β step
+    (``Architect.step``). At an epoch's end: its record, the searched checkpoint as it
+    stands, the plot. The α/β step's state and the history travel in the training state."""
+
+    def __init__(self, cfg: SearchConfig, ckpt: SupernetCheckpoint, supernet: Supernet,
+                 architect: Architect, lut: Any, env: DistEnv, output: str | Path,
+                 metrics_path: str | Path | None, train_set: Any,
+                 arch_batches: _ArchBatches) -> None:
+        self.cfg, self.ckpt, self.supernet, self.architect = cfg, ckpt, supernet, architect
+        self.space, self.arch, self.lut, self.env = ckpt.space, architect.arch, lut, env
+        self.output, self.metrics_path, self.arch_batches = output, metrics_path, arch_batches
+        self.data = {"num_classes": train_set.num_classes,
+                     "categories": train_set.categories()}
+        self.history: list[dict] = []  # one record an epoch
+
+    def searching(self, loop: Loop) -> bool:
+        return loop.epoch >= self.cfg.warmup_epochs
+
+    def before_step(self, loop: Loop) -> None:
+        searching, cfg = self.searching(loop), self.cfg
+        with torch.no_grad():
+            a_p, b_p = self.arch.probs(cfg.min_depth) if searching else (None, None)
+        self.supernet.set_path(A.sample_path(self.space, a_p, b_p,
+                                             A.step_generator(cfg.train.seed, loop.step),
+                                             cfg.min_depth))
+
+    def after_step(self, loop: Loop) -> None:
+        cfg, terms = self.cfg, {}
+        warm = cfg.warmup_epochs * loop.per_epoch
+        if self.searching(loop) and (loop.step - warm) % cfg.arch_every == 0:
+            terms = self.architect.step(self.arch_batches.next(self.architect.steps))
+        where = f"epoch {loop.epoch + 1}/{cfg.train.epochs} loss {fmt(loop.loss)}"
+        if not (loop.log_due or terms):
+            loop.status = where
+            return
+        exp, am, derived = self.madds_now()
+        madds = {"expected_madds": exp, "argmax_madds": am}
+        if loop.log_due:
+            loop.log_train({"phase": "search" if self.searching(loop) else "warmup"}, madds,
+                           {"E[MAdds]": f"{exp / 1e6:.1f}M", "argmax": f"{am / 1e6:.1f}M"})
+        if terms:
+            loop.metrics.write(event="arch_step", epoch=loop.epoch + 1, step=loop.step,
+                               arch_step=self.architect.steps, **terms, **madds)
+            loop.bar.scalars(loop.step, {**terms, **madds}, "arch")
+        loop.status = (f"{where} E[MAdds] {exp / 1e6:.1f}M argmax {am / 1e6:.1f}M "
+                       f"{arch_code(derived)}")
+
+    def end_epoch(self, loop: Loop) -> dict:
+        """The epoch's record (history, metrics line, TensorBoard, a collapse warning), the
+        searched checkpoint as it stands and the plot; returns what the progress line
+        shows."""
+        record, probs = self.epoch_record(loop)
+        self.history.append(record)
+        loop.metrics.write(event="epoch", **record, **probs)
+        loop.bar.scalars(loop.step, {k: record[k] for k in ("expected_madds", "argmax_madds")},
+                         "epoch")
+        loop.bar.scalars(loop.step, prob_scalars(probs), "")
+        _, path, _ = A.derive(self.space, *self.arch.logits(), self.cfg.min_depth)
+        warning = (A.collapse_warning(self.space, path)
+                   if loop.epoch > self.cfg.warmup_epochs else None)
+        if warning and self.env.is_main:
+            loop.bar.log(f"warning: epoch {loop.epoch}: {warning}")
+        if self.env.is_main:
+            self.snapshot(loop, finished=loop.epoch == self.cfg.train.epochs)
+            _plot(self.output, self.space, self.metrics_path, {**record, **probs}, self.cfg,
+                  loop.bar.log)
+        return {"expected MAdds": f"{record['expected_madds'] / 1e6:.1f}M",
+                "argmax MAdds": f"{record['argmax_madds'] / 1e6:.1f}M",
+                "derived": record["derived"]}
+
+    def epoch_record(self, loop: Loop) -> tuple[dict, dict]:
+        """Epoch ``loop.epoch``'s history record, and α/β's probabilities."""
+        exp, am, derived = self.madds_now()
+        with torch.no_grad():
+            a_p, b_p = self.arch.probs(self.cfg.min_depth)
+        _, path, prob = A.derive(self.space, *self.arch.logits(), self.cfg.min_depth)
+        skipped, skippable = A.skip_report(self.space, path)
+        record = {"epoch": loop.epoch, "step": loop.step, "expected_madds": exp,
+                  "argmax_madds": am, "derived": arch_code(derived),
+                  "derived_probability": prob, "skipped_layers": skipped,
+                  "skippable_layers": skippable}
+        return record, prob_report(self.space, a_p, b_p)
+
+    def madds_now(self) -> tuple[float, float, ArchSpec]:
+        """The detector's expected MAdds under α/β now, the argmax architecture's, and it."""
+        with torch.no_grad():
+            a_p, b_p = self.arch.probs(self.cfg.min_depth)
+            derived = path_to_arch(self.space, A.argmax_path(a_p, b_p))
+            return (float(self.lut.expected_madds(a_p, b_p)),
+                    float(self.lut.arch_madds(derived)), derived)
+
+    def snapshot(self, loop: Loop, finished: bool) -> None:
+        """The searched checkpoint as it stands (``fnacli derive`` reads it mid-search)."""
+        from fnacli.checkpoint import save_checkpoint
+
+        meta = {k: v for k, v in self.ckpt.meta.items() if k != "search"}
+        derived, _, p = A.derive(self.space, *self.arch.logits(), self.cfg.min_depth)
+        meta["search"] = {"strategy": "differentiable", **self.cfg.identity(),
+                          "lambda": self.architect.lam, **self.data, "epochs_done": loop.epoch,
+                          "steps": loop.step, "arch_steps": self.architect.steps,
+                          "finished": finished, "derived": derived.to_dict(),
+                          "derived_probability": p, "history": self.history}
+        save_checkpoint(self.output, searched_tensors(self.ckpt, self.supernet, self.arch),
+                        "searched", meta, force=True)
+
+    def state_dict(self) -> dict:
+        return {**self.architect.state_dict(), "history": self.history}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.architect.load_state_dict(state)
+        self.history = list(state["history"])
 def _plot(output: str | Path, space: SpaceSpec, metrics_path: str | Path | None,
           current: dict, cfg: SearchConfig, log: Callable[[str], None]) -> None:
     """Redraw SEARCHED.arch.svg and .png from every epoch in the metrics file (``current``
@@ -704,4 +523,5 @@ def _result(space: SpaceSpec, arch: ArchParams, cfg: SearchConfig, step: int, ar
     return SearchResult(step, arch_steps, epoch, finished, derived,
                         float(lut.arch_madds(derived)), exp, history,
                         A.collapse_warning(space, path), *lat)
+
 
