@@ -55,6 +55,8 @@ __all__ = ["UserError", "__version__", *sorted(_LAZY)]
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
         value = getattr(importlib.import_module(_LAZY[name]), name)
+        if name == "search":  # its signature: both strategies' configs
+            importlib.import_module(_LAZY[name]).document_search()
         globals()[name] = value  # once: later lookups do not come back here
         return value
     raise AttributeError(f"module 'fnacli' has no attribute {name!r}")

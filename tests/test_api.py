@@ -111,7 +111,8 @@ def test_every_option_of_a_step_is_its_configs_setting() -> None:
                "sample": [fnacli.SampleConfig]}
     cli_only = {"as_json", "as_jsonl", "json_out", "ann_alias", "images_alias", "input_alias",
                 "no_check", "no_latency", "lut", "show", "strategy", "eval.detections",
-                "eval.force", "derive.output", "madds.latency_table", "madds.reference"}
+                "eval.force", "derive.output", "madds.latency_table", "madds.reference",
+                "remap.show_spec"}
     group = typer.main.get_command(app)
     checked = 0
     for name, classes in configs.items():

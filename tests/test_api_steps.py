@@ -13,7 +13,8 @@ import pytest
 
 import fnacli
 
-STEPS = ("expand", "derive", "remap", "finetune", "evaluate", "profile", "build_table",
+STEPS = ("expand", "search", "search_differentiable", "search_oneshot", "derive", "remap",
+         "finetune", "evaluate", "profile", "build_table",
          "measure_latency", "export")
 
 

@@ -633,7 +633,9 @@ def test_random_baseline_draws_specs_under_the_backbone_limit(trained: dict,
                                 "--task", "ssdlite", "--max-madds", f"{limit:.0f}", "-o",
                                 tmp / "baseline", "--json", *COMMON], tmp)
     assert code == 0, stderr
-    doc = json.loads((tmp / "baseline" / "baseline.json").read_text())
+    doc = json.loads((tmp / "baseline.baseline.json").read_text())
+    assert sorted(p.name for p in (tmp / "baseline").iterdir()) == [
+        "random-1.json", "random-2.json", "random-3.json"]  # specs only
     assert doc["cost_scope"] == "backbone" and len(doc["architectures"]) == 3
     specs = [ArchSpec.from_dict(json.loads(Path(a["spec"]).read_text()))
              for a in doc["architectures"]]

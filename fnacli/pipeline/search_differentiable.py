@@ -17,9 +17,9 @@ from fnacli.pipeline.common import (
     as_size,
     check_fresh_run,
     in_processes,
-    make_config,
     refuse_stdout,
     run_files,
+    step,
     task_of,
 )
 from fnacli.pipeline.search import (
@@ -81,9 +81,13 @@ class DifferentiableSearchConfig(SearchOptions):
                                          "time).")
 
 
-def search_differentiable(*args: Any, **kwargs: Any) -> SearchResult:
-    """FNA's differentiable search (see the module docstring)."""
-    cfg = make_config(DifferentiableSearchConfig, args, kwargs)
+@step(DifferentiableSearchConfig)
+def search_differentiable(cfg: DifferentiableSearchConfig) -> SearchResult:
+    """FNA's differentiable search of ``supernet`` on a task: alternating weight steps (one
+    path sampled from α/β) and α/β steps on the other half of the training data, the α/β
+    loss being the task loss plus a MAdds (or latency) cost term; writes ``output`` after
+    every epoch, with ``output``.ckpt (state for ``resume``), .metrics.jsonl and .arch.svg
+    beside it. Settings left at None come from the task (``Task.search_defaults``)."""
     refuse_stdout(cfg.output)
     from fnacli.progress import tensorboard_dir
 

@@ -18,8 +18,8 @@ from fnacli.pipeline.common import (
     Reporter,
     as_size,
     in_processes,
-    make_config,
     refuse_stdout,
+    step,
     task_of,
 )
 from fnacli.pipeline.fitness import fitness_sets, hold_out_fitness
@@ -45,7 +45,8 @@ _METRICS = per_task(lambda t: "|".join(t.metric_names[:7]) + ("|…" * (len(t.me
 
 @dataclass
 class OneShotSearchConfig(SearchOptions):
-    strategy: str = "evolution"
+    strategy: str = setting("evolution", api="evolution (DetNAS) or random (random search over the "
+                            "trained supernet).")
     skip_training: bool = _oneshot(False, "SUPERNET is already trained one-shot (a --trained "
                                    "file): search it directly.")
     train_only: bool = _oneshot(False, "Train the one-shot supernet (to --trained) and stop; "
@@ -110,10 +111,14 @@ def _oneshot_files(output: str | Path, trained: str | Path | None) -> dict[str, 
             "state": Path(f"{out}.search.json"), "history": Path(f"{out}.history.jsonl")}
 
 
-def search_oneshot(*args: Any, **kwargs: Any) -> SearchResult:
-    """DetNAS's one-shot search: train the supernet (unless ``skip_training``), then search
-    it by evolution or random sampling (see the module docstring)."""
-    o = make_config(OneShotSearchConfig, args, kwargs)
+@step(OneShotSearchConfig)
+def search_oneshot(o: OneShotSearchConfig) -> SearchResult:
+    """DetNAS's one-shot search: train ``supernet`` one uniformly sampled path at a time
+    (unless ``skip_training``; to ``trained``), then search it by evolution (``strategy``
+    "evolution") or random sampling ("random"), every candidate's BN statistics recalibrated
+    and its fitness measured on images held out of the training split, within the MAdds /
+    latency limits. ``retrain=N`` instead draws DetNAS's random baseline (N specs into the
+    folder ``output``). Settings left at None come from the task."""
     if o.strategy not in ONESHOT_STRATEGIES:
         raise UserError(f"--strategy: expected one of {', '.join(ONESHOT_STRATEGIES)} here, "
                         f"got {o.strategy!r}")

@@ -14,6 +14,11 @@ if TYPE_CHECKING:
     from fnacli.pipeline.search_oneshot import OneShotSearchConfig
 
 
+def summary_path(folder: Path) -> Path:
+    """DIR.baseline.json: the draw's summary (specs, scoped and detector MAdds)."""
+    return folder.with_name(folder.name + ".baseline.json")
+
+
 def random_baseline(o: OneShotSearchConfig) -> SearchResult:
     """DetNAS's random baseline: ``retrain`` architectures drawn uniformly from the space of
     the supernet under ``max_madds``, written as specs into the folder ``output`` (fine-tune
@@ -32,8 +37,9 @@ def random_baseline(o: OneShotSearchConfig) -> SearchResult:
     out = Path(o.output)
     if out.exists() and not out.is_dir():
         raise UserError(f"{out}: --retrain writes a folder of specs; this is a file")
-    if (out / "baseline.json").exists() and not o.force:
-        raise UserError(f"{out}/baseline.json: exists (use --force to draw again)")
+    summary = summary_path(out)
+    if summary.exists() and not o.force:
+        raise UserError(f"{summary}: exists (use --force to draw again)")
     ckpt = read_supernet(o.supernet)
     size = cost_input_size(o, task, as_size(o.size) or task.recipe.size)
     scope = o.cost_scope or ONESHOT_COST_SCOPE
@@ -54,7 +60,8 @@ def random_baseline(o: OneShotSearchConfig) -> SearchResult:
            "max_madds": limit, "min_madds": floor, "cost_scope": scope,
            "cost_size": list(size), "seed": o.seed,
            "architectures": entries}
-    write_text_atomic(out / "baseline.json", json.dumps(doc, indent=2) + "\n")
+    # beside the folder, not in it: the folder holds specs only ('fnacli madds DIR/*.json')
+    write_text_atomic(summary, json.dumps(doc, indent=2) + "\n")
     message = (f"{out}: {len(entries)} random architectures of the space"
                + (f" within {E.window_text(floor, limit)} MAdds ({scope})"
                   if limit or floor else "")
