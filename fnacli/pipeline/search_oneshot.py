@@ -8,6 +8,7 @@ state, OUTPUT.history.jsonl); see docs/evolution.md. The fitness images are held
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -31,6 +32,7 @@ from fnacli.pipeline.search import (
     check_latency,
     cost_input_size,
     latency_table,
+    madds_window,
     search_input,
     train_config,
     train_set,
@@ -146,14 +148,15 @@ def search_oneshot(o: OneShotSearchConfig) -> SearchResult:
         names = dict.fromkeys(n for t in tasks() for n in t.metric_names)
         if o.metric not in names:
             raise UserError(f"--metric: expected one of {', '.join(names)}, got {o.metric!r}")
-    from fnacli.search.evolution import parse_madds
     from fnacli.validation import check_lr
 
     check_lr(o.lr)
-    if o.max_madds:  # parsed now, not after the supernet has been trained
-        parse_madds(o.max_madds)
-    if o.min_madds:
-        parse_madds(o.min_madds, "--min-madds")
+    from fnacli.budget import Budget
+
+    # parsed now, not after the supernet has been trained (60%: of the seed's, resolved then)
+    budget = Budget.of(min_madds=o.min_madds, max_madds=o.max_madds)
+    if not budget.relative:
+        budget.resolve()
     if o.retrain is not None:
         from fnacli.pipeline.search_random import random_baseline
 
@@ -283,6 +286,8 @@ def _evolve(o: OneShotSearchConfig, trained: Path, files: dict[str, Path], env: 
                                                 str(trained))
     lut = load_or_build_lut(ckpt.space, task.name, cost_size, info.num_classes,
                             progress=env.is_main)
+    lo, hi = madds_window(o, ckpt.seed_spec, lambda a: lut.arch_cost(a, scope))
+    cfg = dataclasses.replace(cfg, min_madds=lo, max_madds=hi)
     enc = E.Encoding(ckpt.space)
     score = PathEvaluator(detector, supernet, enc, calib, fit_set, o.calib_batch, o.workers,
                           env.device, task=task.name)
@@ -321,9 +326,8 @@ def _evolution_config(o: OneShotSearchConfig, task: Any) -> Any:
     return E.SearchConfig(strategy=o.strategy, population=o.population, parents=o.parents,
                           mutation_prob=o.mutation_prob, generations=o.generations,
                           candidates=o.candidates,
-                          max_madds=E.parse_madds(o.max_madds) if o.max_madds else None,
-                          min_madds=(E.parse_madds(o.min_madds, "--min-madds")
-                                     if o.min_madds else None),
+                          # the MAdds window is set once the cost table is read
+                          max_madds=None, min_madds=None,
                           max_latency=(parse_latency(o.max_latency, "--max-latency")
                                        if o.max_latency is not None else None),
                           metric=o.metric or task.metric, seed=o.seed)

@@ -8,7 +8,12 @@ from typing import TYPE_CHECKING
 
 from fnacli.errors import UserError
 from fnacli.pipeline.common import as_size, task_of
-from fnacli.pipeline.search import ONESHOT_COST_SCOPE, SearchResult, cost_input_size
+from fnacli.pipeline.search import (
+    ONESHOT_COST_SCOPE,
+    SearchResult,
+    cost_input_size,
+    madds_window,
+)
 
 if TYPE_CHECKING:
     from fnacli.pipeline.search_oneshot import OneShotSearchConfig
@@ -44,8 +49,7 @@ def random_baseline(o: OneShotSearchConfig) -> SearchResult:
     size = cost_input_size(o, task, as_size(o.size) or task.recipe.size)
     scope = o.cost_scope or ONESHOT_COST_SCOPE
     lut = load_or_build_lut(ckpt.space, task.name, size, progress=True)
-    limit = E.parse_madds(o.max_madds) if o.max_madds else None
-    floor = E.parse_madds(o.min_madds, "--min-madds") if o.min_madds else None
+    floor, limit = madds_window(o, ckpt.seed_spec, lambda a: lut.arch_cost(a, scope))
     enc = E.Encoding(ckpt.space)
     picks = E.random_baseline(enc, lambda a: lut.arch_cost(a, scope), o.retrain, limit, o.seed,
                               min_madds=floor)
