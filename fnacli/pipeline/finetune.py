@@ -153,7 +153,8 @@ def _run(cfg: FinetuneConfig, env: Any) -> FinetuneResult:
     check_lr(cfg.lr)
     output = Path(cfg.output)
     state_path, metrics_path = run_files(output)
-    check_writable(output, cfg.force, also=(".ckpt", ".metrics.jsonl"))
+    # resume: this run's own output (an extended run, --epochs raised, rewrites it)
+    check_writable(output, cfg.force or cfg.resume, also=(".ckpt", ".metrics.jsonl"))
     check_fresh_run(state_path, metrics_path, cfg.resume, cfg.force)
 
     # the starting point: a backbone (fresh model around it) or a saved model (continue)
@@ -190,7 +191,8 @@ def _run(cfg: FinetuneConfig, env: Any) -> FinetuneResult:
 
     per_epoch = len(train_set) // r["batch_size"]
     total = r["epochs"] * per_epoch
-    warmup = cfg.warmup_iters if cfg.warmup_iters is not None else min(500, total // 10)
+    warmup = (cfg.warmup_iters if cfg.warmup_iters is not None else
+              _resumed_warmup(state_path) if cfg.resume else min(500, total // 10))
     tc = TrainConfig(
         epochs=r["epochs"], batch_size=r["batch_size"], lr=r["lr"], optimizer=r["optimizer"],
         momentum=cfg.momentum, weight_decay=r["weight_decay"], schedule=r["schedule"],
@@ -251,6 +253,14 @@ def _run(cfg: FinetuneConfig, env: Any) -> FinetuneResult:
     say(f"{model_kind(task.name)}: {result.steps} steps, last loss {loss} -> {output}")
     barrier(env)
     return out
+
+
+def _resumed_warmup(state_path: Path) -> int:
+    """The warm-up a resumed run keeps: the saved run's (its default depends on the number of
+    steps, which an extended run, --epochs raised, changes)."""
+    from fnacli.train import load_train_state
+
+    return int(load_train_state(state_path)["identity"]["warmup_iters"])
 
 
 def _recalibrate(model: Any, train_set: Any, task: Any, tc: Any, cfg: FinetuneConfig,
