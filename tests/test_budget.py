@@ -155,3 +155,40 @@ def test_madds_space_shows_which_budgets_are_reachable(tmp_path: Path, run_cli) 
         # at the cheapest itself the limit is reachable (one architecture), so the draw runs
         fnacli.sample(SPACE, n=1, **RUN, max_madds=rows[0]["madds_parts"]["backbone"],
                       max_tries=20)
+
+
+def test_the_one_shot_search_keeps_every_candidate_inside_a_params_limit() -> None:
+    """Several limits at once in DetNAS's search: MAdds and backbone parameters (counted
+    here by an independent function), every candidate inside both."""
+    from test_evolution import backbone_madds, fake_fitness, median_limit, space
+
+    from fnacli.search import evolution as E
+
+    def params(arch) -> float:  # depthwise-separable weights by hand, no BN
+        total, cin = 3 * 9 * arch.stem_out, arch.stem_out
+        for st in arch.stages:
+            for op in st.ops:
+                hidden = cin * op.expand
+                total += (cin * hidden if op.expand != 1 else 0) + hidden * op.kernel ** 2 \
+                    + hidden * st.out
+                cin = st.out
+        return float(total)
+
+    enc = E.Encoding(space())
+    all_params = sorted(params(enc.arch(enc.random(__import__("random").Random(i))))
+                        for i in range(200))
+    limit = all_params[len(all_params) // 2]
+    calls: list[str] = []
+    config = E.SearchConfig(population=6, parents=3, generations=3, seed=1,
+                            max_madds=median_limit(enc) * 1.5, max_params=limit)
+    search = E.OneShotSearch(enc, backbone_madds, fake_fitness(enc, calls), config,
+                             params=params)
+    search.run()
+    assert search.cache
+    for c in search.cache.values():
+        arch = search.encoding.arch(c.genome)
+        assert params(arch) <= limit and c.madds <= median_limit(enc) * 1.5
+    assert "max_params" in config.identity()
+    tight = E.SearchConfig(population=6, parents=3, generations=1, max_params=all_params[0] / 10)
+    with pytest.raises(UserError, match="--max-params .* below the smallest architecture"):
+        E.OneShotSearch(enc, backbone_madds, fake_fitness(enc, []), tight, params=params).run()

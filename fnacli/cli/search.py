@@ -91,6 +91,7 @@ def search(
     max_madds: str | None = one("max_madds"),
     min_madds: str | None = one("min_madds"),
     max_latency: str | None = one("max_latency"),
+    max_params: str | None = one("max_params"),
     fitness_images: str | None = one("fitness_images"),
     fitness_ann: str | None = one("fitness_ann"),
     fitness_img_dir: str | None = one("fitness_img_dir"),

@@ -72,6 +72,9 @@ class OneShotSearchConfig(SearchOptions):
     min_madds: str | float | None = _oneshot(None, "Lower MAdds limit of every candidate: with "
                                              "--max-madds a matched-cost window (DetNAS's random "
                                              "baseline).", metavar="MADDS")
+    max_params: str | float | None = _oneshot(None, "Backbone-parameter limit of every "
+                                              "candidate (e.g. 2.5M, or 60% of the seed's).",
+                                              metavar="PARAMS")
     # "12ms", or milliseconds (needs latency_table)
     max_latency: str | float | None = _oneshot(None, "Latency limit of every candidate by "
                                                "--latency-table (e.g. 12ms, 800us).",
@@ -154,7 +157,7 @@ def search_oneshot(o: OneShotSearchConfig) -> SearchResult:
     from fnacli.budget import Budget
 
     # parsed now, not after the supernet has been trained (60%: of the seed's, resolved then)
-    budget = Budget.of(min_madds=o.min_madds, max_madds=o.max_madds)
+    budget = Budget.of(min_madds=o.min_madds, max_madds=o.max_madds, max_params=o.max_params)
     if not budget.relative:
         budget.resolve()
     if o.retrain is not None:
@@ -287,7 +290,12 @@ def _evolve(o: OneShotSearchConfig, trained: Path, files: dict[str, Path], env: 
     lut = load_or_build_lut(ckpt.space, task.name, cost_size, info.num_classes,
                             progress=env.is_main)
     lo, hi = madds_window(o, ckpt.seed_spec, lambda a: lut.arch_cost(a, scope))
-    cfg = dataclasses.replace(cfg, min_madds=lo, max_madds=hi)
+
+    def params(arch: Any) -> float:
+        return float(lut.profile(arch).params_parts["backbone"])
+
+    cfg = dataclasses.replace(cfg, min_madds=lo, max_madds=hi,
+                              max_params=_max_params(o, ckpt.seed_spec, params))
     enc = E.Encoding(ckpt.space)
     score = PathEvaluator(detector, supernet, enc, calib, fit_set, o.calib_batch, o.workers,
                           env.device, task=task.name)
@@ -302,10 +310,13 @@ def _evolve(o: OneShotSearchConfig, trained: Path, files: dict[str, Path], env: 
                              files["state"], files["history"], chunk=env.world,
                              write=env.is_main, identity=identity,
                              signal=lambda: signal_received(env),
-                             latency=latency.latency_ms if latency is not None else None)
+                             latency=latency.latency_ms if latency is not None else None,
+                             params=params)
     limit = (f" within {E.window_text(cfg.min_madds, cfg.max_madds)} MAdds ({scope} at "
              f"{cost_size[0]}x{cost_size[1]})" if cfg.max_madds or cfg.min_madds else "")
     limit += f" within {cfg.max_latency:g} ms" if cfg.max_latency else ""
+    limit += (f" within {cfg.max_params / 1e6:.4g}M backbone params" if cfg.max_params
+              else "")
     say(f"{o.strategy} search on {trained}: {cfg.total_candidates} candidates{limit}, fitness "
         f"{cfg.metric} on {len(fit_set)} images ({fitness['source']}), BN recalibrated on "
         f"{len(calib)} training images")
@@ -316,6 +327,21 @@ def _evolve(o: OneShotSearchConfig, trained: Path, files: dict[str, Path], env: 
     if not search.cache:
         raise UserError("the search evaluated no architecture")
     return _evolved(o, search, result, ckpt, info, latency, files, env, identity)
+
+
+def _max_params(o: OneShotSearchConfig, seed: Any, params: Any) -> float | None:
+    """``max_params`` as backbone parameters: given (2.5M) or a share of the seed's (60%)."""
+    if o.max_params is None:
+        return None
+    from fnacli.budget import parse_amount
+
+    amount = parse_amount(o.max_params, "params", "max_params")
+    if amount.relative and seed is None:
+        raise UserError("max_params: a relative budget is taken of the seed's parameters, and "
+                        "this supernet records no seed; give a number",
+                        "--max-params: a relative budget is taken of the seed's parameters, "
+                        "and this supernet records no seed; give a number")
+    return amount.of(params(seed) if amount.relative else None, "max_params")
 
 
 def _evolution_config(o: OneShotSearchConfig, task: Any) -> Any:
