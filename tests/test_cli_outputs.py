@@ -162,3 +162,26 @@ def test_the_bar_keeps_the_loss_at_80_columns(status: str) -> None:
     line = console.file.getvalue().splitlines()[0]
     loss = re.search(r"loss [\d.]+", status).group(0)
     assert loss in line and "7000/15000" in line and len(line) <= 80, line
+
+
+def test_export_writes_a_file_and_nothing_on_stdout(tmp_path: Path, run_cli) -> None:
+    import warnings
+
+    from fnacli.detection.checkpoint import DetectorInfo, build, save_detector
+    from fnacli.spec import mobilenetv2
+
+    info = DetectorInfo(mobilenetv2(0.35), "ssdlite", 3, (96, 96),
+                        [{"id": i + 1, "name": f"c{i}"} for i in range(3)])
+    final = tmp_path / "final.safetensors"
+    save_detector(final, build(info), info)
+    out = tmp_path / "m.pt"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        code, stdout, err = run_cli(["export", final, "-o", out, "--format", "torchscript",
+                                     "--no-latency", "--samples", "1"])
+    assert code == 0 and out.is_file() and stdout == "", err
+    assert str(out) in err  # the report names the file, on stderr
+    assert not [w for w in caught if issubclass(w.category, FutureWarning)]
+    code, stdout, err = run_cli(["export", final, "-o", out, "--format", "torchscript",
+                                 "--no-latency", "--samples", "1", "--force", "--json"])
+    assert code == 0 and load(stdout)["output"] == str(out)

@@ -3,6 +3,7 @@ PyTorch (raw outputs and detections) and timed beside PyTorch eager (``fnacli.ex
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -77,7 +78,11 @@ def export(cfg: ExportConfig) -> ExportResult:
         from rich.console import Console
 
         status = Console(stderr=True).status(f"exporting {cfg.final} to {cfg.fmt}")
-    with status:
+    with status, warnings.catch_warnings():
+        # torch's notice that TorchScript is deprecated (at loading the file back for the
+        # check): the export is what was asked for, and the notice is not about this model
+        warnings.filterwarnings("ignore", r"`torch\.jit\.\w+` is deprecated",
+                                FutureWarning)
         result = export_model(model, cfg.output, fmt=cfg.fmt, size=wh,
                               postprocess=not cfg.raw, opset=cfg.opset, check=cfg.check,
                               images=images, threads=cfg.threads, measure=cfg.measure,
