@@ -146,16 +146,103 @@ def _not_readable(path: Path, kind: str) -> UserError:
                      "a MobileNetV2 state dict (.pth/.pt) or an fnacli .safetensors")
 
 
-def _read_safetensors(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+# tensors a checkpoint may hold: floating weights (converted to float32 when read), and
+# BatchNorm's integer step counters
+FLOAT_DTYPES = {"F16": torch.float16, "BF16": torch.bfloat16, "F32": torch.float32,
+                "F64": torch.float64}
+_COUNTERS = ("num_batches_tracked",)
+Header = dict[str, tuple[str, tuple[int, ...]]]  # name -> (safetensors dtype, shape)
+
+
+def read_header(path: Path) -> tuple[Header, dict[str, str]]:
+    """A safetensors file's tensor names, dtypes and shapes and its metadata, from the header
+    alone (no tensor is read)."""
+    size = path.stat().st_size
+    with path.open("rb") as f:
+        (n,) = struct.unpack("<Q", f.read(8).ljust(8, b"\0"))
+        if not 0 < n <= size - 8:
+            raise UserError(f"{path}: damaged or truncated safetensors file (header of {n} "
+                            f"bytes in a file of {size})")
+        raw = f.read(n)
+    try:
+        doc = json.loads(raw)
+        metadata = doc.pop("__metadata__", None) or {}
+        header = {k: (str(v["dtype"]), tuple(int(d) for d in v["shape"])) for k, v in doc.items()}
+    except (ValueError, RecursionError, TypeError, KeyError, AttributeError):
+        raise UserError(f"{path}: damaged or truncated safetensors file (its header is not "
+                        "valid)") from None
+    if not all(isinstance(v, str) for v in metadata.values()):
+        raise UserError(f"{path}: damaged safetensors file (metadata values must be text)")
+    return header, metadata
+
+
+def check_dtypes(header: Header, name: str | Path) -> None:
+    """Weights must be floating point (counters integers): an int8 or complex tensor would be
+    cast silently into a float parameter."""
+    for key, (dtype, _) in header.items():
+        if dtype in FLOAT_DTYPES or (key.endswith(_COUNTERS) and dtype in ("I64", "I32")):
+            continue
+        raise UserError(f"{name}: tensor {key} is {dtype.lower()}; expected floating-point "
+                        "weights (float16, bfloat16, float32 or float64)")
+
+
+def check_shapes_expected(header: Header, expected: dict[str, tuple[int, ...]],
+                          name: str | Path) -> None:
+    """Names and shapes as the model the metadata describes expects, before any tensor is
+    read (a huge stray tensor is refused, not loaded)."""
+    for key, (_, shape) in header.items():
+        if key not in expected:
+            raise UserError(f"{name}: unexpected tensor {key} (shape {list(shape)}) for the "
+                            "model its metadata describes")
+        if shape != expected[key]:
+            raise UserError(f"{name}: tensor {key} has shape {list(shape)}, expected "
+                            f"{list(expected[key])} for the model its metadata describes")
+    missing = [k for k in expected if k not in header and not k.endswith(_COUNTERS)]
+    if missing:
+        raise UserError(f"{name}: tensor {missing[0]} is missing for the model its metadata "
+                        "describes")
+
+
+def check_weights(tensors: dict[str, torch.Tensor], name: str | Path) -> dict[str, torch.Tensor]:
+    """Floating tensors as float32, integer counters as they are; a tensor of another dtype
+    or with a NaN or infinite value is a UserError naming ``name`` and the tensor."""
+    out = {}
+    for key, t in tensors.items():
+        if key.endswith(_COUNTERS) and not t.is_floating_point() and not t.is_complex():
+            out[key] = t
+            continue
+        if t.dtype not in FLOAT_DTYPES.values():
+            what = str(t.dtype).removeprefix("torch.")
+            raise UserError(f"{name}: tensor {key} is {what}; expected floating-point weights "
+                            "(float16, bfloat16, float32 or float64)")
+        if not bool(torch.isfinite(t).all()):
+            bad = "NaN" if bool(torch.isnan(t).any()) else "infinite"
+            raise UserError(f"{name}: tensor {key} holds {bad} values; the weights are damaged "
+                            "(a diverged run saved them, or the file was edited)")
+        out[key] = t.float()
+    return out
+
+
+def _read_safetensors(path: Path, expect: Callable[[dict[str, str]], dict | None] | None = None
+                      ) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """Tensors (checked: ``check_weights``) and metadata. ``expect(metadata)`` may give the
+    names and shapes the file must hold: checked from the header before any tensor is read."""
     from safetensors import safe_open
 
+    header, _ = read_header(path)
+    check_dtypes(header, path)
     try:
         with safe_open(str(path), framework="pt", device="cpu") as f:
             metadata = f.metadata() or {}
+            expected = expect(metadata) if expect is not None else None
+            if expected:
+                check_shapes_expected(header, expected, path)
             tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except UserError:
+        raise
     except Exception as e:  # safetensors raises its own error type for damaged files
         raise UserError(f"{path}: damaged or truncated safetensors file ({_short(e)})") from None
-    return tensors, metadata
+    return check_weights(tensors, path), metadata
 
 
 def _short(e: BaseException) -> str:
@@ -186,7 +273,32 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
                         ".safetensors written by fnacli (seeds go to 'remap'/'expand' as SEED)")
     if kind != "safetensors":
         raise _not_readable(path, kind)
-    return _parse_checkpoint(path, *_read_safetensors(path))
+    return _parse_checkpoint(path, *_read_safetensors(path, lambda m: _expected(path, m)))
+
+
+def _expected(path: Path, metadata: dict[str, str]) -> dict[str, tuple[int, ...]] | None:
+    """The names and shapes an fnacli checkpoint of this metadata holds, where the metadata
+    alone says (a backbone, a detector, a segmenter); None for the other kinds."""
+    if schema_of(metadata) != FORMAT or metadata.get("kind") not in KINDS:
+        return None  # _parse_checkpoint says what is wrong
+    ckpt = Checkpoint({}, metadata["kind"], {}, None)
+    meta = _decode_meta(path, metadata)
+    if "spec" not in meta:
+        return None
+    ckpt.meta, ckpt.spec = meta, ArchSpec.from_dict(meta["spec"], f"{path}: metadata spec")
+    if ckpt.kind == "backbone":
+        from fnacli.nn.backbone import Backbone
+
+        with torch.device("meta"):
+            ref = Backbone(ckpt.spec).state_dict()
+    elif ckpt.kind in ("detector", "segmenter"):
+        from fnacli.detection.checkpoint import build, detector_info
+
+        with torch.device("meta"):
+            ref = build(detector_info(ckpt, path)).state_dict()
+    else:
+        return None
+    return {k: tuple(v.shape) for k, v in ref.items()}
 
 
 def _parse_checkpoint(path: Path, tensors: dict[str, torch.Tensor],
@@ -344,6 +456,7 @@ def from_state_dict(state: dict[str, torch.Tensor], name: str,
 
     ``spec`` (from fnacli metadata) is used as given; otherwise it is inferred from shapes.
     """
+    state = check_weights(state, name)
     layout, prefix = _find_layout(state, name)
     inner = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
     inner = {k: v for k, v in inner.items() if not k.startswith(_IGNORED)}

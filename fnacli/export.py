@@ -18,10 +18,10 @@ torchvision's NMS; the opset is ``DEFAULT_OPSET`` unless given.
 
 from __future__ import annotations
 
-import tempfile
-from collections.abc import Callable, Iterator, Sequence
+import io
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -29,13 +29,22 @@ import torch
 from torch import nn
 
 from fnacli.errors import UserError
+from fnacli.io import write_bytes_atomic
+from fnacli.parity import (  # noqa: F401 - match_detections: part of this module's API
+    Cuts,
+    Parity,
+    Runner,
+    compare_detections,
+    compare_raw,
+    float64_runner,
+    match_detections,
+    torch_runner,
+)
 from fnacli.report import Report
 
 FORMATS = ("onnx", "torchscript")
 DEFAULT_OPSET = 17
-RAW_TOL = 1e-4  # max abs difference of raw outputs
-BOX_TOL = 1e-3  # pixels
-SCORE_TOL = 1e-4
+RECHECK_THRESH = 0.001  # a check that compared zero boxes is repeated at this threshold
 
 
 # -- what is exported ----------------------------------------------------------------------------
@@ -130,29 +139,33 @@ def exportable(model: nn.Module, postprocess: bool, example: torch.Tensor) -> nn
 
 
 # -- samples -----------------------------------------------------------------------------------
+def dataset_images(data: str | Path, n: int, task: str = "ssdlite") -> list[Path]:
+    """The first ``n`` images of ``data``'s val split, read in ``task``'s own layout (COCO
+    for a detector; fnacli's synthetic set or Cityscapes for a segmenter)."""
+    from fnacli.tasks import get_task
+
+    t = get_task(task, "task")
+    split = t.load_split(t.find_split(data, "val"), train=False)
+    if hasattr(split, "image_path"):
+        paths = [split.image_path(i) for i in range(min(n, len(split)))]
+    else:
+        paths = [split.paths[i] for i in split.ids[:n]]
+    if not paths:
+        raise UserError(f"--data {data}: no val images to check the export on")
+    return paths
+
+
 def sample_images(size: tuple[int, int], n: int, data: str | Path | None = None,
-                  seed: int = 0) -> list[torch.Tensor]:
+                  seed: int = 0, task: str = "ssdlite") -> list[torch.Tensor]:
     """``n`` images (1, 3, H, W) in [0, 1] at ``size`` (width, height): the first of a
-    dataset's val split, else synthetic scenes (``fnacli.detection.synthetic``)."""
+    dataset's val split in ``task``'s layout, else synthetic scenes
+    (``fnacli.detection.synthetic``)."""
     from PIL import Image
     from torchvision.transforms.functional import pil_to_tensor
 
     images: list[Image.Image] = []
     if data is not None:
-        from fnacli.detection.data import find_split
-
-        files = find_split(data, "val")
-        import json
-
-        doc = json.loads(Path(files.ann).read_text())
-        for entry in doc.get("images", [])[:n]:
-            found = [d / entry["file_name"] for d in files.image_dirs
-                     if (d / entry["file_name"]).is_file()]
-            if not found:
-                raise UserError(f"{files.ann}: image {entry['file_name']} not found")
-            images.append(Image.open(found[0]).convert("RGB"))
-        if not images:
-            raise UserError(f"{files.ann}: no images to check the export on")
+        images = [Image.open(p).convert("RGB") for p in dataset_images(data, n, task)]
     else:
         from fnacli.detection.synthetic import SynthConfig, make_image
 
@@ -195,48 +208,57 @@ def _first_line(e: BaseException) -> str:
     return first if len(first) <= 200 else first[:197] + "..."
 
 
-def export_onnx(module: nn.Module, example: torch.Tensor, path: str | Path, opset: int) -> None:
-    """torch.onnx (TorchScript-based); an operator that does not export is a UserError."""
-    import io
+def export_onnx(module: nn.Module, example: torch.Tensor, opset: int) -> bytes:
+    """The ONNX model as bytes (torch.onnx, TorchScript-based), serialised in memory: the
+    file is written atomically afterwards. An operator that does not export is a
+    UserError."""
     import warnings
     from contextlib import redirect_stderr, redirect_stdout
 
+    buf = io.BytesIO()
     try:
         with warnings.catch_warnings(), torch.no_grad(), _quiet_fds(), \
                 redirect_stdout(io.StringIO()), redirect_stderr(io.StringIO()):
             warnings.simplefilter("ignore")
-            torch.onnx.export(module, (example,), str(path), input_names=["images"],
+            torch.onnx.export(module, (example,), buf, input_names=["images"],
                               output_names=list(module.output_names), opset_version=opset,
                               dynamo=False, do_constant_folding=True)
     except Exception as e:  # noqa: BLE001 - the exporter's many error types
         raise UserError(f"export: the model does not export to ONNX opset {opset}: "
                         f"{_first_line(e)}") from None
+    return buf.getvalue()
 
 
-def export_torchscript(module: nn.Module, example: torch.Tensor, path: str | Path) -> None:
+def export_torchscript(module: nn.Module, example: torch.Tensor) -> bytes:
+    """The traced module as bytes (serialised in memory, written atomically afterwards)."""
     import warnings
 
+    buf = io.BytesIO()
     try:
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")
             traced = torch.jit.trace(module, (example,), check_trace=False)
-            traced.save(str(path))
+            torch.jit.save(traced, buf)
     except Exception as e:  # noqa: BLE001
         raise UserError(f"export: the model does not trace to TorchScript: "
                         f"{_first_line(e)}") from None
+    return buf.getvalue()
 
 
-Runner = Callable[[torch.Tensor], list[np.ndarray]]
+def serialise(module: nn.Module, example: torch.Tensor, fmt: str, opset: int) -> bytes:
+    return (export_onnx(module, example, opset) if fmt == "onnx"
+            else export_torchscript(module, example))
 
 
-def onnx_runner(path: str | Path, threads: int) -> Runner:
+def onnx_runner(model: bytes | str | Path, threads: int) -> Runner:
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.inter_op_num_threads = 1
     opts.log_severity_level = 3
-    sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    source = model if isinstance(model, bytes) else str(model)
+    sess = ort.InferenceSession(source, opts, providers=["CPUExecutionProvider"])
     name = sess.get_inputs()[0].name
 
     def run(x: torch.Tensor) -> list[np.ndarray]:
@@ -245,8 +267,13 @@ def onnx_runner(path: str | Path, threads: int) -> Runner:
     return run
 
 
-def torchscript_runner(path: str | Path) -> Runner:
-    mod = torch.jit.load(str(path)).eval()
+def torchscript_runner(model: bytes | str | Path) -> Runner:
+    import warnings
+
+    source = io.BytesIO(model) if isinstance(model, bytes) else str(model)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # "torch.jit.load is deprecated"
+        mod = torch.jit.load(source).eval()
 
     def run(x: torch.Tensor) -> list[np.ndarray]:
         with torch.inference_mode():
@@ -255,104 +282,8 @@ def torchscript_runner(path: str | Path) -> Runner:
     return run
 
 
-def torch_runner(module: nn.Module) -> Runner:
-    def run(x: torch.Tensor) -> list[np.ndarray]:
-        with torch.inference_mode():
-            return [t.numpy() for t in module(x)]
-
-    return run
-
-
-# -- parity --------------------------------------------------------------------------------------
-@dataclass
-class Parity:
-    images: int = 0
-    raw_max_abs: float = 0.0
-    raw_max_rel: float = 0.0
-    raw_max_scaled: float = 0.0  # |Δ| / max(1, |output|): what the tolerance applies to
-    detections_same: int = 0  # images whose detections match
-    detections: list[int] = field(default_factory=list)  # per image, PyTorch's count
-    box_max_abs: float = 0.0
-    score_max_abs: float = 0.0
-    problems: list[str] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return not self.problems
-
-    def to_dict(self) -> dict:
-        return {"images": self.images, "raw_max_abs": self.raw_max_abs,
-                "raw_max_rel": self.raw_max_rel, "detections_same": self.detections_same,
-                "detections": self.detections, "box_max_abs": self.box_max_abs,
-                "score_max_abs": self.score_max_abs, "ok": self.ok, "problems": self.problems}
-
-
-def compare_raw(ref: Runner, got: Runner, images: list[torch.Tensor], parity: Parity,
-                tol: float = RAW_TOL) -> None:
-    for x in images:
-        for a, b in zip(ref(x), got(x), strict=True):
-            if a.shape != b.shape:
-                parity.problems.append(f"raw output shape {b.shape} vs PyTorch's {a.shape}")
-                continue
-            d = float(np.abs(a.astype(np.float64) - b).max()) if a.size else 0.0
-            scale = float(np.abs(a).max()) if a.size else 0.0
-            parity.raw_max_abs = max(parity.raw_max_abs, d)
-            # outputs larger than 1 (a segmenter's logits) are held to tol relative to their
-            # scale: float32 rounding alone grows with the magnitude
-            parity.raw_max_scaled = max(parity.raw_max_scaled, d / max(1.0, scale))
-            parity.raw_max_rel = max(parity.raw_max_rel, d / scale if scale else 0.0)
-    parity.images = len(images)
-    if parity.raw_max_scaled > tol:
-        parity.problems.append(f"raw outputs differ by up to {parity.raw_max_abs:.3g} "
-                               f"(tolerance {tol:g})")
-
-
-def match_detections(ref: Sequence[np.ndarray], got: Sequence[np.ndarray]
-                     ) -> tuple[int, float, float]:
-    """(unmatched, worst box |Δ| px, worst score |Δ|) of a one-to-one matching of two sets
-    of (boxes, scores, labels): each reference detection, best score first, takes the
-    unmatched detection of the same label with the closest box among those whose score is
-    within SCORE_TOL (order alone is not enough: equal scores come out of NMS in any
-    order)."""
-    (b1, s1, l1), (b2, s2, l2) = ref, got
-    free = np.ones(len(s2), dtype=bool)
-    unmatched, box_worst, score_worst = 0, 0.0, 0.0
-    for i in np.argsort(-s1, kind="stable"):
-        ok = free & (l2 == l1[i]) & (np.abs(s2 - s1[i]) <= SCORE_TOL)
-        if not ok.any():
-            unmatched += 1
-            continue
-        d = np.abs(b2 - b1[i]).max(axis=1)
-        d[~ok] = np.inf
-        j = int(np.argmin(d))
-        if d[j] > BOX_TOL:
-            unmatched += 1
-            continue
-        free[j] = False
-        box_worst = max(box_worst, float(d[j]))
-        score_worst = max(score_worst, float(abs(s2[j] - s1[i])))
-    return unmatched + int(free.sum()), box_worst, score_worst
-
-
-def compare_detections(ref: Runner, got: Runner, images: list[torch.Tensor], parity: Parity
-                       ) -> None:
-    """Same detections: as many, matched one to one with the same label, the box within
-    BOX_TOL pixels and the score within SCORE_TOL (``match_detections``)."""
-    for i, x in enumerate(images):
-        r, g = ref(x), got(x)
-        parity.detections.append(len(r[1]))
-        unmatched, box, score = match_detections(r, g)
-        parity.box_max_abs = max(parity.box_max_abs, box)
-        parity.score_max_abs = max(parity.score_max_abs, score)
-        if unmatched == 0:
-            parity.detections_same += 1
-        else:
-            tied = len(r[1]) - len(np.unique(r[1]))
-            why = (f"; {tied} of PyTorch's scores repeat another, and NMS among equal "
-                   "scores depends on the order" if tied else "")
-            parity.problems.append(f"image {i}: {unmatched} detections without a match "
-                                   f"({len(g[1])} exported vs PyTorch's {len(r[1])}{why})")
-    parity.images = len(images)
+def runner_of(blob: bytes, fmt: str, threads: int) -> Runner:
+    return onnx_runner(blob, threads) if fmt == "onnx" else torchscript_runner(blob)
 
 
 # -- latency -------------------------------------------------------------------------------------
@@ -408,25 +339,37 @@ class ExportResult:
                           f"({', '.join(self.outputs)}){fmt}"]
         p = self.parity
         if p is not None:
-            line = (f"parity on {p.images} {self.images_from} image(s): raw outputs max |Δ| "
-                    f"{p.raw_max_abs:.2e} (relative {p.raw_max_rel:.2e})")
+            report.append(f"parity on {p.images} {self.images_from} image(s), judged against a "
+                          f"float64 run: raw outputs off by {p.raw_export_err:.2e} (PyTorch "
+                          f"float32 itself {p.raw_torch_err:.2e}, allowed {p.raw_allowed:.2e}); "
+                          f"vs PyTorch max |Δ| {p.raw_max_abs:.2e}")
             if self.postprocess:
-                line += (f"; detections the same on {p.detections_same}/{p.images} images "
-                         f"({sum(p.detections)} boxes, boxes max |Δ| {p.box_max_abs:.2e} px, "
-                         f"scores {p.score_max_abs:.2e})")
-            report.append(line)
+                report.append(self._detections_line(p))
         if self.latency_ms:
             report.append(f"latency at {self.threads} thread(s), batch 1: " + ", ".join(
                 f"{k} {v:.2f} ms" for k, v in self.latency_ms.items()))
         return report
+
+    @staticmethod
+    def _detections_line(p: Parity) -> str:
+        line = (f"detections the same on {p.detections_same}/{p.images} images "
+                f"({sum(p.detections)} boxes at score threshold {p.score_thresh:g}, boxes max "
+                f"|Δ| {p.box_max_abs:.2e} px, scores {p.score_max_abs:.2e}"
+                + (f", {p.excused} near-ties excused" if p.excused else "") + ")")
+        if p.recheck is not None:
+            r = p.recheck
+            line += (f"; zero boxes compared at {p.score_thresh:g}, so re-checked at "
+                     f"{r['score_thresh']:g}: the same on {r['same']}/{p.images} images "
+                     f"({r['boxes']} boxes)")
+        return line
 
     @property
     def failure(self) -> str | None:
         """Why the parity check failed (the exported file is kept), or None."""
         if self.parity is None or self.parity.ok:
             return None
-        return (f"parity check failed: {'; '.join(self.parity.problems)} ({self.path} is kept; "
-                "--no-check skips the check)")
+        return (f"parity check failed: {'; '.join(self.parity.problems)} ({self.path} is "
+                "written all the same; --no-check skips the check)")
 
 
 def load_model(path: str | Path) -> tuple[nn.Module, dict]:
@@ -462,24 +405,12 @@ def export_model(model: nn.Module, output: str | Path, *, fmt: str = "onnx",
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
-        _write(module, example, output, fmt, opset)
-        runner = (onnx_runner(output, threads) if fmt == "onnx"
-                  else torchscript_runner(output))
+        blob = serialise(module, example, fmt, opset)
+        runner = runner_of(blob, fmt, threads)
         parity = None
         if check:
-            images = images or [example]
-            parity = Parity()
-            if postprocess and isinstance(module, DetectorPost):
-                raw = DetectorRaw(module.det).eval()
-                with tempfile.TemporaryDirectory() as tmp:
-                    raw_path = Path(tmp) / f"raw.{'onnx' if fmt == 'onnx' else 'pt'}"
-                    _write(raw, example, raw_path, fmt, opset)
-                    raw_runner = (onnx_runner(raw_path, threads) if fmt == "onnx"
-                                  else torchscript_runner(raw_path))
-                    compare_raw(torch_runner(raw), raw_runner, images, parity)
-                compare_detections(torch_runner(module), runner, images, parity)
-            else:
-                compare_raw(torch_runner(module), runner, images, parity)
+            parity = check_parity(module, runner, images or [example], example, fmt, opset,
+                                  threads)
         latency = None
         if measure:
             name = "onnxruntime" if fmt == "onnx" else "torchscript"
@@ -487,16 +418,41 @@ def export_model(model: nn.Module, output: str | Path, *, fmt: str = "onnx",
                                    threads)
     finally:
         torch.set_num_threads(before)
+    # only now, checked, does the new file replace the previous one: an interrupted check
+    # leaves the previous output as it was
+    write_bytes_atomic(output, blob)
     return ExportResult(str(output), fmt, opset if fmt == "onnx" else None, size, postprocess,
                         tuple(module.output_names), parity, latency, threads)
 
 
-def _write(module: nn.Module, example: torch.Tensor, path: str | Path, fmt: str,
-           opset: int) -> None:
-    from fnacli.io import atomic_path
-
-    with atomic_path(path) as tmp:
-        if fmt == "onnx":
-            export_onnx(module, example, tmp, opset)
-        else:
-            export_torchscript(module, example, tmp)
+def check_parity(module: nn.Module, runner: Runner, images: list[torch.Tensor],
+                 example: torch.Tensor, fmt: str, opset: int, threads: int) -> Parity:
+    """The exported model (``runner``) against PyTorch (``fnacli.parity``): raw outputs
+    (a detector's from its raw graph, exported the same way), then detections; a detection
+    check that compared zero boxes is repeated at ``RECHECK_THRESH``."""
+    parity = Parity()
+    if not isinstance(module, DetectorPost):
+        compare_raw(float64_runner(module), torch_runner(module), runner, images, parity)
+        return parity
+    raw = DetectorRaw(module.det).eval()
+    raw_runner = runner_of(serialise(raw, example, fmt, opset), fmt, threads)
+    compare_raw(float64_runner(raw), torch_runner(raw), raw_runner, images, parity)
+    compare_detections(torch_runner(module), runner, images, parity, Cuts.of(module.det),
+                       parity.raw_max_abs)
+    if sum(parity.detections) == 0 and parity.score_thresh and \
+            parity.score_thresh > RECHECK_THRESH:
+        det, thresh = module.det, module.det.score_thresh
+        det.score_thresh = RECHECK_THRESH
+        try:
+            low = DetectorPost(det).eval()
+            again = Parity()
+            compare_detections(torch_runner(low), runner_of(serialise(low, example, fmt, opset),
+                                                            fmt, threads),
+                               images, again, Cuts.of(det), parity.raw_max_abs)
+        finally:
+            det.score_thresh = thresh
+        parity.recheck = {"score_thresh": RECHECK_THRESH, "boxes": sum(again.detections),
+                          "same": again.detections_same, "excused": again.excused}
+        parity.problems += [f"at score threshold {RECHECK_THRESH:g}: {x}"
+                            for x in again.problems]
+    return parity

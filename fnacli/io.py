@@ -11,7 +11,7 @@ import re
 import secrets
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO
 
@@ -35,6 +35,63 @@ def describe_os_error(e: OSError, path: str | Path | None = None) -> str:
     return f"{where}: {reason}"
 
 
+# side files (probes, temporary files, locks, markers) are created with these flags: never
+# through a link somebody planted, never onto a file that is already there
+EXCLUSIVE = os.O_CREAT | os.O_EXCL | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+
+
+def random_token(n: int = 10) -> str:
+    """A random name part: side files get names nobody can plant a link at in advance."""
+    return "".join(secrets.choice("0123456789abcdefghijklmnopqrstuvwxyz") for _ in range(n))
+
+
+def planted(path: str | Path, what: str) -> UserError:
+    """The error for a link (or other file) found where fnacli creates ``what``."""
+    path = Path(path)
+    kind = "a symbolic link" if path.is_symlink() else "a file fnacli did not make"
+    return UserError(f"{path}: {kind} is in the way of fnacli's {what}; fnacli never "
+                     "writes through it (remove it and rerun)")
+
+
+def open_exclusive(path: str | Path, what: str, mode: int = 0o600) -> int:
+    """Create ``path`` for writing with ``O_EXCL | O_NOFOLLOW`` and return its descriptor;
+    whatever is already at that name (a planted link above all) is a ``UserError`` naming
+    it, the link's target untouched."""
+    try:
+        return os.open(path, os.O_WRONLY | EXCLUSIVE, mode)
+    except FileExistsError:
+        raise planted(path, what) from None
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise planted(path, what) from None
+        raise
+
+
+def refuse_links(paths: Iterable[Path], what: str) -> None:
+    """Before any work: none of ``paths`` (files fnacli will replace or append to) may be
+    a symbolic link."""
+    for p in paths:
+        if Path(p).is_symlink():
+            raise planted(p, what)
+
+
+def printable(path: str | Path) -> str:
+    """``path`` as text any terminal takes (bytes that are not valid in the locale's
+    encoding shown as \\xNN)."""
+    return os.fsencode(path).decode(sys.getfilesystemencoding(), "backslashreplace")
+
+
+def check_name_encodable(path: str | Path) -> None:
+    """An output name must be text in the locale's encoding: fnacli records and prints its
+    outputs' names (metadata, reports, JSON), which bytes that are not text cannot be."""
+    try:
+        str(path).encode(sys.getfilesystemencoding())
+    except UnicodeEncodeError:
+        raise UserError(f"{printable(path)}: the name is not valid "
+                        f"{sys.getfilesystemencoding()} text; choose a name of text characters"
+                        ) from None
+
+
 def _name_max(folder: Path) -> int:
     try:
         return os.pathconf(folder, "PC_NAME_MAX")
@@ -52,12 +109,13 @@ def check_writable(path: str | Path, force: bool, also: tuple[str, ...] = ()) ->
     from fnacli import locks
 
     path = Path(path)
+    check_name_encodable(path)
     folder = path.parent
     limit = _name_max(folder) if folder.is_dir() else 255
     for name in (path.name, *(path.name + s for s in also)):
-        if len(name.encode()) > limit:
-            raise UserError(f"{folder / name}: file name too long ({len(name.encode())} bytes, "
-                            f"the file system allows {limit})")
+        if (n := len(os.fsencode(name))) > limit:
+            raise UserError(f"{folder / name}: file name too long ({n} bytes, the file system "
+                            f"allows {limit})")
     if path.is_dir():
         raise UserError(f"{path}: is a folder; expected a file name")
     if path.exists() and not force:
@@ -69,6 +127,7 @@ def check_writable(path: str | Path, force: bool, also: tuple[str, ...] = ()) ->
     if not folder.is_dir():
         raise UserError(f"{folder}: not a folder")
     check_folder_writable(folder)
+    refuse_links([Path(f"{path}{s}") for s in also], "files beside the output")
     locks.claim(path)
     remove_stale_temps(path, also)
     return path
@@ -77,9 +136,9 @@ def check_writable(path: str | Path, force: bool, also: tuple[str, ...] = ()) ->
 def check_folder_writable(folder: str | Path) -> None:
     """Create and remove a file in ``folder``: the only reliable test that it takes files."""
     folder = Path(folder)
-    probe = folder / f".fnacli-probe~{os.getpid()}.tmp"
+    probe = folder / f".fnacli-probe~{os.getpid()}-{random_token()}.tmp"
     try:
-        fd = os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        fd = open_exclusive(probe, "write-probe file")
         os.close(fd)
         os.unlink(probe)
     except OSError as e:
@@ -127,7 +186,7 @@ def _tmp_stem(name: str) -> str:
     """The part of an output's name its temporary names keep (short enough for any limit)."""
     if len(name) <= 200:
         return name
-    return name[:180] + "~" + hashlib.sha256(name.encode()).hexdigest()[:8]
+    return name[:180] + "~" + hashlib.sha256(os.fsencode(name)).hexdigest()[:8]
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -156,13 +215,12 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     """
     path = Path(path)
     folder = path.parent
-    suffix = "".join(secrets.choice("0123456789abcdefghijklmnopqrstuvwxyz") for _ in range(6))
-    tmp = folder / f".{_tmp_stem(path.name)}~{os.getpid()}-{suffix}.tmp"
+    tmp = folder / f".{_tmp_stem(path.name)}~{os.getpid()}-{random_token(6)}.tmp"
     # outputs get the permissions a plain open() would give
     umask = os.umask(0)
     os.umask(umask)
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666 & ~umask)
+        fd = open_exclusive(tmp, "temporary file", 0o666 & ~umask)
         os.close(fd)
     except OSError as e:
         raise UserError(f"cannot write {describe_os_error(e, path)}") from None

@@ -16,6 +16,7 @@ import errno
 import fcntl
 import hashlib
 import os
+import stat
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -29,7 +30,7 @@ def lock_path(path: str | Path) -> Path:
     path = Path(path)
     name = path.name
     if len(name) > 200:
-        name = name[:180] + "~" + hashlib.sha256(name.encode()).hexdigest()[:8]
+        name = name[:180] + "~" + hashlib.sha256(os.fsencode(name)).hexdigest()[:8]
     return path.parent / f".{name}.lock"
 
 
@@ -70,11 +71,7 @@ def claim(path: str | Path) -> None:
     if lock in _held:
         return
     while True:
-        try:
-            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError as e:
-            raise UserError(f"{path}: cannot create its lock file {lock.name} "
-                            f"({os.strerror(e.errno or errno.EIO)})") from None
+        fd = _open_lock(lock, path)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
@@ -94,6 +91,46 @@ def claim(path: str | Path) -> None:
     os.ftruncate(fd, 0)
     os.write(fd, f"{os.getpid()}\n".encode())
     _held[lock] = fd
+
+
+def _open_lock(lock: Path, path: str | Path) -> int:
+    """The lock file's descriptor: created exclusively, or (left by a killed run) reopened
+    without following links and checked to be what fnacli makes: a regular file of ours with
+    one name, holding a pid. Anything else planted at that name is refused, untouched."""
+    from fnacli.io import EXCLUSIVE, planted
+
+    nofollow = getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
+    try:
+        return os.open(lock, os.O_RDWR | EXCLUSIVE, 0o644)
+    except FileExistsError:
+        pass
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise planted(lock, "lock file") from None
+        raise UserError(f"{path}: cannot create its lock file {lock.name} "
+                        f"({os.strerror(e.errno or errno.EIO)})") from None
+    try:
+        fd = os.open(lock, os.O_RDWR | nofollow | getattr(os, "O_NONBLOCK", 0))
+    except FileNotFoundError:  # its holder removed it meanwhile: create it afresh
+        return _open_lock(lock, path)
+    except OSError as e:
+        if e.errno in (errno.ELOOP, errno.ENXIO):
+            raise planted(lock, "lock file") from None
+        raise UserError(f"{path}: cannot open its lock file {lock.name} "
+                        f"({os.strerror(e.errno or errno.EIO)})") from None
+    st = os.fstat(fd)
+    ours = (stat.S_ISREG(st.st_mode) and st.st_nlink == 1 and st.st_size <= 24
+            and st.st_uid == os.geteuid() and _pid_text(fd))
+    if not ours:
+        os.close(fd)
+        raise planted(lock, "lock file")
+    return fd
+
+
+def _pid_text(fd: int) -> bool:
+    """Whether the file holds what fnacli writes into a lock: a pid line, or nothing."""
+    text = os.pread(fd, 32, 0)
+    return text.strip() == b"" or text.strip().isdigit()
 
 
 def release_all() -> None:

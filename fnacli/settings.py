@@ -15,6 +15,11 @@ from typing import Any
 
 from fnacli.errors import UserError
 
+# upper bounds checked before any work: past them a run cannot succeed (memory, threads)
+MAX_THREADS = 1024  # torch aborts (or the machine thrashes) far before 100000 threads
+MAX_SIDE = 8192  # pixels per image side: 4x Cityscapes' width, a 100000-pixel side is 120 GB
+MAX_SAMPLES = 512  # images for an export's parity check
+
 # groups of settings (the CLI's help panels)
 DATA, SCHEDULE, RUN = "Data", "Schedule", "Run"
 # meanings of the library-only fields several configs share

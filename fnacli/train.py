@@ -33,6 +33,7 @@ from fnacli import interrupt
 from fnacli.errors import UserError
 from fnacli.io import load_json_text, write_bytes_atomic, write_text_atomic
 from fnacli.progress import TrainLogger, fmt
+from fnacli.runid import check_resume, training_set_identity
 
 STATE_FORMAT = "fnacli/train-state@1"
 OPTIMIZERS = ("sgd", "rmsprop")
@@ -318,8 +319,8 @@ def restore_train_state(state_path: str | Path | None, identity: dict, model: nn
     if state_path is None:
         raise ValueError("resume needs state_path")
     state = load_train_state(state_path)
-    check_identity(state["identity"], json.loads(json.dumps(identity, sort_keys=True)),
-                   state_path)
+    check_resume(state, json.loads(json.dumps(identity, sort_keys=True)), unwrap(model),
+                 state_path, check_identity)
     try:
         model.load_state_dict(state["model"])
     except RuntimeError:  # the same options, another model: a state of an older fnacli
@@ -676,7 +677,8 @@ def fit(model: nn.Module, dataset: Dataset, loss_fn: Callable[[nn.Module, Any, t
                         f"{cfg.batch_size}")
     hooks = hooks or Hooks()
     loop = _start(model, sampler, cfg, env, state_path, metrics_path, resume,
-                  {**cfg.identity(), **(identity or {})}, hooks)
+                  {**cfg.identity(), **(identity or {}), **training_set_identity(dataset)},
+                  hooks)
     loader = DataLoader(dataset, batch_sampler=sampler, num_workers=cfg.workers,
                         collate_fn=collate_fn, pin_memory=env.device.type == "cuda",
                         generator=loader_generator(cfg.seed))

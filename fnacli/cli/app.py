@@ -69,6 +69,21 @@ def _exit(code: int, message: str | None = None) -> NoReturn:
     sys.exit(code)
 
 
+def _check_standard_streams() -> None:
+    """A closed stdout (``>&-``) is refused before any work: results and reports go there.
+    Names that are not text in the locale (an input file's, say) print as \\xNN instead
+    of failing half-way through a report."""
+    if sys.stdout is None:
+        if sys.stderr is not None:
+            print("fnacli: error: standard output is closed (fnacli prints its results "
+                  "there); redirect it to a file or /dev/null instead", file=sys.stderr)
+        sys.exit(2)
+    for stream in (sys.stdout, sys.stderr):
+        reconfigure = getattr(stream, "reconfigure", None)
+        if reconfigure is not None and getattr(stream, "errors", "") == "strict":
+            reconfigure(errors="backslashreplace")
+
+
 def main() -> None:
     """Entry point: exit 2 with one line for bad input (the environment's faults included: a
     full disk, a read-only folder, a locked output), 130/143 for SIGINT/SIGTERM (after the
@@ -80,6 +95,7 @@ def main() -> None:
 
     if "--debug" in sys.argv[1:]:
         os.environ["FNACLI_DEBUG"] = "1"
+    _check_standard_streams()
     interrupt.install()
     try:
         with locks.output_session():

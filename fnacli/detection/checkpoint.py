@@ -16,6 +16,7 @@ from torch import nn
 
 from fnacli.checkpoint import Checkpoint, read_checkpoint, save_checkpoint
 from fnacli.errors import UserError
+from fnacli.settings import MAX_SIDE
 from fnacli.spec import ArchSpec
 
 BODY_PREFIX = "backbone.body."
@@ -69,6 +70,9 @@ def detector_info(ckpt: Checkpoint, path: str | Path) -> DetectorInfo:
     if (not isinstance(size, list) or len(size) != 2
             or not all(isinstance(v, int) and v > 0 for v in size)):
         raise UserError(f"{path}: metadata size must be [width, height], got {size!r}")
+    if max(size) > MAX_SIDE:
+        raise UserError(f"{path}: metadata size {size[0]}x{size[1]} is more than fnacli builds "
+                        f"(sides of at most {MAX_SIDE} pixels); a damaged or edited checkpoint")
     if not isinstance(cats, list) or len(cats) != meta["num_classes"]:
         raise UserError(f"{path}: metadata categories do not match num_classes "
                         f"{meta['num_classes']}")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -25,7 +26,14 @@ from PIL import Image, ImageDraw
 
 from fnacli import locks
 from fnacli.errors import UserError
-from fnacli.io import check_folder_writable, remove_stale_temps, write_text_atomic
+from fnacli.io import (
+    check_folder_writable,
+    check_name_encodable,
+    open_exclusive,
+    refuse_links,
+    remove_stale_temps,
+    write_text_atomic,
+)
 
 # (name, RGB) per class; colours far apart so colour alone almost separates the classes.
 SHAPES: tuple[tuple[str, tuple[int, int, int]], ...] = (
@@ -250,7 +258,10 @@ def generate(out_dir: str | Path, cfg: SynthConfig, force: bool = False,
     out = check_output_dir(out_dir, force)
     marker = out / PARTIAL
     (out / "annotations").mkdir(parents=True, exist_ok=True)
-    marker.write_text("an interrupted 'fnacli data synth' run; rerun it to finish\n")
+    if not marker.is_file():  # a killed run's marker (checked to be no link) stays as it is
+        fd = open_exclusive(marker, "marker of an unfinished run", 0o644)
+        with os.fdopen(fd, "w") as f:
+            f.write("an interrupted 'fnacli data synth' run; rerun it to finish\n")
     counts = {}
     for split, count in (("train", cfg.train), ("val", cfg.val)):
         ann = out / "annotations" / f"instances_{split}.json"
@@ -266,6 +277,7 @@ def check_output_dir(out_dir: str | Path, force: bool) -> Path:
     """Before any work: the folder can be written and holds nothing we would clobber (or only
     what a killed run of ours left, ``PARTIAL``); claims it against a second writer."""
     out = Path(out_dir)
+    check_name_encodable(out)
     if out.exists() and not out.is_dir():
         raise UserError(f"{out}: exists and is not a folder")
     # missing parent folders are created, as `mkdir -p` would (a file in the way is not)
@@ -279,4 +291,11 @@ def check_output_dir(out_dir: str | Path, force: bool) -> Path:
     # a run that was killed left its marker: its files are ours to replace, no --force needed
     if out.exists() and any(out.iterdir()) and not force and not marker.is_file():
         raise UserError(f"{out}: folder exists and is not empty (use --force to overwrite)")
+    # what a run replaces must be ours to replace: a link there (a split folder linked to
+    # elsewhere, a planted marker) is refused before anything is deleted
+    refuse_links([out / "annotations", out / PARTIAL,
+                  *(out / f".{s}.tmp" for s in ("train", "val")),
+                  *(out / s for s in ("train", "val")),
+                  *(out / "annotations" / f"instances_{s}.json" for s in ("train", "val"))],
+                 "dataset folder")
     return out

@@ -16,7 +16,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from fnacli.errors import UserError
-from fnacli.settings import DEVICE, ON_MESSAGE, RUN, SCHEDULE, check, flag_of, number_text, setting
+from fnacli.settings import (
+    DEVICE,
+    MAX_SIDE,
+    MAX_THREADS,
+    ON_MESSAGE,
+    RUN,
+    SCHEDULE,
+    check,
+    flag_of,
+    number_text,
+    setting,
+)
 from fnacli.tasks import per_task, size_text, tasks
 
 if TYPE_CHECKING:
@@ -78,7 +89,7 @@ class TrainOptions:
                                   "flip), search (rescale 0.5 + crop) "
                                   f"[{per_task('default_augment')}].")
     workers: int = setting(2, min=0, api="Data-loading processes.")
-    threads: int = setting(0, THREADS_HELP, min=0, group=RUN)
+    threads: int = setting(0, THREADS_HELP, min=0, max=MAX_THREADS, group=RUN)
     seed: int = setting(0, "Seed for new layers, data order, augmentation.")
     device: str = setting("auto", api=DEVICE)
     checkpoint_every: int = setting(0, "Training state every STEPS steps (always at the end of "
@@ -272,7 +283,8 @@ def refuse_stdout(output: str | Path) -> None:
 
 
 def parse_size(text: str, flag: str = "--size", min_side: int = 32) -> tuple[int, int]:
-    """'320' -> (320, 320); '1333x800' (or '1333 × 800') -> (1333, 800) as (width, height)."""
+    """'320' -> (320, 320); '1333x800' (or '1333 × 800') -> (1333, 800) as (width, height);
+    sides from ``min_side`` to ``MAX_SIDE``."""
     parts = [p.strip() for p in str(text).lower().replace("×", "x").split("x")]
     try:
         vals = [int(p) for p in parts]
@@ -281,7 +293,16 @@ def parse_size(text: str, flag: str = "--size", min_side: int = 32) -> tuple[int
     if len(vals) not in (1, 2) or min(vals, default=0) < min_side:
         raise UserError(f"{flag}: expected N or WxH with sides of at least {min_side} "
                         f"pixel{'s' if min_side > 1 else ''}, got {text!r}")
-    return (vals[0], vals[-1])
+    return check_side_bound((vals[0], vals[-1]), flag)
+
+
+def check_side_bound(size: tuple[int, int], what: str) -> tuple[int, int]:
+    """``size`` if no side exceeds ``MAX_SIDE`` (checked before any work: past it the first
+    batch runs out of memory); else a UserError naming ``what``."""
+    if max(size) > MAX_SIDE:
+        raise UserError(f"{what}: sides of at most {MAX_SIDE} pixels, got "
+                        f"{size[0]}x{size[1]}")
+    return size
 
 
 def as_size(size: Size | None, flag: str = "--size", min_side: int = 32
@@ -294,7 +315,7 @@ def as_size(size: Size | None, flag: str = "--size", min_side: int = 32
     if isinstance(size, str):
         return parse_size(size, flag, min_side)
     w, h = size
-    return (int(w), int(h))
+    return check_side_bound((int(w), int(h)), flag)
 
 
 def run_files(output: str | Path) -> tuple[Path, Path]:

@@ -12,7 +12,7 @@ from pathlib import Path
 from fnacli.errors import UserError
 from fnacli.pipeline.common import THREADS_HELP, check_device, choose_threads, step
 from fnacli.report import Report, Table
-from fnacli.settings import DATA, DEVICE, setting
+from fnacli.settings import DATA, DEVICE, MAX_THREADS, setting
 
 
 @dataclass
@@ -28,7 +28,7 @@ class EvaluateConfig:
     per_class: bool = setting(False, "Also AP per category.")
     batch_size: int = setting(8, min=1, api="Images per forward pass.")
     workers: int = setting(2, min=0, api="Data-loading processes.")
-    threads: int = setting(0, min=0, api=THREADS_HELP)
+    threads: int = setting(0, min=0, max=MAX_THREADS, api=THREADS_HELP)
     device: str = setting("auto", api=DEVICE)
     detections: bool = setting(False, api="Return the detections (COCO results) in "
                                "result.detections.")

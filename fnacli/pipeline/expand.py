@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from fnacli.pipeline.common import refuse_stdout, step
 from fnacli.report import Report
-from fnacli.settings import setting
+from fnacli.settings import MAX_THREADS, setting
 
 if TYPE_CHECKING:
     from fnacli.spec import SpaceSpec
@@ -36,7 +36,7 @@ class ExpandConfig:
                          "remap --widen'): zeros plus small noise (Jung et al.), zeros, or "
                          "Net2Net-style split copies.", metavar="noise|zeros|split")
     threads: int = setting(0, "CPU threads for torch ops [0: every core of this process].",
-                           min=0)
+                           min=0, max=MAX_THREADS)
     noise: float | None = setting(None, min=0.0, api="Noise std of widened channels' conv "
                                   "weights, relative to each seed tensor's RMS [0.01]; widen "
                                   "'noise' only.")

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 from fnacli.errors import UserError
 from fnacli.pipeline.common import Size, as_size, step
-from fnacli.settings import setting
+from fnacli.settings import MAX_SAMPLES, MAX_THREADS, setting
 
 if TYPE_CHECKING:
     from fnacli.export import ExportResult
@@ -35,9 +35,11 @@ class ExportConfig:
     check: bool = setting(True, api="Check parity against PyTorch.")
     data: str | Path | None = setting(None, "Check on the first images of this dataset's val "
                                       "split [synthetic scenes].")
-    samples: int = setting(4, "Images for the parity check.", min=1, metavar="N")
+    samples: int = setting(4, "Images for the parity check.", min=1, max=MAX_SAMPLES,
+                           metavar="N")
     threads: int = setting(1, "CPU threads for the check and the latency figures (the same for "
-                           "PyTorch and the exported model).", min=1, metavar="K")
+                           "PyTorch and the exported model).", min=1, max=MAX_THREADS,
+                           metavar="K")
     measure: bool = setting(True, api="Time the exported model beside PyTorch eager.")
     force: bool = setting(False, "Overwrite OUT.")
     progress: bool = setting(False, api="A spinner on stderr while exporting.")
@@ -72,7 +74,8 @@ def export(cfg: ExportConfig) -> ExportResult:
 
     model, info = load_model(cfg.final)
     wh = wh or info["size"]
-    images = sample_images(wh, cfg.samples, cfg.data) if cfg.check else None
+    images = (sample_images(wh, cfg.samples, cfg.data, task=info["task"]) if cfg.check
+              else None)
     status: Any = nullcontext()
     if cfg.progress:
         from rich.console import Console

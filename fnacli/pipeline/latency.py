@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from fnacli.errors import UserError
 from fnacli.pipeline.common import Message, Reporter, Size, as_size, step
 from fnacli.report import Report, Table
-from fnacli.settings import ON_MESSAGE, setting
+from fnacli.settings import MAX_THREADS, ON_MESSAGE, setting
 from fnacli.tasks import metavar, per_task, size_text
 
 if TYPE_CHECKING:
@@ -42,7 +42,7 @@ class LatencyConfig:
                                       f"{per_task('default_classes')}].", min=1)
     device: str = setting("cpu", "Where to measure (cuda: the first GPU).", metavar="cpu|cuda")
     threads: int = setting(1, "CPU threads for torch ops (fixed for every timing).", min=1,
-                           metavar="K")
+                           max=MAX_THREADS, metavar="K")
     batch: int = setting(1, "Images per forward.", min=1, metavar="B")
     channels_last: str = setting("auto", "Memory format; auto: whichever runs the largest network "
                                  "of the space faster.", metavar="auto|on|off")

@@ -10,7 +10,7 @@ from pathlib import Path
 from fnacli import settings
 from fnacli.pipeline.common import step
 from fnacli.report import Report
-from fnacli.settings import setting
+from fnacli.settings import MAX_THREADS, setting
 
 
 @dataclass
@@ -24,7 +24,7 @@ class PretrainSeedConfig:
     batch_size: int = setting(32, min=1, api="Images per step.")
     seed: int = setting(0, api="Seed of the weights and the data order.")
     threads: int = setting(0, "CPU threads for torch ops [0: every core of this process; the "
-                           "data is drawn in-process].", min=0)
+                           "data is drawn in-process].", min=0, max=MAX_THREADS)
     force: bool = setting(False, "Overwrite OUT.")
     on_step: Callable[[int, float, float], None] | None = setting(
         None, api="Called with (step, loss, elapsed seconds).")

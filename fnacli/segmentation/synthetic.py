@@ -113,6 +113,12 @@ def generate(out_dir: Path, cfg: SegSynthConfig, force: bool = False,
     labelled (non-ignored) pixels per split."""
     check_config(cfg)
     out_dir = Path(out_dir)
+    from fnacli.io import check_name_encodable, refuse_links
+
+    check_name_encodable(out_dir)
+    # a linked folder would be emptied (or written into) through the link: refused first
+    refuse_links([out_dir / top / split for top in ("leftImg8bit", "gtFine")
+                  for split in ("", *SPLITS)], "dataset folder")
     if out_dir.exists() and any(out_dir.iterdir()):
         if not force:
             raise UserError(f"{out_dir}: not empty (use --force to replace its leftImg8bit/ "
