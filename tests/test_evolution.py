@@ -644,6 +644,7 @@ def test_random_baseline_draws_specs_under_the_backbone_limit(trained: dict,
         exact = profile_exact(spec, "ssdlite", (SIZE, SIZE), 80).madds_parts["backbone"]
         assert exact == pytest.approx(a["madds"], rel=5e-3) and a["madds"] <= limit
     assert json.loads(stdout)["output"] == str(tmp / "baseline")
-    with pytest.raises(UserError, match="--retrain"):
+    with pytest.raises(UserError, match="^retrain: ") as e:  # the step names the parameter
         cli([trained["super"], "--strategy", "evolution", "--retrain", 3, "--task", "ssdlite",
              "-o", tmp / "b2", *COMMON], tmp)
+    assert e.value.cli_message.startswith("--retrain: ")  # what the CLI prints
