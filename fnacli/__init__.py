@@ -39,6 +39,8 @@ _LAZY = {
     **dict.fromkeys(("measure_latency", "LatencyConfig", "LatencyResult"),
                     "fnacli.pipeline.latency"),
     **dict.fromkeys(("export", "ExportConfig"), "fnacli.pipeline.export"),
+    **dict.fromkeys(("sample", "SampleConfig", "SampleResult"), "fnacli.pipeline.sample"),
+    **dict.fromkeys(("Budget", "Window"), "fnacli.budget"),
     "ExportResult": "fnacli.export",
     **dict.fromkeys(("ArchSpec", "SpaceSpec", "load_arch", "load_space"), "fnacli.spec"),
     **dict.fromkeys(("Task", "get_task", "task_names"), "fnacli.tasks"),
@@ -54,6 +56,8 @@ __all__ = ["UserError", "__version__", *sorted(_LAZY)]
 def __getattr__(name: str) -> Any:
     if name in _LAZY:
         value = getattr(importlib.import_module(_LAZY[name]), name)
+        if name == "search":  # its signature: both strategies' configs
+            importlib.import_module(_LAZY[name]).document_search()
         globals()[name] = value  # once: later lookups do not come back here
         return value
     raise AttributeError(f"module 'fnacli' has no attribute {name!r}")

@@ -343,8 +343,8 @@ def search_figure(space: SpaceSpec, records: Sequence[Mapping], *, title: str,
 
 # -- the architecture diagram ------------------------------------------------------------------
 def op_label(op: Op) -> str:
-    """``k5_e6`` -> ``K5E6`` (the diagram's box label)."""
-    return f"K{op.kernel}E{op.expand}"
+    """``k5_e6``: the diagram's box label, spelled as specs spell ops."""
+    return f"k{op.kernel}_e{op.expand}"
 
 
 def diagram_marks(arch: ArchSpec, seed: ArchSpec | None) -> dict[str, set[str]]:
@@ -504,4 +504,52 @@ def compare_figure(result: Any) -> Any:
     ax.set_xlabel(f"▲/▼: better/worse than {arms[0].name}, paired t-test p < {result.alpha:g}",
                   fontsize=8)
     ax.legend(fontsize=8, loc="best")
+    return fig
+
+
+# -- a one-shot search: fitness against MAdds ---------------------------------------------------
+def read_candidates(path: str | Path) -> list[dict]:
+    """The candidate records (``"event": "candidate"``: fitness, MAdds, generation) of a
+    one-shot search's ``OUTPUT.history.jsonl``; malformed lines are refused."""
+    import json
+
+    out = []
+    for n, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            raise UserError(f"{path}:{n}: not a JSON line") from None
+        if isinstance(rec, dict) and rec.get("event") == "candidate":
+            if not all(isinstance(rec.get(k), int | float) for k in ("fitness", "madds")):
+                raise UserError(f"{path}:{n}: a candidate record without fitness and madds")
+            out.append(rec)
+    return out
+
+
+def fitness_figure(candidates: Sequence[Mapping], *, title: str, subtitle: str,
+                   chosen: Mapping | None = None, limits: tuple[float | None, float | None] = (
+                       None, None), metric: str = "fitness") -> Any:
+    """Every evaluated candidate's fitness against its MAdds, coloured by generation; the
+    chosen architecture ringed and the MAdds limits drawn as dashed lines."""
+    fig = _figure(7.5, 4.8)
+    ax = fig.add_subplot()
+    xs = [c["madds"] / 1e6 for c in candidates]
+    ys = [c["fitness"] for c in candidates]
+    gens = [c.get("generation", 0) for c in candidates]
+    points = ax.scatter(xs, ys, c=gens, cmap="viridis", s=18, alpha=0.85, linewidths=0)
+    if len(set(gens)) > 1:
+        fig.colorbar(points, ax=ax, label="generation")
+    if chosen is not None:
+        ax.scatter([chosen["madds"] / 1e6], [chosen["fitness"]], s=120, facecolors="none",
+                   edgecolors="#c0392b", linewidths=1.6, label="chosen")
+        ax.legend(loc="lower right", frameon=False)
+    for v in limits:
+        if v is not None:
+            ax.axvline(v / 1e6, color="#7f8c8d", linestyle="--", linewidth=1)
+    ax.set_xlabel("MAdds (M)")
+    ax.set_ylabel(metric)
+    ax.set_title(f"{title}\n{subtitle}", fontsize=10, loc="left")
+    ax.grid(alpha=0.3)
     return fig

@@ -59,8 +59,8 @@ def tensorboard_dir(option: str | Path | None) -> Path | None:
 
 
 def open_tensorboard(log_dir: str | Path, purge_step: int | None = None) -> Any:
-    """A ``SummaryWriter`` on ``log_dir``; a resumed run passes the step it resumes from, so
-    TensorBoard drops what an interrupted run logged past its checkpoint."""
+    """A ``SummaryWriter`` on ``log_dir``; a resumed run passes the first step after its
+    checkpoint, so TensorBoard drops what an interrupted run logged past the checkpoint."""
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
@@ -97,7 +97,9 @@ class TrainLogger:
         self.bar: Any = None
         self.writer: Any = None
         if enabled and tensorboard is not None:
-            self.writer = open_tensorboard(tensorboard, purge_step=done)
+            # resumed at step ``done``: what was logged at steps up to ``done`` stays (the
+            # checkpoint's own step included: its epoch's metrics were logged there)
+            self.writer = open_tensorboard(tensorboard, purge_step=done + 1 if done else None)
         if self.terminal:
             self.bar = _live_bar(desc, self.stream, force_terminal=terminal)
             self.task = self.bar.add_task("", total=total, completed=done)
@@ -278,8 +280,9 @@ def _live_bar(desc: str, stream: IO[str], force_terminal: bool | None = None) ->
     from rich.table import Column
 
     return Progress(
-        TextColumn(desc, table_column=Column(no_wrap=True, overflow="ellipsis", max_width=24)),
-        BarColumn(bar_width=16), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("eta"),
+        # narrow description and bar: at 80 columns the status keeps "epoch E/N loss L"
+        TextColumn(desc, table_column=Column(no_wrap=True, overflow="ellipsis", max_width=14)),
+        BarColumn(bar_width=8), MofNCompleteColumn(), TimeElapsedColumn(), TextColumn("eta"),
         TimeRemainingColumn(),
         TextColumn("{task.description}",
                    table_column=Column(no_wrap=True, overflow="ellipsis", ratio=1)),

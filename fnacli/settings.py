@@ -22,6 +22,9 @@ MAX_SAMPLES = 512  # images for an export's parity check
 
 # groups of settings (the CLI's help panels)
 DATA, SCHEDULE, RUN = "Data", "Schedule", "Run"
+# meanings of the library-only fields several configs share
+ON_MESSAGE = "Called with each message (also sent to the 'fnacli' logger)."
+DEVICE = "auto (CUDA when available), cpu or cuda."
 
 
 def setting(default: Any = MISSING, help: str | None = None, *, flags: tuple[str, ...] = (),
@@ -45,17 +48,21 @@ def number_text(v: float) -> str:
 
 
 def check(cfg: Any) -> None:
-    """Every number of ``cfg`` finite and within its setting's ``min``/``max``. The message
-    names the setting by its flag, as fnacli's errors do: the parser takes 'inf' and 'nan',
-    which no setting means, and a library call gets the ranges the parser enforces."""
+    """Every number of ``cfg`` finite and within its setting's ``min``/``max``: the parser
+    takes 'inf' and 'nan', which no setting means, and a library call gets the ranges the
+    parser enforces. The error names the parameter (``epochs``) and, for the CLI, its flag."""
     for f in fields(cfg):
         v = getattr(cfg, f.name)
         if isinstance(v, bool) or not isinstance(v, int | float):
             continue
         lo, hi = f.metadata.get("min"), f.metadata.get("max")
         if isinstance(v, float) and not math.isfinite(v):
-            raise UserError(f"{flag_of(f)}: expected a finite number, got {v}")
+            raise _error(f, f"expected a finite number, got {v}")
         if (lo is not None and v < lo) or (hi is not None and v > hi):
             bounds = " and ".join(f"{w} {b}" for w, b in (("at least", lo), ("at most", hi))
                                   if b is not None)
-            raise UserError(f"{flag_of(f)}: expected {bounds}, got {v}")
+            raise _error(f, f"expected {bounds}, got {v}")
+
+
+def _error(f: Field, detail: str) -> UserError:
+    return UserError(f"{f.name}: {detail}", f"{flag_of(f)}: {detail}")

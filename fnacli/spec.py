@@ -137,6 +137,10 @@ class ArchSpec:
         if not isinstance(d, dict):
             raise UserError(f"{source}: expected a JSON object with schema {ARCH_SCHEMA!r}")
         schema = d.get("schema")
+        if schema is None and isinstance(d.get("spec"), dict):
+            # a report that carries the architecture ('fnacli derive --json', 'remap --json'):
+            # pipes connect without jq
+            return cls.from_dict(d["spec"], f"{source}: spec")
         if schema == SPACE_SCHEMA:
             raise UserError(f"{source}: this is a search space ({SPACE_SCHEMA}); an architecture "
                             f"({ARCH_SCHEMA}) is needed here (use 'fnacli derive' to get one)")
@@ -468,10 +472,37 @@ def _looks_like_name(arg: str) -> bool:
     return (arg != "-" and "/" not in arg and p.suffix.lower() != ".json" and not p.exists())
 
 
-def load_arch(arg: str) -> ArchSpec:
+def as_arch(value: ArchSpec | dict | str | Path, what: str = "spec") -> ArchSpec:
+    """An architecture given as an ``ArchSpec``, its dict (or a report carrying one under
+    ``spec``), a built-in name, a JSON file (``str`` or ``Path``) or ``-`` (stdin)."""
+    if isinstance(value, ArchSpec):
+        return value
+    if isinstance(value, dict):
+        return ArchSpec.from_dict(value, what)
+    if isinstance(value, str | Path):
+        return load_arch(value)
+    raise UserError(f"{what}: expected an ArchSpec, a dict, a built-in name or a file, got "
+                    f"{type(value).__name__}")
+
+
+def as_space(value: SpaceSpec | dict | str | Path, what: str = "space") -> SpaceSpec:
+    """A search space given as a ``SpaceSpec``, its dict, a built-in name, a JSON file or
+    ``-``."""
+    if isinstance(value, SpaceSpec):
+        return value
+    if isinstance(value, dict):
+        return SpaceSpec.from_dict(value, what)
+    if isinstance(value, str | Path):
+        return load_space(value)
+    raise UserError(f"{what}: expected a SpaceSpec, a dict, a built-in name or a file, got "
+                    f"{type(value).__name__}")
+
+
+def load_arch(arg: str | Path) -> ArchSpec:
     """An arch spec from a built-in name, a JSON file, or `-` (stdin)."""
     from fnacli.io import load_json_text, read_text_arg
 
+    arg = str(arg)
     if _looks_like_name(arg):
         spec = builtin_arch(arg)
         if spec is None:
@@ -482,10 +513,11 @@ def load_arch(arg: str) -> ArchSpec:
     return ArchSpec.from_dict(load_json_text(text, name), name)
 
 
-def load_space(arg: str) -> SpaceSpec:
+def load_space(arg: str | Path) -> SpaceSpec:
     """A search space from a built-in name, a JSON file, or `-` (stdin)."""
     from fnacli.io import load_json_text, read_text_arg
 
+    arg = str(arg)
     if _looks_like_name(arg):
         space = builtin_space(arg)
         if space is None:

@@ -354,9 +354,18 @@ def load_train_state(path: str | Path) -> dict:
     return state
 
 
+# settings a resumed run may raise: more epochs extend a run (timm's and detectron2's
+# resume do the same); the schedule is recomputed for the new length from the step reached
+EXTENSIBLE = ("epochs",)
+
+
 def check_identity(saved: dict, current: dict, path: str | Path) -> None:
-    """A resumed run must be the same run: same recipe, data and model settings."""
+    """A resumed run must be the same run: same recipe, data and model settings; only the
+    number of epochs may grow (``EXTENSIBLE``)."""
     for key in sorted(set(saved) | set(current)):
+        old, new = saved.get(key), current.get(key)
+        if key in EXTENSIBLE and isinstance(old, int) and isinstance(new, int) and new >= old:
+            continue
         if saved.get(key) != current.get(key):
             raise UserError(f"{path}: was written by a run with {key}={saved.get(key)!r}, this "
                             f"run has {key}={current.get(key)!r} (resume with the same options, "
@@ -503,6 +512,7 @@ class Loop:
     run_steps: int = 0  # of this run
     lr: float = 0.0  # of the last step
     loss: float | None = None  # of the last step
+    logged_loss: float | None = None  # the last train line's (the average since the one before)
     status: str = ""  # the bar's text after this step
     # the running average of the losses not yet logged (log_every > 1): saved with the state
     # so that a resumed run logs the same averages as an uninterrupted one
@@ -569,6 +579,7 @@ class Loop:
         n = self.window_n
         avg = {"loss": self.window["loss"] / n,
                **{k: v / n for k, v in self.window.items() if k != "loss"}}
+        self.logged_loss = avg["loss"]
         # epochs count from 1 here as on screen
         self.metrics.write(event="train", epoch=self.epoch + 1, step=self.step, lr=self.lr,
                            **(head or {}), **avg, **(tail or {}),
@@ -692,7 +703,7 @@ def fit(model: nn.Module, dataset: Dataset, loss_fn: Callable[[nn.Module, Any, t
                     raise loop.diverged(e) from None
                 loop.bar.step(loop.status)
                 if _stop_mid_epoch(loop, stop_after):
-                    return FitResult(loop.step, loop.epoch, loop.loss, finished=False)
+                    return FitResult(loop.step, loop.epoch, _last_loss(loop), finished=False)
             loop.epoch, loop.batch = loop.epoch + 1, 0
             shown = hooks.end_epoch(loop)
             loop.save(0)
@@ -701,11 +712,18 @@ def fit(model: nn.Module, dataset: Dataset, loss_fn: Callable[[nn.Module, Any, t
                 raise loop.interrupted(sig)  # the state of the epoch's end is saved
             if stop_after is not None and loop.run_steps >= stop_after and \
                     loop.epoch < cfg.epochs:
-                return FitResult(loop.step, loop.epoch, loop.loss, finished=False)
+                return FitResult(loop.step, loop.epoch, _last_loss(loop), finished=False)
     set_train_mode(loop.raw)
+    last = _last_loss(loop)
     if log:
-        log(f"{desc}: {loop.step} steps, {cfg.epochs} epochs, last loss {fmt(loop.loss)}")
-    return FitResult(loop.step, loop.epoch, loop.loss, finished=True)
+        log(f"{desc}: {loop.step} steps, {cfg.epochs} epochs, last loss {fmt(last)}")
+    return FitResult(loop.step, loop.epoch, last, finished=True)
+
+
+def _last_loss(loop: Loop) -> float | None:
+    """The loss a run reports at its end: the last logged value (what the metrics file and
+    the log say), else the last step's."""
+    return loop.logged_loss if loop.logged_loss is not None else loop.loss
 
 
 def _stop_mid_epoch(loop: Loop, stop_after: int | None) -> bool:

@@ -38,7 +38,7 @@ for k in $(seq 1 "$N"); do
 import json, sys
 d, k = sys.argv[1], int(sys.argv[2])
 m = json.load(open(f"{d}/metrics-{k}.json"))
-a = json.load(open(f"{d}/baseline.json"))["architectures"][k - 1]
+a = json.load(open(f"{d}.baseline.json"))["architectures"][k - 1]
 print(f"random-{k}\t{m['AP']:.4f}\t{m['AP50']:.4f}\t{a['madds'] / 1e9:.3f}G")
 PY
 done

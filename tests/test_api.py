@@ -71,19 +71,19 @@ def test_api_doc_example_runs(tmp_path: Path) -> None:
 
 def test_library_callers_get_the_settings_ranges(tmp_path: Path) -> None:
     """A config's numbers are held to the same ranges as the CLI's options, before any work:
-    the check names the field, and nothing is written."""
+    the check names the parameter (the CLI its flag), and nothing is written."""
     import fnacli
 
     out = tmp_path / "o.safetensors"
-    for kwargs, message in (({"noise": -0.5}, "--noise: expected at least 0.0, got -0.5"),
-                            ({"noise": float("inf")}, "--noise: expected a finite number")):
+    for kwargs, message in (({"noise": -0.5}, "noise: expected at least 0.0, got -0.5"),
+                            ({"noise": float("inf")}, "noise: expected a finite number")):
         with pytest.raises(fnacli.UserError, match=re.escape(message)):
             fnacli.remap("missing.pth", "mobilenetv2", output=out, **kwargs)
-    with pytest.raises(fnacli.UserError, match="--mutation-prob: expected at least 0.0 and at "
+    with pytest.raises(fnacli.UserError, match="^mutation_prob: expected at least 0.0 and at "
                                                "most 1.0, got 1.5"):
         fnacli.search(fnacli.OneShotSearchConfig("missing.safetensors", tmp_path / "s",
                                                  mutation_prob=1.5))
-    with pytest.raises(fnacli.UserError, match="--population: expected at least 1, got 0"):
+    with pytest.raises(fnacli.UserError, match="^population: expected at least 1, got 0"):
         fnacli.search(fnacli.OneShotSearchConfig("missing.safetensors", tmp_path / "s",
                                                  population=0))
     assert not out.exists() and not any(tmp_path.iterdir())
@@ -107,10 +107,12 @@ def test_every_option_of_a_step_is_its_configs_setting() -> None:
                "finetune": [fnacli.FinetuneConfig], "madds": [fnacli.ProfileConfig,
                                                               fnacli.TableConfig],
                "search": [fnacli.DifferentiableSearchConfig, fnacli.OneShotSearchConfig],
-               "data synth": [SynthDataConfig], "pretrain-seed": [PretrainSeedConfig]}
-    cli_only = {"as_json", "json_out", "ann_alias", "images_alias", "input_alias", "no_check",
-                "no_latency", "lut", "show", "strategy", "eval.detections", "eval.force",
-                "derive.output", "madds.latency_table"}
+               "data synth": [SynthDataConfig], "pretrain-seed": [PretrainSeedConfig],
+               "sample": [fnacli.SampleConfig]}
+    cli_only = {"as_json", "as_jsonl", "json_out", "ann_alias", "images_alias", "input_alias",
+                "no_check", "no_latency", "lut", "show", "strategy", "eval.detections",
+                "eval.force", "derive.output", "madds.latency_table", "madds.reference",
+                "remap.show_spec"}
     group = typer.main.get_command(app)
     checked = 0
     for name, classes in configs.items():

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import random
 import subprocess
@@ -165,7 +166,7 @@ def test_cli_json_table_and_exact(run_cli) -> None:
     code, out, err = run_cli(["madds", "mobilenetv2", "mobilenetv2-0.5", "--task", "classifier",
                               "--json"])
     assert code == 0
-    rows = [json.loads(line) for line in out.splitlines()]
+    rows = json.load(io.StringIO(out))  # one document: a list, one object per spec
     assert [r["name"] for r in rows] == ["mobilenetv2", "mobilenetv2-0.5"]
     assert rows[0]["madds"] == 300_774_272 and rows[0]["params"] == 3_504_872
     assert rows[0]["input"] == [224, 224] and rows[0]["num_classes"] == 1000
@@ -176,7 +177,7 @@ def test_cli_json_table_and_exact(run_cli) -> None:
     code3, out3, _ = run_cli(["madds", "mobilenetv2-0.5", "--task", "ssdlite", "--size",
                               "161x97", "--json"])
     assert code == code3 == 0
-    exact, fast = json.loads(out2), json.loads(out3)
+    (exact,), (fast,) = json.loads(out2), json.loads(out3)
     assert exact["method"] == "exact" and fast["method"] == "lut"
     assert exact["madds_parts"] == fast["madds_parts"] and exact["input"] == [161, 97]
 
@@ -184,10 +185,11 @@ def test_cli_json_table_and_exact(run_cli) -> None:
 def test_cli_stdin_json_lines_and_document(run_cli) -> None:
     lines = "\n".join(s.to_json(compact=True) for s in (mobilenetv2(), mobilenetv2(0.5))) + "\n"
     code, out, _ = run_cli(["madds", "-", "--json"], stdin=lines)
-    assert code == 0 and len(out.splitlines()) == 2
-    assert json.loads(out.splitlines()[1])["name"] == "<stdin>:2"
+    assert code == 0 and json.loads(out)[1]["name"] == "<stdin>:2"
+    code, out, _ = run_cli(["madds", "-", "--jsonl"], stdin=lines)  # JSON lines on request
+    assert code == 0 and json.loads(out.splitlines()[1])["name"] == "<stdin>:2"
     code, out, _ = run_cli(["madds", "-", "--json"], stdin=mobilenetv2().to_json())
-    assert code == 0 and json.loads(out)["madds"] == hand_madds(mobilenetv2(), 224, 224)
+    assert code == 0 and json.loads(out)[0]["madds"] == hand_madds(mobilenetv2(), 224, 224)
 
 
 def test_cli_checkpoints(run_cli, tmp_path) -> None:
@@ -198,7 +200,7 @@ def test_cli_checkpoints(run_cli, tmp_path) -> None:
     save_checkpoint(good, {"x": torch.zeros(1)}, "backbone", {"spec": spec.to_dict()})
     code, out, _ = run_cli(["madds", str(good), "--json", "--task", "ssdlite"])
     assert code == 0
-    assert json.loads(out)["madds"] == CostTable(T("ssdlite"), (320, 320)).profile(spec).madds
+    assert json.loads(out)[0]["madds"] == CostTable(T("ssdlite"), (320, 320)).profile(spec).madds
     bad = tmp_path / "s.safetensors"
     save_checkpoint(bad, {"x": torch.zeros(1)}, "supernet",
                     {"space": builtin_space("fna").to_dict()})
@@ -243,7 +245,7 @@ def test_madds_of_a_detector_checkpoint_uses_its_task_size_and_classes(tmp_path:
     save_detector(final, build(info), info)
     code, out, err = run_cli(["madds", str(final), "--json"])
     assert code == 0, err
-    got = json.loads(out)
+    (got,) = json.loads(out)
     assert (got["task"], got["input"], got["num_classes"]) == ("ssdlite", [128, 96], 3)
     want = profile_specs([spec], T("ssdlite"), (128, 96), 3)[0]
     assert got["madds"] == want.madds and got["params"] == want.params
@@ -251,7 +253,7 @@ def test_madds_of_a_detector_checkpoint_uses_its_task_size_and_classes(tmp_path:
     # an option given wins over what the checkpoint records; another task counts at its own
     # default size
     code, out, _ = run_cli(["madds", str(final), "--json", "--input", "160"])
-    assert json.loads(out)["input"] == [160, 160] and json.loads(out)["num_classes"] == 3
+    assert json.loads(out)[0]["input"] == [160, 160] and json.loads(out)[0]["num_classes"] == 3
     code, out, _ = run_cli(["madds", str(final), "mobilenetv2-0.35", "--json", "--task", "none"])
-    rows = [json.loads(x) for x in out.splitlines()]
+    rows = json.loads(out)
     assert [r["input"] for r in rows] == [[224, 224]] * 2 and rows[0]["madds"] == rows[1]["madds"]

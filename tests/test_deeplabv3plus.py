@@ -66,7 +66,7 @@ def test_madds_reproduce_fna_table1(run_cli, task: str, madds: int) -> None:
     # figure is fvcore's (the LUT-vs-exact tests below, and docs/madds.md)
     code, out, err = run_cli(["madds", "fna-deeplabv3", "--task", task, "--json"])
     assert code == 0, err
-    row = json.loads(out)
+    (row,) = json.loads(out)
     assert row["input"] == [2048, 1024] and row["num_classes"] == 19
     # FNA Table 1: 5.71M params; 210.11B (OS16), 313.87B (OS8). Ours are 0.04B lower at
     # both strides (the same stride-4 decoder: docs/madds.md says why)

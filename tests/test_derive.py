@@ -179,7 +179,7 @@ def test_differing_stages_and_stage_text() -> None:
         {"out": 32, "stride": 2, "ops": ["k3_e6"]}]})
     assert A.differing_stages([a, a]) == []
     assert A.differing_stages([a, b]) == [1, 2]  # ops in stage 1, width in stage 2
-    assert A.stage_text(b.stages[1]) == "16: k3e6 k7e6"
+    assert A.stage_text(b.stages[1]) == "16: k3_e6 k7_e6"
 
 
 def test_collapse_warning_names_the_remedies_of_its_search() -> None:
@@ -300,7 +300,8 @@ def test_derive_window_in_the_cli(tmp_path: Path, run_cli) -> None:
     (["--cost-scope", "detector"], "--cost-scope: only with --min-madds"),
     (["--min-madds", "2M", "--max-madds", "1M"], "--min-madds 2M is above --max-madds 1M"),
     (["--min-madds", "50G"], "above the most expensive architecture"),
-    (["--max-madds", "lots"], "--max-madds: expected a number"),
+    (["--max-madds", "lots"], "--max-madds: expected 300M, 1.2G, 3e8 or 60%"),
+    (["--max-madds", "60%"], "a relative budget is taken of the seed"),
     (["--min-madds", "1M", "--cost-scope", "all"], "--cost-scope: expected one of"),
 ])
 def test_derive_window_errors(tmp_path: Path, run_cli, args: list, message: str) -> None:

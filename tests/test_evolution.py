@@ -726,7 +726,9 @@ def test_random_baseline_draws_specs_under_the_backbone_limit(trained: dict,
                                 "--task", "ssdlite", "--max-madds", f"{limit:.0f}", "-o",
                                 tmp / "baseline", "--json", *COMMON], tmp)
     assert code == 0, stderr
-    doc = json.loads((tmp / "baseline" / "baseline.json").read_text())
+    doc = json.loads((tmp / "baseline.baseline.json").read_text())
+    assert sorted(p.name for p in (tmp / "baseline").iterdir()) == [
+        "random-1.json", "random-2.json", "random-3.json"]  # specs only
     assert doc["cost_scope"] == "backbone" and len(doc["architectures"]) == 3
     specs = [ArchSpec.from_dict(json.loads(Path(a["spec"]).read_text()))
              for a in doc["architectures"]]
@@ -735,9 +737,10 @@ def test_random_baseline_draws_specs_under_the_backbone_limit(trained: dict,
         exact = profile_exact(spec, T("ssdlite"), (SIZE, SIZE), 80).madds_parts["backbone"]
         assert exact == pytest.approx(a["madds"], rel=5e-3) and a["madds"] <= limit
     assert json.loads(stdout)["output"] == str(tmp / "baseline")
-    with pytest.raises(UserError, match="--retrain"):
+    with pytest.raises(UserError, match="^retrain: ") as e:  # the step names the parameter
         cli([trained["super"], "--strategy", "evolution", "--retrain", 3, "--task", "ssdlite",
              "-o", tmp / "b2", *COMMON], tmp)
+    assert e.value.cli_message.startswith("--retrain: ")  # what the CLI prints
 
 
 # -- the fitness set of a trained supernet, and one load of a split ----------------------------

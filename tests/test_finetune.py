@@ -129,14 +129,17 @@ def test_retinanet_trains_and_evaluates(world: dict[str, Path],
                                         run_cli) -> None:
     root, data = world["root"], world["data"]
     out_path = root / "retina.safetensors"
-    code, _, err = run_cli(["finetune", str(world["target"]), "--task", "retinanet", "--data",
+    code, out, err = run_cli(["finetune", str(world["target"]), "--task", "retinanet", "--data",
                           str(data), "-o", str(out_path), "--epochs", "1", "--batch-size", "8",
-                          "--size", "96", "--workers", "0", "--eval-every", "1"])
+                          "--size", "96", "--workers", "0", "--eval-every", "1", "--json"])
     assert code == 0, err
     assert "head-conv tensors not used by retinanet" in " ".join(err.split())
     epoch = [json.loads(x) for x in Path(f"{out_path}.metrics.jsonl").read_text().splitlines()
              if '"epoch"' in x and '"AP"' in x]
     assert len(epoch) == 1 and math.isfinite(epoch[0]["AP"])
+    # the result carries the final evaluation: the metrics file's last epoch line
+    final = json.loads(out)["metrics"]
+    assert final["epoch"] == 1 and final["AP"] == epoch[0]["AP"]
     code, out, err = run_cli(["eval", str(out_path), "--data", str(data), "--json",
                             "--workers", "0"])
     assert code == 0, err

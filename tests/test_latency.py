@@ -336,7 +336,7 @@ def test_cli_builds_checks_and_refuses(space: SpaceSpec, tmp_path: Path, run_cli
     code, stdout, err = run_cli(["madds", arch, "--input", "64", "--latency-table", out,
                                  "--json"])
     assert code == 0, err
-    assert json.loads(stdout)["latency_ms"] == pytest.approx(
+    assert json.loads(stdout)[0]["latency_ms"] == pytest.approx(
         L.read_latency_table(out, T).latency_ms(space.max_arch()))
 
     def error(a: list) -> str:
@@ -384,7 +384,7 @@ def test_cli_measures_and_predicts_deeplabv3(space: SpaceSpec, tmp_path: Path,
     costs = CostTable(T("deeplabv3"), (64, 32), 19)
     total = sum(layers[k] for k in costs.layer_keys(arch)) + sum(
         fixed[f] for f in costs.fixed_needs(arch)) + d["overhead_ns"]
-    assert json.loads(stdout)["latency_ms"] == pytest.approx(total / 1e6, abs=1e-6)
+    assert json.loads(stdout)[0]["latency_ms"] == pytest.approx(total / 1e6, abs=1e-6)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")

@@ -235,7 +235,7 @@ def test_diagram_boxes_labels_and_differences() -> None:
         ids = [f"{prefix}-layer-{s}-{i}" for s, i, *_ in arch.layers()]
         assert [k for k in bx if k.startswith(f"{prefix}-layer")] == ids  # in network order
         assert [tx[f"{k}-op"].get_text() for k in ids] == [
-            f"K{op.kernel}E{op.expand}" for *_, op, _ in arch.layers()]
+            f"k{op.kernel}_e{op.expand}" for *_, op, _ in arch.layers()]
         assert [tx[f"{k}-ch"].get_text() for k in ids] == [
             str(cout) for _, _, _, cout, _, _ in arch.layers()]
         # one colour per op, the same as the search plot's

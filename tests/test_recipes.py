@@ -62,7 +62,7 @@ def test_detnas_random_baseline_draws_its_architectures_tiny(tiny_inputs, tmp_pa
     r = _run("detnas_random_baseline", tmp_path / "rb", tiny_inputs, steps=2)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "stopping after 2 step(s)" in r.stderr
-    doc = json.loads((tmp_path / "rb" / "baseline" / "baseline.json").read_text())
+    doc = json.loads((tmp_path / "rb" / "baseline.baseline.json").read_text())
     assert len(doc["architectures"]) == 2 and doc["cost_scope"] == "backbone"
     assert all(Path(a["spec"]).is_file() for a in doc["architectures"])
 

@@ -17,7 +17,7 @@ from fnacli import __version__
 
 # The order `fnacli --help` (and the generated reference) lists commands in: the pipeline's.
 COMMAND_ORDER = ("expand", "search", "derive", "remap", "finetune", "eval", "compare", "export",
-                 "madds", "latency", "data", "pretrain-seed")
+                 "madds", "sample", "latency", "data", "pretrain-seed")
 
 
 class _PipelineOrder(TyperGroup):
@@ -103,7 +103,7 @@ def main() -> None:
     except UserError as e:
         if debug_enabled():
             raise
-        _exit(2, f"error: {e}")
+        _exit(2, f"error: {e.cli_message}")
     except interrupt.Interrupted as e:
         _exit(e.exit_code, e.message())
     except KeyboardInterrupt:  # SIGINT where our handler was not installed

@@ -12,7 +12,7 @@ import functools
 import logging
 import os
 import sys
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import MISSING
 from enum import StrEnum
@@ -88,6 +88,20 @@ def print_result(text: str) -> None:
     sys.stdout.flush()
 
 
+def print_json(doc: Any) -> None:
+    """A command's ``--json`` result: one JSON document on stdout (``json.load`` reads it)."""
+    import json
+
+    print_result(json.dumps(doc))
+
+
+def print_json_lines(docs: Iterable[Any]) -> None:
+    """A stream of results, one JSON document per line (``--jsonl``, ``sample -o -``)."""
+    import json
+
+    print_result("".join(json.dumps(d) + "\n" for d in docs) or "\n")
+
+
 def config(cls: type, options: dict[str, Any], leave_out: Collection[str] = ("as_json",),
            **fields: Any) -> Any:
     """The step's config dataclass ``cls`` from the command's options (enum choices as their
@@ -150,14 +164,36 @@ SHARED: dict[str, dict[str, Any]] = {
     "--num-classes": {"metavar": "N"},
     "--latency-table": {"metavar": "TABLE"},
     "--workers": {"help": "Data-loading processes.", "rich_help_panel": RUN},
-    "--threads": {"help": "CPU threads for torch ops (0: torch's default).",
-                  "rich_help_panel": RUN},
+    "--threads": {"help": "CPU threads for torch ops [0: the cores left by --workers, at "
+                  "least 1].", "rich_help_panel": RUN},
     "--device": {"help": "auto: CUDA when available.", "rich_help_panel": RUN},
     "--noise": {"metavar": "R", "help": "Noise std of added channels' conv weights, relative to "
                 "the RMS of each seed tensor [0.01]; --widen noise only."},
     "--force": {"default": False},
-    "--json": {"default": False, "help": "Print a JSON summary on stdout."},
+    "--json": {"default": False, "help": "Print the result as one JSON document on stdout."},
 }
+
+
+def _with_files(names: list[str], incomplete: str) -> list[str]:
+    """``names`` starting with ``incomplete``, then the files and folders that do."""
+    import glob
+
+    return [n for n in names if n.startswith(incomplete)] + sorted(
+        p + ("/" if os.path.isdir(p) else "") for p in glob.glob(glob.escape(incomplete) + "*"))
+
+
+def complete_arch(incomplete: str) -> list[str]:
+    """Shell completion of a SPEC: built-in architecture names, then files."""
+    from fnacli.spec import builtin_arch_names
+
+    return _with_files(builtin_arch_names(), incomplete)
+
+
+def complete_space(incomplete: str) -> list[str]:
+    """Shell completion of a SPACE: built-in space names, then files."""
+    from fnacli.spec import BUILTIN_SPACES
+
+    return _with_files(list(BUILTIN_SPACES), incomplete)
 
 
 def opt(flag: str, help: str | None = None, **override: Any) -> Any:
@@ -172,7 +208,7 @@ def option(cls: type, name: str, **override: Any) -> Any:
     range from the setting (``fnacli.settings``), its flag's metavar and panel from SHARED,
     then ``override``."""
     f = cls.__dataclass_fields__[name]
-    meta = {k: v for k, v in f.metadata.items() if k != "flags"}
+    meta = {k: v for k, v in f.metadata.items() if k not in ("flags", "api")}
     decls = f.metadata.get("flags", (flag_of(f),))
     shared = {k: v for k, v in SHARED.get(decls[0], {}).items() if k != "default"}
     kw = {**shared, **meta, **override}

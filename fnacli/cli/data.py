@@ -3,7 +3,6 @@ datasets (COCO-format detection, Cityscapes-layout segmentation)."""
 
 from __future__ import annotations
 
-import json
 from enum import StrEnum
 from pathlib import Path
 
@@ -66,4 +65,4 @@ def synth(
         r = synth(cfg)
     c.show(r.report())
     if as_json:
-        c.print_result(json.dumps(r.to_dict()))
+        c.print_json(r.to_dict())

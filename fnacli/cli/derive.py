@@ -4,7 +4,6 @@
 
 from __future__ import annotations
 
-import json
 from enum import StrEnum
 
 import typer
@@ -55,4 +54,4 @@ def derive(
         write_output(output, r.arch.to_json(), force)
     c.show(r.report(show=show))
     if as_json:
-        c.print_result(json.dumps(r.to_dict()))
+        c.print_json(r.to_dict())

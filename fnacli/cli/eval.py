@@ -64,4 +64,4 @@ def eval_(
         if str(detections) != "-":
             c.err_console.print(f"detections -> {detections}", markup=False)
     if as_json:
-        c.print_result(json.dumps(r.to_dict()))
+        c.print_json(r.to_dict())

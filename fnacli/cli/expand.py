@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import json
-
 from fnacli.cli import common as c
 from fnacli.cli.app import app
 from fnacli.pipeline.expand import ExpandConfig
@@ -17,7 +15,7 @@ o = c.options_of(ExpandConfig)
                             "channel search); α/β start near zero.")
 def expand(
     seed: str = c.argument(ExpandConfig, "seed"),
-    space: str = o("space"),
+    space: str = o("space", autocompletion=c.complete_space),
     output: str = o("output"),
     masks: str = o("masks"),
     mask_scope: str = o("mask_scope"),
@@ -25,6 +23,7 @@ def expand(
     noise: float | None = o("noise"),
     arch_seed: int = o("arch_seed"),
     init_std: float = o("init_std"),
+    threads: int = o("threads"),
     force: bool = o("force"),
     as_json: bool = c.opt("--json", "Print the summary as JSON."),
 ) -> None:
@@ -34,7 +33,7 @@ def expand(
     with c.err_console.status(f"remapping {seed} into the {space} supernet"):
         r = run(c.config(ExpandConfig, options))
     if as_json:
-        c.print_result(json.dumps(r.to_dict()))
+        c.print_json(r.to_dict())
         return
     # the result is a file: stdout stays empty without --json, the summary goes to stderr
     c.show(r.report())

@@ -3,7 +3,6 @@ against PyTorch (raw outputs and detections) and timed beside PyTorch eager."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import typer
@@ -44,9 +43,7 @@ def export(
                           check=not no_check, measure=not no_latency, progress=True))
     c.show(result.report())
     if as_json:
-        c.print_result(json.dumps(result.to_dict()))
+        c.print_json(result.to_dict())
     if result.failure:
         c.err_console.print(f"fnacli: error: {result.failure}", markup=False)
         raise typer.Exit(1)
-    if not as_json:
-        c.print_result(str(output))

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import json
 from enum import StrEnum
 from pathlib import Path
 
@@ -66,4 +65,4 @@ def finetune(
     c.setup_logging()
     result = run(c.config(FinetuneConfig, options))
     if as_json and result.is_main:
-        c.print_result(json.dumps(result.to_dict()))
+        c.print_json(result.to_dict())

@@ -22,6 +22,7 @@ def pretrain_seed(
     max_steps: int = o("max_steps"),
     batch_size: int = o("batch_size"),
     seed: int = typer.Option(0),
+    threads: int = o("threads"),
     json_out: bool = c.opt("--json"),
     force: bool = o("force"),
 ) -> None:
@@ -30,20 +31,23 @@ def pretrain_seed(
     Stands in for an ImageNet checkpoint where none can be downloaded; the output is a plain
     torchvision state dict that every fnacli command reads like a real seed.
     """
-    import json
 
     from rich.progress import TextColumn, TimeRemainingColumn
 
     from fnacli.pipeline.pretrain import check, pretrain_seed
 
-    cfg = PretrainSeedConfig(out, width, size, seconds, max_steps, batch_size, seed, force)
+    cfg = PretrainSeedConfig(out, width, size, seconds, max_steps, batch_size, seed, threads,
+                             force)
     check(cfg)  # before the progress bar takes stderr
-    with c.progress_bar("pretrain-seed", seconds, TextColumn("{task.description}"),
+    # the budget is fixed: whichever of the seconds and the steps runs out first
+    with c.progress_bar("pretrain-seed", 1.0, TextColumn("{task.description}"),
                         TimeRemainingColumn(), transient=False) as update:
+        update(completed=0.0)
         cfg.on_step = lambda step, loss, elapsed: update(
-            completed=elapsed, description=f"step {step} loss {loss:.3f}")
+            completed=min(1.0, max(elapsed / seconds, step / max_steps)),
+            description=f"step {step} loss {loss:.3f}")
         r = pretrain_seed(cfg)
-        update(completed=seconds)
+        update(completed=1.0)
     c.show(r.report())
     if json_out:
-        c.print_result(json.dumps(r.to_dict()))
+        c.print_json(r.to_dict())

@@ -3,8 +3,11 @@
 
 from __future__ import annotations
 
-import json
 from enum import StrEnum
+from typing import Any
+
+import typer
+from typer.core import TyperCommand
 
 from fnacli.cli import common as c
 from fnacli.cli.app import app
@@ -17,11 +20,25 @@ Widen = StrEnum("Widen", {n: n for n in ("noise", "zeros", "split")})
 o = c.options_of(RemapConfig)
 
 
-@app.command("remap")
+class _RemapCommand(TyperCommand):
+    """--spec and -o are required, except beside --show-spec (which only reads SEED)."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        if "--show-spec" in args:  # this invocation's command object: built per run
+            for p in self.params:
+                if p.name in ("spec", "output"):
+                    p.required = False
+        return super().parse_args(ctx, args)
+
+
+@app.command("remap", cls=_RemapCommand)
 def remap(
     seed: str = c.argument(RemapConfig, "seed"),
-    spec: str = o("spec", default=...),
+    spec: str = o("spec", default=..., autocompletion=c.complete_arch),
     output: str = o("output", default=...),
+    show_spec: bool = typer.Option(False, "--show-spec", help="Print the architecture fnacli "
+                                   "infers from SEED (a spec, on stdout) and stop; no --spec or "
+                                   "-o needed."),
     width: Width = o("width"),
     kernel: Kernel = o("kernel"),
     widen: Widen = o("widen"),
@@ -32,9 +49,15 @@ def remap(
 ) -> None:
     """Remap SEED's parameters onto the architecture SPEC (depth, width, kernel; FNA)."""
     options = dict(locals())
+    if show_spec:
+        from fnacli.pipeline.remap import seed_spec
+
+        arch = seed_spec(seed)
+        c.print_json(arch.to_dict()) if as_json else c.print_result(arch.to_json())
+        return
     from fnacli.pipeline.remap import remap as run
 
-    r = run(c.config(RemapConfig, options))
+    r = run(c.config(RemapConfig, options, ("as_json", "show_spec")))
     c.show(r.report())
     if as_json:
-        c.print_result(json.dumps(r.to_dict(), indent=2))
+        c.print_json(r.to_dict())

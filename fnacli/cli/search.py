@@ -10,7 +10,6 @@ rewritten after every epoch, so 'fnacli derive' works on a search in progress.
 
 from __future__ import annotations
 
-import json
 from dataclasses import fields
 from enum import StrEnum
 
@@ -54,6 +53,7 @@ def search(
     cost_scope: str | None = d("cost_scope"),
     cost_size: str | None = d("cost_size"),
     workers: int = d("workers"),
+    threads: int = d("threads"),
     seed: int = d("seed"),
     device: c.Device = d("device"),
     checkpoint_every: int = d("checkpoint_every"),
@@ -94,6 +94,7 @@ def search(
     max_madds: str | None = one("max_madds"),
     min_madds: str | None = one("min_madds"),
     max_latency: str | None = one("max_latency"),
+    max_params: str | None = one("max_params"),
     fitness_images: str | None = one("fitness_images"),
     fitness_ann: str | None = one("fitness_ann"),
     fitness_img_dir: str | None = one("fitness_img_dir"),
@@ -119,7 +120,7 @@ def search(
     if not result.is_main:
         return
     if as_json:
-        c.print_result(json.dumps(result.to_dict()))
+        c.print_json(result.to_dict())
         return
     # the result is a file: stdout stays empty without --json, the summary goes to stderr
     c.show(result.report())

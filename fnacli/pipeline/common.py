@@ -3,7 +3,12 @@ the files a resumable run leaves beside its output, and the distributed environm
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import inspect
 import logging
+import os
+import textwrap
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -11,7 +16,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from fnacli.errors import UserError
-from fnacli.settings import MAX_SIDE, RUN, SCHEDULE, check, number_text, setting
+from fnacli.settings import (
+    DEVICE,
+    MAX_SIDE,
+    MAX_THREADS,
+    ON_MESSAGE,
+    RUN,
+    SCHEDULE,
+    check,
+    flag_of,
+    number_text,
+    setting,
+)
 from fnacli.tasks import per_task, size_text, tasks
 
 if TYPE_CHECKING:
@@ -31,6 +47,11 @@ TENSORBOARD = {"metavar": "DIR", "envvar": "FNACLI_TENSORBOARD", "show_envvar": 
                "group": RUN}
 
 
+THREADS_HELP = ("CPU threads per process for torch ops [0: the cores left by --workers, "
+                "shared by the processes of a run, at least 1]; 1 avoids oversubscription on a "
+                "busy machine.")
+
+
 @dataclass(kw_only=True)
 class TrainOptions:
     """What every training step takes (fine-tuning, both searches): the task, the data, the
@@ -38,7 +59,7 @@ class TrainOptions:
     fine-tuning's; a search's config restates the ones that differ."""
 
     task: str | None = setting(None, "Detector (required for a backbone TARGET).")
-    data: str | Path | None = None  # COCO-layout folder
+    data: str | Path | None = setting(None, api="COCO-layout dataset folder.")
     train_ann: str | Path | None = setting(None, "Training annotations.")
     train_images: str | Path | None = setting(None, "Training images.")
     val_ann: str | Path | None = setting(None, "Validation annotations.")
@@ -55,7 +76,7 @@ class TrainOptions:
         per_task(lambda t: f"{t.recipe.lr:g} per {t.recipe.base_batch}")), min=0.0,
         group=SCHEDULE)
     optimizer: str | None = setting(None, f"[{per_task('recipe.optimizer')}]", group=SCHEDULE)
-    momentum: float = setting(0.9, min=0.0, group=SCHEDULE)
+    momentum: float = setting(0.9, min=0.0, group=SCHEDULE, api="SGD momentum.")
     weight_decay: float | None = setting(None, f"[{WEIGHT_DECAY}] (not on BN/bias).", min=0.0,
                                          group=SCHEDULE)
     warmup_iters: int | None = setting(None, "Linear warm-up from lr/3 [min(500, 10% of the "
@@ -67,9 +88,10 @@ class TrainOptions:
                                   "flip; none; segmentation: finetune (rescale 0.75-2 + crop + "
                                   "flip), search (rescale 0.5 + crop) "
                                   f"[{per_task('default_augment')}].")
-    workers: int = setting(2, min=0)
+    workers: int = setting(2, min=0, api="Data-loading processes.")
+    threads: int = setting(0, THREADS_HELP, min=0, max=MAX_THREADS, group=RUN)
     seed: int = setting(0, "Seed for new layers, data order, augmentation.")
-    device: str = "auto"
+    device: str = setting("auto", api=DEVICE)
     checkpoint_every: int = setting(0, "Training state every STEPS steps (always at the end of "
                                     "every epoch).", min=0, metavar="STEPS", group=RUN)
     # steps between metrics lines (and plain log lines off a terminal)
@@ -83,11 +105,32 @@ class TrainOptions:
                                      "continue with --resume.", min=1, metavar="STEPS", group=RUN)
     resume: bool = setting(False, "Continue from FINAL.ckpt.")
     force: bool = setting(False, "Overwrite FINAL and start over.")
-    on_message: Message | None = None
+    on_message: Message | None = setting(None, api=ON_MESSAGE)
 
 
-def in_processes(step: Callable[[Any, DistEnv], R], cfg: Any, threads: int = 0) -> R:
-    """``step(cfg, env)`` in the process group; the result knows whether it is rank 0's."""
+def cpu_cores() -> int:
+    """The cores this process may run on (its affinity, not the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
+
+
+def choose_threads(threads: int, workers: int = 0) -> int:
+    """``threads``, or when 0 the default: the cores a process of this run gets (the
+    processes of a torchrun on this node share them) less one per data-loading worker, at
+    least 1. Torch's own default (every core) plus busy workers oversubscribe the cores: on
+    the tutorial's search it ran 2.5x slower than one thread."""
+    if threads:
+        return threads
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)
+    return max(1, cpu_cores() // max(local, 1) - workers)
+
+
+def in_processes(step: Callable[[Any, DistEnv], R], cfg: Any) -> R:
+    """``step(cfg, env)`` in the process group, with ``cfg``'s threads (``choose_threads``);
+    the result knows whether it is rank 0's."""
+    threads = choose_threads(getattr(cfg, "threads", 0), getattr(cfg, "workers", 0))
     with distributed(cfg.device, threads) as env:
         result = step(cfg, env)
         result.is_main = env.is_main
@@ -95,12 +138,124 @@ def in_processes(step: Callable[[Any, DistEnv], R], cfg: Any, threads: int = 0) 
 
 
 def make_config(cls: type[C], args: tuple, kwargs: dict) -> C:
-    """``step(Config(...))`` or ``step(*fields, **fields)``: the config either way, its numbers
-    within their settings' ranges (the CLI's own checks, for library callers)."""
-    cfg = args[0] if len(args) == 1 and not kwargs and isinstance(args[0], cls) else cls(*args,
-                                                                                         **kwargs)
+    """``step(Config(...))``, ``step(Config(...), field=value)`` (the config with those fields
+    replaced) or ``step(*fields, **fields)``: the config either way, its numbers within their
+    settings' ranges (the CLI's own checks, for library callers)."""
+    if args and isinstance(args[0], cls):
+        if len(args) > 1:
+            raise TypeError(f"a {cls.__name__} is the only positional argument; give other "
+                            "fields by name")
+        cfg = dataclasses.replace(args[0], **kwargs) if kwargs else args[0]
+    else:
+        cfg = cls(*args, **kwargs)
     check(cfg)
     return cfg
+
+
+def step(cls: type[C]) -> Callable[[Callable[[C], R]], Callable[..., R]]:
+    """Decorator: ``fn(cfg) -> result`` becomes a public step. Its signature and docstring are
+    the fields of ``cls`` (types, defaults, meanings: ``help(fnacli.remap)`` lists them), it
+    takes a config or its fields (``make_config``), and its errors name the parameters as a
+    caller wrote them (``output: …``), keeping the flag (``-o: …``) for the CLI."""
+
+    def wrap(fn: Callable[[C], R]) -> Callable[..., R]:
+        names = _flag_names(cls)
+
+        @functools.wraps(fn)
+        def run(*args: Any, **kwargs: Any) -> R:
+            cfg = make_config(cls, args, kwargs)
+            try:
+                return fn(cfg)
+            except UserError as e:
+                raise _named(e, names) from e.__cause__
+
+        run.__signature__ = signature_of(cls, fn)  # type: ignore[attr-defined]
+        run.__doc__ = docstring_of(cls, fn)
+        return run
+
+    return wrap
+
+
+def _flag_names(cls: type) -> dict[str, str]:
+    """Each spelling the CLI has for a field of ``cls`` (its flags, ``-o`` for ``--output``,
+    an upper-case metavar such as ``SEED``) -> the field's name."""
+    names: dict[str, str] = {}
+    for f in dataclasses.fields(cls):
+        spellings = [*f.metadata.get("flags", ()), flag_of(f)]
+        if flag_of(f) == "--output":
+            spellings.append("-o")
+        metavar = f.metadata.get("metavar") or ""
+        if metavar.replace("_", "").isalpha() and metavar.isupper():
+            spellings.append(metavar)
+        names.update(dict.fromkeys(spellings, f.name))
+    return names
+
+
+def _named(e: UserError, names: dict[str, str]) -> UserError:
+    """``e`` with a leading flag (``--epochs: …``) replaced by its parameter (``epochs: …``)."""
+    head, sep, rest = str(e).partition(":")
+    if not sep or head not in names or type(e) is not UserError:
+        return e
+    return UserError(f"{names[head]}:{rest}", e.cli_message)
+
+
+class _Annotation:
+    """A type as written in the source (``str | Path``), shown without quotes by ``help``."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+
+    def __repr__(self) -> str:
+        return self.text
+
+
+def signature_of(cls: type, fn: Callable) -> inspect.Signature:
+    """The fields of ``cls`` as parameters (positional ones first, then keyword-only)."""
+    params = []
+    for f in dataclasses.fields(cls):
+        if not f.init:
+            continue
+        default = (f.default if f.default is not dataclasses.MISSING else
+                   f.default_factory() if f.default_factory is not dataclasses.MISSING  # type: ignore[misc]
+                   else inspect.Parameter.empty)
+        kind = (inspect.Parameter.KEYWORD_ONLY if f.kw_only
+                else inspect.Parameter.POSITIONAL_OR_KEYWORD)
+        ann = f.type if isinstance(f.type, str) else getattr(f.type, "__name__", str(f.type))
+        params.append(inspect.Parameter(f.name, kind, default=default,
+                                        annotation=_Annotation(ann)))
+    params.sort(key=lambda p: p.kind == inspect.Parameter.KEYWORD_ONLY)
+    ret = inspect.signature(fn).return_annotation
+    return inspect.Signature(params, return_annotation=_Annotation(ret) if isinstance(ret, str)
+                             else ret)
+
+
+def signature_text(fn: Callable) -> str:
+    """A step's signature as docs/api.md shows it: one parameter a line."""
+    sig = inspect.signature(fn)
+    lines, star = [f"fnacli.{fn.__name__}("], False
+    for p in sig.parameters.values():
+        if p.kind == inspect.Parameter.KEYWORD_ONLY and not star:
+            lines.append("    *,")
+            star = True
+        default = "" if p.default is inspect.Parameter.empty else f" = {p.default!r}"
+        lines.append(f"    {p.name}: {p.annotation!r}{default},")
+    return "\n".join(lines) + f"\n) -> {sig.return_annotation!r}"
+
+
+def docstring_of(cls: type, fn: Callable) -> str:
+    """``fn``'s docstring, then one entry per parameter: its type, default and meaning."""
+    lines = [inspect.cleandoc(fn.__doc__ or ""), "",
+             f"Takes a ``{cls.__name__}`` (plus fields to replace, by name) or its fields.",
+             "Bad input raises ``fnacli.UserError`` naming the parameter.", "",
+             "Parameters", "----------"]
+    for p in signature_of(cls, fn).parameters.values():
+        f = cls.__dataclass_fields__[p.name]
+        default = "" if p.default is inspect.Parameter.empty else f" = {p.default!r}"
+        lines.append(f"{p.name} : {p.annotation!r}{default}")
+        meaning = " ".join(t for t in (f.metadata.get("help"), f.metadata.get("api")) if t)
+        lines += textwrap.wrap(meaning or "(undocumented)", 88,
+                               initial_indent="    ", subsequent_indent="    ")
+    return "\n".join(lines)
 
 
 class Reporter:

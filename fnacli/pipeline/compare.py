@@ -67,8 +67,6 @@ class CompareConfig(TrainOptions):
                                       "needs matplotlib).", metavar="FILE")
     schedule: str | None = setting(None, "Cosine, or step decay (see 'fnacli finetune').",
                                    group=SCHEDULE)
-    threads: int = setting(0, "CPU threads per process for torch ops (0: torch's default).",
-                           min=0)
     report_only: bool = setting(False, "Make nothing: compare the runs already in WORKDIR.")
 
 

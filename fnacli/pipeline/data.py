@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from fnacli.errors import UserError
-from fnacli.pipeline.common import make_config
+from fnacli.pipeline.common import step
 from fnacli.report import Report
 from fnacli.settings import setting
 
@@ -47,7 +47,8 @@ class SynthDataConfig:
                                "image's shorter side.", min=0.01, max=0.9)
     max_scale: float = setting(0.45, "Detection: largest object, as a fraction of the "
                                "image's shorter side.", min=0.01, max=0.9)
-    on_progress: Callable[[int], None] | None = None  # called with the images just written
+    on_progress: Callable[[int], None] | None = setting(None, api="Called with the images "
+                                                        "just written.")
 
 
 @dataclass
@@ -105,9 +106,9 @@ def check(cfg: SynthDataConfig) -> Any:
     return settings
 
 
-def synth(*args: Any, **kwargs: Any) -> SynthResult:
+@step(SynthDataConfig)
+def synth(cfg: SynthDataConfig) -> SynthResult:
     """Write a synthetic dataset to ``output`` (see the module docstring)."""
-    cfg = make_config(SynthDataConfig, args, kwargs)
     settings = check(cfg)
     if cfg.task == "segmentation":
         from fnacli.segmentation.synthetic import generate

@@ -6,15 +6,20 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fnacli.errors import UserError
-from fnacli.pipeline.common import Message, Reporter, Size, as_size, make_config
+from fnacli.pipeline.common import Message, Reporter, Size, as_size, step
 from fnacli.report import Report, Table
-from fnacli.settings import setting
+from fnacli.settings import ON_MESSAGE, setting
 from fnacli.tasks import metavar
 
 DERIVE_BY = ("layer", "depth")  # argmax per layer (FNA), or depth first
+if TYPE_CHECKING:
+    from fnacli.budget import Budget
+    from fnacli.cost.count import Profile
+    from fnacli.cost.latency import LatencyTable
+    from fnacli.spec import ArchSpec
 
 
 @dataclass
@@ -23,7 +28,8 @@ class DeriveConfig:
                                      metavar="SEARCHED|SUPERNET")
     min_depth: int | None = setting(None, "Never drop layers 0..N-1 of a stage [the search's].",
                                     min=0, metavar="N")
-    profile: bool = False  # count MAdds/params of the derived (and seed) architecture
+    profile: bool = setting(False, api="Count MAdds/params of the derived (and seed) "
+                            "architecture (result.profile).")
     top: int | None = setting(None, "List the K most likely architectures with their "
                               "probabilities and MAdds (stderr; in --json output).", min=1,
                               metavar="K")
@@ -42,14 +48,14 @@ class DeriveConfig:
     metrics: str | Path | None = setting(None, "The search's metrics for --plot [SEARCHED"
                                          ".metrics.jsonl when it exists].", metavar="FILE.jsonl")
     force: bool = setting(False, "Overwrite -o ARCH.json, --plot and --diagram files.")
-    on_message: Message | None = None
+    on_message: Message | None = setting(None, api=ON_MESSAGE)
     latency_table: str | Path | None = setting(None, "Report predicted latency beside MAdds, by "
                                                "a table from 'fnacli latency' (--force: one "
                                                "measured on another machine).")
     # a MAdds window for the derived architecture (matched-cost comparisons)
     min_madds: str | float | None = setting(None, "Derive the most likely architecture with at "
-                                            "least these MAdds (e.g. 300M), for comparisons at "
-                                            "matched cost.", metavar="MADDS")
+                                            "least these MAdds (e.g. 300M, or 60% of the seed's), "
+                                            "for comparisons at matched cost.", metavar="MADDS")
     max_madds: str | float | None = setting(None, "... and at most these MAdds.",
                                             metavar="MADDS")
     by: str = setting("layer", "layer: argmax α per layer (FNA); depth: per stage the most likely "
@@ -64,21 +70,22 @@ class DeriveConfig:
 
 @dataclass
 class DeriveResult:
-    arch: Any  # ArchSpec
+    arch: ArchSpec
     probability: float  # of the argmax path
     skipped_layers: int
-    warning: str | None
-    seed: Any = None  # the seed's ArchSpec when the checkpoint records it
+    warning: str | None  # the collapse warning
+    seed: ArchSpec | None = None  # when the checkpoint records it
     task: str | None = None  # what the profiles count ("none": the backbone)
     size: tuple[int, int] | None = None
-    profile: Any = None  # fnacli.cost.Profile of arch (when profiled)
-    seed_profile: Any = None
+    profile: Profile | None = None  # of arch (when profiled)
+    seed_profile: Profile | None = None
     top: list[dict] = field(default_factory=list)  # rank, probability|fitness, spec, madds
     latency_ms: float | None = None  # by the latency table, when one was given
     seed_latency_ms: float | None = None
-    latency_table: Any = None  # the LatencyTable
+    latency_table: LatencyTable | None = None
     profile_classes: int | None = None
     window: dict | None = None  # min/max MAdds, scope, cost, choices moved off the argmax
+    unsearched: str | None = None  # said when the supernet was never searched
 
     @property
     def where(self) -> str:
@@ -90,7 +97,8 @@ class DeriveResult:
                              "task": self.task, "input": list(self.size or ()),
                              "madds": self.profile.madds, "params": self.profile.params,
                              "backbone_params": self.profile.params_parts["backbone"],
-                             "skipped_layers": self.skipped_layers}
+                             "skipped_layers": self.skipped_layers,
+                             "warnings": [w for w in (self.unsearched, self.warning) if w]}
         if self.latency_table is not None:
             d["latency_ms"] = self.latency_ms
         if self.seed_profile is not None:
@@ -108,7 +116,7 @@ class DeriveResult:
     def report(self, show: bool = True) -> Report:
         """The collapse warning; when profiled and ``show``, the architecture (ops per layer,
         widths, beside the seed's) and its MAdds/params against the seed; the top-K list."""
-        report: Report = [f"warning: {self.warning}"] if self.warning else []
+        report: Report = [f"warning: {w}" for w in (self.unsearched, self.warning) if w]
         if show and self.profile is not None:
             report += self._architecture()
         if self.top:
@@ -176,12 +184,15 @@ class DeriveResult:
 
 
 def _ops_text(stage: Any) -> str:
-    return " ".join(f"K{o.kernel}_E{o.expand}" for o in stage.ops)
+    return " ".join(f"k{o.kernel}_e{o.expand}" for o in stage.ops)
 
 
-def derive(*args: Any, **kwargs: Any) -> DeriveResult:
-    """The derived architecture of a searched checkpoint (see the module docstring)."""
-    cfg = make_config(DeriveConfig, args, kwargs)
+@step(DeriveConfig)
+def derive(cfg: DeriveConfig) -> DeriveResult:
+    """The architecture a search chose: argmax α per layer (skips dropped) and argmax β per
+    stage of ``checkpoint``, optionally its MAdds/params against the seed (``profile``), the
+    K most likely architectures (``top``), a MAdds window, and pictures (``plot``,
+    ``diagram``). ``result.arch`` is the ``ArchSpec``."""
     from fnacli.io import check_writable
     from fnacli.plots import PICTURE_FORMATS
     from fnacli.search import arch as A
@@ -205,30 +216,30 @@ def derive(*args: Any, **kwargs: Any) -> DeriveResult:
     if cfg.by not in DERIVE_BY:
         raise UserError(f"--by: expected {' or '.join(DERIVE_BY)}, got {cfg.by!r}")
     window = _window_limits(cfg)
+    if _is_plain_spec(cfg.checkpoint):
+        return _plain_spec(cfg, window, table, say)
     ck = read_supernet(cfg.checkpoint)
     searched = ck.meta.get("search", {})
     depth = ck.min_depth if cfg.min_depth is None else cfg.min_depth
     if cfg.remap_prior:
         _apply_remap_prior(ck, cfg.remap_prior)
     if window:
-        arch, path, prob, window_info = _derive_within(ck, searched, cfg, depth, *window, say)
+        arch, path, prob, window_info = _derive_within(ck, searched, cfg, depth, window, say)
     else:
         rule = A.derive_by_depth if cfg.by == "depth" else A.derive
         arch, path, prob = rule(ck.space, ck.alpha, ck.beta, depth)
         window_info = None
     if cfg.plot is not None:
         _plot(ck, cfg, depth, say)
+        say(f"wrote the search plot to {cfg.plot}")
     if cfg.diagram is not None:
-        from fnacli.plots import diagram_figure, save_figure
-
-        save_figure(diagram_figure(arch, ck.seed_spec,
-                                   title=f"derived from {Path(cfg.checkpoint).name}"),
-                    cfg.diagram)
+        _diagram(arch, ck.seed_spec, f"derived from {Path(cfg.checkpoint).name}", cfg.diagram,
+                 say)
     # a supernet without a search record holds α/β logits: the differentiable remedies apply
     warning = A.collapse_warning(ck.space, path,
                                  strategy=searched.get("strategy", "differentiable"))
     result = DeriveResult(arch, prob, A.skip_report(ck.space, path)[0], warning, ck.seed_spec,
-                          window=window_info)
+                          window=window_info, unsearched=_unsearched_warning(ck, searched))
     if cfg.profile or cfg.top:
         _profile(result, ck, searched, cfg, depth, say)
         if table is not None:
@@ -246,10 +257,79 @@ def _apply_remap_prior(ck: Any, weight: float) -> None:
     ck.alpha = adjust_alpha(ck.space, ck.seed_spec, ck.alpha, weight)
 
 
-def _window_limits(cfg: DeriveConfig) -> tuple[float | None, float | None] | None:
-    """--min-madds/--max-madds parsed and checked before the checkpoint is read."""
+def _unsearched_warning(ck: Any, searched: dict) -> str | None:
+    """A supernet straight from 'fnacli expand': its α/β are their initial noise, so its
+    argmax is a random architecture, not a searched one."""
+    if ck.kind != "supernet" or searched:
+        return None
+    return ("this supernet has not been searched: its α/β are the initial noise of 'fnacli "
+            "expand', so the derived architecture is a random one (run 'fnacli search' first, "
+            "or 'fnacli sample' for random architectures on purpose)")
+
+
+def _is_plain_spec(arg: str | Path) -> bool:
+    """A built-in name, an arch JSON file or '-': no search to derive from (--diagram and
+    --show of a spec as it is)."""
+    from fnacli.pipeline.profile import _is_json_file
+
+    text = str(arg)
+    path = Path(text)
+    return text == "-" or (path.is_file() and _is_json_file(path)) or (
+        not path.exists() and "/" not in text and path.suffix.lower() != ".safetensors")
+
+
+def _plain_spec(cfg: DeriveConfig, window: Any, table: Any, say: Reporter) -> DeriveResult:
+    """The architecture of a spec as it is (probability 1): its diagram and its costs."""
+    from fnacli.spec import as_arch
+
+    for given, name in ((cfg.plot, "plot"), (cfg.top, "top"), (window, "min_madds/max_madds"),
+                        (cfg.min_depth, "min_depth")):
+        if given:
+            raise UserError(f"{name}: {cfg.checkpoint} is an architecture, not a search",
+                            f"--{name.replace('_', '-').replace('/', '/--')}: "
+                            f"{cfg.checkpoint} is an architecture, not a search")
+    arch = as_arch(cfg.checkpoint)
+    if cfg.diagram is not None:
+        _diagram(arch, None, str(cfg.checkpoint), cfg.diagram, say)
+    result = DeriveResult(arch, 1.0, 0, None)
+    if cfg.profile:
+        from fnacli.cost.table import profile_specs
+
+        task = cfg.task or _default_task()
+        size = as_size(cfg.size) if cfg.size else _task_size(task)
+        classes = cfg.num_classes or 80
+        result.task, result.size, result.profile_classes = task, size, classes
+        result.profile = profile_specs([arch], task, size, classes)[0]
+        if table is not None:
+            _latency(result, table, cfg.latency_table)
+    return result
+
+
+def _default_task() -> str:
+    from fnacli.tasks import task_names
+
+    return task_names()[0]
+
+
+def _task_size(task: str) -> tuple[int, int]:
+    from fnacli.tasks import get_task, is_task
+
+    return tuple(get_task(task).recipe.size) if is_task(task) else (224, 224)
+
+
+def _diagram(arch: ArchSpec, seed: ArchSpec | None, title: str, dest: str | Path,
+             say: Reporter) -> None:
+    from fnacli.plots import diagram_figure, save_figure
+
+    save_figure(diagram_figure(arch, seed, title=title), dest)
+    say(f"wrote the architecture diagram to {dest}")
+
+
+def _window_limits(cfg: DeriveConfig) -> Budget | None:
+    """--min-madds/--max-madds parsed (absolute, or relative to the seed: 60%) and, when
+    absolute, checked before the checkpoint is read."""
+    from fnacli.budget import Budget
     from fnacli.cost.space import check_scope
-    from fnacli.search.evolution import check_window, parse_madds
 
     if cfg.min_madds is None and cfg.max_madds is None:
         if cfg.cost_scope is not None:
@@ -257,16 +337,17 @@ def _window_limits(cfg: DeriveConfig) -> tuple[float | None, float | None] | Non
         return None
     if cfg.cost_scope is not None:
         check_scope(cfg.cost_scope)
-    lo = parse_madds(cfg.min_madds, "--min-madds") if cfg.min_madds is not None else None
-    hi = parse_madds(cfg.max_madds, "--max-madds") if cfg.max_madds is not None else None
-    check_window(lo, hi)
-    return lo, hi
+    budget = Budget.of(min_madds=cfg.min_madds, max_madds=cfg.max_madds)
+    if not budget.relative:
+        budget.resolve()  # a minimum above the maximum: refused now
+    return budget
 
 
-def _derive_within(ck: Any, searched: dict, cfg: DeriveConfig, depth: int, lo: float | None,
-                   hi: float | None, say: Reporter) -> tuple[Any, Any, float, dict]:
+def _derive_within(ck: Any, searched: dict, cfg: DeriveConfig, depth: int, budget: Budget,
+                   say: Reporter) -> tuple[Any, Any, float, dict]:
     """The most likely architecture (greedy, ``search.arch.derive_within``) whose MAdds over
-    the scope, at the search's cost size, lie within [lo, hi]."""
+    the scope, at the search's cost size, lie within the budget (a relative one taken of the
+    seed's MAdds over the same scope)."""
     from fnacli.cost.lut import load_or_build_lut
     from fnacli.pipeline.search_options import ONESHOT_COST_SCOPE
     from fnacli.search import arch as A
@@ -286,6 +367,15 @@ def _derive_within(ck: Any, searched: dict, cfg: DeriveConfig, depth: int, lo: f
     def cost(arch: Any) -> float:
         return lut.arch_cost(arch, scope)
 
+    reference = None
+    if budget.relative:
+        if ck.seed_spec is None:
+            raise UserError("min_madds/max_madds: a relative budget is taken of the seed's "
+                            "MAdds, and this checkpoint records no seed; give MAdds",
+                            "--min-madds/--max-madds: a relative budget is taken of the "
+                            "seed's MAdds, and this checkpoint records no seed; give MAdds")
+        reference = {"madds": cost(ck.seed_spec)}
+    lo, hi = budget.resolve(reference).bounds["madds"]
     check_reachable(Encoding(ck.space), cost, lo, hi)
     start = (A.derive_by_depth(ck.space, ck.alpha, ck.beta, depth)[1] if cfg.by == "depth"
              else None)
@@ -297,7 +387,8 @@ def _derive_within(ck: Any, searched: dict, cfg: DeriveConfig, depth: int, lo: f
             f"the architecture within {window_text(lo, hi)} MAdds ({scope} at "
             f"{size[0]}x{size[1]}: {madds / 1e6:.4g}M)")
     return arch, path, prob, {"min_madds": lo, "max_madds": hi, "cost_scope": scope,
-                              "cost_size": list(size), "madds": madds, "moved": moves}
+                              "cost_size": list(size), "madds": madds, "moved": moves,
+                              **({"seed_madds": reference["madds"]} if reference else {})}
 
 
 def _latency(result: DeriveResult, table: Any, source: str | Path) -> None:
@@ -366,6 +457,9 @@ def _plot(ck: Any, cfg: DeriveConfig, depth: int, say: Reporter) -> None:
     from fnacli.search.differentiable import prob_report
 
     searched = ck.meta.get("search", {})
+    if searched.get("strategy") in ("evolution", "random"):
+        _fitness_plot(ck, cfg, searched)
+        return
     name = Path(cfg.checkpoint).name
     source = Path(cfg.metrics) if cfg.metrics else Path(f"{cfg.checkpoint}.metrics.jsonl")
     if cfg.metrics and not source.is_file():
@@ -379,11 +473,34 @@ def _plot(ck: Any, cfg: DeriveConfig, depth: int, say: Reporter) -> None:
         records = [{"epoch": done or None, **prob_report(ck.space, *probs)}]
         note = f"no metrics file ({source.name}): the checkpoint's current α/β"
         say(f"note: {note}")
-    if searched.get("strategy") in ("evolution", "random"):
-        note += "; a one-shot search does not train α/β"
     what = f"{searched['task']} {searched['size'][0]}x{searched['size'][1]}, " if (
         searched.get("task") and searched.get("size")) else ""
     save_figure(search_figure(
         ck.space, records, title=f"α/β over the search: {name}",
         subtitle=f"{ck.space.name} space, {what}{note}",
         warmup_epochs=searched.get("warmup_epochs")), cfg.plot)
+
+
+def _fitness_plot(ck: Any, cfg: DeriveConfig, searched: dict) -> None:
+    """A one-shot search trains no α/β: its plot is every evaluated candidate's fitness
+    against its MAdds, from SEARCHED.history.jsonl (or ``metrics``)."""
+    from fnacli.plots import fitness_figure, read_candidates, save_figure
+
+    source = Path(cfg.metrics) if cfg.metrics else Path(f"{cfg.checkpoint}.history.jsonl")
+    if not source.is_file():
+        raise UserError(f"plot: {source}: no such file (a one-shot search's plot is drawn from "
+                        "its history; give metrics=HISTORY.jsonl)",
+                        f"--plot: {source}: no such file (a one-shot search's plot is drawn "
+                        "from its history; give --metrics HISTORY.jsonl)")
+    candidates = read_candidates(source)
+    if not candidates:
+        raise UserError(f"{source}: no evaluated candidates to plot")
+    top = searched.get("top") or []
+    chosen = top[0] if top and "madds" in top[0] else None
+    metric = searched.get("metric") or "fitness"
+    scope = searched.get("cost_scope", "backbone")
+    save_figure(fitness_figure(
+        candidates, title=f"{searched['strategy']} search: {Path(cfg.checkpoint).name}",
+        subtitle=f"{len(candidates)} candidates from {source.name}; MAdds of the {scope}",
+        chosen=chosen, limits=(searched.get("min_madds"), searched.get("max_madds")),
+        metric=metric), cfg.plot)

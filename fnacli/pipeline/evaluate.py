@@ -11,30 +11,33 @@ from pathlib import Path
 from typing import Any
 
 from fnacli.errors import UserError
-from fnacli.pipeline.common import check_device, make_config
+from fnacli.pipeline.common import THREADS_HELP, check_device, choose_threads, step
 from fnacli.report import Report, Table
-from fnacli.settings import DATA, MAX_THREADS, setting
+from fnacli.settings import DATA, DEVICE, MAX_THREADS, setting
 
 
 @dataclass
 class EvaluateConfig:
     model: str | Path = setting(help="Detector checkpoint (from 'fnacli finetune').",
                                 metavar="FINAL")
-    data: str | Path | None = None
+    data: str | Path | None = setting(None, api="COCO-layout dataset folder.")
     split: str = setting("val", "Which split of --data (val, train, …).", group=DATA)
     ann: str | Path | None = setting(None, "Annotation file of the split (instead of --data).",
                                      flags=("--val-ann",))
     images: str | Path | None = setting(None, "Image folder for --val-ann.",
                                         flags=("--val-images",))
     per_class: bool = setting(False, "Also AP per category.")
-    batch_size: int = setting(8, min=1)
-    workers: int = setting(2, min=0)
-    threads: int = setting(0, min=0, max=MAX_THREADS)
-    device: str = "auto"
-    detections: bool = False  # the caller wants the detections (COCO results) back
+    batch_size: int = setting(8, min=1, api="Images per forward pass.")
+    workers: int = setting(2, min=0, api="Data-loading processes.")
+    threads: int = setting(0, min=0, max=MAX_THREADS, api=THREADS_HELP)
+    device: str = setting("auto", api=DEVICE)
+    detections: bool = setting(False, api="Return the detections (COCO results) in "
+                               "result.detections.")
     # called with the number of images done after each batch, once ``total`` is known
-    on_progress: Callable[[int], None] | None = None
-    on_start: Callable[[int], None] | None = None  # called with the number of images
+    on_progress: Callable[[int], None] | None = setting(None, api="Called with the images "
+                                                        "just scored.")
+    on_start: Callable[[int], None] | None = setting(None, api="Called once with the number "
+                                                     "of images.")
 
 
 @dataclass
@@ -78,9 +81,10 @@ class EvaluateResult:
         return report
 
 
-def evaluate(*args: Any, **kwargs: Any) -> EvaluateResult:
-    """Score ``model`` on the split (see the module docstring)."""
-    cfg = make_config(EvaluateConfig, args, kwargs)
+@step(EvaluateConfig)
+def evaluate(cfg: EvaluateConfig) -> EvaluateResult:
+    """Score the fine-tuned ``model`` on a split with its task's metric: COCOeval's 12 box
+    numbers (detection) or mIoU, aAcc and mAcc (segmentation); ``result.stats``."""
     check_device(cfg.device)
     if cfg.data is None and cfg.ann is None:
         raise UserError("no data to evaluate on: give --data DIR (COCO layout) or --val-ann "
@@ -90,8 +94,7 @@ def evaluate(*args: Any, **kwargs: Any) -> EvaluateResult:
     from fnacli.detection.checkpoint import load_detector
     from fnacli.tasks import get_task
 
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+    torch.set_num_threads(choose_threads(cfg.threads, cfg.workers))
     model, info = load_detector(cfg.model)
     task = get_task(info.task)
     if cfg.detections and task.kind != "detection":

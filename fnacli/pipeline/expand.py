@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
-from fnacli.pipeline.common import make_config, refuse_stdout
+from fnacli.pipeline.common import refuse_stdout, step
 from fnacli.report import Report
-from fnacli.settings import setting
+from fnacli.settings import MAX_THREADS, setting
 
 if TYPE_CHECKING:
     from fnacli.spec import SpaceSpec
@@ -16,12 +16,14 @@ if TYPE_CHECKING:
 
 @dataclass
 class ExpandConfig:
-    seed: str = setting(help="Seed MobileNetV2 checkpoint (torchvision/timm .pth, fnacli "
+    seed: str | Path = setting(help="Seed MobileNetV2 checkpoint (torchvision/timm .pth, fnacli "
                         ".safetensors, torchvision:IMAGENET1K_V1 or timm:mobilenetv2_100).",
                         metavar="SEED")
     output: str | Path = setting(help="Output supernet checkpoint (.safetensors).",
                                  metavar="SUPERNET")
-    space: str | SpaceSpec = setting("fna", "Search space: a built-in name, a JSON file or '-'.",
+    space: str | Path | SpaceSpec | dict = setting("fna", "Search space: a built-in name, a JSON "
+                                                   "file or '-'.", api="Also a SpaceSpec or its "
+                                                   "dict.",
                                      metavar="fna|fna-channels|SPACE.json")
     masks: str = setting("non-overlapping", "Channel masks of the mixed blocks: Jung et al.'s "
                          "non-overlapping segments or FBNetV2's overlapping masks.",
@@ -36,7 +38,11 @@ class ExpandConfig:
     widen: str = setting("noise", "How channels wider than the seed's are filled (see 'fnacli "
                          "remap --widen'): zeros plus small noise (Jung et al.), zeros, or "
                          "Net2Net-style split copies.", metavar="noise|zeros|split")
-    noise: float | None = setting(None, min=0.0)  # relative std under widen="noise" [0.01]
+    threads: int = setting(0, "CPU threads for torch ops [0: every core of this process].",
+                           min=0, max=MAX_THREADS)
+    noise: float | None = setting(None, min=0.0, api="Noise std of widened channels' conv "
+                                  "weights, relative to each seed tensor's RMS [0.01]; widen "
+                                  "'noise' only.")
 
 
 @dataclass
@@ -55,23 +61,28 @@ class ExpandResult:
                 f"{s['params'] / 1e6:.2f}M parameters, {s['bytes'] / 2**20:.1f} MiB"]
 
 
-def expand(*args: Any, **kwargs: Any) -> ExpandResult:
+@step(ExpandConfig)
+def expand(cfg: ExpandConfig) -> ExpandResult:
     """The supernet of ``space`` remapped from ``seed``, written to ``output``."""
-    cfg = make_config(ExpandConfig, args, kwargs)
     refuse_stdout(cfg.output)
     from fnacli.checkpoint import save_checkpoint
     from fnacli.io import check_writable
     from fnacli.nn.masks import check_kind, check_scope
     from fnacli.remap import check_widen
     from fnacli.search import supernet_io
-    from fnacli.spec import SpaceSpec, load_space
+    from fnacli.spec import as_space
 
     check_kind(cfg.masks)
     check_scope(cfg.mask_scope)
     check_widen(cfg.widen, cfg.noise)
     check_writable(cfg.output, cfg.force)  # fail before the work, not after
-    space = cfg.space if isinstance(cfg.space, SpaceSpec) else load_space(cfg.space)
-    tensors, meta = supernet_io.expand(cfg.seed, space, cfg.masks, cfg.arch_seed, cfg.init_std,
+    space = as_space(cfg.space)
+    import torch
+
+    from fnacli.pipeline.common import choose_threads
+
+    torch.set_num_threads(choose_threads(cfg.threads))
+    tensors, meta = supernet_io.expand(str(cfg.seed), space, cfg.masks, cfg.arch_seed, cfg.init_std,
                                        widen=cfg.widen, noise=cfg.noise,
                                        mask_scope=cfg.mask_scope,
                                        space_name=f"space {cfg.space}"

@@ -3,12 +3,13 @@ PyTorch (raw outputs and detections) and timed beside PyTorch eager (``fnacli.ex
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fnacli.errors import UserError
-from fnacli.pipeline.common import Size, as_size, make_config
+from fnacli.pipeline.common import Size, as_size, step
 from fnacli.settings import MAX_SAMPLES, MAX_THREADS, setting
 
 if TYPE_CHECKING:
@@ -35,7 +36,7 @@ class ExportConfig:
                              "calibrated on the check's images), checked against PyTorch "
                              "float32 within quantisation's tolerance (docs/export.md).",
                              metavar="fp32|int8")
-    check: bool = True  # parity check against PyTorch
+    check: bool = setting(True, api="Check parity against PyTorch.")
     data: str | Path | None = setting(None, "Check on the first images of this dataset's val "
                                       "split [synthetic scenes].")
     samples: int = setting(4, "Images for the parity check.", min=1, max=MAX_SAMPLES,
@@ -43,15 +44,15 @@ class ExportConfig:
     threads: int = setting(1, "CPU threads for the check and the latency figures (the same for "
                            "PyTorch and the exported model).", min=1, max=MAX_THREADS,
                            metavar="K")
-    measure: bool = True  # time the exported model beside PyTorch
+    measure: bool = setting(True, api="Time the exported model beside PyTorch eager.")
     force: bool = setting(False, "Overwrite OUT.")
-    progress: bool = False  # a spinner on stderr while exporting
+    progress: bool = setting(False, api="A spinner on stderr while exporting.")
 
 
-def export(*args: Any, **kwargs: Any) -> ExportResult:
+@step(ExportConfig)
+def export(cfg: ExportConfig) -> ExportResult:
     """Export ``final``'s model to ``output``; ``result.parity.ok`` says whether the check
     passed (the file is kept either way), ``result.task`` is the checkpoint's task."""
-    cfg = make_config(ExportConfig, args, kwargs)
     from fnacli.io import check_writable
 
     if cfg.fmt not in FORMATS:
@@ -89,7 +90,11 @@ def export(*args: Any, **kwargs: Any) -> ExportResult:
         from rich.console import Console
 
         status = Console(stderr=True).status(f"exporting {cfg.final} to {cfg.fmt}")
-    with status:
+    with status, warnings.catch_warnings():
+        # torch's notice that TorchScript is deprecated (at loading the file back for the
+        # check): the export is what was asked for, and the notice is not about this model
+        warnings.filterwarnings("ignore", r"`torch\.jit\.\w+` is deprecated",
+                                FutureWarning)
         common = dict(size=wh, postprocess=not cfg.raw, opset=cfg.opset, check=cfg.check,
                       images=images, threads=cfg.threads, measure=cfg.measure,
                       score_thresh=cfg.score_thresh)

@@ -18,11 +18,11 @@ from fnacli.pipeline.common import (
     as_size,
     check_fresh_run,
     in_processes,
-    make_config,
     refuse_stdout,
     run_files,
+    step,
 )
-from fnacli.settings import MAX_THREADS, SCHEDULE, setting
+from fnacli.settings import SCHEDULE, setting
 
 
 @dataclass
@@ -36,9 +36,6 @@ class FinetuneConfig(TrainOptions):
                                  "FINAL.metrics.jsonl are written beside it.", metavar="FINAL")
     schedule: str | None = setting(None, "Cosine, or step decay ×0.1 at fixed fractions [step: "
                                    "ssdlite 36,50,56/60; retinanet 8,11/12].", group=SCHEDULE)
-    threads: int = setting(0, "CPU threads per process for torch ops (0: torch's default). Fewer "
-                           "than cores avoids oversubscription.", min=0,
-                           max=MAX_THREADS)
     bn_recalibrate: int = setting(0, "After training, recompute BN statistics on N training "
                                   "batches.", min=0, metavar="N")
     # segmentation: whole | slide (recorded for eval)
@@ -57,15 +54,21 @@ class FinetuneResult:
     steps: int
     epochs: int
     finished: bool
-    last_loss: float | None
+    last_loss: float | None  # the last value logged (the closing line's "last loss")
     bn_recalibrated_batches: int | None = None
     is_main: bool = True  # False in the other processes of a distributed run
+    # the last evaluation on val (eval_every): the task's epoch metrics (AP…, or mIoU…)
+    metrics: dict[str, float] | None = None
+    metrics_epoch: int | None = None  # the epoch (1-based) that evaluation followed
 
     def to_dict(self) -> dict:
-        d = {"output": self.output, "task": self.task, "steps": self.steps,
-             "epochs": self.epochs, "finished": self.finished, "last_loss": self.last_loss}
+        d: dict = {"output": self.output, "task": self.task, "steps": self.steps,
+                   "epochs": self.epochs, "finished": self.finished,
+                   "last_loss": self.last_loss}
         if self.bn_recalibrated_batches is not None:
             d["bn_recalibrated_batches"] = self.bn_recalibrated_batches
+        if self.metrics is not None:
+            d["metrics"] = {"epoch": self.metrics_epoch, **self.metrics}
         return d
 
     def report(self) -> list:
@@ -74,16 +77,19 @@ class FinetuneResult:
         return []
 
 
-def finetune(*args: Any, **kwargs: Any) -> FinetuneResult:
-    """Fine-tune (see the module docstring); ``finetune(FinetuneConfig(...))`` or the
-    config's fields. Runs under torchrun for several processes (DDP)."""
-    cfg = make_config(FinetuneConfig, args, kwargs)
+@step(FinetuneConfig)
+def finetune(cfg: FinetuneConfig) -> FinetuneResult:
+    """Fine-tune a task's network around a remapped backbone ``target`` (or continue a saved
+    model) and write ``output``, with ``output``.ckpt (training state for ``resume``) and
+    ``output``.metrics.jsonl beside it. Settings left at None take the task's recipe
+    (``fnacli.get_task(task).recipe``; lr scaled linearly to the batch size). Runs under
+    torchrun for several processes (DDP). ``result.metrics`` holds the last evaluation."""
     refuse_stdout(cfg.output)
     as_size(cfg.size)  # bad options fail before anything else
     from fnacli.progress import tensorboard_dir
 
     tensorboard_dir(cfg.tensorboard)
-    return in_processes(_run, cfg, cfg.threads)
+    return in_processes(_run, cfg)
 
 
 def _settings(cfg: FinetuneConfig, task: Any, size: tuple[int, int] | None) -> dict:
@@ -146,7 +152,8 @@ def _run(cfg: FinetuneConfig, env: Any) -> FinetuneResult:
     check_lr(cfg.lr)
     output = Path(cfg.output)
     state_path, metrics_path = run_files(output)
-    check_writable(output, cfg.force, also=(".ckpt", ".metrics.jsonl"))
+    # resume: this run's own output (an extended run, --epochs raised, rewrites it)
+    check_writable(output, cfg.force or cfg.resume, also=(".ckpt", ".metrics.jsonl"))
     check_fresh_run(state_path, metrics_path, cfg.resume, cfg.force)
 
     # the starting point: a backbone (fresh model around it) or a saved model (continue)
@@ -183,7 +190,8 @@ def _run(cfg: FinetuneConfig, env: Any) -> FinetuneResult:
 
     per_epoch = len(train_set) // r["batch_size"]
     total = r["epochs"] * per_epoch
-    warmup = cfg.warmup_iters if cfg.warmup_iters is not None else min(500, total // 10)
+    warmup = (cfg.warmup_iters if cfg.warmup_iters is not None else
+              _resumed_warmup(state_path) if cfg.resume else min(500, total // 10))
     tc = TrainConfig(
         epochs=r["epochs"], batch_size=r["batch_size"], lr=r["lr"], optimizer=r["optimizer"],
         momentum=cfg.momentum, weight_decay=r["weight_decay"], schedule=r["schedule"],
@@ -203,20 +211,24 @@ def _run(cfg: FinetuneConfig, env: Any) -> FinetuneResult:
         say("note: SyncBatchNorm needs GPUs; on CPU each process keeps its own BN batch "
             "statistics (--freeze-bn avoids the difference)")
 
+    evaluated: dict[str, Any] = {}  # the last evaluation, for the result
+
     def on_epoch_end(epoch: int, net: torch.nn.Module) -> dict | None:
         last = epoch + 1 == tc.epochs
         if not (val_set and env.is_main and ((epoch + 1) % cfg.eval_every == 0 or last)):
             return None
         res = task.evaluate(net, val_set, batch_size=max(1, tc.batch_size // env.world),
                             workers=cfg.workers, device=env.device)
-        return {k: res.stats[k] for k in task.epoch_metrics}
+        evaluated.update(epoch=epoch + 1, stats={k: res.stats[k] for k in task.epoch_metrics})
+        return evaluated["stats"]
 
     result = fit(model, train_set, task.loss, tc, env, state_path=state_path,
                  metrics_path=metrics_path, resume=cfg.resume, collate_fn=task.collate,
                  identity=identity, on_epoch_end=on_epoch_end, stop_after=cfg.stop_after,
                  desc=f"finetune {task.name}")
     out = FinetuneResult(str(output), task.name, result.steps, result.epochs, result.finished,
-                         result.last_loss)
+                         result.last_loss, metrics=evaluated.get("stats"),
+                         metrics_epoch=evaluated.get("epoch"))
     if not result.finished:
         say(f"stopped after {result.steps} steps; training state in {state_path} (continue "
             "with --resume)")
@@ -240,6 +252,14 @@ def _run(cfg: FinetuneConfig, env: Any) -> FinetuneResult:
     say(f"{model_kind(task.name)}: {result.steps} steps, last loss {loss} -> {output}")
     barrier(env)
     return out
+
+
+def _resumed_warmup(state_path: Path) -> int:
+    """The warm-up a resumed run keeps: the saved run's (its default depends on the number of
+    steps, which an extended run, --epochs raised, changes)."""
+    from fnacli.train import load_train_state
+
+    return int(load_train_state(state_path)["identity"]["warmup_iters"])
 
 
 def _recalibrate(model: Any, train_set: Any, task: Any, tc: Any, cfg: FinetuneConfig,

@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fnacli.errors import UserError
-from fnacli.pipeline.common import Message, Reporter, Size, as_size, make_config
+from fnacli.pipeline.common import Message, Reporter, Size, as_size, step
 from fnacli.report import Report, Table
-from fnacli.settings import MAX_THREADS, setting
+from fnacli.settings import MAX_THREADS, ON_MESSAGE, setting
 from fnacli.tasks import metavar, per_task, size_text
 
 if TYPE_CHECKING:
@@ -78,8 +78,8 @@ class LatencyConfig:
     resume: bool = setting(False, "Continue an interrupted build from TABLE.partial.")
     force: bool = setting(False, "Overwrite TABLE, start over, and accept a --table measured on "
                           "another machine.")
-    progress: bool = False  # progress bar / spinner on stderr
-    on_message: Message | None = None
+    progress: bool = setting(False, api="A progress bar on stderr.")
+    on_message: Message | None = setting(None, api=ON_MESSAGE)
 
 
 @dataclass
@@ -212,11 +212,11 @@ def refuse_other_runtime(table: LatencyTable, cfg: LatencyConfig) -> None:
                         "runtime)")
 
 
-def measure_latency(*args: Any, **kwargs: Any) -> LatencyResult:
+@step(LatencyConfig)
+def measure_latency(cfg: LatencyConfig) -> LatencyResult:
     """Measure ``space``'s latency table under ``task`` on this machine (or check an existing
     ``table``), validated against ``check`` end-to-end measurements when ``check`` > 0; the
     table is written to ``output`` (or the cache) and returned."""
-    cfg = make_config(LatencyConfig, args, kwargs)
     _check_options(cfg)
     if cfg.table:
         if cfg.space or cfg.output and str(cfg.output) == str(cfg.table):

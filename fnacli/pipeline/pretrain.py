@@ -6,25 +6,28 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from fnacli import settings
-from fnacli.pipeline.common import make_config
+from fnacli.pipeline.common import step
 from fnacli.report import Report
-from fnacli.settings import setting
+from fnacli.settings import MAX_THREADS, setting
 
 
 @dataclass
 class PretrainSeedConfig:
-    output: str | Path = setting(help="Output .pth (a torchvision mobilenet_v2 state dict).")
+    output: str | Path = setting(help="Output .pth (a torchvision mobilenet_v2 state dict).",
+                                 metavar="OUT")
     width: float = setting(0.5, "Width multiplier (torchvision's width_mult).")
     size: int = setting(64, "Image side of the synthetic classification task.")
     seconds: float = setting(120.0, "Training budget in wall-clock seconds.")
     max_steps: int = setting(10_000, "Stop after this many steps at the latest.", min=1)
-    batch_size: int = setting(32, min=1)
-    seed: int = 0
+    batch_size: int = setting(32, min=1, api="Images per step.")
+    seed: int = setting(0, api="Seed of the weights and the data order.")
+    threads: int = setting(0, "CPU threads for torch ops [0: every core of this process; the "
+                           "data is drawn in-process].", min=0, max=MAX_THREADS)
     force: bool = setting(False, "Overwrite OUT.")
-    on_step: Callable[[int, float, float], None] | None = None  # (step, loss, elapsed seconds)
+    on_step: Callable[[int, float, float], None] | None = setting(
+        None, api="Called with (step, loss, elapsed seconds).")
 
 
 @dataclass
@@ -58,13 +61,17 @@ def check(cfg: PretrainSeedConfig) -> Path:
     return check_writable(cfg.output, cfg.force)
 
 
-def pretrain_seed(*args: Any, **kwargs: Any) -> PretrainSeedResult:
+@step(PretrainSeedConfig)
+def pretrain_seed(cfg: PretrainSeedConfig) -> PretrainSeedResult:
     """Pre-train for ``seconds`` (at most ``max_steps`` steps) and write ``output``."""
-    cfg = make_config(PretrainSeedConfig, args, kwargs)
     dest = check(cfg)
+    import torch
+
+    from fnacli.pipeline.common import choose_threads
     from fnacli.seed_pretrain import pretrain
     from fnacli.train import write_torch_atomic
 
+    torch.set_num_threads(choose_threads(cfg.threads))
     model, res = pretrain(cfg.width, cfg.size, cfg.seconds, cfg.max_steps, cfg.batch_size,
                           seed=cfg.seed, on_step=cfg.on_step)
     write_torch_atomic(dest, model.state_dict())

@@ -10,18 +10,19 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from fnacli.errors import UserError
-from fnacli.pipeline.common import Size, as_size, make_config
+from fnacli.pipeline.common import Size, as_size, step
 from fnacli.report import Report, Table
 from fnacli.settings import setting
 from fnacli.tasks import per_task, size_text
 
 if TYPE_CHECKING:
     from fnacli.cost.count import Profile
+    from fnacli.cost.latency import LatencyTable
     from fnacli.cost.lut import Lut
     from fnacli.spec import ArchSpec, SpaceSpec
 
@@ -62,9 +63,45 @@ def _check_task(task: str) -> str:
     return task
 
 
+# one spec (ArchSpec, dict, name, file), a list of them or of (name, ArchSpec) pairs, or a
+# dict {name: spec}
+SpecsArg = Any
+
+
+def named_specs(specs: SpecsArg) -> list[tuple[str, ArchSpec]]:
+    """``profile``'s ``specs`` as (name, ArchSpec) pairs. A string is always one spec (a name
+    or a file), never a sequence; a pair is a tuple of a name and an ``ArchSpec``."""
+    from fnacli.spec import ArchSpec, as_arch
+
+    if isinstance(specs, dict) and "schema" not in specs and "spec" not in specs:
+        return [(str(k), as_arch(v, str(k))) for k, v in specs.items()]
+    if isinstance(specs, str | Path | ArchSpec | dict):
+        specs = [specs]
+    if not isinstance(specs, list | tuple):
+        raise UserError(f"specs: expected a spec or a list of specs, got {type(specs).__name__}")
+    out = []
+    for i, s in enumerate(specs):
+        if (isinstance(s, tuple) and len(s) == 2 and isinstance(s[0], str)
+                and isinstance(s[1], ArchSpec)):
+            out.append((s[0], s[1]))
+        elif isinstance(s, str | Path) and str(s) != "-" and Path(s).is_file() and \
+                not _is_json_file(Path(s)):
+            out += [(n, spec) for n, spec in load_specs([str(s)])]  # a checkpoint's spec
+        else:
+            out.append((str(s) if isinstance(s, str | Path) else f"spec{i}",
+                        as_arch(s, f"specs[{i}]")))
+    if not out:
+        raise UserError("specs: give at least one architecture")
+    return out
+
+
 @dataclass
 class ProfileConfig:
-    specs: list  # ArchSpec objects, or (name, ArchSpec) pairs
+    specs: SpecsArg = setting(help="What to count: one architecture or a list of them, each an "
+                              "ArchSpec, its dict, a built-in name (mobilenetv2, a timm name), "
+                              "a JSON file or fnacli checkpoint (str or Path); a dict "
+                              "{name: spec} names them.", api="Names default to the text given, "
+                              "else spec0, spec1, …")
     task: str = setting("none", "What to count: the backbone (with its 1x1 head conv), the "
                         "ImageNet classifier, or a detector or segmenter [a model checkpoint's "
                         "own task, else none].")
@@ -78,7 +115,7 @@ class ProfileConfig:
                                       "--task classifier (default 1000).", min=1)
     exact: bool = setting(False, "Trace every network with fvcore instead of summing the lookup "
                           "table (slower; same numbers).")
-    progress: bool = False  # a progress bar on stderr while the LUT fills
+    progress: bool = setting(False, api="A progress bar on stderr while the table fills.")
 
 
 @dataclass
@@ -90,7 +127,8 @@ class ProfileResult:
     seconds: float
     profiles: list[Profile]
     latency_source: str | None = None  # where the latency table came from (``add_latency``)
-    latency_table: Any = None  # the LatencyTable whose predictions the profiles hold
+    latency_table: LatencyTable | None = None  # whose predictions the profiles hold
+    specs: list[ArchSpec] = field(default_factory=list, repr=False)  # one per profile
 
     def to_dicts(self) -> list[dict]:
         return [p.to_dict() for p in self.profiles]
@@ -119,17 +157,13 @@ def _fmt(n: float) -> str:
     return f"{n:.0f}"
 
 
-def profile(*args: Any, **kwargs: Any) -> ProfileResult:
+@step(ProfileConfig)
+def profile(cfg: ProfileConfig) -> ProfileResult:
     """Params and MAdds (conv + linear multiply-accumulates) of ``specs``, split into
     backbone / neck / head."""
-    cfg = make_config(ProfileConfig, args, kwargs)
-    from fnacli.spec import ArchSpec
-
     task = _check_task(cfg.task)
     size = as_size(cfg.size, min_side=1) or default_size(task)
-    specs = cfg.specs if isinstance(cfg.specs, list | tuple) else [cfg.specs]
-    named = [(f"spec{i}", s) if isinstance(s, ArchSpec) else tuple(s)
-             for i, s in enumerate(specs)]
+    named = named_specs(cfg.specs)
 
     from fnacli.cost.count import profile_exact
     from fnacli.cost.table import profile_specs
@@ -144,21 +178,24 @@ def profile(*args: Any, **kwargs: Any) -> ProfileResult:
         profiles = profile_specs([s for _, s in named], target, size, n_cls,
                                  [name for name, _ in named], progress=cfg.progress)
     return ProfileResult(task, size, n_cls, "fvcore trace" if cfg.exact else "lookup table",
-                         time.perf_counter() - start, profiles)
+                         time.perf_counter() - start, profiles, specs=[s for _, s in named])
 
 
 @dataclass
 class TableConfig:
-    space: str | SpaceSpec = setting(help="With --lut: the search space (built-in name, JSON "
-                                     "file or '-').")
-    task: str = "none"
-    size: Size | None = None
-    num_classes: int | None = setting(None, min=1)
+    space: str | Path | SpaceSpec | dict = setting(
+        help="The search space (built-in name, JSON file or '-'): with --lut, build its cost "
+             "table; without, profile its cheapest, seed and most costly architectures (which "
+             "budgets are reachable).", api="Also a SpaceSpec or its dict.")
+    task: str = setting("none", api="What the table counts: none (the backbone), "
+                        "classifier or a task.")
+    size: Size | None = setting(None, api="Input size: N or (W, H) [the task's].")
+    num_classes: int | None = setting(None, min=1, api="Classes [the task's default].")
     # None: the on-disk cache; '-': return the text only
     output: str | Path | None = setting(None, "With --lut: where to write the table ('-' for "
                                         "stdout).", metavar="OUT")
     force: bool = setting(False, "Overwrite OUT if it exists.")
-    progress: bool = False
+    progress: bool = setting(False, api="A progress bar on stderr while the table fills.")
 
 
 @dataclass
@@ -178,16 +215,16 @@ class TableResult:
                 f"({self.seconds:.1f}s)"]
 
 
-def build_table(*args: Any, **kwargs: Any) -> TableResult:
+@step(TableConfig)
+def build_table(cfg: TableConfig) -> TableResult:
     """The cost lookup table of a search space: written to ``output``, else built into (or
     read from) the cache."""
-    cfg = make_config(TableConfig, args, kwargs)
     from fnacli.io import check_writable, write_output
-    from fnacli.spec import SpaceSpec, load_space
+    from fnacli.spec import as_space
 
     task = _check_task(cfg.task)
     size = as_size(cfg.size, min_side=1) or default_size(task)
-    space = cfg.space if isinstance(cfg.space, SpaceSpec) else load_space(cfg.space)
+    space = as_space(cfg.space)
     out = None if cfg.output is None else str(cfg.output)
     if out and out != "-":
         check_writable(out, cfg.force)  # fail before the build, not after
@@ -245,6 +282,12 @@ def specs_from_text(text: str) -> list[tuple[str, ArchSpec]]:
     return out
 
 
+def _foreign_weights(e: UserError) -> bool:
+    """Whether ``read_checkpoint`` refused a file as weights fnacli did not write (a PyTorch
+    pickle, a plain safetensors state dict), which may be a seed."""
+    return any(t in str(e) for t in ("a PyTorch pickle", "without fnacli metadata"))
+
+
 def _is_json_file(path: Path) -> bool:
     with path.open("rb") as f:
         head = f.read(64).lstrip()
@@ -256,7 +299,8 @@ Recorded = tuple[str, tuple[int, int], int]
 
 
 def load_specs(args: list[str]) -> list[tuple[str, ArchSpec]]:
-    """SPEC arguments: JSON files, '-' (stdin), built-in names, or fnacli checkpoints."""
+    """SPEC arguments: JSON files, '-' (stdin), built-in names, fnacli checkpoints, or seeds
+    (torchvision/timm state dicts: the architecture inferred from their shapes)."""
     return [(name, spec) for name, spec, _ in load_recorded_specs(args)]
 
 
@@ -276,7 +320,15 @@ def load_recorded_specs(args: list[str]) -> list[tuple[str, ArchSpec, Recorded |
         elif path.is_file() and not _is_json_file(path):
             from fnacli.detection.checkpoint import MODEL_KINDS, read_model_checkpoint
 
-            ck = read_model_checkpoint(path)
+            try:
+                ck = read_model_checkpoint(path)
+            except UserError as e:  # not fnacli's: a seed's state dict, its spec inferred
+                if not _foreign_weights(e):
+                    raise
+                from fnacli.pipeline.remap import seed_spec
+
+                out.append((arg, seed_spec(arg), None))
+                continue
             if ck.spec is None:
                 hint = " (derive an architecture first: fnacli derive)" if ck.space else ""
                 raise UserError(f"{arg}: this {ck.kind} checkpoint carries no architecture "

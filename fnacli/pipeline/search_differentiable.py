@@ -17,9 +17,9 @@ from fnacli.pipeline.common import (
     as_size,
     check_fresh_run,
     in_processes,
-    make_config,
     refuse_stdout,
     run_files,
+    step,
     task_of,
 )
 from fnacli.pipeline.search_options import (
@@ -57,8 +57,9 @@ class DifferentiableSearchConfig(SearchOptions):
     # None: the task's
     tau: float | None = _arch(None, f"Log base τ of the log cost [{per_task('search_defaults.tau')}"
                               "].")
-    target_madds: str | float | None = _arch(None, "Budget (e.g. 800M, 1.2G): the cost term "
-                                             "penalises only the excess over it.",
+    target_madds: str | float | None = _arch(None, "Budget (e.g. 800M, 1.2G, or 60% of the "
+                                             "seed's): the cost term penalises only the excess "
+                                             "over it.",
                                              metavar="MADDS")
     min_depth: int = _arch(0, "Layers 0..N-1 of every stage may not be skipped (against collapse "
                            "to all-skip).", min=0, metavar="N")
@@ -90,21 +91,51 @@ class DifferentiableSearchConfig(SearchOptions):
                                          "time).")
 
 
-def search_differentiable(*args: Any, **kwargs: Any) -> SearchResult:
-    """FNA's differentiable search (see the module docstring)."""
-    cfg = make_config(DifferentiableSearchConfig, args, kwargs)
+@step(DifferentiableSearchConfig)
+def search_differentiable(cfg: DifferentiableSearchConfig) -> SearchResult:
+    """FNA's differentiable search of ``supernet`` on a task: alternating weight steps (one
+    path sampled from α/β) and α/β steps on the other half of the training data, the α/β
+    loss being the task loss plus a MAdds (or latency) cost term; writes ``output`` after
+    every epoch, with ``output``.ckpt (state for ``resume``), .metrics.jsonl and .arch.svg
+    beside it. Settings left at None come from the task (``Task.search_defaults``)."""
     refuse_stdout(cfg.output)
     from fnacli.progress import tensorboard_dir
 
     tensorboard_dir(cfg.tensorboard)  # a missing package fails before the work
     check_latency(cfg)
+    if cfg.target_madds is not None:
+        from fnacli.budget import parse_amount
+
+        parse_amount(cfg.target_madds, "madds", "target_madds")  # before the work
     return in_processes(_differentiable, cfg)
+
+
+def _target_madds(o: DifferentiableSearchConfig, ckpt: Any, task: str, cfg: Any,
+                  classes: int) -> float | None:
+    """``target_madds`` as MAdds: given (800M), or a share of the seed's MAdds over the
+    search's cost scope and size (60%)."""
+    if o.target_madds is None:
+        return None
+    from fnacli.budget import parse_amount
+
+    amount = parse_amount(o.target_madds, "madds", "target_madds")
+    if not amount.relative:
+        return amount.value
+    if ckpt.seed_spec is None:
+        raise UserError("target_madds: a relative budget is taken of the seed's MAdds, and "
+                        "this supernet records no seed; give MAdds",
+                        "--target-madds: a relative budget is taken of the seed's MAdds, and "
+                        "this supernet records no seed; give MAdds")
+    from fnacli.cost.lut import load_or_build_lut
+
+    lut = load_or_build_lut(ckpt.space, task, cfg.lut_size, classes)
+    return amount.value * lut.arch_cost(ckpt.seed_spec, cfg.cost_scope)
 
 
 def _differentiable(o: DifferentiableSearchConfig, env: Any) -> SearchResult:
     from fnacli.io import check_writable
     from fnacli.search.differentiable import ARCH_STEPS, run_search
-    from fnacli.search.evolution import format_madds, parse_madds
+    from fnacli.search.evolution import format_madds
     from fnacli.search.supernet_io import read_supernet
     from fnacli.validation import check_bn_batch, check_lr
 
@@ -122,17 +153,12 @@ def _differentiable(o: DifferentiableSearchConfig, env: Any) -> SearchResult:
     check_fresh_run(state_path, metrics_path, o.resume, o.force, "search")
     check_writable(output, o.force or o.resume, also=(".ckpt", ".metrics.jsonl", ".arch.svg"))
     ckpt = read_supernet(o.supernet)
-    target = None
-    if o.target_madds is not None:
-        try:
-            target = parse_madds(o.target_madds)
-        except Exception as e:  # noqa: BLE001 - its message names --max-madds
-            raise UserError(str(e).replace("--max-madds", "--target-madds")) from None
     size, augment = search_input(o, task)
     dataset = train_set(o, task, augment, size)
     from fnacli.cost.latency import parse_latency
 
-    cfg = differentiable_config(o, task, len(dataset), target)
+    cfg = differentiable_config(o, task, len(dataset))
+    cfg.target_madds = _target_madds(o, ckpt, task.name, cfg, dataset.num_classes)
     cfg.cost = o.cost
     cfg.target_latency = (parse_latency(o.target_latency, "--target-latency")
                           if o.target_latency is not None else None)
@@ -163,8 +189,8 @@ def _differentiable(o: DifferentiableSearchConfig, env: Any) -> SearchResult:
     return SearchResult(
         "differentiable", True,
         f"{output}: searched {task.name} ({result.steps} weight steps, {result.arch_steps} "
-        f"α/β steps); derived architecture {format_madds(result.madds)} MAdds (expected "
-        f"{format_madds(result.expected_madds)})"
+        f"α/β steps); derived architecture {format_madds(result.madds)} detector MAdds "
+        f"(expected {format_madds(result.expected_madds)})"
         + (f", {result.latency_ms:.2f} ms predicted (expected {result.expected_latency_ms:.2f} "
            "ms)" if table is not None else ""), str(output), details)
 

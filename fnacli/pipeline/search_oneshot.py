@@ -8,6 +8,7 @@ state, OUTPUT.history.jsonl); see docs/evolution.md. The fitness images are held
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -18,8 +19,8 @@ from fnacli.pipeline.common import (
     Reporter,
     as_size,
     in_processes,
-    make_config,
     refuse_stdout,
+    step,
     task_of,
 )
 from fnacli.pipeline.fitness import Splits, fitness_sets, hold_out_fitness
@@ -32,6 +33,7 @@ from fnacli.pipeline.search_options import (
     cost_input_size,
     default_size,
     latency_table,
+    madds_window,
     train_config,
 )
 from fnacli.settings import setting
@@ -44,7 +46,8 @@ _METRICS = per_task(lambda t: "|".join(t.metric_names[:7]) + ("|…" * (len(t.me
 
 @dataclass
 class OneShotSearchConfig(SearchOptions):
-    strategy: str = "evolution"
+    strategy: str = setting("evolution", api="evolution (DetNAS) or random (random search over the "
+                            "trained supernet).")
     skip_training: bool = _oneshot(False, "SUPERNET is already trained one-shot (a --trained "
                                    "file): search it directly.")
     train_only: bool = _oneshot(False, "Train the one-shot supernet (to --trained) and stop; "
@@ -72,6 +75,9 @@ class OneShotSearchConfig(SearchOptions):
     min_madds: str | float | None = _oneshot(None, "Lower MAdds limit of every candidate: with "
                                              "--max-madds a matched-cost window (DetNAS's random "
                                              "baseline).", metavar="MADDS")
+    max_params: str | float | None = _oneshot(None, "Backbone-parameter limit of every "
+                                              "candidate (e.g. 2.5M, or 60% of the seed's).",
+                                              metavar="PARAMS")
     # "12ms", or milliseconds (needs latency_table)
     max_latency: str | float | None = _oneshot(None, "Latency limit of every candidate by "
                                                "--latency-table (e.g. 12ms, 800us).",
@@ -113,10 +119,14 @@ def _oneshot_files(output: str | Path, trained: str | Path | None) -> dict[str, 
             "state": Path(f"{out}.search.json"), "history": Path(f"{out}.history.jsonl")}
 
 
-def search_oneshot(*args: Any, **kwargs: Any) -> SearchResult:
-    """DetNAS's one-shot search: train the supernet (unless ``skip_training``), then search
-    it by evolution or random sampling (see the module docstring)."""
-    o = make_config(OneShotSearchConfig, args, kwargs)
+@step(OneShotSearchConfig)
+def search_oneshot(o: OneShotSearchConfig) -> SearchResult:
+    """DetNAS's one-shot search: train ``supernet`` one uniformly sampled path at a time
+    (unless ``skip_training``; to ``trained``), then search it by evolution (``strategy``
+    "evolution") or random sampling ("random"), every candidate's BN statistics recalibrated
+    and its fitness measured on images held out of the training split, within the MAdds /
+    latency limits. ``retrain=N`` instead draws DetNAS's random baseline (N specs into the
+    folder ``output``). Settings left at None come from the task."""
     if o.strategy not in ONESHOT_STRATEGIES:
         raise UserError(f"--strategy: expected one of {', '.join(ONESHOT_STRATEGIES)} here, "
                         f"got {o.strategy!r}")
@@ -149,14 +159,15 @@ def search_oneshot(*args: Any, **kwargs: Any) -> SearchResult:
         names = dict.fromkeys(n for t in tasks() for n in t.metric_names)
         if o.metric not in names:
             raise UserError(f"--metric: expected one of {', '.join(names)}, got {o.metric!r}")
-    from fnacli.search.evolution import parse_madds
     from fnacli.validation import check_lr
 
     check_lr(o.lr)
-    if o.max_madds:  # parsed now, not after the supernet has been trained
-        parse_madds(o.max_madds)
-    if o.min_madds:
-        parse_madds(o.min_madds, "--min-madds")
+    from fnacli.budget import Budget
+
+    # parsed now, not after the supernet has been trained (60%: of the seed's, resolved then)
+    budget = Budget.of(min_madds=o.min_madds, max_madds=o.max_madds, max_params=o.max_params)
+    if not budget.relative:
+        budget.resolve()
     if o.retrain is not None:
         from fnacli.pipeline.search_random import random_baseline
 
@@ -298,6 +309,13 @@ def _evolve(o: OneShotSearchConfig, trained: Path, files: dict[str, Path], env: 
                                                 str(trained))
     lut = load_or_build_lut(ckpt.space, task, cost_size, info.num_classes,
                             progress=env.is_main)
+    lo, hi = madds_window(o, ckpt.seed_spec, lambda a: lut.arch_cost(a, scope))
+
+    def params(arch: Any) -> float:
+        return float(lut.profile(arch).params_parts["backbone"])
+
+    cfg = dataclasses.replace(cfg, min_madds=lo, max_madds=hi,
+                              max_params=_max_params(o, ckpt.seed_spec, params))
     enc = E.Encoding(ckpt.space)
     score = PathEvaluator(detector, supernet, enc, calib, fit_set, o.calib_batch, o.workers,
                           env.device, task=task.name)
@@ -312,10 +330,13 @@ def _evolve(o: OneShotSearchConfig, trained: Path, files: dict[str, Path], env: 
                              files["state"], files["history"], chunk=env.world,
                              write=env.is_main, identity=identity,
                              signal=lambda: signal_received(env),
-                             latency=latency.latency_ms if latency is not None else None)
+                             latency=latency.latency_ms if latency is not None else None,
+                             params=params)
     limit = (f" within {E.window_text(cfg.min_madds, cfg.max_madds)} MAdds ({scope} at "
              f"{cost_size[0]}x{cost_size[1]})" if cfg.max_madds or cfg.min_madds else "")
     limit += f" within {cfg.max_latency:g} ms" if cfg.max_latency else ""
+    limit += (f" within {cfg.max_params / 1e6:.4g}M backbone params" if cfg.max_params
+              else "")
     say(f"{o.strategy} search on {trained}: {cfg.total_candidates} candidates{limit}, fitness "
         f"{cfg.metric} on {len(fit_set)} images ({fitness['source']}), BN recalibrated on "
         f"{len(calib)} training images")
@@ -328,6 +349,21 @@ def _evolve(o: OneShotSearchConfig, trained: Path, files: dict[str, Path], env: 
     return _evolved(o, search, result, ckpt, info, latency, files, env, identity)
 
 
+def _max_params(o: OneShotSearchConfig, seed: Any, params: Any) -> float | None:
+    """``max_params`` as backbone parameters: given (2.5M) or a share of the seed's (60%)."""
+    if o.max_params is None:
+        return None
+    from fnacli.budget import parse_amount
+
+    amount = parse_amount(o.max_params, "params", "max_params")
+    if amount.relative and seed is None:
+        raise UserError("max_params: a relative budget is taken of the seed's parameters, and "
+                        "this supernet records no seed; give a number",
+                        "--max-params: a relative budget is taken of the seed's parameters, "
+                        "and this supernet records no seed; give a number")
+    return amount.of(params(seed) if amount.relative else None, "max_params")
+
+
 def _evolution_config(o: OneShotSearchConfig, task: Any) -> Any:
     """The evolution (or random) search's settings (``fnacli.search.evolution``)."""
     from fnacli.cost.latency import parse_latency
@@ -337,9 +373,8 @@ def _evolution_config(o: OneShotSearchConfig, task: Any) -> Any:
                           parent_pool=o.parent_pool, mutation_prob=o.mutation_prob,
                           generations=o.generations,
                           candidates=o.candidates,
-                          max_madds=E.parse_madds(o.max_madds) if o.max_madds else None,
-                          min_madds=(E.parse_madds(o.min_madds, "--min-madds")
-                                     if o.min_madds else None),
+                          # the MAdds window is set once the cost table is read
+                          max_madds=None, min_madds=None,
                           max_latency=(parse_latency(o.max_latency, "--max-latency")
                                        if o.max_latency is not None else None),
                           metric=o.metric or task.metric, seed=o.seed)

@@ -142,6 +142,24 @@ class SearchResult:
 # -- what the steps share ---------------------------------------------------------------------
 
 
+def madds_window(o: Any, seed: Any, cost: Any) -> tuple[float | None, float | None]:
+    """``min_madds``/``max_madds`` as absolute MAdds: given (300M), or a share of the seed's
+    MAdds over the same scope and size (60%; ``seed``: the supernet's seed spec, ``cost``:
+    an architecture's MAdds)."""
+    from fnacli.budget import Budget
+
+    budget = Budget.of(min_madds=o.min_madds, max_madds=o.max_madds)
+    reference = None
+    if budget.relative:
+        if seed is None:
+            raise UserError("max_madds: a relative budget is taken of the seed's MAdds, and "
+                            "this supernet records no seed; give MAdds",
+                            "--max-madds/--min-madds: a relative budget is taken of the "
+                            "seed's MAdds, and this supernet records no seed; give MAdds")
+        reference = {"madds": cost(seed)}
+    return budget.resolve(reference).bounds.get("madds", (None, None))
+
+
 def train_config(o: SearchOptions, task: Any, epochs: int, steps: int, schedule: str,
                   milestones: tuple[float, ...], warmup_cap: int, recipe: Any = None) -> Any:
     """The weight-side recipe: given options, else ``recipe`` (the task's fine-tuning recipe

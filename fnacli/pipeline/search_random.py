@@ -8,10 +8,20 @@ from typing import TYPE_CHECKING
 
 from fnacli.errors import UserError
 from fnacli.pipeline.common import as_size, task_of
-from fnacli.pipeline.search_options import ONESHOT_COST_SCOPE, SearchResult, cost_input_size
+from fnacli.pipeline.search_options import (
+    ONESHOT_COST_SCOPE,
+    SearchResult,
+    cost_input_size,
+    madds_window,
+)
 
 if TYPE_CHECKING:
     from fnacli.pipeline.search_oneshot import OneShotSearchConfig
+
+
+def summary_path(folder: Path) -> Path:
+    """DIR.baseline.json: the draw's summary (specs, scoped and detector MAdds)."""
+    return folder.with_name(folder.name + ".baseline.json")
 
 
 def random_baseline(o: OneShotSearchConfig) -> SearchResult:
@@ -32,14 +42,14 @@ def random_baseline(o: OneShotSearchConfig) -> SearchResult:
     out = Path(o.output)
     if out.exists() and not out.is_dir():
         raise UserError(f"{out}: --retrain writes a folder of specs; this is a file")
-    if (out / "baseline.json").exists() and not o.force:
-        raise UserError(f"{out}/baseline.json: exists (use --force to draw again)")
+    summary = summary_path(out)
+    if summary.exists() and not o.force:
+        raise UserError(f"{summary}: exists (use --force to draw again)")
     ckpt = read_supernet(o.supernet)
     size = cost_input_size(o, task, as_size(o.size) or task.recipe.size)
     scope = o.cost_scope or ONESHOT_COST_SCOPE
     lut = load_or_build_lut(ckpt.space, task, size, progress=True)
-    limit = E.parse_madds(o.max_madds) if o.max_madds else None
-    floor = E.parse_madds(o.min_madds, "--min-madds") if o.min_madds else None
+    floor, limit = madds_window(o, ckpt.seed_spec, lambda a: lut.arch_cost(a, scope))
     enc = E.Encoding(ckpt.space)
     picks = E.random_baseline(enc, lambda a: lut.arch_cost(a, scope), o.retrain, limit, o.seed,
                               min_madds=floor)
@@ -54,7 +64,8 @@ def random_baseline(o: OneShotSearchConfig) -> SearchResult:
            "max_madds": limit, "min_madds": floor, "cost_scope": scope,
            "cost_size": list(size), "seed": o.seed,
            "architectures": entries}
-    write_text_atomic(out / "baseline.json", json.dumps(doc, indent=2) + "\n")
+    # beside the folder, not in it: the folder holds specs only ('fnacli madds DIR/*.json')
+    write_text_atomic(summary, json.dumps(doc, indent=2) + "\n")
     message = (f"{out}: {len(entries)} random architectures of the space"
                + (f" within {E.window_text(floor, limit)} MAdds ({scope})"
                   if limit or floor else "")

@@ -203,7 +203,7 @@ def collapse_warning(space: SpaceSpec, path: Path, threshold: float = 0.75,
 
 def stage_text(stage: Stage) -> str:
     """One stage of a spec for people: ``width: k3e6 k5e3 …`` (``-`` for no layers)."""
-    ops = " ".join(f"k{o.kernel}e{o.expand}" for o in stage.ops) or "-"
+    ops = " ".join(f"k{o.kernel}_e{o.expand}" for o in stage.ops) or "-"
     return f"{stage.out}: {ops}"
 
 

@@ -424,12 +424,14 @@ class SearchHooks(Hooks):
         madds = {"expected_madds": exp, "argmax_madds": am}
         if loop.log_due:
             loop.log_train({"phase": "search" if self.searching(loop) else "warmup"}, madds,
-                           {"E[MAdds]": f"{exp / 1e6:.1f}M", "argmax": f"{am / 1e6:.1f}M"})
+                           {"detector E[MAdds]": f"{exp / 1e6:.1f}M",
+                            "argmax": f"{am / 1e6:.1f}M"})
         if terms:
             loop.metrics.write(event="arch_step", epoch=loop.epoch + 1, step=loop.step,
                                arch_step=self.architect.steps, **terms, **madds)
             loop.bar.scalars(loop.step, {**terms, **madds}, "arch")
-        loop.status = (f"{where} E[MAdds] {exp / 1e6:.1f}M argmax {am / 1e6:.1f}M "
+        # the whole detector's MAdds (the cost term's scope is named on the first line)
+        loop.status = (f"{where} detector E[MAdds] {exp / 1e6:.1f}M argmax {am / 1e6:.1f}M "
                        f"{arch_code(derived)}")
 
     def end_epoch(self, loop: Loop) -> dict:
@@ -453,8 +455,8 @@ class SearchHooks(Hooks):
             self.snapshot(loop, finished=loop.epoch == self.cfg.train.epochs)
             _plot(self.output, self.space, self.metrics_path, {**record, **probs}, self.cfg,
                   loop.bar.log)
-        return {"expected MAdds": f"{record['expected_madds'] / 1e6:.1f}M",
-                "argmax MAdds": f"{record['argmax_madds'] / 1e6:.1f}M",
+        return {"expected detector MAdds": f"{record['expected_madds'] / 1e6:.1f}M",
+                "argmax detector MAdds": f"{record['argmax_madds'] / 1e6:.1f}M",
                 "derived": record["derived"]}
 
     def epoch_record(self, loop: Loop) -> tuple[dict, dict, dict]:

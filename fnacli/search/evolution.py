@@ -202,6 +202,7 @@ class SearchConfig:
     seed: int = 0
     max_tries: int = 200  # draws per wanted candidate before giving up (rejection sampling)
     parent_pool: str = "population"
+    max_params: float | None = None  # backbone parameters (``OneShotSearch.params``)
 
     def __post_init__(self) -> None:
         if self.strategy not in STRATEGIES:
@@ -239,7 +240,7 @@ class SearchConfig:
         d = asdict(self)
         for k in ("generations", "candidates", "max_tries"):
             d.pop(k)
-        for k in ("max_latency", "min_madds"):  # keeps the identity of searches without one
+        for k in ("max_latency", "min_madds", "max_params"):  # as searches without one had it
             if d[k] is None:
                 d.pop(k)
         if d["parent_pool"] == "elitist":  # the only pool before there was a choice
@@ -314,6 +315,7 @@ class OneShotSearch:
     latency: Callable[[ArchSpec], float] | None = None  # predicted ms (for max_latency)
     # added to the metric to give the fitness (e.g. ``fnacli.search.remap_prior.fitness_term``)
     fitness_term: Callable[[ArchSpec], float] | None = None
+    params: Callable[[ArchSpec], float] | None = None  # backbone parameters (for max_params)
     # the signal received (``fnacli.interrupt``), agreed by every process evaluating
     signal: Callable[[], int | None] = interrupt.pending
     cache: dict[str, Candidate] = field(default_factory=dict)
@@ -396,6 +398,9 @@ class OneShotSearch:
         if self.config.max_latency is not None and \
                 self.latency_ms(g) > self.config.max_latency:
             return False
+        if self.config.max_params is not None and self.params is not None and \
+                self.params(self.encoding.arch(g)) > self.config.max_params:
+            return False
         taken.add(key)
         return True
 
@@ -427,7 +432,8 @@ class OneShotSearch:
         if done == 0 and not out:
             flags = " / ".join(f for f, v in (("--min-madds", cfg.min_madds),
                                               ("--max-madds", cfg.max_madds),
-                                              ("--max-latency", cfg.max_latency)) if v)
+                                              ("--max-latency", cfg.max_latency),
+                                              ("--max-params", cfg.max_params)) if v)
             raise UserError(f"no architecture within {flags} was drawn in "
                             f"{cfg.max_tries * want} tries; raise {flags}")
         return out
@@ -442,6 +448,15 @@ class OneShotSearch:
                 raise UserError(f"--max-latency {lat:g}ms is below the fastest architecture "
                                 f"of the space by the latency table ({fastest:.3f} ms)")
         check_reachable(self.encoding, self.cost, self.config.min_madds, self.config.max_madds)
+        if self.config.max_params is not None and self.params is not None:
+            least = self.params(self.encoding.arch(self.encoding.cheapest(self.params)))
+            if least > self.config.max_params:
+                from fnacli.budget import format_value
+
+                raise UserError(f"--max-params {format_value('params', self.config.max_params)}"
+                                f" is below the smallest architecture of the space "
+                                f"({format_value('params', least)} params; reachable: "
+                                f"--max-params >= {format_value('params', least)})")
 
     # -- evaluating ------------------------------------------------------------------------
     def _evaluate(self, genomes: list[Genome], generation: int) -> list[Candidate]:
