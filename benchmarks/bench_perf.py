@@ -167,9 +167,9 @@ def finetune_row(args: argparse.Namespace, tmp: Path, batch: int, size: int, ste
     from torch.utils.data import DataLoader
 
     from fnacli.detection.data import batch_to, collate, find_split, load_split
-    from fnacli.detection.models import build_detector
     from fnacli.detection.transforms import train_transform
     from fnacli.spec import load_arch
+    from fnacli.tasks import build_detector
     from fnacli.train import EpochBatches, TrainConfig, fit
 
     data = synthetic_data(tmp, steps * batch, 4, size)
@@ -210,9 +210,9 @@ def finetune_row(args: argparse.Namespace, tmp: Path, batch: int, size: int, ste
 
 
 def bench_weight_step(args: argparse.Namespace) -> list[Row]:
-    from fnacli.detection.models import build_detector
     from fnacli.nn.supernet import path_to_arch
     from fnacli.search import arch as A
+    from fnacli.tasks import build_detector
 
     net = supernet_of("fna")
     space = net.space
@@ -267,11 +267,10 @@ def peak_growth(fn: Callable[[], object]) -> int:
 
 def bench_arch_steps(args: argparse.Namespace, space_name: str) -> list[Row]:
     from fnacli.cost.lut import load_or_build_lut
-    from fnacli.detection.models import build_detector
     from fnacli.search import arch as A
     from fnacli.search.architect import ArchParams, _Frozen, cost_term
     from fnacli.search.gates import arch_step_generator, sampled_gates
-    from fnacli.tasks import get_task
+    from fnacli.tasks import build_detector, get_task
 
     size = (args.size, args.size)
     net = supernet_of(space_name)
@@ -334,9 +333,9 @@ def bench_arch_steps(args: argparse.Namespace, space_name: str) -> list[Row]:
 
 def oneshot_setup(data: Path, calib_images: int, eval_images: int, size: int):  # noqa: ANN201
     from fnacli.detection.data import find_split, load_split
-    from fnacli.detection.models import build_detector
     from fnacli.search import evolution as E
     from fnacli.search.bn_recal import calibration_subset
+    from fnacli.tasks import build_detector
 
     net = supernet_of("fna")
     det = build_detector(net.space.max_arch(), "ssdlite", NUM_CLASSES, (size, size),

@@ -32,7 +32,6 @@ from rich.table import Table
 
 from fnacli.checkpoint import from_state_dict
 from fnacli.cost.lut import load_or_build_lut
-from fnacli.detection.models import build_detector
 from fnacli.nn.supernet import (
     Path,
     Supernet,
@@ -45,7 +44,7 @@ from fnacli.nn.supernet import (
 from fnacli.search import arch as A
 from fnacli.search.architect import _Frozen, cost_term
 from fnacli.spec import SKIP, builtin_space
-from fnacli.tasks import get_task
+from fnacli.tasks import build_detector, get_task
 
 NUM_CLASSES = 80
 

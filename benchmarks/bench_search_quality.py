@@ -371,15 +371,15 @@ class Bench:
         import torch
 
         from fnacli.detection.data import find_split, load_split
-        from fnacli.detection.models import label_offset
         from fnacli.search.arch import path_of_arch
         from fnacli.search.bn_recal import calibration_subset
         from fnacli.search.evolution import Encoding
         from fnacli.search.oneshot import PathEvaluator, build_oneshot_detector, load_trained
+        from fnacli.tasks import get_task
 
         torch.set_num_threads(max(1, self.threads))
         ckpt, info = load_trained(trained)
-        offset = label_offset("ssdlite")
+        offset = get_task("ssdlite").label_offset
         train = load_split(find_split(self.data, "train", None, None), train=True,
                            label_offset=offset)
         val = load_split(find_split(self.heldout, "val", None, None), train=False,
@@ -492,10 +492,10 @@ def measure_width_blocks(space, size: int, batch: int, iters: int) -> dict:
     so the whole search step (weight step + α/β step) can be compared."""
     import torch
 
-    from fnacli.detection.models import build_detector
     from fnacli.nn.blocks import MBConv
     from fnacli.nn.supernet import Supernet, width_choices
     from fnacli.search import arch as A
+    from fnacli.tasks import build_detector
 
     torch.manual_seed(0)
     net = Supernet(space, with_head=False).train()  # the α/β step of the backbone alone

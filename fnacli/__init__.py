@@ -44,10 +44,10 @@ _LAZY = {
     "ExportResult": "fnacli.export",
     **dict.fromkeys(("ArchSpec", "SpaceSpec", "load_arch", "load_space"), "fnacli.spec"),
     **dict.fromkeys(("Task", "get_task", "task_names"), "fnacli.tasks"),
-    "load_detector": "fnacli.detection.checkpoint",
+    "load_detector": "fnacli.model_checkpoint",
     "read_checkpoint": "fnacli.checkpoint",
     "Backbone": "fnacli.nn.backbone",
-    "build_detector": "fnacli.detection.models",
+    "build_detector": "fnacli.tasks",
 }
 
 __all__ = ["UserError", "__version__", *sorted(_LAZY)]

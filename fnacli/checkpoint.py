@@ -286,7 +286,7 @@ def expected_shapes(path: Path, metadata: dict[str, str], model: ModelShapes | N
                     ) -> dict[str, tuple[int, ...]] | None:
     """The names and shapes an fnacli checkpoint of this metadata holds, where the metadata
     alone says: a backbone here; other kinds through ``model(checkpoint, path)``, which builds
-    the model they describe (``fnacli.detection.checkpoint`` does for detectors and
+    the model they describe (``fnacli.model_checkpoint`` does for detectors and
     segmenters, which this module cannot import: they import it). None: unknown."""
     if schema_of(metadata) != FORMAT or metadata.get("kind") not in KINDS:
         return None  # _parse_checkpoint says what is wrong

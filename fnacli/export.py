@@ -374,7 +374,7 @@ class ExportResult:
 
 def load_model(path: str | Path) -> tuple[nn.Module, dict]:
     """The model of a checkpoint and what it was trained at (``size``, ``task``)."""
-    from fnacli.detection.checkpoint import MODEL_KINDS, load_detector, read_model_checkpoint
+    from fnacli.model_checkpoint import MODEL_KINDS, load_detector, read_model_checkpoint
 
     ckpt = read_model_checkpoint(path)
     if ckpt.kind in MODEL_KINDS:

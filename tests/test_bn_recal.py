@@ -103,7 +103,7 @@ def test_path_recalibration_equals_the_standalone_network_and_forgets_the_past()
 
 
 def test_detector_recalibration_reaches_neck_and_head_bn() -> None:
-    from fnacli.detection.models import build_detector
+    from fnacli.tasks import build_detector
 
     space = SpaceSpec.from_dict(SPACE)
     torch.manual_seed(0)

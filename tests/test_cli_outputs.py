@@ -167,7 +167,7 @@ def test_the_bar_keeps_the_loss_at_80_columns(status: str) -> None:
 def test_export_writes_a_file_and_nothing_on_stdout(tmp_path: Path, run_cli) -> None:
     import warnings
 
-    from fnacli.detection.checkpoint import DetectorInfo, build, save_detector
+    from fnacli.model_checkpoint import DetectorInfo, build, save_detector
     from fnacli.spec import mobilenetv2
 
     info = DetectorInfo(mobilenetv2(0.35), "ssdlite", 3, (96, 96),

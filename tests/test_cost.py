@@ -142,7 +142,7 @@ def test_mbconv_params_formula_matches_module() -> None:
 
 
 def test_params_by_part_of_a_detector_sums_to_total() -> None:
-    from fnacli.detection.models import build_detector
+    from fnacli.tasks import build_detector
 
     det = build_detector(mobilenetv2(0.35), "ssdlite", num_classes=3, size=(64, 64))
     parts = params_by_part(det)
@@ -239,7 +239,7 @@ def test_madds_help_does_not_import_torch() -> None:
 def test_madds_of_a_detector_checkpoint_uses_its_task_size_and_classes(tmp_path: Path,
                                                                         run_cli) -> None:
     from fnacli.cost.table import profile_specs
-    from fnacli.detection.checkpoint import DetectorInfo, build, save_detector
+    from fnacli.model_checkpoint import DetectorInfo, build, save_detector
 
     spec = mobilenetv2(0.35)
     cats = [{"id": i + 1, "name": f"c{i}"} for i in range(3)]

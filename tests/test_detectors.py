@@ -9,10 +9,12 @@ import torch
 from torchvision.models.detection.retinanet import RetinaNet
 from torchvision.models.detection.ssd import SSD
 
-from fnacli.detection.models import TASKS, build_detector, label_offset
 from fnacli.errors import UserError
 from fnacli.nn.backbone import Backbone
 from fnacli.spec import ArchSpec, Op, Stage, mobilenetv2
+from fnacli.tasks import build_detector, get_task, task_names
+
+TASKS = task_names("detection")
 
 
 def _n(model: torch.nn.Module) -> int:
@@ -21,7 +23,7 @@ def _n(model: torch.nn.Module) -> int:
 
 def test_tasks_and_label_offsets() -> None:
     assert TASKS == ("ssdlite", "retinanet")
-    assert label_offset("ssdlite") == 1 and label_offset("retinanet") == 0
+    assert get_task("ssdlite").label_offset == 1 and get_task("retinanet").label_offset == 0
 
 
 def test_ssdlite_structure() -> None:

@@ -166,7 +166,7 @@ def test_exported_files_match_torchvision_on_real_images(lively: dict, world: di
     detector's own forward on the dataset's images: not the command's parity report."""
     import onnxruntime as ort
 
-    from fnacli.detection.checkpoint import load_detector
+    from fnacli.model_checkpoint import load_detector
 
     det, _ = load_detector(lively[task])
     det.eval().score_thresh = 0.05

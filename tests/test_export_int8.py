@@ -29,7 +29,7 @@ def detector(tmp_path_factory: pytest.TempPathFactory) -> Path:
     them; fresh heads give every anchor the same near-uniform scores)."""
     from conftest import randomize_bn_
 
-    from fnacli.detection.checkpoint import DetectorInfo, save_detector
+    from fnacli.model_checkpoint import DetectorInfo, save_detector
     from fnacli.spec import load_arch
     from fnacli.tasks import get_task
 

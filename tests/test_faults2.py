@@ -560,7 +560,7 @@ def test_a_young_detector_passes_its_export_check_on_its_data(
 
 def test_a_segmenter_export_reads_its_own_data_layout(world2: dict[str, Path],
                                                       tmp_path: Path) -> None:
-    from fnacli.detection.checkpoint import DetectorInfo, build, save_detector
+    from fnacli.model_checkpoint import DetectorInfo, build, save_detector
     from fnacli.spec import ArchSpec
 
     info = DetectorInfo(ArchSpec.from_dict(ARCH), "deeplabv3", 19, (64, 64),

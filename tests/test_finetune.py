@@ -107,8 +107,8 @@ def test_continue_a_detector_with_bn_recalibration(world: dict[str, Path],
     assert code == 0, err
     assert json.loads(out)["bn_recalibrated_batches"] == 2
     # two batches of 4 are all 8 training images (the mean does not depend on their order)
-    from fnacli.detection.checkpoint import load_detector
     from fnacli.detection.data import find_split, load_split
+    from fnacli.model_checkpoint import load_detector
 
     train = load_split(find_split(data, "train"), train=False, label_offset=1)
     assert len(train) == 8

@@ -302,7 +302,7 @@ def test_data_synth_cli_segmentation(run_cli, tmp_path: Path) -> None:
 def test_madds_counts_a_segmenter_checkpoint_at_its_own_settings(run_cli, tmp_path: Path) -> None:
     """A segmenter checkpoint is counted as what it is (its task, size and classes), as a
     detector checkpoint is, not as a bare backbone."""
-    from fnacli.detection.checkpoint import DetectorInfo, build, save_detector
+    from fnacli.model_checkpoint import DetectorInfo, build, save_detector
 
     spec = builtin_arch("mobilenetv2-0.35")
     info = DetectorInfo(spec, "deeplabv3", 5, (64, 32),

@@ -12,11 +12,11 @@ import torch
 from conftest import torchvision_seed
 
 from fnacli.checkpoint import from_state_dict
-from fnacli.detection.checkpoint import load_backbone_into
-from fnacli.detection.models import build_detector
+from fnacli.model_checkpoint import load_backbone_into
 from fnacli.nn.supernet import Supernet, max_path
 from fnacli.remap import supernet_state_from_seed
 from fnacli.spec import ArchSpec, SpaceSpec
+from fnacli.tasks import build_detector
 
 SIZE = {"ssdlite": (64, 64), "retinanet": (96, 64)}
 

@@ -20,7 +20,6 @@ Defaults follow the configurations behind the published MAdds figures (see docs/
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import Any
 
 import torch
 from torch import nn
@@ -31,9 +30,6 @@ from fnacli.errors import UserError
 from fnacli.nn.backbone import SSD_TAP, feature_strides
 from fnacli.nn.blocks import ConvBN
 from fnacli.spec import ArchSpec
-from fnacli.tasks import get_task, task_names
-
-TASKS = task_names("detection")
 
 SSDLITE_EXTRA = (512, 256, 256, 128)
 SSDLITE_ASPECTS = ([2], [2, 3], [2, 3], [2, 3], [2], [2])  # 4/6/6/6/4/4 boxes per location
@@ -42,12 +38,6 @@ FPN_STRIDES = (8, 16, 32)
 # The torchvision MobileNetV2 seeds were trained on ImageNet-normalised inputs.
 IMAGE_MEAN = [0.485, 0.456, 0.406]
 IMAGE_STD = [0.229, 0.224, 0.225]
-
-
-def label_offset(task: str) -> int:
-    """What to add to a 0-based category index to get the detector's label (SSD reserves 0
-    for background; RetinaNet's sigmoid classifier has no background column)."""
-    return get_task(task, "task").label_offset
 
 
 def _extra_block(cin: int, cout: int) -> nn.Sequential:
@@ -127,20 +117,3 @@ def anchor_generator() -> AnchorGenerator:
     sizes = tuple((s, int(s * 2 ** (1 / 3)), int(s * 2 ** (2 / 3)))
                   for s in (32, 64, 128, 256, 512))
     return AnchorGenerator(sizes, ((0.5, 1.0, 2.0),) * len(sizes))
-
-
-def build_detector(spec: ArchSpec, task: str, num_classes: int = 80,
-                   size: tuple[int, int] = (320, 320), backbone: nn.Module | None = None,
-                   **kwargs: Any) -> nn.Module:
-    """The detection task's network (``fnacli.tasks``) around ``Backbone(spec)`` (or
-    ``backbone``): torchvision's SSD (SSDLite) or RetinaNet.
-
-    ``num_classes`` counts object classes without background; ``size`` is (width, height):
-    SSD resizes to exactly that size, RetinaNet resizes to fit it keeping the aspect ratio.
-    ``kwargs`` go to the torchvision class (score_thresh, nms_thresh, ...).
-    """
-    if task not in TASKS:
-        raise UserError(f"unknown detection task {task!r} (expected one of {', '.join(TASKS)})")
-    if num_classes < 1:
-        raise UserError(f"num_classes must be at least 1, got {num_classes}")
-    return get_task(task).build_model(spec, num_classes, size, backbone=backbone, **kwargs)

@@ -3,7 +3,7 @@ shared max-width computation per stage, output width chosen by channel masks).
 
 Same forward contract as ``Backbone``: an ordered dict with ``stage{i}`` per stage, ``ssd_tap``
 and ``head``, every map at its largest width (narrower choices are zero-padded), so
-``build_detector(space.max_arch(), task, backbone=supernet)`` wraps it.
+``fnacli.tasks.build_detector(space.max_arch(), task, backbone=supernet)`` wraps it.
 
 Two ways to run it, chosen before each forward call:
 

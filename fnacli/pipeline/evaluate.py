@@ -91,7 +91,7 @@ def evaluate(cfg: EvaluateConfig) -> EvaluateResult:
                         "FILE [--val-images DIR]")
     import torch
 
-    from fnacli.detection.checkpoint import load_detector
+    from fnacli.model_checkpoint import load_detector
     from fnacli.tasks import get_task
 
     torch.set_num_threads(choose_threads(cfg.threads, cfg.workers))

@@ -111,7 +111,7 @@ def _settings(cfg: FinetuneConfig, task: Any, size: tuple[int, int] | None) -> d
 
 def _start(cfg: FinetuneConfig) -> tuple[Any, Any, Any]:
     """(checkpoint, task, prior model info or None) of the target."""
-    from fnacli.detection.checkpoint import MODEL_KINDS, detector_info, read_model_checkpoint
+    from fnacli.model_checkpoint import MODEL_KINDS, detector_info, read_model_checkpoint
     from fnacli.tasks import get_task, task_names
 
     ckpt = read_model_checkpoint(cfg.target)
@@ -135,7 +135,8 @@ def _start(cfg: FinetuneConfig) -> tuple[Any, Any, Any]:
 def _run(cfg: FinetuneConfig, env: Any) -> FinetuneResult:
     import torch
 
-    from fnacli.detection.checkpoint import (
+    from fnacli.io import check_writable
+    from fnacli.model_checkpoint import (
         DetectorInfo,
         build,
         load_backbone_into,
@@ -143,7 +144,6 @@ def _run(cfg: FinetuneConfig, env: Any) -> FinetuneResult:
         model_kind,
         save_detector,
     )
-    from fnacli.io import check_writable
     from fnacli.progress import tensorboard_dir
     from fnacli.train import TrainConfig, barrier, fit
     from fnacli.validation import check_bn_batch, check_lr

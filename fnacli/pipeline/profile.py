@@ -318,7 +318,7 @@ def load_recorded_specs(args: list[str]) -> list[tuple[str, ArchSpec, Recorded |
         if arg == "-":
             out += [(n, s, None) for n, s in specs_from_text(read_text_arg("-", "SPEC")[0])]
         elif path.is_file() and not _is_json_file(path):
-            from fnacli.detection.checkpoint import MODEL_KINDS, read_model_checkpoint
+            from fnacli.model_checkpoint import MODEL_KINDS, read_model_checkpoint
 
             try:
                 ck = read_model_checkpoint(path)
@@ -335,7 +335,7 @@ def load_recorded_specs(args: list[str]) -> list[tuple[str, ArchSpec, Recorded |
                                 f"spec{hint}")
             recorded = None
             if ck.kind in MODEL_KINDS:  # a detector's or a segmenter's own settings
-                from fnacli.detection.checkpoint import detector_info
+                from fnacli.model_checkpoint import detector_info
 
                 info = detector_info(ck, path)
                 recorded = (info.task, info.size, info.num_classes)

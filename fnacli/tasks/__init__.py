@@ -10,10 +10,15 @@ from __future__ import annotations
 import importlib
 import pkgutil
 from collections.abc import Callable
-from typing import TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from fnacli.errors import UserError
 from fnacli.tasks.base import Recipe, SearchDefaults, Task
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from fnacli.spec import ArchSpec
 
 _REGISTRY: dict[str, Task] = {}
 _LOADED = False
@@ -100,3 +105,21 @@ def size_text(size: tuple[int, int]) -> str:
 
 __all__ = ["Recipe", "SearchDefaults", "Task", "get_task", "is_task", "lookup", "metavar",
            "per_task", "register", "size_text", "task_names", "tasks"]
+
+
+def build_detector(spec: ArchSpec, task: str, num_classes: int = 80,
+                   size: tuple[int, int] = (320, 320), backbone: nn.Module | None = None,
+                   **kwargs: Any) -> nn.Module:
+    """A detection task's network around ``Backbone(spec)`` (or ``backbone``): torchvision's
+    SSD (SSDLite) or RetinaNet, built by the task (``Task.build_model``).
+
+    ``num_classes`` counts object classes without background; ``size`` is (width, height):
+    SSD resizes to exactly that size, RetinaNet resizes to fit it keeping the aspect ratio.
+    ``kwargs`` go to the torchvision class (score_thresh, nms_thresh, ...).
+    """
+    names = task_names("detection")
+    if task not in names:
+        raise UserError(f"unknown detection task {task!r} (expected one of {', '.join(names)})")
+    if num_classes < 1:
+        raise UserError(f"num_classes must be at least 1, got {num_classes}")
+    return get_task(task).build_model(spec, num_classes, size, backbone=backbone, **kwargs)
