@@ -180,7 +180,7 @@ def compare(*args: Any, **kwargs: Any) -> CompareResult:
 
     named = [(n, load_arch(a)) for n, a in parse_arch_args(cfg.archs)]
     space = load_space(cfg.space) if cfg.random else None
-    return in_processes(lambda c, env: _run(c, env, named, space), cfg, cfg.threads)
+    return in_processes(lambda c, env: _run(c, env, named, space), cfg)
 
 
 def parse_arch_args(args: list[str]) -> list[tuple[str, str]]:
