@@ -73,6 +73,7 @@ def test_a_relative_window_is_taken_of_the_seeds_madds(tmp_path: Path, run_cli) 
 
     from fnacli.checkpoint import read_checkpoint, save_checkpoint
     from fnacli.cost.lut import load_or_build_lut
+    from fnacli.tasks import get_task
     from tests.test_derive import detector_supernet
 
     ck = read_checkpoint(detector_supernet(tmp_path))
@@ -80,7 +81,7 @@ def test_a_relative_window_is_taken_of_the_seeds_madds(tmp_path: Path, run_cli) 
     seed = space.max_arch()
     path = tmp_path / "seeded.safetensors"
     save_checkpoint(path, ck.tensors, "supernet", {**ck.meta, "seed_spec": seed.to_dict()})
-    lut = load_or_build_lut(space, "ssdlite", (64, 64), 80)
+    lut = load_or_build_lut(space, get_task("ssdlite"), (64, 64), 80)
     seed_madds = lut.arch_cost(seed, "backbone")
     code, out, err = run_cli(["derive", path, "--json", "--task", "ssdlite", "--size", "64",
                               "--max-madds", "90%"])

@@ -4,7 +4,6 @@ and the best random one (``fnacli.pipeline.compare``)."""
 
 from __future__ import annotations
 
-import json
 from enum import StrEnum
 
 import typer
@@ -85,4 +84,4 @@ def compare(
     if result.is_main:
         c.show(result.report())
         if as_json:
-            c.print_result(json.dumps(result.to_dict(), indent=1))
+            c.print_json(result.to_dict())

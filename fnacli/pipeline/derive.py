@@ -299,7 +299,9 @@ def _plain_spec(cfg: DeriveConfig, window: Any, table: Any, say: Reporter) -> De
         size = as_size(cfg.size) if cfg.size else _task_size(task)
         classes = cfg.num_classes or 80
         result.task, result.size, result.profile_classes = task, size, classes
-        result.profile = profile_specs([arch], task, size, classes)[0]
+        from fnacli.pipeline.profile import cost_target
+
+        result.profile = profile_specs([arch], cost_target(task), size, classes)[0]
         if table is not None:
             _latency(result, table, cfg.latency_table)
     return result

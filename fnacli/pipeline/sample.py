@@ -119,9 +119,11 @@ class SpaceCosts:
                  progress: bool = False) -> None:
         from fnacli.cost.lut import load_or_build_lut
         from fnacli.cost.space import check_scope
+        from fnacli.pipeline.profile import cost_target
 
         self.space, self.scope = space, check_scope(scope)
-        self.lut = load_or_build_lut(space, task, size, num_classes, progress=progress)
+        self.lut = load_or_build_lut(space, cost_target(task), size, num_classes,
+                                     progress=progress)
         self.latency_table = latency_table
 
     def __call__(self, arch: ArchSpec) -> Costs:
@@ -152,8 +154,8 @@ class SpaceCosts:
 def resolve_setting(task: str | None, size: Size | None, num_classes: int | None
                     ) -> tuple[str, tuple[int, int], int]:
     """(task, input size, classes) the costs are counted at: the task's search size."""
-    from fnacli.cost.count import default_classes
-    from fnacli.pipeline.profile import count_tasks
+    from fnacli.cost.target import default_classes
+    from fnacli.pipeline.profile import cost_target, count_tasks
     from fnacli.tasks import get_task, is_task, task_names
 
     name = task or task_names()[0]
@@ -162,7 +164,7 @@ def resolve_setting(task: str | None, size: Size | None, num_classes: int | None
                         f"--task: expected one of {', '.join(count_tasks())}, got {name!r}")
     default = get_task(name).recipe.size if is_task(name) else (224, 224)
     return name, as_size(size, min_side=1) or tuple(default), num_classes or default_classes(
-        name)
+        cost_target(name))
 
 
 def load_reference(reference: Any) -> tuple[str, ArchSpec]:
@@ -178,10 +180,11 @@ def latency_table_for(path: str | Path | None, task: str, size: tuple[int, int],
                       classes: int, force: bool = False) -> Any:
     if path is None:
         return None
-    from fnacli.cost.latency import check_usage, read_latency_table
+    from fnacli.cost.latency import check_usage
+    from fnacli.pipeline.profile import cost_target, read_latency
 
-    table = read_latency_table(path, force)
-    check_usage(table, task, size, classes, str(path))
+    table = read_latency(path, force)
+    check_usage(table, cost_target(task), size, classes, str(path))
     return table
 
 
