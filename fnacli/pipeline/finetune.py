@@ -136,16 +136,8 @@ def _run(cfg: FinetuneConfig, env: Any) -> FinetuneResult:
     import torch
 
     from fnacli.io import check_writable
-    from fnacli.model_checkpoint import (
-        DetectorInfo,
-        build,
-        load_backbone_into,
-        load_state_strict,
-        model_kind,
-        save_detector,
-    )
-    from fnacli.progress import tensorboard_dir
-    from fnacli.train import TrainConfig, barrier, fit
+    from fnacli.model_checkpoint import DetectorInfo, model_kind
+    from fnacli.train import barrier, fit
     from fnacli.validation import check_bn_batch, check_lr
 
     say = Reporter(cfg.on_message, env.is_main)
@@ -161,44 +153,12 @@ def _run(cfg: FinetuneConfig, env: Any) -> FinetuneResult:
     spec = prior.spec if prior else ckpt.spec
     r = _settings(cfg, task, as_size(cfg.size) or (prior.size if prior else None))
     check_bn_batch(task, r["batch_size"], env.world, cfg.freeze_bn)
-
-    # data: validated completely before any training
-    train_files = task.find_split(cfg.data, "train", cfg.train_ann, cfg.train_images)
-    train_set = task.load_split(train_files, train=True,
-                                transform=task.train_transform(r["augment"], r["size"]),
-                                seed=cfg.seed)
-    val_set = None
-    if cfg.eval_every:
-        val_files = task.find_split(cfg.data, "val", cfg.val_ann, cfg.val_images)
-        val_set = task.load_split(val_files, train=False, transform=task.eval_transform())
-        task.check_categories(train_set.categories(), val_set.categories(),
-                              str(train_files.ann), str(val_files.ann))
-    if prior:
-        task.check_categories(prior.categories, train_set.categories(), str(cfg.target),
-                              str(train_files.ann))
-
+    train_set, val_set = _datasets(cfg, task, r, prior)
     info = DetectorInfo(spec, task.name, train_set.num_classes, r["size"],
                         train_set.categories())
-    torch.manual_seed(cfg.seed)  # fresh layers are a function of the seed
-    model = build(info)
-    if prior:
-        load_state_strict(model, ckpt.tensors, cfg.target)
-    else:
-        dropped = load_backbone_into(model, ckpt.tensors, cfg.target, task.backbone_of(model))
-        if dropped:
-            say(f"{cfg.target}: {dropped} head-conv tensors not used by {task.name}")
-
+    model = _model(cfg, task, info, ckpt, prior, say)
     per_epoch = len(train_set) // r["batch_size"]
-    total = r["epochs"] * per_epoch
-    warmup = (cfg.warmup_iters if cfg.warmup_iters is not None else
-              _resumed_warmup(state_path) if cfg.resume else min(500, total // 10))
-    tc = TrainConfig(
-        epochs=r["epochs"], batch_size=r["batch_size"], lr=r["lr"], optimizer=r["optimizer"],
-        momentum=cfg.momentum, weight_decay=r["weight_decay"], schedule=r["schedule"],
-        milestones=r["milestones"], warmup_iters=warmup, clip_grad=r["clip_grad"],
-        seed=cfg.seed, workers=cfg.workers, freeze_bn=cfg.freeze_bn,
-        checkpoint_every=cfg.checkpoint_every, log_every=cfg.log_every,
-        tensorboard=tensorboard_dir(cfg.tensorboard))
+    tc = _train_config(cfg, r, state_path, r["epochs"] * per_epoch)
     identity = {"task": task.name, "size": list(r["size"]), "augment": r["augment"],
                 "categories": [c["id"] for c in info.categories],
                 "train_images": len(train_set)}
@@ -206,7 +166,7 @@ def _run(cfg: FinetuneConfig, env: Any) -> FinetuneResult:
         f"{info.num_classes} classes, {tc.epochs} epochs x {per_epoch} steps, batch "
         f"{tc.batch_size} ({env.world} process{'es' if env.world > 1 else ''}, "
         f"{env.device.type}), {tc.optimizer} lr {tc.lr:.4g} {tc.schedule}, warm-up "
-        f"{warmup}, augment {r['augment']}")
+        f"{tc.warmup_iters}, augment {r['augment']}")
     if env.distributed and env.device.type == "cpu" and not tc.freeze_bn:
         say("note: SyncBatchNorm needs GPUs; on CPU each process keeps its own BN batch "
             "statistics (--freeze-bn avoids the difference)")
@@ -237,21 +197,83 @@ def _run(cfg: FinetuneConfig, env: Any) -> FinetuneResult:
         out.bn_recalibrated_batches = _recalibrate(model, train_set, task, tc, cfg, env)
         say(f"BN statistics recalibrated on {out.bn_recalibrated_batches} training batches")
     if env.is_main:
-        info.extra = {"finetune": {"epochs": tc.epochs, "steps": result.steps,
-                                   "batch_size": tc.batch_size, "lr": tc.lr,
-                                   "optimizer": tc.optimizer, "schedule": tc.schedule,
-                                   "augment": r["augment"], "seed": tc.seed,
-                                   "bn_recalibrate": cfg.bn_recalibrate}}
-        inference = task.inference_meta(r["size"])
-        if cfg.inference is not None:
-            inference = {**inference, "mode": cfg.inference}
-        if inference:
-            info.extra["inference"] = inference
-        save_detector(output, model.cpu(), info, force=True)
+        _save(cfg, task, info, model, tc, r, result.steps, output)
     loss = f"{result.last_loss:.4f}" if result.last_loss is not None else "-"
     say(f"{model_kind(task.name)}: {result.steps} steps, last loss {loss} -> {output}")
     barrier(env)
     return out
+
+
+def _datasets(cfg: FinetuneConfig, task: Any, r: dict, prior: Any) -> tuple[Any, Any]:
+    """(training set, validation set or None), validated completely before any training;
+    their categories agree with each other and with a continued model's."""
+    train_files = task.find_split(cfg.data, "train", cfg.train_ann, cfg.train_images)
+    train_set = task.load_split(train_files, train=True,
+                                transform=task.train_transform(r["augment"], r["size"]),
+                                seed=cfg.seed)
+    val_set = None
+    if cfg.eval_every:
+        val_files = task.find_split(cfg.data, "val", cfg.val_ann, cfg.val_images)
+        val_set = task.load_split(val_files, train=False, transform=task.eval_transform())
+        task.check_categories(train_set.categories(), val_set.categories(),
+                              str(train_files.ann), str(val_files.ann))
+    if prior:
+        task.check_categories(prior.categories, train_set.categories(), str(cfg.target),
+                              str(train_files.ann))
+    return train_set, val_set
+
+
+def _model(cfg: FinetuneConfig, task: Any, info: Any, ckpt: Any, prior: Any,
+           say: Reporter) -> Any:
+    """The task's model: a saved model continued, or a fresh one (seeded) around the
+    backbone's tensors."""
+    import torch
+
+    from fnacli.model_checkpoint import build, load_backbone_into, load_state_strict
+
+    torch.manual_seed(cfg.seed)  # fresh layers are a function of the seed
+    model = build(info)
+    if prior:
+        load_state_strict(model, ckpt.tensors, cfg.target)
+    else:
+        dropped = load_backbone_into(model, ckpt.tensors, cfg.target, task.backbone_of(model))
+        if dropped:
+            say(f"{cfg.target}: {dropped} head-conv tensors not used by {task.name}")
+    return model
+
+
+def _train_config(cfg: FinetuneConfig, r: dict, state_path: Path, total: int) -> Any:
+    """The loop's settings; warm-up given, else the resumed run's own, else min(500, 10%)."""
+    from fnacli.progress import tensorboard_dir
+    from fnacli.train import TrainConfig
+
+    warmup = (cfg.warmup_iters if cfg.warmup_iters is not None else
+              _resumed_warmup(state_path) if cfg.resume else min(500, total // 10))
+    return TrainConfig(
+        epochs=r["epochs"], batch_size=r["batch_size"], lr=r["lr"], optimizer=r["optimizer"],
+        momentum=cfg.momentum, weight_decay=r["weight_decay"], schedule=r["schedule"],
+        milestones=r["milestones"], warmup_iters=warmup, clip_grad=r["clip_grad"],
+        seed=cfg.seed, workers=cfg.workers, freeze_bn=cfg.freeze_bn,
+        checkpoint_every=cfg.checkpoint_every, log_every=cfg.log_every,
+        tensorboard=tensorboard_dir(cfg.tensorboard))
+
+
+def _save(cfg: FinetuneConfig, task: Any, info: Any, model: Any, tc: Any, r: dict, steps: int,
+          output: Path) -> None:
+    """The fine-tuned model with what rebuilds and evaluates it (recipe, inference mode)."""
+    from fnacli.model_checkpoint import save_detector
+
+    info.extra = {"finetune": {"epochs": tc.epochs, "steps": steps,
+                               "batch_size": tc.batch_size, "lr": tc.lr,
+                               "optimizer": tc.optimizer, "schedule": tc.schedule,
+                               "augment": r["augment"], "seed": tc.seed,
+                               "bn_recalibrate": cfg.bn_recalibrate}}
+    inference = task.inference_meta(r["size"])
+    if cfg.inference is not None:
+        inference = {**inference, "mode": cfg.inference}
+    if inference:
+        info.extra["inference"] = inference
+    save_detector(output, model.cpu(), info, force=True)
 
 
 def _resumed_warmup(state_path: Path) -> int:
