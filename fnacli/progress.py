@@ -226,8 +226,9 @@ class TrainLogger:
 class SearchProgress:
     """Candidates on the training loop's progress bar, one line per generation (rank 0)."""
 
-    def __init__(self, cfg: Any, enabled: bool, tensorboard: Path | None = None) -> None:
-        self.cfg = cfg
+    def __init__(self, cfg: Any, enabled: bool, tensorboard: Path | None = None,
+                 scope: str = "backbone") -> None:
+        self.cfg, self.scope = cfg, scope  # what the MAdds count (the search's cost scope)
         self.bar = TrainLogger(cfg.total_candidates, 0, cfg.strategy, enabled, unit="candidate",
                                tensorboard=tensorboard)
 
@@ -259,7 +260,7 @@ class SearchProgress:
         eta = self.bar.eta()
         self.bar.log(
             f"generation {r['generation'] + 1}/{self.cfg.rounds}: best {m} {r['best']:.4f} "
-            f"({format_madds(r['best_madds'])} MAdds), median {r['median']:.4f} "
+            f"({self.scope} MAdds {format_madds(r['best_madds'])}), median {r['median']:.4f} "
             f"({format_madds(r['median_madds'])}); overall best {r['top_fitness']:.4f} "
             f"({format_madds(r['top_madds'])}); {r['evaluated']} evaluated"
             + (f", eta {fmt_duration(eta)}" if eta is not None else ""))

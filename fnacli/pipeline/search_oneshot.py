@@ -340,7 +340,8 @@ def _evolve(o: OneShotSearchConfig, trained: Path, files: dict[str, Path], env: 
     say(f"{o.strategy} search on {trained}: {cfg.total_candidates} candidates{limit}, fitness "
         f"{cfg.metric} on {len(fit_set)} images ({fitness['source']}), BN recalibrated on "
         f"{len(calib)} training images")
-    with SearchProgress(cfg, env.is_main, tensorboard_dir(o.tensorboard)) as progress:
+    with SearchProgress(cfg, env.is_main, tensorboard_dir(o.tensorboard),
+                        scope) as progress:
         search.on_candidate = progress.candidate
         search.on_round = progress.round
         result = search.run(resume=resume, stop_after=o.stop_after_candidates)
