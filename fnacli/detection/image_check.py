@@ -6,7 +6,8 @@ fast parser does not recognise, so errors always read as PIL's); ``decode`` deco
 file (JPEGs at 1/8 scale, which still reads all of their entropy-coded data), so truncated
 or damaged files fail before the first step rather than in the middle of an epoch.
 
-Parsing is Python-bound (the GIL), so large batches run in forked processes, one per core.
+Parsing is Python-bound (the GIL), so large batches run in processes (forked from a fork
+server), one per core.
 """
 
 from __future__ import annotations
@@ -110,9 +111,9 @@ def image_sizes(paths: Sequence[str], level: str,
                 workers: int | None = None) -> list[tuple[int, int] | str]:
     """Each file's size (or what is wrong with it) at ``level`` (``header`` or ``decode``).
 
-    Many files: forked processes (``workers``, default one per core), since both checks are
-    mostly Python or hold the GIL; few files, or no ``fork``: threads (the reads still
-    overlap)."""
+    Many files: processes from a fork server (``workers``, default one per core), since both
+    checks are mostly Python or hold the GIL; few files, or no fork server: threads (the reads
+    still overlap)."""
     if level not in ("header", "decode"):
         raise ValueError(f"unknown image check level {level!r}")
     paths = list(paths)
@@ -120,8 +121,11 @@ def image_sizes(paths: Sequence[str], level: str,
     chunks = [(level, paths[i:i + _CHUNK]) for i in range(0, len(paths), _CHUNK)]
     pool: Callable[[], object]
     if (len(paths) >= _PARALLEL_FROM and workers > 1
-            and "fork" in multiprocessing.get_all_start_methods()):
-        ctx = multiprocessing.get_context("fork")
+            and "forkserver" in multiprocessing.get_all_start_methods()):
+        # not a plain fork: the caller may have threads (torch, onnxruntime, data loaders)
+        # holding locks at fork time, which leaves a forked child waiting forever; the fork
+        # server is a fresh single-threaded process that children are forked from
+        ctx = multiprocessing.get_context("forkserver")
         pool = lambda: ProcessPoolExecutor(min(workers, len(chunks)), mp_context=ctx)  # noqa: E731
     else:
         pool = lambda: ThreadPoolExecutor(min(8, max(1, len(chunks))))  # noqa: E731
