@@ -85,5 +85,5 @@ say "8/8 evaluate both with COCOeval, and compare"
 evaluate final-seed-arch.safetensors metrics-seed-arch.json
 evaluate final.safetensors metrics.json
 $fnacli madds final-seed-arch.safetensors final.safetensors --task ssdlite --size $size \
-  --num-classes 3 --json > madds.jsonl
+  --num-classes 3 --jsonl > madds.jsonl
 python3 "$here/summary.py" madds.jsonl metrics-seed-arch.json metrics.json
