@@ -340,20 +340,34 @@ def check_device(device: str) -> str:
 
 
 @contextmanager
-def distributed(device: str, threads: int = 0) -> Iterator[DistEnv]:
-    """The process group (under torchrun) or a single process, set up and torn down."""
+def torch_threads(threads: int) -> Iterator[None]:
+    """torch's intra-op threads set to ``threads`` (0: unchanged) for a step, and restored
+    after it: a library call leaves the caller's process as it found it (a thread pool
+    enlarged behind a caller's back also hangs a child it forks later)."""
     import torch
 
+    before = torch.get_num_threads()
+    if threads and threads != before:
+        torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        if torch.get_num_threads() != before:
+            torch.set_num_threads(before)
+
+
+@contextmanager
+def distributed(device: str, threads: int = 0) -> Iterator[DistEnv]:
+    """The process group (under torchrun) or a single process, set up and torn down."""
     from fnacli.train import init_distributed, shutdown_distributed
 
-    if threads:
-        torch.set_num_threads(threads)
-    env = init_distributed(None if check_device(device) == "auto" else device)
-    _main_logging(env.is_main)
-    try:
-        yield env
-    finally:
-        shutdown_distributed(env)
+    with torch_threads(threads):
+        env = init_distributed(None if check_device(device) == "auto" else device)
+        _main_logging(env.is_main)
+        try:
+            yield env
+        finally:
+            shutdown_distributed(env)
 
 
 def _main_logging(is_main: bool) -> None:

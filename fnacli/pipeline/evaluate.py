@@ -11,7 +11,13 @@ from pathlib import Path
 from typing import Any
 
 from fnacli.errors import UserError
-from fnacli.pipeline.common import THREADS_HELP, check_device, choose_threads, step
+from fnacli.pipeline.common import (
+    THREADS_HELP,
+    check_device,
+    choose_threads,
+    step,
+    torch_threads,
+)
 from fnacli.report import Report, Table
 from fnacli.settings import DATA, DEVICE, MAX_THREADS, setting
 
@@ -94,7 +100,6 @@ def evaluate(cfg: EvaluateConfig) -> EvaluateResult:
     from fnacli.model_checkpoint import load_detector
     from fnacli.tasks import get_task
 
-    torch.set_num_threads(choose_threads(cfg.threads, cfg.workers))
     model, info = load_detector(cfg.model)
     task = get_task(info.task)
     if cfg.detections and task.kind != "detection":
@@ -110,9 +115,10 @@ def evaluate(cfg: EvaluateConfig) -> EvaluateResult:
     model.to(dev)
     if cfg.on_start:
         cfg.on_start(len(dataset))
-    res = task.evaluate(model, dataset, batch_size=cfg.batch_size, workers=cfg.workers,
-                        device=dev, per_class=cfg.per_class, progress=cfg.on_progress,
-                        **task.inference_options(info.extra))
+    with torch_threads(choose_threads(cfg.threads, cfg.workers)):
+        res = task.evaluate(model, dataset, batch_size=cfg.batch_size, workers=cfg.workers,
+                            device=dev, per_class=cfg.per_class, progress=cfg.on_progress,
+                            **task.inference_options(info.extra))
     return EvaluateResult(str(cfg.model), task.name, str(files.ann), len(dataset), res.stats,
                           res.per_class, getattr(res, "detections", []),
                           task.per_class_metric)

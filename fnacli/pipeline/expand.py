@@ -77,15 +77,12 @@ def expand(cfg: ExpandConfig) -> ExpandResult:
     check_widen(cfg.widen, cfg.noise)
     check_writable(cfg.output, cfg.force)  # fail before the work, not after
     space = as_space(cfg.space)
-    import torch
+    from fnacli.pipeline.common import choose_threads, torch_threads
 
-    from fnacli.pipeline.common import choose_threads
-
-    torch.set_num_threads(choose_threads(cfg.threads))
-    tensors, meta = supernet_io.expand(str(cfg.seed), space, cfg.masks, cfg.arch_seed, cfg.init_std,
-                                       widen=cfg.widen, noise=cfg.noise,
-                                       mask_scope=cfg.mask_scope,
-                                       space_name=f"space {cfg.space}"
-                                       if isinstance(cfg.space, str | Path) else "the space")
+    with torch_threads(choose_threads(cfg.threads)):
+        tensors, meta = supernet_io.expand(
+            str(cfg.seed), space, cfg.masks, cfg.arch_seed, cfg.init_std, widen=cfg.widen,
+            noise=cfg.noise, mask_scope=cfg.mask_scope,
+            space_name=f"space {cfg.space}" if isinstance(cfg.space, str | Path) else "the space")
     save_checkpoint(cfg.output, tensors, "supernet", meta, force=cfg.force)
     return ExpandResult(str(cfg.output), cfg.masks, supernet_io.summary(space, tensors))

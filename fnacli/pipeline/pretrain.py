@@ -65,15 +65,14 @@ def check(cfg: PretrainSeedConfig) -> Path:
 def pretrain_seed(cfg: PretrainSeedConfig) -> PretrainSeedResult:
     """Pre-train for ``seconds`` (at most ``max_steps`` steps) and write ``output``."""
     dest = check(cfg)
-    import torch
 
-    from fnacli.pipeline.common import choose_threads
+    from fnacli.pipeline.common import choose_threads, torch_threads
     from fnacli.seed_pretrain import pretrain
     from fnacli.train import write_torch_atomic
 
-    torch.set_num_threads(choose_threads(cfg.threads))
-    model, res = pretrain(cfg.width, cfg.size, cfg.seconds, cfg.max_steps, cfg.batch_size,
-                          seed=cfg.seed, on_step=cfg.on_step)
+    with torch_threads(choose_threads(cfg.threads)):
+        model, res = pretrain(cfg.width, cfg.size, cfg.seconds, cfg.max_steps, cfg.batch_size,
+                              seed=cfg.seed, on_step=cfg.on_step)
     write_torch_atomic(dest, model.state_dict())
     return PretrainSeedResult(str(dest), cfg.width, res.steps, res.seconds, res.train_loss,
                               res.val_accuracy)
