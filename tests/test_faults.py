@@ -332,7 +332,8 @@ CASES: list[tuple[str, list[str], str]] = [
     ("synth-train-0", [*SYNTH[:2], "OUT/d", "--train", "0"], "--train"),
     ("eval-device", ["eval", "DETECTOR", "--data", "DATA", "--device", "tpu"], "--device"),
     ("madds-size", ["madds", "ARCH", "--size", "12x"], "--size"),
-    ("madds-lut-no-space", ["madds", "--lut", "-o", "OUT/l.json"], "--lut and --space"),
+    ("madds-lut-no-space", ["madds", "--lut", "-o", "OUT/l.json"],
+     "--lut builds the table of --space"),
     # 6. judgement calls (see docs/troubleshooting.md)
     ("eval-no-annotations", ["eval", "DETECTOR", "--data", "BAD/unannotated", "--workers",
                              "0"], "instances_val.json: no annotations"),
