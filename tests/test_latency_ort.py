@@ -170,7 +170,7 @@ def test_madds_and_check_take_an_onnxruntime_table(ort_tables: dict, tmp_path: P
                                  "--num-classes", "2", "--latency-table", ort_tables["fp32"],
                                  "--json"])
     assert code == 0, err
-    assert json.loads(stdout)["latency_ms"] == pytest.approx(table.latency_ms(arch), rel=1e-3)
+    assert json.loads(stdout)[0]["latency_ms"] == pytest.approx(table.latency_ms(arch), rel=1e-3)
     code, stdout, err = run_cli(["latency", "--table", ort_tables["fp32"], "--check", "3",
                                  "--json"])
     assert code == 0, err
