@@ -219,4 +219,4 @@ def test_madds_specs_are_warm_after_the_first_call(run_cli, tmp_path, monkeypatc
     from fnacli.spec import load_arch
 
     exact = profile_exact(load_arch("mobilenetv2-0.75"), T("ssdlite"), (320, 320), 80)
-    assert json.loads(cold)["madds"] == exact.madds
+    assert json.loads(cold)[0]["madds"] == exact.madds
