@@ -55,17 +55,7 @@ class _Checked:
 
 
 def check_doc(doc: dict, path: Path) -> _Checked:
-    cats: set[int] = set()
-    for i, c in enumerate(doc["categories"]):
-        where = f"{path}: categories[{i}]"
-        if not isinstance(c, dict):
-            raise UserError(f"{where}: expected an object with id and name")
-        cid = _int_field(c, "id", where)
-        if cid in cats:
-            raise UserError(f"{where}: duplicate category id {cid}")
-        if not isinstance(c.get("name"), str):
-            raise UserError(f"{where}: 'name' must be a string, got {c.get('name')!r}")
-        cats.add(cid)
+    cats = {c["id"] for c in _categories(doc, path)}  # checked there
     sizes: dict[int, tuple[int, int]] = {}
     for i, im in enumerate(doc["images"]):
         where = f"{path}: images[{i}]"
