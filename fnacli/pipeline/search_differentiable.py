@@ -7,7 +7,7 @@ after every epoch. What it shares with the one-shot search is ``fnacli.pipeline.
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -70,9 +70,9 @@ class DifferentiableSearchConfig(SearchOptions):
                                "papers'), or on its fine-tuning recipe (optimiser, lr, weight "
                                "decay, clipping, warm-up; the search's epochs and schedule).",
                                metavar="search|finetune")
-    target_side: str = _arch("above", "With --target-madds: penalise only the excess (above: "
-                             "FNA-style hinge), or the distance either side (both: "
-                             "λ·|log_τ(C/T)|, the search lands at the budget).",
+    target_side: str = _arch("above", "With --target-madds or --target-latency: penalise only "
+                             "the excess (above: FNA-style hinge), or the distance either "
+                             "side (both: λ·|log_τ(C/T)|, the search lands at the budget).",
                              metavar="above|both")
     gamma: float | None = _arch(None, f"Cost scale γ [{per_task('search_defaults.gamma')}]; in the "
                                 "log form it shifts the loss only.", min=0.0)
@@ -241,9 +241,6 @@ def differentiable_config(o: DifferentiableSearchConfig, task: Any, train_images
     from fnacli.search.differentiable import SearchConfig
 
     task = task_of(task) if isinstance(task, str) else task
-    from dataclasses import replace
-
-
     d = task.search_defaults
     if o.weight_recipe not in WEIGHT_RECIPES:
         raise UserError(f"--weight-recipe: expected {' or '.join(WEIGHT_RECIPES)}, got "

@@ -211,7 +211,6 @@ class SearchConfig:
         return self.target_latency * 1e6 if self.target_latency is not None else None
 
 
-
 @dataclass
 class SearchResult:
     steps: int
