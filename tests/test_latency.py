@@ -94,6 +94,10 @@ def test_table_covers_the_space_and_sums_like_the_madds_table(tables: dict, spac
         assert table.env["allocator"] == "glibc, freed memory kept"
     assert table.memory_format in ("contiguous", "channels_last")
     assert table.stats["median_ci_rel"] is not None and table.stats["build_s"] > 0
+    # the overhead is the median gap of 7 whole networks (3 swung by one network's noise)
+    gaps = table.stats["overhead_gaps_ns"]
+    assert len(gaps) == len(table.stats["calibration_ms"]) == L.OVERHEAD_NETWORKS >= 7
+    assert gaps == sorted(gaps) and abs(table.overhead_ns - gaps[len(gaps) // 2]) <= 1
     # one-hot α/β: the expectation is the architecture's predicted latency
     rng = random.Random(0)
     for _ in range(5):
@@ -305,8 +309,9 @@ def test_an_interrupted_build_resumes(space: SpaceSpec, tmp_path: Path,
     assert set(table.layers) == set(full.layers)
     assert all(table.layers[k] == v for k, v in kept.items())  # kept, not measured again
     n_fixed = len(full.fixed)
-    # only what was missing, and the overhead's three whole networks with the last chunk
-    assert sum(timed) == len(full.layers) - 8 + n_fixed + 3 and len(timed) == 2
+    # only what was missing, and the overhead's whole networks with the last chunk
+    assert sum(timed) == len(full.layers) - 8 + n_fixed + L.OVERHEAD_NETWORKS
+    assert len(timed) == 2
     with pytest.raises(UserError, match="another space"):
         other = SpaceSpec.from_dict({**TINY, "head": {"out": 32}})
         L.build_latency_table(other, T("none"), SIZE, None, FAST, partial=part, resume=True)
