@@ -15,7 +15,7 @@ import fnacli
 
 STEPS = ("expand", "search", "search_differentiable", "search_oneshot", "derive", "remap",
          "finetune", "evaluate", "profile", "build_table",
-         "measure_latency", "export")
+         "measure_latency", "export", "compare")
 
 
 @pytest.mark.parametrize("name", STEPS)

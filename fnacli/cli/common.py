@@ -23,6 +23,7 @@ from rich.console import Console
 from typer.core import TyperCommand
 
 from fnacli.errors import UserError
+from fnacli.pipeline.common import AUGMENTS
 from fnacli.report import Report, Table
 from fnacli.settings import DATA, RUN, flag_of
 from fnacli.tasks import metavar, task_names
@@ -35,6 +36,11 @@ err_console = Console(stderr=True, soft_wrap=True)
 TaskName = StrEnum("TaskName", {n: n for n in task_names()})
 Optim = StrEnum("Optim", {n: n for n in ("sgd", "rmsprop")})
 Device = StrEnum("Device", {n: n for n in ("auto", "cpu", "cuda")})
+# training and remapping choices, shared by finetune, compare and remap
+Schedule = StrEnum("Schedule", {n: n for n in ("cosine", "step")})
+Augment = StrEnum("Augment", {n: n for n in AUGMENTS})
+Width = StrEnum("Width", {n: n for n in ("first", "bn", "std", "l1")})
+Kernel = StrEnum("Kernel", {n: n for n in ("center", "dilate")})
 
 
 class PanelCommand(TyperCommand):

@@ -4,19 +4,12 @@ and the best random one (``fnacli.pipeline.compare``)."""
 
 from __future__ import annotations
 
-from enum import StrEnum
-
 import typer
 
 from fnacli.cli import common as c
 from fnacli.cli.app import app
-from fnacli.pipeline.common import AUGMENTS
 from fnacli.pipeline.compare import CompareConfig
 
-Schedule = StrEnum("Schedule", {n: n for n in ("cosine", "step")})
-Augment = StrEnum("Augment", {n: n for n in AUGMENTS})
-Width = StrEnum("Width", {n: n for n in ("first", "bn", "std", "l1")})
-Kernel = StrEnum("Kernel", {n: n for n in ("center", "dilate")})
 o = c.options_of(CompareConfig)
 _ARCHS = CompareConfig.__dataclass_fields__["archs"].metadata
 
@@ -41,19 +34,19 @@ def compare(
     target_madds: float | None = o("target_madds"),
     window: float = o("window"),
     random_seed: int = o("random_seed"),
-    width: Width = o("width"),
-    kernel: Kernel = o("kernel"),
+    width: c.Width = o("width"),
+    kernel: c.Kernel = o("kernel"),
     epochs: int | None = o("epochs"),
     batch_size: int | None = o("batch_size"),
     lr: float | None = o("lr"),
     optimizer: c.Optim | None = o("optimizer"),
     momentum: float = o("momentum"),
-    schedule: Schedule | None = o("schedule"),
+    schedule: c.Schedule | None = o("schedule"),
     warmup_iters: int | None = o("warmup_iters"),
     weight_decay: float | None = o("weight_decay"),
     clip_grad: float | None = o("clip_grad"),
     size: str | None = o("size"),
-    augment: Augment | None = o("augment"),
+    augment: c.Augment | None = o("augment"),
     alpha: float = o("alpha"),
     plot: str | None = o("plot"),
     workers: int = o("workers"),

@@ -8,11 +8,8 @@ from pathlib import Path
 
 from fnacli.cli import common as c
 from fnacli.cli.app import app
-from fnacli.pipeline.common import AUGMENTS
 from fnacli.pipeline.finetune import FinetuneConfig
 
-Schedule = StrEnum("Schedule", {n: n for n in ("cosine", "step")})
-Augment = StrEnum("Augment", {n: n for n in AUGMENTS})
 Inference = StrEnum("Inference", {n: n for n in ("whole", "slide")})
 o = c.options_of(FinetuneConfig)
 
@@ -32,12 +29,12 @@ def finetune(
     lr: float | None = o("lr"),
     optimizer: c.Optim | None = o("optimizer"),
     momentum: float = o("momentum"),
-    schedule: Schedule | None = o("schedule"),
+    schedule: c.Schedule | None = o("schedule"),
     warmup_iters: int | None = o("warmup_iters"),
     weight_decay: float | None = o("weight_decay"),
     clip_grad: float | None = o("clip_grad"),
     size: str | None = o("size"),
-    augment: Augment | None = o("augment"),
+    augment: c.Augment | None = o("augment"),
     workers: int = o("workers"),
     threads: int = o("threads"),
     seed: int = o("seed"),

@@ -13,8 +13,6 @@ from fnacli.cli import common as c
 from fnacli.cli.app import app
 from fnacli.pipeline.remap import RemapConfig
 
-Width = StrEnum("Width", {n: n for n in ("first", "bn", "std", "l1")})
-Kernel = StrEnum("Kernel", {n: n for n in ("center", "dilate")})
 Widen = StrEnum("Widen", {n: n for n in ("noise", "zeros", "split")})
 
 o = c.options_of(RemapConfig)
@@ -39,8 +37,8 @@ def remap(
     show_spec: bool = typer.Option(False, "--show-spec", help="Print the architecture fnacli "
                                    "infers from SEED (a spec, on stdout) and stop; no --spec or "
                                    "-o needed."),
-    width: Width = o("width"),
-    kernel: Kernel = o("kernel"),
+    width: c.Width = o("width"),
+    kernel: c.Kernel = o("kernel"),
     widen: Widen = o("widen"),
     noise: float | None = o("noise"),
     rng_seed: int = o("rng_seed"),

@@ -36,7 +36,7 @@ from torch import nn
 from fnacli import __version__
 from fnacli.cost.cache import cache_dir
 from fnacli.cost.count import build_model
-from fnacli.cost.lut import Lut
+from fnacli.cost.lut import Lut, saved_header
 from fnacli.cost.measure import (
     CONFIDENCE,
     Bench,
@@ -369,10 +369,7 @@ class LatencyTable(Lut):
             raise UserError(f"{source}: not an fnacli latency table (schema "
                             f"{LATENCY_SCHEMA!r}); measure one with 'fnacli latency'")
         try:
-            space = SpaceSpec.from_dict(d["space"], f"{source}: space")
-            cfg = MeasureConfig(**d["measure"])
-            task = task_of(str(d["task"]))
-            table = cls(space, task, tuple(d["input"]), int(d["num_classes"]), cfg)
+            table = cls(*saved_header(d, source, task_of), MeasureConfig(**d["measure"]))
             table.env = dict(d["environment"])
             table.memory_format = str(d["memory_format"])
             table.overhead_ns = int(d["overhead_ns"])
@@ -381,8 +378,7 @@ class LatencyTable(Lut):
         except (KeyError, TypeError, ValueError):
             raise UserError(f"{source}: missing or malformed fields of a latency table") \
                 from None
-        table.load_entries(d, source)
-        table.built_by = str(d.get("fnacli_version", ""))
+        table.load_saved(d, source)
         return table
 
     def identity(self) -> dict:

@@ -198,15 +198,27 @@ class Lut(CostTable):
         if not isinstance(d, dict) or d.get("schema") != LUT_SCHEMA:
             raise UserError(f"{source}: not an fnacli lookup table (schema {LUT_SCHEMA!r})")
         try:
-            space = SpaceSpec.from_dict(d["space"], f"{source}: space")
-            task = task_of(str(d["task"])) if task_of else str(d["task"])
-            lut = cls(space, task, tuple(d["input"]), int(d["num_classes"]))
+            lut = cls(*saved_header(d, source, task_of))
         except (KeyError, TypeError, ValueError):
             raise UserError(f"{source}: missing or malformed task/input/num_classes/space") \
                 from None
-        lut.load_entries(d, source)
-        lut.built_by = str(d.get("fnacli_version", ""))
+        lut.load_saved(d, source)
         return lut
+
+    def load_saved(self, d: Mapping, source: str) -> None:
+        """A saved table's entries, and the fnacli version that made them."""
+        self.load_entries(d, source)
+        self.built_by = str(d.get("fnacli_version", ""))
+
+
+def saved_header(d: Mapping, source: str, task_of: Callable[[str], Target] | None
+                 ) -> tuple[SpaceSpec, Target | str, tuple[int, int], int]:
+    """The space, task, input size and class count a saved table records (KeyError,
+    TypeError or ValueError where one is missing or malformed)."""
+    space = SpaceSpec.from_dict(d["space"], f"{source}: space")
+    task = task_of(str(d["task"])) if task_of else str(d["task"])
+    w, h = d["input"]
+    return space, task, (int(w), int(h)), int(d["num_classes"])
 
 
 def _flat(nested: list | int) -> list[int]:

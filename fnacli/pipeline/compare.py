@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from fnacli.errors import UserError
-from fnacli.pipeline.common import Reporter, TrainOptions, as_size, in_processes, make_config
+from fnacli.pipeline.common import Reporter, TrainOptions, as_size, in_processes, step
 from fnacli.report import Report, Table
 from fnacli.settings import SCHEDULE, setting
 from fnacli.stats import Paired, mean_std, paired
@@ -155,10 +155,11 @@ def _paired_cells(p: Paired | None) -> tuple[str, str, str]:
     return f"{p.mean:+.3f}{sd}", test, f"{p.wins}/{p.losses} ({p.p_sign:.2f})"
 
 
-def compare(*args: Any, **kwargs: Any) -> CompareResult:
-    """Run (or reuse) every architecture's fine-tuning runs and compare them (see the module
-    docstring); ``compare(CompareConfig(...))`` or the config's fields. Runs under torchrun."""
-    cfg = make_config(CompareConfig, args, kwargs)
+@step(CompareConfig)
+def compare(cfg: CompareConfig) -> CompareResult:
+    """Remap every architecture from one seed, fine-tune each on K seeds with one recipe
+    (or reuse the cached runs), and pair them against the seed's architecture and the best
+    random one. Runs under torchrun."""
     as_size(cfg.size)
     if not cfg.task:
         raise UserError("--task: required (the task every architecture is fine-tuned for)")

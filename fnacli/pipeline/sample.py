@@ -251,21 +251,14 @@ def _check_output(output: str | Path | None, n: int, force: bool) -> Path | None
 def _draw(space: SpaceSpec, costs: SpaceCosts, window: Window, n: int, seed: int,
           max_tries: int) -> tuple[list[ArchSpec], list[Costs], int]:
     """Rejection sampling of ``n`` different architectures inside ``window``."""
-    from fnacli.search.evolution import Encoding
+    from fnacli.search.evolution import Encoding, distinct_draws
 
-    enc, rng = Encoding(space), random.Random(seed)
+    enc = Encoding(space)
     specs: list[ArchSpec] = []
     found: list[Costs] = []
-    seen: set[str] = set()
     drawn: dict[str, list[float]] = {m: [] for m in window.bounds}  # for the message
-    draws = 0
-    while len(specs) < n and draws < max_tries * n:
-        draws += 1
-        g = enc.random(rng)
-        key = enc.key(g)
-        if key in seen:
-            continue
-        seen.add(key)
+    draws = max_tries * n  # all of them, unless n are found first
+    for made, g in distinct_draws(enc, random.Random(seed), max_tries * n):
         arch = enc.arch(g)
         c = costs(arch)
         for m, values in drawn.items():
@@ -274,6 +267,9 @@ def _draw(space: SpaceSpec, costs: SpaceCosts, window: Window, n: int, seed: int
         if window.admits(c):
             specs.append(arch)
             found.append(c)
+            if len(specs) == n:
+                draws = made
+                break
     if len(specs) < n:
         from fnacli.budget import LABELS, format_value
 

@@ -29,7 +29,7 @@ import math
 import random
 import statistics
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -616,27 +616,31 @@ def random_baseline(encoding: Encoding, cost: Callable[[ArchSpec], float], n: in
     """DetNAS's random baseline: ``n`` different architectures drawn uniformly from the space
     (rejection sampling within [``min_madds``, ``max_madds``]), each with its cost. Nothing
     is scored: DetNAS trains each "with exactly the same settings" as the searched one."""
-    rng = random.Random(seed)
     check_window(min_madds, max_madds)
     check_reachable(encoding, cost, min_madds, max_madds)
     out: list[tuple[Genome, float]] = []
-    seen: set[str] = set()
-    tries = 0
-    while len(out) < n and tries < max_tries * n:
-        tries += 1
-        g = encoding.random(rng)
-        key = encoding.key(g)
-        if key in seen:
-            continue
+    for _, g in distinct_draws(encoding, random.Random(seed), max_tries * n):
         c = float(cost(encoding.arch(g)))
-        if not within(c, min_madds, max_madds):
-            continue
-        seen.add(key)
-        out.append((g, c))
+        if within(c, min_madds, max_madds):
+            out.append((g, c))
+            if len(out) == n:
+                break
     if len(out) < n:
         raise UserError(f"--retrain {n}: only {len(out)} different architectures within "
                         f"--min-madds/--max-madds were drawn in {max_tries * n} tries")
     return out
+
+
+def distinct_draws(encoding: Encoding, rng: random.Random, max_draws: int
+                   ) -> Iterator[tuple[int, Genome]]:
+    """Uniform draws of the space, each architecture once, with the number of draws made so
+    far (duplicates count): ``max_draws`` draws at most."""
+    seen: set[str] = set()
+    for draws in range(1, max_draws + 1):
+        g = encoding.random(rng)
+        if (key := encoding.key(g)) not in seen:
+            seen.add(key)
+            yield draws, g
 
 
 def arch_logits(encoding: Encoding, genome: Genome, margin: float = 1.0) -> dict:
