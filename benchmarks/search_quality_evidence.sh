@@ -4,6 +4,8 @@
 # ways, then every arm fine-tuned through `fnacli compare` against the seed and random
 # architectures of matched MAdds. Resumable: rerun it and finished pieces are reused.
 #   EVIDENCE=.cache/evidence SEEDS=5 JOBS=2 bash benchmarks/search_quality_evidence.sh
+# DERIVATIONS=layer compares the per-layer argmax only (the depth-prior arms can follow later:
+# the runs are cached by content, so a later run with both reuses these).
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 W=${EVIDENCE:-$ROOT/.cache/evidence}
@@ -11,6 +13,7 @@ SEEDS=${SEEDS:-5}          # fine-tuning seeds per arm
 SEARCH_SEEDS=${SEARCH_SEEDS:-3}
 JOBS=${JOBS:-2}
 ARCH_LR=${ARCH_LR:-0.166}  # --arch-lr auto's value for 96 α/β steps over 7 candidates
+DERIVATIONS=${DERIVATIONS:-"layer depth-prior"}  # which derivations of each search are arms
 SPACE=$ROOT/recipes/spaces/fna-mbv2-0.5-demo.json
 FNACLI=(nice -n 5 python -m fnacli)
 export OMP_NUM_THREADS=1
@@ -42,10 +45,16 @@ for s in $(seq 0 $((SEARCH_SEEDS - 1))); do echo "$s"; done | \
   xargs -P "$JOBS" -I{} bash -c 'FNACLI=($FNACLI_BIN); search {}'
 ARMS=()
 for s in $(seq 0 $((SEARCH_SEEDS - 1))); do
-  "${FNACLI[@]}" derive "search/diff-s$s.safetensors" "${WINDOW[@]}" -o "archs/layer-s$s.json" --force
-  "${FNACLI[@]}" derive "search/diff-s$s.safetensors" "${WINDOW[@]}" --by depth --remap-prior 1 \
-      -o "archs/depth-prior-s$s.json" --force
-  ARMS+=("layer-s$s=archs/layer-s$s.json" "depth-prior-s$s=archs/depth-prior-s$s.json")
+  for d in $DERIVATIONS; do
+    case $d in
+      layer) how=() ;;
+      depth-prior) how=(--by depth --remap-prior 1) ;;
+      *) echo "DERIVATIONS: unknown $d" >&2; exit 2 ;;
+    esac
+    "${FNACLI[@]}" derive "search/diff-s$s.safetensors" "${WINDOW[@]}" "${how[@]}" \
+        -o "archs/$d-s$s.json" --force
+    ARMS+=("$d-s$s=archs/$d-s$s.json")
+  done
 done
 COMPARE=("${FNACLI[@]}" compare seed.pth "${ARMS[@]}" -w compare --task ssdlite --data data
          --epochs 24 --batch-size 16 --size 80 --optimizer sgd --lr 0.03 --schedule cosine
