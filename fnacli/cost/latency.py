@@ -324,8 +324,8 @@ class LatencyTable(Lut):
         return min(times, key=times.get)
 
     def calibration_archs(self, n: int = OVERHEAD_NETWORKS) -> list[ArchSpec]:
-        """The reference (largest) architecture and seeded random ones (seeds apart from
-        ``--check``'s)."""
+        """The reference architecture (widest, deepest, first candidates) and seeded random
+        ones (seeds apart from ``--check``'s)."""
         rng = random.Random(10_000 + self.cfg.seed)
         return [self.space.max_arch(), *(random_arch(self.space, rng) for _ in range(n - 1))]
 
