@@ -99,14 +99,14 @@ def confirm_table(table: dict) -> Table:
     """Per rung and candidate: the search rank, fitness, epochs and confirmation metric."""
     metric = table["metric"]
     rows = [(str(r["rung"]), str(run["rank"]), f"{run['fitness']:.4f}", str(r["epochs"]),
-             f"{run['metric']:.4f}", "kept" if run["kept"] else "")
+             f"{run['metric']:.4f}", "yes" if run["kept"] else "no")
             for r in table["rungs"] for run in r["runs"]]
     win = table.get("winner")
     caption = (f"winner: search rank {win['rank']} (the derived architecture)" if win
                else "stopped before a winner (continue with --resume)")
     return Table(f"confirmation: successive halving of the top {table['top']}, {metric} on the "
                  f"fitness set after fine-tuning", ("rung", "rank", "fitness", "epochs", metric,
-                                                    ""),
+                                                    "kept"),
                  rows, right=("rung", "rank", "fitness", "epochs", metric), caption=caption)
 
 
@@ -150,8 +150,9 @@ def confirm(o: Any, ranked: Sequence[Any], encoding: Any, task: Any, size: tuple
         folder.mkdir(parents=True, exist_ok=True)
     barrier(env)
     say(f"confirmation: successive halving of the top {len(top)} candidates, remapped from "
-        f"{seed}, fine-tuned on {len(images)} training images from {epochs} epochs (doubled "
-        f"each rung), {metric} on the {len(fit_set)} fitness images")
+        f"{seed}, fine-tuned on {len(images)} training images for {epochs} "
+        f"epoch{'s' if epochs != 1 else ''} (doubled each rung), {metric} on the "
+        f"{len(fit_set)} fitness images")
 
     def score(i: int, budget: int) -> float | None:
         key = f"{i + 1}/{budget}"
