@@ -37,6 +37,8 @@ STATE_FORMAT = "fnacli/oneshot-confirm@1"
 # options of the search that are not the confirmation's fine-tuning recipe
 _NOT_RECIPE = ("task", "data", "train_ann", "train_images", "val_ann", "val_images", "size",
                "epochs", "seed", "resume", "force", "on_message", "tensorboard", "stop_after")
+# how the runs are made, not what they are: a resumed confirmation may change them
+_HOW_TO_RUN = ("workers", "threads", "device", "checkpoint_every", "log_every")
 
 
 def first_rung_epochs(task: Any) -> int:
@@ -91,9 +93,6 @@ class Confirmation:
     winner: Any | None
     runs: int = 0  # fine-tuning runs finished (this run's and reused ones)
 
-    def report(self) -> Table:
-        return confirm_table(self.table)
-
 
 def confirm_table(table: dict) -> Table:
     """Per rung and candidate: the search rank, fitness, epochs and confirmation metric."""
@@ -125,7 +124,8 @@ def confirm(o: Any, ranked: Sequence[Any], encoding: Any, task: Any, size: tuple
     epochs = o.confirm_epochs or first_rung_epochs(task)
     seed = str(o.seed_checkpoint)
     state_path, folder = files["confirm"], files["confirm_runs"]
-    recipe = {k: getattr(o, k) for k in TrainOptions.__dataclass_fields__ if k not in _NOT_RECIPE}
+    recipe = {k: getattr(o, k) for k in TrainOptions.__dataclass_fields__
+              if k not in (*_NOT_RECIPE, *_HOW_TO_RUN)}
     ident = json.loads(json.dumps({
         "search": identity, "candidates": [c.key for c in top], "epochs": epochs,
         "metric": metric, "size": list(size), "seed": o.seed, "recipe": recipe,
