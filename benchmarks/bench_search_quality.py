@@ -321,8 +321,9 @@ class Bench:
         """DetNAS's one-shot search (search seed ``seed``). ``recipe`` "search": the supernet
         trains with the task's search recipe (the papers'); "finetune": with the fine-tuning's
         optimiser, lr, warm-up and clipping (the step schedule stays the search's). The
-        fitness images are the search's default: a seeded 20% of the training split, held out
-        of the supernet's training (``fnacli.search.fitness_data``); the held-out data set is
+        fitness images are the search's default (``fnacli.search.fitness_data.default_count``:
+        77 of 256 training images since issue #22, 51 before), a seeded choice held out of the
+        supernet's training; the held-out data set is
         only the search's reporting split, which the fitness images must not overlap."""
         c = self.cfg
         tag = ("" if recipe == "search" else f"-{recipe}") + (f"-s{seed}" if seed else "")

@@ -102,9 +102,14 @@ def search(
     metric: str | None = one("metric"),
     calib_images: int = one("calib_images"),
     calib_batch: int = one("calib_batch"),
+    calib_draws: int = one("calib_draws"),
+    remap_prior: float = one("remap_prior"),
     eval_images: int | None = one("eval_images"),
     record_top: int = one("record_top"),
     stop_after_candidates: int | None = one("stop_after_candidates"),
+    confirm_top: int = one("confirm_top"),
+    confirm_epochs: int | None = one("confirm_epochs"),
+    seed_checkpoint: str | None = one("seed_checkpoint"),
 ) -> None:
     options = dict(locals())
     cls, other = (D, ONE) if strategy is Strategy.differentiable else (ONE, D)

@@ -132,7 +132,11 @@ def _start(cfg: FinetuneConfig) -> tuple[Any, Any, Any]:
                     "(derive + remap a searched network first) or a detector")
 
 
-def _run(cfg: FinetuneConfig, env: Any) -> FinetuneResult:
+def _run(cfg: FinetuneConfig, env: Any, images: Any = None) -> FinetuneResult:
+    """The fine-tuning in the process group ``env``. ``images``: train on these images of
+    the training split (a view of it, any transform) instead of the whole split (the
+    one-shot search's confirmation: the supernet's training images, never its fitness
+    images)."""
     import torch
 
     from fnacli.io import check_writable
@@ -153,7 +157,7 @@ def _run(cfg: FinetuneConfig, env: Any) -> FinetuneResult:
     spec = prior.spec if prior else ckpt.spec
     r = _settings(cfg, task, as_size(cfg.size) or (prior.size if prior else None))
     check_bn_batch(task, r["batch_size"], env.world, cfg.freeze_bn)
-    train_set, val_set = _datasets(cfg, task, r, prior)
+    train_set, val_set = _datasets(cfg, task, r, prior, images)
     info = DetectorInfo(spec, task.name, train_set.num_classes, r["size"],
                         train_set.categories())
     model = _model(cfg, task, info, ckpt, prior, say)
@@ -204,13 +208,22 @@ def _run(cfg: FinetuneConfig, env: Any) -> FinetuneResult:
     return out
 
 
-def _datasets(cfg: FinetuneConfig, task: Any, r: dict, prior: Any) -> tuple[Any, Any]:
+def _datasets(cfg: FinetuneConfig, task: Any, r: dict, prior: Any, images: Any = None
+              ) -> tuple[Any, Any]:
     """(training set, validation set or None), validated completely before any training;
-    their categories agree with each other and with a continued model's."""
-    train_files = task.find_split(cfg.data, "train", cfg.train_ann, cfg.train_images)
-    train_set = task.load_split(train_files, train=True,
-                                transform=task.train_transform(r["augment"], r["size"]),
-                                seed=cfg.seed)
+    their categories agree with each other and with a continued model's. ``images``: the
+    training set is these images of the split (already loaded), with the run's
+    augmentation."""
+    transform = task.train_transform(r["augment"], r["size"])
+    if images is not None:
+        from fnacli.search.fitness_data import view
+
+        train_files = images.files
+        train_set = view(images, images.ids, train=True, transform=transform)
+    else:
+        train_files = task.find_split(cfg.data, "train", cfg.train_ann, cfg.train_images)
+        train_set = task.load_split(train_files, train=True, transform=transform,
+                                    seed=cfg.seed)
     val_set = None
     if cfg.eval_every:
         val_files = task.find_split(cfg.data, "val", cfg.val_ann, cfg.val_images)

@@ -23,6 +23,7 @@ from fnacli.pipeline.common import (
     step,
     task_of,
 )
+from fnacli.pipeline.confirm import first_rung_epochs
 from fnacli.pipeline.fitness import Splits, fitness_sets, hold_out_fitness
 from fnacli.pipeline.search_options import (
     ONESHOT,
@@ -84,9 +85,18 @@ class OneShotSearchConfig(SearchOptions):
                                                metavar="TIME")
     metric: str | None = _oneshot(None, f"Fitness: one of the task's numbers ({_METRICS}) "
                                   f"[{per_task('metric')}].")
+    remap_prior: float = _oneshot(0.0, "Weigh candidates by how much of the seed's weights their "
+                                  "remap keeps: fitness + W·log(kept) (0: off).", min=0.0,
+                                  metavar="W")
     calib_images: int = _oneshot(256, "Training images for each candidate's BN recalibration.",
                                  min=1)
     calib_batch: int = _oneshot(16, "Batch size of BN recalibration and evaluation.", min=1)
+    # 1: one subset (as before this option: the same fitness, the same files)
+    calib_draws: int = _oneshot(1, "Recalibrate BN on R different seeded subsets of "
+                                "--calib-images and score each candidate R times; its fitness "
+                                "is the mean (less ranking noise, R times the scoring time; 1: "
+                                "one subset, as before this option).",
+                                min=1, metavar="R")
     eval_images: int | None = _oneshot(None, "Score on a fixed subset of N held-out images "
                                        "[all].", min=1)
     record_top: int = _oneshot(20, "Best candidates listed in the output (derive --top).", min=1)
@@ -96,7 +106,9 @@ class OneShotSearchConfig(SearchOptions):
     # held out of train [min(5000, 20%)]
     fitness_images: str | float | int | None = _oneshot(
         None, "Fitness images held out of the training split (a count, or a fraction below 1); "
-        "the supernet trains on the rest [min(5000, 20%)].", metavar="N|FRACTION")
+        "the supernet trains on the rest [min(5000, max(20%, min(128, 30%))): DetNAS's 5000 "
+        "on a large split, and at least 128 images (30% of a smaller split): the AP of a few "
+        "dozen images ranks candidates too noisily].", metavar="N|FRACTION")
     fitness_ann: str | Path | None = _oneshot(None, "An explicit fitness annotation file instead "
                                               "(its images are left out of supernet training).",
                                               metavar="JSON")
@@ -108,6 +120,47 @@ class OneShotSearchConfig(SearchOptions):
                                    "specs into the folder -o, to be fine-tuned with the searched "
                                    "one's settings (no supernet training, no fitness).", min=1,
                                    metavar="N")
+    confirm_top: int = _oneshot(0, "After the search, confirm the K best by successive halving: "
+                                "each remapped from --seed-checkpoint, fine-tuned on the "
+                                "supernet's training images and scored on the fitness set; the "
+                                "better half goes on at twice the epochs until one is left, "
+                                "the derived architecture (0: off).", min=0, metavar="K")
+    confirm_epochs: int | None = _oneshot(None, "Fine-tuning epochs of the first confirmation "
+                                          "rung, doubled every rung [a tenth of the fine-tuning "
+                                          f"recipe's: {per_task(first_rung_epochs)}].", min=1,
+                                          metavar="E")
+    seed_checkpoint: str | Path | None = _oneshot(None, "The seed the supernet was expanded "
+                                                  "from (as 'fnacli remap' takes it), for "
+                                                  "--confirm-top.", metavar="SEED")
+
+
+def _check_scoring(o: OneShotSearchConfig) -> None:
+    """The fitness and confirmation options, refused before any work where they cannot
+    apply."""
+    if o.retrain is not None:
+        given = [f for f, v in (("--calib-draws", o.calib_draws != 1),
+                                ("--remap-prior", o.remap_prior != 0),
+                                ("--confirm-top", o.confirm_top)) if v]
+        if given:
+            raise UserError(f"{given[0]}: --retrain scores nothing (DetNAS's random baseline is "
+                            "fine-tuned afterwards, each architecture alike)")
+    if o.confirm_top == 1:
+        raise UserError("--confirm-top: 0 (off) or at least 2 (successive halving compares "
+                        "candidates), got 1")
+    if o.confirm_top:
+        if o.train_only:
+            raise UserError("--confirm-top: --train-only searches nothing to confirm")
+        if o.seed_checkpoint is None:
+            raise UserError("--confirm-top: give --seed-checkpoint, the seed the supernet was "
+                            "expanded from (each candidate is remapped from it)")
+        seed = str(o.seed_checkpoint)
+        if not seed.startswith(("torchvision:", "timm:")) and not Path(seed).is_file():
+            raise UserError(f"--seed-checkpoint: {seed}: no such file")
+    else:
+        for flag, v in (("--confirm-epochs", o.confirm_epochs),
+                        ("--seed-checkpoint", o.seed_checkpoint)):
+            if v is not None:
+                raise UserError(f"{flag}: only with --confirm-top K")
 
 
 def _oneshot_files(output: str | Path, trained: str | Path | None) -> dict[str, Path]:
@@ -116,7 +169,8 @@ def _oneshot_files(output: str | Path, trained: str | Path | None) -> dict[str, 
     tr = Path(trained) if trained else Path(f"{stem}.oneshot.safetensors")
     return {"output": out, "trained": tr, "train_state": Path(f"{tr}.ckpt"),
             "train_metrics": Path(f"{tr}.metrics.jsonl"),
-            "state": Path(f"{out}.search.json"), "history": Path(f"{out}.history.jsonl")}
+            "state": Path(f"{out}.search.json"), "history": Path(f"{out}.history.jsonl"),
+            "confirm": Path(f"{out}.confirm.json"), "confirm_runs": Path(f"{out}.confirm")}
 
 
 @step(OneShotSearchConfig)
@@ -137,6 +191,7 @@ def search_oneshot(o: OneShotSearchConfig) -> SearchResult:
         task_of(o.task)
     if o.retrain is not None and o.strategy != "random":
         raise UserError("--retrain: DetNAS's random baseline needs --strategy random")
+    _check_scoring(o)
     from fnacli.search.evolution import PARENT_POOLS
 
     if o.parent_pool not in PARENT_POOLS:
@@ -193,11 +248,13 @@ def _oneshot(o: OneShotSearchConfig, env: Any) -> SearchResult:
     again = o.force or o.resume
     if not o.train_only:
         # fail before the slow part
-        check_writable(files["output"], again, also=(".search.json", ".history.jsonl"))
-        for p in (files["state"], files["history"]):
+        check_writable(files["output"], again, also=(".search.json", ".history.jsonl",
+                                                     ".confirm.json"))
+        for p in (files["state"], files["history"], files["confirm"], files["confirm_runs"]):
             if p.exists() and not again:
                 raise UserError(f"{p}: exists from an earlier search (continue it with "
                                 "--resume, or start over with --force)")
+        _check_seed(o)
     if o.skip_training:
         trained = Path(o.supernet)
     else:
@@ -221,6 +278,45 @@ def _oneshot(o: OneShotSearchConfig, env: Any) -> SearchResult:
     resume = o.resume and files["state"].is_file()
     barrier(env)
     return _evolve(o, trained, files, env, resume, say, splits)
+
+
+def _check_seed(o: OneShotSearchConfig) -> None:
+    """What --remap-prior and --confirm-top need of the supernet's recorded seed, checked
+    before the supernet trains: the seed's spec (in its metadata, as 'fnacli expand' writes
+    it), and for --confirm-top a --seed-checkpoint of that architecture."""
+    if not (o.remap_prior or o.confirm_top):
+        return
+    recorded = _recorded_seed(Path(o.supernet))
+    if o.remap_prior and recorded is None:
+        raise UserError("--remap-prior: the supernet does not record the seed it was expanded "
+                        "from")
+    if o.confirm_top and recorded is not None:
+        from fnacli.checkpoint import load_seed
+
+        _, spec = load_seed(str(o.seed_checkpoint))
+        if spec != recorded:
+            raise UserError(f"--seed-checkpoint: {o.seed_checkpoint} is not the seed "
+                            f"{o.supernet} was expanded from (another architecture)")
+
+
+def _recorded_seed(supernet: Path) -> Any:
+    """The seed spec a supernet's metadata records (None when it records none), from the
+    file's header alone."""
+    import json
+
+    from fnacli.checkpoint import read_header
+    from fnacli.spec import ArchSpec
+
+    if not supernet.is_file():
+        raise UserError(f"{supernet}: no such file")
+    _, metadata = read_header(supernet)
+    if "seed_spec" not in metadata:
+        return None
+    try:
+        return ArchSpec.from_dict(json.loads(metadata["seed_spec"]),
+                                  f"{supernet}: metadata seed_spec")
+    except ValueError:
+        raise UserError(f"{supernet}: metadata 'seed_spec' is not valid JSON") from None
 
 
 def _train(o: OneShotSearchConfig, files: dict[str, Path], env: Any, say: Reporter,
@@ -280,7 +376,7 @@ def _evolve(o: OneShotSearchConfig, trained: Path, files: dict[str, Path], env: 
     from fnacli.cost.lut import load_or_build_lut
     from fnacli.progress import SearchProgress, tensorboard_dir
     from fnacli.search import evolution as E
-    from fnacli.search.bn_recal import calibration_subset
+    from fnacli.search.bn_recal import calibration_draws, calibration_subset
     from fnacli.search.oneshot import (
         PathEvaluator,
         build_oneshot_detector,
@@ -302,7 +398,12 @@ def _evolve(o: OneShotSearchConfig, trained: Path, files: dict[str, Path], env: 
                           str(fit_set.files.ann))
     if o.eval_images:
         fit_set = calibration_subset(fit_set, o.eval_images, o.seed)
-    calib = calibration_subset(calib_pool, o.calib_images, o.seed)
+    calibs = calibration_draws(calib_pool, o.calib_images, o.seed, o.calib_draws)
+    calib = calibs[0]
+    if o.calib_draws > 1 and len(calib) == len(calib_pool):
+        say.warning(f"--calib-draws {o.calib_draws}: the {len(calib_pool)} training images for "
+                    f"BN recalibration are no more than --calib-images {o.calib_images}, so "
+                    "every draw is all of them (the same fitness, R times the work)")
     scope = o.cost_scope or ONESHOT_COST_SCOPE
     cost_size = cost_input_size(o, task, size)
     detector, supernet = build_oneshot_detector(ckpt, task.name, info.num_classes, size,
@@ -317,12 +418,25 @@ def _evolve(o: OneShotSearchConfig, trained: Path, files: dict[str, Path], env: 
     cfg = dataclasses.replace(cfg, min_madds=lo, max_madds=hi,
                               max_params=_max_params(o, ckpt.seed_spec, params))
     enc = E.Encoding(ckpt.space)
-    score = PathEvaluator(detector, supernet, enc, calib, fit_set, o.calib_batch, o.workers,
-                          env.device, task=task.name)
+    score = PathEvaluator(detector, supernet, enc, calibs if len(calibs) > 1 else calib,
+                          fit_set, o.calib_batch, o.workers, env.device, task=task.name,
+                          metric=cfg.metric)
     # the file's name, not its path: the same run in another folder gives the same bytes
     identity = {"supernet": trained.name, "task": task.name, "size": list(size),
                 "calib_images": len(calib), "eval_images": len(fit_set),
                 "cost_scope": scope, "cost_size": list(cost_size), "fitness": fitness}
+    # only where given: a search without them keeps its identity (and resumes) as before
+    if o.calib_draws != 1:
+        identity["calib_draws"] = o.calib_draws
+    term = None
+    if o.remap_prior:
+        from fnacli.search.remap_prior import fitness_term
+
+        if ckpt.seed_spec is None:
+            raise UserError("--remap-prior: the supernet does not record the seed it was "
+                            "expanded from")
+        identity["remap_prior"] = o.remap_prior
+        term = fitness_term(ckpt.seed_spec, o.remap_prior)
     if latency is not None:
         identity["latency_table"] = latency.identity()
     search = E.OneShotSearch(enc, lambda arch: lut.arch_cost(arch, scope),
@@ -331,15 +445,22 @@ def _evolve(o: OneShotSearchConfig, trained: Path, files: dict[str, Path], env: 
                              write=env.is_main, identity=identity,
                              signal=lambda: signal_received(env),
                              latency=latency.latency_ms if latency is not None else None,
-                             params=params)
+                             params=params, fitness_term=term)
     limit = (f" within {E.window_text(cfg.min_madds, cfg.max_madds)} MAdds ({scope} at "
              f"{cost_size[0]}x{cost_size[1]})" if cfg.max_madds or cfg.min_madds else "")
     limit += f" within {cfg.max_latency:g} ms" if cfg.max_latency else ""
     limit += (f" within {cfg.max_params / 1e6:.4g}M backbone params" if cfg.max_params
               else "")
+    draws = f" ({o.calib_draws} draws, fitness their mean)" if o.calib_draws > 1 else ""
+    prior = f" + {o.remap_prior:g}·log(kept) (remap prior)" if o.remap_prior else ""
     say(f"{o.strategy} search on {trained}: {cfg.total_candidates} candidates{limit}, fitness "
-        f"{cfg.metric} on {len(fit_set)} images ({fitness['source']}), BN recalibrated on "
-        f"{len(calib)} training images")
+        f"{cfg.metric}{prior} on {len(fit_set)} images ({fitness['source']}), BN recalibrated "
+        f"on {len(calib)} training images{draws}")
+    if not o.resume and env.is_main:  # an earlier run's confirmation is not this one's
+        import shutil
+
+        files["confirm"].unlink(missing_ok=True)
+        shutil.rmtree(files["confirm_runs"], ignore_errors=True)
     with SearchProgress(cfg, env.is_main, tensorboard_dir(o.tensorboard),
                         scope) as progress:
         search.on_candidate = progress.candidate
@@ -347,7 +468,27 @@ def _evolve(o: OneShotSearchConfig, trained: Path, files: dict[str, Path], env: 
         result = search.run(resume=resume, stop_after=o.stop_after_candidates)
     if not search.cache:
         raise UserError("the search evaluated no architecture")
-    return _evolved(o, search, result, ckpt, info, latency, files, env, identity)
+    confirmation = None
+    if o.confirm_top and result.finished:
+        confirmation = _confirm(o, search, task, size, fit_set, calib_pool, files, env, say,
+                                identity)
+    return _evolved(o, search, result, ckpt, info, latency, files, env, identity, confirmation)
+
+
+def _confirm(o: OneShotSearchConfig, search: Any, task: Any, size: tuple[int, int],
+             fit_set: Any, pool: Any, files: dict[str, Path], env: Any, say: Reporter,
+             identity: dict) -> Any:
+    """The confirmation stage (``fnacli.pipeline.confirm``) over the finished search's best
+    candidates; None when the search evaluated fewer than two."""
+    from fnacli.pipeline.confirm import confirm
+
+    ranked = search.ranked()
+    if len(ranked) < 2:
+        say.warning(f"--confirm-top {o.confirm_top}: the search evaluated {len(ranked)} "
+                    "architecture; nothing to confirm")
+        return None
+    return confirm(o, ranked, search.encoding, task, size, fit_set, pool,
+                   search.config.metric, files, env, say, search._identity())
 
 
 def _max_params(o: OneShotSearchConfig, seed: Any, params: Any) -> float | None:
@@ -382,18 +523,24 @@ def _evolution_config(o: OneShotSearchConfig, task: Any) -> Any:
 
 
 def _evolved(o: OneShotSearchConfig, search: Any, result: Any, ckpt: Any, info: Any,
-             latency: Any, files: dict[str, Path], env: Any, run: dict) -> SearchResult:
-    """The outcome of a one-shot search: its best architecture, written (rank 0) into the
-    searched checkpoint when the search finished. ``run``: the search's identity."""
+             latency: Any, files: dict[str, Path], env: Any, run: dict,
+             confirmation: Any = None) -> SearchResult:
+    """The outcome of a one-shot search: its best architecture (the confirmation's winner,
+    when there was one), written (rank 0) into the searched checkpoint when the search
+    finished. ``run``: the search's identity."""
     from fnacli.checkpoint import save_checkpoint
     from fnacli.search import evolution as E
 
     cfg, enc = search.config, search.encoding
     ranked = search.ranked()
     best = ranked[0]
+    if confirmation is not None and confirmation.winner is not None:
+        best = confirmation.winner
     details = {"metric": cfg.metric, "best_fitness": best.fitness, "best_madds": best.madds,
                "best_arch": enc.arch(best.genome).to_dict(), "evaluated": len(ranked),
                "rounds": result.rounds}
+    if confirmation is not None:
+        details["confirm"] = confirmation.table
     lat = ""
     if latency is not None:
         details["best_latency_ms"] = latency.latency_ms(enc.arch(best.genome))
@@ -401,6 +548,10 @@ def _evolved(o: OneShotSearchConfig, search: Any, result: Any, ckpt: Any, info: 
     if not result.finished:
         return SearchResult(o.strategy, False, f"search stopped after {len(ranked)} "
                             "evaluations; continue with --resume", None, details)
+    if confirmation is not None and confirmation.winner is None:
+        return SearchResult(o.strategy, False, f"confirmation stopped after "
+                            f"{confirmation.runs} fine-tuning runs; continue with --resume",
+                            None, details)
     if env.is_main:
         tensors = dict(ckpt.weights)
         tensors.update(E.arch_logits(enc, best.genome))
@@ -411,13 +562,24 @@ def _evolved(o: OneShotSearchConfig, search: Any, result: Any, ckpt: Any, info: 
                           "generations": cfg.generations, "candidates": cfg.total_candidates,
                           "rounds": result.rounds, "evaluated": len(ranked),
                           **{k: run[k] for k in ("calib_images", "eval_images", "cost_scope",
-                                                 "cost_size")},
+                                                 "cost_size", "calib_draws", "remap_prior")
+                             if k in run},
                           "fitness": {k: v for k, v in run["fitness"].items() if k != "ids"},
                           "supernet": run["supernet"], "finished": True,
                           "derived": details["best_arch"],
                           "top": E.candidates_meta(ranked[:o.record_top], enc)}
+        if confirmation is not None:
+            meta["search"]["confirm"] = confirmation.table
         save_checkpoint(files["output"], tensors, "searched", meta, force=o.force or o.resume)
+    what = f"best {cfg.metric} {best.fitness:.4f}"
+    if confirmation is not None:
+        t = confirmation.table
+        last = t["rungs"][-1]
+        won = next(r for r in last["runs"] if r["kept"])
+        what = (f"search rank {t['winner']['rank']} of the top {t['top']}, confirmed by "
+                f"successive halving ({t['metric']} {won['metric']:.4f} after "
+                f"{last['epochs']} fine-tuning epochs; fitness {best.fitness:.4f})")
     return SearchResult(o.strategy, True,
-                        f"{files['output']}: best {cfg.metric} {best.fitness:.4f} at "
-                        f"{E.format_madds(best.madds)} MAdds{lat} ({o.strategy}, {len(ranked)} "
-                        "architectures evaluated)", str(files["output"]), details)
+                        f"{files['output']}: {what} at {E.format_madds(best.madds)} MAdds{lat} "
+                        f"({o.strategy}, {len(ranked)} architectures evaluated)",
+                        str(files["output"]), details)

@@ -107,7 +107,8 @@ ONESHOT_COST_SCOPE = "backbone"  # DetNAS constrains the backbone's FLOPs
 # Every file of a one-shot search, in one place (docs/evolution.md describes them).
 FILE_ROLES = {"output": "result", "trained": "trained supernet",
               "train_state": "training state (--resume)", "train_metrics": "training metrics",
-              "state": "search state (--resume)", "history": "candidates and generations"}
+              "state": "search state (--resume)", "history": "candidates and generations",
+              "confirm": "confirmation table", "confirm_runs": "confirmation runs"}
 
 
 @dataclass
@@ -131,8 +132,13 @@ class SearchResult:
         return d
 
     def report(self) -> Report:
-        """The one-line summary and (one-shot) the files the search left, by role."""
+        """The one-line summary, (one-shot) the confirmation's table and the files the search
+        left, by role."""
         report: Report = [self.message]
+        if "confirm" in self.details:
+            from fnacli.pipeline.confirm import confirm_table
+
+            report.append(confirm_table(self.details["confirm"]))
         if self.files:
             report.append("files: " + ", ".join(f"{FILE_ROLES[k]} {p}"
                                                 for k, p in self.files.items()))

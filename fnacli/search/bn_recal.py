@@ -16,7 +16,8 @@ of a candidate's scoring time). The others keep whatever statistics they had: no
 this path reads them, and the next path that uses one resets it first.
 
 ``DecodedDataset`` holds a fixed subset decoded once (every candidate is scored on the same
-images, so decoding them per candidate is pure overhead).
+images, so decoding them per candidate is pure overhead); several calibration draws
+(``calibration_draws``, ``search --calib-draws``) share the images they have in common.
 """
 
 from __future__ import annotations
@@ -60,13 +61,24 @@ def stats_forward(device: torch.device | str) -> Callable[[nn.Module, Any], None
 
 def calibration_subset(dataset: CocoDetection, images: int, seed: int = 0) -> CocoDetection:
     """A fixed, seeded choice of ``images`` images of ``dataset`` (all when it has fewer)."""
+    return calibration_draws(dataset, images, seed, 1)[0]
+
+
+def calibration_draws(dataset: CocoDetection, images: int, seed: int = 0, draws: int = 1
+                      ) -> list[CocoDetection]:
+    """``draws`` seeded choices of ``images`` images of ``dataset`` (each all of it when it has
+    fewer): successive permutations of one generator seeded ``seed``, so the first draw is
+    :func:`calibration_subset`'s and the others differ from it (and from each other)."""
     if images < 1:
         raise UserError(f"--calib-images: expected at least 1, got {images}")
+    if draws < 1:
+        raise UserError(f"--calib-draws: expected at least 1, got {draws}")
     n = len(dataset)
     if images >= n:
-        return dataset
+        return [dataset] * draws
     g = torch.Generator().manual_seed(seed)
-    return dataset.subset(sorted(torch.randperm(n, generator=g)[:images].tolist()))
+    return [dataset.subset(sorted(torch.randperm(n, generator=g)[:images].tolist()))
+            for _ in range(draws)]
 
 
 def calibration_batches(subset: CocoDetection, batch_size: int, workers: int = 0
@@ -134,12 +146,25 @@ class DecodedDataset(Dataset):
     float, so the same float images come back at a quarter of the memory). Every other
     attribute (``coco``, ``ids``, ``category_of``, …) is the dataset's."""
 
-    def __init__(self, dataset: Any, workers: int = 0) -> None:
+    def __init__(self, dataset: Any, workers: int = 0, shared: dict | None = None) -> None:
         self.dataset = dataset
         self.as_uint8 = getattr(dataset, "transform", "?") is None
+        if shared is None:
+            self.items = self._decode(dataset, workers)
+            return
+        # several subsets of one split (BN-calibration draws): an image decoded once, by id
+        ids = list(dataset.ids)
+        missing = [p for p, i in enumerate(ids) if i not in shared]
+        if missing:
+            part = dataset if len(missing) == len(ids) else dataset.subset(missing)
+            shared.update(zip([ids[p] for p in missing], self._decode(part, workers),
+                              strict=True))
+        self.items = [shared[i] for i in ids]
+
+    def _decode(self, dataset: Any, workers: int) -> list:
         loader = DataLoader(dataset, batch_size=None, num_workers=workers)
-        self.items = [((im * 255).round_().to(torch.uint8) if self.as_uint8 else im, target)
-                      for im, target in loader]  # exact: the dataset made them as uint8 / 255
+        return [((im * 255).round_().to(torch.uint8) if self.as_uint8 else im, target)
+                for im, target in loader]  # exact: the dataset made them as uint8 / 255
 
     def __len__(self) -> int:
         return len(self.items)
@@ -156,10 +181,16 @@ class DecodedDataset(Dataset):
         return getattr(self.dataset, name)
 
 
-def decoded_bytes(dataset: Any) -> float:
-    """Bytes of a COCO-layout dataset's images decoded to uint8 RGB (from the annotation's
-    sizes); infinite for a dataset that does not say (it is then never held in memory)."""
-    coco = getattr(dataset, "coco", None)
-    if coco is None:
-        return math.inf
-    return float(sum(3 * coco.imgs[i]["width"] * coco.imgs[i]["height"] for i in dataset.ids))
+def decoded_bytes(*datasets: Any) -> float:
+    """Bytes of COCO-layout datasets' images decoded to uint8 RGB (from the annotation's
+    sizes), each image of several subsets of one split counted once; infinite for a dataset
+    that does not say (it is then never held in memory)."""
+    total, seen = 0.0, set()
+    for dataset in datasets:
+        coco = getattr(dataset, "coco", None)
+        if coco is None:
+            return math.inf
+        new = [i for i in dataset.ids if (id(coco), i) not in seen]
+        seen.update((id(coco), i) for i in new)
+        total += float(sum(3 * coco.imgs[i]["width"] * coco.imgs[i]["height"] for i in new))
+    return total

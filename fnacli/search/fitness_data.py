@@ -5,7 +5,7 @@ DetNAS splits COCO trainval35k into 5k images for fitness and the rest for super
 and reports on minival. Here:
 
 - by default the fitness set is a seeded choice of ``--fitness-images`` images (a count, or a
-  fraction of the split when below 1; default ``min(5000, 20%)``) of the training annotation
+  fraction of the split when below 1; default :func:`default_count`) of the training annotation
   file, chosen among all its image ids, so that the supernet training (which reads the same
   file) can leave exactly those out; the choice is recorded in the trained supernet, so a
   later ``--skip-training`` search scores on the same images;
@@ -37,7 +37,11 @@ from fnacli.detection.data import CocoDetection, SplitFiles, find_split
 from fnacli.errors import UserError
 
 DEFAULT_COUNT = 5000  # DetNAS: 5k images of trainval35k
-DEFAULT_FRACTION = 0.2  # ... but never more than a fifth of a small training split
+DEFAULT_FRACTION = 0.2  # ... a fifth of a split too small for that
+# ... but at least 128 images, where that leaves the supernet 70% of the split: the AP of a
+# few dozen images is too noisy to rank candidates by (docs/evolution.md)
+DEFAULT_FLOOR = 128
+DEFAULT_FLOOR_SHARE = 0.3
 
 
 def fitness_files(ann: str | Path, images: str | Path | None) -> SplitFiles:
@@ -65,10 +69,19 @@ def parse_amount(text: str | float | int | None) -> float | int | None:
     return v if v < 1 else int(v)
 
 
+def default_count(n: int) -> int:
+    """The default fitness set of a training split of ``n`` images:
+    ``min(5000, max(20%, min(128, 30%)))`` of them, at least one. DetNAS's 5000 on a large
+    split; 20% of a mid-sized one (640 to 25,000 images); 128 images, or 30% of a split too
+    small for 128 (below 427 images), on a small one."""
+    floor = min(DEFAULT_FLOOR, round(n * DEFAULT_FLOOR_SHARE))
+    return min(DEFAULT_COUNT, max(1, round(n * DEFAULT_FRACTION), floor))
+
+
 def holdout_count(n: int, amount: float | int | None) -> int:
     """How many of ``n`` images the fitness set takes."""
     if amount is None:
-        k = min(DEFAULT_COUNT, max(1, round(n * DEFAULT_FRACTION)))
+        k = default_count(n)
     elif isinstance(amount, float):
         k = max(1, round(n * amount))
     else:

@@ -190,32 +190,68 @@ class PathEvaluator:
     then the task's evaluation on the held-out split (``task`` None: COCO bbox). Returns the
     task's metric numbers (COCOeval's 12).
 
-    With ``cache_images`` (default) both subsets are decoded once, when they fit in
-    ``cache_bytes`` together (decoded uint8 size); otherwise they are read for every
-    candidate. The fitness is the same either way."""
+    ``calib`` may be several calibration subsets (``search --calib-draws``): the path is then
+    recalibrated and evaluated once per subset, and every number is the mean over them; for
+    ``metric`` the per-draw values (``METRIC@draw0``, …) and their sample standard deviation
+    (``METRIC@std``) are added. One subset scores exactly as before there were several.
+
+    With ``cache_images`` (default) the subsets are decoded once, when they fit in
+    ``cache_bytes`` together (decoded uint8 size; an image several calibration subsets share
+    counted and held once); otherwise they are read for every candidate. The fitness is the
+    same either way."""
 
     def __init__(self, detector: nn.Module, supernet: Supernet, encoding: Encoding,
-                 calib: CocoDetection, val: CocoDetection, batch_size: int, workers: int = 0,
-                 device: torch.device | str = "cpu", task: str | None = None,
-                 cache_images: bool = True, cache_bytes: int = CACHE_BYTES) -> None:
+                 calib: CocoDetection | Sequence[CocoDetection], val: CocoDetection,
+                 batch_size: int, workers: int = 0, device: torch.device | str = "cpu",
+                 task: str | None = None, cache_images: bool = True,
+                 cache_bytes: int = CACHE_BYTES, metric: str | None = None) -> None:
         self.detector = detector.to(device).eval()
         self.supernet = supernet
         self.encoding = encoding
         self.evaluate = get_task(task, "task").evaluate if task else evaluate
         self.outside = outside_batchnorms(self.detector, supernet)
-        self.cached = cache_images and decoded_bytes(calib) + decoded_bytes(val) <= cache_bytes
+        draws = list(calib) if isinstance(calib, list | tuple) else [calib]
+        if not draws:
+            raise UserError("BN recalibration got no calibration subset")
+        self.metric = metric
+        self.cached = (cache_images
+                       and decoded_bytes(*draws) + decoded_bytes(val) <= cache_bytes)
         if self.cached:
-            calib, val = DecodedDataset(calib, workers), DecodedDataset(val, workers)
+            shared: dict | None = {} if len(draws) > 1 else None
+            draws = [DecodedDataset(d, workers, shared) for d in draws]
+            val = DecodedDataset(val, workers)
             workers = 0  # in memory: worker processes would only add start-up time
-        self.batches = calibration_batches(calib, batch_size, workers)
+        self.draws = [calibration_batches(d, batch_size, workers) for d in draws]
+        self.batches = self.draws[0]
         self.val = val
         self.batch_size, self.workers, self.device = batch_size, workers, device
 
     def __call__(self, genome: Genome) -> dict[str, float]:
-        recalibrate_path(self.detector, self.supernet, self.encoding.path(genome),
-                         self.batches, self.device, self.outside)
-        return self.evaluate(self.detector, self.val, batch_size=self.batch_size,
-                             workers=self.workers, device=self.device).stats
+        path = self.encoding.path(genome)
+        per_draw = []
+        for batches in self.draws:
+            recalibrate_path(self.detector, self.supernet, path, batches, self.device,
+                             self.outside)
+            per_draw.append(self.evaluate(self.detector, self.val, batch_size=self.batch_size,
+                                          workers=self.workers, device=self.device).stats)
+        if len(per_draw) == 1:
+            return per_draw[0]
+        return mean_stats(per_draw, self.metric)
+
+
+def mean_stats(per_draw: Sequence[dict[str, float]], metric: str | None = None
+               ) -> dict[str, float]:
+    """Every number's mean over the calibration draws; for ``metric`` (when given and
+    present) also each draw's value (``METRIC@drawR``) and their sample standard deviation
+    (``METRIC@std``)."""
+    import statistics
+
+    out = {k: statistics.fmean(float(d[k]) for d in per_draw) for k in per_draw[0]}
+    if metric is not None and metric in out:
+        values = [float(d[metric]) for d in per_draw]
+        out.update({f"{metric}@draw{r}": v for r, v in enumerate(values)})
+        out[f"{metric}@std"] = statistics.stdev(values) if len(values) > 1 else 0.0
+    return out
 
 
 def distributed_evaluate(score: Callable[[Genome], dict[str, float]], env: DistEnv
