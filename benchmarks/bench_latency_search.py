@@ -15,7 +15,9 @@ For the given supernet (expanded from the seed over SPACE) and detection data it
    table (``--cost latency --target-latency budget x seed's predicted latency``), both with
    ``--target-side both`` and ``--cost-scope detector`` so that each lands at its budget on
    its own clock;
-3. derives both (argmax) and times the seed and every derived network as whole exported
+3. derives each twice, the argmax and the most likely architecture within ±``--window`` of
+   its budget on its own clock (``derive --min/--max-madds`` or ``--min/--max-latency``:
+   matched predicted cost), and times the seed and every derived network as whole exported
    networks in onnxruntime, fp32 and int8, interleaved (the tables' own timing: warm-up,
    median with a 95% interval), and prints MAdds, predicted and measured latency, each as a
    ratio to the seed.
@@ -86,6 +88,14 @@ def search(a: argparse.Namespace, w: Path, name: str, seed: int, cost: list[str]
                "--lr", "0.03", "--warmup-iters", "100", "--clip-grad", "10",
                "--device", "cpu", *cost, *resume, log=w / f"{name}-s{seed}.log")
         fnacli("derive", str(out), "-o", str(arch), "--force")
+    return out
+
+
+def derive_in_window(a: argparse.Namespace, searched: Path, window: list[str]) -> Path:
+    """The most likely architecture of ``searched`` within the budget's window."""
+    arch = searched.with_name(searched.name.replace(".safetensors", "-window.json"))
+    if not arch.is_file():
+        fnacli("derive", str(searched), "-o", str(arch), "--force", *window)
     return arch
 
 
@@ -100,6 +110,8 @@ def main() -> None:
     ap.add_argument("--num-classes", type=int, default=3)
     ap.add_argument("--precision", default="int8", choices=PRECISIONS)
     ap.add_argument("--budget", type=float, default=0.9)
+    ap.add_argument("--window", type=float, default=0.05, help="relative half-width of the "
+                    "matched-cost derivation's window around the budget")
     ap.add_argument("--epochs", type=int, default=8)
     ap.add_argument("--seeds", default="0", help="search seeds, comma-separated")
     ap.add_argument("--jobs", type=int, default=2)
@@ -129,11 +141,21 @@ def main() -> None:
              for s in map(int, a.seeds.split(","))]
     start = time.perf_counter()
     with ThreadPoolExecutor(a.jobs) as pool:
-        archs = list(pool.map(lambda r: search(a, w, r[0].split("-")[0], r[1], r[2]), runs))
+        searched = list(pool.map(lambda r: search(a, w, r[0].split("-")[0], r[1], r[2]), runs))
     print(f"searches: {time.perf_counter() - start:.0f} s", flush=True)
-
-    named = [("seed", seed_arch), *((f"{r[0].split('-')[0]}-s{r[1]}", p)
-                                    for r, p in zip(runs, archs, strict=True))]
+    lo, hi = 1 - a.window, 1 + a.window
+    windows = {"madds": ["--min-madds", str(round(lo * target_madds)), "--max-madds",
+                         str(round(hi * target_madds)), "--cost-scope", "detector", "--task",
+                         "ssdlite", "--size", str(a.size)],
+               "latency": ["--latency-table", str(tables[a.precision]),
+                           "--min-latency", f"{lo * target_ms:.4f}ms",
+                           "--max-latency", f"{hi * target_ms:.4f}ms"]}
+    named = [("seed", seed_arch)]
+    for r, out in zip(runs, searched, strict=True):
+        clock = r[0].split("-")[0]
+        named.append((f"{clock}-s{r[1]} argmax", out.with_suffix(".json")))
+        named.append((f"{clock}-s{r[1]} in window",
+                      derive_in_window(a, out, windows[clock])))
     specs = [load_arch(p) for _, p in named]
     rows: dict[str, dict] = {n: {"madds": profile(a, p, tables[a.precision])["madds"]}
                              for n, p in named}
@@ -146,8 +168,8 @@ def main() -> None:
             rows[n][f"{prec}_ci_ms"] = [t.low_s * 1e3, t.high_s * 1e3]
     base = rows["seed"]
     print(f"\n{a.space} / ssdlite @ {a.size}, {a.num_classes} classes, budget {a.budget}x the "
-          f"seed, searched on the {a.precision} table, {a.epochs} epochs; onnxruntime 1 "
-          "thread, batch 1, CPU clock\n")
+          f"seed (window ±{a.window:.0%}), searched on the {a.precision} table, {a.epochs} "
+          "epochs; onnxruntime 1 thread, batch 1, CPU clock\n")
     print("| network | MAdds | /seed | fp32 predicted | fp32 measured | /seed | int8 predicted "
           "| int8 measured | /seed |")
     print("|---|---|---|---|---|---|---|---|---|")

@@ -20,6 +20,11 @@ def test_uniform_alpha_is_near_uniform_and_warned() -> None:
     assert rec["argmax_changed"] is None
     text = C.near_uniform_warning(rec, 96, 0.05)
     assert "close to a random draw" in text and "--arch-lr auto" in text and "96" in text
+    # a search already at auto's lr is not told to use auto, but how far to go past it
+    auto = C.auto_arch_lr(96, 7)
+    text = C.near_uniform_warning(rec, 96, auto, candidates=7)
+    assert "--arch-lr auto" not in text and f"larger --arch-lr than auto's {auto:.3g}" in text
+    assert "--arch-lr auto" in C.near_uniform_warning(rec, 96, auto / 2, candidates=7)
 
 
 def test_decided_alpha_is_not_warned_and_changes_are_counted() -> None:

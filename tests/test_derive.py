@@ -316,3 +316,41 @@ def test_derive_window_refuses_a_one_shot_checkpoint(tmp_path: Path, run_cli) ->
                                       "size": [64, 64]})
     code, _, err = run_cli(["derive", ck, "--min-madds", "1M"])
     assert code == 2 and "give the window to 'fnacli search'" in err
+
+
+def test_derive_latency_window_in_the_cli(tmp_path: Path, run_cli) -> None:
+    """--min/--max-latency: the most likely architecture whose predicted latency (by the
+    table, whole network) lies in the window; one window at a time, and a table needed."""
+    import fnacli.cost.latency as L
+    from fnacli.cost.measure import MeasureConfig
+    from fnacli.search.supernet_io import read_supernet
+
+    ck = detector_supernet(tmp_path)
+    space = read_supernet(ck).space
+    fast = MeasureConfig(threads=1, min_rounds=6, max_rounds=6, sample_s=0.001, blocks=2)
+    table = L.build_latency_table(space, T("ssdlite"), (64, 64), 80, fast)
+    lat = tmp_path / "lat.json"
+    lat.write_text(table.to_json())
+    code, out, err = run_cli(["derive", ck, "--json", "--task", "ssdlite", "--size", "64"])
+    assert code == 0, err
+    t0 = table.latency_ms(ArchSpec.from_dict(json.loads(out)["spec"]))
+    times = sorted({table.latency_ms(path_to_arch(space, p)) for p in _paths(space)})
+    assert times[0] < t0 < times[-1]
+    lo, hi = ((times[len(times) // 8], times[len(times) // 4]) if t0 > times[len(times) // 2]
+              else (times[3 * len(times) // 4], times[7 * len(times) // 8]))
+    code, out, err = run_cli(["derive", ck, "--json", "--task", "ssdlite", "--size", "64",
+                              "--latency-table", str(lat), "--min-latency", f"{lo:.6f}ms",
+                              "--max-latency", f"{hi:.6f}ms"])
+    assert code == 0, err
+    report = json.loads(out)
+    got = table.latency_ms(ArchSpec.from_dict(report["spec"]))
+    assert lo - 1e-6 <= got <= hi + 1e-6 and report["window"]["latency_ms"] == pytest.approx(got)
+    assert report["window"]["moved"] >= 1 and "predicted latency" in err
+    for args, message in [
+            (["--max-latency", "1ms"], "--min/--max-latency: give --latency-table"),
+            (["--latency-table", str(lat), "--max-latency", "1ms", "--min-madds", "1M"],
+             "give one window"),
+            (["--latency-table", str(lat), "--max-latency", f"{times[0] / 2:.6f}ms"],
+             "below the fastest architecture of the space")]:
+        code, out, err = run_cli(["derive", ck, "--task", "ssdlite", "--size", "64", *args])
+        assert code == 2 and out == "" and message in err and "Traceback" not in err

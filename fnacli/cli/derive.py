@@ -38,6 +38,8 @@ def derive(
     latency_table: str | None = o("latency_table"),
     min_madds: str | None = o("min_madds"),
     max_madds: str | None = o("max_madds"),
+    min_latency: str | None = o("min_latency"),
+    max_latency: str | None = o("max_latency"),
     cost_scope: str | None = o("cost_scope"),
     by: By = o("by"),
     remap_prior: float = o("remap_prior"),

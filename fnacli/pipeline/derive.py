@@ -58,6 +58,13 @@ class DeriveConfig:
                                             "for comparisons at matched cost.", metavar="MADDS")
     max_madds: str | float | None = setting(None, "... and at most these MAdds.",
                                             metavar="MADDS")
+    # or a latency window, by --latency-table (matched predicted latency)
+    min_latency: str | float | None = setting(None, "With --latency-table: derive the most "
+                                              "likely architecture with at least this "
+                                              "predicted latency (e.g. 12ms, or 90% of the "
+                                              "seed's).", metavar="TIME")
+    max_latency: str | float | None = setting(None, "... and at most this predicted latency.",
+                                              metavar="TIME")
     by: str = setting("layer", "layer: argmax α per layer (FNA); depth: per stage the most likely "
                       "depth (skip positions summed), then its most likely ops.")
     remap_prior: float = setting(0.0, "Weigh candidates by how much of the seed's weights their "
@@ -224,7 +231,8 @@ def derive(cfg: DeriveConfig) -> DeriveResult:
     if cfg.remap_prior:
         _apply_remap_prior(ck, cfg.remap_prior)
     if window:
-        arch, path, prob, window_info = _derive_within(ck, searched, cfg, depth, window, say)
+        arch, path, prob, window_info = _derive_within(ck, searched, cfg, depth, window, say,
+                                                       table)
     else:
         rule = A.derive_by_depth if cfg.by == "depth" else A.derive
         arch, path, prob = rule(ck.space, ck.alpha, ck.beta, depth)
@@ -282,7 +290,9 @@ def _plain_spec(cfg: DeriveConfig, window: Any, table: Any, say: Reporter) -> De
     """The architecture of a spec as it is (probability 1): its diagram and its costs."""
     from fnacli.spec import as_arch
 
-    for given, name in ((cfg.plot, "plot"), (cfg.top, "top"), (window, "min_madds/max_madds"),
+    bounds = ("min_latency/max_latency" if window and window.metrics == ("latency",)
+              else "min_madds/max_madds")
+    for given, name in ((cfg.plot, "plot"), (cfg.top, "top"), (window, bounds),
                         (cfg.min_depth, "min_depth")):
         if given:
             raise UserError(f"{name}: {cfg.checkpoint} is an architecture, not a search",
@@ -333,23 +343,34 @@ def _window_limits(cfg: DeriveConfig) -> Budget | None:
     from fnacli.budget import Budget
     from fnacli.cost.space import check_scope
 
-    if cfg.min_madds is None and cfg.max_madds is None:
+    latency = cfg.min_latency is not None or cfg.max_latency is not None
+    if latency and (cfg.min_madds is not None or cfg.max_madds is not None):
+        raise UserError("--min/--max-latency and --min/--max-madds: give one window (the "
+                        "derivation moves choices along one cost)")
+    if latency and cfg.latency_table is None:
+        raise UserError("--min/--max-latency: give --latency-table (the predicted latency)")
+    if cfg.min_madds is None and cfg.max_madds is None and not latency:
         if cfg.cost_scope is not None:
             raise UserError("--cost-scope: only with --min-madds/--max-madds")
         return None
     if cfg.cost_scope is not None:
+        if latency:
+            raise UserError("--cost-scope: a latency window is the whole network's predicted "
+                            "latency; the scope is for --min-madds/--max-madds")
         check_scope(cfg.cost_scope)
-    budget = Budget.of(min_madds=cfg.min_madds, max_madds=cfg.max_madds)
+    budget = (Budget.of(min_latency=cfg.min_latency, max_latency=cfg.max_latency) if latency
+              else Budget.of(min_madds=cfg.min_madds, max_madds=cfg.max_madds))
     if not budget.relative:
         budget.resolve()  # a minimum above the maximum: refused now
     return budget
 
 
 def _derive_within(ck: Any, searched: dict, cfg: DeriveConfig, depth: int, budget: Budget,
-                   say: Reporter) -> tuple[Any, Any, float, dict]:
+                   say: Reporter, table: Any = None) -> tuple[Any, Any, float, dict]:
     """The most likely architecture (greedy, ``search.arch.derive_within``) whose MAdds over
     the scope, at the search's cost size, lie within the budget (a relative one taken of the
-    seed's MAdds over the same scope)."""
+    seed's MAdds over the same scope); or, for a latency budget, whose predicted latency by
+    ``table`` (the whole network) does."""
     from fnacli.cost.lut import load_or_build_lut
     from fnacli.pipeline.search_options import ONESHOT_COST_SCOPE
     from fnacli.search import arch as A
@@ -359,6 +380,8 @@ def _derive_within(ck: Any, searched: dict, cfg: DeriveConfig, depth: int, budge
     if searched.get("strategy") in ("evolution", "random"):
         raise UserError("--min-madds/--max-madds: a one-shot search picks its architecture by "
                         "fitness; give the window to 'fnacli search' instead")
+    if budget.metrics == ("latency",):
+        return _derive_within_latency(ck, cfg, depth, budget, say, table)
     task = get_task(cfg.task or searched.get("task") or task_names()[0])
     size = (as_size(cfg.size) if cfg.size else
             tuple(searched.get("cost_size") or searched.get("size") or task.recipe.size))
@@ -391,6 +414,52 @@ def _derive_within(ck: Any, searched: dict, cfg: DeriveConfig, depth: int, budge
     return arch, path, prob, {"min_madds": lo, "max_madds": hi, "cost_scope": scope,
                               "cost_size": list(size), "madds": madds, "moved": moves,
                               **({"seed_madds": reference["madds"]} if reference else {})}
+
+
+def _derive_within_latency(ck: Any, cfg: DeriveConfig, depth: int, budget: Budget,
+                           say: Reporter, table: Any) -> tuple[Any, Any, float, dict]:
+    """:func:`_derive_within` for a latency budget: the whole network's predicted latency by
+    the table (a relative budget taken of the seed's)."""
+    from fnacli.search import arch as A
+    from fnacli.search.evolution import Encoding
+
+    if table.space.to_dict() != ck.space.to_dict():
+        raise UserError("--latency-table: measured for another search space than the "
+                        "checkpoint's; measure one with 'fnacli latency --space' of it")
+
+    def cost(arch: Any) -> float:
+        return table.latency_ms(arch)
+
+    reference = None
+    if budget.relative:
+        if ck.seed_spec is None:
+            raise UserError("min_latency/max_latency: a relative budget is taken of the seed's "
+                            "predicted latency, and this checkpoint records no seed; give a "
+                            "time", "--min-latency/--max-latency: a relative budget is taken "
+                            "of the seed's predicted latency, and this checkpoint records no "
+                            "seed; give a time")
+        reference = {"latency": cost(ck.seed_spec)}
+    lo, hi = budget.resolve(reference).bounds["latency"]
+    enc = Encoding(ck.space)
+    if hi is not None and (least := cost(enc.arch(enc.cheapest(cost)))) > hi:
+        raise UserError(f"--max-latency {hi:.4g} ms is below the fastest architecture of the "
+                        f"space ({least:.4g} ms predicted)")
+    if lo is not None and (most := cost(enc.arch(enc.dearest(cost)))) < lo:
+        raise UserError(f"--min-latency {lo:.4g} ms is above the slowest architecture of the "
+                        f"space ({most:.4g} ms predicted)")
+    start = (A.derive_by_depth(ck.space, ck.alpha, ck.beta, depth)[1] if cfg.by == "depth"
+             else None)
+    arch, path, prob, moves = A.derive_within(ck.space, ck.alpha, ck.beta, cost, lo, hi, depth,
+                                              start)
+    ms = cost(arch)
+    if moves:
+        span = f"{lo or 0:.4g}-{hi:.4g} ms" if hi is not None else f"at least {lo:.4g} ms"
+        say(f"note: {moves} choice{'s' if moves != 1 else ''} moved off the argmax to bring "
+            f"the architecture within {span} predicted latency ({ms:.4g} ms)")
+    return arch, path, prob, {"min_latency_ms": lo, "max_latency_ms": hi, "latency_ms": ms,
+                              "moved": moves,
+                              **({"seed_latency_ms": reference["latency"]} if reference
+                                 else {})}
 
 
 def _latency(result: DeriveResult, table: Any, source: str | Path) -> None:

@@ -211,12 +211,10 @@ def parse_arch_lr(value: str | float | None) -> float | None:
 
 def task_space_candidates(o: DifferentiableSearchConfig) -> int:
     """The most candidates any layer (or channel-searched stage) of the supernet offers."""
-    from fnacli.nn.supernet import op_choices, width_choices
+    from fnacli.search.convergence import most_candidates
     from fnacli.search.supernet_io import read_supernet
 
-    space = read_supernet(o.supernet).space
-    return max([len(c) for *_, c in op_choices(space)] + [len(w) for _, w in
-                                                           width_choices(space)] + [1])
+    return most_candidates(read_supernet(o.supernet).space)
 
 
 def resolve_arch_lr(value: str | float | None, default: float, candidates: Any,

@@ -21,6 +21,8 @@ from collections.abc import Mapping, Sequence
 
 import torch
 
+from fnacli.spec import SpaceSpec
+
 NEAR_UNIFORM = 0.8  # median normalised entropy at or above which α is "near uniform"
 
 
@@ -88,10 +90,19 @@ def summary_text(rec: Mapping) -> str:
             + ("" if changed is None else f", argmax changed in {changed}/{rec['layers']}"))
 
 
-def near_uniform_warning(rec: Mapping, arch_steps: int, arch_lr: float) -> str | None:
-    """The end-of-search warning when α is still near uniform, saying what to change."""
+def near_uniform_warning(rec: Mapping, arch_steps: int, arch_lr: float,
+                         candidates: int | None = None) -> str | None:
+    """The end-of-search warning when α is still near uniform, saying what to change (with
+    ``candidates``, the most any layer offers: an lr already at --arch-lr auto's value is not
+    told to use auto)."""
     if not rec.get("layers") or rec["entropy_median"] < NEAR_UNIFORM:
         return None
+    auto = auto_arch_lr(arch_steps, candidates) if candidates else None
+    lr_advice = ("give --arch-lr auto (sized to the number of α/β steps, docs/search.md)"
+                 if auto is None or arch_lr < 0.999 * auto else
+                 f"give a larger --arch-lr than auto's {auto:.3g} (auto assumes the α "
+                 "gradient's signal-to-noise ratio of fnacli's benchmark; a noisier one needs "
+                 "more)")
     changed = rec.get("argmax_changed")
     moving = (f", and its argmax still changed in {changed} of {rec['layers']} layers in the "
               "last epoch" if changed else "")
@@ -100,9 +111,17 @@ def near_uniform_warning(rec: Mapping, arch_steps: int, arch_lr: float) -> str |
             f"{rec['uniform_log10_probability']:.1f} for any path under uniform α/β, the "
             f"median layer keeps {rec['entropy_median']:.0%} of a uniform choice's entropy"
             f"{moving}. {arch_steps} α/β steps at --arch-lr {arch_lr:g} did not decide it: "
-            "give --arch-lr auto (sized to the number of α/β steps, docs/search.md), search "
-            "longer (--epochs), or train the weight steps on the fine-tuning recipe "
-            "(--weight-recipe finetune) so that the supernet's losses tell candidates apart")
+            f"{lr_advice}, search longer (--epochs), or train the weight steps on the "
+            "fine-tuning recipe (--weight-recipe finetune) so that the supernet's losses tell "
+            "candidates apart")
+
+
+def most_candidates(space: SpaceSpec) -> int:
+    """The most candidates any layer (or channel-searched stage) of ``space`` offers."""
+    from fnacli.nn.supernet import op_choices, width_choices
+
+    return max([len(c) for *_, c in op_choices(space)] + [len(w) for _, w in
+                                                           width_choices(space)] + [1])
 
 
 # -- --arch-lr auto ------------------------------------------------------------------------------

@@ -534,7 +534,7 @@ def _result(space: SpaceSpec, arch: ArchParams, cfg: SearchConfig, step: int, ar
         lat = (table.latency_ms(derived), float(table.expected_latency(
             *arch.probs(cfg.min_depth))) / 1e6) if table is not None else (None, None)
     last = history[-1].get("convergence", {}) if history else {}
-    near = (CV.near_uniform_warning(last, arch_steps, cfg.arch_lr)
+    near = (CV.near_uniform_warning(last, arch_steps, cfg.arch_lr, CV.most_candidates(space))
             if finished and arch_steps else None)
     return SearchResult(step, arch_steps, epoch, finished, derived,
                         float(lut.arch_madds(derived)), exp, history,
