@@ -421,7 +421,6 @@ def _derive_within_latency(ck: Any, cfg: DeriveConfig, depth: int, budget: Budge
     """:func:`_derive_within` for a latency budget: the whole network's predicted latency by
     the table (a relative budget taken of the seed's)."""
     from fnacli.search import arch as A
-    from fnacli.search.evolution import Encoding
 
     if table.space.to_dict() != ck.space.to_dict():
         raise UserError("--latency-table: measured for another search space than the "
@@ -439,18 +438,14 @@ def _derive_within_latency(ck: Any, cfg: DeriveConfig, depth: int, budget: Budge
                             "of the seed's predicted latency, and this checkpoint records no "
                             "seed; give a time")
         reference = {"latency": cost(ck.seed_spec)}
+    # (no check against the space's fastest architecture first: a measured table need not
+    # be monotone in width or depth, so the MAdds rule for the cheapest one is no bound here)
     lo, hi = budget.resolve(reference).bounds["latency"]
-    enc = Encoding(ck.space)
-    if hi is not None and (least := cost(enc.arch(enc.cheapest(cost)))) > hi:
-        raise UserError(f"--max-latency {hi:.4g} ms is below the fastest architecture of the "
-                        f"space ({least:.4g} ms predicted)")
-    if lo is not None and (most := cost(enc.arch(enc.dearest(cost)))) < lo:
-        raise UserError(f"--min-latency {lo:.4g} ms is above the slowest architecture of the "
-                        f"space ({most:.4g} ms predicted)")
     start = (A.derive_by_depth(ck.space, ck.alpha, ck.beta, depth)[1] if cfg.by == "depth"
              else None)
-    arch, path, prob, moves = A.derive_within(ck.space, ck.alpha, ck.beta, cost, lo, hi, depth,
-                                              start)
+    arch, path, prob, moves = A.derive_within(
+        ck.space, ck.alpha, ck.beta, cost, lo, hi, depth, start, what="predicted latency",
+        flags="--min-latency/--max-latency", text=lambda c: f"{c:.4g} ms")
     ms = cost(arch)
     if moves:
         span = f"{lo or 0:.4g}-{hi:.4g} ms" if hi is not None else f"at least {lo:.4g} ms"

@@ -345,7 +345,10 @@ def derive_by_depth(space: SpaceSpec, alpha: Mapping[tuple[int, int], torch.Tens
 def derive_within(space: SpaceSpec, alpha: Mapping[tuple[int, int], torch.Tensor],
                   beta: Mapping[int, torch.Tensor], cost: Callable[[ArchSpec], float],
                   lo: float | None, hi: float | None, min_depth: int = 0,
-                  start: Path | None = None) -> tuple[ArchSpec, Path, float, int]:
+                  start: Path | None = None, what: str = "MAdds",
+                  flags: str = "--min-madds/--max-madds",
+                  text: Callable[[float], str] = lambda c: f"{c / 1e6:.4g}M"
+                  ) -> tuple[ArchSpec, Path, float, int]:
     """The argmax path moved into the cost window [``lo``, ``hi``]: (arch, path, the path's
     probability, choices changed).
 
@@ -354,7 +357,8 @@ def derive_within(space: SpaceSpec, alpha: Mapping[tuple[int, int], torch.Tensor
     the path is outside, take the single choice change (an op or a width) that lands inside
     at the highest probability, else the one that moves towards the window at the least
     log-probability lost per unit of cost, never overshooting the window's far side.
-    ``start``: the path to start from [the per-layer argmax].
+    ``start``: the path to start from [the per-layer argmax]. ``what``, ``flags`` and
+    ``text`` name the cost in the error when no architecture in the window is reached.
     """
     with torch.no_grad():
         a, b = probs(space, alpha, beta, min_depth)
@@ -405,8 +409,8 @@ def derive_within(space: SpaceSpec, alpha: Mapping[tuple[int, int], torch.Tensor
         _, path, c = step
         moves += 1
     if not ((lo is None or c >= lo) and (hi is None or c <= hi)):
-        raise UserError(f"no architecture within the MAdds window was reached from the argmax "
-                        f"path (at {c / 1e6:.4g}M); widen --min-madds/--max-madds")
+        raise UserError(f"no architecture within the {what} window was reached from the "
+                        f"argmax path (at {text(c)}); widen {flags}")
     total = sum(logp[("a", k)][path.ops[k]] for k in a) + sum(
         logp[("b", s)][path.widths[s]] for s in b)
     return path_to_arch(space, path), path, math.exp(total), moves
