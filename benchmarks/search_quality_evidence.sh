@@ -44,6 +44,7 @@ export -f search; export FNACLI_BIN="${FNACLI[*]}" ARCH_LR TARGET
 for s in $(seq 0 $((SEARCH_SEEDS - 1))); do echo "$s"; done | \
   xargs -P "$JOBS" -I{} bash -c 'FNACLI=($FNACLI_BIN); search {}'
 ARMS=()
+declare -A MEMBERS
 for s in $(seq 0 $((SEARCH_SEEDS - 1))); do
   for d in $DERIVATIONS; do
     case $d in
@@ -54,13 +55,16 @@ for s in $(seq 0 $((SEARCH_SEEDS - 1))); do
     "${FNACLI[@]}" derive "search/diff-s$s.safetensors" "${WINDOW[@]}" "${how[@]}" \
         -o "archs/$d-s$s.json" --force
     ARMS+=("$d-s$s=archs/$d-s$s.json")
+    MEMBERS[$d]+="${MEMBERS[$d]:+,}$d-s$s"
   done
 done
+POOLS=()  # each derivation pooled over the search seeds
+for d in $DERIVATIONS; do POOLS+=(--group "$d=${MEMBERS[$d]}"); done
 COMPARE=("${FNACLI[@]}" compare seed.pth "${ARMS[@]}" -w compare --task ssdlite --data data
          --epochs 24 --batch-size 16 --size 80 --optimizer sgd --lr 0.03 --schedule cosine
          --warmup-iters 100 --clip-grad 10 --augment ssdlite --seeds "$SEEDS" --random 2
          --space "$SPACE" --target-madds "$TARGET" --window 0.05 --workers 0 --threads 1
-         --device cpu --plot compare.svg --json)
+         --device cpu --plot compare.svg "${POOLS[@]}" --json)
 for j in $(seq 1 "$JOBS"); do "${COMPARE[@]}" > "compare-$j.json" 2> "compare-$j.log" & done
 wait
 echo "done: $W/compare-1.json"

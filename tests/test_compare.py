@@ -22,6 +22,32 @@ RANDOM = ["--target-madds", "6e6", "--window", "0.5"]
 
 
 # -- statistics ---------------------------------------------------------------------------------
+def test_a_group_pools_its_arms_per_seed_and_over_arms() -> None:
+    """--group: the members' mean per fine-tuning seed paired against the seed's arm, and the
+    members' means against the seed's mean over the members (search seeds)."""
+    from fnacli.pipeline.compare import ArmResult, pool
+
+    def arm(name: str, values: dict[int, float]) -> ArmResult:
+        return ArmResult(name, {}, 1.0, values)
+
+    seed = arm("seed", {0: 0.30, 1: 0.32, 2: 0.31})
+    a = arm("a-s0", {0: 0.33, 1: 0.34, 2: 0.32})
+    b = arm("a-s1", {0: 0.31, 1: 0.36, 2: 0.35, 3: 0.9})  # seed 3: not every member has it
+    rnd = arm("random-0", {0: 0.29, 1: 0.33, 2: 0.30})
+    g = pool("a", [a, b], seed, rnd, 0.05)
+    assert g.values == pytest.approx({0: 0.32, 1: 0.35, 2: 0.335}) and g.runs == 6
+    assert g.mean == pytest.approx(0.335)
+    assert g.std == pytest.approx(math.sqrt(sum((v - 0.335) ** 2 for v in
+                                                [0.33, 0.34, 0.32, 0.31, 0.36, 0.35]) / 5))
+    assert g.std_members == pytest.approx(math.sqrt(2) * 0.005)  # means 0.33 and 0.34
+    # over fine-tuning seeds: differences 0.02, 0.03, 0.025 -> t = 0.025 / (0.005 / sqrt 3)
+    assert g.vs_seed.n == 3 and g.vs_seed.mean == pytest.approx(0.025)
+    assert g.vs_seed.t == pytest.approx(0.025 / (0.005 / math.sqrt(3)))
+    assert g.vs_seed.p_t == pytest.approx(t_two_sided_p(g.vs_seed.t, 2))
+    # over the members: 0.33 - 0.31 and 0.34 - 0.31 -> t = 0.025 / (0.00707 / sqrt 2) = 5
+    assert g.vs_seed_members.n == 2 and g.vs_seed_members.t == pytest.approx(5.0)
+    assert g.vs_best_random.mean == pytest.approx((0.03 + 0.02 + 0.035) / 3)
+
 @pytest.mark.parametrize("t", [0.1, 1.0, 2.5, 12.706])
 def test_t_distribution_matches_closed_forms(t: float) -> None:
     # df = 1 is Cauchy, df = 2 has a closed form; both independent of the incomplete beta
@@ -190,6 +216,8 @@ def test_compare_resumes_an_interrupted_fine_tune_exactly(world: Path, tmp_path:
     (["--random", "2", "--space", str(SPACE)], "--random: give --target-madds"),
     (["nosuch.json"], "nosuch.json"),
     (["seed=mobilenetv2-0.35"], "compare's own"),
+    (["small=mobilenetv2-0.35", "--group", "g=small,nosuch"], "no arm named 'nosuch'"),
+    (["small=mobilenetv2-0.35", "--group", "g"], "expected NAME=ARM,ARM"),
 ])
 def test_bad_input_is_one_line_and_exit_2(world: Path, tmp_path: Path, run_cli,
                                           args: list[str], message: str) -> None:

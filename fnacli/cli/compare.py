@@ -12,6 +12,7 @@ from fnacli.pipeline.compare import CompareConfig
 
 o = c.options_of(CompareConfig)
 _ARCHS = CompareConfig.__dataclass_fields__["archs"].metadata
+_GROUPS = CompareConfig.__dataclass_fields__["groups"].metadata
 
 
 @app.command("compare", cls=c.PanelCommand)
@@ -56,6 +57,8 @@ def compare(
     stop_after: int | None = o("stop_after", help="Stop (checkpointed) after STEPS steps of "
                                                   "one fine-tune; run again to continue."),
     report_only: bool = o("report_only"),
+    group: list[str] = typer.Option(None, "--group", metavar=_GROUPS["metavar"],
+                                    help=_GROUPS["help"] + " Repeat for several."),
     force: bool = o("force", help="Start these inputs' runs over (one process only)."),
     as_json: bool = c.opt("--json"),
 ) -> None:
@@ -73,6 +76,7 @@ def compare(
     from fnacli.pipeline.compare import compare as run
 
     c.setup_logging()
+    options["groups"] = tuple(options.pop("group") or ())
     result = run(c.config(CompareConfig, {**options, "archs": list(archs or [])}))
     if result.is_main:
         c.show(result.report())

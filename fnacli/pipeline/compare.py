@@ -68,6 +68,11 @@ class CompareConfig(TrainOptions):
     schedule: str | None = setting(None, "Cosine, or step decay (see 'fnacli finetune').",
                                    group=SCHEDULE)
     report_only: bool = setting(False, "Make nothing: compare the runs already in WORKDIR.")
+    groups: tuple[str, ...] = setting((), "Pool arms into one setting, NAME=ARM,ARM,… (e.g. "
+                                      "one search setting's runs on several search seeds): "
+                                      "its members' mean per fine-tuning seed, paired against "
+                                      "the seed's and the best random arm, and its spread over "
+                                      "the members.", flags=("--group",), metavar="NAME=ARMS")
 
 
 @dataclass
@@ -97,6 +102,30 @@ class ArmResult:
 
 
 @dataclass
+class GroupResult:
+    """Arms pooled into one setting (``--group``): e.g. a search setting on several search
+    seeds, each searched network fine-tuned on the same fine-tuning seeds."""
+
+    name: str
+    members: list[str]
+    values: dict[int, float]  # fine-tuning seed -> the members' mean (seeds all members have)
+    runs: int
+    mean: float | None = None  # over every run of every member
+    std: float | None = None  # over every run
+    std_members: float | None = None  # of the members' means: the spread over search seeds
+    vs_seed: Paired | None = None  # over fine-tuning seeds: the members' mean - the seed's
+    vs_seed_members: Paired | None = None  # over members: each one's mean - the seed's mean
+    vs_best_random: Paired | None = None  # over fine-tuning seeds
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "members": self.members, "runs": self.runs,
+                "values": {str(k): v for k, v in self.values.items()}, "mean": self.mean,
+                "std": self.std, "std_members": self.std_members,
+                **{k: getattr(self, k) and getattr(self, k).to_dict()
+                   for k in ("vs_seed", "vs_seed_members", "vs_best_random")}}
+
+
+@dataclass
 class CompareResult:
     metric: str
     seeds: list[int]
@@ -107,12 +136,13 @@ class CompareResult:
     missing: list[tuple[str, int]] = field(default_factory=list)  # not made (stopped early)
     alpha: float = 0.05
     is_main: bool = True
+    groups: list[GroupResult] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return {"metric": self.metric, "seeds": self.seeds, "best_random": self.best_random,
                 "arms": [a.to_dict() for a in self.arms], "trained": self.trained,
                 "reused": self.reused, "missing": [list(m) for m in self.missing],
-                "alpha": self.alpha}
+                "alpha": self.alpha, "groups": [g.to_dict() for g in self.groups]}
 
     def report(self) -> Report:
         seed_madds = next(a.madds for a in self.arms if a.name == SEED_ARM)
@@ -134,11 +164,86 @@ class CompareResult:
             caption=f"Δ: mean paired difference ± std over seeds; p (t): paired t-test, "
                     f"▲ better / ▼ worse at p < {self.alpha:g}; W/L: seeds won/lost, sign-test "
                     f"p; {best}")]
+        if self.groups:
+            report.append(self._groups_table())
         if self.missing:
             report.append(f"incomplete: {len(self.missing)} runs not made yet (run the same "
                           "command again to continue)")
         report.append(f"{self.trained} runs made now, {self.reused} reused from the work dir")
         return report
+
+
+    def _groups_table(self) -> Table:
+        rows = []
+        for g in self.groups:
+            spread = "–" if g.std_members is None else f"{g.std_members:.3f}"
+            mean = "–" if g.mean is None else (f"{g.mean:.3f}" + ("" if g.std is None else
+                                                                  f" ± {g.std:.3f}"))
+            by_search = g.vs_seed_members
+            rows.append((g.name, str(len(g.members)), str(g.runs), mean, spread,
+                         *_paired_cells(g.vs_seed),
+                         "–" if by_search is None or by_search.p_t is None
+                         else f"{by_search.p_t:.3f}",
+                         *_paired_cells(g.vs_best_random)))
+        return Table(
+            f"settings: arms pooled (--group), {self.metric}",
+            ("setting", "arms", "runs", "mean ± std (runs)", "std (arms)", "Δ vs seed",
+             "p (t)", "W/L (p)", "p over arms", "Δ vs best random", "p (t) ", "W/L (p) "),
+            rows, right=("arms", "runs"),
+            caption="Δ and p (t): per fine-tuning seed, the arms' mean minus the seed's (or the "
+                    "best random arm's), paired t-test over fine-tuning seeds; p over arms: "
+                    "each arm's mean minus the seed's mean, t-test over the arms (search "
+                    "seeds); std (arms): the spread of the arms' means")
+
+
+def parse_groups(groups: list[str] | tuple[str, ...], names: list[str]
+                 ) -> list[tuple[str, list[str]]]:
+    """(name, member arms) of each ``--group NAME=ARM,ARM,…``; members must be arms."""
+    out: list[tuple[str, list[str]]] = []
+    for g in groups:
+        name, sep, rest = g.partition("=")
+        members = [m.strip() for m in rest.split(",") if m.strip()]
+        if not sep or not name or not members:
+            raise UserError(f"--group {g!r}: expected NAME=ARM,ARM,…")
+        unknown = [m for m in members if m not in names]
+        if unknown:
+            raise UserError(f"--group {g!r}: no arm named {', '.join(map(repr, unknown))} "
+                            f"(arms: {', '.join(names)})")
+        if len(set(members)) != len(members) or name in dict(out):
+            raise UserError(f"--group {g!r}: an arm twice, or a second group of that name")
+        out.append((name, members))
+    return out
+
+
+def pool(name: str, members: list[ArmResult], seed: ArmResult | None,
+         best_random: ArmResult | None, alpha: float) -> GroupResult:
+    """``members`` pooled: their mean per fine-tuning seed that all of them (and the seed's
+    arm) have, paired over those seeds against the seed's arm and the best random arm; and
+    each member's mean against the seed's mean over the same seeds (a t-test over members:
+    the search seeds' variance in the test)."""
+    seeds = sorted(set.intersection(*(set(m.values) for m in members)))
+    values = {s: statistics.fmean(m.values[s] for m in members) for s in seeds}
+    every = [m.values[s] for m in members for s in seeds]
+    g = GroupResult(name, [m.name for m in members], values, len(every))
+    if every:
+        g.mean, g.std = mean_std(every)
+        g.std_members = mean_std([statistics.fmean(m.values[s] for s in seeds)
+                                  for m in members])[1]
+
+    def against(other: ArmResult | None) -> tuple[list[int], Paired | None]:
+        common = [s for s in seeds if other is not None and s in other.values]
+        if not common:
+            return common, None
+        return common, paired([values[s] for s in common], [other.values[s] for s in common],
+                              alpha)
+
+    common, g.vs_seed = against(seed)
+    if common and seed is not None:
+        ref = statistics.fmean(seed.values[s] for s in common)
+        g.vs_seed_members = paired([statistics.fmean(m.values[s] for s in common)
+                                    for m in members], [ref] * len(members), alpha)
+    g.vs_best_random = against(best_random)[1]
+    return g
 
 
 def _seeds_text(seeds: list[int]) -> str:
@@ -180,6 +285,8 @@ def compare(cfg: CompareConfig) -> CompareResult:
     from fnacli.spec import load_arch, load_space
 
     named = [(n, load_arch(a)) for n, a in parse_arch_args(cfg.archs)]
+    parse_groups(cfg.groups, [SEED_ARM, *(n for n, _ in named),
+                              *(f"random-{i}" for i in range(cfg.random))])  # before any work
     space = load_space(cfg.space) if cfg.random else None
     return in_processes(lambda c, env: _run(c, env, named, space), cfg)
 
@@ -444,7 +551,8 @@ def _run(cfg: CompareConfig, env: Any, named: list[tuple[str, Any]], space: Any
                 shutil.rmtree(runs.folder(spec.to_dict(), s), ignore_errors=True)
     barrier(env)
     made, reused, stopped = (0, 0, False) if cfg.report_only else _make_all(runs, arms, seeds)
-    result = summarise(runs, arms, madds, seeds, cfg.alpha)
+    result = summarise(runs, arms, madds, seeds, cfg.alpha,
+                       parse_groups(cfg.groups, [n for n, _ in arms]))
     result.trained = made
     # (--report-only: every run found was made before)
     result.reused = sum(len(a.values) for a in result.arms) if cfg.report_only else reused
@@ -459,7 +567,8 @@ def _run(cfg: CompareConfig, env: Any, named: list[tuple[str, Any]], space: Any
 
 
 def summarise(runs: Runs, arms: list[tuple[str, Any]], madds: dict[str, float],
-              seeds: list[int], alpha: float) -> CompareResult:
+              seeds: list[int], alpha: float,
+              groups: list[tuple[str, list[str]]] | None = None) -> CompareResult:
     """Every arm's metric per seed, paired against the seed's architecture and the random arm
     of the highest mean (picked after the fact: the hardest random arm to beat)."""
     metric = runs.task.metric
@@ -482,7 +591,10 @@ def summarise(runs: Runs, arms: list[tuple[str, Any]], madds: dict[str, float],
             a.vs_seed = _pair(a, by_name[SEED_ARM], alpha)
         if best is not None and a.name != best:
             a.vs_best_random = _pair(a, by_name[best], alpha)
-    return CompareResult(metric, seeds, rows, best, 0, 0, missing, alpha)
+    pooled = [pool(name, [by_name[m] for m in members], by_name.get(SEED_ARM),
+                   by_name.get(best) if best else None, alpha)
+              for name, members in groups or []]
+    return CompareResult(metric, seeds, rows, best, 0, 0, missing, alpha, groups=pooled)
 
 
 def _pair(a: ArmResult, b: ArmResult, alpha: float) -> Paired | None:
