@@ -371,90 +371,90 @@ def _derive_within(ck: Any, searched: dict, cfg: DeriveConfig, depth: int, budge
     the scope, at the search's cost size, lie within the budget (a relative one taken of the
     seed's MAdds over the same scope); or, for a latency budget, whose predicted latency by
     ``table`` (the whole network) does."""
-    from fnacli.cost.lut import load_or_build_lut
-    from fnacli.pipeline.search_options import ONESHOT_COST_SCOPE
     from fnacli.search import arch as A
-    from fnacli.search.evolution import Encoding, check_reachable, window_text
-    from fnacli.tasks import get_task, task_names
+    from fnacli.search.evolution import Encoding, check_reachable
 
     if searched.get("strategy") in ("evolution", "random"):
         raise UserError("--min-madds/--max-madds: a one-shot search picks its architecture by "
                         "fitness; give the window to 'fnacli search' instead")
-    if budget.metrics == ("latency",):
-        return _derive_within_latency(ck, cfg, depth, budget, say, table)
+    w = (_latency_window(ck, table) if budget.metrics == ("latency",)
+         else _madds_window(ck, searched, cfg))
+    reference = None
+    if budget.relative:
+        if ck.seed_spec is None:
+            detail = (f"a relative budget is taken of the seed's {w.what}, and this checkpoint "
+                      f"records no seed; give {w.absolute}")
+            raise UserError(f"{w.names}: {detail}", f"{w.flags}: {detail}")
+        reference = {w.metric: w.cost(ck.seed_spec)}
+    lo, hi = budget.resolve(reference).bounds[w.metric]
+    if w.metric == "madds":
+        # (not for latency: a measured table need not be monotone in width or depth, so the
+        # MAdds rule for the cheapest architecture is no bound there)
+        check_reachable(Encoding(ck.space), w.cost, lo, hi)
+    start = (A.derive_by_depth(ck.space, ck.alpha, ck.beta, depth)[1] if cfg.by == "depth"
+             else None)
+    arch, path, prob, moves = A.derive_within(ck.space, ck.alpha, ck.beta, w.cost, lo, hi,
+                                              depth, start, what=w.what, flags=w.flags,
+                                              text=w.text)
+    c = w.cost(arch)
+    if moves:
+        say(f"note: {moves} choice{'s' if moves != 1 else ''} moved off the argmax to bring "
+            f"the architecture within {w.span(lo, hi, c)}")
+    return arch, path, prob, {**w.info(lo, hi, c), "moved": moves,
+                              **({w.seed_key: reference[w.metric]} if reference else {})}
+
+
+@dataclass
+class _Window:
+    """How a derivation window counts: its cost and the words and keys that report it."""
+
+    metric: str  # the Budget metric
+    cost: Any  # ArchSpec -> float
+    what: str  # "MAdds", "predicted latency"
+    names: str  # the parameters (library errors)
+    flags: str  # the flags (CLI errors)
+    absolute: str  # what an absolute budget is
+    text: Any  # float -> str
+    span: Any  # (lo, hi, cost) -> the note's words
+    info: Any  # (lo, hi, cost) -> the report's window fields
+    seed_key: str
+
+
+def _madds_window(ck: Any, searched: dict, cfg: DeriveConfig) -> _Window:
+    from fnacli.cost.lut import load_or_build_lut
+    from fnacli.pipeline.search_options import ONESHOT_COST_SCOPE
+    from fnacli.search.evolution import window_text
+    from fnacli.tasks import get_task, task_names
+
     task = get_task(cfg.task or searched.get("task") or task_names()[0])
     size = (as_size(cfg.size) if cfg.size else
             tuple(searched.get("cost_size") or searched.get("size") or task.recipe.size))
     scope = cfg.cost_scope or ONESHOT_COST_SCOPE
     lut = load_or_build_lut(ck.space, task, size,
                             cfg.num_classes or searched.get("num_classes") or 80)
-
-    def cost(arch: Any) -> float:
-        return lut.arch_cost(arch, scope)
-
-    reference = None
-    if budget.relative:
-        if ck.seed_spec is None:
-            raise UserError("min_madds/max_madds: a relative budget is taken of the seed's "
-                            "MAdds, and this checkpoint records no seed; give MAdds",
-                            "--min-madds/--max-madds: a relative budget is taken of the "
-                            "seed's MAdds, and this checkpoint records no seed; give MAdds")
-        reference = {"madds": cost(ck.seed_spec)}
-    lo, hi = budget.resolve(reference).bounds["madds"]
-    check_reachable(Encoding(ck.space), cost, lo, hi)
-    start = (A.derive_by_depth(ck.space, ck.alpha, ck.beta, depth)[1] if cfg.by == "depth"
-             else None)
-    arch, path, prob, moves = A.derive_within(ck.space, ck.alpha, ck.beta, cost, lo, hi, depth,
-                                              start)
-    madds = cost(arch)
-    if moves:
-        say(f"note: {moves} choice{'s' if moves != 1 else ''} moved off the argmax to bring "
-            f"the architecture within {window_text(lo, hi)} MAdds ({scope} at "
-            f"{size[0]}x{size[1]}: {madds / 1e6:.4g}M)")
-    return arch, path, prob, {"min_madds": lo, "max_madds": hi, "cost_scope": scope,
-                              "cost_size": list(size), "madds": madds, "moved": moves,
-                              **({"seed_madds": reference["madds"]} if reference else {})}
+    return _Window(
+        "madds", lambda arch: lut.arch_cost(arch, scope), "MAdds", "min_madds/max_madds",
+        "--min-madds/--max-madds", "MAdds", lambda c: f"{c / 1e6:.4g}M",
+        lambda lo, hi, c: (f"{window_text(lo, hi)} MAdds ({scope} at {size[0]}x{size[1]}: "
+                           f"{c / 1e6:.4g}M)"),
+        lambda lo, hi, c: {"min_madds": lo, "max_madds": hi, "cost_scope": scope,
+                           "cost_size": list(size), "madds": c}, "seed_madds")
 
 
-def _derive_within_latency(ck: Any, cfg: DeriveConfig, depth: int, budget: Budget,
-                           say: Reporter, table: Any) -> tuple[Any, Any, float, dict]:
-    """:func:`_derive_within` for a latency budget: the whole network's predicted latency by
-    the table (a relative budget taken of the seed's)."""
-    from fnacli.search import arch as A
-
+def _latency_window(ck: Any, table: Any) -> _Window:
     if table.space.to_dict() != ck.space.to_dict():
         raise UserError("--latency-table: measured for another search space than the "
                         "checkpoint's; measure one with 'fnacli latency --space' of it")
 
-    def cost(arch: Any) -> float:
-        return table.latency_ms(arch)
+    def span(lo: float | None, hi: float | None, c: float) -> str:
+        where = f"{lo or 0:.4g}-{hi:.4g} ms" if hi is not None else f"at least {lo:.4g} ms"
+        return f"{where} predicted latency ({c:.4g} ms)"
 
-    reference = None
-    if budget.relative:
-        if ck.seed_spec is None:
-            raise UserError("min_latency/max_latency: a relative budget is taken of the seed's "
-                            "predicted latency, and this checkpoint records no seed; give a "
-                            "time", "--min-latency/--max-latency: a relative budget is taken "
-                            "of the seed's predicted latency, and this checkpoint records no "
-                            "seed; give a time")
-        reference = {"latency": cost(ck.seed_spec)}
-    # (no check against the space's fastest architecture first: a measured table need not
-    # be monotone in width or depth, so the MAdds rule for the cheapest one is no bound here)
-    lo, hi = budget.resolve(reference).bounds["latency"]
-    start = (A.derive_by_depth(ck.space, ck.alpha, ck.beta, depth)[1] if cfg.by == "depth"
-             else None)
-    arch, path, prob, moves = A.derive_within(
-        ck.space, ck.alpha, ck.beta, cost, lo, hi, depth, start, what="predicted latency",
-        flags="--min-latency/--max-latency", text=lambda c: f"{c:.4g} ms")
-    ms = cost(arch)
-    if moves:
-        span = f"{lo or 0:.4g}-{hi:.4g} ms" if hi is not None else f"at least {lo:.4g} ms"
-        say(f"note: {moves} choice{'s' if moves != 1 else ''} moved off the argmax to bring "
-            f"the architecture within {span} predicted latency ({ms:.4g} ms)")
-    return arch, path, prob, {"min_latency_ms": lo, "max_latency_ms": hi, "latency_ms": ms,
-                              "moved": moves,
-                              **({"seed_latency_ms": reference["latency"]} if reference
-                                 else {})}
+    return _Window(
+        "latency", table.latency_ms, "predicted latency", "min_latency/max_latency",
+        "--min-latency/--max-latency", "a time", lambda c: f"{c:.4g} ms", span,
+        lambda lo, hi, c: {"min_latency_ms": lo, "max_latency_ms": hi, "latency_ms": c},
+        "seed_latency_ms")
 
 
 def _latency(result: DeriveResult, table: Any, source: str | Path) -> None:
