@@ -68,11 +68,11 @@ def build_table(a: argparse.Namespace, w: Path, precision: str) -> Path:
     return path
 
 
-def profile(a: argparse.Namespace, arch: Path, table: Path) -> dict:
-    """MAdds and the table's predicted latency of one architecture (``fnacli madds``)."""
-    out = fnacli("madds", str(arch), "--task", "ssdlite", "--size", str(a.size),
+def profile(a: argparse.Namespace, archs: list[Path], table: Path) -> list[dict]:
+    """MAdds and the table's predicted latency of each architecture (one ``fnacli madds``)."""
+    out = fnacli("madds", *map(str, archs), "--task", "ssdlite", "--size", str(a.size),
                  "--num-classes", str(a.num_classes), "--latency-table", str(table), "--json")
-    return json.loads(out)[0]
+    return json.loads(out)
 
 
 def search(a: argparse.Namespace, w: Path, name: str, seed: int, cost: list[str]) -> Path:
@@ -127,21 +127,19 @@ def main() -> None:
 
     seed_arch = w / "seed-arch.json"
     seed_arch.write_text(seed_spec(a.seed_checkpoint).to_json())
-    seed_prof = profile(a, seed_arch, tables[a.precision])
+    seed_prof = profile(a, [seed_arch], tables[a.precision])[0]
     target_madds = a.budget * seed_prof["madds"]
     target_ms = a.budget * seed_prof["latency_ms"]
     print(f"seed: {seed_prof['madds'] / 1e6:.2f}M MAdds, {seed_prof['latency_ms']:.3f} ms "
           f"predicted ({a.precision}); targets {target_madds / 1e6:.2f}M and "
           f"{target_ms:.3f} ms", flush=True)
-    runs = [(f"madds-{a.precision}", s, ["--target-madds", str(round(target_madds))])
-            for s in map(int, a.seeds.split(","))]
-    runs += [(f"latency-{a.precision}", s, ["--cost", "latency", "--latency-table",
-                                              str(tables[a.precision]),
-                                              "--target-latency", f"{target_ms:.4f}ms"])
-             for s in map(int, a.seeds.split(","))]
+    priced = {"madds": ["--target-madds", str(round(target_madds))],
+              "latency": ["--cost", "latency", "--latency-table", str(tables[a.precision]),
+                          "--target-latency", f"{target_ms:.4f}ms"]}
+    runs = [(clock, s) for clock in priced for s in map(int, a.seeds.split(","))]
     start = time.perf_counter()
     with ThreadPoolExecutor(a.jobs) as pool:
-        searched = list(pool.map(lambda r: search(a, w, r[0].split("-")[0], r[1], r[2]), runs))
+        searched = list(pool.map(lambda r: search(a, w, r[0], r[1], priced[r[0]]), runs))
     print(f"searches: {time.perf_counter() - start:.0f} s", flush=True)
     lo, hi = 1 - a.window, 1 + a.window
     windows = {"madds": ["--min-madds", str(round(lo * target_madds)), "--max-madds",
@@ -151,14 +149,13 @@ def main() -> None:
                            "--min-latency", f"{lo * target_ms:.4f}ms",
                            "--max-latency", f"{hi * target_ms:.4f}ms"]}
     named = [("seed", seed_arch)]
-    for r, out in zip(runs, searched, strict=True):
-        clock = r[0].split("-")[0]
-        named.append((f"{clock}-s{r[1]} argmax", out.with_suffix(".json")))
-        named.append((f"{clock}-s{r[1]} in window",
-                      derive_in_window(a, out, windows[clock])))
+    for (clock, seed), out in zip(runs, searched, strict=True):
+        named.append((f"{clock}-s{seed} argmax", out.with_suffix(".json")))
+        named.append((f"{clock}-s{seed} in window", derive_in_window(a, out, windows[clock])))
     specs = [load_arch(p) for _, p in named]
-    rows: dict[str, dict] = {n: {"madds": profile(a, p, tables[a.precision])["madds"]}
-                             for n, p in named}
+    profiles = profile(a, [p for _, p in named], tables[a.precision])
+    rows: dict[str, dict] = {n: {"madds": pr["madds"]}
+                             for (n, _), pr in zip(named, profiles, strict=True)}
     for prec, path in tables.items():
         table = read_latency(path)
         measured = table.measure_networks(specs)  # interleaved: under the same load

@@ -424,21 +424,9 @@ def _evolve(o: OneShotSearchConfig, trained: Path, files: dict[str, Path], env: 
     # the file's name, not its path: the same run in another folder gives the same bytes
     identity = {"supernet": trained.name, "task": task.name, "size": list(size),
                 "calib_images": len(calib), "eval_images": len(fit_set),
-                "cost_scope": scope, "cost_size": list(cost_size), "fitness": fitness}
-    # only where given: a search without them keeps its identity (and resumes) as before
-    if o.calib_draws != 1:
-        identity["calib_draws"] = o.calib_draws
-    term = None
-    if o.remap_prior:
-        from fnacli.search.remap_prior import fitness_term
-
-        if ckpt.seed_spec is None:
-            raise UserError("--remap-prior: the supernet does not record the seed it was "
-                            "expanded from")
-        identity["remap_prior"] = o.remap_prior
-        term = fitness_term(ckpt.seed_spec, o.remap_prior)
-    if latency is not None:
-        identity["latency_table"] = latency.identity()
+                "cost_scope": scope, "cost_size": list(cost_size), "fitness": fitness,
+                **_options_identity(o, latency)}
+    term = _remap_prior_term(o, ckpt.seed_spec)
     search = E.OneShotSearch(enc, lambda arch: lut.arch_cost(arch, scope),
                              distributed_evaluate(score, env), cfg,
                              files["state"], files["history"], chunk=env.world,
@@ -473,6 +461,26 @@ def _evolve(o: OneShotSearchConfig, trained: Path, files: dict[str, Path], env: 
         confirmation = _confirm(o, search, task, size, fit_set, calib_pool, files, env, say,
                                 identity)
     return _evolved(o, search, result, ckpt, info, latency, files, env, identity, confirmation)
+
+
+def _options_identity(o: OneShotSearchConfig, latency: Any) -> dict:
+    """The options a resumed search must share, only where given: a search without them
+    keeps its identity (and resumes) as before they existed."""
+    return {**({"calib_draws": o.calib_draws} if o.calib_draws != 1 else {}),
+            **({"remap_prior": o.remap_prior} if o.remap_prior else {}),
+            **({"latency_table": latency.identity()} if latency is not None else {})}
+
+
+def _remap_prior_term(o: OneShotSearchConfig, seed: Any) -> Any:
+    """The remapping prior's fitness term (None when off)."""
+    if not o.remap_prior:
+        return None
+    from fnacli.search.remap_prior import fitness_term
+
+    if seed is None:
+        raise UserError("--remap-prior: the supernet does not record the seed it was "
+                        "expanded from")
+    return fitness_term(seed, o.remap_prior)
 
 
 def _confirm(o: OneShotSearchConfig, search: Any, task: Any, size: tuple[int, int],
